@@ -1,0 +1,27 @@
+// ONNX import: ModelProto -> kvant IR (DESIGN.md §1, §7).
+//
+// Everything read from the file is validated before use: sizes are checked
+// against the bytes present, external-data paths must stay inside the model's
+// folder, every node input must be defined, and the graph must be acyclic.
+// Constant nodes become initializers. Errors name the file and the place.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+
+#include "ir/graph.h"
+#include "kvant/status.h"
+
+namespace kvant {
+
+Result<Model> load_onnx(const std::filesystem::path& file);
+
+// Parses a model held in memory. External data is resolved against
+// `base_dir`; an empty base_dir refuses external data.
+Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesystem::path& base_dir = {},
+                              const std::string& display_name = "<memory>");
+
+// Parses one serialized TensorProto (e.g. ONNX test-data input_0.pb).
+Result<Tensor> load_tensor_pb(const std::filesystem::path& file);
+
+}  // namespace kvant

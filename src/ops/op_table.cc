@@ -1,0 +1,47 @@
+#include "ops/op_registry.h"
+
+namespace kvant {
+
+namespace {
+
+constexpr std::span<const OpDef> (*kFamilies[])() = {
+    elementwise_ops, nn_ops, tensor_ops, reduce_ops, control_flow_ops, rnn_ops, quant_ops,
+};
+
+}  // namespace
+
+const OpDef* find_op(std::string_view domain, std::string_view op_type) {
+  for (auto family : kFamilies) {
+    for (const OpDef& def : family()) {
+      if (def.op_type == op_type && def.domain == domain) return &def;
+    }
+  }
+  return nullptr;
+}
+
+std::vector<const OpDef*> all_ops() {
+  std::vector<const OpDef*> out;
+  for (auto family : kFamilies) {
+    for (const OpDef& def : family()) out.push_back(&def);
+  }
+  return out;
+}
+
+const Tensor& KernelContext::input(size_t i) const {
+  if (!has_input(i)) fail("input " + std::to_string(i) + " is required but missing");
+  return *inputs[i];
+}
+
+void KernelContext::set_output(size_t i, Tensor t) {
+  if (i < outputs.size()) outputs[i] = std::move(t);
+}
+
+void KernelContext::fail(const std::string& message) const {
+  throw Error(ErrorCode::kInvalidArgument, node.describe() + ": " + message);
+}
+
+void KernelContext::unsupported(const std::string& message) const {
+  throw Error(ErrorCode::kUnsupported, node.describe() + ": " + message);
+}
+
+}  // namespace kvant
