@@ -55,10 +55,20 @@ struct OpDef {
 const OpDef* find_op(std::string_view domain, std::string_view op_type);
 std::vector<const OpDef*> all_ops();
 
-// Family tables, each defined in its own file.
-std::span<const OpDef> elementwise_ops();
-std::span<const OpDef> nn_ops();
+// Family tables, each defined in its own file (src/ops/<family>.cc).
+std::span<const OpDef> unary_ops();
+std::span<const OpDef> binary_ops();
+std::span<const OpDef> activation_ops();
+std::span<const OpDef> cast_ops();
+std::span<const OpDef> conv_ops();
+std::span<const OpDef> gemm_ops();
+std::span<const OpDef> pool_ops();
+std::span<const OpDef> norm_ops();
+std::span<const OpDef> resize_ops();
+std::span<const OpDef> pad_ops();
 std::span<const OpDef> tensor_ops();
+std::span<const OpDef> shape_ops();
+std::span<const OpDef> gather_ops();
 std::span<const OpDef> reduce_ops();
 std::span<const OpDef> control_flow_ops();
 std::span<const OpDef> rnn_ops();

@@ -7,6 +7,6 @@ namespace {
 
 }  // namespace
 
-std::span<const OpDef> nn_ops() { return {}; }
+std::span<const OpDef> conv_ops() { return {}; }
 
 }  // namespace kvant

@@ -7,6 +7,6 @@ namespace {
 
 }  // namespace
 
-std::span<const OpDef> elementwise_ops() { return {}; }
+std::span<const OpDef> shape_ops() { return {}; }
 
 }  // namespace kvant
