@@ -203,7 +203,8 @@ Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesyst
   }
 }
 
-Result<Model> load_onnx(const std::filesystem::path& file) {
+Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options) {
+  (void)options;  // TODO(import): shape inference and input shape overrides
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) return not_found(file.string() + ": no such file");
   if (std::filesystem::is_directory(file, ec)) return invalid_argument(file.string() + ": is a folder, not an ONNX file");

@@ -8,13 +8,25 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "ir/graph.h"
 #include "kvant/status.h"
 
 namespace kvant {
 
-Result<Model> load_onnx(const std::filesystem::path& file);
+struct LoadOptions {
+  // Run ONNX shape inference and fill Graph::value_info with the type and
+  // shape of every intermediate value it can determine.
+  bool infer_shapes = true;
+  // Fix input dims before inference (e.g. {"input": {1, 3, 224, 224}} for a
+  // model with a symbolic batch); an input not listed keeps its declared dims.
+  std::map<std::string, std::vector<int64_t>> input_shapes;
+};
+
+Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options = {});
 
 // Parses a model held in memory. External data is resolved against
 // `base_dir`; an empty base_dir refuses external data.
