@@ -76,6 +76,10 @@ struct QuantizeSummary {
 Model quantize_static(const Model& model, SampleSource& calibration, const QuantizeOptions& options,
                       QuantizeSummary* summary);
 
+// Dynamic INT8: MatMul/Gemm weights int8 with per-call activation
+// quantization (DynamicQuantizeLinear + MatMulInteger), LSTM/GRU/RNN weights int8.
+Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary);
+
 // Operator types that mark a model as already quantized.
 bool is_quantized_model(const Model& model);
 
