@@ -80,6 +80,10 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
 // quantization (DynamicQuantizeLinear + MatMulInteger), LSTM/GRU/RNN weights int8.
 Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary);
 
+// Weight-only RTN: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with
+// one scale per options.group_size values along K; opset-21 blocked DQ.
+Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary);
+
 // Operator types that mark a model as already quantized.
 bool is_quantized_model(const Model& model);
 
