@@ -12,10 +12,15 @@
 // or the given output_shape, whose total padding is then split begin/end
 // (SAME_UPPER puts the odd element at the end, otherwise at the beginning).
 //
-// Both kernels view the spatial dims as 3-D (unit dims prepended) and loop
-// channel -> kernel position -> output row, with a contiguous inner loop
-// over the output width whose valid range is computed once per row.
-// Accumulation is in compute_t<T> (float for float16/bfloat16).
+// Both kernels view the spatial dims as 3-D (unit dims prepended).
+// Conv gathers, per (image, group), a column buffer col[c, kernel tap][output position]
+// (zeros where a tap falls into padding; filled row by row with the valid width
+// range computed once per row), then forms Y[m] += W[m, r] * col[r] over output
+// channel m and tap r with a contiguous inner loop over the output positions.
+// Output rows are processed in chunks so that the buffer stays bounded.
+// ConvTranspose loops channel -> kernel position -> input row, scattering a
+// contiguous input row per step. Accumulation is in compute_t<T> (float for
+// float16/bfloat16).
 #include <algorithm>
 #include <vector>
 
@@ -94,54 +99,71 @@ void run_conv(KernelContext& ctx, TypeTag<T>) {
   const int64_t in_plane = g.in[0] * g.in[1] * g.in[2];
   const int64_t out_plane = g.out[0] * g.out[1] * g.out[2];
   const int64_t kernel_size = g.kernel[0] * g.kernel[1] * g.kernel[2];
+  const int64_t patch = in_per_group * kernel_size;  // rows of the column buffer
+  const int64_t out_rows = g.out[0] * g.out[1];      // output rows of width g.out[2]
+  // Output rows per chunk: keep the column buffer under ~16M elements.
+  const int64_t chunk_rows =
+      std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(1, patch * g.out[2]), 1, std::max<int64_t>(out_rows, 1));
   const T* xd = x.data<T>();
   const T* wd = w.data<T>();
-  // Inputs converted once to the compute type.
-  std::vector<C> xc(static_cast<size_t>(x.numel())), wc(static_cast<size_t>(w.numel()));
-  for (size_t i = 0; i < xc.size(); ++i) xc[i] = to_compute(xd[i]);
+  std::vector<C> wc(static_cast<size_t>(w.numel()));
   for (size_t i = 0; i < wc.size(); ++i) wc[i] = to_compute(wd[i]);
 
   Tensor y(x.dtype(), out_shape);
   T* yd = y.data<T>();
-  std::vector<C> acc(static_cast<size_t>(out_plane));
+  std::vector<C> col(static_cast<size_t>(patch * chunk_rows * g.out[2]));
+  std::vector<C> acc(static_cast<size_t>(out_per_group * out_plane));
+  const int64_t sw = g.strides[2];
   for (int64_t n = 0; n < batch; ++n) {
-    for (int64_t m = 0; m < out_channels; ++m) {
-      const int64_t grp = m / out_per_group;
-      std::fill(acc.begin(), acc.end(), bias ? to_compute(bias->data<T>()[m]) : C(0));
-      for (int64_t ci = 0; ci < in_per_group; ++ci) {
-        const C* x_plane = xc.data() + (n * in_channels + grp * in_per_group + ci) * in_plane;
-        const C* w_kernel = wc.data() + (m * in_per_group + ci) * kernel_size;
-        for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
-          for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-            for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
-              const C wv = w_kernel[(kd * g.kernel[1] + kh) * g.kernel[2] + kw];
-              const int64_t off_d = kd * g.dilations[0] - g.pads_begin[0];
-              const int64_t off_h = kh * g.dilations[1] - g.pads_begin[1];
-              const int64_t off_w = kw * g.dilations[2] - g.pads_begin[2];
-              int64_t od_lo, od_hi, oh_lo, oh_hi, ow_lo, ow_hi;
-              valid_range(off_d, g.strides[0], g.in[0], g.out[0], od_lo, od_hi);
-              valid_range(off_h, g.strides[1], g.in[1], g.out[1], oh_lo, oh_hi);
-              valid_range(off_w, g.strides[2], g.in[2], g.out[2], ow_lo, ow_hi);
-              const int64_t sw = g.strides[2];
-              for (int64_t od = od_lo; od < od_hi; ++od) {
-                const int64_t id = od * g.strides[0] + off_d;
-                for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
-                  const int64_t ih = oh * g.strides[1] + off_h;
-                  const C* in_row = x_plane + (id * g.in[1] + ih) * g.in[2] + off_w;
-                  C* out_row = acc.data() + (od * g.out[1] + oh) * g.out[2];
-                  if (sw == 1) {
-                    for (int64_t ow = ow_lo; ow < ow_hi; ++ow) out_row[ow] += wv * in_row[ow];
-                  } else {
-                    for (int64_t ow = ow_lo; ow < ow_hi; ++ow) out_row[ow] += wv * in_row[ow * sw];
-                  }
-                }
+    for (int64_t grp = 0; grp < group; ++grp) {
+      for (int64_t m = 0; m < out_per_group; ++m) {
+        const C b = bias ? to_compute(bias->data<T>()[grp * out_per_group + m]) : C(0);
+        std::fill(acc.begin() + m * out_plane, acc.begin() + (m + 1) * out_plane, b);
+      }
+      for (int64_t row0 = 0; row0 < out_rows; row0 += chunk_rows) {
+        const int64_t rows = std::min(chunk_rows, out_rows - row0);
+        const int64_t cols = rows * g.out[2];
+        // 1. Column buffer: col[r][j] = X at kernel tap r (channel, kd, kh, kw) for output
+        //    position j of this chunk, 0 where the tap falls into padding.
+        for (int64_t ci = 0; ci < in_per_group; ++ci) {
+          const T* x_plane = xd + (n * in_channels + grp * in_per_group + ci) * in_plane;
+          for (int64_t kpos = 0; kpos < kernel_size; ++kpos) {
+            const int64_t kd = kpos / (g.kernel[1] * g.kernel[2]);
+            const int64_t kh = (kpos / g.kernel[2]) % g.kernel[1];
+            const int64_t kw = kpos % g.kernel[2];
+            const int64_t off_w = kw * g.dilations[2] - g.pads_begin[2];
+            int64_t ow_lo, ow_hi;
+            valid_range(off_w, sw, g.in[2], g.out[2], ow_lo, ow_hi);
+            C* col_row = col.data() + (ci * kernel_size + kpos) * cols;
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t od = (row0 + r) / g.out[1], oh = (row0 + r) % g.out[1];
+              const int64_t id = od * g.strides[0] + kd * g.dilations[0] - g.pads_begin[0];
+              const int64_t ih = oh * g.strides[1] + kh * g.dilations[1] - g.pads_begin[1];
+              C* dst = col_row + r * g.out[2];
+              if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+                std::fill(dst, dst + g.out[2], C(0));
+                continue;
               }
+              const T* in_row = x_plane + (id * g.in[1] + ih) * g.in[2] + off_w;
+              std::fill(dst, dst + ow_lo, C(0));
+              for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = to_compute(in_row[ow * sw]);
+              std::fill(dst + ow_hi, dst + g.out[2], C(0));
             }
           }
         }
+        // 2. acc[m][chunk] += W[m][r] * col[r][chunk], i-k-j order: contiguous inner loop.
+        for (int64_t m = 0; m < out_per_group; ++m) {
+          C* out = acc.data() + m * out_plane + row0 * g.out[2];
+          const C* w_row = wc.data() + (grp * out_per_group + m) * patch;
+          for (int64_t r = 0; r < patch; ++r) {
+            const C wv = w_row[r];
+            const C* src = col.data() + r * cols;
+            for (int64_t j = 0; j < cols; ++j) out[j] += wv * src[j];
+          }
+        }
       }
-      T* out = yd + (n * out_channels + m) * out_plane;
-      for (int64_t i = 0; i < out_plane; ++i) out[i] = from_compute<T>(acc[static_cast<size_t>(i)]);
+      T* out = yd + (n * out_channels + grp * out_per_group) * out_plane;
+      for (size_t i = 0; i < acc.size(); ++i) out[i] = from_compute<T>(acc[i]);
     }
   }
   ctx.set_output(0, std::move(y));

@@ -183,6 +183,8 @@ void resize_impl(KernelContext& ctx, const ResizeAttrs& at, const std::vector<do
   ctx.set_output(0, std::move(y));
 }
 
+// Exactly one of scales and sizes is given (both only when the scales
+// belong to sizes chosen by keep_aspect_ratio_policy); both span every dim.
 void run_resize_common(KernelContext& ctx, ResizeAttrs at, std::vector<double> scales, Shape sizes,
                        std::vector<double> roi) {
   const Tensor& x = ctx.input(0);
@@ -194,20 +196,27 @@ void run_resize_common(KernelContext& ctx, ResizeAttrs at, std::vector<double> s
   Shape out_shape(rank);
   if (!sizes.empty()) {
     if (sizes.size() != rank) ctx.fail("sizes must have one value per input dim (" + std::to_string(rank) + ")");
-    scales.assign(rank, 1.0);
+    const bool derive_scales = scales.empty();  // given too only for keep_aspect_ratio_policy
+    if (derive_scales) scales.assign(rank, 1.0);
     for (size_t d = 0; d < rank; ++d) {
       if (sizes[d] < 0) ctx.fail("sizes must be non-negative");
-      scales[d] = x.shape()[d] == 0 ? 1.0 : static_cast<double>(sizes[d]) / static_cast<double>(x.shape()[d]);
+      if (derive_scales && x.shape()[d] != 0) {
+        scales[d] = static_cast<double>(sizes[d]) / static_cast<double>(x.shape()[d]);
+      }
     }
     out_shape = sizes;
   } else {
     if (scales.size() != rank) ctx.fail("scales must have one value per input dim (" + std::to_string(rank) + ")");
     for (size_t d = 0; d < rank; ++d) {
-      if (!(scales[d] > 0)) ctx.fail("scales must be positive");
-      out_shape[d] = static_cast<int64_t>(std::floor(static_cast<double>(x.shape()[d]) * scales[d]));
+      const double out = std::floor(static_cast<double>(x.shape()[d]) * scales[d]);
+      if (!(scales[d] > 0) || !std::isfinite(out) || out > 1e12) {
+        ctx.fail("scales must be positive and give a sane output size (scale " + std::to_string(scales[d]) + ")");
+      }
+      out_shape[d] = static_cast<int64_t>(out);
     }
   }
   if (!roi.empty() && roi.size() != 2 * rank) ctx.fail("roi must have 2 * rank values");
+  checked_numel(out_shape, x.dtype());  // rejects outputs too large to allocate before any work
   dispatch<NumericTypes>(x.dtype(), ctx, [&](auto tag) { resize_impl(ctx, at, scales, out_shape, roi, tag); });
 }
 
@@ -284,7 +293,9 @@ void resize(KernelContext& ctx) {
   // One scale for all named axes: the largest that fits (not_larger) or the smallest that covers.
   double scale = policy == "not_larger" ? std::numeric_limits<double>::infinity() : 0.0;
   for (size_t i = 0; i < k; ++i) {
-    const double r = static_cast<double>(sizes[i]) / static_cast<double>(x.shape()[static_cast<size_t>(axes[i])]);
+    const int64_t in_dim = x.shape()[static_cast<size_t>(axes[i])];
+    if (in_dim == 0 || sizes[i] < 0) ctx.fail("keep_aspect_ratio_policy needs non-empty input dims and sizes >= 0");
+    const double r = static_cast<double>(sizes[i]) / static_cast<double>(in_dim);
     scale = policy == "not_larger" ? std::min(scale, r) : std::max(scale, r);
   }
   full_scales.assign(rank, 1.0);
@@ -294,10 +305,7 @@ void resize(KernelContext& ctx) {
     full_sizes[a] = static_cast<int64_t>(std::nearbyint(scale * static_cast<double>(x.shape()[a])));
   }
   // The coordinate transform uses the common scale, not sizes / input.
-  ResizeAttrs attrs = at;
-  const Shape out_shape = full_sizes;
-  dispatch<NumericTypes>(x.dtype(), ctx,
-                         [&](auto tag) { resize_impl(ctx, attrs, full_scales, out_shape, full_roi, tag); });
+  run_resize_common(ctx, at, full_scales, full_sizes, full_roi);
 }
 
 void upsample(KernelContext& ctx) {
