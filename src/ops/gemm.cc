@@ -58,6 +58,18 @@ std::vector<compute_t<T>> to_compute_vector(const Tensor& t) {
   return out;
 }
 
+// A tensor's elements in the compute type: the tensor's own storage when the
+// types agree, else a converted copy held in `storage`.
+template <typename T>
+const compute_t<T>* compute_data(const Tensor& t, std::vector<compute_t<T>>& storage) {
+  if constexpr (std::is_same_v<T, compute_t<T>>) {
+    return t.data<T>();
+  } else {
+    storage = to_compute_vector<T>(t);
+    return storage.data();
+  }
+}
+
 template <typename T>
 void run_gemm(KernelContext& ctx, TypeTag<T>) {
   using C = compute_t<T>;
@@ -79,9 +91,11 @@ void run_gemm(KernelContext& ctx, TypeTag<T>) {
     ctx.fail("inner dims differ: A " + a.describe() + (trans_a ? " (transposed)" : "") + ", B " + b.describe() +
              (trans_b ? " (transposed)" : ""));
   }
-  const std::vector<C> ac = to_compute_vector<T>(a), bc = to_compute_vector<T>(b);
+  std::vector<C> a_store, b_store;
+  const C* ac = compute_data<T>(a, a_store);
+  const C* bc = compute_data<T>(b, b_store);
   std::vector<C> acc(static_cast<size_t>(m * n), C(0));
-  matmul_add(ac.data(), trans_a ? 1 : k, trans_a ? m : 1, bc.data(), trans_b ? 1 : n, trans_b ? k : 1, acc.data(), m,
+  matmul_add(ac, trans_a ? 1 : k, trans_a ? m : 1, bc, trans_b ? 1 : n, trans_b ? k : 1, acc.data(), m,
              k, n);
   Tensor y(a.dtype(), {m, n});
   T* yd = y.data<T>();
@@ -132,13 +146,15 @@ void run_matmul(KernelContext& ctx, TypeTag<T>) {
   if (b.rank() > 1) out_shape.push_back(n);
   Tensor y(a.dtype(), out_shape);
   T* yd = y.data<T>();
-  const std::vector<C> ac = to_compute_vector<T>(a), bc = to_compute_vector<T>(b);
+  std::vector<C> a_store, b_store;
+  const C* ac = compute_data<T>(a, a_store);
+  const C* bc = compute_data<T>(b, b_store);
   std::vector<C> acc(static_cast<size_t>(m * n));
   int64_t out_index = 0;
   const std::vector<int64_t> strides[2] = {stride_a, stride_b};
   for_each_index(batch, strides, [&](const int64_t* offsets) {
     std::fill(acc.begin(), acc.end(), C(0));
-    matmul_add(ac.data() + offsets[0] * m * k, k, 1, bc.data() + offsets[1] * k * n, n, 1, acc.data(), m, k, n);
+    matmul_add(ac + offsets[0] * m * k, k, 1, bc + offsets[1] * k * n, n, 1, acc.data(), m, k, n);
     T* out = yd + out_index * m * n;
     for (int64_t i = 0; i < m * n; ++i) out[i] = from_compute<T>(acc[static_cast<size_t>(i)]);
     ++out_index;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,95 @@ TEST(Conv, WrongWeightRankNamesTheNode) {
   }
 }
 
+// Per-element 2-D convolution straight from the definition, for comparison.
+std::vector<float> naive_conv2d(const std::vector<float>& x, const std::vector<float>& w, Shape xs, Shape ws,
+                                int64_t group, int64_t stride, int64_t dilation, std::vector<int64_t> pads,
+                                int64_t out_h, int64_t out_w) {
+  const int64_t n = xs[0], c = xs[1], h = xs[2], wd = xs[3], m = ws[0], cg = ws[1], kh = ws[2], kw = ws[3];
+  std::vector<float> y;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t oc = 0; oc < m; ++oc)
+      for (int64_t i = 0; i < out_h; ++i)
+        for (int64_t j = 0; j < out_w; ++j) {
+          double sum = 0;
+          for (int64_t ic = 0; ic < cg; ++ic)
+            for (int64_t p = 0; p < kh; ++p)
+              for (int64_t q = 0; q < kw; ++q) {
+                const int64_t ih = i * stride - pads[0] + p * dilation, iw = j * stride - pads[1] + q * dilation;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= wd) continue;
+                const int64_t ch = oc / (m / group) * cg + ic;
+                sum += x[static_cast<size_t>(((b * c + ch) * h + ih) * wd + iw)] *
+                       w[static_cast<size_t>(((oc * cg + ic) * kh + p) * kw + q)];
+              }
+          y.push_back(static_cast<float>(sum));
+        }
+  (void)c;
+  return y;
+}
+
+TEST(Conv, MatchesNaiveDefinitionOnOddShapes) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  struct Case {
+    Shape xs, ws;
+    int64_t group, stride, dilation;
+    std::vector<int64_t> pads;  // begin h, begin w, end h, end w
+  };
+  const Case cases[] = {
+      {{1, 3, 7, 9}, {4, 3, 3, 3}, 1, 1, 1, {1, 1, 1, 1}},  {{2, 4, 8, 5}, {6, 2, 3, 2}, 2, 2, 1, {0, 1, 2, 0}},
+      {{1, 2, 9, 9}, {2, 1, 3, 3}, 2, 3, 2, {2, 2, 1, 1}},  {{1, 5, 1, 11}, {3, 5, 1, 4}, 1, 2, 3, {0, 3, 0, 0}},
+      {{1, 1, 4, 4}, {2, 1, 1, 1}, 1, 1, 1, {0, 0, 0, 0}},
+  };
+  for (const Case& c : cases) {
+    std::vector<float> xv(static_cast<size_t>(checked_numel(c.xs))), wv(static_cast<size_t>(checked_numel(c.ws)));
+    for (float& v : xv) v = dist(rng);
+    for (float& v : wv) v = dist(rng);
+    Node node = make_node("Conv", 2);
+    node.attributes["group"] = int_attr(c.group);
+    node.attributes["strides"] = ints_attr({c.stride, c.stride});
+    node.attributes["dilations"] = ints_attr({c.dilation, c.dilation});
+    node.attributes["pads"] = ints_attr(c.pads);
+    const Tensor y = run_node(node, {Tensor::from_vector(xv, c.xs), Tensor::from_vector(wv, c.ws)})[0];
+    const int64_t out_h = (c.xs[2] + c.pads[0] + c.pads[2] - (c.ws[2] - 1) * c.dilation - 1) / c.stride + 1;
+    const int64_t out_w = (c.xs[3] + c.pads[1] + c.pads[3] - (c.ws[3] - 1) * c.dilation - 1) / c.stride + 1;
+    ASSERT_EQ(y.shape(), (Shape{c.xs[0], c.ws[0], out_h, out_w}));
+    const std::vector<float> want =
+        naive_conv2d(xv, wv, c.xs, c.ws, c.group, c.stride, c.dilation, {c.pads[0], c.pads[1]}, out_h, out_w);
+    const std::vector<float> got = values(y);
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "element " << i;
+  }
+}
+
+TEST(ConvTranspose, StrideTwoScatters) {
+  // X = [1, 2] [1,1,2], W = [1, 1, 1] [1,1,3], stride 2: full output length 2*(2-1)+3 = 5,
+  // Y = [1, 1, 1+2, 2, 2].
+  Node node = make_node("ConvTranspose", 2);
+  node.attributes["strides"] = ints_attr({2});
+  const Tensor y = run_node(node, {Tensor::from_vector<float>({1, 2}, {1, 1, 2}),
+                                   Tensor::from_vector<float>({1, 1, 1}, {1, 1, 3})})[0];
+  EXPECT_EQ(y.shape(), (Shape{1, 1, 5}));
+  EXPECT_EQ(values(y), (std::vector<float>{1, 1, 3, 2, 2}));
+}
+
+TEST(Einsum, TransposeTraceAndBatchedProduct) {
+  Attribute eq;
+  eq.kind = Attribute::Kind::kString;
+  Node node = make_node("Einsum", 1);
+  const Tensor m = Tensor::from_vector<float>({1, 2, 3, 4}, {2, 2});
+  eq.s = "ij->ji";
+  node.attributes["equation"] = eq;
+  EXPECT_EQ(values(run_node(node, {m})[0]), (std::vector<float>{1, 3, 2, 4}));
+  eq.s = "ii";  // implicit output: trace
+  node.attributes["equation"] = eq;
+  EXPECT_EQ(values(run_node(node, {m})[0]), (std::vector<float>{5}));
+  Node two = make_node("Einsum", 2);
+  eq.s = "...ij,...jk";  // implicit: "...ik"
+  two.attributes["equation"] = eq;
+  const Tensor y = run_node(two, {m, m})[0];
+  EXPECT_EQ(y.shape(), (Shape{2, 2}));
+  EXPECT_EQ(values(y), (std::vector<float>{7, 10, 15, 22}));
+}
+
 TEST(MatMul, BroadcastsBatchDims) {
   // A [2,1,2,2] (two batches: identity, 2*identity) times B [3,2,1] (columns 1..6 in pairs)
   // gives [2,3,2,1]: batch (i, j) = A_i * B_j.
@@ -183,6 +273,58 @@ TEST(Softmax, Opset11FlattensOpset13UsesOneAxis) {
   y = run_node(plain, {z}, 13)[0];
   EXPECT_NEAR(values(y)[0], 0.25f, 1e-6);
   EXPECT_NEAR(values(y)[2], 0.5f, 1e-6);
+}
+
+TEST(Pad, ReflectEdgeWrapOpset11) {
+  Node node = make_node("Pad", 2);
+  Attribute mode;
+  mode.kind = Attribute::Kind::kString;
+  const Tensor x = Tensor::from_vector<float>({1, 2, 3}, {3});
+  const Tensor pads = Tensor::from_vector<int64_t>({2, 1}, {2});
+  const std::pair<const char*, std::vector<float>> cases[] = {
+      {"reflect", {3, 2, 1, 2, 3, 2}}, {"edge", {1, 1, 1, 2, 3, 3}}, {"wrap", {2, 3, 1, 2, 3, 1}},
+      {"constant", {0, 0, 1, 2, 3, 0}}};
+  for (const auto& [name, want] : cases) {
+    mode.s = name;
+    node.attributes["mode"] = mode;
+    EXPECT_EQ(values(run_node(node, {x, pads}, 19)[0]), want) << name;
+  }
+}
+
+TEST(Resize, LinearAlignCornersAndNearestFloor) {
+  // [1, 3] -> 3 samples with align_corners: [1, 2, 3]; asymmetric nearest floor x2: [1, 1, 3, 3].
+  Node node = make_node("Resize", 4);
+  Attribute s;
+  s.kind = Attribute::Kind::kString;
+  s.s = "linear";
+  node.attributes["mode"] = s;
+  s.s = "align_corners";
+  node.attributes["coordinate_transformation_mode"] = s;
+  const Tensor x = Tensor::from_vector<float>({1, 3}, {1, 2});
+  const Tensor sizes = Tensor::from_vector<int64_t>({1, 3}, {2});
+  Tensor y = run_node(node, {x, Tensor(), Tensor(), sizes}, 13)[0];
+  EXPECT_EQ(values(y), (std::vector<float>{1, 2, 3}));
+  s.s = "nearest";
+  node.attributes["mode"] = s;
+  s.s = "asymmetric";
+  node.attributes["coordinate_transformation_mode"] = s;
+  s.s = "floor";
+  node.attributes["nearest_mode"] = s;
+  const Tensor scales = Tensor::from_vector<float>({1, 2}, {2});
+  y = run_node(node, {x, Tensor(), scales}, 13)[0];
+  EXPECT_EQ(values(y), (std::vector<float>{1, 1, 3, 3}));
+}
+
+TEST(BatchNormalization, InferenceFormula) {
+  // (x - mean) / sqrt(var + eps) * scale + B with var + eps = 4: (5 - 1) / 2 * 3 + 1 = 7.
+  Node node = make_node("BatchNormalization", 5);
+  Attribute eps;
+  eps.kind = Attribute::Kind::kFloat;
+  eps.f = 0;
+  node.attributes["epsilon"] = eps;
+  auto one = [](float v) { return Tensor::from_vector<float>({v}, {1}); };
+  const Tensor y = run_node(node, {Tensor::from_vector<float>({5}, {1, 1, 1, 1}), one(3), one(1), one(1), one(4)})[0];
+  EXPECT_FLOAT_EQ(values(y)[0], 7.0f);
 }
 
 }  // namespace
