@@ -5,7 +5,7 @@
 // MatMul: numpy matmul. A 1-D A is promoted to [1, K] and a 1-D B to [K, 1],
 //         the added dim removed from the result; batch dims broadcast.
 // Einsum: "ab,bc->ac" style equations with implicit output (labels seen
-//         once, sorted, after the ellipsis dims), "..." broadcasting and
+//         once, in ASCII order, after the ellipsis dims), "..." broadcasting and
 //         repeated labels within one operand (diagonals). Evaluated by one
 //         loop over every combination of label values: plain, for small ops.
 //
@@ -268,7 +268,9 @@ void run_einsum(KernelContext& ctx, TypeTag<T>) {
     }
   } else {
     for (int l = kEllipsisBase; l < kEllipsisBase + ellipsis_rank; ++l) out_labels.push_back(l);
-    for (int l = 0; l < kEllipsisBase; ++l) {
+    // Labels seen once, in ASCII order as numpy sorts them: A-Z (26..51) before a-z (0..25).
+    for (int i = 0; i < kEllipsisBase; ++i) {
+      const int l = (i + 26) % kEllipsisBase;
       if (count[static_cast<size_t>(l)] == 1) out_labels.push_back(l);
     }
   }

@@ -188,6 +188,9 @@ TEST(Einsum, TransposeTraceAndBatchedProduct) {
   eq.s = "ij->ji";
   node.attributes["equation"] = eq;
   EXPECT_EQ(values(run_node(node, {m})[0]), (std::vector<float>{1, 3, 2, 4}));
+  eq.s = "Ba";  // implicit output sorts in ASCII order, uppercase first: "Ba" (identity)
+  node.attributes["equation"] = eq;
+  EXPECT_EQ(values(run_node(node, {m})[0]), (std::vector<float>{1, 2, 3, 4}));
   eq.s = "ii";  // implicit output: trace
   node.attributes["equation"] = eq;
   EXPECT_EQ(values(run_node(node, {m})[0]), (std::vector<float>{5}));
