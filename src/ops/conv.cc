@@ -47,8 +47,8 @@ int64_t check_conv_inputs(const KernelContext& ctx, const Tensor& x, const Tenso
              " (the rank of X " + x.describe() + ")");
   }
   if (x.rank() > 5) ctx.unsupported("more than 3 spatial dims are not supported");
-  if (w.dtype() != x.dtype()) ctx.fail("W has type " + std::string(dtype_name(w.dtype())) + ", X has " +
-                                       dtype_name(x.dtype()));
+  if (w.dtype() != x.dtype())
+    ctx.fail("W has type " + std::string(dtype_name(w.dtype())) + ", X has " + dtype_name(x.dtype()));
   const int64_t group = ctx.node.attr_int("group", 1);
   if (group < 1) ctx.fail("group must be positive");
   return group;
@@ -86,8 +86,8 @@ void run_conv(KernelContext& ctx, TypeTag<T>) {
   }
   const int64_t in_per_group = in_channels / group, out_per_group = out_channels / group;
   if (w.dim(1) != in_per_group) {
-    ctx.fail("W has shape " + shape_to_string(w.shape()) + "; dim 1 must be C/group = " +
-             std::to_string(in_per_group) + " for X " + x.describe());
+    ctx.fail("W has shape " + shape_to_string(w.shape()) + "; dim 1 must be C/group = " + std::to_string(in_per_group) +
+             " for X " + x.describe());
   }
   const Tensor* bias = check_bias(ctx, x, out_channels);
   const Shape in_spatial(x.shape().begin() + 2, x.shape().end());
@@ -102,8 +102,8 @@ void run_conv(KernelContext& ctx, TypeTag<T>) {
   const int64_t patch = in_per_group * kernel_size;  // rows of the column buffer
   const int64_t out_rows = g.out[0] * g.out[1];      // output rows of width g.out[2]
   // Output rows per chunk: keep the column buffer under ~16M elements.
-  const int64_t chunk_rows =
-      std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(1, patch * g.out[2]), 1, std::max<int64_t>(out_rows, 1));
+  const int64_t chunk_rows = std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(1, patch * g.out[2]), 1,
+                                                 std::max<int64_t>(out_rows, 1));
   const T* xd = x.data<T>();
   const T* wd = w.data<T>();
   std::vector<C> wc(static_cast<size_t>(w.numel()));

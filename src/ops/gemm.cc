@@ -95,8 +95,7 @@ void run_gemm(KernelContext& ctx, TypeTag<T>) {
   const C* ac = compute_data<T>(a, a_store);
   const C* bc = compute_data<T>(b, b_store);
   std::vector<C> acc(static_cast<size_t>(m * n), C(0));
-  matmul_add(ac, trans_a ? 1 : k, trans_a ? m : 1, bc, trans_b ? 1 : n, trans_b ? k : 1, acc.data(), m,
-             k, n);
+  matmul_add(ac, trans_a ? 1 : k, trans_a ? m : 1, bc, trans_b ? 1 : n, trans_b ? k : 1, acc.data(), m, k, n);
   Tensor y(a.dtype(), {m, n});
   T* yd = y.data<T>();
   std::vector<C> cc;
@@ -176,6 +175,11 @@ int label_of(char c) {
   return -1;
 }
 
+// Number of letter labels in a term (the ellipsis not counted).
+int64_t count_labels(const std::string& term) {
+  return std::count_if(term.begin(), term.end(), [](char c) { return label_of(c) >= 0; });
+}
+
 // Parses one term into labels; "..." becomes kEllipsisBase + (position among
 // the ellipsis dims, aligned to the right across operands).
 std::vector<int> parse_term(const KernelContext& ctx, const std::string& term, int64_t rank, int64_t ellipsis_rank,
@@ -186,13 +190,12 @@ std::vector<int> parse_term(const KernelContext& ctx, const std::string& term, i
     const char c = term[i];
     if (c == ' ') continue;
     if (c == '.') {
-      if (term.compare(i, 3, "...") != 0 || seen_ellipsis) ctx.fail("malformed ellipsis in equation term '" + term + "'");
+      if (term.compare(i, 3, "...") != 0 || seen_ellipsis) {
+        ctx.fail("malformed ellipsis in equation term '" + term + "'");
+      }
       seen_ellipsis = true;
       i += 2;
-      const int64_t dims = is_output ? ellipsis_rank : rank - (static_cast<int64_t>(
-                                                                   std::count_if(term.begin(), term.end(), [](char ch) {
-                                                                     return label_of(ch) >= 0;
-                                                                   })));
+      const int64_t dims = is_output ? ellipsis_rank : rank - count_labels(term);
       if (dims < 0 || dims > ellipsis_rank) ctx.fail("term '" + term + "' does not match its operand's rank");
       for (int64_t d = 0; d < dims; ++d) labels.push_back(static_cast<int>(kEllipsisBase + ellipsis_rank - dims + d));
       continue;
@@ -233,8 +236,7 @@ void run_einsum(KernelContext& ctx, TypeTag<T>) {
     const Tensor& t = ctx.input(i);
     if (t.dtype() != ctx.input(0).dtype()) ctx.fail("inputs have different types");
     if (terms[i].find("...") != std::string::npos) {
-      const int64_t named = std::count_if(terms[i].begin(), terms[i].end(), [](char c) { return label_of(c) >= 0; });
-      ellipsis_rank = std::max(ellipsis_rank, t.rank() - named);
+      ellipsis_rank = std::max(ellipsis_rank, t.rank() - count_labels(terms[i]));
     }
   }
   constexpr int kMaxLabels = kEllipsisBase + 16;

@@ -165,8 +165,8 @@ void run_layer_norm(KernelContext& ctx, TypeTag<T>) {
     for (int64_t i = 0; i < inner; ++i) s2 += (row[i] - mean) * (row[i] - mean);
     const double inv_std = 1.0 / std::sqrt(s2 / static_cast<double>(inner) + eps);
     for (int64_t i = 0; i < inner; ++i) {
-      y[static_cast<size_t>(o * inner + i)] = (row[i] - mean) * inv_std * sc[static_cast<size_t>(i)] +
-                                              bias[static_cast<size_t>(i)];
+      y[static_cast<size_t>(o * inner + i)] =
+          (row[i] - mean) * inv_std * sc[static_cast<size_t>(i)] + bias[static_cast<size_t>(i)];
     }
     means[static_cast<size_t>(o)] = mean;
     inv_stds[static_cast<size_t>(o)] = inv_std;
@@ -211,7 +211,8 @@ void run_instance_norm(KernelContext& ctx, TypeTag<T>) {
     const double mean = s / static_cast<double>(inner);
     for (int64_t i = 0; i < inner; ++i) s2 += (row[i] - mean) * (row[i] - mean);
     const double inv_std = 1.0 / std::sqrt(s2 / static_cast<double>(inner) + eps);
-    for (int64_t i = 0; i < inner; ++i) y[static_cast<size_t>(plane * inner + i)] = (row[i] - mean) * inv_std * sc[c] + b[c];
+    for (int64_t i = 0; i < inner; ++i)
+      y[static_cast<size_t>(plane * inner + i)] = (row[i] - mean) * inv_std * sc[c] + b[c];
   }
   ctx.set_output(0, from_doubles<T>(x.dtype(), x.shape(), y));
 }

@@ -81,7 +81,7 @@ std::vector<std::vector<Tap>> axis_taps(const KernelContext& ctx, const ResizeAt
       x = (d_o + 0.5) / scale;
     } else if (t == "tf_crop_and_resize") {
       x = dm > 1 ? roi_start * (dn - 1) + d_o * (roi_end - roi_start) * (dn - 1) / (dm - 1)
-                : 0.5 * (roi_start + roi_end) * (dn - 1);
+                 : 0.5 * (roi_start + roi_end) * (dn - 1);
       if (x < 0 || x > dn - 1) continue;  // extrapolate
     } else {
       ctx.fail("coordinate_transformation_mode '" + t + "' is not known");

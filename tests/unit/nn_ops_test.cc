@@ -70,8 +70,8 @@ TEST(Conv, StridedAndDilated) {
   node.attributes["dilations"] = ints_attr({2, 2});
   std::vector<float> xv(25);
   for (int i = 0; i < 25; ++i) xv[static_cast<size_t>(i)] = static_cast<float>(i);
-  const Tensor y = run_node(node, {Tensor::from_vector(xv, {1, 1, 5, 5}),
-                                   Tensor::from_vector<float>({1, 0, 0, -1}, {1, 1, 2, 2})})[0];
+  const Tensor y = run_node(
+      node, {Tensor::from_vector(xv, {1, 1, 5, 5}), Tensor::from_vector<float>({1, 0, 0, -1}, {1, 1, 2, 2})})[0];
   // Dilated kernel spans 3, so the output is (5 - 3) / 2 + 1 = 2 per dim.
   EXPECT_EQ(y.shape(), (Shape{1, 1, 2, 2}));
   EXPECT_EQ(values(y), (std::vector<float>{-12, -12, -12, -12}));
@@ -89,7 +89,8 @@ TEST(Conv, DepthwiseAndGrouped) {
   // Channels hold constants 1, 2, 3, 4 -> out0 = 1 + 2 = 3, out1 = 3 + 4 = 7.
   std::vector<float> xv;
   for (float c : {1.f, 2.f, 3.f, 4.f}) xv.insert(xv.end(), {c, c});
-  y = run_node(node, {Tensor::from_vector(xv, {1, 4, 1, 2}), Tensor::from_vector<float>({1, 1, 1, 1}, {2, 2, 1, 1})})[0];
+  y = run_node(node,
+               {Tensor::from_vector(xv, {1, 4, 1, 2}), Tensor::from_vector<float>({1, 1, 1, 1}, {2, 2, 1, 1})})[0];
   EXPECT_EQ(y.shape(), (Shape{1, 2, 1, 2}));
   EXPECT_EQ(values(y), (std::vector<float>{3, 3, 7, 7}));
 }
@@ -145,8 +146,8 @@ TEST(Conv, MatchesNaiveDefinitionOnOddShapes) {
     std::vector<int64_t> pads;  // begin h, begin w, end h, end w
   };
   const Case cases[] = {
-      {{1, 3, 7, 9}, {4, 3, 3, 3}, 1, 1, 1, {1, 1, 1, 1}},  {{2, 4, 8, 5}, {6, 2, 3, 2}, 2, 2, 1, {0, 1, 2, 0}},
-      {{1, 2, 9, 9}, {2, 1, 3, 3}, 2, 3, 2, {2, 2, 1, 1}},  {{1, 5, 1, 11}, {3, 5, 1, 4}, 1, 2, 3, {0, 3, 0, 0}},
+      {{1, 3, 7, 9}, {4, 3, 3, 3}, 1, 1, 1, {1, 1, 1, 1}}, {{2, 4, 8, 5}, {6, 2, 3, 2}, 2, 2, 1, {0, 1, 2, 0}},
+      {{1, 2, 9, 9}, {2, 1, 3, 3}, 2, 3, 2, {2, 2, 1, 1}}, {{1, 5, 1, 11}, {3, 5, 1, 4}, 1, 2, 3, {0, 3, 0, 0}},
       {{1, 1, 4, 4}, {2, 1, 1, 1}, 1, 1, 1, {0, 0, 0, 0}},
   };
   for (const Case& c : cases) {
@@ -174,8 +175,8 @@ TEST(ConvTranspose, StrideTwoScatters) {
   // Y = [1, 1, 1+2, 2, 2].
   Node node = make_node("ConvTranspose", 2);
   node.attributes["strides"] = ints_attr({2});
-  const Tensor y = run_node(node, {Tensor::from_vector<float>({1, 2}, {1, 1, 2}),
-                                   Tensor::from_vector<float>({1, 1, 1}, {1, 1, 3})})[0];
+  const Tensor y = run_node(
+      node, {Tensor::from_vector<float>({1, 2}, {1, 1, 2}), Tensor::from_vector<float>({1, 1, 1}, {1, 1, 3})})[0];
   EXPECT_EQ(y.shape(), (Shape{1, 1, 5}));
   EXPECT_EQ(values(y), (std::vector<float>{1, 1, 3, 2, 2}));
 }
@@ -200,6 +201,41 @@ TEST(Einsum, TransposeTraceAndBatchedProduct) {
   const Tensor y = run_node(two, {m, m})[0];
   EXPECT_EQ(y.shape(), (Shape{2, 2}));
   EXPECT_EQ(values(y), (std::vector<float>{7, 10, 15, 22}));
+}
+
+// Malformed nodes end in kInvalidArgument errors, never crashes or huge allocations.
+TEST(NnOps, MalformedInputsGiveErrors) {
+  auto expect_invalid = [](const Node& node, const std::vector<Tensor>& inputs, int64_t opset = 17) {
+    try {
+      run_node(node, inputs, opset);
+      ADD_FAILURE() << node.op_type << ": expected an error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    }
+  };
+  const Tensor x4(DType::kFloat32, {1, 4, 4, 4});
+  Node conv = make_node("Conv", 2);
+  conv.attributes["group"] = int_attr(3);  // 4 channels are not divisible by 3
+  expect_invalid(conv, {x4, Tensor(DType::kFloat32, {3, 1, 1, 1})});
+  Node conv_big = make_node("Conv", 2);  // kernel larger than the input, no padding
+  expect_invalid(conv_big, {x4, Tensor(DType::kFloat32, {1, 4, 5, 5})});
+  Node pool = make_node("MaxPool", 1);  // kernel_shape missing
+  expect_invalid(pool, {x4});
+  Node pad = make_node("Pad", 2);  // 3 pads for a rank-4 input
+  expect_invalid(pad, {x4, Tensor::from_vector<int64_t>({1, 1, 1}, {3})}, 13);
+  Node resize = make_node("Resize", 3);  // absurd scale
+  expect_invalid(resize, {x4, Tensor(), Tensor::from_vector<float>({1, 1, 1e30f, 1}, {4})}, 13);
+  Node matmul = make_node("MatMul", 2);
+  expect_invalid(matmul, {Tensor(DType::kFloat32, {2, 3}), Tensor(DType::kFloat32, {4, 2})});
+  Node einsum = make_node("Einsum", 1);
+  Attribute eq;
+  eq.kind = Attribute::Kind::kString;
+  eq.s = "ijk->ij";  // three labels for a rank-2 operand
+  einsum.attributes["equation"] = eq;
+  expect_invalid(einsum, {Tensor(DType::kFloat32, {2, 2})});
+  Node softmax = make_node("Softmax", 1);
+  softmax.attributes["axis"] = int_attr(5);
+  expect_invalid(softmax, {x4}, 13);
 }
 
 TEST(MatMul, BroadcastsBatchDims) {
@@ -284,9 +320,10 @@ TEST(Pad, ReflectEdgeWrapOpset11) {
   mode.kind = Attribute::Kind::kString;
   const Tensor x = Tensor::from_vector<float>({1, 2, 3}, {3});
   const Tensor pads = Tensor::from_vector<int64_t>({2, 1}, {2});
-  const std::pair<const char*, std::vector<float>> cases[] = {
-      {"reflect", {3, 2, 1, 2, 3, 2}}, {"edge", {1, 1, 1, 2, 3, 3}}, {"wrap", {2, 3, 1, 2, 3, 1}},
-      {"constant", {0, 0, 1, 2, 3, 0}}};
+  const std::pair<const char*, std::vector<float>> cases[] = {{"reflect", {3, 2, 1, 2, 3, 2}},
+                                                              {"edge", {1, 1, 1, 2, 3, 3}},
+                                                              {"wrap", {2, 3, 1, 2, 3, 1}},
+                                                              {"constant", {0, 0, 1, 2, 3, 0}}};
   for (const auto& [name, want] : cases) {
     mode.s = name;
     node.attributes["mode"] = mode;
