@@ -126,7 +126,7 @@ TEST(OnnxReader, LoadsASimpleModel) {
   ASSERT_EQ(r->graph.nodes.size(), 1u);
   EXPECT_EQ(r->graph.nodes[0].op_type, "Relu");
   EXPECT_EQ(r->opset(), 13);
-  EXPECT_TRUE(r->warnings.empty());
+  EXPECT_TRUE(r->warnings.empty()) << r->warnings[0];
 }
 
 TEST(OnnxReader, InputShapesOverrideSymbolicDims) {
@@ -225,6 +225,36 @@ TEST(OnnxReader, ShapeInferenceFailureIsAWarning) {
   ASSERT_EQ(r->warnings.size(), 1u);
   EXPECT_NE(r->warnings[0].find("test.onnx"), std::string::npos);
   EXPECT_NE(r->warnings[0].find("shape inference"), std::string::npos);
+}
+
+// Found by fuzz_onnx_reader: libonnx's Scan shape inference dereferences
+// null when num_scan_inputs is missing. The load succeeds, with a warning.
+TEST(OnnxReader, FuzzRegressionScanWithoutNumScanInputs) {
+  auto m = make_model(9);
+  auto* g = m.mutable_graph();
+  add_input(g, "initial", {2});
+  add_input(g, "x", {3, 2});
+  auto* node = add_node(g, "Scan", {"initial", "x"}, {"y", "z"}, "scan");
+  auto* a = node->add_attribute();
+  a->set_name("body");
+  a->set_type(onnx::AttributeProto::GRAPH);
+  auto* body = a->mutable_g();
+  add_input(body, "sum_in", {2});
+  add_input(body, "next", {2});
+  add_node(body, "Add", {"sum_in", "next"}, {"sum_out"});
+  add_node(body, "Identity", {"sum_out"}, {"scan_out"});
+  add_output(body, "sum_out");
+  add_output(body, "scan_out");
+  auto* wrong = node->add_attribute();  // the required attribute, misspelled
+  wrong->set_name("num_sc\x9f\x91\xa0\x99nputs");
+  wrong->set_type(onnx::AttributeProto::INT);
+  wrong->set_i(1);
+  add_output(g, "y");
+  add_output(g, "z");
+  auto r = load(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("Scan"), std::string::npos) << r->warnings[0];
 }
 
 TEST(OnnxReader, OpsetRange) {
