@@ -115,10 +115,41 @@ void run_reduction(const Tensor& x, const ReducePlan& plan, ReduceKind kind, Ten
   for (size_t d = 0; d < kept_shape.size(); ++d) kept_shape[d] = plan.reduced[d] ? 1 : x.shape()[d];
   const std::vector<int64_t> strides[1] = {broadcast_strides(kept_shape, x.shape())};
   const int64_t count = n_out == 0 ? 0 : x.numel() / n_out;
+  // Fast path: after dropping size-1 dims and merging neighbours of the same
+  // kind, the input is [outer kept, reduced, inner kept] (e.g. LayerNorm's
+  // mean over the last axis).
+  std::vector<std::pair<bool, int64_t>> groups;  // (reduced, size)
+  for (size_t d = 0; d < x.shape().size(); ++d) {
+    if (x.shape()[d] == 1) continue;
+    if (!groups.empty() && groups.back().first == plan.reduced[d]) {
+      groups.back().second *= x.shape()[d];
+    } else {
+      groups.emplace_back(plan.reduced[d], x.shape()[d]);
+    }
+  }
+  int64_t outer = 1, len = 1, inner = 1;
+  bool simple = false;
+  if (groups.size() <= 3) {
+    size_t g = 0;
+    if (g < groups.size() && !groups[g].first) outer = groups[g++].second;
+    if (g < groups.size() && groups[g].first) len = groups[g++].second;
+    if (g < groups.size() && !groups[g].first) inner = groups[g++].second;
+    simple = g == groups.size();
+  }
 
   std::vector<A> acc(static_cast<size_t>(n_out));
   std::vector<A> shift;  // LogSumExp: per-output max
   auto accumulate = [&](auto step) {
+    if (simple) {
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t r = 0; r < len; ++r) {
+          const T* row = in + (o * len + r) * inner;
+          A* a = acc.data() + o * inner;
+          for (int64_t j = 0; j < inner; ++j) a[j] = step(a[j], static_cast<A>(to_compute(row[j])), o * inner + j);
+        }
+      }
+      return;
+    }
     int64_t i = 0;
     for_each_index(x.shape(), strides, [&](const int64_t* off) {
       A& a = acc[static_cast<size_t>(off[0])];
