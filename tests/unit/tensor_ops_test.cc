@@ -3,6 +3,7 @@
 // of the index arithmetic, and the errors on bad indices.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -186,6 +187,30 @@ TEST(ReduceSum, AxesAttributeBefore13InputFrom13) {
   y = run_op("ReduceMean", 18, {x, ivec({0})})[0];
   EXPECT_EQ(f32(y), (std::vector<float>{1.5f, 2.5f, 3.5f}));
   EXPECT_NE(error_of([&] { run_op("ReduceSum", 13, {x, ivec({2})}); }).find("axis 2"), std::string::npos);
+}
+
+TEST(Reduce, NonAdjacentAxesMatchNaiveSums) {
+  const Tensor x = iota_f({2, 3, 4});
+  // axes {0, 2}: not one contiguous block, takes the general path.
+  const Tensor y = run_op("ReduceSum", 13, {x, ivec({0, 2})}, {{"keepdims", int_attr(0)}})[0];
+  ASSERT_EQ(y.shape(), (Shape{3}));
+  for (int64_t j = 0; j < 3; ++j) {
+    float want = 0;
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t k = 0; k < 4; ++k) want += static_cast<float>((i * 3 + j) * 4 + k);
+    EXPECT_EQ(y.data<float>()[j], want);
+  }
+  // Max/Min/LogSumExp over the middle axis (the [outer, reduced, inner] path).
+  EXPECT_EQ(f32(run_op("ReduceMax", 13, {x}, {{"axes", ints_attr({1})}, {"keepdims", int_attr(0)}})[0]),
+            (std::vector<float>{8, 9, 10, 11, 20, 21, 22, 23}));
+  EXPECT_EQ(f32(run_op("ReduceMin", 13, {x}, {{"axes", ints_attr({1})}, {"keepdims", int_attr(0)}})[0]),
+            (std::vector<float>{0, 1, 2, 3, 12, 13, 14, 15}));
+  const Tensor big = Tensor::from_vector<float>({1000, 1000}, {2});
+  EXPECT_NEAR(f32(run_op("ReduceLogSumExp", 13, {big})[0])[0], 1000 + std::log(2.0f), 1e-3);
+  // An empty set reduces to the identity of the reduction.
+  const Tensor empty(DType::kFloat32, {0, 2});
+  EXPECT_EQ(f32(run_op("ReduceSum", 13, {empty, ivec({0})})[0]), (std::vector<float>{0, 0}));
+  EXPECT_EQ(f32(run_op("ReduceProd", 13, {empty}, {{"axes", ints_attr({0})}})[0]), (std::vector<float>{1, 1}));
 }
 
 TEST(TopK, TiesGoToTheLowerIndex) {
