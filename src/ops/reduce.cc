@@ -140,6 +140,15 @@ void run_reduction(const Tensor& x, const ReducePlan& plan, ReduceKind kind, Ten
   std::vector<A> acc(static_cast<size_t>(n_out));
   std::vector<A> shift;  // LogSumExp: per-output max
   auto accumulate = [&](auto step) {
+    if (simple && inner == 1) {  // reduce contiguous rows, accumulating in a register
+      for (int64_t o = 0; o < outer; ++o) {
+        const T* row = in + o * len;
+        A a = acc[static_cast<size_t>(o)];
+        for (int64_t r = 0; r < len; ++r) a = step(a, static_cast<A>(to_compute(row[r])), o);
+        acc[static_cast<size_t>(o)] = a;
+      }
+      return;
+    }
     if (simple) {
       for (int64_t o = 0; o < outer; ++o) {
         for (int64_t r = 0; r < len; ++r) {

@@ -251,6 +251,39 @@ TEST(Transpose, MatchesNaiveIndexingForEveryDtypeWidth) {
   EXPECT_EQ(i64(t), (std::vector<int64_t>{0, 0, 1, 0, 0, 0}));
 }
 
+// Transpose against index arithmetic, for shapes large enough to take the
+// tiled path (a source-contiguous dim and a strided last dim, both >= 8).
+void expect_transpose_matches_naive(const Shape& shape, const std::vector<int64_t>& perm, DType dtype) {
+  Tensor x(dtype, shape);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (dtype == DType::kFloat32) x.data<float>()[i] = static_cast<float>(i);
+    if (dtype == DType::kUInt8) x.data<uint8_t>()[i] = static_cast<uint8_t>(i * 7);
+    if (dtype == DType::kFloat64) x.data<double>()[i] = static_cast<double>(i);
+  }
+  const Tensor y = run_op("Transpose", 13, {x}, {{"perm", ints_attr(perm)}})[0];
+  const size_t rank = shape.size();
+  std::vector<int64_t> in_strides(rank, 1);
+  for (size_t d = rank - 1; d-- > 0;) in_strides[d] = in_strides[d + 1] * shape[d + 1];
+  std::vector<int64_t> index(rank, 0);  // output multi-index
+  for (int64_t n = 0; n < y.numel(); ++n) {
+    int64_t src = 0;
+    for (size_t d = 0; d < rank; ++d) src += index[d] * in_strides[static_cast<size_t>(perm[d])];
+    ASSERT_EQ(y.get_as_double(n), x.get_as_double(src)) << "output element " << n;
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < y.shape()[d]) break;
+      index[d] = 0;
+    }
+  }
+}
+
+TEST(Transpose, TiledPathMatchesNaive) {
+  expect_transpose_matches_naive({3, 20, 17}, {0, 2, 1}, DType::kFloat32);
+  expect_transpose_matches_naive({2, 9, 3, 10}, {0, 2, 3, 1}, DType::kFloat32);
+  expect_transpose_matches_naive({2, 33, 4, 19}, {3, 0, 2, 1}, DType::kUInt8);
+  expect_transpose_matches_naive({1, 40, 12, 16}, {0, 2, 1, 3}, DType::kFloat64);
+  expect_transpose_matches_naive({1, 12, 40, 16}, {0, 1, 3, 2}, DType::kFloat32);
+}
+
 TEST(Concat, Float16AndEmptyInputs) {
   Tensor a(DType::kFloat16, {1, 2});
   a.data<Float16>()[0] = to_float16(1.5f);
