@@ -30,8 +30,9 @@ enum class ReduceKind { kSum, kMean, kProd, kMax, kMin, kL1, kL2, kSumSquare, kL
 
 // Accumulator: double for floats, 64-bit integers otherwise (bool as int64).
 template <typename T>
-using acc_t = std::conditional_t<std::is_floating_point_v<compute_t<T>>, double,
-                                 std::conditional_t<std::is_unsigned_v<T> && !std::is_same_v<T, bool>, uint64_t, int64_t>>;
+using acc_t =
+    std::conditional_t<std::is_floating_point_v<compute_t<T>>, double,
+                       std::conditional_t<std::is_unsigned_v<T> && !std::is_same_v<T, bool>, uint64_t, int64_t>>;
 
 // double -> T, saturating non-finite values for integer types.
 template <typename T>
@@ -184,8 +185,8 @@ void run_reduction(const Tensor& x, const ReducePlan& plan, ReduceKind kind, Ten
       }
       fill(0);
       accumulate([&](A a, A v, int64_t o) {
-        return static_cast<A>(static_cast<double>(a) + std::exp(static_cast<double>(v) -
-                                                                static_cast<double>(shift[static_cast<size_t>(o)])));
+        return static_cast<A>(static_cast<double>(a) +
+                              std::exp(static_cast<double>(v) - static_cast<double>(shift[static_cast<size_t>(o)])));
       });
       break;
     }

@@ -12,7 +12,8 @@ namespace {
 template <typename U>
 void copy_run(std::byte* dst, const std::byte* src, int64_t count, int64_t stride) {
   U* out = reinterpret_cast<U*>(dst);
-  for (int64_t i = 0; i < count; ++i) std::memcpy(out + i, src + i * stride * static_cast<int64_t>(sizeof(U)), sizeof(U));
+  for (int64_t i = 0; i < count; ++i)
+    std::memcpy(out + i, src + i * stride * static_cast<int64_t>(sizeof(U)), sizeof(U));
 }
 
 // Copies `count` elements read `stride` elements apart into contiguous dst.

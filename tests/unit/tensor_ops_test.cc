@@ -92,7 +92,9 @@ TEST(Reshape, AllowZeroKeepsZeroAsADim) {
   EXPECT_NE(msg.find("n0"), std::string::npos) << msg;
   EXPECT_NE(msg.find("cannot reshape"), std::string::npos) << msg;
   // Two -1 are rejected.
-  EXPECT_NE(error_of([&] { run_op("Reshape", 14, {iota_f({4}), ivec({-1, -1})}); }).find("more than one -1"),
+  EXPECT_NE(error_of([&] {
+              run_op("Reshape", 14, {iota_f({4}), ivec({-1, -1})});
+            }).find("more than one -1"),
             std::string::npos);
 }
 
@@ -117,7 +119,9 @@ TEST(Slice, NegativeStepsWalkBackwardAndClamp) {
   // Opset 9: attributes, step 1.
   y = run_op("Slice", 9, {m}, {{"starts", ints_attr({1})}, {"ends", ints_attr({100})}, {"axes", ints_attr({1})}})[0];
   EXPECT_EQ(f32(y), (std::vector<float>{1, 2, 4, 5}));
-  EXPECT_NE(error_of([&] { run_op("Slice", 13, {x, ivec({0}), ivec({5}), Tensor(), ivec({0})}); }).find("step"),
+  EXPECT_NE(error_of([&] {
+              run_op("Slice", 13, {x, ivec({0}), ivec({5}), Tensor(), ivec({0})});
+            }).find("step"),
             std::string::npos);
 }
 
@@ -143,8 +147,9 @@ TEST(Gather, OutOfRangeIndexIsANamedError) {
     run_op("GatherElements", 13, {x, Tensor::from_vector<int64_t>({0, 7}, {1, 2})}, {{"axis", int_attr(0)}});
   });
   EXPECT_NE(msg.find("index 7"), std::string::npos) << msg;
-  EXPECT_NE(error_of([&] { run_op("ScatterND", 13, {x, Tensor::from_vector<int64_t>({5}, {1, 1}), iota_f({1, 2})}); })
-                .find("index 5"),
+  EXPECT_NE(error_of([&] {
+              run_op("ScatterND", 13, {x, Tensor::from_vector<int64_t>({5}, {1, 1}), iota_f({1, 2})});
+            }).find("index 5"),
             std::string::npos);
 }
 
@@ -292,7 +297,9 @@ TEST(Concat, Float16AndEmptyInputs) {
   const Tensor y = run_op("Concat", 13, {a, empty, a}, {{"axis", int_attr(-1)}})[0];
   EXPECT_EQ(y.shape(), (Shape{1, 4}));
   EXPECT_EQ(f32(y), (std::vector<float>{1.5f, -2, 1.5f, -2}));
-  EXPECT_NE(error_of([&] { run_op("Concat", 13, {a, iota_f({1, 2})}, {{"axis", int_attr(0)}}); }).find("does not match"),
+  EXPECT_NE(error_of([&] {
+              run_op("Concat", 13, {a, iota_f({1, 2})}, {{"axis", int_attr(0)}});
+            }).find("does not match"),
             std::string::npos);
 }
 
@@ -321,11 +328,11 @@ TEST(ScatterElements, ReductionAddAccumulatesDuplicates) {
   const Tensor idx = Tensor::from_vector<int64_t>({1, 1, -1}, {1, 3});
   const Tensor upd = Tensor::from_vector<float>({10, 20, 30}, {1, 3});
   Tensor y = run_op("ScatterElements", 16, {x, idx, upd}, {{"axis", int_attr(1)}, {"reduction", [] {
-                                                              Attribute a;
-                                                              a.kind = Attribute::Kind::kString;
-                                                              a.s = "add";
-                                                              return a;
-                                                            }()}})[0];
+                                                                                     Attribute a;
+                                                                                     a.kind = Attribute::Kind::kString;
+                                                                                     a.s = "add";
+                                                                                     return a;
+                                                                                   }()}})[0];
   EXPECT_EQ(f32(y), (std::vector<float>{1, 32, 3, 4, 35}));
 }
 
