@@ -153,6 +153,14 @@ TEST(ElementwiseBroadcast, MismatchNamesNodeAndShapes) {
   EXPECT_THROW(run_op("Mul", {&x, &i}), Error);  // mixed types
 }
 
+TEST(ElementwiseBroadcast, LegacyAxisBroadcastBeforeOpset7) {
+  const Tensor a(DType::kFloat32, {2, 3, 2});
+  const Tensor b = Tensor::from_vector<float>({1, 2, 3}, {3});
+  const Tensor out = run_op("Add", {&a, &b}, {{"broadcast", int_attr(1)}, {"axis", int_attr(1)}}, 6);
+  ASSERT_EQ(out.shape(), (Shape{2, 3, 2}));
+  EXPECT_EQ(values<float>(out), (std::vector<float>{1, 1, 2, 2, 3, 3, 1, 1, 2, 2, 3, 3}));
+}
+
 TEST(ElementwiseInteger, DivTruncatesTowardZero) {
   const Tensor a = Tensor::from_vector<int32_t>({7, -7, 7, -7, 5, std::numeric_limits<int32_t>::min()}, {6});
   const Tensor b = Tensor::from_vector<int32_t>({2, 2, -2, -2, 0, -1}, {6});
