@@ -246,6 +246,12 @@ TEST(ElementwiseCast, FloatToInt8Truncates) {
   const Tensor out = run_op("Cast", {&x}, {{"to", int_attr(static_cast<int64_t>(DType::kInt8))}});
   EXPECT_EQ(out.dtype(), DType::kInt8);
   EXPECT_EQ(values<int8_t>(out), (std::vector<int8_t>{1, -1, 127, -128, 0, 0}));
+  // Out of range: wrap through int32 as ONNX Runtime does on x86; NaN is int32's minimum.
+  const Tensor wide = Tensor::from_vector<float>({300.7f, -1.5f, NAN}, {3});
+  EXPECT_EQ(values<uint8_t>(run_op("Cast", {&wide}, {{"to", int_attr(static_cast<int64_t>(DType::kUInt8))}})),
+            (std::vector<uint8_t>{44, 255, 0}));
+  EXPECT_EQ(values<int32_t>(run_op("Cast", {&wide}, {{"to", int_attr(static_cast<int64_t>(DType::kInt32))}}))[2],
+            std::numeric_limits<int32_t>::min());
   const Tensor b = run_op("Cast", {&x}, {{"to", int_attr(static_cast<int64_t>(DType::kBool))}});
   EXPECT_EQ(values<bool>(b), (std::vector<bool>{true, true, true, true, false, true}));
 }
