@@ -149,7 +149,9 @@ void run_hard_swish(KernelContext& ctx) {
   });
 }
 
-void run_tanh(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::tanh(v); }); }
+void run_tanh(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::tanh(v); });
+}
 
 void run_gelu(KernelContext& ctx) {
   const std::string approximate = ctx.node.attr_string("approximate", "none");
@@ -201,11 +203,15 @@ C softplus(C v) {
   return v > 0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));
 }
 
-void run_softplus(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return softplus(v); }); }
+void run_softplus(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return softplus(v); });
+}
 void run_softsign(KernelContext& ctx) {
   map_unary<FloatTypes>(ctx, [](auto v) { return v / (decltype(v){1} + std::fabs(v)); });
 }
-void run_mish(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return v * std::tanh(softplus(v)); }); }
+void run_mish(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return v * std::tanh(softplus(v)); });
+}
 
 void run_thresholded_relu(KernelContext& ctx) {
   const float alpha = ctx.node.attr_float("alpha", 1.0f);

@@ -125,9 +125,8 @@ void arithmetic(KernelContext& ctx, Op op) {
   dispatch<Set>(a.dtype(), ctx, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (!std::is_same_v<T, bool>) {
-      ctx.set_output(0, broadcast_binary<T, T, T>(ctx, a, b, [op](T x, T y) {
-                       return from_compute<T>(op(to_compute(x), to_compute(y)));
-                     }));
+      ctx.set_output(0, broadcast_binary<T, T, T>(
+                            ctx, a, b, [op](T x, T y) { return from_compute<T>(op(to_compute(x), to_compute(y))); }));
     }
   });
 }
@@ -231,9 +230,6 @@ void run_pow(KernelContext& ctx) {
   });
 }
 
-template <typename T>
-inline constexpr bool kIsUnsigned = kIsInt<T> && std::is_unsigned_v<T>;
-
 void run_bit_shift(KernelContext& ctx) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(1);
@@ -245,7 +241,7 @@ void run_bit_shift(KernelContext& ctx) {
   const bool left = direction == "LEFT";
   dispatch<NumericTypes>(a.dtype(), ctx, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if constexpr (kIsUnsigned<T>) {
+    if constexpr (kIsInt<T> && std::is_unsigned_v<T>) {
       ctx.set_output(0, broadcast_binary<T, T, T>(ctx, a, b, [left](T x, T s) {
                        if (s >= sizeof(T) * 8) return T{0};
                        return left ? static_cast<T>(static_cast<WrapType<T>>(x) << s) : static_cast<T>(x >> s);
@@ -263,17 +259,26 @@ void compare(KernelContext& ctx, Cmp cmp) {
   check_same_type(ctx, a, b);
   dispatch<AllTypes>(a.dtype(), ctx, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    ctx.set_output(0, broadcast_binary<T, T, bool>(ctx, a, b, [cmp](T x, T y) {
-                     return static_cast<bool>(cmp(to_compute(x), to_compute(y)));
-                   }));
+    ctx.set_output(0, broadcast_binary<T, T, bool>(
+                          ctx, a, b, [cmp](T x, T y) { return static_cast<bool>(cmp(to_compute(x), to_compute(y))); }));
   });
 }
 
-void run_equal(KernelContext& ctx) { compare(ctx, [](auto x, auto y) { return x == y; }); }
-void run_less(KernelContext& ctx) { compare(ctx, [](auto x, auto y) { return x < y; }); }
-void run_greater(KernelContext& ctx) { compare(ctx, [](auto x, auto y) { return x > y; }); }
-void run_less_equal(KernelContext& ctx) { compare(ctx, [](auto x, auto y) { return x <= y; }); }
-void run_greater_equal(KernelContext& ctx) { compare(ctx, [](auto x, auto y) { return x >= y; }); }
+void run_equal(KernelContext& ctx) {
+  compare(ctx, [](auto x, auto y) { return x == y; });
+}
+void run_less(KernelContext& ctx) {
+  compare(ctx, [](auto x, auto y) { return x < y; });
+}
+void run_greater(KernelContext& ctx) {
+  compare(ctx, [](auto x, auto y) { return x > y; });
+}
+void run_less_equal(KernelContext& ctx) {
+  compare(ctx, [](auto x, auto y) { return x <= y; });
+}
+void run_greater_equal(KernelContext& ctx) {
+  compare(ctx, [](auto x, auto y) { return x >= y; });
+}
 
 template <typename Op>
 void logical(KernelContext& ctx, Op op) {
@@ -285,9 +290,15 @@ void logical(KernelContext& ctx, Op op) {
   ctx.set_output(0, broadcast_binary<bool, bool, bool>(ctx, a, b, op));
 }
 
-void run_and(KernelContext& ctx) { logical(ctx, [](bool x, bool y) { return x && y; }); }
-void run_or(KernelContext& ctx) { logical(ctx, [](bool x, bool y) { return x || y; }); }
-void run_xor(KernelContext& ctx) { logical(ctx, [](bool x, bool y) { return x != y; }); }
+void run_and(KernelContext& ctx) {
+  logical(ctx, [](bool x, bool y) { return x && y; });
+}
+void run_or(KernelContext& ctx) {
+  logical(ctx, [](bool x, bool y) { return x || y; });
+}
+void run_xor(KernelContext& ctx) {
+  logical(ctx, [](bool x, bool y) { return x != y; });
+}
 
 template <typename Op>
 void bitwise(KernelContext& ctx, Op op) {
@@ -303,9 +314,15 @@ void bitwise(KernelContext& ctx, Op op) {
   });
 }
 
-void run_bitwise_and(KernelContext& ctx) { bitwise(ctx, [](auto x, auto y) { return x & y; }); }
-void run_bitwise_or(KernelContext& ctx) { bitwise(ctx, [](auto x, auto y) { return x | y; }); }
-void run_bitwise_xor(KernelContext& ctx) { bitwise(ctx, [](auto x, auto y) { return x ^ y; }); }
+void run_bitwise_and(KernelContext& ctx) {
+  bitwise(ctx, [](auto x, auto y) { return x & y; });
+}
+void run_bitwise_or(KernelContext& ctx) {
+  bitwise(ctx, [](auto x, auto y) { return x | y; });
+}
+void run_bitwise_xor(KernelContext& ctx) {
+  bitwise(ctx, [](auto x, auto y) { return x ^ y; });
+}
 
 void run_where(KernelContext& ctx) {
   const Tensor& cond = ctx.input(0);

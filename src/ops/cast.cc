@@ -35,14 +35,14 @@ To float_to_int(double v) {
     if (v >= 9223372036854775808.0 && v < 18446744073709551616.0) return static_cast<uint64_t>(v);
   }
   if constexpr (sizeof(To) < 4 || std::is_same_v<To, int32_t>) {  // x86 converts these through int32
-    constexpr double kLimit = 2147483648.0;                         // 2^31
+    constexpr double kLimit = 2147483648.0;                       // 2^31
     const int32_t wide = (std::isnan(v) || v >= kLimit || v <= -kLimit - 1.0) ? std::numeric_limits<int32_t>::min()
-                                                                               : static_cast<int32_t>(v);
+                                                                              : static_cast<int32_t>(v);
     return static_cast<To>(wide);
   } else {
     constexpr double kLimit = 9223372036854775808.0;  // 2^63
-    const int64_t wide = (std::isnan(v) || v >= kLimit || v < -kLimit) ? std::numeric_limits<int64_t>::min()
-                                                                         : static_cast<int64_t>(v);
+    const int64_t wide =
+        (std::isnan(v) || v >= kLimit || v < -kLimit) ? std::numeric_limits<int64_t>::min() : static_cast<int64_t>(v);
     return static_cast<To>(wide);
   }
 }

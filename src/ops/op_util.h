@@ -144,7 +144,8 @@ template <size_t N, typename Fn>
 void for_each_run(const BroadcastPlan& plan, Fn&& fn) {
   std::vector<int64_t> strides[N];
   for (size_t k = 0; k < N; ++k) strides[k] = plan.outer_strides[k];
-  for_each_index<N>(plan.outer, strides, [&](const int64_t* offsets) { fn(offsets, plan.inner, plan.inner_stride.data()); });
+  for_each_index<N>(plan.outer, strides,
+                    [&](const int64_t* offsets) { fn(offsets, plan.inner, plan.inner_stride.data()); });
 }
 
 // out = fn(a, b) elementwise over the numpy broadcast of a's and b's shapes,

@@ -32,15 +32,27 @@ C negate(C v) {
   }
 }
 
-void run_sqrt(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::sqrt(v); }); }
-void run_exp(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::exp(v); }); }
-void run_log(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::log(v); }); }
-void run_erf(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::erf(v); }); }
+void run_sqrt(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::sqrt(v); });
+}
+void run_exp(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::exp(v); });
+}
+void run_log(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::log(v); });
+}
+void run_erf(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::erf(v); });
+}
 void run_reciprocal(KernelContext& ctx) {
   map_unary<FloatTypes>(ctx, [](auto v) { return decltype(v){1} / v; });
 }
-void run_floor(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::floor(v); }); }
-void run_ceil(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::ceil(v); }); }
+void run_floor(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::floor(v); });
+}
+void run_ceil(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::ceil(v); });
+}
 void run_round(KernelContext& ctx) {
   map_unary<FloatTypes>(ctx, [](auto v) {
     using C = decltype(v);
@@ -50,17 +62,39 @@ void run_round(KernelContext& ctx) {
     return r;
   });
 }
-void run_sin(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::sin(v); }); }
-void run_cos(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::cos(v); }); }
-void run_tan(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::tan(v); }); }
-void run_asin(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::asin(v); }); }
-void run_acos(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::acos(v); }); }
-void run_atan(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::atan(v); }); }
-void run_sinh(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::sinh(v); }); }
-void run_cosh(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::cosh(v); }); }
-void run_asinh(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::asinh(v); }); }
-void run_acosh(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::acosh(v); }); }
-void run_atanh(KernelContext& ctx) { map_unary<FloatTypes>(ctx, [](auto v) { return std::atanh(v); }); }
+void run_sin(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::sin(v); });
+}
+void run_cos(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::cos(v); });
+}
+void run_tan(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::tan(v); });
+}
+void run_asin(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::asin(v); });
+}
+void run_acos(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::acos(v); });
+}
+void run_atan(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::atan(v); });
+}
+void run_sinh(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::sinh(v); });
+}
+void run_cosh(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::cosh(v); });
+}
+void run_asinh(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::asinh(v); });
+}
+void run_acosh(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::acosh(v); });
+}
+void run_atanh(KernelContext& ctx) {
+  map_unary<FloatTypes>(ctx, [](auto v) { return std::atanh(v); });
+}
 
 void run_neg(KernelContext& ctx) {
   map_unary<NumericTypes>(ctx, [](auto v) { return negate(v); });
@@ -129,9 +163,7 @@ void run_is_nan(KernelContext& ctx) {
 void run_is_inf(KernelContext& ctx) {
   const bool negative = ctx.node.attr_int("detect_negative", 1) != 0;
   const bool positive = ctx.node.attr_int("detect_positive", 1) != 0;
-  float_predicate(ctx, [negative, positive](auto v) {
-    return std::isinf(v) && (v < 0 ? negative : positive);
-  });
+  float_predicate(ctx, [negative, positive](auto v) { return std::isinf(v) && (v < 0 ? negative : positive); });
 }
 
 constexpr OpDef kUnaryOps[] = {

@@ -82,12 +82,12 @@ std::vector<int64_t> unravel(int64_t flat, const Shape& shape) {
 
 TEST(ElementwiseBroadcast, AllPathsMatchNaiveIndexing) {
   const std::vector<std::pair<Shape, Shape>> cases = {
-      {{2, 3, 4}, {2, 3, 4}},     // equal shapes
-      {{2, 3, 4}, {}},            // scalar right
-      {{1}, {2, 3, 4}},           // one element left, lower rank
-      {{2, 3, 4}, {4}},           // bias add (merged outer dims)
-      {{2, 3, 4}, {3, 1}},        // broadcast in the middle
-      {{2, 1, 4}, {1, 3, 1}},     // both sides broadcast
+      {{2, 3, 4}, {2, 3, 4}},  // equal shapes
+      {{2, 3, 4}, {}},         // scalar right
+      {{1}, {2, 3, 4}},        // one element left, lower rank
+      {{2, 3, 4}, {4}},        // bias add (merged outer dims)
+      {{2, 3, 4}, {3, 1}},     // broadcast in the middle
+      {{2, 1, 4}, {1, 3, 1}},  // both sides broadcast
       {{5, 1, 1, 7}, {1, 6, 1, 1}},
       {{3, 1}, {1, 1, 2, 1, 5}},  // output rank above both
       {{2, 0, 3}, {1, 3}},        // empty
@@ -225,8 +225,7 @@ TEST(ElementwiseActivation, ClipWithOmittedMin) {
   EXPECT_EQ(values<float>(run_op("Clip", {&x, &lo}, {}, 13)), (std::vector<float>{0, 0, 0.5f, 3}));
   EXPECT_EQ(values<float>(run_op("Clip", {&x}, {}, 13)), (std::vector<float>{-100, -1, 0.5f, 3}));
   // Opset 6: bounds are attributes.
-  EXPECT_EQ(values<float>(run_op("Clip", {&x}, {{"max", float_attr(0.0f)}}, 6)),
-            (std::vector<float>{-100, -1, 0, 0}));
+  EXPECT_EQ(values<float>(run_op("Clip", {&x}, {{"max", float_attr(0.0f)}}, 6)), (std::vector<float>{-100, -1, 0, 0}));
   // Integer Clip (opset 12+), omitted max is the type's highest.
   const Tensor xi = Tensor::from_vector<int8_t>({-128, 0, 127}, {3});
   const Tensor loi = Tensor::scalar<int8_t>(-5);
@@ -333,12 +332,14 @@ TEST(ElementwiseLogic, ComparisonsAndBitShift) {
   EXPECT_EQ(values<bool>(run_op("GreaterOrEqual", {&a, &b})), (std::vector<bool>{false, true, true}));
   const Tensor u = Tensor::from_vector<uint8_t>({1, 255, 16}, {3});
   const Tensor s = Tensor::from_vector<uint8_t>({1, 1, 8}, {3});
-  EXPECT_EQ(values<uint8_t>(run_op("BitShift", {&u, &s}, {{"direction", [] {
-                                                              Attribute d;
-                                                              d.kind = Attribute::Kind::kString;
-                                                              d.s = "LEFT";
-                                                              return d;
-                                                            }()}})),
+  EXPECT_EQ(values<uint8_t>(run_op("BitShift", {&u, &s},
+                                   {{"direction",
+                                     [] {
+                                       Attribute d;
+                                       d.kind = Attribute::Kind::kString;
+                                       d.s = "LEFT";
+                                       return d;
+                                     }()}})),
             (std::vector<uint8_t>{2, 254, 0}));
   const Tensor f = Tensor::from_vector<float>({NAN, INFINITY, -INFINITY, 1.0f}, {4});
   EXPECT_EQ(values<bool>(run_op("IsNaN", {&f})), (std::vector<bool>{true, false, false, false}));
