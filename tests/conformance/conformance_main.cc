@@ -33,6 +33,26 @@ constexpr const char* kSuites[] = {"node", "pytorch-converted", "pytorch-operato
 constexpr double kDefaultRtol = 1e-3;
 constexpr double kDefaultAtol = 1e-7;
 
+// Cases whose stored data contradicts the ONNX specification as ONNX Runtime
+// and later ONNX releases read it. They are reported as skipped, with the
+// reason, never counted as passed.
+struct KnownIssue {
+  const char* name;
+  const char* reason;
+};
+constexpr KnownIssue kKnownTestDataIssues[] = {
+    {"node/test_cast_FLOAT_to_BFLOAT16",
+     "test data truncates float->bfloat16; kvant rounds to nearest even (ONNX >= 1.14 data, ONNX Runtime)"},
+    {"node/test_castlike_FLOAT_to_BFLOAT16",
+     "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_FLOAT_to_BFLOAT16_expanded",
+     "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_BFLOAT16_to_FLOAT",
+     "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_BFLOAT16_to_FLOAT_expanded",
+     "test data input \"like\" is [1] but the model declares [3,4]"},
+};
+
 enum class Outcome { kPassed, kFailed, kSkipped };
 
 struct CaseResult {
@@ -139,7 +159,7 @@ CaseResult run_case(const fs::path& dir) {
 
 // "missing operator X" stays as is; other reasons are cut to their gist.
 std::string skip_group(const std::string& reason) {
-  if (reason.rfind("missing operator", 0) == 0) return reason;
+  if (reason.rfind("missing operator", 0) == 0 || reason.rfind("known test-data issue", 0) == 0) return reason;
   auto colon = reason.find("): ");
   std::string gist = colon == std::string::npos ? reason : reason.substr(colon + 3);
   auto q = gist.find('"');
@@ -178,6 +198,11 @@ int main(int argc, char** argv) {
   std::map<std::string, std::vector<std::string>> skipped_by_reason;
   for (const char* suite : kSuites) {
     std::vector<fs::path> cases;
+    std::error_code ec;
+    if (!fs::is_directory(root / suite, ec)) {
+      std::cout << "note: no " << suite << " folder under " << root << "\n";
+      continue;
+    }
     for (const auto& e : fs::directory_iterator(root / suite)) {
       if (fs::exists(e.path() / "model.onnx")) cases.push_back(e.path());
     }
@@ -185,7 +210,12 @@ int main(int argc, char** argv) {
     for (const auto& dir : cases) {
       const std::string name = std::string(suite) + "/" + dir.filename().string();
       if (!filter.empty() && name.find(filter) == std::string::npos) continue;
-      const CaseResult r = run_case(dir);
+      CaseResult r;
+      const KnownIssue* known = nullptr;
+      for (const auto& k : kKnownTestDataIssues) {
+        if (name == k.name) known = &k;
+      }
+      r = known ? CaseResult{Outcome::kSkipped, std::string("known test-data issue: ") + known->reason} : run_case(dir);
       switch (r.outcome) {
         case Outcome::kPassed:
           ++passed;

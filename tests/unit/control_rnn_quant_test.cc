@@ -210,6 +210,26 @@ TEST(MatMulInteger, PerRowAndPerColumnZeroPoints) {
   expect_ints(out.at("y"), {2, 2, 4, 3});
 }
 
+// x' = x - 1 = [0, 1, 2, 3]; w' = w - w_zp = [2, -2] (1x1 kernels, 2 output channels).
+//   channel 0: (x' * 2 + 1) * (1 * 0.5 / 0.5) + 10 = 11, 13, 15, 17
+//   channel 1: (x' * -2 - 2) * (1 * 1.0 / 0.5) + 10 = 6, 2, -2, -6 -> saturated to 6, 2, 0, 0
+TEST(QLinearConv, PerOutputChannelScaleZeroPointAndBias) {
+  const Node node = make_node("QLinearConv", {"x", "xs", "xzp", "w", "ws", "wzp", "ys", "yzp", "b"}, {"y"});
+  auto out = run_node(node,
+                      {{"x", Tensor::from_vector<uint8_t>({1, 2, 3, 4}, {1, 1, 2, 2})},
+                       {"xs", Tensor::scalar<float>(1.0f)},
+                       {"xzp", Tensor::scalar<uint8_t>(1)},
+                       {"w", Tensor::from_vector<int8_t>({2, -3}, {2, 1, 1, 1})},
+                       {"ws", Tensor::from_vector<float>({0.5f, 1.0f}, {2})},
+                       {"wzp", Tensor::from_vector<int8_t>({0, -1}, {2})},
+                       {"ys", Tensor::scalar<float>(0.5f)},
+                       {"yzp", Tensor::scalar<uint8_t>(10)},
+                       {"b", Tensor::from_vector<int32_t>({1, -2}, {2})}},
+                      10);
+  EXPECT_EQ(out.at("y").shape(), (Shape{1, 2, 2, 2}));
+  expect_ints(out.at("y"), {11, 13, 15, 17, 6, 2, 0, 0});
+}
+
 // ---- recurrent ----------------------------------------------------------------
 
 // LSTM with input 1, hidden 1, W = [0, 0, 0, 1] (only the cell gate sees x),

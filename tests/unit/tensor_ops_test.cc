@@ -345,3 +345,84 @@ TEST(ArgMax, SelectLastIndex) {
 
 }  // namespace
 }  // namespace kvant
+
+namespace kvant {
+namespace {
+
+Tensor f16(std::vector<float> v) {
+  Tensor t(DType::kFloat16, {static_cast<int64_t>(v.size())});
+  for (size_t i = 0; i < v.size(); ++i) t.data<Float16>()[i] = to_float16(v[i]);
+  return t;
+}
+
+TEST(Float16, ReduceTopKAndCumSumComputeInFloat) {
+  const Tensor x = f16({0.5f, -2.0f, 3.0f, 3.0f});
+  const Tensor mean = run_op("ReduceMean", 13, {x})[0];
+  EXPECT_EQ(mean.dtype(), DType::kFloat16);
+  EXPECT_EQ(f32(mean), (std::vector<float>{1.125f}));
+  const auto top = run_op("TopK", 11, {x, ivec({2})}, {}, 2);
+  EXPECT_EQ(f32(top[0]), (std::vector<float>{3, 3}));
+  EXPECT_EQ(i64(top[1]), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(f32(run_op("CumSum", 11, {x, Tensor::scalar<int64_t>(0)}, {{"reverse", int_attr(1)}})[0]),
+            (std::vector<float>{4.5f, 4.0f, 6.0f, 3.0f}));
+}
+
+TEST(Dropout, InferenceIsIdentityWithAllTrueMask) {
+  const Tensor x = iota_f({2, 2});
+  auto out = run_op("Dropout", 13, {x, Tensor::scalar<float>(0.3f)}, {}, 2);
+  EXPECT_EQ(f32(out[0]), f32(x));
+  EXPECT_EQ(out[1].dtype(), DType::kBool);
+  EXPECT_EQ(i64(out[1]), (std::vector<int64_t>{1, 1, 1, 1}));
+  // Opset 7-9: the mask has the input's type.
+  EXPECT_EQ(run_op("Dropout", 7, {x}, {}, 2)[1].dtype(), DType::kFloat32);
+  // Training with a nonzero ratio is random: not supported.
+  Tensor train(DType::kBool, {});
+  train.data<bool>()[0] = true;
+  error_of([&] { run_op("Dropout", 13, {x, Tensor::scalar<float>(0.3f), train}, {}, 2); }, ErrorCode::kUnsupported);
+  EXPECT_EQ(f32(run_op("Dropout", 13, {x, Tensor::scalar<float>(0.0f), train})[0]), f32(x));
+}
+
+TEST(ShapeOps, ShapeSliceOneHotNonZeroRange) {
+  const Tensor x(DType::kFloat32, {2, 3, 4});
+  EXPECT_EQ(i64(run_op("Shape", 15, {x}, {{"start", int_attr(-2)}})[0]), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(i64(run_op("Shape", 15, {x}, {{"end", int_attr(-5)}})[0]), (std::vector<int64_t>{}));
+  EXPECT_EQ(i64(run_op("Shape", 13, {x}, {{"start", int_attr(1)}})[0]), (std::vector<int64_t>{2, 3, 4}));
+  // Negative indices count from depth; out of range gives an all-off row.
+  const Tensor oh = run_op("OneHot", 11, {ivec({-1, 1, 5}), Tensor::scalar<float>(3), ivec({0, 9})})[0];
+  EXPECT_EQ(oh.shape(), (Shape{3, 3}));
+  EXPECT_EQ(i64(oh), (std::vector<int64_t>{0, 0, 9, 0, 9, 0, 0, 0, 0}));
+  const Tensor nz = run_op("NonZero", 13, {Tensor::from_vector<int32_t>({0, 7, 3, 0}, {2, 2})})[0];
+  EXPECT_EQ(nz.shape(), (Shape{2, 2}));
+  EXPECT_EQ(i64(nz), (std::vector<int64_t>{0, 1, 1, 0}));
+  EXPECT_EQ(i64(run_op("Range", 11,
+                       {Tensor::scalar<int32_t>(10), Tensor::scalar<int32_t>(4), Tensor::scalar<int32_t>(-3)})[0]),
+            (std::vector<int64_t>{10, 7}));
+  error_of([&] {
+    run_op("Range", 11, {Tensor::scalar<int32_t>(0), Tensor::scalar<int32_t>(4), Tensor::scalar<int32_t>(0)});
+  });
+}
+
+TEST(Constant, ValueIntsAndValueFloat) {
+  Attribute ints = ints_attr({4, 5});
+  EXPECT_EQ(i64(run_op("Constant", 13, {}, {{"value_ints", ints}})[0]), (std::vector<int64_t>{4, 5}));
+  Attribute f;
+  f.kind = Attribute::Kind::kFloat;
+  f.f = 2.5f;
+  const Tensor c = run_op("Constant", 13, {}, {{"value_float", f}})[0];
+  EXPECT_EQ(c.shape(), Shape{});
+  EXPECT_EQ(f32(c), (std::vector<float>{2.5f}));
+}
+
+TEST(GatherND, BatchDimsAndOutOfRange) {
+  const Tensor x = iota_f({2, 2, 2});
+  // batch_dims = 1: per batch, pick row idx.
+  const Tensor y =
+      run_op("GatherND", 13, {x, Tensor::from_vector<int64_t>({1, 0}, {2, 1})}, {{"batch_dims", int_attr(1)}})[0];
+  EXPECT_EQ(y.shape(), (Shape{2, 2}));
+  EXPECT_EQ(f32(y), (std::vector<float>{2, 3, 4, 5}));
+  const std::string msg = error_of([&] { run_op("GatherND", 13, {x, Tensor::from_vector<int64_t>({0, 2}, {1, 2})}); });
+  EXPECT_NE(msg.find("index 2 is out of range"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace kvant
