@@ -27,16 +27,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -59,9 +59,7 @@ fs::path fixtures_root() {
   return fs::path(KVANT_SOURCE_DIR) / ".fixtures";
 }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // input_K.pb / output_K.pb sorted by K (input_10 after input_9).
 std::vector<fs::path> numbered_files(const fs::path& dir, const std::string& prefix) {
@@ -70,7 +68,9 @@ std::vector<fs::path> numbered_files(const fs::path& dir, const std::string& pre
     const std::string stem = entry.path().stem().string();
     if (entry.path().extension() != ".pb" || stem.rfind(prefix, 0) != 0) continue;
     const std::string number = stem.substr(prefix.size());
-    if (number.empty() || !std::all_of(number.begin(), number.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; })) continue;
+    if (number.empty() ||
+        !std::all_of(number.begin(), number.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; }))
+      continue;
     found.emplace_back(std::stoi(number), entry.path());
   }
   std::sort(found.begin(), found.end());
@@ -224,9 +224,9 @@ TEST_P(ModelTest, MatchesPyTorch) {
                                << " NaN/Inf elements; first non-finite value came from "
                                << (watcher.first_non_finite().empty() ? "?" : watcher.first_non_finite());
     EXPECT_LE(c.relative(), kMaxRelativeError)
-        << output_name << ": max|kvant - torch| / max|torch| = " << c.relative() << " (worst element "
-        << c.worst_index << ": kvant " << got.get_as_double(c.worst_index) << ", torch "
-        << want->get_as_double(c.worst_index) << "); rerun with KVANT_MODEL_TRACE=1 to see every node";
+        << output_name << ": max|kvant - torch| / max|torch| = " << c.relative() << " (worst element " << c.worst_index
+        << ": kvant " << got.get_as_double(c.worst_index) << ", torch " << want->get_as_double(c.worst_index)
+        << "); rerun with KVANT_MODEL_TRACE=1 to see every node";
   }
 }
 
