@@ -71,6 +71,14 @@ Model load_model(const std::string& path, const LoadOptions& options) {
   return std::move(model).value();
 }
 
+ReferenceExecutorPtr make_executor(const Model& model, const std::string& path) {
+  try {
+    return std::make_unique<ReferenceExecutor>(model);
+  } catch (const Error& e) {
+    throw Error(e.code(), path + ": " + e.what());
+  }
+}
+
 std::string format_count(int64_t value) {
   char buf[64];
   const double v = static_cast<double>(value);

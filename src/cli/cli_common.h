@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ir/graph.h"
 #include "onnx/reader.h"
+#include "runtime/executor.h"
 
 namespace CLI {
 class App;
@@ -34,6 +36,11 @@ void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides);
 
 // load_onnx, throwing Error with the loader's message on failure.
 Model load_model(const std::string& path, const LoadOptions& options);
+
+// A ReferenceExecutor for `model`; an unsupported operator is an error
+// naming the model file.
+using ReferenceExecutorPtr = std::unique_ptr<ReferenceExecutor>;
+ReferenceExecutorPtr make_executor(const Model& model, const std::string& path);
 
 // "1.23 G", "25.6 M", "7.1 K", "512".
 std::string format_count(int64_t value);

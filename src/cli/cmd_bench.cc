@@ -123,6 +123,7 @@ int bench_command(const BenchOptions& opt) {
   Model model = load_model(opt.model, load);
   apply_shape_overrides(model.graph, load.input_shapes);
 
+  const ReferenceExecutorPtr executor = make_executor(model, opt.model);
   std::mt19937 rng(opt.seed);
   std::map<std::string, Tensor> feeds;
   std::string inputs_text;
@@ -131,17 +132,16 @@ int bench_command(const BenchOptions& opt) {
     inputs_text += (inputs_text.empty() ? "" : ", ") + in.name + " " + feeds[in.name].describe();
   }
 
-  ReferenceExecutor executor(model);
   std::vector<double> times_ms;
   {
     Progress progress(opt.warmup + opt.runs);
     for (int i = 0; i < opt.warmup; ++i) {
-      executor.run(feeds);
+      executor->run(feeds);
       progress.update(i + 1, "warm-up");
     }
     for (int i = 0; i < opt.runs; ++i) {
       const auto start = Clock::now();
-      executor.run(feeds);
+      executor->run(feeds);
       times_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       progress.update(opt.warmup + i + 1, "timing");
     }

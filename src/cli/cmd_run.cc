@@ -159,6 +159,8 @@ int run_command(const RunOptions& opt) {
     feeds[spec.name] = *tensor;
   }
 
+  const ReferenceExecutorPtr executor = make_executor(model, opt.model);
+
   // 2. Outputs: the folder and file names, checked before running.
   const fs::path dir(opt.output_dir);
   std::error_code ec;
@@ -174,8 +176,7 @@ int run_command(const RunOptions& opt) {
   }
 
   // 3. Run and write.
-  ReferenceExecutor executor(model);
-  const std::map<std::string, Tensor> outputs = executor.run(feeds);
+  const std::map<std::string, Tensor> outputs = executor->run(feeds);
   for (size_t i = 0; i < graph.outputs.size(); ++i) {
     const std::string& name = graph.outputs[i].name;
     auto it = outputs.find(name);
