@@ -1,0 +1,58 @@
+// Graph passes: rewrites of a Graph that keep what it computes (DESIGN.md §3).
+//
+// A pass returns true when it changed the graph, so passes can be repeated
+// until none applies (run_to_fixed_point). Each rewrite lives in its own file
+// with its algebra and legality conditions on top (STYLE.md §3). Passes keep
+// `nodes` in topological order and values named as ONNX does (a subgraph
+// never shadows an outer name, so renaming a value renames its captures too).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace kvant {
+
+using Pass = std::function<bool(Graph&)>;
+
+// Runs `passes` in order, again and again, until a whole round changes
+// nothing or `max_rounds` rounds ran. Returns true if anything changed.
+bool run_to_fixed_point(Graph& graph, const std::vector<Pass>& passes, int max_rounds = 32);
+
+// Identity, and Dropout in inference (mask unused), are removed; their
+// consumers read the input instead (eliminate_identity.cc).
+bool eliminate_identity(Graph& graph);
+
+// Nodes none of whose outputs reach a graph output, and initializers nothing
+// reads (eliminate_dead_nodes.cc).
+bool eliminate_dead_nodes(Graph& graph);
+
+// Nodes whose inputs are all initializers are evaluated with the reference
+// kernel and replaced by initializers (fold_constants.cc). `opset` is the
+// default-domain opset the kernels follow (Model::opset()).
+bool fold_constants(Graph& graph, int64_t opset);
+
+// Conv -> BatchNormalization and Gemm -> BatchNormalization with constant
+// parameters become one Conv / Gemm (fold_batchnorm.cc).
+bool fold_batchnorm(Graph& graph);
+
+// --- helpers shared by the passes (pass.cc) ---
+
+// How many times each value is read: node inputs, captures of subgraphs, and
+// graph outputs (one read each).
+std::unordered_map<std::string, int> count_reads(const Graph& graph);
+// Renames every read of `from` to `to`: node inputs, and captures inside
+// subgraphs (including a subgraph output that is an outer value). The
+// graph's own outputs are its interface and are not renamed; neither are
+// definitions.
+void rename_reads(Graph& graph, const std::string& from, const std::string& to);
+bool is_graph_output(const Graph& graph, const std::string& name);
+// Subgraphs held by a node's attributes.
+std::vector<Graph*> subgraphs_of(Node& node);
+// A value name not yet used in the graph: `base`, else `base_1`, `base_2`...
+std::string unique_value_name(const Graph& graph, const std::string& base);
+
+}  // namespace kvant
