@@ -290,13 +290,28 @@ Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesyst
   }
 }
 
+namespace {
+
+// The whole file in one read into a buffer of the right size (a weights file
+// can be hundreds of MB; character-wise stream iteration is far too slow).
+bool read_file(const std::filesystem::path& file, std::string& bytes) {
+  std::ifstream in(file, std::ios::binary | std::ios::ate);
+  if (!in) return false;
+  const std::streamoff size = in.tellg();
+  if (size < 0) return false;
+  bytes.resize(static_cast<size_t>(size));
+  in.seekg(0);
+  return static_cast<bool>(in.read(bytes.data(), size)) || size == 0;
+}
+
+}  // namespace
+
 Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) return not_found(file.string() + ": no such file");
   if (std::filesystem::is_directory(file, ec)) return invalid_argument(file.string() + ": is a folder, not an ONNX file");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return not_found(file.string() + ": cannot be opened");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes;
+  if (!read_file(file, bytes)) return not_found(file.string() + ": cannot be opened");
   if (bytes.empty()) return invalid_argument(file.string() + ": the file is empty");
   auto dir = file.parent_path();
   if (dir.empty()) dir = ".";
@@ -306,9 +321,8 @@ Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& op
 }
 
 Result<Tensor> load_tensor_pb(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return not_found(file.string() + ": cannot be opened");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes;
+  if (!read_file(file, bytes)) return not_found(file.string() + ": cannot be opened");
   onnx::TensorProto proto;
   if (!proto.ParseFromString(bytes)) return invalid_argument(file.string() + ": not a serialized ONNX TensorProto");
   try {
