@@ -73,5 +73,6 @@ std::span<const OpDef> reduce_ops();
 std::span<const OpDef> control_flow_ops();
 std::span<const OpDef> rnn_ops();
 std::span<const OpDef> quant_ops();
+std::span<const OpDef> qlinear_ops();
 
 }  // namespace kvant

@@ -41,6 +41,39 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
   return strides;
 }
 
+BroadcastPlan make_broadcast_plan(const Shape& out_shape, const std::vector<Shape>& in_shapes) {
+  const size_t operands = in_shapes.size() + 1;
+  std::vector<std::vector<int64_t>> strides(operands);
+  strides[0] = contiguous_strides(out_shape);
+  for (size_t k = 1; k < operands; ++k) strides[k] = broadcast_strides(in_shapes[k - 1], out_shape);
+  // Merge dims from the innermost outwards: dim d folds into the run below it
+  // when, for every operand, stride[d] == stride[d+1] * size[d+1] (0 == 0 too).
+  Shape dims;
+  std::vector<std::vector<int64_t>> merged(operands);
+  for (size_t d = out_shape.size(); d-- > 0;) {
+    if (out_shape[d] == 1) continue;  // size-1 dims move no operand
+    bool fold = !dims.empty();
+    for (size_t k = 0; fold && k < operands; ++k) fold = strides[k][d] == merged[k].back() * dims.back();
+    if (fold) {
+      dims.back() *= out_shape[d];
+      // the merged run keeps the inner stride; nothing else changes
+    } else {
+      dims.push_back(out_shape[d]);
+      for (size_t k = 0; k < operands; ++k) merged[k].push_back(strides[k][d]);
+    }
+  }
+  BroadcastPlan plan;
+  plan.outer_strides.resize(operands);
+  plan.inner_stride.assign(operands, 0);
+  if (dims.empty()) return plan;  // a single element (or none; for_each_index skips a 0-size outer)
+  plan.inner = dims.front();
+  for (size_t k = 0; k < operands; ++k) plan.inner_stride[k] = merged[k].front();
+  for (size_t i = dims.size(); i-- > 1;) {  // back to outermost-first order
+    plan.outer.push_back(dims[i]);
+    for (size_t k = 0; k < operands; ++k) plan.outer_strides[k].push_back(merged[k][i]);
+  }
+  return plan;
+
 WindowGeometry window_geometry(const KernelContext& ctx, const Shape& in, const std::vector<int64_t>& kernel,
                                bool ceil_mode) {
   const size_t n = in.size();

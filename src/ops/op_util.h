@@ -122,6 +122,86 @@ void for_each_index(const Shape& shape, const std::vector<int64_t> (&strides)[N]
   }
 }
 
+// A broadcast loop over `out_shape` reading N operands, with dimensions merged
+// where every operand is contiguous across them (so [B,S,H] + [H] becomes one
+// outer dim of B*S and an inner run of H). The kernel walks `outer` with
+// for_each_index and runs a plain inner loop of `inner` elements, in which
+// operand k advances by inner_stride[k] (0 for a broadcast, 1 otherwise).
+// Operand 0 is the (contiguous) output; operands 1..N are the inputs.
+struct BroadcastPlan {
+  Shape outer;
+  std::vector<std::vector<int64_t>> outer_strides;  // per operand, one per outer dim
+  int64_t inner = 1;
+  std::vector<int64_t> inner_stride;  // per operand
+};
+// `in_shapes` must each broadcast to `out_shape` (checked by the caller, e.g.
+// with broadcast_shapes).
+BroadcastPlan make_broadcast_plan(const Shape& out_shape, const std::vector<Shape>& in_shapes);
+
+// Calls fn(offsets, inner, inner_strides) for each inner run: offsets[k] is
+// operand k's element offset at the start of the run.
+template <size_t N, typename Fn>
+void for_each_run(const BroadcastPlan& plan, Fn&& fn) {
+  std::vector<int64_t> strides[N];
+  for (size_t k = 0; k < N; ++k) strides[k] = plan.outer_strides[k];
+  for_each_index<N>(plan.outer, strides, [&](const int64_t* offsets) { fn(offsets, plan.inner, plan.inner_stride.data()); });
+}
+
+// out = fn(a, b) elementwise over the numpy broadcast of a's and b's shapes,
+// out of type O (A, B, O: the C++ element types of a, b and the output).
+// Equal shapes and a one-element side take flat loops; other shapes use a
+// BroadcastPlan. Fails naming the node when the shapes do not broadcast.
+template <typename A, typename B, typename O, typename Fn>
+Tensor broadcast_binary(const KernelContext& ctx, const Tensor& a, const Tensor& b, Fn&& fn) {
+  const bool same = a.shape() == b.shape();
+  Tensor out(dtype_of<O>, same ? a.shape() : broadcast_shapes(ctx, a.shape(), b.shape()));
+  const A* pa = a.data<A>();
+  const B* pb = b.data<B>();
+  O* po = out.data<O>();
+  const int64_t n = out.numel();
+  if (same) {
+    for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i], pb[i]);
+  } else if (b.numel() == 1 && a.numel() == n) {
+    const B vb = pb[0];
+    for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i], vb);
+  } else if (a.numel() == 1 && b.numel() == n) {
+    const A va = pa[0];
+    for (int64_t i = 0; i < n; ++i) po[i] = fn(va, pb[i]);
+  } else {
+    const BroadcastPlan plan = make_broadcast_plan(out.shape(), {a.shape(), b.shape()});
+    for_each_run<3>(plan, [&](const int64_t* off, int64_t inner, const int64_t* step) {
+      O* o = po + off[0];
+      const A* x = pa + off[1];
+      const B* y = pb + off[2];
+      if (step[1] == 1 && step[2] == 1) {
+        for (int64_t i = 0; i < inner; ++i) o[i] = fn(x[i], y[i]);
+      } else if (step[2] == 0) {
+        for (int64_t i = 0; i < inner; ++i) o[i] = fn(x[i * step[1]], *y);
+      } else {
+        for (int64_t i = 0; i < inner; ++i) o[i] = fn(x[i * step[1]], y[i * step[2]]);
+      }
+    });
+  }
+  return out;
+}
+
+// out[i] = fn(x[i]) for a kernel whose output has the input's type and shape;
+// fn receives and returns compute_t<T> (float for the 16-bit floats), so one
+// generic lambda serves every type in Set.
+template <typename Set, typename Fn>
+void map_unary(KernelContext& ctx, Fn&& fn) {
+  const Tensor& x = ctx.input(0);
+  dispatch<Set>(x.dtype(), ctx, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Tensor out(x.dtype(), x.shape());
+    const T* in = x.data<T>();
+    T* o = out.data<T>();
+    const int64_t n = x.numel();
+    for (int64_t i = 0; i < n; ++i) o[i] = from_compute<T>(static_cast<compute_t<T>>(fn(to_compute(in[i]))));
+    ctx.set_output(0, std::move(out));
+  });
+}
+
 // Sliding-window geometry shared by Conv and the pools, one entry per spatial
 // dim. With k_eff = (kernel - 1) * dilation + 1:
 //   NOTSET: out = floor_or_ceil((in + pad_begin + pad_end - k_eff) / stride) + 1; with ceil_mode a last

@@ -1,0 +1,128 @@
+#include "cli/cli_common.h"
+
+#include <cstdio>
+
+namespace kvant::cli {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+}  // namespace
+
+ShapeOverrides parse_shape_args(const std::vector<std::string>& args) {
+  ShapeOverrides out;
+  for (const std::string& arg : args) {
+    const size_t eq = arg.rfind('=');
+    if (eq == std::string::npos || eq == 0) {
+      fail("--shape \"" + arg + "\": expected NAME=DIMS, e.g. input=1x3x224x224");
+    }
+    const std::string name = arg.substr(0, eq);
+    const std::string dims = arg.substr(eq + 1);
+    std::vector<int64_t> shape;
+    size_t pos = 0;
+    while (pos <= dims.size()) {
+      size_t end = dims.find_first_of("x,", pos);
+      if (end == std::string::npos) end = dims.size();
+      const std::string part = dims.substr(pos, end - pos);
+      if (part.empty() || part.size() > 12 || part.find_first_not_of("0123456789") != std::string::npos) {
+        fail("--shape \"" + arg + "\": \"" + part + "\" is not a dimension (dims are non-negative integers, " +
+             "separated by 'x', e.g. 1x3x224x224)");
+      }
+      shape.push_back(std::stoll(part));
+      pos = end + 1;
+    }
+    if (!out.emplace(name, shape).second) fail("--shape is given twice for input \"" + name + "\"");
+  }
+  return out;
+}
+
+void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides) {
+  for (const auto& [name, shape] : overrides) {
+    ValueInfo* input = nullptr;
+    for (auto& in : graph.inputs) {
+      if (in.name == name) input = &in;
+    }
+    if (input == nullptr) {
+      fail("--shape: the model has no input named \"" + name + "\" (inputs: " + input_names(graph) + ")");
+    }
+    TypeInfo& type = input->type;
+    if (type.has_shape) {
+      if (type.dims.size() != shape.size()) {
+        fail("--shape: input \"" + name + "\" is " + type.to_string() + ", of rank " +
+             std::to_string(type.dims.size()) + ", but " + std::to_string(shape.size()) + " dims were given");
+      }
+      for (size_t i = 0; i < shape.size(); ++i) {
+        if (type.dims[i].known() && type.dims[i].value != shape[i]) {
+          fail("--shape: input \"" + name + "\" is " + type.to_string() + ": dimension " + std::to_string(i) +
+               " is fixed at " + std::to_string(type.dims[i].value) + ", not " + std::to_string(shape[i]));
+        }
+      }
+    }
+    type.has_shape = true;
+    type.dims.resize(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) type.dims[i].value = shape[i];
+  }
+}
+
+Model load_model(const std::string& path, const LoadOptions& options) {
+  auto model = load_onnx(path, options);
+  if (!model.ok()) throw Error(model.status().code(), model.status().message());
+  return std::move(model).value();
+}
+
+ReferenceExecutorPtr make_executor(const Model& model, const std::string& path) {
+  try {
+    return std::make_unique<ReferenceExecutor>(model);
+  } catch (const Error& e) {
+    throw Error(e.code(), path + ": " + e.what());
+  }
+}
+
+std::string format_count(int64_t value) {
+  char buf[64];
+  const double v = static_cast<double>(value);
+  if (value >= 1000000000) {
+    std::snprintf(buf, sizeof(buf), "%.2f G", v / 1e9);
+  } else if (value >= 1000000) {
+    std::snprintf(buf, sizeof(buf), "%.2f M", v / 1e6);
+  } else if (value >= 1000) {
+    std::snprintf(buf, sizeof(buf), "%.2f K", v / 1e3);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(value));
+  }
+  return buf;
+}
+
+std::string format_bytes(int64_t bytes) {
+  char buf[64];
+  const double v = static_cast<double>(bytes);
+  if (bytes >= 1000000000) {
+    std::snprintf(buf, sizeof(buf), "%.2f GB", v / 1e9);
+  } else if (bytes >= 1000000) {
+    std::snprintf(buf, sizeof(buf), "%.1f MB", v / 1e6);
+  } else if (bytes >= 1000) {
+    std::snprintf(buf, sizeof(buf), "%.1f KB", v / 1e3);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%lld B", static_cast<long long>(bytes));
+  }
+  return buf;
+}
+
+std::string with_commas(int64_t value) {
+  std::string digits = std::to_string(value < 0 ? -value : value);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return value < 0 ? "-" + out : out;
+}
+
+std::string input_names(const Graph& graph) {
+  std::string names;
+  for (const auto& in : graph.inputs) names += (names.empty() ? "" : ", ") + in.name;
+  return names.empty() ? "none" : names;
+}
+
+}  // namespace kvant::cli

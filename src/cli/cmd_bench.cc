@@ -1,0 +1,190 @@
+// kvant bench: latency of a model on random inputs.
+//
+// Inputs get the model's declared dtype and shape (--shape fixes symbolic
+// dims; a symbolic dim without one is an error naming it). Float inputs are
+// uniform in [-1, 1) from a fixed seed; integer and bool inputs are zero, a
+// valid index and mask for any Gather or embedding. W warm-up runs are
+// followed by R timed runs; the report gives the median, p90 (nearest rank)
+// and minimum latency in ms, and throughput as R / total timed seconds.
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <random>
+
+#include "cli/cli_common.h"
+#include "runtime/executor.h"
+
+namespace kvant::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchOptions {
+  std::string model;
+  std::vector<std::string> shapes;
+  int threads = 1;
+  int runs = 10;
+  int warmup = 2;
+  unsigned seed = 0;
+};
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+Tensor random_input(const ValueInfo& in, std::mt19937& rng) {
+  const TypeInfo& type = in.type;
+  if (!type.has_shape) fail("input \"" + in.name + "\" has no declared shape; give --shape " + in.name + "=DIMS");
+  Shape shape;
+  for (size_t i = 0; i < type.dims.size(); ++i) {
+    const Dim& d = type.dims[i];
+    if (!d.known()) {
+      fail("input \"" + in.name + "\" (" + type.to_string() + "): dimension " + std::to_string(i) +
+           (d.param.empty() ? " is unknown" : " is the symbolic dim \"" + d.param + "\"") + "; give --shape " +
+           in.name + "=DIMS, e.g. --shape " + in.name + "=1x...");
+    }
+    shape.push_back(d.value);
+  }
+  if (type.dtype == DType::kUndefined || type.dtype == DType::kString) {
+    fail("input \"" + in.name + "\" is of type " + dtype_name(type.dtype) + ", which kvant bench cannot generate");
+  }
+  Tensor t(type.dtype, shape);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  switch (type.dtype) {
+    case DType::kFloat32:
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = uniform(rng);
+      break;
+    case DType::kFloat64:
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<double>()[i] = uniform(rng);
+      break;
+    case DType::kFloat16:
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<Float16>()[i] = to_float16(uniform(rng));
+      break;
+    case DType::kBFloat16:
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<BFloat16>()[i] = to_bfloat16(uniform(rng));
+      break;
+    default:
+      break;  // integers and bools stay zero
+  }
+  return t;
+}
+
+double percentile(const std::vector<double>& sorted, double p) {
+  const size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+double median(const std::vector<double>& sorted) {
+  const size_t n = sorted.size();
+  return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+// A '\r'-updated progress line on stderr, shown only once the whole benchmark
+// is expected to take more than ~2 s, and at most 10 times a second.
+class Progress {
+ public:
+  Progress(int total) : total_(total), start_(Clock::now()) {}
+  void update(int done, const char* phase) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double expected = done > 0 ? elapsed / done * total_ : 0;
+    if (!shown_ && expected < 2.0 && elapsed < 2.0) return;
+    if (shown_ && elapsed - last_ < 0.1 && done < total_) return;
+    last_ = elapsed;
+    shown_ = true;
+    std::fprintf(stderr, "\rkvant bench: %s, %d/%d runs done, %.1f s   ", phase, done, total_, elapsed);
+    std::fflush(stderr);
+  }
+  ~Progress() {
+    if (shown_) {
+      std::fprintf(stderr, "\r%60s\r", "");
+      std::fflush(stderr);
+    }
+  }
+
+ private:
+  int total_;
+  Clock::time_point start_;
+  double last_ = 0;
+  bool shown_ = false;
+};
+
+int bench_command(const BenchOptions& opt) {
+  if (opt.runs < 1) fail("--runs must be at least 1");
+  if (opt.warmup < 0) fail("--warmup must not be negative");
+  if (opt.threads < 1) fail("--threads must be at least 1");
+  LoadOptions load;
+  load.infer_shapes = false;
+  load.input_shapes = parse_shape_args(opt.shapes);
+  Model model = load_model(opt.model, load);
+  apply_shape_overrides(model.graph, load.input_shapes);
+
+  const ReferenceExecutorPtr executor = make_executor(model, opt.model);
+  std::mt19937 rng(opt.seed);
+  std::map<std::string, Tensor> feeds;
+  std::string inputs_text;
+  for (const auto& in : model.graph.inputs) {
+    feeds[in.name] = random_input(in, rng);
+    inputs_text += (inputs_text.empty() ? "" : ", ") + in.name + " " + feeds[in.name].describe();
+  }
+
+  std::vector<double> times_ms;
+  {
+    Progress progress(opt.warmup + opt.runs);
+    for (int i = 0; i < opt.warmup; ++i) {
+      executor->run(feeds);
+      progress.update(i + 1, "warm-up");
+    }
+    for (int i = 0; i < opt.runs; ++i) {
+      const auto start = Clock::now();
+      executor->run(feeds);
+      times_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      progress.update(opt.warmup + i + 1, "timing");
+    }
+  }
+  std::vector<double> sorted = times_ms;
+  std::sort(sorted.begin(), sorted.end());
+  double total_ms = 0;
+  for (double t : times_ms) total_ms += t;
+
+  char line[256];
+  std::cout << "model       " << opt.model << "\n";
+  std::cout << "inputs      " << (inputs_text.empty() ? "none" : inputs_text) << "\n";
+  std::cout << "executor    reference (single-threaded: --threads " << opt.threads
+            << " is recorded but the reference executor uses 1 thread)\n";
+  std::cout << "runs        " << opt.runs << " timed after " << opt.warmup << " warm-up\n";
+  std::snprintf(line, sizeof(line), "latency     median %.3f ms, p90 %.3f ms, min %.3f ms\n", median(sorted),
+                percentile(sorted, 0.9), sorted.front());
+  std::cout << line;
+  std::snprintf(line, sizeof(line), "throughput  %.2f runs/s\n", total_ms > 0 ? opt.runs * 1000.0 / total_ms : 0.0);
+  std::cout << line;
+  return 0;
+}
+
+}  // namespace
+
+CommandFn add_bench_command(CLI::App& app) {
+  auto opt = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure a model's latency on random inputs");
+  cmd->footer(
+      "Float inputs are random in [-1, 1); integer and bool inputs are zeros. Symbolic input dims need --shape.\n"
+      "Reports median, p90 and min latency in ms and runs per second.\n\n"
+      "example: kvant bench resnet50.onnx --shape input=1x3x224x224 --runs 20");
+  cmd->add_option("model", opt->model, "The ONNX model file")->required();
+  cmd->add_option("--shape", opt->shapes,
+                  "Fix an input's shape, NAME=DIMS (e.g. input=1x3x224x224); needed for symbolic dims")
+      ->allow_extra_args(false);
+  cmd->add_option("--threads", opt->threads,
+                  "Threads to use (recorded only: the reference executor is single-threaded for now)")
+      ->capture_default_str();
+  cmd->add_option("--runs", opt->runs, "Timed runs")->capture_default_str();
+  cmd->add_option("--warmup", opt->warmup, "Untimed warm-up runs before timing")->capture_default_str();
+  cmd->add_option("--seed", opt->seed, "Seed for the random inputs")->capture_default_str();
+  return [opt]() { return bench_command(*opt); };
+}
+
+}  // namespace kvant::cli

@@ -1,0 +1,215 @@
+// kvant run: run a model on .npy inputs and write its outputs as .npy files.
+//
+// Every input is checked before anything runs: the name exists, the file is a
+// valid .npy (io/npy.h), dtype and shape match the model's declaration
+// (check_input_type; symbolic dims are bound from the given arrays and must
+// agree across inputs), and float data holds no NaN or Inf (unless
+// --allow-nonfinite). Outputs go to DIR/<name>.npy, the name sanitized to
+// [A-Za-z0-9._-]; each file is written to a temporary file and renamed, so no
+// half-written file is ever left, and an existing file is only replaced with
+// --force.
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <set>
+
+#include "cli/cli_common.h"
+#include "io/npy.h"
+#include "runtime/executor.h"
+
+namespace kvant::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunOptions {
+  std::string model;
+  std::vector<std::string> inputs;
+  std::string output_dir;
+  bool reference = false;
+  bool allow_nonfinite = false;
+  bool force = false;
+};
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+std::string index_text(const Shape& shape, int64_t flat) {
+  std::vector<int64_t> index(shape.size());
+  for (size_t i = shape.size(); i-- > 0;) {
+    index[i] = shape[i] ? flat % shape[i] : 0;
+    flat = shape[i] ? flat / shape[i] : 0;
+  }
+  return shape_to_string(index);
+}
+
+// Throws naming the input and the first NaN/Inf element.
+void check_finite(const std::string& name, const std::string& file, const Tensor& t) {
+  if (!is_float(t.dtype())) return;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double v = t.get_as_double(i);
+    if (!std::isfinite(v)) {
+      fail("input \"" + name + "\" (" + file + "): element " + std::to_string(i) + " at index " +
+           index_text(t.shape(), i) + " is " + (std::isnan(v) ? "NaN" : "Inf") +
+           "; pass --allow-nonfinite to run it anyway");
+    }
+  }
+}
+
+struct InputSpec {
+  std::string name;
+  std::string file;
+};
+
+// "NAME=FILE", or "FILE" for a single-input model.
+std::vector<InputSpec> resolve_input_specs(const std::vector<std::string>& args, const Graph& graph) {
+  std::vector<InputSpec> specs;
+  std::set<std::string> seen;
+  for (const std::string& arg : args) {
+    InputSpec spec;
+    const size_t eq = arg.find('=');
+    if (eq != std::string::npos && eq > 0 && graph.find_input(arg.substr(0, eq)) != nullptr) {
+      spec = {arg.substr(0, eq), arg.substr(eq + 1)};
+    } else if (eq != std::string::npos && eq > 0 && !fs::exists(arg)) {
+      const std::string name = arg.substr(0, eq);
+      fail("--input " + arg + ": the model has no input named \"" + name + "\" (inputs: " + input_names(graph) + ")");
+    } else {
+      if (graph.inputs.size() != 1) {
+        fail("--input " + arg + " has no input name, but the model has " + std::to_string(graph.inputs.size()) +
+             " inputs (" + input_names(graph) + "): use --input NAME=FILE.npy");
+      }
+      spec = {graph.inputs[0].name, arg};
+    }
+    if (spec.file.empty()) fail("--input " + arg + ": no file given after '='");
+    if (!seen.insert(spec.name).second) fail("input \"" + spec.name + "\" is given twice");
+    specs.push_back(spec);
+  }
+  for (const auto& in : graph.inputs) {
+    if (!seen.count(in.name)) {
+      fail("input \"" + in.name + "\" (" + in.type.to_string() + ") was not given; add --input " + in.name +
+           "=FILE.npy");
+    }
+  }
+  return specs;
+}
+
+// Output file names: the value name with every character outside
+// [A-Za-z0-9._-] replaced by '_', never hidden or empty, made unique.
+std::vector<fs::path> output_paths(const Graph& graph, const fs::path& dir) {
+  std::vector<fs::path> paths;
+  std::set<std::string> used;
+  for (const auto& out : graph.outputs) {
+    std::string base;
+    for (char c : out.name) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                      c == '-' || c == '.';
+      base += ok ? c : '_';
+    }
+    if (base.empty() || base[0] == '.') base = "output_" + base;
+    if (base.size() > 200) base.resize(200);
+    std::string name = base;
+    for (int k = 1; !used.insert(name).second; ++k) name = base + "_" + std::to_string(k);
+    paths.push_back(dir / (name + ".npy"));
+  }
+  return paths;
+}
+
+// NumPy has no bfloat16 or 4-bit types: such outputs are widened.
+Tensor npy_compatible(const Tensor& t, const std::string& name) {
+  if (npy_descr(t.dtype()) != nullptr) return t;
+  const DType to = t.dtype() == DType::kBFloat16 ? DType::kFloat32
+                   : t.dtype() == DType::kUInt4  ? DType::kUInt8
+                                                 : DType::kInt8;
+  if (!(t.dtype() == DType::kBFloat16 || t.dtype() == DType::kInt4 || t.dtype() == DType::kUInt4)) {
+    fail("output \"" + name + "\" is " + t.describe() + ", which cannot be saved as .npy");
+  }
+  std::cerr << "kvant: note: output \"" << name << "\" is " << dtype_name(t.dtype()) << ", saved as "
+            << dtype_name(to) << "\n";
+  Tensor w(to, t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (to == DType::kFloat32) w.data<float>()[i] = static_cast<float>(t.get_as_double(i));
+    if (to == DType::kUInt8) w.data<uint8_t>()[i] = static_cast<uint8_t>(t.get_as_int64(i));
+    if (to == DType::kInt8) w.data<int8_t>()[i] = static_cast<int8_t>(t.get_as_int64(i));
+  }
+  return w;
+}
+
+int run_command(const RunOptions& opt) {
+  LoadOptions load;
+  load.infer_shapes = false;  // the given arrays fix every dim
+  const Model model = load_model(opt.model, load);
+  const Graph& graph = model.graph;
+
+  // 1. Inputs: names, files, types, values.
+  std::map<std::string, Tensor> feeds;
+  std::map<std::string, int64_t> bindings;
+  for (const InputSpec& spec : resolve_input_specs(opt.inputs, graph)) {
+    auto tensor = read_npy(spec.file);
+    if (!tensor.ok()) fail("input \"" + spec.name + "\": " + tensor.status().message());
+    try {
+      check_input_type(*graph.find_input(spec.name), *tensor, bindings);
+    } catch (const Error& e) {
+      fail(std::string(e.what()) + " in " + spec.file);
+    }
+    if (!opt.allow_nonfinite) check_finite(spec.name, spec.file, *tensor);
+    feeds[spec.name] = *tensor;
+  }
+
+  const ReferenceExecutorPtr executor = make_executor(model, opt.model);
+
+  // 2. Outputs: the folder and file names, checked before running.
+  const fs::path dir(opt.output_dir);
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) fail("--output-dir " + opt.output_dir + " is a file, not a folder");
+  if (!fs::exists(dir, ec) && (!fs::create_directories(dir, ec) || ec)) {
+    fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
+  }
+  const std::vector<fs::path> paths = output_paths(graph, dir);
+  if (!opt.force) {
+    for (const auto& p : paths) {
+      if (fs::exists(p, ec)) fail(p.string() + " already exists; pass --force to overwrite it");
+    }
+  }
+
+  // 3. Run and write.
+  const std::map<std::string, Tensor> outputs = executor->run(feeds);
+  for (size_t i = 0; i < graph.outputs.size(); ++i) {
+    const std::string& name = graph.outputs[i].name;
+    auto it = outputs.find(name);
+    if (it == outputs.end()) fail("output \"" + name + "\" was not produced");
+    const Tensor t = npy_compatible(it->second, name);
+    const Status status = write_npy(paths[i], t);
+    if (!status.ok()) throw Error(status.code(), status.message());
+    std::cout << name << "  " << it->second.describe() << "  -> " << paths[i].string() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandFn add_run_command(CLI::App& app) {
+  auto opt = std::make_shared<RunOptions>();
+  CLI::App* cmd = app.add_subcommand("run", "Run a model on .npy inputs and save its outputs as .npy files");
+  cmd->footer(
+      "Inputs are NumPy .npy files (C order, little-endian; float16/32/64, (u)int8/16/32/64, bool). Dynamic dims\n"
+      "are taken from the given arrays. Inputs with NaN or Inf are refused unless --allow-nonfinite. Each output\n"
+      "is saved as DIR/<output name>.npy (characters other than letters, digits, '.', '_', '-' become '_').\n\n"
+      "example: kvant run model.onnx --input images=batch.npy --output-dir out/");
+  cmd->add_option("model", opt->model, "The ONNX model file")->required();
+  cmd->add_option("-i,--input", opt->inputs,
+                  "An input as NAME=FILE.npy; repeat for each model input. A single-input model also takes FILE.npy")
+      ->allow_extra_args(false);
+  cmd->add_option("-o,--output-dir", opt->output_dir, "Folder for the outputs (created if missing)")->required();
+  cmd->add_flag("--reference", opt->reference,
+                "Use the reference executor (plain, obviously correct kernels). It is the only executor so far, "
+                "so this flag changes nothing yet");
+  cmd->add_flag("--allow-nonfinite", opt->allow_nonfinite, "Accept NaN and Inf in float inputs");
+  cmd->add_flag("-f,--force", opt->force, "Overwrite output files that already exist");
+  return [opt]() { return run_command(*opt); };
+}
+
+}  // namespace kvant::cli

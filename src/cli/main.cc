@@ -1,0 +1,94 @@
+// kvant: the command-line tool.
+//
+//   kvant inspect model.onnx [--shape name=1x3x224x224] [--json] [--layers]
+//   kvant run model.onnx --input name=x.npy --output-dir out/
+//   kvant bench model.onnx [--shape ...] [--runs R] [--warmup W] [--threads N]
+//   kvant help [COMMAND] | kvant --version
+//
+// Exit status 0 on success. Any error, from the command line or from the
+// library, ends as one line "kvant: error: <message>" on stderr and exit
+// status 1 (DESIGN.md §7): subcommands throw, this file catches.
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <string>
+
+#include "cli/cli_common.h"
+
+#ifndef KVANT_VERSION
+#define KVANT_VERSION "unknown"
+#endif
+
+namespace {
+
+int report_error(std::string message) {
+  for (char& c : message) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::cerr << "kvant: error: " << message << std::endl;
+  return 1;
+}
+
+int run_main(int argc, char** argv) {
+  CLI::App app{"kvant: inspect, run and benchmark ONNX models (quantization coming).\n"
+               "Run 'kvant help COMMAND' for the options of one command.",
+               "kvant"};
+  app.set_version_flag("--version", std::string("kvant ") + KVANT_VERSION, "Print the version and exit");
+  app.require_subcommand(0, 1);
+
+  const kvant::cli::CommandFn inspect = kvant::cli::add_inspect_command(app);
+  const kvant::cli::CommandFn run = kvant::cli::add_run_command(app);
+  const kvant::cli::CommandFn bench = kvant::cli::add_bench_command(app);
+  CLI::App* help = app.add_subcommand("help", "Show help for kvant or one of its commands");
+  std::string topic;
+  help->add_option("command", topic, "The command to explain (inspect, run, bench)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string message = e.what();
+    if (const auto subs = app.get_subcommands(); !subs.empty()) {
+      message += " (see 'kvant help " + subs.front()->get_name() + "')";
+    } else {
+      message += " (see 'kvant help')";
+    }
+    return report_error(message);
+  }
+
+  if (app.got_subcommand("inspect")) return inspect();
+  if (app.got_subcommand("run")) return run();
+  if (app.got_subcommand("bench")) return bench();
+  if (app.got_subcommand("help") && !topic.empty()) {
+    if (topic == "help") {
+      std::cout << help->help();
+      return 0;
+    }
+    for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      if (sub->get_name() == topic) {
+        std::cout << sub->help();
+        return 0;
+      }
+    }
+    return report_error("no command named \"" + topic + "\" (commands: inspect, run, bench, help)");
+  }
+  std::cout << app.help();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const kvant::Error& e) {
+    return report_error(e.what());
+  } catch (const std::bad_alloc&) {
+    return report_error("out of memory");
+  } catch (const std::exception& e) {
+    return report_error(e.what());
+  } catch (...) {
+    return report_error("unexpected internal error");
+  }
+}

@@ -1,0 +1,345 @@
+// Static post-training quantization (INT8 weights and activations).
+//
+// 1. Plan: which nodes run in integer form and which tensors need
+//    quantization parameters.
+//      compute      Conv, Gemm, MatMul: activation inputs and output quantized;
+//                   weights per output channel (symmetric int8), bias int32
+//                   with scale = input_scale * weight_scale[c].
+//      fused        Relu/Clip right after a compute node whose output has no
+//                   other reader: Q/DQ go after the activation, not between
+//                   (the integer kernel applies it while requantizing).
+//      own params   Add, Mul of two activations, AveragePool,
+//                   GlobalAveragePool: inputs and output quantized.
+//      same params  MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
+//                   Concat, Slice, Identity: when their input is quantized,
+//                   their output shares its parameters (exact: these ops only
+//                   move or select values), so no requantization is needed.
+//                   Concat's inputs and output all share one range.
+// 2. Calibrate: run the FP32 model on the samples and feed every planned
+//    tensor to its group's observer (streaming: memory does not grow with the
+//    number of samples).
+// 3. Rewrite: Q/DQ on every planned tensor, DQ in front of every weight and
+//    bias (quant/qdq.h).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "kvant/status.h"
+#include "quant/qdq.h"
+#include "quant/quantize.h"
+#include "runtime/executor.h"
+
+namespace kvant {
+
+namespace {
+
+const std::set<std::string> kComputeOps = {"Conv", "Gemm", "MatMul"};
+const std::set<std::string> kFusableActivations = {"Relu", "Clip"};
+const std::set<std::string> kOwnParamOps = {"Add", "Mul", "AveragePool", "GlobalAveragePool"};
+const std::set<std::string> kSameParamOps = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze",
+                                             "Unsqueeze", "Concat", "Slice", "Identity"};
+const std::set<std::string> kQuantizedOps = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                                             "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
+                                             "MatMulNBits", "QLinearAdd", "QLinearMul"};
+
+// Union-find over tensor names: tensors in one group share parameters.
+class Groups {
+ public:
+  std::string find(const std::string& t) {
+    auto it = parent_.find(t);
+    if (it == parent_.end()) {
+      parent_[t] = t;
+      return t;
+    }
+    if (it->second == t) return t;
+    std::string root = find(it->second);
+    parent_[t] = root;
+    return root;
+  }
+  void unite(const std::string& a, const std::string& b) {
+    const std::string ra = find(a), rb = find(b);
+    if (ra != rb) parent_[rb] = ra;
+  }
+
+ private:
+  std::unordered_map<std::string, std::string> parent_;
+};
+
+struct Plan {
+  std::vector<std::string> tensors;        // activations to quantize, in graph order
+  std::unordered_set<std::string> tensor_set;
+  Groups groups;
+  std::vector<size_t> compute_nodes;       // indices of quantized Conv/Gemm/MatMul
+  std::vector<std::pair<std::string, std::string>> layer_outputs;
+  std::vector<std::string> excluded;
+  int64_t quantized_nodes = 0;
+
+  void add(const std::string& t) {
+    if (t.empty() || tensor_set.count(t)) return;
+    tensor_set.insert(t);
+    tensors.push_back(t);
+    groups.find(t);
+  }
+};
+
+bool is_float_activation(const Graph& g, const std::string& name) {
+  if (name.empty() || g.initializers.count(name)) return false;
+  auto vi = g.value_info.find(name);
+  if (vi != g.value_info.end() && vi->second.type.dtype != DType::kUndefined) return vi->second.type.dtype == DType::kFloat32;
+  if (const ValueInfo* in = g.find_input(name)) return in->type.dtype == DType::kFloat32;
+  return true;  // unknown type: the calibration run checks it is float
+}
+
+std::set<size_t> resolve_exclusions(const Graph& g, const std::vector<std::string>& exclude) {
+  std::set<size_t> out;
+  std::vector<size_t> compute;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (kComputeOps.count(g.nodes[i].op_type)) compute.push_back(i);
+  }
+  for (const std::string& e : exclude) {
+    bool matched = false;
+    if (e == "first" && !compute.empty()) {
+      out.insert(compute.front());
+      matched = true;
+    } else if (e == "last" && !compute.empty()) {
+      out.insert(compute.back());
+      matched = true;
+    } else {
+      for (size_t i = 0; i < g.nodes.size(); ++i) {
+        if (g.nodes[i].name == e || g.nodes[i].op_type == e) {
+          out.insert(i);
+          matched = true;
+        }
+      }
+    }
+    if (!matched) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "--exclude \"" + e + "\" matches no node name or operator type in the model");
+    }
+  }
+  return out;
+}
+
+Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
+  Plan plan;
+  std::unordered_map<std::string, int> readers;
+  for (const Node& n : g.nodes) {
+    for (const auto& in : n.inputs) readers[in]++;
+  }
+  std::unordered_set<std::string> graph_outputs;
+  for (const auto& o : g.outputs) graph_outputs.insert(o.name);
+  std::unordered_map<std::string, size_t> producer;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    for (const auto& o : g.nodes[i].outputs) producer[o] = i;
+  }
+  // Compute outputs whose only reader is a fusable activation.
+  std::unordered_set<std::string> fused_outputs;
+  std::unordered_set<size_t> fused_activations;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (!kFusableActivations.count(n.op_type) || excluded.count(i) || n.inputs.empty()) continue;
+    auto p = producer.find(n.inputs[0]);
+    if (p == producer.end() || excluded.count(p->second) || !kComputeOps.count(g.nodes[p->second].op_type)) continue;
+    if (readers[n.inputs[0]] != 1 || graph_outputs.count(n.inputs[0])) continue;
+    if (n.op_type == "Clip") {  // only constant bounds can be folded into requantization
+      bool constant = true;
+      for (size_t k = 1; k < n.inputs.size(); ++k) constant = constant && (n.inputs[k].empty() || g.initializers.count(n.inputs[k]));
+      if (!constant) continue;
+    }
+    fused_outputs.insert(n.inputs[0]);
+    fused_activations.insert(i);
+  }
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (excluded.count(i)) {
+      if (kComputeOps.count(n.op_type)) plan.excluded.push_back(n.name);
+      continue;
+    }
+    const std::string& op = n.op_type;
+    if (kComputeOps.count(op)) {
+      if (n.inputs.size() < 2 || !is_float_activation(g, n.inputs[0])) continue;
+      const bool weight_const = g.initializers.count(n.inputs[1]) != 0;
+      if (op != "MatMul" && !weight_const) continue;  // Conv/Gemm with runtime weights stay FP32
+      if (g.initializers.count(n.inputs[1]) && g.initializers.at(n.inputs[1]).dtype() != DType::kFloat32) continue;
+      plan.add(n.inputs[0]);
+      if (!weight_const) plan.add(n.inputs[1]);
+      if (!fused_outputs.count(n.outputs[0])) {
+        plan.add(n.outputs[0]);
+        plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
+      }
+      plan.compute_nodes.push_back(i);
+      ++plan.quantized_nodes;
+    } else if (fused_activations.count(i)) {
+      plan.add(n.outputs[0]);
+      plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
+      ++plan.quantized_nodes;
+    } else if (kOwnParamOps.count(op)) {
+      const size_t data_inputs = (op == "Add" || op == "Mul") ? 2 : 1;
+      if (n.inputs.size() < data_inputs) continue;
+      bool ok = true;
+      for (size_t k = 0; k < data_inputs; ++k) ok = ok && is_float_activation(g, n.inputs[k]);
+      if (!ok) continue;
+      for (size_t k = 0; k < data_inputs; ++k) plan.add(n.inputs[k]);
+      plan.add(n.outputs[0]);
+      plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
+      ++plan.quantized_nodes;
+    } else if (kSameParamOps.count(op)) {
+      if (n.inputs.empty() || !plan.tensor_set.count(n.inputs[0]) || n.outputs.size() != 1) continue;
+      if (op == "Concat") {
+        bool all = true;
+        for (const auto& in : n.inputs) all = all && plan.tensor_set.count(in);
+        if (!all) continue;
+        for (const auto& in : n.inputs) plan.groups.unite(n.inputs[0], in);
+      }
+      plan.add(n.outputs[0]);
+      plan.groups.unite(n.inputs[0], n.outputs[0]);
+      ++plan.quantized_nodes;
+    }
+  }
+  return plan;
+}
+
+int weight_axis(const Node& n, const Tensor& w) {
+  if (n.op_type == "Conv") return 0;
+  if (n.op_type == "Gemm") return n.attr_int("transB", 0) ? 0 : 1;
+  return w.rank() == 2 ? 1 : -1;  // MatMul [K, N]: per column
+}
+
+}  // namespace
+
+bool is_quantized_model(const Model& model) {
+  for (const Node& n : model.graph.nodes) {
+    if (kQuantizedOps.count(n.op_type)) return true;
+  }
+  return false;
+}
+
+Model quantize_static(const Model& model, SampleSource& calibration, const QuantizeOptions& options,
+                      QuantizeSummary* summary) {
+  if (is_quantized_model(model)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
+                "quantize its FP32 original instead");
+  }
+  if (model.opset() < 10) {
+    throw Error(ErrorCode::kUnsupported, "opset " + std::to_string(model.opset()) +
+                                             " has no QuantizeLinear; convert the model to opset 13 or later first");
+  }
+  const Graph& g = model.graph;
+  const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
+  Plan plan = make_plan(g, excluded);
+  if (plan.compute_nodes.empty()) {
+    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: the model has no Conv, Gemm or MatMul with FP32 weights"
+                                             " outside the excluded nodes");
+  }
+
+  // Calibrate: one observer per parameter group.
+  std::unordered_map<std::string, std::unique_ptr<Observer>> observers;
+  for (const auto& t : plan.tensors) {
+    const std::string root = plan.groups.find(t);
+    if (!observers.count(root)) observers[root] = make_observer(options.calibration);
+  }
+  auto observe = [&](const std::string& name, const Tensor& t) {
+    if (!plan.tensor_set.count(name)) return;
+    if (t.dtype() != DType::kFloat32) {
+      throw Error(ErrorCode::kInvalidArgument, "tensor \"" + name + "\" is " + dtype_name(t.dtype()) + ", not float32");
+    }
+    try {
+      observers.at(plan.groups.find(name))->observe(t.data<float>(), t.numel());
+    } catch (const Error& e) {
+      throw Error(e.code(), "calibration: tensor \"" + name + "\": " + e.what());
+    }
+  };
+  ReferenceExecutor exec(model);
+  exec.set_observer([&](const Node& node, const std::vector<Tensor>& outputs) {
+    for (size_t i = 0; i < outputs.size() && i < node.outputs.size(); ++i) {
+      if (outputs[i].defined()) observe(node.outputs[i], outputs[i]);
+    }
+  });
+  calibration.reset();
+  int64_t done = 0;
+  const int64_t total = calibration.size() < 0 ? options.max_samples : std::min(calibration.size(), options.max_samples);
+  while (done < options.max_samples) {
+    auto feed = calibration.next();
+    if (!feed) break;
+    for (const auto& [name, t] : *feed) {
+      if (t.dtype() == DType::kFloat32) {
+        const float* p = t.data<float>();
+        for (int64_t i = 0; i < t.numel(); ++i) {
+          if (!std::isfinite(p[i])) {
+            throw Error(ErrorCode::kInvalidArgument, "calibration sample " + std::to_string(done) + ": input \"" + name +
+                                                         "\" has a non-finite value at index " + std::to_string(i));
+          }
+        }
+      }
+      observe(name, t);
+    }
+    try {
+      exec.run(*feed);
+    } catch (const Error& e) {
+      throw Error(e.code(), "calibration sample " + std::to_string(done) + ": " + e.what());
+    }
+    ++done;
+    if (options.progress) options.progress(done, total);
+  }
+  if (done == 0) throw Error(ErrorCode::kInvalidArgument, "the calibration data holds no samples");
+
+  std::unordered_map<std::string, QuantParams> params;  // by group root
+  for (const auto& [root, obs] : observers) {
+    Range r;
+    try {
+      r = obs->range();
+    } catch (const Error&) {
+      continue;  // a tensor never computed (e.g. inside an untaken branch): left in FP32
+    }
+    QuantParams p;
+    p.storage = options.activation_type;
+    p.scale.resize(1);
+    p.zero_point.resize(1);
+    choose_qparams(r.min, r.max, options.activation_type, options.activation_symmetry, options.reduce_range,
+                   &p.scale[0], &p.zero_point[0]);
+    params[root] = p;
+  }
+
+  Model out = model;
+  Graph& q = out.graph;
+  const bool per_axis_ok = options.per_channel && model.opset() >= 13;
+  if (options.per_channel && !per_axis_ok) {
+    if (summary) summary->notes.push_back("opset " + std::to_string(model.opset()) + " < 13: per-tensor weight scales");
+  }
+  // Weights and biases first (they need the input scale), read from the FP32 graph.
+  for (size_t idx : plan.compute_nodes) {
+    const Node& n = g.nodes[idx];
+    auto in_params = params.find(plan.groups.find(n.inputs[0]));
+    if (in_params == params.end()) continue;
+    if (!g.initializers.count(n.inputs[1])) continue;  // MatMul of two activations
+    const Tensor& w = g.initializers.at(n.inputs[1]);
+    const int axis = per_axis_ok ? weight_axis(n, w) : -1;
+    QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry);
+    if (q.initializers.count(n.inputs[1])) insert_weight_dq(q, n.inputs[1], wp);
+    if (n.op_type != "MatMul" && n.inputs.size() > 2 && q.initializers.count(n.inputs[2])) {
+      const Tensor& b = q.initializers.at(n.inputs[2]);
+      const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
+      if (b.rank() == 1 && b.numel() == channels && b.dtype() == DType::kFloat32 &&
+          n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
+        insert_bias_dq(q, n.inputs[2], in_params->second.scale[0], wp.scale);
+      }
+    }
+  }
+  for (const auto& t : plan.tensors) {
+    auto p = params.find(plan.groups.find(t));
+    if (p != params.end()) insert_activation_qdq(q, t, p->second);
+  }
+  if (summary) {
+    summary->quantized_nodes = plan.quantized_nodes;
+    summary->kept_fp32 = plan.excluded;
+    summary->calibration_samples = done;
+    summary->layer_outputs = plan.layer_outputs;
+  }
+  return out;
+}
+
+}  // namespace kvant

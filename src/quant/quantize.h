@@ -1,0 +1,102 @@
+// Quantizing a model: the options, the algorithms' entry points, and the
+// report (DESIGN.md §5, §6). Each algorithm rewrites a copy of the FP32 model
+// into QDQ form (quant/qdq.h); nothing else about the graph changes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "quant/observers/observer.h"
+#include "quant/quant_params.h"
+
+namespace kvant {
+
+// Calibration (and evaluation) samples: each next() yields one feed, input
+// name -> tensor, until it returns nullopt; reset() starts over.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  virtual std::optional<std::map<std::string, Tensor>> next() = 0;
+  virtual void reset() = 0;
+  virtual int64_t size() const { return -1; }  // -1 when unknown
+};
+
+class VectorSource : public SampleSource {
+ public:
+  explicit VectorSource(std::vector<std::map<std::string, Tensor>> samples) : samples_(std::move(samples)) {}
+  std::optional<std::map<std::string, Tensor>> next() override {
+    if (pos_ >= samples_.size()) return std::nullopt;
+    return samples_[pos_++];
+  }
+  void reset() override { pos_ = 0; }
+  int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
+
+ private:
+  std::vector<std::map<std::string, Tensor>> samples_;
+  size_t pos_ = 0;
+};
+
+enum class QuantMode { kStatic, kDynamic, kWeightOnly };
+
+struct QuantizeOptions {
+  QuantMode mode = QuantMode::kStatic;
+  ObserverOptions calibration;   // calibrator for activations (static mode)
+  int64_t max_samples = 500;     // calibration samples used at most
+  DType activation_type = DType::kUInt8;
+  Symmetry activation_symmetry = Symmetry::kAffine;
+  DType weight_type = DType::kInt8;
+  Symmetry weight_symmetry = Symmetry::kSymmetric;
+  bool per_channel = true;       // per output channel weights (Conv/Gemm/MatMul)
+  bool reduce_range = false;     // 7-bit activations for CPUs without VNNI
+  int group_size = 128;          // weight-only: block size along K
+  // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
+  // MatMul): these stay FP32.
+  std::vector<std::string> exclude;
+  // Called after each calibration sample: (done, total or -1).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct QuantizeSummary {
+  int64_t quantized_nodes = 0;            // compute and activation nodes in integer form
+  std::vector<std::string> kept_fp32;     // excluded compute nodes
+  int64_t calibration_samples = 0;
+  std::vector<std::string> notes;         // e.g. fallbacks taken
+  // Output tensors of quantized nodes, compared in the per-layer report.
+  std::vector<std::pair<std::string, std::string>> layer_outputs;  // (node name, tensor)
+};
+
+// Throws Error with a clear message on bad input (already quantized model,
+// --exclude naming nothing, calibration data that does not fit the model,
+// NaN/Inf in the data).
+Model quantize_static(const Model& model, SampleSource& calibration, const QuantizeOptions& options,
+                      QuantizeSummary* summary);
+
+// Dynamic INT8: MatMul/Gemm weights int8 with per-call activation
+// quantization (DynamicQuantizeLinear + MatMulInteger), LSTM/GRU/RNN weights int8.
+Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary);
+
+// Weight-only RTN: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with
+// one scale per options.group_size values along K; opset-21 blocked DQ.
+Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary);
+
+// Operator types that mark a model as already quantized.
+bool is_quantized_model(const Model& model);
+
+// Per-layer error of a quantized model against its FP32 original on
+// `samples`: for each tensor, SQNR (dB) and cosine similarity, worst first.
+struct LayerError {
+  std::string node;
+  std::string tensor;
+  double sqnr_db = 0;
+  double cosine = 0;
+};
+std::vector<LayerError> compare_layers(const Model& fp32, const Model& quantized,
+                                       const std::vector<std::pair<std::string, std::string>>& layers,
+                                       SampleSource& samples, int64_t max_samples);
+
+}  // namespace kvant

@@ -1,0 +1,234 @@
+// The quantization algorithms on small graphs built here: the QDQ structure
+// they produce, and that the QDQ simulation stays close to FP32.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kvant/status.h"
+#include "quant/quantize.h"
+#include "runtime/executor.h"
+
+namespace kvant {
+namespace {
+
+Tensor random_tensor(Shape shape, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  Tensor t(DType::kFloat32, std::move(shape));
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+Node node(const std::string& name, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
+  Node n;
+  n.name = name;
+  n.op_type = op;
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  return n;
+}
+
+void set_ints(Node& n, const std::string& key, std::vector<int64_t> v) {
+  Attribute a;
+  a.kind = Attribute::Kind::kInts;
+  a.ints = std::move(v);
+  n.attributes[key] = a;
+}
+
+// x[1,2,6,6] -> Conv(4x2x3x3, pad 1) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4x3) -> y
+Model conv_model() {
+  std::mt19937 rng(7);
+  Model m;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", {DType::kFloat32, true, {{1, ""}, {2, ""}, {6, ""}, {6, ""}}}});
+  g.outputs.push_back({"y", {DType::kFloat32, true, {{1, ""}, {3, ""}}}});
+  g.initializers["W"] = random_tensor({4, 2, 3, 3}, rng);
+  g.initializers["b"] = random_tensor({4}, rng);
+  g.initializers["W2"] = random_tensor({4, 3}, rng);
+  g.initializers["b2"] = random_tensor({3}, rng);
+  Node conv = node("conv", "Conv", {"x", "W", "b"}, {"c"});
+  set_ints(conv, "pads", {1, 1, 1, 1});
+  g.nodes = {conv, node("relu", "Relu", {"c"}, {"r"}), node("gap", "GlobalAveragePool", {"r"}, {"p"}),
+             node("flatten", "Flatten", {"p"}, {"f"}), node("fc", "Gemm", {"f", "W2", "b2"}, {"y"})};
+  return m;
+}
+
+VectorSource random_samples(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::map<std::string, Tensor>> v;
+  for (int i = 0; i < n; ++i) v.push_back({{"x", random_tensor({1, 2, 6, 6}, rng)}});
+  return VectorSource(v);
+}
+
+const Node* find_node(const Graph& g, const std::string& name) {
+  for (const Node& n : g.nodes) {
+    if (n.name == name) return &n;
+  }
+  return nullptr;
+}
+
+double cosine(const Tensor& a, const Tensor& b) {
+  double dot = 0, na = 0, nb = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    dot += a.get_as_double(i) * b.get_as_double(i);
+    na += a.get_as_double(i) * a.get_as_double(i);
+    nb += b.get_as_double(i) * b.get_as_double(i);
+  }
+  return dot / std::sqrt(na * nb);
+}
+
+TEST(StaticPtq, PlacesQdqAfterTheFusedActivationAndQuantizesWeightsPerChannel) {
+  const Model fp32 = conv_model();
+  VectorSource calib = random_samples(16, 1);
+  QuantizeOptions options;
+  QuantizeSummary summary;
+  const Model q = quantize_static(fp32, calib, options, &summary);
+  const Graph& g = q.graph;
+  EXPECT_NE(find_node(g, "x/QuantizeLinear"), nullptr);
+  EXPECT_NE(find_node(g, "r/QuantizeLinear"), nullptr);
+  EXPECT_EQ(find_node(g, "c/QuantizeLinear"), nullptr) << "no Q/DQ between Conv and its Relu";
+  ASSERT_TRUE(g.initializers.count("W/q"));
+  EXPECT_EQ(g.initializers.at("W/q").dtype(), DType::kInt8);
+  EXPECT_EQ(g.initializers.at("W/scale").numel(), 4);  // one per output channel
+  EXPECT_EQ(g.initializers.at("b/q").dtype(), DType::kInt32);
+  EXPECT_FALSE(g.initializers.count("W")) << "the float weight is gone";
+  // Flatten shares its input's parameters: no separate observer range.
+  EXPECT_EQ(g.initializers.at("f/scale").data<float>()[0], g.initializers.at("p/scale").data<float>()[0]);
+  EXPECT_EQ(summary.calibration_samples, 16);
+
+  // Bias scale = input scale * weight scale, per channel.
+  const float x_scale = g.initializers.at("x/scale").data<float>()[0];
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_FLOAT_EQ(g.initializers.at("b/scale").data<float>()[c], x_scale * g.initializers.at("W/scale").data<float>()[c]);
+  }
+
+  VectorSource test = random_samples(4, 99);
+  ReferenceExecutor a(fp32), b(q);
+  while (auto feed = test.next()) {
+    const Tensor ya = a.run(*feed).at("y");
+    const Tensor yb = b.run(*feed).at("y");
+    EXPECT_GT(cosine(ya, yb), 0.995);
+  }
+}
+
+TEST(StaticPtq, ExcludeFirstKeepsTheConvInFloat) {
+  VectorSource calib = random_samples(4, 1);
+  QuantizeOptions options;
+  options.exclude = {"first"};
+  QuantizeSummary summary;
+  const Model q = quantize_static(conv_model(), calib, options, &summary);
+  EXPECT_TRUE(q.graph.initializers.count("W"));
+  EXPECT_TRUE(q.graph.initializers.count("W2/q"));
+  ASSERT_EQ(summary.kept_fp32.size(), 1u);
+  EXPECT_EQ(summary.kept_fp32[0], "conv");
+}
+
+TEST(StaticPtq, BadInputGetsClearErrors) {
+  QuantizeOptions options;
+  options.exclude = {"no_such_node"};
+  VectorSource calib = random_samples(2, 1);
+  try {
+    quantize_static(conv_model(), calib, options, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no_such_node"), std::string::npos) << e.what();
+  }
+
+  Tensor nan_input(DType::kFloat32, {1, 2, 6, 6});
+  nan_input.data<float>()[5] = NAN;
+  VectorSource bad({{{"x", nan_input}}});
+  try {
+    quantize_static(conv_model(), bad, QuantizeOptions{}, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+  }
+
+  VectorSource wrong_shape({{{"x", Tensor(DType::kFloat32, {1, 3, 6, 6})}}});
+  EXPECT_THROW(quantize_static(conv_model(), wrong_shape, QuantizeOptions{}, nullptr), Error);
+
+  VectorSource empty({});
+  EXPECT_THROW(quantize_static(conv_model(), empty, QuantizeOptions{}, nullptr), Error);
+
+  VectorSource calib2 = random_samples(2, 1);
+  const Model q = quantize_static(conv_model(), calib2, QuantizeOptions{}, nullptr);
+  VectorSource calib3 = random_samples(2, 1);
+  try {
+    quantize_static(q, calib3, QuantizeOptions{}, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already quantized"), std::string::npos) << e.what();
+  }
+}
+
+TEST(StaticPtq, LayerReportRanksLayers) {
+  const Model fp32 = conv_model();
+  VectorSource calib = random_samples(8, 1);
+  QuantizeSummary summary;
+  const Model q = quantize_static(fp32, calib, QuantizeOptions{}, &summary);
+  VectorSource test = random_samples(4, 5);
+  const auto layers = compare_layers(fp32, q, summary.layer_outputs, test, 4);
+  ASSERT_FALSE(layers.empty());
+  for (size_t i = 1; i < layers.size(); ++i) EXPECT_LE(layers[i - 1].sqnr_db, layers[i].sqnr_db);
+  for (const auto& l : layers) {
+    EXPECT_GT(l.sqnr_db, 20.0) << l.node;  // 8-bit: ~40 dB ideal; well above 20 on this tiny net
+    EXPECT_GT(l.cosine, 0.99) << l.node;
+  }
+}
+
+// x[2,8] -> MatMul(W 8x4) -> Add(b) -> y
+Model matmul_model() {
+  std::mt19937 rng(3);
+  Model m;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", {DType::kFloat32, true, {{2, ""}, {64, ""}}}});
+  g.outputs.push_back({"y", {DType::kFloat32, true, {{2, ""}, {8, ""}}}});
+  g.initializers["W"] = random_tensor({64, 8}, rng);
+  g.initializers["b"] = random_tensor({8}, rng);
+  g.nodes = {node("mm", "MatMul", {"x", "W"}, {"m"}), node("add", "Add", {"m", "b"}, {"y"})};
+  return m;
+}
+
+TEST(DynamicQuant, RewritesMatMulToMatMulInteger) {
+  const Model fp32 = matmul_model();
+  QuantizeSummary summary;
+  const Model q = quantize_dynamic(fp32, QuantizeOptions{}, &summary);
+  EXPECT_NE(find_node(q.graph, "mm/MatMulInteger"), nullptr);
+  EXPECT_NE(find_node(q.graph, "mm/DynamicQuantizeLinear"), nullptr);
+  EXPECT_EQ(q.graph.initializers.at("mm/W_q").dtype(), DType::kInt8);
+  std::mt19937 rng(11);
+  const std::map<std::string, Tensor> feed = {{"x", random_tensor({2, 64}, rng)}};
+  ReferenceExecutor a(fp32), b(q);
+  EXPECT_GT(cosine(a.run(feed).at("y"), b.run(feed).at("y")), 0.999);
+}
+
+TEST(WeightOnly, Int4BlockedWeightsWithinHalfAStepOfFloat) {
+  const Model fp32 = matmul_model();
+  QuantizeOptions options;
+  options.group_size = 32;
+  QuantizeSummary summary;
+  const Model q = quantize_weight_only(fp32, 4, options, &summary);
+  EXPECT_EQ(q.opset(), 21);
+  const Tensor& wq = q.graph.initializers.at("W/q");
+  EXPECT_EQ(wq.dtype(), DType::kInt4);
+  EXPECT_EQ(wq.nbytes(), 64u * 8 / 2);  // two values per byte
+  const Tensor& scale = q.graph.initializers.at("W/scale");
+  EXPECT_EQ(scale.shape(), (Shape{2, 8}));  // K / group_size blocks x N
+  const Tensor& w = fp32.graph.initializers.at("W");
+  for (int64_t k = 0; k < 64; ++k) {
+    for (int64_t n = 0; n < 8; ++n) {
+      const float s = scale.data<float>()[(k / 32) * 8 + n];
+      const double dq = wq.get_as_double(k * 8 + n) * s;
+      EXPECT_LE(std::fabs(dq - w.data<float>()[k * 8 + n]), s / 2 + 1e-6) << k << "," << n;
+    }
+  }
+  std::mt19937 rng(11);
+  const std::map<std::string, Tensor> feed = {{"x", random_tensor({2, 64}, rng)}};
+  ReferenceExecutor a(fp32), b(q);
+  EXPECT_GT(cosine(a.run(feed).at("y"), b.run(feed).at("y")), 0.98);
+}
+
+}  // namespace
+}  // namespace kvant
