@@ -101,8 +101,9 @@ void run_conv(KernelContext& ctx, TypeTag<T>) {
   const int64_t kernel_size = g.kernel[0] * g.kernel[1] * g.kernel[2];
   const int64_t patch = in_per_group * kernel_size;  // rows of the column buffer
   const int64_t out_rows = g.out[0] * g.out[1];      // output rows of width g.out[2]
-  // Output rows per chunk: keep the column buffer under ~16M elements.
-  const int64_t chunk_rows = std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(1, patch * g.out[2]), 1,
+  // Output rows per chunk: keep the column buffer near 256K elements (1 MiB of float) so that it stays
+  // in cache while every output channel of the group reads it.
+  const int64_t chunk_rows = std::clamp<int64_t>((int64_t{1} << 18) / std::max<int64_t>(1, patch * g.out[2]), 1,
                                                  std::max<int64_t>(out_rows, 1));
   const T* xd = x.data<T>();
   const T* wd = w.data<T>();
