@@ -88,7 +88,7 @@ double median(const std::vector<double>& sorted) {
 // is expected to take more than ~2 s, and at most 10 times a second.
 class Progress {
  public:
-  Progress(int total) : total_(total), start_(Clock::now()) {}
+  explicit Progress(int total) : total_(total), start_(Clock::now()) {}
   void update(int done, const char* phase) {
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
     const double expected = done > 0 ? elapsed / done * total_ : 0;
