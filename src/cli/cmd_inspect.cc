@@ -214,8 +214,13 @@ void print_text(const InspectOptions& opt, const Model& model, int64_t file_byte
   }
 
   const MacStats macs = count_macs(graph);
-  out << "MACs        " << (macs.unknown ? "at least " : "") << format_count(macs.total) << " ("
-      << with_commas(macs.total) << ") in " << macs.layers.size()
+  out << "MACs        ";
+  if (macs.unknown && macs.total == 0) {
+    out << "unknown";
+  } else {
+    out << (macs.unknown ? "at least " : "") << format_count(macs.total) << " (" << with_commas(macs.total) << ")";
+  }
+  out << " in " << macs.layers.size()
       << (macs.layers.size() == 1 ? " compute layer" : " compute layers");
   if (macs.unknown) out << ", " << macs.unknown << " unknown";
   out << "\n";
