@@ -28,6 +28,10 @@ import sys
 import tempfile
 import time
 
+# Threads sleep instead of spinning while they wait: on a busy machine spinning
+# OpenMP threads cost several times the useful work.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import onnx
 from onnx import numpy_helper

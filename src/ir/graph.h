@@ -99,6 +99,9 @@ struct Model {
   std::string producer_name;
   std::string producer_version;
   std::filesystem::path source_path;  // where it was loaded from, if a file
+  // Problems that did not stop the load (e.g. shape inference failed), for
+  // the user to see; each names the file.
+  std::vector<std::string> warnings;
 
   int64_t opset(const std::string& domain = "") const;  // 0 when not imported
 };

@@ -74,6 +74,16 @@ Tensor Tensor::clone() const {
   return t;
 }
 
+Tensor Tensor::bitcast(DType dtype) const {
+  if (dtype_bits(dtype) != dtype_bits(dtype_) || dtype_bits(dtype) == 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("cannot view ") + describe() + " as " + dtype_name(dtype) + " (different element width)");
+  }
+  Tensor t = *this;
+  t.dtype_ = dtype;
+  return t;
+}
+
 void Tensor::check_type(DType requested) const {
   if (requested != dtype_) {
     throw Error(ErrorCode::kInternal, std::string("tensor holds ") + dtype_name(dtype_) + ", accessed as " +

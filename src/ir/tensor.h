@@ -62,6 +62,8 @@ class Tensor {
   // Same storage, new shape with the same element count.
   Tensor reshaped(Shape shape) const;
   Tensor clone() const;
+  // Same storage and shape viewed as another type of the same width.
+  Tensor bitcast(DType dtype) const;
   // Element i converted to double / int64 (any numeric dtype, incl. 4-bit).
   double get_as_double(int64_t i) const;
   int64_t get_as_int64(int64_t i) const;

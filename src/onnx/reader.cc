@@ -1,42 +1,57 @@
+// ONNX import: bytes -> ModelProto -> (input shape overrides, shape
+// inference) -> kvant Model, validated on the way.
+//
+// Checks, each ending in one message that names the file and the place:
+//   - the bytes parse as a ModelProto that has a graph (text, PNG, zip or
+//     random bytes that protobuf happens to accept are still refused);
+//   - the default-domain opset is within 1..kMaxOnnxOpset;
+//   - every tensor's data matches its dims (tensor_proto.cc), external data
+//     stays inside the model's folder;
+//   - every node has an op_type, every input is defined, no output is defined
+//     twice, the graph is acyclic (topological_sort), every graph output is
+//     produced;
+//   - subgraphs nest at most kMaxSubgraphDepth deep.
 #include "onnx/reader.h"
 
 #include <fstream>
 #include <limits>
 #include <set>
+#include <unordered_set>
 
+#include "onnx/shape_inference.h"
 #include "onnx/tensor_proto.h"
 
 namespace kvant {
 
 namespace {
 
+// Real models nest If/Loop bodies a few levels deep; more is a malformed or
+// hostile file (each level multiplies the work of scope checks).
+constexpr int kMaxSubgraphDepth = 16;
+
 struct ImportContext {
   std::filesystem::path base_dir;
 };
 
-TypeInfo type_from_proto(const onnx::TypeProto& type) {
-  TypeInfo info;
-  if (!type.has_tensor_type()) return info;  // sequences, maps, optionals: undefined
-  const auto& tt = type.tensor_type();
-  if (is_known_dtype(tt.elem_type())) info.dtype = static_cast<DType>(tt.elem_type());
-  if (tt.has_shape()) {
-    info.has_shape = true;
-    for (const auto& d : tt.shape().dim()) {
-      Dim dim;
-      if (d.has_dim_value() && d.dim_value() >= 0) dim.value = d.dim_value();
-      if (d.has_dim_param()) dim.param = d.dim_param();
-      info.dims.push_back(dim);
-    }
+Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, const std::vector<std::string>& outer,
+                       int depth);
+
+std::shared_ptr<Graph> subgraph_from_proto(const onnx::GraphProto& g, const Node& node, const std::string& attr,
+                                           const ImportContext& ctx, const std::vector<std::string>& scope,
+                                           int depth) {
+  if (depth >= kMaxSubgraphDepth) {
+    throw Error(ErrorCode::kInvalidArgument, node.describe() + ": attribute \"" + attr + "\": subgraphs nest more than " +
+                                                 std::to_string(kMaxSubgraphDepth) + " levels deep");
   }
-  return info;
+  try {
+    return std::make_shared<Graph>(graph_from_proto(g, ctx, scope, depth + 1));
+  } catch (const Error& e) {
+    throw Error(e.code(), node.describe() + ": attribute \"" + attr + "\": " + e.what());
+  }
 }
 
-ValueInfo value_from_proto(const onnx::ValueInfoProto& v) { return {v.name(), type_from_proto(v.type())}; }
-
-Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, const std::vector<std::string>& outer);
-
 Attribute attribute_from_proto(const onnx::AttributeProto& a, const Node& node, const ImportContext& ctx,
-                               const std::vector<std::string>& scope) {
+                               const std::vector<std::string>& scope, int depth) {
   Attribute out;
   using A = onnx::AttributeProto;
   auto type = a.type();
@@ -50,14 +65,18 @@ Attribute attribute_from_proto(const onnx::AttributeProto& a, const Node& node, 
     else if (a.ints_size()) type = A::INTS;
     else if (a.strings_size()) type = A::STRINGS;
   }
+  const std::string tensor_label = node.describe() + ": attribute \"" + a.name() + "\" tensor";
   switch (type) {
     case A::FLOAT: out.kind = Attribute::Kind::kFloat; out.f = a.f(); break;
     case A::INT: out.kind = Attribute::Kind::kInt; out.i = a.i(); break;
     case A::STRING: out.kind = Attribute::Kind::kString; out.s = a.s(); break;
-    case A::TENSOR: out.kind = Attribute::Kind::kTensor; out.t = tensor_from_proto(a.t(), ctx.base_dir); break;
+    case A::TENSOR:
+      out.kind = Attribute::Kind::kTensor;
+      out.t = tensor_from_proto(a.t(), ctx.base_dir, tensor_label);
+      break;
     case A::GRAPH:
       out.kind = Attribute::Kind::kGraph;
-      out.g = std::make_shared<Graph>(graph_from_proto(a.g(), ctx, scope));
+      out.g = subgraph_from_proto(a.g(), node, a.name(), ctx, scope, depth);
       break;
     case A::FLOATS: out.kind = Attribute::Kind::kFloats; out.floats.assign(a.floats().begin(), a.floats().end()); break;
     case A::INTS: out.kind = Attribute::Kind::kInts; out.ints.assign(a.ints().begin(), a.ints().end()); break;
@@ -67,11 +86,11 @@ Attribute attribute_from_proto(const onnx::AttributeProto& a, const Node& node, 
       break;
     case A::TENSORS:
       out.kind = Attribute::Kind::kTensors;
-      for (const auto& t : a.tensors()) out.tensors.push_back(tensor_from_proto(t, ctx.base_dir));
+      for (const auto& t : a.tensors()) out.tensors.push_back(tensor_from_proto(t, ctx.base_dir, tensor_label));
       break;
     case A::GRAPHS:
       out.kind = Attribute::Kind::kGraphs;
-      for (const auto& g : a.graphs()) out.graphs.push_back(std::make_shared<Graph>(graph_from_proto(g, ctx, scope)));
+      for (const auto& g : a.graphs()) out.graphs.push_back(subgraph_from_proto(g, node, a.name(), ctx, scope, depth));
       break;
     default:
       throw Error(ErrorCode::kUnsupported, node.describe() + ": attribute \"" + a.name() + "\" has unsupported type " +
@@ -80,7 +99,7 @@ Attribute attribute_from_proto(const onnx::AttributeProto& a, const Node& node, 
   return out;
 }
 
-// Constant(value=...) -> a tensor; nullopt for forms kvant cannot hold.
+// Constant(value=...) -> a tensor; throws for forms kvant cannot hold.
 Tensor constant_value(const Node& node) {
   if (const Tensor* t = node.attr_tensor("value")) return *t;
   if (node.has_attr("value_float")) return Tensor::scalar<float>(node.attr_float("value_float", 0));
@@ -97,28 +116,36 @@ Tensor constant_value(const Node& node) {
               node.describe() + ": only tensor, float and int constants are supported (not sparse or string)");
 }
 
-Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, const std::vector<std::string>& outer) {
+std::string graph_label(const Graph& g) { return "graph \"" + g.name + "\""; }
+
+Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, const std::vector<std::string>& outer,
+                       int depth) {
   Graph g;
   g.name = proto.name();
   for (const auto& init : proto.initializer()) {
-    if (init.name().empty()) throw Error(ErrorCode::kInvalidArgument, "graph \"" + g.name + "\": an initializer has no name");
+    if (init.name().empty()) throw Error(ErrorCode::kInvalidArgument, graph_label(g) + ": an initializer has no name");
     if (g.initializers.count(init.name())) {
-      throw Error(ErrorCode::kInvalidArgument, "graph \"" + g.name + "\": initializer \"" + init.name() + "\" is defined twice");
+      throw Error(ErrorCode::kInvalidArgument,
+                  graph_label(g) + ": initializer \"" + init.name() + "\" is defined twice");
     }
-    g.initializers[init.name()] = tensor_from_proto(init, ctx.base_dir);
+    g.initializers[init.name()] = tensor_from_proto(init, ctx.base_dir, "initializer");
   }
   if (proto.sparse_initializer_size() > 0) {
-    throw Error(ErrorCode::kUnsupported, "graph \"" + g.name + "\": sparse initializers are not supported");
+    throw Error(ErrorCode::kUnsupported, graph_label(g) + ": sparse initializers are not supported");
   }
   std::set<std::string> input_names;
   for (const auto& in : proto.input()) {
+    if (in.name().empty()) throw Error(ErrorCode::kInvalidArgument, graph_label(g) + ": an input has no name");
     if (!input_names.insert(in.name()).second) {
-      throw Error(ErrorCode::kInvalidArgument, "graph \"" + g.name + "\": input \"" + in.name() + "\" is declared twice");
+      throw Error(ErrorCode::kInvalidArgument, graph_label(g) + ": input \"" + in.name() + "\" is declared twice");
     }
     if (g.initializers.count(in.name())) continue;  // an initializer listed as input: a constant
     g.inputs.push_back(value_from_proto(in));
   }
-  for (const auto& out : proto.output()) g.outputs.push_back(value_from_proto(out));
+  for (const auto& out : proto.output()) {
+    if (out.name().empty()) throw Error(ErrorCode::kInvalidArgument, graph_label(g) + ": an output has no name");
+    g.outputs.push_back(value_from_proto(out));
+  }
   for (const auto& vi : proto.value_info()) g.value_info[vi.name()] = value_from_proto(vi);
 
   // Names visible to subgraphs of this graph: outer scope + everything here.
@@ -137,14 +164,20 @@ Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, 
     node.domain = np.domain() == "ai.onnx" ? "" : np.domain();
     node.inputs.assign(np.input().begin(), np.input().end());
     node.outputs.assign(np.output().begin(), np.output().end());
-    if (node.op_type.empty()) throw Error(ErrorCode::kInvalidArgument, node.describe() + " has no op_type");
+    if (node.op_type.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, graph_label(g) + ": " + node.describe() + " has no op_type");
+    }
     for (const auto& a : np.attribute()) {
       if (!a.ref_attr_name().empty()) continue;  // only meaningful inside functions
-      node.attributes[a.name()] = attribute_from_proto(a, node, ctx, scope);
+      if (node.attributes.count(a.name())) {
+        throw Error(ErrorCode::kInvalidArgument, node.describe() + ": attribute \"" + a.name() + "\" is given twice");
+      }
+      node.attributes[a.name()] = attribute_from_proto(a, node, ctx, scope, depth);
     }
     if (node.op_type == "Constant" && node.domain.empty() && node.outputs.size() == 1 && !node.outputs[0].empty()) {
       if (g.initializers.count(node.outputs[0])) {
-        throw Error(ErrorCode::kInvalidArgument, node.describe() + ": output \"" + node.outputs[0] + "\" is already an initializer");
+        throw Error(ErrorCode::kInvalidArgument,
+                    node.describe() + ": output \"" + node.outputs[0] + "\" is already an initializer");
       }
       g.initializers[node.outputs[0]] = constant_value(node);
       continue;
@@ -152,17 +185,53 @@ Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, 
     g.nodes.push_back(std::move(node));
   }
   topological_sort(g, outer);
+
+  std::unordered_set<std::string> defined(outer.begin(), outer.end());
+  defined.insert(input_names.begin(), input_names.end());
+  for (const auto& [name, t] : g.initializers) defined.insert(name);
+  for (const auto& n : g.nodes) defined.insert(n.outputs.begin(), n.outputs.end());
   for (const auto& out : g.outputs) {
-    bool defined = g.initializers.count(out.name) || input_names.count(out.name);
-    for (const auto& n : g.nodes) {
-      for (const auto& o : n.outputs) defined = defined || o == out.name;
-    }
-    for (const auto& o : outer) defined = defined || o == out.name;
-    if (!defined) {
-      throw Error(ErrorCode::kInvalidArgument, "graph \"" + g.name + "\": output \"" + out.name + "\" is never produced");
+    if (!defined.count(out.name)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  graph_label(g) + ": output \"" + out.name + "\" is not produced by any node, input or initializer");
     }
   }
   return g;
+}
+
+void check_opsets(const Model& m) {
+  if (!m.opset_imports.count("")) return;  // only other domains (e.g. ai.onnx.ml) are used
+  const int64_t opset = m.opset("");
+  if (opset < 1) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "opset " + std::to_string(opset) + " of the default ONNX domain is not a valid version");
+  }
+  if (opset > kMaxOnnxOpset) {
+    throw Error(ErrorCode::kUnsupported, "the model uses opset " + std::to_string(opset) +
+                                             " of the default ONNX domain; kvant supports opsets 1 to " +
+                                             std::to_string(kMaxOnnxOpset));
+  }
+}
+
+// Why bytes that are not a usable ModelProto were refused, with a guess at
+// what they are instead.
+std::string not_onnx_reason(const void* data, size_t size) {
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  std::string what = "not an ONNX model";
+  if (size >= 4 && bytes[0] == 0x89 && bytes[1] == 'P' && bytes[2] == 'N' && bytes[3] == 'G') {
+    what += " (it is a PNG image)";
+  } else if (size >= 2 && bytes[0] == 'P' && bytes[1] == 'K') {
+    what += " (it is a zip archive, e.g. a PyTorch checkpoint; export it with torch.onnx.export)";
+  } else {
+    size_t printable = 0;
+    const size_t probe = size < 256 ? size : 256;
+    for (size_t i = 0; i < probe; ++i) {
+      const unsigned char c = bytes[i];
+      printable += (c >= 0x20 && c < 0x7f) || c == '\n' || c == '\r' || c == '\t';
+    }
+    if (probe > 0 && printable == probe) what += " (it looks like a text file)";
+  }
+  return what;
 }
 
 Model model_from_proto(const onnx::ModelProto& proto, const ImportContext& ctx) {
@@ -174,9 +243,9 @@ Model model_from_proto(const onnx::ModelProto& proto, const ImportContext& ctx) 
     const std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
     m.opset_imports[domain] = op.version();
   }
-  if (!proto.has_graph()) throw Error(ErrorCode::kInvalidArgument, "the model has no graph");
   if (m.opset_imports.empty()) m.opset_imports[""] = 1;  // IR v1/v2 models without opset_import
-  m.graph = graph_from_proto(proto.graph(), ctx, {});
+  check_opsets(m);
+  m.graph = graph_from_proto(proto.graph(), ctx, {}, 0);
   return m;
 }
 
@@ -185,26 +254,43 @@ std::string prefix_for(const std::string& display) { return display + ": "; }
 }  // namespace
 
 Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesystem::path& base_dir,
-                              const std::string& display_name) {
+                              const std::string& display_name, const LoadOptions& options) {
+  const std::string prefix = prefix_for(display_name);
+  if (size == 0) return invalid_argument(prefix + "the file is empty");
   if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return invalid_argument(prefix_for(display_name) + "larger than 2 GB; store the weights as external data");
+    return invalid_argument(prefix + "larger than 2 GB; store the weights as external data");
   }
   onnx::ModelProto proto;
   if (!proto.ParseFromArray(data, static_cast<int>(size))) {
-    return invalid_argument(prefix_for(display_name) + "not a valid ONNX model (the protobuf data could not be parsed)");
+    return invalid_argument(prefix + not_onnx_reason(data, size) +
+                            ": the protobuf data could not be parsed (truncated or corrupted file?)");
   }
+  // Protobuf accepts many byte strings (unknown fields are skipped); a model
+  // without a graph is not one.
+  if (!proto.has_graph()) return invalid_argument(prefix + not_onnx_reason(data, size) + ": it holds no graph");
   try {
-    Model m = model_from_proto(proto, ImportContext{base_dir});
+    const ImportContext ctx{base_dir};
+    override_input_shapes(proto, options.input_shapes);
+    Model m = model_from_proto(proto, ctx);  // validates everything before inference sees it
+    if (options.infer_shapes) {
+      const std::string warning = run_shape_inference(proto);
+      if (warning.empty()) {
+        copy_inferred_types(proto.graph(), m.graph);
+      } else {
+        m.warnings.push_back(prefix + warning);
+      }
+    }
     return m;
   } catch (const Error& e) {
-    return Status(e.code(), prefix_for(display_name) + e.what());
+    return Status(e.code(), prefix + e.what());
+  } catch (const std::bad_alloc&) {
+    return invalid_argument(prefix + "out of memory while reading the model");
   } catch (const std::exception& e) {
-    return invalid_argument(prefix_for(display_name) + e.what());
+    return invalid_argument(prefix + e.what());
   }
 }
 
 Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options) {
-  (void)options;  // TODO(import): shape inference and input shape overrides
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) return not_found(file.string() + ": no such file");
   if (std::filesystem::is_directory(file, ec)) return invalid_argument(file.string() + ": is a folder, not an ONNX file");
@@ -214,7 +300,7 @@ Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& op
   if (bytes.empty()) return invalid_argument(file.string() + ": the file is empty");
   auto dir = file.parent_path();
   if (dir.empty()) dir = ".";
-  auto result = load_onnx_bytes(bytes.data(), bytes.size(), dir, file.string());
+  auto result = load_onnx_bytes(bytes.data(), bytes.size(), dir, file.string(), options);
   if (result.ok()) result->source_path = file;
   return result;
 }

@@ -4,6 +4,8 @@
 // against the bytes present, external-data paths must stay inside the model's
 // folder, every node input must be defined, and the graph must be acyclic.
 // Constant nodes become initializers. Errors name the file and the place.
+// Operators kvant cannot run do not fail the load: unsupported_operators()
+// (runtime/executor.h) lists them all at once.
 #pragma once
 
 #include <cstddef>
@@ -29,9 +31,13 @@ struct LoadOptions {
 Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options = {});
 
 // Parses a model held in memory. External data is resolved against
-// `base_dir`; an empty base_dir refuses external data.
+// `base_dir`; an empty base_dir refuses external data. Every error message
+// starts with "<display_name>: ".
 Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesystem::path& base_dir = {},
-                              const std::string& display_name = "<memory>");
+                              const std::string& display_name = "<memory>", const LoadOptions& options = {});
+
+// The newest opset of the default ONNX domain kvant accepts.
+inline constexpr int64_t kMaxOnnxOpset = 21;
 
 // Parses one serialized TensorProto (e.g. ONNX test-data input_0.pb).
 Result<Tensor> load_tensor_pb(const std::filesystem::path& file);

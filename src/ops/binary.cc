@@ -18,6 +18,7 @@
 //   Where(c, x, y)    c ? x : y, broadcasting all three
 //   Max, Min, Sum, Mean   1..N inputs folded left to right, broadcasting at
 //                     each step (broadcasting is associative)
+// Before opset 7, broadcast = 1 with an axis aligns input 1 at that axis.
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -99,11 +100,27 @@ void check_same_type(const KernelContext& ctx, const Tensor& a, const Tensor& b)
   }
 }
 
+// Input 1, reshaped for the opset 1..6 form of broadcasting where the node
+// says broadcast = 1: b's dims line up with a's starting at `axis` (default:
+// trailing), which numpy rules express by appending 1s to b's shape.
+Tensor second_input(const KernelContext& ctx) {
+  const Tensor& b = ctx.input(1);
+  if (ctx.opset >= 7 || ctx.node.attr_int("broadcast", 0) == 0 || !ctx.node.has_attr("axis")) return b;
+  const int64_t rank = ctx.input(0).rank();
+  const int64_t axis = normalize_axis(ctx, ctx.node.attr_int("axis", 0), rank);
+  if (axis + b.rank() > rank) {
+    ctx.fail("input 1 " + shape_to_string(b.shape()) + " does not fit at axis " + std::to_string(axis));
+  }
+  Shape shape = b.shape();
+  shape.resize(static_cast<size_t>(rank - axis), 1);
+  return b.reshaped(shape);
+}
+
 // Output of a's type, computed in compute_t<T> by op.
 template <typename Set, typename Op>
 void arithmetic(KernelContext& ctx, Op op) {
   const Tensor& a = ctx.input(0);
-  const Tensor& b = ctx.input(1);
+  const Tensor b = second_input(ctx);
   check_same_type(ctx, a, b);
   dispatch<Set>(a.dtype(), ctx, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -174,7 +191,7 @@ T int_pow(T x, int64_t e) {
 
 void run_pow(KernelContext& ctx) {
   const Tensor& a = ctx.input(0);
-  const Tensor& b = ctx.input(1);
+  const Tensor b = second_input(ctx);
   dispatch<NumericTypes>(b.dtype(), ctx, [](auto) {});  // names an unsupported exponent type
   // The exponent is read as int64 (integer types) or double (float types),
   // so each base type needs two loops, not one per exponent type.
@@ -242,7 +259,7 @@ void run_bit_shift(KernelContext& ctx) {
 template <typename Cmp>
 void compare(KernelContext& ctx, Cmp cmp) {
   const Tensor& a = ctx.input(0);
-  const Tensor& b = ctx.input(1);
+  const Tensor b = second_input(ctx);
   check_same_type(ctx, a, b);
   dispatch<AllTypes>(a.dtype(), ctx, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -261,7 +278,7 @@ void run_greater_equal(KernelContext& ctx) { compare(ctx, [](auto x, auto y) { r
 template <typename Op>
 void logical(KernelContext& ctx, Op op) {
   const Tensor& a = ctx.input(0);
-  const Tensor& b = ctx.input(1);
+  const Tensor b = second_input(ctx);
   if (a.dtype() != DType::kBool || b.dtype() != DType::kBool) {
     ctx.fail(std::string("inputs must be bool, got ") + dtype_name(a.dtype()) + " and " + dtype_name(b.dtype()));
   }

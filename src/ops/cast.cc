@@ -4,9 +4,12 @@
 //
 //   to bool           x != 0 (NaN is true)
 //   bool to numeric   0 or 1
-//   float to integer  truncate toward zero; the value is first taken to int64
-//                     and then wrapped to the target width, as x86 code does
-//                     (NaN and values outside int64 give INT64_MIN's low bits)
+//   float to integer  truncate toward zero. Out-of-range values are undefined
+//                     in C++; kvant does what ONNX Runtime's static_cast does on
+//                     x86: 8..32-bit targets go through int32, wider ones
+//                     through int64, then wrap to the target width; NaN and
+//                     values outside the intermediate type give its minimum
+//                     (so int32 NaN -> INT32_MIN, int8 NaN -> 0)
 //   integer to integer  two's-complement wrap (C++20 conversion)
 //   to float16/bfloat16 round to nearest even via float32
 // Not supported (ctx.unsupported): string, float8 (the saturate attribute only
@@ -31,10 +34,17 @@ To float_to_int(double v) {
   if constexpr (std::is_same_v<To, uint64_t>) {
     if (v >= 9223372036854775808.0 && v < 18446744073709551616.0) return static_cast<uint64_t>(v);
   }
-  constexpr double kLimit = 9223372036854775808.0;  // 2^63
-  const int64_t wide = (std::isnan(v) || v >= kLimit || v < -kLimit) ? std::numeric_limits<int64_t>::min()
-                                                                       : static_cast<int64_t>(v);
-  return static_cast<To>(wide);
+  if constexpr (sizeof(To) < 4 || std::is_same_v<To, int32_t>) {  // x86 converts these through int32
+    constexpr double kLimit = 2147483648.0;                         // 2^31
+    const int32_t wide = (std::isnan(v) || v >= kLimit || v <= -kLimit - 1.0) ? std::numeric_limits<int32_t>::min()
+                                                                               : static_cast<int32_t>(v);
+    return static_cast<To>(wide);
+  } else {
+    constexpr double kLimit = 9223372036854775808.0;  // 2^63
+    const int64_t wide = (std::isnan(v) || v >= kLimit || v < -kLimit) ? std::numeric_limits<int64_t>::min()
+                                                                         : static_cast<int64_t>(v);
+    return static_cast<To>(wide);
+  }
 }
 
 template <typename To, typename From>

@@ -122,11 +122,11 @@ void gather_elements(KernelContext& ctx) {
 // Layout shared by GatherND and ScatterND: indices [batch..., n..., m] address
 // slices of data [batch..., m dims, slice...].
 struct NdLayout {
-  int64_t batches = 1;     // prod(indices.shape[:b])
-  int64_t tuples = 1;      // index tuples per batch: prod(indices.shape[b:q-1])
-  int64_t m = 0;           // indices.shape[q-1]
-  int64_t slice = 1;       // elements per addressed slice: prod(data.shape[b+m:])
-  int64_t batch_size = 1;  // elements per data batch: prod(data.shape[b:])
+  int64_t batches = 1;           // prod(indices.shape[:b])
+  int64_t tuples = 1;            // index tuples per batch: prod(indices.shape[b:q-1])
+  int64_t m = 0;                 // indices.shape[q-1]
+  int64_t slice = 1;             // elements per addressed slice: prod(data.shape[b+m:])
+  int64_t batch_size = 1;        // elements per data batch: prod(data.shape[b:])
   std::vector<int64_t> offsets;  // element offset of each (batch, tuple) slice
 };
 
@@ -214,7 +214,8 @@ void scatter_nd(KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
   const Tensor& indices = ctx.input(1);
   const Tensor& updates = ctx.input(2);
-  if (updates.dtype() != x.dtype()) ctx.fail("updates " + updates.describe() + " must have the type of " + x.describe());
+  if (updates.dtype() != x.dtype())
+    ctx.fail("updates " + updates.describe() + " must have the type of " + x.describe());
   const NdLayout l = nd_layout(ctx, x, indices, 0);
   Shape want(indices.shape().begin(), indices.shape().end() - 1);
   want.insert(want.end(), x.shape().begin() + l.m, x.shape().end());
@@ -241,7 +242,8 @@ void scatter_elements(KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
   const Tensor& indices = ctx.input(1);
   const Tensor& updates = ctx.input(2);
-  if (updates.dtype() != x.dtype()) ctx.fail("updates " + updates.describe() + " must have the type of " + x.describe());
+  if (updates.dtype() != x.dtype())
+    ctx.fail("updates " + updates.describe() + " must have the type of " + x.describe());
   if (updates.shape() != indices.shape()) {
     ctx.fail("updates " + updates.describe() + " must have the shape of indices " + indices.describe());
   }
@@ -324,8 +326,8 @@ void slice(KernelContext& ctx) {
   const size_t es = element_size(ctx, x.dtype());
   Tensor y(x.dtype(), out_shape);
   if (y.numel() > 0) {
-    strided_copy(static_cast<std::byte*>(y.raw()), static_cast<const std::byte*>(x.raw()) + base * static_cast<int64_t>(es),
-                 out_shape, strides, es);
+    strided_copy(static_cast<std::byte*>(y.raw()),
+                 static_cast<const std::byte*>(x.raw()) + base * static_cast<int64_t>(es), out_shape, strides, es);
   }
   ctx.set_output(0, std::move(y));
 }
@@ -358,7 +360,8 @@ void top_k(KernelContext& ctx) {
     k = kt.get_as_int64(0);
   }
   const int64_t dim = x.shape()[axis];
-  if (k < 0 || k > dim) ctx.fail("k " + std::to_string(k) + " is out of range for a dim of size " + std::to_string(dim));
+  if (k < 0 || k > dim)
+    ctx.fail("k " + std::to_string(k) + " is out of range for a dim of size " + std::to_string(dim));
   const bool largest = ctx.opset < 11 || ctx.node.attr_int("largest", 1) != 0;
   // 'sorted' = 0 allows any order; the sorted order is one of them.
   Shape out_shape = x.shape();

@@ -73,6 +73,70 @@ BroadcastPlan make_broadcast_plan(const Shape& out_shape, const std::vector<Shap
     for (size_t k = 0; k < operands; ++k) plan.outer_strides[k].push_back(merged[k][i]);
   }
   return plan;
+
+WindowGeometry window_geometry(const KernelContext& ctx, const Shape& in, const std::vector<int64_t>& kernel,
+                               bool ceil_mode) {
+  const size_t n = in.size();
+  const Node& node = ctx.node;
+  WindowGeometry g;
+  g.in = in;
+  g.kernel = kernel;
+  g.strides = node.attr_ints("strides", std::vector<int64_t>(n, 1));
+  g.dilations = node.attr_ints("dilations", std::vector<int64_t>(n, 1));
+  std::vector<int64_t> pads = node.attr_ints("pads", std::vector<int64_t>(2 * n, 0));
+  if (kernel.size() != n) {
+    ctx.fail("kernel_shape has " + std::to_string(kernel.size()) + " dims but the input has " + std::to_string(n) +
+             " spatial dims");
+  }
+  if (g.strides.size() != n) ctx.fail("strides must have " + std::to_string(n) + " values");
+  if (g.dilations.size() != n) ctx.fail("dilations must have " + std::to_string(n) + " values");
+  if (pads.size() != 2 * n) ctx.fail("pads must have " + std::to_string(2 * n) + " values");
+  for (size_t i = 0; i < n; ++i) {
+    if (kernel[i] < 1) ctx.fail("kernel_shape values must be positive");
+    if (g.strides[i] < 1) ctx.fail("strides must be positive");
+    if (g.dilations[i] < 1) ctx.fail("dilations must be positive");
+    if (pads[i] < 0 || pads[i + n] < 0) ctx.fail("pads must be non-negative");
+  }
+  const std::string auto_pad = node.attr_string("auto_pad", "NOTSET");
+  g.pads_begin.assign(n, 0);
+  g.pads_end.assign(n, 0);
+  g.out.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t k_eff = (kernel[i] - 1) * g.dilations[i] + 1;
+    const int64_t s = g.strides[i];
+    if (auto_pad == "NOTSET") {
+      g.pads_begin[i] = pads[i];
+      g.pads_end[i] = pads[i + n];
+      const int64_t span = in[i] + pads[i] + pads[i + n] - k_eff;
+      if (span < 0) ctx.fail("the window does not fit the padded input along spatial dim " + std::to_string(i));
+      int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+      if (ceil_mode && (out - 1) * s >= in[i] + pads[i]) --out;
+      g.out[i] = out;
+    } else if (auto_pad == "VALID") {
+      if (in[i] < k_eff) ctx.fail("the window is larger than the input along spatial dim " + std::to_string(i));
+      g.out[i] = (in[i] - k_eff) / s + 1;
+    } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      g.out[i] = (in[i] + s - 1) / s;
+      const int64_t total = std::max<int64_t>(0, (g.out[i] - 1) * s + k_eff - in[i]);
+      g.pads_begin[i] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      g.pads_end[i] = total - g.pads_begin[i];
+    } else {
+      ctx.fail("auto_pad '" + auto_pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+    }
+  }
+  return g;
+}
+
+void pad_geometry_to_rank(WindowGeometry& g, size_t rank) {
+  while (g.in.size() < rank) {
+    g.in.insert(g.in.begin(), 1);
+    g.kernel.insert(g.kernel.begin(), 1);
+    g.strides.insert(g.strides.begin(), 1);
+    g.dilations.insert(g.dilations.begin(), 1);
+    g.pads_begin.insert(g.pads_begin.begin(), 0);
+    g.pads_end.insert(g.pads_end.begin(), 0);
+    g.out.insert(g.out.begin(), 1);
+  }
 }
 
 }  // namespace kvant

@@ -202,4 +202,24 @@ void map_unary(KernelContext& ctx, Fn&& fn) {
   });
 }
 
+// Sliding-window geometry shared by Conv and the pools, one entry per spatial
+// dim. With k_eff = (kernel - 1) * dilation + 1:
+//   NOTSET: out = floor_or_ceil((in + pad_begin + pad_end - k_eff) / stride) + 1; with ceil_mode a last
+//           window that would start inside the end padding is dropped.
+//   VALID:  pads 0, out = floor((in - k_eff) / stride) + 1.
+//   SAME_UPPER / SAME_LOWER: out = ceil(in / stride), total pad = max(0, (out - 1) * stride + k_eff - in),
+//           the odd element going to the end (UPPER) or the beginning (LOWER).
+struct WindowGeometry {
+  std::vector<int64_t> in, kernel, strides, dilations, pads_begin, pads_end, out;
+};
+
+// Reads strides, dilations, pads and auto_pad from ctx.node and validates
+// them against `in` (the input's spatial dims) and `kernel`.
+WindowGeometry window_geometry(const KernelContext& ctx, const Shape& in, const std::vector<int64_t>& kernel,
+                               bool ceil_mode);
+
+// Prepends unit dims so that the geometry has exactly `rank` spatial dims
+// (kernels are written once for 3-D windows). Requires size() <= rank.
+void pad_geometry_to_rank(WindowGeometry& g, size_t rank);
+
 }  // namespace kvant

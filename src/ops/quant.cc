@@ -65,7 +65,9 @@ ParamLayout param_layout(const KernelContext& ctx, const Tensor& x, const Tensor
   ParamLayout layout;
   const int64_t block = ctx.opset >= 21 ? ctx.node.attr_int("block_size", 0) : 0;
   if (block < 0) ctx.fail("block_size must be >= 0, got " + std::to_string(block));
-  if (zero_point != nullptr && zero_point->shape() != scale.shape()) {
+  // A one-element zero point may be [] or [1] whatever the scale's rank is.
+  const bool both_single = zero_point != nullptr && zero_point->numel() == 1 && scale.numel() == 1;
+  if (zero_point != nullptr && !both_single && zero_point->shape() != scale.shape()) {
     ctx.fail("zero point shape " + shape_to_string(zero_point->shape()) + " differs from scale shape " +
              shape_to_string(scale.shape()));
   }

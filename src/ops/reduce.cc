@@ -30,8 +30,9 @@ enum class ReduceKind { kSum, kMean, kProd, kMax, kMin, kL1, kL2, kSumSquare, kL
 
 // Accumulator: double for floats, 64-bit integers otherwise (bool as int64).
 template <typename T>
-using acc_t = std::conditional_t<std::is_floating_point_v<compute_t<T>>, double,
-                                 std::conditional_t<std::is_unsigned_v<T> && !std::is_same_v<T, bool>, uint64_t, int64_t>>;
+using acc_t =
+    std::conditional_t<std::is_floating_point_v<compute_t<T>>, double,
+                       std::conditional_t<std::is_unsigned_v<T> && !std::is_same_v<T, bool>, uint64_t, int64_t>>;
 
 // double -> T, saturating non-finite values for integer types.
 template <typename T>
@@ -115,10 +116,50 @@ void run_reduction(const Tensor& x, const ReducePlan& plan, ReduceKind kind, Ten
   for (size_t d = 0; d < kept_shape.size(); ++d) kept_shape[d] = plan.reduced[d] ? 1 : x.shape()[d];
   const std::vector<int64_t> strides[1] = {broadcast_strides(kept_shape, x.shape())};
   const int64_t count = n_out == 0 ? 0 : x.numel() / n_out;
+  // Fast path: after dropping size-1 dims and merging neighbours of the same
+  // kind, the input is [outer kept, reduced, inner kept] (e.g. LayerNorm's
+  // mean over the last axis).
+  std::vector<std::pair<bool, int64_t>> groups;  // (reduced, size)
+  for (size_t d = 0; d < x.shape().size(); ++d) {
+    if (x.shape()[d] == 1) continue;
+    if (!groups.empty() && groups.back().first == plan.reduced[d]) {
+      groups.back().second *= x.shape()[d];
+    } else {
+      groups.emplace_back(plan.reduced[d], x.shape()[d]);
+    }
+  }
+  int64_t outer = 1, len = 1, inner = 1;
+  bool simple = false;
+  if (groups.size() <= 3) {
+    size_t g = 0;
+    if (g < groups.size() && !groups[g].first) outer = groups[g++].second;
+    if (g < groups.size() && groups[g].first) len = groups[g++].second;
+    if (g < groups.size() && !groups[g].first) inner = groups[g++].second;
+    simple = g == groups.size();
+  }
 
   std::vector<A> acc(static_cast<size_t>(n_out));
   std::vector<A> shift;  // LogSumExp: per-output max
   auto accumulate = [&](auto step) {
+    if (simple && inner == 1) {  // reduce contiguous rows, accumulating in a register
+      for (int64_t o = 0; o < outer; ++o) {
+        const T* row = in + o * len;
+        A a = acc[static_cast<size_t>(o)];
+        for (int64_t r = 0; r < len; ++r) a = step(a, static_cast<A>(to_compute(row[r])), o);
+        acc[static_cast<size_t>(o)] = a;
+      }
+      return;
+    }
+    if (simple) {
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t r = 0; r < len; ++r) {
+          const T* row = in + (o * len + r) * inner;
+          A* a = acc.data() + o * inner;
+          for (int64_t j = 0; j < inner; ++j) a[j] = step(a[j], static_cast<A>(to_compute(row[j])), o * inner + j);
+        }
+      }
+      return;
+    }
     int64_t i = 0;
     for_each_index(x.shape(), strides, [&](const int64_t* off) {
       A& a = acc[static_cast<size_t>(off[0])];
@@ -144,8 +185,8 @@ void run_reduction(const Tensor& x, const ReducePlan& plan, ReduceKind kind, Ten
       }
       fill(0);
       accumulate([&](A a, A v, int64_t o) {
-        return static_cast<A>(static_cast<double>(a) + std::exp(static_cast<double>(v) -
-                                                                static_cast<double>(shift[static_cast<size_t>(o)])));
+        return static_cast<A>(static_cast<double>(a) +
+                              std::exp(static_cast<double>(v) - static_cast<double>(shift[static_cast<size_t>(o)])));
       });
       break;
     }

@@ -55,7 +55,8 @@ void range(KernelContext& ctx) {
     const C limit = to_compute(limit_t.data<T>()[0]);
     const C delta = to_compute(delta_t.data<T>()[0]);
     if (delta == C(0)) ctx.fail("delta must not be 0");
-    const double count = std::ceil((static_cast<double>(limit) - static_cast<double>(start)) / static_cast<double>(delta));
+    const double count =
+        std::ceil((static_cast<double>(limit) - static_cast<double>(start)) / static_cast<double>(delta));
     if (!(count < 1e12)) {
       if (count > 0) ctx.fail("range of " + std::to_string(count) + " elements is too large");
     }
@@ -149,8 +150,9 @@ void non_zero(KernelContext& ctx) {
 }
 
 constexpr OpDef kShapeOps[] = {
-    {"Shape", "", shape_op},   {"Size", "", size_op},       {"Range", "", range},
-    {"ConstantOfShape", "", constant_of_shape}, {"OneHot", "", one_hot}, {"NonZero", "", non_zero},
+    {"Shape", "", shape_op}, {"Size", "", size_op},
+    {"Range", "", range},    {"ConstantOfShape", "", constant_of_shape},
+    {"OneHot", "", one_hot}, {"NonZero", "", non_zero},
 };
 
 }  // namespace

@@ -62,7 +62,7 @@ void reshape(KernelContext& ctx) {
       d = x.shape()[i];
     }
     out[i] = d;
-    known *= d;
+    if (__builtin_mul_overflow(known, d, &known)) ctx.fail("shape " + ints_to_string(spec) + " overflows");
   }
   if (inferred >= 0) {
     if (known == 0 || x.numel() % known != 0) {
@@ -171,7 +171,8 @@ void split(KernelContext& ctx) {
     }
     int64_t total = 0;
     for (int64_t s : sizes) {
-      if (s < 0) ctx.fail("split " + ints_to_string(sizes) + " has a negative size");
+      if (s < 0 || s > dim)
+        ctx.fail("split " + ints_to_string(sizes) + " has a size outside [0, " + std::to_string(dim) + "]");
       total += s;
     }
     if (total != dim) ctx.fail("split " + ints_to_string(sizes) + " does not sum to dim " + std::to_string(dim));
@@ -183,10 +184,12 @@ void split(KernelContext& ctx) {
     }
     const int64_t chunk = (dim + n - 1) / n;
     for (int64_t i = 0; i < n; ++i) sizes.push_back(std::max<int64_t>(0, std::min(chunk, dim - i * chunk)));
-    if (chunk * (n - 1) > dim) ctx.fail("cannot split dim " + std::to_string(dim) + " into " + std::to_string(n) + " chunks");
+    if (chunk * (n - 1) > dim)
+      ctx.fail("cannot split dim " + std::to_string(dim) + " into " + std::to_string(n) + " chunks");
   } else {
     if (num_outputs == 0 || dim % static_cast<int64_t>(num_outputs) != 0) {
-      ctx.fail("dim " + std::to_string(dim) + " does not split evenly into " + std::to_string(num_outputs) + " outputs");
+      ctx.fail("dim " + std::to_string(dim) + " does not split evenly into " + std::to_string(num_outputs) +
+               " outputs");
     }
     sizes.assign(num_outputs, dim / static_cast<int64_t>(num_outputs));
   }
@@ -278,8 +281,11 @@ void tile(KernelContext& ctx) {
   Shape out_shape, view_shape;
   std::vector<int64_t> view_strides;
   for (size_t d = 0; d < repeats.size(); ++d) {
-    if (repeats[d] < 0) ctx.fail("repeats " + ints_to_string(repeats) + " has a negative entry");
-    out_shape.push_back(repeats[d] * x.shape()[d]);
+    int64_t size = 0;
+    if (repeats[d] < 0 || __builtin_mul_overflow(repeats[d], x.shape()[d], &size)) {
+      ctx.fail("repeats " + ints_to_string(repeats) + " has a negative or too large entry");
+    }
+    out_shape.push_back(size);
     view_shape.insert(view_shape.end(), {repeats[d], x.shape()[d]});
     view_strides.insert(view_strides.end(), {0, in_strides[d]});
   }
@@ -321,10 +327,14 @@ void dropout(KernelContext& ctx) {
 void trilu(KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
   if (x.rank() < 2) ctx.fail("input must have rank >= 2, got " + x.describe());
-  const int64_t k = ctx.has_input(1) ? ctx.input(1).get_as_int64(0) : 0;
+  if (ctx.has_input(1) && ctx.input(1).numel() != 1)
+    ctx.fail("k must hold one element, got " + ctx.input(1).describe());
+  const int64_t rows = x.shape()[x.shape().size() - 2], cols = x.shape().back();
+  // Any |k| beyond rows + cols acts the same; clamping keeps i + k from overflowing.
+  const int64_t k =
+      std::clamp<int64_t>(ctx.has_input(1) ? ctx.input(1).get_as_int64(0) : 0, -(rows + cols), rows + cols);
   const bool upper = ctx.node.attr_int("upper", 1) != 0;
   const size_t es = element_size(ctx, x.dtype());
-  const int64_t rows = x.shape()[x.shape().size() - 2], cols = x.shape().back();
   const int64_t batch = rows * cols == 0 ? 0 : x.numel() / (rows * cols);
   Tensor y(x.dtype(), x.shape());
   const auto* src = static_cast<const std::byte*>(x.raw());
@@ -411,8 +421,8 @@ void eye_like(KernelContext& ctx) {
   const int64_t code = ctx.node.attr_int("dtype", static_cast<int64_t>(x.dtype()));
   if (!is_known_dtype(static_cast<int32_t>(code))) ctx.fail("unknown dtype " + std::to_string(code));
   const auto dtype = static_cast<DType>(code);
-  const int64_t k = ctx.node.attr_int("k", 0);
   const int64_t rows = x.shape()[0], cols = x.shape()[1];
+  const int64_t k = std::clamp<int64_t>(ctx.node.attr_int("k", 0), -(rows + cols), rows + cols);
   Tensor y(dtype, x.shape());
   dispatch<AllTypes>(dtype, ctx, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -425,11 +435,10 @@ void eye_like(KernelContext& ctx) {
 }
 
 constexpr OpDef kTensorOps[] = {
-    {"Reshape", "", reshape},     {"Flatten", "", flatten},     {"Transpose", "", transpose},
-    {"Concat", "", concat},       {"Split", "", split},         {"Squeeze", "", squeeze},
-    {"Unsqueeze", "", unsqueeze}, {"Expand", "", expand},       {"Tile", "", tile},
-    {"Identity", "", identity},   {"Dropout", "", dropout},     {"Trilu", "", trilu},
-    {"CumSum", "", cumsum},       {"Constant", "", constant},   {"EyeLike", "", eye_like},
+    {"Reshape", "", reshape}, {"Flatten", "", flatten},   {"Transpose", "", transpose}, {"Concat", "", concat},
+    {"Split", "", split},     {"Squeeze", "", squeeze},   {"Unsqueeze", "", unsqueeze}, {"Expand", "", expand},
+    {"Tile", "", tile},       {"Identity", "", identity}, {"Dropout", "", dropout},     {"Trilu", "", trilu},
+    {"CumSum", "", cumsum},   {"Constant", "", constant}, {"EyeLike", "", eye_like},
 };
 
 }  // namespace

@@ -16,6 +16,10 @@
 // model.onnx and test_data_set_0/input_K.pb, output_K.pb, inputs fed in graph
 // input order. A missing fixture fails the test (never skips it).
 //
+// The bundled demo model (models/fashion_mnist_cnn.onnx, scripts/train_demo_cnn.py)
+// is checked on its three sample images: each is classified as its label (as
+// PyTorch does), and a batch of all three gives the same logits as one by one.
+//
 // Diagnostics: the first node whose output holds NaN/Inf is named, and the
 // time spent per operator type is printed. KVANT_MODEL_TRACE=1 prints every
 // node's output shape and max |x| as it runs.
@@ -28,6 +32,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <regex>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -35,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "io/npy.h"
 #include "onnx/reader.h"
 #include "runtime/executor.h"
 
@@ -234,6 +241,61 @@ std::vector<std::string> fixture_names() {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelTest, ::testing::ValuesIn(fixture_names()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+int64_t argmax(const Tensor& logits, int64_t row) {
+  const int64_t classes = logits.dim(1);
+  int64_t best = 0;
+  for (int64_t c = 1; c < classes; ++c) {
+    if (logits.get_as_double(row * classes + c) > logits.get_as_double(row * classes + best)) best = c;
+  }
+  return best;
+}
+
+TEST(DemoModel, ClassifiesBundledSamples) {
+  const fs::path models = fs::path(KVANT_SOURCE_DIR) / "models";
+  auto model = load_onnx(models / "fashion_mnist_cnn.onnx");
+  ASSERT_TRUE(model.ok()) << model.status().message();
+
+  // "fashion_mnist_K.npy: label N (...)" lines, as scripts/demo.sh reads them.
+  std::ifstream readme(models / "samples" / "README.md");
+  ASSERT_TRUE(readme) << "models/samples/README.md is missing";
+  std::map<int, int64_t> labels;
+  const std::regex line_pattern(R"(^fashion_mnist_(\d+)\.npy: label (\d+))");
+  for (std::string line; std::getline(readme, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, line_pattern)) labels[std::stoi(m[1])] = std::stoll(m[2]);
+  }
+  ASSERT_EQ(labels.size(), 3u) << "expected labels for 3 samples in models/samples/README.md";
+  ASSERT_EQ(labels.begin()->first, 0);
+  ASSERT_EQ(labels.rbegin()->first, 2);
+
+  ReferenceExecutor executor(*model);
+  Tensor batch(DType::kFloat32, {3, 1, 28, 28});
+  std::vector<Tensor> single_logits;
+  for (const auto& [index, label] : labels) {
+    auto image = read_npy(models / "samples" / ("fashion_mnist_" + std::to_string(index) + ".npy"));
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    ASSERT_EQ(image->shape(), (Shape{1, 1, 28, 28}));
+    std::copy_n(image->data<float>(), 28 * 28, batch.data<float>() + index * 28 * 28);
+    auto outputs = executor.run({{"image", *image}});
+    const Tensor& logits = outputs.at("logits");
+    ASSERT_EQ(logits.shape(), (Shape{1, 10}));
+    EXPECT_EQ(argmax(logits, 0), label) << "sample " << index;
+    single_logits.push_back(logits);
+  }
+
+  // Dynamic batch: N = 3 must give each image's logits as N = 1 did.
+  auto outputs = executor.run({{"image", batch}});
+  const Tensor& logits = outputs.at("logits");
+  ASSERT_EQ(logits.shape(), (Shape{3, 10}));
+  for (int64_t row = 0; row < 3; ++row) {
+    for (int64_t c = 0; c < 10; ++c) {
+      const double single = single_logits[static_cast<size_t>(row)].get_as_double(c);
+      EXPECT_NEAR(logits.get_as_double(row * 10 + c), single, 1e-4 * (1 + std::fabs(single)))
+          << "row " << row << " class " << c;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace kvant
