@@ -73,6 +73,7 @@ BroadcastPlan make_broadcast_plan(const Shape& out_shape, const std::vector<Shap
     for (size_t k = 0; k < operands; ++k) plan.outer_strides[k].push_back(merged[k][i]);
   }
   return plan;
+}
 
 WindowGeometry window_geometry(const KernelContext& ctx, const Shape& in, const std::vector<int64_t>& kernel,
                                bool ceil_mode) {
