@@ -8,7 +8,6 @@
 // and minimum latency in ms, and throughput as R / total timed seconds.
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -68,8 +67,7 @@ Tensor random_input(const ValueInfo& in, std::mt19937& rng) {
     case DType::kBFloat16:
       for (int64_t i = 0; i < t.numel(); ++i) t.data<BFloat16>()[i] = to_bfloat16(uniform(rng));
       break;
-    default:
-      break;  // integers and bools stay zero
+    default: break;  // integers and bools stay zero
   }
   return t;
 }
