@@ -1,6 +1,7 @@
 #include "cli/cli_common.h"
 
 #include <cstdio>
+#include <iostream>
 
 namespace kvant::cli {
 
@@ -67,7 +68,13 @@ void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides) {
 
 Model load_model(const std::string& path, const LoadOptions& options) {
   auto model = load_onnx(path, options);
-  if (!model.ok()) throw Error(model.status().code(), model.status().message());
+  if (!model.ok()) {
+    // The loader names LoadOptions::input_shapes; on the command line it is --shape.
+    std::string message = model.status().message();
+    for (size_t pos; (pos = message.find("input_shapes ")) != std::string::npos;) message.replace(pos, 12, "--shape");
+    throw Error(model.status().code(), message);
+  }
+  for (const std::string& warning : model->warnings) std::cerr << "kvant: warning: " << warning << "\n";
   return std::move(model).value();
 }
 

@@ -31,10 +31,13 @@ ShapeOverrides parse_shape_args(const std::vector<std::string>& args);
 
 // Checks each override against the graph's inputs (name exists, rank and
 // fixed dims agree) and writes the dims into graph.inputs, so that symbolic
-// dims become known. Throws Error naming the input.
+// dims become known. Throws Error naming the input. (load_onnx applies
+// LoadOptions::input_shapes itself, replacing declared dims; this is the
+// check for graphs loaded without them.)
 void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides);
 
-// load_onnx, throwing Error with the loader's message on failure.
+// load_onnx, throwing Error with the loader's message on failure; the
+// loader's warnings (e.g. shape inference skipped) go to stderr.
 Model load_model(const std::string& path, const LoadOptions& options);
 
 // A ReferenceExecutor for `model`; an unsupported operator is an error

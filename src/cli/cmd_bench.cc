@@ -8,7 +8,6 @@
 // and minimum latency in ms, and throughput as R / total timed seconds.
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -68,8 +67,7 @@ Tensor random_input(const ValueInfo& in, std::mt19937& rng) {
     case DType::kBFloat16:
       for (int64_t i = 0; i < t.numel(); ++i) t.data<BFloat16>()[i] = to_bfloat16(uniform(rng));
       break;
-    default:
-      break;  // integers and bools stay zero
+    default: break;  // integers and bools stay zero
   }
   return t;
 }
@@ -88,7 +86,7 @@ double median(const std::vector<double>& sorted) {
 // is expected to take more than ~2 s, and at most 10 times a second.
 class Progress {
  public:
-  Progress(int total) : total_(total), start_(Clock::now()) {}
+  explicit Progress(int total) : total_(total), start_(Clock::now()) {}
   void update(int done, const char* phase) {
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
     const double expected = done > 0 ? elapsed / done * total_ : 0;

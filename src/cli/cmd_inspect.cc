@@ -8,7 +8,6 @@
 // that every layer's MACs can be known.
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
@@ -87,10 +86,8 @@ Json shape_json(const TypeInfo& type) {
 Json values_json(const std::vector<ValueInfo>& values) {
   Json arr = Json::array();
   for (const auto& v : values) {
-    arr.push(Json::object()
-                 .set("name", v.name)
-                 .set("dtype", dtype_name(v.type.dtype))
-                 .set("shape", shape_json(v.type)));
+    arr.push(
+        Json::object().set("name", v.name).set("dtype", dtype_name(v.type.dtype)).set("shape", shape_json(v.type)));
   }
   return arr;
 }
@@ -99,9 +96,8 @@ Json values_json(const std::vector<ValueInfo>& values) {
 std::vector<const LayerMacs*> by_macs(const MacStats& macs) {
   std::vector<const LayerMacs*> layers;
   for (const auto& l : macs.layers) layers.push_back(&l);
-  std::stable_sort(layers.begin(), layers.end(), [](const LayerMacs* a, const LayerMacs* b) {
-    return a->macs.value_or(-1) > b->macs.value_or(-1);
-  });
+  std::stable_sort(layers.begin(), layers.end(),
+                   [](const LayerMacs* a, const LayerMacs* b) { return a->macs.value_or(-1) > b->macs.value_or(-1); });
   return layers;
 }
 
@@ -174,8 +170,10 @@ void print_text(const InspectOptions& opt, const Model& model, int64_t file_byte
   auto& out = std::cout;
   out << "model       " << opt.model << " (" << format_bytes(file_bytes) << ")\n";
   out << "producer    "
-      << (model.producer_name.empty() ? "(not recorded)"
-          : model.producer_name + (model.producer_version.empty() ? "" : " " + model.producer_version)) << "\n";
+      << (model.producer_name.empty()
+              ? "(not recorded)"
+              : model.producer_name + (model.producer_version.empty() ? "" : " " + model.producer_version))
+      << "\n";
   out << "format      IR version " << model.ir_version << ", opsets: " << opset_text(model) << "\n";
 
   auto print_values = [&](const char* title, const std::vector<ValueInfo>& values) {
@@ -214,9 +212,13 @@ void print_text(const InspectOptions& opt, const Model& model, int64_t file_byte
   }
 
   const MacStats macs = count_macs(graph);
-  out << "MACs        " << (macs.unknown ? "at least " : "") << format_count(macs.total) << " ("
-      << with_commas(macs.total) << ") in " << macs.layers.size()
-      << (macs.layers.size() == 1 ? " compute layer" : " compute layers");
+  out << "MACs        ";
+  if (macs.unknown && macs.total == 0) {
+    out << "unknown";
+  } else {
+    out << (macs.unknown ? "at least " : "") << format_count(macs.total) << " (" << with_commas(macs.total) << ")";
+  }
+  out << " in " << macs.layers.size() << (macs.layers.size() == 1 ? " compute layer" : " compute layers");
   if (macs.unknown) out << ", " << macs.unknown << " unknown";
   out << "\n";
   if (macs.unknown && has_symbolic_input(graph)) {

@@ -10,7 +10,6 @@
 // --force.
 
 #include <CLI/CLI.hpp>
-
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -127,8 +126,8 @@ Tensor npy_compatible(const Tensor& t, const std::string& name) {
   if (!(t.dtype() == DType::kBFloat16 || t.dtype() == DType::kInt4 || t.dtype() == DType::kUInt4)) {
     fail("output \"" + name + "\" is " + t.describe() + ", which cannot be saved as .npy");
   }
-  std::cerr << "kvant: note: output \"" << name << "\" is " << dtype_name(t.dtype()) << ", saved as "
-            << dtype_name(to) << "\n";
+  std::cerr << "kvant: note: output \"" << name << "\" is " << dtype_name(t.dtype()) << ", saved as " << dtype_name(to)
+            << "\n";
   Tensor w(to, t.shape());
   for (int64_t i = 0; i < t.numel(); ++i) {
     if (to == DType::kFloat32) w.data<float>()[i] = static_cast<float>(t.get_as_double(i));
@@ -164,7 +163,8 @@ int run_command(const RunOptions& opt) {
   // 2. Outputs: the folder and file names, checked before running.
   const fs::path dir(opt.output_dir);
   std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) fail("--output-dir " + opt.output_dir + " is a file, not a folder");
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    fail("--output-dir " + opt.output_dir + " is a file, not a folder");
   if (!fs::exists(dir, ec) && (!fs::create_directories(dir, ec) || ec)) {
     fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
   }

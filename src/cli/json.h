@@ -17,18 +17,18 @@ class Json {
   enum class Kind { kNull, kBool, kInt, kDouble, kString, kArray, kObject };
 
   Json() = default;
-  Json(bool b) : kind_(Kind::kBool), bool_(b) {}                             // NOLINT
-  Json(int v) : kind_(Kind::kInt), int_(v) {}                                // NOLINT
-  Json(int64_t v) : kind_(Kind::kInt), int_(v) {}                            // NOLINT
-  Json(double v) : kind_(Kind::kDouble), double_(v) {}                       // NOLINT
-  Json(std::string s) : kind_(Kind::kString), string_(std::move(s)) {}       // NOLINT
-  Json(const char* s) : kind_(Kind::kString), string_(s) {}                  // NOLINT
+  Json(bool b) : kind_(Kind::kBool), bool_(b) {}                        // NOLINT
+  Json(int v) : kind_(Kind::kInt), int_(v) {}                           // NOLINT
+  Json(int64_t v) : kind_(Kind::kInt), int_(v) {}                       // NOLINT
+  Json(double v) : kind_(Kind::kDouble), double_(v) {}                  // NOLINT
+  Json(std::string s) : kind_(Kind::kString), string_(std::move(s)) {}  // NOLINT
+  Json(const char* s) : kind_(Kind::kString), string_(s) {}             // NOLINT
   static Json array() { return Json(Kind::kArray); }
   static Json object() { return Json(Kind::kObject); }
 
-  Json& push(Json value);                   // appends to an array
-  Json& set(std::string key, Json value);   // adds a key to an object
-  std::string dump(int indent = 2) const;   // pretty-printed, ends without newline
+  Json& push(Json value);                  // appends to an array
+  Json& set(std::string key, Json value);  // adds a key to an object
+  std::string dump(int indent = 2) const;  // pretty-printed, ends without newline
 
  private:
   explicit Json(Kind kind) : kind_(kind) {}

@@ -10,7 +10,6 @@
 // status 1 (DESIGN.md §7): subcommands throw, this file catches.
 
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <string>
 
@@ -31,9 +30,10 @@ int report_error(std::string message) {
 }
 
 int run_main(int argc, char** argv) {
-  CLI::App app{"kvant: inspect, run and benchmark ONNX models (quantization coming).\n"
-               "Run 'kvant help COMMAND' for the options of one command.",
-               "kvant"};
+  CLI::App app{
+      "kvant: inspect, run and benchmark ONNX models (quantization coming).\n"
+      "Run 'kvant help COMMAND' for the options of one command.",
+      "kvant"};
   app.set_version_flag("--version", std::string("kvant ") + KVANT_VERSION, "Print the version and exit");
   app.require_subcommand(0, 1);
 

@@ -61,8 +61,9 @@ class HeaderParser {
         has_descr = true;
       } else if (key == "fortran_order") {
         if (parse_bool()) {
-          fail("fortran_order=True (column-major) is not supported; save the array in C order "
-               "(numpy.ascontiguousarray)");
+          fail(
+              "fortran_order=True (column-major) is not supported; save the array in C order "
+              "(numpy.ascontiguousarray)");
         }
         has_order = true;
       } else if (key == "shape") {
@@ -91,8 +92,8 @@ class HeaderParser {
  private:
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
   void skip_space() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\t' ||
-                                   text_[pos_] == '\r')) {
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\t' || text_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -219,8 +220,9 @@ Tensor allocate_checked(const Header& h, uint64_t data_bytes) {
   const int64_t numel = checked_numel(h.shape, h.dtype);  // throws on overflow / absurd size
   const uint64_t expected = static_cast<uint64_t>(numel) * static_cast<uint64_t>(h.itemsize);
   if (data_bytes != expected) {
-    fail("the shape " + shape_to_string(h.shape) + " needs " + std::to_string(expected) + " bytes of data, the file has " +
-         std::to_string(data_bytes) + (data_bytes < expected ? " (truncated file?)" : ""));
+    fail("the shape " + shape_to_string(h.shape) + " needs " + std::to_string(expected) +
+         " bytes of data, the file has " + std::to_string(data_bytes) +
+         (data_bytes < expected ? " (truncated file?)" : ""));
   }
   return Tensor(h.dtype, h.shape);
 }

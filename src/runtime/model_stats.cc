@@ -76,8 +76,8 @@ void need_rank(const Shape& s, size_t min_rank, const char* what) {
 }
 
 // Conv output spatial size for one axis (ONNX Conv, auto_pad and pads).
-int64_t conv_out_dim(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad_begin,
-                     int64_t pad_end, const std::string& auto_pad) {
+int64_t conv_out_dim(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad_begin, int64_t pad_end,
+                     const std::string& auto_pad) {
   const int64_t effective = dilation * (kernel - 1) + 1;
   if (stride <= 0) throw MissingShape{"stride is not positive"};
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") return (in + stride - 1) / stride;
@@ -183,7 +183,8 @@ int64_t einsum_macs(const Node& node, const Shapes& shapes) {
     for (char c : terms[t]) {
       if (c != ' ') letters += c;
     }
-    if (letters.size() != s.size()) throw MissingShape{"equation does not match the rank of input " + std::to_string(t)};
+    if (letters.size() != s.size())
+      throw MissingShape{"equation does not match the rank of input " + std::to_string(t)};
     for (size_t i = 0; i < s.size(); ++i) sizes[letters[i]] = std::max(sizes[letters[i]], s[i]);
   }
   int64_t macs = 1;
@@ -272,9 +273,9 @@ ParamStats count_parameters(const Graph& graph) {
 }
 
 bool counts_macs(const Node& node) {
-  static const std::set<std::string> kOps = {"Conv",   "ConvInteger",   "QLinearConv",   "ConvTranspose",
-                                             "Gemm",   "MatMul",        "MatMulInteger", "QLinearMatMul",
-                                             "Einsum", "LSTM",          "GRU",           "RNN"};
+  static const std::set<std::string> kOps = {"Conv",   "ConvInteger", "QLinearConv",   "ConvTranspose",
+                                             "Gemm",   "MatMul",      "MatMulInteger", "QLinearMatMul",
+                                             "Einsum", "LSTM",        "GRU",           "RNN"};
   if (node.domain == "com.microsoft") return node.op_type == "MatMulNBits";
   return node.domain.empty() && kOps.count(node.op_type) != 0;
 }

@@ -43,9 +43,9 @@ struct ParamGroup {
 };
 
 struct ParamStats {
-  int64_t parameters = 0;       // elements of floating-point initializers
-  int64_t parameter_bytes = 0;  // their bytes
-  int64_t total_bytes = 0;      // bytes of all initializers
+  int64_t parameters = 0;            // elements of floating-point initializers
+  int64_t parameter_bytes = 0;       // their bytes
+  int64_t total_bytes = 0;           // bytes of all initializers
   std::vector<ParamGroup> by_dtype;  // every initializer dtype, most elements first
 };
 

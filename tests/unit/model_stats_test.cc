@@ -81,7 +81,8 @@ TEST(ModelStats, ComputesConvOutputShapeWhenNotInferred) {
   EXPECT_EQ(*count_macs(g).layers[0].macs, 1728);
   // SAME_UPPER, stride 2: out = ceil(8 / 2) = 4.
   g.nodes[0].attributes.erase("pads");
-  g.nodes[0].attributes["auto_pad"] = Attribute{Attribute::Kind::kString, 0, 0, "SAME_UPPER", {}, {}, {}, {}, {}, {}, {}};
+  g.nodes[0].attributes["auto_pad"] =
+      Attribute{Attribute::Kind::kString, 0, 0, "SAME_UPPER", {}, {}, {}, {}, {}, {}, {}};
   EXPECT_EQ(*count_macs(g).layers[0].macs, 1728);
 }
 

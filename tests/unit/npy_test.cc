@@ -79,8 +79,8 @@ TEST_P(NpyRoundTrip, EncodesAndParsesEveryDtype) {
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, NpyRoundTrip,
                          ::testing::Values(DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kInt8,
-                                           DType::kUInt8, DType::kInt16, DType::kUInt16, DType::kInt32,
-                                           DType::kUInt32, DType::kInt64, DType::kUInt64, DType::kBool),
+                                           DType::kUInt8, DType::kInt16, DType::kUInt16, DType::kInt32, DType::kUInt32,
+                                           DType::kInt64, DType::kUInt64, DType::kBool),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 TEST(Npy, HeaderTextMatchesNumpy) {
@@ -105,7 +105,8 @@ TEST(Npy, ReadsVersions2And3AndPython2Longs) {
 }
 
 TEST(Npy, NormalisesBoolBytes) {
-  auto t = parse_npy(make_npy("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }", std::string("\0\x05\x01", 3)));
+  auto t =
+      parse_npy(make_npy("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }", std::string("\0\x05\x01", 3)));
   ASSERT_TRUE(t.ok()) << t.status().message();
   const auto* p = static_cast<const unsigned char*>(t->raw());
   EXPECT_EQ(p[0], 0);
@@ -132,8 +133,9 @@ TEST(Npy, MalformedFilesGiveClearErrors) {
   big_len[9] = '\xFF';
   EXPECT_NE(parse_error(big_len).find("truncated"), std::string::npos);
 
-  EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", data)).find("fortran_order"),
-            std::string::npos);
+  EXPECT_NE(
+      parse_error(make_npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", data)).find("fortran_order"),
+      std::string::npos);
   EXPECT_NE(parse_error(make_npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", data)).find("big-endian"),
             std::string::npos);
   EXPECT_NE(parse_error(make_npy("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", data)).find("'<c8'"),
@@ -150,9 +152,9 @@ TEST(Npy, MalformedFilesGiveClearErrors) {
             std::string::npos);
   EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': [2], }", data)).find("'('"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", data))
-                .find("non-negative"),
-            std::string::npos);
+  EXPECT_NE(
+      parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", data)).find("non-negative"),
+      std::string::npos);
   EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)", data)).find("malformed"),
             std::string::npos);
   EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), } trailing", data))
@@ -167,10 +169,10 @@ TEST(Npy, HugeShapesAreRejectedWithoutAllocating) {
   const std::string data = floats({1, 2});
   // 2^40 * 2^40 elements overflows; 2^38 float32 elements is 1 TiB: within
   // the tensor limit, but the file does not hold it.
-  EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }",
-                                 data))
-                .find("too large"),
-            std::string::npos);
+  EXPECT_NE(
+      parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }", data))
+          .find("too large"),
+      std::string::npos);
   EXPECT_NE(parse_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }", data))
                 .find("too large"),
             std::string::npos);
@@ -204,8 +206,10 @@ TEST(Npy, FilesWriteAtomicallyAndReadBack) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("nope.npy: no such file"), std::string::npos);
   {
-    std::ofstream(dir / "trunc.npy", std::ios::binary) << make_npy("{'descr': '<f4', 'fortran_order': False, "
-                                                                   "'shape': (1000,), }", floats({1}));
+    std::ofstream(dir / "trunc.npy", std::ios::binary) << make_npy(
+        "{'descr': '<f4', 'fortran_order': False, "
+        "'shape': (1000,), }",
+        floats({1}));
   }
   auto trunc = read_npy(dir / "trunc.npy");
   ASSERT_FALSE(trunc.ok());
