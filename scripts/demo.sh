@@ -20,14 +20,11 @@ echo "== kvant run: classify the bundled test images"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for i in 0 1 2; do
-  "$kvant" run "$model" --input "image=models/samples/fashion_mnist_$i.npy" --output-dir "$out/$i" >/dev/null
-  pred=$("$kvant" argmax "$out/$i/logits.npy" 2>/dev/null || true)
+  line=$("$kvant" run "$model" --input "image=models/samples/fashion_mnist_$i.npy" --output-dir "$out/$i")
+  echo "$line"
+  pred=$(sed -n 's/.*argmax \([0-9]*\).*/\1/p' <<<"$line")
   label=$(sed -n "s/^fashion_mnist_$i.npy: label \([0-9]*\).*/\1/p" models/samples/README.md)
-  if [[ -n "$pred" ]]; then
-    echo "image $i: predicted ${classes[$pred]} (class $pred), label ${classes[$label]} (class $label)"
-  else
-    echo "image $i: logits written to $out/$i/logits.npy (label ${classes[$label]})"
-  fi
+  echo "  image $i: predicted ${classes[$pred]} (class $pred); true label ${classes[$label]} (class $label)"
 done
 
 echo

@@ -184,7 +184,17 @@ int run_command(const RunOptions& opt) {
     const Tensor t = npy_compatible(it->second, name);
     const Status status = write_npy(paths[i], t);
     if (!status.ok()) throw Error(status.code(), status.message());
-    std::cout << name << "  " << it->second.describe() << "  -> " << paths[i].string() << "\n";
+    std::cout << name << "  " << it->second.describe() << "  -> " << paths[i].string();
+    // A single row of scores (a classifier's logits): say which is largest.
+    const Tensor& out = it->second;
+    if (is_float(out.dtype()) && out.numel() > 1 && out.numel() <= 100000 && out.numel() == out.shape().back()) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < out.numel(); ++k) {
+        if (out.get_as_double(k) > out.get_as_double(best)) best = k;
+      }
+      std::cout << "  argmax " << best;
+    }
+    std::cout << "\n";
   }
   return 0;
 }
