@@ -111,6 +111,30 @@ std::vector<std::string> Graph::captured_values() const {
   return {captured.begin(), captured.end()};
 }
 
+Node make_node(std::string name, std::string op_type, std::vector<std::string> inputs,
+               std::vector<std::string> outputs) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op_type);
+  n.inputs = std::move(inputs);
+  n.outputs = std::move(outputs);
+  return n;
+}
+
+void set_attr(Node& node, const std::string& key, int64_t value) {
+  Attribute a;
+  a.kind = Attribute::Kind::kInt;
+  a.i = value;
+  node.attributes[key] = std::move(a);
+}
+
+void set_attr(Node& node, const std::string& key, std::vector<int64_t> values) {
+  Attribute a;
+  a.kind = Attribute::Kind::kInts;
+  a.ints = std::move(values);
+  node.attributes[key] = std::move(a);
+}
+
 int64_t Model::opset(const std::string& domain) const {
   auto it = opset_imports.find(domain);
   return it == opset_imports.end() ? 0 : it->second;

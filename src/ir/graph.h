@@ -106,6 +106,13 @@ struct Model {
   int64_t opset(const std::string& domain = "") const;  // 0 when not imported
 };
 
+// A node with no attributes, for graph rewrites and tests.
+Node make_node(std::string name, std::string op_type, std::vector<std::string> inputs,
+               std::vector<std::string> outputs);
+// Sets an int / ints attribute.
+void set_attr(Node& node, const std::string& key, int64_t value);
+void set_attr(Node& node, const std::string& key, std::vector<int64_t> values);
+
 // Topologically sorts graph.nodes in place (stable: keeps the file's order
 // where it is already valid). Throws Error naming a node on a cycle or an
 // input that nothing produces. `outer` lists values visible from enclosing

@@ -29,10 +29,7 @@ void upgrade_graph(Graph& graph, int64_t from, int64_t target) {
     }
     if (from < 18 && target >= 18 && node.op_type == "Split" && node.num_present_inputs() < 2 &&
         !node.has_attr("num_outputs")) {
-      Attribute n;
-      n.kind = Attribute::Kind::kInt;
-      n.i = static_cast<int64_t>(node.outputs.size());
-      node.attributes["num_outputs"] = n;
+      set_attr(node, "num_outputs", static_cast<int64_t>(node.outputs.size()));
     }
     if (from < 20 && target >= 20 && (node.op_type == "DFT" || node.op_type == "GridSample")) {
       throw Error(ErrorCode::kUnsupported, node.describe() + ": cannot carry this operator from opset " +

@@ -74,22 +74,6 @@ Tensor params_zero_point_tensor(const QuantParams& p, const Shape& scale_shape) 
   return zp;
 }
 
-Node make_node(const std::string& name, const std::string& op, std::vector<std::string> inputs,
-               std::vector<std::string> outputs) {
-  Node n;
-  n.name = name;
-  n.op_type = op;
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  return n;
-}
-
-void set_int(Node& node, const std::string& key, int64_t value) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = value;
-  node.attributes[key] = a;
-}
 
 void add_params(Graph& graph, const std::string& base, const QuantParams& p, const Shape& shape, Node& node) {
   const Tensor scale = params_scale_tensor(p, shape);
@@ -97,8 +81,8 @@ void add_params(Graph& graph, const std::string& base, const QuantParams& p, con
   graph.initializers[base + "/zero_point"] = params_zero_point_tensor(p, scale.shape());
   node.inputs.push_back(base + "/scale");
   node.inputs.push_back(base + "/zero_point");
-  if (p.axis >= 0) set_int(node, "axis", p.axis);
-  if (p.block_size > 0) set_int(node, "block_size", p.block_size);
+  if (p.axis >= 0) set_attr(node, "axis", p.axis);
+  if (p.block_size > 0) set_attr(node, "block_size", p.block_size);
 }
 
 }  // namespace
@@ -255,7 +239,7 @@ void insert_bias_dq(Graph& graph, const std::string& name, float input_scale, co
   graph.initializers[name + "/q"] = q;
   graph.initializers[name + "/scale"] = Tensor::from_vector(p.scale, {bias.numel()});
   Node dq = make_node(name + "/DequantizeLinear", "DequantizeLinear", {name + "/q", name + "/scale"}, {name});
-  set_int(dq, "axis", 0);
+  set_attr(dq, "axis", 0);
   graph.nodes.insert(graph.nodes.begin(), std::move(dq));
 }
 

@@ -12,15 +12,6 @@ std::vector<Dim> dims(std::initializer_list<int64_t> values) {
   return out;
 }
 
-Node make_node(std::string name, std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  return n;
-}
-
 Attribute ints(std::vector<int64_t> v) {
   Attribute a;
   a.kind = Attribute::Kind::kInts;

@@ -32,12 +32,6 @@ Node make_node(const std::string& op, std::vector<std::string> inputs, std::vect
   return n;
 }
 
-void set_attr(Node& n, const std::string& key, int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  n.attributes[key] = a;
-}
 void set_attr(Node& n, const std::string& key, float v) {
   Attribute a;
   a.kind = Attribute::Kind::kFloat;

@@ -19,22 +19,6 @@ Tensor random_tensor(Shape shape, std::mt19937& rng, float lo = -1.0f, float hi 
   return t;
 }
 
-Node node(const std::string& name, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = name;
-  n.op_type = op;
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
-
-void set_ints(Node& n, const std::string& key, std::vector<int64_t> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInts;
-  a.ints = std::move(v);
-  n.attributes[key] = a;
-}
-
 // x[1,2,6,6] -> Conv(4x2x3x3, pad 1) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4x3) -> y
 Model conv_model() {
   std::mt19937 rng(7);
@@ -47,10 +31,10 @@ Model conv_model() {
   g.initializers["b"] = random_tensor({4}, rng);
   g.initializers["W2"] = random_tensor({4, 3}, rng);
   g.initializers["b2"] = random_tensor({3}, rng);
-  Node conv = node("conv", "Conv", {"x", "W", "b"}, {"c"});
-  set_ints(conv, "pads", {1, 1, 1, 1});
-  g.nodes = {conv, node("relu", "Relu", {"c"}, {"r"}), node("gap", "GlobalAveragePool", {"r"}, {"p"}),
-             node("flatten", "Flatten", {"p"}, {"f"}), node("fc", "Gemm", {"f", "W2", "b2"}, {"y"})};
+  Node conv = make_node("conv", "Conv", {"x", "W", "b"}, {"c"});
+  set_attr(conv, "pads", {1, 1, 1, 1});
+  g.nodes = {conv, make_node("relu", "Relu", {"c"}, {"r"}), make_node("gap", "GlobalAveragePool", {"r"}, {"p"}),
+             make_node("flatten", "Flatten", {"p"}, {"f"}), make_node("fc", "Gemm", {"f", "W2", "b2"}, {"y"})};
   return m;
 }
 
@@ -187,7 +171,7 @@ Model matmul_model() {
   g.outputs.push_back({"y", {DType::kFloat32, true, {{2, ""}, {8, ""}}}});
   g.initializers["W"] = random_tensor({64, 8}, rng);
   g.initializers["b"] = random_tensor({8}, rng);
-  g.nodes = {node("mm", "MatMul", {"x", "W"}, {"m"}), node("add", "Add", {"m", "b"}, {"y"})};
+  g.nodes = {make_node("mm", "MatMul", {"x", "W"}, {"m"}), make_node("add", "Add", {"m", "b"}, {"y"})};
   return m;
 }
 

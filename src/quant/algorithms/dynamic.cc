@@ -21,15 +21,6 @@ namespace kvant {
 
 namespace {
 
-Node make(const std::string& name, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = name;
-  n.op_type = op;
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
-
 Tensor transpose_2d(const Tensor& w) {
   const int64_t rows = w.dim(0), cols = w.dim(1);
   Tensor t(DType::kFloat32, {cols, rows});
@@ -65,20 +56,17 @@ size_t rewrite_linear(Graph& g, size_t index, const QuantizeOptions& options) {
       options.per_channel ? Tensor::from_vector(out_scale, {n_out}) : Tensor::scalar<float>(out_scale[0]);
 
   std::vector<Node> nodes;
-  nodes.push_back(make(base + "/DynamicQuantizeLinear", "DynamicQuantizeLinear", {x},
+  nodes.push_back(make_node(base + "/DynamicQuantizeLinear", "DynamicQuantizeLinear", {x},
                        {base + "/x_q", base + "/x_scale", base + "/x_zero_point"}));
-  nodes.push_back(make(base + "/MatMulInteger", "MatMulInteger",
+  nodes.push_back(make_node(base + "/MatMulInteger", "MatMulInteger",
                        {base + "/x_q", base + "/W_q", base + "/x_zero_point", base + "/W_zero_point"}, {base + "/acc"}));
-  Node cast = make(base + "/Cast", "Cast", {base + "/acc"}, {base + "/acc_float"});
-  Attribute to;
-  to.kind = Attribute::Kind::kInt;
-  to.i = static_cast<int64_t>(DType::kFloat32);
-  cast.attributes["to"] = to;
+  Node cast = make_node(base + "/Cast", "Cast", {base + "/acc"}, {base + "/acc_float"});
+  set_attr(cast, "to", static_cast<int64_t>(DType::kFloat32));
   nodes.push_back(cast);
-  nodes.push_back(make(base + "/scale", "Mul", {base + "/x_scale", base + "/W_scale"}, {base + "/out_scale"}));
+  nodes.push_back(make_node(base + "/scale", "Mul", {base + "/x_scale", base + "/W_scale"}, {base + "/out_scale"}));
   const bool has_bias = node.op_type == "Gemm" && node.inputs.size() > 2 && !node.inputs[2].empty();
   const std::string y = node.outputs[0];
-  nodes.push_back(make(base + "/rescale", "Mul", {base + "/acc_float", base + "/out_scale"},
+  nodes.push_back(make_node(base + "/rescale", "Mul", {base + "/acc_float", base + "/out_scale"},
                        {has_bias ? base + "/no_bias" : y}));
   if (has_bias) {
     std::string c = node.inputs[2];
@@ -90,7 +78,7 @@ size_t rewrite_linear(Graph& g, size_t index, const QuantizeOptions& options) {
     } else if (beta != 1.0f) {
       return 1;  // a runtime C with beta != 1: leave FP32 (rare)
     }
-    nodes.push_back(make(base + "/bias_add", "Add", {base + "/no_bias", c}, {y}));
+    nodes.push_back(make_node(base + "/bias_add", "Add", {base + "/no_bias", c}, {y}));
   }
   g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(index));
   g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(index), nodes.begin(), nodes.end());
