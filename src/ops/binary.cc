@@ -214,7 +214,7 @@ void run_pow(KernelContext& ctx) {
       }
     };
     if (int_exponent) {
-      ctx.set_output(0, broadcast_binary<T, int64_t, T>(ctx, a, exponent, [convert](T x, int64_t e) {
+      ctx.set_output(0, broadcast_binary<T, int64_t, T>(ctx, a, exponent, [&](T x, int64_t e) {
                        if constexpr (kIsInt<T>) {
                          return int_pow<T>(x, e);
                        } else {
