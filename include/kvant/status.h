@@ -36,9 +36,7 @@ class Status {
   std::string message_;
 };
 
-inline Status invalid_argument(std::string message) {
-  return Status(ErrorCode::kInvalidArgument, std::move(message));
-}
+inline Status invalid_argument(std::string message) { return Status(ErrorCode::kInvalidArgument, std::move(message)); }
 inline Status unsupported(std::string message) { return Status(ErrorCode::kUnsupported, std::move(message)); }
 inline Status not_found(std::string message) { return Status(ErrorCode::kNotFound, std::move(message)); }
 
@@ -46,8 +44,8 @@ inline Status not_found(std::string message) { return Status(ErrorCode::kNotFoun
 template <typename T>
 class Result {
  public:
-  Result(T value) : data_(std::move(value)) {}          // NOLINT: implicit by design
-  Result(Status status) : data_(std::move(status)) {}   // NOLINT: implicit by design
+  Result(T value) : data_(std::move(value)) {}         // NOLINT: implicit by design
+  Result(Status status) : data_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return std::holds_alternative<T>(data_); }
   const Status& status() const {
@@ -79,8 +77,8 @@ class Error : public std::runtime_error {
 
 }  // namespace kvant
 
-#define KVANT_RETURN_IF_ERROR(expr)           \
-  do {                                        \
-    ::kvant::Status kvant_status_ = (expr);   \
+#define KVANT_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::kvant::Status kvant_status_ = (expr);        \
     if (!kvant_status_.ok()) return kvant_status_; \
   } while (0)

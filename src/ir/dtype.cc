@@ -4,11 +4,23 @@ namespace kvant {
 
 bool is_known_dtype(int32_t code) {
   switch (code) {
-    case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 8: case 9:
-    case 10: case 11: case 12: case 13: case 16: case 21: case 22:
-      return true;
-    default:
-      return false;
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+    case 7:
+    case 8:
+    case 9:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 16:
+    case 21:
+    case 22: return true;
+    default: return false;
   }
 }
 
@@ -37,12 +49,23 @@ const char* dtype_name(DType dtype) {
 
 int dtype_bits(DType dtype) {
   switch (dtype) {
-    case DType::kUInt4: case DType::kInt4: return 4;
-    case DType::kUInt8: case DType::kInt8: case DType::kBool: return 8;
-    case DType::kUInt16: case DType::kInt16: case DType::kFloat16: case DType::kBFloat16: return 16;
-    case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 32;
-    case DType::kFloat64: case DType::kInt64: case DType::kUInt64: return 64;
-    case DType::kUndefined: case DType::kString: return 0;
+    case DType::kUInt4:
+    case DType::kInt4: return 4;
+    case DType::kUInt8:
+    case DType::kInt8:
+    case DType::kBool: return 8;
+    case DType::kUInt16:
+    case DType::kInt16:
+    case DType::kFloat16:
+    case DType::kBFloat16: return 16;
+    case DType::kFloat32:
+    case DType::kInt32:
+    case DType::kUInt32: return 32;
+    case DType::kFloat64:
+    case DType::kInt64:
+    case DType::kUInt64: return 64;
+    case DType::kUndefined:
+    case DType::kString: return 0;
   }
   return 0;
 }
@@ -53,17 +76,23 @@ bool is_float(DType d) {
 
 bool is_integer(DType d) {
   switch (d) {
-    case DType::kUInt8: case DType::kInt8: case DType::kUInt16: case DType::kInt16: case DType::kInt32:
-    case DType::kInt64: case DType::kUInt32: case DType::kUInt64: case DType::kUInt4: case DType::kInt4:
-      return true;
-    default:
-      return false;
+    case DType::kUInt8:
+    case DType::kInt8:
+    case DType::kUInt16:
+    case DType::kInt16:
+    case DType::kInt32:
+    case DType::kInt64:
+    case DType::kUInt32:
+    case DType::kUInt64:
+    case DType::kUInt4:
+    case DType::kInt4: return true;
+    default: return false;
   }
 }
 
 bool is_signed(DType d) {
-  return d == DType::kInt8 || d == DType::kInt16 || d == DType::kInt32 || d == DType::kInt64 ||
-         d == DType::kInt4 || is_float(d);
+  return d == DType::kInt8 || d == DType::kInt16 || d == DType::kInt32 || d == DType::kInt64 || d == DType::kInt4 ||
+         is_float(d);
 }
 
 float to_float(Float16 h) {
@@ -99,7 +128,7 @@ Float16 to_float16(float f) {
     return {static_cast<uint16_t>(sign | 0x7C00u | (abs > 0x7F800000u ? 0x200u : 0u))};
   }
   if (abs >= 0x477FF000u) return {static_cast<uint16_t>(sign | 0x7C00u)};  // rounds to inf
-  if (abs < 0x38800000u) {  // result is subnormal or zero
+  if (abs < 0x38800000u) {                                                 // result is subnormal or zero
     if (abs < 0x33000000u) return {sign};
     const uint32_t exponent = abs >> 23;
     const uint32_t mantissa = (abs & 0x7FFFFFu) | 0x800000u;

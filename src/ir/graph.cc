@@ -30,8 +30,7 @@ const Attribute* find_kind(const Node& node, const std::string& key, Attribute::
   auto it = node.attributes.find(key);
   if (it == node.attributes.end()) return nullptr;
   if (it->second.kind != kind) {
-    throw Error(ErrorCode::kInvalidArgument,
-                node.describe() + ": attribute \"" + key + "\" should be " + kind_name);
+    throw Error(ErrorCode::kInvalidArgument, node.describe() + ": attribute \"" + key + "\" should be " + kind_name);
   }
   return &it->second;
 }
@@ -175,7 +174,8 @@ void topological_sort(Graph& graph, const std::vector<std::string>& outer) {
     for (const auto& name : needs[i]) {
       if (!available.count(name) && !producer.count(name)) {
         throw Error(ErrorCode::kInvalidArgument,
-                    node.describe() + ": input \"" + name + "\" is not a graph input, an initializer, or the output of any node");
+                    node.describe() + ": input \"" + name +
+                        "\" is not a graph input, an initializer, or the output of any node");
       }
     }
   }

@@ -81,7 +81,7 @@ struct Node {
 struct Graph {
   std::string name;
   std::vector<Node> nodes;
-  std::vector<ValueInfo> inputs;   // excludes inputs that are only initializers
+  std::vector<ValueInfo> inputs;  // excludes inputs that are only initializers
   std::vector<ValueInfo> outputs;
   std::map<std::string, Tensor> initializers;
   std::map<std::string, ValueInfo> value_info;  // shapes known for intermediates

@@ -59,8 +59,7 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
 
 Tensor Tensor::reshaped(Shape shape) const {
   if (checked_numel(shape) != numel_) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "cannot reshape " + describe() + " to " + shape_to_string(shape));
+    throw Error(ErrorCode::kInvalidArgument, "cannot reshape " + describe() + " to " + shape_to_string(shape));
   }
   Tensor t = *this;
   t.shape_ = std::move(shape);
@@ -86,8 +85,8 @@ Tensor Tensor::bitcast(DType dtype) const {
 
 void Tensor::check_type(DType requested) const {
   if (requested != dtype_) {
-    throw Error(ErrorCode::kInternal, std::string("tensor holds ") + dtype_name(dtype_) + ", accessed as " +
-                                          dtype_name(requested));
+    throw Error(ErrorCode::kInternal,
+                std::string("tensor holds ") + dtype_name(dtype_) + ", accessed as " + dtype_name(requested));
   }
 }
 

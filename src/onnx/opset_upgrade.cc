@@ -8,8 +8,8 @@ namespace kvant {
 
 namespace {
 
-const std::set<std::string> kReduceWithAxesAttribute = {"ReduceMax",  "ReduceMin",    "ReduceMean",
-                                                        "ReduceProd", "ReduceL1",     "ReduceL2",
+const std::set<std::string> kReduceWithAxesAttribute = {"ReduceMax",    "ReduceMin",       "ReduceMean",
+                                                        "ReduceProd",   "ReduceL1",        "ReduceL2",
                                                         "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"};
 
 void upgrade_graph(Graph& graph, int64_t from, int64_t target) {
@@ -44,8 +44,9 @@ void upgrade_opset(Model& model, int64_t target) {
   const int64_t from = model.opset();
   if (from >= target) return;
   if (from < 13) {
-    throw Error(ErrorCode::kUnsupported, "the model uses opset " + std::to_string(from) +
-                                             "; kvant upgrades models from opset 13 or later (re-export at opset >= 13)");
+    throw Error(ErrorCode::kUnsupported,
+                "the model uses opset " + std::to_string(from) +
+                    "; kvant upgrades models from opset 13 or later (re-export at opset >= 13)");
   }
   upgrade_graph(model.graph, from, target);
   model.opset_imports[""] = target;

@@ -37,11 +37,11 @@ Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, 
                        int depth);
 
 std::shared_ptr<Graph> subgraph_from_proto(const onnx::GraphProto& g, const Node& node, const std::string& attr,
-                                           const ImportContext& ctx, const std::vector<std::string>& scope,
-                                           int depth) {
+                                           const ImportContext& ctx, const std::vector<std::string>& scope, int depth) {
   if (depth >= kMaxSubgraphDepth) {
-    throw Error(ErrorCode::kInvalidArgument, node.describe() + ": attribute \"" + attr + "\": subgraphs nest more than " +
-                                                 std::to_string(kMaxSubgraphDepth) + " levels deep");
+    throw Error(ErrorCode::kInvalidArgument, node.describe() + ": attribute \"" + attr +
+                                                 "\": subgraphs nest more than " + std::to_string(kMaxSubgraphDepth) +
+                                                 " levels deep");
   }
   try {
     return std::make_shared<Graph>(graph_from_proto(g, ctx, scope, depth + 1));
@@ -56,20 +56,37 @@ Attribute attribute_from_proto(const onnx::AttributeProto& a, const Node& node, 
   using A = onnx::AttributeProto;
   auto type = a.type();
   if (type == A::UNDEFINED) {  // very old exporters leave type unset: infer from the field used
-    if (a.has_f()) type = A::FLOAT;
-    else if (a.has_i()) type = A::INT;
-    else if (a.has_s()) type = A::STRING;
-    else if (a.has_t()) type = A::TENSOR;
-    else if (a.has_g()) type = A::GRAPH;
-    else if (a.floats_size()) type = A::FLOATS;
-    else if (a.ints_size()) type = A::INTS;
-    else if (a.strings_size()) type = A::STRINGS;
+    if (a.has_f())
+      type = A::FLOAT;
+    else if (a.has_i())
+      type = A::INT;
+    else if (a.has_s())
+      type = A::STRING;
+    else if (a.has_t())
+      type = A::TENSOR;
+    else if (a.has_g())
+      type = A::GRAPH;
+    else if (a.floats_size())
+      type = A::FLOATS;
+    else if (a.ints_size())
+      type = A::INTS;
+    else if (a.strings_size())
+      type = A::STRINGS;
   }
   const std::string tensor_label = node.describe() + ": attribute \"" + a.name() + "\" tensor";
   switch (type) {
-    case A::FLOAT: out.kind = Attribute::Kind::kFloat; out.f = a.f(); break;
-    case A::INT: out.kind = Attribute::Kind::kInt; out.i = a.i(); break;
-    case A::STRING: out.kind = Attribute::Kind::kString; out.s = a.s(); break;
+    case A::FLOAT:
+      out.kind = Attribute::Kind::kFloat;
+      out.f = a.f();
+      break;
+    case A::INT:
+      out.kind = Attribute::Kind::kInt;
+      out.i = a.i();
+      break;
+    case A::STRING:
+      out.kind = Attribute::Kind::kString;
+      out.s = a.s();
+      break;
     case A::TENSOR:
       out.kind = Attribute::Kind::kTensor;
       out.t = tensor_from_proto(a.t(), ctx.base_dir, tensor_label);
@@ -78,8 +95,14 @@ Attribute attribute_from_proto(const onnx::AttributeProto& a, const Node& node, 
       out.kind = Attribute::Kind::kGraph;
       out.g = subgraph_from_proto(a.g(), node, a.name(), ctx, scope, depth);
       break;
-    case A::FLOATS: out.kind = Attribute::Kind::kFloats; out.floats.assign(a.floats().begin(), a.floats().end()); break;
-    case A::INTS: out.kind = Attribute::Kind::kInts; out.ints.assign(a.ints().begin(), a.ints().end()); break;
+    case A::FLOATS:
+      out.kind = Attribute::Kind::kFloats;
+      out.floats.assign(a.floats().begin(), a.floats().end());
+      break;
+    case A::INTS:
+      out.kind = Attribute::Kind::kInts;
+      out.ints.assign(a.ints().begin(), a.ints().end());
+      break;
     case A::STRINGS:
       out.kind = Attribute::Kind::kStrings;
       out.strings.assign(a.strings().begin(), a.strings().end());
@@ -309,7 +332,8 @@ bool read_file(const std::filesystem::path& file, std::string& bytes) {
 Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) return not_found(file.string() + ": no such file");
-  if (std::filesystem::is_directory(file, ec)) return invalid_argument(file.string() + ": is a folder, not an ONNX file");
+  if (std::filesystem::is_directory(file, ec))
+    return invalid_argument(file.string() + ": is a folder, not an ONNX file");
   std::string bytes;
   if (!read_file(file, bytes)) return not_found(file.string() + ": cannot be opened");
   if (bytes.empty()) return invalid_argument(file.string() + ": the file is empty");

@@ -4,11 +4,11 @@
 // reported as a warning (Model::warnings), never as a load failure.
 #include "onnx/shape_inference.h"
 
-#include <exception>
-#include <unordered_map>
-
 #include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
+
+#include <exception>
+#include <unordered_map>
 
 namespace kvant {
 
@@ -33,7 +33,9 @@ ValueInfo value_from_proto(const onnx::ValueInfoProto& value) { return {value.na
 
 namespace {
 
-std::string dims_to_string(const std::vector<int64_t>& dims) { return shape_to_string(Shape(dims.begin(), dims.end())); }
+std::string dims_to_string(const std::vector<int64_t>& dims) {
+  return shape_to_string(Shape(dims.begin(), dims.end()));
+}
 
 }  // namespace
 
@@ -67,11 +69,11 @@ void override_input_shapes(onnx::ModelProto& model, const std::map<std::string, 
     }
     auto* tensor_type = input->mutable_type()->mutable_tensor_type();
     if (tensor_type->has_shape() && tensor_type->shape().dim_size() != static_cast<int>(dims.size())) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "input_shapes gives input \"" + name + "\" rank " + std::to_string(dims.size()) + " " +
-                      dims_to_string(dims) + ", but the model declares rank " +
-                      std::to_string(tensor_type->shape().dim_size()) + " " +
-                      type_from_proto(input->type()).to_string());
+      throw Error(ErrorCode::kInvalidArgument, "input_shapes gives input \"" + name + "\" rank " +
+                                                   std::to_string(dims.size()) + " " + dims_to_string(dims) +
+                                                   ", but the model declares rank " +
+                                                   std::to_string(tensor_type->shape().dim_size()) + " " +
+                                                   type_from_proto(input->type()).to_string());
     }
     auto* shape = tensor_type->mutable_shape();
     shape->clear_dim();

@@ -1,9 +1,10 @@
 #include "onnx/writer.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <system_error>
-#include <unistd.h>
 
 #include "onnx/tensor_proto.h"
 
@@ -39,11 +40,26 @@ void attribute_to_proto(const std::string& name, const Attribute& a, onnx::Attri
   using A = onnx::AttributeProto;
   p->set_name(name);
   switch (a.kind) {
-    case Attribute::Kind::kFloat: p->set_type(A::FLOAT); p->set_f(a.f); break;
-    case Attribute::Kind::kInt: p->set_type(A::INT); p->set_i(a.i); break;
-    case Attribute::Kind::kString: p->set_type(A::STRING); p->set_s(a.s); break;
-    case Attribute::Kind::kTensor: p->set_type(A::TENSOR); tensor_to_proto(a.t, *p->mutable_t()); break;
-    case Attribute::Kind::kGraph: p->set_type(A::GRAPH); graph_to_proto(*a.g, p->mutable_g()); break;
+    case Attribute::Kind::kFloat:
+      p->set_type(A::FLOAT);
+      p->set_f(a.f);
+      break;
+    case Attribute::Kind::kInt:
+      p->set_type(A::INT);
+      p->set_i(a.i);
+      break;
+    case Attribute::Kind::kString:
+      p->set_type(A::STRING);
+      p->set_s(a.s);
+      break;
+    case Attribute::Kind::kTensor:
+      p->set_type(A::TENSOR);
+      tensor_to_proto(a.t, *p->mutable_t());
+      break;
+    case Attribute::Kind::kGraph:
+      p->set_type(A::GRAPH);
+      graph_to_proto(*a.g, p->mutable_g());
+      break;
     case Attribute::Kind::kFloats:
       p->set_type(A::FLOATS);
       for (float f : a.floats) p->add_floats(f);
@@ -158,7 +174,8 @@ Status save_onnx(const Model& model, const std::filesystem::path& file, const Sa
   }
   const auto dir = file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path();
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) return not_found(file.string() + ": folder " + dir.string() + " does not exist");
+  if (!std::filesystem::is_directory(dir, ec))
+    return not_found(file.string() + ": folder " + dir.string() + " does not exist");
   const std::string tmp_suffix = ".kvant-tmp-" + std::to_string(::getpid());
   const auto tmp = std::filesystem::path(file.string() + tmp_suffix);
   const std::string data_name = file.filename().string() + ".data";
@@ -166,7 +183,8 @@ Status save_onnx(const Model& model, const std::filesystem::path& file, const Sa
   try {
     onnx::ModelProto proto = model_to_proto(model);
     bool external = options.force_external_data || static_cast<int64_t>(proto.ByteSizeLong()) > kProtobufLimit;
-    if (external) externalize(proto, data_tmp, data_name, options.force_external_data ? 1024 : options.external_data_threshold);
+    if (external)
+      externalize(proto, data_tmp, data_name, options.force_external_data ? 1024 : options.external_data_threshold);
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       if (!out) return invalid_argument(file.string() + ": cannot be written");

@@ -38,8 +38,8 @@ struct BnParams {
 
 // The BN's per-channel scale and shift, when it is a legal fold target with
 // `channels` channels.
-bool bn_params(const Graph& graph, const Node& bn, const std::unordered_map<std::string, int>& reads,
-               int64_t channels, BnParams& out) {
+bool bn_params(const Graph& graph, const Node& bn, const std::unordered_map<std::string, int>& reads, int64_t channels,
+               BnParams& out) {
   if (bn.inputs.size() != 5 || bn.outputs.empty() || bn.outputs[0].empty()) return false;
   for (size_t i = 1; i < bn.outputs.size(); ++i) {
     if (!bn.outputs[i].empty() && reads.count(bn.outputs[i])) return false;

@@ -21,8 +21,8 @@ namespace {
 constexpr int64_t kMaxFoldedBytes = int64_t{64} << 20;
 
 bool is_random(const Node& node) {
-  static const char* const kOps[] = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                                     "Bernoulli", "Multinomial"};
+  static const char* const kOps[] = {"RandomNormal",      "RandomUniform", "RandomNormalLike",
+                                     "RandomUniformLike", "Bernoulli",     "Multinomial"};
   for (const char* op : kOps) {
     if (node.op_type == op) return true;
   }

@@ -72,7 +72,8 @@ std::vector<LayerError> compare_layers(const Model& fp32, const Model& quantized
     const Sums& s = it->second;
     LayerError e{node, tensor, 0, 0};
     e.sqnr_db = s.noise == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(s.signal / s.noise);
-    e.cosine = (s.norm_x == 0 || s.norm_y == 0) ? (s.norm_x == s.norm_y ? 1.0 : 0.0) : s.dot / std::sqrt(s.norm_x * s.norm_y);
+    e.cosine =
+        (s.norm_x == 0 || s.norm_y == 0) ? (s.norm_x == s.norm_y ? 1.0 : 0.0) : s.dot / std::sqrt(s.norm_x * s.norm_y);
     out.push_back(e);
   }
   std::sort(out.begin(), out.end(), [](const LayerError& l, const LayerError& r) { return l.sqnr_db < r.sqnr_db; });

@@ -28,7 +28,8 @@ AxisView view_around(const Shape& shape, int axis) {
 
 void check_axis(const Tensor& t, int axis) {
   if (axis >= t.rank()) {
-    throw Error(ErrorCode::kInvalidArgument, "quantization axis " + std::to_string(axis) + " is out of range for " + t.describe());
+    throw Error(ErrorCode::kInvalidArgument,
+                "quantization axis " + std::to_string(axis) + " is out of range for " + t.describe());
   }
 }
 
@@ -73,7 +74,6 @@ Tensor params_zero_point_tensor(const QuantParams& p, const Shape& scale_shape) 
   for (int64_t i = 0; i < zp.numel(); ++i) store(zp, i, p.zero_point.at(static_cast<size_t>(i)));
   return zp;
 }
-
 
 void add_params(Graph& graph, const std::string& base, const QuantParams& p, const Shape& shape, Node& node) {
   const Tensor scale = params_scale_tensor(p, shape);
@@ -129,13 +129,15 @@ QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmet
   }
   p.scale.resize(lo.size());
   p.zero_point.resize(lo.size());
-  for (size_t k = 0; k < lo.size(); ++k) choose_qparams(lo[k], hi[k], storage, symmetry, false, &p.scale[k], &p.zero_point[k]);
+  for (size_t k = 0; k < lo.size(); ++k)
+    choose_qparams(lo[k], hi[k], storage, symmetry, false, &p.scale[k], &p.zero_point[k]);
   return p;
 }
 
 QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry) {
   check_axis(weights, axis);
-  if (axis < 0 || block_size < 2) throw Error(ErrorCode::kInvalidArgument, "blocked quantization needs an axis and a block size >= 2");
+  if (axis < 0 || block_size < 2)
+    throw Error(ErrorCode::kInvalidArgument, "blocked quantization needs an axis and a block size >= 2");
   const AxisView v = view_around(weights.shape(), axis);
   const int64_t blocks = (v.channels + block_size - 1) / block_size;
   const std::vector<float> w = weights.to_float_vector();
@@ -207,7 +209,8 @@ std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const
 
 void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& params) {
   auto it = graph.initializers.find(name);
-  if (it == graph.initializers.end()) throw Error(ErrorCode::kInvalidArgument, "weight \"" + name + "\" is not an initializer");
+  if (it == graph.initializers.end())
+    throw Error(ErrorCode::kInvalidArgument, "weight \"" + name + "\" is not an initializer");
   const Tensor weights = it->second;
   graph.initializers.erase(it);
   graph.initializers[name + "/q"] = quantize_tensor(weights, params);
@@ -218,7 +221,8 @@ void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& 
 
 void insert_bias_dq(Graph& graph, const std::string& name, float input_scale, const std::vector<float>& weight_scale) {
   auto it = graph.initializers.find(name);
-  if (it == graph.initializers.end()) throw Error(ErrorCode::kInvalidArgument, "bias \"" + name + "\" is not an initializer");
+  if (it == graph.initializers.end())
+    throw Error(ErrorCode::kInvalidArgument, "bias \"" + name + "\" is not an initializer");
   const Tensor bias = it->second;
   if (bias.rank() != 1 || (weight_scale.size() != 1 && static_cast<int64_t>(weight_scale.size()) != bias.numel())) {
     throw Error(ErrorCode::kInvalidArgument, "bias \"" + name + "\" " + bias.describe() + " does not match " +

@@ -16,8 +16,7 @@ QuantRange quant_range(DType storage, bool reduce_range) {
     case DType::kUInt4: r = {0, 15}; break;
     case DType::kInt16: r = {-32768, 32767}; break;
     case DType::kUInt16: r = {0, 65535}; break;
-    default:
-      throw Error(ErrorCode::kUnsupported, std::string("cannot quantize to ") + dtype_name(storage));
+    default: throw Error(ErrorCode::kUnsupported, std::string("cannot quantize to ") + dtype_name(storage));
   }
   if (reduce_range) {
     // One bit less: int8 -> [-64, 63], uint8 -> [0, 127].
@@ -30,8 +29,8 @@ QuantRange quant_range(DType storage, bool reduce_range) {
 void choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool reduce_range, float* scale,
                     int32_t* zero_point) {
   if (!std::isfinite(min) || !std::isfinite(max)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "cannot quantize a range with a non-finite bound [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    throw Error(ErrorCode::kInvalidArgument, "cannot quantize a range with a non-finite bound [" + std::to_string(min) +
+                                                 ", " + std::to_string(max) + "]");
   }
   if (min > max) {
     throw Error(ErrorCode::kInvalidArgument,
@@ -68,7 +67,8 @@ void choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool
   // The zero point is the integer nearest to qmin - min / scale, clamped; 0.0
   // is then exactly representable.
   const double zp = static_cast<double>(r.qmin) - static_cast<double>(min) / static_cast<double>(*scale);
-  *zero_point = static_cast<int32_t>(std::clamp(std::nearbyint(zp), static_cast<double>(r.qmin), static_cast<double>(r.qmax)));
+  *zero_point =
+      static_cast<int32_t>(std::clamp(std::nearbyint(zp), static_cast<double>(r.qmin), static_cast<double>(r.qmax)));
 }
 
 int32_t quantize_value(float x, float scale, int32_t zero_point, QuantRange range) {

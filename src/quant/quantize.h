@@ -45,15 +45,15 @@ enum class QuantMode { kStatic, kDynamic, kWeightOnly };
 
 struct QuantizeOptions {
   QuantMode mode = QuantMode::kStatic;
-  ObserverOptions calibration;   // calibrator for activations (static mode)
-  int64_t max_samples = 500;     // calibration samples used at most
+  ObserverOptions calibration;  // calibrator for activations (static mode)
+  int64_t max_samples = 500;    // calibration samples used at most
   DType activation_type = DType::kUInt8;
   Symmetry activation_symmetry = Symmetry::kAffine;
   DType weight_type = DType::kInt8;
   Symmetry weight_symmetry = Symmetry::kSymmetric;
-  bool per_channel = true;       // per output channel weights (Conv/Gemm/MatMul)
-  bool reduce_range = false;     // 7-bit activations for CPUs without VNNI
-  int group_size = 128;          // weight-only: block size along K
+  bool per_channel = true;    // per output channel weights (Conv/Gemm/MatMul)
+  bool reduce_range = false;  // 7-bit activations for CPUs without VNNI
+  int group_size = 128;       // weight-only: block size along K
   // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
   // MatMul): these stay FP32.
   std::vector<std::string> exclude;
@@ -62,10 +62,10 @@ struct QuantizeOptions {
 };
 
 struct QuantizeSummary {
-  int64_t quantized_nodes = 0;            // compute and activation nodes in integer form
-  std::vector<std::string> kept_fp32;     // excluded compute nodes
+  int64_t quantized_nodes = 0;         // compute and activation nodes in integer form
+  std::vector<std::string> kept_fp32;  // excluded compute nodes
   int64_t calibration_samples = 0;
-  std::vector<std::string> notes;         // e.g. fallbacks taken
+  std::vector<std::string> notes;  // e.g. fallbacks taken
   // Output tensors of quantized nodes, compared in the per-layer report.
   std::vector<std::pair<std::string, std::string>> layer_outputs;  // (node name, tensor)
 };

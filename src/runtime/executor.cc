@@ -169,7 +169,8 @@ std::vector<Tensor> ReferenceExecutor::run_graph(const Graph& graph, const Scope
     for (size_t i = 0; i < node.outputs.size(); ++i) {
       if (node.outputs[i].empty()) continue;
       if (!ctx.outputs[i].defined()) {
-        throw Error(ErrorCode::kInternal, node.describe() + ": produced no value for output \"" + node.outputs[i] + "\"");
+        throw Error(ErrorCode::kInternal,
+                    node.describe() + ": produced no value for output \"" + node.outputs[i] + "\"");
       }
     }
     if (observer_) observer_(node, ctx.outputs);

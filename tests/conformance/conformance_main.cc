@@ -43,14 +43,10 @@ struct KnownIssue {
 constexpr KnownIssue kKnownTestDataIssues[] = {
     {"node/test_cast_FLOAT_to_BFLOAT16",
      "test data truncates float->bfloat16; kvant rounds to nearest even (ONNX >= 1.14 data, ONNX Runtime)"},
-    {"node/test_castlike_FLOAT_to_BFLOAT16",
-     "test data input \"like\" is [1] but the model declares [3,4]"},
-    {"node/test_castlike_FLOAT_to_BFLOAT16_expanded",
-     "test data input \"like\" is [1] but the model declares [3,4]"},
-    {"node/test_castlike_BFLOAT16_to_FLOAT",
-     "test data input \"like\" is [1] but the model declares [3,4]"},
-    {"node/test_castlike_BFLOAT16_to_FLOAT_expanded",
-     "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_FLOAT_to_BFLOAT16", "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_FLOAT_to_BFLOAT16_expanded", "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_BFLOAT16_to_FLOAT", "test data input \"like\" is [1] but the model declares [3,4]"},
+    {"node/test_castlike_BFLOAT16_to_FLOAT_expanded", "test data input \"like\" is [1] but the model declares [3,4]"},
 };
 
 enum class Outcome { kPassed, kFailed, kSkipped };
@@ -81,7 +77,8 @@ std::string compare(const Tensor& got, const Tensor& want, double rtol, double a
   if (got.dtype() != want.dtype()) {
     return std::string("type ") + dtype_name(got.dtype()) + ", expected " + dtype_name(want.dtype());
   }
-  if (got.shape() != want.shape()) return "shape " + shape_to_string(got.shape()) + ", expected " + shape_to_string(want.shape());
+  if (got.shape() != want.shape())
+    return "shape " + shape_to_string(got.shape()) + ", expected " + shape_to_string(want.shape());
   const bool floating = is_float(want.dtype());
   for (int64_t i = 0; i < want.numel(); ++i) {
     if (floating) {
@@ -234,7 +231,8 @@ int main(int argc, char** argv) {
     }
   }
   if (!table_file.empty()) {
-    std::vector<std::pair<std::string, std::vector<std::string>>> rows(skipped_by_reason.begin(), skipped_by_reason.end());
+    std::vector<std::pair<std::string, std::vector<std::string>>> rows(skipped_by_reason.begin(),
+                                                                       skipped_by_reason.end());
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
       return a.second.size() != b.second.size() ? a.second.size() > b.second.size() : a.first < b.first;
     });

@@ -21,9 +21,25 @@ constexpr int64_t kMaxInputElements = 4096;
 // a fuzzed initializer could make them allocate gigabytes or run for minutes
 // legitimately, which is not a bug of the model checks.
 bool data_sized(const kvant::Node& node) {
-  static const char* const kOps[] = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad",
-                                     "OneHot", "Loop", "Scan", "If", "NonZero", "Reshape", "TopK", "RandomNormal",
-                                     "RandomUniform", "EyeLike", "ConvTranspose", "SequenceConstruct"};
+  static const char* const kOps[] = {"ConstantOfShape",
+                                     "Expand",
+                                     "Tile",
+                                     "Range",
+                                     "Resize",
+                                     "Upsample",
+                                     "Pad",
+                                     "OneHot",
+                                     "Loop",
+                                     "Scan",
+                                     "If",
+                                     "NonZero",
+                                     "Reshape",
+                                     "TopK",
+                                     "RandomNormal",
+                                     "RandomUniform",
+                                     "EyeLike",
+                                     "ConvTranspose",
+                                     "SequenceConstruct"};
   for (const char* op : kOps) {
     if (node.op_type == op) return true;
   }

@@ -273,7 +273,7 @@ TEST(OnnxReader, RejectsEmptyTextPngAndTruncatedFiles) {
   expect_error(load_onnx_bytes("", 0, {}, "empty.onnx"), {"empty.onnx", "empty"});
   const std::string text = "name,score\nresnet,0.76\nThis is a CSV, not a model.\n";
   expect_error(load_onnx_bytes(text.data(), text.size(), {}, "notes.onnx"), {"notes.onnx", "not an ONNX model"});
-  const unsigned char png[] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 'I', 'H', 'D', 'R',
+  const unsigned char png[] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 'I', 'H',  'D',  'R',
                                0,    0,   1,   0,   0,    0,    1,    0,    8, 6, 0, 0,    0,   0x1f, 0x15, 0xc4};
   expect_error(load_onnx_bytes(png, sizeof(png), {}, "cat.onnx"), {"cat.onnx", "PNG"});
 

@@ -134,8 +134,8 @@ TEST(EliminateIdentity, GraphOutputKeepsItsName) {
   Model after = m;
   EXPECT_TRUE(eliminate_identity(after.graph));
   ASSERT_EQ(after.graph.nodes.size(), 2u) << print_graph(after.graph);
-  EXPECT_EQ(after.graph.nodes[0].outputs[0], "y");   // Relu now writes the output
-  EXPECT_EQ(after.graph.nodes[1].inputs[0], "y");    // and Neg reads it under that name
+  EXPECT_EQ(after.graph.nodes[0].outputs[0], "y");  // Relu now writes the output
+  EXPECT_EQ(after.graph.nodes[1].inputs[0], "y");   // and Neg reads it under that name
   EXPECT_EQ(after.graph.outputs[0].name, "y");
   if (!have_ops({"Relu", "Neg", "Identity"})) GTEST_SKIP() << "kernels not merged yet";
   run_and_compare(m, eliminate_identity);
@@ -209,8 +209,8 @@ TEST(EliminateDeadNodes, KeepsOverridableInitializerAndCapturedValues) {
   m.graph.nodes = {make_node("Relu", {"x"}, {"cap"}), loop_like};
   m.graph.outputs = {f32("y", {3})};
   EXPECT_TRUE(eliminate_dead_nodes(m.graph));
-  EXPECT_EQ(m.graph.nodes.size(), 2u);        // Relu feeds the subgraph: alive
-  EXPECT_EQ(body->nodes.size(), 1u);          // the dead node inside is gone
+  EXPECT_EQ(m.graph.nodes.size(), 2u);  // Relu feeds the subgraph: alive
+  EXPECT_EQ(body->nodes.size(), 1u);    // the dead node inside is gone
   EXPECT_TRUE(m.graph.initializers.count("k"));
 }
 

@@ -1,12 +1,13 @@
 // The quantization algorithms on small graphs built here: the QDQ structure
 // they produce, and that the QDQ simulation stays close to FP32.
+#include "quant/quantize.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
 #include "kvant/status.h"
-#include "quant/quantize.h"
 #include "runtime/executor.h"
 
 namespace kvant {
@@ -84,7 +85,8 @@ TEST(StaticPtq, PlacesQdqAfterTheFusedActivationAndQuantizesWeightsPerChannel) {
   // Bias scale = input scale * weight scale, per channel.
   const float x_scale = g.initializers.at("x/scale").data<float>()[0];
   for (int c = 0; c < 4; ++c) {
-    EXPECT_FLOAT_EQ(g.initializers.at("b/scale").data<float>()[c], x_scale * g.initializers.at("W/scale").data<float>()[c]);
+    EXPECT_FLOAT_EQ(g.initializers.at("b/scale").data<float>()[c],
+                    x_scale * g.initializers.at("W/scale").data<float>()[c]);
   }
 
   VectorSource test = random_samples(4, 99);

@@ -1,8 +1,8 @@
+#include "ir/tensor.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "ir/tensor.h"
 
 namespace kvant {
 namespace {
@@ -38,7 +38,7 @@ TEST(Float16, RoundTripsAndRounds) {
   EXPECT_EQ(to_float(to_float16(65504.0f)), 65504.0f);
   EXPECT_TRUE(std::isinf(to_float(to_float16(1e6f))));
   EXPECT_EQ(to_float(to_float16(5.960464477539063e-08f)), 5.960464477539063e-08f);  // smallest subnormal
-  EXPECT_EQ(to_float16(1.0f + 1.0f / 2048).bits, to_float16(1.0f).bits);  // tie rounds to even
+  EXPECT_EQ(to_float16(1.0f + 1.0f / 2048).bits, to_float16(1.0f).bits);            // tie rounds to even
 }
 
 }  // namespace

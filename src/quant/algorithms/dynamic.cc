@@ -57,9 +57,10 @@ size_t rewrite_linear(Graph& g, size_t index, const QuantizeOptions& options) {
 
   std::vector<Node> nodes;
   nodes.push_back(make_node(base + "/DynamicQuantizeLinear", "DynamicQuantizeLinear", {x},
-                       {base + "/x_q", base + "/x_scale", base + "/x_zero_point"}));
+                            {base + "/x_q", base + "/x_scale", base + "/x_zero_point"}));
   nodes.push_back(make_node(base + "/MatMulInteger", "MatMulInteger",
-                       {base + "/x_q", base + "/W_q", base + "/x_zero_point", base + "/W_zero_point"}, {base + "/acc"}));
+                            {base + "/x_q", base + "/W_q", base + "/x_zero_point", base + "/W_zero_point"},
+                            {base + "/acc"}));
   Node cast = make_node(base + "/Cast", "Cast", {base + "/acc"}, {base + "/acc_float"});
   set_attr(cast, "to", static_cast<int64_t>(DType::kFloat32));
   nodes.push_back(cast);
@@ -67,7 +68,7 @@ size_t rewrite_linear(Graph& g, size_t index, const QuantizeOptions& options) {
   const bool has_bias = node.op_type == "Gemm" && node.inputs.size() > 2 && !node.inputs[2].empty();
   const std::string y = node.outputs[0];
   nodes.push_back(make_node(base + "/rescale", "Mul", {base + "/acc_float", base + "/out_scale"},
-                       {has_bias ? base + "/no_bias" : y}));
+                            {has_bias ? base + "/no_bias" : y}));
   if (has_bias) {
     std::string c = node.inputs[2];
     if (beta != 1.0f && g.initializers.count(c)) {
@@ -94,8 +95,9 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
                 "quantize its FP32 original instead");
   }
   if (model.opset() < 11) {
-    throw Error(ErrorCode::kUnsupported, "dynamic quantization needs opset 11 or later (DynamicQuantizeLinear); the model has " +
-                                             std::to_string(model.opset()));
+    throw Error(ErrorCode::kUnsupported,
+                "dynamic quantization needs opset 11 or later (DynamicQuantizeLinear); the model has " +
+                    std::to_string(model.opset()));
   }
   Model out = model;
   Graph& g = out.graph;
@@ -161,7 +163,8 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
   }
   for (const auto& e : exclude) {
     if (!matched.count(e)) {
-      throw Error(ErrorCode::kInvalidArgument, "--exclude \"" + e + "\" matches no node name or operator type in the model");
+      throw Error(ErrorCode::kInvalidArgument,
+                  "--exclude \"" + e + "\" matches no node name or operator type in the model");
     }
   }
   if (quantized == 0) {

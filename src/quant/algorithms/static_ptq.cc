@@ -39,11 +39,11 @@ namespace {
 const std::set<std::string> kComputeOps = {"Conv", "Gemm", "MatMul"};
 const std::set<std::string> kFusableActivations = {"Relu", "Clip"};
 const std::set<std::string> kOwnParamOps = {"Add", "Mul", "AveragePool", "GlobalAveragePool"};
-const std::set<std::string> kSameParamOps = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze",
-                                             "Unsqueeze", "Concat", "Slice", "Identity"};
-const std::set<std::string> kQuantizedOps = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
-                                             "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-                                             "MatMulNBits", "QLinearAdd", "QLinearMul"};
+const std::set<std::string> kSameParamOps = {"MaxPool",   "Reshape", "Flatten", "Transpose", "Squeeze",
+                                             "Unsqueeze", "Concat",  "Slice",   "Identity"};
+const std::set<std::string> kQuantizedOps = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "MatMulInteger",  "ConvInteger",      "MatMulNBits",           "QLinearAdd",  "QLinearMul"};
 
 // Union-find over tensor names: tensors in one group share parameters.
 class Groups {
@@ -69,10 +69,10 @@ class Groups {
 };
 
 struct Plan {
-  std::vector<std::string> tensors;        // activations to quantize, in graph order
+  std::vector<std::string> tensors;  // activations to quantize, in graph order
   std::unordered_set<std::string> tensor_set;
   Groups groups;
-  std::vector<size_t> compute_nodes;       // indices of quantized Conv/Gemm/MatMul
+  std::vector<size_t> compute_nodes;  // indices of quantized Conv/Gemm/MatMul
   std::vector<std::pair<std::string, std::string>> layer_outputs;
   std::vector<std::string> excluded;
   int64_t quantized_nodes = 0;
@@ -88,7 +88,8 @@ struct Plan {
 bool is_float_activation(const Graph& g, const std::string& name) {
   if (name.empty() || g.initializers.count(name)) return false;
   auto vi = g.value_info.find(name);
-  if (vi != g.value_info.end() && vi->second.type.dtype != DType::kUndefined) return vi->second.type.dtype == DType::kFloat32;
+  if (vi != g.value_info.end() && vi->second.type.dtype != DType::kUndefined)
+    return vi->second.type.dtype == DType::kFloat32;
   if (const ValueInfo* in = g.find_input(name)) return in->type.dtype == DType::kFloat32;
   return true;  // unknown type: the calibration run checks it is float
 }
@@ -146,7 +147,8 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
     if (readers[n.inputs[0]] != 1 || graph_outputs.count(n.inputs[0])) continue;
     if (n.op_type == "Clip") {  // only constant bounds can be folded into requantization
       bool constant = true;
-      for (size_t k = 1; k < n.inputs.size(); ++k) constant = constant && (n.inputs[k].empty() || g.initializers.count(n.inputs[k]));
+      for (size_t k = 1; k < n.inputs.size(); ++k)
+        constant = constant && (n.inputs[k].empty() || g.initializers.count(n.inputs[k]));
       if (!constant) continue;
     }
     fused_outputs.insert(n.inputs[0]);
@@ -232,8 +234,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
   Plan plan = make_plan(g, excluded);
   if (plan.compute_nodes.empty()) {
-    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: the model has no Conv, Gemm or MatMul with FP32 weights"
-                                             " outside the excluded nodes");
+    throw Error(ErrorCode::kInvalidArgument,
+                "nothing to quantize: the model has no Conv, Gemm or MatMul with FP32 weights"
+                " outside the excluded nodes");
   }
 
   // Calibrate: one observer per parameter group.
@@ -261,7 +264,8 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   });
   calibration.reset();
   int64_t done = 0;
-  const int64_t total = calibration.size() < 0 ? options.max_samples : std::min(calibration.size(), options.max_samples);
+  const int64_t total =
+      calibration.size() < 0 ? options.max_samples : std::min(calibration.size(), options.max_samples);
   while (done < options.max_samples) {
     auto feed = calibration.next();
     if (!feed) break;
@@ -270,8 +274,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
         const float* p = t.data<float>();
         for (int64_t i = 0; i < t.numel(); ++i) {
           if (!std::isfinite(p[i])) {
-            throw Error(ErrorCode::kInvalidArgument, "calibration sample " + std::to_string(done) + ": input \"" + name +
-                                                         "\" has a non-finite value at index " + std::to_string(i));
+            throw Error(ErrorCode::kInvalidArgument, "calibration sample " + std::to_string(done) + ": input \"" +
+                                                         name + "\" has a non-finite value at index " +
+                                                         std::to_string(i));
           }
         }
       }

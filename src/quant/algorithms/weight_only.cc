@@ -22,7 +22,8 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
                 "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
                 "quantize its FP32 original instead");
   }
-  if (bits != 4 && bits != 8) throw Error(ErrorCode::kInvalidArgument, "--bits must be 4 or 8, got " + std::to_string(bits));
+  if (bits != 4 && bits != 8)
+    throw Error(ErrorCode::kInvalidArgument, "--bits must be 4 or 8, got " + std::to_string(bits));
   if (options.group_size < 16 || (options.group_size & (options.group_size - 1)) != 0) {
     throw Error(ErrorCode::kInvalidArgument,
                 "--group-size must be a power of two >= 16 (32, 64, 128), got " + std::to_string(options.group_size));
@@ -31,7 +32,8 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   upgrade_opset(out, 21);
   Graph& g = out.graph;
   const bool symmetric = options.weight_symmetry == Symmetry::kSymmetric;
-  const DType storage = bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
+  const DType storage =
+      bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
   std::vector<std::pair<std::string, int>> weights;  // name, K axis
   for (const Node& n : g.nodes) {
     const bool excluded = std::find(options.exclude.begin(), options.exclude.end(), n.name) != options.exclude.end() ||

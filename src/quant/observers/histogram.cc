@@ -15,9 +15,7 @@ Histogram::Histogram(int num_bins) {
   counts_.assign(static_cast<size_t>(num_bins), 0.0);
 }
 
-double Histogram::total() const {
-  return std::accumulate(counts_.begin(), counts_.end(), 0.0) + zeros_before_range_;
-}
+double Histogram::total() const { return std::accumulate(counts_.begin(), counts_.end(), 0.0) + zeros_before_range_; }
 
 void Histogram::assign(std::vector<double> counts, float limit) {
   counts_ = std::move(counts);
@@ -53,8 +51,8 @@ void Histogram::add(const float* values, int64_t n) {
   float lo = values[0], hi = values[0];
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(values[i])) {
-      throw Error(ErrorCode::kInvalidArgument, "value " + std::to_string(values[i]) + " at index " +
-                                                   std::to_string(i) + " is not finite");
+      throw Error(ErrorCode::kInvalidArgument,
+                  "value " + std::to_string(values[i]) + " at index " + std::to_string(i) + " is not finite");
     }
     lo = std::min(lo, values[i]);
     hi = std::max(hi, values[i]);

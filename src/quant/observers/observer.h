@@ -43,10 +43,10 @@ enum class CalibrationMethod { kMinMax, kMovingAverage, kPercentile, kEntropy, k
 
 struct ObserverOptions {
   CalibrationMethod method = CalibrationMethod::kMinMax;
-  double percentile = 99.99;      // kPercentile
+  double percentile = 99.99;         // kPercentile
   float averaging_constant = 0.01f;  // kMovingAverage
-  int bits = 8;                   // kEntropy / kMse: levels = 2^bits
-  int num_bins = 4096;            // histogram observers (signed; 2048 per sign)
+  int bits = 8;                      // kEntropy / kMse: levels = 2^bits
+  int num_bins = 4096;               // histogram observers (signed; 2048 per sign)
 };
 
 std::unique_ptr<Observer> make_observer(const ObserverOptions& options);

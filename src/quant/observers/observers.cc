@@ -11,8 +11,8 @@ namespace {
 void check_finite(const float* values, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(values[i])) {
-      throw Error(ErrorCode::kInvalidArgument, "value " + std::to_string(values[i]) + " at index " +
-                                                   std::to_string(i) + " is not finite (NaN or Inf)");
+      throw Error(ErrorCode::kInvalidArgument, "value " + std::to_string(values[i]) + " at index " + std::to_string(i) +
+                                                   " is not finite (NaN or Inf)");
     }
   }
 }
@@ -118,7 +118,8 @@ std::unique_ptr<Observer> make_observer(const ObserverOptions& options) {
     case CalibrationMethod::kMovingAverage: return std::make_unique<MovingAverageObserver>(options.averaging_constant);
     case CalibrationMethod::kPercentile:
       if (!(options.percentile > 0 && options.percentile <= 100)) {
-        throw Error(ErrorCode::kInvalidArgument, "percentile must be in (0, 100], got " + std::to_string(options.percentile));
+        throw Error(ErrorCode::kInvalidArgument,
+                    "percentile must be in (0, 100], got " + std::to_string(options.percentile));
       }
       return std::make_unique<HistogramObserver>(options);
     case CalibrationMethod::kEntropy:
