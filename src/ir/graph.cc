@@ -120,18 +120,31 @@ Node make_node(std::string name, std::string op_type, std::vector<std::string> i
   return n;
 }
 
-void set_attr(Node& node, const std::string& key, int64_t value) {
+Attribute int_attr(int64_t value) {
   Attribute a;
   a.kind = Attribute::Kind::kInt;
   a.i = value;
-  node.attributes[key] = std::move(a);
+  return a;
 }
 
-void set_attr(Node& node, const std::string& key, std::vector<int64_t> values) {
+Attribute ints_attr(std::vector<int64_t> values) {
   Attribute a;
   a.kind = Attribute::Kind::kInts;
   a.ints = std::move(values);
-  node.attributes[key] = std::move(a);
+  return a;
+}
+
+Attribute float_attr(float value) {
+  Attribute a;
+  a.kind = Attribute::Kind::kFloat;
+  a.f = value;
+  return a;
+}
+
+void set_attr(Node& node, const std::string& key, int64_t value) { node.attributes[key] = int_attr(value); }
+
+void set_attr(Node& node, const std::string& key, std::vector<int64_t> values) {
+  node.attributes[key] = ints_attr(std::move(values));
 }
 
 int64_t Model::opset(const std::string& domain) const {

@@ -109,6 +109,10 @@ struct Model {
 // A node with no attributes, for graph rewrites and tests.
 Node make_node(std::string name, std::string op_type, std::vector<std::string> inputs,
                std::vector<std::string> outputs);
+// Attribute values, and setters built on them.
+Attribute int_attr(int64_t value);
+Attribute ints_attr(std::vector<int64_t> values);
+Attribute float_attr(float value);
 // Sets an int / ints attribute.
 void set_attr(Node& node, const std::string& key, int64_t value);
 void set_attr(Node& node, const std::string& key, std::vector<int64_t> values);

@@ -16,13 +16,6 @@
 namespace kvant {
 namespace {
 
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 Attribute floats_attr(std::vector<float> v) {
   Attribute a;
   a.kind = Attribute::Kind::kFloats;

@@ -19,20 +19,6 @@
 namespace kvant {
 namespace {
 
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
-Attribute float_attr(float v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kFloat;
-  a.f = v;
-  return a;
-}
-
 // Runs one operator on `inputs` (nullptr = omitted) and returns its first output.
 Tensor run_op(const std::string& op_type, const std::vector<const Tensor*>& inputs,
               std::map<std::string, Attribute> attributes = {}, int64_t opset = 17) {

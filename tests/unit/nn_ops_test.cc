@@ -12,19 +12,6 @@
 namespace kvant {
 namespace {
 
-Attribute ints_attr(std::vector<int64_t> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInts;
-  a.ints = std::move(v);
-  return a;
-}
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 Node make_node(const std::string& op, size_t num_inputs, size_t num_outputs = 1) {
   Node n;
   n.name = "n0";

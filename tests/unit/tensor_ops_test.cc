@@ -16,19 +16,6 @@
 namespace kvant {
 namespace {
 
-Attribute ints_attr(std::vector<int64_t> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInts;
-  a.ints = std::move(v);
-  return a;
-}
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 // Runs one node of `op_type` at `opset`. An undefined Tensor in `inputs` is an
 // omitted optional input.
 std::vector<Tensor> run_op(const std::string& op_type, int64_t opset, const std::vector<Tensor>& inputs,
