@@ -103,6 +103,53 @@ void verify_nodes(const onnx::GraphProto& graph, const std::unordered_map<std::s
   }
 }
 
+// libonnx 1.12's convolution inference indexes the weight's dims by the
+// input's spatial rank without checking the weight's rank (ConvTranspose with
+// a rank-3 W for a rank-4 X reads past the end; found by fuzzing; later ONNX
+// releases check it). Where both ranks are declared before inference, the
+// ranks must agree and be at least 3; returns a description of the first
+// node that breaks this, or "".
+std::string check_conv_ranks(const onnx::GraphProto& graph) {
+  std::unordered_map<std::string, int> rank;
+  auto declare = [&](const onnx::ValueInfoProto& v) {
+    if (v.type().has_tensor_type() && v.type().tensor_type().has_shape())
+      rank[v.name()] = v.type().tensor_type().shape().dim_size();
+  };
+  for (const auto& v : graph.input()) declare(v);
+  for (const auto& v : graph.value_info()) declare(v);
+  for (const auto& t : graph.initializer()) rank[t.name()] = t.dims_size();
+  for (const auto& node : graph.node()) {
+    const std::string& op = node.op_type();
+    int weight = -1;
+    if (op == "Conv" || op == "ConvTranspose" || op == "ConvInteger") weight = 1;
+    if (op == "QLinearConv") weight = 3;
+    if (weight >= 0 && node.input_size() > weight) {
+      auto x = rank.find(node.input(0));
+      auto w = rank.find(node.input(weight));
+      const bool bad_x = x != rank.end() && x->second < 3;
+      const bool bad_w = w != rank.end() && w->second < 3;
+      const bool mismatch = x != rank.end() && w != rank.end() && x->second != w->second;
+      if (bad_x || bad_w || mismatch) {
+        return "node \"" + node.name() + "\" (" + op + "): input rank " +
+               (x == rank.end() ? std::string("?") : std::to_string(x->second)) + " and weight rank " +
+               (w == rank.end() ? std::string("?") : std::to_string(w->second)) +
+               " (both must be equal and at least 3)";
+      }
+    }
+    for (const auto& a : node.attribute()) {
+      if (a.has_g()) {
+        std::string bad = check_conv_ranks(a.g());
+        if (!bad.empty()) return bad;
+      }
+      for (const auto& g : a.graphs()) {
+        std::string bad = check_conv_ranks(g);
+        if (!bad.empty()) return bad;
+      }
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string run_shape_inference(onnx::ModelProto& model) {
@@ -119,6 +166,9 @@ std::string run_shape_inference(onnx::ModelProto& model) {
     return std::string("shape inference skipped: ") + e.what();
   } catch (...) {
     return "shape inference skipped: a node does not match its operator schema";
+  }
+  if (std::string bad = check_conv_ranks(model.graph()); !bad.empty()) {
+    return "shape inference skipped: " + bad;
   }
   try {
     // check_type off, error_mode 0 (a node that cannot be inferred is

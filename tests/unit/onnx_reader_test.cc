@@ -257,6 +257,23 @@ TEST(OnnxReader, FuzzRegressionScanWithoutNumScanInputs) {
   EXPECT_NE(r->warnings[0].find("Scan"), std::string::npos) << r->warnings[0];
 }
 
+// Found by fuzz_onnx_reader: libonnx 1.12's ConvTranspose inference reads
+// past the weight's dims when W has a lower rank than X. The load succeeds
+// with a warning naming the node; running it is then refused by the operator.
+TEST(OnnxReader, FuzzRegressionConvTransposeWeightRank) {
+  auto m = make_model(11);
+  auto* g = m.mutable_graph();
+  add_input(g, "x", {1, 1, 3, 3});
+  add_input(g, "w", {1, 3, 3});
+  add_node(g, "ConvTranspose", {"x", "w"}, {"y"}, "deconv");
+  add_output(g, "y");
+  auto r = load(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("deconv"), std::string::npos) << r->warnings[0];
+  EXPECT_NE(r->warnings[0].find("rank"), std::string::npos) << r->warnings[0];
+}
+
 TEST(OnnxReader, OpsetRange) {
   auto m = relu_model();
   m.mutable_opset_import(0)->set_version(21);
