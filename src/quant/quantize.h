@@ -10,36 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "io/sample_source.h"
 #include "ir/graph.h"
 #include "quant/observers/observer.h"
 #include "quant/quant_params.h"
 
 namespace kvant {
-
-// Calibration (and evaluation) samples: each next() yields one feed, input
-// name -> tensor, until it returns nullopt; reset() starts over.
-class SampleSource {
- public:
-  virtual ~SampleSource() = default;
-  virtual std::optional<std::map<std::string, Tensor>> next() = 0;
-  virtual void reset() = 0;
-  virtual int64_t size() const { return -1; }  // -1 when unknown
-};
-
-class VectorSource : public SampleSource {
- public:
-  explicit VectorSource(std::vector<std::map<std::string, Tensor>> samples) : samples_(std::move(samples)) {}
-  std::optional<std::map<std::string, Tensor>> next() override {
-    if (pos_ >= samples_.size()) return std::nullopt;
-    return samples_[pos_++];
-  }
-  void reset() override { pos_ = 0; }
-  int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
-
- private:
-  std::vector<std::map<std::string, Tensor>> samples_;
-  size_t pos_ = 0;
-};
 
 enum class QuantMode { kStatic, kDynamic, kWeightOnly };
 
