@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Interop with ONNX Runtime: usage: interop_test.sh PATH/TO/kvant PATH/TO/compare_outputs
+#
+# For each model among models/fashion_mnist_cnn.onnx and models/fmnist/*.onnx
+# (except qat_*), quantizes it with `kvant quantize` in the static (64
+# calibration images), dynamic and weight-only (int4, group 32) modes; runs the
+# FP32 model and each quantized model on 16 Fashion-MNIST test images with
+# `kvant run` (kvant's reference executor, i.e. its QDQ simulation) and with
+# ONNX Runtime (scripts/ort_run.js, onnxruntime-node); and checks with
+# compare_outputs that they agree to within one output quantization step on at
+# least 99.9% of the elements (1e-4 x max|output| where no DequantizeLinear
+# gives a step). models/fmnist/qat_*.onnx (PyTorch QAT exports, already QDQ)
+# run as they are. Prints one summary line per model and mode; exits 1 on any
+# failure. Exits 77 (ctest: skipped) only when onnxruntime-node is not
+# installed and KVANT_REQUIRE_ORT is unset.
+set -u
+
+KVANT=$(realpath "${1:?usage: interop_test.sh PATH/TO/kvant PATH/TO/compare_outputs}")
+COMPARE=$(realpath "${2:?usage: interop_test.sh PATH/TO/kvant PATH/TO/compare_outputs}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ORT_RUN="$ROOT/scripts/ort_run.js"
+NUM_INPUTS=${KVANT_INTEROP_INPUTS:-16}
+
+if [[ ! -d "$ROOT/node_modules/onnxruntime-node" ]] || ! command -v node >/dev/null; then
+  why="onnxruntime-node is not installed in $ROOT/node_modules (or node is missing); scripts/install_deps.sh installs it"
+  if [[ -n "${KVANT_REQUIRE_ORT:-}" ]]; then
+    echo "FAIL: $why, and KVANT_REQUIRE_ORT is set"
+    exit 1
+  fi
+  echo "SKIPPED: $why (set KVANT_REQUIRE_ORT=1 to make this a failure)"
+  exit 77
+fi
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$ROOT" || exit 1
+
+failures=0
+passes=0
+summary=()
+# report STATUS MODEL MODE TEXT
+report() {
+  local line
+  line=$(printf '%-4s %-28s %-12s %s' "$1" "$2" "$3" "$4")
+  summary+=("$line")
+  echo "$line"
+  if [[ $1 == PASS ]]; then passes=$((passes + 1)); else failures=$((failures + 1)); fi
+}
+
+echo "ONNX Runtime: onnxruntime-node $(node -p "require('$ROOT/node_modules/onnxruntime-node/package.json').version"), node $(node --version)"
+node "$HERE/make_inputs.js" "$WORK/inputs" --set test --count "$NUM_INPUTS" || exit 1
+node "$HERE/make_inputs.js" "$WORK/calib" --set train --count 64 || exit 1
+inputs=("$WORK"/inputs/sample_*.npy)
+
+# check MODEL_NAME MODE Q.onnx: runs Q.onnx on every input with kvant and with
+# ONNX Runtime, then compares every output.
+check() {
+  local name=$1 mode=$2 model=$3
+  local dir="$WORK/run/$name.$mode"
+  local pairs=() err
+  mkdir -p "$dir"
+  for input in "${inputs[@]}"; do
+    local sample
+    sample=$(basename "$input" .npy)
+    if ! err=$("$KVANT" run "$model" --input "$input" --output-dir "$dir/kvant/$sample" 2>&1 >/dev/null); then
+      report FAIL "$name" "$mode" "kvant run failed on $sample: $err"
+      return
+    fi
+    if ! err=$(node "$ORT_RUN" "$model" --input "$input" --output-dir "$dir/ort/$sample" 2>&1 >/dev/null); then
+      report FAIL "$name" "$mode" "ONNX Runtime failed on $sample: $err"
+      return
+    fi
+  done
+  local outputs=("$dir/kvant/sample_000"/*.npy)
+  local out
+  for out in "${outputs[@]}"; do
+    local file
+    file=$(basename "$out")
+    pairs=()
+    for input in "${inputs[@]}"; do
+      local sample
+      sample=$(basename "$input" .npy)
+      pairs+=("$dir/kvant/$sample/$file" "$dir/ort/$sample/$file")
+    done
+    local line args=()
+    ((${#outputs[@]} > 1)) && args=(--output "${file%.npy}")
+    if line=$("$COMPARE" "$model" "${pairs[@]}" "${args[@]}" 2>&1); then
+      report PASS "$name" "$mode" "$line"
+    else
+      report FAIL "$name" "$mode" "$line"
+    fi
+  done
+}
+
+# quantize MODEL_NAME MODE FP32.onnx ARGS...: kvant quantize, then check.
+quantize_and_check() {
+  local name=$1 mode=$2 model=$3
+  shift 3
+  local q="$WORK/$name.$mode.onnx" err
+  if ! err=$("$KVANT" quantize "$model" -o "$q" "$@" 2>&1 >/dev/null); then
+    report FAIL "$name" "$mode" "kvant quantize $* failed: $err"
+    return
+  fi
+  check "$name" "$mode" "$q"
+}
+
+shopt -s nullglob
+models=0
+for model in models/fashion_mnist_cnn.onnx models/fmnist/*.onnx; do
+  [[ -f "$model" ]] || continue
+  models=$((models + 1))
+  name=$(basename "$model" .onnx)
+  if [[ $name == qat_* ]]; then
+    check "$name" qat "$model"
+    continue
+  fi
+  check "$name" fp32 "$model"
+  quantize_and_check "$name" static "$model" --mode static --calib "$WORK/calib" --samples 64
+  quantize_and_check "$name" dynamic "$model" --mode dynamic
+  quantize_and_check "$name" weight-only "$model" --mode weight-only --bits 4 --group-size 32
+done
+if ((models == 0)); then
+  echo "FAIL: no models found (models/fashion_mnist_cnn.onnx, models/fmnist/*.onnx)"
+  exit 1
+fi
+
+echo
+echo "interop summary ($NUM_INPUTS inputs each):"
+printf '%s\n' "${summary[@]}"
+echo "interop: $passes passed, $failures failed"
+((failures == 0))
