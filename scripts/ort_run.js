@@ -14,6 +14,8 @@
 //                          missing; characters other than [A-Za-z0-9._-] become '_')
 //   --threads N            intra-op threads (default 1); graph optimizations stay
 //                          at ONNX Runtime's default level
+//   --opt-level L          graph optimization level: disabled, basic, extended or all
+//                          (default: ONNX Runtime's default, all); for diagnosis
 //   --bench RUNS           one warm-up run, then RUNS timed runs; prints one JSON
 //                          line {"runs":..,"threads":..,"median_ms":..,"min_ms":..}
 //
@@ -147,7 +149,7 @@ function writeFileAtomic(file, bytes) {
 }
 
 function parseArgs(argv) {
-  const opt = { model: null, inputs: [], inputsDir: null, outputDir: null, threads: 1, bench: 0 };
+  const opt = { model: null, inputs: [], inputsDir: null, outputDir: null, threads: 1, bench: 0, optLevel: null };
   const value = (i, flag) => {
     if (i + 1 >= argv.length) fail(`${flag} needs a value`);
     return argv[i + 1];
@@ -161,7 +163,7 @@ function parseArgs(argv) {
     if (a === '-h' || a === '--help') {
       process.stdout.write(
         'usage: node scripts/ort_run.js MODEL.onnx (--input NAME=FILE.npy ... | --inputs-dir DIR)\n' +
-          '       [--output-dir DIR] [--threads N] [--bench RUNS]\n');
+          '       [--output-dir DIR] [--threads N] [--opt-level L] [--bench RUNS]\n');
       process.exit(0);
     } else if (a === '--input' || a === '-i') {
       opt.inputs.push(value(i++, a));
@@ -171,6 +173,11 @@ function parseArgs(argv) {
       opt.outputDir = value(i++, a);
     } else if (a === '--threads') {
       opt.threads = positiveInt(value(i++, a), a);
+    } else if (a === '--opt-level') {
+      opt.optLevel = value(i++, a);
+      if (!['disabled', 'basic', 'extended', 'all'].includes(opt.optLevel)) {
+        fail(`--opt-level must be disabled, basic, extended or all, got '${opt.optLevel}'`);
+      }
     } else if (a === '--bench') {
       opt.bench = positiveInt(value(i++, a), a);
     } else if (a.startsWith('-')) {
@@ -211,12 +218,14 @@ async function main() {
 
   let session;
   try {
-    session = await ort.InferenceSession.create(opt.model, {
+    const options = {
       executionProviders: ['cpu'],
       intraOpNumThreads: opt.threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
-    });
+    };
+    if (opt.optLevel !== null) options.graphOptimizationLevel = opt.optLevel;
+    session = await ort.InferenceSession.create(opt.model, options);
   } catch (e) {
     fail(`ONNX Runtime cannot load ${opt.model}: ${e.message}`);
   }
