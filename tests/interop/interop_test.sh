@@ -49,6 +49,10 @@ report() {
 }
 
 echo "ONNX Runtime: onnxruntime-node $(node -p "require('$ROOT/node_modules/onnxruntime-node/package.json').version"), node $(node --version)"
+# ORT's integer kernels differ by CPU (AVX2 u8s8 uses VPMADDUBSW, whose int16
+# pair sums can saturate; VNNI does not): say which this is.
+echo "CPU: $(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//');" \
+  "$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_vnni|avx_vnni|amx_int8' | tr '\n' ' ')"
 node "$HERE/make_inputs.js" "$WORK/inputs" --set test --count "$NUM_INPUTS" || exit 1
 node "$HERE/make_inputs.js" "$WORK/calib" --set train --count 64 || exit 1
 inputs=("$WORK"/inputs/sample_*.npy)
@@ -89,8 +93,28 @@ check() {
       report PASS "$name" "$mode" "$line"
     else
       report FAIL "$name" "$mode" "$line"
+      diagnose "$name" "$mode" "$model" "$file" "${args[@]}"
     fi
   done
+}
+
+# diagnose MODEL_NAME MODE Q.onnx OUTPUT_FILE [--output NAME]: after a failed
+# comparison, runs ONNX Runtime again with graph optimizations at "basic",
+# which leaves QuantizeLinear/DequantizeLinear unfused (no integer kernels), to
+# tell a difference in ORT's fused integer kernels from one in the QDQ
+# arithmetic itself. Informational: the failure stands.
+diagnose() {
+  local name=$1 mode=$2 model=$3 file=$4
+  shift 4
+  local dir="$WORK/run/$name.$mode" pairs=() input sample line
+  for input in "${inputs[@]}"; do
+    sample=$(basename "$input" .npy)
+    node "$ORT_RUN" "$model" --opt-level basic --input "$input" --output-dir "$dir/ort-basic/$sample" \
+      >/dev/null 2>&1 || return
+    pairs+=("$dir/kvant/$sample/$file" "$dir/ort-basic/$sample/$file")
+  done
+  line=$("$COMPARE" "$model" "${pairs[@]}" "$@" 2>&1)
+  echo "     diagnosis: with ORT graph optimizations at basic (QDQ not fused into integer kernels): $line"
 }
 
 # quantize MODEL_NAME MODE FP32.onnx ARGS...: kvant quantize, then check.
