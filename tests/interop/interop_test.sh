@@ -129,6 +129,29 @@ quantize_and_check() {
   check "$name" "$mode" "$q"
 }
 
+# compare_outputs itself: an output against itself passes, against itself
+# shifted by 1000 fails (exit 1).
+self_check() {
+  local model=models/fashion_mnist_cnn.onnx out="$WORK/self"
+  "$KVANT" run "$model" --input "${inputs[0]}" --output-dir "$out" >/dev/null || return 1
+  node -e '
+    const fs = require("fs");
+    const b = Buffer.from(fs.readFileSync(process.argv[1]));
+    const start = 10 + b.readUInt16LE(8);
+    for (let i = start; i + 4 <= b.length; i += 4) b.writeFloatLE(b.readFloatLE(i) + 1000, i);
+    fs.writeFileSync(process.argv[2], b);' "$out/logits.npy" "$out/shifted.npy" || return 1
+  "$COMPARE" "$model" "$out/logits.npy" "$out/logits.npy" >/dev/null || return 1
+  "$COMPARE" "$model" "$out/logits.npy" "$out/shifted.npy" >/dev/null
+  [[ $? -eq 1 ]]
+}
+if [[ -f models/fashion_mnist_cnn.onnx ]]; then
+  if self_check; then
+    report PASS compare_outputs self-check "equal outputs pass, outputs 1000 apart fail"
+  else
+    report FAIL compare_outputs self-check "equal outputs must pass and outputs 1000 apart must fail"
+  fi
+fi
+
 shopt -s nullglob
 models=0
 for model in models/fashion_mnist_cnn.onnx models/fmnist/*.onnx; do
