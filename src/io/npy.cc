@@ -1,5 +1,7 @@
 #include "io/npy.h"
 
+#include "io/atomic_file.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -246,7 +248,6 @@ void put_le(std::string& out, uint32_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
 
-std::atomic<uint64_t> g_temp_counter{0};
 
 }  // namespace
 
@@ -348,35 +349,7 @@ Result<std::string> encode_npy(const Tensor& tensor) {
 Status write_npy(const std::filesystem::path& file, const Tensor& tensor) {
   auto bytes = encode_npy(tensor);
   if (!bytes.ok()) return Status(bytes.status().code(), file.string() + ": " + bytes.status().message());
-  std::filesystem::path dir = file.parent_path();
-  if (dir.empty()) dir = ".";
-  std::string temp_name = ".";
-  temp_name.append(file.filename().string());
-  temp_name.append(".tmp-");
-  temp_name.append(std::to_string(::getpid()));
-  temp_name.append("-");
-  temp_name.append(std::to_string(g_temp_counter.fetch_add(1)));
-  const std::filesystem::path temp = dir / temp_name;
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) return invalid_argument(file.string() + ": cannot create a file in " + dir.string());
-    out.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
-    out.flush();
-    if (!out) {
-      out.close();
-      std::error_code ignored;
-      std::filesystem::remove(temp, ignored);
-      return invalid_argument(file.string() + ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(temp, file, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(temp, ignored);
-    return invalid_argument(file.string() + ": cannot be written (" + ec.message() + ")");
-  }
-  return Status::ok_status();
+  return write_file_atomic(file, *bytes);
 }
 
 }  // namespace kvant

@@ -74,5 +74,6 @@ std::span<const OpDef> control_flow_ops();
 std::span<const OpDef> rnn_ops();
 std::span<const OpDef> quant_ops();
 std::span<const OpDef> qlinear_ops();
+std::span<const OpDef> contrib_ops();  // com.microsoft (contrib.cc)
 
 }  // namespace kvant

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,17 @@ struct QuantizeSummary {
   std::vector<std::pair<std::string, std::string>> layer_outputs;  // (node name, tensor)
 };
 
+// The rewrites run before any quantization: Identity/Dropout removed,
+// constants folded, BatchNormalization folded into Conv/Gemm, dead nodes
+// removed (prepare.cc). The CLI runs it; the algorithms below take its result.
+Model prepare_for_quantization(const Model& model);
+
+// Names of the nodes `exclude` selects: a node name, an operator type, or
+// "first"/"last" (the first/last node whose type is in `compute_ops`).
+// Throws Error naming an entry that selects nothing.
+std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vector<std::string>& exclude,
+                                             const std::set<std::string>& compute_ops);
+
 // Throws Error with a clear message on bad input (already quantized model,
 // --exclude naming nothing, calibration data that does not fit the model,
 // NaN/Inf in the data).
@@ -59,6 +71,10 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
 // Weight-only RTN: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with
 // one scale per options.group_size values along K; opset-21 blocked DQ.
 Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary);
+
+// The same weight-only RTN exported as ONNX Runtime's
+// com.microsoft.MatMulNBits (`--format ort`; matmul_nbits.cc).
+Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary);
 
 // Operator types that mark a model as already quantized.
 bool is_quantized_model(const Model& model);

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "kvant/status.h"
+#include "passes/pass.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 
@@ -101,31 +102,10 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
   }
   Model out = model;
   Graph& g = out.graph;
-  std::set<std::string> exclude(options.exclude.begin(), options.exclude.end());
-  std::set<std::string> matched;
+  const std::set<std::string> excluded_names =
+      resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "LSTM", "GRU", "RNN"});
   int64_t quantized = 0;
-  std::vector<std::string> linear_names;
-  for (const Node& n : g.nodes) {
-    if (n.op_type == "MatMul" || n.op_type == "Gemm") linear_names.push_back(n.name);
-  }
-  auto excluded = [&](const Node& n) {
-    bool hit = false;
-    for (const auto& key : {n.name, n.op_type}) {
-      if (exclude.count(key)) {
-        matched.insert(key);
-        hit = true;
-      }
-    }
-    if (!linear_names.empty() && exclude.count("first") && n.name == linear_names.front()) {
-      matched.insert("first");
-      hit = true;
-    }
-    if (!linear_names.empty() && exclude.count("last") && n.name == linear_names.back()) {
-      matched.insert("last");
-      hit = true;
-    }
-    return hit;
-  };
+  auto excluded = [&](const Node& n) { return excluded_names.count(n.name) != 0; };
   std::set<std::string> rnn_weights_done;
   for (size_t i = 0; i < g.nodes.size();) {
     const Node& n = g.nodes[i];
@@ -139,6 +119,7 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
     if (is_linear && n.inputs.size() >= 2 && g.initializers.count(n.inputs[1]) &&
         g.initializers.at(n.inputs[1]).dtype() == DType::kFloat32 && g.initializers.at(n.inputs[1]).rank() == 2 &&
         !(n.op_type == "Gemm" && n.attr_int("transA", 0))) {
+      if (summary) summary->layer_outputs.emplace_back(n.name, n.outputs[0]);
       const size_t added = rewrite_linear(g, i, options);
       if (added > 1) ++quantized;
       i += added;
@@ -146,6 +127,7 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
     }
     if (is_rnn) {
       bool any = false;
+      const std::pair<std::string, std::string> layer(n.name, !n.outputs.empty() ? n.outputs[0] : "");
       for (size_t k : {1, 2}) {
         if (k >= n.inputs.size()) continue;
         const std::string name = n.inputs[k];
@@ -158,19 +140,15 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
         any = true;
       }
       quantized += any;
+      if (any && summary && !layer.second.empty()) summary->layer_outputs.push_back(layer);
     }
     ++i;
-  }
-  for (const auto& e : exclude) {
-    if (!matched.count(e)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "--exclude \"" + e + "\" matches no node name or operator type in the model");
-    }
   }
   if (quantized == 0) {
     throw Error(ErrorCode::kInvalidArgument,
                 "nothing to quantize dynamically: no MatMul/Gemm with constant 2-D FP32 weights and no LSTM/GRU/RNN");
   }
+  eliminate_dead_nodes(g);  // the FP32 weights the rewrites replaced
   if (summary) summary->quantized_nodes = quantized;
   return out;
 }

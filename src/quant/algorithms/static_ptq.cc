@@ -95,31 +95,10 @@ bool is_float_activation(const Graph& g, const std::string& name) {
 }
 
 std::set<size_t> resolve_exclusions(const Graph& g, const std::vector<std::string>& exclude) {
+  const std::set<std::string> names = resolve_excluded_nodes(g, exclude, kComputeOps);
   std::set<size_t> out;
-  std::vector<size_t> compute;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (kComputeOps.count(g.nodes[i].op_type)) compute.push_back(i);
-  }
-  for (const std::string& e : exclude) {
-    bool matched = false;
-    if (e == "first" && !compute.empty()) {
-      out.insert(compute.front());
-      matched = true;
-    } else if (e == "last" && !compute.empty()) {
-      out.insert(compute.back());
-      matched = true;
-    } else {
-      for (size_t i = 0; i < g.nodes.size(); ++i) {
-        if (g.nodes[i].name == e || g.nodes[i].op_type == e) {
-          out.insert(i);
-          matched = true;
-        }
-      }
-    }
-    if (!matched) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "--exclude \"" + e + "\" matches no node name or operator type in the model");
-    }
+    if (names.count(g.nodes[i].name)) out.insert(i);
   }
   return out;
 }

@@ -3,6 +3,11 @@
 // reduction axis; activations stay FP32. LLM-style models are bound by weight
 // bandwidth at batch 1, so 4-bit weights are where their speed comes from.
 //
+// Conv weights [M, C/g, kh, kw] are quantized too (a CNN's weights are all
+// in its convolutions): blocked along C/g when C/g >= group_size, else one
+// scale per output channel (depthwise and narrow convolutions, where a group
+// would hold a single input channel).
+//
 // Exported as opset-21 blocked DequantizeLinear (the model is upgraded to
 // opset 21, onnx/opset_upgrade.h): W_q int4 [K, N] -> DQ(axis 0, block_size) -> W.
 // Symmetric: int4 in [-8, 7], zero point 0, scale = max|w| / 7 per group.
@@ -34,28 +39,46 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   const bool symmetric = options.weight_symmetry == Symmetry::kSymmetric;
   const DType storage =
       bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
-  std::vector<std::pair<std::string, int>> weights;  // name, K axis
+  const std::set<std::string> excluded = resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv"});
+  struct Target {
+    std::string name;
+    int axis;   // blocked axis, or the per-channel axis
+    bool blocked;
+  };
+  std::vector<Target> weights;
   for (const Node& n : g.nodes) {
-    const bool excluded = std::find(options.exclude.begin(), options.exclude.end(), n.name) != options.exclude.end() ||
-                          std::find(options.exclude.begin(), options.exclude.end(), n.op_type) != options.exclude.end();
-    if (excluded || (n.op_type != "MatMul" && n.op_type != "Gemm") || n.inputs.size() < 2) continue;
+    const bool linear = n.op_type == "MatMul" || n.op_type == "Gemm";
+    if (!linear && n.op_type != "Conv") continue;
+    if (excluded.count(n.name)) {
+      if (summary) summary->kept_fp32.push_back(n.name);
+      continue;
+    }
+    if (n.inputs.size() < 2) continue;
     auto it = g.initializers.find(n.inputs[1]);
-    if (it == g.initializers.end() || it->second.dtype() != DType::kFloat32 || it->second.rank() != 2) continue;
-    const int k_axis = (n.op_type == "Gemm" && n.attr_int("transB", 0)) ? 1 : 0;
-    weights.emplace_back(n.inputs[1], k_axis);
+    if (it == g.initializers.end() || it->second.dtype() != DType::kFloat32) continue;
+    const Tensor& w = it->second;
+    if (linear && w.rank() == 2) {
+      weights.push_back({n.inputs[1], (n.op_type == "Gemm" && n.attr_int("transB", 0)) ? 1 : 0, true});
+    } else if (n.op_type == "Conv" && w.rank() >= 3) {
+      const bool blocked = w.dim(1) >= options.group_size;
+      weights.push_back({n.inputs[1], blocked ? 1 : 0, blocked});
+    } else {
+      continue;
+    }
     if (summary) summary->layer_outputs.emplace_back(n.name, n.outputs[0]);
   }
   int64_t done = 0;
-  for (const auto& [name, axis] : weights) {
-    if (!g.initializers.count(name)) continue;  // shared weight, already quantized
-    const Tensor& w = g.initializers.at(name);
-    const QuantParams p = blocked_weight_params(w, axis, options.group_size, storage,
-                                                symmetric ? Symmetry::kSymmetric : Symmetry::kAffine);
-    insert_weight_dq(g, name, p);
+  const Symmetry symmetry = symmetric ? Symmetry::kSymmetric : Symmetry::kAffine;
+  for (const auto& t : weights) {
+    if (!g.initializers.count(t.name)) continue;  // shared weight, already quantized
+    const Tensor& w = g.initializers.at(t.name);
+    const QuantParams p = t.blocked ? blocked_weight_params(w, t.axis, options.group_size, storage, symmetry)
+                                    : weight_params(w, t.axis, storage, symmetry);
+    insert_weight_dq(g, t.name, p);
     ++done;
   }
   if (done == 0) {
-    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: no MatMul/Gemm with a constant 2-D FP32 weight");
+    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: no MatMul/Gemm/Conv with a constant FP32 weight");
   }
   if (summary) summary->quantized_nodes = done;
   return out;
