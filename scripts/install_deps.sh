@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(build-essential cmake ccache pkg-config libprotobuf-dev protobuf-compiler libonnx-dev
   libonnx-testdata libgtest-dev libbenchmark-dev libcli11-dev dataset-fashion-mnist clang
-  libclang-rt-14-dev)
+  libclang-rt-14-dev zlib1g-dev libpng-dev libjpeg-dev)
 if [[ "${1:-}" == "--fixtures" ]]; then
   packages+=(python3-torch python3-torchvision python3-onnx python3-numpy libopenblas0-pthread)
 fi
