@@ -161,6 +161,9 @@ int quantize_command(const QuantizeArgs& a) {
                                     : quantize_weight_only(fp32, a.bits, options, &summary);
       break;
   }
+  // Shapes inferred from the FP32 model describe tensors the rewrite renamed
+  // or retyped; readers infer them again, so they are not written.
+  quantized.graph.value_info.clear();
   const Status saved = save_onnx(quantized, a.output);
   if (!saved.ok()) throw Error(saved.code(), saved.message());
 
