@@ -318,16 +318,18 @@ def write_readme(out_dir, results):
         "",
         "Small Fashion-MNIST classifiers of different families, for testing kvant's quantizer on more than",
         "plain CNNs. All take `image`, float32 `[N,1,28,28]` (N dynamic), normalised as",
-        f"`(pixel / 255 - {MEAN}) / {STD}`, and give `logits`, float32 `[N,10]`; opset {OPSET} unless noted.",
+        f"`(pixel / 255 - {MEAN:.4f}) / {STD:.4f}`, and give `logits`, float32 `[N,10]`; opset {OPSET} unless noted.",
         "Accuracy is top-1 on the 10,000 Fashion-MNIST test images, measured by PyTorch (FP32).",
         "",
-        "| model | parameters | FP32 test top-1 | training (wall / CPU, 1 thread) | file | ops |",
-        "|---|---:|---:|---:|---:|---|",
+        "| model | parameters | FP32 test top-1 | training (wall / CPU, 1 thread) | file | command | ops |",
+        "|---|---:|---:|---:|---:|---|---|",
     ]
+    results = {k: results[k] for k in MODELS if k in results}
     for name, r in results.items():
         ops = ", ".join(f"{op} {n}" for op, n in sorted(r["ops"].items()))
         lines.append(f"| `{name}.onnx` | {r['params']:,} | {r['accuracy']:.4f} | "
-                     f"{r['train_wall_s']:.0f} s / {r['train_cpu_s']:.0f} s | {r['bytes'] / 1024:.0f} KB | {ops} |")
+                     f"{r['train_wall_s']:.0f} s / {r['train_cpu_s']:.0f} s | {r['bytes'] / 1024:.0f} KB | "
+                     f"`scripts/train_fmnist_models.py --models {name}` | {ops} |")
     lines += ["", "Models:", ""]
     for name, r in results.items():
         lines.append(f"- `{name}`: {r['description']} ({r['training']})")
@@ -348,7 +350,13 @@ def write_readme(out_dir, results):
         "",
         "`resnet_small` and `mobilenet_small` are exported with `training=TrainingMode.PRESERVE` (model in eval",
         "mode), which keeps the `BatchNormalization` nodes (inference form) instead of folding them into the",
-        "Convs, so kvant's own BN folding is exercised.",
+        "Convs, so kvant's own BN folding is exercised. The exporter links bitwise-equal initializers with",
+        "`Identity` nodes (in `resnet_small` the BN biases of the two branches into an Add stay equal); the",
+        "script gives each its own initializer again, so there are no Identity nodes.",
+        "",
+        "`lstm_rows`: the Shape / Gather / ConstantOfShape / Concat / Unsqueeze nodes build the zero initial",
+        "state `[1,N,128]` for the dynamic batch; the Transpose turns the batch-first rows into ONNX's",
+        "sequence-first layout.",
         "",
         "`tests/data/fmnist/<model>_input.npy` holds test images 0..7 (float32 `[8,1,28,28]`, normalised) and",
         "`<model>_logits.npy` PyTorch's FP32 logits for them (float32 `[8,10]`).",
