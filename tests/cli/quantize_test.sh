@@ -90,6 +90,22 @@ if [[ -f "$IDX" ]]; then
     fail "FP32 top-1 on 300 test images is '$acc' (want > 0.85): $(cat out.txt)"
 fi
 
+# ---- calibration memory does not grow with the number of samples ------------------
+if [[ -f "$IDX" && -x /usr/bin/time ]]; then
+  rss() {
+    /usr/bin/time -v "$KVANT" quantize model.onnx -o "mem$1.onnx" --calib "$IDX" --preprocess "$PREP" \
+      --samples "$1" --calibrator entropy --report-samples 0 2>&1 >/dev/null |
+      sed -n 's/.*Maximum resident set size (kbytes): //p'
+  }
+  small=$(rss 200)
+  large=$(rss 2000)
+  if [[ -n "$small" && -n "$large" ]] && ((large <= small + small / 10)); then
+    pass
+  else
+    fail "peak RSS grows with calibration samples: 200 -> ${small} KB, 2000 -> ${large} KB"
+  fi
+fi
+
 # ---- bad input ---------------------------------------------------------------------
 /usr/bin/python3 - <<'PY'
 import numpy as np
