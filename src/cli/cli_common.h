@@ -60,5 +60,7 @@ using CommandFn = std::function<int()>;
 CommandFn add_inspect_command(CLI::App& app);
 CommandFn add_run_command(CLI::App& app);
 CommandFn add_bench_command(CLI::App& app);
+CommandFn add_quantize_command(CLI::App& app);
+CommandFn add_eval_command(CLI::App& app);
 
 }  // namespace kvant::cli

@@ -3,6 +3,8 @@
 //   kvant inspect model.onnx [--shape name=1x3x224x224] [--json] [--layers]
 //   kvant run model.onnx --input name=x.npy --output-dir out/
 //   kvant bench model.onnx [--shape ...] [--runs R] [--warmup W] [--threads N]
+//   kvant quantize model.onnx -o out.onnx --mode static|dynamic|weight-only [--calib DATA] ...
+//   kvant eval model.onnx [quantized.onnx] --data DATA [--labels LABELS]
 //   kvant help [COMMAND] | kvant --version
 //
 // Exit status 0 on success. Any error, from the command line or from the
@@ -31,7 +33,7 @@ int report_error(std::string message) {
 
 int run_main(int argc, char** argv) {
   CLI::App app{
-      "kvant: inspect, run and benchmark ONNX models (quantization coming).\n"
+      "kvant: quantize ONNX models to INT8/INT4, and inspect, run, evaluate and benchmark them.\n"
       "Run 'kvant help COMMAND' for the options of one command.",
       "kvant"};
   app.set_version_flag("--version", std::string("kvant ") + KVANT_VERSION, "Print the version and exit");
@@ -40,9 +42,11 @@ int run_main(int argc, char** argv) {
   const kvant::cli::CommandFn inspect = kvant::cli::add_inspect_command(app);
   const kvant::cli::CommandFn run = kvant::cli::add_run_command(app);
   const kvant::cli::CommandFn bench = kvant::cli::add_bench_command(app);
+  const kvant::cli::CommandFn quantize = kvant::cli::add_quantize_command(app);
+  const kvant::cli::CommandFn eval = kvant::cli::add_eval_command(app);
   CLI::App* help = app.add_subcommand("help", "Show help for kvant or one of its commands");
   std::string topic;
-  help->add_option("command", topic, "The command to explain (inspect, run, bench)");
+  help->add_option("command", topic, "The command to explain (inspect, run, bench, quantize, eval)");
 
   try {
     app.parse(argc, argv);
@@ -60,6 +64,8 @@ int run_main(int argc, char** argv) {
   if (app.got_subcommand("inspect")) return inspect();
   if (app.got_subcommand("run")) return run();
   if (app.got_subcommand("bench")) return bench();
+  if (app.got_subcommand("quantize")) return quantize();
+  if (app.got_subcommand("eval")) return eval();
   if (app.got_subcommand("help") && !topic.empty()) {
     if (topic == "help") {
       std::cout << help->help();
@@ -71,7 +77,7 @@ int run_main(int argc, char** argv) {
         return 0;
       }
     }
-    return report_error("no command named \"" + topic + "\" (commands: inspect, run, bench, help)");
+    return report_error("no command named \"" + topic + "\" (commands: inspect, run, bench, quantize, eval, help)");
   }
   std::cout << app.help();
   return 0;

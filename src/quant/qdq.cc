@@ -75,12 +75,22 @@ Tensor params_zero_point_tensor(const QuantParams& p, const Shape& scale_shape) 
   return zp;
 }
 
+// Scale and zero point initializers "<base>/scale", "<base>/zero_point",
+// shared when they already exist (tensors of one parameter group pass the
+// group's base). A zero point that is all zeros in a signed type is left out
+// (DequantizeLinear's default is 0 of the data's type): it only costs bytes.
 void add_params(Graph& graph, const std::string& base, const QuantParams& p, const Shape& shape, Node& node) {
-  const Tensor scale = params_scale_tensor(p, shape);
-  graph.initializers[base + "/scale"] = scale;
-  graph.initializers[base + "/zero_point"] = params_zero_point_tensor(p, scale.shape());
-  node.inputs.push_back(base + "/scale");
-  node.inputs.push_back(base + "/zero_point");
+  const std::string scale_name = base + "/scale", zp_name = base + "/zero_point";
+  if (!graph.initializers.count(scale_name)) graph.initializers[scale_name] = params_scale_tensor(p, shape);
+  node.inputs.push_back(scale_name);
+  const bool signed_storage = p.storage == DType::kInt8 || p.storage == DType::kInt4 || p.storage == DType::kInt16;
+  const bool all_zero = std::all_of(p.zero_point.begin(), p.zero_point.end(), [](int32_t z) { return z == 0; });
+  if (!(signed_storage && all_zero && node.op_type == "DequantizeLinear")) {
+    if (!graph.initializers.count(zp_name)) {
+      graph.initializers[zp_name] = params_zero_point_tensor(p, graph.initializers.at(scale_name).shape());
+    }
+    node.inputs.push_back(zp_name);
+  }
   if (p.axis >= 0) set_attr(node, "axis", p.axis);
   if (p.block_size > 0) set_attr(node, "block_size", p.block_size);
 }
@@ -163,7 +173,8 @@ QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_siz
   return p;
 }
 
-std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const QuantParams& params) {
+std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const QuantParams& params,
+                                  const std::string& params_base) {
   const bool is_input = graph.find_input(tensor) != nullptr;
   const std::string q_name = tensor + "/q";
   for (const Node& n : graph.nodes) {
@@ -199,7 +210,7 @@ std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const
     if (vi != graph.value_info.end()) graph.value_info[source] = {source, vi->second.type};
   }
   Node q = make_node(tensor + "/QuantizeLinear", "QuantizeLinear", {source}, {q_name});
-  add_params(graph, tensor, params, {}, q);
+  add_params(graph, params_base.empty() ? tensor : params_base, params, {}, q);
   Node dq = make_node(tensor + "/DequantizeLinear", "DequantizeLinear", {q_name, q.inputs[1], q.inputs[2]}, {result});
   dq.attributes = q.attributes;
   const auto pos = graph.nodes.begin() + static_cast<std::ptrdiff_t>(insert_at);

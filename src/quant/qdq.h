@@ -32,8 +32,11 @@ QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_siz
 
 // Inserts Q -> DQ on activation `tensor` (see the header comment). Returns the
 // name readers should use. No-op (returning the right name) when the tensor
-// already has QDQ.
-std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const QuantParams& params);
+// already has QDQ. The scale and zero point are the initializers
+// "<params_base>/scale" and "/zero_point" (params_base defaults to the
+// tensor), shared with any tensor that passed the same base before.
+std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const QuantParams& params,
+                                  const std::string& params_base = "");
 
 // Replaces float initializer `name` by its quantized form + a
 // DequantizeLinear producing `name`.

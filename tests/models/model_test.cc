@@ -297,5 +297,62 @@ TEST(DemoModel, ClassifiesBundledSamples) {
   }
 }
 
+// The Fashion-MNIST zoo (models/fmnist, scripts/train_fmnist_models.py): kvant
+// reproduces PyTorch's logits on the 8 saved test images.
+class ZooTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ZooTest, MatchesPyTorch) {
+  const fs::path root(KVANT_SOURCE_DIR);
+  const std::string name = GetParam();
+  auto model = load_onnx(root / "models" / "fmnist" / (name + ".onnx"));
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  auto input = read_npy(root / "tests" / "data" / "fmnist" / (name + "_input.npy"));
+  auto expected = read_npy(root / "tests" / "data" / "fmnist" / (name + "_logits.npy"));
+  ASSERT_TRUE(input.ok() && expected.ok());
+  ReferenceExecutor executor(*model);
+  const Tensor got = executor.run({{"image", *input}}).at("logits");
+  ASSERT_EQ(got.shape(), expected->shape());
+  double max_ref = 0, max_err = 0;
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(expected->get_as_double(i)));
+    max_err = std::max(max_err, std::fabs(got.get_as_double(i) - expected->get_as_double(i)));
+  }
+  EXPECT_LE(max_err, 1e-4 * max_ref) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fmnist, ZooTest,
+                         ::testing::Values("resnet_small", "mobilenet_small", "lstm_rows", "vit_tiny"),
+                         [](const auto& info) { return info.param; });
+
+// A QDQ model exported by PyTorch's quantization-aware training
+// (scripts/make_qat_fixture.py): kvant's QDQ simulation gives PyTorch's
+// fake-quantized logits to within one output quantization step on at least
+// 99.9% of the elements.
+TEST(ZooQat, PyTorchQatExportMatchesWithinOneStep) {
+  const fs::path root(KVANT_SOURCE_DIR);
+  auto model = load_onnx(root / "models" / "fmnist" / "qat_cnn.onnx");
+  ASSERT_TRUE(model.ok()) << model.status().message();
+  auto input = read_npy(root / "tests" / "data" / "fmnist" / "qat_cnn_input.npy");
+  auto expected = read_npy(root / "tests" / "data" / "fmnist" / "qat_cnn_logits.npy");
+  ASSERT_TRUE(input.ok() && expected.ok());
+  // The step: the scale of the DequantizeLinear that produces the logits.
+  float step = 0;
+  for (const Node& n : model->graph.nodes) {
+    if (n.op_type == "DequantizeLinear" && n.outputs[0] == "logits") {
+      step = static_cast<float>(model->graph.initializers.at(n.inputs[1]).get_as_double(0));
+    }
+  }
+  ASSERT_GT(step, 0.0f) << "the QAT export should end in DequantizeLinear -> logits";
+  ReferenceExecutor executor(*model);
+  const Tensor got = executor.run({{"image", *input}}).at("logits");
+  ASSERT_EQ(got.shape(), expected->shape());
+  int64_t within = 0;
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    within += std::fabs(got.get_as_double(i) - expected->get_as_double(i)) <= step * (1 + 1e-5);
+  }
+  EXPECT_GE(static_cast<double>(within), 0.999 * static_cast<double>(got.numel()))
+      << within << " of " << got.numel() << " within one step (" << step << ")";
+}
+
 }  // namespace
 }  // namespace kvant

@@ -79,7 +79,12 @@ TEST(StaticPtq, PlacesQdqAfterTheFusedActivationAndQuantizesWeightsPerChannel) {
   EXPECT_EQ(g.initializers.at("b/q").dtype(), DType::kInt32);
   EXPECT_FALSE(g.initializers.count("W")) << "the float weight is gone";
   // Flatten shares its input's parameters: no separate observer range.
-  EXPECT_EQ(g.initializers.at("f/scale").data<float>()[0], g.initializers.at("p/scale").data<float>()[0]);
+  // Flatten moves values only: its output shares the pool output's parameters,
+  // the very same initializers.
+  ASSERT_NE(find_node(g, "f/QuantizeLinear"), nullptr);
+  ASSERT_NE(find_node(g, "p/QuantizeLinear"), nullptr);
+  EXPECT_EQ(find_node(g, "f/QuantizeLinear")->inputs[1], find_node(g, "p/QuantizeLinear")->inputs[1]);
+  EXPECT_EQ(find_node(g, "f/QuantizeLinear")->inputs[2], find_node(g, "p/QuantizeLinear")->inputs[2]);
   EXPECT_EQ(summary.calibration_samples, 16);
 
   // Bias scale = input scale * weight scale, per channel.

@@ -315,7 +315,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   }
   for (const auto& t : plan.tensors) {
     auto p = params.find(plan.groups.find(t));
-    if (p != params.end()) insert_activation_qdq(q, t, p->second);
+    if (p != params.end()) insert_activation_qdq(q, t, p->second, p->first);  // one scale per group
   }
   if (summary) {
     summary->quantized_nodes = plan.quantized_nodes;

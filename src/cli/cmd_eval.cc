@@ -1,0 +1,246 @@
+// kvant eval: the task metric of a model, and of its quantized version next to
+// it, on real data.
+//
+//   kvant eval model.onnx [model.int8.onnx ...] --data DATA [--labels LABELS]
+//
+// Every sample of DATA (io/dataset.h) runs through each model. For a
+// classifier output (one row of scores per sample) the metric is top-1
+// accuracy against the labels (an IDX image file finds its label file
+// beside it); every further model (quantized versions of the first) is also
+// compared with the first: the share of samples whose top-1 agrees and, for
+// any output, the SQNR of its outputs against the first's. NaN or Inf in the data is an error naming the sample.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cli/cli_common.h"
+#include "cli/json.h"
+#include "cli/quant_report.h"
+#include "io/dataset.h"
+
+namespace kvant::cli {
+
+namespace {
+
+struct EvalArgs {
+  std::vector<std::string> models;
+  std::string data;
+  std::string labels;
+  std::string preprocess;
+  std::string output;
+  int64_t limit = -1;
+  std::string report;
+};
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+struct Scores {
+  int64_t correct = 0;
+  int64_t agree = 0;              // same top-1 as the first model
+  double signal = 0, noise = 0;   // vs the first model's outputs
+  std::vector<float> last;        // this sample's output, as float
+};
+
+int64_t argmax(const std::vector<float>& v) {
+  return static_cast<int64_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+void check_finite(const std::map<std::string, Tensor>& feed, int64_t sample) {
+  for (const auto& [name, t] : feed) {
+    if (!is_float(t.dtype())) continue;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (!std::isfinite(t.get_as_double(i))) {
+        fail("sample " + std::to_string(sample) + ", input \"" + name + "\": element " + std::to_string(i) + " is " +
+             (std::isnan(t.get_as_double(i)) ? "NaN" : "Inf"));
+      }
+    }
+  }
+}
+
+int eval_command(const EvalArgs& a) {
+  if (a.models.empty()) fail("give the model to evaluate, and optionally its quantized versions");
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<Model> models;
+  std::vector<ReferenceExecutorPtr> executors;
+  for (const auto& path : a.models) {
+    models.push_back(load_model(path, LoadOptions{}));
+  }
+  for (size_t i = 0; i < models.size(); ++i) executors.push_back(make_executor(models[i], a.models[i]));
+  const Graph& g0 = models[0].graph;
+  std::string output = a.output.empty() ? g0.outputs.at(0).name : a.output;
+  for (size_t i = 0; i < models.size(); ++i) {
+    bool found = false;
+    for (const auto& o : models[i].graph.outputs) found = found || o.name == output;
+    if (!found) fail(a.models[i] + " has no output named \"" + output + "\"");
+  }
+  std::vector<ValueInfo> inputs;
+  for (const auto& in : g0.inputs) {
+    if (!g0.initializers.count(in.name)) inputs.push_back(in);
+  }
+  DatasetOptions dopt;
+  if (!a.preprocess.empty()) dopt.preprocess = parse_preprocess(a.preprocess);
+  dopt.limit = a.limit;
+  std::unique_ptr<SampleSource> data = open_dataset(a.data, inputs, dopt);
+
+  std::string labels_path = a.labels;
+  if (labels_path.empty()) {
+    if (auto sibling = sibling_labels(a.data)) labels_path = *sibling;
+  }
+  std::vector<int64_t> labels;
+  if (!labels_path.empty()) labels = read_labels(labels_path);
+
+  const bool tty = isatty(STDERR_FILENO);
+  std::vector<Scores> scores(models.size());
+  int64_t n = 0, classifier_rows = 0;
+  bool classifier = true;
+  const int64_t total = data->size() >= 0 && a.limit >= 0 ? std::min(data->size(), a.limit) : data->size();
+  while (auto feed = data->next()) {
+    if (a.limit >= 0 && n >= a.limit) break;
+    check_finite(*feed, n);
+    for (size_t m = 0; m < models.size(); ++m) {
+      std::map<std::string, Tensor> out;
+      try {
+        out = executors[m]->run(*feed);
+      } catch (const Error& e) {
+        throw Error(e.code(), a.models[m] + ", sample " + std::to_string(n) + ": " + e.what());
+      }
+      const Tensor& y = out.at(output);
+      if (!is_float(y.dtype())) fail("output \"" + output + "\" is " + y.describe() + ", not float scores");
+      scores[m].last = y.to_float_vector();
+      // One row of scores per sample: a classifier.
+      classifier = classifier && y.rank() >= 1 && y.numel() == y.shape().back() && y.numel() > 1;
+    }
+    if (classifier) {
+      ++classifier_rows;
+      const int64_t top0 = argmax(scores[0].last);
+      if (!labels.empty()) {
+        if (n >= static_cast<int64_t>(labels.size())) {
+          fail("the labels (" + labels_path + ") hold " + std::to_string(labels.size()) +
+               " entries, but the data has more samples");
+        }
+        for (auto& s : scores) s.correct += argmax(s.last) == labels[static_cast<size_t>(n)];
+      }
+      for (size_t m = 1; m < models.size(); ++m) scores[m].agree += argmax(scores[m].last) == top0;
+    }
+    const auto& x = scores[0].last;
+    for (size_t m = 1; m < models.size(); ++m) {
+      const auto& y = scores[m].last;
+      if (x.size() != y.size()) {
+        fail(a.models[m] + "'s output differs in size from " + a.models[0] + "'s on sample " + std::to_string(n));
+      }
+      for (size_t i = 0; i < x.size(); ++i) {
+        scores[m].signal += static_cast<double>(x[i]) * x[i];
+        scores[m].noise += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
+      }
+    }
+    ++n;
+    if (tty && (n % 100 == 0 || n == total)) {
+      std::cerr << "\revaluating " << n;
+      if (total > 0) std::cerr << "/" << total;
+      std::cerr << std::flush;
+    }
+  }
+  if (tty && n > 0) std::cerr << "\n";
+  if (n == 0) fail("the data (" + a.data + ") holds no samples");
+  if (!labels.empty() && classifier && static_cast<int64_t>(labels.size()) != n && a.limit < 0) {
+    fail("the labels (" + labels_path + ") hold " + std::to_string(labels.size()) + " entries for " +
+         std::to_string(n) + " samples");
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  Json j = Json::object();
+  j.set("data", a.data);
+  j.set("samples", n);
+  j.set("output", output);
+  std::cout << "evaluated   " << n << " samples of " << a.data << " (" << fixed(seconds, 1) << " s)\n";
+  const bool top1 = classifier && !labels.empty();
+  if (classifier && labels.empty()) {
+    std::cout << "note        no labels (--labels FILE): top-1 accuracy not measured\n";
+  }
+  // One table row per model; columns that do not apply stay empty.
+  std::vector<std::vector<std::string>> rows = {
+      {"model", "size", "vs FP32", "top-1", "vs first", "top-1 agreement", "output SQNR"}};
+  Json jm = Json::array();
+  const int64_t first_bytes = model_bytes_on_disk(a.models[0]);
+  double acc0 = 0;
+  for (size_t m = 0; m < models.size(); ++m) {
+    Json o = Json::object();
+    std::vector<std::string> row(7);
+    row[0] = a.models[m];
+    o.set("model", a.models[m]);
+    const int64_t bytes = model_bytes_on_disk(a.models[m]);
+    o.set("bytes", bytes);
+    row[1] = format_bytes(bytes);
+    if (first_bytes > 0) row[2] = fixed(100.0 * static_cast<double>(bytes) / first_bytes, 1) + "%";
+    if (top1) {
+      const double acc = static_cast<double>(scores[m].correct) / static_cast<double>(n);
+      if (m == 0) acc0 = acc;
+      o.set("top1", acc);
+      row[3] = fixed(acc, 4);
+      if (m > 0) row[4] = (acc >= acc0 ? "+" : "") + fixed(100 * (acc - acc0), 2) + " points";
+    }
+    if (m > 0) {
+      const Scores& sc = scores[m];
+      const double sqnr = sc.noise > 0 ? 10 * std::log10(sc.signal / sc.noise) : INFINITY;
+      o.set("output_sqnr_db", sqnr);
+      if (classifier) {
+        const double share = static_cast<double>(sc.agree) / static_cast<double>(classifier_rows);
+        o.set("top1_agreement", share);
+        row[5] = fixed(100 * share, 2) + "%";
+      }
+      row[6] = std::isfinite(sqnr) ? fixed(sqnr, 1) + " dB" : std::string("exact");
+    }
+    rows.push_back(row);
+    jm.push(o);
+  }
+  std::vector<size_t> width(7, 0);
+  for (const auto& r : rows) {
+    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t c = 0; c < r.size(); ++c) {
+      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && models.size() < 2)) continue;
+      std::string cell = r[c];
+      cell.resize(width[c], ' ');
+      line += cell + "  ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::cout << line << "\n";
+  }
+  j.set("models", jm);
+  if (!a.report.empty()) write_json_file(a.report, j);
+  return 0;
+}
+
+}  // namespace
+
+CommandFn add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  CLI::App* cmd = app.add_subcommand("eval", "Measure a model's accuracy, and its quantized version's, on real data");
+  cmd->footer(
+      "With labels, prints top-1 accuracy of each model; every model after the first is compared with it: how\n"
+      "often their top-1 agrees and the SQNR of its outputs against the first's. An IDX image file finds its label file beside it.\n\n"
+      "example: kvant eval cnn.onnx cnn.int8.onnx --data t10k-images-idx3-ubyte.gz --preprocess mean=0.286,std=0.353");
+  cmd->add_option("models", a->models, "The model, then optionally its quantized versions (compared with the first)")->required()->expected(1, 16);
+  cmd->add_option("--data", a->data, "Samples: .npy/.npz, a folder of .npy/.pb/images, or an IDX file")->required();
+  cmd->add_option("--labels", a->labels, "Class labels: IDX label file, .npy of integers, or text (one per line)");
+  cmd->add_option("--preprocess", a->preprocess, "Image/IDX preprocessing (see 'kvant help quantize')");
+  cmd->add_option("--output", a->output, "The model output to score (default: the first)");
+  cmd->add_option("--limit", a->limit, "Evaluate at most this many samples");
+  cmd->add_option("--report", a->report, "Also write the results as JSON to this file");
+  return [a]() { return eval_command(*a); };
+}
+
+}  // namespace kvant::cli

@@ -1,0 +1,239 @@
+// kvant quantize: FP32 ONNX model -> QDQ ONNX model, and a measured report.
+//
+//   kvant quantize model.onnx -o model.int8.onnx --mode static --calib DATA
+//   kvant quantize model.onnx -o model.int8.onnx --mode dynamic
+//   kvant quantize model.onnx -o model.int4.onnx --mode weight-only --bits 4 --group-size 128
+//
+// Steps: load (with shape inference, so data can be shaped to the inputs) ->
+// prepare_for_quantization (BN folding, constant folding, ...) -> the mode's
+// algorithm (quant/quantize.h) -> save_onnx (atomic; never over the input)
+// -> report: sizes on disk, quantized / FP32 node counts, per-layer SQNR and
+// cosine against the prepared FP32 model on calibration samples.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cli/cli_common.h"
+#include "cli/json.h"
+#include "cli/quant_report.h"
+#include "io/dataset.h"
+#include "onnx/writer.h"
+#include "quant/quantize.h"
+
+namespace kvant::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct QuantizeArgs {
+  std::string model;
+  std::string output;
+  std::string mode = "static";
+  std::string calib;
+  std::string preprocess;
+  std::string calibrator = "minmax";
+  double percentile = 99.99;
+  int64_t samples = 500;
+  int64_t report_samples = 32;
+  std::string activation_type = "uint8";
+  bool symmetric_activations = false;
+  bool per_tensor = false;
+  bool reduce_range = false;
+  int bits = 4;
+  int group_size = 128;
+  bool affine_weights = false;
+  std::string format = "qdq";
+  std::vector<std::string> exclude;
+  std::string report;
+  bool force = false;
+};
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+QuantMode parse_mode(const std::string& mode) {
+  if (mode == "static") return QuantMode::kStatic;
+  if (mode == "dynamic") return QuantMode::kDynamic;
+  if (mode == "weight-only") return QuantMode::kWeightOnly;
+  fail("--mode must be static, dynamic or weight-only, got \"" + mode + "\"");
+}
+
+std::vector<ValueInfo> data_inputs(const Graph& g) {
+  std::vector<ValueInfo> out;
+  for (const auto& in : g.inputs) {
+    if (!g.initializers.count(in.name)) out.push_back(in);
+  }
+  return out;
+}
+
+// "\rcalibrating 123/500" on a terminal; nothing in logs.
+std::function<void(int64_t, int64_t)> progress_line(const std::string& what) {
+  if (!isatty(STDERR_FILENO)) return nullptr;
+  return [what](int64_t done, int64_t total) {
+    std::cerr << "\r" << what << " " << done;
+    if (total > 0) std::cerr << "/" << total;
+    std::cerr << std::flush;
+    if (done == total) std::cerr << "\n";
+  };
+}
+
+void check_paths(const QuantizeArgs& a) {
+  std::error_code ec;
+  if (!fs::exists(a.model, ec)) fail(a.model + ": no such file");
+  if (a.output.empty()) fail("-o/--output is required: the file to write the quantized model to");
+  if (fs::exists(a.output, ec)) {
+    if (fs::equivalent(a.model, a.output, ec)) {
+      fail("-o " + a.output + " is the input model itself; kvant never overwrites its input, choose another name");
+    }
+    if (!a.force) fail(a.output + " already exists; pass --force to overwrite it");
+  }
+  const fs::path parent = fs::absolute(a.output, ec).parent_path();
+  if (!fs::is_directory(parent, ec)) fail("-o " + a.output + ": folder " + parent.string() + " does not exist");
+}
+
+QuantizeOptions make_options(const QuantizeArgs& a) {
+  QuantizeOptions o;
+  o.mode = parse_mode(a.mode);
+  o.calibration.method = parse_calibration_method(a.calibrator);
+  o.calibration.percentile = a.percentile;
+  if (a.samples < 1) fail("--samples must be at least 1, got " + std::to_string(a.samples));
+  o.max_samples = a.samples;
+  if (a.activation_type == "uint8") {
+    o.activation_type = DType::kUInt8;
+  } else if (a.activation_type == "int8") {
+    o.activation_type = DType::kInt8;
+  } else {
+    fail("--activation-type must be uint8 or int8, got \"" + a.activation_type + "\"");
+  }
+  o.activation_symmetry = a.symmetric_activations ? Symmetry::kSymmetric : Symmetry::kAffine;
+  o.weight_symmetry = a.affine_weights ? Symmetry::kAffine : Symmetry::kSymmetric;
+  o.per_channel = !a.per_tensor;
+  o.reduce_range = a.reduce_range;
+  o.group_size = a.group_size;
+  o.exclude = a.exclude;
+  if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
+  if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
+    fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
+  }
+  if (o.mode == QuantMode::kStatic && a.calib.empty()) {
+    fail("--mode static needs calibration data: --calib DATA (a .npy/.npz file, a folder of .npy, .pb or images, "
+         "or an IDX file)");
+  }
+  return o;
+}
+
+int quantize_command(const QuantizeArgs& a) {
+  const auto start = std::chrono::steady_clock::now();
+  check_paths(a);
+  QuantizeOptions options = make_options(a);
+  const Model original = load_model(a.model, LoadOptions{});
+  if (is_quantized_model(original)) {
+    fail(a.model + " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
+         "quantize its FP32 original instead");
+  }
+  const Model fp32 = prepare_for_quantization(original);
+
+  std::unique_ptr<SampleSource> data;
+  if (!a.calib.empty()) {
+    DatasetOptions dopt;
+    if (!a.preprocess.empty()) dopt.preprocess = parse_preprocess(a.preprocess);
+    data = open_dataset(a.calib, data_inputs(fp32.graph), dopt);
+  }
+
+  QuantizeSummary summary;
+  Model quantized;
+  switch (options.mode) {
+    case QuantMode::kStatic:
+      options.progress = progress_line("calibrating");
+      quantized = quantize_static(fp32, *data, options, &summary);
+      break;
+    case QuantMode::kDynamic:
+      quantized = quantize_dynamic(fp32, options, &summary);
+      break;
+    case QuantMode::kWeightOnly:
+      quantized = a.format == "ort" ? quantize_matmul_nbits(fp32, a.bits, options, &summary)
+                                    : quantize_weight_only(fp32, a.bits, options, &summary);
+      break;
+  }
+  // Shapes inferred from the FP32 model describe tensors the rewrite renamed
+  // or retyped; readers infer them again, so they are not written.
+  quantized.graph.value_info.clear();
+  const Status saved = save_onnx(quantized, a.output);
+  if (!saved.ok()) throw Error(saved.code(), saved.message());
+
+  QuantReport report;
+  report.mode = a.mode + (options.mode == QuantMode::kWeightOnly ? " int" + std::to_string(a.bits) : "");
+  report.input = a.model;
+  report.output = a.output;
+  report.fp32_bytes = model_bytes_on_disk(a.model);
+  report.quantized_bytes = model_bytes_on_disk(a.output);
+  report.summary = summary;
+  if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
+    report.layer_samples = std::min<int64_t>(a.report_samples, std::max<int64_t>(data->size(), 0));
+    if (data->size() < 0) report.layer_samples = a.report_samples;
+    report.layers = compare_layers(fp32, quantized, summary.layer_outputs, *data, a.report_samples);
+  } else if (!data) {
+    report.notes.push_back("per-layer error not measured: pass --calib DATA to compare each layer with FP32");
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  print_quant_report(std::cout, report);
+  if (!a.report.empty()) write_json_file(a.report, quant_report_json(report));
+  return 0;
+}
+
+}  // namespace
+
+CommandFn add_quantize_command(CLI::App& app) {
+  auto a = std::make_shared<QuantizeArgs>();
+  CLI::App* cmd = app.add_subcommand("quantize", "Quantize an FP32 ONNX model to a QDQ ONNX model");
+  cmd->footer(
+      "Modes:\n"
+      "  static       INT8 weights (per channel) and activations; needs --calib DATA\n"
+      "  dynamic      INT8 weights of MatMul/Gemm/LSTM/GRU, activations quantized at run time\n"
+      "  weight-only  INT4/INT8 MatMul/Gemm weights with a scale per --group-size values (RTN)\n"
+      "DATA: a .npy or .npz file, a folder of .npy files (or one subfolder per input), a folder of ONNX\n"
+      "test-data .pb tensors, a folder of PNG/JPEG images (with --preprocess), or an IDX image file.\n\n"
+      "examples:\n"
+      "  kvant quantize cnn.onnx -o cnn.int8.onnx --mode static --calib calib/ --calibrator entropy\n"
+      "  kvant quantize bert.onnx -o bert.int8.onnx --mode dynamic\n"
+      "  kvant quantize llm.onnx -o llm.int4.onnx --mode weight-only --bits 4 --group-size 128");
+  cmd->add_option("model", a->model, "The FP32 ONNX model")->required();
+  cmd->add_option("-o,--output", a->output, "Where to write the quantized model")->required();
+  cmd->add_option("--mode", a->mode, "static, dynamic or weight-only")->capture_default_str();
+  cmd->add_option("--calib", a->calib, "Calibration data (see below); static mode needs it");
+  cmd->add_option("--preprocess", a->preprocess,
+                  "Image/IDX preprocessing: resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,"
+                  "layout=nchw");
+  cmd->add_option("--calibrator", a->calibrator, "minmax, moving-average, percentile, entropy or mse")
+      ->capture_default_str();
+  cmd->add_option("--percentile", a->percentile, "Percentile of |x| kept by --calibrator percentile")
+      ->capture_default_str();
+  cmd->add_option("--samples", a->samples, "Calibration samples used at most")->capture_default_str();
+  cmd->add_option("--report-samples", a->report_samples,
+                  "Samples used to measure each layer's error against FP32 (0: skip)")
+      ->capture_default_str();
+  cmd->add_option("--activation-type", a->activation_type, "uint8 or int8")->capture_default_str();
+  cmd->add_flag("--symmetric-activations", a->symmetric_activations, "Zero point 0 (int8) / 128 (uint8)");
+  cmd->add_flag("--per-tensor", a->per_tensor, "One weight scale per tensor instead of per output channel");
+  cmd->add_flag("--reduce-range", a->reduce_range, "7-bit activations, for CPUs without VNNI");
+  cmd->add_flag("--affine-weights", a->affine_weights, "Weights with a zero point (uint) instead of symmetric");
+  cmd->add_option("--bits", a->bits, "Weight-only: 4 or 8")->capture_default_str();
+  cmd->add_option("--group-size", a->group_size, "Weight-only: values per scale along K (32, 64, 128)")
+      ->capture_default_str();
+  cmd->add_option("--format", a->format,
+                  "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
+      ->capture_default_str();
+  cmd->add_option("--exclude", a->exclude,
+                  "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
+  cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
+  cmd->add_flag("-f,--force", a->force, "Overwrite the output file if it exists");
+  return [a]() { return quantize_command(*a); };
+}
+
+}  // namespace kvant::cli

@@ -1,0 +1,109 @@
+#include "cli/quant_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "cli/cli_common.h"
+#include "io/atomic_file.h"
+
+namespace kvant::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+}  // namespace
+
+int64_t model_bytes_on_disk(const std::string& path) {
+  std::error_code ec;
+  int64_t bytes = static_cast<int64_t>(fs::file_size(path, ec));
+  if (ec) return 0;
+  // kvant's writer puts external data in "<file>.data" (onnx/writer.h).
+  const auto side = static_cast<int64_t>(fs::file_size(path + ".data", ec));
+  if (!ec) bytes += side;
+  return bytes;
+}
+
+void print_quant_report(std::ostream& os, const QuantReport& r) {
+  const QuantizeSummary& s = r.summary;
+  os << "quantized   " << r.input << " -> " << r.output << " (" << r.mode << ", " << fixed(r.seconds, 1) << " s)\n";
+  const double ratio = r.fp32_bytes > 0 ? 100.0 * static_cast<double>(r.quantized_bytes) / r.fp32_bytes : 0;
+  os << "size        " << format_bytes(r.fp32_bytes) << " -> " << format_bytes(r.quantized_bytes) << " ("
+     << fixed(ratio, 1) << "% of FP32)\n";
+  os << "nodes       " << s.quantized_nodes << " quantized, " << s.kept_fp32.size() << " kept in FP32";
+  if (!s.kept_fp32.empty()) {
+    os << " (";
+    for (size_t i = 0; i < s.kept_fp32.size(); ++i) os << (i ? ", " : "") << s.kept_fp32[i];
+    os << ")";
+  }
+  os << "\n";
+  if (s.calibration_samples > 0) os << "calibration " << s.calibration_samples << " samples\n";
+  for (const auto& n : s.notes) os << "note        " << n << "\n";
+  for (const auto& n : r.notes) os << "note        " << n << "\n";
+  if (r.layers.empty()) return;
+  const size_t shown = std::min<size_t>(r.layers.size(), 10);
+  size_t width = 5;
+  for (size_t i = 0; i < shown; ++i) width = std::max(width, r.layers[i].node.size());
+  width = std::min<size_t>(width, 48);
+  os << "per-layer error vs FP32 on " << r.layer_samples << " samples, worst first ("
+     << (shown < r.layers.size() ? std::to_string(shown) + " of " + std::to_string(r.layers.size()) + "; --report has all"
+                                 : std::to_string(shown))
+     << ")\n";
+  os << "  " << std::left << std::setw(static_cast<int>(width)) << "layer" << "  " << std::right << std::setw(9)
+     << "SQNR dB" << "  " << std::setw(8) << "cosine" << "\n";
+  for (size_t i = 0; i < shown; ++i) {
+    const LayerError& e = r.layers[i];
+    std::string name = e.node.size() > width ? e.node.substr(0, width - 1) + "~" : e.node;
+    os << "  " << std::left << std::setw(static_cast<int>(width)) << name << "  " << std::right << std::setw(9)
+       << (std::isfinite(e.sqnr_db) ? fixed(e.sqnr_db, 1) : std::string("exact")) << "  " << std::setw(8)
+       << fixed(e.cosine, 5) << "\n";
+  }
+}
+
+Json quant_report_json(const QuantReport& r) {
+  Json j = Json::object();
+  j.set("mode", r.mode);
+  j.set("input", r.input);
+  j.set("output", r.output);
+  j.set("fp32_bytes", r.fp32_bytes);
+  j.set("quantized_bytes", r.quantized_bytes);
+  j.set("size_ratio", r.fp32_bytes > 0 ? static_cast<double>(r.quantized_bytes) / r.fp32_bytes : 0.0);
+  j.set("quantized_nodes", r.summary.quantized_nodes);
+  Json kept = Json::array();
+  for (const auto& k : r.summary.kept_fp32) kept.push(k);
+  j.set("kept_fp32", kept);
+  j.set("calibration_samples", r.summary.calibration_samples);
+  Json notes = Json::array();
+  for (const auto& n : r.summary.notes) notes.push(n);
+  for (const auto& n : r.notes) notes.push(n);
+  j.set("notes", notes);
+  j.set("layer_error_samples", r.layer_samples);
+  Json layers = Json::array();
+  for (const auto& e : r.layers) {
+    Json l = Json::object();
+    l.set("node", e.node);
+    l.set("tensor", e.tensor);
+    l.set("sqnr_db", e.sqnr_db);
+    l.set("cosine", e.cosine);
+    layers.push(l);
+  }
+  j.set("layers", layers);
+  j.set("seconds", r.seconds);
+  return j;
+}
+
+void write_json_file(const std::string& path, const Json& json) {
+  const Status s = write_file_atomic(path, json.dump() + "\n");
+  if (!s.ok()) throw Error(s.code(), s.message());
+}
+
+}  // namespace kvant::cli

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# End-to-end tests of `kvant quantize` and `kvant eval` on the bundled
+# Fashion-MNIST CNN: every mode writes a model that runs, reports what it
+# did, and every bad input ends with exit status 1 and one line
+# "kvant: error: ..." naming the problem, without touching the input model.
+#   usage: quantize_test.sh PATH/TO/kvant
+set -u
+
+KVANT=$(realpath "${1:?usage: quantize_test.sh PATH/TO/kvant}")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+MODEL_SRC="$ROOT/models/fashion_mnist_cnn.onnx"
+IDX=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+PREP="mean=0.2860,std=0.3530"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+failures=0
+passes=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+pass() { passes=$((passes + 1)); }
+
+# expect_ok DESC NEEDLE CMD...: exit 0 and stdout contains NEEDLE.
+expect_ok() {
+  local desc=$1 needle=$2
+  shift 2
+  "$@" >out.txt 2>err.txt
+  local rc=$?
+  if [[ $rc -ne 0 ]]; then
+    fail "$desc: exit $rc: $(cat err.txt)"
+  elif ! grep -qF -- "$needle" out.txt; then
+    fail "$desc: output lacks '$needle': $(head -c 2000 out.txt)"
+  else
+    pass
+  fi
+}
+
+# expect_error DESC NEEDLE CMD...: exit 1, one "kvant: error:" line with NEEDLE.
+expect_error() {
+  local desc=$1 needle=$2
+  shift 2
+  "$@" >out.txt 2>err.txt
+  local rc=$?
+  if [[ $rc -ne 1 ]]; then
+    fail "$desc: exit $rc (want 1): $(cat err.txt)"
+  elif [[ $(grep -c '^kvant: error: ' err.txt) -ne 1 ]]; then
+    fail "$desc: stderr has no single 'kvant: error:' line: $(cat err.txt)"
+  elif ! grep -qF -- "$needle" err.txt; then
+    fail "$desc: message lacks '$needle': $(cat err.txt)"
+  else
+    pass
+  fi
+}
+
+cp "$MODEL_SRC" model.onnx
+before=$(sha256sum model.onnx | cut -d' ' -f1)
+mkdir calib empty
+cp "$ROOT"/models/samples/fashion_mnist_*.npy calib/
+
+# ---- the three modes -------------------------------------------------------------
+expect_ok "static" "% of FP32" "$KVANT" quantize model.onnx -o s.onnx --mode static --calib calib --report s.json
+grep -q "per-layer error" out.txt && pass || fail "static report lacks the per-layer table: $(cat out.txt)"
+/usr/bin/python3 -c "import json,sys; r=json.load(open('s.json')); assert r['quantized_nodes']>0 and r['layers'] and r['quantized_bytes']<r['fp32_bytes'], r" &&
+  pass || fail "s.json is not the report"
+for calibrator in minmax moving-average percentile entropy mse; do
+  expect_ok "static --calibrator $calibrator" "calibration 3 samples" \
+    "$KVANT" quantize model.onnx -o "s_$calibrator.onnx" --calib calib --calibrator "$calibrator"
+done
+expect_ok "dynamic" "dynamic" "$KVANT" quantize model.onnx -o d.onnx --mode dynamic
+expect_ok "weight-only int4" "weight-only int4" "$KVANT" quantize model.onnx -o w.onnx --mode weight-only --group-size 32
+expect_ok "weight-only int8 affine" "int8" "$KVANT" quantize model.onnx -o w8.onnx --mode weight-only --bits 8 --affine-weights
+expect_ok "weight-only --format ort" "int4" "$KVANT" quantize model.onnx -o n.onnx --mode weight-only --format ort --group-size 32
+expect_ok "exclude first and last" "kept in FP32" "$KVANT" quantize model.onnx -o x.onnx --calib calib --exclude first --exclude last
+grep -q "2 kept in FP32" out.txt && pass || fail "exclude first/last: $(cat out.txt)"
+expect_ok "inspect a QDQ model" "QuantizeLinear" "$KVANT" inspect s.onnx
+
+# ---- eval --------------------------------------------------------------------------
+/usr/bin/python3 -c "import numpy as np; np.save('labels.npy', np.array([9, 2, 1], dtype=np.int64))"
+expect_ok "eval with labels" "top-1 agreement" "$KVANT" eval model.onnx s.onnx d.onnx w.onnx n.onnx --data calib --labels labels.npy
+[[ $(awk '$1 == "model.onnx" {print $5}' out.txt) == "1.0000" ]] && pass || fail "eval top-1 of the 3 labelled samples: $(cat out.txt)"
+if [[ -f "$IDX" ]]; then
+  expect_ok "quantize with IDX calibration" "calibration 64 samples" \
+    "$KVANT" quantize model.onnx -o idx.onnx --calib "$IDX" --preprocess "$PREP" --samples 64
+  expect_ok "eval on IDX with sibling labels" "top-1" "$KVANT" eval model.onnx idx.onnx --data "$IDX" --preprocess "$PREP" --limit 300
+  acc=$(awk '$1 == "model.onnx" {print $5}' out.txt)
+  /usr/bin/python3 -c "import sys; sys.exit(0 if float('$acc') > 0.85 else 1)" && pass ||
+    fail "FP32 top-1 on 300 test images is '$acc' (want > 0.85): $(cat out.txt)"
+fi
+
+# ---- calibration memory does not grow with the number of samples ------------------
+if [[ -f "$IDX" && -x /usr/bin/time ]]; then
+  rss() {
+    /usr/bin/time -v "$KVANT" quantize model.onnx -o "mem$1.onnx" --calib "$IDX" --preprocess "$PREP" \
+      --samples "$1" --calibrator entropy --report-samples 0 2>&1 >/dev/null |
+      sed -n 's/.*Maximum resident set size (kbytes): //p'
+  }
+  small=$(rss 200)
+  large=$(rss 2000)
+  if [[ -n "$small" && -n "$large" ]] && ((large <= small + small / 10)); then
+    pass
+  else
+    fail "peak RSS grows with calibration samples: 200 -> ${small} KB, 2000 -> ${large} KB"
+  fi
+fi
+
+# ---- bad input ---------------------------------------------------------------------
+/usr/bin/python3 - <<'PY'
+import numpy as np
+np.save("small.npy", np.zeros((1, 1, 14, 14), np.float32))
+np.save("ints.npy", np.zeros((1, 1, 28, 28), np.int32))
+x = np.zeros((1, 1, 28, 28), np.float32); x[0, 0, 3, 4] = np.nan
+np.save("nan.npy", x)
+PY
+mkdir wrong_shape nan_calib wrong_dtype
+cp small.npy wrong_shape/
+cp nan.npy nan_calib/
+cp ints.npy wrong_dtype/
+expect_error "static without --calib" "--calib" "$KVANT" quantize model.onnx -o e.onnx --mode static
+expect_error "empty calibration folder" "empty" "$KVANT" quantize model.onnx -o e.onnx --calib empty
+expect_error "calibration data of the wrong shape" "small.npy" "$KVANT" quantize model.onnx -o e.onnx --calib wrong_shape
+expect_error "calibration data of the wrong dtype" "int32" "$KVANT" quantize model.onnx -o e.onnx --calib wrong_dtype
+expect_error "NaN in calibration data" "non-finite" "$KVANT" quantize model.onnx -o e.onnx --calib nan_calib
+expect_error "missing calibration path" "nope_dir" "$KVANT" quantize model.onnx -o e.onnx --calib nope_dir
+expect_error "already quantized" "already quantized" "$KVANT" quantize s.onnx -o e.onnx --calib calib
+expect_error "--exclude naming nothing" '--exclude "no_such_layer"' "$KVANT" quantize model.onnx -o e.onnx --calib calib --exclude no_such_layer
+expect_error "output is the input" "never overwrites its input" "$KVANT" quantize model.onnx -o model.onnx --calib calib
+expect_error "output exists" "--force" "$KVANT" quantize model.onnx -o s.onnx --calib calib
+expect_error "unknown mode" "--mode" "$KVANT" quantize model.onnx -o e.onnx --mode fancy
+expect_error "unknown calibrator" "calibrat" "$KVANT" quantize model.onnx -o e.onnx --calib calib --calibrator magic
+expect_error "bad --bits" "--bits" "$KVANT" quantize model.onnx -o e.onnx --mode weight-only --bits 3
+expect_error "bad --group-size" "--group-size" "$KVANT" quantize model.onnx -o e.onnx --mode weight-only --group-size 48
+expect_error "--format ort outside weight-only" "weight-only" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --format ort
+expect_error "missing model" "nope.onnx" "$KVANT" quantize nope.onnx -o e.onnx --mode dynamic
+expect_error "eval: NaN in data" "NaN" "$KVANT" eval model.onnx --data nan_calib
+echo 1 >short_labels.txt
+expect_error "eval: labels too short" "labels" "$KVANT" eval model.onnx --data calib --labels short_labels.txt
+[[ -e e.onnx ]] && fail "a failed quantize wrote e.onnx" || pass
+[[ $(sha256sum model.onnx | cut -d' ' -f1) == "$before" ]] && pass || fail "the input model was modified"
+leftovers=$(find . -name '.*tmp*' | head -3)
+[[ -z "$leftovers" ]] && pass || fail "temporary files left behind: $leftovers"
+
+echo "quantize_test: $passes passed, $failures failed"
+[[ $failures -eq 0 ]]
