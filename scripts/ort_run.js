@@ -16,6 +16,8 @@
 //                          at ONNX Runtime's default level
 //   --opt-level L          graph optimization level: disabled, basic, extended or all
 //                          (default: ONNX Runtime's default, all); for diagnosis
+//   --config KEY=VALUE     a session config entry (e.g.
+//                          session.qdq_matmulnbits_accuracy_level=0); repeatable
 //   --bench RUNS           one warm-up run, then RUNS timed runs; prints one JSON
 //                          line {"runs":..,"threads":..,"median_ms":..,"min_ms":..}
 //
@@ -149,7 +151,7 @@ function writeFileAtomic(file, bytes) {
 }
 
 function parseArgs(argv) {
-  const opt = { model: null, inputs: [], inputsDir: null, outputDir: null, threads: 1, bench: 0, optLevel: null };
+  const opt = { model: null, inputs: [], inputsDir: null, outputDir: null, threads: 1, bench: 0, optLevel: null, config: {} };
   const value = (i, flag) => {
     if (i + 1 >= argv.length) fail(`${flag} needs a value`);
     return argv[i + 1];
@@ -163,7 +165,7 @@ function parseArgs(argv) {
     if (a === '-h' || a === '--help') {
       process.stdout.write(
         'usage: node scripts/ort_run.js MODEL.onnx (--input NAME=FILE.npy ... | --inputs-dir DIR)\n' +
-          '       [--output-dir DIR] [--threads N] [--opt-level L] [--bench RUNS]\n');
+          '       [--output-dir DIR] [--threads N] [--opt-level L] [--config KEY=VALUE] [--bench RUNS]\n');
       process.exit(0);
     } else if (a === '--input' || a === '-i') {
       opt.inputs.push(value(i++, a));
@@ -178,6 +180,11 @@ function parseArgs(argv) {
       if (!['disabled', 'basic', 'extended', 'all'].includes(opt.optLevel)) {
         fail(`--opt-level must be disabled, basic, extended or all, got '${opt.optLevel}'`);
       }
+    } else if (a === '--config') {
+      const kv = value(i++, a);
+      const eq = kv.indexOf('=');
+      if (eq <= 0) fail(`--config needs KEY=VALUE, got '${kv}'`);
+      opt.config[kv.slice(0, eq)] = kv.slice(eq + 1);
     } else if (a === '--bench') {
       opt.bench = positiveInt(value(i++, a), a);
     } else if (a.startsWith('-')) {
@@ -225,6 +232,9 @@ async function main() {
       executionMode: 'sequential',
     };
     if (opt.optLevel !== null) options.graphOptimizationLevel = opt.optLevel;
+    // onnxruntime-node passes `extra` as session config entries, nested
+    // objects joined with '.'.
+    if (Object.keys(opt.config).length) options.extra = opt.config;
     session = await ort.InferenceSession.create(opt.model, options);
   } catch (e) {
     fail(`ONNX Runtime cannot load ${opt.model}: ${e.message}`);
