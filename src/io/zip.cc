@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include <fstream>
+#include <new>
 
 #include "io/dataset_internal.h"
 
@@ -150,7 +151,11 @@ std::string ZipReader::extract(const ZipEntry& entry) const {
       data_error(where + ": corrupt zip (declared size " + std::to_string(entry.uncompressed_size) +
                  " is impossible for " + std::to_string(entry.compressed_size) + " deflated bytes)");
     }
-    out.resize(static_cast<size_t>(entry.uncompressed_size));
+    try {
+      out.resize(static_cast<size_t>(entry.uncompressed_size));
+    } catch (const std::bad_alloc&) {
+      data_error(where + ": " + std::to_string(entry.uncompressed_size) + " bytes do not fit in memory");
+    }
     z_stream s{};
     unsigned char empty = 0;  // zlib refuses a null next_out, even for 0 bytes
     s.next_out = &empty;

@@ -73,8 +73,9 @@ struct ZipItem {
   bool deflated = false;
 };
 
-// A zip archive as NumPy's savez writes it; `zip64` puts the sizes in a zip64
-// extra field of the central directory, as large archives do.
+// A zip archive as NumPy's savez writes it; `zip64` puts the sizes in zip64
+// extra fields of the local and central headers, as Python's zipfile does
+// with force_zip64 (which savez uses).
 std::string make_zip(const std::vector<ZipItem>& items, bool zip64 = false) {
   std::string out, dir;
   for (const auto& item : items) {
@@ -84,9 +85,12 @@ std::string make_zip(const std::vector<ZipItem>& items, bool zip64 = false) {
     const uint64_t offset = out.size();
     const uint16_t method = item.deflated ? 8 : 0;
     put(out, 0x04034b50, 4), put(out, 20, 2), put(out, 0, 2), put(out, method, 2), put(out, 0, 4);
-    put(out, crc, 4), put(out, packed.size(), 4), put(out, item.data.size(), 4);
-    put(out, item.name.size(), 2), put(out, 0, 2);
-    out += item.name + packed;
+    put(out, crc, 4);
+    put(out, zip64 ? 0xFFFFFFFF : packed.size(), 4), put(out, zip64 ? 0xFFFFFFFF : item.data.size(), 4);
+    put(out, item.name.size(), 2), put(out, zip64 ? 20 : 0, 2);
+    out += item.name;
+    if (zip64) put(out, 1, 2), put(out, 16, 2), put(out, item.data.size(), 8), put(out, packed.size(), 8);
+    out += packed;
     put(dir, 0x02014b50, 4), put(dir, 45, 2), put(dir, 20, 2), put(dir, 0, 2), put(dir, method, 2), put(dir, 0, 4);
     put(dir, crc, 4);
     put(dir, zip64 ? 0xFFFFFFFF : packed.size(), 4), put(dir, zip64 ? 0xFFFFFFFF : item.data.size(), 4);
@@ -581,6 +585,21 @@ TEST_F(DatasetTest, ImageGrayRgbConversions) {
   png("c/0.png", 1, 1, 3, {100, 200, 50});
   const auto gray = read_all(dir_ / "c", {input("x", {1, 1, 1, 1})})[0].at("x").to_float_vector();
   EXPECT_NEAR(gray[0], (0.299f * 100 + 0.587f * 200 + 0.114f * 50) / 255.0f, 1e-6f);
+}
+
+TEST_F(DatasetTest, ImagePngAlphaIsCompositedOnBlack) {
+  const fs::path p = dir_ / "a" / "0.png";
+  fs::create_directories(p.parent_path());
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  image.width = 2;
+  image.height = 1;
+  image.format = PNG_FORMAT_RGBA;
+  const uint8_t pixels[] = {255, 0, 0, 255, 255, 0, 0, 0};  // opaque red, transparent red
+  ASSERT_TRUE(png_image_write_to_file(&image, p.string().c_str(), 0, pixels, 0, nullptr));
+  const auto v = read_all(dir_ / "a", {input("x", {1, 3, 1, 2})})[0].at("x").to_float_vector();
+  EXPECT_EQ(v, (std::vector<float>{1, 0, 0, 0, 0, 0}));
 }
 
 TEST_F(DatasetTest, ImageJpegRgbAndGray) {
