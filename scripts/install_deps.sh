@@ -35,7 +35,10 @@ fi
 # (bin/napi-v6/linux/x64/); its install script would only fetch GPU extras.
 root=$(cd "$(dirname "$0")/.." && pwd)
 want=$(sed -nE 's/.*"onnxruntime-node": *"([^"]+)".*/\1/p' "$root/package.json" | head -1)
-have=$(sed -nE 's/^  "version": *"([^"]+)".*/\1/p' "$root/node_modules/onnxruntime-node/package.json" 2>/dev/null | head -1)
+have=""
+if [[ -f "$root/node_modules/onnxruntime-node/package.json" ]]; then
+  have=$(sed -nE 's/^  "version": *"([^"]+)".*/\1/p' "$root/node_modules/onnxruntime-node/package.json" | head -1)
+fi
 if [[ "$have" != "$want" ]]; then
   echo "installing onnxruntime-node $want (npm)"
   (cd "$root" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)

@@ -67,7 +67,7 @@ if [[ "${KVANT_QUICK:-0}" != 1 ]]; then
   record "sanitizer build" $build_status
   if [[ $build_status -eq 0 ]]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      KVANT_FIXTURES="$root/.fixtures" run_ctest build/asan -LE slow
+      KVANT_FIXTURES="$root/.fixtures" run_ctest build/asan -LE "slow|interop"
   fi
 
   # A fixed seed and run count make this a reproducible regression check (a

@@ -118,7 +118,7 @@ Tensor quantize_tensor(const Tensor& weights, const QuantParams& p) {
   return out;
 }
 
-QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry) {
+QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry, bool reduce_range) {
   check_axis(weights, axis);
   const AxisView v = view_around(weights.shape(), axis);
   const std::vector<float> w = weights.to_float_vector();
@@ -140,7 +140,7 @@ QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmet
   p.scale.resize(lo.size());
   p.zero_point.resize(lo.size());
   for (size_t k = 0; k < lo.size(); ++k)
-    choose_qparams(lo[k], hi[k], storage, symmetry, false, &p.scale[k], &p.zero_point[k]);
+    choose_qparams(lo[k], hi[k], storage, symmetry, reduce_range, &p.scale[k], &p.zero_point[k]);
   return p;
 }
 

@@ -135,22 +135,29 @@ struct Options {
   std::vector<std::string> files;
   std::string output;
   double min_agree = 99.9;
+  double rel_tol = 1e-4;  // tolerance x max|A| where no DequantizeLinear gives a step
 };
 
 Options parse_args(int argc, char** argv) {
   Options opt;
   const std::string usage =
-      "usage: compare_outputs MODEL.onnx A.npy B.npy [A2.npy B2.npy ...] [--output NAME] [--min-agree PERCENT]";
+      "usage: compare_outputs MODEL.onnx A.npy B.npy [A2.npy B2.npy ...] [--output NAME] [--min-agree PERCENT] [--rel-tol X]";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::cout << usage << "\n";
       std::exit(0);
-    } else if (a == "--output" || a == "--min-agree") {
+    } else if (a == "--output" || a == "--min-agree" || a == "--rel-tol") {
       if (i + 1 >= argc) die(a + " needs a value");
       const std::string v = argv[++i];
       if (a == "--output") {
         opt.output = v;
+      } else if (a == "--rel-tol") {
+        char* end = nullptr;
+        opt.rel_tol = std::strtod(v.c_str(), &end);
+        if (end == v.c_str() || *end != '\0' || !(opt.rel_tol > 0 && opt.rel_tol < 1)) {
+          die("--rel-tol must be in (0, 1), got '" + v + "'");
+        }
       } else {
         char* end = nullptr;
         opt.min_agree = std::strtod(v.c_str(), &end);
@@ -232,7 +239,7 @@ int main(int argc, char** argv) {
     pairs.emplace_back(std::move(a), std::move(b));
   }
 
-  const double relative_tol = 1e-4 * max_abs_a;
+  const double relative_tol = opt.rel_tol * max_abs_a;
   for (const auto& [a, b] : pairs) {
     const int64_t axis = step.axis < 0 ? step.axis + a.rank() : step.axis;
     for (int64_t i = 0; i < a.numel(); ++i) {
@@ -281,7 +288,7 @@ int main(int argc, char** argv) {
       break;
     case Step::Kind::kInteger: line << " within 1 (integer output of " << step.how << "), max diff " << maxd; break;
     case Step::Kind::kRelative:
-      line << " within 1e-4 x max|A| = " << fmt(relative_tol) << " (no DequantizeLinear upstream: " << step.how
+      line << " within " << fmt(opt.rel_tol) << " x max|A| = " << fmt(relative_tol) << " (no DequantizeLinear upstream: " << step.how
            << "), max diff " << maxd << " x that";
       break;
   }

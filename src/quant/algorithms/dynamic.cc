@@ -9,7 +9,8 @@
 //   Cast(float) * (x_scale * W_scale[N])  (+ bias)  -> y
 // Gemm(A, B, C) is the same with B transposed to [K, N] when transB = 1,
 // alpha folded into W_scale and beta * C added at the end (transA = 1 stays
-// FP32). LSTM/GRU/RNN weights W and R become int8 per gate row (axis 1) in
+// FP32). --reduce-range gives 7-bit weights (activations are always 8-bit
+// here), as ONNX Runtime's quantizer does for CPUs without VNNI. LSTM/GRU/RNN weights W and R become int8 per gate row (axis 1) in
 // front of a DequantizeLinear; the recurrent kernels read them as INT8.
 #include <set>
 
@@ -46,7 +47,8 @@ size_t rewrite_linear(Graph& g, size_t index, const QuantizeOptions& options) {
     beta = node.attr_float("beta", 1.0f);
   }
   const std::string base = node.name;
-  const QuantParams wp = weight_params(w, options.per_channel ? 1 : -1, DType::kInt8, Symmetry::kSymmetric);
+  const QuantParams wp =
+      weight_params(w, options.per_channel ? 1 : -1, DType::kInt8, Symmetry::kSymmetric, options.reduce_range);
   g.initializers[base + "/W_q"] = quantize_tensor(w, wp);
   std::vector<float> out_scale = wp.scale;
   for (float& s : out_scale) s *= alpha;  // y = alpha * x W: alpha folds into the scale
@@ -128,9 +130,11 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
     if (is_rnn) {
       bool any = false;
       const std::pair<std::string, std::string> layer(n.name, !n.outputs.empty() ? n.outputs[0] : "");
+      // insert_weight_dq adds a node in front, which moves g.nodes (and `n`).
+      const std::vector<std::string> inputs = n.inputs;
       for (size_t k : {1, 2}) {
-        if (k >= n.inputs.size()) continue;
-        const std::string name = n.inputs[k];
+        if (k >= inputs.size()) continue;
+        const std::string name = inputs[k];
         if (!g.initializers.count(name) || rnn_weights_done.count(name)) continue;
         const Tensor& w = g.initializers.at(name);
         if (w.dtype() != DType::kFloat32 || w.rank() != 3) continue;

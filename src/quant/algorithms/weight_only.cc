@@ -3,7 +3,7 @@
 // reduction axis; activations stay FP32. LLM-style models are bound by weight
 // bandwidth at batch 1, so 4-bit weights are where their speed comes from.
 //
-// Conv weights [M, C/g, kh, kw] are quantized too (a CNN's weights are all
+// LSTM/GRU/RNN weights likewise, along their input axis. Conv weights [M, C/g, kh, kw] are quantized too (a CNN's weights are all
 // in its convolutions): blocked along C/g when C/g >= group_size, else one
 // scale per output channel (depthwise and narrow convolutions, where a group
 // would hold a single input channel).
@@ -39,7 +39,7 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   const bool symmetric = options.weight_symmetry == Symmetry::kSymmetric;
   const DType storage =
       bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
-  const std::set<std::string> excluded = resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv"});
+  const std::set<std::string> excluded = resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
   struct Target {
     std::string name;
     int axis;   // blocked axis, or the per-channel axis
@@ -48,7 +48,24 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   std::vector<Target> weights;
   for (const Node& n : g.nodes) {
     const bool linear = n.op_type == "MatMul" || n.op_type == "Gemm";
-    if (!linear && n.op_type != "Conv") continue;
+    const bool rnn = n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN";
+    if (!linear && !rnn && n.op_type != "Conv") continue;
+    if (rnn && !excluded.count(n.name)) {
+      // W [dirs, gates*H, I] and R [dirs, gates*H, H]: groups along the
+      // reduction axis 2, or one scale per gate row when it is short.
+      bool any = false;
+      for (size_t k : {1, 2}) {
+        if (k >= n.inputs.size() || !g.initializers.count(n.inputs[k])) continue;
+        const Tensor& w = g.initializers.at(n.inputs[k]);
+        if (w.dtype() != DType::kFloat32 || w.rank() != 3) continue;
+        const bool blocked = w.dim(2) >= options.group_size;
+        weights.push_back({n.inputs[k], blocked ? 2 : 1, blocked});
+        any = true;
+      }
+      if (any && summary && !n.outputs.empty() && !n.outputs[0].empty())
+        summary->layer_outputs.emplace_back(n.name, n.outputs[0]);
+      continue;
+    }
     if (excluded.count(n.name)) {
       if (summary) summary->kept_fp32.push_back(n.name);
       continue;
@@ -78,7 +95,7 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     ++done;
   }
   if (done == 0) {
-    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: no MatMul/Gemm/Conv with a constant FP32 weight");
+    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: no MatMul/Gemm/Conv/LSTM/GRU/RNN with a constant FP32 weight");
   }
   if (summary) summary->quantized_nodes = done;
   return out;
