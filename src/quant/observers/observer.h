@@ -75,6 +75,12 @@ class Histogram {
   // Clipping threshold for |x| minimising KL(P || Q) with 2^(bits-1) levels per
   // sign (TensorRT's entropy calibration).
   float entropy_threshold(int bits) const;
+  // The same over one side only (side +1: x >= 0, -1: -x for x < 0, 0: |x|)
+  // with `levels` levels on that side: for two-signed data whose sides differ
+  // (a normalized image spans [-0.8, 2.0]), each side gets its own threshold.
+  float entropy_threshold_levels(size_t levels, int side) const;
+  // Counts of x (side +1), of -x (side -1) or of |x| (side 0) in num_bins/2 bins over [0, limit].
+  std::vector<double> side_counts(int side) const;
   // Clipping threshold minimising expected squared error with 2^bits levels
   // over [-t, t].
   float mse_threshold(int bits) const;

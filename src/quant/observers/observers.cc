@@ -85,7 +85,19 @@ class HistogramObserver : public Observer {
       case CalibrationMethod::kPercentile: t = histogram_.abs_percentile(options_.percentile / 100.0); break;
       // One-signed data uses all 2^bits levels on its side; signed data half per side.
       case CalibrationMethod::kEntropy:
-        t = histogram_.entropy_threshold(one_sided ? options_.bits + 1 : options_.bits);
+        if (one_sided) {
+          t = histogram_.entropy_threshold(options_.bits + 1);
+        } else {
+          // Each side its own threshold, with the levels an affine range
+          // over [min, max] gives it: folding |x| would let the spike of one
+          // side (an image's background) clip the other side's tail.
+          const double lo = -histogram_.min_seen(), hi = histogram_.max_seen();
+          const double total_levels = std::ldexp(1.0, options_.bits);
+          const auto pos = static_cast<size_t>(std::max(16.0, std::round(total_levels * hi / (lo + hi))));
+          const auto neg = static_cast<size_t>(std::max(16.0, total_levels - static_cast<double>(pos)));
+          return Range{std::max(-histogram_.entropy_threshold_levels(neg, -1), histogram_.min_seen()),
+                       std::min(histogram_.entropy_threshold_levels(pos, +1), histogram_.max_seen())};
+        }
         break;
       case CalibrationMethod::kMse:
         t = one_sided ? histogram_.mse_threshold(options_.bits + 1) : histogram_.mse_threshold(options_.bits);
