@@ -91,7 +91,11 @@ if [[ -f "$IDX" ]]; then
 fi
 
 # ---- calibration memory does not grow with the number of samples ------------------
-if [[ -f "$IDX" && -x /usr/bin/time ]]; then
+if [[ -n "${KVANT_SANITIZED:-}" ]]; then
+  echo "note: peak-RSS check not run in a sanitizer build (ASan's quarantine holds freed memory); the Release run checks it"
+elif [[ ! -x /usr/bin/time ]]; then
+  fail "/usr/bin/time is missing (Debian package time; scripts/install_deps.sh installs it)"
+elif [[ -f "$IDX" ]]; then
   rss() {
     /usr/bin/time -v "$KVANT" quantize model.onnx -o "mem$1.onnx" --calib "$IDX" --preprocess "$PREP" \
       --samples "$1" --calibrator entropy --report-samples 0 2>&1 >/dev/null |
