@@ -89,8 +89,13 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   for (const auto& t : weights) {
     if (!g.initializers.count(t.name)) continue;  // shared weight, already quantized
     const Tensor& w = g.initializers.at(t.name);
-    const QuantParams p = t.blocked ? blocked_weight_params(w, t.axis, options.group_size, storage, symmetry)
-                                    : weight_params(w, t.axis, storage, symmetry);
+    // A per-channel group of fewer than 16 values (a depthwise 3x3 filter has
+    // 9) stays 8-bit: at 4 bits its one scale would cost as much as the
+    // halved values save, and such filters are the most sensitive ones.
+    const int64_t per_scale = t.blocked ? options.group_size : w.numel() / std::max<int64_t>(1, w.dim(t.axis));
+    const DType s = (bits == 4 && per_scale < 16) ? (symmetric ? DType::kInt8 : DType::kUInt8) : storage;
+    const QuantParams p = t.blocked ? blocked_weight_params(w, t.axis, options.group_size, s, symmetry)
+                                    : weight_params(w, t.axis, s, symmetry);
     insert_weight_dq(g, t.name, p);
     ++done;
   }
