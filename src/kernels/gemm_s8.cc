@@ -94,7 +94,9 @@ void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB
     return;
   }
   // Column part of the zero-point correction: K*azp*bzp[n] - azp*colsum[n].
-  std::vector<int32_t> col_corr(static_cast<size_t>(N));
+  // Scratch kept per thread so steady-state calls allocate nothing (DESIGN.md §3).
+  thread_local std::vector<int32_t> col_corr;
+  col_corr.resize(static_cast<size_t>(N));
   for (int n = 0; n < N; ++n) {
     const int32_t bz = b.zero_point.empty() ? 0 : b.zero_point[static_cast<size_t>(n)];
     col_corr[static_cast<size_t>(n)] = wrap_add(
