@@ -1,0 +1,56 @@
+// INT8 GEMM: uint8 activations times int8 weights, int32 accumulators, and the
+// requantize epilogue that turns them into uint8 (DESIGN.md §4).
+//
+//   C[m, n] = sum_k (A[m, k] - a_zp) * (B[k, n] - b_zp[n])                 (int32)
+//
+// A: uint8 [M, K], row-major with row stride lda (activations).
+// B: int8 [K, N], row-major (weights), packed once per weight for one Isa.
+// b_zp: one int8 per column of B, or none (all zero, the usual case).
+//
+// The kernels multiply the raw values and correct for the zero points after
+// the K loop (MLAS's expansion):
+//   sum_k (a - azp)(b - bzp) = sum_k a*b - azp*colsum(b) - bzp*rowsum(a) + K*azp*bzp
+// colsum(b) is computed by pack_b_s8; rowsum(a) only when some b_zp != 0.
+// All arithmetic is int32; it is exact (no wrap) while K <= 33025, since one
+// term is at most 255 * 255 in magnitude.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+
+namespace kvant {
+
+// B rearranged for the kernels of one Isa; build it with pack_b_s8.
+struct PackedB {
+  Isa isa = Isa::kRef;
+  int k = 0;
+  int n = 0;
+  std::vector<int8_t> data;         // layout private to the Isa's kernels
+  std::vector<int32_t> col_sums;    // sum_k B[k, n], N values
+  std::vector<int32_t> zero_point;  // b_zp per column; empty when all zero
+};
+
+// Packs B [K, N] (row stride ldb; ldb < 0 means N) for `isa`. b_zp: N values
+// or nullptr. Throws kvant::Error if `isa` has no kernels in this build.
+PackedB pack_b_s8(const int8_t* B, int K, int N, Isa isa, const int8_t* b_zp = nullptr, int ldb = -1);
+
+// C [M, N] (row stride ldc) = (A - a_zp) x (B - b_zp) with the kernels of
+// `isa`, which must be the Isa `b` was packed for. K = b.k, N = b.n.
+void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc, Isa isa);
+
+// The plain reference: three loops over unpacked B, the oracle for the tests.
+void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb, int M, int N, int K, uint8_t a_zp,
+                             const int8_t* b_zp, int32_t* C, int ldc);
+
+// Requantize int32 accumulators [M, N] (contiguous) to uint8 [M, N], as ONNX
+// QLinearMatMul / QuantizeLinear do:
+//   out[m, n] = clamp(nearbyint(float(acc[m, n] + bias[n]) * multiplier[n]) + y_zp, qmin, qmax)
+// multiplier[n] = a_scale * w_scale[n] / y_scale (float); nearbyint rounds
+// half to even. bias: N values or nullptr. qmin/qmax within [0, 255]: 0/255
+// plain, y_zp/255 for a fused Relu, the quantized bounds for a fused Clip.
+void requantize(const int32_t* acc, int M, int N, const int32_t* bias, const float* multiplier, int32_t y_zp, int qmin,
+                int qmax, uint8_t* out);
+
+}  // namespace kvant
