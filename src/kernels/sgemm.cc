@@ -88,7 +88,6 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int kl, const float* a, const
     acc1[r] = _mm256_setzero_ps();
   }
   const size_t bs = static_cast<size_t>(b_stride);
-#pragma GCC unroll 4
   for (int k = 0; k < kl; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
@@ -204,7 +203,14 @@ void pack_a(bool trans_a, const float* A, int lda, int m0, int ml, int k0, int k
   for (int p = 0; p < ml; p += kSgemmMr) {
     const int rows = std::min(kSgemmMr, ml - p);
     float* d = dst + static_cast<size_t>(p) * static_cast<size_t>(kl);
-    if (!trans_a) {
+    if (!trans_a && rows == kSgemmMr) {
+      // Six row streams in, one sequential stream out.
+      const float* src[kSgemmMr];
+      for (int r = 0; r < kSgemmMr; ++r) src[r] = A + static_cast<size_t>(m0 + p + r) * ld + static_cast<size_t>(k0);
+      for (int k = 0; k < kl; ++k) {
+        for (int r = 0; r < kSgemmMr; ++r) d[k * kSgemmMr + r] = src[r][k];
+      }
+    } else if (!trans_a) {
       for (int r = 0; r < rows; ++r) {
         const float* src = A + static_cast<size_t>(m0 + p + r) * ld + static_cast<size_t>(k0);
         for (int k = 0; k < kl; ++k) d[k * kSgemmMr + r] = src[k];
