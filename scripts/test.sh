@@ -50,7 +50,7 @@ step "model fixtures"
 record "make_fixtures" $?
 
 step "Release build"
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build/release -j"$jobs"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DKVANT_BUILD_BENCH=ON >/dev/null && cmake --build build/release -j"$jobs"
 build_status=$?
 record "release build" $build_status
 if [[ $build_status -eq 0 ]]; then
