@@ -164,7 +164,9 @@ int quantize_command(const QuantizeArgs& a) {
   // Shapes inferred from the FP32 model describe tensors the rewrite renamed
   // or retyped; readers infer them again, so they are not written.
   quantized.graph.value_info.clear();
-  const Status saved = save_onnx(quantized, a.output);
+  Model written = quantized;
+  compact_new_names(fp32, written);
+  const Status saved = save_onnx(written, a.output);
   if (!saved.ok()) throw Error(saved.code(), saved.message());
 
   QuantReport report;

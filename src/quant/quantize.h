@@ -76,6 +76,11 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
 // com.microsoft.MatMulNBits (`--format ort`; matmul_nbits.cc).
 Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary);
 
+// Gives every value the quantization added a short unique name and clears
+// the names of the nodes it added; names present in `original` are kept
+// (compact_names.cc). Run before writing: it only changes the file's size.
+void compact_new_names(const Model& original, Model& quantized);
+
 // Operator types that mark a model as already quantized.
 bool is_quantized_model(const Model& model);
 

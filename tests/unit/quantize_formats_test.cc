@@ -201,3 +201,30 @@ TEST(WeightOnly, DepthwiseFiltersStayEightBit) {
 
 }  // namespace
 }  // namespace kvant
+
+namespace kvant {
+namespace {
+
+TEST(CompactNames, NewNamesShortOldNamesKeptSameNumbers) {
+  const Model fp32 = linear_model(40, 6, true);
+  const Model q = quantize_dynamic(fp32, QuantizeOptions{}, nullptr);
+  Model c = q;
+  compact_new_names(fp32, c);
+  size_t longest = 0;
+  for (const auto& [name, t] : c.graph.initializers) {
+    if (!fp32.graph.initializers.count(name)) longest = std::max(longest, name.size());
+  }
+  EXPECT_LE(longest, 4u) << "names added by quantization are short ids";
+  for (const Node& n : c.graph.nodes) {
+    EXPECT_TRUE(n.name.empty() || n.name == "fc") << "added node kept its name: " << n.name;
+  }
+  EXPECT_EQ(c.graph.outputs[0].name, "y");
+  EXPECT_EQ(c.graph.inputs[0].name, "x");
+  std::mt19937 rng(8);
+  const Tensor x = random_tensor({3, 40}, rng);
+  const Tensor a = run_y(q, x), b = run_y(c, x);
+  for (int64_t i = 0; i < a.numel(); ++i) EXPECT_EQ(a.get_as_double(i), b.get_as_double(i));
+}
+
+}  // namespace
+}  // namespace kvant
