@@ -41,9 +41,9 @@ struct EvalArgs {
 
 struct Scores {
   int64_t correct = 0;
-  int64_t agree = 0;              // same top-1 as the first model
-  double signal = 0, noise = 0;   // vs the first model's outputs
-  std::vector<float> last;        // this sample's output, as float
+  int64_t agree = 0;             // same top-1 as the first model
+  double signal = 0, noise = 0;  // vs the first model's outputs
+  std::vector<float> last;       // this sample's output, as float
 };
 
 int64_t argmax(const std::vector<float>& v) {
@@ -231,9 +231,12 @@ CommandFn add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Measure a model's accuracy, and its quantized version's, on real data");
   cmd->footer(
       "With labels, prints top-1 accuracy of each model; every model after the first is compared with it: how\n"
-      "often their top-1 agrees and the SQNR of its outputs against the first's. An IDX image file finds its label file beside it.\n\n"
+      "often their top-1 agrees and the SQNR of its outputs against the first's. An IDX image file finds its label "
+      "file beside it.\n\n"
       "example: kvant eval cnn.onnx cnn.int8.onnx --data t10k-images-idx3-ubyte.gz --preprocess mean=0.286,std=0.353");
-  cmd->add_option("models", a->models, "The model, then optionally its quantized versions (compared with the first)")->required()->expected(1, 16);
+  cmd->add_option("models", a->models, "The model, then optionally its quantized versions (compared with the first)")
+      ->required()
+      ->expected(1, 16);
   cmd->add_option("--data", a->data, "Samples: .npy/.npz, a folder of .npy/.pb/images, or an IDX file")->required();
   cmd->add_option("--labels", a->labels, "Class labels: IDX label file, .npy of integers, or text (one per line)");
   cmd->add_option("--preprocess", a->preprocess, "Image/IDX preprocessing (see 'kvant help quantize')");

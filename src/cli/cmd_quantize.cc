@@ -122,8 +122,9 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
   }
   if (o.mode == QuantMode::kStatic && a.calib.empty()) {
-    fail("--mode static needs calibration data: --calib DATA (a .npy/.npz file, a folder of .npy, .pb or images, "
-         "or an IDX file)");
+    fail(
+        "--mode static needs calibration data: --calib DATA (a .npy/.npz file, a folder of .npy, .pb or images, "
+        "or an IDX file)");
   }
   return o;
 }
@@ -134,7 +135,8 @@ int quantize_command(const QuantizeArgs& a) {
   QuantizeOptions options = make_options(a);
   const Model original = load_model(a.model, LoadOptions{});
   if (is_quantized_model(original)) {
-    fail(a.model + " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
+    fail(a.model +
+         " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
          "quantize its FP32 original instead");
   }
   const Model fp32 = prepare_for_quantization(original);
@@ -153,9 +155,7 @@ int quantize_command(const QuantizeArgs& a) {
       options.progress = progress_line("calibrating");
       quantized = quantize_static(fp32, *data, options, &summary);
       break;
-    case QuantMode::kDynamic:
-      quantized = quantize_dynamic(fp32, options, &summary);
-      break;
+    case QuantMode::kDynamic: quantized = quantize_dynamic(fp32, options, &summary); break;
     case QuantMode::kWeightOnly:
       quantized = a.format == "ort" ? quantize_matmul_nbits(fp32, a.bits, options, &summary)
                                     : quantize_weight_only(fp32, a.bits, options, &summary);
@@ -223,7 +223,8 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--activation-type", a->activation_type, "uint8 or int8")->capture_default_str();
   cmd->add_flag("--symmetric-activations", a->symmetric_activations, "Zero point 0 (int8) / 128 (uint8)");
   cmd->add_flag("--per-tensor", a->per_tensor, "One weight scale per tensor instead of per output channel");
-  cmd->add_flag("--reduce-range", a->reduce_range, "For CPUs without VNNI: static 7-bit activations, dynamic 7-bit weights");
+  cmd->add_flag("--reduce-range", a->reduce_range,
+                "For CPUs without VNNI: static 7-bit activations, dynamic 7-bit weights");
   cmd->add_flag("--affine-weights", a->affine_weights, "Weights with a zero point (uint) instead of symmetric");
   cmd->add_option("--bits", a->bits, "Weight-only: 4 or 8")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "Weight-only: values per scale along K (32, 64, 128)")
@@ -231,8 +232,7 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--format", a->format,
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
       ->capture_default_str();
-  cmd->add_option("--exclude", a->exclude,
-                  "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
+  cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
   cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file if it exists");
   return [a]() { return quantize_command(*a); };

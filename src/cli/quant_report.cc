@@ -55,11 +55,14 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
   for (size_t i = 0; i < shown; ++i) width = std::max(width, r.layers[i].node.size());
   width = std::min<size_t>(width, 48);
   os << "per-layer error vs FP32 on " << r.layer_samples << " samples, worst first ("
-     << (shown < r.layers.size() ? std::to_string(shown) + " of " + std::to_string(r.layers.size()) + "; --report has all"
-                                 : std::to_string(shown))
+     << (shown < r.layers.size()
+             ? std::to_string(shown) + " of " + std::to_string(r.layers.size()) + "; --report has all"
+             : std::to_string(shown))
      << ")\n";
-  os << "  " << std::left << std::setw(static_cast<int>(width)) << "layer" << "  " << std::right << std::setw(9)
-     << "SQNR dB" << "  " << std::setw(8) << "cosine" << "\n";
+  os << "  " << std::left << std::setw(static_cast<int>(width)) << "layer"
+     << "  " << std::right << std::setw(9) << "SQNR dB"
+     << "  " << std::setw(8) << "cosine"
+     << "\n";
   for (size_t i = 0; i < shown; ++i) {
     const LayerError& e = r.layers[i];
     std::string name = e.node.size() > width ? e.node.substr(0, width - 1) + "~" : e.node;

@@ -1,7 +1,5 @@
 #include "io/npy.h"
 
-#include "io/atomic_file.h"
-
 #include <unistd.h>
 
 #include <atomic>
@@ -9,6 +7,8 @@
 #include <fstream>
 #include <limits>
 #include <optional>
+
+#include "io/atomic_file.h"
 
 namespace kvant {
 
@@ -247,7 +247,6 @@ std::string header_text(const Tensor& t, const char* descr) {
 void put_le(std::string& out, uint32_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
-
 
 }  // namespace
 

@@ -49,8 +49,8 @@ void matmul_nbits(KernelContext& ctx) {
     const Tensor& z = ctx.input(3);
     if (z.dtype() != DType::kUInt8) ctx.unsupported("zero_points of type " + std::string(dtype_name(z.dtype())));
     if (z.numel() != N * zp_row) {
-      ctx.fail("zero_points must hold N * ceil(k_blocks * bits / 8) = " + std::to_string(N * zp_row) +
-               " bytes, got " + z.describe());
+      ctx.fail("zero_points must hold N * ceil(k_blocks * bits / 8) = " + std::to_string(N * zp_row) + " bytes, got " +
+               z.describe());
     }
     zp = z.data<uint8_t>();
   }

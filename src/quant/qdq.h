@@ -26,8 +26,7 @@ Tensor quantize_tensor(const Tensor& weights, const QuantParams& params);
 // Per-channel (axis >= 0) or per-tensor (axis -1) symmetric/affine params
 // for a float weight tensor; reduce_range: one bit less (7-bit int8 weights,
 // so that u8 x s7 pair sums fit int16 on CPUs without VNNI).
-QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry,
-                          bool reduce_range = false);
+QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry, bool reduce_range = false);
 
 // Blocked params along `axis` with `block_size` (opset-21 blocked form).
 QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry);

@@ -141,7 +141,8 @@ struct Options {
 Options parse_args(int argc, char** argv) {
   Options opt;
   const std::string usage =
-      "usage: compare_outputs MODEL.onnx A.npy B.npy [A2.npy B2.npy ...] [--output NAME] [--min-agree PERCENT] [--rel-tol X]";
+      "usage: compare_outputs MODEL.onnx A.npy B.npy [A2.npy B2.npy ...] [--output NAME] [--min-agree PERCENT] "
+      "[--rel-tol X]";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -288,8 +289,8 @@ int main(int argc, char** argv) {
       break;
     case Step::Kind::kInteger: line << " within 1 (integer output of " << step.how << "), max diff " << maxd; break;
     case Step::Kind::kRelative:
-      line << " within " << fmt(opt.rel_tol) << " x max|A| = " << fmt(relative_tol) << " (no DequantizeLinear upstream: " << step.how
-           << "), max diff " << maxd << " x that";
+      line << " within " << fmt(opt.rel_tol) << " x max|A| = " << fmt(relative_tol)
+           << " (no DequantizeLinear upstream: " << step.how << "), max diff " << maxd << " x that";
       break;
   }
   const bool ok = static_cast<double>(within) * 100.0 >= opt.min_agree * static_cast<double>(total) - 1e-9;

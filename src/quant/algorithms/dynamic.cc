@@ -10,8 +10,8 @@
 // Gemm(A, B, C) is the same with B transposed to [K, N] when transB = 1,
 // alpha folded into W_scale and beta * C added at the end (transA = 1 stays
 // FP32). --reduce-range gives 7-bit weights (activations are always 8-bit
-// here), as ONNX Runtime's quantizer does for CPUs without VNNI. LSTM/GRU/RNN weights W and R become int8 per gate row (axis 1) in
-// front of a DequantizeLinear; the recurrent kernels read them as INT8.
+// here), as ONNX Runtime's quantizer does for CPUs without VNNI. LSTM/GRU/RNN weights W and R become int8 per gate row
+// (axis 1) in front of a DequantizeLinear; the recurrent kernels read them as INT8.
 #include <set>
 
 #include "kvant/status.h"

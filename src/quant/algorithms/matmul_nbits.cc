@@ -28,7 +28,7 @@ Packed pack_nbits(const Tensor& w, int64_t K, int64_t N, bool k_major, int bits,
   const int64_t zp_row = (k_blocks * bits + 7) / 8;
   const int per_byte = 8 / bits;
   const DType storage = symmetry == Symmetry::kSymmetric ? (bits == 4 ? DType::kInt4 : DType::kInt8)
-                                                          : (bits == 4 ? DType::kUInt4 : DType::kUInt8);
+                                                         : (bits == 4 ? DType::kUInt4 : DType::kUInt8);
   const QuantRange range = quant_range(storage);
   const int32_t offset = symmetry == Symmetry::kSymmetric ? (1 << (bits - 1)) : 0;
   Packed p;
@@ -115,8 +115,9 @@ Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions&
       }
     }
     const int64_t K = k_major ? w.dim(0) : w.dim(1), N = k_major ? w.dim(1) : w.dim(0);
-    const Packed p = pack_nbits(w, K, N, k_major, bits, block,
-                                options.weight_symmetry == Symmetry::kAffine ? Symmetry::kAffine : Symmetry::kSymmetric);
+    const Packed p =
+        pack_nbits(w, K, N, k_major, bits, block,
+                   options.weight_symmetry == Symmetry::kAffine ? Symmetry::kAffine : Symmetry::kSymmetric);
     const std::string base = n.inputs[1];
     const std::string b_name = base + "/nbits", s_name = base + "/nbits_scales", z_name = base + "/nbits_zp";
     g.initializers[b_name] = p.b;

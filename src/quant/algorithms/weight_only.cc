@@ -3,10 +3,9 @@
 // reduction axis; activations stay FP32. LLM-style models are bound by weight
 // bandwidth at batch 1, so 4-bit weights are where their speed comes from.
 //
-// LSTM/GRU/RNN weights likewise, along their input axis. Conv weights [M, C/g, kh, kw] are quantized too (a CNN's weights are all
-// in its convolutions): blocked along C/g when C/g >= group_size, else one
-// scale per output channel (depthwise and narrow convolutions, where a group
-// would hold a single input channel).
+// LSTM/GRU/RNN weights likewise, along their input axis. Conv weights [M, C/g, kh, kw] are quantized too (a CNN's
+// weights are all in its convolutions): blocked along C/g when C/g >= group_size, else one scale per output channel
+// (depthwise and narrow convolutions, where a group would hold a single input channel).
 //
 // Exported as opset-21 blocked DequantizeLinear (the model is upgraded to
 // opset 21, onnx/opset_upgrade.h): W_q int4 [K, N] -> DQ(axis 0, block_size) -> W.
@@ -39,10 +38,11 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   const bool symmetric = options.weight_symmetry == Symmetry::kSymmetric;
   const DType storage =
       bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
-  const std::set<std::string> excluded = resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
+  const std::set<std::string> excluded =
+      resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
   struct Target {
     std::string name;
-    int axis;   // blocked axis, or the per-channel axis
+    int axis;  // blocked axis, or the per-channel axis
     bool blocked;
   };
   std::vector<Target> weights;
@@ -100,7 +100,8 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     ++done;
   }
   if (done == 0) {
-    throw Error(ErrorCode::kInvalidArgument, "nothing to quantize: no MatMul/Gemm/Conv/LSTM/GRU/RNN with a constant FP32 weight");
+    throw Error(ErrorCode::kInvalidArgument,
+                "nothing to quantize: no MatMul/Gemm/Conv/LSTM/GRU/RNN with a constant FP32 weight");
   }
   if (summary) summary->quantized_nodes = done;
   return out;
