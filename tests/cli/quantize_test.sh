@@ -15,45 +15,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
-failures=0
-passes=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-pass() { passes=$((passes + 1)); }
-
-# expect_ok DESC NEEDLE CMD...: exit 0 and stdout contains NEEDLE.
-expect_ok() {
-  local desc=$1 needle=$2
-  shift 2
-  "$@" >out.txt 2>err.txt
-  local rc=$?
-  if [[ $rc -ne 0 ]]; then
-    fail "$desc: exit $rc: $(cat err.txt)"
-  elif ! grep -qF -- "$needle" out.txt; then
-    fail "$desc: output lacks '$needle': $(head -c 2000 out.txt)"
-  else
-    pass
-  fi
-}
-
-# expect_error DESC NEEDLE CMD...: exit 1, one "kvant: error:" line with NEEDLE.
-expect_error() {
-  local desc=$1 needle=$2
-  shift 2
-  "$@" >out.txt 2>err.txt
-  local rc=$?
-  if [[ $rc -ne 1 ]]; then
-    fail "$desc: exit $rc (want 1): $(cat err.txt)"
-  elif [[ $(grep -c '^kvant: error: ' err.txt) -ne 1 ]]; then
-    fail "$desc: stderr has no single 'kvant: error:' line: $(cat err.txt)"
-  elif ! grep -qF -- "$needle" err.txt; then
-    fail "$desc: message lacks '$needle': $(cat err.txt)"
-  else
-    pass
-  fi
-}
+# shellcheck source=expect.sh
+source "$ROOT/tests/cli/expect.sh"
 
 cp "$MODEL_SRC" model.onnx
 before=$(sha256sum model.onnx | cut -d' ' -f1)
