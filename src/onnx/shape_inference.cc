@@ -153,6 +153,19 @@ std::string check_conv_ranks(const onnx::GraphProto& graph) {
 }  // namespace
 
 std::string run_shape_inference(onnx::ModelProto& model) {
+  // Opsets newer than this build's ONNX library (Debian 12's 1.12 knows up
+  // to 17; kvant writes opset 21 for INT4): its schemas would reject valid
+  // nodes with a misleading message, so say what is really the matter.
+  for (const auto& op : model.opset_import()) {
+    if (!op.domain().empty() && op.domain() != "ai.onnx") continue;
+    const auto& known = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+    auto it = known.find("");
+    if (it != known.end() && op.version() > it->second.second) {
+      return "shape inference skipped: the model uses opset " + std::to_string(op.version()) +
+             ", this build's ONNX library knows opsets up to " + std::to_string(it->second.second) +
+             " (shapes are taken from the model and computed when it runs)";
+    }
+  }
   // libonnx's inference functions trust the node they are given (Scan
   // without num_scan_inputs dereferences null, found by fuzzing): only nodes
   // that match their schema are handed to them.
