@@ -35,7 +35,6 @@ from models/fmnist/results.json).
 
 import argparse
 import collections
-import gzip
 import json
 import os
 import sys
@@ -48,32 +47,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel mean and std (of pixel / 255)
+# The demo CNN's IDX reader and normalisation (the models share one input format).
+from train_demo_cnn import MEAN, STD, load_split, read_idx  # noqa: E402,F401
 OPSET = 17
 
-
-def read_idx(path):
-    """Reads an IDX file (optionally gzip'd): magic 0x0000 <type> <ndim>, ndim big-endian uint32 dims, data."""
-    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
-        data = f.read()
-    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: {array.size} bytes of data for dims {dims}")
-    return array.reshape(dims)
-
-
-def load_split(data_dir, prefix):
-    images = read_idx(os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
-    x = (images.astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(x[:, None, :, :].copy()), torch.from_numpy(labels.astype(np.int64))
-
-
-# ----------------------------------------------------------------------------- resnet_small
 
 def conv_bn(cin, cout, kernel=3, stride=1, groups=1):
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
