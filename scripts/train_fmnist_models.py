@@ -47,8 +47,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-# The demo CNN's IDX reader and normalisation (the models share one input format).
-from train_demo_cnn import MEAN, STD, load_split, read_idx  # noqa: E402,F401
+# The demo CNN's IDX reader, normalisation and top-1 evaluation (the models share one input format).
+from train_demo_cnn import MEAN, STD, evaluate, load_split, read_idx  # noqa: E402,F401
 OPSET = 17
 
 
@@ -212,15 +212,6 @@ MODELS = collections.OrderedDict([
     ("lstm_rows", (LstmRows, 4, 3e-3, 1e-4, 128, "LSTM over the 28 rows (hidden 128, 1 layer), last hidden state, Linear")),
     ("vit_tiny", (VitTiny, 5, 2e-3, 5e-2, 128, "7x7 patches (16 tokens), dim 64, 2 encoder blocks, 4 heads, MLP 128 GELU, mean pool, Linear")),
 ])
-
-
-def evaluate(model, x, y, batch=1000):
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-    return correct / len(x)
 
 
 def train(name, train_x, train_y, test_x, test_y):

@@ -12,19 +12,6 @@ std::vector<Dim> dims(std::initializer_list<int64_t> values) {
   return out;
 }
 
-Attribute ints(std::vector<int64_t> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInts;
-  a.ints = std::move(v);
-  return a;
-}
-Attribute one_int(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 // x[1,3,8,8] -> Conv(W[4,3,3,3], b[4], pads 1) -> c[1,4,8,8] -> Flatten -> f[1,256]
 //   -> Gemm(B[256,10], C[10]) -> y[1,10]
 // By hand: Conv = N*OutC*OutH*OutW*(InC/group)*kH*kW = 1*4*8*8*3*3*3 = 6912
@@ -40,8 +27,8 @@ Graph conv_gemm_graph() {
   g.initializers["C"] = Tensor(DType::kFloat32, {10});
   g.initializers["shape"] = Tensor(DType::kInt64, {2});
   Node conv = make_node("conv1", "Conv", {"x", "W", "b"}, {"c"});
-  conv.attributes["pads"] = ints({1, 1, 1, 1});
-  conv.attributes["kernel_shape"] = ints({3, 3});
+  conv.attributes["pads"] = ints_attr({1, 1, 1, 1});
+  conv.attributes["kernel_shape"] = ints_attr({3, 3});
   g.nodes.push_back(conv);
   g.nodes.push_back(make_node("flatten", "Flatten", {"c"}, {"f"}));
   g.nodes.push_back(make_node("fc", "Gemm", {"f", "B", "C"}, {"y"}));
@@ -68,7 +55,7 @@ TEST(ModelStats, ComputesConvOutputShapeWhenNotInferred) {
   g.value_info.erase("c");
   EXPECT_EQ(*count_macs(g).layers[0].macs, 6912);
   // Stride 2 with pads 1: out = floor((8 + 2 - 3) / 2) + 1 = 4 -> 1*4*4*4*27 = 1728.
-  g.nodes[0].attributes["strides"] = ints({2, 2});
+  g.nodes[0].attributes["strides"] = ints_attr({2, 2});
   EXPECT_EQ(*count_macs(g).layers[0].macs, 1728);
   // SAME_UPPER, stride 2: out = ceil(8 / 2) = 4.
   g.nodes[0].attributes.erase("pads");
@@ -83,8 +70,8 @@ TEST(ModelStats, GroupConvUsesInputChannelsPerGroup) {
   g.inputs.push_back({"x", f32(dims({1, 4, 8, 8}))});
   g.initializers["W"] = Tensor(DType::kFloat32, {4, 1, 3, 3});
   Node conv = make_node("dw", "Conv", {"x", "W"}, {"y"});
-  conv.attributes["pads"] = ints({1, 1, 1, 1});
-  conv.attributes["group"] = one_int(4);
+  conv.attributes["pads"] = ints_attr({1, 1, 1, 1});
+  conv.attributes["group"] = int_attr(4);
   g.nodes.push_back(conv);
   g.outputs.push_back({"y", f32(dims({1, 4, 8, 8}))});
   EXPECT_EQ(count_macs(g).total, 2304);
