@@ -78,12 +78,33 @@ Model load_model(const std::string& path, const LoadOptions& options) {
   return std::move(model).value();
 }
 
-ReferenceExecutorPtr make_executor(const Model& model, const std::string& path) {
+ModelRunner::ModelRunner(const Model& model, const std::string& path, bool reference, int threads)
+    : path_(path), threads_(threads) {
   try {
-    return std::make_unique<ReferenceExecutor>(model);
+    if (reference) {
+      reference_ = std::make_unique<ReferenceExecutor>(model);
+    } else {
+      compiled_ = std::make_unique<CompiledModel>(model, default_compile_options(threads));
+    }
   } catch (const Error& e) {
     throw Error(e.code(), path + ": " + e.what());
   }
+}
+
+std::map<std::string, Tensor> ModelRunner::run(const std::map<std::string, Tensor>& feeds) {
+  return reference_ ? reference_->run(feeds) : compiled_->run(feeds);
+}
+
+std::string ModelRunner::describe() const {
+  if (reference_) return "reference (plain kernels, 1 thread)";
+  std::string s = "compiled (ISA ";
+  s += isa_name(default_compile_options().isa);
+  s += ", " + std::to_string(threads_) + (threads_ == 1 ? " thread)" : " threads)");
+  return s;
+}
+
+ModelRunnerPtr make_runner(const Model& model, const std::string& path, bool reference, int threads) {
+  return std::make_unique<ModelRunner>(model, path, reference, threads);
 }
 
 std::string format_count(int64_t value) {

@@ -15,6 +15,7 @@
 
 #include "ir/graph.h"
 #include "onnx/reader.h"
+#include "runtime/compiled_model.h"
 #include "runtime/executor.h"
 
 namespace CLI {
@@ -40,10 +41,25 @@ void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides);
 // loader's warnings (e.g. shape inference skipped) go to stderr.
 Model load_model(const std::string& path, const LoadOptions& options);
 
-// A ReferenceExecutor for `model`; an unsupported operator is an error
-// naming the model file.
-using ReferenceExecutorPtr = std::unique_ptr<ReferenceExecutor>;
-ReferenceExecutorPtr make_executor(const Model& model, const std::string& path);
+// Runs a model for run/bench/eval: compiled (fused kernels, arena; the
+// default) or on the reference executor (--reference). An unsupported
+// operator is an error naming the model file.
+class ModelRunner {
+ public:
+  ModelRunner(const Model& model, const std::string& path, bool reference, int threads);
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& feeds);
+  // "compiled (ISA avx2, 2 threads)" or "reference (plain kernels, 1 thread)".
+  std::string describe() const;
+  CompiledModel* compiled() { return compiled_.get(); }
+
+ private:
+  std::string path_;
+  std::unique_ptr<ReferenceExecutor> reference_;
+  std::unique_ptr<CompiledModel> compiled_;
+  int threads_ = 1;
+};
+using ModelRunnerPtr = std::unique_ptr<ModelRunner>;
+ModelRunnerPtr make_runner(const Model& model, const std::string& path, bool reference, int threads = 1);
 
 // "1.23 G", "25.6 M", "7.1 K", "512".
 std::string format_count(int64_t value);

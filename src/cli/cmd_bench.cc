@@ -29,6 +29,7 @@ struct BenchOptions {
   std::string model;
   std::vector<std::string> shapes;
   int threads = 1;
+  bool reference = false;
   int runs = 10;
   int warmup = 2;
   unsigned seed = 0;
@@ -121,7 +122,7 @@ int bench_command(const BenchOptions& opt) {
   Model model = load_model(opt.model, load);
   apply_shape_overrides(model.graph, load.input_shapes);
 
-  const ReferenceExecutorPtr executor = make_executor(model, opt.model);
+  const ModelRunnerPtr executor = make_runner(model, opt.model, opt.reference, opt.threads);
   std::mt19937 rng(opt.seed);
   std::map<std::string, Tensor> feeds;
   std::string inputs_text;
@@ -152,8 +153,14 @@ int bench_command(const BenchOptions& opt) {
   char line[256];
   std::cout << "model       " << opt.model << "\n";
   std::cout << "inputs      " << (inputs_text.empty() ? "none" : inputs_text) << "\n";
-  std::cout << "executor    reference (single-threaded: --threads " << opt.threads
-            << " is recorded but the reference executor uses 1 thread)\n";
+  std::cout << "executor    " << executor->describe() << "\n";
+  if (CompiledModel* compiled = executor->compiled()) {
+    const PlanStats stats = compiled->stats();
+    std::cout << "plan        " << stats.kernel_steps << " kernels, " << stats.view_steps << " views, "
+              << stats.fallback_steps << " reference fallbacks; arena "
+              << format_bytes(static_cast<int64_t>(stats.arena_bytes)) << " (tensors "
+              << format_bytes(static_cast<int64_t>(stats.tensor_bytes)) << " without reuse)\n";
+  }
   std::cout << "runs        " << opt.runs << " timed after " << opt.warmup << " warm-up\n";
   std::snprintf(line, sizeof(line), "latency     median %.3f ms, p90 %.3f ms, min %.3f ms\n", median(sorted),
                 percentile(sorted, 0.9), sorted.front());
@@ -176,9 +183,9 @@ CommandFn add_bench_command(CLI::App& app) {
   cmd->add_option("--shape", opt->shapes,
                   "Fix an input's shape, NAME=DIMS (e.g. input=1x3x224x224); needed for symbolic dims")
       ->allow_extra_args(false);
-  cmd->add_option("--threads", opt->threads,
-                  "Threads to use (recorded only: the reference executor is single-threaded for now)")
+  cmd->add_option("--threads", opt->threads, "Threads for the compiled kernels (the reference executor uses 1)")
       ->capture_default_str();
+  cmd->add_flag("--reference", opt->reference, "Time the reference executor instead of the compiled model");
   cmd->add_option("--runs", opt->runs, "Timed runs")->capture_default_str();
   cmd->add_option("--warmup", opt->warmup, "Untimed warm-up runs before timing")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed for the random inputs")->capture_default_str();

@@ -35,6 +35,8 @@ struct EvalArgs {
   std::string output;
   int64_t limit = -1;
   std::string report;
+  bool reference = false;
+  int threads = 1;
 };
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
@@ -69,14 +71,16 @@ void check_finite(const std::map<std::string, Tensor>& feed, int64_t sample) {
 }
 
 int eval_command(const EvalArgs& a) {
+  if (a.threads < 1) fail("--threads must be at least 1");
   if (a.models.empty()) fail("give the model to evaluate, and optionally its quantized versions");
   const auto start = std::chrono::steady_clock::now();
   std::vector<Model> models;
-  std::vector<ReferenceExecutorPtr> executors;
+  std::vector<ModelRunnerPtr> executors;
   LoadOptions load;
   load.infer_shapes = false;  // the data fixes every shape; inputs are checked against the declarations
   for (const auto& path : a.models) models.push_back(load_model(path, load));
-  for (size_t i = 0; i < models.size(); ++i) executors.push_back(make_executor(models[i], a.models[i]));
+  for (size_t i = 0; i < models.size(); ++i)
+    executors.push_back(make_runner(models[i], a.models[i], a.reference, a.threads));
   const Graph& g0 = models[0].graph;
   std::string output = a.output.empty() ? g0.outputs.at(0).name : a.output;
   for (size_t i = 0; i < models.size(); ++i) {
@@ -243,6 +247,9 @@ CommandFn add_eval_command(CLI::App& app) {
   cmd->add_option("--output", a->output, "The model output to score (default: the first)");
   cmd->add_option("--limit", a->limit, "Evaluate at most this many samples");
   cmd->add_option("--report", a->report, "Also write the results as JSON to this file");
+  cmd->add_flag("--reference", a->reference,
+                "Run on the reference executor (Q/DQ simulated in float) instead of the compiled kernels");
+  cmd->add_option("--threads", a->threads, "Threads for the compiled kernels")->capture_default_str();
   return [a]() { return eval_command(*a); };
 }
 

@@ -28,7 +28,29 @@ struct InspectOptions {
   std::vector<std::string> shapes;
   bool json = false;
   bool layers = false;
+  bool plan = false;
+  int threads = 1;
 };
+
+// The compiled plan for the declared (or --shape) input shapes.
+void print_plan(const InspectOptions& opt, const Model& model, std::ostream& out) {
+  std::map<std::string, Shape> shapes;
+  for (const auto& in : model.graph.inputs) {
+    if (model.graph.initializers.count(in.name)) continue;
+    Shape shape;
+    for (const Dim& d : in.type.dims) {
+      if (!d.known()) {
+        throw Error(ErrorCode::kInvalidArgument, "--plan needs every input dim: give --shape " + in.name +
+                                                     "=... (it is " + in.type.to_string() + ")");
+      }
+      shape.push_back(d.value);
+    }
+    shapes[in.name] = shape;
+  }
+  CompiledModel compiled(model, default_compile_options(opt.threads));
+  compiled.prepare(shapes);
+  out << "compiled plan\n" << compiled.describe_plan();
+}
 
 constexpr size_t kTopLayers = 10;
 
@@ -274,6 +296,10 @@ CommandFn add_inspect_command(CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_flag("--json", opt->json, "Print the report as JSON (every layer included)");
   cmd->add_flag("--layers", opt->layers, "List every compute layer's MACs, in graph order (default: the top 10)");
+  cmd->add_flag("--plan", opt->plan,
+                "Also compile the model and print the plan: kernel per step, arena offsets, arena size vs the sum "
+                "of all tensors");
+  cmd->add_option("--threads", opt->threads, "Threads for --plan")->capture_default_str();
   return [opt]() {
     LoadOptions load;
     load.infer_shapes = true;
@@ -287,6 +313,7 @@ CommandFn add_inspect_command(CLI::App& app) {
       print_json(*opt, model, file_bytes);
     } else {
       print_text(*opt, model, file_bytes);
+      if (opt->plan) print_plan(*opt, model, std::cout);
     }
     return 0;
   };

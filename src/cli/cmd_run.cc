@@ -158,7 +158,7 @@ int run_command(const RunOptions& opt) {
     feeds[spec.name] = *tensor;
   }
 
-  const ReferenceExecutorPtr executor = make_executor(model, opt.model);
+  const ModelRunnerPtr executor = make_runner(model, opt.model, opt.reference);
 
   // 2. Outputs: the folder and file names, checked before running.
   const fs::path dir(opt.output_dir);
@@ -215,8 +215,8 @@ CommandFn add_run_command(CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_option("-o,--output-dir", opt->output_dir, "Folder for the outputs (created if missing)")->required();
   cmd->add_flag("--reference", opt->reference,
-                "Use the reference executor (plain, obviously correct kernels). It is the only executor so far, "
-                "so this flag changes nothing yet");
+                "Run on the reference executor (plain, obviously correct kernels and Q/DQ simulation) instead of "
+                "the compiled one, for debugging");
   cmd->add_flag("--allow-nonfinite", opt->allow_nonfinite, "Accept NaN and Inf in float inputs");
   cmd->add_flag("-f,--force", opt->force, "Overwrite output files that already exist");
   return [opt]() { return run_command(*opt); };

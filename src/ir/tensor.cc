@@ -57,6 +57,16 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   storage_ = allocate_zeroed(nbytes_);
 }
 
+Tensor Tensor::view(DType dtype, Shape shape, const std::shared_ptr<std::byte>& owner, std::byte* data) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = checked_numel(t.shape_, dtype);
+  t.nbytes_ = static_cast<size_t>((t.numel_ * dtype_bits(dtype) + 7) / 8);
+  t.storage_ = std::shared_ptr<std::byte>(owner, data);
+  return t;
+}
+
 Tensor Tensor::reshaped(Shape shape) const {
   if (checked_numel(shape) != numel_) {
     throw Error(ErrorCode::kInvalidArgument, "cannot reshape " + describe() + " to " + shape_to_string(shape));

@@ -59,6 +59,10 @@ class Tensor {
     return reinterpret_cast<const T*>(storage_.get());
   }
 
+  // A tensor over bytes someone else owns: `data` lies inside the block that
+  // `owner` keeps alive (shared_ptr aliasing, so nothing is allocated for the
+  // storage). Used by the compiled runtime to place tensors in its arena.
+  static Tensor view(DType dtype, Shape shape, const std::shared_ptr<std::byte>& owner, std::byte* data);
   // Same storage, new shape with the same element count.
   Tensor reshaped(Shape shape) const;
   Tensor clone() const;

@@ -1,0 +1,684 @@
+// compile: the graph's nodes become steps (DESIGN.md §3).
+//
+// Patterns, tried at each anchor node in topological order:
+//   DQ(x) , DQ(W const) -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip] [-> Q]   => qgemm
+//   DQ(x) , DQ(W const) [, DQ(bias int32 const)] -> Conv [-> Relu|Clip] -> Q          => qconv
+//   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
+//   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
+//   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
+//   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
+//   anything else                                                                      => reference fallback
+// A node after the anchor is fused only when the anchor's result has no other
+// reader and is not a model output. A DQ feeding a fused anchor is absorbed;
+// it still runs as its own step when something else reads its output.
+#include <cmath>
+#include <set>
+#include <unordered_map>
+
+#include "ops/op_registry.h"
+#include "passes/pass.h"
+#include "runtime/compiled_model.h"
+#include "runtime/steps.h"
+#include "runtime/steps_conv.h"
+
+namespace kvant {
+
+namespace {
+
+bool is_8bit(DType t) { return t == DType::kUInt8 || t == DType::kInt8; }
+
+}  // namespace
+
+class Compiler {
+ public:
+  explicit Compiler(CompiledModel& model) : m_(model), g_(model.model_.graph) {
+    reads_ = count_reads(g_);
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      for (const auto& o : g_.nodes[i].outputs) {
+        if (!o.empty()) producer_[o] = &g_.nodes[i];
+      }
+    }
+  }
+
+  void run() {
+    // Pass 1: fusions at their anchors.
+    for (const Node& node : g_.nodes) {
+      if (consumed_.count(&node)) continue;
+      if (auto f = match(node)) fusions_.emplace(&node, std::move(*f));
+    }
+    // Pass 2: steps in graph order.
+    for (const Node& node : g_.nodes) {
+      auto it = fusions_.find(&node);
+      if (it != fusions_.end()) {
+        emit(std::move(it->second));
+        continue;
+      }
+      if (consumed_.count(&node)) continue;
+      if (node.op_type == "DequantizeLinear" && absorbed_reads_[node.outputs[0]] >= reads_[node.outputs[0]] &&
+          absorbed_reads_[node.outputs[0]] > 0) {
+        continue;  // every reader took the quantized input
+      }
+      if (fold(node)) continue;
+      emit(single(node));
+    }
+    for (const auto& in : g_.inputs) {
+      if (!g_.initializers.count(in.name)) m_.input_ids_.push_back(m_.value_index(in.name));
+    }
+    for (const auto& out : g_.outputs) m_.output_ids_.push_back(m_.value_index(out.name));
+  }
+
+ private:
+  struct Fusion {
+    std::unique_ptr<Step> step;
+    std::vector<const Node*> nodes;
+    std::vector<std::string> inputs, outputs;
+    std::vector<Fusion> then;  // further steps of the same fusion (views after a lookup table)
+  };
+
+  void emit(Fusion f) {
+    for (const Node* n : f.nodes) f.step->fused.push_back(n->name);
+    f.step->name = f.nodes.front()->name;
+    for (const auto& name : f.inputs) f.step->inputs.push_back(m_.value_index(name));
+    for (const auto& name : f.outputs) f.step->outputs.push_back(m_.value_index(name));
+    m_.steps_.push_back(std::move(f.step));
+    for (Fusion& next : f.then) emit(std::move(next));
+  }
+
+  // Evaluates a node whose inputs are all constants now (e.g. the DQ of a
+  // weight whose consumer stays in float) and records its outputs as
+  // constants. False when it cannot.
+  bool fold(const Node& node) {
+    if (node.num_present_inputs() == 0 || node.op_type.rfind("Random", 0) == 0) return false;
+    for (const auto& in : node.inputs) {
+      if (!in.empty() && constant(in) == nullptr) return false;
+    }
+    for (const auto& [k, attr] : node.attributes) {
+      if (attr.g || !attr.graphs.empty()) return false;
+    }
+    const OpDef* op = find_op(node.domain, node.op_type);
+    if (op == nullptr) return false;
+    KernelContext ctx{node, m_.model_.opset(node.domain), {}, {}, nullptr};
+    for (const auto& in : node.inputs) ctx.inputs.push_back(in.empty() ? nullptr : constant(in));
+    ctx.outputs.resize(node.outputs.size());
+    try {
+      op->run(ctx);
+    } catch (const Error&) {
+      return false;  // left to run (and report) at run time
+    }
+    for (size_t i = 0; i < node.outputs.size(); ++i) {
+      if (!node.outputs[i].empty() && ctx.outputs[i].defined()) g_.initializers[node.outputs[i]] = ctx.outputs[i];
+    }
+    return true;
+  }
+
+  Fusion single(const Node& node) {
+    const int64_t opset = m_.model_.opset(node.domain);
+    Fusion f;
+    f.nodes = {&node};
+    f.inputs = node.inputs;
+    f.outputs = node.outputs;
+    if (node.domain.empty() && (node.op_type == "QuantizeLinear" || node.op_type == "DequantizeLinear")) {
+      QuantScalar q;
+      if (node.inputs.size() >= 2 && quant_scalar(node, q) && !constant(node.inputs[0])) {
+        f.step = node.op_type == "QuantizeLinear" ? make_quantize_step(q) : make_dequantize_step(q);
+        f.inputs = {node.inputs[0]};
+        return f;
+      }
+    }
+    f.step = make_view_step(node, opset);
+    if (f.step) {
+      f.inputs = {node.inputs[0]};
+      if (node.op_type == "Reshape") f.inputs = {node.inputs[0], node.inputs[1]};
+      if ((node.op_type == "Squeeze" || node.op_type == "Unsqueeze") && node.inputs.size() > 1) f.inputs = node.inputs;
+      f.outputs = {node.outputs[0]};
+      return f;
+    }
+    f.step = make_fallback_step(node, opset);
+    return f;
+  }
+
+  // ---- graph queries ----
+  const Tensor* constant(const std::string& name) const {
+    if (name.empty()) return nullptr;
+    auto it = g_.initializers.find(name);
+    if (it == g_.initializers.end() || g_.find_input(name) != nullptr) return nullptr;
+    return &it->second;
+  }
+  const Node* producer(const std::string& name) const {
+    auto it = producer_.find(name);
+    return it == producer_.end() ? nullptr : it->second;
+  }
+  // The only node reading `name`, when there is exactly one and it is not a model output.
+  const Node* sole_reader(const std::string& name) const {
+    if (is_graph_output(g_, name)) return nullptr;
+    auto it = reads_.find(name);
+    if (it == reads_.end() || it->second != 1) return nullptr;
+    for (const Node& n : g_.nodes) {
+      for (const auto& in : n.inputs) {
+        if (in == name) return &n;
+      }
+    }
+    return nullptr;
+  }
+  // A DQ / Q node's scale and zero point when both are constant scalars.
+  bool quant_scalar(const Node& node, QuantScalar& q) const {
+    const Tensor* scale = constant(node.inputs[1]);
+    if (scale == nullptr || scale->numel() != 1 || scale->dtype() != DType::kFloat32) return false;
+    q.scale = scale->data<float>()[0];
+    if (!(q.scale > 0.0f) || !std::isfinite(q.scale)) return false;
+    q.zero_point = 0;
+    q.is_signed = false;
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      const Tensor* zp = constant(node.inputs[2]);
+      if (zp == nullptr || zp->numel() != 1 || !is_8bit(zp->dtype())) return false;
+      q.is_signed = zp->dtype() == DType::kInt8;
+      q.zero_point = static_cast<int32_t>(zp->get_as_int64(0));
+    } else if (node.op_type == "QuantizeLinear" && node.attributes.count("output_dtype")) {
+      return false;
+    }
+    return true;
+  }
+  // DQ(x) of a non-constant 8-bit activation with one scale.
+  const Node* activation_dq(const std::string& name, QuantScalar& q) const {
+    const Node* dq = producer(name);
+    if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty()) return nullptr;
+    if (constant(dq->inputs[0]) || !quant_scalar(*dq, q)) return nullptr;
+    return dq;
+  }
+  // Relu or Clip (constant bounds) reading `value` alone: its clamp.
+  const Node* activation_after(const std::string& value, FloatClamp& clamp) const {
+    const Node* next = sole_reader(value);
+    if (next == nullptr || !next->domain.empty()) return nullptr;
+    if (next->op_type == "Relu") {
+      clamp.lo = std::max(clamp.lo, 0.0f);
+      return next;
+    }
+    if (next->op_type == "Clip") {
+      if (m_.model_.opset() < 11) {
+        clamp.lo = std::max(clamp.lo, next->attr_float("min", -std::numeric_limits<float>::infinity()));
+        clamp.hi = std::min(clamp.hi, next->attr_float("max", std::numeric_limits<float>::infinity()));
+        return next;
+      }
+      for (size_t i = 1; i < 3; ++i) {
+        if (next->inputs.size() <= i || next->inputs[i].empty()) continue;
+        const Tensor* t = constant(next->inputs[i]);
+        if (t == nullptr || t->numel() != 1 || t->dtype() != DType::kFloat32) return nullptr;
+        if (i == 1) clamp.lo = std::max(clamp.lo, t->data<float>()[0]);
+        if (i == 2) clamp.hi = std::min(clamp.hi, t->data<float>()[0]);
+      }
+      return next;
+    }
+    return nullptr;
+  }
+  // Q reading `value` alone, with one scale: its parameters.
+  const Node* quantize_after(const std::string& value, QuantScalar& q) const {
+    const Node* next = sole_reader(value);
+    if (next == nullptr || next->op_type != "QuantizeLinear" || !next->domain.empty()) return nullptr;
+    if (next->inputs.size() < 2 || !quant_scalar(*next, q)) return nullptr;
+    return next;
+  }
+
+  // ---- matching ----
+  std::optional<Fusion> match(const Node& node) {
+    if (!node.domain.empty()) return std::nullopt;
+    if (node.op_type == "MatMul" || node.op_type == "Gemm") {
+      if (auto f = match_qgemm(node)) return f;
+      return match_sgemm(node);
+    }
+    if (node.op_type == "Conv") {
+      if (auto f = match_qconv(node)) return f;
+      return match_sconv(node);
+    }
+    if (node.op_type == "Add") return match_qadd(node);
+    if (node.op_type == "MaxPool") return match_qmaxpool(node);
+    if (node.op_type == "GlobalAveragePool") return match_qgap(node);
+    if (node.op_type == "DequantizeLinear") return match_lookup(node);
+    return std::nullopt;
+  }
+
+  std::optional<Fusion> match_qadd(const Node& node) {
+    if (node.inputs.size() != 2) return std::nullopt;
+    QuantScalar a, b, y;
+    const Node* da = activation_dq(node.inputs[0], a);
+    const Node* db = activation_dq(node.inputs[1], b);
+    if (da == nullptr || db == nullptr) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node};
+    std::string tail = node.outputs[0];
+    FloatClamp clamp;
+    if (const Node* act = activation_after(tail, clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    const Node* q = quantize_after(tail, y);
+    if (q == nullptr || a.is_signed != b.is_signed || a.is_signed != y.is_signed) return std::nullopt;
+    f.nodes.push_back(q);
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    ++absorbed_reads_[da->outputs[0]];
+    ++absorbed_reads_[db->outputs[0]];
+    f.step = make_qadd_step(a, b, y, clamp);
+    f.inputs = {da->inputs[0], db->inputs[0]};
+    f.outputs = {q->outputs[0]};
+    return f;
+  }
+
+  std::optional<Fusion> match_qmaxpool(const Node& node) {
+    QuantScalar x, y;
+    const Node* dx = activation_dq(node.inputs[0], x);
+    if (dx == nullptr || node.outputs.size() > 1 || node.attr_int("storage_order", 0) != 0) return std::nullopt;
+    if (node.attr_ints("kernel_shape").size() != 2) return std::nullopt;
+    const Node* q = quantize_after(node.outputs[0], y);
+    if (q == nullptr || x.scale != y.scale || x.zero_point != y.zero_point || x.is_signed != y.is_signed) {
+      return std::nullopt;
+    }
+    Fusion f;
+    f.nodes = {&node, q};
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    ++absorbed_reads_[dx->outputs[0]];
+    f.step = make_qmaxpool_step(node, m_.model_.opset(), x.is_signed);
+    f.inputs = {dx->inputs[0]};
+    f.outputs = {q->outputs[0]};
+    return f;
+  }
+
+  std::optional<Fusion> match_qgap(const Node& node) {
+    QuantScalar x, y;
+    const Node* dx = activation_dq(node.inputs[0], x);
+    if (dx == nullptr) return std::nullopt;
+    const Node* q = quantize_after(node.outputs[0], y);
+    if (q == nullptr || x.is_signed != y.is_signed) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node, q};
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    ++absorbed_reads_[dx->outputs[0]];
+    f.step = make_qglobal_avgpool_step(x, y);
+    f.inputs = {dx->inputs[0]};
+    f.outputs = {q->outputs[0]};
+    return f;
+  }
+
+  // DQ -> (elementwise unary | view)* -> Q: a lookup table over the 256
+  // input codes, then the views on the codes.
+  std::optional<Fusion> match_lookup(const Node& dq) {
+    static const std::set<std::string> kUnary = {"Relu",      "Clip", "Sigmoid", "Tanh",     "HardSigmoid", "HardSwish",
+                                                 "LeakyRelu", "Elu",  "Selu",    "Softplus", "Gelu",        "Erf",
+                                                 "Neg",       "Abs",  "Exp",     "Mish",     "Softsign"};
+    static const std::set<std::string> kViews = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"};
+    QuantScalar x, y;
+    if (constant(dq.inputs[0]) || !quant_scalar(dq, x)) return std::nullopt;
+    std::vector<const Node*> chain, unary, views;
+    std::string tail = dq.outputs[0];
+    const Node* q = nullptr;
+    for (;;) {
+      const Node* next = sole_reader(tail);
+      if (next == nullptr || !next->domain.empty() || consumed_.count(next)) return std::nullopt;
+      if (next->op_type == "QuantizeLinear") {
+        if (!quant_scalar(*next, y) || next->inputs.size() < 2) return std::nullopt;
+        q = next;
+        break;
+      }
+      const bool is_view = kViews.count(next->op_type) != 0;
+      if (!is_view && !kUnary.count(next->op_type)) return std::nullopt;
+      for (size_t i = 1; i < next->inputs.size(); ++i) {
+        if (!next->inputs[i].empty() && constant(next->inputs[i]) == nullptr) return std::nullopt;
+      }
+      (is_view ? views : unary).push_back(next);
+      chain.push_back(next);
+      tail = next->outputs[0];
+    }
+    if (chain.empty() ||
+        (unary.empty() && (x.scale != y.scale || x.zero_point != y.zero_point || x.is_signed != y.is_signed))) {
+      if (chain.empty()) return std::nullopt;
+    }
+    // The table: DQ of every code, through the unary ops, then Q.
+    Tensor codes(DType::kFloat32, {256});
+    for (int v = 0; v < 256; ++v) {
+      const int32_t code = x.is_signed ? v - 128 : v;
+      codes.data<float>()[v] = static_cast<float>(code - x.zero_point) * x.scale;
+    }
+    Tensor value = codes;
+    for (const Node* op : unary) {
+      KernelContext ctx{*op, m_.model_.opset(op->domain), {&value}, {}, nullptr};
+      for (size_t i = 1; i < op->inputs.size(); ++i)
+        ctx.inputs.push_back(op->inputs[i].empty() ? nullptr : constant(op->inputs[i]));
+      ctx.outputs.resize(op->outputs.size());
+      try {
+        find_op("", op->op_type)->run(ctx);
+      } catch (const Error&) {
+        return std::nullopt;
+      }
+      value = ctx.outputs[0];
+    }
+    std::vector<int32_t> table(256);
+    for (int v = 0; v < 256; ++v) {
+      const float r = value.data<float>()[v] / y.scale;
+      int32_t out = std::isnan(r) ? 0
+                                  : static_cast<int32_t>(std::clamp<double>(
+                                        std::nearbyint(static_cast<double>(r)) + y.zero_point, y.qmin(), y.qmax()));
+      out = std::clamp(out, y.qmin(), y.qmax());
+      const int index = x.is_signed ? (v ^ 0x80) : v;  // the table is indexed by the input's raw byte
+      table[static_cast<size_t>(index)] = out;
+    }
+    Fusion f;
+    f.nodes = {&dq};
+    for (const Node* n : chain) f.nodes.push_back(n);
+    f.nodes.push_back(q);
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    std::string what;
+    for (const Node* n : unary) what += (what.empty() ? "" : ", ") + n->op_type;
+    f.step = make_lookup_step(table, x.is_signed, y.is_signed, what.empty() ? "requantize" : what);
+    f.inputs = {dq.inputs[0]};
+    std::string current = views.empty() ? q->outputs[0] : unique_value_name(g_, dq.outputs[0] + "_lut");
+    f.outputs = {current};
+    for (size_t i = 0; i < views.size(); ++i) {
+      const Node* v = views[i];
+      Fusion part;
+      part.nodes = {v};
+      part.step = make_view_step(*v, m_.model_.opset());
+      part.inputs = {current};
+      for (size_t j = 1; j < v->inputs.size(); ++j) part.inputs.push_back(v->inputs[j]);
+      current = i + 1 == views.size() ? q->outputs[0] : v->outputs[0];
+      part.outputs = {current};
+      f.then.push_back(std::move(part));
+    }
+    return f;
+  }
+
+  // Gemm's attributes allow a plain x W (+ bias): returns trans_b.
+  static bool plain_gemm(const Node& node, bool& trans_b) {
+    trans_b = false;
+    if (node.op_type == "MatMul") return true;
+    if (node.attr_float("alpha", 1.0f) != 1.0f || node.attr_float("beta", 1.0f) != 1.0f) return false;
+    if (node.attr_int("transA", 0) != 0) return false;
+    trans_b = node.attr_int("transB", 0) != 0;
+    return true;
+  }
+
+  // The bias of a Gemm (input 2) or of an Add after a MatMul: N floats.
+  // `tail` is the value after the anchor (+Add); `nodes` gets the Add.
+  bool float_bias(const Node& node, int64_t n, std::vector<float>& bias, std::string& tail,
+                  std::vector<const Node*>& nodes, const Node** bias_dq) {
+    tail = node.outputs[0];
+    std::string name;
+    if (node.op_type == "Gemm" && node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      name = node.inputs[2];
+    } else if (node.op_type == "MatMul") {
+      const Node* add = sole_reader(node.outputs[0]);
+      if (add != nullptr && add->op_type == "Add" && add->domain.empty() && add->inputs.size() == 2) {
+        const std::string other = add->inputs[0] == node.outputs[0] ? add->inputs[1] : add->inputs[0];
+        const Tensor* t = constant(other);
+        const Node* dq = producer(other);
+        if ((t != nullptr || (dq && dq->op_type == "DequantizeLinear" && constant(dq->inputs[0]))) &&
+            add->inputs[0] != add->inputs[1]) {
+          name = other;
+          nodes.push_back(add);
+          tail = add->outputs[0];
+        }
+      }
+    }
+    if (name.empty()) return true;
+    const Tensor* t = constant(name);
+    if (t == nullptr) {
+      const Node* dq = producer(name);
+      if (dq == nullptr || dq->op_type != "DequantizeLinear" || bias_dq == nullptr) return false;
+      *bias_dq = dq;
+      return true;  // the caller reads the quantized bias
+    }
+    if (t->dtype() != DType::kFloat32 || t->numel() != n) {
+      if (!(t->dtype() == DType::kFloat32 && t->numel() == 1)) return false;
+    }
+    bias.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) bias[static_cast<size_t>(j)] = t->data<float>()[t->numel() == 1 ? 0 : j];
+    return true;
+  }
+
+  std::optional<Fusion> match_sgemm(const Node& node) {
+    bool trans_b = false;
+    if (!plain_gemm(node, trans_b) || node.inputs.size() < 2) return std::nullopt;
+    const Tensor* w = constant(node.inputs[1]);
+    if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 2 || constant(node.inputs[0]))
+      return std::nullopt;
+    const int64_t n = trans_b ? w->dim(0) : w->dim(1);
+    Fusion f;
+    f.nodes = {&node};
+    std::vector<float> bias;
+    std::string tail;
+    if (!float_bias(node, n, bias, tail, f.nodes, nullptr)) return std::nullopt;
+    FloatClamp clamp;
+    if (const Node* act = activation_after(tail, clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    f.step = make_sgemm_step(*w, trans_b, std::move(bias), clamp);
+    f.inputs = {node.inputs[0]};
+    f.outputs = {tail};
+    return f;
+  }
+
+  // Weight DQ: constant 8-bit values, constant scale (1 or per `axis`
+  // channel), optional constant zero point. Returns the pieces as int8.
+  bool weight_dq(const std::string& name, int channel_axis, std::vector<int8_t>& values, Shape& shape,
+                 std::vector<float>& scale, std::vector<int32_t>& zp) const {
+    const Node* dq = producer(name);
+    if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty()) return false;
+    const Tensor* q = constant(dq->inputs[0]);
+    const Tensor* s = dq->inputs.size() > 1 ? constant(dq->inputs[1]) : nullptr;
+    if (q == nullptr || s == nullptr || !is_8bit(q->dtype()) || s->dtype() != DType::kFloat32) return false;
+    if (dq->attr_int("block_size", 0) != 0) return false;
+    const Tensor* z = dq->inputs.size() > 2 && !dq->inputs[2].empty() ? constant(dq->inputs[2]) : nullptr;
+    if (dq->inputs.size() > 2 && !dq->inputs[2].empty() && z == nullptr) return false;
+    const int64_t channels = q->rank() > channel_axis ? q->dim(channel_axis) : 0;
+    if (s->numel() != 1) {
+      int64_t axis = dq->attr_int("axis", 1);
+      if (axis < 0) axis += q->rank();
+      if (axis != channel_axis || s->numel() != channels) return false;
+    }
+    if (z != nullptr && z->numel() != s->numel()) return false;
+    const bool u8 = q->dtype() == DType::kUInt8;
+    values.resize(static_cast<size_t>(q->numel()));
+    for (int64_t i = 0; i < q->numel(); ++i)
+      values[static_cast<size_t>(i)] = static_cast<int8_t>(q->get_as_int64(i) - (u8 ? 128 : 0));
+    shape = q->shape();
+    scale.assign(s->data<float>(), s->data<float>() + s->numel());
+    zp.clear();
+    if (z != nullptr) {
+      bool any = false;
+      for (int64_t i = 0; i < z->numel(); ++i) {
+        zp.push_back(static_cast<int32_t>(z->get_as_int64(i) - (u8 ? 128 : 0)));
+        any = any || zp.back() != 0;
+      }
+      if (!any) zp.clear();
+    } else if (u8) {
+      zp.assign(static_cast<size_t>(s->numel()), -128);
+    }
+    return true;
+  }
+
+  // A quantized bias DQ(int32 const, scale const [, zp 0]) as values in the
+  // accumulator's scale x_scale * w_scale[j].
+  bool int32_bias(const Node& dq, int64_t n, float x_scale, const std::vector<float>& w_scale,
+                  std::vector<int32_t>& out) const {
+    const Tensor* q = constant(dq.inputs[0]);
+    const Tensor* s = dq.inputs.size() > 1 ? constant(dq.inputs[1]) : nullptr;
+    if (q == nullptr || s == nullptr || q->numel() != n || s->dtype() != DType::kFloat32) return false;
+    if (q->dtype() != DType::kInt32 && q->dtype() != DType::kInt8 && q->dtype() != DType::kUInt8) return false;
+    if (s->numel() != 1 && s->numel() != n) return false;
+    if (dq.inputs.size() > 2 && !dq.inputs[2].empty()) {
+      const Tensor* z = constant(dq.inputs[2]);
+      if (z == nullptr) return false;
+      for (int64_t i = 0; i < z->numel(); ++i) {
+        if (z->get_as_int64(i) != 0) return false;
+      }
+    }
+    out.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) {
+      const float bs = s->data<float>()[s->numel() == 1 ? 0 : j];
+      const float acc_scale = x_scale * w_scale[w_scale.size() == 1 ? 0 : static_cast<size_t>(j)];
+      const int64_t v = q->get_as_int64(j);
+      // Exact when the bias scale is the accumulator's, as quantizers write it.
+      if (std::abs(bs - acc_scale) <= 1e-6f * acc_scale) {
+        out[static_cast<size_t>(j)] = static_cast<int32_t>(v);
+      } else {
+        out[static_cast<size_t>(j)] = static_cast<int32_t>(std::nearbyint(static_cast<double>(v) * bs / acc_scale));
+      }
+    }
+    return true;
+  }
+
+  std::optional<Fusion> match_qgemm(const Node& node) {
+    bool trans_b = false;
+    if (!plain_gemm(node, trans_b) || node.inputs.size() < 2) return std::nullopt;
+    QGemmParams p;
+    const Node* x_dq = activation_dq(node.inputs[0], p.x);
+    if (x_dq == nullptr) return std::nullopt;
+    std::vector<int8_t> w;
+    Shape w_shape;
+    std::vector<int32_t> w_zp;
+    // Per-channel along N: axis 1 of a [K, N] weight, axis 0 of a transposed [N, K].
+    if (!weight_dq(node.inputs[1], trans_b ? 0 : 1, w, w_shape, p.w_scale, w_zp) || w_shape.size() != 2) {
+      return std::nullopt;
+    }
+    p.k = static_cast<int>(trans_b ? w_shape[1] : w_shape[0]);
+    p.n = static_cast<int>(trans_b ? w_shape[0] : w_shape[1]);
+    if (trans_b) {
+      p.weight.resize(w.size());
+      for (int j = 0; j < p.n; ++j) {
+        for (int kk = 0; kk < p.k; ++kk)
+          p.weight[static_cast<size_t>(kk) * p.n + j] = w[static_cast<size_t>(j) * p.k + kk];
+      }
+    } else {
+      p.weight = std::move(w);
+    }
+    if (!w_zp.empty()) {
+      for (int j = 0; j < p.n; ++j) {
+        p.w_zp.push_back(static_cast<int8_t>(w_zp[w_zp.size() == 1 ? 0 : static_cast<size_t>(j)]));
+      }
+    }
+    Fusion f;
+    f.nodes = {&node};
+    std::vector<float> fbias;
+    std::string tail;
+    const Node* bias_dq = nullptr;
+    if (!float_bias(node, p.n, fbias, tail, f.nodes, &bias_dq)) return std::nullopt;
+    if (bias_dq != nullptr) {
+      if (!int32_bias(*bias_dq, p.n, p.x.scale, p.w_scale, p.bias_q)) return std::nullopt;
+    } else if (!fbias.empty()) {
+      p.bias_q.resize(static_cast<size_t>(p.n));
+      for (int j = 0; j < p.n; ++j) {
+        const float acc_scale = p.x.scale * p.w_scale[p.w_scale.size() == 1 ? 0 : static_cast<size_t>(j)];
+        p.bias_q[static_cast<size_t>(j)] =
+            static_cast<int32_t>(std::nearbyint(static_cast<double>(fbias[static_cast<size_t>(j)]) / acc_scale));
+      }
+    }
+    if (const Node* act = activation_after(tail, p.clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    QuantScalar y;
+    if (const Node* q = quantize_after(tail, y)) {
+      p.y = y;
+      f.nodes.push_back(q);
+      tail = q->outputs[0];
+    }
+    p.isa = m_.options_.isa;
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    ++absorbed_reads_[x_dq->outputs[0]];
+    ++absorbed_reads_[node.inputs[1]];
+    if (bias_dq != nullptr) ++absorbed_reads_[bias_dq->outputs[0]];
+    f.step = make_qgemm_step(std::move(p));
+    f.inputs = {x_dq->inputs[0]};
+    f.outputs = {tail};
+    return f;
+  }
+
+  std::optional<Fusion> match_qconv(const Node& node) {
+    QConvFacts c;
+    if (!conv_facts(node, c)) return std::nullopt;
+    QuantScalar x;
+    const Node* x_dq = activation_dq(node.inputs[0], x);
+    if (x_dq == nullptr) return std::nullopt;
+    std::vector<int8_t> w;
+    Shape w_shape;
+    std::vector<float> w_scale;
+    std::vector<int32_t> w_zp;
+    if (!weight_dq(node.inputs[1], 0, w, w_shape, w_scale, w_zp) || w_shape.size() != 4) return std::nullopt;
+    std::vector<int32_t> bias;
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      const Node* bias_dq = producer(node.inputs[2]);
+      const Tensor* fb = constant(node.inputs[2]);
+      if (bias_dq != nullptr && bias_dq->op_type == "DequantizeLinear") {
+        if (!int32_bias(*bias_dq, w_shape[0], x.scale, w_scale, bias)) return std::nullopt;
+      } else if (fb != nullptr && fb->dtype() == DType::kFloat32 && fb->numel() == w_shape[0]) {
+        for (int64_t j = 0; j < w_shape[0]; ++j) {
+          const float acc_scale = x.scale * w_scale[w_scale.size() == 1 ? 0 : static_cast<size_t>(j)];
+          bias.push_back(static_cast<int32_t>(std::nearbyint(static_cast<double>(fb->data<float>()[j]) / acc_scale)));
+        }
+      } else {
+        return std::nullopt;
+      }
+    }
+    Fusion f;
+    f.nodes = {&node};
+    std::string tail = node.outputs[0];
+    FloatClamp clamp;
+    if (const Node* act = activation_after(tail, clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    QuantScalar y;
+    const Node* q = quantize_after(tail, y);
+    if (q == nullptr) return std::nullopt;  // a float-output conv stays unfused
+    f.nodes.push_back(q);
+    tail = q->outputs[0];
+    auto step = make_qconv_step(c, x, y, w, w_shape, w_scale, w_zp, bias, clamp, m_.options_.isa);
+    if (!step) return std::nullopt;
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    ++absorbed_reads_[x_dq->outputs[0]];
+    ++absorbed_reads_[node.inputs[1]];
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) ++absorbed_reads_[node.inputs[2]];
+    f.step = std::move(step);
+    f.inputs = {x_dq->inputs[0]};
+    f.outputs = {tail};
+    return f;
+  }
+
+  std::optional<Fusion> match_sconv(const Node& node) {
+    QConvFacts c;
+    if (!conv_facts(node, c) || constant(node.inputs[0])) return std::nullopt;
+    const Tensor* w = constant(node.inputs[1]);
+    if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 4) return std::nullopt;
+    const Tensor* b = nullptr;
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      b = constant(node.inputs[2]);
+      if (b == nullptr || b->dtype() != DType::kFloat32 || b->numel() != w->dim(0)) return std::nullopt;
+    }
+    Fusion f;
+    f.nodes = {&node};
+    std::string tail = node.outputs[0];
+    FloatClamp clamp;
+    if (const Node* act = activation_after(tail, clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    auto step = make_sconv_step(c, *w, b, clamp);
+    if (!step) return std::nullopt;
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    f.step = std::move(step);
+    f.inputs = {node.inputs[0]};
+    f.outputs = {tail};
+    return f;
+  }
+
+  CompiledModel& m_;
+  Graph& g_;
+  std::unordered_map<std::string, int> reads_;
+  std::unordered_map<std::string, const Node*> producer_;
+  std::set<const Node*> consumed_;
+  std::unordered_map<std::string, int> absorbed_reads_;
+  std::unordered_map<const Node*, Fusion> fusions_;
+};
+
+void CompiledModel::compile() { Compiler(*this).run(); }
+
+}  // namespace kvant

@@ -1,0 +1,331 @@
+#include "runtime/compiled_model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "passes/pass.h"
+#include "runtime/executor.h"
+#include "runtime/memory_plan.h"
+
+namespace kvant {
+
+struct CompiledModel::Value {
+  std::string name;
+  Tensor tensor;
+  bool constant = false;
+  int producer = -1;  // step index, -1 for model inputs and constants
+  int last_use = -1;
+  int root = -1;  // for a view: the value whose bytes it shares
+  bool in_arena = false;
+  size_t offset = 0;
+};
+
+CompileOptions default_compile_options(int threads) {
+  CompileOptions options;
+  options.threads = threads;
+  options.isa = selected_isa();
+  return options;
+}
+
+namespace {
+
+bool has_subgraphs(const Graph& graph) {
+  for (const Node& node : graph.nodes) {
+    for (const auto& [key, attr] : node.attributes) {
+      if (attr.g || !attr.graphs.empty()) return true;
+    }
+  }
+  return false;
+}
+
+std::shared_ptr<std::byte> allocate_block(size_t bytes) {
+  const size_t size = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, size);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, size);
+  return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
+}
+
+std::string format_bytes(size_t bytes) {
+  std::ostringstream os;
+  os.precision(1);
+  os << std::fixed;
+  if (bytes >= (size_t{1} << 20)) {
+    os << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  } else {
+    os << static_cast<double>(bytes) / 1024 << " KiB";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) : model_(model), options_(options) {
+  if (options_.threads < 1) {
+    throw Error(ErrorCode::kInvalidArgument, "threads must be at least 1, got " + std::to_string(options_.threads));
+  }
+  if (options_.threads > 1) pool_ = std::make_unique<ThreadPool>(options_.threads);
+  auto missing = unsupported_operators(model_);
+  if (!missing.empty()) {
+    std::string msg = "unsupported operators: ";
+    for (size_t i = 0; i < missing.size(); ++i) msg += (i ? "; " : "") + missing[i];
+    throw Error(ErrorCode::kUnsupported, msg);
+  }
+  if (has_subgraphs(model_.graph)) {
+    reference_ = std::make_unique<ReferenceExecutor>(model_);
+    return;
+  }
+  run_to_fixed_point(model_.graph, {eliminate_identity, fold_batchnorm, eliminate_dead_nodes});
+  compile();
+}
+
+CompiledModel::~CompiledModel() = default;
+
+int CompiledModel::value_index(const std::string& name) {
+  if (name.empty()) return -1;
+  auto it = value_ids_.find(name);
+  if (it != value_ids_.end()) return it->second;
+  const int id = static_cast<int>(values_.size());
+  values_.push_back(Value{});
+  values_.back().name = name;
+  auto init = model_.graph.initializers.find(name);
+  if (init != model_.graph.initializers.end() && model_.graph.find_input(name) == nullptr) {
+    values_.back().tensor = init->second;
+    values_.back().constant = true;
+  }
+  value_ids_.emplace(name, id);
+  return id;
+}
+
+void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
+  planned_ = false;
+  for (Value& v : values_) {
+    if (!v.constant) v.tensor = Tensor();
+    v.producer = -1;
+    v.last_use = -1;
+    v.root = -1;
+    v.in_arena = false;
+  }
+  planned_input_shapes_.clear();
+  for (int id : input_ids_) {
+    values_[static_cast<size_t>(id)].tensor = feeds.at(values_[static_cast<size_t>(id)].name);
+    planned_input_shapes_.push_back(values_[static_cast<size_t>(id)].tensor.shape());
+  }
+  const size_t n = steps_.size();
+  step_in_.assign(n, {});
+  step_out_.assign(n, {});
+  step_runs_.assign(n, true);
+  size_t scratch = 0;
+  std::vector<TensorSpec> specs;
+  // 1. Run every step once with its own buffers: shapes and lifetimes.
+  for (size_t s = 0; s < n; ++s) {
+    Step& step = *steps_[s];
+    for (int id : step.inputs) {
+      if (id < 0) {
+        step_in_[s].push_back(nullptr);
+        continue;
+      }
+      Value& v = values_[static_cast<size_t>(id)];
+      if (!v.tensor.defined()) {
+        throw Error(ErrorCode::kInvalidArgument, "step " + step.name + ": input \"" + v.name + "\" has no value");
+      }
+      v.last_use = static_cast<int>(s);
+      step_in_[s].push_back(&v.tensor);
+    }
+    for (int id : step.outputs) {
+      step_out_[s].push_back(id < 0 ? nullptr : &values_[static_cast<size_t>(id)].tensor);
+      if (id >= 0) values_[static_cast<size_t>(id)].producer = static_cast<int>(s);
+    }
+    if (step.kind() != Step::Kind::kFallback) {
+      specs.clear();
+      step.infer(step_in_[s], specs);
+      if (specs.size() < step.outputs.size()) throw Error(ErrorCode::kInternal, step.name + ": too few output specs");
+      for (size_t i = 0; i < step.outputs.size(); ++i) {
+        if (step.outputs[i] < 0) continue;
+        Value& out = values_[static_cast<size_t>(step.outputs[i])];
+        if (step.kind() == Step::Kind::kView) {
+          out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
+          const Value& src = values_[static_cast<size_t>(step.inputs[0])];
+          out.root = src.root >= 0 ? src.root : step.inputs[0];
+        } else {
+          out.tensor = Tensor(specs[i].dtype, specs[i].shape);
+        }
+      }
+    }
+    if (step.kind() != Step::Kind::kView) {
+      const size_t need = step.scratch_bytes(step_in_[s]);
+      scratch = std::max(scratch, need);
+      std::shared_ptr<std::byte> temp = allocate_block(need);
+      step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
+    }
+  }
+  // 2. Lifetimes: a view keeps its root alive; model outputs live to the end.
+  const int end = static_cast<int>(n);
+  for (int id : output_ids_) values_[static_cast<size_t>(id)].last_use = end;
+  for (Value& v : values_) {
+    if (v.root >= 0) {
+      Value& r = values_[static_cast<size_t>(v.root)];
+      r.last_use = std::max(r.last_use, v.last_use);
+    }
+  }
+  // 3. Arena: model inputs and every kernel output.
+  std::vector<BufferRequest> requests;
+  std::vector<int> owners;
+  for (size_t id = 0; id < values_.size(); ++id) {
+    Value& v = values_[id];
+    if (v.constant || v.root >= 0 || !v.tensor.defined()) continue;
+    const bool is_input = std::find(input_ids_.begin(), input_ids_.end(), static_cast<int>(id)) != input_ids_.end();
+    const bool is_kernel_output =
+        v.producer >= 0 && steps_[static_cast<size_t>(v.producer)]->kind() == Step::Kind::kKernel;
+    if (!is_input && !is_kernel_output) continue;
+    requests.push_back({v.tensor.nbytes(), is_input ? -1 : v.producer, std::max(v.last_use, v.producer)});
+    owners.push_back(static_cast<int>(id));
+  }
+  const MemoryPlan memory = plan_memory(requests);
+  arena_ = allocate_block(memory.arena_bytes);
+  scratch_ = allocate_block(scratch);
+  for (size_t i = 0; i < owners.size(); ++i) {
+    Value& v = values_[static_cast<size_t>(owners[i])];
+    Tensor placed = Tensor::view(v.tensor.dtype(), v.tensor.shape(), arena_, arena_.get() + memory.offsets[i]);
+    std::memcpy(placed.raw(), v.tensor.raw(), v.tensor.nbytes());
+    v.tensor = placed;
+    v.in_arena = true;
+    v.offset = memory.offsets[i];
+  }
+  // 4. Views over stable bytes (arena, constants) are bound once.
+  for (size_t s = 0; s < n; ++s) {
+    Step& step = *steps_[s];
+    if (step.kind() != Step::Kind::kView) continue;
+    Value& out = values_[static_cast<size_t>(step.outputs[0])];
+    const Value& root = values_[static_cast<size_t>(out.root)];
+    if (root.in_arena || root.constant) {
+      out.tensor = step_in_[s][0]->reshaped(out.tensor.shape());
+      step_runs_[s] = false;
+    }
+  }
+  stats_ = PlanStats{};
+  stats_.arena_bytes = memory.arena_bytes;
+  stats_.tensor_bytes = memory.total_bytes;
+  stats_.scratch_bytes = scratch;
+  for (const auto& step : steps_) {
+    switch (step->kind()) {
+      case Step::Kind::kKernel: ++stats_.kernel_steps; break;
+      case Step::Kind::kView: ++stats_.view_steps; break;
+      case Step::Kind::kFallback: ++stats_.fallback_steps; break;
+    }
+  }
+  plan_lines_.clear();
+  for (size_t s = 0; s < n; ++s) {
+    const Step& step = *steps_[s];
+    std::ostringstream line;
+    line << s << "  " << step.kernel() << "  " << step.name;
+    if (step.fused.size() > 1) line << " (+" << step.fused.size() - 1 << " fused)";
+    for (int id : step.outputs) {
+      if (id < 0) continue;
+      const Value& v = values_[static_cast<size_t>(id)];
+      line << "  -> " << v.tensor.describe();
+      if (v.in_arena) line << " @" << v.offset;
+      if (v.root >= 0) line << " (view)";
+      if (step.kind() == Step::Kind::kFallback) line << " (allocated)";
+    }
+    plan_lines_.push_back(line.str());
+  }
+  planned_ = true;
+}
+
+void CompiledModel::prepare(const std::map<std::string, Shape>& input_shapes) {
+  if (reference_)
+    throw Error(ErrorCode::kUnsupported, "prepare: models with control flow run on the reference executor");
+  std::map<std::string, Tensor> feeds;
+  for (int id : input_ids_) {
+    const Value& v = values_[static_cast<size_t>(id)];
+    auto it = input_shapes.find(v.name);
+    if (it == input_shapes.end())
+      throw Error(ErrorCode::kInvalidArgument, "prepare: no shape for input \"" + v.name + "\"");
+    const ValueInfo* info = model_.graph.find_input(v.name);
+    feeds[v.name] = Tensor(info->type.dtype, it->second);
+  }
+  plan(feeds);
+}
+
+Tensor& CompiledModel::input(size_t i) {
+  if (!planned_ || i >= input_ids_.size())
+    throw Error(ErrorCode::kInvalidArgument, "input(" + std::to_string(i) + "): not planned or out of range");
+  return values_[static_cast<size_t>(input_ids_[i])].tensor;
+}
+
+const Tensor& CompiledModel::output(size_t i) const {
+  if (!planned_ || i >= output_ids_.size())
+    throw Error(ErrorCode::kInvalidArgument, "output(" + std::to_string(i) + "): not planned or out of range");
+  return values_[static_cast<size_t>(output_ids_[i])].tensor;
+}
+
+void CompiledModel::run() {
+  if (!planned_) throw Error(ErrorCode::kInvalidArgument, "run: call prepare() first");
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    if (step_runs_[s]) steps_[s]->run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+  }
+}
+
+std::map<std::string, Tensor> CompiledModel::run(const std::map<std::string, Tensor>& feeds) {
+  if (reference_) return reference_->run(feeds);
+  // Check names, types and shapes as the reference executor does.
+  std::map<std::string, int64_t> bindings;
+  std::map<std::string, Tensor> complete;
+  for (const ValueInfo& in : model_.graph.inputs) {
+    auto it = feeds.find(in.name);
+    if (it == feeds.end()) {
+      auto init = model_.graph.initializers.find(in.name);
+      if (init == model_.graph.initializers.end()) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "input \"" + in.name + "\" (" + in.type.to_string() + ") was not given");
+      }
+      complete[in.name] = init->second;
+      continue;
+    }
+    check_input_type(in, it->second, bindings);
+    complete[in.name] = it->second;
+  }
+  for (const auto& [name, t] : feeds) {
+    if (!complete.count(name) || model_.graph.find_input(name) == nullptr) {
+      std::string names;
+      for (const auto& in : model_.graph.inputs) names += (names.empty() ? "" : ", ") + in.name;
+      throw Error(ErrorCode::kInvalidArgument, "the model has no input named \"" + name + "\" (inputs: " + names + ")");
+    }
+  }
+  bool same = planned_;
+  for (size_t i = 0; same && i < input_ids_.size(); ++i) {
+    same = complete.at(values_[static_cast<size_t>(input_ids_[i])].name).shape() == planned_input_shapes_[i];
+  }
+  if (!same) plan(complete);
+  for (size_t i = 0; i < input_ids_.size(); ++i) {
+    const Tensor& src = complete.at(values_[static_cast<size_t>(input_ids_[i])].name);
+    std::memcpy(input(i).raw(), src.raw(), src.nbytes());
+  }
+  run();
+  std::map<std::string, Tensor> result;
+  for (size_t i = 0; i < output_ids_.size(); ++i)
+    result[values_[static_cast<size_t>(output_ids_[i])].name] = output(i).clone();
+  return result;
+}
+
+std::string CompiledModel::describe_plan() const {
+  std::ostringstream os;
+  if (reference_) {
+    os << "this model has control flow (If/Loop): it runs on the reference executor\n";
+    return os.str();
+  }
+  os << "steps: " << steps_.size() << " (" << stats_.kernel_steps << " kernels, " << stats_.view_steps << " views, "
+     << stats_.fallback_steps << " reference fallbacks), ISA " << isa_name(options_.isa) << ", threads "
+     << options_.threads << "\n";
+  for (const auto& line : plan_lines_) os << "  " << line << "\n";
+  os << "arena: " << format_bytes(stats_.arena_bytes) << " (" << stats_.arena_bytes << " bytes) for tensors totalling "
+     << format_bytes(stats_.tensor_bytes) << " (" << stats_.tensor_bytes << " bytes) without reuse; scratch "
+     << format_bytes(stats_.scratch_bytes) << "\n";
+  return os.str();
+}
+
+PlanStats CompiledModel::stats() const { return stats_; }
+
+}  // namespace kvant

@@ -1,0 +1,96 @@
+// Compiled execution (DESIGN.md §3): a model turned into a list of steps —
+// fused integer kernels for QDQ patterns, fast FP32 kernels, views, and
+// reference operators where kvant has no fast kernel yet — with every
+// intermediate tensor placed in one arena.
+//
+// compile() picks kernels and prepacks weights. The memory plan needs the
+// input shapes: the first run (or prepare()) with a new set of input shapes
+// runs every step once with its own buffers to learn each tensor's shape
+// and lifetime, then places them in the arena (memory_plan.h). Later runs
+// with the same input shapes allocate nothing when every step is a kernel or
+// a view (fallback steps allocate their outputs; the plan lists them).
+//
+// Models with control flow (If, Loop) run on the reference executor inside
+// (the plan says so).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "kernels/cpu_features.h"
+#include "runtime/step.h"
+
+namespace kvant {
+
+class ReferenceExecutor;
+
+struct CompileOptions {
+  int threads = 1;
+  Isa isa = Isa::kRef;  // set by default_compile_options() from the CPU and KVANT_ISA
+};
+CompileOptions default_compile_options(int threads = 1);
+
+struct PlanStats {
+  size_t arena_bytes = 0;    // the arena: every intermediate, with reuse
+  size_t tensor_bytes = 0;   // the same tensors without reuse (sum of sizes)
+  size_t scratch_bytes = 0;  // largest per-step scratch
+  size_t weight_bytes = 0;   // prepacked weights and constants the steps hold
+  int kernel_steps = 0, view_steps = 0, fallback_steps = 0;
+};
+
+class CompiledModel {
+ public:
+  // `model` is copied; the compiled model does not refer to it afterwards.
+  explicit CompiledModel(const Model& model, const CompileOptions& options = default_compile_options());
+  ~CompiledModel();
+  CompiledModel(const CompiledModel&) = delete;
+  CompiledModel& operator=(const CompiledModel&) = delete;
+
+  // Checks the feeds as ReferenceExecutor::run does, plans for their shapes
+  // when they differ from the last plan, copies them in, runs, and returns
+  // copies of the outputs.
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& feeds);
+
+  // The allocation-free interface: prepare() once for the input shapes, then
+  // fill input(i), call run(), read output(i).
+  void prepare(const std::map<std::string, Shape>& input_shapes);
+  Tensor& input(size_t i);
+  const Tensor& output(size_t i) const;
+  void run();
+
+  // The plan: one line per step (kernel, node, output shape, arena offset),
+  // then the totals. Empty stats before the first plan.
+  std::string describe_plan() const;
+  PlanStats stats() const;
+  const std::vector<std::unique_ptr<Step>>& steps() const { return steps_; }
+
+ private:
+  struct Value;
+  void compile();
+  void plan(const std::map<std::string, Tensor>& feeds);
+  int value_index(const std::string& name);
+
+  Model model_;
+  CompileOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ReferenceExecutor> reference_;  // control-flow models
+  std::vector<std::unique_ptr<Step>> steps_;
+  std::vector<Value> values_;
+  std::map<std::string, int> value_ids_;
+  std::vector<int> input_ids_, output_ids_;
+  std::vector<std::vector<const Tensor*>> step_in_;
+  std::vector<std::vector<Tensor*>> step_out_;
+  std::vector<bool> step_runs_;  // false for views whose storage was bound at plan time
+  std::shared_ptr<std::byte> arena_;
+  std::shared_ptr<std::byte> scratch_;
+  std::vector<Shape> planned_input_shapes_;
+  bool planned_ = false;
+  PlanStats stats_;
+  std::vector<std::string> plan_lines_;
+  friend class Compiler;
+};
+
+}  // namespace kvant

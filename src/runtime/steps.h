@@ -1,0 +1,90 @@
+// The compiled steps kvant has kernels for, and the small facts the compiler
+// passes to them. Each make_* returns the step (the compiler fills in its
+// inputs/outputs); the math of each is on top of its .cc file.
+#pragma once
+
+#include <limits>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/sgemm.h"
+#include "runtime/step.h"
+
+namespace kvant {
+
+// A per-tensor quantization of an activation: uint8 or int8.
+struct QuantScalar {
+  float scale = 1.0f;
+  int32_t zero_point = 0;
+  bool is_signed = false;
+  int32_t qmin() const { return is_signed ? -128 : 0; }
+  int32_t qmax() const { return is_signed ? 127 : 255; }
+};
+
+// Float output bounds of a fused Relu / Clip (none: +-inf).
+struct FloatClamp {
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+  bool active() const {
+    return lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity();
+  }
+  SgemmActivation activation() const;
+};
+
+// Quantized bounds of a clamp under `q`: Q(lo), Q(hi), as QuantizeLinear
+// would compute them, intersected with the type's range. Exact because
+// rounding after a division by a positive scale is monotone.
+void quantized_bounds(const FloatClamp& clamp, const QuantScalar& q, int32_t& qmin, int32_t& qmax);
+
+// QuantizeLinear / DequantizeLinear with one scale and zero point.
+std::unique_ptr<Step> make_quantize_step(const QuantScalar& q);
+std::unique_ptr<Step> make_dequantize_step(const QuantScalar& q);
+
+// y = clamp(x W + bias): x float [..., K], W constant [K, N] (or [N, K] when
+// trans_b), bias N floats or empty.
+std::unique_ptr<Step> make_sgemm_step(const Tensor& weight, bool trans_b, std::vector<float> bias, FloatClamp clamp);
+
+// The integer form of DQ(x) x DQ(W) + bias -> [Relu|Clip] -> Q (or no Q:
+// float output). weight: int8 [K, N] after any transpose, w_zp per column
+// (empty = 0), w_scale 1 or N, bias_q int32 per column (scale x*w) or empty.
+struct QGemmParams {
+  QuantScalar x;
+  std::vector<int8_t> weight;
+  int k = 0, n = 0;
+  std::vector<int8_t> w_zp;
+  std::vector<float> w_scale;
+  std::vector<int32_t> bias_q;
+  std::optional<QuantScalar> y;  // nullopt: float output
+  FloatClamp clamp;
+  Isa isa = Isa::kRef;
+};
+std::unique_ptr<Step> make_qgemm_step(QGemmParams params);
+
+}  // namespace kvant
+
+namespace kvant {
+
+// y_q[i] = table[x_q[i]]: any chain of elementwise unary ops between a DQ and
+// a Q, tabulated over the 256 input codes by running the reference ops, so
+// it equals the QDQ simulation bit for bit. `table` holds 256 output codes
+// (as int32), indexed by the input's byte.
+std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x_signed, bool y_signed,
+                                       std::string what);
+
+// DQ(a), DQ(b) -> Add -> [Relu|Clip] -> Q on equal shapes, computed with the
+// simulation's float operations per element (bit-exact).
+std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
+                                     const FloatClamp& clamp);
+
+// MaxPool (2-D, NCHW, no indices) on quantized codes; valid when the DQ
+// before and the Q after share scale and zero point. `node` is the MaxPool
+// (its reference op gives the output shape at plan time).
+std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed);
+
+// DQ -> GlobalAveragePool -> Q: the mean of the dequantized values per
+// channel, summed in float in the reference's order, quantized.
+std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y);
+
+}  // namespace kvant

@@ -1,0 +1,196 @@
+// Compiled steps on quantized activations that need no GEMM: lookup tables,
+// Add, MaxPool and GlobalAveragePool. Each repeats the float arithmetic of
+// the QDQ simulation (DequantizeLinear: float(x - zp) * scale; QuantizeLinear:
+// nearbyint(x / scale) + zp, saturated) so the results match it exactly.
+#include <algorithm>
+#include <cmath>
+
+#include "ops/op_registry.h"
+#include "runtime/steps.h"
+
+namespace kvant {
+
+namespace {
+
+inline float dq(int32_t v, const QuantScalar& q) { return static_cast<float>(v - q.zero_point) * q.scale; }
+inline int32_t qz(float x, const QuantScalar& q) {
+  const float r = x / q.scale;
+  if (std::isnan(r)) return std::clamp<int32_t>(0, q.qmin(), q.qmax());
+  return static_cast<int32_t>(
+      std::clamp<double>(std::nearbyint(static_cast<double>(r)) + q.zero_point, q.qmin(), q.qmax()));
+}
+DType code_type(bool is_signed) { return is_signed ? DType::kInt8 : DType::kUInt8; }
+
+void check_code_input(const std::string& name, const Tensor& t, bool is_signed) {
+  if (t.dtype() != code_type(is_signed)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                name + ": expected " + dtype_name(code_type(is_signed)) + " input, got " + t.describe());
+  }
+}
+
+class LookupStep : public Step {
+ public:
+  LookupStep(const std::vector<int32_t>& table, bool x_signed, bool y_signed, std::string what)
+      : x_signed_(x_signed), y_signed_(y_signed), what_(std::move(what)) {
+    for (size_t i = 0; i < 256; ++i) table_[i] = static_cast<uint8_t>(table[i] & 0xff);
+  }
+  std::string kernel() const override { return "lookup_table (" + what_ + ")"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    check_code_input(name, *in[0], x_signed_);
+    out.assign(1, {code_type(y_signed_), in[0]->shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const uint8_t* x = static_cast<const uint8_t*>(in[0]->raw());
+    uint8_t* y = static_cast<uint8_t*>(out[0]->raw());
+    const int64_t n = in[0]->numel();
+    for (int64_t i = 0; i < n; ++i) y[i] = table_[x[i]];
+  }
+
+ private:
+  uint8_t table_[256] = {};
+  bool x_signed_, y_signed_;
+  std::string what_;
+};
+
+class QAddStep : public Step {
+ public:
+  QAddStep(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y, const FloatClamp& clamp)
+      : a_(a), b_(b), y_(y), clamp_(clamp) {}
+  std::string kernel() const override { return "qadd"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    check_code_input(name, *in[0], a_.is_signed);
+    check_code_input(name, *in[1], b_.is_signed);
+    if (in[0]->shape() != in[1]->shape()) throw Error(ErrorCode::kInvalidArgument, name + ": qadd needs equal shapes");
+    out.assign(1, {code_type(y_.is_signed), in[0]->shape()});
+  }
+  template <typename A, typename B, typename Y>
+  void loop(const A* a, const B* b, Y* y, int64_t n) const {
+    for (int64_t i = 0; i < n; ++i) {
+      float s = dq(a[i], a_) + dq(b[i], b_);
+      if (clamp_.active()) s = std::min(std::max(s, clamp_.lo), clamp_.hi);
+      y[i] = static_cast<Y>(qz(s, y_));
+    }
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const int64_t n = in[0]->numel();
+    if (!a_.is_signed && !b_.is_signed && !y_.is_signed) {
+      loop(in[0]->data<uint8_t>(), in[1]->data<uint8_t>(), out[0]->data<uint8_t>(), n);
+    } else if (a_.is_signed && b_.is_signed && y_.is_signed) {
+      loop(in[0]->data<int8_t>(), in[1]->data<int8_t>(), out[0]->data<int8_t>(), n);
+    } else {
+      throw Error(ErrorCode::kUnsupported, name + ": qadd with mixed uint8/int8 operands");
+    }
+  }
+
+ private:
+  QuantScalar a_, b_, y_;
+  FloatClamp clamp_;
+};
+
+class QMaxPoolStep : public Step {
+ public:
+  QMaxPoolStep(const Node& node, int64_t opset, bool is_signed) : node_(node), opset_(opset), signed_(is_signed) {
+    kernel_ = node.attr_ints("kernel_shape");
+    strides_ = node.attr_ints("strides", std::vector<int64_t>(kernel_.size(), 1));
+    dilations_ = node.attr_ints("dilations", std::vector<int64_t>(kernel_.size(), 1));
+    pads_ = node.attr_ints("pads", std::vector<int64_t>(2 * kernel_.size(), 0));
+  }
+  std::string kernel() const override { return signed_ ? "maxpool_s8" : "maxpool_u8"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    check_code_input(name, *in[0], signed_);
+    KernelContext ctx{node_, opset_, {in[0]}, {}, nullptr};
+    ctx.outputs.resize(node_.outputs.size());
+    find_op("", "MaxPool")->run(ctx);
+    out.assign(1, {in[0]->dtype(), ctx.outputs[0].shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    if (signed_) {
+      pool(in[0]->data<int8_t>(), out[0]->data<int8_t>(), *in[0], *out[0]);
+    } else {
+      pool(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0]);
+    }
+  }
+  template <typename T>
+  void pool(const T* x, T* y, const Tensor& xt, const Tensor& yt) const {
+    const int64_t planes = xt.dim(0) * xt.dim(1), h = xt.dim(2), w = xt.dim(3);
+    const int64_t oh = yt.dim(2), ow = yt.dim(3);
+    for (int64_t p = 0; p < planes; ++p) {
+      const T* xp = x + p * h * w;
+      T* yp = y + p * oh * ow;
+      for (int64_t i = 0; i < oh; ++i) {
+        for (int64_t j = 0; j < ow; ++j) {
+          T best = std::numeric_limits<T>::lowest();
+          for (int64_t ki = 0; ki < kernel_[0]; ++ki) {
+            const int64_t r = i * strides_[0] - pads_[0] + ki * dilations_[0];
+            if (r < 0 || r >= h) continue;
+            for (int64_t kj = 0; kj < kernel_[1]; ++kj) {
+              const int64_t c = j * strides_[1] - pads_[1] + kj * dilations_[1];
+              if (c < 0 || c >= w) continue;
+              best = std::max(best, xp[r * w + c]);
+            }
+          }
+          yp[i * ow + j] = best;
+        }
+      }
+    }
+  }
+
+ private:
+  Node node_;
+  int64_t opset_;
+  bool signed_;
+  std::vector<int64_t> kernel_, strides_, dilations_, pads_;
+};
+
+class QGlobalAvgPoolStep : public Step {
+ public:
+  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y) : x_(x), y_(y) {}
+  std::string kernel() const override { return "global_avgpool_q"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    check_code_input(name, *in[0], x_.is_signed);
+    if (in[0]->rank() < 3) throw Error(ErrorCode::kInvalidArgument, name + ": needs rank >= 3");
+    Shape s = in[0]->shape();
+    for (size_t i = 2; i < s.size(); ++i) s[i] = 1;
+    out.assign(1, {code_type(y_.is_signed), s});
+  }
+  template <typename T>
+  void loop(const T* x, T* y, int64_t planes, int64_t size) const {
+    for (int64_t p = 0; p < planes; ++p) {
+      double sum = 0;
+      for (int64_t i = 0; i < size; ++i) sum += dq(x[p * size + i], x_);
+      y[p] = static_cast<T>(qz(static_cast<float>(sum / static_cast<double>(size)), y_));
+    }
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const int64_t planes = in[0]->dim(0) * in[0]->dim(1);
+    const int64_t size = planes == 0 ? 0 : in[0]->numel() / planes;
+    if (x_.is_signed != y_.is_signed) throw Error(ErrorCode::kUnsupported, name + ": mixed uint8/int8");
+    if (x_.is_signed) {
+      loop(in[0]->data<int8_t>(), out[0]->data<int8_t>(), planes, size);
+    } else {
+      loop(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), planes, size);
+    }
+  }
+
+ private:
+  QuantScalar x_, y_;
+};
+
+}  // namespace
+
+std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x_signed, bool y_signed,
+                                       std::string what) {
+  return std::make_unique<LookupStep>(table, x_signed, y_signed, std::move(what));
+}
+std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
+                                     const FloatClamp& clamp) {
+  return std::make_unique<QAddStep>(a, b, y, clamp);
+}
+std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed) {
+  return std::make_unique<QMaxPoolStep>(node, opset, is_signed);
+}
+std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y) {
+  return std::make_unique<QGlobalAvgPoolStep>(x, y);
+}
+
+}  // namespace kvant

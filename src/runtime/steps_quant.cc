@@ -1,0 +1,187 @@
+// Compiled steps for QDQ graphs:
+//   quantize:   y = saturate(nearbyint(x / scale) + zp)   (NaN -> 0), as the reference
+//   dequantize: y = float(x - zp) * scale
+//   qgemm:      acc[m, n] = sum_k (x - x_zp)(W - w_zp[n]) + bias_q[n]          (int32, exact)
+//               y = clamp(nearbyint(float(acc) * (x_scale * w_scale[n] / y_scale)) + y_zp)
+//               or, with no output Q, y = clamp_float(float(acc) * (x_scale * w_scale[n]))
+// The simulation computes the same in float (DQ, matmul, bias, Q); the two
+// agree to within one output step (DESIGN.md §2).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/gemm_s8.h"
+#include "runtime/steps.h"
+
+namespace kvant {
+
+SgemmActivation FloatClamp::activation() const {
+  if (!active()) return SgemmActivation::none();
+  if (lo == 0.0f && hi == std::numeric_limits<float>::infinity()) return SgemmActivation::relu();
+  return SgemmActivation::clip(lo, hi);
+}
+
+namespace {
+
+int32_t quantize_one(float x, const QuantScalar& q) {
+  const float r = x / q.scale;
+  if (std::isnan(r)) return std::clamp<int32_t>(0, q.qmin(), q.qmax());
+  const double v = std::nearbyint(static_cast<double>(r)) + q.zero_point;
+  return static_cast<int32_t>(std::clamp<double>(v, q.qmin(), q.qmax()));
+}
+
+class QuantizeStep : public Step {
+ public:
+  explicit QuantizeStep(const QuantScalar& q) : q_(q) {}
+  std::string kernel() const override { return q_.is_signed ? "quantize_f32_s8" : "quantize_f32_u8"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    if (in[0]->dtype() != DType::kFloat32) throw Error(ErrorCode::kInvalidArgument, name + ": expects float32 input");
+    out.assign(1, {q_.is_signed ? DType::kInt8 : DType::kUInt8, in[0]->shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    const float* x = in[0]->data<float>();
+    const int64_t n = in[0]->numel();
+    void* y = out[0]->raw();
+    const QuantScalar q = q_;
+    parallel_for(pool, (n + 4095) / 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
+        const int32_t v = quantize_one(x[i], q);
+        if (q.is_signed) {
+          static_cast<int8_t*>(y)[i] = static_cast<int8_t>(v);
+        } else {
+          static_cast<uint8_t*>(y)[i] = static_cast<uint8_t>(v);
+        }
+      }
+    });
+  }
+
+ private:
+  QuantScalar q_;
+};
+
+class DequantizeStep : public Step {
+ public:
+  explicit DequantizeStep(const QuantScalar& q) : q_(q) {}
+  std::string kernel() const override { return q_.is_signed ? "dequantize_s8_f32" : "dequantize_u8_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const DType want = q_.is_signed ? DType::kInt8 : DType::kUInt8;
+    if (in[0]->dtype() != want)
+      throw Error(ErrorCode::kInvalidArgument, name + ": input type differs from its zero point");
+    out.assign(1, {DType::kFloat32, in[0]->shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const int64_t n = in[0]->numel();
+    float* y = out[0]->data<float>();
+    if (q_.is_signed) {
+      const int8_t* x = in[0]->data<int8_t>();
+      for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i] - q_.zero_point) * q_.scale;
+    } else {
+      const uint8_t* x = in[0]->data<uint8_t>();
+      for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i] - q_.zero_point) * q_.scale;
+    }
+  }
+
+ private:
+  QuantScalar q_;
+};
+
+class QGemmStep : public Step {
+ public:
+  explicit QGemmStep(QGemmParams p) : p_(std::move(p)) {
+    packed_ = pack_b_s8(p_.weight.data(), p_.k, p_.n, p_.isa, p_.w_zp.empty() ? nullptr : p_.w_zp.data());
+    p_.weight = {};
+    multiplier_.resize(static_cast<size_t>(p_.n));
+    for (int j = 0; j < p_.n; ++j) {
+      const float ws = p_.w_scale.size() == 1 ? p_.w_scale[0] : p_.w_scale[static_cast<size_t>(j)];
+      multiplier_[static_cast<size_t>(j)] = p_.y ? p_.x.scale * ws / p_.y->scale : p_.x.scale * ws;
+    }
+    if (p_.y) quantized_bounds(p_.clamp, *p_.y, qmin_, qmax_);
+  }
+  std::string kernel() const override {
+    std::string s = "qgemm_";
+    s += p_.x.is_signed ? "s8s8" : "u8s8";
+    s += p_.y ? (p_.y->is_signed ? "_s8_" : "_u8_") : "_f32_";
+    s += isa_name(p_.isa);
+    return s;
+  }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const Tensor& x = *in[0];
+    const DType want = p_.x.is_signed ? DType::kInt8 : DType::kUInt8;
+    if (x.dtype() != want || x.rank() < 1 || x.shape().back() != p_.k) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": input " + x.describe() + " does not match the weight's K " + std::to_string(p_.k));
+    }
+    Shape shape = x.shape();
+    shape.back() = p_.n;
+    out.assign(1, {p_.y ? (p_.y->is_signed ? DType::kInt8 : DType::kUInt8) : DType::kFloat32, shape});
+  }
+  size_t scratch_bytes(std::span<const Tensor* const> in) const override {
+    const int64_t m = in[0]->numel() / p_.k;
+    return static_cast<size_t>(m * p_.n) * 4 + (p_.x.is_signed ? static_cast<size_t>(m * p_.k) : 0) + 64;
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
+           ThreadPool* pool) override {
+    const int k = p_.k, n = p_.n;
+    const int64_t m = in[0]->numel() / k;
+    int32_t* acc = reinterpret_cast<int32_t*>(scratch);
+    const uint8_t* a = static_cast<const uint8_t*>(in[0]->raw());
+    int32_t a_zp = p_.x.zero_point;
+    if (p_.x.is_signed) {  // x - zp == (x ^ 0x80) - (zp + 128), with x ^ 0x80 read as uint8
+      uint8_t* shifted = reinterpret_cast<uint8_t*>(scratch + static_cast<size_t>(m * n) * 4);
+      for (int64_t i = 0; i < m * k; ++i) shifted[i] = static_cast<uint8_t>(a[i] ^ 0x80u);
+      a = shifted;
+      a_zp += 128;
+    }
+    void* y = out[0]->raw();
+    const int64_t tiles = (m + 7) / 8;
+    parallel_for(pool, tiles, [&](int64_t tb, int64_t te) {
+      const int64_t r0 = tb * 8, r1 = std::min(m, te * 8);
+      const int rows = static_cast<int>(r1 - r0);
+      int32_t* c = acc + r0 * n;
+      gemm_u8s8_s32(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_, c, n, p_.isa);
+      if (!p_.bias_q.empty()) {
+        for (int r = 0; r < rows; ++r) {
+          for (int j = 0; j < n; ++j) c[r * n + j] += p_.bias_q[static_cast<size_t>(j)];
+        }
+      }
+      if (!p_.y) {
+        float* yf = static_cast<float*>(y) + r0 * n;
+        for (int r = 0; r < rows; ++r) {
+          for (int j = 0; j < n; ++j) {
+            const float v = static_cast<float>(c[r * n + j]) * multiplier_[static_cast<size_t>(j)];
+            yf[r * n + j] = std::min(std::max(v, p_.clamp.lo), p_.clamp.hi);
+          }
+        }
+        return;
+      }
+      uint8_t* yq = static_cast<uint8_t*>(y) + r0 * n;
+      if (p_.y->is_signed) {  // the uint8 result of (zp + 128) and bounds + 128, read back as int8
+        requantize(c, rows, n, nullptr, multiplier_.data(), p_.y->zero_point + 128, qmin_ + 128, qmax_ + 128, yq);
+        for (int64_t i = 0; i < static_cast<int64_t>(rows) * n; ++i) yq[i] ^= 0x80u;
+      } else {
+        requantize(c, rows, n, nullptr, multiplier_.data(), p_.y->zero_point, qmin_, qmax_, yq);
+      }
+    });
+  }
+
+ private:
+  QGemmParams p_;
+  PackedB packed_;
+  std::vector<float> multiplier_;
+  int32_t qmin_ = 0, qmax_ = 255;
+};
+
+}  // namespace
+
+void quantized_bounds(const FloatClamp& clamp, const QuantScalar& q, int32_t& qmin, int32_t& qmax) {
+  qmin = q.qmin();
+  qmax = q.qmax();
+  if (clamp.lo != -std::numeric_limits<float>::infinity()) qmin = std::max(qmin, quantize_one(clamp.lo, q));
+  if (clamp.hi != std::numeric_limits<float>::infinity()) qmax = std::min(qmax, quantize_one(clamp.hi, q));
+}
+
+std::unique_ptr<Step> make_quantize_step(const QuantScalar& q) { return std::make_unique<QuantizeStep>(q); }
+std::unique_ptr<Step> make_dequantize_step(const QuantScalar& q) { return std::make_unique<DequantizeStep>(q); }
+std::unique_ptr<Step> make_qgemm_step(QGemmParams params) { return std::make_unique<QGemmStep>(std::move(params)); }
+
+}  // namespace kvant

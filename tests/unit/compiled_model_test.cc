@@ -1,0 +1,182 @@
+// The compiled runtime against the reference executor (DESIGN.md §2): FP32
+// models agree to float rounding, QDQ models to within one output step, and
+// results do not depend on the thread count. Also the memory planner.
+#include "runtime/compiled_model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "io/npy.h"
+#include "io/sample_source.h"
+#include "onnx/reader.h"
+#include "quant/quantize.h"
+#include "runtime/executor.h"
+#include "runtime/memory_plan.h"
+
+namespace kvant {
+namespace {
+
+const std::string kRoot = KVANT_SOURCE_DIR;
+
+TEST(MemoryPlan, ReusesSpaceOfBuffersWhoseLifetimeEnded) {
+  // a [0,1], b [1,2], c [2,3]: a and c may share, b overlaps both.
+  const MemoryPlan plan = plan_memory({{1000, 0, 1}, {1000, 1, 2}, {1000, 2, 3}});
+  EXPECT_EQ(plan.offsets[0], plan.offsets[2]);
+  EXPECT_NE(plan.offsets[0], plan.offsets[1]);
+  EXPECT_EQ(plan.arena_bytes, 2048u);
+  EXPECT_EQ(plan.total_bytes, 3072u);
+}
+
+TEST(MemoryPlan, LiveBuffersNeverOverlap) {
+  std::vector<BufferRequest> requests;
+  uint32_t state = 7;
+  auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  for (int i = 0; i < 200; ++i) {
+    const int first = static_cast<int>(next() % 50);
+    requests.push_back({1 + next() % 5000, first, first + static_cast<int>(next() % 10)});
+  }
+  const MemoryPlan plan = plan_memory(requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(plan.offsets[i] % 64, 0u);
+    EXPECT_LE(plan.offsets[i] + requests[i].bytes, plan.arena_bytes);
+    for (size_t j = i + 1; j < requests.size(); ++j) {
+      const bool live_together = requests[i].first <= requests[j].last && requests[j].first <= requests[i].last;
+      const bool bytes_overlap = plan.offsets[i] < plan.offsets[j] + requests[j].bytes &&
+                                 plan.offsets[j] < plan.offsets[i] + requests[i].bytes;
+      ASSERT_FALSE(live_together && bytes_overlap) << i << " and " << j;
+    }
+  }
+  EXPECT_LT(plan.arena_bytes, plan.total_bytes);
+}
+
+Model load(const std::string& path) {
+  auto model = load_onnx(kRoot + "/" + path);
+  if (!model.ok()) throw Error(ErrorCode::kInvalidArgument, model.status().message());
+  return std::move(*model);
+}
+
+Tensor input_batch(const std::string& npy, int64_t n) {
+  auto t = read_npy(kRoot + "/" + npy);
+  if (!t.ok()) throw Error(ErrorCode::kInvalidArgument, t.status().message());
+  Shape s = t->shape();
+  const int64_t per = t->numel() / s[0];
+  s[0] = n;
+  Tensor out(DType::kFloat32, s);
+  std::copy(t->data<float>(), t->data<float>() + per * n, out.data<float>());
+  return out;
+}
+
+// The scale of the DequantizeLinear that produces `output`, or 0.
+float output_step(const Model& model, const std::string& output) {
+  for (const Node& n : model.graph.nodes) {
+    if (n.op_type == "DequantizeLinear" && n.outputs[0] == output) {
+      return model.graph.initializers.at(n.inputs[1]).data<float>()[0];
+    }
+  }
+  return 0.0f;
+}
+
+struct Case {
+  const char* model;
+  const char* input;
+};
+const Case kCases[] = {
+    {"models/fashion_mnist_cnn.onnx", "tests/data/fmnist/resnet_small_input.npy"},
+    {"models/fmnist/resnet_small.onnx", "tests/data/fmnist/resnet_small_input.npy"},
+    {"models/fmnist/mobilenet_small.onnx", "tests/data/fmnist/mobilenet_small_input.npy"},
+    {"models/fmnist/lstm_rows.onnx", "tests/data/fmnist/lstm_rows_input.npy"},
+    {"models/fmnist/vit_tiny.onnx", "tests/data/fmnist/vit_tiny_input.npy"},
+    {"models/fmnist/qat_cnn.onnx", "tests/data/fmnist/qat_cnn_input.npy"},
+};
+
+// Compiled (threads 1 and 3) vs reference on `model`; `step` > 0: agreement
+// within one output step on >= 99.9% of elements, else float closeness.
+void expect_agreement(const Model& model, const Tensor& x, const std::string& what) {
+  const std::string in = model.graph.inputs.at(0).name;
+  const std::string out = model.graph.outputs.at(0).name;
+  ReferenceExecutor reference(model);
+  const Tensor want = reference.run({{in, x}}).at(out);
+  CompiledModel one(model, default_compile_options(1));
+  CompiledModel three(model, default_compile_options(3));
+  const Tensor got = one.run({{in, x}}).at(out);
+  const Tensor got3 = three.run({{in, x}}).at(out);
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  ASSERT_EQ(got3.shape(), want.shape()) << what;
+  const float step = output_step(model, out);
+  double max_ref = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) max_ref = std::max(max_ref, std::abs(double{want.data<float>()[i]}));
+  int64_t outside = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = std::abs(double{got.data<float>()[i]} - want.data<float>()[i]);
+    const double tol = step > 0 ? 1.001 * step : 1e-4 * (max_ref + 1.0);
+    if (d > tol) ++outside;
+    ASSERT_EQ(got.data<float>()[i], got3.data<float>()[i]) << what << ": threads change element " << i;
+  }
+  EXPECT_LE(static_cast<double>(outside), 0.001 * static_cast<double>(want.numel()))
+      << what << ": " << outside << " of " << want.numel() << " elements differ by more than "
+      << (step > 0 ? "one output step" : "float rounding") << "\n"
+      << one.describe_plan();
+}
+
+TEST(CompiledModel, Fp32ModelsMatchTheReference) {
+  for (const Case& c : kCases) {
+    const Model model = load(c.model);
+    expect_agreement(model, input_batch(c.input, 4), c.model);
+  }
+}
+
+TEST(CompiledModel, StaticInt8ModelsMatchTheQdqSimulation) {
+  for (const Case& c : kCases) {
+    if (std::string(c.model).find("lstm") != std::string::npos || std::string(c.model).find("qat") != std::string::npos)
+      continue;
+    const Model model = load(c.model);
+    std::vector<std::map<std::string, Tensor>> samples;
+    for (int i = 0; i < 4; ++i) {
+      Tensor all = input_batch(c.input, 8);
+      Tensor one(DType::kFloat32, {1, 1, 28, 28});
+      std::copy(all.data<float>() + i * 784, all.data<float>() + (i + 1) * 784, one.data<float>());
+      samples.push_back({{model.graph.inputs.at(0).name, one}});
+    }
+    VectorSource calib(samples);
+    QuantizeOptions options;
+    const Model q = quantize_static(model, calib, options, nullptr);
+    expect_agreement(q, input_batch(c.input, 8), std::string(c.model) + " static INT8");
+  }
+}
+
+TEST(CompiledModel, QatExportMatchesTheQdqSimulation) {
+  const Model model = load("models/fmnist/qat_cnn.onnx");
+  expect_agreement(model, input_batch("tests/data/fmnist/qat_cnn_input.npy", 16), "qat_cnn");
+}
+
+TEST(CompiledModel, DynamicAndWeightOnlyModelsMatchTheReference) {
+  for (const char* path : {"models/fmnist/lstm_rows.onnx", "models/fmnist/vit_tiny.onnx"}) {
+    const Model model = load(path);
+    QuantizeOptions options;
+    options.mode = QuantMode::kDynamic;
+    const Tensor x =
+        input_batch(std::string("tests/data/fmnist/") +
+                        (std::string(path).find("lstm") != std::string::npos ? "lstm_rows" : "vit_tiny") + "_input.npy",
+                    4);
+    expect_agreement(quantize_dynamic(model, options, nullptr), x, std::string(path) + " dynamic");
+    options.mode = QuantMode::kWeightOnly;
+    options.group_size = 32;
+    expect_agreement(quantize_weight_only(model, 4, options, nullptr), x, std::string(path) + " INT4");
+  }
+}
+
+TEST(CompiledModel, ReplansWhenTheBatchChangesAndChecksInputs) {
+  const Model model = load("models/fashion_mnist_cnn.onnx");
+  CompiledModel compiled(model);
+  const std::string in = model.graph.inputs.at(0).name;
+  EXPECT_EQ(compiled.run({{in, input_batch("tests/data/fmnist/resnet_small_input.npy", 2)}}).begin()->second.dim(0), 2);
+  EXPECT_EQ(compiled.run({{in, input_batch("tests/data/fmnist/resnet_small_input.npy", 5)}}).begin()->second.dim(0), 5);
+  EXPECT_THROW(compiled.run({{"nope", Tensor(DType::kFloat32, {1, 1, 28, 28})}}), Error);
+  EXPECT_THROW(compiled.run({{in, Tensor(DType::kFloat32, {1, 1, 27, 28})}}), Error);
+  EXPECT_THROW(compiled.run({{in, Tensor(DType::kInt64, {1, 1, 28, 28})}}), Error);
+}
+
+}  // namespace
+}  // namespace kvant
