@@ -121,7 +121,8 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
             static_cast<int32_t>((static_cast<uint32_t>(w1) << 16) | (static_cast<uint32_t>(w0) & 0xFFFF));
       }
     }
-    slot_bytes_ = round64(sizeof(int16_t) * static_cast<size_t>(dw_rows_) * s.stride_w * dw_width_);
+    // + 16 values of slack: depthwise_fill stores whole vectors.
+    slot_bytes_ = round64(sizeof(int16_t) * (static_cast<size_t>(dw_rows_) * s.stride_w * dw_width_ + 16));
     return;
   }
   const bool direct = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&

@@ -172,28 +172,57 @@ KVANT_TARGET_AVX2 void depthwise_fill(const uint8_t* x, const ConvShape& s, bool
     int16_t* out = plane + r * row_stride;
     const int iy = r - s.pad_top;
     if (iy < 0 || iy >= s.h_in) {
-      std::memset(out, 0, sizeof(int16_t) * static_cast<size_t>(row_stride));
+      for (int64_t i = 0; i < row_stride; i += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
+      }
       continue;
     }
     const uint8_t* src = x + static_cast<int64_t>(iy) * s.w_in;
     if (sw == 1) {
-      // out[i] = src[i - pad_left] - zp inside the row, else 0.
+      // out[i] = src[i - pad_left] - zp inside the row, else 0, in whole
+      // vectors: each store may run up to 15 values past its part (left
+      // zeros, data, right zeros are written in that order; past the row it
+      // lands in the next row, written later, or the plane's 16 values of
+      // slack). Loads may read past the row while they stay in the channel.
       const int lo = std::clamp(s.pad_left, 0, width);
       const int hi = std::clamp(s.pad_left + s.w_in, lo, width);
-      std::fill(out, out + lo, int16_t{0});
-      int i = lo;
-      for (; i + 16 <= hi; i += 16) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), widen16(src + (i - s.pad_left), x_signed, zp));
+      const int64_t row_at = static_cast<int64_t>(iy) * s.w_in - s.pad_left;  // plane offset of out[0]
+      const int64_t plane_bytes = static_cast<int64_t>(s.h_in) * s.w_in;
+      for (int i = 0; i < lo; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
+      for (int i = lo; i < hi; i += 16) {
+        __m256i v;
+        if (row_at + i + 16 <= plane_bytes) {
+          v = widen16(src + (i - s.pad_left), x_signed, zp);
+        } else {
+          alignas(16) uint8_t tail[16] = {};
+          std::memcpy(tail, src + (i - s.pad_left), static_cast<size_t>(std::min(16, hi - i)));
+          v = widen16(tail, x_signed, zp);
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), v);
       }
-      for (; i < hi; ++i) {
-        const int v = x_signed ? static_cast<int8_t>(src[i - s.pad_left]) : src[i - s.pad_left];
-        out[i] = static_cast<int16_t>(v - x_zp);
+      for (int i = hi; i < width; i += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
       }
-      std::fill(out + hi, out + width, int16_t{0});
     } else {
       for (int q = 0; q < sw; ++q) {
         int16_t* phase = out + static_cast<int64_t>(q) * width;
-        for (int i = 0; i < width; ++i) {
+        int i = 0;
+        if (sw == 2) {
+          // Whole blocks of 16 outputs whose 32 source bytes lie inside the
+          // row: widen, keep the even int16 (low half of each int32 lane).
+          const int first = std::max(0, (s.pad_left - q + 1) / 2);  // 2i + q - pad_left >= 0
+          for (; i < first && i < width; ++i) phase[i] = 0;
+          for (; i + 16 <= width && 2 * i + q - s.pad_left + 32 <= s.w_in; i += 16) {
+            const uint8_t* from = src + (2 * i + q - s.pad_left);
+            const __m256i a = widen16(from, x_signed, zp);
+            const __m256i b = widen16(from + 16, x_signed, zp);
+            const __m256i ae = _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16);
+            const __m256i be = _mm256_srai_epi32(_mm256_slli_epi32(b, 16), 16);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(phase + i),
+                                _mm256_permute4x64_epi64(_mm256_packs_epi32(ae, be), 0xD8));
+          }
+        }
+        for (; i < width; ++i) {
           const int ix = i * sw + q - s.pad_left;
           int v = 0;
           if (ix >= 0 && ix < s.w_in) v = (x_signed ? static_cast<int8_t>(src[ix]) : src[ix]) - x_zp;
