@@ -150,8 +150,8 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
   int cols = static_cast<int>(std::max<size_t>(kTileBytes / col_bytes / kCols, 1)) * kCols;
   cols = static_cast<int>(std::min<int64_t>(cols, round_up(static_cast<int>(hw), kCols)));
   tiles_ = static_cast<int>((hw + cols - 1) / cols);
-  tile_cols_ = round_up(static_cast<int>((hw + tiles_ - 1) / tiles_), kCols);
-  slot_bytes_ = round64(static_cast<size_t>(pairs_) * 4 * tile_cols_) +
+  tile_cols_ = round_up(static_cast<int>((hw + tiles_ - 1) / tiles_), kCols / 2);  // a last half panel is cheap
+  slot_bytes_ = round64(static_cast<size_t>(pairs_) * 4 * round_up(tile_cols_, kCols)) +
                 (im2col ? round64(static_cast<size_t>(k_) * tile_cols_) : 0);
 }
 
@@ -236,7 +236,7 @@ void QConv::run_gemm(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool*
   const bool direct =
       path_ == Path::kGemm1x1 || (s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
                                   s.pad_left == 0 && s.h_out == s.h_in && s.w_out == s.w_in);
-  const size_t xpack_bytes = round64(static_cast<size_t>(pairs_) * 4 * tile_cols_);
+  const size_t xpack_bytes = round64(static_cast<size_t>(pairs_) * 4 * round_up(tile_cols_, kCols));
   parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
       uint8_t* mine = scratch + slot * slot_bytes_;

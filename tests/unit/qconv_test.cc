@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -68,7 +70,8 @@ std::vector<uint8_t> oracle(const Case& c) {
             }
           }
           const double q = std::nearbyint(static_cast<double>(static_cast<float>(acc) * multiplier)) + p.y_zp;
-          y[at++] = static_cast<uint8_t>(static_cast<int>(std::clamp(q, static_cast<double>(lo), static_cast<double>(hi))));
+          y[at++] =
+              static_cast<uint8_t>(static_cast<int>(std::clamp(q, static_cast<double>(lo), static_cast<double>(hi))));
         }
       }
     }
@@ -224,6 +227,10 @@ std::vector<Isa> isas() {
   return v;
 }
 
+struct AlignedFree {
+  void operator()(void* p) const { ::operator delete (p, std::align_val_t{64}); }
+};
+
 // Runs `c` on every Isa with 1, 2 and 3 threads; all must equal `expected`.
 void check(const Case& c, const std::vector<uint8_t>& expected, std::vector<std::string>* names = nullptr) {
   static ThreadPool pool2(2), pool3(3);
@@ -232,8 +239,10 @@ void check(const Case& c, const std::vector<uint8_t>& expected, std::vector<std:
     params.max_threads = 3;
     const QConv conv(params, c.w.data(), isa);
     if (names != nullptr) names->push_back(conv.kernel_name());
-    std::vector<uint8_t> scratch(conv.scratch_bytes() + 64);
-    auto* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) / 64 * 64);
+    // Exactly scratch_bytes(), so a memory checker sees any overrun.
+    const size_t bytes = std::max<size_t>(conv.scratch_bytes(), 1);
+    std::unique_ptr<void, AlignedFree> scratch(::operator new (bytes, std::align_val_t{64}));
+    auto* aligned = static_cast<uint8_t*>(scratch.get());
     for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
       std::vector<uint8_t> y(expected.size(), 0xA5);
       conv.run(c.x.data(), y.data(), aligned, pool);

@@ -48,6 +48,29 @@ KVANT_TARGET_AVX2 inline __m256i widen16(const uint8_t* p, bool x_signed, __m256
   return _mm256_sub_epi16(w, zp);
 }
 
+// acc[r][h] = sum over pairs of W block row r times X columns 8h..8h+7,
+// for h < kHalves (the rest zero).
+template <int kHalves>
+KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile(const int16_t* wb, const int16_t* xp, int pairs,
+                                                                        __m256i (&acc)[kRowBlock][2]) {
+#pragma GCC unroll 6
+  for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int p = 0; p < pairs; ++p) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols));
+    const __m256i x1 = kHalves == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols + kCols))
+                                    : _mm256_setzero_si256();
+    const int16_t* wp = wb + p * kRowBlock * 2;
+#pragma GCC unroll 6
+    for (int r = 0; r < kRowBlock; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, wp + 2 * r, sizeof(pair));
+      const __m256i wv = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(wv, x0));
+      if (kHalves == 2) acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(wv, x1));
+    }
+  }
+}
+
 }  // namespace
 
 void im2col(const uint8_t* x, const ConvShape& s, int cin_g, int n0, int ncols, uint8_t fill, uint8_t* out, int ld) {
@@ -136,23 +159,13 @@ KVANT_TARGET_AVX2 void gemm_requant(const int16_t* w, int block_begin, int block
     const int rows = std::min(kRowBlock, M - m0);
     for (int j = 0; j < panels; ++j) {
       const int16_t* xp = xpack + static_cast<int64_t>(j) * pairs * 2 * kCols;
-      __m256i acc[kRowBlock][2];
-#pragma GCC unroll 6
-      for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-      for (int p = 0; p < pairs; ++p) {
-        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols));
-        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols + kCols));
-        const int16_t* wp = wb + p * kRowBlock * 2;
-#pragma GCC unroll 6
-        for (int r = 0; r < kRowBlock; ++r) {
-          int32_t pair;
-          std::memcpy(&pair, wp + 2 * r, sizeof(pair));
-          const __m256i wv = _mm256_set1_epi32(pair);
-          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(wv, x0));
-          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(wv, x1));
-        }
-      }
       const int cols = std::min(kCols, ncols - j * kCols);
+      __m256i acc[kRowBlock][2];
+      if (cols > kCols / 2) {
+        micro_tile<2>(wb, xp, pairs, acc);
+      } else {
+        micro_tile<1>(wb, xp, pairs, acc);  // a last panel of <= 8 columns: half the work
+      }
       for (int r = 0; r < rows; ++r) {
         const int m = m0 + r;
         const __m128i q = requant16(acc[r][0], acc[r][1], _mm256_set1_epi32(rq.bias[m]),
