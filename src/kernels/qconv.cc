@@ -24,9 +24,13 @@ namespace {
   throw Error(code, m);
 }
 
-constexpr int kRowBlock = 6;               // = qconv_avx2::kRowBlock
+constexpr int kRowBlock = 4;               // = qconv_avx2::kRowBlock
 constexpr int kCols = 16;                  // = qconv_avx2::kCols
 constexpr size_t kTileBytes = 160 * 1024;  // im2col + packed X per slot (L2)
+
+#if defined(__x86_64__)
+static_assert(kRowBlock == qconv_avx2::kRowBlock && kCols == qconv_avx2::kCols);
+#endif
 
 int round_up(int x, int to) { return (x + to - 1) / to * to; }
 size_t round64(size_t x) { return (x + 63) / 64 * 64; }

@@ -53,14 +53,14 @@ KVANT_TARGET_AVX2 inline __m256i widen16(const uint8_t* p, bool x_signed, __m256
 template <int kHalves>
 KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile(const int16_t* wb, const int16_t* xp, int pairs,
                                                                         __m256i (&acc)[kRowBlock][2]) {
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (int p = 0; p < pairs; ++p) {
     const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols));
     const __m256i x1 = kHalves == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols + kCols))
                                     : _mm256_setzero_si256();
     const int16_t* wp = wb + p * kRowBlock * 2;
-#pragma GCC unroll 6
+#pragma GCC unroll 8
     for (int r = 0; r < kRowBlock; ++r) {
       int32_t pair;
       std::memcpy(&pair, wp + 2 * r, sizeof(pair));

@@ -18,7 +18,7 @@
 
 namespace kvant::qconv_avx2 {
 
-constexpr int kRowBlock = 6;  // rows of W per micro-tile
+constexpr int kRowBlock = 4;  // rows of W per micro-tile (6 spills: GCC hoists the broadcasts)
 constexpr int kCols = 16;     // columns of X per micro-tile
 
 // Requantization of one output channel range; multiplier/bias point at the
@@ -42,7 +42,7 @@ void im2col(const uint8_t* x, const ConvShape& s, int cin_g, int n0, int ncols, 
 // K row zero.
 void pack_x(const uint8_t* src, int64_t ld, int K, int ncols, bool x_signed, int32_t x_zp, int16_t* out);
 
-// Rows [block_begin*6, min(block_end*6, M)) of Y = W x X, requantized and
+// Rows [block_begin*kRowBlock, min(block_end*kRowBlock, M)) of Y = W x X, requantized and
 // stored at y[row * ldy + n], n < ncols. w: the packed blocks of this group.
 void gemm_requant(const int16_t* w, int block_begin, int block_end, int M, int pairs, const int16_t* xpack, int ncols,
                   const Requant& rq, uint8_t* y, int64_t ldy);
