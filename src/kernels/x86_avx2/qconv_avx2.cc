@@ -35,9 +35,26 @@ KVANT_TARGET_AVX2 inline void store_bytes(uint8_t* out, __m128i v, int count) {
   if (count >= 16) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), v);
   } else {
-    alignas(16) uint8_t tmp[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), v);
-    std::memcpy(out, tmp, static_cast<size_t>(count));
+    // 8 + 4 + 2 + 1 byte pieces: no library call for a short row.
+    if (count & 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out), v);
+      v = _mm_srli_si128(v, 8);
+      out += 8;
+    }
+    uint64_t rest = static_cast<uint64_t>(_mm_cvtsi128_si64(v));
+    if (count & 4) {
+      const uint32_t piece = static_cast<uint32_t>(rest);
+      std::memcpy(out, &piece, 4);
+      rest >>= 32;
+      out += 4;
+    }
+    if (count & 2) {
+      const uint16_t piece = static_cast<uint16_t>(rest);
+      std::memcpy(out, &piece, 2);
+      rest >>= 16;
+      out += 2;
+    }
+    if (count & 1) *out = static_cast<uint8_t>(rest);
   }
 }
 
