@@ -235,22 +235,25 @@ struct AlignedFree {
 void check(const Case& c, const std::vector<uint8_t>& expected, std::vector<std::string>* names = nullptr) {
   static ThreadPool pool2(2), pool3(3);
   for (Isa isa : isas()) {
-    QConvParams params = c.params;
-    params.max_threads = 3;
-    const QConv conv(params, c.w.data(), isa);
-    if (names != nullptr) names->push_back(conv.kernel_name());
-    // Exactly scratch_bytes(), so a memory checker sees any overrun.
-    const size_t bytes = std::max<size_t>(conv.scratch_bytes(), 1);
-    std::unique_ptr<void, AlignedFree> scratch(::operator new (bytes, std::align_val_t{64}));
-    auto* aligned = static_cast<uint8_t*>(scratch.get());
-    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
-      std::vector<uint8_t> y(expected.size(), 0xA5);
-      conv.run(c.x.data(), y.data(), aligned, pool);
-      const int threads = pool == nullptr ? 1 : pool->size();
-      size_t bad = 0;
-      while (bad < y.size() && y[bad] == expected[bad]) ++bad;
-      ASSERT_EQ(bad, y.size()) << conv.kernel_name() << " threads " << threads << ": first mismatch at " << bad
-                               << " got " << int{y[bad]} << " want " << int{expected[bad]} << "\n  " << describe(c);
+    for (int max_threads : {3, 2}) {  // 2: scratch for two slots, run with a pool of 3 too
+      QConvParams params = c.params;
+      params.max_threads = max_threads;
+      const QConv conv(params, c.w.data(), isa);
+      if (names != nullptr) names->push_back(conv.kernel_name());
+      // Exactly scratch_bytes(), so a memory checker sees any overrun.
+      const size_t bytes = std::max<size_t>(conv.scratch_bytes(), 1);
+      std::unique_ptr<void, AlignedFree> scratch(::operator new (bytes, std::align_val_t{64}));
+      auto* aligned = static_cast<uint8_t*>(scratch.get());
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+        std::vector<uint8_t> y(expected.size(), 0xA5);
+        conv.run(c.x.data(), y.data(), aligned, pool);
+        const int threads = pool == nullptr ? 1 : pool->size();
+        size_t bad = 0;
+        while (bad < y.size() && y[bad] == expected[bad]) ++bad;
+        ASSERT_EQ(bad, y.size()) << conv.kernel_name() << " threads " << threads << ": first mismatch at " << bad
+                                 << " got " << int{y[bad]} << " want " << int{expected[bad]} << " max_threads "
+                                 << max_threads << "\n  " << describe(c);
+      }
     }
   }
 }
@@ -274,7 +277,7 @@ TEST(QConv, RandomShapesEveryPathMatchesOracle) {
   const int sizes[] = {1, 3, 7, 14};
   const int kernels[] = {1, 3, 5, 7};
   std::vector<std::string> names;
-  for (int i = 0; i < 120; ++i) {
+  for (int i = 0; i < 300; ++i) {
     std::uniform_int_distribution<int> pick(0, 3), coin(0, 1);
     Options o{};
     o.c_in = channels[pick(rng)];
@@ -304,7 +307,11 @@ TEST(QConv, RandomShapesEveryPathMatchesOracle) {
     }
     const Case c = make_case(o, rng);
     SCOPED_TRACE(describe(c));
-    check(c, oracle(c), &names);
+    const std::vector<uint8_t> expected = oracle(c);
+    if (i < 60) {
+      EXPECT_EQ(expected, run_reference_op(c));  // the oracle itself, against the operator
+    }
+    check(c, expected, &names);
     if (HasFatalFailure()) return;
   }
   if (cpu_supports(cpu_features(), Isa::kAvx2)) {
