@@ -23,6 +23,11 @@
 // w - w_zp both lie in [-255, 255], int16) and multiplies with vpmaddwd,
 // whose pair sums fit int32: exact with no zero-point correction terms.
 //
+// Limits: accumulators are int32 (exact while |acc + bias| < 2^31, which
+// c_in/group * kh * kw <= 33025 guarantees without bias); AVX2 rounding
+// follows MXCSR, like nearbyint (both round half to even by default).
+// Isa::kAvx512Vnni / kAmx run the AVX2 kernels for now.
+//
 // run() allocates nothing: the caller passes scratch_bytes() of 64-byte
 // aligned scratch. Work is split over at most params.max_threads slots (each
 // with its own part of the scratch); every output element is computed the
