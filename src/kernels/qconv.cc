@@ -129,9 +129,9 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
     slot_bytes_ = round64(sizeof(int16_t) * (static_cast<size_t>(dw_rows_) * s.stride_w * dw_width_ + 16));
     return;
   }
-  const bool direct = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
-                      s.pad_left == 0 && s.h_out == s.h_in && s.w_out == s.w_in;
-  path_ = s.group > 1 ? Path::kGrouped : (direct ? Path::kGemm1x1 : Path::kIm2col);
+  direct_ = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+            s.h_out == s.h_in && s.w_out == s.w_in;
+  path_ = s.group > 1 ? Path::kGrouped : (direct_ ? Path::kGemm1x1 : Path::kIm2col);
   k_ = cin_g * taps;
   pairs_ = (k_ + 1) / 2;
   m_blocks_ = (cout_g + kRowBlock - 1) / kRowBlock;
@@ -149,7 +149,7 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
     }
   }
   // Tile of output positions: im2col rows (unless direct) plus packed X fit kTileBytes.
-  const bool im2col = !(direct);
+  const bool im2col = !direct_;
   const size_t col_bytes = static_cast<size_t>(pairs_) * 4 + (im2col ? static_cast<size_t>(k_) : 0);
   int cols = static_cast<int>(std::max<size_t>(kTileBytes / col_bytes / kCols, 1)) * kCols;
   cols = static_cast<int>(std::min<int64_t>(cols, round_up(static_cast<int>(hw), kCols)));
@@ -237,9 +237,6 @@ void QConv::run_gemm(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool*
     parts = static_cast<int>(std::min<int64_t>(m_blocks_, (2 * slots + tiles_total - 1) / tiles_total));
   }
   const int64_t items = tiles_total * parts;
-  const bool direct =
-      path_ == Path::kGemm1x1 || (s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
-                                  s.pad_left == 0 && s.h_out == s.h_in && s.w_out == s.w_in);
   const size_t xpack_bytes = round64(static_cast<size_t>(pairs_) * 4 * round_up(tile_cols_, kCols));
   parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
     for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
@@ -260,7 +257,7 @@ void QConv::run_gemm(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool*
         if (ncols <= 0) continue;
         const uint8_t* xg = x + (static_cast<int64_t>(b) * s.c_in + static_cast<int64_t>(g) * cin_g) * hw_in;
         if (tile_id != packed_tile) {
-          if (direct) {
+          if (direct_) {
             qconv_avx2::pack_x(xg + n0, hw_in, k_, ncols, p_.x_signed, p_.x_zp, xpack);
           } else {
             qconv_avx2::im2col(xg, s, cin_g, n0, ncols, static_cast<uint8_t>(p_.x_zp), cols_buf, tile_cols_);

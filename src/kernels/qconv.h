@@ -102,6 +102,7 @@ class QConv {
   std::vector<float> multiplier_;  // c_out values, padded
   int32_t lo_ = 0, hi_ = 255;      // output clamp, quantized domain
   // GEMM paths: per group, weights (w - w_zp) as int16 in blocks of rows.
+  bool direct_ = false;  // 1x1, stride 1, no padding: X rows are packed as they are
   int k_ = 0, pairs_ = 0, m_blocks_ = 0, tile_cols_ = 0, tiles_ = 0;
   std::vector<int16_t> packed_w_;  // [group][m_block][pair][kRowBlock][2]
   // Depthwise: per channel the (w - w_zp) tap pairs, and tap offsets.
