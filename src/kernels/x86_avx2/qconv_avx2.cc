@@ -1,0 +1,325 @@
+// AVX2 INT8 convolution pieces; the scheme and layouts are in qconv_avx2.h.
+#if defined(__x86_64__)
+
+#include "kernels/x86_avx2/qconv_avx2.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#define KVANT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+namespace kvant::qconv_avx2 {
+
+namespace {
+
+// 16 int32 accumulators (a0: outputs 0-7, a1: 8-15) plus bias, times the
+// multiplier, clamped, rounded half to even (MXCSR default), plus y_zp, as
+// 16 bytes in order.
+KVANT_TARGET_AVX2 inline __m128i requant16(__m256i a0, __m256i a1, __m256i bias, __m256 mult, __m256 lo, __m256 hi,
+                                           __m256i zp, bool y_signed) {
+  __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a0, bias)), mult);
+  __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a1, bias)), mult);
+  f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
+  f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
+  const __m256i i0 = _mm256_add_epi32(_mm256_cvtps_epi32(f0), zp);
+  const __m256i i1 = _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp);
+  const __m256i s16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
+  const __m128i l = _mm256_castsi256_si128(s16);
+  const __m128i h = _mm256_extracti128_si256(s16, 1);
+  return y_signed ? _mm_packs_epi16(l, h) : _mm_packus_epi16(l, h);
+}
+
+KVANT_TARGET_AVX2 inline void store_bytes(uint8_t* out, __m128i v, int count) {
+  if (count >= 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), v);
+  } else {
+    // 8 + 4 + 2 + 1 byte pieces: no library call for a short row.
+    if (count & 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out), v);
+      v = _mm_srli_si128(v, 8);
+      out += 8;
+    }
+    uint64_t rest = static_cast<uint64_t>(_mm_cvtsi128_si64(v));
+    if (count & 4) {
+      const uint32_t piece = static_cast<uint32_t>(rest);
+      std::memcpy(out, &piece, 4);
+      rest >>= 32;
+      out += 4;
+    }
+    if (count & 2) {
+      const uint16_t piece = static_cast<uint16_t>(rest);
+      std::memcpy(out, &piece, 2);
+      rest >>= 16;
+      out += 2;
+    }
+    if (count & 1) *out = static_cast<uint8_t>(rest);
+  }
+}
+
+// 16 bytes widened to int16 (zero- or sign-extended) minus zp.
+KVANT_TARGET_AVX2 inline __m256i widen16(const uint8_t* p, bool x_signed, __m256i zp) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i w = x_signed ? _mm256_cvtepi8_epi16(bytes) : _mm256_cvtepu8_epi16(bytes);
+  return _mm256_sub_epi16(w, zp);
+}
+
+// acc[r][h] = sum over pairs of W block row r times X columns 8h..8h+7,
+// for h < kHalves (the rest zero).
+template <int kHalves>
+KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile(const int16_t* wb, const int16_t* xp, int pairs,
+                                                                        __m256i (&acc)[kRowBlock][2]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int p = 0; p < pairs; ++p) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols));
+    const __m256i x1 = kHalves == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols + kCols))
+                                    : _mm256_setzero_si256();
+    const int16_t* wp = wb + p * kRowBlock * 2;
+#pragma GCC unroll 8
+    for (int r = 0; r < kRowBlock; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, wp + 2 * r, sizeof(pair));
+      const __m256i wv = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(wv, x0));
+      if (kHalves == 2) acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(wv, x1));
+    }
+  }
+}
+
+}  // namespace
+
+void im2col(const uint8_t* x, const ConvShape& s, int cin_g, int n0, int ncols, uint8_t fill, uint8_t* out, int ld) {
+  const int64_t plane = static_cast<int64_t>(s.h_in) * s.w_in;
+  const int end = n0 + ncols;
+  for (int c = 0; c < cin_g; ++c) {
+    const uint8_t* xc = x + c * plane;
+    for (int ky = 0; ky < s.kh; ++ky) {
+      for (int kx = 0; kx < s.kw; ++kx) {
+        uint8_t* row = out + static_cast<int64_t>((c * s.kh + ky) * s.kw + kx) * ld;
+        int n = n0;
+        while (n < end) {
+          const int oy = n / s.w_out;
+          const int ox0 = n % s.w_out;
+          const int seg = std::min(s.w_out - ox0, end - n);
+          uint8_t* dst = row + (n - n0);
+          const int iy = oy * s.stride_h - s.pad_top + ky * s.dil_h;
+          if (iy < 0 || iy >= s.h_in) {
+            std::memset(dst, fill, static_cast<size_t>(seg));
+          } else {
+            const uint8_t* src = xc + static_cast<int64_t>(iy) * s.w_in;
+            const int ix0 = ox0 * s.stride_w - s.pad_left + kx * s.dil_w;  // ix of dst[0]
+            if (s.stride_w == 1) {
+              // dst[i] reads src[ix0 + i]: fill, copy, fill.
+              const int lo = std::clamp(-ix0, 0, seg);
+              const int hi = std::clamp(s.w_in - ix0, lo, seg);
+              std::memset(dst, fill, static_cast<size_t>(lo));
+              std::memcpy(dst + lo, src + ix0 + lo, static_cast<size_t>(hi - lo));
+              std::memset(dst + hi, fill, static_cast<size_t>(seg - hi));
+            } else {
+              for (int i = 0; i < seg; ++i) {
+                const int ix = ix0 + i * s.stride_w;
+                dst[i] = (ix >= 0 && ix < s.w_in) ? src[ix] : fill;
+              }
+            }
+          }
+          n += seg;
+        }
+      }
+    }
+  }
+}
+
+KVANT_TARGET_AVX2 void pack_x(const uint8_t* src, int64_t ld, int K, int ncols, bool x_signed, int32_t x_zp,
+                              int16_t* out) {
+  const int pairs = (K + 1) / 2;
+  const int panels = (ncols + kCols - 1) / kCols;
+  const __m256i zp = _mm256_set1_epi16(static_cast<int16_t>(x_zp));
+  const uint8_t zp_byte = static_cast<uint8_t>(x_zp);
+  for (int p = 0; p < pairs; ++p) {
+    const uint8_t* r0 = src + static_cast<int64_t>(2 * p) * ld;
+    const uint8_t* r1 = 2 * p + 1 < K ? r0 + ld : nullptr;
+    for (int j = 0; j < panels; ++j) {
+      const int n = j * kCols;
+      __m256i a, b;
+      if (n + kCols <= ncols) {
+        a = widen16(r0 + n, x_signed, zp);
+        b = r1 != nullptr ? widen16(r1 + n, x_signed, zp) : _mm256_setzero_si256();
+      } else {
+        alignas(16) uint8_t t0[kCols], t1[kCols];
+        std::memset(t0, zp_byte, sizeof(t0));
+        std::memset(t1, zp_byte, sizeof(t1));
+        std::memcpy(t0, r0 + n, static_cast<size_t>(ncols - n));
+        if (r1 != nullptr) std::memcpy(t1, r1 + n, static_cast<size_t>(ncols - n));
+        a = widen16(t0, x_signed, zp);
+        b = widen16(t1, x_signed, zp);
+      }
+      const __m256i lo = _mm256_unpacklo_epi16(a, b);  // columns 0-3 | 8-11
+      const __m256i hi = _mm256_unpackhi_epi16(a, b);  // columns 4-7 | 12-15
+      int16_t* dst = out + (static_cast<int64_t>(j) * pairs + p) * 2 * kCols;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + kCols), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+  }
+}
+
+KVANT_TARGET_AVX2 void gemm_requant(const int16_t* w, int block_begin, int block_end, int M, int pairs,
+                                    const int16_t* xpack, int ncols, const Requant& rq, uint8_t* y, int64_t ldy) {
+  const int panels = (ncols + kCols - 1) / kCols;
+  const __m256 lo = _mm256_set1_ps(rq.lo);
+  const __m256 hi = _mm256_set1_ps(rq.hi);
+  const __m256i zp = _mm256_set1_epi32(rq.y_zp);
+  for (int blk = block_begin; blk < block_end; ++blk) {
+    const int16_t* wb = w + static_cast<int64_t>(blk) * pairs * kRowBlock * 2;
+    const int m0 = blk * kRowBlock;
+    const int rows = std::min(kRowBlock, M - m0);
+    for (int j = 0; j < panels; ++j) {
+      const int16_t* xp = xpack + static_cast<int64_t>(j) * pairs * 2 * kCols;
+      const int cols = std::min(kCols, ncols - j * kCols);
+      __m256i acc[kRowBlock][2];
+      if (cols > kCols / 2) {
+        micro_tile<2>(wb, xp, pairs, acc);
+      } else {
+        micro_tile<1>(wb, xp, pairs, acc);  // a last panel of <= 8 columns: half the work
+      }
+      for (int r = 0; r < rows; ++r) {
+        const int m = m0 + r;
+        const __m128i q = requant16(acc[r][0], acc[r][1], _mm256_set1_epi32(rq.bias[m]),
+                                    _mm256_set1_ps(rq.multiplier[m]), lo, hi, zp, rq.y_signed);
+        store_bytes(y + m * ldy + j * kCols, q, cols);
+      }
+    }
+  }
+}
+
+// Its zero-store loops are short (a pad or a row); as memset calls they cost
+// more than the stores, so GCC must not turn them into calls.
+KVANT_TARGET_AVX2 __attribute__((optimize("no-tree-loop-distribute-patterns"))) void depthwise_fill(
+    const uint8_t* x, const ConvShape& s, bool x_signed, int32_t x_zp, int rows, int width, int16_t* plane) {
+  const int sw = s.stride_w;
+  const int64_t row_stride = static_cast<int64_t>(sw) * width;
+  const __m256i zp = _mm256_set1_epi16(static_cast<int16_t>(x_zp));
+  for (int r = 0; r < rows; ++r) {
+    int16_t* out = plane + r * row_stride;
+    const int iy = r - s.pad_top;
+    if (iy < 0 || iy >= s.h_in) {
+      for (int64_t i = 0; i < row_stride; i += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
+      }
+      continue;
+    }
+    const uint8_t* src = x + static_cast<int64_t>(iy) * s.w_in;
+    if (sw == 1) {
+      // out[i] = src[i - pad_left] - zp inside the row, else 0, in whole
+      // vectors: each store may run up to 15 values past its part (left
+      // zeros, data, right zeros are written in that order; past the row it
+      // lands in the next row, written later, or the plane's 16 values of
+      // slack). Loads may read past the row while they stay in the channel.
+      const int lo = std::clamp(s.pad_left, 0, width);
+      const int hi = std::clamp(s.pad_left + s.w_in, lo, width);
+      const int64_t row_at = static_cast<int64_t>(iy) * s.w_in - s.pad_left;  // plane offset of out[0]
+      const int64_t plane_bytes = static_cast<int64_t>(s.h_in) * s.w_in;
+      for (int i = 0; i < lo; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
+      for (int i = lo; i < hi; i += 16) {
+        __m256i v;
+        if (row_at + i + 16 <= plane_bytes) {
+          v = widen16(src + (i - s.pad_left), x_signed, zp);
+        } else {
+          alignas(16) uint8_t tail[16] = {};
+          std::memcpy(tail, src + (i - s.pad_left), static_cast<size_t>(std::min(16, hi - i)));
+          v = widen16(tail, x_signed, zp);
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), v);
+      }
+      for (int i = hi; i < width; i += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_setzero_si256());
+      }
+    } else {
+      for (int q = 0; q < sw; ++q) {
+        int16_t* phase = out + static_cast<int64_t>(q) * width;
+        int i = 0;
+        if (sw == 2) {
+          // Whole blocks of 16 outputs whose 32 source bytes lie inside the
+          // row: widen, keep the even int16 (low half of each int32 lane).
+          const int first = std::max(0, (s.pad_left - q + 1) / 2);  // 2i + q - pad_left >= 0
+          for (; i < first && i < width; ++i) phase[i] = 0;
+          for (; i + 16 <= width && 2 * i + q - s.pad_left + 32 <= s.w_in; i += 16) {
+            const uint8_t* from = src + (2 * i + q - s.pad_left);
+            const __m256i a = widen16(from, x_signed, zp);
+            const __m256i b = widen16(from + 16, x_signed, zp);
+            const __m256i ae = _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16);
+            const __m256i be = _mm256_srai_epi32(_mm256_slli_epi32(b, 16), 16);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(phase + i),
+                                _mm256_permute4x64_epi64(_mm256_packs_epi32(ae, be), 0xD8));
+          }
+        }
+        for (; i < width; ++i) {
+          const int ix = i * sw + q - s.pad_left;
+          int v = 0;
+          if (ix >= 0 && ix < s.w_in) v = (x_signed ? static_cast<int8_t>(src[ix]) : src[ix]) - x_zp;
+          phase[i] = static_cast<int16_t>(v);
+        }
+      }
+    }
+  }
+}
+
+KVANT_TARGET_AVX2 void depthwise_channel(const int16_t* plane, int64_t row_stride, const int32_t* wpairs,
+                                         const int32_t* offsets, int npairs, const ConvShape& s, const Requant& rq,
+                                         uint8_t* y) {
+  const __m256 lo = _mm256_set1_ps(rq.lo);
+  const __m256 hi = _mm256_set1_ps(rq.hi);
+  const __m256i zp = _mm256_set1_epi32(rq.y_zp);
+  const __m256i bias = _mm256_set1_epi32(rq.bias[0]);
+  const __m256 mult = _mm256_set1_ps(rq.multiplier[0]);
+  for (int oy = 0; oy < s.h_out; ++oy) {
+    const int16_t* base = plane + static_cast<int64_t>(oy) * s.stride_h * row_stride;
+    uint8_t* out = y + static_cast<int64_t>(oy) * s.w_out;
+    int ox = 0;
+    // 32 outputs at a time (two independent accumulator sets), then 16.
+    for (; ox + 32 <= s.w_out; ox += 32) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+      for (int t = 0; t < npairs; ++t) {
+        const int16_t* p0 = base + offsets[2 * t] + ox;
+        const int16_t* p1 = base + offsets[2 * t + 1] + ox;
+        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+        const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
+        const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 16));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 16));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u0, v0), wv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u0, v0), wv));
+        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u1, v1), wv));
+        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u1, v1), wv));
+      }
+      // a0 holds outputs 0-3 | 8-11, a1 4-7 | 12-15.
+      store_bytes(out + ox,
+                  requant16(_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), bias,
+                            mult, lo, hi, zp, rq.y_signed),
+                  16);
+      store_bytes(out + ox + 16,
+                  requant16(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31), bias,
+                            mult, lo, hi, zp, rq.y_signed),
+                  16);
+    }
+    for (; ox < s.w_out; ox += 16) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+      for (int t = 0; t < npairs; ++t) {
+        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+        const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t] + ox));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t + 1] + ox));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u, v), wv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u, v), wv));
+      }
+      store_bytes(out + ox,
+                  requant16(_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), bias,
+                            mult, lo, hi, zp, rq.y_signed),
+                  s.w_out - ox);
+    }
+  }
+}
+
+}  // namespace kvant::qconv_avx2
+
+#endif  // __x86_64__

@@ -1,0 +1,61 @@
+// AVX2 pieces of the INT8 convolution (kernels/qconv.h), compiled with
+// function-level target attributes so the rest of kvant runs without AVX2.
+//
+// GEMM scheme, Y[M, N] = W[M, K] x X[K, N] (M output channels, N output
+// positions of one tile, K = c_in/group * kh * kw), both operands int16 with
+// their zero points already subtracted (values in [-255, 255]):
+//   packed W: blocks of kRowBlock rows; per k pair p, per row r: the int16
+//             pair (w[r, 2p], w[r, 2p+1]), 4 bytes, broadcast by the kernel.
+//   packed X: panels of kCols columns; per k pair p: 32 int16 =
+//             (x[2p, n], x[2p+1, n]) for n = 0..15.
+// vpmaddwd of a broadcast W pair with 8 X pairs adds two products of at most
+// 255 * 255 into each int32 lane: exact, no correction terms.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/qconv.h"
+
+namespace kvant::qconv_avx2 {
+
+constexpr int kRowBlock = 4;  // rows of W per micro-tile (6 spills: GCC hoists the broadcasts)
+constexpr int kCols = 16;     // columns of X per micro-tile
+
+// Requantization of one output channel range; multiplier/bias point at the
+// first row. lo/hi are the output bounds minus y_zp (clamping before the
+// rounding equals clamping after it, the bounds being integers).
+struct Requant {
+  const float* multiplier;
+  const int32_t* bias;
+  int32_t y_zp;
+  float lo, hi;
+  bool y_signed;
+};
+
+// Portable: rows [K = cin_g*kh*kw][ld] of the input values each of the output
+// positions [n0, n0 + ncols) reads; positions in the padding get `fill`
+// (the zero point's byte). x: the group's first input channel of one image.
+void im2col(const uint8_t* x, const ConvShape& s, int cin_g, int n0, int ncols, uint8_t fill, uint8_t* out, int ld);
+
+// Packs X rows [K][ld] (ncols columns used) as int16 pairs minus x_zp into
+// out: ceil(ncols/16) panels of ceil(K/2) pairs, tail columns and the odd
+// K row zero.
+void pack_x(const uint8_t* src, int64_t ld, int K, int ncols, bool x_signed, int32_t x_zp, int16_t* out);
+
+// Rows [block_begin*kRowBlock, min(block_end*kRowBlock, M)) of Y = W x X, requantized and
+// stored at y[row * ldy + n], n < ncols. w: the packed blocks of this group.
+void gemm_requant(const int16_t* w, int block_begin, int block_end, int M, int pairs, const int16_t* xpack, int ncols,
+                  const Requant& rq, uint8_t* y, int64_t ldy);
+
+// Depthwise: fills plane [rows][stride_w][width] with the padded input
+// channel minus x_zp, phase q of a row holding its columns q, q+sw, q+2sw...
+void depthwise_fill(const uint8_t* x, const ConvShape& s, bool x_signed, int32_t x_zp, int rows, int width,
+                    int16_t* plane);
+
+// One output channel: y[oy, ox] = requant(sum over tap pairs of
+// plane[oy*sh*row_stride + offset + ox] * w). taps: npairs tap pairs, each an
+// int16 weight pair (lo = first tap) in wpairs and two plane offsets.
+void depthwise_channel(const int16_t* plane, int64_t row_stride, const int32_t* wpairs, const int32_t* offsets,
+                       int npairs, const ConvShape& s, const Requant& rq, uint8_t* y);
+
+}  // namespace kvant::qconv_avx2
