@@ -4,6 +4,7 @@
 #include "kernels/sconv.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -56,6 +57,12 @@ void dw_plane_generic(const DwPlane& p) {
       p.out[static_cast<size_t>(oy) * p.w_out + ox] = activate(acc + p.bias, p.act);
     }
   }
+}
+
+void copy16(float* dst, const float* src) { std::memcpy(dst, src, kSgemmNr * sizeof(float)); }
+
+void copy16_stride2(float* __restrict dst, const float* __restrict src) {
+  for (int c = 0; c < kSgemmNr; ++c) dst[c] = src[2 * c];
 }
 
 }  // namespace
@@ -120,20 +127,48 @@ void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const
 // (sgemm_packed_a_block's b_tile), zero past nc.
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
   const ConvShape& s = shape_;
-  const size_t plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
-  const int taps = s.kh * s.kw;
+  const ptrdiff_t w_in = s.w_in;
+  const ptrdiff_t plane = static_cast<ptrdiff_t>(s.h_in) * w_in;
+  if (kind_ == Kind::k1x1) {
+    // Row by row: each row of X is read as one sequential stream.
+    const int full = nc / kSgemmNr * kSgemmNr;
+    const size_t panel_stride = static_cast<size_t>(kSgemmNr) * static_cast<size_t>(kl);
+    for (int k = 0; k < kl; ++k) {
+      const float* src = x + static_cast<ptrdiff_t>(k0 + k) * plane + n0;
+      float* d = dst + static_cast<size_t>(k) * kSgemmNr;
+      int j0 = 0;
+      for (; j0 < full; j0 += kSgemmNr, d += panel_stride) copy16(d, src + j0);
+      if (j0 < nc) {
+        for (int c = 0; c < kSgemmNr; ++c) d[c] = j0 + c < nc ? src[j0 + c] : 0.0f;
+      }
+    }
+    return;
+  }
+  // Per row k of the block: its input offset (channel, ky, kx) and tap shift.
+  int dy[kSgemmKc], dx[kSgemmKc];
+  ptrdiff_t off[kSgemmKc];
+  {
+    const int taps = s.kh * s.kw;
+    int ch = k0 / taps, ky = (k0 % taps) / s.kw, kx = k0 % s.kw;
+    for (int k = 0; k < kl; ++k) {
+      dy[k] = ky * s.dil_h;
+      dx[k] = kx * s.dil_w;
+      off[k] = ch * plane + dy[k] * w_in + dx[k];
+      if (++kx == s.kw) {
+        kx = 0;
+        if (++ky == s.kh) {
+          ky = 0;
+          ++ch;
+        }
+      }
+    }
+  }
+  const int sw = s.stride_w;
   for (int j0 = 0; j0 < nc; j0 += kSgemmNr) {
     const int cols = std::min(kSgemmNr, nc - j0);
     float* d = dst + static_cast<size_t>(j0) * static_cast<size_t>(kl);
-    if (kind_ == Kind::k1x1) {
-      const float* src = x + static_cast<size_t>(k0) * plane + static_cast<size_t>(n0 + j0);
-      for (int k = 0; k < kl; ++k, src += plane, d += kSgemmNr) {
-        std::memcpy(d, src, static_cast<size_t>(cols) * sizeof(float));
-        if (cols < kSgemmNr) std::memset(d + cols, 0, static_cast<size_t>(kSgemmNr - cols) * sizeof(float));
-      }
-      continue;
-    }
-    // Runs of pixels in one output row: (first column, length, iy0, ix0).
+    // Runs of pixels in one output row: first column, length, first input
+    // row/column of tap (0, 0).
     int run_col[kSgemmNr], run_len[kSgemmNr], run_iy[kSgemmNr], run_ix[kSgemmNr];
     int runs = 0;
     for (int c = 0; c < cols;) {
@@ -143,36 +178,37 @@ void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst
       run_col[runs] = c;
       run_len[runs] = len;
       run_iy[runs] = oy * s.stride_h - s.pad_top;
-      run_ix[runs] = ox * s.stride_w - s.pad_left;
+      run_ix[runs] = ox * sw - s.pad_left;
       ++runs;
       c += len;
     }
+    const bool one_run = runs == 1 && cols == kSgemmNr;
     for (int k = 0; k < kl; ++k, d += kSgemmNr) {
-      const int kk = k0 + k;
-      const int ch = kk / taps, ky = (kk % taps) / s.kw, kx = kk % s.kw;
-      const float* src = x + static_cast<size_t>(ch) * plane;
       if (cols < kSgemmNr) std::memset(d + cols, 0, static_cast<size_t>(kSgemmNr - cols) * sizeof(float));
       for (int r = 0; r < runs; ++r) {
         float* out = d + run_col[r];
         const int len = run_len[r];
-        const int iy = run_iy[r] + ky * s.dil_h;
+        const int iy = run_iy[r] + dy[k];
         if (iy < 0 || iy >= s.h_in) {
           std::memset(out, 0, static_cast<size_t>(len) * sizeof(float));
           continue;
         }
-        const float* row = src + static_cast<size_t>(iy) * static_cast<size_t>(s.w_in);
-        const int ix = run_ix[r] + kx * s.dil_w;
-        const int sw = s.stride_w;
+        const int ix = run_ix[r] + dx[k];
+        const float* src = x + off[k] + static_cast<ptrdiff_t>(run_iy[r]) * w_in + run_ix[r];
         if (ix >= 0 && ix + (len - 1) * sw < s.w_in) {
-          if (sw == 1) {
-            std::memcpy(out, row + ix, static_cast<size_t>(len) * sizeof(float));
+          if (sw == 1 && one_run) {
+            copy16(out, src);
+          } else if (sw == 1) {
+            for (int c = 0; c < len; ++c) out[c] = src[c];
+          } else if (sw == 2 && one_run) {
+            copy16_stride2(out, src);
           } else {
-            for (int c = 0; c < len; ++c) out[c] = row[ix + c * sw];
+            for (int c = 0; c < len; ++c) out[c] = src[c * sw];
           }
         } else {
           for (int c = 0; c < len; ++c) {
             const int xi = ix + c * sw;
-            out[c] = xi >= 0 && xi < s.w_in ? row[xi] : 0.0f;
+            out[c] = xi >= 0 && xi < s.w_in ? src[c * sw] : 0.0f;
           }
         }
       }
