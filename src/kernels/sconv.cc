@@ -17,6 +17,7 @@ namespace kvant {
 namespace {
 
 constexpr int kTileFloats = 32768;  // packed B tile: kl x tile_n <= 128 KiB (L2)
+constexpr int kMaxSegments = 64;    // output-row pieces in one im2col tile
 
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
@@ -61,9 +62,48 @@ void dw_plane_generic(const DwPlane& p) {
 
 void copy16(float* dst, const float* src) { std::memcpy(dst, src, kSgemmNr * sizeof(float)); }
 
+void copy_n(float* __restrict dst, const float* __restrict src, int n) {
+  for (int i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 void copy16_stride2(float* __restrict dst, const float* __restrict src) {
   for (int c = 0; c < kSgemmNr; ++c) dst[c] = src[2 * c];
 }
+
+// Writes tile columns into the 16-column panel layout: column c of row k at
+// row_base + (c / 16) * panel_stride + c % 16.
+struct PanelWriter {
+  float* row_base;
+  size_t panel_stride;
+  float* at(int c) const { return row_base + static_cast<size_t>(c / kSgemmNr) * panel_stride + c % kSgemmNr; }
+  void zero(int c, int count) const {
+    while (count > 0) {
+      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
+      float* d = at(c);
+      for (int i = 0; i < n; ++i) d[i] = 0.0f;
+      c += n;
+      count -= n;
+    }
+  }
+  void copy(int c, int count, const float* src, int stride) const {
+    while (count > 0) {
+      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
+      float* d = at(c);
+      if (n == kSgemmNr && stride == 1) {
+        copy16(d, src);
+      } else if (n == kSgemmNr && stride == 2) {
+        copy16_stride2(d, src);
+      } else if (stride == 1) {
+        copy_n(d, src, n);
+      } else {
+        for (int i = 0; i < n; ++i) d[i] = src[i * stride];
+      }
+      src += static_cast<ptrdiff_t>(n) * stride;
+      c += n;
+      count -= n;
+    }
+  }
+};
 
 }  // namespace
 
@@ -97,6 +137,10 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   const int n = s.h_out * s.w_out;
   tile_n_ = std::clamp(kTileFloats / kl / kSgemmNr * kSgemmNr, kSgemmNr, 1024);
   tile_n_ = std::min(tile_n_, round_up(n, kSgemmNr));
+  // A tile spans at most kMaxSegments output rows (pack_tile's bound).
+  if (kind_ != Kind::k1x1) {
+    tile_n_ = std::min(tile_n_, std::max(kSgemmNr, (kMaxSegments - 1) * s.w_out / kSgemmNr * kSgemmNr));
+  }
   slice_floats_ = static_cast<size_t>(kl) * static_cast<size_t>(tile_n_);
 }
 
@@ -163,56 +207,50 @@ void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst
       }
     }
   }
+  // Output-row segments of the tile: columns [c0, c1) of output row oy from
+  // column ox0; at most kMaxSegments (tile_n_ <= 1024 and w_out >= 1 would
+  // allow more, so tiles are cut to fit: see the constructor).
   const int sw = s.stride_w;
-  for (int j0 = 0; j0 < nc; j0 += kSgemmNr) {
-    const int cols = std::min(kSgemmNr, nc - j0);
-    float* d = dst + static_cast<size_t>(j0) * static_cast<size_t>(kl);
-    // Runs of pixels in one output row: first column, length, first input
-    // row/column of tap (0, 0).
-    int run_col[kSgemmNr], run_len[kSgemmNr], run_iy[kSgemmNr], run_ix[kSgemmNr];
-    int runs = 0;
-    for (int c = 0; c < cols;) {
-      const int n = n0 + j0 + c;
-      const int oy = n / s.w_out, ox = n % s.w_out;
-      const int len = std::min(cols - c, s.w_out - ox);
-      run_col[runs] = c;
-      run_len[runs] = len;
-      run_iy[runs] = oy * s.stride_h - s.pad_top;
-      run_ix[runs] = ox * sw - s.pad_left;
-      ++runs;
-      c += len;
-    }
-    const bool one_run = runs == 1 && cols == kSgemmNr;
-    for (int k = 0; k < kl; ++k, d += kSgemmNr) {
-      if (cols < kSgemmNr) std::memset(d + cols, 0, static_cast<size_t>(kSgemmNr - cols) * sizeof(float));
-      for (int r = 0; r < runs; ++r) {
-        float* out = d + run_col[r];
-        const int len = run_len[r];
-        const int iy = run_iy[r] + dy[k];
-        if (iy < 0 || iy >= s.h_in) {
-          std::memset(out, 0, static_cast<size_t>(len) * sizeof(float));
-          continue;
-        }
-        const int ix = run_ix[r] + dx[k];
-        const float* src = x + off[k] + static_cast<ptrdiff_t>(run_iy[r]) * w_in + run_ix[r];
-        if (ix >= 0 && ix + (len - 1) * sw < s.w_in) {
-          if (sw == 1 && one_run) {
-            copy16(out, src);
-          } else if (sw == 1) {
-            for (int c = 0; c < len; ++c) out[c] = src[c];
-          } else if (sw == 2 && one_run) {
-            copy16_stride2(out, src);
-          } else {
-            for (int c = 0; c < len; ++c) out[c] = src[c * sw];
-          }
-        } else {
-          for (int c = 0; c < len; ++c) {
-            const int xi = ix + c * sw;
-            out[c] = xi >= 0 && xi < s.w_in ? src[c * sw] : 0.0f;
-          }
-        }
+  int seg_c0[kMaxSegments + 1], seg_iy[kMaxSegments], seg_ix[kMaxSegments];
+  int segs = 0;
+  for (int c = 0; c < nc; ++segs) {
+    const int n = n0 + c;
+    const int oy = n / s.w_out, ox = n % s.w_out;
+    seg_c0[segs] = c;
+    seg_iy[segs] = oy * s.stride_h - s.pad_top;
+    seg_ix[segs] = ox * sw - s.pad_left;
+    c += std::min(nc - c, s.w_out - ox);
+  }
+  seg_c0[segs] = nc;
+  const int padded_nc = (nc + kSgemmNr - 1) / kSgemmNr * kSgemmNr;
+  for (int k = 0; k < kl; ++k) {
+    float* dk = dst + static_cast<size_t>(k) * kSgemmNr;
+    PanelWriter out{dk, static_cast<size_t>(kSgemmNr) * static_cast<size_t>(kl)};
+    for (int g = 0; g < segs; ++g) {
+      const int c0 = seg_c0[g], c1 = seg_c0[g + 1];
+      const int iy = seg_iy[g] + dy[k];
+      if (iy < 0 || iy >= s.h_in) {
+        out.zero(c0, c1 - c0);
+        continue;
       }
+      // Columns c with 0 <= ix0 + (c - c0) * sw < w_in read the input.
+      const int ix0 = seg_ix[g] + dx[k];
+      int first = 0, last = 0;  // one past
+      if (sw == 1) {
+        first = std::max(0, -ix0);
+        last = std::max(0, s.w_in - ix0);
+      } else {
+        first = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+        last = ix0 >= s.w_in ? 0 : (s.w_in - 1 - ix0) / sw + 1;
+      }
+      const int a = std::min(c1, c0 + first), b = std::max(a, std::min(c1, c0 + last));
+      out.zero(c0, a - c0);
+      const float* src =
+          x + off[k] + static_cast<ptrdiff_t>(seg_iy[g]) * w_in + seg_ix[g] + static_cast<ptrdiff_t>(a - c0) * sw;
+      out.copy(a, b - a, src, sw);
+      out.zero(b, c1 - b);
     }
+    out.zero(nc, padded_nc - nc);
   }
 }
 
