@@ -60,13 +60,15 @@ void dw_plane_generic(const DwPlane& p) {
   }
 }
 
-void copy16(float* dst, const float* src) { std::memcpy(dst, src, kSgemmNr * sizeof(float)); }
+inline __attribute__((always_inline)) void copy16(float* dst, const float* src) {
+  std::memcpy(dst, src, kSgemmNr * sizeof(float));
+}
 
-void copy_n(float* __restrict dst, const float* __restrict src, int n) {
+inline __attribute__((always_inline)) void copy_n(float* __restrict dst, const float* __restrict src, int n) {
   for (int i = 0; i < n; ++i) dst[i] = src[i];
 }
 
-void copy16_stride2(float* __restrict dst, const float* __restrict src) {
+inline __attribute__((always_inline)) void copy16_stride2(float* __restrict dst, const float* __restrict src) {
   for (int c = 0; c < kSgemmNr; ++c) dst[c] = src[2 * c];
 }
 
@@ -75,8 +77,10 @@ void copy16_stride2(float* __restrict dst, const float* __restrict src) {
 struct PanelWriter {
   float* row_base;
   size_t panel_stride;
-  float* at(int c) const { return row_base + static_cast<size_t>(c / kSgemmNr) * panel_stride + c % kSgemmNr; }
-  void zero(int c, int count) const {
+  __attribute__((always_inline)) float* at(int c) const {
+    return row_base + static_cast<size_t>(c / kSgemmNr) * panel_stride + c % kSgemmNr;
+  }
+  __attribute__((always_inline)) void zero(int c, int count) const {
     while (count > 0) {
       const int n = std::min(count, kSgemmNr - c % kSgemmNr);
       float* d = at(c);
@@ -85,7 +89,7 @@ struct PanelWriter {
       count -= n;
     }
   }
-  void copy(int c, int count, const float* src, int stride) const {
+  __attribute__((always_inline)) void copy(int c, int count, const float* src, int stride) const {
     while (count > 0) {
       const int n = std::min(count, kSgemmNr - c % kSgemmNr);
       float* d = at(c);
@@ -105,75 +109,14 @@ struct PanelWriter {
   }
 };
 
-}  // namespace
-
-SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act)
-    : SConv(shape, weights, bias, act, sgemm_default_path()) {}
-
-SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SgemmPath path)
-    : shape_(shape), act_(act), path_(path == SgemmPath::kRef ? SgemmPath::kGeneric : path) {
-  validate(shape_);
-  if (!sgemm_path_supported(path_)) throw Error(ErrorCode::kUnsupported, "SConv: this CPU has no AVX2+FMA");
-  const ConvShape& s = shape_;
-  if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
-  const int taps = s.kh * s.kw;
-  if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
-    kind_ = Kind::kDepthwise;
-    dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
-    dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
-    dw_wp_ = round_up(s.w_out, 8) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
-    slice_floats_ = static_cast<size_t>(round_up(dw_hp_ * dw_wp_, 16));
-    return;
-  }
-  const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-                         s.h_out == s.h_in && s.w_out == s.w_in;
-  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : Kind::kIm2col;
-  const int m = s.c_out / s.group;
-  k_ = s.c_in / s.group * taps;
-  for (int g = 0; g < s.group; ++g) {
-    packed_.push_back(sgemm_pack_a(weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
-  }
-  const int kl = std::min(k_, kSgemmKc);
-  const int n = s.h_out * s.w_out;
-  tile_n_ = std::clamp(kTileFloats / kl / kSgemmNr * kSgemmNr, kSgemmNr, 1024);
-  tile_n_ = std::min(tile_n_, round_up(n, kSgemmNr));
-  // A tile spans at most kMaxSegments output rows (pack_tile's bound).
-  if (kind_ != Kind::k1x1) {
-    tile_n_ = std::min(tile_n_, std::max(kSgemmNr, (kMaxSegments - 1) * s.w_out / kSgemmNr * kSgemmNr));
-  }
-  slice_floats_ = static_cast<size_t>(kl) * static_cast<size_t>(tile_n_);
-}
-
-size_t SConv::scratch_bytes(int threads) const {
-  return static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_ * sizeof(float);
-}
-
-const char* SConv::kernel_name() const {
-  const bool avx2 = path_ == SgemmPath::kAvx2;
-  switch (kind_) {
-    case Kind::k1x1: return avx2 ? "sconv_1x1_avx2" : "sconv_1x1_generic";
-    case Kind::kIm2col: return avx2 ? "sconv_im2col_avx2" : "sconv_im2col_generic";
-    case Kind::kGroup: return avx2 ? "sconv_group_im2col_avx2" : "sconv_group_im2col_generic";
-    case Kind::kDepthwise: return avx2 ? "sconv_depthwise_avx2" : "sconv_depthwise_generic";
-  }
-  return "?";
-}
-
-void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
-  const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
-  float* buf = static_cast<float*>(scratch);
-  if (kind_ == Kind::kDepthwise) return run_depthwise(x, y, buf, threads, pool);
-  run_gemm(x, y, buf, threads, pool);
-}
-
 // Rows [k0, k0 + kl) of the im2col matrix of one image's group (x points at
 // its first channel) for output pixels [n0, n0 + nc), as 16-column panels
 // (sgemm_packed_a_block's b_tile), zero past nc.
-void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
-  const ConvShape& s = shape_;
+inline __attribute__((always_inline)) void pack_tile_body(const ConvShape& s, bool pointwise, const float* x, int n0,
+                                                          int nc, int k0, int kl, float* dst) {
   const ptrdiff_t w_in = s.w_in;
   const ptrdiff_t plane = static_cast<ptrdiff_t>(s.h_in) * w_in;
-  if (kind_ == Kind::k1x1) {
+  if (pointwise) {
     // Row by row: each row of X is read as one sequential stream.
     const int full = nc / kSgemmNr * kSgemmNr;
     const size_t panel_stride = static_cast<size_t>(kSgemmNr) * static_cast<size_t>(kl);
@@ -252,6 +195,83 @@ void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst
     }
     out.zero(nc, padded_nc - nc);
   }
+}
+
+// The same packer compiled for AVX2 (wider copies) and for any x86-64.
+__attribute__((target("avx2,fma"))) void pack_tile_avx2(const ConvShape& s, bool pointwise, const float* x, int n0,
+                                                        int nc, int k0, int kl, float* dst) {
+  pack_tile_body(s, pointwise, x, n0, nc, k0, kl, dst);
+}
+
+void pack_tile_generic(const ConvShape& s, bool pointwise, const float* x, int n0, int nc, int k0, int kl, float* dst) {
+  pack_tile_body(s, pointwise, x, n0, nc, k0, kl, dst);
+}
+
+}  // namespace
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act)
+    : SConv(shape, weights, bias, act, sgemm_default_path()) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SgemmPath path)
+    : shape_(shape), act_(act), path_(path == SgemmPath::kRef ? SgemmPath::kGeneric : path) {
+  validate(shape_);
+  if (!sgemm_path_supported(path_)) throw Error(ErrorCode::kUnsupported, "SConv: this CPU has no AVX2+FMA");
+  const ConvShape& s = shape_;
+  if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
+  const int taps = s.kh * s.kw;
+  if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
+    kind_ = Kind::kDepthwise;
+    dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
+    dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
+    dw_wp_ = round_up(s.w_out, 8) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
+    slice_floats_ = static_cast<size_t>(round_up(dw_hp_ * dw_wp_, 16));
+    return;
+  }
+  const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+                         s.h_out == s.h_in && s.w_out == s.w_in;
+  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : Kind::kIm2col;
+  const int m = s.c_out / s.group;
+  k_ = s.c_in / s.group * taps;
+  for (int g = 0; g < s.group; ++g) {
+    packed_.push_back(sgemm_pack_a(weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
+  }
+  const int kl = std::min(k_, kSgemmKc);
+  const int n = s.h_out * s.w_out;
+  tile_n_ = std::clamp(kTileFloats / kl / kSgemmNr * kSgemmNr, kSgemmNr, 1024);
+  tile_n_ = std::min(tile_n_, round_up(n, kSgemmNr));
+  // A tile spans at most kMaxSegments output rows (pack_tile's bound).
+  if (kind_ != Kind::k1x1) {
+    tile_n_ = std::min(tile_n_, std::max(kSgemmNr, (kMaxSegments - 1) * s.w_out / kSgemmNr * kSgemmNr));
+  }
+  slice_floats_ = static_cast<size_t>(kl) * static_cast<size_t>(tile_n_);
+}
+
+size_t SConv::scratch_bytes(int threads) const {
+  return static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_ * sizeof(float);
+}
+
+const char* SConv::kernel_name() const {
+  const bool avx2 = path_ == SgemmPath::kAvx2;
+  switch (kind_) {
+    case Kind::k1x1: return avx2 ? "sconv_1x1_avx2" : "sconv_1x1_generic";
+    case Kind::kIm2col: return avx2 ? "sconv_im2col_avx2" : "sconv_im2col_generic";
+    case Kind::kGroup: return avx2 ? "sconv_group_im2col_avx2" : "sconv_group_im2col_generic";
+    case Kind::kDepthwise: return avx2 ? "sconv_depthwise_avx2" : "sconv_depthwise_generic";
+  }
+  return "?";
+}
+
+void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
+  const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
+  float* buf = static_cast<float*>(scratch);
+  if (kind_ == Kind::kDepthwise) return run_depthwise(x, y, buf, threads, pool);
+  run_gemm(x, y, buf, threads, pool);
+}
+
+void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
+  const bool pointwise = kind_ == Kind::k1x1;
+  if (path_ == SgemmPath::kAvx2) return pack_tile_avx2(shape_, pointwise, x, n0, nc, k0, kl, dst);
+  pack_tile_generic(shape_, pointwise, x, n0, nc, k0, kl, dst);
 }
 
 void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
