@@ -330,31 +330,27 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
   const size_t out_plane = static_cast<size_t>(s.h_out) * static_cast<size_t>(s.w_out);
   const int taps = s.kh * s.kw;
   const bool avx2 = path_ == SgemmPath::kAvx2 && s.stride_w <= 2;
+  // The part of the input inside the padded plane: rows [y_begin, y_end),
+  // columns from 0, copy_bytes per row, to padded column x_begin.
+  const int y_begin = std::min(s.h_in, std::max(0, -s.pad_top));
+  const int y_end = std::max(y_begin, std::min(s.h_in, dw_hp_ - s.pad_top));
+  const int x_begin = std::min(s.pad_left, dw_wp_);
+  const size_t copy_bytes = static_cast<size_t>(std::max(0, std::min(s.w_in, dw_wp_ - s.pad_left))) * sizeof(float);
   auto work = [&](int64_t slice_begin, int64_t slice_end) {
     for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
       float* pad = scratch + static_cast<size_t>(slice) * slice_floats_;
       int64_t i0, i1;
       chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
+      if (i0 < i1) std::memset(pad, 0, static_cast<size_t>(dw_hp_) * dw_wp_ * sizeof(float));
       for (int64_t i = i0; i < i1; ++i) {
         const int c = static_cast<int>(i % s.c_out);
         const float* src = x + static_cast<size_t>(i) * in_plane;
         // Zero-padded copy: padded (py, px) holds x[py - pad_top, px - pad_left].
-        const int x_begin = std::min(s.pad_left, dw_wp_);
-        const int x_end = std::min(s.pad_left + s.w_in, dw_wp_);
-        for (int py = 0; py < dw_hp_; ++py) {
-          float* row = pad + static_cast<size_t>(py) * dw_wp_;
-          const int iy = py - s.pad_top;
-          if (iy < 0 || iy >= s.h_in) {
-            std::memset(row, 0, static_cast<size_t>(dw_wp_) * sizeof(float));
-            continue;
-          }
-          std::memset(row, 0, static_cast<size_t>(x_begin) * sizeof(float));
-          if (x_end > x_begin) {
-            std::memcpy(row + x_begin, src + static_cast<size_t>(iy) * s.w_in,
-                        static_cast<size_t>(x_end - x_begin) * sizeof(float));
-          }
-          const int tail = std::max(x_end, x_begin);
-          std::memset(row + tail, 0, static_cast<size_t>(dw_wp_ - tail) * sizeof(float));
+        // Only the input's rectangle is written per plane; the border was
+        // zeroed once per call below and stays zero.
+        for (int iy = y_begin; iy < y_end; ++iy) {
+          std::memcpy(pad + static_cast<size_t>(iy + s.pad_top) * dw_wp_ + x_begin,
+                      src + static_cast<size_t>(iy) * s.w_in, copy_bytes);
         }
         DwPlane p;
         p.plane = pad;
