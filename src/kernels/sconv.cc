@@ -280,7 +280,18 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
   const int n = s.h_out * s.w_out;
   const int cg = s.c_in / s.group;
   const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
-  const int n_tiles = (n + tile_n_ - 1) / tile_n_;
+  // With threads, narrow the pixel tiles so that the tile count (over all
+  // images and groups) divides evenly among them; a tile's width does not
+  // change how any output is computed.
+  int tile_w = tile_n_;
+  int n_tiles = (n + tile_w - 1) / tile_w;
+  if (threads > 1) {
+    const int64_t per_tile = static_cast<int64_t>(s.batch) * s.group;
+    int want = n_tiles;
+    while ((per_tile * want) % threads != 0) ++want;
+    tile_w = std::max(kSgemmNr, round_up((n + want - 1) / want, kSgemmNr));
+    n_tiles = (n + tile_w - 1) / tile_w;
+  }
   const int m_panels = (m + kSgemmMr - 1) / kSgemmMr;
   const int64_t units = static_cast<int64_t>(s.batch) * s.group * n_tiles;
   // Too few pixel tiles for the threads: also split the output rows.
@@ -306,8 +317,8 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
         const int m0 = static_cast<int>(p0) * kSgemmMr;
         const int m1 = std::min(m, static_cast<int>(p1) * kSgemmMr);
         if (m0 >= m1) continue;
-        const int n0 = t * tile_n_;
-        const int nc = std::min(tile_n_, n - n0);
+        const int n0 = t * tile_w;
+        const int nc = std::min(tile_w, n - n0);
         const float* xg = x + (static_cast<size_t>(b) * s.c_in + static_cast<size_t>(g) * cg) * in_plane;
         float* yg = y + (static_cast<size_t>(b) * s.c_out + static_cast<size_t>(g) * m) * static_cast<size_t>(n) +
                     static_cast<size_t>(n0);
