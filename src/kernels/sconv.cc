@@ -224,7 +224,7 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
     dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
     dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
     dw_wp_ = round_up(s.w_out, 8) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
-    slice_floats_ = static_cast<size_t>(round_up(dw_hp_ * dw_wp_, 16));
+    slice_floats_ = (static_cast<size_t>(dw_hp_) * static_cast<size_t>(dw_wp_) + 15) / 16 * 16;
     return;
   }
   const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
