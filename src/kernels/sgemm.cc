@@ -169,8 +169,73 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int kl, const float* a, const
   }
 }
 
+// The left 8 columns only, for tiles with nr <= 8: the same FMAs and
+// epilogue as tile_avx2's first vector, so each element comes out bit-identical
+// to tile_avx2's (a column's result does not depend on the tile holding it).
+template <int MR>
+__attribute__((target("avx2,fma"))) void tile_avx2_half(int kl, const float* a, const float* b, int b_stride, float* c,
+                                                        int ldc, int nr, const Epilogue& ep) {
+  __m256 acc[MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
+  const size_t bs = static_cast<size_t>(b_stride);
+  for (int k = 0; k < kl; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), b0, acc[r]);
+    a += kSgemmMr;
+    b += bs;
+  }
+  alignas(32) float buf[MR * 8];
+  alignas(32) float bias_buf[8] = {};
+  float* out = c;
+  size_t ldo = static_cast<size_t>(ldc);
+  const float* bias = ep.bias;
+  if (nr < 8) {
+    out = buf;
+    ldo = 8;
+    std::memset(buf, 0, sizeof(buf));
+    if (ep.load_c) {
+      for (int r = 0; r < MR; ++r) std::memcpy(buf + r * 8, c + static_cast<size_t>(r) * ldc, nr * sizeof(float));
+    }
+    if (bias != nullptr) {
+      std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
+      bias = bias_buf;
+    }
+  }
+  const __m256 alpha = _mm256_set1_ps(ep.alpha);
+  const __m256 beta = _mm256_set1_ps(ep.beta);
+  const __m256 lo = _mm256_set1_ps(ep.act == SgemmActivation::Kind::kRelu ? 0.0f : ep.lo);
+  const __m256 hi = _mm256_set1_ps(ep.hi);
+  const __m256 bias0 = bias != nullptr ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    float* row = out + r * ldo;
+    __m256 v = _mm256_mul_ps(alpha, acc[r]);
+    if (ep.load_c) v = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row), v);
+    if (bias != nullptr) v = _mm256_add_ps(v, bias0);
+    if (ep.row_bias != nullptr) v = _mm256_add_ps(v, _mm256_broadcast_ss(ep.row_bias + r));
+    if (ep.act != SgemmActivation::Kind::kNone) v = _mm256_max_ps(v, lo);
+    if (ep.act == SgemmActivation::Kind::kClip) v = _mm256_min_ps(v, hi);
+    _mm256_storeu_ps(row, v);
+  }
+  if (nr < 8) {
+    for (int r = 0; r < MR; ++r) std::memcpy(c + static_cast<size_t>(r) * ldc, buf + r * 8, nr * sizeof(float));
+  }
+}
+
 __attribute__((target("avx2,fma"))) void kernel_avx2(int mr, int kl, const float* a, const float* b, int b_stride,
                                                      float* c, int ldc, int nr, const Epilogue& ep) {
+  if (nr <= 8) {
+    switch (mr) {
+      case 1: return tile_avx2_half<1>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 2: return tile_avx2_half<2>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 3: return tile_avx2_half<3>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 4: return tile_avx2_half<4>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 5: return tile_avx2_half<5>(kl, a, b, b_stride, c, ldc, nr, ep);
+      default: return tile_avx2_half<6>(kl, a, b, b_stride, c, ldc, nr, ep);
+    }
+  }
   switch (mr) {
     case 1: return tile_avx2<1>(kl, a, b, b_stride, c, ldc, nr, ep);
     case 2: return tile_avx2<2>(kl, a, b, b_stride, c, ldc, nr, ep);
