@@ -39,18 +39,11 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv_shape.h"
 #include "kernels/cpu_features.h"
 #include "runtime/thread_pool.h"
 
 namespace kvant {
-
-struct ConvShape {  // one conv layer, 2-D, NCHW
-  int batch = 1, c_in = 0, h_in = 0, w_in = 0;
-  int c_out = 0, h_out = 0, w_out = 0;
-  int kh = 1, kw = 1, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
-  int pad_top = 0, pad_left = 0;  // bottom/right padding is implied by h_out/w_out
-  int group = 1;
-};
 
 struct QConvParams {
   ConvShape shape;

@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "kvant/status.h"
+#include "runtime/thread_pool.h"
 
 namespace kvant {
 namespace {
@@ -29,7 +30,8 @@ struct Epilogue {
   float alpha = 1.0f;
   float beta = 0.0f;  // read only when load_c
   bool load_c = false;
-  const float* bias = nullptr;  // the tile's first column; nr values
+  const float* bias = nullptr;      // the tile's first column; nr values
+  const float* row_bias = nullptr;  // the tile's first row; mr values (one per row)
   SgemmActivation::Kind act = SgemmActivation::Kind::kNone;
   float lo = 0.0f;
   float hi = 0.0f;
@@ -56,6 +58,7 @@ void tile_generic(int kl, const float* a, const float* b, int b_stride, float* c
       float v = ep.alpha * acc[r][j];
       if (ep.load_c) v += ep.beta * row[j];
       if (ep.bias != nullptr) v += ep.bias[j];
+      if (ep.row_bias != nullptr) v += ep.row_bias[r];
       if (ep.act == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
       if (ep.act == SgemmActivation::Kind::kClip) v = std::min(std::max(v, ep.lo), ep.hi);
       row[j] = v;
@@ -145,6 +148,11 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int kl, const float* a, const
       v0 = _mm256_add_ps(v0, bias0);
       v1 = _mm256_add_ps(v1, bias1);
     }
+    if (ep.row_bias != nullptr) {
+      const __m256 rb = _mm256_broadcast_ss(ep.row_bias + r);
+      v0 = _mm256_add_ps(v0, rb);
+      v1 = _mm256_add_ps(v1, rb);
+    }
     if (ep.act != SgemmActivation::Kind::kNone) {
       v0 = _mm256_max_ps(v0, lo);
       v1 = _mm256_max_ps(v1, lo);
@@ -161,8 +169,73 @@ __attribute__((target("avx2,fma"))) void tile_avx2(int kl, const float* a, const
   }
 }
 
+// The left 8 columns only, for tiles with nr <= 8: the same FMAs and
+// epilogue as tile_avx2's first vector, so each element comes out bit-identical
+// to tile_avx2's (a column's result does not depend on the tile holding it).
+template <int MR>
+__attribute__((target("avx2,fma"))) void tile_avx2_half(int kl, const float* a, const float* b, int b_stride, float* c,
+                                                        int ldc, int nr, const Epilogue& ep) {
+  __m256 acc[MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
+  const size_t bs = static_cast<size_t>(b_stride);
+  for (int k = 0; k < kl; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), b0, acc[r]);
+    a += kSgemmMr;
+    b += bs;
+  }
+  alignas(32) float buf[MR * 8];
+  alignas(32) float bias_buf[8] = {};
+  float* out = c;
+  size_t ldo = static_cast<size_t>(ldc);
+  const float* bias = ep.bias;
+  if (nr < 8) {
+    out = buf;
+    ldo = 8;
+    std::memset(buf, 0, sizeof(buf));
+    if (ep.load_c) {
+      for (int r = 0; r < MR; ++r) std::memcpy(buf + r * 8, c + static_cast<size_t>(r) * ldc, nr * sizeof(float));
+    }
+    if (bias != nullptr) {
+      std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
+      bias = bias_buf;
+    }
+  }
+  const __m256 alpha = _mm256_set1_ps(ep.alpha);
+  const __m256 beta = _mm256_set1_ps(ep.beta);
+  const __m256 lo = _mm256_set1_ps(ep.act == SgemmActivation::Kind::kRelu ? 0.0f : ep.lo);
+  const __m256 hi = _mm256_set1_ps(ep.hi);
+  const __m256 bias0 = bias != nullptr ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    float* row = out + r * ldo;
+    __m256 v = _mm256_mul_ps(alpha, acc[r]);
+    if (ep.load_c) v = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row), v);
+    if (bias != nullptr) v = _mm256_add_ps(v, bias0);
+    if (ep.row_bias != nullptr) v = _mm256_add_ps(v, _mm256_broadcast_ss(ep.row_bias + r));
+    if (ep.act != SgemmActivation::Kind::kNone) v = _mm256_max_ps(v, lo);
+    if (ep.act == SgemmActivation::Kind::kClip) v = _mm256_min_ps(v, hi);
+    _mm256_storeu_ps(row, v);
+  }
+  if (nr < 8) {
+    for (int r = 0; r < MR; ++r) std::memcpy(c + static_cast<size_t>(r) * ldc, buf + r * 8, nr * sizeof(float));
+  }
+}
+
 __attribute__((target("avx2,fma"))) void kernel_avx2(int mr, int kl, const float* a, const float* b, int b_stride,
                                                      float* c, int ldc, int nr, const Epilogue& ep) {
+  if (nr <= 8) {
+    switch (mr) {
+      case 1: return tile_avx2_half<1>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 2: return tile_avx2_half<2>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 3: return tile_avx2_half<3>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 4: return tile_avx2_half<4>(kl, a, b, b_stride, c, ldc, nr, ep);
+      case 5: return tile_avx2_half<5>(kl, a, b, b_stride, c, ldc, nr, ep);
+      default: return tile_avx2_half<6>(kl, a, b, b_stride, c, ldc, nr, ep);
+    }
+  }
   switch (mr) {
     case 1: return tile_avx2<1>(kl, a, b, b_stride, c, ldc, nr, ep);
     case 2: return tile_avx2<2>(kl, a, b, b_stride, c, ldc, nr, ep);
@@ -265,6 +338,7 @@ int round_up_16(int n) { return (n + kSgemmNr - 1) / kSgemmNr * kSgemmNr; }
 struct BSource {
   const float* packed = nullptr;
   int padded_n = 0;
+  int col0 = 0;  // packed: column of the packed B that is column 0 here (a multiple of 16)
   const float* direct = nullptr;
   int ldb = 0;
 };
@@ -315,7 +389,7 @@ void run_blocked(MicroKernel kernel, bool trans_a, int M, int N, int K, float al
           int b_stride = kSgemmNr;
           if (src.packed != nullptr) {
             bp = src.packed + static_cast<size_t>(k0) * static_cast<size_t>(src.padded_n) +
-                 static_cast<size_t>(j0) * static_cast<size_t>(kl);
+                 static_cast<size_t>(src.col0 + j0) * static_cast<size_t>(kl);
           } else if (nr == kSgemmNr) {
             bp = src.direct + static_cast<size_t>(k0) * static_cast<size_t>(src.ldb) + static_cast<size_t>(j0);
             b_stride = src.ldb;
@@ -425,6 +499,125 @@ void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, 
   src.packed = B.data.data();
   src.padded_n = B.padded_n;
   run_blocked(pick_kernel(path), false, M, N, K, 1.0f, A, lda, src, 0.0f, C, ldc, bias, act);
+}
+
+void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
+                  const float* bias, SgemmActivation act, ThreadPool* pool) {
+  const SgemmPath path = sgemm_default_path() == SgemmPath::kRef ? SgemmPath::kGeneric : sgemm_default_path();
+  sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act, pool);
+}
+
+void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C,
+                  int ldc, const float* bias, SgemmActivation act, ThreadPool* pool) {
+  if (pool == nullptr || pool->size() == 1 || M <= 0 || N <= 0) {
+    return sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act);
+  }
+  if (B.K != K || B.N != N) sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act);  // throws the message
+  const MicroKernel kernel = pick_kernel(path);
+  const int m_panels = (M + kSgemmMr - 1) / kSgemmMr;
+  const int n_panels = (N + kSgemmNr - 1) / kSgemmNr;
+  // Rows when there are enough 6-row panels for every thread, else columns.
+  if (m_panels >= 2 * pool->size() || m_panels >= n_panels) {
+    pool->parallel_for(m_panels, [&](int64_t begin, int64_t end) {
+      const int m0 = static_cast<int>(begin) * kSgemmMr;
+      const int m1 = std::min(M, static_cast<int>(end) * kSgemmMr);
+      BSource src;
+      src.packed = B.data.data();
+      src.padded_n = B.padded_n;
+      run_blocked(kernel, false, m1 - m0, N, K, 1.0f, A + static_cast<size_t>(m0) * lda, lda, src, 0.0f,
+                  C + static_cast<size_t>(m0) * ldc, ldc, bias, act);
+    });
+  } else {
+    pool->parallel_for(n_panels, [&](int64_t begin, int64_t end) {
+      const int n0 = static_cast<int>(begin) * kSgemmNr;
+      const int n1 = std::min(N, static_cast<int>(end) * kSgemmNr);
+      BSource src;
+      src.packed = B.data.data();
+      src.padded_n = B.padded_n;
+      src.col0 = n0;
+      run_blocked(kernel, false, M, n1 - n0, K, 1.0f, A, lda, src, 0.0f, C + n0, ldc,
+                  bias == nullptr ? nullptr : bias + n0, act);
+    });
+  }
+}
+
+// ---- prepacked A ----
+
+PackedSgemmA sgemm_pack_a(const float* A, int M, int K, int lda) {
+  PackedSgemmA packed;
+  packed.M = M;
+  packed.K = K;
+  packed.padded_m = (M + kSgemmMr - 1) / kSgemmMr * kSgemmMr;
+  if (lda == 0) lda = K;
+  packed.data.assign(static_cast<size_t>(K) * static_cast<size_t>(packed.padded_m), 0.0f);
+  for (int k0 = 0; k0 < K; k0 += kSgemmKc) {
+    const int kl = std::min(kSgemmKc, K - k0);
+    pack_a(false, A, lda, 0, M, k0, kl, packed.data.data() + static_cast<size_t>(k0) * packed.padded_m);
+  }
+  return packed;
+}
+
+void sgemm_packed_a_block(SgemmPath path, const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc,
+                          float* C, int ldc, const float* row_bias, SgemmActivation act) {
+  const MicroKernel kernel = pick_kernel(path);
+  const int kl = std::min(kSgemmKc, A.K - k0);
+  const bool first = k0 == 0;
+  const bool last = k0 + kl == A.K;
+  Epilogue ep;
+  ep.load_c = !first;
+  ep.beta = 1.0f;
+  if (last) {
+    ep.act = act.kind;
+    ep.lo = act.lo;
+    ep.hi = act.hi;
+  }
+  const float* a_block = A.data.data() + static_cast<size_t>(k0) * static_cast<size_t>(A.padded_m);
+  for (int i = m0; i < m1; i += kSgemmMr) {
+    const int mr = std::min(kSgemmMr, m1 - i);
+    ep.row_bias = last && row_bias != nullptr ? row_bias + i : nullptr;
+    const float* ap = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
+    float* crow = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
+    for (int j0 = 0; j0 < nc; j0 += kSgemmNr) {
+      kernel(mr, kl, ap, b_tile + static_cast<size_t>(j0) * static_cast<size_t>(kl), kSgemmNr, crow + j0, ldc,
+             std::min(kSgemmNr, nc - j0), ep);
+    }
+  }
+}
+
+void sgemm_packed_a(SgemmPath path, int M, int N, int K, const PackedSgemmA& A, const float* B, int ldb, float* C,
+                    int ldc, const float* row_bias, SgemmActivation act) {
+  if (A.M != M || A.K != K) {
+    std::string msg = "sgemm_packed_a: A was packed as ";
+    msg += std::to_string(A.M) + "x" + std::to_string(A.K) + ", called with M=" + std::to_string(M) +
+           " K=" + std::to_string(K);
+    throw Error(ErrorCode::kInvalidArgument, msg);
+  }
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int i = 0; i < M; ++i) {
+      float* row = C + static_cast<size_t>(i) * ldc;
+      for (int j = 0; j < N; ++j) {
+        float v = row_bias == nullptr ? 0.0f : row_bias[i];
+        if (act.kind == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
+        if (act.kind == SgemmActivation::Kind::kClip) v = std::min(std::max(v, act.lo), act.hi);
+        row[j] = v;
+      }
+    }
+    return;
+  }
+  constexpr int kTile = 256;
+  thread_local AlignedVector b_buf;
+  if (b_buf.size() < static_cast<size_t>(kSgemmKc) * kTile) b_buf.resize(static_cast<size_t>(kSgemmKc) * kTile);
+  for (int n0 = 0; n0 < N; n0 += kTile) {
+    const int nc = std::min(kTile, N - n0);
+    for (int k0 = 0; k0 < K; k0 += kSgemmKc) {
+      const int kl = std::min(kSgemmKc, K - k0);
+      for (int j0 = 0; j0 < nc; j0 += kSgemmNr) {
+        pack_b_panel(false, B + n0, ldb, nc, j0, k0, kl, b_buf.data() + static_cast<size_t>(j0) * kl);
+      }
+      sgemm_packed_a_block(path, A, 0, M, k0, b_buf.data(), nc, C + n0, ldc, row_bias, act);
+    }
+  }
 }
 
 }  // namespace kvant

@@ -25,6 +25,8 @@
 
 namespace kvant {
 
+class ThreadPool;  // runtime/thread_pool.h
+
 // Which implementation runs. kGeneric and kAvx2 share the packing and the
 // blocking; kRef is the triple loop.
 enum class SgemmPath { kRef, kGeneric, kAvx2 };
@@ -101,5 +103,44 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
                   const float* bias, SgemmActivation act);
 void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C,
                   int ldc, const float* bias, SgemmActivation act);
+
+// Threaded: splits 6-row panels of M across `pool` (or 16-column panels of N
+// when M has too few), each part running the single-thread driver above. Every
+// C element is computed the same way whatever part holds it, so the result is
+// bit-identical for any pool size (and to the overloads without a pool).
+// pool may be null.
+void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
+                  const float* bias, SgemmActivation act, ThreadPool* pool);
+void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C,
+                  int ldc, const float* bias, SgemmActivation act, ThreadPool* pool);
+
+// A (M x K row-major, e.g. a conv weight [c_out, c_in kh kw]) packed once as
+// the micro-kernel's left operand: for each K block [k0, k0 + kl) (kl = 256
+// except the last), 6-row panels of kl x 6 floats, element (r, k) of panel p at
+// data[k0 * padded_m + p * 6 * kl + k * 6 + r]; rows past M are zero.
+struct PackedSgemmA {
+  int M = 0;
+  int K = 0;
+  int padded_m = 0;  // M rounded up to 6
+  std::vector<float, AlignedAllocator<float>> data;
+};
+PackedSgemmA sgemm_pack_a(const float* A, int M, int K, int lda = 0);
+
+// The building block for kernels that pack their own right operand (sconv's
+// im2col): one K block k0 (a multiple of 256) of C rows [m0, m1) (m0 a
+// multiple of 6), columns [0, nc):
+//   k0 == 0: C = A[:, blk] B_tile, else C += A[:, blk] B_tile;
+//   last block (k0 + 256 >= K): then C = act(C + row_bias[row]).
+// b_tile holds ceil(nc / 16) panels of kl x 16 floats (panel j at
+// b_tile + j * 16 * kl, element (k, c) at k * 16 + c), kl = min(256, K - k0);
+// columns past nc are read but not stored. Calling it for k0 = 0, 256, ...
+// gives every C element the same K-summation order as sgemm_packed.
+void sgemm_packed_a_block(SgemmPath path, const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc,
+                          float* C, int ldc, const float* row_bias, SgemmActivation act);
+
+// C[M x N] = act(A B + row_bias[i]), A prepacked, B row-major K x N (ldb):
+// packs B per call (thread-local buffer) and runs sgemm_packed_a_block.
+void sgemm_packed_a(SgemmPath path, int M, int N, int K, const PackedSgemmA& A, const float* B, int ldb, float* C,
+                    int ldc, const float* row_bias, SgemmActivation act);
 
 }  // namespace kvant

@@ -1,0 +1,392 @@
+// FP32 conv: path choice, weight prepacking, the im2col tile packer, the
+// depthwise driver and the thread split. The math and the layouts are in
+// sconv.h and sgemm.h.
+#include "kernels/sconv.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "kernels/x86_avx2/sconv_dw_avx2.h"
+#include "kvant/status.h"
+#include "runtime/thread_pool.h"
+
+namespace kvant {
+namespace {
+
+constexpr int kTileFloats = 32768;  // packed B tile: kl x tile_n <= 128 KiB (L2)
+constexpr int kMaxSegments = 64;    // output-row pieces in one im2col tile
+
+int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+[[noreturn]] void invalid(const std::string& what) {
+  std::string msg = "SConv: ";
+  msg += what;
+  throw Error(ErrorCode::kInvalidArgument, msg);
+}
+
+void validate(const ConvShape& s) {
+  if (s.batch < 1 || s.c_in < 1 || s.h_in < 1 || s.w_in < 1 || s.c_out < 1 || s.h_out < 1 || s.w_out < 1) {
+    invalid("every size must be >= 1");
+  }
+  if (s.kh < 1 || s.kw < 1 || s.stride_h < 1 || s.stride_w < 1 || s.dil_h < 1 || s.dil_w < 1) {
+    invalid("kernel, stride and dilation must be >= 1");
+  }
+  if (s.pad_top < 0 || s.pad_left < 0) invalid("padding must be >= 0");
+  if (s.group < 1 || s.c_in % s.group != 0 || s.c_out % s.group != 0) {
+    invalid("group must divide c_in and c_out");
+  }
+}
+
+float activate(float v, SgemmActivation act) {
+  if (act.kind == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
+  if (act.kind == SgemmActivation::Kind::kClip) v = std::min(std::max(v, act.lo), act.hi);
+  return v;
+}
+
+// Portable depthwise plane kernel, same contract and tap order as
+// sconv_dw_plane_avx2 (any stride).
+void dw_plane_generic(const DwPlane& p) {
+  const int taps = p.kh * p.kw;
+  for (int oy = 0; oy < p.h_out; ++oy) {
+    for (int ox = 0; ox < p.w_out; ++ox) {
+      const float* b = p.plane + static_cast<size_t>(oy) * p.sh * p.wp + static_cast<size_t>(ox) * p.sw;
+      float acc = 0.0f;
+      for (int t = 0; t < taps; ++t) acc += p.w[t] * b[(t / p.kw) * p.dh * p.wp + (t % p.kw) * p.dw];
+      p.out[static_cast<size_t>(oy) * p.w_out + ox] = activate(acc + p.bias, p.act);
+    }
+  }
+}
+
+inline __attribute__((always_inline)) void copy16(float* dst, const float* src) {
+  std::memcpy(dst, src, kSgemmNr * sizeof(float));
+}
+
+inline __attribute__((always_inline)) void copy_n(float* __restrict dst, const float* __restrict src, int n) {
+  for (int i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+inline __attribute__((always_inline)) void copy16_stride2(float* __restrict dst, const float* __restrict src) {
+  for (int c = 0; c < kSgemmNr; ++c) dst[c] = src[2 * c];
+}
+
+// Writes tile columns into the 16-column panel layout: column c of row k at
+// row_base + (c / 16) * panel_stride + c % 16.
+struct PanelWriter {
+  float* row_base;
+  size_t panel_stride;
+  __attribute__((always_inline)) float* at(int c) const {
+    return row_base + static_cast<size_t>(c / kSgemmNr) * panel_stride + c % kSgemmNr;
+  }
+  __attribute__((always_inline)) void zero(int c, int count) const {
+    while (count > 0) {
+      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
+      float* d = at(c);
+      for (int i = 0; i < n; ++i) d[i] = 0.0f;
+      c += n;
+      count -= n;
+    }
+  }
+  __attribute__((always_inline)) void copy(int c, int count, const float* src, int stride) const {
+    while (count > 0) {
+      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
+      float* d = at(c);
+      if (n == kSgemmNr && stride == 1) {
+        copy16(d, src);
+      } else if (n == kSgemmNr && stride == 2) {
+        copy16_stride2(d, src);
+      } else if (stride == 1) {
+        copy_n(d, src, n);
+      } else {
+        for (int i = 0; i < n; ++i) d[i] = src[i * stride];
+      }
+      src += static_cast<ptrdiff_t>(n) * stride;
+      c += n;
+      count -= n;
+    }
+  }
+};
+
+// Rows [k0, k0 + kl) of the im2col matrix of one image's group (x points at
+// its first channel) for output pixels [n0, n0 + nc), as 16-column panels
+// (sgemm_packed_a_block's b_tile), zero past nc.
+inline __attribute__((always_inline)) void pack_tile_body(const ConvShape& s, bool pointwise, const float* x, int n0,
+                                                          int nc, int k0, int kl, float* dst) {
+  const ptrdiff_t w_in = s.w_in;
+  const ptrdiff_t plane = static_cast<ptrdiff_t>(s.h_in) * w_in;
+  if (pointwise) {
+    // Row by row: each row of X is read as one sequential stream.
+    const int full = nc / kSgemmNr * kSgemmNr;
+    const size_t panel_stride = static_cast<size_t>(kSgemmNr) * static_cast<size_t>(kl);
+    for (int k = 0; k < kl; ++k) {
+      const float* src = x + static_cast<ptrdiff_t>(k0 + k) * plane + n0;
+      float* d = dst + static_cast<size_t>(k) * kSgemmNr;
+      int j0 = 0;
+      for (; j0 < full; j0 += kSgemmNr, d += panel_stride) copy16(d, src + j0);
+      if (j0 < nc) {
+        for (int c = 0; c < kSgemmNr; ++c) d[c] = j0 + c < nc ? src[j0 + c] : 0.0f;
+      }
+    }
+    return;
+  }
+  // Per row k of the block: its input offset (channel, ky, kx) and tap shift.
+  int dy[kSgemmKc], dx[kSgemmKc];
+  ptrdiff_t off[kSgemmKc];
+  {
+    const int taps = s.kh * s.kw;
+    int ch = k0 / taps, ky = (k0 % taps) / s.kw, kx = k0 % s.kw;
+    for (int k = 0; k < kl; ++k) {
+      dy[k] = ky * s.dil_h;
+      dx[k] = kx * s.dil_w;
+      off[k] = ch * plane + dy[k] * w_in + dx[k];
+      if (++kx == s.kw) {
+        kx = 0;
+        if (++ky == s.kh) {
+          ky = 0;
+          ++ch;
+        }
+      }
+    }
+  }
+  // Output-row segments of the tile: columns [c0, c1) of output row oy from
+  // column ox0; at most kMaxSegments (tile_n_ <= 1024 and w_out >= 1 would
+  // allow more, so tiles are cut to fit: see the constructor).
+  const int sw = s.stride_w;
+  int seg_c0[kMaxSegments + 1], seg_iy[kMaxSegments], seg_ix[kMaxSegments];
+  int segs = 0;
+  for (int c = 0; c < nc; ++segs) {
+    const int n = n0 + c;
+    const int oy = n / s.w_out, ox = n % s.w_out;
+    seg_c0[segs] = c;
+    seg_iy[segs] = oy * s.stride_h - s.pad_top;
+    seg_ix[segs] = ox * sw - s.pad_left;
+    c += std::min(nc - c, s.w_out - ox);
+  }
+  seg_c0[segs] = nc;
+  const int padded_nc = (nc + kSgemmNr - 1) / kSgemmNr * kSgemmNr;
+  for (int k = 0; k < kl; ++k) {
+    float* dk = dst + static_cast<size_t>(k) * kSgemmNr;
+    PanelWriter out{dk, static_cast<size_t>(kSgemmNr) * static_cast<size_t>(kl)};
+    for (int g = 0; g < segs; ++g) {
+      const int c0 = seg_c0[g], c1 = seg_c0[g + 1];
+      const int iy = seg_iy[g] + dy[k];
+      if (iy < 0 || iy >= s.h_in) {
+        out.zero(c0, c1 - c0);
+        continue;
+      }
+      // Columns c with 0 <= ix0 + (c - c0) * sw < w_in read the input.
+      const int ix0 = seg_ix[g] + dx[k];
+      int first = 0, last = 0;  // one past
+      if (sw == 1) {
+        first = std::max(0, -ix0);
+        last = std::max(0, s.w_in - ix0);
+      } else {
+        first = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+        last = ix0 >= s.w_in ? 0 : (s.w_in - 1 - ix0) / sw + 1;
+      }
+      const int a = std::min(c1, c0 + first), b = std::max(a, std::min(c1, c0 + last));
+      out.zero(c0, a - c0);
+      const float* src =
+          x + off[k] + static_cast<ptrdiff_t>(seg_iy[g]) * w_in + seg_ix[g] + static_cast<ptrdiff_t>(a - c0) * sw;
+      out.copy(a, b - a, src, sw);
+      out.zero(b, c1 - b);
+    }
+    out.zero(nc, padded_nc - nc);
+  }
+}
+
+// The same packer compiled for AVX2 (wider copies) and for any x86-64.
+__attribute__((target("avx2,fma"))) void pack_tile_avx2(const ConvShape& s, bool pointwise, const float* x, int n0,
+                                                        int nc, int k0, int kl, float* dst) {
+  pack_tile_body(s, pointwise, x, n0, nc, k0, kl, dst);
+}
+
+void pack_tile_generic(const ConvShape& s, bool pointwise, const float* x, int n0, int nc, int k0, int kl, float* dst) {
+  pack_tile_body(s, pointwise, x, n0, nc, k0, kl, dst);
+}
+
+}  // namespace
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act)
+    : SConv(shape, weights, bias, act, sgemm_default_path()) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SgemmPath path)
+    : shape_(shape), act_(act), path_(path == SgemmPath::kRef ? SgemmPath::kGeneric : path) {
+  validate(shape_);
+  if (!sgemm_path_supported(path_)) throw Error(ErrorCode::kUnsupported, "SConv: this CPU has no AVX2+FMA");
+  const ConvShape& s = shape_;
+  if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
+  const int taps = s.kh * s.kw;
+  if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
+    kind_ = Kind::kDepthwise;
+    dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
+    dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
+    dw_wp_ = round_up(s.w_out, 8) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
+    slice_floats_ = (static_cast<size_t>(dw_hp_) * static_cast<size_t>(dw_wp_) + 15) / 16 * 16;
+    return;
+  }
+  const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+                         s.h_out == s.h_in && s.w_out == s.w_in;
+  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : Kind::kIm2col;
+  const int m = s.c_out / s.group;
+  k_ = s.c_in / s.group * taps;
+  for (int g = 0; g < s.group; ++g) {
+    packed_.push_back(sgemm_pack_a(weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
+  }
+  const int kl = std::min(k_, kSgemmKc);
+  const int n = s.h_out * s.w_out;
+  tile_n_ = std::clamp(kTileFloats / kl / kSgemmNr * kSgemmNr, kSgemmNr, 1024);
+  tile_n_ = std::min(tile_n_, round_up(n, kSgemmNr));
+  // A tile spans at most kMaxSegments output rows (pack_tile's bound).
+  if (kind_ != Kind::k1x1) {
+    tile_n_ = std::min(tile_n_, std::max(kSgemmNr, (kMaxSegments - 1) * s.w_out / kSgemmNr * kSgemmNr));
+  }
+  slice_floats_ = static_cast<size_t>(kl) * static_cast<size_t>(tile_n_);
+}
+
+size_t SConv::scratch_bytes(int threads) const {
+  return static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_ * sizeof(float);
+}
+
+const char* SConv::kernel_name() const {
+  const bool avx2 = path_ == SgemmPath::kAvx2;
+  switch (kind_) {
+    case Kind::k1x1: return avx2 ? "sconv_1x1_avx2" : "sconv_1x1_generic";
+    case Kind::kIm2col: return avx2 ? "sconv_im2col_avx2" : "sconv_im2col_generic";
+    case Kind::kGroup: return avx2 ? "sconv_group_im2col_avx2" : "sconv_group_im2col_generic";
+    case Kind::kDepthwise: return avx2 ? "sconv_depthwise_avx2" : "sconv_depthwise_generic";
+  }
+  return "?";
+}
+
+void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
+  const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
+  float* buf = static_cast<float*>(scratch);
+  if (kind_ == Kind::kDepthwise) return run_depthwise(x, y, buf, threads, pool);
+  run_gemm(x, y, buf, threads, pool);
+}
+
+void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
+  const bool pointwise = kind_ == Kind::k1x1;
+  if (path_ == SgemmPath::kAvx2) return pack_tile_avx2(shape_, pointwise, x, n0, nc, k0, kl, dst);
+  pack_tile_generic(shape_, pointwise, x, n0, nc, k0, kl, dst);
+}
+
+void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
+  const ConvShape& s = shape_;
+  const int m = s.c_out / s.group;
+  const int n = s.h_out * s.w_out;
+  const int cg = s.c_in / s.group;
+  const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
+  // With threads, narrow the pixel tiles so that the tile count (over all
+  // images and groups) divides evenly among them; a tile's width does not
+  // change how any output is computed.
+  int tile_w = tile_n_;
+  int n_tiles = (n + tile_w - 1) / tile_w;
+  if (threads > 1) {
+    const int64_t per_tile = static_cast<int64_t>(s.batch) * s.group;
+    int want = n_tiles;
+    while ((per_tile * want) % threads != 0) ++want;
+    tile_w = std::max(kSgemmNr, round_up((n + want - 1) / want, kSgemmNr));
+    n_tiles = (n + tile_w - 1) / tile_w;
+  }
+  const int m_panels = (m + kSgemmMr - 1) / kSgemmMr;
+  const int64_t units = static_cast<int64_t>(s.batch) * s.group * n_tiles;
+  // Too few pixel tiles for the threads: also split the output rows.
+  int m_split = 1;
+  if (units < 2 * threads) {
+    m_split = static_cast<int>(std::min<int64_t>(m_panels, (2 * threads + units - 1) / units));
+  }
+  const int64_t items = units * m_split;
+  const float* bias = bias_.empty() ? nullptr : bias_.data();
+  auto work = [&](int64_t slice_begin, int64_t slice_end) {
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      float* tile = scratch + static_cast<size_t>(slice) * slice_floats_;
+      int64_t i0, i1;
+      chunk_range(items, threads, static_cast<int>(slice), i0, i1);
+      for (int64_t item = i0; item < i1; ++item) {
+        const int ms = static_cast<int>(item % m_split);
+        const int64_t unit = item / m_split;
+        const int t = static_cast<int>(unit % n_tiles);
+        const int g = static_cast<int>((unit / n_tiles) % s.group);
+        const int b = static_cast<int>(unit / n_tiles / s.group);
+        int64_t p0, p1;
+        chunk_range(m_panels, m_split, ms, p0, p1);
+        const int m0 = static_cast<int>(p0) * kSgemmMr;
+        const int m1 = std::min(m, static_cast<int>(p1) * kSgemmMr);
+        if (m0 >= m1) continue;
+        const int n0 = t * tile_w;
+        const int nc = std::min(tile_w, n - n0);
+        const float* xg = x + (static_cast<size_t>(b) * s.c_in + static_cast<size_t>(g) * cg) * in_plane;
+        float* yg = y + (static_cast<size_t>(b) * s.c_out + static_cast<size_t>(g) * m) * static_cast<size_t>(n) +
+                    static_cast<size_t>(n0);
+        for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
+          const int kl = std::min(kSgemmKc, k_ - k0);
+          pack_tile(xg, n0, nc, k0, kl, tile);
+          sgemm_packed_a_block(path_, packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m,
+                               act_);
+        }
+      }
+    }
+  };
+  parallel_for(threads > 1 ? pool : nullptr, threads, work);
+}
+
+void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
+  const ConvShape& s = shape_;
+  const int64_t planes = static_cast<int64_t>(s.batch) * s.c_out;
+  const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
+  const size_t out_plane = static_cast<size_t>(s.h_out) * static_cast<size_t>(s.w_out);
+  const int taps = s.kh * s.kw;
+  const bool avx2 = path_ == SgemmPath::kAvx2 && s.stride_w <= 2;
+  // The part of the input inside the padded plane: rows [y_begin, y_end),
+  // columns from 0, copy_bytes per row, to padded column x_begin.
+  const int y_begin = std::min(s.h_in, std::max(0, -s.pad_top));
+  const int y_end = std::max(y_begin, std::min(s.h_in, dw_hp_ - s.pad_top));
+  const int x_begin = std::min(s.pad_left, dw_wp_);
+  const size_t copy_bytes = static_cast<size_t>(std::max(0, std::min(s.w_in, dw_wp_ - s.pad_left))) * sizeof(float);
+  auto work = [&](int64_t slice_begin, int64_t slice_end) {
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      float* pad = scratch + static_cast<size_t>(slice) * slice_floats_;
+      int64_t i0, i1;
+      chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
+      if (i0 < i1) std::memset(pad, 0, static_cast<size_t>(dw_hp_) * dw_wp_ * sizeof(float));
+      for (int64_t i = i0; i < i1; ++i) {
+        const int c = static_cast<int>(i % s.c_out);
+        const float* src = x + static_cast<size_t>(i) * in_plane;
+        // Zero-padded copy: padded (py, px) holds x[py - pad_top, px - pad_left].
+        // Only the input's rectangle is written per plane; the border was
+        // zeroed once per call below and stays zero.
+        for (int iy = y_begin; iy < y_end; ++iy) {
+          std::memcpy(pad + static_cast<size_t>(iy + s.pad_top) * dw_wp_ + x_begin,
+                      src + static_cast<size_t>(iy) * s.w_in, copy_bytes);
+        }
+        DwPlane p;
+        p.plane = pad;
+        p.wp = dw_wp_;
+        p.h_out = s.h_out;
+        p.w_out = s.w_out;
+        p.kh = s.kh;
+        p.kw = s.kw;
+        p.sh = s.stride_h;
+        p.sw = s.stride_w;
+        p.dh = s.dil_h;
+        p.dw = s.dil_w;
+        p.w = dw_weights_.data() + static_cast<size_t>(c) * taps;
+        p.bias = bias_.empty() ? 0.0f : bias_[c];
+        p.act = act_;
+        p.out = y + static_cast<size_t>(i) * out_plane;
+        if (avx2) {
+          sconv_dw_plane_avx2(p);
+        } else {
+          dw_plane_generic(p);
+        }
+      }
+    }
+  };
+  parallel_for(threads > 1 ? pool : nullptr, threads, work);
+}
+
+}  // namespace kvant

@@ -1,0 +1,79 @@
+// FP32 2-D convolution, NCHW, ONNX Conv semantics plus a fused bias and
+// activation:
+//   y[b, o, oy, ox] = act(bias[o] + sum_{c, ky, kx} W[o, c, ky, kx] *
+//                         x[b, g * cg + c, oy * sh - pt + ky * dh, ox * sw - pl + kx * dw])
+// with g = o / (c_out / group), cg = c_in / group, and x = 0 outside the input.
+//
+// Paths (chosen in the constructor, named by kernel_name()):
+//   sconv_1x1_*        1x1, stride 1, no padding, group 1: y = W X per image,
+//                      X's [c_in, HW] rows copied into 16-column panels;
+//   sconv_im2col_*     any other group-1 conv: im2col of one tile of output
+//                      pixels and one K block straight into the panel layout;
+//   sconv_group_*      grouped (not depthwise): the im2col path per group;
+//   sconv_depthwise_*  group == c_in == c_out: a direct kernel over the taps,
+//                      8 output pixels per vector, from a zero-padded copy of
+//                      one input plane.
+// The GEMM paths run W (prepacked once, sgemm_pack_a) against the packed tile
+// with sgemm_packed_a_block: per K block of 256, so every output's summation
+// order depends only on K, never on the tiling or the thread count.
+// Work is split across the ThreadPool by output tiles (image, group, pixel
+// tile, row block) or by channels (depthwise); results are bit-identical for
+// any pool size. run() allocates nothing.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "kernels/conv_shape.h"
+#include "kernels/sgemm.h"
+
+namespace kvant {
+
+class ThreadPool;  // runtime/thread_pool.h
+
+// run() uses at most this many scratch slices (threads).
+constexpr int kSConvMaxThreads = 8;
+
+class SConv {
+ public:
+  // weights: float [c_out, c_in / group, kh, kw] (ONNX layout); bias: c_out
+  // floats or nullptr; act fused into the store. Prepacks once. Throws
+  // kInvalidArgument for an inconsistent shape.
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act);
+  // Same with an explicit path (kRef runs the portable kernels, as
+  // sgemm_packed does); throws kUnsupported where the CPU lacks it.
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SgemmPath path);
+
+  // Scratch for run() with a pool of up to `threads` threads (64-byte
+  // aligned): threads slices, each sized for the largest tile. The default
+  // covers any pool (run uses at most kSConvMaxThreads slices).
+  size_t scratch_bytes(int threads = kSConvMaxThreads) const;
+
+  // x: [batch, c_in, h_in, w_in], y: [batch, c_out, h_out, w_out]. scratch
+  // must hold scratch_bytes(t) for t >= min(pool size, kSConvMaxThreads)
+  // (t = 1 when pool is null). pool may be null.
+  void run(const float* x, float* y, void* scratch, ThreadPool* pool) const;
+
+  const char* kernel_name() const;
+  const ConvShape& shape() const { return shape_; }
+
+ private:
+  enum class Kind { k1x1, kIm2col, kGroup, kDepthwise };
+  void run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
+  void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
+  void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
+
+  ConvShape shape_;
+  SgemmActivation act_;
+  SgemmPath path_;
+  Kind kind_ = Kind::kIm2col;
+  std::vector<PackedSgemmA> packed_;  // one per group (GEMM paths)
+  std::vector<float> bias_;           // c_out, empty when none
+  std::vector<float> dw_weights_;     // depthwise: [c][kh * kw]
+  int k_ = 0;                         // GEMM K per group: c_in / group * kh * kw
+  int tile_n_ = 0;                    // output pixels per GEMM tile (multiple of 16)
+  int dw_wp_ = 0, dw_hp_ = 0;         // depthwise padded plane
+  size_t slice_floats_ = 0;           // scratch floats per thread, multiple of 16
+};
+
+}  // namespace kvant

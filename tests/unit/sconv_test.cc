@@ -1,0 +1,378 @@
+// SConv (kernels/sconv.h) against an independent double-precision loop
+// oracle of ONNX Conv + bias + activation, on odd shapes (channels 1, 3, 17,
+// 63; sizes 1, 3, 7, 14; kernels 1..7; strides 1, 2; padding; dilation 2;
+// groups 2 and depthwise; batch 2; with and without bias; relu and clip), for
+// every SgemmPath this CPU runs and 1, 2, 3 threads, which must agree
+// bit-for-bit. One case is also checked against kvant's reference Conv op.
+//
+// Tolerance: float summation of K products errs by at most about
+// K * 2^-24 * sum |w x|; the blocked order errs far less, so 1e-5 of
+// sum |w x| + |bias| (plus 1e-5 absolute) is required. That is below the size
+// of one average product for K <= 3087 (the largest here), so a missing,
+// doubled or misplaced tap fails.
+#include "kernels/sconv.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/op_registry.h"
+#include "runtime/thread_pool.h"
+
+// Counts operator new calls so the test can show that run() allocates
+// nothing. Weak, so another test file's replacement wins without a link
+// clash (the test then skips: it checks that the counter counts).
+namespace {
+std::atomic<long> g_news{0};
+}
+__attribute__((weak)) void* operator new(size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  void* p = std::malloc(n == 0 ? 1 : n);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+__attribute__((weak)) void operator delete(void* p) noexcept { std::free(p); }
+__attribute__((weak)) void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+namespace kvant {
+namespace {
+
+struct Case {
+  ConvShape s;
+  int pad_bottom = 0, pad_right = 0;
+  bool bias = true;
+  SgemmActivation act;
+};
+
+// Fills h_out / w_out from the padding; false when the output would be empty.
+bool finish(Case& c) {
+  ConvShape& s = c.s;
+  const int eh = (s.kh - 1) * s.dil_h + 1, ew = (s.kw - 1) * s.dil_w + 1;
+  const int ih = s.h_in + s.pad_top + c.pad_bottom, iw = s.w_in + s.pad_left + c.pad_right;
+  if (ih < eh || iw < ew) return false;
+  s.h_out = (ih - eh) / s.stride_h + 1;
+  s.w_out = (iw - ew) / s.stride_w + 1;
+  return true;
+}
+
+std::string describe(const Case& c) {
+  const ConvShape& s = c.s;
+  std::string d = "b" + std::to_string(s.batch);
+  d += " c" + std::to_string(s.c_in) + "->" + std::to_string(s.c_out);
+  d += " " + std::to_string(s.h_in) + "x" + std::to_string(s.w_in);
+  d += " k" + std::to_string(s.kh) + "x" + std::to_string(s.kw);
+  d += " s" + std::to_string(s.stride_h) + "," + std::to_string(s.stride_w);
+  d += " d" + std::to_string(s.dil_h) + "," + std::to_string(s.dil_w);
+  d += " p" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) + "," + std::to_string(c.pad_bottom) + "," +
+       std::to_string(c.pad_right);
+  d += " g" + std::to_string(s.group);
+  d += c.bias ? " bias" : " nobias";
+  d += " act" + std::to_string(static_cast<int>(c.act.kind));
+  return d;
+}
+
+struct Data {
+  std::vector<float> x, w, b;
+};
+
+Data make_data(const ConvShape& s, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Data d;
+  d.x.resize(static_cast<size_t>(s.batch) * s.c_in * s.h_in * s.w_in);
+  d.w.resize(static_cast<size_t>(s.c_out) * (s.c_in / s.group) * s.kh * s.kw);
+  d.b.resize(static_cast<size_t>(s.c_out));
+  for (float& v : d.x) v = dist(rng);
+  for (float& v : d.w) v = dist(rng);
+  for (float& v : d.b) v = dist(rng);
+  return d;
+}
+
+// Double-precision oracle; mag receives sum |w x| + |bias| per output.
+std::vector<double> oracle(const Case& c, const Data& d, std::vector<double>& mag) {
+  const ConvShape& s = c.s;
+  const int cg = s.c_in / s.group, mg = s.c_out / s.group;
+  std::vector<double> y(static_cast<size_t>(s.batch) * s.c_out * s.h_out * s.w_out);
+  mag.assign(y.size(), 0.0);
+  size_t i = 0;
+  for (int b = 0; b < s.batch; ++b)
+    for (int o = 0; o < s.c_out; ++o)
+      for (int oy = 0; oy < s.h_out; ++oy)
+        for (int ox = 0; ox < s.w_out; ++ox, ++i) {
+          const int g = o / mg;
+          double sum = c.bias ? d.b[o] : 0.0, m = c.bias ? std::fabs(d.b[o]) : 0.0;
+          for (int ci = 0; ci < cg; ++ci)
+            for (int ky = 0; ky < s.kh; ++ky)
+              for (int kx = 0; kx < s.kw; ++kx) {
+                const int iy = oy * s.stride_h - s.pad_top + ky * s.dil_h;
+                const int ix = ox * s.stride_w - s.pad_left + kx * s.dil_w;
+                if (iy < 0 || iy >= s.h_in || ix < 0 || ix >= s.w_in) continue;
+                const double p =
+                    static_cast<double>(d.w[((static_cast<size_t>(o) * cg + ci) * s.kh + ky) * s.kw + kx]) *
+                    d.x[((static_cast<size_t>(b) * s.c_in + g * cg + ci) * s.h_in + iy) * s.w_in + ix];
+                sum += p;
+                m += std::fabs(p);
+              }
+          if (c.act.kind == SgemmActivation::Kind::kRelu) sum = std::max(sum, 0.0);
+          if (c.act.kind == SgemmActivation::Kind::kClip) {
+            sum = std::min(std::max(sum, static_cast<double>(c.act.lo)), static_cast<double>(c.act.hi));
+          }
+          y[i] = sum;
+          mag[i] = m;
+        }
+  return y;
+}
+
+std::vector<SgemmPath> paths() {
+  std::vector<SgemmPath> p;
+  for (SgemmPath path : {SgemmPath::kRef, SgemmPath::kGeneric, SgemmPath::kAvx2}) {
+    if (sgemm_path_supported(path)) p.push_back(path);
+  }
+  return p;
+}
+
+std::vector<float> run_conv(const SConv& conv, const Data& d, ThreadPool* pool) {
+  const ConvShape& s = conv.shape();
+  std::vector<float> y(static_cast<size_t>(s.batch) * s.c_out * s.h_out * s.w_out, std::nanf(""));
+  void* scratch = std::aligned_alloc(64, (conv.scratch_bytes() + 63) / 64 * 64 + 64);
+  conv.run(d.x.data(), y.data(), scratch, pool);
+  std::free(scratch);
+  return y;
+}
+
+// Checks one case on every path and thread count.
+void check_case(const Case& c, std::mt19937& rng, ThreadPool* pool2, ThreadPool* pool3) {
+  const Data d = make_data(c.s, rng);
+  std::vector<double> mag;
+  const std::vector<double> want = oracle(c, d, mag);
+  for (SgemmPath path : paths()) {
+    const SConv conv(c.s, d.w.data(), c.bias ? d.b.data() : nullptr, c.act, path);
+    const std::string what = describe(c) + " path " + sgemm_path_name(path) + " " + conv.kernel_name();
+    const std::vector<float> got = run_conv(conv, d, nullptr);
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_LE(std::fabs(got[i] - want[i]), 1e-5 * mag[i] + 1e-5)
+          << what << " element " << i << " got " << got[i] << " want " << want[i];
+    }
+    for (ThreadPool* pool : {pool2, pool3}) {
+      const std::vector<float> threaded = run_conv(conv, d, pool);
+      ASSERT_EQ(std::memcmp(threaded.data(), got.data(), got.size() * sizeof(float)), 0)
+          << what << " differs with " << pool->size() << " threads";
+    }
+  }
+}
+
+Case make_case(int batch, int c_in, int c_out, int h, int w, int k, int stride, int dil, int pad, int group, bool bias,
+               SgemmActivation act) {
+  Case c;
+  c.s.batch = batch;
+  c.s.c_in = c_in;
+  c.s.c_out = c_out;
+  c.s.h_in = h;
+  c.s.w_in = w;
+  c.s.kh = c.s.kw = k;
+  c.s.stride_h = c.s.stride_w = stride;
+  c.s.dil_h = c.s.dil_w = dil;
+  c.s.pad_top = c.s.pad_left = c.pad_bottom = c.pad_right = pad;
+  c.s.group = group;
+  c.bias = bias;
+  c.act = act;
+  return c;
+}
+
+TEST(SConv, NamedShapesMatchOracleOnEveryPathAndThreadCount) {
+  ThreadPool pool2(2), pool3(3);
+  std::mt19937 rng(11);
+  const SgemmActivation relu = SgemmActivation::relu(), none = SgemmActivation::none();
+  const SgemmActivation clip = SgemmActivation::clip(-0.5f, 0.75f);
+  std::vector<Case> cases = {
+      make_case(1, 17, 63, 14, 14, 1, 1, 1, 0, 1, true, relu),      // 1x1 path, tails in M and N
+      make_case(2, 64, 40, 20, 20, 1, 1, 1, 0, 1, false, none),     // 1x1, batch 2, N > one tile
+      make_case(1, 300, 13, 7, 7, 1, 1, 1, 0, 1, true, clip),       // 1x1, K > 256
+      make_case(1, 63, 17, 14, 14, 3, 1, 1, 1, 1, true, relu),      // im2col, K = 567 (3 blocks)
+      make_case(1, 64, 64, 30, 30, 3, 1, 1, 1, 1, true, none),      // im2col, many tiles
+      make_case(1, 3, 17, 14, 14, 7, 2, 1, 3, 1, true, relu),       // stem-like 7x7/2
+      make_case(2, 3, 3, 7, 7, 5, 2, 2, 2, 1, false, clip),         // dilation 2, stride 2
+      make_case(1, 1, 1, 1, 1, 1, 1, 1, 0, 1, true, none),          // 1 x 1 x 1
+      make_case(1, 1, 3, 1, 1, 3, 1, 1, 1, 1, true, relu),          // kernel larger than the input
+      make_case(1, 17, 17, 3, 3, 1, 2, 1, 0, 1, true, none),        // 1x1 stride 2: im2col
+      make_case(1, 4, 6, 7, 7, 3, 1, 1, 1, 2, true, relu),          // group 2
+      make_case(2, 34, 126, 14, 14, 3, 2, 1, 1, 2, true, clip),     // group 2, K = 153
+      make_case(1, 32, 32, 14, 14, 3, 1, 1, 1, 32, true, relu),     // depthwise 3x3 s1
+      make_case(2, 17, 17, 7, 7, 3, 2, 1, 1, 17, false, clip),      // depthwise s2
+      make_case(1, 3, 3, 14, 14, 5, 1, 2, 4, 3, true, none),        // depthwise dilated
+      make_case(1, 63, 63, 14, 14, 7, 2, 1, 3, 63, true, relu),     // depthwise 7x7/2
+      make_case(1, 8, 8, 3, 3, 3, 1, 1, 2, 8, true, none),          // depthwise, padding > half kernel
+      make_case(1, 576, 576, 14, 14, 3, 1, 1, 1, 576, true, clip),  // MobileNetV2 14x14 dw
+  };
+  Case asym = make_case(1, 5, 7, 9, 11, 3, 1, 1, 0, 1, true, relu);  // asymmetric padding and kernel
+  asym.s.kw = 2;
+  asym.s.stride_w = 2;
+  asym.s.pad_top = 2;
+  asym.pad_right = 1;
+  cases.push_back(asym);
+  Case dw_asym = make_case(1, 6, 6, 8, 9, 3, 2, 1, 0, 6, true, none);
+  dw_asym.s.stride_w = 1;
+  dw_asym.s.pad_left = 1;
+  dw_asym.pad_bottom = 2;
+  cases.push_back(dw_asym);
+  Case dw_s3 = make_case(1, 4, 4, 9, 9, 3, 3, 1, 1, 4, true, relu);  // stride 3: portable kernel
+  cases.push_back(dw_s3);
+  for (Case& c : cases) {
+    ASSERT_TRUE(finish(c)) << describe(c);
+    check_case(c, rng, &pool2, &pool3);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(SConv, RandomShapesMatchOracle) {
+  ThreadPool pool2(2), pool3(3);
+  std::mt19937 rng(5);
+  const int chans[] = {1, 3, 17, 63};
+  const int sizes[] = {1, 3, 7, 14};
+  const int kernels[] = {1, 3, 5, 7};
+  int done = 0;
+  for (int trial = 0; done < 60 && trial < 1000; ++trial) {
+    Case c;
+    c.s.batch = 1 + static_cast<int>(rng() % 2);
+    c.s.c_in = chans[rng() % 4];
+    c.s.c_out = chans[rng() % 4];
+    c.s.h_in = sizes[rng() % 4];
+    c.s.w_in = sizes[rng() % 4];
+    c.s.kh = kernels[rng() % 4];
+    c.s.kw = kernels[rng() % 4];
+    c.s.stride_h = 1 + static_cast<int>(rng() % 2);
+    c.s.stride_w = 1 + static_cast<int>(rng() % 2);
+    c.s.dil_h = 1 + static_cast<int>(rng() % 2);
+    c.s.dil_w = 1 + static_cast<int>(rng() % 2);
+    c.s.pad_top = static_cast<int>(rng() % c.s.kh);
+    c.s.pad_left = static_cast<int>(rng() % c.s.kw);
+    c.pad_bottom = static_cast<int>(rng() % c.s.kh);
+    c.pad_right = static_cast<int>(rng() % c.s.kw);
+    const int g = static_cast<int>(rng() % 3);
+    if (g == 1 && c.s.c_in % 2 == 0 && c.s.c_out % 2 == 0) c.s.group = 2;
+    if (g == 2) c.s.c_out = c.s.group = c.s.c_in;  // depthwise (plain conv when c_in == 1)
+    c.bias = rng() % 2 == 0;
+    const int a = static_cast<int>(rng() % 3);
+    c.act = a == 0 ? SgemmActivation::none() : a == 1 ? SgemmActivation::relu() : SgemmActivation::clip(-0.3f, 0.4f);
+    if (!finish(c)) continue;
+    check_case(c, rng, &pool2, &pool3);
+    if (HasFatalFailure()) return;
+    ++done;
+  }
+  EXPECT_EQ(done, 60);
+}
+
+TEST(SConv, PicksThePathByShape) {
+  std::vector<float> w(64 * 64 * 9, 0.5f);
+  const SgemmActivation none = SgemmActivation::none();
+  const std::string suffix = sgemm_default_path() == SgemmPath::kAvx2 ? "_avx2" : "_generic";
+  Case c = make_case(1, 64, 64, 8, 8, 1, 1, 1, 0, 1, false, none);
+  ASSERT_TRUE(finish(c));
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_1x1" + suffix);
+  c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 1, false, none);
+  ASSERT_TRUE(finish(c));
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + suffix);
+  c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 64, false, none);
+  ASSERT_TRUE(finish(c));
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_depthwise" + suffix);
+  c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 4, false, none);
+  ASSERT_TRUE(finish(c));
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_group_im2col" + suffix);
+}
+
+TEST(SConv, RejectsInconsistentShapes) {
+  std::vector<float> w(64, 1.0f);
+  Case c = make_case(1, 6, 4, 5, 5, 1, 1, 1, 0, 4, false, SgemmActivation::none());  // 4 does not divide 6
+  ASSERT_TRUE(finish(c));
+  EXPECT_THROW(SConv(c.s, w.data(), nullptr, SgemmActivation::none()), Error);
+  c = make_case(1, 4, 4, 5, 5, 1, 0, 1, 0, 1, false, SgemmActivation::none());  // stride 0
+  c.s.h_out = c.s.w_out = 5;
+  EXPECT_THROW(SConv(c.s, w.data(), nullptr, SgemmActivation::none()), Error);
+}
+
+TEST(SConv, RunAllocatesNothing) {
+  const long before_probe = g_news.load();
+  ::operator delete(::operator new(16));  // a direct call cannot be elided
+  if (g_news.load() == before_probe) GTEST_SKIP() << "another operator new replacement is linked in";
+  ThreadPool pool(3);
+  std::mt19937 rng(3);
+  const Case cases[] = {
+      [] {
+        Case c = make_case(1, 32, 40, 14, 14, 1, 1, 1, 0, 1, true, SgemmActivation::relu());
+        finish(c);
+        return c;
+      }(),
+      [] {
+        Case c = make_case(2, 17, 40, 9, 9, 3, 2, 1, 1, 1, true, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+      [] {
+        Case c = make_case(1, 24, 24, 9, 9, 3, 1, 1, 1, 24, true, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+      [] {
+        Case c = make_case(1, 4, 6, 9, 9, 3, 1, 1, 1, 2, false, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+  };
+  for (const Case& c : cases) {
+    const Data d = make_data(c.s, rng);
+    const SConv conv(c.s, d.w.data(), d.b.data(), c.act);
+    std::vector<float> y(static_cast<size_t>(c.s.batch) * c.s.c_out * c.s.h_out * c.s.w_out);
+    void* scratch = std::aligned_alloc(64, conv.scratch_bytes());
+    const long before = g_news.load();
+    conv.run(d.x.data(), y.data(), scratch, nullptr);
+    conv.run(d.x.data(), y.data(), scratch, &pool);
+    const long after = g_news.load();
+    std::free(scratch);
+    EXPECT_EQ(after, before) << describe(c) << " " << conv.kernel_name();
+  }
+}
+
+// The oracle above agrees with kvant's reference Conv operator (src/ops).
+TEST(SConv, AgreesWithReferenceConvOp) {
+  std::mt19937 rng(9);
+  Case c = make_case(2, 6, 9, 10, 7, 3, 2, 1, 1, 3, true, SgemmActivation::none());
+  c.pad_bottom = 0;
+  ASSERT_TRUE(finish(c));
+  const Data d = make_data(c.s, rng);
+  Node node;
+  node.name = "conv";
+  node.op_type = "Conv";
+  node.inputs = {"x", "w", "b"};
+  node.outputs = {"y"};
+  node.attributes["group"] = int_attr(c.s.group);
+  node.attributes["strides"] = ints_attr({c.s.stride_h, c.s.stride_w});
+  node.attributes["pads"] = ints_attr({c.s.pad_top, c.s.pad_left, c.pad_bottom, c.pad_right});
+  const Tensor x = Tensor::from_vector(d.x, {c.s.batch, c.s.c_in, c.s.h_in, c.s.w_in});
+  const Tensor w = Tensor::from_vector(d.w, {c.s.c_out, c.s.c_in / c.s.group, c.s.kh, c.s.kw});
+  const Tensor b = Tensor::from_vector(d.b, {c.s.c_out});
+  const OpDef* def = find_op("", "Conv");
+  ASSERT_NE(def, nullptr);
+  KernelContext ctx{node, 17, {&x, &w, &b}, {}, nullptr};
+  ctx.outputs.resize(1);
+  def->run(ctx);
+  const Tensor& y = ctx.outputs[0];
+  ASSERT_EQ(y.shape(), (Shape{c.s.batch, c.s.c_out, c.s.h_out, c.s.w_out}));
+  const std::vector<float> ref = y.to_float_vector();
+  const SConv conv(c.s, d.w.data(), d.b.data(), c.act);
+  const std::vector<float> got = run_conv(conv, d, nullptr);
+  float max_ref = 0.0f, max_err = 0.0f;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(ref[i]));
+    max_err = std::max(max_err, std::fabs(got[i] - ref[i]));
+  }
+  EXPECT_LE(max_err, 1e-4f * (max_ref + 1.0f));
+}
+
+}  // namespace
+}  // namespace kvant
