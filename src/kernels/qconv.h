@@ -79,6 +79,7 @@ class QConv {
 
   enum class Path { kRef, kGemm1x1, kIm2col, kDepthwise, kGrouped };
   Path path() const { return path_; }
+  const QConvParams& params() const { return p_; }
 
  private:
   void run_ref(const uint8_t* x, uint8_t* y) const;

@@ -631,7 +631,7 @@ class Compiler {
     if (q == nullptr) return std::nullopt;  // a float-output conv stays unfused
     f.nodes.push_back(q);
     tail = q->outputs[0];
-    auto step = make_qconv_step(c, x, y, w, w_shape, w_scale, w_zp, bias, clamp, m_.options_.isa);
+    auto step = make_qconv_step(c, x, y, w, w_shape, w_scale, w_zp, bias, clamp, m_.options_.isa, m_.options_.threads);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[x_dq->outputs[0]];
@@ -661,7 +661,7 @@ class Compiler {
       f.nodes.push_back(act);
       tail = act->outputs[0];
     }
-    auto step = make_sconv_step(c, *w, b, clamp);
+    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     f.step = std::move(step);

@@ -162,7 +162,9 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   }
   // 2. Lifetimes: a view keeps its root alive; model outputs live to the end.
   const int end = static_cast<int>(n);
+  // Inputs stay intact too: a caller may fill them once and run many times.
   for (int id : output_ids_) values_[static_cast<size_t>(id)].last_use = end;
+  for (int id : input_ids_) values_[static_cast<size_t>(id)].last_use = end;
   for (Value& v : values_) {
     if (v.root >= 0) {
       Value& r = values_[static_cast<size_t>(v.root)];

@@ -26,8 +26,8 @@ bool conv_facts(const Node& node, QConvFacts& facts);
 std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar& x, const QuantScalar& y,
                                       const std::vector<int8_t>& weight, const Shape& w_shape,
                                       const std::vector<float>& w_scale, const std::vector<int32_t>& w_zp,
-                                      const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa);
+                                      const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa, int threads);
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp);
+                                      const FloatClamp& clamp, int threads);
 
 }  // namespace kvant
