@@ -223,8 +223,18 @@ class Compiler {
     if (!node.domain.empty()) return std::nullopt;
     if (node.op_type == "MatMul" || node.op_type == "Gemm") {
       if (auto f = match_qgemm(node)) return f;
-      return match_sgemm(node);
+      if (auto f = match_sgemm(node)) return f;
+      if (node.op_type == "MatMul" && !constant(node.inputs[0]) && !constant(node.inputs[1])) {
+        Fusion f;
+        f.nodes = {&node};
+        f.step = make_batched_matmul_step(node);
+        f.inputs = node.inputs;
+        f.outputs = node.outputs;
+        return f;
+      }
+      return std::nullopt;
     }
+    if (node.op_type == "DynamicQuantizeLinear") return match_dynamic_gemm(node);
     if (node.op_type == "Conv") {
       if (auto f = match_qconv(node)) return f;
       return match_sconv(node);
@@ -234,6 +244,72 @@ class Compiler {
     if (node.op_type == "GlobalAveragePool") return match_qgap(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
     return std::nullopt;
+  }
+
+  // DynamicQuantizeLinear -> MatMulInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]
+  std::optional<Fusion> match_dynamic_gemm(const Node& d) {
+    if (d.outputs.size() < 3) return std::nullopt;
+    const Node* mm = sole_reader(d.outputs[0]);
+    if (mm == nullptr || mm->op_type != "MatMulInteger" || mm->inputs.size() < 2 || mm->inputs[0] != d.outputs[0]) {
+      return std::nullopt;
+    }
+    if (mm->inputs.size() < 3 || mm->inputs[2] != d.outputs[2] || sole_reader(d.outputs[2]) != mm) return std::nullopt;
+    const Tensor* w = constant(mm->inputs[1]);
+    if (w == nullptr || w->rank() != 2 || !is_8bit(w->dtype())) return std::nullopt;
+    const Tensor* wz = mm->inputs.size() > 3 && !mm->inputs[3].empty() ? constant(mm->inputs[3]) : nullptr;
+    if (mm->inputs.size() > 3 && !mm->inputs[3].empty() &&
+        (wz == nullptr || (wz->numel() != 1 && wz->numel() != w->dim(1)))) {
+      return std::nullopt;
+    }
+    const Node* cast = sole_reader(mm->outputs[0]);
+    if (cast == nullptr || cast->op_type != "Cast" || cast->attr_int("to", 0) != 1) return std::nullopt;
+    const Node* scale_mul = sole_reader(d.outputs[1]);
+    if (scale_mul == nullptr || scale_mul->op_type != "Mul") return std::nullopt;
+    const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
+    const Tensor* ws = constant(ws_name);
+    const int64_t n = w->dim(1);
+    if (ws == nullptr || ws->dtype() != DType::kFloat32 || (ws->numel() != 1 && ws->numel() != n)) return std::nullopt;
+    const Node* out_mul = sole_reader(cast->outputs[0]);
+    if (out_mul == nullptr || out_mul->op_type != "Mul" || sole_reader(scale_mul->outputs[0]) != out_mul)
+      return std::nullopt;
+    DynamicGemmParams p;
+    p.k = static_cast<int>(w->dim(0));
+    p.n = static_cast<int>(n);
+    const bool u8 = w->dtype() == DType::kUInt8;
+    p.weight.resize(static_cast<size_t>(w->numel()));
+    for (int64_t i = 0; i < w->numel(); ++i)
+      p.weight[static_cast<size_t>(i)] = static_cast<int8_t>(w->get_as_int64(i) - (u8 ? 128 : 0));
+    if (wz != nullptr || u8) {
+      bool any = false;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t z = (wz ? wz->get_as_int64(wz->numel() == 1 ? 0 : j) : (u8 ? 128 : 0)) - (u8 ? 128 : 0);
+        p.w_zp.push_back(static_cast<int8_t>(z));
+        any = any || z != 0;
+      }
+      if (!any) p.w_zp.clear();
+    }
+    p.w_scale.assign(ws->data<float>(), ws->data<float>() + ws->numel());
+    Fusion f;
+    f.nodes = {&d, mm, cast, scale_mul, out_mul};
+    std::string tail = out_mul->outputs[0];
+    if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->inputs.size() == 2) {
+      const Tensor* b = constant(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0]);
+      if (b != nullptr && b->dtype() == DType::kFloat32 && b->numel() == n && add->inputs[0] != add->inputs[1]) {
+        p.bias.assign(b->data<float>(), b->data<float>() + n);
+        f.nodes.push_back(add);
+        tail = add->outputs[0];
+      }
+    }
+    if (const Node* act = activation_after(tail, p.clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    p.isa = m_.options_.isa;
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    f.step = make_dynamic_gemm_step(std::move(p));
+    f.inputs = {d.inputs[0]};
+    f.outputs = {tail};
+    return f;
   }
 
   std::optional<Fusion> match_qadd(const Node& node) {

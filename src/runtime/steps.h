@@ -88,3 +88,27 @@ std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool i
 std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y);
 
 }  // namespace kvant
+
+namespace kvant {
+
+// DynamicQuantizeLinear(x) -> MatMulInteger(., W const) -> Cast -> Mul(x_scale * w_scale)
+// [-> Add(bias const)] [-> Relu|Clip]: x quantized per call exactly as the
+// reference DynamicQuantizeLinear does, the exact u8s8 GEMM, then
+// y = float(acc) * (x_scale * w_scale[n]) + bias[n]: bit-exact with the
+// simulation. weight int8 [K, N] (uint8 shifted), w_zp N values or empty.
+struct DynamicGemmParams {
+  std::vector<int8_t> weight;
+  int k = 0, n = 0;
+  std::vector<int8_t> w_zp;
+  std::vector<float> w_scale;  // 1 or N
+  std::vector<float> bias;     // N or empty
+  FloatClamp clamp;
+  Isa isa = Isa::kRef;
+};
+std::unique_ptr<Step> make_dynamic_gemm_step(DynamicGemmParams params);
+
+// y = x x B for float x [..., M, K] and float B [..., K, N], neither constant,
+// batch dims broadcast: one sgemm per batch (e.g. attention scores).
+std::unique_ptr<Step> make_batched_matmul_step(const Node& node);
+
+}  // namespace kvant

@@ -11,10 +11,11 @@ namespace {
 
 // The kernel geometry for input x [N, C, H, W] and weight [M, C/group, kh, kw].
 ConvShape conv_shape(const std::string& name, const QConvFacts& f, const Shape& x, const Shape& w) {
-  if (x.size() != 4) throw Error(ErrorCode::kInvalidArgument, name + ": expects a 4-D input, got " + shape_to_string(x));
+  if (x.size() != 4)
+    throw Error(ErrorCode::kInvalidArgument, name + ": expects a 4-D input, got " + shape_to_string(x));
   if (x[1] != w[1] * f.group) {
-    throw Error(ErrorCode::kInvalidArgument, name + ": input has " + std::to_string(x[1]) + " channels, the weight expects " +
-                                                 std::to_string(w[1] * f.group));
+    throw Error(ErrorCode::kInvalidArgument, name + ": input has " + std::to_string(x[1]) +
+                                                 " channels, the weight expects " + std::to_string(w[1] * f.group));
   }
   ConvShape s;
   s.batch = static_cast<int>(x[0]);
@@ -59,14 +60,17 @@ bool same_shape(const ConvShape& a, const ConvShape& b) {
 
 class QConvStep : public Step {
  public:
-  QConvStep(const QConvFacts& facts, QConvParams params, std::vector<int8_t> weight, Shape w_shape, Isa isa, int threads)
+  QConvStep(const QConvFacts& facts, QConvParams params, std::vector<int8_t> weight, Shape w_shape, Isa isa,
+            int threads)
       : facts_(facts), params_(std::move(params)), weight_(std::move(weight)), w_shape_(std::move(w_shape)), isa_(isa) {
     params_.max_threads = threads;
   }
   std::string kernel() const override { return kernel_ ? kernel_->kernel_name() : "qconv"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const DType want = params_.x_signed ? DType::kInt8 : DType::kUInt8;
-    if (in[0]->dtype() != want) throw Error(ErrorCode::kInvalidArgument, name + ": expected " + dtype_name(want) + " input, got " + in[0]->describe());
+    if (in[0]->dtype() != want)
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": expected " + dtype_name(want) + " input, got " + in[0]->describe());
     const ConvShape s = conv_shape(name, facts_, in[0]->shape(), w_shape_);
     if (!kernel_ || !same_shape(kernel_->params().shape, s)) {
       QConvParams p = params_;
@@ -76,7 +80,8 @@ class QConvStep : public Step {
     out.assign(1, {params_.y_signed ? DType::kInt8 : DType::kUInt8, {s.batch, s.c_out, s.h_out, s.w_out}});
   }
   size_t scratch_bytes(std::span<const Tensor* const>) const override { return kernel_ ? kernel_->scratch_bytes() : 0; }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch, ThreadPool* pool) override {
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
+           ThreadPool* pool) override {
     kernel_->run(in[0]->raw(), out[0]->raw(), scratch, pool);
   }
 
@@ -97,7 +102,8 @@ class SConvStep : public Step {
   }
   std::string kernel() const override { return kernel_ ? kernel_->kernel_name() : "sconv"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
-    if (in[0]->dtype() != DType::kFloat32) throw Error(ErrorCode::kInvalidArgument, name + ": expected float32 input, got " + in[0]->describe());
+    if (in[0]->dtype() != DType::kFloat32)
+      throw Error(ErrorCode::kInvalidArgument, name + ": expected float32 input, got " + in[0]->describe());
     const ConvShape s = conv_shape(name, facts_, in[0]->shape(), weight_.shape());
     if (!kernel_ || !same_shape(kernel_->shape(), s)) {
       kernel_.emplace(s, weight_.data<float>(), bias_.empty() ? nullptr : bias_.data(), act_);
@@ -107,7 +113,8 @@ class SConvStep : public Step {
   size_t scratch_bytes(std::span<const Tensor* const>) const override {
     return kernel_ ? kernel_->scratch_bytes(threads_) : 0;
   }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch, ThreadPool* pool) override {
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
+           ThreadPool* pool) override {
     kernel_->run(in[0]->data<float>(), out[0]->data<float>(), scratch, pool);
   }
 
