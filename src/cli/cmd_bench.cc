@@ -30,6 +30,7 @@ struct BenchOptions {
   std::vector<std::string> shapes;
   int threads = 1;
   bool reference = false;
+  bool profile = false;
   int runs = 10;
   int warmup = 2;
   unsigned seed = 0;
@@ -167,6 +168,14 @@ int bench_command(const BenchOptions& opt) {
   std::cout << line;
   std::snprintf(line, sizeof(line), "throughput  %.2f runs/s\n", total_ms > 0 ? opt.runs * 1000.0 / total_ms : 0.0);
   std::cout << line;
+  if (opt.profile) {
+    CompiledModel* compiled = executor->compiled();
+    if (compiled == nullptr) fail("--profile needs the compiled model (drop --reference)");
+    compiled->set_profiling(true);
+    for (int i = 0; i < opt.runs; ++i) executor->run(feeds);
+    std::cout << compiled->describe_profile();
+    compiled->set_profiling(false);
+  }
   return 0;
 }
 
@@ -186,6 +195,9 @@ CommandFn add_bench_command(CLI::App& app) {
   cmd->add_option("--threads", opt->threads, "Threads for the compiled kernels (the reference executor uses 1)")
       ->capture_default_str();
   cmd->add_flag("--reference", opt->reference, "Time the reference executor instead of the compiled model");
+  cmd->add_flag("--profile", opt->profile,
+                "After timing, profile the compiled model's steps over the same number of runs and print where the "
+                "time goes");
   cmd->add_option("--runs", opt->runs, "Timed runs")->capture_default_str();
   cmd->add_option("--warmup", opt->warmup, "Untimed warm-up runs before timing")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed for the random inputs")->capture_default_str();

@@ -332,7 +332,7 @@ class Compiler {
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[da->outputs[0]];
     ++absorbed_reads_[db->outputs[0]];
-    f.step = make_qadd_step(a, b, y, clamp);
+    f.step = make_qadd_step(a, b, y, clamp, m_.options_.isa);
     f.inputs = {da->inputs[0], db->inputs[0]};
     f.outputs = {q->outputs[0]};
     return f;

@@ -1,6 +1,8 @@
 #include "runtime/compiled_model.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
@@ -265,9 +267,61 @@ const Tensor& CompiledModel::output(size_t i) const {
 
 void CompiledModel::run() {
   if (!planned_) throw Error(ErrorCode::kInvalidArgument, "run: call prepare() first");
+  if (profiling_) {
+    step_seconds_.resize(steps_.size(), 0.0);
+    for (size_t s = 0; s < steps_.size(); ++s) {
+      const auto start = std::chrono::steady_clock::now();
+      if (step_runs_[s]) steps_[s]->run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+      step_seconds_[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    ++profiled_runs_;
+    return;
+  }
   for (size_t s = 0; s < steps_.size(); ++s) {
     if (step_runs_[s]) steps_[s]->run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
   }
+}
+
+void CompiledModel::set_profiling(bool on) {
+  profiling_ = on;
+  step_seconds_.assign(steps_.size(), 0.0);
+  profiled_runs_ = 0;
+}
+
+std::string CompiledModel::describe_profile(size_t top) const {
+  std::ostringstream os;
+  if (profiled_runs_ == 0) return "no profiled runs\n";
+  double total = 0;
+  for (double t : step_seconds_) total += t;
+  std::vector<size_t> order(step_seconds_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return step_seconds_[a] > step_seconds_[b]; });
+  char line[512];
+  std::snprintf(line, sizeof(line), "profile over %d runs: %.3f ms per run in steps\n", profiled_runs_,
+                1e3 * total / profiled_runs_);
+  os << line;
+  std::map<std::string, double> by_kernel;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    std::string k = steps_[s]->kernel();
+    by_kernel[k.substr(0, k.find(" ("))] += step_seconds_[s];
+  }
+  std::vector<std::pair<double, std::string>> kinds;
+  for (const auto& [k, t] : by_kernel) kinds.push_back({t, k});
+  std::sort(kinds.rbegin(), kinds.rend());
+  os << "  by kernel:\n";
+  for (const auto& [t, k] : kinds) {
+    std::snprintf(line, sizeof(line), "    %6.2f%%  %8.3f ms  %s\n", 100.0 * t / total, 1e3 * t / profiled_runs_,
+                  k.c_str());
+    os << line;
+  }
+  os << "  top steps:\n";
+  for (size_t i = 0; i < order.size() && i < top; ++i) {
+    const size_t s = order[i];
+    std::snprintf(line, sizeof(line), "    %6.2f%%  %8.3f ms  #%zu %s  %s\n", 100.0 * step_seconds_[s] / total,
+                  1e3 * step_seconds_[s] / profiled_runs_, s, steps_[s]->kernel().c_str(), steps_[s]->name.c_str());
+    os << line;
+  }
+  return os.str();
 }
 
 std::map<std::string, Tensor> CompiledModel::run(const std::map<std::string, Tensor>& feeds) {

@@ -64,6 +64,12 @@ class CompiledModel {
   // The plan: one line per step (kernel, node, output shape, arena offset),
   // then the totals. Empty stats before the first plan.
   std::string describe_plan() const;
+
+  // Per-step wall time, summed over the runs made while profiling is on
+  // (a clock read around each step; off by default).
+  void set_profiling(bool on);
+  // The `top` steps by time, then the time per kernel kind.
+  std::string describe_profile(size_t top = 15) const;
   PlanStats stats() const;
   const std::vector<std::unique_ptr<Step>>& steps() const { return steps_; }
 
@@ -89,6 +95,9 @@ class CompiledModel {
   std::vector<Shape> planned_input_shapes_;
   bool planned_ = false;
   PlanStats stats_;
+  bool profiling_ = false;
+  std::vector<double> step_seconds_;
+  int profiled_runs_ = 0;
   std::vector<std::string> plan_lines_;
   friend class Compiler;
 };

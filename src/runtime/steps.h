@@ -76,7 +76,7 @@ std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x
 // DQ(a), DQ(b) -> Add -> [Relu|Clip] -> Q on equal shapes, computed with the
 // simulation's float operations per element (bit-exact).
 std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
-                                     const FloatClamp& clamp);
+                                     const FloatClamp& clamp, Isa isa);
 
 // MaxPool (2-D, NCHW, no indices) on quantized codes; valid when the DQ
 // before and the Q after share scale and zero point. `node` is the MaxPool

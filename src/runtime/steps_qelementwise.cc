@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/qadd.h"
 #include "ops/op_registry.h"
 #include "runtime/steps.h"
 
@@ -54,37 +55,43 @@ class LookupStep : public Step {
 
 class QAddStep : public Step {
  public:
-  QAddStep(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y, const FloatClamp& clamp)
-      : a_(a), b_(b), y_(y), clamp_(clamp) {}
-  std::string kernel() const override { return "qadd"; }
+  QAddStep(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y, const FloatClamp& clamp, Isa isa)
+      : a_(a), b_(b), y_(y), isa_(isa) {
+    p_.a_scale = a.scale;
+    p_.b_scale = b.scale;
+    p_.y_scale = y.scale;
+    p_.a_zp = a.zero_point;
+    p_.b_zp = b.zero_point;
+    p_.y_zp = y.zero_point;
+    p_.lo = clamp.lo;
+    p_.hi = clamp.hi;
+    p_.qmin = y.qmin();
+    p_.qmax = y.qmax();
+  }
+  std::string kernel() const override { return std::string("qadd_") + (y_.is_signed ? "s8_" : "u8_") + isa_name(isa_); }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     check_code_input(name, *in[0], a_.is_signed);
     check_code_input(name, *in[1], b_.is_signed);
     if (in[0]->shape() != in[1]->shape()) throw Error(ErrorCode::kInvalidArgument, name + ": qadd needs equal shapes");
     out.assign(1, {code_type(y_.is_signed), in[0]->shape()});
   }
-  template <typename A, typename B, typename Y>
-  void loop(const A* a, const B* b, Y* y, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i) {
-      float s = dq(a[i], a_) + dq(b[i], b_);
-      if (clamp_.active()) s = std::min(std::max(s, clamp_.lo), clamp_.hi);
-      y[i] = static_cast<Y>(qz(s, y_));
-    }
-  }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
     const int64_t n = in[0]->numel();
-    if (!a_.is_signed && !b_.is_signed && !y_.is_signed) {
-      loop(in[0]->data<uint8_t>(), in[1]->data<uint8_t>(), out[0]->data<uint8_t>(), n);
-    } else if (a_.is_signed && b_.is_signed && y_.is_signed) {
-      loop(in[0]->data<int8_t>(), in[1]->data<int8_t>(), out[0]->data<int8_t>(), n);
-    } else {
-      throw Error(ErrorCode::kUnsupported, name + ": qadd with mixed uint8/int8 operands");
-    }
+    constexpr int64_t kChunk = 16384;
+    parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
+      const int64_t b0 = cb * kChunk, len = std::min(n, ce * kChunk) - b0;
+      if (y_.is_signed) {
+        qadd_s8(in[0]->data<int8_t>() + b0, in[1]->data<int8_t>() + b0, out[0]->data<int8_t>() + b0, len, p_, isa_);
+      } else {
+        qadd_u8(in[0]->data<uint8_t>() + b0, in[1]->data<uint8_t>() + b0, out[0]->data<uint8_t>() + b0, len, p_, isa_);
+      }
+    });
   }
 
  private:
   QuantScalar a_, b_, y_;
-  FloatClamp clamp_;
+  QAddParams p_;
+  Isa isa_;
 };
 
 class QMaxPoolStep : public Step {
@@ -183,8 +190,8 @@ std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x
   return std::make_unique<LookupStep>(table, x_signed, y_signed, std::move(what));
 }
 std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
-                                     const FloatClamp& clamp) {
-  return std::make_unique<QAddStep>(a, b, y, clamp);
+                                     const FloatClamp& clamp, Isa isa) {
+  return std::make_unique<QAddStep>(a, b, y, clamp, isa);
 }
 std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed) {
   return std::make_unique<QMaxPoolStep>(node, opset, is_signed);
