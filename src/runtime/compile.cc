@@ -239,8 +239,19 @@ class Compiler {
       if (auto f = match_qconv(node)) return f;
       return match_sconv(node);
     }
-    if (node.op_type == "Add") return match_qadd(node);
-    if (node.op_type == "MaxPool") return match_qmaxpool(node);
+    if (node.op_type == "Add") {
+      if (auto f = match_qadd(node)) return f;
+    }
+    if (node.op_type == "MaxPool") {
+      if (auto f = match_qmaxpool(node)) return f;
+      return match_float_maxpool(node);
+    }
+    if (node.op_type == "Add" || node.op_type == "Sub" || node.op_type == "Mul" || node.op_type == "Div") {
+      return match_binary(node);
+    }
+    if (node.op_type == "Relu" || node.op_type == "Clip" || node.op_type == "Sigmoid" || node.op_type == "Tanh") {
+      return match_unary(node);
+    }
     if (node.op_type == "GlobalAveragePool") return match_qgap(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
     return std::nullopt;
@@ -312,6 +323,110 @@ class Compiler {
     return f;
   }
 
+  // Whether `name` holds float32, traced back through data-movement ops.
+  bool is_float_value_depth(const std::string& name, int depth) const {
+    if (depth > 64) return false;
+    if (const Tensor* t = constant(name)) return t->dtype() == DType::kFloat32;
+    if (const ValueInfo* in = g_.find_input(name)) return in->type.dtype == DType::kFloat32;
+    const Node* p = producer(name);
+    if (p == nullptr || !p->domain.empty()) return false;
+    static const std::set<std::string> kMake = {"Conv",
+                                                "Gemm",
+                                                "MatMul",
+                                                "Sigmoid",
+                                                "Tanh",
+                                                "AveragePool",
+                                                "GlobalAveragePool",
+                                                "DequantizeLinear",
+                                                "BatchNormalization",
+                                                "LayerNormalization",
+                                                "Softmax",
+                                                "Erf",
+                                                "HardSwish",
+                                                "HardSigmoid",
+                                                "Gelu",
+                                                "Sqrt",
+                                                "ReduceMean"};
+    if (kMake.count(p->op_type)) return true;
+    static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat", "Squeeze", "Unsqueeze",
+                                                "Slice",     "Split",   "MaxPool", "Relu",   "Clip",    "Add",
+                                                "Sub",       "Mul",     "Div",     "Resize", "Pow"};
+    if (kKeep.count(p->op_type)) return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
+    if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
+    return false;
+  }
+
+  std::optional<Fusion> match_binary(const Node& node) {
+    if (node.inputs.size() != 2 || !is_float_value_depth(node.inputs[0], 0) ||
+        !is_float_value_depth(node.inputs[1], 0)) {
+      return std::nullopt;
+    }
+    if (constant(node.inputs[0]) && constant(node.inputs[1])) return std::nullopt;
+    const BinaryOp op = node.op_type == "Add"   ? BinaryOp::kAdd
+                        : node.op_type == "Sub" ? BinaryOp::kSub
+                        : node.op_type == "Mul" ? BinaryOp::kMul
+                                                : BinaryOp::kDiv;
+    Fusion f;
+    f.nodes = {&node};
+    std::string tail = node.outputs[0];
+    FloatClamp clamp;
+    if (const Node* act = activation_after(tail, clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    f.step = make_binary_step(op, clamp);
+    f.inputs = node.inputs;
+    f.outputs = {tail};
+    return f;
+  }
+
+  std::optional<Fusion> match_unary(const Node& node) {
+    if (node.inputs.empty() || !is_float_value_depth(node.inputs[0], 0) || constant(node.inputs[0]))
+      return std::nullopt;
+    FloatClamp clamp;
+    std::string op = node.op_type;
+    if (op == "Relu" || op == "Clip") {
+      // activation_after reads the node after a value; here the node itself.
+      if (op == "Relu") {
+        clamp.lo = 0.0f;
+      } else if (m_.model_.opset() < 11) {
+        clamp.lo = node.attr_float("min", clamp.lo);
+        clamp.hi = node.attr_float("max", clamp.hi);
+      } else {
+        for (size_t i = 1; i < 3 && i < node.inputs.size(); ++i) {
+          if (node.inputs[i].empty()) continue;
+          const Tensor* t = constant(node.inputs[i]);
+          if (t == nullptr || t->numel() != 1 || t->dtype() != DType::kFloat32) return std::nullopt;
+          (i == 1 ? clamp.lo : clamp.hi) = t->data<float>()[0];
+        }
+      }
+      op = "Clamp";
+    }
+    Fusion f;
+    f.nodes = {&node};
+    f.step = make_unary_step(op, clamp);
+    f.inputs = {node.inputs[0]};
+    f.outputs = {node.outputs[0]};
+    return f;
+  }
+
+  std::optional<Fusion> match_float_maxpool(const Node& node) {
+    if (node.outputs.size() > 1 || node.attr_int("storage_order", 0) != 0 ||
+        node.attr_ints("kernel_shape").size() != 2) {
+      return std::nullopt;
+    }
+    const std::string pad = node.attr_string("auto_pad", "NOTSET");
+    if (pad != "NOTSET" && pad != "VALID") return std::nullopt;
+    if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node};
+    f.step = make_maxpool_f32_step(node, m_.model_.opset());
+    f.inputs = {node.inputs[0]};
+    f.outputs = {node.outputs[0]};
+    return f;
+  }
+
   std::optional<Fusion> match_qadd(const Node& node) {
     if (node.inputs.size() != 2) return std::nullopt;
     QuantScalar a, b, y;
@@ -343,6 +458,8 @@ class Compiler {
     const Node* dx = activation_dq(node.inputs[0], x);
     if (dx == nullptr || node.outputs.size() > 1 || node.attr_int("storage_order", 0) != 0) return std::nullopt;
     if (node.attr_ints("kernel_shape").size() != 2) return std::nullopt;
+    const std::string pad = node.attr_string("auto_pad", "NOTSET");
+    if (pad != "NOTSET" && pad != "VALID") return std::nullopt;
     const Node* q = quantize_after(node.outputs[0], y);
     if (q == nullptr || x.scale != y.scale || x.zero_point != y.zero_point || x.is_signed != y.is_signed) {
       return std::nullopt;

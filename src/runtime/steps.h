@@ -85,6 +85,9 @@ std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool i
 
 // DQ -> GlobalAveragePool -> Q: the mean of the dequantized values per
 // channel, summed in float in the reference's order, quantized.
+// The same kernel on float32 (NaN handling: comparisons skip NaN, as std::max does).
+std::unique_ptr<Step> make_maxpool_f32_step(const Node& node, int64_t opset);
+
 std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y);
 
 }  // namespace kvant
@@ -110,5 +113,15 @@ std::unique_ptr<Step> make_dynamic_gemm_step(DynamicGemmParams params);
 // y = x x B for float x [..., M, K] and float B [..., K, N], neither constant,
 // batch dims broadcast: one sgemm per batch (e.g. attention scores).
 std::unique_ptr<Step> make_batched_matmul_step(const Node& node);
+
+}  // namespace kvant
+
+namespace kvant {
+
+enum class BinaryOp { kAdd, kSub, kMul, kDiv };
+// y = clamp(a op b) on float32 with broadcasting.
+std::unique_ptr<Step> make_binary_step(BinaryOp op, const FloatClamp& clamp);
+// "Clamp" (Relu/Clip: y = min(max(x, lo), hi)), "Sigmoid" or "Tanh" on float32.
+std::unique_ptr<Step> make_unary_step(const std::string& op, const FloatClamp& clamp);
 
 }  // namespace kvant

@@ -96,22 +96,30 @@ class QAddStep : public Step {
 
 class QMaxPoolStep : public Step {
  public:
-  QMaxPoolStep(const Node& node, int64_t opset, bool is_signed) : node_(node), opset_(opset), signed_(is_signed) {
+  QMaxPoolStep(const Node& node, int64_t opset, bool is_signed, bool is_float)
+      : node_(node), opset_(opset), signed_(is_signed), float_(is_float) {
     kernel_ = node.attr_ints("kernel_shape");
     strides_ = node.attr_ints("strides", std::vector<int64_t>(kernel_.size(), 1));
     dilations_ = node.attr_ints("dilations", std::vector<int64_t>(kernel_.size(), 1));
     pads_ = node.attr_ints("pads", std::vector<int64_t>(2 * kernel_.size(), 0));
   }
-  std::string kernel() const override { return signed_ ? "maxpool_s8" : "maxpool_u8"; }
+  std::string kernel() const override { return float_ ? "maxpool_f32" : signed_ ? "maxpool_s8" : "maxpool_u8"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
-    check_code_input(name, *in[0], signed_);
+    if (float_) {
+      if (in[0]->dtype() != DType::kFloat32 || in[0]->rank() != 4)
+        throw Error(ErrorCode::kInvalidArgument, name + ": float32 NCHW input expected");
+    } else {
+      check_code_input(name, *in[0], signed_);
+    }
     KernelContext ctx{node_, opset_, {in[0]}, {}, nullptr};
     ctx.outputs.resize(node_.outputs.size());
     find_op("", "MaxPool")->run(ctx);
     out.assign(1, {in[0]->dtype(), ctx.outputs[0].shape()});
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
-    if (signed_) {
+    if (float_) {
+      pool(in[0]->data<float>(), out[0]->data<float>(), *in[0], *out[0]);
+    } else if (signed_) {
       pool(in[0]->data<int8_t>(), out[0]->data<int8_t>(), *in[0], *out[0]);
     } else {
       pool(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0]);
@@ -126,7 +134,8 @@ class QMaxPoolStep : public Step {
       T* yp = y + p * oh * ow;
       for (int64_t i = 0; i < oh; ++i) {
         for (int64_t j = 0; j < ow; ++j) {
-          T best = std::numeric_limits<T>::lowest();
+          T best = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                        : std::numeric_limits<T>::lowest();
           for (int64_t ki = 0; ki < kernel_[0]; ++ki) {
             const int64_t r = i * strides_[0] - pads_[0] + ki * dilations_[0];
             if (r < 0 || r >= h) continue;
@@ -146,6 +155,7 @@ class QMaxPoolStep : public Step {
   Node node_;
   int64_t opset_;
   bool signed_;
+  bool float_;
   std::vector<int64_t> kernel_, strides_, dilations_, pads_;
 };
 
@@ -194,7 +204,10 @@ std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b,
   return std::make_unique<QAddStep>(a, b, y, clamp, isa);
 }
 std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed) {
-  return std::make_unique<QMaxPoolStep>(node, opset, is_signed);
+  return std::make_unique<QMaxPoolStep>(node, opset, is_signed, false);
+}
+std::unique_ptr<Step> make_maxpool_f32_step(const Node& node, int64_t opset) {
+  return std::make_unique<QMaxPoolStep>(node, opset, false, true);
 }
 std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y) {
   return std::make_unique<QGlobalAvgPoolStep>(x, y);

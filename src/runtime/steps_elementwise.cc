@@ -1,0 +1,154 @@
+// Compiled FP32 elementwise steps:
+//   binary: y = act(a op b), op in {Add, Sub, Mul, Div}, numpy broadcasting;
+//           the innermost output dim is a contiguous loop (operand stride 0 or 1)
+//   unary:  y = f(x), f in {Relu, Sigmoid, Tanh}
+//   maxpool: float MaxPool (2-D, NCHW), as the quantized one
+#include <algorithm>
+#include <cmath>
+
+#include "ops/op_registry.h"
+#include "runtime/steps.h"
+
+namespace kvant {
+
+namespace {
+
+class BinaryStep : public Step {
+ public:
+  BinaryStep(BinaryOp op, const FloatClamp& clamp) : op_(op), clamp_(clamp) {}
+  std::string kernel() const override {
+    static const char* const kNames[] = {"add_f32", "sub_f32", "mul_f32", "div_f32"};
+    return kNames[static_cast<int>(op_)];
+  }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    if (a.dtype() != DType::kFloat32 || b.dtype() != DType::kFloat32) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": float32 operands expected, got " + a.describe() + " and " + b.describe());
+    }
+    const size_t rank = static_cast<size_t>(std::max(a.rank(), b.rank()));
+    Shape s(rank);
+    for (size_t i = 0; i < rank; ++i) {
+      const int64_t da = dim(a.shape(), rank, i), db = dim(b.shape(), rank, i);
+      if (da != db && da != 1 && db != 1) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    name + ": shapes " + a.describe() + " and " + b.describe() + " do not broadcast");
+      }
+      s[i] = da == 1 ? db : da;
+    }
+    out.assign(1, {DType::kFloat32, s});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    Tensor& y = *out[0];
+    const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    float* py = y.data<float>();
+    const int64_t n = y.numel();
+    if (n == 0) return;
+    if (a.numel() == n && b.numel() == n) {
+      apply(pa, 1, pb, 1, py, n);
+      return;
+    }
+    const size_t rank = static_cast<size_t>(y.rank());
+    if (rank == 0) {
+      apply(pa, 0, pb, 0, py, 1);
+      return;
+    }
+    // Strides of a and b per output dim (0 where broadcast), no allocation:
+    // ranks above kMaxRank go to a slower generic walk below.
+    constexpr size_t kMaxRank = 8;
+    if (rank > kMaxRank) throw Error(ErrorCode::kUnsupported, name + ": rank above 8");
+    int64_t sa[kMaxRank] = {}, sb[kMaxRank] = {}, idx[kMaxRank] = {};
+    int64_t acc_a = 1, acc_b = 1;
+    for (size_t i = rank; i-- > 0;) {
+      const int64_t da = dim(a.shape(), rank, i), db = dim(b.shape(), rank, i);
+      sa[i] = da == 1 ? 0 : acc_a;
+      sb[i] = db == 1 ? 0 : acc_b;
+      acc_a *= da;
+      acc_b *= db;
+    }
+    const int64_t inner = y.dim(static_cast<int>(rank) - 1);
+    for (int64_t row = 0; row < n / inner; ++row) {
+      int64_t oa = 0, ob = 0;
+      for (size_t i = 0; i + 1 < rank; ++i) {
+        oa += idx[i] * sa[i];
+        ob += idx[i] * sb[i];
+      }
+      apply(pa + oa, sa[rank - 1], pb + ob, sb[rank - 1], py + row * inner, inner);
+      for (size_t i = rank - 1; i-- > 0;) {  // odometer over the outer dims
+        if (++idx[i] < y.dim(static_cast<int>(i))) break;
+        idx[i] = 0;
+      }
+    }
+  }
+
+ private:
+  static int64_t dim(const Shape& s, size_t rank, size_t i) {
+    const size_t offset = rank - s.size();
+    return i < offset ? 1 : s[i - offset];
+  }
+  void apply(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) const {
+    switch (op_) {
+      case BinaryOp::kAdd: loop(a, sa, b, sb, y, n, [](float x, float z) { return x + z; }); break;
+      case BinaryOp::kSub: loop(a, sa, b, sb, y, n, [](float x, float z) { return x - z; }); break;
+      case BinaryOp::kMul: loop(a, sa, b, sb, y, n, [](float x, float z) { return x * z; }); break;
+      case BinaryOp::kDiv: loop(a, sa, b, sb, y, n, [](float x, float z) { return x / z; }); break;
+    }
+  }
+  template <typename F>
+  void loop(const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n, F f) const {
+    if (clamp_.active()) {
+      for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(f(a[i * sa], b[i * sb]), clamp_.lo), clamp_.hi);
+    } else if (sa == 1 && sb == 1) {
+      for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i] = f(a[i * sa], b[i * sb]);
+    }
+  }
+
+  BinaryOp op_;
+  FloatClamp clamp_;
+};
+
+class UnaryStep : public Step {
+ public:
+  UnaryStep(std::string op, const FloatClamp& clamp) : op_(std::move(op)), clamp_(clamp) {}
+  std::string kernel() const override { return op_ == "Clamp" ? "clamp_f32" : op_ + "_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    if (in[0]->dtype() != DType::kFloat32) throw Error(ErrorCode::kInvalidArgument, name + ": float32 input expected");
+    out.assign(1, {DType::kFloat32, in[0]->shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    const int64_t n = in[0]->numel();
+    if (op_ == "Clamp") {
+      for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], clamp_.lo), clamp_.hi);
+    } else if (op_ == "Sigmoid") {
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        y[i] = v >= 0 ? 1.0f / (1.0f + std::exp(-v)) : std::exp(v) / (1.0f + std::exp(v));
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+    }
+  }
+
+ private:
+  std::string op_;
+  FloatClamp clamp_;
+};
+
+}  // namespace
+
+std::unique_ptr<Step> make_binary_step(BinaryOp op, const FloatClamp& clamp) {
+  return std::make_unique<BinaryStep>(op, clamp);
+}
+std::unique_ptr<Step> make_unary_step(const std::string& op, const FloatClamp& clamp) {
+  return std::make_unique<UnaryStep>(op, clamp);
+}
+
+}  // namespace kvant
