@@ -43,6 +43,7 @@
 
 #include "io/npy.h"
 #include "onnx/reader.h"
+#include "runtime/compiled_model.h"
 #include "runtime/executor.h"
 
 namespace kvant {
@@ -199,6 +200,20 @@ TEST_P(ModelTest, MatchesPyTorch) {
   } catch (const Error& e) {
     FAIL() << name << ": " << e.what();
   }
+  // The compiled model (fast kernels, arena, 2 threads) against the same outputs.
+  std::map<std::string, Tensor> compiled_outputs;
+  double compiled_seconds = 0;
+  try {
+    CompiledModel compiled(*model, default_compile_options(2));
+    const auto run_start = Clock::now();
+    compiled_outputs = compiled.run(feeds);
+    compiled_seconds = seconds_since(run_start);
+    std::cout << name << " compiled: " << compiled.stats().kernel_steps << " kernel steps, "
+              << compiled.stats().fallback_steps << " reference fallbacks; first run (plans, then runs) "
+              << compiled_seconds << " s\n";
+  } catch (const Error& e) {
+    FAIL() << name << " compiled: " << e.what();
+  }
 
   std::cout << name << ": " << model->graph.nodes.size() << " nodes, load " << std::fixed << std::setprecision(2)
             << load_seconds << " s, run " << run_seconds << " s; time per operator:\n"
@@ -227,6 +242,20 @@ TEST_P(ModelTest, MatchesPyTorch) {
         << output_name << ": max|kvant - torch| / max|torch| = " << c.relative() << " (worst element " << c.worst_index
         << ": kvant " << got.get_as_double(c.worst_index) << ", torch " << want->get_as_double(c.worst_index)
         << "); rerun with KVANT_MODEL_TRACE=1 to see every node";
+  }
+  for (size_t k = 0; k < output_files.size(); ++k) {
+    const std::string& output_name = graph_outputs[k].name;
+    auto want = load_tensor_pb(output_files[k]);
+    ASSERT_TRUE(want.ok()) << want.status().message();
+    auto it = compiled_outputs.find(output_name);
+    ASSERT_NE(it, compiled_outputs.end()) << "compiled: output \"" << output_name << "\" was not produced";
+    ASSERT_EQ(it->second.shape(), want->shape()) << output_name;
+    const Comparison c = compare(it->second, *want);
+    std::cout << "  compiled output \"" << output_name << "\": relative " << std::scientific << c.relative()
+              << std::fixed << "\n";
+    EXPECT_EQ(c.non_finite, 0) << "compiled " << output_name;
+    EXPECT_LE(c.relative(), kMaxRelativeError)
+        << "compiled " << output_name << ": max|kvant - torch| / max|torch| = " << c.relative();
   }
 }
 
