@@ -249,8 +249,17 @@ class Compiler {
     if (node.op_type == "Add" || node.op_type == "Sub" || node.op_type == "Mul" || node.op_type == "Div") {
       return match_binary(node);
     }
-    if (node.op_type == "Relu" || node.op_type == "Clip" || node.op_type == "Sigmoid" || node.op_type == "Tanh") {
+    if (node.op_type == "Relu" || node.op_type == "Clip" || node.op_type == "Sigmoid" || node.op_type == "Tanh" ||
+        node.op_type == "Erf") {
       return match_unary(node);
+    }
+    if (node.op_type == "Softmax" && is_float_value_depth(node.inputs[0], 0)) {
+      Fusion f;
+      f.nodes = {&node};
+      f.step = make_softmax_step(node, m_.model_.opset());
+      f.inputs = {node.inputs[0]};
+      f.outputs = {node.outputs[0]};
+      return f;
     }
     if (node.op_type == "GlobalAveragePool") return match_qgap(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/vmath.h"
 #include "ops/op_registry.h"
 #include "runtime/steps.h"
 
@@ -132,6 +133,8 @@ class UnaryStep : public Step {
         const float v = x[i];
         y[i] = v >= 0 ? 1.0f / (1.0f + std::exp(-v)) : std::exp(v) / (1.0f + std::exp(v));
       }
+    } else if (op_ == "Erf") {
+      erf_f32(x, y, n);
     } else {
       for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
     }
@@ -142,7 +145,56 @@ class UnaryStep : public Step {
   FloatClamp clamp_;
 };
 
+// Softmax over the last axis: y = exp(x - max) / sum. Other axes run the
+// reference op and copy its result into place.
+class SoftmaxStep : public Step {
+ public:
+  SoftmaxStep(const Node& node, int64_t opset) : node_(node), opset_(opset) {}
+  std::string kernel() const override { return use_reference_ ? "softmax (reference, copied)" : "softmax_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const Tensor& x = *in[0];
+    int64_t axis = node_.attr_int("axis", opset_ >= 13 ? -1 : 1);
+    if (axis < 0) axis += x.rank();
+    use_reference_ = x.dtype() != DType::kFloat32 || x.rank() == 0 || axis != x.rank() - 1;
+    out.assign(1, {x.dtype(), x.shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    if (use_reference_) {
+      KernelContext ctx{node_, opset_, {in[0]}, {}, nullptr};
+      ctx.outputs.resize(1);
+      find_op("", "Softmax")->run(ctx);
+      std::copy_n(static_cast<const std::byte*>(ctx.outputs[0].raw()), ctx.outputs[0].nbytes(),
+                  static_cast<std::byte*>(out[0]->raw()));
+      return;
+    }
+    const int64_t cols = in[0]->shape().back();
+    const int64_t rows = cols == 0 ? 0 : in[0]->numel() / cols;
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    parallel_for(pool, rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = x + r * cols;
+        float* yr = y + r * cols;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, xr[i]);
+        const float sum = exp_shifted_sum_f32(xr, mx, yr, cols);
+        const float inv = 1.0f / sum;
+        for (int64_t i = 0; i < cols; ++i) yr[i] *= inv;
+      }
+    });
+  }
+
+ private:
+  Node node_;
+  int64_t opset_;
+  mutable bool use_reference_ = false;
+};
+
 }  // namespace
+
+std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset) {
+  return std::make_unique<SoftmaxStep>(node, opset);
+}
 
 std::unique_ptr<Step> make_binary_step(BinaryOp op, const FloatClamp& clamp) {
   return std::make_unique<BinaryStep>(op, clamp);

@@ -93,8 +93,10 @@ const Case kCases[] = {
 };
 
 // Compiled (threads 1 and 3) vs reference on `model`; `step` > 0: agreement
-// within one output step on >= 99.9% of elements, else float closeness.
-void expect_agreement(const Model& model, const Tensor& x, const std::string& what) {
+// within one output step on >= 99.9% of elements, else within rel_tol of
+// max|output| (dynamic models: 1%, since a float rounding difference before a
+// DynamicQuantizeLinear can move a value across a rounding boundary).
+void expect_agreement(const Model& model, const Tensor& x, const std::string& what, double rel_tol = 1e-4) {
   const std::string in = model.graph.inputs.at(0).name;
   const std::string out = model.graph.outputs.at(0).name;
   ReferenceExecutor reference(model);
@@ -115,7 +117,7 @@ void expect_agreement(const Model& model, const Tensor& x, const std::string& wh
   int64_t outside = 0;
   for (int64_t i = 0; i < want.numel(); ++i) {
     const double d = std::abs(double{got.data<float>()[i]} - want.data<float>()[i]);
-    const double tol = step > 0 ? 1.001 * step : 1e-4 * (max_ref + 1.0);
+    const double tol = step > 0 ? 1.001 * step : rel_tol * (max_ref + 1.0);
     if (d > tol) ++outside;
     ASSERT_EQ(got.data<float>()[i], got3.data<float>()[i]) << what << ": threads change element " << i;
   }
@@ -165,7 +167,7 @@ TEST(CompiledModel, DynamicAndWeightOnlyModelsMatchTheReference) {
         input_batch(std::string("tests/data/fmnist/") +
                         (std::string(path).find("lstm") != std::string::npos ? "lstm_rows" : "vit_tiny") + "_input.npy",
                     4);
-    expect_agreement(quantize_dynamic(model, options, nullptr), x, std::string(path) + " dynamic");
+    expect_agreement(quantize_dynamic(model, options, nullptr), x, std::string(path) + " dynamic", 1e-2);
     options.mode = QuantMode::kWeightOnly;
     options.group_size = 32;
     expect_agreement(quantize_weight_only(model, 4, options, nullptr), x, std::string(path) + " INT4");
