@@ -235,6 +235,7 @@ class Compiler {
       return std::nullopt;
     }
     if (node.op_type == "DynamicQuantizeLinear") return match_dynamic_gemm(node);
+    if (node.op_type == "LSTM") return match_lstm(node);
     if (node.op_type == "Conv") {
       if (auto f = match_qconv(node)) return f;
       return match_sconv(node);
@@ -433,6 +434,70 @@ class Compiler {
     f.step = make_maxpool_f32_step(node, m_.model_.opset());
     f.inputs = {node.inputs[0]};
     f.outputs = {node.outputs[0]};
+    return f;
+  }
+
+  // A constant, or the DequantizeLinear of constants (evaluated here).
+  std::optional<Tensor> constant_or_dq(const std::string& name) const {
+    if (const Tensor* t = constant(name)) return *t;
+    const Node* dq = producer(name);
+    if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty()) return std::nullopt;
+    KernelContext ctx{*dq, m_.model_.opset(), {}, {}, nullptr};
+    for (const auto& in : dq->inputs) {
+      if (in.empty()) {
+        ctx.inputs.push_back(nullptr);
+        continue;
+      }
+      const Tensor* t = constant(in);
+      if (t == nullptr) return std::nullopt;
+      ctx.inputs.push_back(t);
+    }
+    ctx.outputs.resize(1);
+    try {
+      find_op("", "DequantizeLinear")->run(ctx);
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+    return ctx.outputs[0];
+  }
+
+  std::optional<Fusion> match_lstm(const Node& node) {
+    if (node.inputs.size() < 3 || node.attr_int("layout", 0) != 0 || node.has_attr("clip") ||
+        node.attr_int("input_forget", 0) != 0 || constant(node.inputs[0])) {
+      return std::nullopt;
+    }
+    const std::string direction = node.attr_string("direction", "forward");
+    const int dirs = direction == "bidirectional" ? 2 : 1;
+    if (node.has_attr("activations")) {
+      const auto acts = node.attr_strings("activations");
+      for (size_t i = 0; i < acts.size(); ++i) {
+        if (acts[i] != (i % 3 == 0 ? "Sigmoid" : "Tanh")) return std::nullopt;
+      }
+    }
+    auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
+    if (!input(4).empty() || !input(7).empty()) return std::nullopt;  // sequence_lens, peepholes
+    const auto w = constant_or_dq(input(1));
+    const auto r = constant_or_dq(input(2));
+    std::optional<Tensor> b;
+    if (!input(3).empty()) {
+      b = constant_or_dq(input(3));
+      if (!b) return std::nullopt;
+    }
+    if (!w || !r || w->dtype() != DType::kFloat32 || r->dtype() != DType::kFloat32 || w->rank() != 3 ||
+        r->rank() != 3 || w->dim(0) != dirs || r->dim(0) != dirs || w->dim(1) != 4 * r->dim(2) ||
+        r->dim(1) != 4 * r->dim(2)) {
+      return std::nullopt;
+    }
+    if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 8 * r->dim(2))) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node};
+    f.step = make_lstm_step(*w, *r, b ? &*b : nullptr, direction == "reverse");
+    for (size_t i : {size_t{1}, size_t{2}, size_t{3}}) {
+      if (!input(i).empty() && constant(input(i)) == nullptr) ++absorbed_reads_[input(i)];
+    }
+    f.inputs = {node.inputs[0], input(5), input(6)};
+    f.outputs = node.outputs;
+    f.outputs.resize(3);
     return f;
   }
 

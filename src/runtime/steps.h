@@ -127,3 +127,12 @@ std::unique_ptr<Step> make_unary_step(const std::string& op, const FloatClamp& c
 std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset);
 
 }  // namespace kvant
+
+namespace kvant {
+
+// LSTM (steps_rnn.cc) with float weights W [dirs, 4H, I], R [dirs, 4H, H],
+// B [dirs, 8H] or null; reverse_only for direction "reverse". Inputs X,
+// initial_h, initial_c (optional); outputs Y, Y_h, Y_c.
+std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only);
+
+}  // namespace kvant

@@ -1,6 +1,6 @@
 // Compiled FP32 steps:
 //   sgemm: y[..., N] = clamp(x[..., K] W[K, N] + bias[N]), W packed once
-//          (sgemm_packed), rows split across threads in blocks of 6.
+//          (sgemm_packed), split across threads by row or column panels.
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -37,11 +37,7 @@ class SgemmStep : public Step {
     float* y = out[0]->data<float>();
     const SgemmActivation act = clamp_.activation();
     const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const int64_t tiles = (m + kSgemmMr - 1) / kSgemmMr;
-    parallel_for(pool, tiles, [&](int64_t tb, int64_t te) {
-      const int64_t r0 = tb * kSgemmMr, r1 = std::min(m, te * kSgemmMr);
-      sgemm_packed(static_cast<int>(r1 - r0), n_, k_, a + r0 * k_, k_, packed_, y + r0 * n_, n_, bias, act);
-    });
+    sgemm_packed(static_cast<int>(m), n_, k_, a, k_, packed_, y, n_, bias, act, pool);
   }
 
  private:
