@@ -461,6 +461,38 @@ class Compiler {
     return ctx.outputs[0];
   }
 
+  // A recurrent weight [dirs, G*H, H] given as a symmetric DQ(int8) with one
+  // scale or one per row (axis 1): its int8 rows per direction; else empty.
+  std::vector<W8Matrix> int8_rows(const std::string& name, int dirs) const {
+    const Node* dq = producer(name);
+    if (dq == nullptr || dq->op_type != "DequantizeLinear" || dq->inputs.size() < 2) return {};
+    const Tensor* q = constant(dq->inputs[0]);
+    const Tensor* s = constant(dq->inputs[1]);
+    if (q == nullptr || s == nullptr || q->dtype() != DType::kInt8 || q->rank() != 3 || s->dtype() != DType::kFloat32)
+      return {};
+    if (dq->inputs.size() > 2 && !dq->inputs[2].empty()) {
+      const Tensor* z = constant(dq->inputs[2]);
+      if (z == nullptr) return {};
+      for (int64_t i = 0; i < z->numel(); ++i) {
+        if (z->get_as_int64(i) != 0) return {};
+      }
+    }
+    int64_t axis = dq->attr_int("axis", 1);
+    if (axis < 0) axis += 3;
+    const int64_t rows = q->dim(1), k = q->dim(2);
+    if (s->numel() != 1 && (axis != 1 || s->numel() != rows)) return {};
+    std::vector<W8Matrix> out(static_cast<size_t>(dirs));
+    for (int d = 0; d < dirs; ++d) {
+      W8Matrix& m = out[static_cast<size_t>(d)];
+      m.n = static_cast<int>(rows);
+      m.k = static_cast<int>(k);
+      const int8_t* src = q->data<int8_t>() + d * rows * k;
+      m.w.assign(src, src + rows * k);
+      for (int64_t j = 0; j < rows; ++j) m.scale.push_back(s->data<float>()[s->numel() == 1 ? 0 : j]);
+    }
+    return out;
+  }
+
   std::optional<Fusion> match_lstm(const Node& node) {
     if (node.inputs.size() < 3 || node.attr_int("layout", 0) != 0 || node.has_attr("clip") ||
         node.attr_int("input_forget", 0) != 0 || constant(node.inputs[0])) {
@@ -491,7 +523,7 @@ class Compiler {
     if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 8 * r->dim(2))) return std::nullopt;
     Fusion f;
     f.nodes = {&node};
-    f.step = make_lstm_step(*w, *r, b ? &*b : nullptr, direction == "reverse");
+    f.step = make_lstm_step(*w, *r, b ? &*b : nullptr, direction == "reverse", int8_rows(input(2), dirs));
     for (size_t i : {size_t{1}, size_t{2}, size_t{3}}) {
       if (!input(i).empty() && constant(input(i)) == nullptr) ++absorbed_reads_[input(i)];
     }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/gemv_w8.h"
 #include "kernels/sgemm.h"
 #include "runtime/step.h"
 
@@ -132,7 +133,9 @@ namespace kvant {
 
 // LSTM (steps_rnn.cc) with float weights W [dirs, 4H, I], R [dirs, 4H, H],
 // B [dirs, 8H] or null; reverse_only for direction "reverse". Inputs X,
-// initial_h, initial_c (optional); outputs Y, Y_h, Y_c.
-std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only);
+// initial_h, initial_c (optional); outputs Y, Y_h, Y_c. r8: the recurrent
+// weights as int8 rows with scales, one per direction, or empty.
+std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only,
+                                     std::vector<W8Matrix> r8);
 
 }  // namespace kvant

@@ -6,12 +6,17 @@
 //   for each step t:  G = H_{t-1} R^T + XW[t]      packed GEMM, M = batch
 //     i, o, f = sigmoid(G_i, G_o, G_f), c~ = tanh(G_c)
 //     C_t = f C_{t-1} + i c~,  H_t = o tanh(C_t)
-// W and R are packed once at compile time (FP32; a weight given as
-// DQ(int8) is dequantized once, which is what the QDQ graph computes).
+// W and R are packed once at compile time. A recurrent weight given as a
+// symmetric DQ(int8) (dynamic/weight-only INT8) stays int8 and runs through
+// gemv_w8 (float activations, int8 weights widened in registers: the batch-1
+// recurrence is bound by weight traffic); the input projection W, one GEMM
+// over all steps, is dequantized once. Both compute what the QDQ graph says,
+// up to float summation order.
 // sigmoid and tanh use the vectorised exp (vmath.h).
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/gemv_w8.h"
 #include "kernels/sgemm.h"
 #include "kernels/vmath.h"
 #include "runtime/steps.h"
@@ -22,15 +27,17 @@ namespace {
 
 class LstmStep : public Step {
  public:
-  LstmStep(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only)
+  LstmStep(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only, std::vector<W8Matrix> r8)
       : dirs_(static_cast<int>(w.dim(0))),
         hidden_(static_cast<int>(r.dim(2))),
         input_(static_cast<int>(w.dim(2))),
-        reverse_only_(reverse_only) {
+        reverse_only_(reverse_only),
+        r8_(std::move(r8)) {
     const int g = 4 * hidden_;
     for (int d = 0; d < dirs_; ++d) {
       w_.push_back(sgemm_pack_b(w.data<float>() + static_cast<int64_t>(d) * g * input_, input_, g, true));
-      r_.push_back(sgemm_pack_b(r.data<float>() + static_cast<int64_t>(d) * g * hidden_, hidden_, g, true));
+      if (r8_.empty())
+        r_.push_back(sgemm_pack_b(r.data<float>() + static_cast<int64_t>(d) * g * hidden_, hidden_, g, true));
       std::vector<float> bias(static_cast<size_t>(g), 0.0f);
       if (b != nullptr) {
         const float* bd = b->data<float>() + static_cast<int64_t>(d) * 2 * g;
@@ -39,7 +46,9 @@ class LstmStep : public Step {
       bias_.push_back(std::move(bias));
     }
   }
-  std::string kernel() const override { return std::string("lstm_f32_") + sgemm_path_name(sgemm_default_path()); }
+  std::string kernel() const override {
+    return std::string(r8_.empty() ? "lstm_f32_" : "lstm_f32_w8_") + sgemm_path_name(sgemm_default_path());
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
     if (x.dtype() != DType::kFloat32 || x.rank() != 3 || x.dim(2) != input_) {
@@ -90,7 +99,12 @@ class LstmStep : public Step {
       }
       for (int s = 0; s < t_len; ++s) {
         const int t = reverse ? t_len - 1 - s : s;
-        sgemm_packed(batch, g, h, hs, h, r_[static_cast<size_t>(d)], gates, g, nullptr, SgemmActivation::none(), pool);
+        if (r8_.empty()) {
+          sgemm_packed(batch, g, h, hs, h, r_[static_cast<size_t>(d)], gates, g, nullptr, SgemmActivation::none(),
+                       pool);
+        } else {
+          gemv_w8(r8_[static_cast<size_t>(d)], hs, h, batch, gates, g, false);
+        }
         const float* xt = xw + static_cast<int64_t>(t) * batch * g;
         for (int64_t i = 0; i < static_cast<int64_t>(batch) * g; ++i) gates[i] += xt[i];
         for (int b = 0; b < batch; ++b) {
@@ -127,12 +141,14 @@ class LstmStep : public Step {
   bool reverse_only_;
   std::vector<PackedSgemmB> w_, r_;
   std::vector<std::vector<float>> bias_;
+  std::vector<W8Matrix> r8_;
 };
 
 }  // namespace
 
-std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only) {
-  return std::make_unique<LstmStep>(w, r, b, reverse_only);
+std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only,
+                                     std::vector<W8Matrix> r8) {
+  return std::make_unique<LstmStep>(w, r, b, reverse_only, std::move(r8));
 }
 
 }  // namespace kvant
