@@ -262,7 +262,16 @@ class Compiler {
       f.outputs = {node.outputs[0]};
       return f;
     }
-    if (node.op_type == "GlobalAveragePool") return match_qgap(node);
+    if (node.op_type == "GlobalAveragePool") {
+      if (auto f = match_qgap(node)) return f;
+      if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+      Fusion f;
+      f.nodes = {&node};
+      f.step = make_global_avgpool_f32_step();
+      f.inputs = {node.inputs[0]};
+      f.outputs = {node.outputs[0]};
+      return f;
+    }
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
     return std::nullopt;
   }

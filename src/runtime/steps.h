@@ -126,6 +126,8 @@ std::unique_ptr<Step> make_binary_step(BinaryOp op, const FloatClamp& clamp);
 std::unique_ptr<Step> make_unary_step(const std::string& op, const FloatClamp& clamp);
 // Softmax over the last axis (vectorised exp, vmath.h); other axes: reference.
 std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset);
+// GlobalAveragePool on float32 (double sums, as the reference).
+std::unique_ptr<Step> make_global_avgpool_f32_step();
 
 }  // namespace kvant
 

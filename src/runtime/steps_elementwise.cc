@@ -190,7 +190,36 @@ class SoftmaxStep : public Step {
   mutable bool use_reference_ = false;
 };
 
+// GlobalAveragePool on float32: the mean of each plane, summed in double as
+// the reference does.
+class GlobalAvgPoolStep : public Step {
+ public:
+  std::string kernel() const override { return "global_avgpool_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    if (in[0]->dtype() != DType::kFloat32 || in[0]->rank() < 3) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": float32 input of rank >= 3 expected, got " + in[0]->describe());
+    }
+    Shape s = in[0]->shape();
+    for (size_t i = 2; i < s.size(); ++i) s[i] = 1;
+    out.assign(1, {DType::kFloat32, s});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const int64_t planes = in[0]->dim(0) * in[0]->dim(1);
+    const int64_t size = planes == 0 ? 0 : in[0]->numel() / planes;
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    for (int64_t p = 0; p < planes; ++p) {
+      double sum = 0;
+      for (int64_t i = 0; i < size; ++i) sum += x[p * size + i];
+      y[p] = static_cast<float>(sum / static_cast<double>(size));
+    }
+  }
+};
+
 }  // namespace
+
+std::unique_ptr<Step> make_global_avgpool_f32_step() { return std::make_unique<GlobalAvgPoolStep>(); }
 
 std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset) {
   return std::make_unique<SoftmaxStep>(node, opset);
