@@ -743,7 +743,9 @@ class Compiler {
   std::optional<Fusion> match_sgemm(const Node& node) {
     bool trans_b = false;
     if (!plain_gemm(node, trans_b) || node.inputs.size() < 2) return std::nullopt;
-    const Tensor* w = constant(node.inputs[1]);
+    // A constant weight, or the DQ of constants (weight-only INT4/INT8: dequantized once here).
+    const std::optional<Tensor> wt = constant_or_dq(node.inputs[1]);
+    const Tensor* w = wt ? &*wt : nullptr;
     if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 2 || constant(node.inputs[0]))
       return std::nullopt;
     const int64_t n = trans_b ? w->dim(0) : w->dim(1);
@@ -758,6 +760,7 @@ class Compiler {
       tail = act->outputs[0];
     }
     for (const Node* x : f.nodes) consumed_.insert(x);
+    if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];
     f.step = make_sgemm_step(*w, trans_b, std::move(bias), clamp);
     f.inputs = {node.inputs[0]};
     f.outputs = {tail};
