@@ -117,6 +117,7 @@ int bench_command(const BenchOptions& opt) {
   if (opt.runs < 1) fail("--runs must be at least 1");
   if (opt.warmup < 0) fail("--warmup must not be negative");
   if (opt.threads < 1) fail("--threads must be at least 1");
+  if (opt.profile && opt.reference) fail("--profile needs the compiled model (drop --reference)");
   LoadOptions load;
   load.infer_shapes = false;
   load.input_shapes = parse_shape_args(opt.shapes);
@@ -170,7 +171,6 @@ int bench_command(const BenchOptions& opt) {
   std::cout << line;
   if (opt.profile) {
     CompiledModel* compiled = executor->compiled();
-    if (compiled == nullptr) fail("--profile needs the compiled model (drop --reference)");
     compiled->set_profiling(true);
     for (int i = 0; i < opt.runs; ++i) executor->run(feeds);
     std::cout << compiled->describe_profile();

@@ -102,7 +102,12 @@ if [[ -e o1 ]] && [[ -n "$(ls -A o1)" ]]; then fail "a failed run wrote files: $
 
 # ---- bench -------------------------------------------------------------------
 expect_ok "bench" "runs/s" "$KVANT" bench "$ADD" --runs 3 --warmup 1 --threads 4
-grep -q "median" out.txt && grep -q "p90" out.txt && grep -q "single-threaded" out.txt && pass || fail "bench report: $(cat out.txt)"
+grep -q "median" out.txt && grep -q "p90" out.txt && grep -q "compiled (ISA .*, 4 threads)" out.txt && grep -q "reference fallbacks" out.txt && pass || fail "bench report: $(cat out.txt)"
+expect_ok "bench --reference" "reference (plain kernels, 1 thread)" "$KVANT" bench "$ADD" --runs 2 --reference
+expect_ok "bench --profile" "by kernel" "$KVANT" bench "$ADD" --runs 2 --profile
+expect_error "bench --profile --reference" "--profile" "$KVANT" bench "$ADD" --runs 2 --profile --reference
+expect_ok "inspect --plan" "arena" "$KVANT" inspect "$ADD" --plan
+expect_error "inspect --plan symbolic" "--plan needs every input dim" "$KVANT" inspect sym.onnx --plan
 expect_error "bench symbolic dim" 'symbolic dim "batch"' "$KVANT" bench sym.onnx
 expect_ok "bench --shape" "float32[2,4]" "$KVANT" bench sym.onnx --shape x=2x4 --runs 2
 expect_error "bench --runs 0" "--runs" "$KVANT" bench "$ADD" --runs 0
