@@ -70,7 +70,7 @@ prepare() {
 }
 
 kv_time() {  # MODEL THREADS -> median ms
-  "$kvant" bench "$1" "${shapes[@]}" --threads "$2" --runs "$runs" --warmup 1 | sed -nE 's/^latency +median ([0-9.]+) ms.*/\1/p'
+  "$kvant" bench "$1" "${shapes[@]}" --threads "$2" --runs "$runs" --warmup 1 2>/dev/null | sed -nE 's/^latency +median ([0-9.]+) ms.*/\1/p'
 }
 ort_time() {
   node scripts/ort_run.js "$1" --inputs-dir "$inputs" --threads "$2" --bench "$runs" | sed -nE 's/.*"median_ms":([0-9.]+).*/\1/p'

@@ -146,3 +146,79 @@ float exp_shifted_sum_f32(const float* x, float shift, float* y, int64_t n) {
 }
 
 }  // namespace kvant
+
+namespace kvant {
+
+namespace {
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) int64_t sigmoid_avx2(const float* x, float* y, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_xor_ps(_mm256_loadu_ps(x + i), sign));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+  }
+  return i;
+}
+
+template <bool is_signed>
+__attribute__((target("avx2,fma"))) int64_t quantize_avx2(const float* x, uint8_t* y, int64_t n, float scale,
+                                                          int32_t zp) {
+  const __m256 s = _mm256_set1_ps(scale), z = _mm256_set1_ps(static_cast<float>(zp));
+  const __m256 lo = _mm256_set1_ps(is_signed ? -128.0f : 0.0f), hi = _mm256_set1_ps(is_signed ? 127.0f : 255.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 r = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
+    // NaN -> 0 before the zero point is added, as the reference does.
+    r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+    __m256 q = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 nan_mask = _mm256_cmp_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(x + i), _CMP_UNORD_Q);
+    q = _mm256_blendv_ps(_mm256_add_ps(q, z), _mm256_setzero_ps(), nan_mask);
+    q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+    const __m256i qi = _mm256_cvtps_epi32(q);
+    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+    const __m128i b = is_signed ? _mm_packs_epi16(w16, w16) : _mm_packus_epi16(w16, w16);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + i), b);
+  }
+  return i;
+}
+#endif
+
+}  // namespace
+
+void sigmoid_f32(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+#if defined(__x86_64__)
+  if (use_avx2()) i = sigmoid_avx2(x, y, n);
+#endif
+  for (; i < n; ++i) y[i] = 1.0f / (1.0f + exp_scalar(-x[i]));
+}
+
+void quantize_f32(const float* x, void* y, int64_t n, float scale, int32_t zp, bool is_signed) {
+  auto* out = static_cast<uint8_t*>(y);
+  int64_t i = 0;
+#if defined(__x86_64__)
+  if (use_avx2())
+    i = is_signed ? quantize_avx2<true>(x, out, n, scale, zp) : quantize_avx2<false>(x, out, n, scale, zp);
+#endif
+  const double lo = is_signed ? -128.0 : 0.0, hi = is_signed ? 127.0 : 255.0;
+  for (; i < n; ++i) {
+    const float r = x[i] / scale;
+    const double v = std::isnan(r) ? 0.0 : std::nearbyint(static_cast<double>(r)) + zp;
+    const auto q = static_cast<int32_t>(std::clamp(v, lo, hi));
+    out[i] = static_cast<uint8_t>(q & 0xff);
+  }
+}
+
+void dequantize_f32(const void* q, float* y, int64_t n, float scale, int32_t zp, bool is_signed) {
+  if (is_signed) {
+    const auto* in = static_cast<const int8_t*>(q);
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(in[i] - zp) * scale;
+  } else {
+    const auto* in = static_cast<const uint8_t*>(q);
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(in[i] - zp) * scale;
+  }
+}
+
+}  // namespace kvant

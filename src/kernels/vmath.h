@@ -19,3 +19,17 @@ void erf_f32(const float* x, float* y, int64_t n);
 float exp_shifted_sum_f32(const float* x, float shift, float* y, int64_t n);
 
 }  // namespace kvant
+
+namespace kvant {
+
+// y = 1 / (1 + exp(-x)) with the vectorised exp.
+void sigmoid_f32(const float* x, float* y, int64_t n);
+
+// QuantizeLinear with one scale and zero point, bit-exact with the reference
+// (src/ops/quant.cc): q = saturate(nearbyint(x / scale) + zp), NaN -> 0
+// (then saturated). Output bytes: int8 when is_signed, else uint8.
+void quantize_f32(const float* x, void* y, int64_t n, float scale, int32_t zp, bool is_signed);
+// DequantizeLinear: y = float(q - zp) * scale, bit-exact.
+void dequantize_f32(const void* q, float* y, int64_t n, float scale, int32_t zp, bool is_signed);
+
+}  // namespace kvant

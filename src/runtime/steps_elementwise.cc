@@ -129,10 +129,7 @@ class UnaryStep : public Step {
     if (op_ == "Clamp") {
       for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], clamp_.lo), clamp_.hi);
     } else if (op_ == "Sigmoid") {
-      for (int64_t i = 0; i < n; ++i) {
-        const float v = x[i];
-        y[i] = v >= 0 ? 1.0f / (1.0f + std::exp(-v)) : std::exp(v) / (1.0f + std::exp(v));
-      }
+      sigmoid_f32(x, y, n);
     } else if (op_ == "Erf") {
       erf_f32(x, y, n);
     } else {

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "kernels/gemm_s8.h"
+#include "kernels/vmath.h"
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -41,17 +42,11 @@ class QuantizeStep : public Step {
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
     const float* x = in[0]->data<float>();
     const int64_t n = in[0]->numel();
-    void* y = out[0]->raw();
-    const QuantScalar q = q_;
-    parallel_for(pool, (n + 4095) / 4096, [&](int64_t b, int64_t e) {
-      for (int64_t i = b * 4096; i < std::min(n, e * 4096); ++i) {
-        const int32_t v = quantize_one(x[i], q);
-        if (q.is_signed) {
-          static_cast<int8_t*>(y)[i] = static_cast<int8_t>(v);
-        } else {
-          static_cast<uint8_t*>(y)[i] = static_cast<uint8_t>(v);
-        }
-      }
+    auto* y = static_cast<uint8_t*>(out[0]->raw());
+    constexpr int64_t kChunk = 16384;
+    parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t b, int64_t e) {
+      const int64_t begin = b * kChunk, end = std::min(n, e * kChunk);
+      quantize_f32(x + begin, y + begin, end - begin, q_.scale, q_.zero_point, q_.is_signed);
     });
   }
 
@@ -70,15 +65,7 @@ class DequantizeStep : public Step {
     out.assign(1, {DType::kFloat32, in[0]->shape()});
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
-    const int64_t n = in[0]->numel();
-    float* y = out[0]->data<float>();
-    if (q_.is_signed) {
-      const int8_t* x = in[0]->data<int8_t>();
-      for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i] - q_.zero_point) * q_.scale;
-    } else {
-      const uint8_t* x = in[0]->data<uint8_t>();
-      for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i] - q_.zero_point) * q_.scale;
-    }
+    dequantize_f32(in[0]->raw(), out[0]->data<float>(), in[0]->numel(), q_.scale, q_.zero_point, q_.is_signed);
   }
 
  private:
