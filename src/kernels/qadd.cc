@@ -14,7 +14,8 @@ namespace {
 template <typename T>
 void qadd_scalar(const T* a, const T* b, T* y, int64_t n, const QAddParams& p) {
   for (int64_t i = 0; i < n; ++i) {
-    float s = static_cast<float>(a[i] - p.a_zp) * p.a_scale + static_cast<float>(b[i] - p.b_zp) * p.b_scale;
+    const float fa = static_cast<float>(a[i] - p.a_zp) * p.a_scale, fb = static_cast<float>(b[i] - p.b_zp) * p.b_scale;
+    float s = p.multiply ? fa * fb : fa + fb;
     s = std::min(std::max(s, p.lo), p.hi);
     const float q = std::nearbyint(s / p.y_scale) + static_cast<float>(p.y_zp);
     y[i] = static_cast<T>(std::clamp(q, static_cast<float>(p.qmin), static_cast<float>(p.qmax)));
@@ -43,7 +44,7 @@ __attribute__((target("avx2,fma"))) int64_t qadd_avx2(const void* a, const void*
     // Separate multiply and add (no FMA), as the scalar code rounds each.
     const __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(wa, az)), as);
     const __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(wb, bz)), bs);
-    __m256 s = _mm256_add_ps(fa, fb);
+    __m256 s = p.multiply ? _mm256_mul_ps(fa, fb) : _mm256_add_ps(fa, fb);
     s = _mm256_min_ps(_mm256_max_ps(s, lo), hi);
     __m256 q = _mm256_round_ps(_mm256_div_ps(s, ys), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, yz), qlo), qhi);

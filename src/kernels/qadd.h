@@ -1,7 +1,7 @@
 // Quantized elementwise Add with the QDQ simulation's float arithmetic, so
 // results are bit-exact with DequantizeLinear -> Add -> [clamp] ->
 // QuantizeLinear evaluated in float:
-//   s = float(a - a_zp) * a_scale + float(b - b_zp) * b_scale
+//   s = float(a - a_zp) * a_scale + float(b - b_zp) * b_scale   (or * for multiply)
 //   s = min(max(s, lo), hi)                 (lo/hi: a fused Relu/Clip, or +-inf)
 //   y = saturate(nearbyint(s / y_scale) + y_zp)
 // The AVX2 path uses the same IEEE operations per lane (round-to-nearest-even
@@ -15,6 +15,7 @@
 namespace kvant {
 
 struct QAddParams {
+  bool multiply = false;  // s = a' * b' instead of a' + b' (QDQ Mul)
   float a_scale = 1, b_scale = 1, y_scale = 1;
   int32_t a_zp = 0, b_zp = 0, y_zp = 0;
   float lo = -__builtin_huge_valf(), hi = __builtin_huge_valf();

@@ -240,7 +240,7 @@ class Compiler {
       if (auto f = match_qconv(node)) return f;
       return match_sconv(node);
     }
-    if (node.op_type == "Add") {
+    if (node.op_type == "Add" || node.op_type == "Mul") {
       if (auto f = match_qadd(node)) return f;
     }
     if (node.op_type == "MaxPool") {
@@ -562,7 +562,7 @@ class Compiler {
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[da->outputs[0]];
     ++absorbed_reads_[db->outputs[0]];
-    f.step = make_qadd_step(a, b, y, clamp, m_.options_.isa);
+    f.step = make_qadd_step(a, b, y, clamp, m_.options_.isa, node.op_type == "Mul");
     f.inputs = {da->inputs[0], db->inputs[0]};
     f.outputs = {q->outputs[0]};
     return f;

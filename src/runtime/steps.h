@@ -74,10 +74,10 @@ namespace kvant {
 std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x_signed, bool y_signed,
                                        std::string what);
 
-// DQ(a), DQ(b) -> Add -> [Relu|Clip] -> Q on equal shapes, computed with the
-// simulation's float operations per element (bit-exact).
+// DQ(a), DQ(b) -> Add (or Mul) -> [Relu|Clip] -> Q on equal shapes, computed
+// with the simulation's float operations per element (bit-exact).
 std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
-                                     const FloatClamp& clamp, Isa isa);
+                                     const FloatClamp& clamp, Isa isa, bool multiply = false);
 
 // MaxPool (2-D, NCHW, no indices) on quantized codes; valid when the DQ
 // before and the Q after share scale and zero point. `node` is the MaxPool

@@ -55,8 +55,10 @@ class LookupStep : public Step {
 
 class QAddStep : public Step {
  public:
-  QAddStep(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y, const FloatClamp& clamp, Isa isa)
+  QAddStep(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y, const FloatClamp& clamp, Isa isa,
+           bool multiply)
       : a_(a), b_(b), y_(y), isa_(isa) {
+    p_.multiply = multiply;
     p_.a_scale = a.scale;
     p_.b_scale = b.scale;
     p_.y_scale = y.scale;
@@ -68,15 +70,31 @@ class QAddStep : public Step {
     p_.qmin = y.qmin();
     p_.qmax = y.qmax();
   }
-  std::string kernel() const override { return std::string("qadd_") + (y_.is_signed ? "s8_" : "u8_") + isa_name(isa_); }
+  std::string kernel() const override {
+    return std::string(p_.multiply ? "qmul_" : "qadd_") + (y_.is_signed ? "s8_" : "u8_") + isa_name(isa_);
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     check_code_input(name, *in[0], a_.is_signed);
     check_code_input(name, *in[1], b_.is_signed);
-    if (in[0]->shape() != in[1]->shape()) throw Error(ErrorCode::kInvalidArgument, name + ": qadd needs equal shapes");
-    out.assign(1, {code_type(y_.is_signed), in[0]->shape()});
+    const Shape& sa = in[0]->shape();
+    const Shape& sb = in[1]->shape();
+    const size_t rank = std::max(sa.size(), sb.size());
+    if (rank > 8) throw Error(ErrorCode::kUnsupported, name + ": rank above 8");
+    Shape s(rank);
+    for (size_t i = 0; i < rank; ++i) {
+      const int64_t da = i < rank - sa.size() ? 1 : sa[i - (rank - sa.size())];
+      const int64_t db = i < rank - sb.size() ? 1 : sb[i - (rank - sb.size())];
+      if (da != db && da != 1 && db != 1) throw Error(ErrorCode::kInvalidArgument, name + ": shapes do not broadcast");
+      s[i] = da == 1 ? db : da;
+    }
+    out.assign(1, {code_type(y_.is_signed), s});
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
-    const int64_t n = in[0]->numel();
+    const int64_t n = out[0]->numel();
+    if (in[0]->numel() != n || in[1]->numel() != n) {
+      broadcast(*in[0], *in[1], *out[0]);
+      return;
+    }
     constexpr int64_t kChunk = 16384;
     parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
       const int64_t b0 = cb * kChunk, len = std::min(n, ce * kChunk) - b0;
@@ -89,6 +107,62 @@ class QAddStep : public Step {
   }
 
  private:
+  // Broadcast operands (e.g. a squeeze-excitation scale [N,C,1,1]): one
+  // element at a time with the scalar kernel, operand offsets from strides.
+  void broadcast(const Tensor& a, const Tensor& b, Tensor& y) const {
+    const size_t rank = static_cast<size_t>(y.rank());
+    int64_t sa[8] = {}, sb[8] = {}, idx[8] = {};
+    int64_t acc_a = 1, acc_b = 1;
+    for (size_t i = rank; i-- > 0;) {
+      const size_t oa = rank - static_cast<size_t>(a.rank()), ob = rank - static_cast<size_t>(b.rank());
+      const int64_t da = i < oa ? 1 : a.dim(static_cast<int>(i - oa));
+      const int64_t db = i < ob ? 1 : b.dim(static_cast<int>(i - ob));
+      sa[i] = da == 1 ? 0 : acc_a;
+      sb[i] = db == 1 ? 0 : acc_b;
+      acc_a *= da;
+      acc_b *= db;
+    }
+    const auto* pa = static_cast<const uint8_t*>(a.raw());
+    const auto* pb = static_cast<const uint8_t*>(b.raw());
+    auto* py = static_cast<uint8_t*>(y.raw());
+    // Row by row along the innermost dim; an operand broadcast along it is
+    // repeated into a small stack buffer so the vector kernel still runs.
+    const int64_t inner = y.dim(static_cast<int>(rank) - 1);
+    constexpr int64_t kBlock = 1024;
+    uint8_t rep_a[kBlock], rep_b[kBlock];
+    for (int64_t row = 0; row < y.numel() / inner; ++row) {
+      int64_t oa = 0, ob = 0;
+      for (size_t d = 0; d + 1 < rank; ++d) {
+        oa += idx[d] * sa[d];
+        ob += idx[d] * sb[d];
+      }
+      for (int64_t c0 = 0; c0 < inner; c0 += kBlock) {
+        const int64_t len = std::min(kBlock, inner - c0);
+        const uint8_t* ra = pa + oa + c0 * sa[rank - 1];
+        const uint8_t* rb = pb + ob + c0 * sb[rank - 1];
+        if (sa[rank - 1] == 0) {
+          std::fill(rep_a, rep_a + len, ra[0]);
+          ra = rep_a;
+        }
+        if (sb[rank - 1] == 0) {
+          std::fill(rep_b, rep_b + len, rb[0]);
+          rb = rep_b;
+        }
+        uint8_t* ry = py + row * inner + c0;
+        if (y_.is_signed) {
+          qadd_s8(reinterpret_cast<const int8_t*>(ra), reinterpret_cast<const int8_t*>(rb),
+                  reinterpret_cast<int8_t*>(ry), len, p_, isa_);
+        } else {
+          qadd_u8(ra, rb, ry, len, p_, isa_);
+        }
+      }
+      for (size_t d = rank - 1; d-- > 0;) {
+        if (++idx[d] < y.dim(static_cast<int>(d))) break;
+        idx[d] = 0;
+      }
+    }
+  }
+
   QuantScalar a_, b_, y_;
   QAddParams p_;
   Isa isa_;
@@ -200,8 +274,8 @@ std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x
   return std::make_unique<LookupStep>(table, x_signed, y_signed, std::move(what));
 }
 std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
-                                     const FloatClamp& clamp, Isa isa) {
-  return std::make_unique<QAddStep>(a, b, y, clamp, isa);
+                                     const FloatClamp& clamp, Isa isa, bool multiply) {
+  return std::make_unique<QAddStep>(a, b, y, clamp, isa, multiply);
 }
 std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed) {
   return std::make_unique<QMaxPoolStep>(node, opset, is_signed, false);
