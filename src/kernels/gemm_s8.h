@@ -20,7 +20,7 @@
 // vpmaddubsw kernel (about twice as fast, no saturation possible: a pair sum
 // is at most 2 * 255 * 64 = 32640); otherwise the int16-widening kernel.
 //
-// gemm_u8s8_s32 allocates nothing (scratch is on the stack, at most ~70 KiB)
+// gemm_u8s8_s32 allocates nothing (scratch is on the stack, at most ~130 KiB)
 // and may run concurrently from several threads on disjoint rows of A / C
 // with the same PackedB.
 #pragma once

@@ -155,11 +155,11 @@ TEST(GemmS8SevenBit, OneValueOutsideRangeTakesTheWidePath) {
 }
 
 // The wide kernel widens A into a fixed stack buffer, K in blocks of at most
-// 8192: K past that (and odd) accumulates across blocks.
+// 16384: K past that (and odd) accumulates across blocks.
 TEST(GemmS8SevenBit, WideKernelLongKIsExact) {
   if (!have_avx2()) GTEST_SKIP() << "no AVX2";
   std::mt19937 rng(9);
-  for (auto [M, N, K] : {std::tuple{9, 17, 8193}, std::tuple{5, 33, 16390}, std::tuple{70, 20, 9001}}) {
+  for (auto [M, N, K] : {std::tuple{9, 17, 16385}, std::tuple{5, 33, 32770}, std::tuple{70, 20, 20001}}) {
     for (bool with_b_zp : {false, true}) {
       const Case c = make_case(rng, M, N, K, 77, with_b_zp, -128, 127, 3);
       const PackedB packed = pack(c);
@@ -168,7 +168,7 @@ TEST(GemmS8SevenBit, WideKernelLongKIsExact) {
     }
   }
   // And the 7-bit kernel on the same lengths.
-  const Case c = make_case(rng, 9, 17, 16390, 77, true, -64, 64, 3);
+  const Case c = make_case(rng, 9, 17, 20001, 77, true, -64, 64, 3);
   const PackedB packed = pack(c);
   ASSERT_TRUE(packed.fits_7bit);
   expect_exact(c, packed);

@@ -21,7 +21,7 @@ namespace {
 
 constexpr int kTileRows = 4;
 constexpr int kPairBytes = 2 * kPanelCols;  // one k pair of one panel
-constexpr int kWideElems = 32768;           // int16 of widened A on the stack (64 KiB)
+constexpr int kWideElems = 65536;           // int16 of widened A on the stack (128 KiB)
 constexpr int kMaxBlockK = kWideElems / kTileRows;
 constexpr int kMaxChunkRows = 256;
 

@@ -22,7 +22,7 @@
 //    of rows (4q..4q+3): 64 bytes = columns n0..n15, each as the 4 bytes
 //    B[4q..4q+3, n].
 //
-// Neither kernel allocates: scratch lives on the stack (at most ~70 KiB for
+// Neither kernel allocates: scratch lives on the stack (at most ~130 KiB for
 // the wide kernel), so concurrent calls on disjoint rows are thread-safe.
 #pragma once
 
