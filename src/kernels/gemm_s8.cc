@@ -18,12 +18,21 @@ namespace {
 
 [[noreturn]] void fail(ErrorCode code, const std::string& message) { throw Error(code, "gemm_u8s8_s32: " + message); }
 
-// Wrapping int32 arithmetic (defined behaviour when a huge K overflows).
-int32_t wrap_add(int32_t x, int32_t y) {
-  return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y));
-}
-int32_t wrap_mul(int32_t x, int32_t y) {
-  return static_cast<int32_t>(static_cast<uint32_t>(x) * static_cast<uint32_t>(y));
+// The reference on a kRef PackedB (b_zp as int32, nullptr when all zero).
+void reference_packed(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc) {
+  const int N = b.n;
+  const int K = b.k;
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      const int32_t bz = b.zero_point.empty() ? 0 : b.zero_point[static_cast<size_t>(n)];
+      int32_t sum = 0;
+      for (int k = 0; k < K; ++k) {
+        const int32_t a = static_cast<int32_t>(A[static_cast<int64_t>(m) * lda + k]) - a_zp;
+        sum += a * (static_cast<int32_t>(b.data[static_cast<size_t>(k) * static_cast<size_t>(N) + n]) - bz);
+      }
+      C[static_cast<int64_t>(m) * ldc + n] = sum;
+    }
+  }
 }
 
 }  // namespace
@@ -69,10 +78,22 @@ PackedB pack_b_s8(const int8_t* B, int K, int N, Isa isa, const int8_t* b_zp, in
       }
       break;
 #if defined(__x86_64__)
-    case Isa::kAvx2:
-      packed.data.resize(static_cast<size_t>(avx2::packed_b_size(K, N)));
-      avx2::pack_b(B, ldb, K, N, packed.data.data());
+    case Isa::kAvx2: {
+      bool fits = true;
+      for (int k = 0; k < K && fits; ++k) {
+        const int8_t* row = B + static_cast<int64_t>(k) * ldb;
+        fits = std::all_of(row, row + N, [](int8_t v) { return v >= -64 && v <= 64; });
+      }
+      packed.fits_7bit = fits;
+      if (fits) {
+        packed.data.resize(static_cast<size_t>(avx2::packed_b_size_7bit(K, N)));
+        avx2::pack_b_7bit(B, ldb, K, N, packed.data.data());
+      } else {
+        packed.data.resize(static_cast<size_t>(avx2::packed_b_size(K, N)));
+        avx2::pack_b(B, ldb, K, N, packed.data.data());
+      }
       break;
+    }
 #endif
     default: fail(ErrorCode::kUnsupported, std::string("no kernels for ") + isa_name(isa));
   }
@@ -89,23 +110,22 @@ void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB
   if (M < 0 || lda < K || ldc < N) fail(ErrorCode::kInvalidArgument, "negative M, or lda < K, or ldc < N");
   if (M == 0 || N == 0) return;
   if (isa == Isa::kRef) {
-    std::vector<int8_t> zp(b.zero_point.begin(), b.zero_point.end());
-    gemm_u8s8_s32_reference(A, lda, b.data.data(), N, M, N, K, a_zp, zp.empty() ? nullptr : zp.data(), C, ldc);
+    reference_packed(A, lda, M, a_zp, b, C, ldc);
     return;
   }
-  // Column part of the zero-point correction: K*azp*bzp[n] - azp*colsum[n].
-  // Scratch kept per thread so steady-state calls allocate nothing (DESIGN.md §3).
-  thread_local std::vector<int32_t> col_corr;
-  col_corr.resize(static_cast<size_t>(N));
-  for (int n = 0; n < N; ++n) {
-    const int32_t bz = b.zero_point.empty() ? 0 : b.zero_point[static_cast<size_t>(n)];
-    col_corr[static_cast<size_t>(n)] = wrap_add(
-        wrap_mul(wrap_mul(K, a_zp), bz), wrap_mul(-static_cast<int32_t>(a_zp), b.col_sums[static_cast<size_t>(n)]));
-  }
-  const int32_t* b_zp = b.zero_point.empty() ? nullptr : b.zero_point.data();
   switch (isa) {
 #if defined(__x86_64__)
-    case Isa::kAvx2: avx2::gemm(A, lda, M, K, N, b.data.data(), col_corr.data(), b_zp, C, ldc); return;
+    case Isa::kAvx2: {
+      const avx2::GemmArgs args{
+          A, lda, M, K, N, a_zp, b.data.data(), b.col_sums.data(), b.zero_point.empty() ? nullptr : b.zero_point.data(),
+          C, ldc};
+      if (b.fits_7bit) {
+        avx2::gemm_7bit(args);
+      } else {
+        avx2::gemm(args);
+      }
+      return;
+    }
 #endif
     default: fail(ErrorCode::kUnsupported, std::string("no kernels for ") + isa_name(isa));
   }

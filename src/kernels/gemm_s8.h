@@ -13,6 +13,16 @@
 // colsum(b) is computed by pack_b_s8; rowsum(a) only when some b_zp != 0.
 // All arithmetic is int32; it is exact (no wrap) while K <= 33025, since one
 // term is at most 255 * 255 in magnitude.
+//
+// AVX2 has two exact kernels (x86_avx2/gemm_s8_avx2.h): when every raw
+// B[k, n] is within [-64, 64] (7-bit weights, e.g. quantized with
+// --reduce-range) pack_b_s8 sets PackedB::fits_7bit and packs for the
+// vpmaddubsw kernel (about twice as fast, no saturation possible: a pair sum
+// is at most 2 * 255 * 64 = 32640); otherwise the int16-widening kernel.
+//
+// gemm_u8s8_s32 allocates nothing (scratch is on the stack, at most ~130 KiB)
+// and may run concurrently from several threads on disjoint rows of A / C
+// with the same PackedB.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +40,7 @@ struct PackedB {
   std::vector<int8_t> data;         // layout private to the Isa's kernels
   std::vector<int32_t> col_sums;    // sum_k B[k, n], N values
   std::vector<int32_t> zero_point;  // b_zp per column; empty when all zero
+  bool fits_7bit = false;           // every raw B value in [-64, 64]
 };
 
 // Packs B [K, N] (row stride ldb; ldb < 0 means N) for `isa`. b_zp: N values

@@ -1,16 +1,29 @@
 // AVX2 INT8 GEMM kernels (declared for kernels/gemm_s8.cc; compiled with
 // function-level target attributes so the rest of kvant runs without AVX2).
 //
-// Exact scheme: vpmaddubsw would add two u8*s8 products into a saturating
-// int16 (255*-128*2 = -65280 does not fit), so both operands are widened to
-// int16 instead (vpmovzxbw / vpmovsxbw) and multiplied with vpmaddwd, whose
-// int16*int16 pair sums land in int32 exactly.
+// Two kernels, both exact (bit-identical to gemm_u8s8_s32_reference):
 //
-// Packed B layout: panels of 16 columns (N padded with zero columns), K
-// padded to even with a zero row. Within a panel, for each pair of rows
-// (k, k+1): 32 bytes = columns n0..n15, each as the byte pair
-// (B[k, n], B[k+1, n]). vpmovsxbw of 16 of those bytes gives 8 int16 pairs
-// that vpmaddwd multiplies with a broadcast (A[m, k], A[m, k+1]) pair.
+// 1. Any int8 B ("wide"): vpmaddubsw would add two u8*s8 products into a
+//    saturating int16 (255*-128*2 = -65280 does not fit), so both operands
+//    are widened to int16 (vpmovzxbw / vpmovsxbw) and multiplied with
+//    vpmaddwd, whose int16 pair sums land in int32 exactly.
+//    Packed layout: panels of 16 columns (N padded with zero columns), K
+//    padded to even with a zero row. Within a panel, for each pair of rows
+//    (k, k+1): 32 bytes = columns n0..n15, each as the byte pair
+//    (B[k, n], B[k+1, n]).
+//
+// 2. Raw B within [-64, 64] ("7-bit", e.g. --reduce-range weights):
+//    vpmaddubsw's pair sum is at most 2 * 255 * 64 = 32640 in magnitude, so
+//    it cannot saturate; vpmaddwd with ones then adds pairs of those into
+//    int32 (4 k values per int32 lane, 32 MACs per 2 instructions, twice the
+//    wide kernel's rate). A is read in place (4 bytes broadcast per row).
+//    Packed layout: panels of 16 columns (N padded with zero columns), K
+//    padded to a multiple of 4 with zero rows. Within a panel, for each quad
+//    of rows (4q..4q+3): 64 bytes = columns n0..n15, each as the 4 bytes
+//    B[4q..4q+3, n].
+//
+// Neither kernel allocates: scratch lives on the stack (at most ~130 KiB for
+// the wide kernel), so concurrent calls on disjoint rows are thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -19,17 +32,44 @@ namespace kvant::avx2 {
 
 constexpr int kPanelCols = 16;
 
-// Bytes of packed B for K x N.
+// Arguments shared by both kernels. Computes
+//   C[m, n] = sum_k A[m, k] * B[k, n] + K*a_zp*b_zp[n] - a_zp*col_sums[n]
+//             - b_zp[n] * sum_k A[m, k]
+// in wrapping int32. b_zp: N values or nullptr (all zero, rowsum skipped).
+struct GemmArgs {
+  const uint8_t* a;
+  int lda;
+  int m, k, n;
+  uint8_t a_zp;
+  const int8_t* packed;
+  const int32_t* col_sums;
+  const int32_t* b_zp;
+  int32_t* c;
+  int ldc;
+};
+
+// Wide kernel: bytes of packed B, packing, and the GEMM.
 int64_t packed_b_size(int K, int N);
-
-// Fills `packed` (packed_b_size bytes) from B [K, N], row stride ldb.
 void pack_b(const int8_t* B, int ldb, int K, int N, int8_t* packed);
+void gemm(const GemmArgs& args);
 
-// C = A x B with the zero-point corrections:
-//   C[m, n] = dot + col_corr[n] - b_zp[n] * rowsum(A[m, :])
-// col_corr: N values (= K*a_zp*b_zp[n] - a_zp*colsum[n]); b_zp: N values or
-// nullptr (all zero, rowsum skipped).
-void gemm(const uint8_t* A, int lda, int M, int K, int N, const int8_t* packed, const int32_t* col_corr,
-          const int32_t* b_zp, int32_t* C, int ldc);
+// 7-bit kernel (every raw B value within [-64, 64]): same three.
+int64_t packed_b_size_7bit(int K, int N);
+void pack_b_7bit(const int8_t* B, int ldb, int K, int N, int8_t* packed);
+void gemm_7bit(const GemmArgs& args);
+
+// The column part of the corrections for the panel of columns n0..n0+cols:
+// corr[i] = K*a_zp*b_zp[n] - a_zp*col_sums[n] (wrapping), bzp[i] = b_zp[n];
+// zero past `cols` (and bzp zero when b_zp is nullptr).
+inline void panel_corrections(const GemmArgs& g, int n0, int cols, int32_t* corr, int32_t* bzp) {
+  for (int i = 0; i < kPanelCols; ++i) {
+    const bool inside = i < cols;
+    const uint32_t z = inside && g.b_zp != nullptr ? static_cast<uint32_t>(g.b_zp[n0 + i]) : 0u;
+    const uint32_t s = inside ? static_cast<uint32_t>(g.col_sums[n0 + i]) : 0u;
+    const uint32_t azp = g.a_zp;
+    corr[i] = inside ? static_cast<int32_t>(static_cast<uint32_t>(g.k) * azp * z - azp * s) : 0;
+    bzp[i] = static_cast<int32_t>(z);
+  }
+}
 
 }  // namespace kvant::avx2

@@ -1,0 +1,165 @@
+// AVX2 INT8 GEMM, 7-bit kernel (every raw B value within [-64, 64]); the
+// scheme, its exactness bound and the packed layout are in gemm_s8_avx2.h.
+// Per 4 k values and 8 columns: vpmaddubsw (u8 A x s8 B, pairs into int16,
+// never saturating here) then vpmaddwd with ones (pairs into int32) and
+// vpaddd. Loop order: chunks of rows of A (read in place, sized to stay in
+// L2); for each 16-column panel of B, tiles of up to 4 rows x 16 columns
+// keep 8 ymm accumulators while the K loop streams the panel.
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/x86_avx2/gemm_s8_avx2.h"
+
+#define KVANT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+namespace kvant::avx2 {
+
+namespace {
+
+constexpr int kTileRows = 4;
+constexpr int kQuadBytes = 4 * kPanelCols;  // one k quad of one panel
+constexpr int kChunkBytes = 96 * 1024;      // A bytes per row chunk
+constexpr int kMaxChunkRows = 256;
+
+int round_up(int x, int to) { return (x + to - 1) / to * to; }
+
+// The 4 bytes a[0..len) (len 1..3) as one int32, zero-filled.
+inline int32_t load_tail(const uint8_t* a, int len) {
+  uint8_t bytes[4] = {0, 0, 0, 0};
+  std::memcpy(bytes, a, static_cast<size_t>(len));
+  int32_t v;
+  std::memcpy(&v, bytes, sizeof(v));
+  return v;
+}
+
+// acc[r] += 4 k values of row r (quad[r], 4 bytes) times one packed quad.
+template <int kRows>
+KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void step(__m256i (&acc)[kRows][2], __m256i ones,
+                                                                  const int8_t* bq, const int32_t* quad) {
+  const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bq));
+  const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bq + 32));
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) {
+    const __m256i av = _mm256_set1_epi32(quad[r]);
+    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b0), ones));
+    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(av, b1), ones));
+  }
+}
+
+// One tile: kRows rows of A (row stride lda, K bytes each) times one packed
+// panel (ceil(K/4) quads); C = acc + corr - bzp * rowsum (bzp nullptr: no
+// rowsum term), `cols` (1..16) columns stored.
+template <int kRows>
+KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, const int32_t* corr, const int32_t* bzp,
+                            const int32_t* rowsum, int32_t* c, int ldc, int cols) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[kRows][2];
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const int full = K / 4;
+  const int tail = K % 4;
+  for (int q = 0; q < full; ++q) {
+    int32_t quad[kRows];
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) std::memcpy(&quad[r], a + static_cast<int64_t>(r) * lda + 4 * q, 4);
+    step<kRows>(acc, ones, b + static_cast<int64_t>(q) * kQuadBytes, quad);
+  }
+  if (tail != 0) {
+    int32_t quad[kRows];
+    for (int r = 0; r < kRows; ++r) quad[r] = load_tail(a + static_cast<int64_t>(r) * lda + 4 * full, tail);
+    step<kRows>(acc, ones, b + static_cast<int64_t>(full) * kQuadBytes, quad);
+  }
+  const __m256i corr0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr));
+  const __m256i corr1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr + 8));
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) {
+    __m256i v0 = _mm256_add_epi32(acc[r][0], corr0);
+    __m256i v1 = _mm256_add_epi32(acc[r][1], corr1);
+    if (bzp != nullptr) {
+      const __m256i sum = _mm256_set1_epi32(rowsum[r]);
+      v0 = _mm256_sub_epi32(v0, _mm256_mullo_epi32(sum, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bzp))));
+      v1 = _mm256_sub_epi32(v1, _mm256_mullo_epi32(sum, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bzp + 8))));
+    }
+    int32_t* out = c + static_cast<int64_t>(r) * ldc;
+    if (cols == kPanelCols) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), v1);
+    } else {
+      alignas(32) int32_t tmp[kPanelCols];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v0);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 8), v1);
+      std::memcpy(out, tmp, sizeof(int32_t) * static_cast<size_t>(cols));
+    }
+  }
+}
+
+}  // namespace
+
+int64_t packed_b_size_7bit(int K, int N) { return static_cast<int64_t>(round_up(K, 4)) * round_up(N, kPanelCols); }
+
+void pack_b_7bit(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
+  const int quads = round_up(K, 4) / 4;
+  const int panels = round_up(N, kPanelCols) / kPanelCols;
+  for (int j = 0; j < panels; ++j) {
+    int8_t* panel = packed + static_cast<int64_t>(j) * quads * kQuadBytes;
+    for (int q = 0; q < quads; ++q) {
+      for (int col = 0; col < kPanelCols; ++col) {
+        const int n = j * kPanelCols + col;
+        for (int i = 0; i < 4; ++i) {
+          const int k = 4 * q + i;
+          const bool inside = n < N && k < K;
+          panel[q * kQuadBytes + 4 * col + i] = inside ? B[static_cast<int64_t>(k) * ldb + n] : int8_t{0};
+        }
+      }
+    }
+  }
+}
+
+KVANT_TARGET_AVX2 void gemm_7bit(const GemmArgs& g) {
+  const int K = g.k;
+  const int quads = round_up(K, 4) / 4;
+  const int panels = round_up(g.n, kPanelCols) / kPanelCols;
+  const int chunk_rows = std::clamp(kChunkBytes / std::max(K, 1) / kTileRows * kTileRows, kTileRows, kMaxChunkRows);
+  int32_t rowsum[kMaxChunkRows] = {};
+
+  for (int m0 = 0; m0 < g.m; m0 += chunk_rows) {
+    const int rows = std::min(chunk_rows, g.m - m0);
+    const uint8_t* a_chunk = g.a + static_cast<int64_t>(m0) * g.lda;
+    if (g.b_zp != nullptr) {
+      for (int r = 0; r < rows; ++r) {
+        const uint8_t* a_row = a_chunk + static_cast<int64_t>(r) * g.lda;
+        int32_t sum = 0;
+        for (int k = 0; k < K; ++k) sum += a_row[k];
+        rowsum[r] = sum;
+      }
+    }
+    for (int j = 0; j < panels; ++j) {
+      const int8_t* panel = g.packed + static_cast<int64_t>(j) * quads * kQuadBytes;
+      const int n0 = j * kPanelCols;
+      const int cols = std::min(kPanelCols, g.n - n0);
+      alignas(32) int32_t corr[kPanelCols];
+      alignas(32) int32_t bzp[kPanelCols];
+      panel_corrections(g, n0, cols, corr, bzp);
+      const int32_t* panel_bzp = g.b_zp != nullptr ? bzp : nullptr;
+      for (int r0 = 0; r0 < rows; r0 += kTileRows) {
+        const uint8_t* a = a_chunk + static_cast<int64_t>(r0) * g.lda;
+        const int32_t* sums = rowsum + r0;
+        int32_t* c = g.c + static_cast<int64_t>(m0 + r0) * g.ldc + n0;
+        switch (std::min(kTileRows, rows - r0)) {
+          case 4: tile<4>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
+          case 3: tile<3>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
+          case 2: tile<2>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
+          default: tile<1>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace kvant::avx2
+
+#endif  // __x86_64__

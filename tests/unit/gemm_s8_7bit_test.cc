@@ -1,0 +1,223 @@
+// The 7-bit INT8 GEMM path (gemm_s8.h, x86_avx2/gemm_s8_avx2.h): pack_b_s8
+// marks B whose raw values all lie in [-64, 64] and the AVX2 kernel then uses
+// vpmaddubsw, which is exact only under that bound. Every result is compared
+// bit for bit with gemm_u8s8_s32_reference: odd shapes, all zero-point
+// combinations, extremes (A = 255 with B = -64 / 64), a single -65 or 65
+// sending B back to the wide kernel, the wide kernel's K blocking past its
+// stack buffer, no heap allocation per call, and concurrent calls.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "alloc_counter.h"
+#include "kernels/cpu_features.h"
+#include "kernels/gemm_s8.h"
+
+namespace kvant {
+namespace {
+
+bool have_avx2() { return isa_implemented(Isa::kAvx2) && cpu_supports(cpu_features(), Isa::kAvx2); }
+
+struct Case {
+  int M, N, K, lda, ldc;
+  uint8_t a_zp;
+  std::vector<uint8_t> a;
+  std::vector<int8_t> b;
+  std::vector<int8_t> b_zp;  // empty: none
+};
+
+// B uniform in [b_lo, b_hi]; A uniform bytes; optional padding of lda / ldc.
+Case make_case(std::mt19937& rng, int M, int N, int K, uint8_t a_zp, bool with_b_zp, int b_lo, int b_hi, int pad) {
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> weight(b_lo, b_hi);
+  Case c{M, N, K, K + pad, N + pad, a_zp, {}, {}, {}};
+  c.a.resize(static_cast<size_t>(M) * c.lda);
+  c.b.resize(static_cast<size_t>(K) * N);
+  for (auto& v : c.a) v = static_cast<uint8_t>(byte(rng));
+  for (auto& v : c.b) v = static_cast<int8_t>(weight(rng));
+  if (with_b_zp) {
+    c.b_zp.resize(static_cast<size_t>(N));
+    for (auto& v : c.b_zp) v = static_cast<int8_t>(byte(rng) - 128);
+  }
+  return c;
+}
+
+std::vector<int32_t> reference(const Case& c) {
+  std::vector<int32_t> out(static_cast<size_t>(c.M) * c.ldc, -1);
+  gemm_u8s8_s32_reference(c.a.data(), c.lda, c.b.data(), c.N, c.M, c.N, c.K, c.a_zp,
+                          c.b_zp.empty() ? nullptr : c.b_zp.data(), out.data(), c.ldc);
+  return out;
+}
+
+PackedB pack(const Case& c) {
+  return pack_b_s8(c.b.data(), c.K, c.N, Isa::kAvx2, c.b_zp.empty() ? nullptr : c.b_zp.data());
+}
+
+std::vector<int32_t> run(const Case& c, const PackedB& packed) {
+  std::vector<int32_t> out(static_cast<size_t>(c.M) * c.ldc, -1);  // padding must stay -1
+  gemm_u8s8_s32(c.a.data(), c.lda, c.M, c.a_zp, packed, out.data(), c.ldc, Isa::kAvx2);
+  return out;
+}
+
+// Element-wise comparison, padding included; reports the first mismatch.
+void expect_exact(const Case& c, const PackedB& packed) {
+  const auto want = reference(c);
+  const auto got = run(c, packed);
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] != got[i]) {
+      ADD_FAILURE() << "M=" << c.M << " N=" << c.N << " K=" << c.K << " a_zp=" << int{c.a_zp}
+                    << " b_zp=" << (c.b_zp.empty() ? "none" : "per column") << " 7bit=" << packed.fits_7bit << ": C["
+                    << i / static_cast<size_t>(c.ldc) << ", " << i % static_cast<size_t>(c.ldc) << "] = " << got[i]
+                    << ", reference " << want[i];
+      return;
+    }
+  }
+}
+
+TEST(GemmS8SevenBit, RandomOddShapesAreExact) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  const int sizes[] = {1, 3, 4, 5, 16, 17, 31, 63, 64, 100};
+  std::mt19937 rng(20261126);
+  std::uniform_int_distribution<int> byte(0, 255);
+  int checked = 0;
+  for (int M : sizes) {
+    for (int N : sizes) {
+      for (int K : sizes) {
+        const int variant = (M + 3 * N + 5 * K) % 6;
+        const uint8_t a_zp = variant % 3 == 0 ? 0 : variant % 3 == 1 ? 128 : static_cast<uint8_t>(byte(rng));
+        const Case c = make_case(rng, M, N, K, a_zp, variant >= 3, -64, 64, (M + N + K) % 3 == 0 ? 5 : 0);
+        const PackedB packed = pack(c);
+        ASSERT_TRUE(packed.fits_7bit);
+        expect_exact(c, packed);
+        ++checked;
+        if (HasFailure()) FAIL();
+      }
+    }
+  }
+  EXPECT_EQ(checked, 1000);
+}
+
+TEST(GemmS8SevenBit, BenchmarkShapesAreExact) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(5);
+  for (auto [M, N, K] :
+       {std::tuple{128, 768, 768}, std::tuple{1, 3072, 768}, std::tuple{300, 64, 576}, std::tuple{7, 50, 3072}}) {
+    for (bool with_b_zp : {false, true}) {
+      const Case c = make_case(rng, M, N, K, 131, with_b_zp, -64, 63, 0);
+      const PackedB packed = pack(c);
+      ASSERT_TRUE(packed.fits_7bit);
+      expect_exact(c, packed);
+    }
+  }
+}
+
+// The largest magnitudes: a vpmaddubsw pair is 2 * 255 * +-64 = +-32640,
+// just inside int16. Zero points shift the math, not the raw products.
+TEST(GemmS8SevenBit, ExtremeValuesAreExact) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  for (int K : {1, 2, 3, 4, 5, 63, 1024, 4099}) {
+    for (auto [a_value, b_value, a_zp, b_zp] :
+         {std::tuple{255, -64, 0, 0}, std::tuple{255, 64, 0, 0}, std::tuple{255, 63, 0, 0},
+          std::tuple{0, -64, 255, 127}, std::tuple{255, -64, 0, 127}, std::tuple{255, 64, 3, -128}}) {
+      Case c{5, 19, K, K, 19, static_cast<uint8_t>(a_zp), {}, {}, {}};
+      c.a.assign(static_cast<size_t>(c.M) * K, static_cast<uint8_t>(a_value));
+      c.b.assign(static_cast<size_t>(K) * c.N, static_cast<int8_t>(b_value));
+      if (b_zp != 0) c.b_zp.assign(static_cast<size_t>(c.N), static_cast<int8_t>(b_zp));
+      const PackedB packed = pack(c);
+      ASSERT_TRUE(packed.fits_7bit);
+      EXPECT_EQ(reference(c)[0], K * (a_value - a_zp) * (b_value - b_zp));
+      expect_exact(c, packed);
+    }
+  }
+}
+
+// One value outside [-64, 64] anywhere (here the last one) must select the
+// wide kernel, where it stays exact; A = 255 makes saturation visible.
+TEST(GemmS8SevenBit, OneValueOutsideRangeTakesTheWidePath) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  for (int outlier : {-65, 65, -128, 127}) {
+    for (int K : {2, 17, 256}) {
+      Case c{3, 17, K, K, 17, 0, {}, {}, {}};
+      c.a.assign(static_cast<size_t>(c.M) * K, 255);
+      c.b.assign(static_cast<size_t>(K) * c.N, static_cast<int8_t>(outlier < 0 ? -64 : 64));
+      c.b.back() = static_cast<int8_t>(outlier);
+      const PackedB packed = pack(c);
+      EXPECT_FALSE(packed.fits_7bit) << outlier;
+      expect_exact(c, packed);
+    }
+  }
+  // The reference ISA never uses the flag.
+  std::vector<int8_t> small(16, 3);
+  EXPECT_FALSE(pack_b_s8(small.data(), 4, 4, Isa::kRef).fits_7bit);
+}
+
+// The wide kernel widens A into a fixed stack buffer, K in blocks of at most
+// 16384: K past that (and odd) accumulates across blocks.
+TEST(GemmS8SevenBit, WideKernelLongKIsExact) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(9);
+  for (auto [M, N, K] : {std::tuple{9, 17, 16385}, std::tuple{5, 33, 32770}, std::tuple{70, 20, 20001}}) {
+    for (bool with_b_zp : {false, true}) {
+      const Case c = make_case(rng, M, N, K, 77, with_b_zp, -128, 127, 3);
+      const PackedB packed = pack(c);
+      ASSERT_FALSE(packed.fits_7bit);
+      expect_exact(c, packed);
+    }
+  }
+  // And the 7-bit kernel on the same lengths.
+  const Case c = make_case(rng, 9, 17, 20001, 77, true, -64, 64, 3);
+  const PackedB packed = pack(c);
+  ASSERT_TRUE(packed.fits_7bit);
+  expect_exact(c, packed);
+}
+
+// Steady-state calls allocate nothing on either kernel (DESIGN.md §3).
+TEST(GemmS8SevenBit, CallsDoNotAllocate) {
+  for (Isa isa : {Isa::kRef, Isa::kAvx2}) {
+    if (!isa_implemented(isa) || !cpu_supports(cpu_features(), isa)) continue;
+    std::mt19937 rng(4);
+    for (auto [lo, hi] : {std::pair{-64, 64}, std::pair{-128, 127}}) {
+      for (bool with_b_zp : {false, true}) {
+        const Case c = make_case(rng, 37, 45, 300, 12, with_b_zp, lo, hi, 0);
+        const PackedB packed = pack_b_s8(c.b.data(), c.K, c.N, isa, c.b_zp.empty() ? nullptr : c.b_zp.data());
+        std::vector<int32_t> out(static_cast<size_t>(c.M) * c.ldc);
+        const long before = test::allocation_count();
+        gemm_u8s8_s32(c.a.data(), c.lda, c.M, c.a_zp, packed, out.data(), c.ldc, isa);
+        EXPECT_EQ(test::allocation_count(), before) << isa_name(isa) << " b in [" << lo << ", " << hi << "]";
+      }
+    }
+  }
+}
+
+// Several threads on disjoint row ranges with one PackedB, as the runtime
+// calls it, give the single-threaded result.
+TEST(GemmS8SevenBit, ConcurrentCallsOnDisjointRows) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(8);
+  for (auto [lo, hi] : {std::pair{-64, 64}, std::pair{-128, 127}}) {
+    const Case c = make_case(rng, 203, 70, 500, 100, true, lo, hi, 0);
+    const PackedB packed = pack(c);
+    const auto want = reference(c);
+    std::vector<int32_t> got(want.size(), -1);
+    std::vector<std::thread> threads;
+    const int parts = 4;
+    for (int t = 0; t < parts; ++t) {
+      threads.emplace_back([&, t] {
+        const int r0 = c.M * t / parts;
+        const int r1 = c.M * (t + 1) / parts;
+        for (int rep = 0; rep < 20; ++rep) {
+          gemm_u8s8_s32(c.a.data() + static_cast<size_t>(r0) * c.lda, c.lda, r1 - r0, c.a_zp, packed,
+                        got.data() + static_cast<size_t>(r0) * c.ldc, c.ldc, Isa::kAvx2);
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(got, want) << "b in [" << lo << ", " << hi << "]";
+  }
+}
+
+}  // namespace
+}  // namespace kvant
