@@ -2,6 +2,8 @@
 // layers: GOPS = 2 * c_out * h_out * w_out * (c_in / group) * kh * kw per run.
 //   build/release/bench/kvant_bench_qconv --benchmark_counters_tabular=true
 // Arguments: layer index (see kLayers), threads. ISAs this CPU lacks are skipped.
+// avx2_w7: the same GEMM layers with 7-bit weights (w in [-64, 64], as from
+// `kvant quantize --reduce-range`), which take the vpmaddubsw u8s7 path.
 // GOPS: from CPU time with one thread, from wall time with two (real_time).
 #include <benchmark/benchmark.h>
 
@@ -32,7 +34,7 @@ constexpr Layer kLayers[] = {
     {"mobilenetv2_14x14x576_dw3x3", 576, 14, 14, 576, 3, 1, 1, 576},
 };
 
-void BM_QConv(benchmark::State& state, Isa isa) {
+void BM_QConv(benchmark::State& state, Isa isa, bool seven_bit) {
   const Layer& l = kLayers[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
   if (!cpu_supports(cpu_features(), isa)) {
@@ -60,7 +62,7 @@ void BM_QConv(benchmark::State& state, Isa isa) {
   std::mt19937 rng(42);
   std::uniform_int_distribution<int> byte(0, 255);
   std::vector<int8_t> w(static_cast<size_t>(l.c_out) * (l.c_in / l.group) * l.k * l.k);
-  for (auto& v : w) v = static_cast<int8_t>(byte(rng) - 128);
+  for (auto& v : w) v = static_cast<int8_t>(seven_bit ? byte(rng) % 129 - 64 : byte(rng) - 128);
   for (int m = 0; m < l.c_out; ++m) {
     p.w_scale.push_back(0.001f * static_cast<float>(1 + m % 7));
     p.bias.push_back(byte(rng) * 10 - 1280);
@@ -98,13 +100,25 @@ void two_threads(benchmark::internal::Benchmark* b) {
   b->UseRealTime();
 }
 
-BENCHMARK_CAPTURE(BM_QConv, ref, Isa::kRef)
+// The GEMM layers (not depthwise) only.
+void gemm_layers(benchmark::internal::Benchmark* b, int threads) {
+  b->ArgNames({"layer", "threads"});
+  for (int i = 0; i < 3; ++i) b->Args({i, threads});
+  b->Unit(benchmark::kMicrosecond);
+  if (threads > 1) b->UseRealTime();
+}
+void gemm_one_thread(benchmark::internal::Benchmark* b) { gemm_layers(b, 1); }
+void gemm_two_threads(benchmark::internal::Benchmark* b) { gemm_layers(b, 2); }
+
+BENCHMARK_CAPTURE(BM_QConv, ref, Isa::kRef, false)
     ->ArgNames({"layer", "threads"})
     ->Args({0, 1})
     ->Args({3, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_QConv, avx2, Isa::kAvx2)->Apply(one_thread);
-BENCHMARK_CAPTURE(BM_QConv, avx2, Isa::kAvx2)->Apply(two_threads);
+BENCHMARK_CAPTURE(BM_QConv, avx2, Isa::kAvx2, false)->Apply(one_thread);
+BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true)->Apply(gemm_one_thread);
+BENCHMARK_CAPTURE(BM_QConv, avx2, Isa::kAvx2, false)->Apply(two_threads);
+BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true)->Apply(gemm_two_threads);
 
 }  // namespace
 }  // namespace kvant

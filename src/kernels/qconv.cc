@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -134,10 +135,45 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
   path_ = s.group > 1 ? Path::kGrouped : (direct_ ? Path::kGemm1x1 : Path::kIm2col);
   k_ = cin_g * taps;
   pairs_ = (k_ + 1) / 2;
+  quads_ = (k_ + 3) / 4;
   m_blocks_ = (cout_g + kRowBlock - 1) / kRowBlock;
+  u8s7_ = true;
+  for (int m = 0; m < c_out && u8s7_; ++m) {
+    const int8_t* wrow = weights + static_cast<int64_t>(m) * k_;
+    const int32_t zp = w_zp_[static_cast<size_t>(m)];
+    for (int k = 0; k < k_; ++k) {
+      if (std::abs(wrow[k] - zp) > 64) {
+        u8s7_ = false;
+        break;
+      }
+    }
+  }
+  if (u8s7_) {
+    // Raw activation bytes: int8 ones are flipped to x + 128, their zero point too.
+    const int32_t xzp = p_.x_zp + (p_.x_signed ? 128 : 0);
+    bias_u8s7_ = bias_;
+    packed_w8_.assign(static_cast<size_t>(s.group) * m_blocks_ * quads_ * kRowBlock * 4, 0);
+    for (int g = 0; g < s.group; ++g) {
+      for (int m = 0; m < cout_g; ++m) {
+        const int mg = g * cout_g + m;
+        const int8_t* wrow = weights + static_cast<int64_t>(mg) * k_;
+        int8_t* blk =
+            packed_w8_.data() + (static_cast<int64_t>(g) * m_blocks_ + m / kRowBlock) * quads_ * kRowBlock * 4;
+        int64_t colsum = 0;
+        for (int k = 0; k < k_; ++k) {
+          const int v = wrow[k] - w_zp_[static_cast<size_t>(mg)];
+          colsum += v;
+          blk[((k / 4) * kRowBlock + m % kRowBlock) * 4 + k % 4] = static_cast<int8_t>(v);
+        }
+        // Wraps like the int32 accumulator does: exact under qconv.h's limits.
+        bias_u8s7_[static_cast<size_t>(mg)] = static_cast<int32_t>(
+            static_cast<uint32_t>(bias_u8s7_[static_cast<size_t>(mg)]) - static_cast<uint32_t>(xzp * colsum));
+      }
+    }
+  }
   // Packed W: [group][block][pair][row][2] of w - w_zp, zero outside.
-  packed_w_.assign(static_cast<size_t>(s.group) * m_blocks_ * pairs_ * kRowBlock * 2, 0);
-  for (int g = 0; g < s.group; ++g) {
+  if (!u8s7_) packed_w_.assign(static_cast<size_t>(s.group) * m_blocks_ * pairs_ * kRowBlock * 2, 0);
+  for (int g = 0; g < s.group && !u8s7_; ++g) {
     for (int m = 0; m < cout_g; ++m) {
       const int mg = g * cout_g + m;
       const int8_t* wrow = weights + static_cast<int64_t>(mg) * k_;
@@ -164,10 +200,10 @@ size_t QConv::scratch_bytes() const { return slot_bytes_ * static_cast<size_t>(s
 const char* QConv::kernel_name() const {
   switch (path_) {
     case Path::kRef: return "qconv_ref";
-    case Path::kGemm1x1: return "qconv_1x1_gemm_avx2";
-    case Path::kIm2col: return "qconv_im2col_avx2";
+    case Path::kGemm1x1: return u8s7_ ? "qconv_1x1_gemm_u8s7_avx2" : "qconv_1x1_gemm_avx2";
+    case Path::kIm2col: return u8s7_ ? "qconv_im2col_u8s7_avx2" : "qconv_im2col_avx2";
     case Path::kDepthwise: return "qconv_depthwise_avx2";
-    case Path::kGrouped: return "qconv_grouped_avx2";
+    case Path::kGrouped: return u8s7_ ? "qconv_grouped_u8s7_avx2" : "qconv_grouped_avx2";
   }
   return "qconv_unknown";
 }
@@ -256,7 +292,16 @@ void QConv::run_gemm(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool*
         const int ncols = static_cast<int>(std::min<int64_t>(tile_cols_, hw - n0));
         if (ncols <= 0) continue;
         const uint8_t* xg = x + (static_cast<int64_t>(b) * s.c_in + static_cast<int64_t>(g) * cin_g) * hw_in;
-        if (tile_id != packed_tile) {
+        if (tile_id != packed_tile && u8s7_) {
+          auto* xpack8 = reinterpret_cast<uint8_t*>(xpack);
+          if (direct_) {
+            qconv_avx2::pack_x_u8(xg + n0, hw_in, k_, ncols, p_.x_signed, xpack8);
+          } else {
+            qconv_avx2::im2col(xg, s, cin_g, n0, ncols, static_cast<uint8_t>(p_.x_zp), cols_buf, tile_cols_);
+            qconv_avx2::pack_x_u8(cols_buf, tile_cols_, k_, ncols, p_.x_signed, xpack8);
+          }
+          packed_tile = tile_id;
+        } else if (tile_id != packed_tile) {
           if (direct_) {
             qconv_avx2::pack_x(xg + n0, hw_in, k_, ncols, p_.x_signed, p_.x_zp, xpack);
           } else {
@@ -271,6 +316,15 @@ void QConv::run_gemm(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool*
         const qconv_avx2::Requant rq{
             multiplier_.data() + mg0,          bias_.data() + mg0, p_.y_zp, static_cast<float>(lo_ - p_.y_zp),
             static_cast<float>(hi_ - p_.y_zp), p_.y_signed};
+        if (u8s7_) {
+          const qconv_avx2::Requant rq8{
+              multiplier_.data() + mg0, bias_u8s7_.data() + mg0, rq.y_zp, rq.lo, rq.hi, rq.y_signed};
+          const int8_t* wg8 = packed_w8_.data() + static_cast<int64_t>(g) * m_blocks_ * quads_ * kRowBlock * 4;
+          uint8_t* yg8 = y + (static_cast<int64_t>(b) * s.c_out + mg0) * hw + n0;
+          qconv_avx2::gemm_requant_u8(wg8, static_cast<int>(blk_begin), static_cast<int>(blk_end), cout_g, quads_,
+                                      reinterpret_cast<const uint8_t*>(xpack), ncols, rq8, yg8, hw);
+          continue;
+        }
         const int16_t* wg = packed_w_.data() + static_cast<int64_t>(g) * m_blocks_ * pairs_ * kRowBlock * 2;
         uint8_t* yg = y + (static_cast<int64_t>(b) * s.c_out + mg0) * hw + n0;
         qconv_avx2::gemm_requant(wg, static_cast<int>(blk_begin), static_cast<int>(blk_end), cout_g, pairs_, xpack,

@@ -19,7 +19,15 @@
 //   qconv_depthwise_avx2 group == c_in == c_out: per-channel multiply-accumulate
 //                        over the taps, vectorised across the output width.
 //   qconv_grouped_avx2   other groups: the GEMM path once per group.
-// The AVX2 GEMM subtracts both zero points while packing (x - x_zp and
+// 7-bit weights (every |w - w_zp[m]| <= 64, checked at construction; e.g.
+// `kvant quantize --reduce-range`): the GEMM paths instead keep activations
+// as raw bytes (int8: x ^ 0x80, x_zp + 128) and w' = w - w_zp as int8, and
+// use vpmaddubsw (pair sums <= 2*255*64 < 2^15: never saturate), with
+//   sum_k (x - x_zp) w' = sum_k x w' - x_zp * sum_k w'
+// the second term folded into the bias (padding taps read the raw x_zp byte,
+// so they cancel exactly too). Names: qconv_1x1_gemm_u8s7_avx2,
+// qconv_im2col_u8s7_avx2, qconv_grouped_u8s7_avx2. Same results bit for bit.
+// Otherwise the AVX2 GEMM subtracts both zero points while packing (x - x_zp and
 // w - w_zp both lie in [-255, 255], int16) and multiplies with vpmaddwd,
 // whose pair sums fit int32: exact with no zero-point correction terms.
 //
@@ -96,9 +104,13 @@ class QConv {
   std::vector<float> multiplier_;  // c_out values, padded
   int32_t lo_ = 0, hi_ = 255;      // output clamp, quantized domain
   // GEMM paths: per group, weights (w - w_zp) as int16 in blocks of rows.
+  bool u8s7_ = false;    // 7-bit weight path: packed_w8_, bias_u8s7_, quads_
   bool direct_ = false;  // 1x1, stride 1, no padding: X rows are packed as they are
   int k_ = 0, pairs_ = 0, m_blocks_ = 0, tile_cols_ = 0, tiles_ = 0;
   std::vector<int16_t> packed_w_;  // [group][m_block][pair][kRowBlock][2]
+  int quads_ = 0;
+  std::vector<int8_t> packed_w8_;   // [group][m_block][quad][kRowBlock][4] of w - w_zp
+  std::vector<int32_t> bias_u8s7_;  // bias - x_zp' * sum_k w', padded like bias_
   // Depthwise: per channel the (w - w_zp) tap pairs, and tap offsets.
   std::vector<int32_t> dw_weights_;  // [c][tap pair] as packed int16 pairs
   std::vector<int32_t> dw_offsets_;  // [tap pair][2] offsets into the padded plane

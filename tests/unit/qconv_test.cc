@@ -201,6 +201,25 @@ Case make_case(const Options& o, std::mt19937& rng) {
   return c;
 }
 
+// make_case with 7-bit weights: every w - w_zp in [-64, 64] (w_zp moved into
+// [-64, 63] so that fits int8), with -64 and 64 in places.
+Case make_case7(const Options& o, std::mt19937& rng) {
+  Case c = make_case(o, rng);
+  QConvParams& p = c.params;
+  for (int32_t& zp : p.w_zp) zp = std::clamp(zp, -64, 63);
+  std::uniform_int_distribution<int> d(-64, 64);
+  const size_t per_row = c.w.size() / static_cast<size_t>(p.shape.c_out);
+  for (size_t i = 0; i < c.w.size(); ++i) {
+    const size_t m = i / per_row;
+    const int zp = p.w_zp.empty() ? 0 : p.w_zp[p.w_zp.size() == 1 ? 0 : m];
+    int v = d(rng);
+    if (i % 5 == 0) v = -64;
+    if (i % 5 == 3) v = 64;
+    c.w[i] = static_cast<int8_t>(zp + v);
+  }
+  return c;
+}
+
 std::string describe(const Case& c) {
   const QConvParams& p = c.params;
   const ConvShape& s = p.shape;
@@ -336,6 +355,120 @@ TEST(QConv, NetworkLikeLayersMatchOracle) {
     SCOPED_TRACE(describe(c));
     check(c, oracle(c));
     if (HasFatalFailure()) return;
+  }
+}
+
+// The 7-bit weight path (vpmaddubsw on raw activation bytes, zero-point
+// correction folded into the bias) against the same oracle, on random shapes
+// of every GEMM path.
+TEST(QConv, SevenBitWeightsMatchOracle) {
+  std::mt19937 rng(77);
+  const int channels[] = {1, 3, 17, 63};
+  const int sizes[] = {1, 3, 7, 14};
+  const int kernels[] = {1, 3, 5, 7};
+  std::vector<std::string> names;
+  for (int i = 0; i < 200; ++i) {
+    std::uniform_int_distribution<int> pick(0, 3), coin(0, 1);
+    Options o{};
+    o.c_in = channels[pick(rng)];
+    o.c_out = channels[pick(rng)];
+    o.h = sizes[pick(rng)];
+    o.w = sizes[pick(rng)];
+    o.k = kernels[pick(rng)];
+    o.stride = 1 + coin(rng);
+    o.pad = pick(rng) == 0 ? 0 : o.k / 2;
+    o.dil = pick(rng) == 0 ? 2 : 1;
+    o.batch = 1 + coin(rng);
+    o.group = 1;
+    switch (pick(rng)) {
+      case 0:
+        o.c_in = 2 * std::max(1, o.c_in / 2);
+        o.c_out = 2 * std::max(1, o.c_out / 2);
+        o.group = 2;
+        break;
+      case 1:
+      case 2:
+        o.k = 1;
+        o.stride = 1;
+        o.pad = 0;
+        o.dil = 1;
+        break;
+      default: break;
+    }
+    const Case c = make_case7(o, rng);
+    SCOPED_TRACE(describe(c));
+    if (i < 20) {
+      EXPECT_EQ(oracle(c), run_reference_op(c));
+    }
+    check(c, oracle(c), &names);
+    if (HasFatalFailure()) return;
+  }
+  // Network-like sizes: several row blocks, tiles and a large K.
+  const Options big[] = {{64, 64, 20, 20, 3, 1, 1, 1, 1, 1},
+                         {64, 256, 30, 30, 1, 1, 0, 1, 1, 1},
+                         {512, 40, 7, 7, 3, 1, 1, 1, 1, 1},
+                         {24, 144, 56, 56, 1, 1, 0, 1, 1, 1},
+                         {64, 32, 17, 23, 3, 2, 1, 1, 4, 1}};
+  for (const Options& o : big) {
+    const Case c = make_case7(o, rng);
+    SCOPED_TRACE(describe(c));
+    check(c, oracle(c), &names);
+    if (HasFatalFailure()) return;
+  }
+  if (cpu_supports(cpu_features(), Isa::kAvx2)) {
+    for (const char* want : {"qconv_1x1_gemm_u8s7_avx2", "qconv_im2col_u8s7_avx2", "qconv_grouped_u8s7_avx2"}) {
+      EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
+    }
+    for (const std::string& n : names) {
+      // c_in = c_out = 1 is depthwise, which keeps its int16 kernel.
+      EXPECT_TRUE(n == "qconv_ref" || n == "qconv_depthwise_avx2" || n.find("u8s7") != std::string::npos)
+          << n << " ran on 7-bit weights";
+    }
+  }
+}
+
+// Extremes: every activation byte at its maximum (255, or 127 for int8) or
+// minimum, weights all -64 or all 64 from their zero point, large K; and one
+// weight at 65 from its zero point sends the layer to the int16 path.
+TEST(QConv, SevenBitExtremesAndFallback) {
+  std::mt19937 rng(5);
+  const Options opts[] = {{256, 8, 9, 9, 3, 1, 1, 1, 1, 1}, {1024, 8, 6, 6, 1, 1, 0, 1, 1, 1}};
+  for (const Options& o : opts) {
+    for (int variant = 0; variant < 8; ++variant) {
+      Case c = make_case7(o, rng);
+      QConvParams& p = c.params;
+      p.x_signed = (variant & 1) != 0;
+      const bool x_max = (variant & 2) != 0;
+      const int wv = (variant & 4) != 0 ? 64 : -64;
+      p.x_zp = p.x_signed ? (x_max ? -128 : 127) : (x_max ? 0 : 255);  // largest |x - x_zp|
+      for (auto& v : c.x) v = p.x_signed ? (x_max ? 0x7F : 0x80) : (x_max ? 0xFF : 0x00);
+      p.w_zp = {wv > 0 ? -64 : 63};
+      p.bias.clear();
+      p.x_scale = 1e-4f;
+      for (auto& v : c.w) v = static_cast<int8_t>(p.w_zp[0] + wv);
+      SCOPED_TRACE(describe(c));
+      std::vector<std::string> names;
+      check(c, oracle(c), &names);
+      if (HasFatalFailure()) return;
+      if (cpu_supports(cpu_features(), Isa::kAvx2)) {
+        EXPECT_NE(names.back().find("u8s7"), std::string::npos) << names.back();
+      }
+    }
+  }
+  for (const Options& o : opts) {
+    Case c = make_case7(o, rng);
+    const size_t at = c.w.size() / 2;
+    const size_t m = at / (c.w.size() / static_cast<size_t>(c.params.shape.c_out));
+    const int zp = c.params.w_zp.empty() ? 0 : c.params.w_zp[c.params.w_zp.size() == 1 ? 0 : m];
+    c.w[at] = static_cast<int8_t>(zp + 65 <= 127 ? zp + 65 : zp - 65);  // one weight 65 from its zero point
+    SCOPED_TRACE(describe(c));
+    std::vector<std::string> names;
+    check(c, oracle(c), &names);
+    if (HasFatalFailure()) return;
+    if (cpu_supports(cpu_features(), Isa::kAvx2)) {
+      EXPECT_EQ(names.back().find("u8s7"), std::string::npos) << names.back();
+      EXPECT_NE(names.back().find("avx2"), std::string::npos) << names.back();
+    }
   }
 }
 

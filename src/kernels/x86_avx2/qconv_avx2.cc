@@ -88,7 +88,93 @@ KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile(const in
   }
 }
 
+// As micro_tile, for int8 W quads and uint8 X quads (qconv_avx2.h).
+template <int kHalves>
+KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile_u8(const int8_t* wb, const uint8_t* xp,
+                                                                           int quads, __m256i (&acc)[kRowBlock][2]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 8
+  for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int q = 0; q < quads; ++q) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + q * 4 * kCols));
+    const __m256i x1 = kHalves == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + q * 4 * kCols + 32))
+                                    : _mm256_setzero_si256();
+    const int8_t* wp = wb + q * kRowBlock * 4;
+#pragma GCC unroll 8
+    for (int r = 0; r < kRowBlock; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, wp + 4 * r, sizeof(quad));
+      const __m256i wv = _mm256_set1_epi32(quad);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x0, wv), ones));
+      if (kHalves == 2) {
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones));
+      }
+    }
+  }
+}
+
 }  // namespace
+
+KVANT_TARGET_AVX2 void pack_x_u8(const uint8_t* src, int64_t ld, int K, int ncols, bool x_signed, uint8_t* out) {
+  const int quads = (K + 3) / 4;
+  const int panels = (ncols + kCols - 1) / kCols;
+  const __m128i flip = _mm_set1_epi8(x_signed ? static_cast<char>(0x80) : 0);
+  for (int q = 0; q < quads; ++q) {
+    const uint8_t* rows[4];
+    for (int i = 0; i < 4; ++i) rows[i] = 4 * q + i < K ? src + static_cast<int64_t>(4 * q + i) * ld : nullptr;
+    for (int j = 0; j < panels; ++j) {
+      const int n = j * kCols;
+      __m128i v[4];
+      for (int i = 0; i < 4; ++i) {
+        if (rows[i] == nullptr) {
+          v[i] = _mm_setzero_si128();
+        } else if (n + kCols <= ncols) {
+          v[i] = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + n)), flip);
+        } else {
+          alignas(16) uint8_t t[kCols] = {};
+          std::memcpy(t, rows[i] + n, static_cast<size_t>(ncols - n));
+          v[i] = _mm_xor_si128(_mm_load_si128(reinterpret_cast<const __m128i*>(t)), flip);
+        }
+      }
+      const __m128i ab_lo = _mm_unpacklo_epi8(v[0], v[1]), ab_hi = _mm_unpackhi_epi8(v[0], v[1]);
+      const __m128i cd_lo = _mm_unpacklo_epi8(v[2], v[3]), cd_hi = _mm_unpackhi_epi8(v[2], v[3]);
+      auto* dst = reinterpret_cast<__m128i*>(out + (static_cast<int64_t>(j) * quads + q) * 4 * kCols);
+      _mm_storeu_si128(dst + 0, _mm_unpacklo_epi16(ab_lo, cd_lo));  // columns 0-3
+      _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(ab_lo, cd_lo));  // 4-7
+      _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));  // 8-11
+      _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));  // 12-15
+    }
+  }
+}
+
+KVANT_TARGET_AVX2 void gemm_requant_u8(const int8_t* w, int block_begin, int block_end, int M, int quads,
+                                       const uint8_t* xpack, int ncols, const Requant& rq, uint8_t* y, int64_t ldy) {
+  const int panels = (ncols + kCols - 1) / kCols;
+  const __m256 lo = _mm256_set1_ps(rq.lo);
+  const __m256 hi = _mm256_set1_ps(rq.hi);
+  const __m256i zp = _mm256_set1_epi32(rq.y_zp);
+  for (int blk = block_begin; blk < block_end; ++blk) {
+    const int8_t* wb = w + static_cast<int64_t>(blk) * quads * kRowBlock * 4;
+    const int m0 = blk * kRowBlock;
+    const int rows = std::min(kRowBlock, M - m0);
+    for (int j = 0; j < panels; ++j) {
+      const uint8_t* xp = xpack + static_cast<int64_t>(j) * quads * 4 * kCols;
+      const int cols = std::min(kCols, ncols - j * kCols);
+      __m256i acc[kRowBlock][2];
+      if (cols > kCols / 2) {
+        micro_tile_u8<2>(wb, xp, quads, acc);
+      } else {
+        micro_tile_u8<1>(wb, xp, quads, acc);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const int m = m0 + r;
+        const __m128i q = requant16(acc[r][0], acc[r][1], _mm256_set1_epi32(rq.bias[m]),
+                                    _mm256_set1_ps(rq.multiplier[m]), lo, hi, zp, rq.y_signed);
+        store_bytes(y + m * ldy + j * kCols, q, cols);
+      }
+    }
+  }
+}
 
 void im2col(const uint8_t* x, const ConvShape& s, int cin_g, int n0, int ncols, uint8_t fill, uint8_t* out, int ld) {
   const int64_t plane = static_cast<int64_t>(s.h_in) * s.w_in;

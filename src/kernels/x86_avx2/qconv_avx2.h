@@ -47,6 +47,22 @@ void pack_x(const uint8_t* src, int64_t ld, int K, int ncols, bool x_signed, int
 void gemm_requant(const int16_t* w, int block_begin, int block_end, int M, int pairs, const int16_t* xpack, int ncols,
                   const Requant& rq, uint8_t* y, int64_t ldy);
 
+// 7-bit weight path (every |w - w_zp| <= 64): u8 x s8 with vpmaddubsw, whose
+// pair sums (at most 2 * 255 * 64 = 32640) never saturate, then vpmaddwd by
+// ones: 4 products per int32 lane. Activations stay raw bytes (int8 ones
+// xor 0x80); the caller folds -x_zp' * sum_k w' into the bias.
+//   packed W: blocks of kRowBlock rows; per k quad q, per row r: the 4 int8
+//             w'[r, 4q..4q+3], broadcast as one int32 by the kernel.
+//   packed X: panels of kCols columns; per k quad q: 64 bytes, column n at
+//             bytes 4n..4n+3 = x[4q..4q+3, n].
+// Packs X rows [K][ld] (ncols used) as raw bytes (xor 0x80 when x_signed);
+// rows past K are zero (their weights are zero), tail columns are zero.
+void pack_x_u8(const uint8_t* src, int64_t ld, int K, int ncols, bool x_signed, uint8_t* out);
+
+// As gemm_requant, for packed int8 W quads and pack_x_u8 panels.
+void gemm_requant_u8(const int8_t* w, int block_begin, int block_end, int M, int quads, const uint8_t* xpack, int ncols,
+                     const Requant& rq, uint8_t* y, int64_t ldy);
+
 // Depthwise: fills plane [rows][stride_w][width] with the padded input
 // channel minus x_zp, phase q of a row holding its columns q, q+sw, q+2sw...
 void depthwise_fill(const uint8_t* x, const ConvShape& s, bool x_signed, int32_t x_zp, int rows, int width,
