@@ -34,6 +34,9 @@ MODELS = [
 ]
 
 
+KEEP_MARKER = "<!-- hand-written notes below: kept when accuracy_table.py rewrites this file -->"
+
+
 def run(cmd):
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -126,12 +129,24 @@ def main():
     if problems:
         print("\nlimits missed:\n" + "\n".join("  " + p for p in problems))
     if args.out:
+        # Hand-written notes after KEEP_MARKER in an existing file survive regeneration.
+        kept = ""
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                old = f.read()
+            if KEEP_MARKER in old:
+                kept = old[old.index(KEEP_MARKER):]
         with open(args.out, "w") as f:
             f.write(f"<!-- written by: /usr/bin/python3 scripts/accuracy_table.py --out {args.out} -->\n\n")
             f.write(f"{samples} Fashion-MNIST test images; calibration: {args.samples} training images "
                     f"(`--preprocess {PREP}`).\n\n{table}\n")
             if problems:
                 f.write("\nLimits missed:\n\n" + "\n".join("- " + p for p in problems) + "\n")
+            else:
+                f.write("\nAll of the issue's limits are met (INT8 loses <= 0.5 points, INT4 <= 2 points; INT8 <= 30%, "
+                        "INT4 <= 18% of FP32).\n")
+            if kept:
+                f.write("\n" + kept)
     return 1 if (args.check and problems) else 0
 
 

@@ -165,7 +165,9 @@ int quantize_command(const QuantizeArgs& a) {
   // or retyped; readers infer them again, so they are not written.
   quantized.graph.value_info.clear();
   Model written = quantized;
-  compact_new_names(fp32, written);
+  // Against the user's file, not the prepared model: names that preparation
+  // made up (BatchNorm-folded biases) are short ids too.
+  compact_new_names(original, written);
   const Status saved = save_onnx(written, a.output);
   if (!saved.ok()) throw Error(saved.code(), saved.message());
 
@@ -197,7 +199,7 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->footer(
       "Modes:\n"
       "  static       INT8 weights (per channel) and activations; needs --calib DATA\n"
-      "  dynamic      INT8 weights of MatMul/Gemm/LSTM/GRU, activations quantized at run time\n"
+      "  dynamic      INT8 weights of MatMul/Gemm/Conv/LSTM/GRU, activations quantized at run time\n"
       "  weight-only  INT4/INT8 MatMul/Gemm weights with a scale per --group-size values (RTN)\n"
       "DATA: a .npy or .npz file, a folder of .npy files (or one subfolder per input), a folder of ONNX\n"
       "test-data .pb tensors, a folder of PNG/JPEG images (with --preprocess), or an IDX image file.\n\n"

@@ -64,8 +64,9 @@ std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vect
 Model quantize_static(const Model& model, SampleSource& calibration, const QuantizeOptions& options,
                       QuantizeSummary* summary);
 
-// Dynamic INT8: MatMul/Gemm weights int8 with per-call activation
-// quantization (DynamicQuantizeLinear + MatMulInteger), LSTM/GRU/RNN weights int8.
+// Dynamic INT8: MatMul/Gemm/Conv weights int8 with per-call activation
+// quantization (DynamicQuantizeLinear + MatMulInteger / ConvInteger),
+// LSTM/GRU/RNN weights int8.
 Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary);
 
 // Weight-only RTN: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with
