@@ -76,7 +76,11 @@ ort_time() {
   node scripts/ort_run.js "$1" --inputs-dir "$inputs" --threads "$2" --bench "$runs" | sed -nE 's/.*"median_ms":([0-9.]+).*/\1/p'
 }
 rss_mb() {  # CMD... -> peak RSS in MB
-  /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f", $1 / 1024}'
+  local f
+  f=$(mktemp)
+  /usr/bin/time -o "$f" -f "%M" "$@" >/dev/null 2>&1
+  awk '{printf "%.0f", $1 / 1024}' "$f"
+  rm -f "$f"
 }
 
 table="| model | threads | kvant FP32 ms | kvant INT8 ms | ORT FP32 ms | ORT INT8 ms | kvant INT8 vs kvant FP32 | kvant FP32 / ORT FP32 | kvant INT8 / ORT INT8 |
