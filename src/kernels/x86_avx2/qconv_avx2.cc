@@ -280,8 +280,14 @@ KVANT_TARGET_AVX2 void gemm_requant(const int16_t* w, int block_begin, int block
 }
 
 // Its zero-store loops are short (a pad or a row); as memset calls they cost
-// more than the stores, so GCC must not turn them into calls.
-KVANT_TARGET_AVX2 __attribute__((optimize("no-tree-loop-distribute-patterns"))) void depthwise_fill(
+// more than the stores, so GCC must not turn them into calls (clang, used for
+// the fuzzing build, has no such attribute).
+#if defined(__clang__)
+#define KVANT_NO_MEMSET_CALLS
+#else
+#define KVANT_NO_MEMSET_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+KVANT_TARGET_AVX2 KVANT_NO_MEMSET_CALLS void depthwise_fill(
     const uint8_t* x, const ConvShape& s, bool x_signed, int32_t x_zp, int rows, int width, int16_t* plane) {
   const int sw = s.stride_w;
   const int64_t row_stride = static_cast<int64_t>(sw) * width;
