@@ -23,10 +23,9 @@
 #include <string>
 #include <vector>
 
+#include "alloc_counter.h"
 #include "ops/op_registry.h"
 #include "runtime/thread_pool.h"
-
-#include "alloc_counter.h"
 
 namespace kvant {
 namespace {

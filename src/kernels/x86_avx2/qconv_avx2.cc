@@ -287,8 +287,8 @@ KVANT_TARGET_AVX2 void gemm_requant(const int16_t* w, int block_begin, int block
 #else
 #define KVANT_NO_MEMSET_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
-KVANT_TARGET_AVX2 KVANT_NO_MEMSET_CALLS void depthwise_fill(
-    const uint8_t* x, const ConvShape& s, bool x_signed, int32_t x_zp, int rows, int width, int16_t* plane) {
+KVANT_TARGET_AVX2 KVANT_NO_MEMSET_CALLS void depthwise_fill(const uint8_t* x, const ConvShape& s, bool x_signed,
+                                                            int32_t x_zp, int rows, int width, int16_t* plane) {
   const int sw = s.stride_w;
   const int64_t row_stride = static_cast<int64_t>(sw) * width;
   const __m256i zp = _mm256_set1_epi16(static_cast<int16_t>(x_zp));
