@@ -25,15 +25,6 @@ void rows_scalar(const W8Matrix& w, const float* x, float* y, int n0, int n1, bo
   }
 }
 
-bool use_avx2() {
-#if defined(__x86_64__)
-  static const bool yes = cpu_supports(cpu_features(), Isa::kAvx2) && selected_isa() != Isa::kRef;
-  return yes;
-#else
-  return false;
-#endif
-}
-
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -90,7 +81,7 @@ void gemv_w8(const W8Matrix& w, const float* x, int ldx, int M, float* y, int ld
     const float* xm = x + static_cast<int64_t>(m) * ldx;
     float* ym = y + static_cast<int64_t>(m) * ldy;
 #if defined(__x86_64__)
-    if (use_avx2()) {
+    if (avx2_kernels_enabled()) {
       rows_avx2(w, xm, ym, 0, w.n, accumulate);
       continue;
     }

@@ -43,15 +43,6 @@ float erf_scalar(float x) {
   return x < 0 ? -v : v;
 }
 
-bool use_avx2() {
-#if defined(__x86_64__)
-  static const bool yes = cpu_supports(cpu_features(), Isa::kAvx2) && selected_isa() != Isa::kRef;
-  return yes;
-#else
-  return false;
-#endif
-}
-
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpLo)), _mm256_set1_ps(kExpHi));
@@ -119,7 +110,7 @@ __attribute__((target("avx2,fma"))) int64_t exp_shifted_avx2(const float* x, flo
 void exp_f32(const float* x, float* y, int64_t n) {
   int64_t i = 0;
 #if defined(__x86_64__)
-  if (use_avx2()) i = exp_avx2(x, y, n);
+  if (avx2_kernels_enabled()) i = exp_avx2(x, y, n);
 #endif
   for (; i < n; ++i) y[i] = exp_scalar(x[i]);
 }
@@ -127,7 +118,7 @@ void exp_f32(const float* x, float* y, int64_t n) {
 void erf_f32(const float* x, float* y, int64_t n) {
   int64_t i = 0;
 #if defined(__x86_64__)
-  if (use_avx2()) i = erf_avx2(x, y, n);
+  if (avx2_kernels_enabled()) i = erf_avx2(x, y, n);
 #endif
   for (; i < n; ++i) y[i] = erf_scalar(x[i]);
 }
@@ -136,7 +127,7 @@ float exp_shifted_sum_f32(const float* x, float shift, float* y, int64_t n) {
   int64_t i = 0;
   float sum = 0;
 #if defined(__x86_64__)
-  if (use_avx2()) i = exp_shifted_avx2(x, shift, y, n, sum);
+  if (avx2_kernels_enabled()) i = exp_shifted_avx2(x, shift, y, n, sum);
 #endif
   for (; i < n; ++i) {
     y[i] = exp_scalar(x[i] - shift);
@@ -190,7 +181,7 @@ __attribute__((target("avx2,fma"))) int64_t quantize_avx2(const float* x, uint8_
 void sigmoid_f32(const float* x, float* y, int64_t n) {
   int64_t i = 0;
 #if defined(__x86_64__)
-  if (use_avx2()) i = sigmoid_avx2(x, y, n);
+  if (avx2_kernels_enabled()) i = sigmoid_avx2(x, y, n);
 #endif
   for (; i < n; ++i) y[i] = 1.0f / (1.0f + exp_scalar(-x[i]));
 }
@@ -199,7 +190,7 @@ void quantize_f32(const float* x, void* y, int64_t n, float scale, int32_t zp, b
   auto* out = static_cast<uint8_t*>(y);
   int64_t i = 0;
 #if defined(__x86_64__)
-  if (use_avx2())
+  if (avx2_kernels_enabled())
     i = is_signed ? quantize_avx2<true>(x, out, n, scale, zp) : quantize_avx2<false>(x, out, n, scale, zp);
 #endif
   const double lo = is_signed ? -128.0 : 0.0, hi = is_signed ? 127.0 : 255.0;
