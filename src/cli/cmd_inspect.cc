@@ -30,7 +30,38 @@ struct InspectOptions {
   bool layers = false;
   bool plan = false;
   int threads = 1;
+  int64_t batch = 1;
+  std::vector<std::string> batch_dims;       // symbolic leading dims set to `batch`
+  std::map<std::string, TypeInfo> declared;  // inputs' declared types, before that
 };
+
+// Inputs whose only unknown dim is the leading (batch) one get `batch` there,
+// as model summaries usually count per sample; --shape wins. Returns the
+// names of the dims so fixed, for the note printed under MACs.
+std::vector<std::string> default_batch_dims(InspectOptions& opt, ShapeOverrides& overrides) {
+  LoadOptions bare;
+  bare.infer_shapes = false;
+  const Model model = load_model(opt.model, bare);
+  std::vector<std::string> fixed;
+  for (const auto& in : model.graph.inputs) {
+    if (model.graph.initializers.count(in.name) || overrides.count(in.name)) continue;
+    if (!in.type.has_shape || in.type.dims.empty() || in.type.dims[0].known()) continue;
+    std::vector<int64_t> dims{opt.batch};
+    for (size_t i = 1; i < in.type.dims.size(); ++i) {
+      if (!in.type.dims[i].known()) {
+        dims.clear();
+        break;
+      }
+      dims.push_back(in.type.dims[i].value);
+    }
+    if (dims.empty()) continue;
+    overrides[in.name] = dims;
+    opt.declared[in.name] = in.type;
+    std::string dim_name = in.type.dims[0].param.empty() ? "?" : in.type.dims[0].param;
+    if (std::find(fixed.begin(), fixed.end(), dim_name) == fixed.end()) fixed.push_back(dim_name);
+  }
+  return fixed;
+}
 
 // The compiled plan for the declared (or --shape) input shapes.
 void print_plan(const InspectOptions& opt, const Model& model, std::ostream& out) {
@@ -38,7 +69,12 @@ void print_plan(const InspectOptions& opt, const Model& model, std::ostream& out
   for (const auto& in : model.graph.inputs) {
     if (model.graph.initializers.count(in.name)) continue;
     Shape shape;
+    const bool batch_defaulted = opt.declared.count(in.name) > 0;
     for (const Dim& d : in.type.dims) {
+      if (!d.known() && batch_defaulted && shape.empty()) {
+        shape.push_back(opt.batch);
+        continue;
+      }
       if (!d.known()) {
         throw Error(ErrorCode::kInvalidArgument, "--plan needs every input dim: give --shape " + in.name +
                                                      "=... (it is " + in.type.to_string() + ")");
@@ -162,6 +198,8 @@ void print_json(const InspectOptions& opt, const Model& model, int64_t file_byte
     if (!l.macs) layer.set("reason", l.reason);
     layers.push(std::move(layer));
   }
+  Json assumed = Json::array();
+  for (const auto& n : opt.batch_dims) assumed.push(n);
   Json root = Json::object();
   root.set("file", opt.model)
       .set("file_bytes", file_bytes)
@@ -183,6 +221,8 @@ void print_json(const InspectOptions& opt, const Model& model, int64_t file_byte
                        .set("total", macs.total)
                        .set("layers_counted", static_cast<int64_t>(macs.layers.size()))
                        .set("layers_unknown", macs.unknown)
+                       .set("batch", opt.batch)
+                       .set("batch_dims_assumed", std::move(assumed))
                        .set("layers", std::move(layers)));
   std::cout << root.dump() << "\n";
 }
@@ -243,6 +283,11 @@ void print_text(const InspectOptions& opt, const Model& model, int64_t file_byte
   out << " in " << macs.layers.size() << (macs.layers.size() == 1 ? " compute layer" : " compute layers");
   if (macs.unknown) out << ", " << macs.unknown << " unknown";
   out << "\n";
+  if (!opt.batch_dims.empty()) {
+    std::string names;
+    for (const auto& n : opt.batch_dims) names += (names.empty() ? "'" : ", '") + n + "'";
+    out << "  (symbolic leading dim " << names << " taken as " << opt.batch << "; --batch N or --shape to change)\n";
+  }
   if (macs.unknown && has_symbolic_input(graph)) {
     out << "  (inputs have symbolic dims: give --shape NAME=1x3x224x224 to count every layer)\n";
   }
@@ -300,12 +345,20 @@ CommandFn add_inspect_command(CLI::App& app) {
                 "Also compile the model and print the plan: kernel per step, arena offsets, arena size vs the sum "
                 "of all tensors");
   cmd->add_option("--threads", opt->threads, "Threads for --plan")->capture_default_str();
+  cmd->add_option("--batch", opt->batch,
+                  "Size given to an input's symbolic leading (batch) dim when --shape does not fix that input")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   return [opt]() {
     LoadOptions load;
     load.infer_shapes = true;
     load.input_shapes = parse_shape_args(opt->shapes);
+    opt->batch_dims = default_batch_dims(*opt, load.input_shapes);
     Model model = load_model(opt->model, load);
     apply_shape_overrides(model.graph, load.input_shapes);
+    for (auto& in : model.graph.inputs) {  // show what the file declares
+      if (auto it = opt->declared.find(in.name); it != opt->declared.end()) in.type = it->second;
+    }
     std::error_code ec;
     const auto size = std::filesystem::file_size(opt->model, ec);
     const int64_t file_bytes = ec ? 0 : static_cast<int64_t>(size);

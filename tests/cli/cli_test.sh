@@ -38,6 +38,12 @@ if ! $PY -c 'import json,sys; d=json.load(open("out.txt")); assert d["macs"]["to
 fi
 $PY "$CASE_PY" symbolic sym.onnx
 expect_ok "inspect symbolic" "float32[batch,4]" "$KVANT" inspect sym.onnx
+grep -q "symbolic leading dim 'batch' taken as 1" out.txt && grep -q "MACs        0 " out.txt && pass || fail "inspect batch note: $(cat out.txt)"
+expect_ok "inspect --batch" '"batch": 3' "$KVANT" inspect sym.onnx --batch 3 --json
+if ! $PY -c 'import json; d=json.load(open("out.txt")); assert d["inputs"][0]["shape"] == ["batch", 4], d["inputs"]; assert d["macs"]["batch_dims_assumed"] == ["batch"], d["macs"]' 2>err.txt; then
+  fail "inspect --batch content: $(cat err.txt)"
+fi
+expect_error "inspect --batch 0" "--batch" "$KVANT" inspect sym.onnx --batch 0
 expect_ok "inspect --shape" '"shape": [' "$KVANT" inspect sym.onnx --shape x=2x4 --json
 if ! $PY -c 'import json; d=json.load(open("out.txt")); assert d["inputs"][0]["shape"] == [2, 4], d["inputs"]; assert d["parameters"]["total"] == 4' 2>err.txt; then
   fail "inspect --shape content: $(cat err.txt)"
@@ -107,7 +113,9 @@ expect_ok "bench --reference" "reference (plain kernels, 1 thread)" "$KVANT" ben
 expect_ok "bench --profile" "by kernel" "$KVANT" bench "$ADD" --runs 2 --profile
 expect_error "bench --profile --reference" "--profile" "$KVANT" bench "$ADD" --runs 2 --profile --reference
 expect_ok "inspect --plan" "arena" "$KVANT" inspect "$ADD" --plan
-expect_error "inspect --plan symbolic" "--plan needs every input dim" "$KVANT" inspect sym.onnx --plan
+expect_ok "inspect --plan batch" "arena" "$KVANT" inspect sym.onnx --plan
+$PY "$CASE_PY" symbolic2 sym2.onnx
+expect_error "inspect --plan symbolic" "--plan needs every input dim" "$KVANT" inspect sym2.onnx --plan
 expect_error "bench symbolic dim" 'symbolic dim "batch"' "$KVANT" bench sym.onnx
 expect_ok "bench --shape" "float32[2,4]" "$KVANT" bench sym.onnx --shape x=2x4 --runs 2
 expect_error "bench --runs 0" "--runs" "$KVANT" bench "$ADD" --runs 0

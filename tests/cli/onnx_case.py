@@ -4,6 +4,7 @@
   onnx_case.py prepare CASE_DIR WORK_DIR   write WORK_DIR/<input>.npy, print the --input arguments
   onnx_case.py check CASE_DIR OUT_DIR      compare OUT_DIR/<output>.npy with output_K.pb
   onnx_case.py symbolic MODEL              write y = x + c with x: float32[batch, 4]
+  onnx_case.py symbolic2 MODEL             the same with x: float32[batch, n]
   onnx_case.py npy KIND PATH               write a special .npy file (see KINDS)
 """
 import re
@@ -55,9 +56,9 @@ def check(case_dir, out_dir):
             sys.exit(f"{out.name}: values differ (max abs diff {np.max(np.abs(got - want))})")
 
 
-def symbolic(path):
-    x = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
-    y = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
+def symbolic(path, inner=4):
+    x = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", inner])
+    y = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", inner])
     c = nh.from_array(np.array([1, 2, 3, 4], dtype=np.float32), "c")
     graph = oh.make_graph([oh.make_node("Add", ["x", "c"], ["y"], name="add")], "sym", [x], [y], [c])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)], producer_name="cli_test")
@@ -110,6 +111,8 @@ if __name__ == "__main__":
         check(sys.argv[2], sys.argv[3])
     elif cmd == "symbolic":
         symbolic(sys.argv[2])
+    elif cmd == "symbolic2":
+        symbolic(sys.argv[2], inner="n")
     elif cmd == "npy":
         special(sys.argv[2], sys.argv[3])
     elif cmd == "load":  # print an .npy as a flat list (for spot checks)
