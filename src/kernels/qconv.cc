@@ -25,7 +25,7 @@ namespace {
   throw Error(code, m);
 }
 
-constexpr int kRowBlock = 4;               // = qconv_avx2::kRowBlock
+constexpr int kRowBlock = 6;               // = qconv_avx2::kRowBlock
 constexpr int kCols = 16;                  // = qconv_avx2::kCols
 constexpr size_t kTileBytes = 160 * 1024;  // im2col + packed X per slot (L2)
 

@@ -65,51 +65,121 @@ KVANT_TARGET_AVX2 inline __m256i widen16(const uint8_t* p, bool x_signed, __m256
   return _mm256_sub_epi16(w, zp);
 }
 
-// acc[r][h] = sum over pairs of W block row r times X columns 8h..8h+7,
-// for h < kHalves (the rest zero).
+// The micro-kernels: acc[r][h] = sum over the k steps of W block row r times
+// X columns 8h..8h+7, for the kRowBlock = 6 rows and h < kHalves (the rest
+// zero). Written in inline assembly because GCC, given the same loop in
+// intrinsics, spills some of the 12 accumulators to the stack and the
+// store-reload chain then halves the rate. Registers: ymm0-11 accumulators
+// (acc[r][h] in ymm(2r+h)), ymm12/13 the two X halves, ymm14 the broadcast
+// W value, ymm15 the product. Each k step reads 64 bytes of X (one panel
+// row: 16 columns of an int16 pair, or of a byte quad) and 24 bytes of W (6
+// rows of an int16 pair or of a byte quad).
+static_assert(kRowBlock == 6 && kCols == 16, "the assembly below is written for 6 x 16 tiles");
+
+#define KV_ZERO(i) "vpxor %%xmm" #i ",%%xmm" #i ",%%xmm" #i "\n\t"
+#define KV_STORE(i, off) "vmovdqu %%ymm" #i "," #off "(%[acc])\n\t"
+#define KV_ZERO_ALL                                                                                                \
+  KV_ZERO(0) KV_ZERO(1) KV_ZERO(2) KV_ZERO(3) KV_ZERO(4) KV_ZERO(5) KV_ZERO(6) KV_ZERO(7) KV_ZERO(8) KV_ZERO(9) \
+      KV_ZERO(10) KV_ZERO(11)
+#define KV_STORE_ALL                                                                                                \
+  KV_STORE(0, 0) KV_STORE(1, 32) KV_STORE(2, 64) KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) \
+      KV_STORE(7, 224) KV_STORE(8, 256) KV_STORE(9, 288) KV_STORE(10, 320) KV_STORE(11, 352)
+// Row r of an int16-pair step: broadcast the pair at byte `off` of W,
+// multiply-add with the X halves (vpmaddwd: two exact products per lane).
+#define KV_PAIR2(off, a, b)                                                                       \
+  "vpbroadcastd " #off "(%[w]),%%ymm14\n\t"                                                       \
+  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"                \
+  "vpmaddwd %%ymm13,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #b ",%%ymm" #b "\n\t"
+#define KV_PAIR1(off, a)                                      \
+  "vpbroadcastd " #off "(%[w]),%%ymm14\n\t"                   \
+  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\t"                      \
+  "vpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"
+// Row r of a byte-quad step: vpmaddubsw (unsigned X, signed W; pair sums
+// cannot saturate for 7-bit W, qconv.h), then vpmaddwd with ones.
+#define KV_QUAD_HALF(x, a)                                                          \
+  "vpmaddubsw %%ymm14,%%ymm" #x ",%%ymm15\n\tvpmaddwd %[ones],%%ymm15,%%ymm15\n\t" \
+  "vpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"
+#define KV_QUAD2(off, a, b) "vpbroadcastd " #off "(%[w]),%%ymm14\n\t" KV_QUAD_HALF(12, a) KV_QUAD_HALF(13, b)
+#define KV_QUAD1(off, a) "vpbroadcastd " #off "(%[w]),%%ymm14\n\t" KV_QUAD_HALF(12, a)
+#define KV_CLOBBERS                                                                                                 \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
+      "xmm14", "xmm15", "cc", "memory"
+
+// int16 pairs: W 24 bytes and X 64 bytes per step.
 template <int kHalves>
-KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile(const int16_t* wb, const int16_t* xp, int pairs,
-                                                                        __m256i (&acc)[kRowBlock][2]) {
-#pragma GCC unroll 8
-  for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (int p = 0; p < pairs; ++p) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols));
-    const __m256i x1 = kHalves == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + p * 2 * kCols + kCols))
-                                    : _mm256_setzero_si256();
-    const int16_t* wp = wb + p * kRowBlock * 2;
-#pragma GCC unroll 8
-    for (int r = 0; r < kRowBlock; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, wp + 2 * r, sizeof(pair));
-      const __m256i wv = _mm256_set1_epi32(pair);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(wv, x0));
-      if (kHalves == 2) acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(wv, x1));
-    }
+KVANT_TARGET_AVX2 void micro_tile(const int16_t* wb, const int16_t* xp, int pairs, __m256i (&acc)[kRowBlock][2]) {
+  int64_t steps = pairs;
+  if (kHalves == 2) {
+    asm volatile(KV_ZERO_ALL
+                 "test %[n],%[n]\n\t"
+                 "jz 2f\n\t"
+                 "1:\n\t"
+                 "vmovdqu (%[x]),%%ymm12\n\t"
+                 "vmovdqu 32(%[x]),%%ymm13\n\t" KV_PAIR2(0, 0, 1) KV_PAIR2(4, 2, 3) KV_PAIR2(8, 4, 5) KV_PAIR2(12, 6, 7)
+                     KV_PAIR2(16, 8, 9) KV_PAIR2(20, 10, 11)
+                 "add $64,%[x]\n\t"
+                 "add $24,%[w]\n\t"
+                 "dec %[n]\n\t"
+                 "jnz 1b\n\t"
+                 "2:\n\t" KV_STORE_ALL
+                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
+                 : [acc] "r"(&acc[0][0])
+                 : KV_CLOBBERS);
+  } else {
+    asm volatile(KV_ZERO_ALL
+                 "test %[n],%[n]\n\t"
+                 "jz 2f\n\t"
+                 "1:\n\t"
+                 "vmovdqu (%[x]),%%ymm12\n\t" KV_PAIR1(0, 0) KV_PAIR1(4, 2) KV_PAIR1(8, 4) KV_PAIR1(12, 6)
+                     KV_PAIR1(16, 8) KV_PAIR1(20, 10)
+                 "add $64,%[x]\n\t"
+                 "add $24,%[w]\n\t"
+                 "dec %[n]\n\t"
+                 "jnz 1b\n\t"
+                 "2:\n\t" KV_STORE_ALL
+                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
+                 : [acc] "r"(&acc[0][0])
+                 : KV_CLOBBERS);
   }
 }
 
-// As micro_tile, for int8 W quads and uint8 X quads (qconv_avx2.h).
+// int8 W quads and uint8 X quads (qconv_avx2.h): W 24 bytes and X 64 bytes
+// per step.
 template <int kHalves>
-KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void micro_tile_u8(const int8_t* wb, const uint8_t* xp,
-                                                                           int quads, __m256i (&acc)[kRowBlock][2]) {
+KVANT_TARGET_AVX2 void micro_tile_u8(const int8_t* wb, const uint8_t* xp, int quads, __m256i (&acc)[kRowBlock][2]) {
+  int64_t steps = quads;
   const __m256i ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 8
-  for (int r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (int q = 0; q < quads; ++q) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + q * 4 * kCols));
-    const __m256i x1 = kHalves == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + q * 4 * kCols + 32))
-                                    : _mm256_setzero_si256();
-    const int8_t* wp = wb + q * kRowBlock * 4;
-#pragma GCC unroll 8
-    for (int r = 0; r < kRowBlock; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, wp + 4 * r, sizeof(quad));
-      const __m256i wv = _mm256_set1_epi32(quad);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x0, wv), ones));
-      if (kHalves == 2) {
-        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones));
-      }
-    }
+  if (kHalves == 2) {
+    asm volatile(KV_ZERO_ALL
+                 "test %[n],%[n]\n\t"
+                 "jz 2f\n\t"
+                 "1:\n\t"
+                 "vmovdqu (%[x]),%%ymm12\n\t"
+                 "vmovdqu 32(%[x]),%%ymm13\n\t" KV_QUAD2(0, 0, 1) KV_QUAD2(4, 2, 3) KV_QUAD2(8, 4, 5) KV_QUAD2(12, 6, 7)
+                     KV_QUAD2(16, 8, 9) KV_QUAD2(20, 10, 11)
+                 "add $64,%[x]\n\t"
+                 "add $24,%[w]\n\t"
+                 "dec %[n]\n\t"
+                 "jnz 1b\n\t"
+                 "2:\n\t" KV_STORE_ALL
+                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
+                 : [acc] "r"(&acc[0][0]), [ones] "m"(ones)
+                 : KV_CLOBBERS);
+  } else {
+    asm volatile(KV_ZERO_ALL
+                 "test %[n],%[n]\n\t"
+                 "jz 2f\n\t"
+                 "1:\n\t"
+                 "vmovdqu (%[x]),%%ymm12\n\t" KV_QUAD1(0, 0) KV_QUAD1(4, 2) KV_QUAD1(8, 4) KV_QUAD1(12, 6)
+                     KV_QUAD1(16, 8) KV_QUAD1(20, 10)
+                 "add $64,%[x]\n\t"
+                 "add $24,%[w]\n\t"
+                 "dec %[n]\n\t"
+                 "jnz 1b\n\t"
+                 "2:\n\t" KV_STORE_ALL
+                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
+                 : [acc] "r"(&acc[0][0]), [ones] "m"(ones)
+                 : KV_CLOBBERS);
   }
 }
 
