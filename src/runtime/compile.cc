@@ -250,6 +250,12 @@ class Compiler {
     if (node.op_type == "Add" || node.op_type == "Sub" || node.op_type == "Mul" || node.op_type == "Div") {
       return match_binary(node);
     }
+    if (lookup_unary(node.op_type) && !node.inputs.empty()) {
+      QuantScalar x;
+      if (const Node* dq = activation_dq(node.inputs[0], x); dq != nullptr && sole_reader(dq->outputs[0]) == nullptr) {
+        if (auto f = match_lookup(*dq, &node)) return f;
+      }
+    }
     if (node.op_type == "Relu" || node.op_type == "Clip" || node.op_type == "Sigmoid" || node.op_type == "Tanh" ||
         node.op_type == "Erf") {
       return match_unary(node);
@@ -605,12 +611,20 @@ class Compiler {
     return f;
   }
 
-  // DQ -> (elementwise unary | view)* -> Q: a lookup table over the 256
-  // input codes, then the views on the codes.
-  std::optional<Fusion> match_lookup(const Node& dq) {
+  static bool lookup_unary(const std::string& op) {
     static const std::set<std::string> kUnary = {"Relu",      "Clip", "Sigmoid", "Tanh",     "HardSigmoid", "HardSwish",
                                                  "LeakyRelu", "Elu",  "Selu",    "Softplus", "Gelu",        "Erf",
                                                  "Neg",       "Abs",  "Exp",     "Mish",     "Softsign"};
+    return kUnary.count(op) != 0;
+  }
+
+  // DQ -> (elementwise unary | view)* -> Q: a lookup table over the 256
+  // input codes, then the views on the codes. first == nullptr: the DQ's
+  // only reader starts the chain and the DQ is part of the fusion. Otherwise
+  // `first` (one of several readers of the DQ, e.g. the Sigmoid of a SiLU
+  // whose Mul also reads x) starts it and takes its read of the DQ, which
+  // stays for the other readers unless they too take the codes.
+  std::optional<Fusion> match_lookup(const Node& dq, const Node* first = nullptr) {
     static const std::set<std::string> kViews = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"};
     QuantScalar x, y;
     if (constant(dq.inputs[0]) || !quant_scalar(dq, x)) return std::nullopt;
@@ -618,7 +632,7 @@ class Compiler {
     std::string tail = dq.outputs[0];
     const Node* q = nullptr;
     for (;;) {
-      const Node* next = sole_reader(tail);
+      const Node* next = first != nullptr && chain.empty() ? first : sole_reader(tail);
       if (next == nullptr || !next->domain.empty() || consumed_.count(next)) return std::nullopt;
       if (next->op_type == "QuantizeLinear") {
         if (!quant_scalar(*next, y) || next->inputs.size() < 2) return std::nullopt;
@@ -626,7 +640,8 @@ class Compiler {
         break;
       }
       const bool is_view = kViews.count(next->op_type) != 0;
-      if (!is_view && !kUnary.count(next->op_type)) return std::nullopt;
+      if (!is_view && !lookup_unary(next->op_type)) return std::nullopt;
+      if (next->inputs.empty() || next->inputs[0] != tail) return std::nullopt;
       for (size_t i = 1; i < next->inputs.size(); ++i) {
         if (!next->inputs[i].empty() && constant(next->inputs[i]) == nullptr) return std::nullopt;
       }
@@ -667,16 +682,48 @@ class Compiler {
       const int index = x.is_signed ? (v ^ 0x80) : v;  // the table is indexed by the input's raw byte
       table[static_cast<size_t>(index)] = out;
     }
+    // x * f(x), as SiLU = x * Sigmoid(x): the Q above is read by a DQ whose
+    // only reader is a Mul of it and this chain's DQ output, and a Q follows
+    // the Mul. Everything is still a function of x's code: one table, with
+    // the simulation's float Mul and both roundings.
+    std::vector<const Node*> gate;  // DQ, Mul, Q after the chain's Q
+    if (first != nullptr && views.empty()) {
+      QuantScalar g, z;
+      const Node* d2 = sole_reader(q->outputs[0]);
+      const Node* mul = d2 == nullptr ? nullptr : sole_reader(d2->outputs[0]);
+      const Node* q3 = mul == nullptr ? nullptr : quantize_after(mul->outputs[0], z);
+      if (q3 != nullptr && d2->op_type == "DequantizeLinear" && d2->domain.empty() && quant_scalar(*d2, g) &&
+          g.is_signed == y.is_signed && mul->op_type == "Mul" && mul->domain.empty() && mul->inputs.size() == 2 &&
+          !consumed_.count(mul) &&
+          ((mul->inputs[0] == dq.outputs[0] && mul->inputs[1] == d2->outputs[0]) ||
+           (mul->inputs[1] == dq.outputs[0] && mul->inputs[0] == d2->outputs[0]))) {
+        for (int v = 0; v < 256; ++v) {
+          const int index = x.is_signed ? (v ^ 0x80) : v;
+          const float gated = static_cast<float>(table[static_cast<size_t>(index)] - g.zero_point) * g.scale;
+          const float r = (codes.data<float>()[v] * gated) / z.scale;
+          table[static_cast<size_t>(index)] =
+              std::isnan(r) ? 0
+                            : static_cast<int32_t>(std::clamp<double>(std::nearbyint(static_cast<double>(r)) + z.zero_point,
+                                                                      z.qmin(), z.qmax()));
+        }
+        gate = {d2, mul, q3};
+        y = z;
+      }
+    }
     Fusion f;
-    f.nodes = {&dq};
+    if (first == nullptr) f.nodes = {&dq};
     for (const Node* n : chain) f.nodes.push_back(n);
     f.nodes.push_back(q);
+    for (const Node* n : gate) f.nodes.push_back(n);
     for (const Node* n : f.nodes) consumed_.insert(n);
+    if (first != nullptr) absorbed_reads_[dq.outputs[0]] += gate.empty() ? 1 : 2;
     std::string what;
     for (const Node* n : unary) what += (what.empty() ? "" : ", ") + n->op_type;
+    if (!gate.empty()) what = "x * " + what;
     f.step = make_lookup_step(table, x.is_signed, y.is_signed, what.empty() ? "requantize" : what);
     f.inputs = {dq.inputs[0]};
-    std::string current = views.empty() ? q->outputs[0] : unique_value_name(g_, dq.outputs[0] + "_lut");
+    std::string current = views.empty() ? (gate.empty() ? q : gate.back())->outputs[0]
+                                         : unique_value_name(g_, dq.outputs[0] + "_lut");
     f.outputs = {current};
     for (size_t i = 0; i < views.size(); ++i) {
       const Node* v = views[i];

@@ -3,6 +3,7 @@
 // the QDQ simulation (DequantizeLinear: float(x - zp) * scale; QuantizeLinear:
 // nearbyint(x / scale) + zp, saturated) so the results match it exactly.
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 
 #include "kernels/qadd.h"
@@ -40,11 +41,25 @@ class LookupStep : public Step {
     check_code_input(name, *in[0], x_signed_);
     out.assign(1, {code_type(y_signed_), in[0]->shape()});
   }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+  // 8 codes per 64-bit load and store (byte loads and stores cost more than
+  // the table reads); chunks over the pool.
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
     const uint8_t* x = static_cast<const uint8_t*>(in[0]->raw());
     uint8_t* y = static_cast<uint8_t*>(out[0]->raw());
     const int64_t n = in[0]->numel();
-    for (int64_t i = 0; i < n; ++i) y[i] = table_[x[i]];
+    constexpr int64_t kChunk = 32768;
+    parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
+      const int64_t end = std::min(n, ce * kChunk);
+      int64_t i = cb * kChunk;
+      for (; i + 8 <= end; i += 8) {
+        uint64_t codes;
+        std::memcpy(&codes, x + i, 8);
+        uint64_t mapped = 0;
+        for (int b = 0; b < 8; ++b) mapped |= uint64_t{table_[(codes >> (8 * b)) & 0xff]} << (8 * b);
+        std::memcpy(y + i, &mapped, 8);
+      }
+      for (; i < end; ++i) y[i] = table_[x[i]];
+    });
   }
 
  private:
@@ -107,47 +122,64 @@ class QAddStep : public Step {
   }
 
  private:
-  // Broadcast operands (e.g. a squeeze-excitation scale [N,C,1,1]): one
-  // element at a time with the scalar kernel, operand offsets from strides.
+  // Broadcast operands (e.g. a squeeze-excitation scale [N,C,1,1] times
+  // [N,C,H,W]). Dims of size 1 in the output are dropped and neighbouring
+  // dims where each operand is broadcast the same way are merged, so the SE
+  // case becomes rows of H*W with one scale value each. Then row by row along
+  // the innermost merged dim; an operand broadcast along it is repeated into a
+  // small stack buffer so the vector kernel still runs.
   void broadcast(const Tensor& a, const Tensor& b, Tensor& y) const {
-    const size_t rank = static_cast<size_t>(y.rank());
-    int64_t sa[8] = {}, sb[8] = {}, idx[8] = {};
+    if (y.numel() == 0) return;
+    const int rank = y.rank();
+    int64_t dims[8], sa[8], sb[8];
+    int merged = 0;
     int64_t acc_a = 1, acc_b = 1;
-    for (size_t i = rank; i-- > 0;) {
-      const size_t oa = rank - static_cast<size_t>(a.rank()), ob = rank - static_cast<size_t>(b.rank());
-      const int64_t da = i < oa ? 1 : a.dim(static_cast<int>(i - oa));
-      const int64_t db = i < ob ? 1 : b.dim(static_cast<int>(i - ob));
-      sa[i] = da == 1 ? 0 : acc_a;
-      sb[i] = db == 1 ? 0 : acc_b;
+    const int oa = rank - a.rank(), ob = rank - b.rank();
+    for (int i = rank; i-- > 0;) {  // innermost first
+      const int64_t dy = y.dim(i);
+      const int64_t da = i < oa ? 1 : a.dim(i - oa);
+      const int64_t db = i < ob ? 1 : b.dim(i - ob);
+      if (dy == 1) continue;
+      const int64_t step_a = da == 1 ? 0 : acc_a, step_b = db == 1 ? 0 : acc_b;
       acc_a *= da;
       acc_b *= db;
+      if (merged > 0 && (sa[merged - 1] == 0) == (step_a == 0) && (sb[merged - 1] == 0) == (step_b == 0) &&
+          (step_a == 0 || step_a == sa[merged - 1] * dims[merged - 1]) &&
+          (step_b == 0 || step_b == sb[merged - 1] * dims[merged - 1])) {
+        dims[merged - 1] *= dy;
+        continue;
+      }
+      dims[merged] = dy;
+      sa[merged] = step_a;
+      sb[merged] = step_b;
+      ++merged;
     }
+    if (merged == 0) {  // a single element
+      dims[0] = 1;
+      sa[0] = sb[0] = 0;
+      merged = 1;
+    }
+    // dims[0] is now the innermost run.
     const auto* pa = static_cast<const uint8_t*>(a.raw());
     const auto* pb = static_cast<const uint8_t*>(b.raw());
     auto* py = static_cast<uint8_t*>(y.raw());
-    // Row by row along the innermost dim; an operand broadcast along it is
-    // repeated into a small stack buffer so the vector kernel still runs.
-    const int64_t inner = y.dim(static_cast<int>(rank) - 1);
+    const int64_t inner = dims[0];
+    const int64_t rows = y.numel() / inner;
     constexpr int64_t kBlock = 1024;
     uint8_t rep_a[kBlock], rep_b[kBlock];
-    for (int64_t row = 0; row < y.numel() / inner; ++row) {
-      int64_t oa = 0, ob = 0;
-      for (size_t d = 0; d + 1 < rank; ++d) {
-        oa += idx[d] * sa[d];
-        ob += idx[d] * sb[d];
+    int64_t idx[8] = {};
+    for (int64_t row = 0; row < rows; ++row) {
+      int64_t off_a = 0, off_b = 0;
+      for (int d = 1; d < merged; ++d) {
+        off_a += idx[d] * sa[d];
+        off_b += idx[d] * sb[d];
       }
+      if (sa[0] == 0) std::fill(rep_a, rep_a + std::min(kBlock, inner), pa[off_a]);
+      if (sb[0] == 0) std::fill(rep_b, rep_b + std::min(kBlock, inner), pb[off_b]);
       for (int64_t c0 = 0; c0 < inner; c0 += kBlock) {
         const int64_t len = std::min(kBlock, inner - c0);
-        const uint8_t* ra = pa + oa + c0 * sa[rank - 1];
-        const uint8_t* rb = pb + ob + c0 * sb[rank - 1];
-        if (sa[rank - 1] == 0) {
-          std::fill(rep_a, rep_a + len, ra[0]);
-          ra = rep_a;
-        }
-        if (sb[rank - 1] == 0) {
-          std::fill(rep_b, rep_b + len, rb[0]);
-          rb = rep_b;
-        }
+        const uint8_t* ra = sa[0] == 0 ? rep_a : pa + off_a + c0;
+        const uint8_t* rb = sb[0] == 0 ? rep_b : pb + off_b + c0;
         uint8_t* ry = py + row * inner + c0;
         if (y_.is_signed) {
           qadd_s8(reinterpret_cast<const int8_t*>(ra), reinterpret_cast<const int8_t*>(rb),
@@ -156,8 +188,8 @@ class QAddStep : public Step {
           qadd_u8(ra, rb, ry, len, p_, isa_);
         }
       }
-      for (size_t d = rank - 1; d-- > 0;) {
-        if (++idx[d] < y.dim(static_cast<int>(d))) break;
+      for (int d = 1; d < merged; ++d) {
+        if (++idx[d] < dims[d]) break;
         idx[d] = 0;
       }
     }
@@ -235,7 +267,9 @@ class QMaxPoolStep : public Step {
 
 class QGlobalAvgPoolStep : public Step {
  public:
-  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y) : x_(x), y_(y) {}
+  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y) : x_(x), y_(y) {
+    for (int v = 0; v < 256; ++v) table_[v] = dq(x.is_signed ? static_cast<int8_t>(v) : v, x);
+  }
   std::string kernel() const override { return "global_avgpool_q"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     check_code_input(name, *in[0], x_.is_signed);
@@ -244,11 +278,28 @@ class QGlobalAvgPoolStep : public Step {
     for (size_t i = 2; i < s.size(); ++i) s[i] = 1;
     out.assign(1, {code_type(y_.is_signed), s});
   }
+  // The simulation sums the DQ values of a plane one by one in double. Every
+  // DQ value is an integer multiple of ulp(x_scale) of magnitude below 2^33
+  // such ulps, so while a plane has at most 2^20 values every partial sum is
+  // exact in double, and four interleaved sums of table lookups give the
+  // same bits. Larger planes keep the simulation's order.
   template <typename T>
   void loop(const T* x, T* y, int64_t planes, int64_t size) const {
     for (int64_t p = 0; p < planes; ++p) {
+      const auto* xp = reinterpret_cast<const uint8_t*>(x + p * size);
       double sum = 0;
-      for (int64_t i = 0; i < size; ++i) sum += dq(x[p * size + i], x_);
+      int64_t i = 0;
+      if (size <= (int64_t{1} << 20)) {
+        double s1 = 0, s2 = 0, s3 = 0;
+        for (; i + 4 <= size; i += 4) {
+          sum += table_[xp[i]];
+          s1 += table_[xp[i + 1]];
+          s2 += table_[xp[i + 2]];
+          s3 += table_[xp[i + 3]];
+        }
+        sum += s1 + s2 + s3;
+      }
+      for (; i < size; ++i) sum += table_[xp[i]];
       y[p] = static_cast<T>(qz(static_cast<float>(sum / static_cast<double>(size)), y_));
     }
   }
@@ -265,6 +316,7 @@ class QGlobalAvgPoolStep : public Step {
 
  private:
   QuantScalar x_, y_;
+  double table_[256];  // DQ value of each raw byte
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <string>
 
 #include "alloc_counter.h"
@@ -183,6 +184,78 @@ TEST(CompiledModel, ReplansWhenTheBatchChangesAndChecksInputs) {
   EXPECT_THROW(compiled.run({{"nope", Tensor(DType::kFloat32, {1, 1, 28, 28})}}), Error);
   EXPECT_THROW(compiled.run({{in, Tensor(DType::kFloat32, {1, 1, 27, 28})}}), Error);
   EXPECT_THROW(compiled.run({{in, Tensor(DType::kInt64, {1, 1, 28, 28})}}), Error);
+}
+
+// An EfficientNet-style block: Conv -> SiLU (x * Sigmoid(x)) -> squeeze-
+// excitation (GlobalAveragePool -> Conv -> SiLU -> Conv -> Sigmoid -> Mul
+// broadcast over H x W). In QDQ form the SiLU's DQ(x) has two readers (the
+// Sigmoid and the Mul); the whole SiLU becomes one lookup table over x's
+// codes, and the SE Mul a broadcast quantized multiply, both matching the
+// simulation.
+Model silu_se_block() {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  for (int64_t d : {1, 8, 9, 13}) t.dims.push_back(Dim{d, ""});
+  g.inputs.push_back({"x", t});
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.4f);
+  auto weight = [&](const std::string& name, Shape shape) {
+    Tensor w(DType::kFloat32, std::move(shape));
+    for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = normal(rng);
+    g.initializers[name] = w;
+  };
+  weight("w0", {8, 8, 1, 1});
+  weight("b0", {8});
+  weight("w1", {4, 8, 1, 1});
+  weight("b1", {4});
+  weight("w2", {8, 4, 1, 1});
+  weight("b2", {8});
+  g.nodes.push_back(make_node("conv0", "Conv", {"x", "w0", "b0"}, {"c0"}));
+  g.nodes.push_back(make_node("sig0", "Sigmoid", {"c0"}, {"s0"}));
+  g.nodes.push_back(make_node("silu0", "Mul", {"c0", "s0"}, {"a0"}));
+  g.nodes.push_back(make_node("gap", "GlobalAveragePool", {"a0"}, {"p"}));
+  g.nodes.push_back(make_node("conv1", "Conv", {"p", "w1", "b1"}, {"c1"}));
+  g.nodes.push_back(make_node("sig1", "Sigmoid", {"c1"}, {"s1"}));
+  g.nodes.push_back(make_node("silu1", "Mul", {"c1", "s1"}, {"a1"}));
+  g.nodes.push_back(make_node("conv2", "Conv", {"a1", "w2", "b2"}, {"c2"}));
+  g.nodes.push_back(make_node("gate", "Sigmoid", {"c2"}, {"s2"}));
+  g.nodes.push_back(make_node("scale", "Mul", {"a0", "s2"}, {"y"}));
+  TypeInfo ty = t;
+  g.outputs.push_back({"y", ty});
+  return m;
+}
+
+TEST(CompiledModel, SiluAndSqueezeExcitationMatchTheQdqSimulation) {
+  const Model model = silu_se_block();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto sample = [&] {
+    Tensor x(DType::kFloat32, {1, 8, 9, 13});
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = normal(rng);
+    return x;
+  };
+  std::vector<std::map<std::string, Tensor>> samples;
+  for (int i = 0; i < 8; ++i) samples.push_back({{"x", sample()}});
+  VectorSource calib(samples);
+  const Model q = quantize_static(model, calib, QuantizeOptions{}, nullptr);
+  expect_agreement(q, sample(), "SiLU + SE block, static INT8");
+  CompiledModel compiled(q, default_compile_options(1));
+  compiled.prepare({{"x", {1, 8, 9, 13}}});
+  const std::string plan = compiled.describe_plan();
+  EXPECT_EQ(compiled.stats().fallback_steps, 0) << plan;
+  EXPECT_EQ(plan.find("Sigmoid_f32"), std::string::npos) << "a SiLU's Sigmoid ran in float:\n" << plan;
+  size_t dequantize_steps = 0;  // the model output's only
+  for (size_t at = plan.find("dequantize_"); at != std::string::npos; at = plan.find("dequantize_", at + 1)) {
+    ++dequantize_steps;
+  }
+  EXPECT_EQ(dequantize_steps, 1u) << "a DQ inside the block stayed:\n" << plan;
+  EXPECT_NE(plan.find("lookup_table (x * Sigmoid)"), std::string::npos) << "the SiLU is not one table:\n" << plan;
+  EXPECT_NE(plan.find("qmul_u8"), std::string::npos) << "the SE scale is not a quantized Mul:\n" << plan;
 }
 
 TEST(CompiledModel, RunningACompiledCnnAllocatesNothingInt8OrFp32) {
