@@ -226,7 +226,7 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_flag("--symmetric-activations", a->symmetric_activations, "Zero point 0 (int8) / 128 (uint8)");
   cmd->add_flag("--per-tensor", a->per_tensor, "One weight scale per tensor instead of per output channel");
   cmd->add_flag("--reduce-range", a->reduce_range,
-                "For CPUs without VNNI: static 7-bit activations, dynamic 7-bit weights");
+                "7-bit weights, for CPUs without VNNI: exact and faster vpmaddubsw kernels in kvant and ONNX Runtime");
   cmd->add_flag("--affine-weights", a->affine_weights, "Weights with a zero point (uint) instead of symmetric");
   cmd->add_option("--bits", a->bits, "Weight-only: 4 or 8")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "Weight-only: values per scale along K (32, 64, 128)")

@@ -29,7 +29,7 @@ struct QuantizeOptions {
   DType weight_type = DType::kInt8;
   Symmetry weight_symmetry = Symmetry::kSymmetric;
   bool per_channel = true;    // per output channel weights (Conv/Gemm/MatMul)
-  bool reduce_range = false;  // 7-bit activations for CPUs without VNNI
+  bool reduce_range = false;  // 7-bit weights (static and dynamic), for CPUs without VNNI
   int group_size = 128;       // weight-only: block size along K
   // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
   // MatMul): these stay FP32.

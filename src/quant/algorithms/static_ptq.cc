@@ -283,7 +283,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     p.storage = options.activation_type;
     p.scale.resize(1);
     p.zero_point.resize(1);
-    choose_qparams(r.min, r.max, options.activation_type, options.activation_symmetry, options.reduce_range,
+    choose_qparams(r.min, r.max, options.activation_type, options.activation_symmetry, false,
                    &p.scale[0], &p.zero_point[0]);
     params[root] = p;
   }
@@ -302,7 +302,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     if (!g.initializers.count(n.inputs[1])) continue;  // MatMul of two activations
     const Tensor& w = g.initializers.at(n.inputs[1]);
     const int axis = per_axis_ok ? weight_axis(n, w) : -1;
-    QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry);
+    // reduce_range: 7-bit weights, as ONNX Runtime's quantizer does for CPUs
+    // without VNNI (u8 x s7 pair sums fit int16: exact vpmaddubsw kernels).
+    QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry, options.reduce_range);
     if (q.initializers.count(n.inputs[1])) insert_weight_dq(q, n.inputs[1], wp);
     if (n.op_type != "MatMul" && n.inputs.size() > 2 && q.initializers.count(n.inputs[2])) {
       const Tensor& b = q.initializers.at(n.inputs[2]);
