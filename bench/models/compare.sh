@@ -6,7 +6,11 @@
 # median) and the ratios; --write also records it in docs/benchmarks.md.
 #
 #   bench/models/compare.sh [--models "resnet50 mobilenet_v2 ..."] [--threads "1 2"]
-#                           [--rounds 3] [--runs 10] [--quick] [--write]
+#                           [--rounds 3] [--runs 10] [--quick] [--reduce-range] [--write]
+#
+# --reduce-range: the INT8 models get 7-bit weights (kvant quantize
+# --reduce-range, as ONNX Runtime's quantizer offers for CPUs without VNNI);
+# --write then records the table in docs/benchmarks-7bit.md.
 #
 # Models (random weights, fixed seeds; ResNet-50 .. BERT from
 # scripts/make_fixtures.py, the LSTM from bench/models/prepare.py): resnet50,
@@ -20,6 +24,7 @@ threads_list="1 2"
 rounds=3
 runs=10
 write=0
+reduce_range=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --models) models=$2; shift 2 ;;
@@ -28,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --runs) runs=$2; shift 2 ;;
     --quick) rounds=1; runs=2; shift ;;
     --write) write=1; shift ;;
+    --reduce-range) reduce_range=1; shift ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -55,13 +61,18 @@ prepare() {
     fp32=$root/.fixtures/$fixture/model.onnx
     [[ -f $fp32 ]] || $py scripts/make_fixtures.py --out .fixtures --only "$fixture" >/dev/null
   fi
+  local range=()
   int8=$dir/model.int8.onnx
+  if ((reduce_range)); then
+    range=(--reduce-range)
+    int8=$dir/model.int8-7bit.onnx
+  fi
   if [[ ! -f $int8 ]]; then
     if [[ $name == bert_base || $name == lstm ]]; then
-      "$kvant" quantize "$fp32" -o "$int8" --mode dynamic >/dev/null
+      "$kvant" quantize "$fp32" -o "$int8" --mode dynamic "${range[@]}" >/dev/null
     else
-      $py bench/models/prepare.py calib "$fp32" "$dir/calib" 8
-      "$kvant" quantize "$fp32" -o "$int8" --mode static --calib "$dir/calib" >/dev/null
+      [[ -d $dir/calib ]] || $py bench/models/prepare.py calib "$fp32" "$dir/calib" 8
+      "$kvant" quantize "$fp32" -o "$int8" --mode static --calib "$dir/calib" "${range[@]}" >/dev/null
     fi
   fi
   inputs=$dir/inputs
@@ -109,9 +120,16 @@ for name in $models; do
   orr=$(rss_mb node scripts/ort_run.js "$int8" --inputs-dir "$inputs" --bench 3)
   memory+=$'\n'"| $name | $arena | $tensors | $kr MB | $orr MB |"
 done
+variant_flag=""
+variant_text="8-bit weights (kvant quantize defaults)"
+if ((reduce_range)); then
+  variant_flag=" --reduce-range"
+  variant_text="7-bit weights (\`kvant quantize --reduce-range\`)"
+fi
 cpu=$(sed -nE 's/^model name\s*: (.*)/\1/p' /proc/cpuinfo | head -1)
 report="Measured $(date -u +%Y-%m-%d) on $cpu ($(nproc) cores; flags: $(grep -o -w -E 'avx2|avx512f|avx512_vnni|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' '))
-by \`bench/models/compare.sh --rounds $rounds --runs $runs\`; medians in ms, batch 1.
+by \`bench/models/compare.sh --rounds $rounds --runs $runs$variant_flag\`; medians in ms, batch 1.
+INT8 models: $variant_text; ORT INT8 runs the same file.
 
 $table
 
@@ -121,10 +139,16 @@ $memory"
 echo
 echo "$report"
 if [[ $write -eq 1 ]]; then
+  out=docs/benchmarks.md
+  title="# End-to-end speed: kvant vs ONNX Runtime"
+  if ((reduce_range)); then
+    out=docs/benchmarks-7bit.md
+    title="# End-to-end speed with 7-bit weights (--reduce-range): kvant vs ONNX Runtime"
+  fi
   {
-    echo "# End-to-end speed: kvant vs ONNX Runtime"
+    echo "$title"
     echo
     echo "$report"
-  } >docs/benchmarks.md.new
-  mv docs/benchmarks.md.new docs/benchmarks.md
+  } >"$out.new"
+  mv "$out.new" "$out"
 fi
