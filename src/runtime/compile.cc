@@ -279,6 +279,7 @@ class Compiler {
       return f;
     }
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
+    if (node.op_type == "ReduceMean") return match_layernorm(node);
     return std::nullopt;
   }
 
@@ -348,11 +349,15 @@ class Compiler {
     return f;
   }
 
-  // Whether `name` holds float32, traced back through data-movement ops.
+  // Whether `name` holds float32: its inferred type when shape inference
+  // gave one, else traced back through data-movement ops.
   bool is_float_value_depth(const std::string& name, int depth) const {
     if (depth > 64) return false;
     if (const Tensor* t = constant(name)) return t->dtype() == DType::kFloat32;
     if (const ValueInfo* in = g_.find_input(name)) return in->type.dtype == DType::kFloat32;
+    if (auto it = g_.value_info.find(name); it != g_.value_info.end() && it->second.type.dtype != DType::kUndefined) {
+      return it->second.type.dtype == DType::kFloat32;
+    }
     const Node* p = producer(name);
     if (p == nullptr || !p->domain.empty()) return false;
     static const std::set<std::string> kMake = {"Conv",
@@ -402,6 +407,88 @@ class Compiler {
     for (const Node* n : f.nodes) consumed_.insert(n);
     f.step = make_binary_step(op, clamp);
     f.inputs = node.inputs;
+    f.outputs = {tail};
+    return f;
+  }
+
+  // The decomposed layer normalization of exporters at opset < 17:
+  //   m = ReduceMean(x, [-1]); d = Sub(x, m); p = Pow(d, 2); v = ReduceMean(p, [-1])
+  //   s = Sqrt(Add(v, eps)); n = Div(d, s) [; Mul(n, gamma)] [; Add(., beta)]
+  // with constant eps, gamma, beta (1-D, the last axis) -> one layernorm step.
+  bool reduces_last_axis_only(const Node& node) const {
+    if (node.op_type != "ReduceMean" || !node.domain.empty() || node.attr_int("keepdims", 1) != 1) return false;
+    std::vector<int64_t> axes = node.attr_ints("axes");
+    if (node.inputs.size() > 1 && !node.inputs[1].empty()) {
+      const Tensor* t = constant(node.inputs[1]);
+      if (t == nullptr || t->numel() != 1) return false;
+      axes = {t->get_as_int64(0)};
+    }
+    if (axes.size() != 1) return false;
+    if (axes[0] == -1) return true;
+    const ValueInfo* vi = nullptr;
+    if (auto it = g_.value_info.find(node.inputs[0]); it != g_.value_info.end()) vi = &it->second;
+    if (vi == nullptr) vi = g_.find_input(node.inputs[0]);
+    return vi != nullptr && vi->type.has_shape && axes[0] == static_cast<int64_t>(vi->type.dims.size()) - 1;
+  }
+  const Node* sole_reader_of(const std::string& value, const char* op) const {
+    const Node* n = sole_reader(value);
+    return n != nullptr && n->op_type == op && n->domain.empty() ? n : nullptr;
+  }
+  // The scalar constant among a binary node's inputs (the other being `value`).
+  const Tensor* other_constant(const Node& node, const std::string& value) const {
+    if (node.inputs.size() != 2) return nullptr;
+    const std::string& other = node.inputs[0] == value ? node.inputs[1] : node.inputs[0];
+    if (node.inputs[0] != value && node.inputs[1] != value) return nullptr;
+    const Tensor* t = constant(other);
+    return t != nullptr && t->dtype() == DType::kFloat32 ? t : nullptr;
+  }
+  std::optional<Fusion> match_layernorm(const Node& mean) {
+    // x is float32: Add(v, eps) needs v of eps's type (checked below), and v,
+    // Pow's output and d all have x's type.
+    if (!reduces_last_axis_only(mean)) return std::nullopt;
+    const std::string& x = mean.inputs[0];
+    const Node* sub = sole_reader_of(mean.outputs[0], "Sub");
+    if (sub == nullptr || sub->inputs.size() != 2 || sub->inputs[0] != x || sub->inputs[1] != mean.outputs[0])
+      return std::nullopt;
+    const std::string& d = sub->outputs[0];
+    if (is_graph_output(g_, d) || reads_[d] != 2) return std::nullopt;
+    const Node* pow = nullptr;
+    const Node* div = nullptr;
+    for (const Node& n : g_.nodes) {
+      if (n.inputs.empty() || n.inputs[0] != d) continue;
+      if (n.op_type == "Pow") pow = &n;
+      if (n.op_type == "Div") div = &n;
+    }
+    if (pow == nullptr || div == nullptr || pow->inputs.size() != 2 || div->inputs.size() != 2) return std::nullopt;
+    const Tensor* two = constant(pow->inputs[1]);
+    if (two == nullptr || two->numel() != 1 || two->dtype() != DType::kFloat32 || two->data<float>()[0] != 2.0f)
+      return std::nullopt;
+    const Node* var = sole_reader(pow->outputs[0]);
+    if (var == nullptr || !reduces_last_axis_only(*var)) return std::nullopt;
+    const Node* add = sole_reader_of(var->outputs[0], "Add");
+    const Tensor* eps = add == nullptr ? nullptr : other_constant(*add, var->outputs[0]);
+    if (eps == nullptr || eps->numel() != 1) return std::nullopt;
+    const Node* sqrt = sole_reader_of(add->outputs[0], "Sqrt");
+    if (sqrt == nullptr || sole_reader(sqrt->outputs[0]) != div || div->inputs[1] != sqrt->outputs[0])
+      return std::nullopt;
+    std::vector<const Node*> nodes = {&mean, sub, pow, var, add, sqrt, div};
+    std::vector<float> gamma, beta;
+    std::string tail = div->outputs[0];
+    auto vector_of = [&](const Node* n, std::vector<float>& v) {
+      const Tensor* t = n == nullptr ? nullptr : other_constant(*n, tail);
+      if (t == nullptr || t->rank() != 1 || (n->op_type == "Sub" && n->inputs[0] != tail)) return false;
+      v.assign(t->data<float>(), t->data<float>() + t->numel());
+      nodes.push_back(n);
+      tail = n->outputs[0];
+      return true;
+    };
+    vector_of(sole_reader_of(tail, "Mul"), gamma);
+    vector_of(sole_reader_of(tail, "Add"), beta);
+    Fusion f;
+    f.nodes = nodes;
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    f.step = make_layernorm_step(eps->data<float>()[0], std::move(gamma), std::move(beta));
+    f.inputs = {x};
     f.outputs = {tail};
     return f;
   }
@@ -703,8 +790,8 @@ class Compiler {
           const float r = (codes.data<float>()[v] * gated) / z.scale;
           table[static_cast<size_t>(index)] =
               std::isnan(r) ? 0
-                            : static_cast<int32_t>(std::clamp<double>(std::nearbyint(static_cast<double>(r)) + z.zero_point,
-                                                                      z.qmin(), z.qmax()));
+                            : static_cast<int32_t>(std::clamp<double>(
+                                  std::nearbyint(static_cast<double>(r)) + z.zero_point, z.qmin(), z.qmax()));
         }
         gate = {d2, mul, q3};
         y = z;
@@ -722,8 +809,8 @@ class Compiler {
     if (!gate.empty()) what = "x * " + what;
     f.step = make_lookup_step(table, x.is_signed, y.is_signed, what.empty() ? "requantize" : what);
     f.inputs = {dq.inputs[0]};
-    std::string current = views.empty() ? (gate.empty() ? q : gate.back())->outputs[0]
-                                         : unique_value_name(g_, dq.outputs[0] + "_lut");
+    std::string current =
+        views.empty() ? (gate.empty() ? q : gate.back())->outputs[0] : unique_value_name(g_, dq.outputs[0] + "_lut");
     f.outputs = {current};
     for (size_t i = 0; i < views.size(); ++i) {
       const Node* v = views[i];

@@ -3,8 +3,8 @@
 // the QDQ simulation (DequantizeLinear: float(x - zp) * scale; QuantizeLinear:
 // nearbyint(x / scale) + zp, saturated) so the results match it exactly.
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/qadd.h"
 #include "ops/op_registry.h"

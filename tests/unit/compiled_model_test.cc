@@ -258,6 +258,61 @@ TEST(CompiledModel, SiluAndSqueezeExcitationMatchTheQdqSimulation) {
   EXPECT_NE(plan.find("qmul_u8"), std::string::npos) << "the SE scale is not a quantized Mul:\n" << plan;
 }
 
+// The decomposed layer normalization that exporters write below opset 17
+// (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div [, Mul gamma]
+// [, Add beta]) compiles to one layernorm step that matches the reference.
+TEST(CompiledModel, DecomposedLayerNormBecomesOneStep) {
+  for (bool affine : {true, false}) {
+    Model m;
+    m.ir_version = 7;
+    m.opset_imports[""] = 13;
+    Graph& g = m.graph;
+    TypeInfo t;
+    t.dtype = DType::kFloat32;
+    t.has_shape = true;
+    for (int64_t d : {2, 5, 37}) t.dims.push_back(Dim{d, ""});
+    g.inputs.push_back({"x", t});
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.5f, 2.0f);
+    auto vec = [&](const std::string& name, int64_t n) {
+      Tensor v(DType::kFloat32, {n});
+      for (int64_t i = 0; i < n; ++i) v.data<float>()[i] = normal(rng);
+      g.initializers[name] = v;
+    };
+    Tensor two(DType::kFloat32, {});
+    two.data<float>()[0] = 2.0f;
+    Tensor eps(DType::kFloat32, {});
+    eps.data<float>()[0] = 1e-5f;
+    g.initializers["two"] = two;
+    g.initializers["eps"] = eps;
+    vec("gamma", 37);
+    vec("beta", 37);
+    Node mean = make_node("mean", "ReduceMean", {"x"}, {"m"});
+    mean.attributes["axes"] = ints_attr({-1});
+    Node var = make_node("var", "ReduceMean", {"p"}, {"v"});
+    var.attributes["axes"] = ints_attr({-1});
+    g.nodes.push_back(mean);
+    g.nodes.push_back(make_node("sub", "Sub", {"x", "m"}, {"d"}));
+    g.nodes.push_back(make_node("pow", "Pow", {"d", "two"}, {"p"}));
+    g.nodes.push_back(var);
+    g.nodes.push_back(make_node("add_eps", "Add", {"v", "eps"}, {"ve"}));
+    g.nodes.push_back(make_node("sqrt", "Sqrt", {"ve"}, {"s"}));
+    g.nodes.push_back(make_node("div", "Div", {"d", "s"}, {affine ? "n" : "y"}));
+    if (affine) {
+      g.nodes.push_back(make_node("scale", "Mul", {"n", "gamma"}, {"ng"}));
+      g.nodes.push_back(make_node("shift", "Add", {"ng", "beta"}, {"y"}));
+    }
+    g.outputs.push_back({"y", t});
+    Tensor x(DType::kFloat32, {2, 5, 37});
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = normal(rng);
+    expect_agreement(m, x, affine ? "layernorm with gamma, beta" : "layernorm");
+    CompiledModel compiled(m, default_compile_options(1));
+    compiled.prepare({{"x", {2, 5, 37}}});
+    EXPECT_EQ(compiled.stats().kernel_steps + compiled.stats().fallback_steps, 1) << compiled.describe_plan();
+    EXPECT_NE(compiled.describe_plan().find("layernorm_f32"), std::string::npos) << compiled.describe_plan();
+  }
+}
+
 TEST(CompiledModel, RunningACompiledCnnAllocatesNothingInt8OrFp32) {
   const Model model = load("models/fashion_mnist_cnn.onnx");
   std::vector<std::map<std::string, Tensor>> samples;

@@ -19,7 +19,7 @@ namespace kvant::avx2 {
 
 namespace {
 
-constexpr int kTileRows = 6;  // the inline-assembly tile below; 1-5 rows use intrinsics
+constexpr int kTileRows = 6;                // the inline-assembly tile below; 1-5 rows use intrinsics
 constexpr int kPairBytes = 2 * kPanelCols;  // one k pair of one panel
 constexpr int kWideElems = 65536;           // int16 of widened A on the stack (128 KiB)
 constexpr int kMaxBlockK = kWideElems / kTileRows;
@@ -66,12 +66,13 @@ KVANT_TARGET_AVX2 inline void store_row(int32_t* out, __m256i v0, __m256i v1, in
 // row widened to int16, ymm14 the broadcast A pair, ymm15 the product.
 #define KV_ZERO(i) "vpxor %%xmm" #i ",%%xmm" #i ",%%xmm" #i "\n\t"
 #define KV_STORE(i, off) "vmovdqu %%ymm" #i "," #off "(%[acc])\n\t"
-#define KV_ROW(src, a, b)                                                                   \
-  "vpbroadcastd " src ",%%ymm14\n\t"                                                        \
-  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"          \
+#define KV_ROW(src, a, b)                                                   \
+  "vpbroadcastd " src                                                       \
+  ",%%ymm14\n\t"                                                            \
+  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #a ",%%ymm" #a \
+  "\n\t"                                                                    \
   "vpmaddwd %%ymm13,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #b ",%%ymm" #b "\n\t"
-KVANT_TARGET_AVX2 void accumulate6(const int16_t* a, int a_stride, int pairs, const int8_t* b,
-                                   __m256i (&acc)[6][2]) {
+KVANT_TARGET_AVX2 void accumulate6(const int16_t* a, int a_stride, int pairs, const int8_t* b, __m256i (&acc)[6][2]) {
   const int16_t* a3 = a + static_cast<int64_t>(3) * a_stride;
   const int64_t stride_bytes = static_cast<int64_t>(a_stride) * 2;
   int64_t steps = pairs;

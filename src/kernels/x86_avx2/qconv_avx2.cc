@@ -78,30 +78,36 @@ static_assert(kRowBlock == 6 && kCols == 16, "the assembly below is written for 
 
 #define KV_ZERO(i) "vpxor %%xmm" #i ",%%xmm" #i ",%%xmm" #i "\n\t"
 #define KV_STORE(i, off) "vmovdqu %%ymm" #i "," #off "(%[acc])\n\t"
-#define KV_ZERO_ALL                                                                                                \
-  KV_ZERO(0) KV_ZERO(1) KV_ZERO(2) KV_ZERO(3) KV_ZERO(4) KV_ZERO(5) KV_ZERO(6) KV_ZERO(7) KV_ZERO(8) KV_ZERO(9) \
-      KV_ZERO(10) KV_ZERO(11)
-#define KV_STORE_ALL                                                                                                \
-  KV_STORE(0, 0) KV_STORE(1, 32) KV_STORE(2, 64) KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) \
-      KV_STORE(7, 224) KV_STORE(8, 256) KV_STORE(9, 288) KV_STORE(10, 320) KV_STORE(11, 352)
+#define KV_ZERO_ALL                                                                                              \
+  KV_ZERO(0)                                                                                                     \
+  KV_ZERO(1) KV_ZERO(2) KV_ZERO(3) KV_ZERO(4) KV_ZERO(5) KV_ZERO(6) KV_ZERO(7) KV_ZERO(8) KV_ZERO(9) KV_ZERO(10) \
+      KV_ZERO(11)
+#define KV_STORE_ALL                                                                                                  \
+  KV_STORE(0, 0)                                                                                                      \
+  KV_STORE(1, 32) KV_STORE(2, 64) KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) KV_STORE(7, 224) \
+      KV_STORE(8, 256) KV_STORE(9, 288) KV_STORE(10, 320) KV_STORE(11, 352)
 // Row r of an int16-pair step: broadcast the pair at byte `off` of W,
 // multiply-add with the X halves (vpmaddwd: two exact products per lane).
-#define KV_PAIR2(off, a, b)                                                                       \
-  "vpbroadcastd " #off "(%[w]),%%ymm14\n\t"                                                       \
-  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"                \
+#define KV_PAIR2(off, a, b)                                                 \
+  "vpbroadcastd " #off                                                      \
+  "(%[w]),%%ymm14\n\t"                                                      \
+  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #a ",%%ymm" #a \
+  "\n\t"                                                                    \
   "vpmaddwd %%ymm13,%%ymm14,%%ymm15\n\tvpaddd %%ymm15,%%ymm" #b ",%%ymm" #b "\n\t"
-#define KV_PAIR1(off, a)                                      \
-  "vpbroadcastd " #off "(%[w]),%%ymm14\n\t"                   \
-  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\t"                      \
+#define KV_PAIR1(off, a)                 \
+  "vpbroadcastd " #off                   \
+  "(%[w]),%%ymm14\n\t"                   \
+  "vpmaddwd %%ymm12,%%ymm14,%%ymm15\n\t" \
   "vpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"
 // Row r of a byte-quad step: vpmaddubsw (unsigned X, signed W; pair sums
 // cannot saturate for 7-bit W, qconv.h), then vpmaddwd with ones.
-#define KV_QUAD_HALF(x, a)                                                          \
-  "vpmaddubsw %%ymm14,%%ymm" #x ",%%ymm15\n\tvpmaddwd %[ones],%%ymm15,%%ymm15\n\t" \
+#define KV_QUAD_HALF(x, a)                           \
+  "vpmaddubsw %%ymm14,%%ymm" #x                      \
+  ",%%ymm15\n\tvpmaddwd %[ones],%%ymm15,%%ymm15\n\t" \
   "vpaddd %%ymm15,%%ymm" #a ",%%ymm" #a "\n\t"
 #define KV_QUAD2(off, a, b) "vpbroadcastd " #off "(%[w]),%%ymm14\n\t" KV_QUAD_HALF(12, a) KV_QUAD_HALF(13, b)
 #define KV_QUAD1(off, a) "vpbroadcastd " #off "(%[w]),%%ymm14\n\t" KV_QUAD_HALF(12, a)
-#define KV_CLOBBERS                                                                                                 \
+#define KV_CLOBBERS                                                                                                   \
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
       "xmm14", "xmm15", "cc", "memory"
 
