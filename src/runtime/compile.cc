@@ -247,6 +247,9 @@ class Compiler {
       if (auto f = match_qmaxpool(node)) return f;
       return match_float_maxpool(node);
     }
+    if (node.op_type == "Div") {
+      if (auto f = match_gelu(node)) return f;
+    }
     if (node.op_type == "Add" || node.op_type == "Sub" || node.op_type == "Mul" || node.op_type == "Div") {
       return match_binary(node);
     }
@@ -280,6 +283,15 @@ class Compiler {
     }
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
     if (node.op_type == "ReduceMean") return match_layernorm(node);
+    if (node.op_type == "Transpose" && node.domain.empty() && node.inputs.size() == 1 && node.outputs.size() == 1 &&
+        constant(node.inputs[0]) == nullptr) {  // a constant one is folded
+      Fusion f;
+      f.nodes = {&node};
+      f.step = make_transpose_step(node.attr_ints("perm"));
+      f.inputs = {node.inputs[0]};
+      f.outputs = {node.outputs[0]};
+      return f;
+    }
     return std::nullopt;
   }
 
@@ -488,6 +500,42 @@ class Compiler {
     f.nodes = nodes;
     for (const Node* n : f.nodes) consumed_.insert(n);
     f.step = make_layernorm_step(eps->data<float>()[0], std::move(gamma), std::move(beta));
+    f.inputs = {x};
+    f.outputs = {tail};
+    return f;
+  }
+
+  // GELU, erf form: Div(x, c) -> Erf -> Add(., 1) -> Mul(x, .) [-> Mul(., h)]
+  // with scalar constants c and h (1 when absent) -> one gelu step.
+  std::optional<Fusion> match_gelu(const Node& div) {
+    if (div.inputs.size() != 2 || !div.domain.empty()) return std::nullopt;
+    const std::string& x = div.inputs[0];
+    const Tensor* c = constant(div.inputs[1]);
+    if (c == nullptr || c->dtype() != DType::kFloat32 || c->numel() != 1 || constant(x) != nullptr) return std::nullopt;
+    const Node* erf = sole_reader_of(div.outputs[0], "Erf");
+    const Node* add = erf == nullptr ? nullptr : sole_reader_of(erf->outputs[0], "Add");
+    const Tensor* one = add == nullptr ? nullptr : other_constant(*add, erf->outputs[0]);
+    if (one == nullptr || one->numel() != 1 || one->data<float>()[0] != 1.0f) return std::nullopt;
+    const Node* mul = sole_reader_of(add->outputs[0], "Mul");
+    if (mul == nullptr || mul->inputs.size() != 2 ||
+        !((mul->inputs[0] == x && mul->inputs[1] == add->outputs[0]) ||
+          (mul->inputs[1] == x && mul->inputs[0] == add->outputs[0]))) {
+      return std::nullopt;
+    }
+    Fusion f;
+    f.nodes = {&div, erf, add, mul};
+    float half = 1.0f;
+    std::string tail = mul->outputs[0];
+    if (const Node* scale = sole_reader_of(tail, "Mul")) {
+      const Tensor* h = other_constant(*scale, tail);
+      if (h != nullptr && h->numel() == 1) {
+        half = h->data<float>()[0];
+        f.nodes.push_back(scale);
+        tail = scale->outputs[0];
+      }
+    }
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    f.step = make_gelu_step(c->data<float>()[0], half);
     f.inputs = {x};
     f.outputs = {tail};
     return f;

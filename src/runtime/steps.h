@@ -131,6 +131,10 @@ std::unique_ptr<Step> make_global_avgpool_f32_step();
 // y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
 // (gamma/beta empty: none), steps_norm.cc.
 std::unique_ptr<Step> make_layernorm_step(float eps, std::vector<float> gamma, std::vector<float> beta);
+// y = (x * (erf(x / divisor) + 1)) * half, steps_norm.cc.
+std::unique_ptr<Step> make_gelu_step(float divisor, float half);
+// Transpose (perm empty: reversed axes), steps_transpose.cc.
+std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm);
 
 }  // namespace kvant
 

@@ -1,4 +1,4 @@
-// Layer normalization over the last axis, the step behind the decomposed
+// Layer normalization and GELU. Layer normalization over the last axis, the step behind the decomposed
 // form exporters write at opsets below 17 (compile.cc, match_layernorm):
 //   m = ReduceMean(x, -1); d = x - m; v = ReduceMean(d^2, -1)
 //   y = d / sqrt(v + eps) [* gamma] [+ beta]
@@ -11,6 +11,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/vmath.h"
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -89,5 +90,45 @@ class LayerNormStep : public Step {
 std::unique_ptr<Step> make_layernorm_step(float eps, std::vector<float> gamma, std::vector<float> beta) {
   return std::make_unique<LayerNormStep>(eps, std::move(gamma), std::move(beta));
 }
+
+}  // namespace kvant
+
+namespace kvant {
+
+namespace {
+
+// GELU as exporters below opset 20 write it, y = x * (erf(x / c) + 1) * half
+// (c = sqrt 2, half = 0.5), one pass instead of five: the same float
+// operations in the same order, with the vectorised erf the Erf step uses.
+class GeluStep : public Step {
+ public:
+  GeluStep(float divisor, float half) : divisor_(divisor), half_(half) {}
+  std::string kernel() const override { return "gelu_erf_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    if (in[0]->dtype() != DType::kFloat32) {
+      throw Error(ErrorCode::kInvalidArgument, name + ": needs float32, got " + in[0]->describe());
+    }
+    out.assign(1, {DType::kFloat32, in[0]->shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    const int64_t n = in[0]->numel();
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    constexpr int64_t kChunk = 4096;
+    parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
+      const int64_t begin = cb * kChunk, end = std::min(n, ce * kChunk);
+      for (int64_t i = begin; i < end; ++i) y[i] = x[i] / divisor_;
+      erf_f32(y + begin, y + begin, end - begin);
+      for (int64_t i = begin; i < end; ++i) y[i] = (x[i] * (y[i] + 1.0f)) * half_;
+    });
+  }
+
+ private:
+  float divisor_, half_;
+};
+
+}  // namespace
+
+std::unique_ptr<Step> make_gelu_step(float divisor, float half) { return std::make_unique<GeluStep>(divisor, half); }
 
 }  // namespace kvant

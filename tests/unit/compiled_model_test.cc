@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -311,6 +313,89 @@ TEST(CompiledModel, DecomposedLayerNormBecomesOneStep) {
     EXPECT_EQ(compiled.stats().kernel_steps + compiled.stats().fallback_steps, 1) << compiled.describe_plan();
     EXPECT_NE(compiled.describe_plan().find("layernorm_f32"), std::string::npos) << compiled.describe_plan();
   }
+}
+
+// Transpose runs as a kernel step; on every permutation of a rank-4 float
+// tensor with a size-1 axis, the default (reversed) perm and a rank-3 int64
+// tensor, it gives exactly the reference's bytes.
+TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
+  std::vector<std::vector<int64_t>> perms;
+  std::vector<int64_t> p = {0, 1, 2, 3};
+  do {
+    perms.push_back(p);
+  } while (std::next_permutation(p.begin(), p.end()));
+  perms.push_back({});
+  for (const auto& perm : perms) {
+    for (DType dtype : {DType::kFloat32, DType::kInt64}) {
+      Model m;
+      m.ir_version = 7;
+      m.opset_imports[""] = 13;
+      Graph& g = m.graph;
+      const Shape shape = dtype == DType::kFloat32 ? Shape{3, 1, 5, 7} : Shape{4, 6, 5};
+      if (dtype == DType::kInt64 && perm.size() == 4) continue;
+      TypeInfo t;
+      t.dtype = dtype;
+      t.has_shape = true;
+      for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
+      g.inputs.push_back({"x", t});
+      Node node = make_node("tr", "Transpose", {"x"}, {"y"});
+      if (!perm.empty()) node.attributes["perm"] = ints_attr(perm);
+      g.nodes.push_back(node);
+      TypeInfo out;
+      out.dtype = dtype;
+      g.outputs.push_back({"y", out});
+      Tensor x(dtype, shape);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        if (dtype == DType::kFloat32) {
+          x.data<float>()[i] = static_cast<float>(i) * 0.5f;
+        } else {
+          x.data<int64_t>()[i] = i * 1000003;
+        }
+      }
+      ReferenceExecutor reference(m);
+      const Tensor want = reference.run({{"x", x}}).at("y");
+      CompiledModel compiled(m, default_compile_options(1));
+      const Tensor got = compiled.run({{"x", x}}).at("y");
+      ASSERT_EQ(got.shape(), want.shape());
+      ASSERT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << "perm size " << perm.size();
+      EXPECT_NE(compiled.describe_plan().find("transpose"), std::string::npos) << compiled.describe_plan();
+    }
+  }
+}
+
+// GELU as exporters write it below opset 20 (Div by sqrt 2, Erf, Add 1,
+// Mul by x, Mul by 0.5) is one gelu step, matching the reference.
+TEST(CompiledModel, ErfGeluBecomesOneStep) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  for (int64_t d : {3, 4099}) t.dims.push_back(Dim{d, ""});
+  g.inputs.push_back({"x", t});
+  auto scalar = [&](const std::string& name, float v) {
+    Tensor c(DType::kFloat32, {});
+    c.data<float>()[0] = v;
+    g.initializers[name] = c;
+  };
+  scalar("c", 1.4142135f);
+  scalar("one", 1.0f);
+  scalar("half", 0.5f);
+  g.nodes.push_back(make_node("div", "Div", {"x", "c"}, {"t"}));
+  g.nodes.push_back(make_node("erf", "Erf", {"t"}, {"e"}));
+  g.nodes.push_back(make_node("add", "Add", {"e", "one"}, {"a"}));
+  g.nodes.push_back(make_node("mul", "Mul", {"x", "a"}, {"m"}));
+  g.nodes.push_back(make_node("half", "Mul", {"m", "half"}, {"y"}));
+  g.outputs.push_back({"y", t});
+  Tensor x(DType::kFloat32, {3, 4099});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = -6.0f + 12.0f * static_cast<float>(i) / 12297.0f;
+  expect_agreement(m, x, "erf GELU");
+  CompiledModel compiled(m, default_compile_options(1));
+  compiled.prepare({{"x", {3, 4099}}});
+  EXPECT_EQ(compiled.stats().kernel_steps + compiled.stats().fallback_steps, 1) << compiled.describe_plan();
+  EXPECT_NE(compiled.describe_plan().find("gelu_erf_f32"), std::string::npos) << compiled.describe_plan();
 }
 
 TEST(CompiledModel, RunningACompiledCnnAllocatesNothingInt8OrFp32) {

@@ -1,0 +1,117 @@
+// Transpose as a kernel step (any dtype, any rank up to 8): the output is
+// walked in order; dims of size 1 are dropped and input-adjacent dims that
+// stay adjacent are merged first, so the common cases are a few long runs:
+// a permutation that keeps the last axis last copies contiguous rows
+// (BERT's [B, S, H, D] -> [B, H, S, D]); otherwise the innermost output
+// axis is a strided gather.
+#include <cstring>
+
+#include "runtime/steps.h"
+
+namespace kvant {
+
+namespace {
+
+class TransposeStep : public Step {
+ public:
+  explicit TransposeStep(std::vector<int64_t> perm) : perm_(std::move(perm)) {}
+  std::string kernel() const override { return "transpose"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const Tensor& x = *in[0];
+    const int rank = x.rank();
+    if (rank > 8) throw Error(ErrorCode::kUnsupported, name + ": rank above 8");
+    std::vector<int64_t> perm = perm_;
+    if (perm.empty()) {
+      for (int i = rank - 1; i >= 0; --i) perm.push_back(i);
+    }
+    if (static_cast<int>(perm.size()) != rank) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": perm has " + std::to_string(perm.size()) + " entries for " + x.describe());
+    }
+    std::vector<bool> seen(static_cast<size_t>(rank), false);
+    Shape s;
+    for (int64_t p : perm) {
+      if (p < 0 || p >= rank || seen[static_cast<size_t>(p)]) {
+        throw Error(ErrorCode::kInvalidArgument, name + ": perm is not a permutation of the axes of " + x.describe());
+      }
+      seen[static_cast<size_t>(p)] = true;
+      s.push_back(x.dim(static_cast<int>(p)));
+    }
+    out.assign(1, {x.dtype(), s});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const Tensor& x = *in[0];
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return;
+    const int rank = x.rank();
+    const size_t elem = x.nbytes() / static_cast<size_t>(x.numel());
+    std::vector<int64_t> perm = perm_;
+    if (perm.empty()) {
+      for (int i = rank - 1; i >= 0; --i) perm.push_back(i);
+    }
+    // Input strides (elements), then the output axes with their input
+    // strides, size-1 axes dropped, runs of consecutive input axes merged.
+    int64_t in_stride[8];
+    int64_t acc = 1;
+    for (int i = rank - 1; i >= 0; --i) {
+      in_stride[i] = acc;
+      acc *= x.dim(i);
+    }
+    int64_t dims[8], strides[8];
+    int n = 0;
+    for (int i = 0; i < rank; ++i) {
+      const int a = static_cast<int>(perm[static_cast<size_t>(i)]);
+      if (x.dim(a) == 1) continue;
+      if (n > 0 && strides[n - 1] == in_stride[a] * x.dim(a)) {
+        dims[n - 1] *= x.dim(a);
+        strides[n - 1] = in_stride[a];
+        continue;
+      }
+      dims[n] = x.dim(a);
+      strides[n] = in_stride[a];
+      ++n;
+    }
+    const auto* src = static_cast<const std::byte*>(x.raw());
+    auto* dst = static_cast<std::byte*>(y.raw());
+    if (n == 0) {
+      std::memcpy(dst, src, elem);
+      return;
+    }
+    const int64_t inner = dims[n - 1];
+    const int64_t inner_stride = strides[n - 1];
+    const int64_t rows = y.numel() / inner;
+    int64_t idx[8] = {};
+    for (int64_t row = 0; row < rows; ++row) {
+      int64_t off = 0;
+      for (int d = 0; d + 1 < n; ++d) off += idx[d] * strides[d];
+      std::byte* out_row = dst + static_cast<size_t>(row * inner) * elem;
+      if (inner_stride == 1) {
+        std::memcpy(out_row, src + static_cast<size_t>(off) * elem, static_cast<size_t>(inner) * elem);
+      } else if (elem == 4) {
+        const auto* s32 = reinterpret_cast<const uint32_t*>(src) + off;
+        auto* d32 = reinterpret_cast<uint32_t*>(out_row);
+        for (int64_t i = 0; i < inner; ++i) d32[i] = s32[i * inner_stride];
+      } else {
+        for (int64_t i = 0; i < inner; ++i) {
+          std::memcpy(out_row + static_cast<size_t>(i) * elem, src + static_cast<size_t>(off + i * inner_stride) * elem,
+                      elem);
+        }
+      }
+      for (int d = n - 2; d >= 0; --d) {
+        if (++idx[d] < dims[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+
+ private:
+  std::vector<int64_t> perm_;
+};
+
+}  // namespace
+
+std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm) {
+  return std::make_unique<TransposeStep>(std::move(perm));
+}
+
+}  // namespace kvant
