@@ -66,13 +66,25 @@ class DynamicGemmStep : public Step {
       const int rows = static_cast<int>(r1 - r0);
       int32_t* c = acc + r0 * n;
       gemm_u8s8_s32(xq + r0 * k, k, rows, static_cast<uint8_t>(zp), packed_, c, n, p_.isa);
+      // The same float operations per element as before, with the branches
+      // out of the inner loop so it vectorises.
+      const bool per_channel = p_.w_scale.size() != 1;
+      const float* bias = p_.bias.empty() ? nullptr : p_.bias.data();
+      const float clamp_lo = p_.clamp.lo, clamp_hi = p_.clamp.hi;
       for (int r = 0; r < rows; ++r) {
         float* yr = y + (r0 + r) * n;
-        for (int j = 0; j < n; ++j) {
-          const float mul = scale * p_.w_scale[p_.w_scale.size() == 1 ? 0 : static_cast<size_t>(j)];
-          float v = static_cast<float>(c[r * n + j]) * mul;
-          if (!p_.bias.empty()) v += p_.bias[static_cast<size_t>(j)];
-          yr[j] = p_.clamp.active() ? std::min(std::max(v, p_.clamp.lo), p_.clamp.hi) : v;
+        const int32_t* cr = c + static_cast<int64_t>(r) * n;
+        if (per_channel) {
+          for (int j = 0; j < n; ++j) yr[j] = static_cast<float>(cr[j]) * (scale * p_.w_scale[static_cast<size_t>(j)]);
+        } else {
+          const float mul = scale * p_.w_scale[0];
+          for (int j = 0; j < n; ++j) yr[j] = static_cast<float>(cr[j]) * mul;
+        }
+        if (bias != nullptr) {
+          for (int j = 0; j < n; ++j) yr[j] += bias[j];
+        }
+        if (p_.clamp.active()) {
+          for (int j = 0; j < n; ++j) yr[j] = std::min(std::max(yr[j], clamp_lo), clamp_hi);
         }
       }
     });
