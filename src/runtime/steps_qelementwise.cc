@@ -222,39 +222,62 @@ class QMaxPoolStep : public Step {
     find_op("", "MaxPool")->run(ctx);
     out.assign(1, {in[0]->dtype(), ctx.outputs[0].shape()});
   }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
     if (float_) {
-      pool(in[0]->data<float>(), out[0]->data<float>(), *in[0], *out[0]);
+      run_pool(in[0]->data<float>(), out[0]->data<float>(), *in[0], *out[0], pool);
     } else if (signed_) {
-      pool(in[0]->data<int8_t>(), out[0]->data<int8_t>(), *in[0], *out[0]);
+      run_pool(in[0]->data<int8_t>(), out[0]->data<int8_t>(), *in[0], *out[0], pool);
     } else {
-      pool(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0]);
+      run_pool(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0], pool);
     }
   }
+  // Planes over the pool. Per output row, the columns whose window lies
+  // inside the row run without bounds checks; the edges check each tap.
   template <typename T>
-  void pool(const T* x, T* y, const Tensor& xt, const Tensor& yt) const {
+  void run_pool(const T* x, T* y, const Tensor& xt, const Tensor& yt, ThreadPool* pool) const {
     const int64_t planes = xt.dim(0) * xt.dim(1), h = xt.dim(2), w = xt.dim(3);
     const int64_t oh = yt.dim(2), ow = yt.dim(3);
-    for (int64_t p = 0; p < planes; ++p) {
-      const T* xp = x + p * h * w;
-      T* yp = y + p * oh * ow;
-      for (int64_t i = 0; i < oh; ++i) {
-        for (int64_t j = 0; j < ow; ++j) {
-          T best = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
-                                                        : std::numeric_limits<T>::lowest();
-          for (int64_t ki = 0; ki < kernel_[0]; ++ki) {
-            const int64_t r = i * strides_[0] - pads_[0] + ki * dilations_[0];
+    const int64_t kh = kernel_[0], kw = kernel_[1], sh = strides_[0], sw = strides_[1];
+    const int64_t dh = dilations_[0], dw = dilations_[1], ph = pads_[0], pw = pads_[1];
+    const T lowest =
+        std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+    // Output columns [j_lo, j_hi) read only columns inside [0, w).
+    int64_t j_lo = 0;
+    while (j_lo < ow && j_lo * sw - pw < 0) ++j_lo;
+    int64_t j_hi = ow;
+    while (j_hi > j_lo && (j_hi - 1) * sw - pw + (kw - 1) * dw >= w) --j_hi;
+    parallel_for(pool, planes, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const T* xp = x + p * h * w;
+        T* yp = y + p * oh * ow;
+        for (int64_t i = 0; i < oh; ++i) {
+          T* yr = yp + i * ow;
+          for (int64_t j = 0; j < ow; ++j) yr[j] = lowest;
+          for (int64_t ki = 0; ki < kh; ++ki) {
+            const int64_t r = i * sh - ph + ki * dh;
             if (r < 0 || r >= h) continue;
-            for (int64_t kj = 0; kj < kernel_[1]; ++kj) {
-              const int64_t c = j * strides_[1] - pads_[1] + kj * dilations_[1];
-              if (c < 0 || c >= w) continue;
-              best = std::max(best, xp[r * w + c]);
+            const T* xr = xp + r * w;
+            for (int64_t j = 0; j < ow; ++j) {
+              if (j == j_lo && j_hi > j_lo) {  // the interior, no checks
+                for (; j < j_hi; ++j) {
+                  const T* xc = xr + j * sw - pw;
+                  T best = yr[j];
+                  for (int64_t kj = 0; kj < kw; ++kj) best = std::max(best, xc[kj * dw]);
+                  yr[j] = best;
+                }
+                if (j >= ow) break;
+              }
+              T best = yr[j];
+              for (int64_t kj = 0; kj < kw; ++kj) {
+                const int64_t c = j * sw - pw + kj * dw;
+                if (c >= 0 && c < w) best = std::max(best, xr[c]);
+              }
+              yr[j] = best;
             }
           }
-          yp[i * ow + j] = best;
         }
       }
-    }
+    });
   }
 
  private:

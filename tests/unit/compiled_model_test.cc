@@ -398,6 +398,51 @@ TEST(CompiledModel, ErfGeluBecomesOneStep) {
   EXPECT_NE(compiled.describe_plan().find("gelu_erf_f32"), std::string::npos) << compiled.describe_plan();
 }
 
+// MaxPool (float32 here; the uint8 step shares the loop) against the
+// reference, exactly: strides, pads, dilation, ceil_mode and sizes where the
+// window's interior/edge split matters.
+TEST(CompiledModel, MaxPoolStepMatchesTheReferenceExactly) {
+  struct PoolCase {
+    int64_t h, w, k, stride, pad, dil, ceil;
+  };
+  const PoolCase cases[] = {{112, 112, 3, 2, 1, 1, 0}, {7, 9, 3, 1, 1, 1, 0}, {10, 11, 2, 2, 0, 1, 1},
+                            {13, 6, 3, 2, 1, 2, 0},    {5, 5, 5, 1, 2, 1, 0}, {1, 17, 1, 3, 0, 1, 1}};
+  for (const PoolCase& c : cases) {
+    Model m;
+    m.ir_version = 7;
+    m.opset_imports[""] = 13;
+    Graph& g = m.graph;
+    TypeInfo t;
+    t.dtype = DType::kFloat32;
+    t.has_shape = true;
+    for (int64_t d : {2L, 3L, c.h, c.w}) t.dims.push_back(Dim{d, ""});
+    g.inputs.push_back({"x", t});
+    Node node = make_node("pool", "MaxPool", {"x"}, {"y"});
+    node.attributes["kernel_shape"] = ints_attr({c.k, c.k});
+    node.attributes["strides"] = ints_attr({c.stride, c.stride});
+    node.attributes["pads"] = ints_attr({c.pad, c.pad, c.pad, c.pad});
+    node.attributes["dilations"] = ints_attr({c.dil, c.dil});
+    node.attributes["ceil_mode"] = int_attr(c.ceil);
+    g.nodes.push_back(node);
+    TypeInfo out;
+    out.dtype = DType::kFloat32;
+    g.outputs.push_back({"y", out});
+    Tensor x(DType::kFloat32, {2, 3, c.h, c.w});
+    std::mt19937 rng(static_cast<unsigned>(c.h * 31 + c.w));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = normal(rng);
+    ReferenceExecutor reference(m);
+    const Tensor want = reference.run({{"x", x}}).at("y");
+    for (int threads : {1, 2}) {
+      CompiledModel compiled(m, default_compile_options(threads));
+      const Tensor got = compiled.run({{"x", x}}).at("y");
+      ASSERT_EQ(got.shape(), want.shape()) << c.h << "x" << c.w;
+      ASSERT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << c.h << "x" << c.w << " k" << c.k;
+      EXPECT_NE(compiled.describe_plan().find("maxpool_f32"), std::string::npos) << compiled.describe_plan();
+    }
+  }
+}
+
 TEST(CompiledModel, RunningACompiledCnnAllocatesNothingInt8OrFp32) {
   const Model model = load("models/fashion_mnist_cnn.onnx");
   std::vector<std::map<std::string, Tensor>> samples;
