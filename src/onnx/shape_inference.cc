@@ -107,8 +107,9 @@ void verify_nodes(const onnx::GraphProto& graph, const std::unordered_map<std::s
 // input's spatial rank without checking the weight's rank (ConvTranspose with
 // a rank-3 W for a rank-4 X reads past the end; found by fuzzing; later ONNX
 // releases check it). Where both ranks are declared before inference, the
-// ranks must agree and be at least 3; returns a description of the first
-// node that breaks this, or "".
+// ranks must agree and be at least 3; likewise LayerNormalization's axis
+// must index its declared input. Returns a description of the first node
+// that breaks this, or "".
 std::string check_conv_ranks(const onnx::GraphProto& graph) {
   std::unordered_map<std::string, int> rank;
   auto declare = [&](const onnx::ValueInfoProto& v) {
@@ -134,6 +135,19 @@ std::string check_conv_ranks(const onnx::GraphProto& graph) {
                (x == rank.end() ? std::string("?") : std::to_string(x->second)) + " and weight rank " +
                (w == rank.end() ? std::string("?") : std::to_string(w->second)) +
                " (both must be equal and at least 3)";
+      }
+    }
+    // LayerNormalization's inference (1.12) indexes X's dims by `axis`
+    // without a range check: a rank-0 X crashes it (found by fuzzing).
+    if (op == "LayerNormalization" && node.input_size() > 0) {
+      auto x = rank.find(node.input(0));
+      int64_t axis = -1;
+      for (const auto& a : node.attribute()) {
+        if (a.name() == "axis") axis = a.i();
+      }
+      if (x != rank.end() && (x->second < 1 || axis < -x->second || axis >= x->second)) {
+        return "node \"" + node.name() + "\" (" + op + "): axis " + std::to_string(axis) + " for an input of rank " +
+               std::to_string(x->second);
       }
     }
     for (const auto& a : node.attribute()) {

@@ -274,6 +274,23 @@ TEST(OnnxReader, FuzzRegressionConvTransposeWeightRank) {
   EXPECT_NE(r->warnings[0].find("rank"), std::string::npos) << r->warnings[0];
 }
 
+// Found by fuzz_onnx_reader: libonnx 1.12's LayerNormalization inference
+// indexes X's dims by axis unchecked; a rank-0 X crashed it. The load
+// succeeds with a warning naming the node.
+TEST(OnnxReader, FuzzRegressionLayerNormOfAScalar) {
+  auto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_input(g, "x", {});
+  add_input(g, "scale", {5});
+  add_node(g, "LayerNormalization", {"x", "scale"}, {"y"}, "ln");
+  add_output(g, "y");
+  auto r = load(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("ln"), std::string::npos) << r->warnings[0];
+  EXPECT_NE(r->warnings[0].find("axis"), std::string::npos) << r->warnings[0];
+}
+
 TEST(OnnxReader, OpsetRange) {
   auto m = relu_model();
   m.mutable_opset_import(0)->set_version(21);
