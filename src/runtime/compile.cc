@@ -259,6 +259,9 @@ class Compiler {
         if (auto f = match_lookup(*dq, &node)) return f;
       }
     }
+    if (node.op_type == "Sigmoid") {
+      if (auto f = match_silu(node)) return f;
+    }
     if (node.op_type == "Relu" || node.op_type == "Clip" || node.op_type == "Sigmoid" || node.op_type == "Tanh" ||
         node.op_type == "Erf") {
       return match_unary(node);
@@ -538,6 +541,28 @@ class Compiler {
     f.step = make_gelu_step(c->data<float>()[0], half);
     f.inputs = {x};
     f.outputs = {tail};
+    return f;
+  }
+
+  // FP32 SiLU: Sigmoid(x) read only by a Mul of it and x -> one silu step.
+  std::optional<Fusion> match_silu(const Node& sig) {
+    if (sig.inputs.size() != 1 || !sig.domain.empty() || constant(sig.inputs[0]) != nullptr ||
+        !is_float_value_depth(sig.inputs[0], 0)) {
+      return std::nullopt;
+    }
+    const std::string& x = sig.inputs[0];
+    const Node* mul = sole_reader_of(sig.outputs[0], "Mul");
+    if (mul == nullptr || mul->inputs.size() != 2 ||
+        !((mul->inputs[0] == x && mul->inputs[1] == sig.outputs[0]) ||
+          (mul->inputs[1] == x && mul->inputs[0] == sig.outputs[0]))) {
+      return std::nullopt;
+    }
+    Fusion f;
+    f.nodes = {&sig, mul};
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    f.step = make_silu_step();
+    f.inputs = {x};
+    f.outputs = {mul->outputs[0]};
     return f;
   }
 

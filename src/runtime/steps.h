@@ -119,6 +119,17 @@ std::unique_ptr<Step> make_batched_matmul_step(const Node& node);
 
 namespace kvant {
 
+// How a broadcast binary op walks its output: dims of size 1 dropped and
+// neighbouring dims where each operand is broadcast the same way merged;
+// dims[0] is the innermost run, sa/sb the operands' element strides per dim
+// (0: broadcast). A [N,C,H,W] x [N,C,1,1] product becomes rows of H*W.
+// Rank at most 8 (throws otherwise).
+struct BroadcastWalk {
+  int rank = 0;
+  int64_t dims[8] = {}, sa[8] = {}, sb[8] = {};
+};
+BroadcastWalk plan_broadcast(const Shape& y, const Shape& a, const Shape& b);
+
 enum class BinaryOp { kAdd, kSub, kMul, kDiv };
 // y = clamp(a op b) on float32 with broadcasting.
 std::unique_ptr<Step> make_binary_step(BinaryOp op, const FloatClamp& clamp);
@@ -133,6 +144,8 @@ std::unique_ptr<Step> make_global_avgpool_f32_step();
 std::unique_ptr<Step> make_layernorm_step(float eps, std::vector<float> gamma, std::vector<float> beta);
 // y = (x * (erf(x / divisor) + 1)) * half, steps_norm.cc.
 std::unique_ptr<Step> make_gelu_step(float divisor, float half);
+// y = x * sigmoid(x), steps_norm.cc.
+std::unique_ptr<Step> make_silu_step();
 // Transpose (perm empty: reversed axes), steps_transpose.cc.
 std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm);
 

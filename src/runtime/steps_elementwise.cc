@@ -53,35 +53,19 @@ class BinaryStep : public Step {
       apply(pa, 1, pb, 1, py, n);
       return;
     }
-    const size_t rank = static_cast<size_t>(y.rank());
-    if (rank == 0) {
-      apply(pa, 0, pb, 0, py, 1);
-      return;
-    }
-    // Strides of a and b per output dim (0 where broadcast), no allocation:
-    // ranks above kMaxRank go to a slower generic walk below.
-    constexpr size_t kMaxRank = 8;
-    if (rank > kMaxRank) throw Error(ErrorCode::kUnsupported, name + ": rank above 8");
-    int64_t sa[kMaxRank] = {}, sb[kMaxRank] = {}, idx[kMaxRank] = {};
-    int64_t acc_a = 1, acc_b = 1;
-    for (size_t i = rank; i-- > 0;) {
-      const int64_t da = dim(a.shape(), rank, i), db = dim(b.shape(), rank, i);
-      sa[i] = da == 1 ? 0 : acc_a;
-      sb[i] = db == 1 ? 0 : acc_b;
-      acc_a *= da;
-      acc_b *= db;
-    }
-    const int64_t inner = y.dim(static_cast<int>(rank) - 1);
+    const BroadcastWalk walk = plan_broadcast(y.shape(), a.shape(), b.shape());
+    const int64_t inner = walk.dims[0];
+    int64_t idx[8] = {};
     for (int64_t row = 0; row < n / inner; ++row) {
       int64_t oa = 0, ob = 0;
-      for (size_t i = 0; i + 1 < rank; ++i) {
-        oa += idx[i] * sa[i];
-        ob += idx[i] * sb[i];
+      for (int d = 1; d < walk.rank; ++d) {
+        oa += idx[d] * walk.sa[d];
+        ob += idx[d] * walk.sb[d];
       }
-      apply(pa + oa, sa[rank - 1], pb + ob, sb[rank - 1], py + row * inner, inner);
-      for (size_t i = rank - 1; i-- > 0;) {  // odometer over the outer dims
-        if (++idx[i] < y.dim(static_cast<int>(i))) break;
-        idx[i] = 0;
+      apply(pa + oa, walk.sa[0], pb + ob, walk.sb[0], py + row * inner, inner);
+      for (int d = 1; d < walk.rank; ++d) {  // odometer over the outer dims
+        if (++idx[d] < walk.dims[d]) break;
+        idx[d] = 0;
       }
     }
   }
@@ -105,6 +89,12 @@ class BinaryStep : public Step {
       for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(f(a[i * sa], b[i * sb]), clamp_.lo), clamp_.hi);
     } else if (sa == 1 && sb == 1) {
       for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+    } else if (sa == 1 && sb == 0) {  // e.g. a squeeze-excitation scale
+      const float bv = b[0];
+      for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], bv);
+    } else if (sa == 0 && sb == 1) {
+      const float av = a[0];
+      for (int64_t i = 0; i < n; ++i) y[i] = f(av, b[i]);
     } else {
       for (int64_t i = 0; i < n; ++i) y[i] = f(a[i * sa], b[i * sb]);
     }
@@ -188,7 +178,7 @@ class SoftmaxStep : public Step {
 };
 
 // GlobalAveragePool on float32: the mean of each plane, summed in double as
-// the reference does.
+// the reference does (in four interleaved parts).
 class GlobalAvgPoolStep : public Step {
  public:
   std::string kernel() const override { return "global_avgpool_f32"; }
@@ -207,8 +197,19 @@ class GlobalAvgPoolStep : public Step {
     const float* x = in[0]->data<float>();
     float* y = out[0]->data<float>();
     for (int64_t p = 0; p < planes; ++p) {
-      double sum = 0;
-      for (int64_t i = 0; i < size; ++i) sum += x[p * size + i];
+      // Four interleaved double sums (the reference sums in order; the
+      // difference is far below float rounding), so the adds overlap.
+      const float* xp = x + p * size;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t i = 0;
+      for (; i + 4 <= size; i += 4) {
+        s0 += xp[i];
+        s1 += xp[i + 1];
+        s2 += xp[i + 2];
+        s3 += xp[i + 3];
+      }
+      for (; i < size; ++i) s0 += xp[i];
+      const double sum = (s0 + s1) + (s2 + s3);
       y[p] = static_cast<float>(sum / static_cast<double>(size));
     }
   }
@@ -217,6 +218,38 @@ class GlobalAvgPoolStep : public Step {
 }  // namespace
 
 std::unique_ptr<Step> make_global_avgpool_f32_step() { return std::make_unique<GlobalAvgPoolStep>(); }
+
+BroadcastWalk plan_broadcast(const Shape& y, const Shape& a, const Shape& b) {
+  const int rank = static_cast<int>(y.size());
+  if (rank > 8) throw Error(ErrorCode::kUnsupported, "broadcast of rank above 8");
+  BroadcastWalk w;
+  int64_t acc_a = 1, acc_b = 1;
+  const int oa = rank - static_cast<int>(a.size()), ob = rank - static_cast<int>(b.size());
+  for (int i = rank; i-- > 0;) {  // innermost first
+    const int64_t dy = y[static_cast<size_t>(i)];
+    const int64_t da = i < oa ? 1 : a[static_cast<size_t>(i - oa)];
+    const int64_t db = i < ob ? 1 : b[static_cast<size_t>(i - ob)];
+    const int64_t step_a = da == 1 ? 0 : acc_a, step_b = db == 1 ? 0 : acc_b;
+    acc_a *= da;
+    acc_b *= db;
+    if (dy == 1) continue;
+    const int m = w.rank - 1;
+    if (m >= 0 && (w.sa[m] == 0) == (step_a == 0) && (w.sb[m] == 0) == (step_b == 0) &&
+        (step_a == 0 || step_a == w.sa[m] * w.dims[m]) && (step_b == 0 || step_b == w.sb[m] * w.dims[m])) {
+      w.dims[m] *= dy;
+      continue;
+    }
+    w.dims[w.rank] = dy;
+    w.sa[w.rank] = step_a;
+    w.sb[w.rank] = step_b;
+    ++w.rank;
+  }
+  if (w.rank == 0) {  // a single element
+    w.dims[0] = 1;
+    w.rank = 1;
+  }
+  return w;
+}
 
 std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset) {
   return std::make_unique<SoftmaxStep>(node, opset);

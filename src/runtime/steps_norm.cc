@@ -132,3 +132,37 @@ class GeluStep : public Step {
 std::unique_ptr<Step> make_gelu_step(float divisor, float half) { return std::make_unique<GeluStep>(divisor, half); }
 
 }  // namespace kvant
+
+namespace kvant {
+
+namespace {
+
+// SiLU, x * Sigmoid(x), in one pass (the Sigmoid step's vectorised sigmoid,
+// then the Mul): the same values as the two steps, without the extra tensor.
+class SiluStep : public Step {
+ public:
+  std::string kernel() const override { return "silu_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    if (in[0]->dtype() != DType::kFloat32) {
+      throw Error(ErrorCode::kInvalidArgument, name + ": needs float32, got " + in[0]->describe());
+    }
+    out.assign(1, {DType::kFloat32, in[0]->shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    const int64_t n = in[0]->numel();
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    constexpr int64_t kChunk = 4096;
+    parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
+      const int64_t begin = cb * kChunk, end = std::min(n, ce * kChunk);
+      sigmoid_f32(x + begin, y + begin, end - begin);
+      for (int64_t i = begin; i < end; ++i) y[i] = x[i] * y[i];
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Step> make_silu_step() { return std::make_unique<SiluStep>(); }
+
+}  // namespace kvant

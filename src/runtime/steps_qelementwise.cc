@@ -130,35 +130,11 @@ class QAddStep : public Step {
   // small stack buffer so the vector kernel still runs.
   void broadcast(const Tensor& a, const Tensor& b, Tensor& y) const {
     if (y.numel() == 0) return;
-    const int rank = y.rank();
-    int64_t dims[8], sa[8], sb[8];
-    int merged = 0;
-    int64_t acc_a = 1, acc_b = 1;
-    const int oa = rank - a.rank(), ob = rank - b.rank();
-    for (int i = rank; i-- > 0;) {  // innermost first
-      const int64_t dy = y.dim(i);
-      const int64_t da = i < oa ? 1 : a.dim(i - oa);
-      const int64_t db = i < ob ? 1 : b.dim(i - ob);
-      if (dy == 1) continue;
-      const int64_t step_a = da == 1 ? 0 : acc_a, step_b = db == 1 ? 0 : acc_b;
-      acc_a *= da;
-      acc_b *= db;
-      if (merged > 0 && (sa[merged - 1] == 0) == (step_a == 0) && (sb[merged - 1] == 0) == (step_b == 0) &&
-          (step_a == 0 || step_a == sa[merged - 1] * dims[merged - 1]) &&
-          (step_b == 0 || step_b == sb[merged - 1] * dims[merged - 1])) {
-        dims[merged - 1] *= dy;
-        continue;
-      }
-      dims[merged] = dy;
-      sa[merged] = step_a;
-      sb[merged] = step_b;
-      ++merged;
-    }
-    if (merged == 0) {  // a single element
-      dims[0] = 1;
-      sa[0] = sb[0] = 0;
-      merged = 1;
-    }
+    const BroadcastWalk walk = plan_broadcast(y.shape(), a.shape(), b.shape());
+    const int merged = walk.rank;
+    const int64_t* dims = walk.dims;
+    const int64_t* sa = walk.sa;
+    const int64_t* sb = walk.sb;
     // dims[0] is now the innermost run.
     const auto* pa = static_cast<const uint8_t*>(a.raw());
     const auto* pb = static_cast<const uint8_t*>(b.raw());
