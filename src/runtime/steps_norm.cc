@@ -97,13 +97,16 @@ namespace kvant {
 
 namespace {
 
-// GELU as exporters below opset 20 write it, y = x * (erf(x / c) + 1) * half
-// (c = sqrt 2, half = 0.5), one pass instead of five: the same float
-// operations in the same order, with the vectorised erf the Erf step uses.
-class GeluStep : public Step {
+// Two activations that exporters spell as several elementwise nodes, in one
+// pass each, with the same float operations in the same order as the nodes
+// and the vectorised erf / sigmoid of the Erf / Sigmoid steps:
+//   GELU (erf form, below opset 20): y = (x * (erf(x / divisor) + 1)) * half
+//   SiLU: y = x * sigmoid(x)
+class FusedActivationStep : public Step {
  public:
-  GeluStep(float divisor, float half) : divisor_(divisor), half_(half) {}
-  std::string kernel() const override { return "gelu_erf_f32"; }
+  enum class Kind { kGeluErf, kSilu };
+  FusedActivationStep(Kind kind, float divisor, float half) : kind_(kind), divisor_(divisor), half_(half) {}
+  std::string kernel() const override { return kind_ == Kind::kGeluErf ? "gelu_erf_f32" : "silu_f32"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32) {
       throw Error(ErrorCode::kInvalidArgument, name + ": needs float32, got " + in[0]->describe());
@@ -117,6 +120,11 @@ class GeluStep : public Step {
     constexpr int64_t kChunk = 4096;
     parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
       const int64_t begin = cb * kChunk, end = std::min(n, ce * kChunk);
+      if (kind_ == Kind::kSilu) {
+        sigmoid_f32(x + begin, y + begin, end - begin);
+        for (int64_t i = begin; i < end; ++i) y[i] = x[i] * y[i];
+        return;
+      }
       for (int64_t i = begin; i < end; ++i) y[i] = x[i] / divisor_;
       erf_f32(y + begin, y + begin, end - begin);
       for (int64_t i = begin; i < end; ++i) y[i] = (x[i] * (y[i] + 1.0f)) * half_;
@@ -124,45 +132,17 @@ class GeluStep : public Step {
   }
 
  private:
+  Kind kind_;
   float divisor_, half_;
 };
 
 }  // namespace
 
-std::unique_ptr<Step> make_gelu_step(float divisor, float half) { return std::make_unique<GeluStep>(divisor, half); }
-
-}  // namespace kvant
-
-namespace kvant {
-
-namespace {
-
-// SiLU, x * Sigmoid(x), in one pass (the Sigmoid step's vectorised sigmoid,
-// then the Mul): the same values as the two steps, without the extra tensor.
-class SiluStep : public Step {
- public:
-  std::string kernel() const override { return "silu_f32"; }
-  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
-    if (in[0]->dtype() != DType::kFloat32) {
-      throw Error(ErrorCode::kInvalidArgument, name + ": needs float32, got " + in[0]->describe());
-    }
-    out.assign(1, {DType::kFloat32, in[0]->shape()});
-  }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
-    const int64_t n = in[0]->numel();
-    const float* x = in[0]->data<float>();
-    float* y = out[0]->data<float>();
-    constexpr int64_t kChunk = 4096;
-    parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
-      const int64_t begin = cb * kChunk, end = std::min(n, ce * kChunk);
-      sigmoid_f32(x + begin, y + begin, end - begin);
-      for (int64_t i = begin; i < end; ++i) y[i] = x[i] * y[i];
-    });
-  }
-};
-
-}  // namespace
-
-std::unique_ptr<Step> make_silu_step() { return std::make_unique<SiluStep>(); }
+std::unique_ptr<Step> make_gelu_step(float divisor, float half) {
+  return std::make_unique<FusedActivationStep>(FusedActivationStep::Kind::kGeluErf, divisor, half);
+}
+std::unique_ptr<Step> make_silu_step() {
+  return std::make_unique<FusedActivationStep>(FusedActivationStep::Kind::kSilu, 1.0f, 1.0f);
+}
 
 }  // namespace kvant

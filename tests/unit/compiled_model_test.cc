@@ -188,6 +188,19 @@ TEST(CompiledModel, ReplansWhenTheBatchChangesAndChecksInputs) {
   EXPECT_THROW(compiled.run({{in, Tensor(DType::kInt64, {1, 1, 28, 28})}}), Error);
 }
 
+// An opset-13 model with one input "x" of `dtype` and `shape`, no nodes yet.
+Model model_with_input(DType dtype, const Shape& shape) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  TypeInfo t;
+  t.dtype = dtype;
+  t.has_shape = true;
+  for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
+  m.graph.inputs.push_back({"x", t});
+  return m;
+}
+
 // An EfficientNet-style block: Conv -> SiLU (x * Sigmoid(x)) -> squeeze-
 // excitation (GlobalAveragePool -> Conv -> SiLU -> Conv -> Sigmoid -> Mul
 // broadcast over H x W). In QDQ form the SiLU's DQ(x) has two readers (the
@@ -195,15 +208,9 @@ TEST(CompiledModel, ReplansWhenTheBatchChangesAndChecksInputs) {
 // codes, and the SE Mul a broadcast quantized multiply, both matching the
 // simulation.
 Model silu_se_block() {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
+  Model m = model_with_input(DType::kFloat32, Shape{1, 8, 9, 13});
   Graph& g = m.graph;
-  TypeInfo t;
-  t.dtype = DType::kFloat32;
-  t.has_shape = true;
-  for (int64_t d : {1, 8, 9, 13}) t.dims.push_back(Dim{d, ""});
-  g.inputs.push_back({"x", t});
+  const TypeInfo t = g.inputs[0].type;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 0.4f);
   auto weight = [&](const std::string& name, Shape shape) {
@@ -227,8 +234,7 @@ Model silu_se_block() {
   g.nodes.push_back(make_node("conv2", "Conv", {"a1", "w2", "b2"}, {"c2"}));
   g.nodes.push_back(make_node("gate", "Sigmoid", {"c2"}, {"s2"}));
   g.nodes.push_back(make_node("scale", "Mul", {"a0", "s2"}, {"y"}));
-  TypeInfo ty = t;
-  g.outputs.push_back({"y", ty});
+  g.outputs.push_back({"y", t});
   return m;
 }
 
@@ -272,15 +278,9 @@ TEST(CompiledModel, SiluAndSqueezeExcitationMatchTheQdqSimulation) {
 // [, Add beta]) compiles to one layernorm step that matches the reference.
 TEST(CompiledModel, DecomposedLayerNormBecomesOneStep) {
   for (bool affine : {true, false}) {
-    Model m;
-    m.ir_version = 7;
-    m.opset_imports[""] = 13;
+    Model m = model_with_input(DType::kFloat32, Shape{2, 5, 37});
     Graph& g = m.graph;
-    TypeInfo t;
-    t.dtype = DType::kFloat32;
-    t.has_shape = true;
-    for (int64_t d : {2, 5, 37}) t.dims.push_back(Dim{d, ""});
-    g.inputs.push_back({"x", t});
+    const TypeInfo t = g.inputs[0].type;
     std::mt19937 rng(3);
     std::normal_distribution<float> normal(0.5f, 2.0f);
     auto vec = [&](const std::string& name, int64_t n) {
@@ -373,15 +373,9 @@ TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
 // GELU as exporters write it below opset 20 (Div by sqrt 2, Erf, Add 1,
 // Mul by x, Mul by 0.5) is one gelu step, matching the reference.
 TEST(CompiledModel, ErfGeluBecomesOneStep) {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
+  Model m = model_with_input(DType::kFloat32, Shape{3, 4099});
   Graph& g = m.graph;
-  TypeInfo t;
-  t.dtype = DType::kFloat32;
-  t.has_shape = true;
-  for (int64_t d : {3, 4099}) t.dims.push_back(Dim{d, ""});
-  g.inputs.push_back({"x", t});
+  const TypeInfo t = g.inputs[0].type;
   auto scalar = [&](const std::string& name, float v) {
     Tensor c(DType::kFloat32, {});
     c.data<float>()[0] = v;
@@ -415,15 +409,8 @@ TEST(CompiledModel, MaxPoolStepMatchesTheReferenceExactly) {
   const PoolCase cases[] = {{112, 112, 3, 2, 1, 1, 0}, {7, 9, 3, 1, 1, 1, 0}, {10, 11, 2, 2, 0, 1, 1},
                             {13, 6, 3, 2, 1, 2, 0},    {5, 5, 5, 1, 2, 1, 0}, {1, 17, 1, 3, 0, 1, 1}};
   for (const PoolCase& c : cases) {
-    Model m;
-    m.ir_version = 7;
-    m.opset_imports[""] = 13;
+    Model m = model_with_input(DType::kFloat32, Shape{2L, 3L, c.h, c.w});
     Graph& g = m.graph;
-    TypeInfo t;
-    t.dtype = DType::kFloat32;
-    t.has_shape = true;
-    for (int64_t d : {2L, 3L, c.h, c.w}) t.dims.push_back(Dim{d, ""});
-    g.inputs.push_back({"x", t});
     Node node = make_node("pool", "MaxPool", {"x"}, {"y"});
     node.attributes["kernel_shape"] = ints_attr({c.k, c.k});
     node.attributes["strides"] = ints_attr({c.stride, c.stride});

@@ -78,14 +78,15 @@ static_assert(kRowBlock == 6 && kCols == 16, "the assembly below is written for 
 
 #define KV_ZERO(i) "vpxor %%xmm" #i ",%%xmm" #i ",%%xmm" #i "\n\t"
 #define KV_STORE(i, off) "vmovdqu %%ymm" #i "," #off "(%[acc])\n\t"
-#define KV_ZERO_ALL                                                                                              \
-  KV_ZERO(0)                                                                                                     \
-  KV_ZERO(1) KV_ZERO(2) KV_ZERO(3) KV_ZERO(4) KV_ZERO(5) KV_ZERO(6) KV_ZERO(7) KV_ZERO(8) KV_ZERO(9) KV_ZERO(10) \
-      KV_ZERO(11)
-#define KV_STORE_ALL                                                                                                  \
-  KV_STORE(0, 0)                                                                                                      \
-  KV_STORE(1, 32) KV_STORE(2, 64) KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) KV_STORE(7, 224) \
-      KV_STORE(8, 256) KV_STORE(9, 288) KV_STORE(10, 320) KV_STORE(11, 352)
+#define KV_ZERO_ALL \
+  KV_ZERO(0)        \
+  KV_ZERO(1)        \
+  KV_ZERO(2) KV_ZERO(3) KV_ZERO(4) KV_ZERO(5) KV_ZERO(6) KV_ZERO(7) KV_ZERO(8) KV_ZERO(9) KV_ZERO(10) KV_ZERO(11)
+#define KV_STORE_ALL                                                                                                   \
+  KV_STORE(0, 0)                                                                                                       \
+  KV_STORE(1, 32)                                                                                                      \
+  KV_STORE(2, 64) KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) KV_STORE(7, 224) KV_STORE(8, 256) \
+      KV_STORE(9, 288) KV_STORE(10, 320) KV_STORE(11, 352)
 // Row r of an int16-pair step: broadcast the pair at byte `off` of W,
 // multiply-add with the X halves (vpmaddwd: two exact products per lane).
 #define KV_PAIR2(off, a, b)                                                 \
@@ -111,81 +112,42 @@ static_assert(kRowBlock == 6 && kCols == 16, "the assembly below is written for 
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
       "xmm14", "xmm15", "cc", "memory"
 
-// int16 pairs: W 24 bytes and X 64 bytes per step.
+// One 6x16 tile: zero the accumulators, `steps` times BODY (which reads X at
+// %[x] and W at %[w]) then advance X by 64 and W by 24 bytes, store the
+// accumulators to acc. Extra input operands (the ones of the u8 path) follow.
+#define KV_TILE(BODY, ...)                                                                             \
+  asm volatile(KV_ZERO_ALL "test %[n],%[n]\n\tjz 2f\n\t1:\n\t" BODY                                    \
+                           "add $64,%[x]\n\tadd $24,%[w]\n\tdec %[n]\n\tjnz 1b\n\t2:\n\t" KV_STORE_ALL \
+               : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)                                           \
+               : [acc] "r"(&acc[0][0])__VA_ARGS__                                                      \
+               : KV_CLOBBERS)
+#define KV_X2 "vmovdqu (%[x]),%%ymm12\n\tvmovdqu 32(%[x]),%%ymm13\n\t"
+#define KV_X1 "vmovdqu (%[x]),%%ymm12\n\t"
+
+// int16 pairs.
 template <int kHalves>
 KVANT_TARGET_AVX2 void micro_tile(const int16_t* wb, const int16_t* xp, int pairs, __m256i (&acc)[kRowBlock][2]) {
   int64_t steps = pairs;
   if (kHalves == 2) {
-    asm volatile(KV_ZERO_ALL
-                 "test %[n],%[n]\n\t"
-                 "jz 2f\n\t"
-                 "1:\n\t"
-                 "vmovdqu (%[x]),%%ymm12\n\t"
-                 "vmovdqu 32(%[x]),%%ymm13\n\t" KV_PAIR2(0, 0, 1) KV_PAIR2(4, 2, 3) KV_PAIR2(8, 4, 5) KV_PAIR2(12, 6, 7)
-                     KV_PAIR2(16, 8, 9) KV_PAIR2(20, 10, 11)
-                 "add $64,%[x]\n\t"
-                 "add $24,%[w]\n\t"
-                 "dec %[n]\n\t"
-                 "jnz 1b\n\t"
-                 "2:\n\t" KV_STORE_ALL
-                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
-                 : [acc] "r"(&acc[0][0])
-                 : KV_CLOBBERS);
+    KV_TILE(KV_X2 KV_PAIR2(0, 0, 1) KV_PAIR2(4, 2, 3) KV_PAIR2(8, 4, 5) KV_PAIR2(12, 6, 7) KV_PAIR2(16, 8, 9)
+                KV_PAIR2(20, 10, 11));
   } else {
-    asm volatile(KV_ZERO_ALL
-                 "test %[n],%[n]\n\t"
-                 "jz 2f\n\t"
-                 "1:\n\t"
-                 "vmovdqu (%[x]),%%ymm12\n\t" KV_PAIR1(0, 0) KV_PAIR1(4, 2) KV_PAIR1(8, 4) KV_PAIR1(12, 6)
-                     KV_PAIR1(16, 8) KV_PAIR1(20, 10)
-                 "add $64,%[x]\n\t"
-                 "add $24,%[w]\n\t"
-                 "dec %[n]\n\t"
-                 "jnz 1b\n\t"
-                 "2:\n\t" KV_STORE_ALL
-                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
-                 : [acc] "r"(&acc[0][0])
-                 : KV_CLOBBERS);
+    KV_TILE(KV_X1 KV_PAIR1(0, 0) KV_PAIR1(4, 2) KV_PAIR1(8, 4) KV_PAIR1(12, 6) KV_PAIR1(16, 8) KV_PAIR1(20, 10));
   }
 }
 
-// int8 W quads and uint8 X quads (qconv_avx2.h): W 24 bytes and X 64 bytes
-// per step.
+// int8 W quads and uint8 X quads (qconv_avx2.h).
 template <int kHalves>
 KVANT_TARGET_AVX2 void micro_tile_u8(const int8_t* wb, const uint8_t* xp, int quads, __m256i (&acc)[kRowBlock][2]) {
   int64_t steps = quads;
   const __m256i ones = _mm256_set1_epi16(1);
   if (kHalves == 2) {
-    asm volatile(KV_ZERO_ALL
-                 "test %[n],%[n]\n\t"
-                 "jz 2f\n\t"
-                 "1:\n\t"
-                 "vmovdqu (%[x]),%%ymm12\n\t"
-                 "vmovdqu 32(%[x]),%%ymm13\n\t" KV_QUAD2(0, 0, 1) KV_QUAD2(4, 2, 3) KV_QUAD2(8, 4, 5) KV_QUAD2(12, 6, 7)
-                     KV_QUAD2(16, 8, 9) KV_QUAD2(20, 10, 11)
-                 "add $64,%[x]\n\t"
-                 "add $24,%[w]\n\t"
-                 "dec %[n]\n\t"
-                 "jnz 1b\n\t"
-                 "2:\n\t" KV_STORE_ALL
-                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
-                 : [acc] "r"(&acc[0][0]), [ones] "m"(ones)
-                 : KV_CLOBBERS);
+    KV_TILE(KV_X2 KV_QUAD2(0, 0, 1) KV_QUAD2(4, 2, 3) KV_QUAD2(8, 4, 5) KV_QUAD2(12, 6, 7) KV_QUAD2(16, 8, 9)
+                KV_QUAD2(20, 10, 11),
+            , [ones] "m"(ones));
   } else {
-    asm volatile(KV_ZERO_ALL
-                 "test %[n],%[n]\n\t"
-                 "jz 2f\n\t"
-                 "1:\n\t"
-                 "vmovdqu (%[x]),%%ymm12\n\t" KV_QUAD1(0, 0) KV_QUAD1(4, 2) KV_QUAD1(8, 4) KV_QUAD1(12, 6)
-                     KV_QUAD1(16, 8) KV_QUAD1(20, 10)
-                 "add $64,%[x]\n\t"
-                 "add $24,%[w]\n\t"
-                 "dec %[n]\n\t"
-                 "jnz 1b\n\t"
-                 "2:\n\t" KV_STORE_ALL
-                 : [x] "+r"(xp), [w] "+r"(wb), [n] "+r"(steps)
-                 : [acc] "r"(&acc[0][0]), [ones] "m"(ones)
-                 : KV_CLOBBERS);
+    KV_TILE(KV_X1 KV_QUAD1(0, 0) KV_QUAD1(4, 2) KV_QUAD1(8, 4) KV_QUAD1(12, 6) KV_QUAD1(16, 8) KV_QUAD1(20, 10),
+            , [ones] "m"(ones));
   }
 }
 
