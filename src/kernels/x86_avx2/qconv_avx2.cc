@@ -82,10 +82,11 @@ static_assert(kRowBlock == 6 && kCols == 16, "the assembly below is written for 
   KV_ZERO(0)        \
   KV_ZERO(1)        \
   KV_ZERO(2) KV_ZERO(3) KV_ZERO(4) KV_ZERO(5) KV_ZERO(6) KV_ZERO(7) KV_ZERO(8) KV_ZERO(9) KV_ZERO(10) KV_ZERO(11)
-#define KV_STORE_ALL                                                                                                   \
-  KV_STORE(0, 0)                                                                                                       \
-  KV_STORE(1, 32)                                                                                                      \
-  KV_STORE(2, 64) KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) KV_STORE(7, 224) KV_STORE(8, 256) \
+#define KV_STORE_ALL                                                                                   \
+  KV_STORE(0, 0)                                                                                       \
+  KV_STORE(1, 32)                                                                                      \
+  KV_STORE(2, 64)                                                                                      \
+  KV_STORE(3, 96) KV_STORE(4, 128) KV_STORE(5, 160) KV_STORE(6, 192) KV_STORE(7, 224) KV_STORE(8, 256) \
       KV_STORE(9, 288) KV_STORE(10, 320) KV_STORE(11, 352)
 // Row r of an int16-pair step: broadcast the pair at byte `off` of W,
 // multiply-add with the X halves (vpmaddwd: two exact products per lane).

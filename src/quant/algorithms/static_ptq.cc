@@ -283,8 +283,8 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     p.storage = options.activation_type;
     p.scale.resize(1);
     p.zero_point.resize(1);
-    choose_qparams(r.min, r.max, options.activation_type, options.activation_symmetry, false,
-                   &p.scale[0], &p.zero_point[0]);
+    choose_qparams(r.min, r.max, options.activation_type, options.activation_symmetry, false, &p.scale[0],
+                   &p.zero_point[0]);
     params[root] = p;
   }
 
