@@ -491,7 +491,7 @@ class Compiler {
     std::string tail = div->outputs[0];
     auto vector_of = [&](const Node* n, std::vector<float>& v) {
       const Tensor* t = n == nullptr ? nullptr : other_constant(*n, tail);
-      if (t == nullptr || t->rank() != 1 || (n->op_type == "Sub" && n->inputs[0] != tail)) return false;
+      if (t == nullptr || t->rank() != 1) return false;
       v.assign(t->data<float>(), t->data<float>() + t->numel());
       nodes.push_back(n);
       tail = n->outputs[0];
