@@ -101,23 +101,7 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
 
 int64_t packed_b_size_7bit(int K, int N) { return static_cast<int64_t>(round_up(K, 4)) * round_up(N, kPanelCols); }
 
-void pack_b_7bit(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
-  const int quads = round_up(K, 4) / 4;
-  const int panels = round_up(N, kPanelCols) / kPanelCols;
-  for (int j = 0; j < panels; ++j) {
-    int8_t* panel = packed + static_cast<int64_t>(j) * quads * kQuadBytes;
-    for (int q = 0; q < quads; ++q) {
-      for (int col = 0; col < kPanelCols; ++col) {
-        const int n = j * kPanelCols + col;
-        for (int i = 0; i < 4; ++i) {
-          const int k = 4 * q + i;
-          const bool inside = n < N && k < K;
-          panel[q * kQuadBytes + 4 * col + i] = inside ? B[static_cast<int64_t>(k) * ldb + n] : int8_t{0};
-        }
-      }
-    }
-  }
-}
+void pack_b_7bit(const int8_t* B, int ldb, int K, int N, int8_t* packed) { pack_b_groups(B, ldb, K, N, 4, packed); }
 
 KVANT_TARGET_AVX2 void gemm_7bit(const GemmArgs& g) {
   const int K = g.k;

@@ -160,23 +160,7 @@ KVANT_TARGET_AVX2 void tile(const int16_t* a, int a_stride, int pairs, const int
 
 int64_t packed_b_size(int K, int N) { return static_cast<int64_t>(round_up(K, 2)) * round_up(N, kPanelCols); }
 
-void pack_b(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
-  const int pairs = round_up(K, 2) / 2;
-  const int panels = round_up(N, kPanelCols) / kPanelCols;
-  for (int j = 0; j < panels; ++j) {
-    int8_t* panel = packed + static_cast<int64_t>(j) * pairs * kPairBytes;
-    for (int p = 0; p < pairs; ++p) {
-      for (int col = 0; col < kPanelCols; ++col) {
-        const int n = j * kPanelCols + col;
-        for (int half = 0; half < 2; ++half) {
-          const int k = 2 * p + half;
-          const bool inside = n < N && k < K;
-          panel[p * kPairBytes + 2 * col + half] = inside ? B[static_cast<int64_t>(k) * ldb + n] : int8_t{0};
-        }
-      }
-    }
-  }
-}
+void pack_b(const int8_t* B, int ldb, int K, int N, int8_t* packed) { pack_b_groups(B, ldb, K, N, 2, packed); }
 
 KVANT_TARGET_AVX2 void gemm(const GemmArgs& g) {
   const int K = g.k;

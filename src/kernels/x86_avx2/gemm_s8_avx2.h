@@ -58,6 +58,29 @@ int64_t packed_b_size_7bit(int K, int N);
 void pack_b_7bit(const int8_t* B, int ldb, int K, int N, int8_t* packed);
 void gemm_7bit(const GemmArgs& args);
 
+// Both layouts: 16-column panels (N padded with zero columns), K padded to a
+// multiple of `group` with zero rows; within a panel, for each group of
+// `group` consecutive k, the columns in order, each as its `group` bytes
+// B[k..k+group-1, n] (group 2: the wide kernel's pairs, 4: the 7-bit quads).
+inline void pack_b_groups(const int8_t* B, int ldb, int K, int N, int group, int8_t* packed) {
+  const int groups = (K + group - 1) / group;
+  const int panels = (N + kPanelCols - 1) / kPanelCols;
+  const int64_t group_bytes = static_cast<int64_t>(group) * kPanelCols;
+  for (int j = 0; j < panels; ++j) {
+    int8_t* panel = packed + static_cast<int64_t>(j) * groups * group_bytes;
+    for (int q = 0; q < groups; ++q) {
+      for (int col = 0; col < kPanelCols; ++col) {
+        const int n = j * kPanelCols + col;
+        for (int i = 0; i < group; ++i) {
+          const int k = group * q + i;
+          const bool inside = n < N && k < K;
+          panel[q * group_bytes + group * col + i] = inside ? B[static_cast<int64_t>(k) * ldb + n] : int8_t{0};
+        }
+      }
+    }
+  }
+}
+
 // The column part of the corrections for the panel of columns n0..n0+cols:
 // corr[i] = K*a_zp*b_zp[n] - a_zp*col_sums[n] (wrapping), bzp[i] = b_zp[n];
 // zero past `cols` (and bzp zero when b_zp is nullptr).
