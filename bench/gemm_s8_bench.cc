@@ -1,42 +1,37 @@
-// INT8 GEMM throughput per kernel family: GOPS = 2*M*N*K per iteration.
+// INT8 GEMM throughput of every entry of the qgemm kernel table that this
+// CPU runs (kernels/gemm_s8_kernels.h): GOPS = 2*M*N*K per iteration, to read
+// against kvant_bench_peak's instruction-mix peaks.
 //   build/release/bench/kvant_bench_gemm_s8 --benchmark_counters_tabular=true
-// "w8" cases use full-range int8 weights (the int16-widening AVX2 kernel),
-// "w7" cases weights in [-64, 63] (--reduce-range; the vpmaddubsw kernel).
-// ISAs this CPU lacks are skipped with a message.
+// Weights are full-range int8, except for entries that need 7-bit weights
+// (--reduce-range), which get [-64, 63]. Entries the CPU lacks are not listed.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu_features.h"
 #include "kernels/gemm_s8.h"
+#include "kernels/gemm_s8_kernels.h"
 
 namespace kvant {
 namespace {
 
-void BM_GemmU8S8(benchmark::State& state, Isa isa, bool seven_bit) {
+void BM_GemmU8S8(benchmark::State& state, const QGemmKernel* kernel) {
   const int M = static_cast<int>(state.range(0));
   const int N = static_cast<int>(state.range(1));
   const int K = static_cast<int>(state.range(2));
-  if (!cpu_supports(cpu_features(), isa) || !isa_implemented(isa)) {
-    state.SkipWithError("ISA not available on this CPU or build");
-    return;
-  }
   std::mt19937 rng(42);
   std::uniform_int_distribution<int> byte(0, 255);
   std::vector<uint8_t> a(static_cast<size_t>(M) * K);
   std::vector<int8_t> b(static_cast<size_t>(K) * N);
   for (auto& v : a) v = static_cast<uint8_t>(byte(rng));
-  for (auto& v : b) v = static_cast<int8_t>(seven_bit ? byte(rng) / 2 - 64 : byte(rng) - 128);
+  for (auto& v : b) v = static_cast<int8_t>(kernel->needs_7bit ? byte(rng) / 2 - 64 : byte(rng) - 128);
   std::vector<int32_t> c(static_cast<size_t>(M) * N);
-  const PackedB packed = pack_b_s8(b.data(), K, N, isa);
-  if (isa == Isa::kAvx2 && packed.fits_7bit != seven_bit) {
-    state.SkipWithError("weights did not select the intended kernel");
-    return;
-  }
+  const PackedB packed = pack_b_s8(*kernel, b.data(), K, N);
   for (auto _ : state) {
-    gemm_u8s8_s32(a.data(), K, M, 128, packed, c.data(), N, isa);
+    gemm_u8s8_s32(a.data(), K, M, 128, packed, c.data(), N);
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
@@ -57,9 +52,15 @@ void shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK_CAPTURE(BM_GemmU8S8, ref_w8, Isa::kRef, false)->Apply(shapes);
-BENCHMARK_CAPTURE(BM_GemmU8S8, avx2_w8, Isa::kAvx2, false)->Apply(shapes);
-BENCHMARK_CAPTURE(BM_GemmU8S8, avx2_w7, Isa::kAvx2, true)->Apply(shapes);
+// One benchmark per table entry the CPU supports.
+const bool registered = [] {
+  for (const QGemmKernel& kernel : qgemm_kernels()) {
+    if (!isa_allows(best_isa(cpu_features()), kernel.isa, cpu_features())) continue;
+    benchmark::RegisterBenchmark((std::string("BM_GemmU8S8/") + kernel.name).c_str(), BM_GemmU8S8, &kernel)
+        ->Apply(shapes);
+  }
+  return true;
+}();
 
 }  // namespace
 }  // namespace kvant

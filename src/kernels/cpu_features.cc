@@ -69,6 +69,7 @@ CpuFeatures probe() {
     f.avx512f = bit(l7.ebx, 16);
     f.avx512bw = f.avx512f && bit(l7.ebx, 30);
     f.avx512vl = f.avx512f && bit(l7.ebx, 31);
+    f.avx512dq = f.avx512f && bit(l7.ebx, 17);
     f.avx512_vnni = f.avx512f && bit(l7.ecx, 11);
   }
   if (os_amx && bit(l7.edx, 24) && bit(l7.edx, 25)) f.amx_int8 = request_amx_permission();
@@ -84,6 +85,8 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kRef: return "ref";
     case Isa::kAvx2: return "avx2";
+    case Isa::kAvxVnni: return "avxvnni";
+    case Isa::kAvx512: return "avx512";
     case Isa::kAvx512Vnni: return "avx512vnni";
     case Isa::kAmx: return "amx";
   }
@@ -99,30 +102,37 @@ bool cpu_supports(const CpuFeatures& cpu, Isa isa) {
   switch (isa) {
     case Isa::kRef: return true;
     case Isa::kAvx2: return cpu.avx2 && cpu.fma;
-    case Isa::kAvx512Vnni: return cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512_vnni;
-    case Isa::kAmx: return cpu.amx_int8;
+    case Isa::kAvxVnni: return cpu.avx2 && cpu.fma && cpu.avx_vnni;
+    case Isa::kAvx512: return cpu.avx2 && cpu.fma && cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512dq;
+    case Isa::kAvx512Vnni: return cpu_supports(cpu, Isa::kAvx512) && cpu.avx512_vnni;
+    case Isa::kAmx: return cpu_supports(cpu, Isa::kAvx512Vnni) && cpu.amx_int8;
   }
   return false;
 }
 
 bool isa_implemented(Isa isa) {
 #if defined(KVANT_X86)
-  return isa == Isa::kRef || isa == Isa::kAvx2;
+  (void)isa;
+  return true;
 #else
   return isa == Isa::kRef;
 #endif
 }
 
 Isa best_isa(const CpuFeatures& cpu) {
-  for (Isa isa : {Isa::kAmx, Isa::kAvx512Vnni, Isa::kAvx2}) {
+  for (Isa isa : {Isa::kAmx, Isa::kAvx512Vnni, Isa::kAvx512, Isa::kAvxVnni, Isa::kAvx2}) {
     if (isa_implemented(isa) && cpu_supports(cpu, isa)) return isa;
   }
   return Isa::kRef;
 }
 
+bool isa_allows(Isa allowed, Isa entry, const CpuFeatures& cpu) {
+  return static_cast<int>(entry) <= static_cast<int>(allowed) && isa_implemented(entry) && cpu_supports(cpu, entry);
+}
+
 Isa isa_from_name(const char* name, const CpuFeatures& cpu) {
   if (name == nullptr || name[0] == '\0') return best_isa(cpu);
-  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
+  for (Isa isa : kAllIsas) {
     if (std::strcmp(name, isa_name(isa)) != 0) continue;
     if (!cpu_supports(cpu, isa)) {
       throw Error(ErrorCode::kInvalidArgument, std::string("KVANT_ISA=") + name + ": this CPU does not support " +
@@ -134,8 +144,9 @@ Isa isa_from_name(const char* name, const CpuFeatures& cpu) {
     }
     return isa;
   }
-  throw Error(ErrorCode::kInvalidArgument,
-              std::string("KVANT_ISA=") + name + ": unknown; expected one of ref, avx2, avx512vnni, amx");
+  throw Error(
+      ErrorCode::kInvalidArgument,
+      std::string("KVANT_ISA=") + name + ": unknown; expected one of ref, avx2, avxvnni, avx512, avx512vnni, amx");
 }
 
 Isa selected_isa() { return isa_from_name(std::getenv("KVANT_ISA"), cpu_features()); }
@@ -152,6 +163,7 @@ std::string describe(const CpuFeatures& cpu) {
   add(cpu.avx512f, "avx512f");
   add(cpu.avx512bw, "avx512bw");
   add(cpu.avx512vl, "avx512vl");
+  add(cpu.avx512dq, "avx512dq");
   add(cpu.avx512_vnni, "avx512_vnni");
   add(cpu.avx_vnni, "avx_vnni");
   add(cpu.amx_int8, "amx_int8");

@@ -6,9 +6,13 @@
 // AVX, 5-7 for AVX-512, 17-18 for AMX tiles; on Linux AMX also needs the
 // arch_prctl(ARCH_REQ_XCOMP_PERM) permission, which the probe requests).
 //
-// The environment variable KVANT_ISA=ref|avx2|avx512vnni|amx picks a kernel
-// family for tests and benchmarks; asking for one that this CPU or this build
-// lacks throws kvant::Error with a message, never SIGILL.
+// ISA levels are ordered (Isa below). A kernel table entry (kernel_table.h)
+// belongs to one level; it may run when its level is at most the *allowed*
+// level and the CPU supports it. The allowed level is the best the CPU has,
+// or what KVANT_ISA=ref|avx2|avxvnni|avx512|avx512vnni|amx (or
+// CompileOptions::isa) asks for, so every entry can be reached on one machine
+// by tests and benchmarks; asking for a level this CPU or this build lacks
+// throws kvant::Error with a message, never SIGILL.
 #pragma once
 
 #include <string>
@@ -21,15 +25,25 @@ struct CpuFeatures {
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vl = false;
+  bool avx512dq = false;
   bool avx512_vnni = false;
   bool avx_vnni = false;
-  bool amx_int8 = false;
+  bool amx_int8 = false;  // AMX-TILE + AMX-INT8 with OS tile state and Linux permission
 };
 
-// Kernel families, slowest first.
-enum class Isa { kRef, kAvx2, kAvx512Vnni, kAmx };
+// ISA levels, slowest first; each level's kernels may also use every
+// instruction of the levels it needs (cpu_supports):
+//   kAvx2        AVX2 + FMA
+//   kAvxVnni     kAvx2 + AVX-VNNI (VEX vpdpbusd on ymm; Alder Lake, Zen 4, SPR)
+//   kAvx512      AVX-512 F/BW/VL/DQ (Skylake-SP and later, Zen 4)
+//   kAvx512Vnni  kAvx512 + AVX512-VNNI (Cascade Lake and later, Zen 4)
+//   kAmx         kAvx512Vnni + AMX-TILE/AMX-INT8 (Sapphire Rapids and later)
+// A CPU may have a level without one below it (AVX-VNNI is missing on
+// Cascade Lake): entries check their own level, never "everything below".
+enum class Isa { kRef, kAvx2, kAvxVnni, kAvx512, kAvx512Vnni, kAmx };
+constexpr Isa kAllIsas[] = {Isa::kRef, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx};
 
-const char* isa_name(Isa isa);  // "ref", "avx2", "avx512vnni", "amx"
+const char* isa_name(Isa isa);  // "ref", "avx2", "avxvnni", "avx512", "avx512vnni", "amx"
 
 // Probed once (thread-safe), then cached.
 const CpuFeatures& cpu_features();
@@ -37,11 +51,16 @@ const CpuFeatures& cpu_features();
 // Whether this CPU can run `isa` (features and OS support).
 bool cpu_supports(const CpuFeatures& cpu, Isa isa);
 
-// Whether this build has gemm kernels for `isa`.
+// Whether this build has kernels for `isa` (x86-64 builds have every x86
+// level; other architectures only kRef).
 bool isa_implemented(Isa isa);
 
 // The best ISA that the CPU supports and the build implements.
 Isa best_isa(const CpuFeatures& cpu);
+
+// Whether a kernel of level `entry` may run when `allowed` is the allowed
+// level: entry <= allowed, the build has it and the CPU supports it.
+bool isa_allows(Isa allowed, Isa entry, const CpuFeatures& cpu);
 
 // Parses a KVANT_ISA value against `cpu`: null or empty means best_isa(cpu).
 // Throws kvant::Error (kInvalidArgument) for an unknown name, an ISA the CPU

@@ -1,16 +1,15 @@
-// INT8 GEMM: the reference kernel, packing, dispatch to the ISA kernels, and
-// the requantize epilogue. The math is in gemm_s8.h.
+// INT8 GEMM: the reference kernel, the kernel table, packing and the
+// requantize epilogue. The math is in gemm_s8.h, the entries' layouts in
+// gemm_s8_kernels.h.
 #include "kernels/gemm_s8.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "kernels/gemm_s8_kernels.h"
+#include "kernels/kernel_table.h"
 #include "kvant/status.h"
-
-#if defined(__x86_64__)
-#include "kernels/x86_avx2/gemm_s8_avx2.h"
-#endif
 
 namespace kvant {
 
@@ -18,24 +17,105 @@ namespace {
 
 [[noreturn]] void fail(ErrorCode code, const std::string& message) { throw Error(code, "gemm_u8s8_s32: " + message); }
 
-// The reference on a kRef PackedB (b_zp as int32, nullptr when all zero).
-void reference_packed(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc) {
-  const int N = b.n;
-  const int K = b.k;
-  for (int m = 0; m < M; ++m) {
-    for (int n = 0; n < N; ++n) {
-      const int32_t bz = b.zero_point.empty() ? 0 : b.zero_point[static_cast<size_t>(n)];
-      int32_t sum = 0;
-      for (int k = 0; k < K; ++k) {
-        const int32_t a = static_cast<int32_t>(A[static_cast<int64_t>(m) * lda + k]) - a_zp;
-        sum += a * (static_cast<int32_t>(b.data[static_cast<size_t>(k) * static_cast<size_t>(N) + n]) - bz);
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+// The reference entry: B kept row-major [K, N].
+int64_t ref_packed_bytes(int K, int N) { return static_cast<int64_t>(K) * N; }
+void ref_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
+  for (int k = 0; k < K; ++k)
+    std::copy(B + static_cast<int64_t>(k) * ldb, B + static_cast<int64_t>(k) * ldb + N,
+              packed + static_cast<int64_t>(k) * N);
+}
+void ref_run(const QGemmArgs& g) {
+  int32_t corr[kQGemmPanelCols], bzp[kQGemmPanelCols];
+  for (int n0 = 0; n0 < g.n; n0 += kQGemmPanelCols) {
+    const int cols = std::min(kQGemmPanelCols, g.n - n0);
+    qgemm_panel_corrections(g, n0, cols, corr, bzp);
+    for (int m = 0; m < g.m; ++m) {
+      const uint8_t* a = g.a + static_cast<int64_t>(m) * g.lda;
+      int32_t rowsum = 0;
+      if (g.b_zp != nullptr) qgemm_row_sums(a, g.lda, 1, g.k, &rowsum);
+      for (int i = 0; i < cols; ++i) {
+        uint32_t sum = 0;
+        for (int k = 0; k < g.k; ++k) {
+          sum += static_cast<uint32_t>(int32_t{a[k]} * g.packed[static_cast<int64_t>(k) * g.n + n0 + i]);
+        }
+        sum += static_cast<uint32_t>(corr[i]) - static_cast<uint32_t>(bzp[i]) * static_cast<uint32_t>(rowsum);
+        g.c[static_cast<int64_t>(m) * g.ldc + n0 + i] = static_cast<int32_t>(sum);
       }
-      C[static_cast<int64_t>(m) * ldc + n] = sum;
     }
   }
 }
 
+// Best first (kernel_table.h).
+constexpr QGemmKernel kQGemmKernels[] = {
+#if defined(__x86_64__)
+    {Isa::kAmx, "qgemm_u8s8_amx_32x32", false, qgemm_amx_packed_bytes, qgemm_amx_pack, qgemm_u8s8_amx},
+    {Isa::kAvx512Vnni, "qgemm_u8s8_avx512vnni_6x64", false, qgemm_quads_packed_bytes, qgemm_quads_pack,
+     qgemm_u8s8_avx512vnni},
+    {Isa::kAvxVnni, "qgemm_u8s8_avxvnni_6x16", false, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s8_avxvnni},
+    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2},
+    {Isa::kAvx2, "qgemm_u8s8_avx2_6x16", false, qgemm_avx2_packed_bytes, qgemm_avx2_pack, qgemm_u8s8_avx2},
+#endif
+    {Isa::kRef, "qgemm_u8s8_ref", false, ref_packed_bytes, ref_pack, ref_run},
+};
+
+bool fits_7bit(const int8_t* B, int K, int N, int ldb) {
+  for (int k = 0; k < K; ++k) {
+    const int8_t* row = B + static_cast<int64_t>(k) * ldb;
+    if (!std::all_of(row, row + N, [](int8_t v) { return v >= -64 && v <= 64; })) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+void qgemm_pack_panels(const int8_t* B, int ldb, int K, int N, int group, int k_align, int8_t* packed) {
+  const int64_t groups = round_up(K, k_align) / group;
+  const int panels = static_cast<int>(round_up(N, kQGemmPanelCols) / kQGemmPanelCols);
+  const int64_t group_bytes = static_cast<int64_t>(group) * kQGemmPanelCols;
+  for (int j = 0; j < panels; ++j) {
+    int8_t* panel = packed + static_cast<int64_t>(j) * groups * group_bytes;
+    for (int64_t q = 0; q < groups; ++q) {
+      for (int col = 0; col < kQGemmPanelCols; ++col) {
+        const int n = j * kQGemmPanelCols + col;
+        for (int i = 0; i < group; ++i) {
+          const int64_t k = group * q + i;
+          const bool inside = n < N && k < K;
+          panel[q * group_bytes + group * col + i] = inside ? B[k * ldb + n] : int8_t{0};
+        }
+      }
+    }
+  }
+}
+
+int64_t qgemm_panels_bytes(int K, int N, int k_align) { return round_up(K, k_align) * round_up(N, kQGemmPanelCols); }
+
+void qgemm_panel_corrections(const QGemmArgs& g, int n0, int cols, int32_t* corr, int32_t* bzp) {
+  for (int i = 0; i < kQGemmPanelCols; ++i) {
+    const bool inside = i < cols;
+    const uint32_t z = inside && g.b_zp != nullptr ? static_cast<uint32_t>(g.b_zp[n0 + i]) : 0u;
+    const uint32_t s = inside ? static_cast<uint32_t>(g.col_sums[n0 + i]) : 0u;
+    const uint32_t azp = g.a_zp;
+    corr[i] = inside ? static_cast<int32_t>(static_cast<uint32_t>(g.k) * azp * z - azp * s) : 0;
+    bzp[i] = static_cast<int32_t>(z);
+  }
+}
+
+void qgemm_row_sums(const uint8_t* a, int lda, int rows, int K, int32_t* sums) {
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* row = a + static_cast<int64_t>(r) * lda;
+    int32_t sum = 0;
+    for (int k = 0; k < K; ++k) sum += row[k];
+    sums[r] = sum;
+  }
+}
+
+std::span<const QGemmKernel> qgemm_kernels() { return kQGemmKernels; }
+const char* qgemm_kernel_name(const QGemmKernel& kernel) { return kernel.name; }
+Isa qgemm_kernel_isa(const QGemmKernel& kernel) { return kernel.isa; }
+const char* PackedB::kernel_name() const { return kernel != nullptr ? kernel->name : "none"; }
+Isa PackedB::isa() const { return kernel != nullptr ? kernel->isa : Isa::kRef; }
 
 void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb, int M, int N, int K, uint8_t a_zp,
                              const int8_t* b_zp, int32_t* C, int ldc) {
@@ -53,15 +133,21 @@ void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb
   }
 }
 
-PackedB pack_b_s8(const int8_t* B, int K, int N, Isa isa, const int8_t* b_zp, int ldb) {
+PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp, int ldb) {
   if (K < 0 || N < 0) fail(ErrorCode::kInvalidArgument, "negative K or N");
   if (ldb < 0) ldb = N;
   if (ldb < N) fail(ErrorCode::kInvalidArgument, "ldb smaller than N");
-  if (!isa_implemented(isa)) fail(ErrorCode::kUnsupported, std::string("no kernels for ") + isa_name(isa));
+  if (!isa_allows(kernel.isa, kernel.isa, cpu_features())) {
+    fail(ErrorCode::kUnsupported, std::string(kernel.name) + ": this CPU or build cannot run it");
+  }
   PackedB packed;
-  packed.isa = isa;
+  packed.kernel = &kernel;
   packed.k = K;
   packed.n = N;
+  packed.fits_7bit = fits_7bit(B, K, N, ldb);
+  if (kernel.needs_7bit && !packed.fits_7bit) {
+    fail(ErrorCode::kInvalidArgument, std::string(kernel.name) + ": B has values outside [-64, 64]");
+  }
   packed.col_sums.assign(static_cast<size_t>(N), 0);
   for (int k = 0; k < K; ++k) {
     for (int n = 0; n < N; ++n) packed.col_sums[static_cast<size_t>(n)] += B[static_cast<int64_t>(k) * ldb + n];
@@ -69,66 +155,29 @@ PackedB pack_b_s8(const int8_t* B, int K, int N, Isa isa, const int8_t* b_zp, in
   if (b_zp != nullptr && std::any_of(b_zp, b_zp + N, [](int8_t z) { return z != 0; })) {
     packed.zero_point.assign(b_zp, b_zp + N);
   }
-  switch (isa) {
-    case Isa::kRef:
-      packed.data.resize(static_cast<size_t>(K) * static_cast<size_t>(N));
-      for (int k = 0; k < K; ++k) {
-        std::copy(B + static_cast<int64_t>(k) * ldb, B + static_cast<int64_t>(k) * ldb + N,
-                  packed.data.begin() + static_cast<int64_t>(k) * N);
-      }
-      break;
-#if defined(__x86_64__)
-    case Isa::kAvx2: {
-      bool fits = true;
-      for (int k = 0; k < K && fits; ++k) {
-        const int8_t* row = B + static_cast<int64_t>(k) * ldb;
-        fits = std::all_of(row, row + N, [](int8_t v) { return v >= -64 && v <= 64; });
-      }
-      packed.fits_7bit = fits;
-      if (fits) {
-        packed.data.resize(static_cast<size_t>(avx2::packed_b_size_7bit(K, N)));
-        avx2::pack_b_7bit(B, ldb, K, N, packed.data.data());
-      } else {
-        packed.data.resize(static_cast<size_t>(avx2::packed_b_size(K, N)));
-        avx2::pack_b(B, ldb, K, N, packed.data.data());
-      }
-      break;
-    }
-#endif
-    default: fail(ErrorCode::kUnsupported, std::string("no kernels for ") + isa_name(isa));
-  }
+  packed.data.resize(static_cast<size_t>(kernel.packed_bytes(K, N)));
+  kernel.pack(B, ldb, K, N, packed.data.data());
   return packed;
 }
 
-void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc, Isa isa) {
-  if (b.isa != isa) {
-    fail(ErrorCode::kInvalidArgument,
-         std::string("B was packed for ") + isa_name(b.isa) + ", called with " + isa_name(isa));
-  }
+PackedB pack_b_s8(const int8_t* B, int K, int N, Isa allowed, const int8_t* b_zp, int ldb) {
+  if (K < 0 || N < 0 || (ldb >= 0 && ldb < N)) fail(ErrorCode::kInvalidArgument, "negative K or N, or ldb < N");
+  const bool small = fits_7bit(B, K, N, ldb < 0 ? N : ldb);
+  const QGemmKernel* kernel =
+      pick_kernel(qgemm_kernels(), allowed, [&](const QGemmKernel& e) { return !e.needs_7bit || small; });
+  return pack_b_s8(*kernel, B, K, N, b_zp, ldb);
+}
+
+void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc) {
+  if (b.kernel == nullptr) fail(ErrorCode::kInvalidArgument, "B was not packed");
   const int K = b.k;
   const int N = b.n;
   if (M < 0 || lda < K || ldc < N) fail(ErrorCode::kInvalidArgument, "negative M, or lda < K, or ldc < N");
   if (M == 0 || N == 0) return;
-  if (isa == Isa::kRef) {
-    reference_packed(A, lda, M, a_zp, b, C, ldc);
-    return;
-  }
-  switch (isa) {
-#if defined(__x86_64__)
-    case Isa::kAvx2: {
-      const avx2::GemmArgs args{
-          A, lda, M, K, N, a_zp, b.data.data(), b.col_sums.data(), b.zero_point.empty() ? nullptr : b.zero_point.data(),
-          C, ldc};
-      if (b.fits_7bit) {
-        avx2::gemm_7bit(args);
-      } else {
-        avx2::gemm(args);
-      }
-      return;
-    }
-#endif
-    default: fail(ErrorCode::kUnsupported, std::string("no kernels for ") + isa_name(isa));
-  }
+  const QGemmArgs args{
+      A, lda, M, K, N, a_zp, b.data.data(), b.col_sums.data(), b.zero_point.empty() ? nullptr : b.zero_point.data(),
+      C, ldc};
+  b.kernel->run(args);
 }
 
 void requantize(const int32_t* acc, int M, int N, const int32_t* bias, const float* multiplier, int32_t y_zp, int qmin,

@@ -14,11 +14,15 @@
 // All arithmetic is int32; it is exact (no wrap) while K <= 33025, since one
 // term is at most 255 * 255 in magnitude.
 //
-// AVX2 has two exact kernels (x86_avx2/gemm_s8_avx2.h): when every raw
-// B[k, n] is within [-64, 64] (7-bit weights, e.g. quantized with
-// --reduce-range) pack_b_s8 sets PackedB::fits_7bit and packs for the
-// vpmaddubsw kernel (about twice as fast, no saturation possible: a pair sum
-// is at most 2 * 255 * 64 = 32640); otherwise the int16-widening kernel.
+// The kernels are the entries of one table (kernel_table.h; the list and
+// their layouts are in gemm_s8_kernels.h), best first: AMX tiles, AVX-512
+// VNNI, AVX-VNNI (vpdpbusd adds four exact u8*s8 products into int32, so
+// 8-bit weights need no widening), the AVX2 vpmaddubsw kernel for 7-bit
+// weights (every raw B[k, n] within [-64, 64], e.g. `--reduce-range`: its
+// int16 pair sums are at most 2 * 255 * 64 = 32640 and cannot saturate), the
+// AVX2 int16-widening kernel for any weights, and the reference. pack_b_s8
+// picks the entry once, for the allowed ISA level and B's values; the packed
+// B keeps it, so a GEMM never chooses again.
 //
 // gemm_u8s8_s32 allocates nothing (scratch is on the stack, at most ~130 KiB)
 // and may run concurrently from several threads on disjoint rows of A / C
@@ -26,30 +30,46 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kernels/cpu_features.h"
 
 namespace kvant {
 
-// B rearranged for the kernels of one Isa; build it with pack_b_s8.
+struct QGemmKernel;  // gemm_s8_kernels.h
+
+// B rearranged for one kernel table entry; build it with pack_b_s8.
 struct PackedB {
-  Isa isa = Isa::kRef;
+  const QGemmKernel* kernel = nullptr;  // the entry it was packed for
   int k = 0;
   int n = 0;
-  std::vector<int8_t> data;         // layout private to the Isa's kernels
+  std::vector<int8_t> data;         // layout private to the entry
   std::vector<int32_t> col_sums;    // sum_k B[k, n], N values
   std::vector<int32_t> zero_point;  // b_zp per column; empty when all zero
   bool fits_7bit = false;           // every raw B value in [-64, 64]
+  const char* kernel_name() const;
+  Isa isa() const;
 };
 
-// Packs B [K, N] (row stride ldb; ldb < 0 means N) for `isa`. b_zp: N values
-// or nullptr. Throws kvant::Error if `isa` has no kernels in this build.
-PackedB pack_b_s8(const int8_t* B, int K, int N, Isa isa, const int8_t* b_zp = nullptr, int ldb = -1);
+// Packs B [K, N] (row stride ldb; ldb < 0 means N) for the best entry of the
+// table that the ISA level `allowed` (and the CPU) permits. b_zp: N values
+// or nullptr.
+PackedB pack_b_s8(const int8_t* B, int K, int N, Isa allowed, const int8_t* b_zp = nullptr, int ldb = -1);
+// The same for one given entry (tests and benchmarks walk the table). Throws
+// kvant::Error when the CPU cannot run it or B does not meet its predicate.
+PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp = nullptr,
+                  int ldb = -1);
 
-// C [M, N] (row stride ldc) = (A - a_zp) x (B - b_zp) with the kernels of
-// `isa`, which must be the Isa `b` was packed for. K = b.k, N = b.n.
-void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc, Isa isa);
+// The table, best first (the last entry is the reference); entries are named
+// "qgemm_<types>_<isa>_<tile>".
+std::span<const QGemmKernel> qgemm_kernels();
+const char* qgemm_kernel_name(const QGemmKernel& kernel);
+Isa qgemm_kernel_isa(const QGemmKernel& kernel);
+
+// C [M, N] (row stride ldc) = (A - a_zp) x (B - b_zp) with b's kernel.
+// K = b.k, N = b.n.
+void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc);
 
 // The plain reference: three loops over unpacked B, the oracle for the tests.
 void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb, int M, int N, int K, uint8_t a_zp,

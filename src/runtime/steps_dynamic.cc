@@ -18,7 +18,7 @@ class DynamicGemmStep : public Step {
     packed_ = pack_b_s8(p_.weight.data(), p_.k, p_.n, p_.isa, p_.w_zp.empty() ? nullptr : p_.w_zp.data());
     p_.weight = {};
   }
-  std::string kernel() const override { return std::string("dynamic_qgemm_u8s8_") + isa_name(p_.isa); }
+  std::string kernel() const override { return std::string("dynamic_") + packed_.kernel_name(); }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
     if (x.dtype() != DType::kFloat32 || x.rank() < 1 || x.shape().back() != p_.k) {
@@ -65,7 +65,7 @@ class DynamicGemmStep : public Step {
       const int64_t r0 = tb * 8, r1 = std::min(m, te * 8);
       const int rows = static_cast<int>(r1 - r0);
       int32_t* c = acc + r0 * n;
-      gemm_u8s8_s32(xq + r0 * k, k, rows, static_cast<uint8_t>(zp), packed_, c, n, p_.isa);
+      gemm_u8s8_s32(xq + r0 * k, k, rows, static_cast<uint8_t>(zp), packed_, c, n);
       // The same float operations per element as before, with the branches
       // out of the inner loop so it vectorises.
       const bool per_channel = p_.w_scale.size() != 1;

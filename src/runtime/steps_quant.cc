@@ -85,10 +85,11 @@ class QGemmStep : public Step {
     if (p_.y) quantized_bounds(p_.clamp, *p_.y, qmin_, qmax_);
   }
   std::string kernel() const override {
-    std::string s = "qgemm_";
-    s += p_.x.is_signed ? "s8s8" : "u8s8";
-    s += p_.y ? (p_.y->is_signed ? "_s8_" : "_u8_") : "_f32_";
-    s += isa_name(p_.isa);
+    // The GEMM entry's name ("qgemm_u8s8_avx512vnni_6x64"), then what this
+    // step adds: an int8 input, and the output type.
+    std::string s = packed_.kernel_name();
+    if (p_.x.is_signed) s += "+s8in";
+    s += p_.y ? (p_.y->is_signed ? "+s8out" : "+u8out") : "+f32out";
     return s;
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
@@ -125,7 +126,7 @@ class QGemmStep : public Step {
       const int64_t r0 = tb * 8, r1 = std::min(m, te * 8);
       const int rows = static_cast<int>(r1 - r0);
       int32_t* c = acc + r0 * n;
-      gemm_u8s8_s32(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_, c, n, p_.isa);
+      gemm_u8s8_s32(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_, c, n);
       if (!p_.bias_q.empty()) {
         for (int r = 0; r < rows; ++r) {
           for (int j = 0; j < n; ++j) c[r * n + j] += p_.bias_q[static_cast<size_t>(j)];

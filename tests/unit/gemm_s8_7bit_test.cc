@@ -1,6 +1,6 @@
-// The 7-bit INT8 GEMM path (gemm_s8.h, x86_avx2/gemm_s8_avx2.h): pack_b_s8
-// marks B whose raw values all lie in [-64, 64] and the AVX2 kernel then uses
-// vpmaddubsw, which is exact only under that bound. Every result is compared
+// The 7-bit INT8 GEMM entry (gemm_s8.h, gemm_s8_kernels.h): pack_b_s8 marks
+// B whose raw values all lie in [-64, 64], and at the AVX2 level picks the
+// vpmaddubsw kernel, which is exact only under that bound. Every result is compared
 // bit for bit with gemm_u8s8_s32_reference: odd shapes, all zero-point
 // combinations, extremes (A = 255 with B = -64 / 64), a single -65 or 65
 // sending B back to the wide kernel, the wide kernel's K blocking past its
@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "alloc_counter.h"
+#include "kernel_walk.h"
 #include "kernels/cpu_features.h"
 #include "kernels/gemm_s8.h"
+#include "kernels/gemm_s8_kernels.h"
 
 namespace kvant {
 namespace {
@@ -58,7 +60,7 @@ PackedB pack(const Case& c) {
 
 std::vector<int32_t> run(const Case& c, const PackedB& packed) {
   std::vector<int32_t> out(static_cast<size_t>(c.M) * c.ldc, -1);  // padding must stay -1
-  gemm_u8s8_s32(c.a.data(), c.lda, c.M, c.a_zp, packed, out.data(), c.ldc, Isa::kAvx2);
+  gemm_u8s8_s32(c.a.data(), c.lda, c.M, c.a_zp, packed, out.data(), c.ldc);
   return out;
 }
 
@@ -149,9 +151,11 @@ TEST(GemmS8SevenBit, OneValueOutsideRangeTakesTheWidePath) {
       expect_exact(c, packed);
     }
   }
-  // The reference ISA never uses the flag.
+  // At the reference level the flag is recorded but picks no other kernel.
   std::vector<int8_t> small(16, 3);
-  EXPECT_FALSE(pack_b_s8(small.data(), 4, 4, Isa::kRef).fits_7bit);
+  const PackedB ref = pack_b_s8(small.data(), 4, 4, Isa::kRef);
+  EXPECT_TRUE(ref.fits_7bit);
+  EXPECT_STREQ(ref.kernel_name(), "qgemm_u8s8_ref");
 }
 
 // The wide kernel widens A into a fixed stack buffer, K in blocks of at most
@@ -174,20 +178,35 @@ TEST(GemmS8SevenBit, WideKernelLongKIsExact) {
   expect_exact(c, packed);
 }
 
-// Steady-state calls allocate nothing on either kernel (DESIGN.md §3).
+// Steady-state calls allocate nothing, on every entry (DESIGN.md §3).
 TEST(GemmS8SevenBit, CallsDoNotAllocate) {
-  for (Isa isa : {Isa::kRef, Isa::kAvx2}) {
-    if (!isa_implemented(isa) || !cpu_supports(cpu_features(), isa)) continue;
+  for (const QGemmKernel* kernel : test::runnable_entries(qgemm_kernels(), selected_isa())) {
     std::mt19937 rng(4);
     for (auto [lo, hi] : {std::pair{-64, 64}, std::pair{-128, 127}}) {
+      if (kernel->needs_7bit && hi > 64) continue;
       for (bool with_b_zp : {false, true}) {
         const Case c = make_case(rng, 37, 45, 300, 12, with_b_zp, lo, hi, 0);
-        const PackedB packed = pack_b_s8(c.b.data(), c.K, c.N, isa, c.b_zp.empty() ? nullptr : c.b_zp.data());
+        const PackedB packed = pack_b_s8(*kernel, c.b.data(), c.K, c.N, c.b_zp.empty() ? nullptr : c.b_zp.data());
         std::vector<int32_t> out(static_cast<size_t>(c.M) * c.ldc);
         const long before = test::allocation_count();
-        gemm_u8s8_s32(c.a.data(), c.lda, c.M, c.a_zp, packed, out.data(), c.ldc, isa);
-        EXPECT_EQ(test::allocation_count(), before) << isa_name(isa) << " b in [" << lo << ", " << hi << "]";
+        gemm_u8s8_s32(c.a.data(), c.lda, c.M, c.a_zp, packed, out.data(), c.ldc);
+        EXPECT_EQ(test::allocation_count(), before) << kernel->name << " b in [" << lo << ", " << hi << "]";
       }
+    }
+  }
+}
+
+// Long K on every entry that takes 8-bit weights (the AVX2 wide kernel's K
+// blocks, the AMX kernel's 64-byte chunks and its zero-padded tail).
+TEST(GemmS8SevenBit, EveryEntryLongKIsExact) {
+  std::mt19937 rng(10);
+  for (const QGemmKernel* kernel : test::runnable_entries(qgemm_kernels(), selected_isa())) {
+    for (auto [M, N, K] : {std::tuple{33, 17, 16385}, std::tuple{48, 64, 4099}, std::tuple{70, 20, 2001}}) {
+      const Case c =
+          make_case(rng, M, N, K, 77, true, kernel->needs_7bit ? -64 : -128, kernel->needs_7bit ? 64 : 127, 3);
+      const PackedB packed = pack_b_s8(*kernel, c.b.data(), c.K, c.N, c.b_zp.data());
+      SCOPED_TRACE(kernel->name);
+      expect_exact(c, packed);
     }
   }
 }
@@ -195,11 +214,10 @@ TEST(GemmS8SevenBit, CallsDoNotAllocate) {
 // Several threads on disjoint row ranges with one PackedB, as the runtime
 // calls it, give the single-threaded result.
 TEST(GemmS8SevenBit, ConcurrentCallsOnDisjointRows) {
-  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
   std::mt19937 rng(8);
   for (auto [lo, hi] : {std::pair{-64, 64}, std::pair{-128, 127}}) {
     const Case c = make_case(rng, 203, 70, 500, 100, true, lo, hi, 0);
-    const PackedB packed = pack(c);
+    const PackedB packed = pack_b_s8(c.b.data(), c.K, c.N, selected_isa(), c.b_zp.data());
     const auto want = reference(c);
     std::vector<int32_t> got(want.size(), -1);
     std::vector<std::thread> threads;
@@ -210,12 +228,12 @@ TEST(GemmS8SevenBit, ConcurrentCallsOnDisjointRows) {
         const int r1 = c.M * (t + 1) / parts;
         for (int rep = 0; rep < 20; ++rep) {
           gemm_u8s8_s32(c.a.data() + static_cast<size_t>(r0) * c.lda, c.lda, r1 - r0, c.a_zp, packed,
-                        got.data() + static_cast<size_t>(r0) * c.ldc, c.ldc, Isa::kAvx2);
+                        got.data() + static_cast<size_t>(r0) * c.ldc, c.ldc);
         }
       });
     }
     for (auto& th : threads) th.join();
-    EXPECT_EQ(got, want) << "b in [" << lo << ", " << hi << "]";
+    EXPECT_EQ(got, want) << packed.kernel_name() << " b in [" << lo << ", " << hi << "]";
   }
 }
 

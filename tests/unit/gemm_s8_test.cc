@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "kernel_walk.h"
 #include "kernels/cpu_features.h"
+#include "kernels/gemm_s8_kernels.h"
 #include "kvant/status.h"
 #include "runtime/executor.h"
 
@@ -25,13 +27,8 @@ namespace {
 
 constexpr int32_t kSentinel = -1;  // C is pre-filled with it; padding must keep it
 
-std::vector<Isa> runnable_isas() {
-  std::vector<Isa> isas;
-  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
-    if (isa_implemented(isa) && cpu_supports(cpu_features(), isa)) isas.push_back(isa);
-  }
-  return isas;
-}
+// The table entries these tests run: those KVANT_ISA (or the CPU's best) allows.
+std::vector<const QGemmKernel*> runnable_kernels() { return test::runnable_entries(qgemm_kernels(), selected_isa()); }
 
 struct Problem {
   int M, N, K, lda, ldc;
@@ -62,19 +59,30 @@ std::vector<int32_t> run_reference(const Problem& p) {
   return c;
 }
 
-std::vector<int32_t> run_kernel(const Problem& p, Isa isa) {
-  const PackedB packed = pack_b_s8(p.b.data(), p.K, p.N, isa, p.b_zp.empty() ? nullptr : p.b_zp.data());
+bool fits_7bit(const Problem& p) {
+  for (int8_t v : p.b) {
+    if (v < -64 || v > 64) return false;
+  }
+  return true;
+}
+
+// The kernel's result, or the reference's when the entry does not take this
+// B (a 7-bit entry on 8-bit weights), so callers compare every entry alike.
+std::vector<int32_t> run_kernel(const Problem& p, const QGemmKernel& kernel) {
+  if (kernel.needs_7bit && !fits_7bit(p)) return run_reference(p);
+  const PackedB packed = pack_b_s8(kernel, p.b.data(), p.K, p.N, p.b_zp.empty() ? nullptr : p.b_zp.data());
   std::vector<int32_t> c(static_cast<size_t>(p.M) * p.ldc, kSentinel);
-  gemm_u8s8_s32(p.a.data(), p.lda, p.M, p.a_zp, packed, c.data(), p.ldc, isa);
+  gemm_u8s8_s32(p.a.data(), p.lda, p.M, p.a_zp, packed, c.data(), p.ldc);
   return c;
 }
 
 // Compares every element, padding included; reports only the first mismatch.
-void expect_same(const std::vector<int32_t>& want, const std::vector<int32_t>& got, const Problem& p, Isa isa) {
+void expect_same(const std::vector<int32_t>& want, const std::vector<int32_t>& got, const Problem& p,
+                 const QGemmKernel* kernel) {
   ASSERT_EQ(want.size(), got.size());
   for (size_t i = 0; i < want.size(); ++i) {
     if (want[i] != got[i]) {
-      ADD_FAILURE() << isa_name(isa) << " M=" << p.M << " N=" << p.N << " K=" << p.K << " a_zp=" << int{p.a_zp}
+      ADD_FAILURE() << kernel->name << " M=" << p.M << " N=" << p.N << " K=" << p.K << " a_zp=" << int{p.a_zp}
                     << " b_zp=" << (p.b_zp.empty() ? "none" : "per column") << " lda=" << p.lda << " ldc=" << p.ldc
                     << ": C[" << i / static_cast<size_t>(p.ldc) << ", " << i % static_cast<size_t>(p.ldc)
                     << "] = " << got[i] << ", reference " << want[i];
@@ -83,13 +91,22 @@ void expect_same(const std::vector<int32_t>& want, const std::vector<int32_t>& g
   }
 }
 
-TEST(GemmS8, RuntimeIsasIncludeReference) {
-  const auto isas = runnable_isas();
-  ASSERT_FALSE(isas.empty());
-  EXPECT_EQ(isas.front(), Isa::kRef);
-  std::string names;
-  for (Isa isa : isas) names += std::string(isa_name(isa)) + " ";
-  std::cout << "[ INFO     ] CPU: " << describe(cpu_features()) << "; kernels tested: " << names << "\n";
+TEST(GemmS8, TableCoverage) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const auto kernels = test::runnable_entries(qgemm_kernels(), allowed);
+  ASSERT_FALSE(kernels.empty());
+  EXPECT_EQ(kernels.back()->isa, Isa::kRef);
+  test::check_coverage(qgemm_kernels(), allowed, "qgemm table");
+  // The pick is the first runnable entry that takes the weights.
+  std::vector<int8_t> wide(64, -128), narrow(64, 5);
+  const PackedB w = pack_b_s8(wide.data(), 8, 8, allowed);
+  const PackedB n = pack_b_s8(narrow.data(), 8, 8, allowed);
+  for (const QGemmKernel* k : kernels) {
+    if (k->needs_7bit) continue;
+    EXPECT_STREQ(w.kernel_name(), k->name);
+    break;
+  }
+  EXPECT_STREQ(n.kernel_name(), kernels.front()->name);
 }
 
 TEST(GemmS8, AllIsasMatchReferenceOnOddShapes) {
@@ -106,8 +123,8 @@ TEST(GemmS8, AllIsasMatchReferenceOnOddShapes) {
         const uint8_t a_zp = variant % 3 == 0 ? 0 : variant % 3 == 1 ? 128 : static_cast<uint8_t>(byte(rng));
         const Problem p = random_problem(rng, M, N, K, a_zp, variant >= 3, (M + N + K) % 4 == 0 ? 5 : 0);
         const auto want = run_reference(p);
-        for (Isa isa : runnable_isas()) {
-          expect_same(want, run_kernel(p, isa), p, isa);
+        for (const QGemmKernel* kernel : runnable_kernels()) {
+          expect_same(want, run_kernel(p, *kernel), p, kernel);
           ++checked;
         }
         if (HasFailure()) {
@@ -126,7 +143,7 @@ TEST(GemmS8, EveryZeroPointCombinationOnTailShapes) {
       for (auto [M, N, K] : {std::tuple{5, 33, 65}, std::tuple{4, 16, 2}, std::tuple{9, 47, 129}}) {
         const Problem p = random_problem(rng, M, N, K, a_zp, with_b_zp, 3);
         const auto want = run_reference(p);
-        for (Isa isa : runnable_isas()) expect_same(want, run_kernel(p, isa), p, isa);
+        for (const QGemmKernel* kernel : runnable_kernels()) expect_same(want, run_kernel(p, *kernel), p, kernel);
       }
     }
   }
@@ -145,7 +162,7 @@ TEST(GemmS8, ExtremeValuesAreExact) {
       if (b_zp != 0) p.b_zp.assign(static_cast<size_t>(p.N), static_cast<int8_t>(b_zp));
       const auto want = run_reference(p);
       EXPECT_EQ(want[0], K * (a_value - a_zp) * (b_value - b_zp));
-      for (Isa isa : runnable_isas()) expect_same(want, run_kernel(p, isa), p, isa);
+      for (const QGemmKernel* kernel : runnable_kernels()) expect_same(want, run_kernel(p, *kernel), p, kernel);
     }
   }
 }
@@ -153,20 +170,22 @@ TEST(GemmS8, ExtremeValuesAreExact) {
 TEST(GemmS8, ZeroRowsIsANoOp) {
   std::mt19937 rng(1);
   const Problem p = random_problem(rng, 0, 8, 8, 0, false);
-  for (Isa isa : runnable_isas()) {
-    const PackedB packed = pack_b_s8(p.b.data(), p.K, p.N, isa);
-    gemm_u8s8_s32(nullptr, p.K, 0, 0, packed, nullptr, p.N, isa);
+  for (const QGemmKernel* kernel : runnable_kernels()) {
+    if (kernel->needs_7bit) continue;
+    const PackedB packed = pack_b_s8(*kernel, p.b.data(), p.K, p.N);
+    gemm_u8s8_s32(nullptr, p.K, 0, 0, packed, nullptr, p.N);
   }
 }
 
-TEST(GemmS8, PackedForAnotherIsaIsAnError) {
-  std::vector<int8_t> b(4, 1);
-  const PackedB packed = pack_b_s8(b.data(), 2, 2, Isa::kRef);
+TEST(GemmS8, UnpackedOrUnfitWeightsAreErrors) {
   std::vector<uint8_t> a(4, 1);
   std::vector<int32_t> c(4);
-  for (Isa isa : runnable_isas()) {
-    if (isa == Isa::kRef) continue;
-    EXPECT_THROW(gemm_u8s8_s32(a.data(), 2, 2, 0, packed, c.data(), 2, isa), Error);
+  EXPECT_THROW(gemm_u8s8_s32(a.data(), 2, 2, 0, PackedB{}, c.data(), 2), Error);
+  std::vector<int8_t> b(4, 100);
+  for (const QGemmKernel& kernel : qgemm_kernels()) {
+    if (kernel.needs_7bit) {
+      EXPECT_THROW(pack_b_s8(kernel, b.data(), 2, 2), Error) << kernel.name;
+    }
   }
 }
 
@@ -259,13 +278,24 @@ TEST(CpuFeatures, IsaFromName) {
   avx2.avx2 = avx2.fma = true;
   EXPECT_EQ(isa_from_name("avx2", avx2), Isa::kAvx2);
   EXPECT_EQ(isa_from_name(nullptr, avx2), Isa::kAvx2);
-  // A CPU with every feature: ISAs without kernels in this build are an error.
-  CpuFeatures all{true, true, true, true, true, true, true, true};
-  for (Isa isa : {Isa::kAvx512Vnni, Isa::kAmx}) {
-    if (!isa_implemented(isa)) {
+  // A CPU with every feature: every level is known by name; levels without
+  // kernels in this build are an error.
+  CpuFeatures all{true, true, true, true, true, true, true, true, true};
+  for (Isa isa : kAllIsas) {
+    if (isa_implemented(isa)) {
+      EXPECT_EQ(isa_from_name(isa_name(isa), all), isa);
+    } else {
       EXPECT_THROW(isa_from_name(isa_name(isa), all), Error);
     }
   }
+  // Levels are independent: AVX-512 VNNI without AVX-VNNI (Cascade Lake).
+  CpuFeatures clx = all;
+  clx.avx_vnni = false;
+  clx.amx_int8 = false;
+  EXPECT_FALSE(cpu_supports(clx, Isa::kAvxVnni));
+  EXPECT_TRUE(cpu_supports(clx, Isa::kAvx512Vnni));
+  EXPECT_FALSE(isa_allows(Isa::kAvx512Vnni, Isa::kAvxVnni, clx));
+  EXPECT_FALSE(isa_allows(Isa::kAvx2, Isa::kAvx512Vnni, all));
 }
 
 TEST(CpuFeatures, SelectedIsaReadsEnvironment) {
@@ -281,7 +311,7 @@ TEST(CpuFeatures, SelectedIsaReadsEnvironment) {
     ScopedIsaEnv env("bogus");
     EXPECT_THROW(selected_isa(), Error);
   }
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
+  for (Isa isa : kAllIsas) {
     ScopedIsaEnv env(isa_name(isa));
     if (cpu_supports(cpu_features(), isa) && isa_implemented(isa)) {
       EXPECT_EQ(selected_isa(), isa);
@@ -328,7 +358,7 @@ TEST(GemmS8, MatchesMatMulIntegerOperator) {
   ASSERT_EQ(y.dtype(), DType::kInt32);
   ASSERT_EQ(y.numel(), M * N);
   const std::vector<int32_t> want(y.data<int32_t>(), y.data<int32_t>() + M * N);
-  for (Isa isa : runnable_isas()) expect_same(want, run_kernel(p, isa), p, isa);
+  for (const QGemmKernel* kernel : runnable_kernels()) expect_same(want, run_kernel(p, *kernel), p, kernel);
 }
 
 }  // namespace

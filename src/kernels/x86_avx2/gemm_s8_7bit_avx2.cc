@@ -1,5 +1,6 @@
 // AVX2 INT8 GEMM, 7-bit kernel (every raw B value within [-64, 64]); the
-// scheme, its exactness bound and the packed layout are in gemm_s8_avx2.h.
+// scheme and its exactness bound are in gemm_s8.h, the layout (quads) in
+// gemm_s8_kernels.h.
 // Per 4 k values and 8 columns: vpmaddubsw (u8 A x s8 B, pairs into int16,
 // never saturating here) then vpmaddwd with ones (pairs into int32) and
 // vpaddd. Loop order: chunks of rows of A (read in place, sized to stay in
@@ -12,20 +13,20 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/x86_avx2/gemm_s8_avx2.h"
+#include "kernels/gemm_s8_kernels.h"
 
 #define KVANT_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-namespace kvant::avx2 {
+namespace kvant {
 
 namespace {
 
 constexpr int kTileRows = 4;
-constexpr int kQuadBytes = 4 * kPanelCols;  // one k quad of one panel
-constexpr int kChunkBytes = 96 * 1024;      // A bytes per row chunk
+constexpr int kQuadBytes = 4 * kQGemmPanelCols;  // one k quad of one panel
+constexpr int kChunkBytes = 96 * 1024;           // A bytes per row chunk
 constexpr int kMaxChunkRows = 256;
 
-int round_up(int x, int to) { return (x + to - 1) / to * to; }
+int round_up_int(int x, int to) { return (x + to - 1) / to * to; }
 
 // The 4 bytes a[0..len) (len 1..3) as one int32, zero-filled.
 inline int32_t load_tail(const uint8_t* a, int len) {
@@ -85,11 +86,11 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
       v1 = _mm256_sub_epi32(v1, _mm256_mullo_epi32(sum, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bzp + 8))));
     }
     int32_t* out = c + static_cast<int64_t>(r) * ldc;
-    if (cols == kPanelCols) {
+    if (cols == kQGemmPanelCols) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v0);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), v1);
     } else {
-      alignas(32) int32_t tmp[kPanelCols];
+      alignas(32) int32_t tmp[kQGemmPanelCols];
       _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v0);
       _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 8), v1);
       std::memcpy(out, tmp, sizeof(int32_t) * static_cast<size_t>(cols));
@@ -99,14 +100,16 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
 
 }  // namespace
 
-int64_t packed_b_size_7bit(int K, int N) { return static_cast<int64_t>(round_up(K, 4)) * round_up(N, kPanelCols); }
+int64_t qgemm_quads_packed_bytes(int K, int N) { return qgemm_panels_bytes(K, N, 4); }
 
-void pack_b_7bit(const int8_t* B, int ldb, int K, int N, int8_t* packed) { pack_b_groups(B, ldb, K, N, 4, packed); }
+void qgemm_quads_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
+  qgemm_pack_panels(B, ldb, K, N, 4, 4, packed);
+}
 
-KVANT_TARGET_AVX2 void gemm_7bit(const GemmArgs& g) {
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) {
   const int K = g.k;
-  const int quads = round_up(K, 4) / 4;
-  const int panels = round_up(g.n, kPanelCols) / kPanelCols;
+  const int quads = round_up_int(K, 4) / 4;
+  const int panels = round_up_int(g.n, kQGemmPanelCols) / kQGemmPanelCols;
   const int chunk_rows = std::clamp(kChunkBytes / std::max(K, 1) / kTileRows * kTileRows, kTileRows, kMaxChunkRows);
   int32_t rowsum[kMaxChunkRows] = {};
 
@@ -123,11 +126,11 @@ KVANT_TARGET_AVX2 void gemm_7bit(const GemmArgs& g) {
     }
     for (int j = 0; j < panels; ++j) {
       const int8_t* panel = g.packed + static_cast<int64_t>(j) * quads * kQuadBytes;
-      const int n0 = j * kPanelCols;
-      const int cols = std::min(kPanelCols, g.n - n0);
-      alignas(32) int32_t corr[kPanelCols];
-      alignas(32) int32_t bzp[kPanelCols];
-      panel_corrections(g, n0, cols, corr, bzp);
+      const int n0 = j * kQGemmPanelCols;
+      const int cols = std::min(kQGemmPanelCols, g.n - n0);
+      alignas(32) int32_t corr[kQGemmPanelCols];
+      alignas(32) int32_t bzp[kQGemmPanelCols];
+      qgemm_panel_corrections(g, n0, cols, corr, bzp);
       const int32_t* panel_bzp = g.b_zp != nullptr ? bzp : nullptr;
       for (int r0 = 0; r0 < rows; r0 += kTileRows) {
         const uint8_t* a = a_chunk + static_cast<int64_t>(r0) * g.lda;
@@ -144,6 +147,6 @@ KVANT_TARGET_AVX2 void gemm_7bit(const GemmArgs& g) {
   }
 }
 
-}  // namespace kvant::avx2
+}  // namespace kvant
 
 #endif  // __x86_64__

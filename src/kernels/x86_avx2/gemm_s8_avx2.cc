@@ -1,31 +1,31 @@
 // AVX2 INT8 GEMM, wide kernel (any int8 B); the scheme and packed layout are
-// described in gemm_s8_avx2.h. Loop order: A is widened to int16 into a
+// described in kernels/gemm_s8_kernels.h (pairs). Loop order: A is widened to int16 into a
 // fixed stack buffer, a chunk of rows times a block of K at a time; for each
 // 16-column panel of B, tiles of up to 4 rows x 16 columns keep 8 ymm
 // accumulators while the K loop streams the panel. The first K block stores
 // accumulators plus corrections, later blocks add into C.
 #if defined(__x86_64__)
 
-#include "kernels/x86_avx2/gemm_s8_avx2.h"
-
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/gemm_s8_kernels.h"
+
 #define KVANT_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-namespace kvant::avx2 {
+namespace kvant {
 
 namespace {
 
-constexpr int kTileRows = 6;                // the inline-assembly tile below; 1-5 rows use intrinsics
-constexpr int kPairBytes = 2 * kPanelCols;  // one k pair of one panel
-constexpr int kWideElems = 65536;           // int16 of widened A on the stack (128 KiB)
+constexpr int kTileRows = 6;                     // the inline-assembly tile below; 1-5 rows use intrinsics
+constexpr int kPairBytes = 2 * kQGemmPanelCols;  // one k pair of one panel
+constexpr int kWideElems = 65536;                // int16 of widened A on the stack (128 KiB)
 constexpr int kMaxBlockK = kWideElems / kTileRows;
 constexpr int kMaxChunkRows = 256;
 
-int round_up(int x, int to) { return (x + to - 1) / to * to; }
+int round_up_int(int x, int to) { return (x + to - 1) / to * to; }
 
 // out[0..kb) = a[0..len) widened to int16, zero after len (kb even).
 KVANT_TARGET_AVX2 void widen_row(const uint8_t* a, int len, int kb, int16_t* out) {
@@ -41,7 +41,7 @@ KVANT_TARGET_AVX2 void widen_row(const uint8_t* a, int len, int kb, int16_t* out
 // Stores v0|v1 (16 int32) to `cols` values at out, adding what is there
 // when `accumulate`.
 KVANT_TARGET_AVX2 inline void store_row(int32_t* out, __m256i v0, __m256i v1, int cols, bool accumulate) {
-  if (cols == kPanelCols) {
+  if (cols == kQGemmPanelCols) {
     if (accumulate) {
       v0 = _mm256_add_epi32(v0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(out)));
       v1 = _mm256_add_epi32(v1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(out + 8)));
@@ -50,7 +50,7 @@ KVANT_TARGET_AVX2 inline void store_row(int32_t* out, __m256i v0, __m256i v1, in
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), v1);
     return;
   }
-  alignas(32) int32_t tmp[kPanelCols];
+  alignas(32) int32_t tmp[kQGemmPanelCols];
   _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v0);
   _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 8), v1);
   for (int i = 0; i < cols; ++i) {
@@ -158,15 +158,17 @@ KVANT_TARGET_AVX2 void tile(const int16_t* a, int a_stride, int pairs, const int
 
 }  // namespace
 
-int64_t packed_b_size(int K, int N) { return static_cast<int64_t>(round_up(K, 2)) * round_up(N, kPanelCols); }
+int64_t qgemm_avx2_packed_bytes(int K, int N) { return qgemm_panels_bytes(K, N, 2); }
 
-void pack_b(const int8_t* B, int ldb, int K, int N, int8_t* packed) { pack_b_groups(B, ldb, K, N, 2, packed); }
+void qgemm_avx2_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
+  qgemm_pack_panels(B, ldb, K, N, 2, 2, packed);
+}
 
-KVANT_TARGET_AVX2 void gemm(const GemmArgs& g) {
+KVANT_TARGET_AVX2 void qgemm_u8s8_avx2(const QGemmArgs& g) {
   const int K = g.k;
-  const int kp = round_up(K, 2);
+  const int kp = round_up_int(K, 2);
   const int pairs = kp / 2;
-  const int panels = round_up(g.n, kPanelCols) / kPanelCols;
+  const int panels = round_up_int(g.n, kQGemmPanelCols) / kQGemmPanelCols;
   const int block_k = std::min(std::max(kp, 2), kMaxBlockK);  // even
   const int chunk_rows = std::clamp(kWideElems / block_k / kTileRows * kTileRows, kTileRows, kMaxChunkRows);
   alignas(32) int16_t wide_a[kWideElems];
@@ -190,11 +192,11 @@ KVANT_TARGET_AVX2 void gemm(const GemmArgs& g) {
       }
       for (int j = 0; j < panels; ++j) {
         const int8_t* panel = g.packed + (static_cast<int64_t>(j) * pairs + k0 / 2) * kPairBytes;
-        const int n0 = j * kPanelCols;
-        const int cols = std::min(kPanelCols, g.n - n0);
-        alignas(32) int32_t corr[kPanelCols];
-        alignas(32) int32_t bzp[kPanelCols];
-        panel_corrections(g, n0, cols, corr, bzp);
+        const int n0 = j * kQGemmPanelCols;
+        const int cols = std::min(kQGemmPanelCols, g.n - n0);
+        alignas(32) int32_t corr[kQGemmPanelCols];
+        alignas(32) int32_t bzp[kQGemmPanelCols];
+        qgemm_panel_corrections(g, n0, cols, corr, bzp);
         const int32_t* panel_bzp = g.b_zp != nullptr ? bzp : nullptr;
         const bool first = k0 == 0;
         for (int r0 = 0; r0 < rows; r0 += kTileRows) {
@@ -215,6 +217,6 @@ KVANT_TARGET_AVX2 void gemm(const GemmArgs& g) {
   }
 }
 
-}  // namespace kvant::avx2
+}  // namespace kvant
 
 #endif  // __x86_64__
