@@ -1,7 +1,8 @@
 // INT8 convolution (kernels/qconv.h) throughput on ResNet-50 and MobileNetV2
 // layers: GOPS = 2 * c_out * h_out * w_out * (c_in / group) * kh * kw per run.
 //   build/release/bench/kvant_bench_qconv --benchmark_counters_tabular=true
-// Arguments: layer index (see kLayers), threads. ISAs this CPU lacks are skipped.
+// Arguments: layer index (see kLayers), threads. One benchmark per ISA level
+// this CPU runs (each picks its own path and GEMM entry; the label names it).
 // avx2_w7: the same GEMM layers with 7-bit weights (w in [-64, 64], as from
 // `kvant quantize --reduce-range`), which take the vpmaddubsw u8s7 path.
 // GOPS: from CPU time with one thread, from wall time with two (real_time).
@@ -115,10 +116,18 @@ BENCHMARK_CAPTURE(BM_QConv, ref, Isa::kRef, false)
     ->Args({0, 1})
     ->Args({3, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_QConv, avx2, Isa::kAvx2, false)->Apply(one_thread);
 BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true)->Apply(gemm_one_thread);
-BENCHMARK_CAPTURE(BM_QConv, avx2, Isa::kAvx2, false)->Apply(two_threads);
 BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true)->Apply(gemm_two_threads);
+
+const bool registered = [] {
+  for (Isa isa : kAllIsas) {
+    if (isa == Isa::kRef || !isa_implemented(isa) || !cpu_supports(cpu_features(), isa)) continue;
+    const std::string name = std::string("BM_QConv/") + isa_name(isa);
+    benchmark::RegisterBenchmark(name.c_str(), BM_QConv, isa, false)->Apply(one_thread);
+    benchmark::RegisterBenchmark(name.c_str(), BM_QConv, isa, false)->Apply(two_threads);
+  }
+  return true;
+}();
 
 }  // namespace
 }  // namespace kvant

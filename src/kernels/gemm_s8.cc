@@ -160,12 +160,13 @@ PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, cons
   return packed;
 }
 
+const QGemmKernel& pick_qgemm(Isa allowed, bool fits_7bit) {
+  return *pick_kernel(qgemm_kernels(), allowed, [&](const QGemmKernel& e) { return !e.needs_7bit || fits_7bit; });
+}
+
 PackedB pack_b_s8(const int8_t* B, int K, int N, Isa allowed, const int8_t* b_zp, int ldb) {
   if (K < 0 || N < 0 || (ldb >= 0 && ldb < N)) fail(ErrorCode::kInvalidArgument, "negative K or N, or ldb < N");
-  const bool small = fits_7bit(B, K, N, ldb < 0 ? N : ldb);
-  const QGemmKernel* kernel =
-      pick_kernel(qgemm_kernels(), allowed, [&](const QGemmKernel& e) { return !e.needs_7bit || small; });
-  return pack_b_s8(*kernel, B, K, N, b_zp, ldb);
+  return pack_b_s8(pick_qgemm(allowed, fits_7bit(B, K, N, ldb < 0 ? N : ldb)), B, K, N, b_zp, ldb);
 }
 
 void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc) {

@@ -58,13 +58,15 @@ struct PackedB {
 PackedB pack_b_s8(const int8_t* B, int K, int N, Isa allowed, const int8_t* b_zp = nullptr, int ldb = -1);
 // The same for one given entry (tests and benchmarks walk the table). Throws
 // kvant::Error when the CPU cannot run it or B does not meet its predicate.
-PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp = nullptr,
-                  int ldb = -1);
+PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp = nullptr, int ldb = -1);
 
 // The table, best first (the last entry is the reference); entries are named
 // "qgemm_<types>_<isa>_<tile>".
 std::span<const QGemmKernel> qgemm_kernels();
 const char* qgemm_kernel_name(const QGemmKernel& kernel);
+// The entry pack_b_s8 would take at level `allowed` for weights that do (or
+// do not) all fit 7 bits.
+const QGemmKernel& pick_qgemm(Isa allowed, bool fits_7bit);
 Isa qgemm_kernel_isa(const QGemmKernel& kernel);
 
 // C [M, N] (row stride ldc) = (A - a_zp) x (B - b_zp) with b's kernel.

@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 
+#include "kernels/gemm_s8.h"
+#include "kernels/qconv_gemm.h"
 #include "kvant/status.h"
 
 #if defined(__x86_64__)
@@ -130,6 +132,11 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
     slot_bytes_ = round64(sizeof(int16_t) * (static_cast<size_t>(dw_rows_) * s.stride_w * dw_width_ + 16));
     return;
   }
+  if (qgemm_kernel_isa(pick_qgemm(isa_, false)) >= Isa::kAvxVnni) {
+    path_ = Path::kGemmNhwc;
+    gemm_ = std::make_unique<QConvGemm>(p_, weights, w_zp_, isa_);
+    return;
+  }
   direct_ = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
             s.h_out == s.h_in && s.w_out == s.w_in;
   path_ = s.group > 1 ? Path::kGrouped : (direct_ ? Path::kGemm1x1 : Path::kIm2col);
@@ -195,7 +202,12 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
                 (im2col ? round64(static_cast<size_t>(k_) * tile_cols_) : 0);
 }
 
-size_t QConv::scratch_bytes() const { return slot_bytes_ * static_cast<size_t>(slots_); }
+QConv::~QConv() = default;
+QConv::QConv(QConv&&) noexcept = default;
+
+size_t QConv::scratch_bytes() const {
+  return gemm_ ? gemm_->scratch_bytes(slots_) : slot_bytes_ * static_cast<size_t>(slots_);
+}
 
 const char* QConv::kernel_name() const {
   switch (path_) {
@@ -204,6 +216,7 @@ const char* QConv::kernel_name() const {
     case Path::kIm2col: return u8s7_ ? "qconv_im2col_u8s7_avx2" : "qconv_im2col_avx2";
     case Path::kDepthwise: return "qconv_depthwise_avx2";
     case Path::kGrouped: return u8s7_ ? "qconv_grouped_u8s7_avx2" : "qconv_grouped_avx2";
+    case Path::kGemmNhwc: return gemm_->name();
   }
   return "qconv_unknown";
 }
@@ -214,6 +227,10 @@ void QConv::run(const void* x, void* y, void* scratch, ThreadPool* pool) const {
   switch (path_) {
     case Path::kRef: run_ref(xb, yb); return;
     case Path::kDepthwise: run_depthwise(xb, yb, static_cast<uint8_t*>(scratch), pool); return;
+    case Path::kGemmNhwc:
+      gemm_->run(xb, yb, static_cast<uint8_t*>(scratch), std::min(slots_, pool != nullptr ? pool->size() : 1), pool,
+                 bias_.data(), multiplier_.data(), lo_, hi_);
+      return;
     default: run_gemm(xb, yb, static_cast<uint8_t*>(scratch), pool); return;
   }
 }

@@ -34,7 +34,11 @@
 // Limits: accumulators are int32 (exact while |acc + bias| < 2^31, which
 // c_in/group * kh * kw <= 33025 guarantees without bias); AVX2 rounding
 // follows MXCSR, like nearbyint (both round half to even by default).
-// Isa::kAvx512Vnni / kAmx run the AVX2 kernels for now.
+//   qconv_{1x1,im2col}_nhwc+<qgemm entry>  any non-depthwise conv when the
+//                        allowed ISA level has vpdpbusd (AVX-VNNI, AVX-512 VNNI)
+//                        or AMX: the NHWC GEMM of qconv_gemm.h with the INT8
+//                        GEMM table's entry (8-bit weights, exact).
+// Depthwise convs run the AVX2 kernel on every x86 level for now.
 //
 // run() allocates nothing: the caller passes scratch_bytes() of 64-byte
 // aligned scratch. Work is split over at most params.max_threads slots (each
@@ -44,6 +48,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +57,8 @@
 #include "runtime/thread_pool.h"
 
 namespace kvant {
+
+class QConvGemm;  // qconv_gemm.h
 
 struct QConvParams {
   ConvShape shape;
@@ -72,10 +79,13 @@ struct QConvParams {
 
 class QConv {
  public:
-  // weights: int8 [c_out, c_in/group, kh, kw] (ONNX layout). Prepacks once for
-  // `isa`. Throws kvant::Error (kInvalidArgument) on an inconsistent shape or
-  // parameters, kUnsupported for an Isa without kernels.
+  // weights: int8 [c_out, c_in/group, kh, kw] (ONNX layout). Picks the path
+  // and kernels the ISA level `isa` allows and prepacks once. Throws
+  // kvant::Error (kInvalidArgument) on an inconsistent shape or parameters,
+  // kUnsupported for an Isa this CPU or build lacks.
   QConv(const QConvParams& params, const int8_t* weights, Isa isa);
+  ~QConv();
+  QConv(QConv&&) noexcept;
 
   size_t scratch_bytes() const;  // per-call scratch the caller provides (64-byte aligned)
 
@@ -85,7 +95,7 @@ class QConv {
 
   const char* kernel_name() const;
 
-  enum class Path { kRef, kGemm1x1, kIm2col, kDepthwise, kGrouped };
+  enum class Path { kRef, kGemm1x1, kIm2col, kDepthwise, kGrouped, kGemmNhwc };
   Path path() const { return path_; }
   const QConvParams& params() const { return p_; }
 
@@ -116,6 +126,7 @@ class QConv {
   std::vector<int32_t> dw_offsets_;  // [tap pair][2] offsets into the padded plane
   int dw_rows_ = 0, dw_width_ = 0;   // padded plane: rows, width of one phase
   size_t slot_bytes_ = 0;
+  std::unique_ptr<QConvGemm> gemm_;  // kGemmNhwc
 };
 
 }  // namespace kvant

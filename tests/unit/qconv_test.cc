@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "kernels/gemm_s8.h"
+#include "kernels/gemm_s8_kernels.h"
 #include "ops/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -240,9 +242,12 @@ std::string describe(const Case& c) {
   return d;
 }
 
+// Every level this CPU runs: each picks other paths and GEMM entries.
 std::vector<Isa> isas() {
-  std::vector<Isa> v = {Isa::kRef};
-  if (cpu_supports(cpu_features(), Isa::kAvx2)) v.push_back(Isa::kAvx2);
+  std::vector<Isa> v;
+  for (Isa isa : kAllIsas) {
+    if (isa_implemented(isa) && cpu_supports(cpu_features(), isa)) v.push_back(isa);
+  }
   return v;
 }
 
@@ -339,6 +344,15 @@ TEST(QConv, RandomShapesEveryPathMatchesOracle) {
       EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
     }
   }
+  // The NHWC GEMM path with every vpdpbusd / AMX entry of the GEMM table the
+  // CPU runs (tests/unit/kernel_walk.h fails the table walk when one is left out).
+  for (const QGemmKernel& k : qgemm_kernels()) {
+    if (k.isa < Isa::kAvxVnni || !isa_allows(best_isa(cpu_features()), k.isa, cpu_features())) continue;
+    for (const char* form : {"qconv_1x1_nhwc+", "qconv_im2col_nhwc+"}) {
+      const std::string want = std::string(form) + k.name;
+      EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want << " never ran";
+    }
+  }
 }
 
 // Layer shapes of the benchmark, smaller spatially: wide rows (32-wide
@@ -420,8 +434,10 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
       EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
     }
     for (const std::string& n : names) {
-      // c_in = c_out = 1 is depthwise, which keeps its int16 kernel.
-      EXPECT_TRUE(n == "qconv_ref" || n == "qconv_depthwise_avx2" || n.find("u8s7") != std::string::npos)
+      // c_in = c_out = 1 is depthwise, which keeps its int16 kernel; the
+      // vpdpbusd/AMX GEMM path is exact on any weights and needs no 7-bit one.
+      EXPECT_TRUE(n == "qconv_ref" || n == "qconv_depthwise_avx2" || n.find("u8s7") != std::string::npos ||
+                  n.find("_nhwc+") != std::string::npos)
           << n << " ran on 7-bit weights";
     }
   }
@@ -451,7 +467,8 @@ TEST(QConv, SevenBitExtremesAndFallback) {
       check(c, oracle(c), &names);
       if (HasFatalFailure()) return;
       if (cpu_supports(cpu_features(), Isa::kAvx2)) {
-        EXPECT_NE(names.back().find("u8s7"), std::string::npos) << names.back();
+        const std::string avx2 = QConv(c.params, c.w.data(), Isa::kAvx2).kernel_name();
+        EXPECT_NE(avx2.find("u8s7"), std::string::npos) << avx2;
       }
     }
   }
@@ -466,8 +483,9 @@ TEST(QConv, SevenBitExtremesAndFallback) {
     check(c, oracle(c), &names);
     if (HasFatalFailure()) return;
     if (cpu_supports(cpu_features(), Isa::kAvx2)) {
-      EXPECT_EQ(names.back().find("u8s7"), std::string::npos) << names.back();
-      EXPECT_NE(names.back().find("avx2"), std::string::npos) << names.back();
+      const std::string avx2 = QConv(c.params, c.w.data(), Isa::kAvx2).kernel_name();
+      EXPECT_EQ(avx2.find("u8s7"), std::string::npos) << avx2;
+      EXPECT_NE(avx2.find("avx2"), std::string::npos) << avx2;
     }
   }
 }

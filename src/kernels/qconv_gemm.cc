@@ -1,0 +1,138 @@
+// The NHWC GEMM path of the INT8 convolution; the scheme is in qconv_gemm.h.
+#include "kernels/qconv_gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/thread_pool.h"
+
+namespace kvant {
+
+namespace {
+
+constexpr size_t kBlockBytes = 160 * 1024;  // im2col rows of one item (L2)
+constexpr size_t kAccBytes = 64 * 1024;     // int32 accumulators of one item
+
+size_t round64(size_t x) { return (x + 63) / 64 * 64; }
+
+}  // namespace
+
+QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vector<int32_t>& w_zp, Isa allowed)
+    : p_(p) {
+  const ConvShape& s = p_.shape;
+  cin_g_ = s.c_in / s.group;
+  cout_g_ = s.c_out / s.group;
+  const int taps = s.kh * s.kw;
+  k_ = cin_g_ * taps;
+  direct_ = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+            s.h_out == s.h_in && s.w_out == s.w_in;
+  x_fill_ = static_cast<uint8_t>(p_.x_zp + (p_.x_signed ? 128 : 0));
+
+  // B [K, cout_g] per group, k = tap * cin_g + c; w_zp as int8 per column.
+  std::vector<int8_t> b(static_cast<size_t>(k_) * cout_g_);
+  std::vector<int8_t> zp(static_cast<size_t>(cout_g_));
+  for (int g = 0; g < s.group; ++g) {
+    bool any_zp = false;
+    for (int m = 0; m < cout_g_; ++m) {
+      const int mg = g * cout_g_ + m;
+      zp[static_cast<size_t>(m)] = static_cast<int8_t>(w_zp[static_cast<size_t>(mg)]);
+      any_zp = any_zp || w_zp[static_cast<size_t>(mg)] != 0;
+      for (int c = 0; c < cin_g_; ++c) {
+        for (int t = 0; t < taps; ++t) {
+          b[static_cast<size_t>(t * cin_g_ + c) * cout_g_ + m] =
+              weights[(static_cast<int64_t>(mg) * cin_g_ + c) * taps + t];
+        }
+      }
+    }
+    packed_.push_back(pack_b_s8(b.data(), k_, cout_g_, allowed, any_zp ? zp.data() : nullptr));
+  }
+  transpose_ = &pick_transpose_u8(allowed);
+  requant_ = &pick_requant_rows(allowed);
+
+  const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
+  const int slots = std::max(1, p_.max_threads);
+  int rows = static_cast<int>(
+      std::min(kBlockBytes / static_cast<size_t>(std::max(k_, 1)), kAccBytes / (4 * static_cast<size_t>(cout_g_))));
+  rows = std::clamp(rows / 32 * 32, 32, 1024);
+  // Enough items to keep the slots busy, while blocks stay whole tiles.
+  while (rows > 32 && static_cast<int64_t>(s.group) * ((hw + rows - 1) / rows) < 2 * slots) rows -= 32;
+  block_rows_ = static_cast<int>(std::min<int64_t>(rows, hw));
+  shared_bytes_ = round64(static_cast<size_t>(s.c_in) * s.h_in * s.w_in);
+  slot_bytes_ = (direct_ ? 0 : round64(static_cast<size_t>(block_rows_) * k_)) +
+                round64(static_cast<size_t>(block_rows_) * cout_g_ * 4) +
+                round64(static_cast<size_t>(block_rows_) * cout_g_);
+  name_ = std::string(direct_ ? "qconv_1x1_nhwc+" : "qconv_im2col_nhwc+") + packed_.front().kernel_name();
+}
+
+size_t QConvGemm::scratch_bytes(int slots) const { return shared_bytes_ + slot_bytes_ * static_cast<size_t>(slots); }
+
+void QConvGemm::im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t* out) const {
+  const ConvShape& s = p_.shape;
+  const size_t run = static_cast<size_t>(cin_g_);
+  for (int r = 0; r < rows; ++r) {
+    const int p = p0 + r;
+    const int oy = p / s.w_out, ox = p % s.w_out;
+    uint8_t* dst = out + static_cast<int64_t>(r) * k_;
+    for (int ky = 0; ky < s.kh; ++ky) {
+      const int iy = oy * s.stride_h - s.pad_top + ky * s.dil_h;
+      for (int kx = 0; kx < s.kw; ++kx, dst += run) {
+        const int ix = ox * s.stride_w - s.pad_left + kx * s.dil_w;
+        if (iy < 0 || iy >= s.h_in || ix < 0 || ix >= s.w_in) {
+          std::memset(dst, x_fill_, run);
+        } else {
+          std::memcpy(dst, x_nhwc + (static_cast<int64_t>(iy) * s.w_in + ix) * s.c_in + g * cin_g_, run);
+        }
+      }
+    }
+  }
+}
+
+void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool, const int32_t* bias,
+                    const float* mult, int32_t lo, int32_t hi) const {
+  const ConvShape& s = p_.shape;
+  const int64_t hw_in = static_cast<int64_t>(s.h_in) * s.w_in;
+  const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
+  const int blocks = static_cast<int>((hw + block_rows_ - 1) / block_rows_);
+  const int64_t items = static_cast<int64_t>(s.group) * blocks;
+  const uint8_t flip = p_.x_signed ? 0x80 : 0;
+  uint8_t* x_nhwc = scratch;
+  for (int b = 0; b < s.batch; ++b) {
+    const uint8_t* xb = x + static_cast<int64_t>(b) * s.c_in * hw_in;
+    uint8_t* yb = y + static_cast<int64_t>(b) * s.c_out * hw;
+    // NCHW planes -> NHWC rows, 16 channels per piece of work.
+    parallel_for(pool, (s.c_in + 15) / 16, [&](int64_t begin, int64_t end) {
+      const int c0 = static_cast<int>(begin * 16);
+      const int c1 = static_cast<int>(std::min<int64_t>(end * 16, s.c_in));
+      transpose_->run(xb + c0 * hw_in, hw_in, c1 - c0, static_cast<int>(hw_in), x_nhwc + c0, s.c_in, flip);
+    });
+    parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
+      for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+        uint8_t* mine = scratch + shared_bytes_ + static_cast<size_t>(slot) * slot_bytes_;
+        uint8_t* cols = mine;
+        auto* acc = reinterpret_cast<int32_t*>(mine + (direct_ ? 0 : round64(static_cast<size_t>(block_rows_) * k_)));
+        uint8_t* out_rows = reinterpret_cast<uint8_t*>(acc) + round64(static_cast<size_t>(block_rows_) * cout_g_ * 4);
+        int64_t begin = 0, end = 0;
+        chunk_range(items, slots, static_cast<int>(slot), begin, end);
+        for (int64_t item = begin; item < end; ++item) {
+          const int g = static_cast<int>(item / blocks);
+          const int p0 = static_cast<int>(item % blocks) * block_rows_;
+          const int rows = static_cast<int>(std::min<int64_t>(block_rows_, hw - p0));
+          const uint8_t* a = x_nhwc + static_cast<int64_t>(p0) * s.c_in + g * cin_g_;
+          int lda = s.c_in;
+          if (!direct_) {
+            im2col_rows(x_nhwc, g, p0, rows, cols);
+            a = cols;
+            lda = k_;
+          }
+          gemm_u8s8_s32(a, lda, rows, x_fill_, packed_[static_cast<size_t>(g)], acc, cout_g_);
+          const int mg0 = g * cout_g_;
+          requant_->run(RequantRowsArgs{acc, cout_g_, rows, cout_g_, bias + mg0, mult + mg0, p_.y_zp, lo, hi,
+                                        p_.y_signed, out_rows, cout_g_});
+          transpose_->run(out_rows, cout_g_, rows, cout_g_, yb + mg0 * hw + p0, hw, 0);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace kvant

@@ -1,0 +1,64 @@
+// The GEMM path of the INT8 convolution (qconv.h has the math) for CPUs with
+// vpdpbusd or AMX: the convolution as one GEMM per group over rows of output
+// pixels, in NHWC,
+//
+//   acc[p, m] = sum_k A[p, k] * B[k, m]   with k = (ky * kw + kx) * cin_g + c,
+//   A[p, k]   = x[c, oy * sh - pt + ky * dh, ox * sw - pl + kx * dw]  (x_zp outside),
+//   B[k, m]   = w[m, c, ky, kx]  (int8, w_zp per column),
+//
+// by an entry of the INT8 GEMM table (gemm_s8.h: exact, zero points handled
+// by its corrections), then requantized per column (layout_u8.h). The input
+// is transposed once per image into NHWC rows (int8 inputs flipped to uint8
+// with x_zp + 128 on the way); a 1x1 stride-1 unpadded conv reads those rows
+// as A directly, others gather A rows per block of pixels (im2col in NHWC: a
+// run of cin_g bytes per tap). The output block is requantized into rows and
+// transposed into the NCHW planes. Results are bit-identical to the
+// reference path: integer accumulation is exact, the requantization the same
+// float operations.
+//
+// Work: per image, the transpose (split by channel blocks), then items
+// (group, block of pixels) over the pool, each slot with its own scratch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/gemm_s8.h"
+#include "kernels/layout_u8.h"
+#include "kernels/qconv.h"
+
+namespace kvant {
+
+class QConvGemm {
+ public:
+  // p: validated by QConv; w_zp: c_out values; allowed: the ISA level.
+  QConvGemm(const QConvParams& p, const int8_t* weights, const std::vector<int32_t>& w_zp, Isa allowed);
+
+  // Scratch for `slots` slots (64-byte aligned pieces).
+  size_t scratch_bytes(int slots) const;
+
+  // x, y: NCHW images (params' types). bias/mult: c_out values; lo/hi the
+  // output bounds in the output type.
+  void run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool, const int32_t* bias,
+           const float* mult, int32_t lo, int32_t hi) const;
+
+  const char* name() const { return name_.c_str(); }
+
+ private:
+  void im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t* out) const;
+
+  QConvParams p_;
+  int cin_g_ = 0, cout_g_ = 0, k_ = 0;
+  bool direct_ = false;          // 1x1, stride 1, no padding: A = the NHWC rows
+  int block_rows_ = 0;           // output pixels per item
+  uint8_t x_fill_ = 0;           // the raw byte of x_zp (after the int8 flip)
+  std::vector<PackedB> packed_;  // per group
+  const TransposeU8Kernel* transpose_ = nullptr;
+  const RequantRowsKernel* requant_ = nullptr;
+  size_t shared_bytes_ = 0, slot_bytes_ = 0;
+  std::string name_;
+};
+
+}  // namespace kvant
