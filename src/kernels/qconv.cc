@@ -11,6 +11,7 @@
 
 #include "kernels/gemm_s8.h"
 #include "kernels/qconv_gemm.h"
+#include "kernels/qdw_nhwc.h"
 #include "kvant/status.h"
 
 #if defined(__x86_64__)
@@ -98,6 +99,19 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
   }
   slots_ = p_.max_threads > 0 ? p_.max_threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
+  const bool depthwise = s.group == s.c_in && s.group == c_out;
+  if (p_.nhwc) {
+    if (depthwise && taps <= kQDwMaxTaps) {
+      path_ = Path::kDepthwiseNhwc;
+      dw_nhwc_ = &pick_qdw_nhwc(isa_);
+      dw_nhwc_weights_ = pack_qdw_nhwc(*dw_nhwc_, weights, w_zp_.data(), c_out, taps);
+      slot_bytes_ = round64(static_cast<size_t>(c_out) + 64);  // the x_zp row
+      return;
+    }
+    path_ = Path::kGemmNhwc;
+    gemm_ = std::make_unique<QConvGemm>(p_, weights, w_zp_, isa_);
+    return;
+  }
   if (isa_ == Isa::kRef) {
     path_ = Path::kRef;
     return;
@@ -206,7 +220,8 @@ QConv::~QConv() = default;
 QConv::QConv(QConv&&) noexcept = default;
 
 size_t QConv::scratch_bytes() const {
-  return gemm_ ? gemm_->scratch_bytes(slots_) : slot_bytes_ * static_cast<size_t>(slots_);
+  if (gemm_) return gemm_->scratch_bytes(slots_);
+  return path_ == Path::kDepthwiseNhwc ? slot_bytes_ : slot_bytes_ * static_cast<size_t>(slots_);
 }
 
 const char* QConv::kernel_name() const {
@@ -217,6 +232,7 @@ const char* QConv::kernel_name() const {
     case Path::kDepthwise: return "qconv_depthwise_avx2";
     case Path::kGrouped: return u8s7_ ? "qconv_grouped_u8s7_avx2" : "qconv_grouped_avx2";
     case Path::kGemmNhwc: return gemm_->name();
+    case Path::kDepthwiseNhwc: return dw_nhwc_->name;
   }
   return "qconv_unknown";
 }
@@ -227,6 +243,7 @@ void QConv::run(const void* x, void* y, void* scratch, ThreadPool* pool) const {
   switch (path_) {
     case Path::kRef: run_ref(xb, yb); return;
     case Path::kDepthwise: run_depthwise(xb, yb, static_cast<uint8_t*>(scratch), pool); return;
+    case Path::kDepthwiseNhwc: run_depthwise_nhwc(xb, yb, static_cast<uint8_t*>(scratch), pool); return;
     case Path::kGemmNhwc:
       gemm_->run(xb, yb, static_cast<uint8_t*>(scratch), std::min(slots_, pool != nullptr ? pool->size() : 1), pool,
                  bias_.data(), multiplier_.data(), lo_, hi_);
@@ -270,6 +287,32 @@ void QConv::run_ref(const uint8_t* x, uint8_t* y) const {
       }
     }
   }
+}
+
+void QConv::run_depthwise_nhwc(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool* pool) const {
+  const ConvShape& s = p_.shape;
+  std::fill(scratch, scratch + s.c_out, static_cast<uint8_t>(p_.x_zp));
+  const int64_t image_in = static_cast<int64_t>(s.h_in) * s.w_in * s.c_in;
+  const int64_t image_out = static_cast<int64_t>(s.h_out) * s.w_out * s.c_out;
+  const int64_t items = static_cast<int64_t>(s.batch) * s.h_out;  // output rows
+  parallel_for(pool, std::min<int64_t>(items, pool != nullptr ? pool->size() : 1), [&](int64_t begin, int64_t end) {
+    const int parts = pool != nullptr ? std::min<int>(pool->size(), static_cast<int>(items)) : 1;
+    for (int64_t part = begin; part < end; ++part) {
+      int64_t r0 = 0, r1 = 0;
+      chunk_range(items, parts, static_cast<int>(part), r0, r1);
+      for (int64_t r = r0; r < r1;) {
+        const int b = static_cast<int>(r / s.h_out);
+        const int row = static_cast<int>(r % s.h_out);
+        const int rows = static_cast<int>(std::min<int64_t>(r1 - r, s.h_out - row));
+        const QDwArgs args{
+            x + b * image_in,   &s,      p_.x_signed, p_.y_signed, p_.x_zp, dw_nhwc_weights_.data(), bias_.data(),
+            multiplier_.data(), p_.y_zp, lo_,         hi_,         scratch, y + b * image_out,       row,
+            row + rows};
+        dw_nhwc_->run(args);
+        r += rows;
+      }
+    }
+  });
 }
 
 #if defined(__x86_64__)

@@ -36,8 +36,11 @@
 // follows MXCSR, like nearbyint (both round half to even by default).
 //   qconv_{1x1,im2col}_nhwc+<qgemm entry>  any non-depthwise conv when the
 //                        allowed ISA level has vpdpbusd (AVX-VNNI, AVX-512 VNNI)
-//                        or AMX: the NHWC GEMM of qconv_gemm.h with the INT8
-//                        GEMM table's entry (8-bit weights, exact).
+//                        or AMX, and every one when params.nhwc: the NHWC GEMM
+//                        of qconv_gemm.h with the INT8 GEMM table's entry
+//                        (8-bit weights, exact).
+//   qdw_nhwc_<isa>       depthwise with params.nhwc: qdw_nhwc.h's table,
+//                        vectorised across channels.
 // Depthwise convs run the AVX2 kernel on every x86 level for now.
 //
 // run() allocates nothing: the caller passes scratch_bytes() of 64-byte
@@ -72,6 +75,9 @@ struct QConvParams {
   std::vector<int32_t> w_zp;                      // empty (all zero), 1, or c_out values; weights are int8
   std::vector<int32_t> bias;                      // empty or c_out int32 values (scale x_scale*w_scale)
   int32_t out_min = -1 << 30, out_max = 1 << 30;  // extra clamp in the quantized output domain
+  // x and y in NHWC ([batch, h, w, c]) instead of NCHW: the GEMM path (any
+  // ISA, through the GEMM table) or, for depthwise, the NHWC depthwise table.
+  bool nhwc = false;
   // Most threads run() will use (scratch is sized for this many); <= 0 means
   // std::thread::hardware_concurrency(). A larger pool just leaves threads idle.
   int max_threads = 0;
@@ -89,13 +95,14 @@ class QConv {
 
   size_t scratch_bytes() const;  // per-call scratch the caller provides (64-byte aligned)
 
-  // x: [batch, c_in, h_in, w_in], y: [batch, c_out, h_out, w_out] (NCHW,
-  // uint8 or int8 per params). Allocates nothing. pool may be null.
+  // x: [batch, c_in, h_in, w_in], y: [batch, c_out, h_out, w_out] (NCHW;
+  // NHWC when params.nhwc), uint8 or int8 per params. Allocates nothing. pool
+  // may be null.
   void run(const void* x, void* y, void* scratch, ThreadPool* pool) const;
 
   const char* kernel_name() const;
 
-  enum class Path { kRef, kGemm1x1, kIm2col, kDepthwise, kGrouped, kGemmNhwc };
+  enum class Path { kRef, kGemm1x1, kIm2col, kDepthwise, kGrouped, kGemmNhwc, kDepthwiseNhwc };
   Path path() const { return path_; }
   const QConvParams& params() const { return p_; }
 
@@ -103,6 +110,7 @@ class QConv {
   void run_ref(const uint8_t* x, uint8_t* y) const;
   void run_gemm(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool* pool) const;
   void run_depthwise(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool* pool) const;
+  void run_depthwise_nhwc(const uint8_t* x, uint8_t* y, uint8_t* scratch, ThreadPool* pool) const;
 
   QConvParams p_;
   Isa isa_;
@@ -126,7 +134,9 @@ class QConv {
   std::vector<int32_t> dw_offsets_;  // [tap pair][2] offsets into the padded plane
   int dw_rows_ = 0, dw_width_ = 0;   // padded plane: rows, width of one phase
   size_t slot_bytes_ = 0;
-  std::unique_ptr<QConvGemm> gemm_;  // kGemmNhwc
+  std::unique_ptr<QConvGemm> gemm_;            // kGemmNhwc
+  const struct QDwKernel* dw_nhwc_ = nullptr;  // kDepthwiseNhwc
+  std::vector<int16_t> dw_nhwc_weights_;
 };
 
 }  // namespace kvant

@@ -57,10 +57,12 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
   // Enough items to keep the slots busy, while blocks stay whole tiles.
   while (rows > 32 && static_cast<int64_t>(s.group) * ((hw + rows - 1) / rows) < 2 * slots) rows -= 32;
   block_rows_ = static_cast<int>(std::min<int64_t>(rows, hw));
-  shared_bytes_ = round64(static_cast<size_t>(s.c_in) * s.h_in * s.w_in);
+  // The NHWC copy of an NCHW input, or of an int8 NHWC one flipped to uint8.
+  const bool copy_input = !p_.nhwc || p_.x_signed;
+  shared_bytes_ = copy_input ? round64(static_cast<size_t>(s.c_in) * s.h_in * s.w_in) : 0;
   slot_bytes_ = (direct_ ? 0 : round64(static_cast<size_t>(block_rows_) * k_)) +
                 round64(static_cast<size_t>(block_rows_) * cout_g_ * 4) +
-                round64(static_cast<size_t>(block_rows_) * cout_g_);
+                (p_.nhwc ? 0 : round64(static_cast<size_t>(block_rows_) * cout_g_));
   name_ = std::string(direct_ ? "qconv_1x1_nhwc+" : "qconv_im2col_nhwc+") + packed_.front().kernel_name();
 }
 
@@ -95,16 +97,25 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
   const int blocks = static_cast<int>((hw + block_rows_ - 1) / block_rows_);
   const int64_t items = static_cast<int64_t>(s.group) * blocks;
   const uint8_t flip = p_.x_signed ? 0x80 : 0;
-  uint8_t* x_nhwc = scratch;
   for (int b = 0; b < s.batch; ++b) {
     const uint8_t* xb = x + static_cast<int64_t>(b) * s.c_in * hw_in;
     uint8_t* yb = y + static_cast<int64_t>(b) * s.c_out * hw;
-    // NCHW planes -> NHWC rows, 16 channels per piece of work.
-    parallel_for(pool, (s.c_in + 15) / 16, [&](int64_t begin, int64_t end) {
-      const int c0 = static_cast<int>(begin * 16);
-      const int c1 = static_cast<int>(std::min<int64_t>(end * 16, s.c_in));
-      transpose_->run(xb + c0 * hw_in, hw_in, c1 - c0, static_cast<int>(hw_in), x_nhwc + c0, s.c_in, flip);
-    });
+    const uint8_t* x_nhwc = xb;
+    if (!p_.nhwc) {
+      // NCHW planes -> NHWC rows, 16 channels per piece of work.
+      parallel_for(pool, (s.c_in + 15) / 16, [&](int64_t begin, int64_t end) {
+        const int c0 = static_cast<int>(begin * 16);
+        const int c1 = static_cast<int>(std::min<int64_t>(end * 16, s.c_in));
+        transpose_->run(xb + c0 * hw_in, hw_in, c1 - c0, static_cast<int>(hw_in), scratch + c0, s.c_in, flip);
+      });
+      x_nhwc = scratch;
+    } else if (p_.x_signed) {
+      const int64_t bytes = hw_in * s.c_in;
+      parallel_for(pool, (bytes + 4095) / 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin * 4096; i < std::min(bytes, end * 4096); ++i) scratch[i] = xb[i] ^ 0x80u;
+      });
+      x_nhwc = scratch;
+    }
     parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
       for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
         uint8_t* mine = scratch + shared_bytes_ + static_cast<size_t>(slot) * slot_bytes_;
@@ -126,6 +137,11 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
           }
           gemm_u8s8_s32(a, lda, rows, x_fill_, packed_[static_cast<size_t>(g)], acc, cout_g_);
           const int mg0 = g * cout_g_;
+          if (p_.nhwc) {  // straight into the output rows
+            requant_->run(RequantRowsArgs{acc, cout_g_, rows, cout_g_, bias + mg0, mult + mg0, p_.y_zp, lo, hi,
+                                          p_.y_signed, yb + static_cast<int64_t>(p0) * s.c_out + mg0, s.c_out});
+            continue;
+          }
           requant_->run(RequantRowsArgs{acc, cout_g_, rows, cout_g_, bias + mg0, mult + mg0, p_.y_zp, lo, hi,
                                         p_.y_signed, out_rows, cout_g_});
           transpose_->run(out_rows, cout_g_, rows, cout_g_, yb + mg0 * hw + p0, hw, 0);

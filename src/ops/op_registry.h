@@ -75,5 +75,6 @@ std::span<const OpDef> rnn_ops();
 std::span<const OpDef> quant_ops();
 std::span<const OpDef> qlinear_ops();
 std::span<const OpDef> contrib_ops();  // com.microsoft (contrib.cc)
+std::span<const OpDef> nhwc_ops();     // com.kvant: channels-last Conv and pooling (nhwc.cc)
 
 }  // namespace kvant

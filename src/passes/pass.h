@@ -39,6 +39,12 @@ bool fold_constants(Graph& graph, int64_t opset);
 // parameters become one Conv / Gemm (fold_batchnorm.cc).
 bool fold_batchnorm(Graph& graph);
 
+// 2-D Conv and pooling nodes that `convert` accepts become their com.kvant
+// Nhwc* twins, and chains of them keep NHWC activations, with Transposes
+// where they meet NCHW-only nodes (nhwc_layout.cc). `opset`: the model's
+// ai.onnx opset (the twins record it). Needs 4-D ranks in value_info.
+bool nhwc_layout(Graph& graph, int64_t opset, const std::function<bool(const Node&)>& convert);
+
 // --- helpers shared by the passes (pass.cc) ---
 
 // How many times each value is read: node inputs, captures of subgraphs, and

@@ -220,6 +220,12 @@ class Compiler {
 
   // ---- matching ----
   std::optional<Fusion> match(const Node& node) {
+    if (node.domain == "com.kvant") {  // the layout pass's NHWC twins
+      if (node.op_type == "NhwcConv") return match_qconv(node, true);
+      if (node.op_type == "NhwcMaxPool") return match_qmaxpool(node, true);
+      if (node.op_type == "NhwcGlobalAveragePool") return match_qgap(node, true);
+      return std::nullopt;
+    }
     if (!node.domain.empty()) return std::nullopt;
     if (node.op_type == "MatMul" || node.op_type == "Gemm") {
       if (auto f = match_qgemm(node)) return f;
@@ -734,13 +740,13 @@ class Compiler {
     return f;
   }
 
-  std::optional<Fusion> match_qmaxpool(const Node& node) {
+  std::optional<Fusion> match_qmaxpool(const Node& node, bool nhwc = false) {
     QuantScalar x, y;
     const Node* dx = activation_dq(node.inputs[0], x);
     if (dx == nullptr || node.outputs.size() > 1 || node.attr_int("storage_order", 0) != 0) return std::nullopt;
     if (node.attr_ints("kernel_shape").size() != 2) return std::nullopt;
     const std::string pad = node.attr_string("auto_pad", "NOTSET");
-    if (pad != "NOTSET" && pad != "VALID") return std::nullopt;
+    if (!nhwc && pad != "NOTSET" && pad != "VALID") return std::nullopt;
     const Node* q = quantize_after(node.outputs[0], y);
     if (q == nullptr || x.scale != y.scale || x.zero_point != y.zero_point || x.is_signed != y.is_signed) {
       return std::nullopt;
@@ -749,13 +755,13 @@ class Compiler {
     f.nodes = {&node, q};
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[dx->outputs[0]];
-    f.step = make_qmaxpool_step(node, m_.model_.opset(), x.is_signed);
+    f.step = make_qmaxpool_step(node, m_.model_.opset(), x.is_signed, nhwc);
     f.inputs = {dx->inputs[0]};
     f.outputs = {q->outputs[0]};
     return f;
   }
 
-  std::optional<Fusion> match_qgap(const Node& node) {
+  std::optional<Fusion> match_qgap(const Node& node, bool nhwc = false) {
     QuantScalar x, y;
     const Node* dx = activation_dq(node.inputs[0], x);
     if (dx == nullptr) return std::nullopt;
@@ -765,7 +771,7 @@ class Compiler {
     f.nodes = {&node, q};
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[dx->outputs[0]];
-    f.step = make_qglobal_avgpool_step(x, y);
+    f.step = make_qglobal_avgpool_step(x, y, nhwc);
     f.inputs = {dx->inputs[0]};
     f.outputs = {q->outputs[0]};
     return f;
@@ -1110,7 +1116,7 @@ class Compiler {
     return f;
   }
 
-  std::optional<Fusion> match_qconv(const Node& node) {
+  std::optional<Fusion> match_qconv(const Node& node, bool nhwc = false) {
     QConvFacts c;
     if (!conv_facts(node, c)) return std::nullopt;
     QuantScalar x;
@@ -1149,7 +1155,8 @@ class Compiler {
     if (q == nullptr) return std::nullopt;  // a float-output conv stays unfused
     f.nodes.push_back(q);
     tail = q->outputs[0];
-    auto step = make_qconv_step(c, x, y, w, w_shape, w_scale, w_zp, bias, clamp, m_.options_.isa, m_.options_.threads);
+    auto step =
+        make_qconv_step(c, x, y, w, w_shape, w_scale, w_zp, bias, clamp, m_.options_.isa, m_.options_.threads, nhwc);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[x_dq->outputs[0]];

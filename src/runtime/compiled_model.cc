@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <unordered_map>
 
 #include "passes/pass.h"
 #include "runtime/executor.h"
@@ -79,6 +80,19 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     return;
   }
   run_to_fixed_point(model_.graph, {eliminate_identity, fold_batchnorm, eliminate_dead_nodes});
+  if (options_.nhwc) {
+    // Quantized convolutions and pools (their input a DequantizeLinear)
+    // keep NHWC activations between them (passes/nhwc_layout.cc).
+    std::unordered_map<std::string, const Node*> producer;
+    for (const Node& n : model_.graph.nodes) {
+      for (const auto& o : n.outputs) producer[o] = &n;
+    }
+    const auto quantized_input = [&](const Node& n) {
+      auto it = producer.find(n.inputs[0]);
+      return it != producer.end() && it->second->op_type == "DequantizeLinear" && it->second->domain.empty();
+    };
+    if (nhwc_layout(model_.graph, model_.opset(), quantized_input)) model_.opset_imports["com.kvant"] = 1;
+  }
   compile();
 }
 

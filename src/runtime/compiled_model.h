@@ -30,6 +30,8 @@ class ReferenceExecutor;
 struct CompileOptions {
   int threads = 1;
   Isa isa = Isa::kRef;  // set by default_compile_options() from the CPU and KVANT_ISA
+  // Quantized convolution chains in NHWC (passes/nhwc_layout.cc).
+  bool nhwc = true;
 };
 CompileOptions default_compile_options(int threads = 1);
 

@@ -79,17 +79,17 @@ std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x
 std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
                                      const FloatClamp& clamp, Isa isa, bool multiply = false);
 
-// MaxPool (2-D, NCHW, no indices) on quantized codes; valid when the DQ
-// before and the Q after share scale and zero point. `node` is the MaxPool
-// (its reference op gives the output shape at plan time).
-std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed);
+// MaxPool (2-D, NCHW or NHWC, no indices) on quantized codes; valid when
+// the DQ before and the Q after share scale and zero point. `node` is the
+// MaxPool or NhwcMaxPool (its attributes give the window).
+std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed, bool nhwc = false);
 
 // DQ -> GlobalAveragePool -> Q: the mean of the dequantized values per
 // channel, summed in float in the reference's order, quantized.
 // The same kernel on float32 (NaN handling: comparisons skip NaN, as std::max does).
 std::unique_ptr<Step> make_maxpool_f32_step(const Node& node, int64_t opset);
 
-std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y);
+std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y, bool nhwc = false);
 
 }  // namespace kvant
 

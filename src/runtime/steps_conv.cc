@@ -58,6 +58,9 @@ bool same_shape(const ConvShape& a, const ConvShape& b) {
          a.w_out == b.w_out && a.pad_top == b.pad_top && a.pad_left == b.pad_left;
 }
 
+// An NHWC activation shape [N, H, W, C] read as NCHW [N, C, H, W].
+Shape nchw_of(const Shape& nhwc) { return nhwc.size() == 4 ? Shape{nhwc[0], nhwc[3], nhwc[1], nhwc[2]} : nhwc; }
+
 class QConvStep : public Step {
  public:
   QConvStep(const QConvFacts& facts, QConvParams params, std::vector<int8_t> weight, Shape w_shape, Isa isa,
@@ -71,13 +74,15 @@ class QConvStep : public Step {
     if (in[0]->dtype() != want)
       throw Error(ErrorCode::kInvalidArgument,
                   name + ": expected " + dtype_name(want) + " input, got " + in[0]->describe());
-    const ConvShape s = conv_shape(name, facts_, in[0]->shape(), w_shape_);
+    const ConvShape s = conv_shape(name, facts_, params_.nhwc ? nchw_of(in[0]->shape()) : in[0]->shape(), w_shape_);
     if (!kernel_ || !same_shape(kernel_->params().shape, s)) {
       QConvParams p = params_;
       p.shape = s;
       kernel_.emplace(p, weight_.data(), isa_);
     }
-    out.assign(1, {params_.y_signed ? DType::kInt8 : DType::kUInt8, {s.batch, s.c_out, s.h_out, s.w_out}});
+    const Shape y =
+        params_.nhwc ? Shape{s.batch, s.h_out, s.w_out, s.c_out} : Shape{s.batch, s.c_out, s.h_out, s.w_out};
+    out.assign(1, {params_.y_signed ? DType::kInt8 : DType::kUInt8, y});
   }
   size_t scratch_bytes(std::span<const Tensor* const>) const override { return kernel_ ? kernel_->scratch_bytes() : 0; }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
@@ -153,8 +158,10 @@ bool conv_facts(const Node& node, QConvFacts& facts) {
 std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar& x, const QuantScalar& y,
                                       const std::vector<int8_t>& weight, const Shape& w_shape,
                                       const std::vector<float>& w_scale, const std::vector<int32_t>& w_zp,
-                                      const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa, int threads) {
+                                      const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa, int threads,
+                                      bool nhwc) {
   QConvParams p;
+  p.nhwc = nhwc;
   p.x_signed = x.is_signed;
   p.x_scale = x.scale;
   p.x_zp = x.zero_point;

@@ -22,11 +22,13 @@ bool conv_facts(const Node& node, QConvFacts& facts);
 
 // weight: int8 [M, C/group, kh, kw] (uint8 weights already shifted by -128);
 // w_scale / w_zp: 1 or M values (w_zp empty = 0); bias: M int32 values in
-// the accumulator's scale, or empty. nullptr when no kernel fits.
+// the accumulator's scale, or empty. nhwc: x and y are [N, H, W, C] (an
+// NhwcConv of the layout pass). nullptr when no kernel fits.
 std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar& x, const QuantScalar& y,
                                       const std::vector<int8_t>& weight, const Shape& w_shape,
                                       const std::vector<float>& w_scale, const std::vector<int32_t>& w_zp,
-                                      const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa, int threads);
+                                      const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa, int threads,
+                                      bool nhwc = false);
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
                                       const FloatClamp& clamp, int threads);
 

@@ -8,6 +8,7 @@
 
 #include "kernels/qadd.h"
 #include "ops/op_registry.h"
+#include "ops/op_util.h"
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -178,14 +179,16 @@ class QAddStep : public Step {
 
 class QMaxPoolStep : public Step {
  public:
-  QMaxPoolStep(const Node& node, int64_t opset, bool is_signed, bool is_float)
-      : node_(node), opset_(opset), signed_(is_signed), float_(is_float) {
+  QMaxPoolStep(const Node& node, int64_t opset, bool is_signed, bool is_float, bool nhwc = false)
+      : node_(node), opset_(opset), signed_(is_signed), float_(is_float), nhwc_(nhwc) {
     kernel_ = node.attr_ints("kernel_shape");
     strides_ = node.attr_ints("strides", std::vector<int64_t>(kernel_.size(), 1));
     dilations_ = node.attr_ints("dilations", std::vector<int64_t>(kernel_.size(), 1));
     pads_ = node.attr_ints("pads", std::vector<int64_t>(2 * kernel_.size(), 0));
   }
-  std::string kernel() const override { return float_ ? "maxpool_f32" : signed_ ? "maxpool_s8" : "maxpool_u8"; }
+  std::string kernel() const override {
+    return std::string(float_ ? "maxpool_f32" : signed_ ? "maxpool_s8" : "maxpool_u8") + (nhwc_ ? "_nhwc" : "");
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (float_) {
       if (in[0]->dtype() != DType::kFloat32 || in[0]->rank() != 4)
@@ -193,12 +196,29 @@ class QMaxPoolStep : public Step {
     } else {
       check_code_input(name, *in[0], signed_);
     }
+    if (nhwc_) {  // [N, H, W, C]: the window geometry on H, W
+      if (in[0]->rank() != 4) throw Error(ErrorCode::kInvalidArgument, name + ": expects a 4-D NHWC input");
+      KernelContext ctx{node_, opset_, {}, {}, nullptr};
+      geometry_ = window_geometry(ctx, {in[0]->dim(1), in[0]->dim(2)}, kernel_, node_.attr_int("ceil_mode", 0) != 0);
+      out.assign(1, {in[0]->dtype(), {in[0]->dim(0), geometry_.out[0], geometry_.out[1], in[0]->dim(3)}});
+      return;
+    }
     KernelContext ctx{node_, opset_, {in[0]}, {}, nullptr};
     ctx.outputs.resize(node_.outputs.size());
     find_op("", "MaxPool")->run(ctx);
     out.assign(1, {in[0]->dtype(), ctx.outputs[0].shape()});
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    if (nhwc_) {
+      if (float_) {
+        run_pool_nhwc(in[0]->data<float>(), out[0]->data<float>(), *in[0], *out[0], pool);
+      } else if (signed_) {
+        run_pool_nhwc(in[0]->data<int8_t>(), out[0]->data<int8_t>(), *in[0], *out[0], pool);
+      } else {
+        run_pool_nhwc(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0], pool);
+      }
+      return;
+    }
     if (float_) {
       run_pool(in[0]->data<float>(), out[0]->data<float>(), *in[0], *out[0], pool);
     } else if (signed_) {
@@ -207,6 +227,37 @@ class QMaxPoolStep : public Step {
       run_pool(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0], pool);
     }
   }
+  // NHWC: output rows over the pool; per output pixel the max over the taps
+  // inside the input, vectorised across channels (NaN: as std::max, a NaN
+  // tap after a number is skipped, like the NCHW loop).
+  template <typename T>
+  void run_pool_nhwc(const T* x, T* y, const Tensor& xt, const Tensor& yt, ThreadPool* pool) const {
+    const int64_t h = xt.dim(1), w = xt.dim(2), c = xt.dim(3), oh = yt.dim(1), ow = yt.dim(2);
+    const WindowGeometry& g = geometry_;
+    const T lowest =
+        std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+    parallel_for(pool, xt.dim(0) * oh, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / oh, i = r % oh;
+        const T* xb = x + b * h * w * c;
+        for (int64_t j = 0; j < ow; ++j) {
+          T* yp = y + (r * ow + j) * c;
+          for (int64_t k = 0; k < c; ++k) yp[k] = lowest;
+          for (int64_t ki = 0; ki < g.kernel[0]; ++ki) {
+            const int64_t row = i * g.strides[0] - g.pads_begin[0] + ki * g.dilations[0];
+            if (row < 0 || row >= h) continue;
+            for (int64_t kj = 0; kj < g.kernel[1]; ++kj) {
+              const int64_t col = j * g.strides[1] - g.pads_begin[1] + kj * g.dilations[1];
+              if (col < 0 || col >= w) continue;
+              const T* xp = xb + (row * w + col) * c;
+              for (int64_t k = 0; k < c; ++k) yp[k] = std::max(yp[k], xp[k]);
+            }
+          }
+        }
+      }
+    });
+  }
+
   // Planes over the pool. Per output row, the columns whose window lies
   // inside the row run without bounds checks; the edges check each tap.
   template <typename T>
@@ -261,21 +312,47 @@ class QMaxPoolStep : public Step {
   int64_t opset_;
   bool signed_;
   bool float_;
+  bool nhwc_;
   std::vector<int64_t> kernel_, strides_, dilations_, pads_;
+  mutable WindowGeometry geometry_;  // NHWC: set by infer()
 };
 
 class QGlobalAvgPoolStep : public Step {
  public:
-  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y) : x_(x), y_(y) {
+  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y, bool nhwc) : x_(x), y_(y), nhwc_(nhwc) {
     for (int v = 0; v < 256; ++v) table_[v] = dq(x.is_signed ? static_cast<int8_t>(v) : v, x);
   }
-  std::string kernel() const override { return "global_avgpool_q"; }
+  std::string kernel() const override { return nhwc_ ? "global_avgpool_q_nhwc" : "global_avgpool_q"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     check_code_input(name, *in[0], x_.is_signed);
-    if (in[0]->rank() < 3) throw Error(ErrorCode::kInvalidArgument, name + ": needs rank >= 3");
+    if (in[0]->rank() < 3 || (nhwc_ && in[0]->rank() != 4)) {
+      throw Error(ErrorCode::kInvalidArgument, name + ": needs rank >= 3 (4 in NHWC)");
+    }
     Shape s = in[0]->shape();
-    for (size_t i = 2; i < s.size(); ++i) s[i] = 1;
+    if (nhwc_) {
+      s = {s[0], 1, 1, s[3]};
+    } else {
+      for (size_t i = 2; i < s.size(); ++i) s[i] = 1;
+    }
     out.assign(1, {code_type(y_.is_signed), s});
+  }
+  size_t scratch_bytes(std::span<const Tensor* const> in) const override {
+    return nhwc_ ? static_cast<size_t>(in[0]->dim(3)) * sizeof(double) * 4 : 0;
+  }
+  // NHWC: the same sums per channel, pixels in the same (row-major) order.
+  template <typename T>
+  void loop_nhwc(const T* x, T* y, int64_t batch, int64_t pixels, int64_t channels, double* sums) const {
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto* xb = reinterpret_cast<const uint8_t*>(x + b * pixels * channels);
+      std::fill(sums, sums + channels, 0.0);
+      for (int64_t p = 0; p < pixels; ++p) {
+        const uint8_t* xp = xb + p * channels;
+        for (int64_t c = 0; c < channels; ++c) sums[c] += table_[xp[c]];
+      }
+      for (int64_t c = 0; c < channels; ++c) {
+        y[b * channels + c] = static_cast<T>(qz(static_cast<float>(sums[c] / static_cast<double>(pixels)), y_));
+      }
+    }
   }
   // The simulation sums the DQ values of a plane one by one in double. Every
   // DQ value is an integer multiple of ulp(x_scale) of magnitude below 2^33
@@ -302,7 +379,19 @@ class QGlobalAvgPoolStep : public Step {
       y[p] = static_cast<T>(qz(static_cast<float>(sum / static_cast<double>(size)), y_));
     }
   }
-  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch, ThreadPool*) override {
+    if (nhwc_) {
+      // Exact in any order while a plane has at most 2^20 values (above);
+      // larger ones are summed in the same pixel order as the simulation.
+      const int64_t pixels = in[0]->dim(1) * in[0]->dim(2), channels = in[0]->dim(3);
+      auto* sums = reinterpret_cast<double*>(scratch);
+      if (x_.is_signed) {
+        loop_nhwc(in[0]->data<int8_t>(), out[0]->data<int8_t>(), in[0]->dim(0), pixels, channels, sums);
+      } else {
+        loop_nhwc(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), in[0]->dim(0), pixels, channels, sums);
+      }
+      return;
+    }
     const int64_t planes = in[0]->dim(0) * in[0]->dim(1);
     const int64_t size = planes == 0 ? 0 : in[0]->numel() / planes;
     if (x_.is_signed != y_.is_signed) throw Error(ErrorCode::kUnsupported, name + ": mixed uint8/int8");
@@ -315,6 +404,7 @@ class QGlobalAvgPoolStep : public Step {
 
  private:
   QuantScalar x_, y_;
+  bool nhwc_;
   double table_[256];  // DQ value of each raw byte
 };
 
@@ -328,14 +418,14 @@ std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b,
                                      const FloatClamp& clamp, Isa isa, bool multiply) {
   return std::make_unique<QAddStep>(a, b, y, clamp, isa, multiply);
 }
-std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed) {
-  return std::make_unique<QMaxPoolStep>(node, opset, is_signed, false);
+std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool is_signed, bool nhwc) {
+  return std::make_unique<QMaxPoolStep>(node, opset, is_signed, false, nhwc);
 }
 std::unique_ptr<Step> make_maxpool_f32_step(const Node& node, int64_t opset) {
   return std::make_unique<QMaxPoolStep>(node, opset, false, true);
 }
-std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y) {
-  return std::make_unique<QGlobalAvgPoolStep>(x, y);
+std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y, bool nhwc) {
+  return std::make_unique<QGlobalAvgPoolStep>(x, y, nhwc);
 }
 
 }  // namespace kvant

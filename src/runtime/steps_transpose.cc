@@ -45,10 +45,8 @@ class TransposeStep : public Step {
     if (y.numel() == 0) return;
     const int rank = x.rank();
     const size_t elem = x.nbytes() / static_cast<size_t>(x.numel());
-    std::vector<int64_t> perm = perm_;
-    if (perm.empty()) {
-      for (int i = rank - 1; i >= 0; --i) perm.push_back(i);
-    }
+    int64_t perm[8];  // no allocation per run
+    for (int i = 0; i < rank; ++i) perm[i] = perm_.empty() ? rank - 1 - i : perm_[static_cast<size_t>(i)];
     // Input strides (elements), then the output axes with their input
     // strides, size-1 axes dropped, runs of consecutive input axes merged.
     int64_t in_stride[8];
@@ -60,7 +58,7 @@ class TransposeStep : public Step {
     int64_t dims[8], strides[8];
     int n = 0;
     for (int i = 0; i < rank; ++i) {
-      const int a = static_cast<int>(perm[static_cast<size_t>(i)]);
+      const int a = static_cast<int>(perm[i]);
       if (x.dim(a) == 1) continue;
       if (n > 0 && strides[n - 1] == in_stride[a] * x.dim(a)) {
         dims[n - 1] *= x.dim(a);

@@ -22,6 +22,7 @@
 #include "ir/graph.h"
 #include "kernels/gemm_s8.h"
 #include "kernels/gemm_s8_kernels.h"
+#include "kernels/qdw_nhwc.h"
 #include "ops/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -255,28 +256,54 @@ struct AlignedFree {
   void operator()(void* p) const { ::operator delete (p, std::align_val_t{64}); }
 };
 
-// Runs `c` on every Isa with 1, 2 and 3 threads; all must equal `expected`.
+// [batch, c, h, w] bytes <-> [batch, h, w, c].
+std::vector<uint8_t> to_nhwc(const std::vector<uint8_t>& v, int batch, int c, int h, int w, bool back = false) {
+  std::vector<uint8_t> out(v.size());
+  for (int b = 0; b < batch; ++b) {
+    for (int ch = 0; ch < c; ++ch) {
+      for (int p = 0; p < h * w; ++p) {
+        const size_t nchw = (static_cast<size_t>(b) * c + ch) * h * w + p;
+        const size_t nhwc = (static_cast<size_t>(b) * h * w + p) * c + ch;
+        if (back) {
+          out[nchw] = v[nhwc];
+        } else {
+          out[nhwc] = v[nchw];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Runs `c` on every Isa, in NCHW and NHWC, with 1, 2 and 3 threads; all must
+// equal `expected` (NCHW).
 void check(const Case& c, const std::vector<uint8_t>& expected, std::vector<std::string>* names = nullptr) {
   static ThreadPool pool2(2), pool3(3);
-  for (Isa isa : isas()) {
-    for (int max_threads : {3, 2}) {  // 2: scratch for two slots, run with a pool of 3 too
-      QConvParams params = c.params;
-      params.max_threads = max_threads;
-      const QConv conv(params, c.w.data(), isa);
-      if (names != nullptr) names->push_back(conv.kernel_name());
-      // Exactly scratch_bytes(), so a memory checker sees any overrun.
-      const size_t bytes = std::max<size_t>(conv.scratch_bytes(), 1);
-      std::unique_ptr<void, AlignedFree> scratch(::operator new (bytes, std::align_val_t{64}));
-      auto* aligned = static_cast<uint8_t*>(scratch.get());
-      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
-        std::vector<uint8_t> y(expected.size(), 0xA5);
-        conv.run(c.x.data(), y.data(), aligned, pool);
-        const int threads = pool == nullptr ? 1 : pool->size();
-        size_t bad = 0;
-        while (bad < y.size() && y[bad] == expected[bad]) ++bad;
-        ASSERT_EQ(bad, y.size()) << conv.kernel_name() << " threads " << threads << ": first mismatch at " << bad
-                                 << " got " << int{y[bad]} << " want " << int{expected[bad]} << " max_threads "
-                                 << max_threads << "\n  " << describe(c);
+  const ConvShape& s = c.params.shape;
+  for (bool nhwc : {false, true}) {
+    const std::vector<uint8_t> x = nhwc ? to_nhwc(c.x, s.batch, s.c_in, s.h_in, s.w_in) : c.x;
+    for (Isa isa : isas()) {
+      for (int max_threads : {3, 2}) {  // 2: scratch for two slots, run with a pool of 3 too
+        QConvParams params = c.params;
+        params.max_threads = max_threads;
+        params.nhwc = nhwc;
+        const QConv conv(params, c.w.data(), isa);
+        if (names != nullptr) names->push_back(conv.kernel_name());
+        // Exactly scratch_bytes(), so a memory checker sees any overrun.
+        const size_t bytes = std::max<size_t>(conv.scratch_bytes(), 1);
+        std::unique_ptr<void, AlignedFree> scratch(::operator new (bytes, std::align_val_t{64}));
+        auto* aligned = static_cast<uint8_t*>(scratch.get());
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+          std::vector<uint8_t> y(expected.size(), 0xA5);
+          conv.run(x.data(), y.data(), aligned, pool);
+          if (nhwc) y = to_nhwc(y, s.batch, s.c_out, s.h_out, s.w_out, true);
+          const int threads = pool == nullptr ? 1 : pool->size();
+          size_t bad = 0;
+          while (bad < y.size() && y[bad] == expected[bad]) ++bad;
+          ASSERT_EQ(bad, y.size()) << conv.kernel_name() << (nhwc ? " NHWC" : " NCHW") << " threads " << threads
+                                   << ": first mismatch at " << bad << " got " << int{y[bad]} << " want "
+                                   << int{expected[bad]} << " max_threads " << max_threads << "\n  " << describe(c);
+        }
       }
     }
   }
@@ -343,6 +370,10 @@ TEST(QConv, RandomShapesEveryPathMatchesOracle) {
          {"qconv_ref", "qconv_1x1_gemm_avx2", "qconv_im2col_avx2", "qconv_depthwise_avx2", "qconv_grouped_avx2"}) {
       EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
     }
+  }
+  for (const QDwKernel& k : qdw_nhwc_kernels()) {
+    if (!isa_allows(best_isa(cpu_features()), k.isa, cpu_features())) continue;
+    EXPECT_NE(std::find(names.begin(), names.end(), std::string(k.name)), names.end()) << k.name << " never ran";
   }
   // The NHWC GEMM path with every vpdpbusd / AMX entry of the GEMM table the
   // CPU runs (tests/unit/kernel_walk.h fails the table walk when one is left out).
@@ -434,10 +465,10 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
       EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
     }
     for (const std::string& n : names) {
-      // c_in = c_out = 1 is depthwise, which keeps its int16 kernel; the
-      // vpdpbusd/AMX GEMM path is exact on any weights and needs no 7-bit one.
+      // c_in = c_out = 1 is depthwise, which keeps its int16 kernels; the
+      // NHWC GEMM path is exact on any weights and needs no 7-bit one.
       EXPECT_TRUE(n == "qconv_ref" || n == "qconv_depthwise_avx2" || n.find("u8s7") != std::string::npos ||
-                  n.find("_nhwc+") != std::string::npos)
+                  n.find("_nhwc+") != std::string::npos || n.rfind("qdw_nhwc_", 0) == 0)
           << n << " ran on 7-bit weights";
     }
   }

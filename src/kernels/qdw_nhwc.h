@@ -1,0 +1,60 @@
+// INT8 depthwise convolution in NHWC (qconv.h has the math: group == c_in ==
+// c_out), vectorised across channels:
+//
+//   acc[p, c] = bias[c] + sum_t (x[tap t of pixel p, c] - x_zp) * (w[c, t] - w_zp[c])
+//   y[p, c]   = clamp(nearbyint(float(acc) * mult[c]) + y_zp, lo, hi)
+//
+// Taps are taken in pairs; each product pair is one vpmaddwd on int16
+// values in [-255, 255] (exact in int32). A tap outside the input reads a row
+// of x_zp bytes, so it adds zero and the inner loop has no branch. Each table
+// entry packs the (w - w_zp) pairs in the order its unpacks produce.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/conv_shape.h"
+#include "kernels/cpu_features.h"
+
+namespace kvant {
+
+constexpr int kQDwMaxTaps = 64;  // larger kernels take the GEMM path
+
+struct QDwArgs {
+  const uint8_t* x;    // one image, NHWC (uint8, or int8 when x_signed)
+  const ConvShape* s;  // c_in == c_out == group
+  bool x_signed, y_signed;
+  int32_t x_zp;             // in x's own type
+  const int16_t* packed_w;  // the entry's layout
+  const int32_t* bias;      // c values
+  const float* mult;        // c values
+  int32_t y_zp, lo, hi;     // lo/hi in the output type
+  const uint8_t* zp_row;    // c bytes (or more), each x_zp's own byte
+  uint8_t* y;               // one image, NHWC
+  int row_begin, row_end;   // output rows to compute
+};
+
+struct QDwKernel {
+  Isa isa;
+  const char* name;
+  int channel_block;  // channels per vector step (packing granularity)
+  void (*run)(const QDwArgs& args);
+};
+
+std::span<const QDwKernel> qdw_nhwc_kernels();
+const QDwKernel& pick_qdw_nhwc(Isa allowed);
+
+// (w - w_zp) of weights [c, kh * kw] as the entry's packed pairs, channels
+// padded with zero weights to whole blocks: per block of B = channel_block
+// channels, per tap pair (t0, t1) (the last one's t1 zero for an odd count),
+// B int16 "lo" then B "hi", as vpunpck{l,h}wd interleave them per 128-bit lane
+// L: lo = (w[8L+i, t0], w[8L+i, t1]) for i = 0..3, hi the same for i = 4..7.
+// The reference entry (B = 1) keeps [c][tap].
+std::vector<int16_t> pack_qdw_nhwc(const QDwKernel& kernel, const int8_t* weights, const int32_t* w_zp, int channels,
+                                   int taps);
+
+void qdw_nhwc_avx2(const QDwArgs& args);
+void qdw_nhwc_avx512(const QDwArgs& args);
+
+}  // namespace kvant

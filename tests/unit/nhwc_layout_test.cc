@@ -1,0 +1,237 @@
+// The NHWC layout pass (passes/nhwc_layout.cc) keeps what a graph computes:
+// the reference executor gives the same outputs, bit for bit, before and
+// after (the com.kvant Nhwc* reference kernels are the standard operators on
+// transposed data), on the Fashion-MNIST CNNs in FP32 and static INT8, on a
+// TensorFlow-style graph whose Transposes all fold away, on a
+// squeeze-excitation block (broadcast Mul, constant operands) and on Concat.
+// It also checks how many Transposes remain: one at each edge of a chain.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "io/npy.h"
+#include "io/sample_source.h"
+#include "onnx/reader.h"
+#include "onnx/writer.h"
+#include "passes/pass.h"
+#include "quant/quantize.h"
+#include "runtime/executor.h"
+
+namespace kvant {
+namespace {
+
+const std::string kRoot = KVANT_SOURCE_DIR;
+
+Model load(const std::string& path) {
+  auto model = load_onnx(kRoot + "/" + path);
+  if (!model.ok()) throw Error(ErrorCode::kInvalidArgument, model.status().message());
+  return std::move(*model);
+}
+
+// The model after ONNX shape inference (a save/load round trip).
+Model with_shapes(const Model& m) {
+  auto bytes = serialize_onnx(m);
+  if (!bytes.ok()) throw Error(ErrorCode::kInvalidArgument, bytes.status().message());
+  auto loaded = load_onnx_bytes(bytes->data(), bytes->size());
+  if (!loaded.ok()) throw Error(ErrorCode::kInvalidArgument, loaded.status().message());
+  return std::move(*loaded);
+}
+
+int count_ops(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const Node& node : g.nodes) n += node.op_type == op ? 1 : 0;
+  return n;
+}
+
+int count_nhwc(const Graph& g) {
+  int n = 0;
+  for (const Node& node : g.nodes) n += node.domain == "com.kvant" ? 1 : 0;
+  return n;
+}
+
+// As the compiled runtime prepares a graph: BatchNormalization folded first.
+Model folded(const Model& m) {
+  Model out = m;
+  run_to_fixed_point(out.graph, {eliminate_identity, fold_batchnorm, eliminate_dead_nodes});
+  return out;
+}
+
+Model to_nhwc(const Model& m) {
+  Model out = m;
+  nhwc_layout(out.graph, out.opset(), [](const Node&) { return true; });
+  out.opset_imports["com.kvant"] = 1;
+  return out;
+}
+
+Tensor random_input(const Shape& shape, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor x(DType::kFloat32, shape);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = normal(rng);
+  return x;
+}
+
+// Same outputs, bit for bit.
+void expect_same_outputs(const Model& before, const Model& after, const Tensor& x, const std::string& what) {
+  const std::string in = before.graph.inputs.at(0).name;
+  const auto want = ReferenceExecutor(before).run({{in, x}});
+  const auto got = ReferenceExecutor(after).run({{in, x}});
+  for (const auto& [name, t] : want) {
+    ASSERT_TRUE(got.count(name)) << what << ": output " << name << " missing";
+    const Tensor& g = got.at(name);
+    ASSERT_EQ(g.shape(), t.shape()) << what << ": " << name;
+    ASSERT_EQ(g.nbytes(), t.nbytes());
+    EXPECT_EQ(std::memcmp(g.raw(), t.raw(), t.nbytes()), 0) << what << ": output " << name << " differs";
+  }
+}
+
+TEST(NhwcLayout, FashionMnistCnnsKeepTheirOutputs) {
+  for (const char* path : {"models/fashion_mnist_cnn.onnx", "models/fmnist/resnet_small.onnx",
+                           "models/fmnist/mobilenet_small.onnx", "models/fmnist/qat_cnn.onnx"}) {
+    const Model m = folded(load(path));
+    const Model n = to_nhwc(m);
+    EXPECT_GT(count_nhwc(n.graph), 0) << path;
+    // One Transpose at the start of the chain and one where it meets the
+    // classifier's Flatten/Gemm (or none if the chain reaches it as [N,C,1,1]).
+    EXPECT_LE(count_ops(n.graph, "Transpose"), 2) << path << "\n" << print_graph(n.graph);
+    Shape shape = {2, 1, 28, 28};
+    expect_same_outputs(m, n, random_input(shape, 3), path);
+  }
+}
+
+TEST(NhwcLayout, StaticInt8ModelsKeepTheirOutputs) {
+  for (const char* path : {"models/fmnist/resnet_small.onnx", "models/fmnist/mobilenet_small.onnx"}) {
+    const Model m = prepare_for_quantization(load(path));
+    std::vector<std::map<std::string, Tensor>> samples;
+    for (uint32_t i = 0; i < 4; ++i) samples.push_back({{m.graph.inputs.at(0).name, random_input({1, 1, 28, 28}, i)}});
+    VectorSource calib(samples);
+    const Model q = quantize_static(m, calib, QuantizeOptions{}, nullptr);
+    const Model n = to_nhwc(q);  // ranks of the new Q/DQ values come from the pass's own inference
+    EXPECT_GT(count_nhwc(n.graph), 0) << path;
+    EXPECT_LE(count_ops(n.graph, "Transpose"), 2) << path << "\n" << print_graph(n.graph);
+    // Every NhwcConv reads a DequantizeLinear directly (the compiled QDQ patterns).
+    std::map<std::string, const Node*> producer;
+    for (const Node& node : n.graph.nodes) {
+      for (const auto& o : node.outputs) producer[o] = &node;
+    }
+    for (const Node& node : n.graph.nodes) {
+      if (node.op_type != "NhwcConv") continue;
+      const Node* p = producer.count(node.inputs[0]) ? producer[node.inputs[0]] : nullptr;
+      EXPECT_TRUE(p != nullptr && p->op_type == "DequantizeLinear") << node.name << " reads " << node.inputs[0];
+    }
+    expect_same_outputs(q, n, random_input({2, 1, 28, 28}, 9), std::string(path) + " INT8");
+  }
+}
+
+// A TensorFlow-style export: NHWC input, Transposes around the Conv.
+TEST(NhwcLayout, TensorflowStyleTransposesFoldAway) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  for (int64_t d : {1, 9, 11, 3}) t.dims.push_back(Dim{d, ""});
+  m.graph.inputs.push_back({"x", t});
+  m.graph.initializers["w"] = random_input({5, 3, 3, 3}, 1);
+  m.graph.initializers["b"] = random_input({5}, 2);
+  m.graph.initializers["w2"] = random_input({4, 5, 1, 1}, 3);
+  Node to_nchw = make_node("t0", "Transpose", {"x"}, {"xc"});
+  set_attr(to_nchw, "perm", std::vector<int64_t>{0, 3, 1, 2});
+  Node conv = make_node("conv", "Conv", {"xc", "w", "b"}, {"c"});
+  set_attr(conv, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  Node relu = make_node("relu", "Relu", {"c"}, {"r"});
+  Node back = make_node("t1", "Transpose", {"r"}, {"rn"});
+  set_attr(back, "perm", std::vector<int64_t>{0, 2, 3, 1});
+  Node again = make_node("t2", "Transpose", {"rn"}, {"rc"});
+  set_attr(again, "perm", std::vector<int64_t>{0, 3, 1, 2});
+  Node conv2 = make_node("conv2", "Conv", {"rc", "w2"}, {"c2"});
+  Node out = make_node("t3", "Transpose", {"c2"}, {"y"});
+  set_attr(out, "perm", std::vector<int64_t>{0, 2, 3, 1});
+  m.graph.nodes = {to_nchw, conv, relu, back, again, conv2, out};
+  TypeInfo ty = t;
+  ty.dims.back() = Dim{4, ""};
+  m.graph.outputs.push_back({"y", ty});
+  const Model shaped = with_shapes(m);
+  const Model n = to_nhwc(shaped);
+  EXPECT_EQ(count_ops(n.graph, "Transpose"), 0) << print_graph(n.graph);
+  EXPECT_EQ(count_nhwc(n.graph), 2) << print_graph(n.graph);
+  expect_same_outputs(shaped, n, random_input({1, 9, 11, 3}, 4), "TF-style");
+}
+
+// Conv -> Relu -> squeeze-excitation (GlobalAveragePool, 1x1 Convs, Sigmoid,
+// a broadcast Mul over H x W), a per-channel constant Add, and a Concat of
+// two branches, then MaxPool: one NHWC group from the first Conv to the end.
+TEST(NhwcLayout, SqueezeExcitationConstantsAndConcat) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  for (int64_t d : {2, 6, 10, 7}) t.dims.push_back(Dim{d, ""});
+  m.graph.inputs.push_back({"x", t});
+  auto& init = m.graph.initializers;
+  init["w0"] = random_input({8, 6, 3, 3}, 1);
+  init["w1"] = random_input({4, 8, 1, 1}, 2);
+  init["w2"] = random_input({8, 4, 1, 1}, 3);
+  init["shift"] = random_input({8, 1, 1}, 4);
+  init["w3"] = random_input({8, 8, 1, 1}, 5);
+  Node c0 = make_node("c0", "Conv", {"x", "w0"}, {"a"});
+  set_attr(c0, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  std::vector<Node> nodes = {
+      c0,
+      make_node("r0", "Relu", {"a"}, {"r"}),
+      make_node("gap", "GlobalAveragePool", {"r"}, {"p"}),
+      make_node("c1", "Conv", {"p", "w1"}, {"q"}),
+      make_node("r1", "Relu", {"q"}, {"q1"}),
+      make_node("c2", "Conv", {"q1", "w2"}, {"g"}),
+      make_node("sig", "Sigmoid", {"g"}, {"s"}),
+      make_node("mul", "Mul", {"r", "s"}, {"se"}),
+      make_node("add", "Add", {"se", "shift"}, {"sh"}),
+      make_node("c3", "Conv", {"sh", "w3"}, {"b"}),
+  };
+  Node cat = make_node("cat", "Concat", {"sh", "b"}, {"cc"});
+  set_attr(cat, "axis", int64_t{1});
+  Node pool = make_node("pool", "MaxPool", {"cc"}, {"y"});
+  set_attr(pool, "kernel_shape", std::vector<int64_t>{2, 2});
+  set_attr(pool, "strides", std::vector<int64_t>{2, 2});
+  nodes.push_back(cat);
+  nodes.push_back(pool);
+  m.graph.nodes = nodes;
+  TypeInfo ty = t;
+  ty.dims = {Dim{2, ""}, Dim{16, ""}, Dim{5, ""}, Dim{3, ""}};
+  m.graph.outputs.push_back({"y", ty});
+  const Model shaped = with_shapes(m);
+  const Model n = to_nhwc(shaped);
+  EXPECT_EQ(count_nhwc(n.graph), 6) << print_graph(n.graph);
+  EXPECT_EQ(count_ops(n.graph, "Transpose"), 2) << print_graph(n.graph);  // the input and the output
+  expect_same_outputs(shaped, n, random_input({2, 6, 10, 7}, 6), "SE + Concat");
+}
+
+// A Conv between two NCHW-only nodes (here Softmax over axis 1 before and
+// LRN after... both unknown to the pass) stays a Conv.
+TEST(NhwcLayout, LoneConvBetweenNchwNodesStays) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  for (int64_t d : {1, 3, 6, 6}) t.dims.push_back(Dim{d, ""});
+  m.graph.inputs.push_back({"x", t});
+  m.graph.initializers["w"] = random_input({4, 3, 1, 1}, 1);
+  Node lrn = make_node("lrn", "LRN", {"c"}, {"y"});
+  set_attr(lrn, "size", int64_t{3});
+  m.graph.nodes = {make_node("sm", "Softmax", {"x"}, {"s"}), make_node("conv", "Conv", {"s", "w"}, {"c"}), lrn};
+  TypeInfo ty = t;
+  ty.dims[1] = Dim{4, ""};
+  m.graph.outputs.push_back({"y", ty});
+  Model n = with_shapes(m);
+  EXPECT_FALSE(nhwc_layout(n.graph, 13, [](const Node&) { return true; }));
+  EXPECT_EQ(count_nhwc(n.graph), 0);
+}
+
+}  // namespace
+}  // namespace kvant
