@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/dynamic_quant.h"
 #include "kernels/gemm_s8.h"
 #include "kernels/sgemm.h"
 #include "ops/op_registry.h"
@@ -14,7 +15,7 @@ namespace {
 
 class DynamicGemmStep : public Step {
  public:
-  explicit DynamicGemmStep(DynamicGemmParams p) : p_(std::move(p)) {
+  explicit DynamicGemmStep(DynamicGemmParams p) : p_(std::move(p)), fq_(&pick_float_quant(p_.isa)) {
     packed_ = pack_b_s8(p_.weight.data(), p_.k, p_.n, p_.isa, p_.w_zp.empty() ? nullptr : p_.w_zp.data());
     p_.weight = {};
   }
@@ -31,8 +32,11 @@ class DynamicGemmStep : public Step {
   }
   size_t scratch_bytes(std::span<const Tensor* const> in) const override {
     const int64_t m = in[0]->numel() / p_.k;
-    return static_cast<size_t>(m * p_.n) * 4 + static_cast<size_t>(m * p_.k) + 64;
+    return static_cast<size_t>(m * p_.n) * 4 + static_cast<size_t>(m * p_.k) + static_cast<size_t>(p_.n) * 4 + 192;
   }
+  // x quantized as DynamicQuantizeLinear does (dynamic_quant.h, bit for bit),
+  // the GEMM over row blocks, then y = float(acc) * (x_scale * w_scale[n])
+  // [+ bias[n]] [clamped], the simulation's float operations.
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
            ThreadPool* pool) override {
     const int k = p_.k, n = p_.n;
@@ -40,25 +44,26 @@ class DynamicGemmStep : public Step {
     const int64_t m = total / k;
     const float* x = in[0]->data<float>();
     float lo = 0.0f, hi = 0.0f;
-    for (int64_t i = 0; i < total; ++i) {
-      if (std::isnan(x[i])) throw Error(ErrorCode::kInvalidArgument, name + ": x contains NaN");
-      lo = std::min(lo, x[i]);
-      hi = std::max(hi, x[i]);
-    }
+    if (!fq_->range(x, total, &lo, &hi)) throw Error(ErrorCode::kInvalidArgument, name + ": x contains NaN");
     const float scale = (hi - lo) / 255.0f;
     if (!std::isfinite(scale)) throw Error(ErrorCode::kInvalidArgument, name + ": x contains infinite values");
     int32_t zp = 0;
     int32_t* acc = reinterpret_cast<int32_t*>(scratch);
     uint8_t* xq = reinterpret_cast<uint8_t*>(scratch + static_cast<size_t>(m * n) * 4);
+    float* mult = reinterpret_cast<float*>(
+        scratch + (static_cast<size_t>(m * n) * 4 + static_cast<size_t>(m * k) + 63) / 64 * 64);
     if (scale > 0.0f) {
       zp = static_cast<int32_t>(std::clamp(std::nearbyint(static_cast<double>(0.0f - lo / scale)), 0.0, 255.0));
-      for (int64_t i = 0; i < total; ++i) {
-        const double v = std::nearbyint(static_cast<double>(x[i] / scale)) + zp;
-        xq[i] = static_cast<uint8_t>(std::clamp(v, 0.0, 255.0));
-      }
+      constexpr int64_t kChunk = 16384;
+      parallel_for(pool, (total + kChunk - 1) / kChunk, [&](int64_t b, int64_t e) {
+        const int64_t i0 = b * kChunk, i1 = std::min(total, e * kChunk);
+        fq_->quantize(x + i0, i1 - i0, scale, zp, xq + i0);
+      });
     } else {
       std::fill(xq, xq + total, uint8_t{0});
     }
+    const bool per_channel = p_.w_scale.size() != 1;
+    for (int j = 0; j < n; ++j) mult[j] = scale * p_.w_scale[per_channel ? static_cast<size_t>(j) : 0];
     float* y = out[0]->data<float>();
     const int64_t tiles = (m + 7) / 8;
     parallel_for(pool, tiles, [&](int64_t tb, int64_t te) {
@@ -66,32 +71,14 @@ class DynamicGemmStep : public Step {
       const int rows = static_cast<int>(r1 - r0);
       int32_t* c = acc + r0 * n;
       gemm_u8s8_s32(xq + r0 * k, k, rows, static_cast<uint8_t>(zp), packed_, c, n);
-      // The same float operations per element as before, with the branches
-      // out of the inner loop so it vectorises.
-      const bool per_channel = p_.w_scale.size() != 1;
-      const float* bias = p_.bias.empty() ? nullptr : p_.bias.data();
-      const float clamp_lo = p_.clamp.lo, clamp_hi = p_.clamp.hi;
-      for (int r = 0; r < rows; ++r) {
-        float* yr = y + (r0 + r) * n;
-        const int32_t* cr = c + static_cast<int64_t>(r) * n;
-        if (per_channel) {
-          for (int j = 0; j < n; ++j) yr[j] = static_cast<float>(cr[j]) * (scale * p_.w_scale[static_cast<size_t>(j)]);
-        } else {
-          const float mul = scale * p_.w_scale[0];
-          for (int j = 0; j < n; ++j) yr[j] = static_cast<float>(cr[j]) * mul;
-        }
-        if (bias != nullptr) {
-          for (int j = 0; j < n; ++j) yr[j] += bias[j];
-        }
-        if (p_.clamp.active()) {
-          for (int j = 0; j < n; ++j) yr[j] = std::min(std::max(yr[j], clamp_lo), clamp_hi);
-        }
-      }
+      fq_->dequant(DequantRowsArgs{c, n, rows, n, nullptr, mult, p_.bias.empty() ? nullptr : p_.bias.data(),
+                                   p_.clamp.lo, p_.clamp.hi, y + r0 * n, n});
     });
   }
 
  private:
   DynamicGemmParams p_;
+  const FloatQuantKernel* fq_;
   PackedB packed_;
 };
 

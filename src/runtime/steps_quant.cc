@@ -10,7 +10,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/dynamic_quant.h"
 #include "kernels/gemm_s8.h"
+#include "kernels/layout_u8.h"
 #include "kernels/vmath.h"
 #include "runtime/steps.h"
 
@@ -83,6 +85,7 @@ class QGemmStep : public Step {
       multiplier_[static_cast<size_t>(j)] = p_.y ? p_.x.scale * ws / p_.y->scale : p_.x.scale * ws;
     }
     if (p_.y) quantized_bounds(p_.clamp, *p_.y, qmin_, qmax_);
+    zero_bias_.assign(static_cast<size_t>(p_.n), 0);
   }
   std::string kernel() const override {
     // The GEMM entry's name ("qgemm_u8s8_avx512vnni_6x64"), then what this
@@ -122,39 +125,28 @@ class QGemmStep : public Step {
     }
     void* y = out[0]->raw();
     const int64_t tiles = (m + 7) / 8;
+    const int32_t* bias = p_.bias_q.empty() ? zero_bias_.data() : p_.bias_q.data();
     parallel_for(pool, tiles, [&](int64_t tb, int64_t te) {
       const int64_t r0 = tb * 8, r1 = std::min(m, te * 8);
       const int rows = static_cast<int>(r1 - r0);
       int32_t* c = acc + r0 * n;
       gemm_u8s8_s32(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_, c, n);
-      if (!p_.bias_q.empty()) {
-        for (int r = 0; r < rows; ++r) {
-          for (int j = 0; j < n; ++j) c[r * n + j] += p_.bias_q[static_cast<size_t>(j)];
-        }
-      }
       if (!p_.y) {
-        float* yf = static_cast<float*>(y) + r0 * n;
-        for (int r = 0; r < rows; ++r) {
-          for (int j = 0; j < n; ++j) {
-            const float v = static_cast<float>(c[r * n + j]) * multiplier_[static_cast<size_t>(j)];
-            yf[r * n + j] = std::min(std::max(v, p_.clamp.lo), p_.clamp.hi);
-          }
-        }
+        fq_->dequant(DequantRowsArgs{c, n, rows, n, bias, multiplier_.data(), nullptr, p_.clamp.lo, p_.clamp.hi,
+                                     static_cast<float*>(y) + r0 * n, n});
         return;
       }
-      uint8_t* yq = static_cast<uint8_t*>(y) + r0 * n;
-      if (p_.y->is_signed) {  // the uint8 result of (zp + 128) and bounds + 128, read back as int8
-        requantize(c, rows, n, nullptr, multiplier_.data(), p_.y->zero_point + 128, qmin_ + 128, qmax_ + 128, yq);
-        for (int64_t i = 0; i < static_cast<int64_t>(rows) * n; ++i) yq[i] ^= 0x80u;
-      } else {
-        requantize(c, rows, n, nullptr, multiplier_.data(), p_.y->zero_point, qmin_, qmax_, yq);
-      }
+      requant_->run(RequantRowsArgs{c, n, rows, n, bias, multiplier_.data(), p_.y->zero_point, qmin_, qmax_,
+                                    p_.y->is_signed, static_cast<uint8_t*>(y) + r0 * n, n});
     });
   }
 
  private:
   QGemmParams p_;
   PackedB packed_;
+  const FloatQuantKernel* fq_ = &pick_float_quant(p_.isa);
+  const RequantRowsKernel* requant_ = &pick_requant_rows(p_.isa);
+  std::vector<int32_t> zero_bias_;
   std::vector<float> multiplier_;
   int32_t qmin_ = 0, qmax_ = 255;
 };

@@ -1,0 +1,87 @@
+// AVX2 entry of kernels/dynamic_quant.h: 8 floats per step, scalar tails
+// with the same operations.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels/dynamic_quant.h"
+
+namespace kvant {
+
+bool range_f32_avx2(const float* x, int64_t n, float* lo, float* hi) {
+  __m256 l = _mm256_setzero_ps(), h = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    l = _mm256_min_ps(l, v);
+    h = _mm256_max_ps(h, v);
+  }
+  if (_mm256_movemask_ps(nan) != 0) return false;
+  alignas(32) float ls[8], hs[8];
+  _mm256_store_ps(ls, l);
+  _mm256_store_ps(hs, h);
+  float lmin = 0.0f, hmax = 0.0f;
+  for (int k = 0; k < 8; ++k) {
+    lmin = ls[k] < lmin ? ls[k] : lmin;
+    hmax = hs[k] > hmax ? hs[k] : hmax;
+  }
+  for (; i < n; ++i) {
+    if (std::isnan(x[i])) return false;
+    lmin = x[i] < lmin ? x[i] : lmin;
+    hmax = x[i] > hmax ? x[i] : hmax;
+  }
+  *lo = lmin;
+  *hi = hmax;
+  return true;
+}
+
+void quantize_u8_avx2(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256 bound = _mm256_set1_ps(1e6f), neg = _mm256_set1_ps(-1e6f);
+  const __m256i z = _mm256_set1_epi32(zp);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 f = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
+    f = _mm256_min_ps(_mm256_max_ps(f, neg), bound);
+    const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(f), z);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(w, w));  // saturates to [0, 255]
+  }
+  for (; i < n; ++i) {
+    float f = x[i] / scale;
+    f = f < -1e6f ? -1e6f : (f > 1e6f ? 1e6f : f);
+    const int32_t v = static_cast<int32_t>(std::nearbyint(f)) + zp;
+    q[i] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+  }
+}
+
+void dequant_rows_avx2(const DequantRowsArgs& a) {
+  const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
+  for (int r = 0; r < a.rows; ++r) {
+    const int32_t* acc = a.acc + r * a.acc_stride;
+    float* out = a.out + r * a.out_stride;
+    int j = 0;
+    for (; j + 8 <= a.n; j += 8) {
+      __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j));
+      if (a.ibias != nullptr)
+        c = _mm256_add_epi32(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.ibias + j)));
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(a.mult + j));
+      if (a.fbias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(a.fbias + j));
+      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+      _mm256_storeu_ps(out + j, v);
+    }
+    for (; j < a.n; ++j) {
+      const int32_t c = a.ibias != nullptr
+                            ? static_cast<int32_t>(static_cast<uint32_t>(acc[j]) + static_cast<uint32_t>(a.ibias[j]))
+                            : acc[j];
+      float v = static_cast<float>(c) * a.mult[j];
+      if (a.fbias != nullptr) v += a.fbias[j];
+      v = v > a.lo ? v : (v != v ? v : a.lo);
+      v = v < a.hi ? v : (v != v ? v : a.hi);
+      out[j] = v;
+    }
+  }
+}
+
+}  // namespace kvant

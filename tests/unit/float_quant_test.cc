@@ -1,0 +1,163 @@
+// The small kernel tables around the integer GEMMs, every entry the CPU runs
+// against the reference entry, bit for bit, on odd sizes (tails), extremes
+// and NaN (STYLE.md §6): dynamic quantization and the dequantizing epilogue
+// (dynamic_quant.h), the byte transpose and the row requantization
+// (layout_u8.h). The dynamic quantization also against the DynamicQuantizeLinear
+// operator, which defines it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernel_walk.h"
+#include "kernels/dynamic_quant.h"
+#include "kernels/layout_u8.h"
+#include "ops/op_registry.h"
+
+namespace kvant {
+namespace {
+
+const int kSizes[] = {0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 63, 65, 255, 1000};
+
+std::vector<float> random_floats(int64_t n, uint32_t seed, float spread = 3.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, spread);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+TEST(FloatQuant, TableCoverage) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  test::check_coverage(float_quant_kernels(), allowed, "float_quant table");
+  test::check_coverage(transpose_u8_kernels(), allowed, "transpose_u8 table");
+  test::check_coverage(requant_rows_kernels(), allowed, "requant_rows table");
+}
+
+TEST(FloatQuant, RangeAndQuantizeMatchTheReferenceAndTheOperator) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const FloatQuantKernel& ref = float_quant_kernels().back();
+  const OpDef* op = find_op("", "DynamicQuantizeLinear");
+  ASSERT_NE(op, nullptr);
+  for (const FloatQuantKernel* k : test::runnable_entries(float_quant_kernels(), allowed)) {
+    for (int n : kSizes) {
+      std::vector<float> x = random_floats(n, static_cast<uint32_t>(n) + 1);
+      if (n > 2) x[static_cast<size_t>(n) / 2] = 0.5f * 3.0f;  // a tie after scaling is likely somewhere
+      float lo = 1, hi = -1, rlo = 2, rhi = -2;
+      ASSERT_TRUE(k->range(x.data(), n, &lo, &hi)) << k->name;
+      ASSERT_TRUE(ref.range(x.data(), n, &rlo, &rhi));
+      EXPECT_EQ(lo, rlo) << k->name << " n=" << n;
+      EXPECT_EQ(hi, rhi) << k->name << " n=" << n;
+      const float scale = (hi - lo) / 255.0f;
+      if (scale <= 0.0f) continue;
+      const int32_t zp = static_cast<int32_t>(std::clamp(std::nearbyint(0.0 - lo / scale), 0.0, 255.0));
+      std::vector<uint8_t> q(static_cast<size_t>(n) + 1, 0xA5), want(static_cast<size_t>(n) + 1, 0xA5);
+      k->quantize(x.data(), n, scale, zp, q.data());
+      ref.quantize(x.data(), n, scale, zp, want.data());
+      EXPECT_EQ(q, want) << k->name << " n=" << n;  // the last byte is a sentinel
+      // The operator on the same data.
+      Node node = make_node("dq", "DynamicQuantizeLinear", {"x"}, {"y", "s", "z"});
+      Tensor xt = Tensor::from_vector<float>(x, {n});
+      KernelContext ctx{node, 13, {&xt}, {}, nullptr};
+      ctx.outputs.resize(3);
+      op->run(ctx);
+      ASSERT_EQ(std::memcmp(ctx.outputs[0].raw(), q.data(), static_cast<size_t>(n)), 0) << k->name << " n=" << n;
+    }
+    std::vector<float> with_nan = random_floats(37, 5);
+    with_nan[36] = std::numeric_limits<float>::quiet_NaN();
+    float lo = 0, hi = 0;
+    EXPECT_FALSE(k->range(with_nan.data(), 37, &lo, &hi)) << k->name;
+    with_nan[36] = 1.0f;
+    with_nan[3] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_FALSE(k->range(with_nan.data(), 37, &lo, &hi)) << k->name;
+  }
+}
+
+TEST(FloatQuant, DequantRowsMatchTheReference) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const FloatQuantKernel& ref = float_quant_kernels().back();
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int32_t> acc_dist(-3000000, 3000000);
+  for (const FloatQuantKernel* k : test::runnable_entries(float_quant_kernels(), allowed)) {
+    for (int n : {1, 7, 16, 17, 40}) {
+      const int rows = 5, stride = n + 3;
+      std::vector<int32_t> acc(static_cast<size_t>(rows) * stride), ibias(static_cast<size_t>(n));
+      for (auto& v : acc) v = acc_dist(rng);
+      for (auto& v : ibias) v = acc_dist(rng) / 100;
+      const std::vector<float> mult = random_floats(n, 7, 1e-4f), fbias = random_floats(n, 8);
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool with_i = (variant & 1) != 0, with_f = (variant & 2) != 0;
+        const float lo = variant == 3 ? 0.0f : -std::numeric_limits<float>::infinity();
+        const float hi = variant == 3 ? 6.0f : std::numeric_limits<float>::infinity();
+        std::vector<float> got(static_cast<size_t>(rows) * stride, -7.0f), want = got;
+        auto args = [&](float* out) {
+          return DequantRowsArgs{acc.data(),
+                                 stride,
+                                 rows,
+                                 n,
+                                 with_i ? ibias.data() : nullptr,
+                                 mult.data(),
+                                 with_f ? fbias.data() : nullptr,
+                                 lo,
+                                 hi,
+                                 out,
+                                 stride};
+        };
+        k->dequant(args(got.data()));
+        ref.dequant(args(want.data()));
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+            << k->name << " n=" << n << " variant " << variant;
+      }
+    }
+  }
+}
+
+TEST(LayoutU8, TransposeAndRequantMatchTheReference) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const TransposeU8Kernel& tref = transpose_u8_kernels().back();
+  for (const TransposeU8Kernel* k : test::runnable_entries(transpose_u8_kernels(), allowed)) {
+    for (int rows : {1, 3, 16, 17, 40}) {
+      for (int cols : {1, 5, 16, 31, 64}) {
+        std::vector<uint8_t> src(static_cast<size_t>(rows) * (cols + 2));
+        for (auto& v : src) v = static_cast<uint8_t>(byte(rng));
+        for (uint8_t flip : {uint8_t{0}, uint8_t{0x80}}) {
+          std::vector<uint8_t> got(static_cast<size_t>(cols) * (rows + 3), 0xA5), want = got;
+          k->run(src.data(), cols + 2, rows, cols, got.data(), rows + 3, flip);
+          tref.run(src.data(), cols + 2, rows, cols, want.data(), rows + 3, flip);
+          EXPECT_EQ(got, want) << k->name << " " << rows << "x" << cols;
+        }
+      }
+    }
+  }
+  const RequantRowsKernel& rref = requant_rows_kernels().back();
+  std::uniform_int_distribution<int32_t> acc_dist(-2000000, 2000000);
+  for (const RequantRowsKernel* k : test::runnable_entries(requant_rows_kernels(), allowed)) {
+    for (int n : {1, 8, 15, 16, 33}) {
+      const int rows = 4, stride = n + 1;
+      std::vector<int32_t> acc(static_cast<size_t>(rows) * stride), bias(static_cast<size_t>(n));
+      for (auto& v : acc) v = acc_dist(rng);
+      for (auto& v : bias) v = acc_dist(rng) / 10;
+      std::vector<float> mult = random_floats(n, 4, 1e-4f);
+      for (auto& m : mult) m = std::abs(m);
+      for (auto [zp, lo, hi, is_signed] : {std::tuple{128, 0, 255, false}, std::tuple{0, -128, 127, true},
+                                           std::tuple{-5, -5, 100, true}, std::tuple{3, 3, 255, false}}) {
+        std::vector<uint8_t> got(static_cast<size_t>(rows) * stride, 0xA5), want = got;
+        auto args = [&](uint8_t* out) {
+          return RequantRowsArgs{acc.data(), stride, rows, n,         bias.data(), mult.data(),
+                                 zp,         lo,     hi,   is_signed, out,         stride};
+        };
+        k->run(args(got.data()));
+        rref.run(args(want.data()));
+        EXPECT_EQ(got, want) << k->name << " n=" << n << " zp " << zp;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvant
