@@ -31,6 +31,7 @@ struct BenchOptions {
   int threads = 1;
   bool reference = false;
   bool profile = false;
+  int top = 15;
   int runs = 10;
   int warmup = 2;
   unsigned seed = 0;
@@ -173,7 +174,7 @@ int bench_command(const BenchOptions& opt) {
     CompiledModel* compiled = executor->compiled();
     compiled->set_profiling(true);
     for (int i = 0; i < opt.runs; ++i) executor->run(feeds);
-    std::cout << compiled->describe_profile();
+    std::cout << compiled->describe_profile(static_cast<size_t>(opt.top));
     compiled->set_profiling(false);
   }
   return 0;
@@ -198,6 +199,8 @@ CommandFn add_bench_command(CLI::App& app) {
   cmd->add_flag("--profile", opt->profile,
                 "After timing, profile the compiled model's steps over the same number of runs and print where the "
                 "time goes");
+  cmd->add_option("--top", opt->top, "With --profile: how many of the slowest steps to list (default 15)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--runs", opt->runs, "Timed runs")->capture_default_str();
   cmd->add_option("--warmup", opt->warmup, "Untimed warm-up runs before timing")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed for the random inputs")->capture_default_str();

@@ -15,6 +15,28 @@ constexpr size_t kAccBytes = 64 * 1024;     // int32 accumulators of one item
 
 size_t round64(size_t x) { return (x + 63) / 64 * 64; }
 
+// The im2col runs are short (kw * c_in bytes, 21 for a 7x7 conv on RGB):
+// inline 8-byte moves, the last one overlapping, instead of library calls.
+inline void copy_run(uint8_t* dst, const uint8_t* src, size_t n) {
+  if (n < 8) {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) std::memcpy(dst + i, src + i, 8);
+  std::memcpy(dst + n - 8, src + n - 8, 8);
+}
+inline void fill_run(uint8_t* dst, uint8_t value, size_t n) {
+  const uint64_t word = 0x0101010101010101ull * value;
+  if (n < 8) {
+    for (size_t i = 0; i < n; ++i) dst[i] = value;
+    return;
+  }
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) std::memcpy(dst + i, &word, 8);
+  std::memcpy(dst + n - 8, &word, 8);
+}
+
 }  // namespace
 
 QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vector<int32_t>& w_zp, Isa allowed)
@@ -71,18 +93,38 @@ size_t QConvGemm::scratch_bytes(int slots) const { return shared_bytes_ + slot_b
 void QConvGemm::im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t* out) const {
   const ConvShape& s = p_.shape;
   const size_t run = static_cast<size_t>(cin_g_);
+  // One group and no dilation along W: a kernel row's taps read kw
+  // neighbouring pixels, kw * c_in contiguous bytes (fewer, filled around,
+  // at the borders): one copy per kernel row instead of one per tap.
+  const bool row_runs = s.group == 1 && s.dil_w == 1;
   for (int r = 0; r < rows; ++r) {
     const int p = p0 + r;
     const int oy = p / s.w_out, ox = p % s.w_out;
     uint8_t* dst = out + static_cast<int64_t>(r) * k_;
+    const int ix0 = ox * s.stride_w - s.pad_left;
     for (int ky = 0; ky < s.kh; ++ky) {
       const int iy = oy * s.stride_h - s.pad_top + ky * s.dil_h;
+      if (iy < 0 || iy >= s.h_in) {
+        fill_run(dst, x_fill_, run * static_cast<size_t>(s.kw));
+        dst += run * static_cast<size_t>(s.kw);
+        continue;
+      }
+      const uint8_t* row = x_nhwc + static_cast<int64_t>(iy) * s.w_in * s.c_in + g * cin_g_;
+      if (row_runs) {
+        const int lo = std::clamp(-ix0, 0, s.kw), hi = std::clamp(s.w_in - ix0, lo, s.kw);
+        fill_run(dst, x_fill_, run * static_cast<size_t>(lo));
+        copy_run(dst + run * static_cast<size_t>(lo), row + static_cast<int64_t>(ix0 + lo) * s.c_in,
+                 run * static_cast<size_t>(hi - lo));
+        fill_run(dst + run * static_cast<size_t>(hi), x_fill_, run * static_cast<size_t>(s.kw - hi));
+        dst += run * static_cast<size_t>(s.kw);
+        continue;
+      }
       for (int kx = 0; kx < s.kw; ++kx, dst += run) {
-        const int ix = ox * s.stride_w - s.pad_left + kx * s.dil_w;
-        if (iy < 0 || iy >= s.h_in || ix < 0 || ix >= s.w_in) {
-          std::memset(dst, x_fill_, run);
+        const int ix = ix0 + kx * s.dil_w;
+        if (ix < 0 || ix >= s.w_in) {
+          fill_run(dst, x_fill_, run);
         } else {
-          std::memcpy(dst, x_nhwc + (static_cast<int64_t>(iy) * s.w_in + ix) * s.c_in + g * cin_g_, run);
+          copy_run(dst, row + static_cast<int64_t>(ix) * s.c_in, run);
         }
       }
     }

@@ -227,6 +227,23 @@ class QMaxPoolStep : public Step {
       run_pool(in[0]->data<uint8_t>(), out[0]->data<uint8_t>(), *in[0], *out[0], pool);
     }
   }
+  // y[k] = std::max(y[k], x[k]) for k < n, 32 bytes at a time with GCC's
+  // portable vector extensions (the element-wise ?: keeps std::max's NaN rule).
+  template <typename T>
+  static void max_into(T* y, const T* x, int64_t n) {
+    typedef T V __attribute__((vector_size(32)));
+    constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
+    int64_t k = 0;
+    for (; k + kLanes <= n; k += kLanes) {
+      V a, b;
+      std::memcpy(&a, y + k, sizeof(V));
+      std::memcpy(&b, x + k, sizeof(V));
+      const V m = a < b ? b : a;
+      std::memcpy(y + k, &m, sizeof(V));
+    }
+    for (; k < n; ++k) y[k] = std::max(y[k], x[k]);
+  }
+
   // NHWC: output rows over the pool; per output pixel the max over the taps
   // inside the input, vectorised across channels (NaN: as std::max, a NaN
   // tap after a number is skipped, like the NCHW loop).
@@ -249,8 +266,7 @@ class QMaxPoolStep : public Step {
             for (int64_t kj = 0; kj < g.kernel[1]; ++kj) {
               const int64_t col = j * g.strides[1] - g.pads_begin[1] + kj * g.dilations[1];
               if (col < 0 || col >= w) continue;
-              const T* xp = xb + (row * w + col) * c;
-              for (int64_t k = 0; k < c; ++k) yp[k] = std::max(yp[k], xp[k]);
+              max_into(yp, xb + (row * w + col) * c, c);
             }
           }
         }
