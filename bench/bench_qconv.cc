@@ -2,7 +2,9 @@
 // layers: GOPS = 2 * c_out * h_out * w_out * (c_in / group) * kh * kw per run.
 //   build/release/bench/kvant_bench_qconv --benchmark_counters_tabular=true
 // Arguments: layer index (see kLayers), threads. One benchmark per ISA level
-// this CPU runs (each picks its own path and GEMM entry; the label names it).
+// this CPU runs (each picks its own path and GEMM entry; the label names it),
+// with NCHW activations and, as "<isa>_nhwc", with NHWC ones (what the
+// compiled runtime gives quantized conv chains).
 // avx2_w7: the same GEMM layers with 7-bit weights (w in [-64, 64], as from
 // `kvant quantize --reduce-range`), which take the vpmaddubsw u8s7 path.
 // GOPS: from CPU time with one thread, from wall time with two (real_time).
@@ -35,7 +37,7 @@ constexpr Layer kLayers[] = {
     {"mobilenetv2_14x14x576_dw3x3", 576, 14, 14, 576, 3, 1, 1, 576},
 };
 
-void BM_QConv(benchmark::State& state, Isa isa, bool seven_bit) {
+void BM_QConv(benchmark::State& state, Isa isa, bool seven_bit, bool nhwc) {
   const Layer& l = kLayers[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
   if (!cpu_supports(cpu_features(), isa)) {
@@ -60,6 +62,7 @@ void BM_QConv(benchmark::State& state, Isa isa, bool seven_bit) {
   p.y_zp = 100;
   p.out_min = 100;  // fused Relu
   p.max_threads = threads;
+  p.nhwc = nhwc;
   std::mt19937 rng(42);
   std::uniform_int_distribution<int> byte(0, 255);
   std::vector<int8_t> w(static_cast<size_t>(l.c_out) * (l.c_in / l.group) * l.k * l.k);
@@ -111,20 +114,22 @@ void gemm_layers(benchmark::internal::Benchmark* b, int threads) {
 void gemm_one_thread(benchmark::internal::Benchmark* b) { gemm_layers(b, 1); }
 void gemm_two_threads(benchmark::internal::Benchmark* b) { gemm_layers(b, 2); }
 
-BENCHMARK_CAPTURE(BM_QConv, ref, Isa::kRef, false)
+BENCHMARK_CAPTURE(BM_QConv, ref, Isa::kRef, false, false)
     ->ArgNames({"layer", "threads"})
     ->Args({0, 1})
     ->Args({3, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true)->Apply(gemm_one_thread);
-BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true)->Apply(gemm_two_threads);
+BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true, false)->Apply(gemm_one_thread);
+BENCHMARK_CAPTURE(BM_QConv, avx2_w7, Isa::kAvx2, true, false)->Apply(gemm_two_threads);
 
 const bool registered = [] {
   for (Isa isa : kAllIsas) {
     if (isa == Isa::kRef || !isa_implemented(isa) || !cpu_supports(cpu_features(), isa)) continue;
-    const std::string name = std::string("BM_QConv/") + isa_name(isa);
-    benchmark::RegisterBenchmark(name.c_str(), BM_QConv, isa, false)->Apply(one_thread);
-    benchmark::RegisterBenchmark(name.c_str(), BM_QConv, isa, false)->Apply(two_threads);
+    for (bool nhwc : {false, true}) {
+      const std::string name = std::string("BM_QConv/") + isa_name(isa) + (nhwc ? "_nhwc" : "");
+      benchmark::RegisterBenchmark(name.c_str(), BM_QConv, isa, false, nhwc)->Apply(one_thread);
+      benchmark::RegisterBenchmark(name.c_str(), BM_QConv, isa, false, nhwc)->Apply(two_threads);
+    }
   }
   return true;
 }();

@@ -9,6 +9,7 @@
 
 #include "kernels/gemm_s8_kernels.h"
 #include "kernels/kernel_table.h"
+#include "kernels/layout_u8.h"
 #include "kvant/status.h"
 
 namespace kvant {
@@ -50,14 +51,16 @@ void ref_run(const QGemmArgs& g) {
 // Best first (kernel_table.h).
 constexpr QGemmKernel kQGemmKernels[] = {
 #if defined(__x86_64__)
-    {Isa::kAmx, "qgemm_u8s8_amx_32x32", false, qgemm_amx_packed_bytes, qgemm_amx_pack, qgemm_u8s8_amx},
+    {Isa::kAmx, "qgemm_u8s8_amx_32x32", false, qgemm_amx_packed_bytes, qgemm_amx_pack, qgemm_u8s8_amx,
+     qgemm_u8s8_amx_requant},
     {Isa::kAvx512Vnni, "qgemm_u8s8_avx512vnni_6x64", false, qgemm_quads_packed_bytes, qgemm_quads_pack,
-     qgemm_u8s8_avx512vnni},
-    {Isa::kAvxVnni, "qgemm_u8s8_avxvnni_6x16", false, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s8_avxvnni},
-    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2},
-    {Isa::kAvx2, "qgemm_u8s8_avx2_6x16", false, qgemm_avx2_packed_bytes, qgemm_avx2_pack, qgemm_u8s8_avx2},
+     qgemm_u8s8_avx512vnni, nullptr},
+    {Isa::kAvxVnni, "qgemm_u8s8_avxvnni_6x16", false, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s8_avxvnni,
+     nullptr},
+    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2, nullptr},
+    {Isa::kAvx2, "qgemm_u8s8_avx2_6x16", false, qgemm_avx2_packed_bytes, qgemm_avx2_pack, qgemm_u8s8_avx2, nullptr},
 #endif
-    {Isa::kRef, "qgemm_u8s8_ref", false, ref_packed_bytes, ref_pack, ref_run},
+    {Isa::kRef, "qgemm_u8s8_ref", false, ref_packed_bytes, ref_pack, ref_run, nullptr},
 };
 
 bool fits_7bit(const int8_t* B, int K, int N, int ldb) {
@@ -179,6 +182,31 @@ void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB
       A, lda, M, K, N, a_zp, b.data.data(), b.col_sums.data(), b.zero_point.empty() ? nullptr : b.zero_point.data(),
       C, ldc};
   b.kernel->run(args);
+}
+
+void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq,
+                       int32_t* acc) {
+  if (b.kernel == nullptr) fail(ErrorCode::kInvalidArgument, "B was not packed");
+  if (M < 0 || lda < b.k) fail(ErrorCode::kInvalidArgument, "negative M, or lda < K");
+  if (M == 0 || b.n == 0) return;
+  const QGemmArgs args{A,
+                       lda,
+                       M,
+                       b.k,
+                       b.n,
+                       a_zp,
+                       b.data.data(),
+                       b.col_sums.data(),
+                       b.zero_point.empty() ? nullptr : b.zero_point.data(),
+                       acc,
+                       b.n};
+  if (b.kernel->run_requant != nullptr) {
+    b.kernel->run_requant(args, rq);
+    return;
+  }
+  b.kernel->run(args);
+  pick_requant_rows(b.kernel->isa)
+      .run(RequantRowsArgs{acc, b.n, M, b.n, rq.bias, rq.mult, rq.y_zp, rq.lo, rq.hi, rq.y_signed, rq.y, rq.ldy});
 }
 
 void requantize(const int32_t* acc, int M, int N, const int32_t* bias, const float* multiplier, int32_t y_zp, int qmin,

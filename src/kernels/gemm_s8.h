@@ -73,6 +73,22 @@ Isa qgemm_kernel_isa(const QGemmKernel& kernel);
 // K = b.k, N = b.n.
 void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc);
 
+// The same GEMM with the requantization of layout_u8.h's requant_rows:
+//   y[m * ldy + n] = clamp(nearbyint(float(C[m, n] + bias[n]) * mult[n]) + y_zp, lo, hi)
+// as uint8 (int8 when y_signed; lo/hi in the output type). Entries with a
+// fused epilogue (AMX) requantize each block while it is in registers;
+// others compute C into `acc` (M * N int32, contiguous) first.
+struct QGemmRequant {
+  const int32_t* bias;  // N values
+  const float* mult;    // N values
+  int32_t y_zp, lo, hi;
+  bool y_signed;
+  uint8_t* y;
+  int64_t ldy;
+};
+void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq,
+                       int32_t* acc);
+
 // The plain reference: three loops over unpacked B, the oracle for the tests.
 void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb, int M, int N, int K, uint8_t a_zp,
                              const int8_t* b_zp, int32_t* C, int ldc);

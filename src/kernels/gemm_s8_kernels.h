@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "kernels/cpu_features.h"
+#include "kernels/gemm_s8.h"
 
 namespace kvant {
 
@@ -45,6 +46,9 @@ struct QGemmKernel {
   int64_t (*packed_bytes)(int K, int N);
   void (*pack)(const int8_t* B, int ldb, int K, int N, int8_t* packed);
   void (*run)(const QGemmArgs& args);
+  // The GEMM with a fused requantizing epilogue (gemm_s8.h); null when the
+  // entry has none (args.c unused then).
+  void (*run_requant)(const QGemmArgs& args, const QGemmRequant& rq);
 };
 
 constexpr int kQGemmPanelCols = 16;
@@ -77,10 +81,10 @@ void qgemm_u8s8_avxvnni(const QGemmArgs& args);
 void qgemm_u8s8_avx512vnni(const QGemmArgs& args);
 void qgemm_u8s8_avx512vnni_strided(const QGemmArgs& args, int panel_quads);
 // x86_amx/gemm_s8_amx.cc: quads layout with k_align 64, tdpbusd on 16 x 16
-// tiles (falls back to the AVX-512 VNNI kernel, which reads the same layout,
-// where tiles do not pay: few rows).
+// tiles (rows that do not fill a tile use a tile configuration with fewer rows).
 int64_t qgemm_amx_packed_bytes(int K, int N);
 void qgemm_amx_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed);
 void qgemm_u8s8_amx(const QGemmArgs& args);
+void qgemm_u8s8_amx_requant(const QGemmArgs& args, const QGemmRequant& rq);
 
 }  // namespace kvant

@@ -69,7 +69,6 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
     packed_.push_back(pack_b_s8(b.data(), k_, cout_g_, allowed, any_zp ? zp.data() : nullptr));
   }
   transpose_ = &pick_transpose_u8(allowed);
-  requant_ = &pick_requant_rows(allowed);
 
   const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
   const int slots = std::max(1, p_.max_threads);
@@ -177,15 +176,14 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
             a = cols;
             lda = k_;
           }
-          gemm_u8s8_s32(a, lda, rows, x_fill_, packed_[static_cast<size_t>(g)], acc, cout_g_);
           const int mg0 = g * cout_g_;
-          if (p_.nhwc) {  // straight into the output rows
-            requant_->run(RequantRowsArgs{acc, cout_g_, rows, cout_g_, bias + mg0, mult + mg0, p_.y_zp, lo, hi,
-                                          p_.y_signed, yb + static_cast<int64_t>(p0) * s.c_out + mg0, s.c_out});
-            continue;
-          }
-          requant_->run(RequantRowsArgs{acc, cout_g_, rows, cout_g_, bias + mg0, mult + mg0, p_.y_zp, lo, hi,
-                                        p_.y_signed, out_rows, cout_g_});
+          // Requantized straight into the output rows (NHWC) or into a block
+          // that is transposed into the NCHW planes.
+          uint8_t* dst = p_.nhwc ? yb + static_cast<int64_t>(p0) * s.c_out + mg0 : out_rows;
+          const int64_t ldy = p_.nhwc ? s.c_out : cout_g_;
+          gemm_u8s8_requant(a, lda, rows, x_fill_, packed_[static_cast<size_t>(g)],
+                            QGemmRequant{bias + mg0, mult + mg0, p_.y_zp, lo, hi, p_.y_signed, dst, ldy}, acc);
+          if (p_.nhwc) continue;
           transpose_->run(out_rows, cout_g_, rows, cout_g_, yb + mg0 * hw + p0, hw, 0);
         }
       }

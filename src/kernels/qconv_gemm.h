@@ -56,7 +56,6 @@ class QConvGemm {
   uint8_t x_fill_ = 0;           // the raw byte of x_zp (after the int8 flip)
   std::vector<PackedB> packed_;  // per group
   const TransposeU8Kernel* transpose_ = nullptr;
-  const RequantRowsKernel* requant_ = nullptr;
   size_t shared_bytes_ = 0, slot_bytes_ = 0;
   std::string name_;
 };

@@ -19,6 +19,7 @@
 #include "kernel_walk.h"
 #include "kernels/cpu_features.h"
 #include "kernels/gemm_s8_kernels.h"
+#include "kernels/layout_u8.h"
 #include "kvant/status.h"
 #include "runtime/executor.h"
 
@@ -359,6 +360,52 @@ TEST(GemmS8, MatchesMatMulIntegerOperator) {
   ASSERT_EQ(y.numel(), M * N);
   const std::vector<int32_t> want(y.data<int32_t>(), y.data<int32_t>() + M * N);
   for (const QGemmKernel* kernel : runnable_kernels()) expect_same(want, run_kernel(p, *kernel), p, kernel);
+}
+
+}  // namespace
+}  // namespace kvant
+
+namespace kvant {
+namespace {
+
+// gemm_u8s8_requant, fused (AMX) or not, equals the reference GEMM followed
+// by the reference row requantization, bit for bit, on tails of M (rows that
+// do not fill a tile), N and K, with and without weight zero points, for
+// uint8 and int8 outputs.
+TEST(GemmS8, RequantizingGemmMatchesGemmThenRequant) {
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const RequantRowsKernel& ref_requant = requant_rows_kernels().back();
+  for (const QGemmKernel* kernel : runnable_kernels()) {
+    if (kernel->needs_7bit) continue;
+    for (auto [M, N, K] : {std::tuple{1, 5, 3}, std::tuple{17, 33, 64}, std::tuple{49, 64, 147},
+                           std::tuple{32, 32, 128}, std::tuple{70, 100, 300}, std::tuple{15, 16, 65}}) {
+      for (bool with_b_zp : {false, true}) {
+        const Problem p = random_problem(rng, M, N, K, static_cast<uint8_t>(byte(rng)), with_b_zp);
+        const auto acc = run_reference(p);  // ldc == N here
+        std::vector<int32_t> bias(static_cast<size_t>(N));
+        std::vector<float> mult(static_cast<size_t>(N));
+        for (int j = 0; j < N; ++j) {
+          bias[static_cast<size_t>(j)] = byte(rng) * 50 - 6400;
+          mult[static_cast<size_t>(j)] = 1e-5f * static_cast<float>(1 + byte(rng));
+        }
+        for (bool y_signed : {false, true}) {
+          const int32_t zp = y_signed ? -3 : 121, lo = y_signed ? -128 : 5, hi = y_signed ? 100 : 255;
+          const int64_t ldy = N + 3;
+          std::vector<uint8_t> want(static_cast<size_t>(M) * ldy, 0xA5), got = want;
+          ref_requant.run(
+              RequantRowsArgs{acc.data(), N, M, N, bias.data(), mult.data(), zp, lo, hi, y_signed, want.data(), ldy});
+          const PackedB packed = pack_b_s8(*kernel, p.b.data(), K, N, p.b_zp.empty() ? nullptr : p.b_zp.data());
+          std::vector<int32_t> scratch(static_cast<size_t>(M) * N);
+          gemm_u8s8_requant(p.a.data(), p.lda, M, p.a_zp, packed,
+                            QGemmRequant{bias.data(), mult.data(), zp, lo, hi, y_signed, got.data(), ldy},
+                            scratch.data());
+          ASSERT_EQ(got, want) << kernel->name << " M=" << M << " N=" << N << " K=" << K << " b_zp " << with_b_zp
+                               << " signed " << y_signed;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -18,15 +18,32 @@ void qdw_nhwc_avx512(const QDwArgs& a) {
   const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
   const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
   const uint8_t* tap[kQDwMaxTaps + 1];
+  // Tap offsets from a pixel's first tap; interior pixels (every tap inside)
+  // just add them, border pixels check each tap.
+  int64_t offset[kQDwMaxTaps];
+  for (int t = 0; t < taps; ++t) {
+    offset[t] = (static_cast<int64_t>((t / s.kw) * s.dil_h) * s.w_in + (t % s.kw) * s.dil_w) * channels;
+  }
+  int ox_lo = 0, ox_hi = s.w_out;  // columns whose taps all lie inside the row
+  while (ox_lo < s.w_out && ox_lo * s.stride_w - s.pad_left < 0) ++ox_lo;
+  while (ox_hi > ox_lo && (ox_hi - 1) * s.stride_w - s.pad_left + (s.kw - 1) * s.dil_w >= s.w_in) --ox_hi;
+  tap[taps] = a.zp_row;  // partner of an odd last tap (zero weights)
   for (int oy = a.row_begin; oy < a.row_end; ++oy) {
+    const int iy0 = oy * s.stride_h - s.pad_top;
+    const bool rows_inside = iy0 >= 0 && iy0 + (s.kh - 1) * s.dil_h < s.h_in;
     for (int ox = 0; ox < s.w_out; ++ox) {
-      for (int t = 0; t < taps; ++t) {
-        const int iy = oy * s.stride_h - s.pad_top + (t / s.kw) * s.dil_h;
-        const int ix = ox * s.stride_w - s.pad_left + (t % s.kw) * s.dil_w;
-        const bool inside = iy >= 0 && iy < s.h_in && ix >= 0 && ix < s.w_in;
-        tap[t] = inside ? a.x + (static_cast<int64_t>(iy) * s.w_in + ix) * channels : a.zp_row;
+      const int ix0 = ox * s.stride_w - s.pad_left;
+      if (rows_inside && ox >= ox_lo && ox < ox_hi) {
+        const uint8_t* base = a.x + (static_cast<int64_t>(iy0) * s.w_in + ix0) * channels;
+        for (int t = 0; t < taps; ++t) tap[t] = base + offset[t];
+      } else {
+        for (int t = 0; t < taps; ++t) {
+          const int iy = iy0 + (t / s.kw) * s.dil_h;
+          const int ix = ix0 + (t % s.kw) * s.dil_w;
+          const bool inside = iy >= 0 && iy < s.h_in && ix >= 0 && ix < s.w_in;
+          tap[t] = inside ? a.x + (static_cast<int64_t>(iy) * s.w_in + ix) * channels : a.zp_row;
+        }
       }
-      tap[taps] = a.zp_row;  // partner of an odd last tap (zero weights)
       uint8_t* out = a.y + (static_cast<int64_t>(oy) * s.w_out + ox) * channels;
       for (int c0 = 0; c0 < channels; c0 += 32) {
         const int left = channels - c0;
