@@ -105,6 +105,7 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
       path_ = Path::kDepthwiseNhwc;
       dw_nhwc_ = &pick_qdw_nhwc(isa_);
       dw_nhwc_weights_ = pack_qdw_nhwc(*dw_nhwc_, weights, w_zp_.data(), c_out, taps);
+      dw_nhwc_bias_ = qdw_nhwc_bias(bias_.data(), weights, w_zp_.data(), p_.x_zp, c_out, taps);
       slot_bytes_ = round64(static_cast<size_t>(c_out) + 64);  // the x_zp row
       return;
     }
@@ -304,10 +305,21 @@ void QConv::run_depthwise_nhwc(const uint8_t* x, uint8_t* y, uint8_t* scratch, T
         const int b = static_cast<int>(r / s.h_out);
         const int row = static_cast<int>(r % s.h_out);
         const int rows = static_cast<int>(std::min<int64_t>(r1 - r, s.h_out - row));
-        const QDwArgs args{
-            x + b * image_in,   &s,      p_.x_signed, p_.y_signed, p_.x_zp, dw_nhwc_weights_.data(), bias_.data(),
-            multiplier_.data(), p_.y_zp, lo_,         hi_,         scratch, y + b * image_out,       row,
-            row + rows};
+        const QDwArgs args{x + b * image_in,
+                           &s,
+                           p_.x_signed,
+                           p_.y_signed,
+                           p_.x_zp,
+                           dw_nhwc_weights_.data(),
+                           dw_nhwc_bias_.data(),
+                           multiplier_.data(),
+                           p_.y_zp,
+                           lo_,
+                           hi_,
+                           scratch,
+                           y + b * image_out,
+                           row,
+                           row + rows};
         dw_nhwc_->run(args);
         r += rows;
       }

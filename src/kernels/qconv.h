@@ -137,6 +137,7 @@ class QConv {
   std::unique_ptr<QConvGemm> gemm_;            // kGemmNhwc
   const struct QDwKernel* dw_nhwc_ = nullptr;  // kDepthwiseNhwc
   std::vector<int16_t> dw_nhwc_weights_;
+  std::vector<int32_t> dw_nhwc_bias_;  // bias with the x_zp correction
 };
 
 }  // namespace kvant

@@ -18,16 +18,19 @@ void qdw_nhwc_ref(const QDwArgs& a) {
     for (int ox = 0; ox < s.w_out; ++ox) {
       uint8_t* out = a.y + (static_cast<int64_t>(oy) * s.w_out + ox) * c_count;
       for (int c = 0; c < c_count; ++c) {
-        int32_t acc = a.bias[c];
+        uint32_t acc = static_cast<uint32_t>(a.bias[c]);  // wraps like the SIMD accumulators
         for (int t = 0; t < taps; ++t) {
           const int iy = oy * s.stride_h - s.pad_top + (t / s.kw) * s.dil_h;
           const int ix = ox * s.stride_w - s.pad_left + (t % s.kw) * s.dil_w;
-          if (iy < 0 || iy >= s.h_in || ix < 0 || ix >= s.w_in) continue;
-          const uint8_t raw = a.x[(static_cast<int64_t>(iy) * s.w_in + ix) * c_count + c];
-          const int32_t xv = a.x_signed ? int32_t{static_cast<int8_t>(raw)} : int32_t{raw};
-          acc += (xv - a.x_zp) * a.packed_w[static_cast<int64_t>(c) * taps + t];
+          int32_t xv = a.x_zp;  // outside: the zero point, cancelled by the bias
+          if (iy >= 0 && iy < s.h_in && ix >= 0 && ix < s.w_in) {
+            const uint8_t raw = a.x[(static_cast<int64_t>(iy) * s.w_in + ix) * c_count + c];
+            xv = a.x_signed ? int32_t{static_cast<int8_t>(raw)} : int32_t{raw};
+          }
+          acc += static_cast<uint32_t>(xv * a.packed_w[static_cast<int64_t>(c) * taps + t]);
         }
-        const float q = std::nearbyint(static_cast<float>(acc) * a.mult[c]) + static_cast<float>(a.y_zp);
+        const float q =
+            std::nearbyint(static_cast<float>(static_cast<int32_t>(acc)) * a.mult[c]) + static_cast<float>(a.y_zp);
         out[c] = static_cast<uint8_t>(
             static_cast<int32_t>(std::clamp(q, static_cast<float>(a.lo), static_cast<float>(a.hi))));
       }
@@ -37,6 +40,7 @@ void qdw_nhwc_ref(const QDwArgs& a) {
 
 constexpr QDwKernel kQDwKernels[] = {
 #if defined(__x86_64__)
+    {Isa::kAvx512Vnni, "qdw_nhwc_avx512vnni_32c", 32, qdw_nhwc_avx512vnni},
     {Isa::kAvx512, "qdw_nhwc_avx512_32c", 32, qdw_nhwc_avx512},
     {Isa::kAvx2, "qdw_nhwc_avx2_16c", 16, qdw_nhwc_avx2},
 #endif
@@ -49,6 +53,18 @@ std::span<const QDwKernel> qdw_nhwc_kernels() { return kQDwKernels; }
 
 const QDwKernel& pick_qdw_nhwc(Isa allowed) {
   return *pick_kernel(qdw_nhwc_kernels(), allowed, [](const QDwKernel&) { return true; });
+}
+
+std::vector<int32_t> qdw_nhwc_bias(const int32_t* bias, const int8_t* weights, const int32_t* w_zp, int32_t x_zp,
+                                   int channels, int taps) {
+  std::vector<int32_t> out(static_cast<size_t>(channels));
+  for (int c = 0; c < channels; ++c) {
+    int64_t sum = 0;
+    for (int t = 0; t < taps; ++t) sum += weights[static_cast<int64_t>(c) * taps + t] - w_zp[c];
+    out[static_cast<size_t>(c)] =
+        static_cast<int32_t>(static_cast<uint32_t>(bias[c]) - static_cast<uint32_t>(x_zp * sum));
+  }
+  return out;
 }
 
 std::vector<int16_t> pack_qdw_nhwc(const QDwKernel& kernel, const int8_t* weights, const int32_t* w_zp, int channels,

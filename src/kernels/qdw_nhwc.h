@@ -4,9 +4,12 @@
 //   acc[p, c] = bias[c] + sum_t (x[tap t of pixel p, c] - x_zp) * (w[c, t] - w_zp[c])
 //   y[p, c]   = clamp(nearbyint(float(acc) * mult[c]) + y_zp, lo, hi)
 //
-// Taps are taken in pairs; each product pair is one vpmaddwd on int16
-// values in [-255, 255] (exact in int32). A tap outside the input reads a row
-// of x_zp bytes, so it adds zero and the inner loop has no branch. Each table
+// The kernels multiply raw input values and take the zero point from the
+// bias: QDwArgs::bias is bias[c] - x_zp * sum_t (w[c, t] - w_zp[c]) (see
+// qdw_nhwc_bias). A tap outside the input reads a row of x_zp values, whose
+// products that correction cancels, so the inner loop has no branch. Taps go
+// in pairs: each product pair is one vpmaddwd (or vpdpwssd) on int16 values
+// (x in [-128, 255], w - w_zp in [-255, 255]: exact in int32). Each table
 // entry packs the (w - w_zp) pairs in the order its unpacks produce.
 #pragma once
 
@@ -54,7 +57,12 @@ const QDwKernel& pick_qdw_nhwc(Isa allowed);
 std::vector<int16_t> pack_qdw_nhwc(const QDwKernel& kernel, const int8_t* weights, const int32_t* w_zp, int channels,
                                    int taps);
 
+// bias[c] - x_zp * sum_t (w[c, t] - w_zp[c]), wrapping like the accumulators.
+std::vector<int32_t> qdw_nhwc_bias(const int32_t* bias, const int8_t* weights, const int32_t* w_zp, int32_t x_zp,
+                                   int channels, int taps);
+
 void qdw_nhwc_avx2(const QDwArgs& args);
 void qdw_nhwc_avx512(const QDwArgs& args);
+void qdw_nhwc_avx512vnni(const QDwArgs& args);
 
 }  // namespace kvant

@@ -1,5 +1,6 @@
 // AVX2 entry of the INT8 NHWC depthwise table (kernels/qdw_nhwc.h): 16
-// channels per step, taps in pairs through vpunpck{l,h}wd + vpmaddwd.
+// channels per step, taps in pairs through vpunpck{l,h}wd + vpmaddwd on the
+// raw input values (x_zp is in the bias).
 #include <immintrin.h>
 
 #include <cmath>
@@ -21,7 +22,6 @@ void qdw_nhwc_avx2(const QDwArgs& a) {
   const ConvShape& s = *a.s;
   const int channels = s.c_out, taps = s.kh * s.kw, pairs = (taps + 1) / 2;
   const int full = channels / 16 * 16;
-  const __m256i zp = _mm256_set1_epi16(static_cast<int16_t>(a.x_zp));
   const __m256 lo = _mm256_set1_ps(static_cast<float>(a.lo - a.y_zp));
   const __m256 hi = _mm256_set1_ps(static_cast<float>(a.hi - a.y_zp));
   const __m256i yzp = _mm256_set1_epi32(a.y_zp);
@@ -57,8 +57,8 @@ void qdw_nhwc_avx2(const QDwArgs& a) {
         const int16_t* w = a.packed_w + static_cast<int64_t>(c0 / 16) * pairs * 32;
         __m256i acc_lo = _mm256_setzero_si256(), acc_hi = _mm256_setzero_si256();
         for (int p = 0; p < pairs; ++p, w += 32) {
-          const __m256i xa = _mm256_sub_epi16(widen(tap[2 * p] + c0, a.x_signed), zp);
-          const __m256i xb = _mm256_sub_epi16(widen(tap[2 * p + 1] + c0, a.x_signed), zp);
+          const __m256i xa = widen(tap[2 * p] + c0, a.x_signed);
+          const __m256i xb = widen(tap[2 * p + 1] + c0, a.x_signed);
           acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb),
                                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))));
           acc_hi =
@@ -92,7 +92,7 @@ void qdw_nhwc_avx2(const QDwArgs& a) {
           for (int k = 0; k < 2; ++k) {
             const uint8_t raw = tap[2 * p + k][c];
             const int32_t xv = a.x_signed ? int32_t{static_cast<int8_t>(raw)} : int32_t{raw};
-            acc += (xv - a.x_zp) * wp[k];
+            acc += xv * wp[k];
           }
         }
         float f = static_cast<float>(acc) * a.mult[c];
