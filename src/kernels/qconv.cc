@@ -103,7 +103,14 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
   if (p_.nhwc) {
     if (depthwise && taps <= kQDwMaxTaps) {
       path_ = Path::kDepthwiseNhwc;
-      dw_nhwc_ = &pick_qdw_nhwc(isa_);
+      bool fit_s8 = true;
+      for (int c = 0; c < c_out && fit_s8; ++c) {
+        for (int t = 0; t < taps; ++t) {
+          const int v = weights[static_cast<int64_t>(c) * taps + t] - w_zp_[static_cast<size_t>(c)];
+          fit_s8 = fit_s8 && v >= -128 && v <= 127;
+        }
+      }
+      dw_nhwc_ = &pick_qdw_nhwc(isa_, p_.x_signed, fit_s8, c_out);
       dw_nhwc_weights_ = pack_qdw_nhwc(*dw_nhwc_, weights, w_zp_.data(), c_out, taps);
       dw_nhwc_bias_ = qdw_nhwc_bias(bias_.data(), weights, w_zp_.data(), p_.x_zp, c_out, taps);
       slot_bytes_ = round64(static_cast<size_t>(c_out) + 64);  // the x_zp row

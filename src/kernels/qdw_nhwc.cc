@@ -40,19 +40,21 @@ void qdw_nhwc_ref(const QDwArgs& a) {
 
 constexpr QDwKernel kQDwKernels[] = {
 #if defined(__x86_64__)
-    {Isa::kAvx512Vnni, "qdw_nhwc_avx512vnni_32c", 32, qdw_nhwc_avx512vnni},
-    {Isa::kAvx512, "qdw_nhwc_avx512_32c", 32, qdw_nhwc_avx512},
-    {Isa::kAvx2, "qdw_nhwc_avx2_16c", 16, qdw_nhwc_avx2},
+    {Isa::kAvx512Vnni, "qdw_nhwc_u8s8_avx512vnni_64c", 64, true, qdw_nhwc_u8s8_avx512vnni},
+    {Isa::kAvx512Vnni, "qdw_nhwc_avx512vnni_32c", 32, false, qdw_nhwc_avx512vnni},
+    {Isa::kAvx512, "qdw_nhwc_avx512_32c", 32, false, qdw_nhwc_avx512},
+    {Isa::kAvx2, "qdw_nhwc_avx2_16c", 16, false, qdw_nhwc_avx2},
 #endif
-    {Isa::kRef, "qdw_nhwc_ref", 1, qdw_nhwc_ref},
+    {Isa::kRef, "qdw_nhwc_ref", 1, false, qdw_nhwc_ref},
 };
 
 }  // namespace
 
 std::span<const QDwKernel> qdw_nhwc_kernels() { return kQDwKernels; }
 
-const QDwKernel& pick_qdw_nhwc(Isa allowed) {
-  return *pick_kernel(qdw_nhwc_kernels(), allowed, [](const QDwKernel&) { return true; });
+const QDwKernel& pick_qdw_nhwc(Isa allowed, bool x_signed, bool weights_fit_s8, int channels) {
+  return *pick_kernel(qdw_nhwc_kernels(), allowed,
+                      [&](const QDwKernel& k) { return !k.u8s8 || (!x_signed && weights_fit_s8 && channels >= 48); });
 }
 
 std::vector<int32_t> qdw_nhwc_bias(const int32_t* bias, const int8_t* weights, const int32_t* w_zp, int32_t x_zp,
@@ -74,6 +76,23 @@ std::vector<int16_t> pack_qdw_nhwc(const QDwKernel& kernel, const int8_t* weight
     return static_cast<int16_t>(weights[static_cast<int64_t>(c) * taps + t] - w_zp[c]);
   };
   const int b = kernel.channel_block;
+  if (kernel.u8s8) {
+    const int blocks = (channels + b - 1) / b, quads = (taps + 3) / 4;
+    std::vector<int16_t> out((static_cast<size_t>(blocks) * quads * 256 + 1) / 2);
+    auto* bytes = reinterpret_cast<int8_t*>(out.data());
+    size_t at = 0;
+    for (int j = 0; j < blocks; ++j) {
+      for (int q = 0; q < quads; ++q) {
+        for (int k = 0; k < 4; ++k) {
+          for (int e = 0; e < 16; ++e) {
+            const int c = j * b + 16 * (e / 4) + 4 * k + e % 4;
+            for (int t = 0; t < 4; ++t) bytes[at++] = static_cast<int8_t>(w(c, 4 * q + t));
+          }
+        }
+      }
+    }
+    return out;
+  }
   if (b == 1) {
     std::vector<int16_t> out(static_cast<size_t>(channels) * taps);
     for (int c = 0; c < channels; ++c) {

@@ -42,18 +42,28 @@ struct QDwKernel {
   Isa isa;
   const char* name;
   int channel_block;  // channels per vector step (packing granularity)
+  // Only for uint8 inputs and weights with every w - w_zp in [-128, 127]:
+  // packed as int8 quads of taps (vpdpbusd), see pack_qdw_nhwc.
+  bool u8s8;
   void (*run)(const QDwArgs& args);
 };
 
 std::span<const QDwKernel> qdw_nhwc_kernels();
-const QDwKernel& pick_qdw_nhwc(Isa allowed);
+// The first entry `allowed` permits that takes these inputs and weights
+// (u8s8 entries also need 48 channels or more: below, half their 64-channel
+// step is padding and the 32-channel entries are faster).
+const QDwKernel& pick_qdw_nhwc(Isa allowed, bool x_signed, bool weights_fit_s8, int channels);
 
 // (w - w_zp) of weights [c, kh * kw] as the entry's packed pairs, channels
 // padded with zero weights to whole blocks: per block of B = channel_block
 // channels, per tap pair (t0, t1) (the last one's t1 zero for an odd count),
 // B int16 "lo" then B "hi", as vpunpck{l,h}wd interleave them per 128-bit lane
 // L: lo = (w[8L+i, t0], w[8L+i, t1]) for i = 0..3, hi the same for i = 4..7.
-// The reference entry (B = 1) keeps [c][tap].
+// The reference entry (B = 1) keeps [c][tap]. u8s8 entries (B = 64) hold
+// bytes in the int16 storage: per block, per quad of taps q (missing taps
+// zero), four vectors k = 0..3 of 16 int32 lanes, lane e the 4 bytes
+// w'[c, 4q..4q+3] of channel c = 16 * (e / 4) + 4 * k + e % 4 (the order
+// vpunpck{l,h}bw then vpunpck{l,h}wd give the input bytes).
 std::vector<int16_t> pack_qdw_nhwc(const QDwKernel& kernel, const int8_t* weights, const int32_t* w_zp, int channels,
                                    int taps);
 
@@ -64,5 +74,6 @@ std::vector<int32_t> qdw_nhwc_bias(const int32_t* bias, const int8_t* weights, c
 void qdw_nhwc_avx2(const QDwArgs& args);
 void qdw_nhwc_avx512(const QDwArgs& args);
 void qdw_nhwc_avx512vnni(const QDwArgs& args);
+void qdw_nhwc_u8s8_avx512vnni(const QDwArgs& args);
 
 }  // namespace kvant
