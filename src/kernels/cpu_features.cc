@@ -71,6 +71,7 @@ CpuFeatures probe() {
     f.avx512vl = f.avx512f && bit(l7.ebx, 31);
     f.avx512dq = f.avx512f && bit(l7.ebx, 17);
     f.avx512_vnni = f.avx512f && bit(l7.ecx, 11);
+    f.avx512_vbmi = f.avx512f && f.avx512bw && bit(l7.ecx, 1);
   }
   if (os_amx && bit(l7.edx, 24) && bit(l7.edx, 25)) f.amx_int8 = request_amx_permission();
   return f;
@@ -130,6 +131,8 @@ bool isa_allows(Isa allowed, Isa entry, const CpuFeatures& cpu) {
   return static_cast<int>(entry) <= static_cast<int>(allowed) && isa_implemented(entry) && cpu_supports(cpu, entry);
 }
 
+bool cpu_has_extra(const CpuFeatures& cpu, uint32_t extra) { return (extra & kCpuVbmi) == 0 || cpu.avx512_vbmi; }
+
 Isa isa_from_name(const char* name, const CpuFeatures& cpu) {
   if (name == nullptr || name[0] == '\0') return best_isa(cpu);
   for (Isa isa : kAllIsas) {
@@ -165,6 +168,7 @@ std::string describe(const CpuFeatures& cpu) {
   add(cpu.avx512vl, "avx512vl");
   add(cpu.avx512dq, "avx512dq");
   add(cpu.avx512_vnni, "avx512_vnni");
+  add(cpu.avx512_vbmi, "avx512_vbmi");
   add(cpu.avx_vnni, "avx_vnni");
   add(cpu.amx_int8, "amx_int8");
   return s.empty() ? "no SIMD extensions kvant uses" : s;

@@ -15,6 +15,7 @@
 // throws kvant::Error with a message, never SIGILL.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace kvant {
@@ -27,6 +28,7 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512dq = false;
   bool avx512_vnni = false;
+  bool avx512_vbmi = false;  // vpermb / vpermi2b (Ice Lake, Zen 4, Sapphire Rapids; not Cascade Lake)
   bool avx_vnni = false;
   bool amx_int8 = false;  // AMX-TILE + AMX-INT8 with OS tile state and Linux permission
 };
@@ -61,6 +63,11 @@ Isa best_isa(const CpuFeatures& cpu);
 // Whether a kernel of level `entry` may run when `allowed` is the allowed
 // level: entry <= allowed, the build has it and the CPU supports it.
 bool isa_allows(Isa allowed, Isa entry, const CpuFeatures& cpu);
+
+// Features some entries need beyond their level (a bit mask): AVX-512 VBMI
+// comes with VNNI on most CPUs but not on Cascade Lake, so it is no level.
+enum CpuExtra : uint32_t { kCpuExtraNone = 0, kCpuVbmi = 1u << 0 };
+bool cpu_has_extra(const CpuFeatures& cpu, uint32_t extra);
 
 // Parses a KVANT_ISA value against `cpu`: null or empty means best_isa(cpu).
 // Throws kvant::Error (kInvalidArgument) for an unknown name, an ISA the CPU

@@ -17,13 +17,27 @@
 
 namespace kvant {
 
-// The first entry e of `table` with isa_allows(allowed, e.isa) and accepts(e);
-// nullptr when none (a table with a final kRef entry always has one).
+// Whether entry e may run: its level is allowed and supported, and so are
+// the extra CPU features it names (an entry with a `cpu_extra` member).
+template <typename Entry>
+bool entry_runs(const Entry& e, Isa allowed, const CpuFeatures& cpu) {
+  if (!isa_allows(allowed, e.isa, cpu)) return false;
+  if constexpr (requires { e.cpu_extra; }) return cpu_has_extra(cpu, e.cpu_extra);
+  return true;
+}
+// Whether the CPU could run entry e at all (any allowed level).
+template <typename Entry>
+bool entry_supported(const Entry& e, const CpuFeatures& cpu) {
+  return entry_runs(e, e.isa, cpu);
+}
+
+// The first entry e of `table` that entry_runs and accepts(e); nullptr when
+// none (a table with a final kRef entry always has one).
 template <typename Entry, typename Accepts>
 const Entry* pick_kernel(std::span<const Entry> table, Isa allowed, Accepts&& accepts) {
   const CpuFeatures& cpu = cpu_features();
   for (const Entry& e : table) {
-    if (isa_allows(allowed, e.isa, cpu) && accepts(e)) return &e;
+    if (entry_runs(e, allowed, cpu) && accepts(e)) return &e;
   }
   return nullptr;
 }

@@ -886,7 +886,7 @@ class Compiler {
     std::string what;
     for (const Node* n : unary) what += (what.empty() ? "" : ", ") + n->op_type;
     if (!gate.empty()) what = "x * " + what;
-    f.step = make_lookup_step(table, x.is_signed, y.is_signed, what.empty() ? "requantize" : what);
+    f.step = make_lookup_step(table, x.is_signed, y.is_signed, what.empty() ? "requantize" : what, m_.options_.isa);
     f.inputs = {dq.inputs[0]};
     std::string current =
         views.empty() ? (gate.empty() ? q : gate.back())->outputs[0] : unique_value_name(g_, dq.outputs[0] + "_lut");

@@ -72,7 +72,7 @@ namespace kvant {
 // it equals the QDQ simulation bit for bit. `table` holds 256 output codes
 // (as int32), indexed by the input's byte.
 std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x_signed, bool y_signed,
-                                       std::string what);
+                                       std::string what, Isa isa);
 
 // DQ(a), DQ(b) -> Add (or Mul) -> [Relu|Clip] -> Q on equal shapes, computed
 // with the simulation's float operations per element (bit-exact).

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/lookup_u8.h"
 #include "kernels/qadd.h"
 #include "ops/op_registry.h"
 #include "ops/op_util.h"
@@ -33,8 +34,8 @@ void check_code_input(const std::string& name, const Tensor& t, bool is_signed) 
 
 class LookupStep : public Step {
  public:
-  LookupStep(const std::vector<int32_t>& table, bool x_signed, bool y_signed, std::string what)
-      : x_signed_(x_signed), y_signed_(y_signed), what_(std::move(what)) {
+  LookupStep(const std::vector<int32_t>& table, bool x_signed, bool y_signed, std::string what, Isa isa)
+      : x_signed_(x_signed), y_signed_(y_signed), what_(std::move(what)), kernel_(&pick_lookup_u8(isa)) {
     for (size_t i = 0; i < 256; ++i) table_[i] = static_cast<uint8_t>(table[i] & 0xff);
   }
   std::string kernel() const override { return "lookup_table (" + what_ + ")"; }
@@ -42,24 +43,15 @@ class LookupStep : public Step {
     check_code_input(name, *in[0], x_signed_);
     out.assign(1, {code_type(y_signed_), in[0]->shape()});
   }
-  // 8 codes per 64-bit load and store (byte loads and stores cost more than
-  // the table reads); chunks over the pool.
+  // Chunks over the pool (lookup_u8.h's kernel).
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
     const uint8_t* x = static_cast<const uint8_t*>(in[0]->raw());
     uint8_t* y = static_cast<uint8_t*>(out[0]->raw());
     const int64_t n = in[0]->numel();
     constexpr int64_t kChunk = 32768;
     parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
-      const int64_t end = std::min(n, ce * kChunk);
-      int64_t i = cb * kChunk;
-      for (; i + 8 <= end; i += 8) {
-        uint64_t codes;
-        std::memcpy(&codes, x + i, 8);
-        uint64_t mapped = 0;
-        for (int b = 0; b < 8; ++b) mapped |= uint64_t{table_[(codes >> (8 * b)) & 0xff]} << (8 * b);
-        std::memcpy(y + i, &mapped, 8);
-      }
-      for (; i < end; ++i) y[i] = table_[x[i]];
+      const int64_t begin = cb * kChunk, end = std::min(n, ce * kChunk);
+      kernel_->run(table_, x + begin, y + begin, end - begin);
     });
   }
 
@@ -67,6 +59,7 @@ class LookupStep : public Step {
   uint8_t table_[256] = {};
   bool x_signed_, y_signed_;
   std::string what_;
+  const LookupU8Kernel* kernel_;
 };
 
 class QAddStep : public Step {
@@ -427,8 +420,8 @@ class QGlobalAvgPoolStep : public Step {
 }  // namespace
 
 std::unique_ptr<Step> make_lookup_step(const std::vector<int32_t>& table, bool x_signed, bool y_signed,
-                                       std::string what) {
-  return std::make_unique<LookupStep>(table, x_signed, y_signed, std::move(what));
+                                       std::string what, Isa isa) {
+  return std::make_unique<LookupStep>(table, x_signed, y_signed, std::move(what), isa);
 }
 std::unique_ptr<Step> make_qadd_step(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y,
                                      const FloatClamp& clamp, Isa isa, bool multiply) {

@@ -15,6 +15,7 @@
 #include "kernel_walk.h"
 #include "kernels/dynamic_quant.h"
 #include "kernels/layout_u8.h"
+#include "kernels/lookup_u8.h"
 #include "ops/op_registry.h"
 
 namespace kvant {
@@ -155,6 +156,34 @@ TEST(LayoutU8, TransposeAndRequantMatchTheReference) {
         rref.run(args(want.data()));
         EXPECT_EQ(got, want) << k->name << " n=" << n << " zp " << zp;
       }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvant
+
+namespace kvant {
+namespace {
+
+// The byte lookup (lookup_u8.h): every entry against the reference on odd
+// lengths and every code, with a sentinel past the end.
+TEST(LookupU8, EveryEntryMatchesTheReference) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  test::check_coverage(lookup_u8_kernels(), allowed, "lookup_u8 table");
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> byte(0, 255);
+  uint8_t table[256];
+  for (auto& v : table) v = static_cast<uint8_t>(byte(rng));
+  const LookupU8Kernel& ref = lookup_u8_kernels().back();
+  for (const LookupU8Kernel* k : test::runnable_entries(lookup_u8_kernels(), allowed)) {
+    for (int n : {0, 1, 7, 63, 64, 65, 256, 1000}) {
+      std::vector<uint8_t> x(static_cast<size_t>(n));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i < 256 ? i : byte(rng));
+      std::vector<uint8_t> got(static_cast<size_t>(n) + 1, 0xA5), want = got;
+      k->run(table, x.data(), got.data(), n);
+      ref.run(table, x.data(), want.data(), n);
+      EXPECT_EQ(got, want) << k->name << " n=" << n;
     }
   }
 }

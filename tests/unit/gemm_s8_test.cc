@@ -281,7 +281,7 @@ TEST(CpuFeatures, IsaFromName) {
   EXPECT_EQ(isa_from_name(nullptr, avx2), Isa::kAvx2);
   // A CPU with every feature: every level is known by name; levels without
   // kernels in this build are an error.
-  CpuFeatures all{true, true, true, true, true, true, true, true, true};
+  CpuFeatures all{true, true, true, true, true, true, true, true, true, true};
   for (Isa isa : kAllIsas) {
     if (isa_implemented(isa)) {
       EXPECT_EQ(isa_from_name(isa_name(isa), all), isa);

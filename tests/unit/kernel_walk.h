@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/kernel_table.h"
 
 namespace kvant::test {
 
@@ -42,7 +43,7 @@ template <typename Entry>
 std::vector<const Entry*> runnable_entries(std::span<const Entry> table, Isa allowed) {
   std::vector<const Entry*> out;
   for (const Entry& e : table) {
-    if (isa_allows(allowed, e.isa, cpu_features())) out.push_back(&e);
+    if (entry_runs(e, allowed, cpu_features())) out.push_back(&e);
   }
   return out;
 }
@@ -55,12 +56,12 @@ void check_coverage(std::span<const Entry> table, Isa allowed, const char* what)
   const bool env_set = std::getenv("KVANT_ISA") != nullptr && std::getenv("KVANT_ISA")[0] != '\0';
   std::string ran, skipped;
   for (const Entry& e : table) {
-    if (isa_allows(allowed, e.isa, cpu)) {
+    if (entry_runs(e, allowed, cpu)) {
       ran += std::string(" ") + e.name;
       continue;
     }
-    skipped += std::string(" ") + e.name + (cpu_supports(cpu, e.isa) ? " (KVANT_ISA)" : " (CPU lacks it)");
-    if (!env_set && cpu_supports(cpu, e.isa) && isa_implemented(e.isa)) {
+    skipped += std::string(" ") + e.name + (entry_supported(e, cpu) ? " (KVANT_ISA)" : " (CPU lacks it)");
+    if (!env_set && entry_supported(e, cpu)) {
       ADD_FAILURE() << what << ": this CPU supports " << e.name << " but the walk skipped it";
     }
   }

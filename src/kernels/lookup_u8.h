@@ -1,0 +1,28 @@
+// y[i] = table[x[i]] over bytes: the kernel of the compiled lookup-table
+// steps (any chain of elementwise ops between a DequantizeLinear and a
+// QuantizeLinear, tabulated over the 256 codes). A kernel table
+// (kernel_table.h); the reference entry defines the result.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "kernels/cpu_features.h"
+
+namespace kvant {
+
+struct LookupU8Kernel {
+  Isa isa;
+  uint32_t cpu_extra;  // CpuExtra bits the entry needs beyond its level
+  const char* name;
+  void (*run)(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n);
+};
+
+std::span<const LookupU8Kernel> lookup_u8_kernels();
+const LookupU8Kernel& pick_lookup_u8(Isa allowed);
+
+// x86_avx512vbmi/lookup_u8_avx512vbmi.cc: 64 bytes per step, two vpermi2b
+// (the table's halves) and a select on the index's top bit.
+void lookup_u8_avx512vbmi(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n);
+
+}  // namespace kvant
