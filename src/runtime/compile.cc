@@ -771,7 +771,7 @@ class Compiler {
     f.nodes = {&node, q};
     for (const Node* n : f.nodes) consumed_.insert(n);
     ++absorbed_reads_[dx->outputs[0]];
-    f.step = make_qglobal_avgpool_step(x, y, nhwc);
+    f.step = make_qglobal_avgpool_step(x, y, nhwc, m_.options_.isa);
     f.inputs = {dx->inputs[0]};
     f.outputs = {q->outputs[0]};
     return f;

@@ -89,7 +89,7 @@ std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool i
 // The same kernel on float32 (NaN handling: comparisons skip NaN, as std::max does).
 std::unique_ptr<Step> make_maxpool_f32_step(const Node& node, int64_t opset);
 
-std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y, bool nhwc = false);
+std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y, bool nhwc, Isa isa);
 
 }  // namespace kvant
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/gap_u8.h"
 #include "kernels/lookup_u8.h"
 #include "kernels/qadd.h"
 #include "ops/op_registry.h"
@@ -328,8 +329,12 @@ class QMaxPoolStep : public Step {
 
 class QGlobalAvgPoolStep : public Step {
  public:
-  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y, bool nhwc) : x_(x), y_(y), nhwc_(nhwc) {
-    for (int v = 0; v < 256; ++v) table_[v] = dq(x.is_signed ? static_cast<int8_t>(v) : v, x);
+  QGlobalAvgPoolStep(const QuantScalar& x, const QuantScalar& y, bool nhwc, Isa isa)
+      : x_(x), y_(y), nhwc_(nhwc), sums_(&pick_gap_u8(isa)) {
+    for (int v = 0; v < 256; ++v) {
+      table_f_[v] = dq(x.is_signed ? static_cast<int8_t>(v) : v, x);
+      table_[v] = table_f_[v];
+    }
   }
   std::string kernel() const override { return nhwc_ ? "global_avgpool_q_nhwc" : "global_avgpool_q"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
@@ -348,15 +353,20 @@ class QGlobalAvgPoolStep : public Step {
   size_t scratch_bytes(std::span<const Tensor* const> in) const override {
     return nhwc_ ? static_cast<size_t>(in[0]->dim(3)) * sizeof(double) * 4 : 0;
   }
-  // NHWC: the same sums per channel, pixels in the same (row-major) order.
+  // NHWC: the same sums per channel: any order while exact (gap_u8.h),
+  // else the pixels in the simulation's (row-major) order.
   template <typename T>
   void loop_nhwc(const T* x, T* y, int64_t batch, int64_t pixels, int64_t channels, double* sums) const {
     for (int64_t b = 0; b < batch; ++b) {
       const auto* xb = reinterpret_cast<const uint8_t*>(x + b * pixels * channels);
-      std::fill(sums, sums + channels, 0.0);
-      for (int64_t p = 0; p < pixels; ++p) {
-        const uint8_t* xp = xb + p * channels;
-        for (int64_t c = 0; c < channels; ++c) sums[c] += table_[xp[c]];
+      if (pixels <= (int64_t{1} << 20)) {
+        sums_->run(xb, pixels, channels, table_f_, sums);
+      } else {
+        std::fill(sums, sums + channels, 0.0);
+        for (int64_t p = 0; p < pixels; ++p) {
+          const uint8_t* xp = xb + p * channels;
+          for (int64_t c = 0; c < channels; ++c) sums[c] += table_[xp[c]];
+        }
       }
       for (int64_t c = 0; c < channels; ++c) {
         y[b * channels + c] = static_cast<T>(qz(static_cast<float>(sums[c] / static_cast<double>(pixels)), y_));
@@ -414,7 +424,9 @@ class QGlobalAvgPoolStep : public Step {
  private:
   QuantScalar x_, y_;
   bool nhwc_;
-  double table_[256];  // DQ value of each raw byte
+  const GapU8Kernel* sums_;
+  double table_[256];   // DQ value of each raw byte
+  float table_f_[256];  // the same values as floats (exact)
 };
 
 }  // namespace
@@ -433,8 +445,8 @@ std::unique_ptr<Step> make_qmaxpool_step(const Node& node, int64_t opset, bool i
 std::unique_ptr<Step> make_maxpool_f32_step(const Node& node, int64_t opset) {
   return std::make_unique<QMaxPoolStep>(node, opset, false, true);
 }
-std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y, bool nhwc) {
-  return std::make_unique<QGlobalAvgPoolStep>(x, y, nhwc);
+std::unique_ptr<Step> make_qglobal_avgpool_step(const QuantScalar& x, const QuantScalar& y, bool nhwc, Isa isa) {
+  return std::make_unique<QGlobalAvgPoolStep>(x, y, nhwc, isa);
 }
 
 }  // namespace kvant

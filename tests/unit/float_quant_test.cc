@@ -14,6 +14,7 @@
 
 #include "kernel_walk.h"
 #include "kernels/dynamic_quant.h"
+#include "kernels/gap_u8.h"
 #include "kernels/layout_u8.h"
 #include "kernels/lookup_u8.h"
 #include "ops/op_registry.h"
@@ -184,6 +185,37 @@ TEST(LookupU8, EveryEntryMatchesTheReference) {
       k->run(table, x.data(), got.data(), n);
       ref.run(table, x.data(), want.data(), n);
       EXPECT_EQ(got, want) << k->name << " n=" << n;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvant
+
+namespace kvant {
+namespace {
+
+// Channel sums for the NHWC global average pool (gap_u8.h): exact, so every
+// entry equals the reference bit for bit whatever its order.
+TEST(GapU8, EveryEntryMatchesTheReference) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  test::check_coverage(gap_u8_kernels(), allowed, "gap_u8 table");
+  std::mt19937 rng(13);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (float scale : {0.0173f, 3.1e-5f, 117.0f}) {
+    float table[256];
+    for (int v = 0; v < 256; ++v) table[v] = static_cast<float>(v - 131) * scale;
+    const GapU8Kernel& ref = gap_u8_kernels().back();
+    for (const GapU8Kernel* k : test::runnable_entries(gap_u8_kernels(), allowed)) {
+      for (auto [pixels, channels] : {std::pair{1, 1}, std::pair{49, 17}, std::pair{3136, 32}, std::pair{7, 1152}}) {
+        std::vector<uint8_t> x(static_cast<size_t>(pixels) * channels);
+        for (auto& v : x) v = static_cast<uint8_t>(byte(rng));
+        std::vector<double> got(static_cast<size_t>(channels) + 1, -1.0), want = got;
+        k->run(x.data(), pixels, channels, table, got.data());
+        ref.run(x.data(), pixels, channels, table, want.data());
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(double)), 0)
+            << k->name << " " << pixels << "x" << channels << " scale " << scale;
+      }
     }
   }
 }
