@@ -82,7 +82,8 @@ ModelRunner::ModelRunner(const Model& model, const std::string& path, bool refer
     : path_(path), threads_(threads) {
   try {
     if (reference) {
-      reference_ = std::make_unique<ReferenceExecutor>(model);
+      model_ = model;
+      reference_ = std::make_unique<ReferenceExecutor>(model_);
     } else {
       compiled_ = std::make_unique<CompiledModel>(model, default_compile_options(threads));
     }

@@ -54,6 +54,7 @@ class ModelRunner {
 
  private:
   std::string path_;
+  Model model_;  // the reference executor's (it refers to its model); tensors are shared, not copied
   std::unique_ptr<ReferenceExecutor> reference_;
   std::unique_ptr<CompiledModel> compiled_;
   int threads_ = 1;

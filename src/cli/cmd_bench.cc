@@ -126,6 +126,7 @@ int bench_command(const BenchOptions& opt) {
   apply_shape_overrides(model.graph, load.input_shapes);
 
   const ModelRunnerPtr executor = make_runner(model, opt.model, opt.reference, opt.threads);
+  model.graph.initializers.clear();  // the runner holds what it needs: the weights are freed with it
   std::mt19937 rng(opt.seed);
   std::map<std::string, Tensor> feeds;
   std::string inputs_text;

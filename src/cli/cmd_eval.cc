@@ -79,8 +79,10 @@ int eval_command(const EvalArgs& a) {
   LoadOptions load;
   load.infer_shapes = false;  // the data fixes every shape; inputs are checked against the declarations
   for (const auto& path : a.models) models.push_back(load_model(path, load));
-  for (size_t i = 0; i < models.size(); ++i)
+  for (size_t i = 0; i < models.size(); ++i) {
     executors.push_back(make_runner(models[i], a.models[i], a.reference, a.threads));
+    models[i].graph.initializers.clear();  // the runner holds what it needs
+  }
   const Graph& g0 = models[0].graph;
   std::string output = a.output.empty() ? g0.outputs.at(0).name : a.output;
   for (size_t i = 0; i < models.size(); ++i) {

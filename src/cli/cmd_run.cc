@@ -140,7 +140,7 @@ Tensor npy_compatible(const Tensor& t, const std::string& name) {
 int run_command(const RunOptions& opt) {
   LoadOptions load;
   load.infer_shapes = false;  // the given arrays fix every dim
-  const Model model = load_model(opt.model, load);
+  Model model = load_model(opt.model, load);
   const Graph& graph = model.graph;
 
   // 1. Inputs: names, files, types, values.
@@ -159,6 +159,7 @@ int run_command(const RunOptions& opt) {
   }
 
   const ModelRunnerPtr executor = make_runner(model, opt.model, opt.reference);
+  model.graph.initializers.clear();  // the runner holds what it needs: the weights are freed with it
 
   // 2. Outputs: the folder and file names, checked before running.
   const fs::path dir(opt.output_dir);

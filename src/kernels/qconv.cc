@@ -81,7 +81,6 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
   const int cin_g = s.c_in / s.group;
   const int cout_g = c_out / s.group;
   const int taps = s.kh * s.kw;
-  weights_.assign(weights, weights + static_cast<int64_t>(c_out) * cin_g * taps);
   w_zp_.assign(static_cast<size_t>(c_out), 0);
   for (int m = 0; m < c_out; ++m) {
     if (!p_.w_zp.empty()) w_zp_[static_cast<size_t>(m)] = p_.w_zp[p_.w_zp.size() == 1 ? 0 : static_cast<size_t>(m)];
@@ -122,6 +121,7 @@ QConv::QConv(const QConvParams& params, const int8_t* weights, Isa isa) : p_(par
   }
   if (isa_ == Isa::kRef) {
     path_ = Path::kRef;
+    weights_.assign(weights, weights + static_cast<int64_t>(c_out) * cin_g * taps);  // only this path reads them
     return;
   }
   const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;

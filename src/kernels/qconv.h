@@ -116,7 +116,7 @@ class QConv {
   Isa isa_;
   Path path_ = Path::kRef;
   int slots_ = 1;
-  std::vector<int8_t> weights_;    // original layout (ref path)
+  std::vector<int8_t> weights_;    // original layout (ref path only)
   std::vector<int32_t> w_zp_;      // c_out values
   std::vector<int32_t> bias_;      // c_out values, padded to the packing block
   std::vector<float> multiplier_;  // c_out values, padded

@@ -94,6 +94,26 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     if (nhwc_layout(model_.graph, model_.opset(), quantized_input)) model_.opset_imports["com.kvant"] = 1;
   }
   compile();
+  // The steps hold what they need (packed weights, or the constants their
+  // inputs name): the graph's other initializers are dropped, so the
+  // unpacked weights are freed once the caller's model goes too.
+  std::vector<bool> read(values_.size(), false);
+  for (const auto& step : steps_) {
+    for (int v : step->inputs) {
+      if (v >= 0) read[static_cast<size_t>(v)] = true;
+    }
+  }
+  for (auto it = model_.graph.initializers.begin(); it != model_.graph.initializers.end();) {
+    auto id = value_ids_.find(it->first);
+    const bool needed = model_.graph.find_input(it->first) != nullptr ||
+                        (id != value_ids_.end() && read[static_cast<size_t>(id->second)]);
+    if (needed) {
+      ++it;
+      continue;
+    }
+    if (id != value_ids_.end()) values_[static_cast<size_t>(id->second)].tensor = Tensor();
+    it = model_.graph.initializers.erase(it);
+  }
 }
 
 CompiledModel::~CompiledModel() = default;
