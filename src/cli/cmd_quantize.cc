@@ -23,6 +23,7 @@
 #include "cli/json.h"
 #include "cli/quant_report.h"
 #include "io/dataset.h"
+#include "io/output_file.h"
 #include "onnx/writer.h"
 #include "quant/quantize.h"
 
@@ -87,14 +88,16 @@ void check_paths(const QuantizeArgs& a) {
   std::error_code ec;
   if (!fs::exists(a.model, ec)) fail(a.model + ": no such file");
   if (a.output.empty()) fail("-o/--output is required: the file to write the quantized model to");
-  if (fs::exists(a.output, ec)) {
-    if (fs::equivalent(a.model, a.output, ec)) {
-      fail("-o " + a.output + " is the input model itself; kvant never overwrites its input, choose another name");
-    }
-    if (!a.force) fail(a.output + " already exists; pass --force to overwrite it");
+  if (fs::exists(a.output, ec) && fs::equivalent(a.model, a.output, ec)) {
+    fail("-o " + a.output + " is the input model itself; kvant never overwrites its input, choose another name");
   }
-  const fs::path parent = fs::absolute(a.output, ec).parent_path();
-  if (!fs::is_directory(parent, ec)) fail("-o " + a.output + ": folder " + parent.string() + " does not exist");
+  // Refused before any work: a non-regular file (link, FIFO, device) always,
+  // an existing regular file without --force (io/output_file.h).
+  check_output_target(a.output, a.force, "-o");
+  if (!a.report.empty()) {
+    if (fs::absolute(a.report, ec) == fs::absolute(a.output, ec)) fail("--report and -o name the same file");
+    check_output_target(a.report, a.force, "--report");
+  }
 }
 
 QuantizeOptions make_options(const QuantizeArgs& a) {
@@ -168,15 +171,17 @@ int quantize_command(const QuantizeArgs& a) {
   // Against the user's file, not the prepared model: names that preparation
   // made up (BatchNorm-folded biases) are short ids too.
   compact_new_names(original, written);
-  const Status saved = save_onnx(written, a.output);
-  if (!saved.ok()) throw Error(saved.code(), saved.message());
+  // Written to a temporary file now, put in
+  // place only once everything below succeeded: a failure leaves nothing.
+  auto pending = prepare_save(written, a.output);
+  if (!pending.ok()) throw Error(pending.status().code(), pending.status().message());
 
   QuantReport report;
   report.mode = a.mode + (options.mode == QuantMode::kWeightOnly ? " int" + std::to_string(a.bits) : "");
   report.input = a.model;
   report.output = a.output;
   report.fp32_bytes = model_bytes_on_disk(a.model);
-  report.quantized_bytes = model_bytes_on_disk(a.output);
+  report.quantized_bytes = (*pending)->bytes();
   report.summary = summary;
   if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
     report.layer_samples = std::min<int64_t>(a.report_samples, std::max<int64_t>(data->size(), 0));
@@ -185,6 +190,7 @@ int quantize_command(const QuantizeArgs& a) {
   } else if (!data) {
     report.notes.push_back("per-layer error not measured: pass --calib DATA to compare each layer with FP32");
   }
+  (*pending)->commit();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   print_quant_report(std::cout, report);
   if (!a.report.empty()) write_json_file(a.report, quant_report_json(report));
@@ -236,7 +242,7 @@ CommandFn add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
   cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
-  cmd->add_flag("-f,--force", a->force, "Overwrite the output file if it exists");
+  cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");
   return [a]() { return quantize_command(*a); };
 }
 
