@@ -54,6 +54,7 @@ struct QuantizeArgs {
   std::vector<std::string> exclude;
   std::string report;
   bool force = false;
+  bool allow_nonfinite = false;
 };
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
@@ -120,6 +121,7 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   o.reduce_range = a.reduce_range;
   o.group_size = a.group_size;
   o.exclude = a.exclude;
+  o.allow_nonfinite = a.allow_nonfinite;
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
@@ -171,10 +173,11 @@ int quantize_command(const QuantizeArgs& a) {
   // Against the user's file, not the prepared model: names that preparation
   // made up (BatchNorm-folded biases) are short ids too.
   compact_new_names(original, written);
-  // Written to a temporary file now, put in
+  // Checked (onnx/export_check.h) and written to a temporary file now, put in
   // place only once everything below succeeded: a failure leaves nothing.
   auto pending = prepare_save(written, a.output);
   if (!pending.ok()) throw Error(pending.status().code(), pending.status().message());
+  for (const std::string& w : summary.warnings) std::cerr << "kvant: warning: " << printable(w) << "\n";
 
   QuantReport report;
   report.mode = a.mode + (options.mode == QuantMode::kWeightOnly ? " int" + std::to_string(a.bits) : "");
@@ -243,6 +246,8 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
   cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");
+  cmd->add_flag("--allow-nonfinite", a->allow_nonfinite,
+                "Quantize weights that hold NaN or Inf (NaN becomes the zero point) instead of refusing them");
   return [a]() { return quantize_command(*a); };
 }
 

@@ -23,11 +23,10 @@
 
 namespace {
 
-int report_error(std::string message) {
-  for (char& c : message) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  std::cerr << "kvant: error: " << message << std::endl;
+// One line, whatever the message holds: names from a model may contain
+// newlines, ESC or NUL (ir/graph.h: printable).
+int report_error(const std::string& message) {
+  std::cerr << "kvant: error: " << kvant::printable(message) << std::endl;
   return 1;
 }
 

@@ -49,6 +49,7 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
   if (s.calibration_samples > 0) os << "calibration " << s.calibration_samples << " samples\n";
   for (const auto& n : s.notes) os << "note        " << n << "\n";
   for (const auto& n : r.notes) os << "note        " << n << "\n";
+  for (const auto& w : s.warnings) os << "warning     " << printable(w) << "\n";
   if (r.layers.empty()) return;
   const size_t shown = std::min<size_t>(r.layers.size(), 10);
   size_t width = 5;
@@ -89,6 +90,9 @@ Json quant_report_json(const QuantReport& r) {
   for (const auto& n : r.summary.notes) notes.push(n);
   for (const auto& n : r.notes) notes.push(n);
   j.set("notes", notes);
+  Json warnings = Json::array();
+  for (const auto& w : r.summary.warnings) warnings.push(w);
+  j.set("warnings", warnings);
   j.set("layer_error_samples", r.layer_samples);
   Json layers = Json::array();
   for (const auto& e : r.layers) {

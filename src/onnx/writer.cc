@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "io/output_file.h"
+#include "onnx/export_check.h"
 #include "onnx/tensor_proto.h"
 
 namespace kvant {
@@ -184,6 +185,7 @@ Result<std::unique_ptr<PendingSave>> prepare_save(const Model& model, const std:
   const std::string data_name = file.filename().string() + ".data";
   try {
     onnx::ModelProto proto = model_to_proto(model);
+    check_for_export(model, proto);  // an invalid model is an error, never a file
     const bool external = options.force_external_data || static_cast<int64_t>(proto.ByteSizeLong()) > kProtobufLimit;
     auto pending = std::make_unique<PendingSave>();
     pending->file_ = file;
