@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "runtime/thread_pool.h"
+
 namespace kvant::cli {
 
 namespace {
@@ -106,6 +108,13 @@ std::string ModelRunner::describe() const {
 
 ModelRunnerPtr make_runner(const Model& model, const std::string& path, bool reference, int threads) {
   return std::make_unique<ModelRunner>(model, path, reference, threads);
+}
+
+void check_threads(int threads) {
+  if (threads < 1 || threads > max_pool_threads()) {
+    fail("--threads " + std::to_string(threads) + ": must be between 1 and " + std::to_string(max_pool_threads()) +
+         " (4 x the hardware threads, at most 256)");
+  }
 }
 
 std::string format_count(int64_t value) {

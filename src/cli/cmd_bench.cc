@@ -117,7 +117,7 @@ class Progress {
 int bench_command(const BenchOptions& opt) {
   if (opt.runs < 1) fail("--runs must be at least 1");
   if (opt.warmup < 0) fail("--warmup must not be negative");
-  if (opt.threads < 1) fail("--threads must be at least 1");
+  check_threads(opt.threads);
   if (opt.profile && opt.reference) fail("--profile needs the compiled model (drop --reference)");
   LoadOptions load;
   load.infer_shapes = false;

@@ -71,7 +71,7 @@ void check_finite(const std::map<std::string, Tensor>& feed, int64_t sample) {
 }
 
 int eval_command(const EvalArgs& a) {
-  if (a.threads < 1) fail("--threads must be at least 1");
+  check_threads(a.threads);
   if (a.models.empty()) fail("give the model to evaluate, and optionally its quantized versions");
   const auto start = std::chrono::steady_clock::now();
   std::vector<Model> models;

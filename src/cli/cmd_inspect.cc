@@ -83,6 +83,7 @@ void print_plan(const InspectOptions& opt, const Model& model, std::ostream& out
     }
     shapes[in.name] = shape;
   }
+  check_threads(opt.threads);
   CompiledModel compiled(model, default_compile_options(opt.threads));
   compiled.prepare(shapes);
   out << "compiled plan\n" << compiled.describe_plan();
