@@ -135,7 +135,14 @@ int eval_command(const EvalArgs& a) {
           fail("the labels (" + labels_path + ") hold " + std::to_string(labels.size()) +
                " entries, but the data has more samples");
         }
-        for (auto& s : scores) s.correct += argmax(s.last) == labels[static_cast<size_t>(n)];
+        const int64_t label = labels[static_cast<size_t>(n)];
+        const auto classes = static_cast<int64_t>(scores[0].last.size());
+        if (label < 0 || label >= classes) {
+          fail("the labels (" + labels_path + "): entry " + std::to_string(n) + " is class " + std::to_string(label) +
+               ", but the model scores " + std::to_string(classes) + " classes (0 to " + std::to_string(classes - 1) +
+               ")");
+        }
+        for (auto& s : scores) s.correct += argmax(s.last) == label;
       }
       for (size_t m = 1; m < models.size(); ++m) scores[m].agree += argmax(scores[m].last) == top0;
     }

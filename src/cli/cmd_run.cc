@@ -168,15 +168,19 @@ int run_command(const RunOptions& opt) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     fail("--output-dir " + opt.output_dir + " is a file, not a folder");
-  if (!fs::exists(dir, ec) && (!fs::create_directories(dir, ec) || ec)) {
-    fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
-  }
+  const bool create_dir = !fs::exists(dir, ec);
   const std::vector<fs::path> paths = output_paths(graph, dir);
-  for (const auto& p : paths) check_output_target(p, opt.force, "--output-dir");
+  if (!create_dir) {
+    for (const auto& p : paths) check_output_target(p, opt.force, "--output-dir");
+  }
 
   // 3. Run, write every output to its temporary file, then rename them all:
   // a failure on the way leaves no output file behind (io/output_file.h).
   const std::map<std::string, Tensor> outputs = executor->run(feeds);
+  // The folder is made only now, so a failed run leaves nothing behind.
+  if (create_dir && (!fs::create_directories(dir, ec) || ec)) {
+    fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
+  }
   std::vector<std::unique_ptr<OutputFile>> files;
   for (size_t i = 0; i < graph.outputs.size(); ++i) {
     const std::string& name = graph.outputs[i].name;

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cli/cli_common.h"
+#include "ir/limits.h"
 
 #ifndef KVANT_VERSION
 #define KVANT_VERSION "unknown"
@@ -37,6 +38,15 @@ int run_main(int argc, char** argv) {
       "kvant"};
   app.set_version_flag("--version", std::string("kvant ") + KVANT_VERSION, "Print the version and exit");
   app.require_subcommand(0, 1);
+  // Limits on what a model or data file may make kvant do (ir/limits.h,
+  // docs/security.md); given before or after the command.
+  app.fallthrough();
+  std::string max_memory;
+  int64_t max_loop_iterations = kvant::kDefaultMaxLoopIterations;
+  app.add_option("--max-memory", max_memory,
+                 "Memory budget for tensors and data, e.g. 2G, 512M (default: 3/4 of RAM, 1/2 of ulimit -v)");
+  app.add_option("--max-loop-iterations", max_loop_iterations, "Iterations a Loop node may run at most")
+      ->capture_default_str();
 
   const kvant::cli::CommandFn inspect = kvant::cli::add_inspect_command(app);
   const kvant::cli::CommandFn run = kvant::cli::add_run_command(app);
@@ -59,6 +69,12 @@ int run_main(int argc, char** argv) {
     }
     return report_error(message);
   }
+
+  if (!max_memory.empty()) kvant::set_memory_budget_bytes(kvant::cli::parse_bytes(max_memory, "--max-memory"));
+  if (max_loop_iterations < 1) {
+    return report_error("--max-loop-iterations must be at least 1, got " + std::to_string(max_loop_iterations));
+  }
+  kvant::set_max_loop_iterations(max_loop_iterations);
 
   if (app.got_subcommand("inspect")) return inspect();
   if (app.got_subcommand("run")) return run();

@@ -43,7 +43,7 @@ expect_ok "inspect --batch" '"batch": 3' "$KVANT" inspect sym.onnx --batch 3 --j
 if ! $PY -c 'import json; d=json.load(open("out.txt")); assert d["inputs"][0]["shape"] == ["batch", 4], d["inputs"]; assert d["macs"]["batch_dims_assumed"] == ["batch"], d["macs"]' 2>err.txt; then
   fail "inspect --batch content: $(cat err.txt)"
 fi
-expect_error "inspect --batch 0" "--batch" "$KVANT" inspect sym.onnx --batch 0
+expect_error "inspect --batch 0" "--batch must be at least 1, got 0" "$KVANT" inspect sym.onnx --batch 0
 expect_ok "inspect --shape" '"shape": [' "$KVANT" inspect sym.onnx --shape x=2x4 --json
 if ! $PY -c 'import json; d=json.load(open("out.txt")); assert d["inputs"][0]["shape"] == [2, 4], d["inputs"]; assert d["parameters"]["total"] == 4' 2>err.txt; then
   fail "inspect --shape content: $(cat err.txt)"
@@ -116,7 +116,11 @@ expect_ok "inspect --plan" "arena" "$KVANT" inspect "$ADD" --plan
 expect_ok "inspect --plan batch" "arena" "$KVANT" inspect sym.onnx --plan
 $PY "$CASE_PY" symbolic2 sym2.onnx
 expect_error "inspect --plan symbolic" "--plan needs every input dim" "$KVANT" inspect sym2.onnx --plan
-expect_error "bench symbolic dim" 'symbolic dim "batch"' "$KVANT" bench sym.onnx
+expect_ok "bench symbolic batch" "taken as 1" "$KVANT" bench sym.onnx --runs 2
+grep -q "float32\[1,4\]" out.txt && pass || fail "bench symbolic batch: $(cat out.txt)"
+expect_ok "bench --batch" "float32[3,4]" "$KVANT" bench sym.onnx --runs 2 --batch 3
+expect_error "bench --batch 0" "--batch must be at least 1" "$KVANT" bench sym.onnx --batch 0
+expect_error "bench symbolic inner dim" 'symbolic dim "batch"' "$KVANT" bench sym2.onnx
 expect_ok "bench --shape" "float32[2,4]" "$KVANT" bench sym.onnx --shape x=2x4 --runs 2
 expect_error "bench --runs 0" "--runs" "$KVANT" bench "$ADD" --runs 0
 
