@@ -8,6 +8,8 @@
 // followed by R timed runs; the report gives the median, p90 (nearest rank)
 // and minimum latency in ms, and throughput as R / total timed seconds.
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -96,12 +98,14 @@ double median(const std::vector<double>& sorted) {
   return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
-// A '\r'-updated progress line on stderr, shown only once the whole benchmark
-// is expected to take more than ~2 s, and at most 10 times a second.
+// A '\r'-updated progress line on stderr, shown only on a terminal (a pipe
+// or log gets none), once the whole benchmark is expected to take more than
+// ~2 s, and at most 10 times a second.
 class Progress {
  public:
-  explicit Progress(int total) : total_(total), start_(Clock::now()) {}
+  explicit Progress(int total) : total_(total), start_(Clock::now()), terminal_(isatty(STDERR_FILENO) != 0) {}
   void update(int done, const char* phase) {
+    if (!terminal_) return;
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
     const double expected = done > 0 ? elapsed / done * total_ : 0;
     if (!shown_ && expected < 2.0 && elapsed < 2.0) return;
@@ -123,6 +127,7 @@ class Progress {
   Clock::time_point start_;
   double last_ = 0;
   bool shown_ = false;
+  bool terminal_;
 };
 
 int bench_command(const BenchOptions& opt) {

@@ -111,6 +111,7 @@ int eval_command(const EvalArgs& a) {
   int64_t n = 0, classifier_rows = 0;
   bool classifier = true;
   const int64_t total = data->size() >= 0 && a.limit >= 0 ? std::min(data->size(), a.limit) : data->size();
+  auto last_progress = std::chrono::steady_clock::now();
   while (auto feed = data->next()) {
     if (a.limit >= 0 && n >= a.limit) break;
     check_finite(*feed, n);
@@ -158,7 +159,11 @@ int eval_command(const EvalArgs& a) {
       }
     }
     ++n;
-    if (tty && (n % 100 == 0 || n == total)) {
+    // On a terminal only, at most 5 times a second (a slow model took minutes
+    // to reach the next hundred samples).
+    const auto now = std::chrono::steady_clock::now();
+    if (tty && (now - last_progress > std::chrono::milliseconds(200) || n == total)) {
+      last_progress = now;
       std::cerr << "\revaluating " << n;
       if (total > 0) std::cerr << "/" << total;
       std::cerr << std::flush;

@@ -350,7 +350,8 @@ CommandFn add_inspect_command(CLI::App& app) {
                   "Size given to an input's symbolic leading (batch) dim when --shape does not fix that input")
       ->capture_default_str();
   return [opt]() {
-    if (opt->batch < 1) throw Error(ErrorCode::kInvalidArgument, "--batch must be at least 1, got " + std::to_string(opt->batch));
+    if (opt->batch < 1)
+      throw Error(ErrorCode::kInvalidArgument, "--batch must be at least 1, got " + std::to_string(opt->batch));
     LoadOptions load;
     load.infer_shapes = true;
     load.input_shapes = parse_shape_args(opt->shapes);

@@ -154,7 +154,15 @@ int run_command(const RunOptions& opt) {
     try {
       check_input_type(*graph.find_input(spec.name), *tensor, bindings);
     } catch (const Error& e) {
-      fail(std::string(e.what()) + " in " + spec.file);
+      std::string hint;
+      const DType want = graph.find_input(spec.name)->type.dtype;
+      if (is_float(tensor->dtype()) && is_float(want) && tensor->dtype() != want) {
+        // NumPy's default is float64; calibration converts it, run does not
+        // (it runs exactly what it is given).
+        hint = "; save the array as " + std::string(dtype_name(want)) + ", e.g. numpy.save(\"" + spec.file +
+               "\", arr.astype(numpy." + dtype_name(want) + "))";
+      }
+      fail(std::string(e.what()) + " in " + spec.file + hint);
     }
     if (!opt.allow_nonfinite) check_finite(spec.name, spec.file, *tensor);
     feeds[spec.name] = *tensor;

@@ -82,19 +82,22 @@ int run_main(int argc, char** argv) {
   if (app.got_subcommand("quantize")) return quantize();
   if (app.got_subcommand("eval")) return eval();
   if (app.got_subcommand("help") && !topic.empty()) {
+    // Usage lines read "kvant COMMAND ...", as typed.
     if (topic == "help") {
-      std::cout << help->help();
+      std::cout << help->help("kvant");
       return 0;
     }
     for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
       if (sub->get_name() == topic) {
-        std::cout << sub->help();
+        std::cout << sub->help("kvant");
         return 0;
       }
     }
     return report_error("no command named \"" + topic + "\" (commands: inspect, run, bench, quantize, eval, help)");
   }
-  std::cout << app.help();
+  // The whole tool's help, also for a bare 'kvant help' (app.help() would
+  // show the selected subcommand's).
+  std::cout << app.get_formatter()->make_help(&app, "kvant", CLI::AppFormatMode::Normal);
   return 0;
 }
 

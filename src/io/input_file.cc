@@ -59,8 +59,8 @@ size_t InputFile::read_up_to(uint64_t offset, void* out, size_t size) const {
   char* p = static_cast<char*>(out);
   size_t done = 0;
   while (done < size) {
-    const ssize_t n = ::pread(fd_, p + done, std::min<size_t>(size - done, size_t{1} << 30),
-                              static_cast<off_t>(offset + done));
+    const ssize_t n =
+        ::pread(fd_, p + done, std::min<size_t>(size - done, size_t{1} << 30), static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       throw Error(ErrorCode::kInvalidArgument, path_.string() + ": read error (" + std::strerror(errno) + ")");
@@ -75,8 +75,8 @@ void InputFile::read_at(uint64_t offset, void* out, size_t size) const {
   const size_t got = read_up_to(offset, out, size);
   if (got != size) {
     throw Error(ErrorCode::kInvalidArgument, path_.string() + ": read " + std::to_string(got) + " of " +
-                                                 std::to_string(size) + " bytes at offset " +
-                                                 std::to_string(offset) + " (file truncated or changed while reading?)");
+                                                 std::to_string(size) + " bytes at offset " + std::to_string(offset) +
+                                                 " (file truncated or changed while reading?)");
   }
 }
 

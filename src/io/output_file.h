@@ -1,5 +1,5 @@
 // How kvant writes every file: models, external data, .npy outputs, reports
-// (STYLE.md §12, docs/security.md).
+// (docs/security.md).
 //
 //   1. A temporary file is created beside the target, in the same folder, as
 //      ".<name>.kvant-<16 random hex digits>" with

@@ -53,8 +53,7 @@ std::string ZipReader::read_at(uint64_t offset, uint64_t size) const {
   return bytes;
 }
 
-ZipReader::ZipReader(std::filesystem::path file)
-    : file_(std::move(file)), in_(std::make_shared<InputFile>(file_)) {
+ZipReader::ZipReader(std::filesystem::path file) : file_(std::move(file)), in_(std::make_shared<InputFile>(file_)) {
   const std::string name = file_.string();
   file_size_ = in_->size();
   if (file_size_ < 22) data_error(name + ": not a zip archive (too short)");
@@ -206,8 +205,8 @@ class ZipReader::MemberStream {
     }
     produced_ += done;
     if (produced_ > entry_.uncompressed_size) {
-      data_error(where_ + ": corrupt deflate data (more than the declared " +
-                 std::to_string(entry_.uncompressed_size) + " bytes)");
+      data_error(where_ + ": corrupt deflate data (more than the declared " + std::to_string(entry_.uncompressed_size) +
+                 " bytes)");
     }
     crc_ = crc32_z(crc_, dst, done);
     return done;

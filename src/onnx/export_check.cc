@@ -13,8 +13,7 @@ namespace {
 constexpr float kMinNormal = std::numeric_limits<float>::min();  // quant_params.h's kMinScale
 
 [[noreturn]] void bad(const Node& node, const std::string& message) {
-  throw Error(ErrorCode::kInvalidArgument,
-              node.describe() + ": " + message + " (kvant does not write invalid models)");
+  throw Error(ErrorCode::kInvalidArgument, node.describe() + ": " + message + " (kvant does not write invalid models)");
 }
 
 const Tensor* constant(const Graph& graph, const std::vector<const Graph*>& outer, const Node& node, size_t i) {
@@ -50,10 +49,10 @@ void check_qdq(const Graph& graph, const std::vector<const Graph*>& outer, const
   const Tensor* scale = constant(graph, outer, node, 1);
   const Tensor* zp = constant(graph, outer, node, 2);
   const int64_t block = node.attr_int("block_size", 0);
-  if (node.has_attr("axis") && opset < 13) bad(node, "the axis attribute needs opset 13 (the model declares " +
-                                                         std::to_string(opset) + ")");
-  if (node.has_attr("block_size") && opset < 21) bad(node, "block_size needs opset 21 (the model declares " +
-                                                               std::to_string(opset) + ")");
+  if (node.has_attr("axis") && opset < 13)
+    bad(node, "the axis attribute needs opset 13 (the model declares " + std::to_string(opset) + ")");
+  if (node.has_attr("block_size") && opset < 21)
+    bad(node, "block_size needs opset 21 (the model declares " + std::to_string(opset) + ")");
   for (const Tensor* t : {dq ? x : nullptr, zp}) {
     if (t != nullptr && is_opset21_type(t->dtype()) && opset < 21) {
       bad(node, std::string(dtype_name(t->dtype())) + " data needs opset 21 (the model declares " +
@@ -101,15 +100,15 @@ std::vector<size_t> scale_inputs(const Node& node) {
 
 void check_graph(const Model& model, const Graph& graph, std::vector<const Graph*>& outer) {
   for (const Node& node : graph.nodes) {
-    if (!model.opset_imports.count(node.domain) &&
-        !(node.domain == "ai.onnx" && model.opset_imports.count(""))) {
+    if (!model.opset_imports.count(node.domain) && !(node.domain == "ai.onnx" && model.opset_imports.count(""))) {
       bad(node, "its domain \"" + node.domain + "\" is not among the model's opset imports");
     }
     if (node.domain.empty() && (node.op_type == "QuantizeLinear" || node.op_type == "DequantizeLinear")) {
       check_qdq(graph, outer, node, model.opset(""));
     }
     for (size_t i : scale_inputs(node)) {
-      if (const Tensor* s = constant(graph, outer, node, i)) check_scale_values(node, *s, "scale input " + std::to_string(i));
+      if (const Tensor* s = constant(graph, outer, node, i))
+        check_scale_values(node, *s, "scale input " + std::to_string(i));
     }
     for (const auto& [key, attr] : node.attributes) {
       std::vector<const Graph*> subs;
@@ -141,14 +140,16 @@ void verify_schemas(const onnx::GraphProto& graph, const std::map<std::string, i
           onnx::OpSchemaRegistry::Schema(node.op_type(), static_cast<int>(version->second), domain);
       if (schema == nullptr && domain.empty()) {
         throw Error(ErrorCode::kInvalidArgument, describe(node) + ": no such operator at opset " +
-                                                     std::to_string(version->second) + " (kvant does not write invalid models)");
+                                                     std::to_string(version->second) +
+                                                     " (kvant does not write invalid models)");
       }
       if (schema != nullptr) {
         try {
           schema->Verify(node);
         } catch (const std::exception& e) {
-          throw Error(ErrorCode::kInvalidArgument, describe(node) + " is invalid at opset " + std::to_string(version->second) +
-                                                       ": " + e.what() + " (kvant does not write invalid models)");
+          throw Error(ErrorCode::kInvalidArgument, describe(node) + " is invalid at opset " +
+                                                       std::to_string(version->second) + ": " + e.what() +
+                                                       " (kvant does not write invalid models)");
         }
       }
     }

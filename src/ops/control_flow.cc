@@ -147,8 +147,8 @@ void loop_op(KernelContext& ctx) {
   const int64_t cap = max_loop_iterations();
   for (int64_t iter = 0; iter < max_trips && cond; ++iter) {
     if (iter == cap) {
-      ctx.fail("still running after " + std::to_string(cap) + " iterations (M = " +
-               (ctx.has_input(0) ? std::to_string(max_trips) : std::string("none")) +
+      ctx.fail("still running after " + std::to_string(cap) +
+               " iterations (M = " + (ctx.has_input(0) ? std::to_string(max_trips) : std::string("none")) +
                ", condition still true); raise --max-loop-iterations if the model really needs more");
     }
     args[0] = Tensor::scalar<int64_t>(iter);

@@ -61,8 +61,8 @@ void check_rnn(const Node& node, const Scope& scope, int64_t gates) {
   if (!node.has_attr("hidden_size")) return;
   const int64_t hidden = node.attr_int("hidden_size", 0);
   if (hidden < 1 || hidden > kMaxWindowValue) {
-    bad(node, "hidden_size " + std::to_string(hidden) + " is out of range (1 to " + std::to_string(kMaxWindowValue) +
-                  ")");
+    bad(node,
+        "hidden_size " + std::to_string(hidden) + " is out of range (1 to " + std::to_string(kMaxWindowValue) + ")");
   }
   const Tensor* w = scope.input(node, 1);
   const Tensor* r = scope.input(node, 2);

@@ -99,7 +99,8 @@ bool fold_into_conv(Graph& graph, Node& conv, Node& bn, const std::unordered_map
   }
   conv.inputs.resize(3);
   conv.inputs[1] = add_weight(graph, used, conv.inputs[1] + "_bnfold", std::move(w2));
-  conv.inputs[2] = add_weight(graph, used, (has_bias ? conv.inputs[2] : conv.name + "_bias") + "_bnfold", std::move(b2));
+  conv.inputs[2] =
+      add_weight(graph, used, (has_bias ? conv.inputs[2] : conv.name + "_bias") + "_bnfold", std::move(b2));
   return true;
 }
 
@@ -185,8 +186,8 @@ bool fold_batchnorm(Graph& graph) {
       continue;
     }
     Node& bn = graph.nodes[b->second];
-    const bool folded =
-        node.op_type == "Conv" ? fold_into_conv(graph, node, bn, reads, used) : fold_into_gemm(graph, node, bn, reads, used);
+    const bool folded = node.op_type == "Conv" ? fold_into_conv(graph, node, bn, reads, used)
+                                               : fold_into_gemm(graph, node, bn, reads, used);
     if (!folded) continue;
     // The Conv/Gemm now writes what the BN wrote; the BN goes.
     graph.value_info.erase(node.outputs[0]);

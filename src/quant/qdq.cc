@@ -207,8 +207,7 @@ std::vector<std::string> minimum_scale_warnings(const Graph& graph) {
     const std::string tensor = n.op_type == "QuantizeLinear" ? read
                                : n.op_type == "MatMulNBits"  ? n.name
                                                              : n.outputs[0];
-    out.push_back("tensor \"" + tensor + "\": " + std::to_string(raised) + " of " +
-                  std::to_string(s->second.numel()) +
+    out.push_back("tensor \"" + tensor + "\": " + std::to_string(raised) + " of " + std::to_string(s->second.numel()) +
                   " scale(s) raised to the minimum 1.18e-38 (the smallest normal float): its values are too small "
                   "for float32 quantization and become 0 or the smallest step");
   }

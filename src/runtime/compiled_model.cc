@@ -67,8 +67,8 @@ std::shared_ptr<std::byte> allocate_block(size_t bytes, const char* what) {
   void* p = std::aligned_alloc(64, size);
   if (p == nullptr) {
     release_memory(budgeted);
-    throw Error(ErrorCode::kInvalidArgument, std::string("out of memory allocating ") + describe_bytes(budgeted) +
-                                                 " for " + what);
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("out of memory allocating ") + describe_bytes(budgeted) + " for " + what);
   }
   std::memset(p, 0, size);
   return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [budgeted](std::byte* q) {
@@ -186,44 +186,44 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   for (size_t s = 0; s < n; ++s) {
     Step& step = *steps_[s];
     try {
-    for (int id : step.inputs) {
-      if (id < 0) {
-        step_in_[s].push_back(nullptr);
-        continue;
+      for (int id : step.inputs) {
+        if (id < 0) {
+          step_in_[s].push_back(nullptr);
+          continue;
+        }
+        Value& v = values_[static_cast<size_t>(id)];
+        if (!v.tensor.defined()) {
+          throw Error(ErrorCode::kInvalidArgument, "step " + step.name + ": input \"" + v.name + "\" has no value");
+        }
+        v.last_use = static_cast<int>(s);
+        step_in_[s].push_back(&v.tensor);
       }
-      Value& v = values_[static_cast<size_t>(id)];
-      if (!v.tensor.defined()) {
-        throw Error(ErrorCode::kInvalidArgument, "step " + step.name + ": input \"" + v.name + "\" has no value");
+      for (int id : step.outputs) {
+        step_out_[s].push_back(id < 0 ? nullptr : &values_[static_cast<size_t>(id)].tensor);
+        if (id >= 0) values_[static_cast<size_t>(id)].producer = static_cast<int>(s);
       }
-      v.last_use = static_cast<int>(s);
-      step_in_[s].push_back(&v.tensor);
-    }
-    for (int id : step.outputs) {
-      step_out_[s].push_back(id < 0 ? nullptr : &values_[static_cast<size_t>(id)].tensor);
-      if (id >= 0) values_[static_cast<size_t>(id)].producer = static_cast<int>(s);
-    }
-    if (step.kind() != Step::Kind::kFallback) {
-      specs.clear();
-      step.infer(step_in_[s], specs);
-      if (specs.size() < step.outputs.size()) throw Error(ErrorCode::kInternal, step.name + ": too few output specs");
-      for (size_t i = 0; i < step.outputs.size(); ++i) {
-        if (step.outputs[i] < 0) continue;
-        Value& out = values_[static_cast<size_t>(step.outputs[i])];
-        if (step.kind() == Step::Kind::kView) {
-          out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
-          const Value& src = values_[static_cast<size_t>(step.inputs[0])];
-          out.root = src.root >= 0 ? src.root : step.inputs[0];
-        } else {
-          out.tensor = Tensor(specs[i].dtype, specs[i].shape);
+      if (step.kind() != Step::Kind::kFallback) {
+        specs.clear();
+        step.infer(step_in_[s], specs);
+        if (specs.size() < step.outputs.size()) throw Error(ErrorCode::kInternal, step.name + ": too few output specs");
+        for (size_t i = 0; i < step.outputs.size(); ++i) {
+          if (step.outputs[i] < 0) continue;
+          Value& out = values_[static_cast<size_t>(step.outputs[i])];
+          if (step.kind() == Step::Kind::kView) {
+            out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
+            const Value& src = values_[static_cast<size_t>(step.inputs[0])];
+            out.root = src.root >= 0 ? src.root : step.inputs[0];
+          } else {
+            out.tensor = Tensor(specs[i].dtype, specs[i].shape);
+          }
         }
       }
-    }
-    if (step.kind() != Step::Kind::kView) {
-      const size_t need = step.scratch_bytes(step_in_[s]);
-      scratch = std::max(scratch, need);
-      std::shared_ptr<std::byte> temp = allocate_block(need, "a step's planning scratch");
-      step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
-    }
+      if (step.kind() != Step::Kind::kView) {
+        const size_t need = step.scratch_bytes(step_in_[s]);
+        scratch = std::max(scratch, need);
+        std::shared_ptr<std::byte> temp = allocate_block(need, "a step's planning scratch");
+        step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
+      }
     } catch (...) {
       rethrow_naming(step);
     }

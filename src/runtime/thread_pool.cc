@@ -16,10 +16,9 @@ ThreadPool::ThreadPool(int threads) {
     throw Error(ErrorCode::kInvalidArgument, "threads must be at least 1, got " + std::to_string(threads));
   }
   if (threads > max_pool_threads()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "threads must be at most " + std::to_string(max_pool_threads()) + " (4 x the " +
-                    std::to_string(std::thread::hardware_concurrency()) + " hardware threads), got " +
-                    std::to_string(threads));
+    throw Error(ErrorCode::kInvalidArgument, "threads must be at most " + std::to_string(max_pool_threads()) +
+                                                 " (4 x the " + std::to_string(std::thread::hardware_concurrency()) +
+                                                 " hardware threads), got " + std::to_string(threads));
   }
   try {
     workers_.reserve(static_cast<size_t>(threads - 1));
@@ -28,8 +27,7 @@ ThreadPool::ThreadPool(int threads) {
     const size_t started = workers_.size();
     stop_workers();
     throw Error(ErrorCode::kInvalidArgument, "cannot start thread " + std::to_string(started + 2) + " of " +
-                                                 std::to_string(threads) + " (" + e.what() +
-                                                 "); use fewer --threads");
+                                                 std::to_string(threads) + " (" + e.what() + "); use fewer --threads");
   }
 }
 

@@ -27,6 +27,11 @@ expect_ok "run --help" "--allow-nonfinite" "$KVANT" run --help
 expect_error "help for an unknown command" 'no command named "frobnicate"' "$KVANT" help frobnicate
 expect_error "unknown command" "frobnicate" "$KVANT" frobnicate
 expect_error "run without a model" "model" "$KVANT" run --output-dir o
+# Usage lines say what to type (issue 15: they read "quantize [OPTIONS]").
+for c in inspect run bench quantize eval; do
+  expect_ok "help $c usage" "Usage: kvant $c [OPTIONS]" "$KVANT" help "$c"
+done
+expect_ok "help" "Usage: kvant [OPTIONS] [SUBCOMMAND]" "$KVANT" help
 
 # ---- inspect ---------------------------------------------------------------
 CONV=$DATA/test_conv_with_strides_padding
@@ -87,6 +92,9 @@ done
 expect_error "input file missing" "nope.npy: no such file" "$KVANT" run "$ADD" --input x=nope.npy --input y=good.npy -o o1
 expect_error "input not .npy" "not a .npy file" "$KVANT" run "$ADD" --input x=text.npy --input y=good.npy -o o1
 expect_error "wrong dtype" "wrong element type" "$KVANT" run "$ADD" --input x=f64.npy --input y=good.npy -o o1
+# Issue 15: float64 data gets the cast to make (NumPy saves float64 by default).
+expect_error "float64 input suggests a cast" "arr.astype(numpy.float32)" "$KVANT" run "$ADD" --input x=f64.npy --input y=good.npy -o o1
+[[ -e o1 ]] && fail "a failed run left its output folder o1" || pass
 expect_error "wrong rank" "wrong rank" "$KVANT" run "$ADD" --input x=good.npy --input y=rank2.npy -o o1
 expect_error "wrong dim" "dimension 2 differs" "$KVANT" run "$ADD" --input x=good.npy --input y=dim2.npy -o o1
 expect_error "unknown input name" 'no input named "z"' "$KVANT" run "$ADD" --input z=good.npy --input y=good.npy -o o1

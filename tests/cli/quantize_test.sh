@@ -159,6 +159,41 @@ for f in glob.glob('tiny_*.onnx'):
             assert np.all(np.isfinite(s)) and np.all(s >= np.finfo(np.float32).tiny), (f, n.name, s)
 " && pass || fail "a zero or subnormal scale was written"
 
+# ---- issue 15, rough edges: what the report says --------------------------------
+# Options that do nothing in the mode are errors (before: --bits 4 with
+# --mode static was silently ignored).
+expect_error "--bits with static" "--bits applies to --mode weight-only only" "$KVANT" quantize model.onnx -o e.onnx --calib calib --bits 4
+expect_error "--group-size with dynamic" "--group-size applies to --mode weight-only" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --group-size 64
+expect_error "--samples with dynamic" "--samples applies to --mode static" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --samples 10
+expect_error "--affine-weights with dynamic" "--affine-weights applies" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --affine-weights
+expect_error "--percentile without the percentile calibrator" "--calibrator percentile" "$KVANT" quantize model.onnx -o e.onnx --calib calib --percentile 99.9
+expect_error "--preprocess without --calib" "--calib" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --preprocess mean=0.5
+# Skipped nodes are counted and named (before: "1 quantized, 0 kept in FP32"
+# while the 4 Convs stayed FP32 under --format ort).
+expect_ok "--format ort names the skipped Convs" "4 skipped (not quantized by this mode" "$KVANT" quantize model.onnx -o ort2.onnx --mode weight-only --format ort --group-size 32
+# A slower result is a warning naming what falls back (before: silent).
+"$KVANT" quantize model.onnx -o d2.onnx --mode dynamic >out.txt 2>err.txt
+grep -q "slower than FP32" err.txt && grep -q "ConvInteger" err.txt && grep -q "^speed " out.txt && pass ||
+  fail "dynamic: no slowdown warning naming ConvInteger: $(cat out.txt err.txt)"
+# An output far from FP32 is a warning: a MatMul whose weight groups hold one
+# outlier each (input 0 is always 0, so the outliers never matter, but at
+# 4 bits they flatten every other weight of their group to 0).
+/usr/bin/python3 - <<'PY'
+import numpy as np, onnx, onnx.helper as oh, onnx.numpy_helper as nh
+rng = np.random.default_rng(0)
+w = rng.standard_normal((64, 16)).astype(np.float32)
+w[::16, :] = 1000.0
+g = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                  [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                  [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [nh.from_array(w, "w")])
+onnx.save(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]), "outliers.onnx")
+x = rng.standard_normal((8, 1, 64)).astype(np.float32)
+x[:, :, ::16] = 0
+np.save("outliers_x.npy", x)
+PY
+"$KVANT" quantize outliers.onnx -o outliers_q.onnx --mode weight-only --group-size 16 --calib outliers_x.npy >out.txt 2>err.txt &&
+  grep -q 'output "y" has an SQNR of .* below 20 dB' err.txt && pass || fail "no quality warning: $(cat out.txt err.txt)"
+
 # Every model written above passes onnx.checker (full check) at its opset.
 check_written_models
 [[ $(sha256sum model.onnx | cut -d' ' -f1) == "$before" ]] && pass || fail "the input model was modified"

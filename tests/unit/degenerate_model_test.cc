@@ -151,8 +151,8 @@ TEST(DegenerateScales, TinyWeightsGiveNormalScalesInEveryMode) {
   expect_normal_scales(w, "weight-only");
   expect_normal_scales(n, "MatMulNBits");
   expect_normal_scales(s, "static");
-  for (const auto& [label, model] : {std::pair<std::string, const Model*>{"dynamic", &d}, {"weight-only", &w},
-                                     {"static", &s}, {"nbits", &n}}) {
+  for (const auto& [label, model] :
+       {std::pair<std::string, const Model*>{"dynamic", &d}, {"weight-only", &w}, {"static", &s}, {"nbits", &n}}) {
     const fs::path out = temp_file(label + ".onnx");
     const Status saved = save_onnx(*model, out);
     EXPECT_TRUE(saved.ok()) << label << ": " << saved.message();

@@ -7,11 +7,12 @@
 // ".<name>.tmp-<pid>-<n>" with std::ofstream: PlantedLinksAtPredictableNames
 // found the victim overwritten, and the FIFO/link targets were replaced by
 // regular files.
+#include "io/output_file.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
@@ -20,7 +21,6 @@
 
 #include "io/atomic_file.h"
 #include "io/npy.h"
-#include "io/output_file.h"
 #include "onnx/reader.h"
 #include "onnx/writer.h"
 
@@ -32,9 +32,8 @@ namespace fs = std::filesystem;
 class OutputFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("kvant_output_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    root_ = fs::temp_directory_path() / ("kvant_output_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(root_);
     fs::create_directories(root_ / "out");
     victim_ = root_ / "victim.txt";
@@ -83,7 +82,8 @@ TEST_F(OutputFileTest, PlantedLinksAtPredictableNames) {
   const int pid = ::getpid();
   for (int p = pid - 50; p <= pid + 50; ++p) {
     const std::string names[] = {"q.onnx.kvant-tmp-" + std::to_string(p), ".a.npy.tmp-" + std::to_string(p) + "-0",
-                                 ".a.npy.tmp-" + std::to_string(p) + "-1", "q.onnx.data.kvant-tmp-" + std::to_string(p)};
+                                 ".a.npy.tmp-" + std::to_string(p) + "-1",
+                                 "q.onnx.data.kvant-tmp-" + std::to_string(p)};
     for (const auto& n : names) {
       fs::create_symlink(victim_, root_ / "out" / n);
       planted.insert(n);

@@ -48,8 +48,7 @@ Model chain(int n, const char* op) {
   m.graph.inputs = {{"v0", {DType::kFloat32, true, {{1, ""}, {4, ""}}}}};
   m.graph.nodes.reserve(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
-    m.graph.nodes.push_back(
-        make_node(name("n", i), op, {name("v", i)}, {name("v", i + 1)}));
+    m.graph.nodes.push_back(make_node(name("n", i), op, {name("v", i)}, {name("v", i + 1)}));
   }
   m.graph.outputs = {{name("v", n), {DType::kFloat32, true, {{1, ""}, {4, ""}}}}};
   return m;
@@ -85,8 +84,8 @@ TEST(PassScaling, CompileAndPlanA200kReluChain) {
     EXPECT_GT(c.describe_plan().size(), static_cast<size_t>(kNodes));
   });
   std::cout << "compile + plan + run " << compiled << " s, reference executor " << reference << " s\n";
-  EXPECT_LT(compiled, kRatio * reference) << "compile + plan + run " << compiled << " s, reference " << reference
-                                          << " s";
+  EXPECT_LT(compiled, kRatio * reference)
+      << "compile + plan + run " << compiled << " s, reference " << reference << " s";
   // The planner alone, on a chain's lifetimes (each buffer read by the next step).
   std::vector<BufferRequest> requests;
   for (int i = 0; i < kNodes; ++i) requests.push_back({64, i, i + 1});

@@ -1,7 +1,6 @@
 #include "runtime/thread_pool.h"
 
 #include <gtest/gtest.h>
-
 #include <sys/resource.h>
 #include <unistd.h>
 
