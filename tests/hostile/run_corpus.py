@@ -34,7 +34,7 @@ AS_LIMIT = 3 << 30
 def snapshot(folder):
     """path -> (kind, size, mtime_ns, inode) for every file under folder;
     folders by kind only (creating an allowed output changes its folder's
-    mtime). The 32k links planted in planted/ are not walked (they point at
+    mtime). The links planted in planted/ are not walked (they point at
     the victim, which is checked by content); what kvant may write there is."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(folder):
