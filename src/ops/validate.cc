@@ -1,5 +1,7 @@
 #include "ops/validate.h"
 
+#include <cmath>
+#include <limits>
 #include <set>
 
 namespace kvant {
@@ -76,11 +78,26 @@ void check_rnn(const Node& node, const Scope& scope, int64_t gates) {
   }
 }
 
+// A constant scale must be a finite normal positive float: zero divides by
+// zero in QuantizeLinear and in every requantization, a subnormal or
+// non-finite one gives no usable multiplier (the same rule kvant applies to
+// the models it writes, onnx/export_check.h).
+void check_scale_values(const Node& node, const Tensor& scale, const std::string& which) {
+  if (!is_float(scale.dtype())) return;
+  for (int64_t i = 0; i < scale.numel(); ++i) {
+    const double s = scale.get_as_double(i);
+    if (std::isfinite(s) && s >= std::numeric_limits<float>::min()) continue;
+    bad(node, which + " " + scale.describe() + ": element " + std::to_string(i) + " is " + std::to_string(s) +
+                  "; scales must be finite, positive and at least 1.18e-38");
+  }
+}
+
 void check_qdq(const Node& node, const Scope& scope) {
   const Tensor* x = scope.input(node, 0);
   const Tensor* scale = scope.input(node, 1);
   const Tensor* zp = scope.input(node, 2);
   if (scale == nullptr) return;
+  check_scale_values(node, *scale, "scale");
   const bool blocked = node.attr_int("block_size", 0) > 0;
   if (!blocked && scale->rank() > 1) {
     bad(node, "scale " + scale->describe() + " has rank " + std::to_string(scale->rank()) +
@@ -122,6 +139,11 @@ void validate_graph(const Graph& graph, const Scope* parent) {
       check_rnn(node, scope, op == "LSTM" ? 4 : op == "GRU" ? 3 : 1);
     } else if (onnx_domain && (op == "QuantizeLinear" || op == "DequantizeLinear")) {
       check_qdq(node, scope);
+    }
+    if (op == "QLinearConv" || op == "QLinearMatMul" || op == "QLinearAdd" || op == "QLinearMul") {
+      for (size_t i : {1, 4, 6}) {
+        if (const Tensor* s = scope.input(node, i)) check_scale_values(node, *s, "input " + std::to_string(i));
+      }
     }
     for (const auto& [key, attr] : node.attributes) {
       if (attr.g) validate_graph(*attr.g, &scope);

@@ -12,7 +12,9 @@
 //   LSTM, GRU, RNN
 //       hidden_size, if given, is positive and matches W [dirs, gates *
 //       hidden, input] and R [dirs, gates * hidden, hidden];
-//   QuantizeLinear, DequantizeLinear
+//   QuantizeLinear, DequantizeLinear, QLinear*
+//       constant scales finite, positive, at least the smallest normal
+//       float (zero divides by zero; see onnx/export_check.h);
 //       scale of rank 0 or 1 (rank > 1 only with block_size, then the
 //       input's rank); zero point of the scale's shape; a per-axis scale's
 //       length is the input's dim along `axis`.

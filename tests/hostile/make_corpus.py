@@ -273,6 +273,29 @@ def main():
     save(model([oh.make_node("DequantizeLinear", ["q", "s"], ["y"], name="dq")], [], [y4],
                [nh.from_array(np.ones((2, 2), np.int8), "q"), nh.from_array(np.ones((2, 2), np.float32), "s")]),
          p("dq_scale_2d.onnx"))
+    # Degenerate scales in a model given to run: zero, subnormal; and normal
+    # scales whose product (the accumulator's scale) underflows.
+    for tag, s in (("zero", 0.0), ("subnormal", 3.7e-41)):
+        save(model([oh.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+                    oh.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")], [x4], [y4],
+                   [nh.from_array(np.array(s, np.float32), "s"), nh.from_array(np.array(0, np.uint8), "z")]),
+             p(f"scale_{tag}.onnx"))
+    tiny = [nh.from_array(np.array(1e-30, np.float32), "xs"), nh.from_array(np.array(0, np.uint8), "xz"),
+            nh.from_array(np.ones((1, 1, 3, 3), np.int8), "wq"), nh.from_array(np.array(1e-30, np.float32), "ws"),
+            nh.from_array(np.array(0, np.int8), "wz"), nh.from_array(np.array([1.0], np.float32), "b")]
+    save(model([oh.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="xq"),
+                oh.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="xd"),
+                oh.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="wd"),
+                oh.make_node("Conv", ["xd", "wd", "b"], ["y"], name="conv")], [x4], [y4], tiny),
+         p("scale_product_underflows.onnx"))
+    for ref in ("", "--reference"):
+        tag = "reference" if ref else "compiled"
+        extra = [ref] if ref else []
+        for s in ("zero", "subnormal"):
+            case(f"scale_{s}_{tag}", "error", "scales must be finite, positive", "run", f"{D}/scale_{s}.onnx",
+                 "--input", f"{D}/x8.npy", "-o", f"{D}/out/s_{s}_{tag}", *extra, defect="3,10")
+        case(f"scale_product_underflows_{tag}", "ok", "", "run", f"{D}/scale_product_underflows.onnx", "--input",
+             f"{D}/x8.npy", "-o", f"{D}/out/s_under_{tag}", *extra, defect="3,10", outputs=[f"out/s_under_{tag}"])
     for ref in ("", "--reference"):
         tag = "reference" if ref else "compiled"
         extra = [ref] if ref else []
