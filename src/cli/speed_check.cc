@@ -31,8 +31,11 @@ std::optional<SpeedCheck> check_speed(const Model& fp32, const Model& quantized,
                                       const std::map<std::string, Tensor>& sample, std::string& why) {
   SpeedCheck check;
   try {
-    CompiledModel f(fp32, default_compile_options(check.threads));
-    check.fp32_ms = best_ms(f, sample);
+    {
+      // One compiled model at a time: the FP32 one is gone before the other is built.
+      CompiledModel f(fp32, default_compile_options(check.threads));
+      check.fp32_ms = best_ms(f, sample);
+    }
     CompiledModel q(quantized, default_compile_options(check.threads));
     check.quantized_ms = best_ms(q, sample);
     std::map<std::string, int> counts;
