@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "runtime/thread_pool.h"
+
 namespace kvant::cli {
 
 namespace {
@@ -89,6 +91,8 @@ ModelRunner::ModelRunner(const Model& model, const std::string& path, bool refer
     }
   } catch (const Error& e) {
     throw Error(e.code(), path + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kInvalidArgument, path + ": out of memory while compiling the model");
   }
 }
 
@@ -106,6 +110,36 @@ std::string ModelRunner::describe() const {
 
 ModelRunnerPtr make_runner(const Model& model, const std::string& path, bool reference, int threads) {
   return std::make_unique<ModelRunner>(model, path, reference, threads);
+}
+
+int64_t parse_bytes(const std::string& text, const std::string& option) {
+  size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  double scale = 0;
+  if (unit.empty()) scale = 1;
+  if (unit == "K" || unit == "k") scale = 1024.0;
+  if (unit == "M" || unit == "m") scale = 1024.0 * 1024;
+  if (unit == "G" || unit == "g") scale = 1024.0 * 1024 * 1024;
+  if (unit == "T" || unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
+  const double bytes = value * scale;
+  if (used == 0 || scale == 0 || !(bytes >= 1) || bytes > 9.0e18) {
+    fail(option + " \"" + text + "\": expected a size such as 2G, 512M or 1000000 (bytes)");
+  }
+  return static_cast<int64_t>(bytes);
+}
+
+void check_threads(int threads) {
+  if (threads < 1 || threads > max_pool_threads()) {
+    fail("--threads " + std::to_string(threads) + ": must be between 1 and " + std::to_string(max_pool_threads()) +
+         " (4 x the hardware threads, at most 256)");
+  }
 }
 
 std::string format_count(int64_t value) {

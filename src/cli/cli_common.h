@@ -62,6 +62,14 @@ class ModelRunner {
 using ModelRunnerPtr = std::unique_ptr<ModelRunner>;
 ModelRunnerPtr make_runner(const Model& model, const std::string& path, bool reference, int threads = 1);
 
+// "2G", "512M", "1.5GB", "64K", "1000" -> bytes (K/M/G/T are powers of
+// 1024). Throws Error naming `option`.
+int64_t parse_bytes(const std::string& text, const std::string& option);
+
+// --threads must lie in [1, max_pool_threads()] (runtime/thread_pool.h);
+// throws Error saying so.
+void check_threads(int threads);
+
 // "1.23 G", "25.6 M", "7.1 K", "512".
 std::string format_count(int64_t value);
 // "97.8 MB", "12.0 KB", "100 B" (decimal units, as file managers show).

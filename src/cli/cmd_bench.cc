@@ -1,11 +1,14 @@
 // kvant bench: latency of a model on random inputs.
 //
 // Inputs get the model's declared dtype and shape (--shape fixes symbolic
-// dims; a symbolic dim without one is an error naming it). Float inputs are
+// dims; a symbolic leading dim is --batch, default 1, as in inspect; any
+// other symbolic dim without --shape is an error naming it). Float inputs are
 // uniform in [-1, 1) from a fixed seed; integer and bool inputs are zero, a
 // valid index and mask for any Gather or embedding. W warm-up runs are
 // followed by R timed runs; the report gives the median, p90 (nearest rank)
 // and minimum latency in ms, and throughput as R / total timed seconds.
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -35,16 +38,26 @@ struct BenchOptions {
   int runs = 10;
   int warmup = 2;
   unsigned seed = 0;
+  int64_t batch = 1;
 };
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
 
-Tensor random_input(const ValueInfo& in, std::mt19937& rng) {
+// A symbolic leading (batch) dim takes `batch`, as inspect does; any other
+// unknown dim needs --shape. `batch_note` collects the dims so fixed.
+Tensor random_input(const ValueInfo& in, std::mt19937& rng, int64_t batch, std::string& batch_note) {
   const TypeInfo& type = in.type;
   if (!type.has_shape) fail("input \"" + in.name + "\" has no declared shape; give --shape " + in.name + "=DIMS");
   Shape shape;
   for (size_t i = 0; i < type.dims.size(); ++i) {
     const Dim& d = type.dims[i];
+    bool rest_known = true;
+    for (size_t j = 1; j < type.dims.size(); ++j) rest_known = rest_known && type.dims[j].known();
+    if (!d.known() && i == 0 && rest_known) {
+      batch_note += (batch_note.empty() ? "'" : ", '") + (d.param.empty() ? std::string("?") : d.param) + "'";
+      shape.push_back(batch);
+      continue;
+    }
     if (!d.known()) {
       fail("input \"" + in.name + "\" (" + type.to_string() + "): dimension " + std::to_string(i) +
            (d.param.empty() ? " is unknown" : " is the symbolic dim \"" + d.param + "\"") + "; give --shape " +
@@ -85,12 +98,14 @@ double median(const std::vector<double>& sorted) {
   return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
-// A '\r'-updated progress line on stderr, shown only once the whole benchmark
-// is expected to take more than ~2 s, and at most 10 times a second.
+// A '\r'-updated progress line on stderr, shown only on a terminal (a pipe
+// or log gets none), once the whole benchmark is expected to take more than
+// ~2 s, and at most 10 times a second.
 class Progress {
  public:
-  explicit Progress(int total) : total_(total), start_(Clock::now()) {}
+  explicit Progress(int total) : total_(total), start_(Clock::now()), terminal_(isatty(STDERR_FILENO) != 0) {}
   void update(int done, const char* phase) {
+    if (!terminal_) return;
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
     const double expected = done > 0 ? elapsed / done * total_ : 0;
     if (!shown_ && expected < 2.0 && elapsed < 2.0) return;
@@ -112,12 +127,14 @@ class Progress {
   Clock::time_point start_;
   double last_ = 0;
   bool shown_ = false;
+  bool terminal_;
 };
 
 int bench_command(const BenchOptions& opt) {
   if (opt.runs < 1) fail("--runs must be at least 1");
+  if (opt.batch < 1) fail("--batch must be at least 1, got " + std::to_string(opt.batch));
   if (opt.warmup < 0) fail("--warmup must not be negative");
-  if (opt.threads < 1) fail("--threads must be at least 1");
+  check_threads(opt.threads);
   if (opt.profile && opt.reference) fail("--profile needs the compiled model (drop --reference)");
   LoadOptions load;
   load.infer_shapes = false;
@@ -129,9 +146,9 @@ int bench_command(const BenchOptions& opt) {
   model.graph.initializers.clear();  // the runner holds what it needs: the weights are freed with it
   std::mt19937 rng(opt.seed);
   std::map<std::string, Tensor> feeds;
-  std::string inputs_text;
+  std::string inputs_text, batch_note;
   for (const auto& in : model.graph.inputs) {
-    feeds[in.name] = random_input(in, rng);
+    feeds[in.name] = random_input(in, rng, opt.batch, batch_note);
     inputs_text += (inputs_text.empty() ? "" : ", ") + in.name + " " + feeds[in.name].describe();
   }
 
@@ -157,6 +174,10 @@ int bench_command(const BenchOptions& opt) {
   char line[256];
   std::cout << "model       " << opt.model << "\n";
   std::cout << "inputs      " << (inputs_text.empty() ? "none" : inputs_text) << "\n";
+  if (!batch_note.empty()) {
+    std::cout << "            (symbolic leading dim " << batch_note << " taken as " << opt.batch
+              << "; --batch N or --shape to change)\n";
+  }
   std::cout << "executor    " << executor->describe() << "\n";
   if (CompiledModel* compiled = executor->compiled()) {
     const PlanStats stats = compiled->stats();
@@ -187,7 +208,8 @@ CommandFn add_bench_command(CLI::App& app) {
   auto opt = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure a model's latency on random inputs");
   cmd->footer(
-      "Float inputs are random in [-1, 1); integer and bool inputs are zeros. Symbolic input dims need --shape.\n"
+      "Float inputs are random in [-1, 1); integer and bool inputs are zeros. A symbolic leading (batch) dim is\n"
+      "--batch (1); other symbolic dims need --shape.\n"
       "Reports median, p90 and min latency in ms and runs per second.\n\n"
       "example: kvant bench resnet50.onnx --shape input=1x3x224x224 --runs 20");
   cmd->add_option("model", opt->model, "The ONNX model file")->required();
@@ -205,6 +227,9 @@ CommandFn add_bench_command(CLI::App& app) {
   cmd->add_option("--runs", opt->runs, "Timed runs")->capture_default_str();
   cmd->add_option("--warmup", opt->warmup, "Untimed warm-up runs before timing")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed for the random inputs")->capture_default_str();
+  cmd->add_option("--batch", opt->batch,
+                  "Size given to an input's symbolic leading (batch) dim when --shape does not fix it")
+      ->capture_default_str();
   return [opt]() { return bench_command(*opt); };
 }
 

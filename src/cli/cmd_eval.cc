@@ -71,7 +71,7 @@ void check_finite(const std::map<std::string, Tensor>& feed, int64_t sample) {
 }
 
 int eval_command(const EvalArgs& a) {
-  if (a.threads < 1) fail("--threads must be at least 1");
+  check_threads(a.threads);
   if (a.models.empty()) fail("give the model to evaluate, and optionally its quantized versions");
   const auto start = std::chrono::steady_clock::now();
   std::vector<Model> models;
@@ -111,6 +111,7 @@ int eval_command(const EvalArgs& a) {
   int64_t n = 0, classifier_rows = 0;
   bool classifier = true;
   const int64_t total = data->size() >= 0 && a.limit >= 0 ? std::min(data->size(), a.limit) : data->size();
+  auto last_progress = std::chrono::steady_clock::now();
   while (auto feed = data->next()) {
     if (a.limit >= 0 && n >= a.limit) break;
     check_finite(*feed, n);
@@ -135,7 +136,14 @@ int eval_command(const EvalArgs& a) {
           fail("the labels (" + labels_path + ") hold " + std::to_string(labels.size()) +
                " entries, but the data has more samples");
         }
-        for (auto& s : scores) s.correct += argmax(s.last) == labels[static_cast<size_t>(n)];
+        const int64_t label = labels[static_cast<size_t>(n)];
+        const auto classes = static_cast<int64_t>(scores[0].last.size());
+        if (label < 0 || label >= classes) {
+          fail("the labels (" + labels_path + "): entry " + std::to_string(n) + " is class " + std::to_string(label) +
+               ", but the model scores " + std::to_string(classes) + " classes (0 to " + std::to_string(classes - 1) +
+               ")");
+        }
+        for (auto& s : scores) s.correct += argmax(s.last) == label;
       }
       for (size_t m = 1; m < models.size(); ++m) scores[m].agree += argmax(scores[m].last) == top0;
     }
@@ -151,7 +159,11 @@ int eval_command(const EvalArgs& a) {
       }
     }
     ++n;
-    if (tty && (n % 100 == 0 || n == total)) {
+    // On a terminal only, at most 5 times a second (a slow model took minutes
+    // to reach the next hundred samples).
+    const auto now = std::chrono::steady_clock::now();
+    if (tty && (now - last_progress > std::chrono::milliseconds(200) || n == total)) {
+      last_progress = now;
       std::cerr << "\revaluating " << n;
       if (total > 0) std::cerr << "/" << total;
       std::cerr << std::flush;

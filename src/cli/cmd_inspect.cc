@@ -83,6 +83,7 @@ void print_plan(const InspectOptions& opt, const Model& model, std::ostream& out
     }
     shapes[in.name] = shape;
   }
+  check_threads(opt.threads);
   CompiledModel compiled(model, default_compile_options(opt.threads));
   compiled.prepare(shapes);
   out << "compiled plan\n" << compiled.describe_plan();
@@ -347,9 +348,10 @@ CommandFn add_inspect_command(CLI::App& app) {
   cmd->add_option("--threads", opt->threads, "Threads for --plan")->capture_default_str();
   cmd->add_option("--batch", opt->batch,
                   "Size given to an input's symbolic leading (batch) dim when --shape does not fix that input")
-      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   return [opt]() {
+    if (opt->batch < 1)
+      throw Error(ErrorCode::kInvalidArgument, "--batch must be at least 1, got " + std::to_string(opt->batch));
     LoadOptions load;
     load.infer_shapes = true;
     load.input_shapes = parse_shape_args(opt->shapes);

@@ -17,12 +17,15 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 #include "cli/cli_common.h"
 #include "cli/json.h"
 #include "cli/quant_report.h"
+#include "cli/speed_check.h"
 #include "io/dataset.h"
+#include "io/output_file.h"
 #include "onnx/writer.h"
 #include "quant/quantize.h"
 
@@ -53,6 +56,9 @@ struct QuantizeArgs {
   std::vector<std::string> exclude;
   std::string report;
   bool force = false;
+  bool allow_nonfinite = false;
+  bool no_speed_check = false;
+  std::set<std::string> given;  // the options given on the command line
 };
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
@@ -87,19 +93,56 @@ void check_paths(const QuantizeArgs& a) {
   std::error_code ec;
   if (!fs::exists(a.model, ec)) fail(a.model + ": no such file");
   if (a.output.empty()) fail("-o/--output is required: the file to write the quantized model to");
-  if (fs::exists(a.output, ec)) {
-    if (fs::equivalent(a.model, a.output, ec)) {
-      fail("-o " + a.output + " is the input model itself; kvant never overwrites its input, choose another name");
-    }
-    if (!a.force) fail(a.output + " already exists; pass --force to overwrite it");
+  if (fs::exists(a.output, ec) && fs::equivalent(a.model, a.output, ec)) {
+    fail("-o " + a.output + " is the input model itself; kvant never overwrites its input, choose another name");
   }
-  const fs::path parent = fs::absolute(a.output, ec).parent_path();
-  if (!fs::is_directory(parent, ec)) fail("-o " + a.output + ": folder " + parent.string() + " does not exist");
+  // Refused before any work: a non-regular file (link, FIFO, device) always,
+  // an existing regular file without --force (io/output_file.h).
+  check_output_target(a.output, a.force, "-o");
+  if (!a.report.empty()) {
+    if (fs::absolute(a.report, ec) == fs::absolute(a.output, ec)) fail("--report and -o name the same file");
+    check_output_target(a.report, a.force, "--report");
+  }
+}
+
+// An option that does nothing in the chosen mode is an error, not silence
+// (--bits 4 with --mode static used to be ignored).
+void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
+  struct Rule {
+    const char* option;
+    std::set<QuantMode> modes;
+    const char* modes_text;
+  };
+  using M = QuantMode;
+  const Rule rules[] = {
+      {"--calibrator", {M::kStatic}, "static"},
+      {"--samples", {M::kStatic}, "static"},
+      {"--activation-type", {M::kStatic}, "static"},
+      {"--symmetric-activations", {M::kStatic}, "static"},
+      {"--per-tensor", {M::kStatic, M::kDynamic}, "static and dynamic"},
+      {"--reduce-range", {M::kStatic, M::kDynamic}, "static and dynamic"},
+      {"--affine-weights", {M::kStatic, M::kWeightOnly}, "static and weight-only"},
+      {"--bits", {M::kWeightOnly}, "weight-only"},
+      {"--group-size", {M::kWeightOnly}, "weight-only"},
+      {"--format", {M::kWeightOnly}, "weight-only"},
+  };
+  for (const Rule& r : rules) {
+    if (a.given.count(r.option) && !r.modes.count(mode)) {
+      fail(std::string(r.option) + " applies to --mode " + r.modes_text + " only, not --mode " + a.mode);
+    }
+  }
+  if (a.given.count("--percentile") && a.calibrator != "percentile") {
+    fail("--percentile applies to --calibrator percentile only");
+  }
+  for (const char* option : {"--preprocess", "--report-samples"}) {
+    if (a.given.count(option) && a.calib.empty()) fail(std::string(option) + " applies only with --calib DATA");
+  }
 }
 
 QuantizeOptions make_options(const QuantizeArgs& a) {
   QuantizeOptions o;
   o.mode = parse_mode(a.mode);
+  check_mode_options(a, o.mode);
   o.calibration.method = parse_calibration_method(a.calibrator);
   o.calibration.percentile = a.percentile;
   if (a.samples < 1) fail("--samples must be at least 1, got " + std::to_string(a.samples));
@@ -117,6 +160,7 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   o.reduce_range = a.reduce_range;
   o.group_size = a.group_size;
   o.exclude = a.exclude;
+  o.allow_nonfinite = a.allow_nonfinite;
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
@@ -168,15 +212,18 @@ int quantize_command(const QuantizeArgs& a) {
   // Against the user's file, not the prepared model: names that preparation
   // made up (BatchNorm-folded biases) are short ids too.
   compact_new_names(original, written);
-  const Status saved = save_onnx(written, a.output);
-  if (!saved.ok()) throw Error(saved.code(), saved.message());
+  // Checked (onnx/export_check.h) and written to a temporary file now, put in
+  // place only once everything below succeeded: a failure leaves nothing.
+  auto pending = prepare_save(written, a.output);
+  if (!pending.ok()) throw Error(pending.status().code(), pending.status().message());
+  for (const std::string& w : summary.warnings) std::cerr << "kvant: warning: " << printable(w) << "\n";
 
   QuantReport report;
   report.mode = a.mode + (options.mode == QuantMode::kWeightOnly ? " int" + std::to_string(a.bits) : "");
   report.input = a.model;
   report.output = a.output;
   report.fp32_bytes = model_bytes_on_disk(a.model);
-  report.quantized_bytes = model_bytes_on_disk(a.output);
+  report.quantized_bytes = (*pending)->bytes();
   report.summary = summary;
   if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
     report.layer_samples = std::min<int64_t>(a.report_samples, std::max<int64_t>(data->size(), 0));
@@ -185,6 +232,22 @@ int quantize_command(const QuantizeArgs& a) {
   } else if (!data) {
     report.notes.push_back("per-layer error not measured: pass --calib DATA to compare each layer with FP32");
   }
+  if (!a.no_speed_check) {
+    std::string why;
+    std::optional<std::map<std::string, Tensor>> sample;
+    if (data) {
+      data->reset();
+      sample = data->next();
+      if (!sample) why = "no sample";
+    } else {
+      sample = synthetic_sample(fp32.graph, why);
+    }
+    if (sample) report.speed = check_speed(fp32, quantized, *sample, why);
+    if (!report.speed) report.notes.push_back("speed not compared with FP32: " + why);
+  }
+  add_findings(report, fp32);
+  for (const std::string& w : report.warnings) std::cerr << "kvant: warning: " << printable(w) << "\n";
+  (*pending)->commit();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   print_quant_report(std::cout, report);
   if (!a.report.empty()) write_json_file(a.report, quant_report_json(report));
@@ -229,15 +292,26 @@ CommandFn add_quantize_command(CLI::App& app) {
                 "7-bit weights, for CPUs without VNNI: exact and faster vpmaddubsw kernels in kvant and ONNX Runtime");
   cmd->add_flag("--affine-weights", a->affine_weights, "Weights with a zero point (uint) instead of symmetric");
   cmd->add_option("--bits", a->bits, "Weight-only: 4 or 8")->capture_default_str();
-  cmd->add_option("--group-size", a->group_size, "Weight-only: values per scale along K (32, 64, 128)")
+  cmd->add_option("--group-size", a->group_size,
+                  "Weight-only: values per scale along K, a power of two >= 16 (e.g. 32, 64, 128)")
       ->capture_default_str();
   cmd->add_option("--format", a->format,
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
       ->capture_default_str();
   cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
   cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
-  cmd->add_flag("-f,--force", a->force, "Overwrite the output file if it exists");
-  return [a]() { return quantize_command(*a); };
+  cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");
+  cmd->add_flag("--allow-nonfinite", a->allow_nonfinite,
+                "Quantize weights that hold NaN or Inf (NaN becomes the zero point) instead of refusing them");
+  cmd->add_flag("--no-speed-check", a->no_speed_check,
+                "Do not time the result against FP32 on one sample (the report warns when it is slower)");
+  return [a, cmd]() {
+    for (const CLI::Option* o : cmd->get_options()) {
+      if (o->count() == 0) continue;
+      for (const std::string& name : o->get_lnames()) a->given.insert("--" + name);
+    }
+    return quantize_command(*a);
+  };
 }
 
 }  // namespace kvant::cli

@@ -5,9 +5,10 @@
 // (check_input_type; symbolic dims are bound from the given arrays and must
 // agree across inputs), and float data holds no NaN or Inf (unless
 // --allow-nonfinite). Outputs go to DIR/<name>.npy, the name sanitized to
-// [A-Za-z0-9._-]; each file is written to a temporary file and renamed, so no
-// half-written file is ever left, and an existing file is only replaced with
-// --force.
+// [A-Za-z0-9._-]; every file is written to a temporary file created
+// exclusively beside it, and all are renamed only once all are written
+// (io/output_file.h), so no half-written file is ever left. An existing
+// regular file is only replaced with --force; a link, FIFO or device never.
 
 #include <CLI/CLI.hpp>
 #include <cmath>
@@ -18,6 +19,7 @@
 
 #include "cli/cli_common.h"
 #include "io/npy.h"
+#include "io/output_file.h"
 #include "runtime/executor.h"
 
 namespace kvant::cli {
@@ -152,7 +154,15 @@ int run_command(const RunOptions& opt) {
     try {
       check_input_type(*graph.find_input(spec.name), *tensor, bindings);
     } catch (const Error& e) {
-      fail(std::string(e.what()) + " in " + spec.file);
+      std::string hint;
+      const DType want = graph.find_input(spec.name)->type.dtype;
+      if (is_float(tensor->dtype()) && is_float(want) && tensor->dtype() != want) {
+        // NumPy's default is float64; calibration converts it, run does not
+        // (it runs exactly what it is given).
+        hint = "; save the array as " + std::string(dtype_name(want)) + ", e.g. numpy.save(\"" + spec.file +
+               "\", arr.astype(numpy." + dtype_name(want) + "))";
+      }
+      fail(std::string(e.what()) + " in " + spec.file + hint);
     }
     if (!opt.allow_nonfinite) check_finite(spec.name, spec.file, *tensor);
     feeds[spec.name] = *tensor;
@@ -166,25 +176,33 @@ int run_command(const RunOptions& opt) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     fail("--output-dir " + opt.output_dir + " is a file, not a folder");
-  if (!fs::exists(dir, ec) && (!fs::create_directories(dir, ec) || ec)) {
-    fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
-  }
+  const bool create_dir = !fs::exists(dir, ec);
   const std::vector<fs::path> paths = output_paths(graph, dir);
-  if (!opt.force) {
-    for (const auto& p : paths) {
-      if (fs::exists(p, ec)) fail(p.string() + " already exists; pass --force to overwrite it");
-    }
+  if (!create_dir) {
+    for (const auto& p : paths) check_output_target(p, opt.force, "--output-dir");
   }
 
-  // 3. Run and write.
+  // 3. Run, write every output to its temporary file, then rename them all:
+  // a failure on the way leaves no output file behind (io/output_file.h).
   const std::map<std::string, Tensor> outputs = executor->run(feeds);
+  // The folder is made only now, so a failed run leaves nothing behind.
+  if (create_dir && (!fs::create_directories(dir, ec) || ec)) {
+    fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
+  }
+  std::vector<std::unique_ptr<OutputFile>> files;
   for (size_t i = 0; i < graph.outputs.size(); ++i) {
     const std::string& name = graph.outputs[i].name;
     auto it = outputs.find(name);
     if (it == outputs.end()) fail("output \"" + name + "\" was not produced");
-    const Tensor t = npy_compatible(it->second, name);
-    const Status status = write_npy(paths[i], t);
-    if (!status.ok()) throw Error(status.code(), status.message());
+    auto bytes = encode_npy(npy_compatible(it->second, name));
+    if (!bytes.ok()) throw Error(bytes.status().code(), paths[i].string() + ": " + bytes.status().message());
+    files.push_back(std::make_unique<OutputFile>(paths[i]));
+    files.back()->write(*bytes);
+  }
+  for (auto& file : files) file->commit();
+  for (size_t i = 0; i < graph.outputs.size(); ++i) {
+    const std::string& name = graph.outputs[i].name;
+    auto it = outputs.find(name);
     std::cout << name << "  " << it->second.describe() << "  -> " << paths[i].string();
     // A single row of scores (a classifier's logits): say which is largest.
     const Tensor& out = it->second;

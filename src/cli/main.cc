@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cli/cli_common.h"
+#include "ir/limits.h"
 
 #ifndef KVANT_VERSION
 #define KVANT_VERSION "unknown"
@@ -23,11 +24,10 @@
 
 namespace {
 
-int report_error(std::string message) {
-  for (char& c : message) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  std::cerr << "kvant: error: " << message << std::endl;
+// One line, whatever the message holds: names from a model may contain
+// newlines, ESC or NUL (ir/graph.h: printable).
+int report_error(const std::string& message) {
+  std::cerr << "kvant: error: " << kvant::printable(message) << std::endl;
   return 1;
 }
 
@@ -38,6 +38,15 @@ int run_main(int argc, char** argv) {
       "kvant"};
   app.set_version_flag("--version", std::string("kvant ") + KVANT_VERSION, "Print the version and exit");
   app.require_subcommand(0, 1);
+  // Limits on what a model or data file may make kvant do (ir/limits.h,
+  // docs/security.md); given before or after the command.
+  app.fallthrough();
+  std::string max_memory;
+  int64_t max_loop_iterations = kvant::kDefaultMaxLoopIterations;
+  app.add_option("--max-memory", max_memory,
+                 "Memory budget for tensors and data, e.g. 2G, 512M (default: 3/4 of RAM, 1/2 of ulimit -v)");
+  app.add_option("--max-loop-iterations", max_loop_iterations, "Iterations a Loop node may run at most")
+      ->capture_default_str();
 
   const kvant::cli::CommandFn inspect = kvant::cli::add_inspect_command(app);
   const kvant::cli::CommandFn run = kvant::cli::add_run_command(app);
@@ -61,25 +70,34 @@ int run_main(int argc, char** argv) {
     return report_error(message);
   }
 
+  if (!max_memory.empty()) kvant::set_memory_budget_bytes(kvant::cli::parse_bytes(max_memory, "--max-memory"));
+  if (max_loop_iterations < 1) {
+    return report_error("--max-loop-iterations must be at least 1, got " + std::to_string(max_loop_iterations));
+  }
+  kvant::set_max_loop_iterations(max_loop_iterations);
+
   if (app.got_subcommand("inspect")) return inspect();
   if (app.got_subcommand("run")) return run();
   if (app.got_subcommand("bench")) return bench();
   if (app.got_subcommand("quantize")) return quantize();
   if (app.got_subcommand("eval")) return eval();
   if (app.got_subcommand("help") && !topic.empty()) {
+    // Usage lines read "kvant COMMAND ...", as typed.
     if (topic == "help") {
-      std::cout << help->help();
+      std::cout << help->help("kvant");
       return 0;
     }
     for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
       if (sub->get_name() == topic) {
-        std::cout << sub->help();
+        std::cout << sub->help("kvant");
         return 0;
       }
     }
     return report_error("no command named \"" + topic + "\" (commands: inspect, run, bench, quantize, eval, help)");
   }
-  std::cout << app.help();
+  // The whole tool's help, also for a bare 'kvant help' (app.help() would
+  // show the selected subcommand's).
+  std::cout << app.get_formatter()->make_help(&app, "kvant", CLI::AppFormatMode::Normal);
   return 0;
 }
 

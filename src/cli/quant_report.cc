@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <set>
 #include <sstream>
 
 #include "cli/cli_common.h"
@@ -33,6 +34,39 @@ int64_t model_bytes_on_disk(const std::string& path) {
   return bytes;
 }
 
+void add_findings(QuantReport& r, const Model& fp32) {
+  static const std::set<std::string> kCompute = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"};
+  std::set<std::string> handled(r.summary.kept_fp32.begin(), r.summary.kept_fp32.end());
+  for (const auto& [node, tensor] : r.summary.layer_outputs) handled.insert(node);
+  for (const Node& n : fp32.graph.nodes) {
+    if (n.domain.empty() && kCompute.count(n.op_type) && !handled.count(n.name)) {
+      r.skipped.push_back(n.name + " (" + n.op_type + ")");
+    }
+  }
+  // The model's output, as far as the report measured it.
+  std::set<std::string> outputs;
+  for (const auto& o : fp32.graph.outputs) outputs.insert(o.name);
+  for (const LayerError& e : r.layers) {
+    if (!outputs.count(e.tensor) || !(e.sqnr_db < kOutputSqnrWarningDb)) continue;
+    r.warnings.push_back("output \"" + e.tensor + "\" has an SQNR of " + fixed(e.sqnr_db, 1) +
+                         " dB against FP32, below " + fixed(kOutputSqnrWarningDb, 0) +
+                         " dB: check the accuracy (kvant eval with labels) before using this model");
+  }
+  if (r.speed && r.speed->slower()) {
+    std::string w = "the quantized model runs slower than FP32 here (" + fixed(r.speed->quantized_ms, 2) + " ms vs " +
+                    fixed(r.speed->fp32_ms, 2) + " ms on one sample, compiled)";
+    if (r.speed->fallback_steps > 0) {
+      w += ": " + std::to_string(r.speed->fallback_steps) +
+           (r.speed->fallback_steps == 1 ? " step has" : " steps have") +
+           " no fast kernel yet and run on reference kernels (";
+      for (size_t i = 0; i < r.speed->fallbacks.size() && i < 6; ++i) w += (i ? ", " : "") + r.speed->fallbacks[i];
+      if (r.speed->fallbacks.size() > 6) w += ", ...";
+      w += ")";
+    }
+    r.warnings.push_back(w);
+  }
+}
+
 void print_quant_report(std::ostream& os, const QuantReport& r) {
   const QuantizeSummary& s = r.summary;
   os << "quantized   " << r.input << " -> " << r.output << " (" << r.mode << ", " << fixed(r.seconds, 1) << " s)\n";
@@ -42,13 +76,25 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
   os << "nodes       " << s.quantized_nodes << " quantized, " << s.kept_fp32.size() << " kept in FP32";
   if (!s.kept_fp32.empty()) {
     os << " (";
-    for (size_t i = 0; i < s.kept_fp32.size(); ++i) os << (i ? ", " : "") << s.kept_fp32[i];
+    for (size_t i = 0; i < s.kept_fp32.size(); ++i) os << (i ? ", " : "") << printable(s.kept_fp32[i]);
+    os << ")";
+  }
+  if (!r.skipped.empty()) {
+    os << ", " << r.skipped.size() << " skipped (not quantized by this mode: ";
+    for (size_t i = 0; i < r.skipped.size() && i < 5; ++i) os << (i ? ", " : "") << printable(r.skipped[i]);
+    if (r.skipped.size() > 5) os << ", and " << r.skipped.size() - 5 << " more; --report lists all";
     os << ")";
   }
   os << "\n";
+  if (r.speed) {
+    os << "speed       FP32 " << fixed(r.speed->fp32_ms, 2) << " ms -> " << fixed(r.speed->quantized_ms, 2)
+       << " ms on one sample (compiled, " << r.speed->threads << " thread)\n";
+  }
   if (s.calibration_samples > 0) os << "calibration " << s.calibration_samples << " samples\n";
   for (const auto& n : s.notes) os << "note        " << n << "\n";
   for (const auto& n : r.notes) os << "note        " << n << "\n";
+  for (const auto& w : s.warnings) os << "warning     " << printable(w) << "\n";
+  for (const auto& w : r.warnings) os << "warning     " << printable(w) << "\n";
   if (r.layers.empty()) return;
   const size_t shown = std::min<size_t>(r.layers.size(), 10);
   size_t width = 5;
@@ -89,6 +135,20 @@ Json quant_report_json(const QuantReport& r) {
   for (const auto& n : r.summary.notes) notes.push(n);
   for (const auto& n : r.notes) notes.push(n);
   j.set("notes", notes);
+  Json warnings = Json::array();
+  for (const auto& w : r.summary.warnings) warnings.push(w);
+  for (const auto& w : r.warnings) warnings.push(w);
+  j.set("warnings", warnings);
+  Json skipped = Json::array();
+  for (const auto& n : r.skipped) skipped.push(n);
+  j.set("skipped", skipped);
+  if (r.speed) {
+    Json speed = Json::object();
+    speed.set("fp32_ms", r.speed->fp32_ms);
+    speed.set("quantized_ms", r.speed->quantized_ms);
+    speed.set("fallback_steps", static_cast<int64_t>(r.speed->fallback_steps));
+    j.set("speed", speed);
+  }
   j.set("layer_error_samples", r.layer_samples);
   Json layers = Json::array();
   for (const auto& e : r.layers) {

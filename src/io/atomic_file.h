@@ -1,7 +1,8 @@
 // Writing a whole file so that readers only ever see the old file or the
-// complete new one: the bytes go to a temporary file in the same folder,
-// which is renamed over `file` once fully written. A failure (disk full, no
-// permission) removes the temporary file and leaves `file` as it was.
+// complete new one, never through a link and never over anything but a
+// regular file (io/output_file.h has the steps). A failure (disk full, no
+// permission, a FIFO or link at the target) removes the temporary file and
+// leaves `file` as it was.
 #pragma once
 
 #include <filesystem>

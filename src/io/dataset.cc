@@ -7,9 +7,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <sstream>
 
 #include "io/dataset_internal.h"
+#include "io/input_file.h"
 #include "io/npy.h"
 
 namespace kvant {
@@ -74,7 +75,15 @@ std::vector<fs::path> sorted_entries(const fs::path& folder) {
   return out;
 }
 
-bool has_extension(const fs::path& p, const char* ext) { return p.extension() == ext && fs::is_regular_file(p); }
+// A file of the folder with extension `ext`; one that is not a regular file
+// (a FIFO named x.npy) is an error, not silently skipped (io/input_file.h).
+bool has_extension(const fs::path& p, const char* ext) {
+  if (p.extension() != ext) return false;
+  std::error_code ec;
+  if (fs::is_directory(p, ec)) return false;
+  check_regular_input(p);
+  return true;
+}
 
 std::vector<fs::path> files_with(const fs::path& folder, const char* ext) {
   std::vector<fs::path> out;
@@ -91,11 +100,9 @@ std::string input_names(const std::vector<ValueInfo>& inputs) {
 }
 
 std::string first_bytes(const fs::path& file, size_t n) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kNotFound, file.string() + ": cannot be opened");
+  const InputFile in(file);  // refuses FIFOs, devices (io/input_file.h)
   std::string bytes(n, '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(n));
-  bytes.resize(static_cast<size_t>(in.gcount()));
+  bytes.resize(in.read_up_to(0, bytes.data(), n));
   return bytes;
 }
 
@@ -158,7 +165,8 @@ std::unique_ptr<SampleSource> open_npz(const fs::path& file, const std::vector<V
     std::vector<LoadedArray> arrays;
     for (size_t k : picked) {
       const std::string where = file.string() + ":" + names[k];
-      arrays.push_back({must(parse_npy(zip->extract(zip->entries()[k]), where)), where});
+      const ZipEntry& entry = zip->entries()[k];
+      arrays.push_back({zip->read_npy_member(entry, file.string() + ": entry \"" + entry.name + "\""), where});
     }
     return arrays;
   };
@@ -298,7 +306,10 @@ std::unique_ptr<SampleSource> open_folder(const fs::path& folder, const std::vec
 
   std::vector<fs::path> images;
   for (const auto& entry : fs::recursive_directory_iterator(folder)) {
-    if (entry.is_regular_file() && is_image_file(entry.path())) images.push_back(entry.path());
+    if (!entry.is_directory() && is_image_file(entry.path())) {
+      check_regular_input(entry.path());
+      images.push_back(entry.path());
+    }
   }
   std::sort(images.begin(), images.end(),
             [](const fs::path& a, const fs::path& b) { return natural_less(a.generic_string(), b.generic_string()); });
@@ -358,8 +369,6 @@ std::unique_ptr<SampleSource> open_dataset(const std::string& path, const std::v
 
 std::vector<int64_t> read_labels(const std::string& path) {
   const fs::path file(path);
-  std::error_code ec;
-  if (!fs::is_regular_file(file, ec)) throw Error(ErrorCode::kNotFound, path + ": no such file");
   const std::string magic = first_bytes(file, 8);
   std::vector<int64_t> labels;
   if (is_gzip(magic) || is_idx(magic)) {
@@ -376,7 +385,7 @@ std::vector<int64_t> read_labels(const std::string& path) {
     labels.resize(static_cast<size_t>(t.numel()));
     for (int64_t i = 0; i < t.numel(); ++i) labels[static_cast<size_t>(i)] = t.get_as_int64(i);
   } else {
-    std::ifstream in(file);
+    std::istringstream in(InputFile(file).read_all());
     std::string line;
     for (int line_no = 1; std::getline(in, line); ++line_no) {
       const size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");

@@ -12,6 +12,7 @@
 
 #include "io/dataset.h"
 #include "ir/graph.h"
+#include "ir/limits.h"
 #include "ir/tensor.h"
 
 namespace kvant {
@@ -58,9 +59,12 @@ std::string describe_input(const ValueInfo& input);
 struct IdxArray {
   Shape shape;
   std::vector<uint8_t> data;
+  MemoryReservation reservation;  // data's bytes, against the memory budget
 };
 // The data is read in chunks, so a header that promises more than the file
-// holds costs no memory; a short file is an error naming it.
+// holds costs no memory; a short file is an error naming it. The size the
+// header declares is checked against the memory budget (ir/limits.h) first:
+// a small .gz can inflate to gigabytes.
 IdxArray read_idx(const std::filesystem::path& file);
 
 // ---- Zip archives (.npz) -----------------------------------------------------
@@ -74,16 +78,21 @@ struct ZipEntry {
 };
 // Reads the central directory (zip64 included); entries are extracted one at
 // a time. Every offset and size is checked against the file's size.
+// Two members with one name are refused (NumPy would read the last).
+class InputFile;
 class ZipReader {
  public:
   explicit ZipReader(std::filesystem::path file);
   const std::vector<ZipEntry>& entries() const { return entries_; }
-  // The entry's bytes, CRC-checked. Errors name the archive and the entry.
-  std::string extract(const ZipEntry& entry) const;
+  // The entry as a .npy array, inflated straight into the tensor and
+  // CRC-checked. Errors start with `where`.
+  Tensor read_npy_member(const ZipEntry& entry, const std::string& where) const;
 
  private:
+  class MemberStream;
   std::string read_at(uint64_t offset, uint64_t size) const;
   std::filesystem::path file_;
+  std::shared_ptr<InputFile> in_;
   uint64_t file_size_ = 0;
   std::vector<ZipEntry> entries_;
 };

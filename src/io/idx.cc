@@ -1,5 +1,6 @@
 // IDX files (the MNIST format, http://yann.lecun.com/exdb/mnist/), plain or
 // gzip-compressed: zlib's gzread reads both, so one path serves the two.
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <memory>
 
 #include "io/dataset_internal.h"
+#include "io/input_file.h"
 
 namespace kvant {
 
@@ -38,10 +40,13 @@ size_t gz_read(gzFile file, void* out, size_t size, const std::string& name) {
 
 IdxArray read_idx(const std::filesystem::path& file) {
   const std::string name = file.string();
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) throw Error(ErrorCode::kNotFound, name + ": no such file");
-  GzFile gz(gzopen(name.c_str(), "rb"));
-  if (!gz) throw Error(ErrorCode::kNotFound, name + ": cannot be opened");
+  const InputFile in(file);  // refuses FIFOs, devices (io/input_file.h)
+  const int fd = ::dup(in.fd());
+  GzFile gz(fd < 0 ? nullptr : gzdopen(fd, "rb"));
+  if (!gz) {
+    if (fd >= 0) ::close(fd);
+    throw Error(ErrorCode::kNotFound, name + ": cannot be opened");
+  }
 
   uint8_t magic[4];
   if (gz_read(gz.get(), magic, 4, name) != 4) data_error(name + ": too short for an IDX file");
@@ -66,8 +71,14 @@ IdxArray read_idx(const std::filesystem::path& file) {
   } catch (const Error& e) {
     data_error(name + ": IDX shape " + shape_to_string(array.shape) + " is too large");
   }
-  // Grow with the data actually present, so a lying header allocates nothing.
+  // Grow with the data actually present, so a lying header allocates nothing
+  // beyond what the file holds, and never beyond the memory budget.
   const size_t want = static_cast<size_t>(numel);
+  try {
+    array.reservation = MemoryReservation(numel, name + ": IDX data of shape " + shape_to_string(array.shape));
+  } catch (const Error& e) {
+    data_error(e.what());
+  }
   size_t have = 0;
   while (have < want) {
     const size_t step = std::min<size_t>(want - have, size_t{16} << 20);

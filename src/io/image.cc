@@ -9,6 +9,7 @@
 // clang-format off
 #include <cstdio>  // before jpeglib.h, which uses FILE and size_t
 #include <jpeglib.h>
+#include <jerror.h>  // after jpeglib.h: the warning codes (JWRN_JPEG_EOF)
 // clang-format on
 #include <png.h>
 
@@ -18,10 +19,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
 #include "io/dataset_internal.h"
+#include "io/input_file.h"
 
 namespace kvant {
 
@@ -30,9 +30,7 @@ namespace {
 constexpr int64_t kMaxPixels = int64_t{1} << 28;  // 268M pixels (16384 x 16384)
 
 std::string read_whole(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kNotFound, file.string() + ": cannot be opened");
-  return std::string(std::istreambuf_iterator<char>(in), {});
+  return InputFile(file).read_all();  // refuses FIFOs, devices (io/input_file.h)
 }
 
 Image decode_png(const std::string& bytes, const std::string& name) {
@@ -53,6 +51,12 @@ Image decode_png(const std::string& bytes, const std::string& name) {
   }
   // Alpha is dropped by compositing on black; 16-bit and palette become 8-bit.
   png.format = image.channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  try {
+    check_memory(image.width * image.height * image.channels, name + ": PNG pixels");
+  } catch (const Error&) {
+    png_image_free(&png);
+    throw;
+  }
   image.pixels.resize(static_cast<size_t>(image.width * image.height * image.channels));
   if (!png_image_finish_read(&png, nullptr, image.pixels.data(), 0, nullptr)) {
     data_error(name + ": bad PNG (" + png.message + ")");
@@ -64,6 +68,7 @@ struct JpegErrorManager {
   jpeg_error_mgr base;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
+  bool truncated;  // libjpeg warned "Premature end of JPEG file" and padded with gray
 };
 
 void on_jpeg_error(j_common_ptr info) {
@@ -71,17 +76,24 @@ void on_jpeg_error(j_common_ptr info) {
   (*info->err->format_message)(info, manager->message);
   std::longjmp(manager->jump, 1);
 }
-void ignore_jpeg_message(j_common_ptr) {}
+// Warnings (level -1) are ignored except a premature end of the data, which
+// libjpeg papers over with gray rows: a truncated file is an error here.
+void on_jpeg_message(j_common_ptr info, int level) {
+  if (level == -1 && info->err->msg_code == JWRN_JPEG_EOF) {
+    reinterpret_cast<JpegErrorManager*>(info->err)->truncated = true;
+  }
+}
 
 // C-style: returns false with `message` set, or true with a malloc'd buffer.
-bool decode_jpeg_c(const unsigned char* data, size_t size, unsigned char** out, int64_t* width, int64_t* height,
-                   int64_t* channels, char* message) {
+bool decode_jpeg_c(const unsigned char* data, size_t size, int64_t max_bytes, unsigned char** out, int64_t* width,
+                   int64_t* height, int64_t* channels, char* message) {
   jpeg_decompress_struct info;
   JpegErrorManager errors;
   unsigned char* volatile pixels = nullptr;
   info.err = jpeg_std_error(&errors.base);
   errors.base.error_exit = on_jpeg_error;
-  errors.base.output_message = ignore_jpeg_message;
+  errors.base.emit_message = on_jpeg_message;
+  errors.truncated = false;
   if (setjmp(errors.jump)) {
     std::snprintf(message, JMSG_LENGTH_MAX, "%s", errors.message);
     jpeg_destroy_decompress(&info);
@@ -104,6 +116,12 @@ bool decode_jpeg_c(const unsigned char* data, size_t size, unsigned char** out, 
   }
   jpeg_start_decompress(&info);
   const size_t row = size_t{info.output_width} * static_cast<size_t>(info.output_components);
+  if (static_cast<int64_t>(row * info.output_height) > max_bytes) {
+    std::snprintf(message, JMSG_LENGTH_MAX, "%ux%u pixels need %zu bytes, more than the memory budget leaves",
+                  info.output_width, info.output_height, row * info.output_height);
+    jpeg_destroy_decompress(&info);
+    return false;
+  }
   pixels = static_cast<unsigned char*>(std::malloc(row * info.output_height + 1));
   if (!pixels) {
     std::snprintf(message, JMSG_LENGTH_MAX, "out of memory");
@@ -117,6 +135,12 @@ bool decode_jpeg_c(const unsigned char* data, size_t size, unsigned char** out, 
   *width = info.output_width;
   *height = info.output_height;
   *channels = info.output_components;
+  if (errors.truncated) {
+    std::snprintf(message, JMSG_LENGTH_MAX, "truncated file: the image data ends early");
+    jpeg_destroy_decompress(&info);
+    std::free(pixels);
+    return false;
+  }
   jpeg_finish_decompress(&info);
   jpeg_destroy_decompress(&info);
   *out = pixels;
@@ -127,7 +151,8 @@ Image decode_jpeg(const std::string& bytes, const std::string& name) {
   unsigned char* pixels = nullptr;
   char message[JMSG_LENGTH_MAX] = {};
   Image image;
-  if (!decode_jpeg_c(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), &pixels, &image.width,
+  const int64_t room = memory_budget_bytes() - std::min(memory_in_use_bytes(), memory_budget_bytes());
+  if (!decode_jpeg_c(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), room, &pixels, &image.width,
                      &image.height, &image.channels, message)) {
     data_error(name + ": bad JPEG (" + message + ")");
   }

@@ -4,11 +4,11 @@
 
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <optional>
 
 #include "io/atomic_file.h"
+#include "io/input_file.h"
 
 namespace kvant {
 
@@ -280,36 +280,41 @@ Result<Tensor> parse_npy(std::string_view bytes, const std::string& display_name
   }
 }
 
+Tensor read_npy_stream(const NpyByteReader& read, uint64_t total_size) {
+  // Preamble first, then the header it announces, then the data straight
+  // into the tensor.
+  std::string head(static_cast<size_t>(std::min<uint64_t>(total_size, 12)), '\0');
+  if (head.empty()) fail("the file is empty");
+  if (read(head.data(), head.size()) != head.size()) fail("read error in the header");
+  auto [preamble, header_len] = read_preamble(head);
+  if (total_size < preamble + header_len) fail("truncated .npy file (the header is incomplete)");
+  const size_t have = head.size();
+  head.resize(preamble + header_len);
+  if (head.size() > have && read(head.data() + have, head.size() - have) != head.size() - have) {
+    fail("read error in the header");
+  }
+  const Header h = parse_header(head);
+  Tensor t = allocate_checked(h, total_size - h.data_offset);
+  if (read(t.raw(), t.nbytes()) != t.nbytes()) fail("read error in the data (file changed while reading?)");
+  if (h.dtype == DType::kBool) normalize_bools(t);
+  return t;
+}
+
 Result<Tensor> read_npy(const std::filesystem::path& file) {
   const std::string name = file.string();
-  std::error_code ec;
-  if (!std::filesystem::exists(file, ec)) return not_found(name + ": no such file");
-  if (std::filesystem::is_directory(file, ec)) return invalid_argument(name + ": is a folder, not a .npy file");
-  const uintmax_t size = std::filesystem::file_size(file, ec);
-  if (ec) return not_found(name + ": cannot read its size (" + ec.message() + ")");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return not_found(name + ": cannot be opened");
   try {
-    // Preamble first, then the header it announces, then the data straight
-    // into the tensor.
-    std::string head(12, '\0');
-    in.read(head.data(), static_cast<std::streamsize>(std::min<uintmax_t>(size, 12)));
-    head.resize(static_cast<size_t>(in.gcount()));
-    if (head.empty()) fail("the file is empty");
-    auto [preamble, header_len] = read_preamble(head);
-    if (size < preamble + header_len) fail("truncated .npy file (the header is incomplete)");
-    head.resize(preamble + header_len);
-    in.seekg(0);
-    in.read(head.data(), static_cast<std::streamsize>(head.size()));
-    if (static_cast<size_t>(in.gcount()) != head.size()) fail("read error in the header");
-    const Header h = parse_header(head);
-    Tensor t = allocate_checked(h, static_cast<uint64_t>(size - h.data_offset));
-    in.read(static_cast<char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
-    if (static_cast<size_t>(in.gcount()) != t.nbytes()) fail("read error in the data (file changed while reading?)");
-    if (h.dtype == DType::kBool) normalize_bools(t);
-    return t;
+    const InputFile in(file);  // refuses FIFOs, devices, folders (io/input_file.h)
+    uint64_t offset = 0;
+    return read_npy_stream(
+        [&](void* out, size_t n) {
+          const size_t got = in.read_up_to(offset, out, n);
+          offset += got;
+          return got;
+        },
+        in.size());
   } catch (const Error& e) {
-    return Status(e.code(), name + ": " + e.what());
+    const std::string message = e.what();
+    return Status(e.code(), message.starts_with(name + ": ") ? message : name + ": " + message);
   }
 }
 

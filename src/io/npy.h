@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -34,13 +35,21 @@ Result<Tensor> read_npy(const std::filesystem::path& file);
 // Parses .npy bytes held in memory; `display_name` prefixes error messages.
 Result<Tensor> parse_npy(std::string_view bytes, const std::string& display_name = "<memory>");
 
+// Reads a .npy of `total_size` bytes from a sequential source: `read(out, n)`
+// fills up to n bytes and returns how many (fewer only at the end). The data
+// goes straight into the tensor, which is allocated only after the header
+// and total_size agree (a .npz member is inflated this way, never held twice).
+// Throws Error without a name prefix (the caller adds it).
+using NpyByteReader = std::function<size_t(void* out, size_t n)>;
+Tensor read_npy_stream(const NpyByteReader& read, uint64_t total_size);
+
 // Serializes a tensor as .npy (version 1.0, or 2.0 when the header needs it).
 // bfloat16, int4 and uint4 have no NumPy type: kUnsupported.
 Result<std::string> encode_npy(const Tensor& tensor);
 
-// Writes a tensor to `file` atomically: the bytes go to a temporary file in
-// the same folder, which is renamed over `file` only once fully written, so a
-// failure never leaves a half-written file behind.
+// Writes a tensor to `file` as io/output_file.h says: a temporary created
+// exclusively in the same folder, renamed over `file` (only a regular file)
+// once fully written, so a failure never leaves a half-written file behind.
 Status write_npy(const std::filesystem::path& file, const Tensor& tensor);
 
 // The NumPy descr kvant writes for a dtype ("<f4", "|u1", ...); nullptr when

@@ -1,9 +1,8 @@
 // The SampleSource implementations behind open_dataset: groups of arrays
 // (.npy, .npz, .pb), IDX images, and image files.
-#include <fstream>
-#include <iterator>
 
 #include "io/dataset_internal.h"
+#include "io/input_file.h"
 #include "onnx/tensor_proto.h"
 
 namespace kvant {
@@ -166,9 +165,7 @@ std::unique_ptr<SampleSource> make_image_source(std::vector<std::filesystem::pat
 }
 
 LoadedArray load_pb(const std::filesystem::path& file, std::string* name) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kNotFound, file.string() + ": cannot be opened");
-  const std::string bytes(std::istreambuf_iterator<char>(in), {});
+  const std::string bytes = InputFile(file).read_all();  // refuses FIFOs, devices
   onnx::TensorProto proto;
   if (!proto.ParseFromString(bytes)) data_error(file.string() + ": not a serialized ONNX TensorProto");
   if (name) *name = proto.name();

@@ -10,15 +10,18 @@
 // local header is read only for its name and extra lengths. Methods: 0
 // (stored) and 8 (deflate, inflated by zlib as a raw stream). Encrypted and
 // multi-disk archives are refused. Every offset and size is checked against
-// the file's size before it is used; deflated data is inflated into a buffer
-// of the declared size only after checking that size against deflate's
-// largest ratio (1032:1), and must fill it exactly.
+// the file's size before it is used. A .npy member is streamed: its header is
+// inflated first, then the data straight into the tensor (allocated against
+// the memory budget, ir/limits.h), after checking the declared size against
+// deflate's largest ratio (1032:1); it must fill it exactly, CRC included.
 #include <zlib.h>
 
-#include <fstream>
-#include <new>
+#include <algorithm>
+#include <vector>
 
 #include "io/dataset_internal.h"
+#include "io/input_file.h"
+#include "io/npy.h"
 
 namespace kvant {
 
@@ -45,19 +48,14 @@ std::string ZipReader::read_at(uint64_t offset, uint64_t size) const {
                std::to_string(size) + " bytes runs past the end of the file (" + std::to_string(file_size_) +
                " bytes)");
   }
-  std::ifstream in(file_, std::ios::binary);
   std::string bytes(static_cast<size_t>(size), '\0');
-  in.seekg(static_cast<std::streamoff>(offset));
-  in.read(bytes.data(), static_cast<std::streamsize>(size));
-  if (!in) data_error(file_.string() + ": read error");
+  in_->read_at(offset, bytes.data(), bytes.size());
   return bytes;
 }
 
-ZipReader::ZipReader(std::filesystem::path file) : file_(std::move(file)) {
+ZipReader::ZipReader(std::filesystem::path file) : file_(std::move(file)), in_(std::make_shared<InputFile>(file_)) {
   const std::string name = file_.string();
-  std::error_code ec;
-  file_size_ = std::filesystem::file_size(file_, ec);
-  if (ec) throw Error(ErrorCode::kNotFound, name + ": cannot be read (" + ec.message() + ")");
+  file_size_ = in_->size();
   if (file_size_ < 22) data_error(name + ": not a zip archive (too short)");
 
   // The end record is the last 22 bytes plus a comment of up to 65535 bytes.
@@ -132,70 +130,118 @@ ZipReader::ZipReader(std::filesystem::path file) : file_(std::move(file)) {
       x += 4 + len;
     }
     at += 46 + name_len + extra_len + comment_len;
+    // NumPy reads the last of two members with one name, a zip reader that
+    // stops at the first one the first: refuse the ambiguity.
+    for (const ZipEntry& e : entries_) {
+      if (e.name == entry.name) data_error(name + ": the archive holds two members named \"" + entry.name + "\"");
+    }
     entries_.push_back(std::move(entry));
   }
 }
 
-std::string ZipReader::extract(const ZipEntry& entry) const {
-  const std::string where = file_.string() + ": entry \"" + entry.name + "\"";
-  const std::string local = read_at(entry.local_header_offset, 30);
-  if (le(local, 0, 4) != kLocalSig) data_error(where + ": corrupt zip (bad local header)");
-  const uint64_t data_offset = entry.local_header_offset + 30 + le(local, 26, 2) + le(local, 28, 2);
-  const std::string packed = read_at(data_offset, entry.compressed_size);
-  std::string out;
-  if (entry.method == 0) {
-    if (entry.compressed_size != entry.uncompressed_size) data_error(where + ": corrupt zip (stored sizes differ)");
-    out = packed;
-  } else if (entry.method == 8) {
-    if (entry.uncompressed_size / kMaxDeflateRatio > entry.compressed_size + 1) {
-      data_error(where + ": corrupt zip (declared size " + std::to_string(entry.uncompressed_size) +
-                 " is impossible for " + std::to_string(entry.compressed_size) + " deflated bytes)");
+// A member's bytes, read in order: stored bytes straight from the file, or
+// deflate inflated 256 KiB of input at a time into the caller's buffer, so
+// nothing but that chunk is ever held besides the destination. The CRC and
+// the byte count are checked once the member is read to its end.
+class ZipReader::MemberStream {
+ public:
+  MemberStream(const ZipReader& zip, const ZipEntry& entry, const std::string& where)
+      : zip_(zip), entry_(entry), where_(where) {
+    const std::string local = zip.read_at(entry.local_header_offset, 30);
+    if (le(local, 0, 4) != kLocalSig) data_error(where + ": corrupt zip (bad local header)");
+    offset_ = entry.local_header_offset + 30 + le(local, 26, 2) + le(local, 28, 2);
+    zip.read_at(offset_, 0);  // the data's start lies inside the file
+    if (entry.compressed_size > zip.file_size_ - offset_) {
+      data_error(where + ": corrupt zip (the member runs past the end of the file)");
     }
-    try {
-      out.resize(static_cast<size_t>(entry.uncompressed_size));
-    } catch (const std::bad_alloc&) {
-      data_error(where + ": " + std::to_string(entry.uncompressed_size) + " bytes do not fit in memory");
-    }
-    z_stream s{};
-    unsigned char empty = 0;  // zlib refuses a null next_out, even for 0 bytes
-    s.next_out = &empty;
-    if (inflateInit2(&s, -MAX_WBITS) != Z_OK) throw Error(ErrorCode::kInternal, where + ": zlib init failed");
-    // Feed and drain in chunks below 4 GiB (zlib counts in unsigned int).
-    uint64_t in_done = 0, out_done = 0;
-    int rc = Z_OK;
-    while (rc == Z_OK) {
-      if (s.avail_in == 0 && in_done < packed.size()) {
-        const uint64_t n = std::min<uint64_t>(packed.size() - in_done, 1u << 30);
-        s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(packed.data() + in_done));
-        s.avail_in = static_cast<uInt>(n);
-        in_done += n;
+    if (entry.method == 0) {
+      if (entry.compressed_size != entry.uncompressed_size) data_error(where + ": corrupt zip (stored sizes differ)");
+    } else if (entry.method == 8) {
+      if (entry.uncompressed_size / kMaxDeflateRatio > entry.compressed_size + 1) {
+        data_error(where + ": corrupt zip (declared size " + std::to_string(entry.uncompressed_size) +
+                   " is impossible for " + std::to_string(entry.compressed_size) + " deflated bytes)");
       }
-      if (s.avail_out == 0 && out_done < out.size()) {
-        const uint64_t n = std::min<uint64_t>(out.size() - out_done, 1u << 30);
-        s.next_out = reinterpret_cast<Bytef*>(out.data() + out_done);
-        s.avail_out = static_cast<uInt>(n);
-        out_done += n;
-      }
-      const uInt in_before = s.avail_in, out_before = s.avail_out;
-      rc = inflate(&s, Z_NO_FLUSH);
-      if (rc == Z_BUF_ERROR || (rc == Z_OK && s.avail_in == in_before && s.avail_out == out_before)) break;
+      if (inflateInit2(&z_, -MAX_WBITS) != Z_OK) throw Error(ErrorCode::kInternal, where + ": zlib init failed");
+      inflating_ = true;
+    } else {
+      data_error(where + ": compression method " + std::to_string(entry.method) +
+                 " is not supported (only stored and deflate)");
     }
-    const uint64_t produced = s.total_out;
-    inflateEnd(&s);
-    if (rc != Z_STREAM_END || produced != entry.uncompressed_size) {
-      data_error(where + ": corrupt deflate data (" +
-                 (rc == Z_DATA_ERROR ? std::string("invalid stream")
-                                     : "inflated " + std::to_string(produced) + " bytes, expected " +
-                                           std::to_string(entry.uncompressed_size)) +
-                 ")");
-    }
-  } else {
-    data_error(where + ": compression method " + std::to_string(entry.method) +
-               " is not supported (only stored and deflate)");
   }
-  const uLong crc = crc32_z(0L, reinterpret_cast<const Bytef*>(out.data()), out.size());
-  if (crc != entry.crc32) data_error(where + ": CRC mismatch (corrupt archive)");
-  return out;
+  ~MemberStream() {
+    if (inflating_) inflateEnd(&z_);
+  }
+
+  size_t read(void* out, size_t n) {
+    auto* dst = static_cast<unsigned char*>(out);
+    size_t done = 0;
+    if (!inflating_) {
+      n = static_cast<size_t>(std::min<uint64_t>(n, entry_.compressed_size - consumed_));
+      zip_.in_->read_at(offset_ + consumed_, dst, n);
+      consumed_ += n;
+      done = n;
+    } else {
+      while (done < n && !ended_) {
+        if (z_.avail_in == 0 && consumed_ < entry_.compressed_size) {
+          chunk_.resize(static_cast<size_t>(std::min<uint64_t>(entry_.compressed_size - consumed_, 256 << 10)));
+          zip_.in_->read_at(offset_ + consumed_, chunk_.data(), chunk_.size());
+          consumed_ += chunk_.size();
+          z_.next_in = chunk_.data();
+          z_.avail_in = static_cast<uInt>(chunk_.size());
+        }
+        z_.next_out = dst + done;
+        z_.avail_out = static_cast<uInt>(std::min<size_t>(n - done, 1u << 30));
+        const uInt before = z_.avail_out;
+        const int rc = inflate(&z_, Z_NO_FLUSH);
+        done += before - z_.avail_out;
+        if (rc == Z_STREAM_END) {
+          ended_ = true;
+        } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && z_.avail_out == 0)) {
+          data_error(where_ + ": corrupt deflate data (" + (rc == Z_DATA_ERROR ? "invalid stream" : "truncated") + ")");
+        } else if (before == z_.avail_out && z_.avail_in == 0 && consumed_ >= entry_.compressed_size) {
+          data_error(where_ + ": corrupt deflate data (truncated)");
+        }
+      }
+    }
+    produced_ += done;
+    if (produced_ > entry_.uncompressed_size) {
+      data_error(where_ + ": corrupt deflate data (more than the declared " + std::to_string(entry_.uncompressed_size) +
+                 " bytes)");
+    }
+    crc_ = crc32_z(crc_, dst, done);
+    return done;
+  }
+
+  // After the last read: everything declared came, and the CRC matches.
+  void finish() {
+    if (produced_ != entry_.uncompressed_size) {
+      data_error(where_ + ": corrupt zip (inflated " + std::to_string(produced_) + " bytes, expected " +
+                 std::to_string(entry_.uncompressed_size) + ")");
+    }
+    if (crc_ != entry_.crc32) data_error(where_ + ": CRC mismatch (corrupt archive)");
+  }
+
+ private:
+  const ZipReader& zip_;
+  const ZipEntry& entry_;
+  std::string where_;
+  uint64_t offset_ = 0, consumed_ = 0, produced_ = 0;
+  z_stream z_{};
+  bool inflating_ = false, ended_ = false;
+  std::vector<unsigned char> chunk_;
+  uLong crc_ = crc32_z(0L, nullptr, 0);
+};
+
+Tensor ZipReader::read_npy_member(const ZipEntry& entry, const std::string& where) const {
+  MemberStream stream(*this, entry, where);
+  try {
+    Tensor t = read_npy_stream([&](void* out, size_t n) { return stream.read(out, n); }, entry.uncompressed_size);
+    stream.finish();
+    return t;
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    throw Error(e.code(), message.starts_with(where) ? message : where + ": " + message);
+  }
 }
 
 }  // namespace kvant

@@ -22,7 +22,24 @@ std::string TypeInfo::to_string() const {
   return s + ']';
 }
 
-std::string Node::describe() const { return "node \"" + name + "\" (" + op_type + ")"; }
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string Node::describe() const { return "node \"" + printable(name) + "\" (" + printable(op_type) + ")"; }
 
 namespace {
 

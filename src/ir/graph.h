@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ir/tensor.h"
@@ -105,6 +106,11 @@ struct Model {
 
   int64_t opset(const std::string& domain = "") const;  // 0 when not imported
 };
+
+// `text` with control characters (NUL, ESC, newlines: bytes < 0x20 and 0x7f)
+// written as \xNN, so that a name from a model cannot forge or garble what
+// kvant prints. Other bytes (UTF-8 included) pass unchanged.
+std::string printable(std::string_view text);
 
 // A node with no attributes, for graph rewrites and tests.
 Node make_node(std::string name, std::string op_type, std::vector<std::string> inputs,

@@ -1,8 +1,11 @@
 #include "ir/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+
+#include "ir/limits.h"
 
 namespace kvant {
 
@@ -11,14 +14,28 @@ namespace {
 constexpr int64_t kMaxTensorBytes = int64_t{1} << 40;
 constexpr size_t kAlignment = 64;
 
-std::shared_ptr<std::byte> allocate_zeroed(size_t nbytes) {
-  const size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
-  if (p == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument, "out of memory allocating " + std::to_string(nbytes) + " bytes");
+// Frees the block and gives its bytes back to the memory budget.
+struct BudgetedFree {
+  int64_t bytes;
+  void operator()(std::byte* p) const {
+    std::free(p);
+    release_memory(bytes);
   }
-  std::memset(p, 0, rounded == 0 ? kAlignment : rounded);
-  return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
+};
+
+// Counted against the memory budget (ir/limits.h) before it is allocated.
+std::shared_ptr<std::byte> allocate_zeroed(size_t nbytes, const Shape& shape, DType dtype) {
+  const size_t rounded = std::max((nbytes + kAlignment - 1) / kAlignment * kAlignment, kAlignment);
+  const auto budgeted = static_cast<int64_t>(rounded);
+  reserve_memory(budgeted, std::string("a tensor ") + dtype_name(dtype) + shape_to_string(shape));
+  void* p = std::aligned_alloc(kAlignment, rounded);
+  if (p == nullptr) {
+    release_memory(budgeted);
+    throw Error(ErrorCode::kInvalidArgument, "out of memory allocating " + describe_bytes(budgeted) + " for a tensor " +
+                                                 dtype_name(dtype) + shape_to_string(shape));
+  }
+  std::memset(p, 0, rounded);
+  return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), BudgetedFree{budgeted});
 }
 
 }  // namespace
@@ -54,7 +71,7 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   }
   numel_ = checked_numel(shape_, dtype_);
   nbytes_ = static_cast<size_t>((numel_ * dtype_bits(dtype_) + 7) / 8);
-  storage_ = allocate_zeroed(nbytes_);
+  storage_ = allocate_zeroed(nbytes_, shape_, dtype_);
 }
 
 Tensor Tensor::view(DType dtype, Shape shape, const std::shared_ptr<std::byte>& owner, std::byte* data) {

@@ -13,11 +13,14 @@
 //   - subgraphs nest at most kMaxSubgraphDepth deep.
 #include "onnx/reader.h"
 
-#include <fstream>
+#include <google/protobuf/io/coded_stream.h>
+
 #include <limits>
 #include <set>
 #include <unordered_set>
 
+#include "io/input_file.h"
+#include "ir/limits.h"
 #include "onnx/shape_inference.h"
 #include "onnx/tensor_proto.h"
 
@@ -28,6 +31,7 @@ namespace {
 // Real models nest If/Loop bodies a few levels deep; more is a malformed or
 // hostile file (each level multiplies the work of scope checks).
 constexpr int kMaxSubgraphDepth = 16;
+constexpr int kProtobufRecursionLimit = 400;
 
 struct ImportContext {
   std::filesystem::path base_dir;
@@ -284,9 +288,16 @@ Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesyst
     return invalid_argument(prefix + "larger than 2 GB; store the weights as external data");
   }
   onnx::ModelProto proto;
-  if (!proto.ParseFromArray(data, static_cast<int>(size))) {
+  // Protobuf's default nesting limit (100 messages) is reached by ~32 nested
+  // If/Loop bodies (3 messages a level), which then read as "corrupted":
+  // parse deeper, so that kvant's own kMaxSubgraphDepth check names the node.
+  google::protobuf::io::CodedInputStream stream(static_cast<const uint8_t*>(data), static_cast<int>(size));
+  stream.SetRecursionLimit(kProtobufRecursionLimit);
+  if (!proto.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
     return invalid_argument(prefix + not_onnx_reason(data, size) +
-                            ": the protobuf data could not be parsed (truncated or corrupted file?)");
+                            ": the protobuf data could not be parsed (truncated or corrupted file, or messages nested "
+                            "more than " +
+                            std::to_string(kProtobufRecursionLimit) + " deep?)");
   }
   // Protobuf accepts many byte strings (unknown fields are skipped); a model
   // without a graph is not one.
@@ -313,29 +324,18 @@ Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesyst
   }
 }
 
-namespace {
-
-// The whole file in one read into a buffer of the right size (a weights file
-// can be hundreds of MB; character-wise stream iteration is far too slow).
-bool read_file(const std::filesystem::path& file, std::string& bytes) {
-  std::ifstream in(file, std::ios::binary | std::ios::ate);
-  if (!in) return false;
-  const std::streamoff size = in.tellg();
-  if (size < 0) return false;
-  bytes.resize(static_cast<size_t>(size));
-  in.seekg(0);
-  return static_cast<bool>(in.read(bytes.data(), size)) || size == 0;
-}
-
-}  // namespace
-
 Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options) {
-  std::error_code ec;
-  if (!std::filesystem::exists(file, ec)) return not_found(file.string() + ": no such file");
-  if (std::filesystem::is_directory(file, ec))
-    return invalid_argument(file.string() + ": is a folder, not an ONNX file");
   std::string bytes;
-  if (!read_file(file, bytes)) return not_found(file.string() + ": cannot be opened");
+  try {
+    const InputFile in(file);  // refuses FIFOs, devices, folders (io/input_file.h)
+    if (in.size() > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+      return invalid_argument(file.string() + ": larger than 2 GB; store the weights as external data");
+    }
+    check_memory(static_cast<int64_t>(in.size()), file.string() + ": the model file");
+    bytes = in.read_all();
+  } catch (const Error& e) {
+    return e.status();
+  }
   if (bytes.empty()) return invalid_argument(file.string() + ": the file is empty");
   auto dir = file.parent_path();
   if (dir.empty()) dir = ".";
@@ -345,14 +345,14 @@ Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& op
 }
 
 Result<Tensor> load_tensor_pb(const std::filesystem::path& file) {
-  std::string bytes;
-  if (!read_file(file, bytes)) return not_found(file.string() + ": cannot be opened");
-  onnx::TensorProto proto;
-  if (!proto.ParseFromString(bytes)) return invalid_argument(file.string() + ": not a serialized ONNX TensorProto");
   try {
+    const std::string bytes = InputFile(file).read_all();
+    onnx::TensorProto proto;
+    if (!proto.ParseFromString(bytes)) return invalid_argument(file.string() + ": not a serialized ONNX TensorProto");
     return tensor_from_proto(proto, file.parent_path());
   } catch (const Error& e) {
-    return Status(e.code(), file.string() + ": " + e.what());
+    const std::string message = e.what();
+    return Status(e.code(), message.starts_with(file.string()) ? message : file.string() + ": " + message);
   }
 }
 

@@ -7,8 +7,11 @@
 #include "onnx/tensor_proto.h"
 
 #include <cstring>
-#include <fstream>
+#include <memory>
 #include <system_error>
+
+#include "io/input_file.h"
+#include "ir/limits.h"
 
 namespace kvant {
 
@@ -69,11 +72,16 @@ std::string read_external(const Where& where, const std::filesystem::path& base_
   if (full.string().rfind(base_s, 0) != 0) {
     where.bad("external data path \"" + location + "\" escapes the model's folder (through a link)");
   }
-  if (!std::filesystem::is_regular_file(full, ec)) {
+  if (!std::filesystem::exists(full, ec)) {
     where.bad("external data file \"" + (base_dir / rel).string() + "\" does not exist");
   }
-  const uint64_t file_size = std::filesystem::file_size(full, ec);
-  if (ec) where.bad("cannot read external data file \"" + full.string() + "\": " + ec.message());
+  std::unique_ptr<InputFile> in;
+  try {
+    in = std::make_unique<InputFile>(full);  // a FIFO, device or folder is named as such
+  } catch (const Error& e) {
+    where.bad(std::string("external data ") + e.what());
+  }
+  const uint64_t file_size = in->size();
   const uint64_t want = has_length ? length : expected;
   if (want != expected) {
     where.bad("external data length " + std::to_string(want) + " does not match the " + std::to_string(expected) +
@@ -83,11 +91,17 @@ std::string read_external(const Where& where, const std::filesystem::path& base_
     where.bad("external data file \"" + location + "\" holds " + std::to_string(file_size) + " bytes; offset " +
               std::to_string(offset) + " + length " + std::to_string(want) + " runs past its end");
   }
-  std::ifstream in(full, std::ios::binary);
+  try {
+    check_memory(static_cast<int64_t>(want), "external data \"" + location + "\"");
+  } catch (const Error& e) {
+    where.bad(e.what());
+  }
   std::string bytes(want, '\0');
-  in.seekg(static_cast<std::streamoff>(offset));
-  in.read(bytes.data(), static_cast<std::streamsize>(want));
-  if (!in) where.bad("failed to read external data file \"" + full.string() + "\"");
+  try {
+    in->read_at(offset, bytes.data(), bytes.size());
+  } catch (const Error& e) {
+    where.bad(std::string("failed to read external data: ") + e.what());
+  }
   return bytes;
 }
 

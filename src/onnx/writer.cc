@@ -1,11 +1,10 @@
 #include "onnx/writer.h"
 
-#include <unistd.h>
-
-#include <cstdio>
-#include <fstream>
+#include <memory>
 #include <system_error>
 
+#include "io/output_file.h"
+#include "onnx/export_check.h"
 #include "onnx/tensor_proto.h"
 
 namespace kvant {
@@ -120,21 +119,19 @@ onnx::ModelProto model_to_proto(const Model& model) {
   return proto;
 }
 
-// Moves large initializers of the main graph into `data_file`, recording
-// location/offset/length as ONNX's external-data convention says.
-void externalize(onnx::ModelProto& proto, const std::filesystem::path& data_file, const std::string& location,
-                 int64_t threshold) {
-  std::ofstream out(data_file, std::ios::binary | std::ios::trunc);
-  if (!out) throw Error(ErrorCode::kInvalidArgument, "cannot write " + data_file.string());
+// Moves large initializers of the main graph into `out` (the side file
+// named `location`), recording location/offset/length as ONNX's external-data
+// convention says.
+void externalize(onnx::ModelProto& proto, OutputFile& out, const std::string& location, int64_t threshold) {
   int64_t offset = 0;
   for (auto& init : *proto.mutable_graph()->mutable_initializer()) {
     if (static_cast<int64_t>(init.raw_data().size()) < threshold) continue;
     // Align each tensor to 4 KiB, as ONNX's own tools do, so it can be mapped.
     const int64_t aligned = (offset + 4095) / 4096 * 4096;
-    if (aligned > offset) out.write(std::string(static_cast<size_t>(aligned - offset), '\0').data(), aligned - offset);
+    if (aligned > offset) out.write(std::string(static_cast<size_t>(aligned - offset), '\0'));
     offset = aligned;
     const std::string& raw = init.raw_data();
-    out.write(raw.data(), static_cast<std::streamsize>(raw.size()));
+    out.write(raw);
     auto add = [&](const char* key, const std::string& value) {
       auto* kv = init.add_external_data();
       kv->set_key(key);
@@ -147,8 +144,6 @@ void externalize(onnx::ModelProto& proto, const std::filesystem::path& data_file
     init.clear_raw_data();
     init.set_data_location(onnx::TensorProto::EXTERNAL);
   }
-  out.flush();
-  if (!out) throw Error(ErrorCode::kInvalidArgument, "failed writing " + data_file.string() + " (disk full?)");
 }
 
 bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
@@ -168,7 +163,18 @@ Result<std::string> serialize_onnx(const Model& model) {
   }
 }
 
-Status save_onnx(const Model& model, const std::filesystem::path& file, const SaveOptions& options) {
+PendingSave::PendingSave() = default;
+PendingSave::~PendingSave() = default;
+
+void PendingSave::commit() {
+  if (data_) data_->commit();
+  model_->commit();
+}
+
+int64_t PendingSave::bytes() const { return model_->size() + (data_ ? data_->size() : 0); }
+
+Result<std::unique_ptr<PendingSave>> prepare_save(const Model& model, const std::filesystem::path& file,
+                                                  const SaveOptions& options) {
   if (!options.allow_overwrite_source && !model.source_path.empty() && same_file(model.source_path, file)) {
     return invalid_argument(file.string() + ": refusing to overwrite the input model; choose another output file");
   }
@@ -176,28 +182,38 @@ Status save_onnx(const Model& model, const std::filesystem::path& file, const Sa
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
     return not_found(file.string() + ": folder " + dir.string() + " does not exist");
-  const std::string tmp_suffix = ".kvant-tmp-" + std::to_string(::getpid());
-  const auto tmp = std::filesystem::path(file.string() + tmp_suffix);
   const std::string data_name = file.filename().string() + ".data";
-  const auto data_tmp = dir / (data_name + tmp_suffix);
   try {
     onnx::ModelProto proto = model_to_proto(model);
-    bool external = options.force_external_data || static_cast<int64_t>(proto.ByteSizeLong()) > kProtobufLimit;
-    if (external)
-      externalize(proto, data_tmp, data_name, options.force_external_data ? 1024 : options.external_data_threshold);
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) return invalid_argument(file.string() + ": cannot be written");
-      if (!proto.SerializeToOstream(&out)) throw Error(ErrorCode::kInvalidArgument, "serialization failed");
-      out.flush();
-      if (!out) throw Error(ErrorCode::kInvalidArgument, "write failed (disk full?)");
+    check_for_export(model, proto);  // an invalid model is an error, never a file
+    const bool external = options.force_external_data || static_cast<int64_t>(proto.ByteSizeLong()) > kProtobufLimit;
+    auto pending = std::make_unique<PendingSave>();
+    pending->file_ = file;
+    if (external) {
+      pending->data_ = std::make_unique<OutputFile>(dir / data_name);
+      externalize(proto, *pending->data_, data_name,
+                  options.force_external_data ? 1024 : options.external_data_threshold);
     }
-    if (external) std::filesystem::rename(data_tmp, dir / data_name);
-    std::filesystem::rename(tmp, file);
+    pending->model_ = std::make_unique<OutputFile>(file);
+    if (!proto.SerializeToFileDescriptor(pending->model_->fd())) {
+      throw Error(ErrorCode::kInvalidArgument, "write failed (disk full?)");
+    }
+    return pending;
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    return Status(e.code(), message.starts_with(file.string()) ? message : file.string() + ": " + message);
   } catch (const std::exception& e) {
-    std::filesystem::remove(tmp, ec);
-    std::filesystem::remove(data_tmp, ec);
     return invalid_argument(file.string() + ": " + e.what());
+  }
+}
+
+Status save_onnx(const Model& model, const std::filesystem::path& file, const SaveOptions& options) {
+  auto pending = prepare_save(model, file, options);
+  if (!pending.ok()) return pending.status();
+  try {
+    (*pending)->commit();
+  } catch (const Error& e) {
+    return e.status();
   }
   return {};
 }

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <limits>
 
+#include "ir/limits.h"
 #include "ops/op_registry.h"
 #include "ops/op_util.h"
 
@@ -141,7 +142,15 @@ void loop_op(KernelContext& ctx) {
   for (size_t i = 0; i < carried; ++i) state.push_back(ctx.input(2 + i));
   std::vector<std::vector<Tensor>> scan_parts(scans);
   std::vector<Tensor> args(carried + 2);
+  // A hostile or broken model may never stop: at most max_loop_iterations()
+  // (ir/limits.h, --max-loop-iterations), then an error naming the node.
+  const int64_t cap = max_loop_iterations();
   for (int64_t iter = 0; iter < max_trips && cond; ++iter) {
+    if (iter == cap) {
+      ctx.fail("still running after " + std::to_string(cap) +
+               " iterations (M = " + (ctx.has_input(0) ? std::to_string(max_trips) : std::string("none")) +
+               ", condition still true); raise --max-loop-iterations if the model really needs more");
+    }
     args[0] = Tensor::scalar<int64_t>(iter);
     args[1] = Tensor::scalar<bool>(cond);
     for (size_t i = 0; i < carried; ++i) args[2 + i] = std::move(state[i]);

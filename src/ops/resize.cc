@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "ir/limits.h"
 #include "ops/op_registry.h"
 #include "ops/op_util.h"
 
@@ -216,7 +217,11 @@ void run_resize_common(KernelContext& ctx, ResizeAttrs at, std::vector<double> s
     }
   }
   if (!roi.empty() && roi.size() != 2 * rank) ctx.fail("roi must have 2 * rank values");
-  checked_numel(out_shape, x.dtype());  // rejects outputs too large to allocate before any work
+  // Rejects outputs too large to allocate before any work: the output, and
+  // the two double-precision work arrays resize_impl passes between axes.
+  const int64_t out_numel = checked_numel(out_shape, x.dtype());
+  check_memory(out_numel * (2 * static_cast<int64_t>(sizeof(double)) + dtype_bits(x.dtype()) / 8),
+               "Resize to " + shape_to_string(out_shape) + " (output and work buffers)");
   dispatch<NumericTypes>(x.dtype(), ctx, [&](auto tag) { resize_impl(ctx, at, scales, out_shape, roi, tag); });
 }
 

@@ -9,6 +9,8 @@
 // from a node of this graph and is not itself a graph output). An Identity
 // from a graph input or initializer straight to a graph output stays.
 // Subgraphs are processed too.
+#include <unordered_set>
+
 #include "passes/pass.h"
 
 namespace kvant {
@@ -41,45 +43,63 @@ bool eliminate_identity(Graph& graph) {
   for (Node& node : graph.nodes) {
     for (Graph* sub : subgraphs_of(node)) changed = eliminate_identity(*sub) || changed;
   }
-  for (size_t i = 0; i < graph.nodes.size();) {
-    if (graph.nodes[i].op_type != "Identity" && graph.nodes[i].op_type != "Dropout") {
-      ++i;
-      continue;
+  // One pass over the nodes with the renames collected in `alias` and applied
+  // at the end in one walk (rename_reads with a map), and the removed nodes
+  // erased at once: O(nodes + reads), where renaming and erasing per removed
+  // node was O(nodes^2) (10k Identity nodes took 4.6 s, 20k over 20 s).
+  const auto reads = count_reads(graph);
+  std::unordered_set<std::string> outputs;
+  for (const auto& o : graph.outputs) outputs.insert(o.name);
+  std::unordered_map<std::string, size_t> producer;
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    for (const auto& o : graph.nodes[i].outputs) {
+      if (!o.empty()) producer[o] = i;
     }
-    const auto reads = count_reads(graph);
+  }
+  std::unordered_map<std::string, std::string> alias;  // a read of the key now reads the value
+  auto resolve = [&](const std::string& name) {
+    std::string out = name;
+    for (auto it = alias.find(out); it != alias.end(); it = alias.find(out)) out = it->second;
+    if (out != name) alias[name] = out;  // shortcut the chain for the next lookup
+    return out;
+  };
+  std::vector<bool> removed(graph.nodes.size(), false);
+  bool removed_any = false;
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
     Node& node = graph.nodes[i];
-    if (!is_removable(node, graph, reads)) {
-      ++i;
-      continue;
-    }
+    if (node.op_type != "Identity" && node.op_type != "Dropout") continue;
+    if (!node.inputs.empty() && !node.inputs[0].empty()) node.inputs[0] = resolve(node.inputs[0]);
+    if (!is_removable(node, graph, reads)) continue;
     const std::string x = node.inputs[0];
     const std::string y = node.outputs[0];
-    if (!is_graph_output(graph, y)) {
-      rename_reads(graph, y, x);
-      graph.nodes.erase(graph.nodes.begin() + static_cast<std::ptrdiff_t>(i));
-      changed = true;
+    if (!outputs.count(y)) {
+      alias[y] = x;
+      removed[i] = removed_any = true;
       continue;
     }
     // y is a graph output: make x's producer write y, if x has one here.
-    Node* producer = nullptr;
-    for (size_t p = 0; p < i; ++p) {
-      for (auto& o : graph.nodes[p].outputs) {
-        if (o == x) producer = &graph.nodes[p];
-      }
-    }
-    if (producer == nullptr || is_graph_output(graph, x)) {
-      ++i;
-      continue;
-    }
-    for (auto& o : producer->outputs) {
+    auto p = producer.find(x);
+    if (p == producer.end() || p->second >= i || removed[p->second] || outputs.count(x)) continue;
+    for (auto& o : graph.nodes[p->second].outputs) {
       if (o == x) o = y;
     }
+    producer[y] = p->second;
+    producer.erase(x);
     graph.value_info.erase(x);
-    graph.nodes.erase(graph.nodes.begin() + static_cast<std::ptrdiff_t>(i));
-    rename_reads(graph, x, y);
-    changed = true;
+    alias[x] = y;
+    removed[i] = removed_any = true;
   }
-  return changed;
+  if (!removed_any) return changed;
+  std::vector<Node> kept;
+  kept.reserve(graph.nodes.size());
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    if (!removed[i]) kept.push_back(std::move(graph.nodes[i]));
+  }
+  graph.nodes = std::move(kept);
+  std::unordered_map<std::string, std::string> renames;
+  for (const auto& [from, to] : alias) renames[from] = resolve(from);
+  rename_reads(graph, renames);
+  return true;
 }
 
 }  // namespace kvant

@@ -17,6 +17,7 @@
 // New weights get new names (the old ones may be shared; unused ones are
 // removed by eliminate_dead_nodes). Conv's output takes the BN's output name.
 #include <cmath>
+#include <unordered_set>
 
 #include "passes/pass.h"
 
@@ -65,23 +66,16 @@ bool bn_params(const Graph& graph, const Node& bn, const std::unordered_map<std:
   return true;
 }
 
-// The BN reading `value` when it is that value's only reader.
-Node* sole_bn_reader(Graph& graph, const std::string& value, const std::unordered_map<std::string, int>& reads) {
-  auto it = reads.find(value);
-  if (it == reads.end() || it->second != 1 || is_graph_output(graph, value)) return nullptr;
-  for (Node& n : graph.nodes) {
-    if (n.op_type == "BatchNormalization" && n.domain.empty() && !n.inputs.empty() && n.inputs[0] == value) return &n;
-  }
-  return nullptr;
-}
-
-std::string add_weight(Graph& graph, const std::string& base, Tensor t) {
-  const std::string name = unique_value_name(graph, base);
+// `used`: the names in use, extended with each weight a fold adds (one set
+// per pass, not one graph walk per name).
+std::string add_weight(Graph& graph, UniqueNames& used, const std::string& base, Tensor t) {
+  const std::string name = used.make(base);
   graph.initializers[name] = std::move(t);
   return name;
 }
 
-bool fold_into_conv(Graph& graph, Node& conv, Node& bn, const std::unordered_map<std::string, int>& reads) {
+bool fold_into_conv(Graph& graph, Node& conv, Node& bn, const std::unordered_map<std::string, int>& reads,
+                    UniqueNames& used) {
   const Tensor* w = constant_f32(graph, conv.inputs.size() > 1 ? conv.inputs[1] : "");
   if (w == nullptr || w->rank() < 3) return false;
   const bool has_bias = conv.inputs.size() > 2 && !conv.inputs[2].empty();
@@ -104,12 +98,14 @@ bool fold_into_conv(Graph& graph, Node& conv, Node& bn, const std::unordered_map
     bd[o] = bias * p.scale[static_cast<size_t>(o)] + p.shift[static_cast<size_t>(o)];
   }
   conv.inputs.resize(3);
-  conv.inputs[1] = add_weight(graph, conv.inputs[1] + "_bnfold", std::move(w2));
-  conv.inputs[2] = add_weight(graph, (has_bias ? conv.inputs[2] : conv.name + "_bias") + "_bnfold", std::move(b2));
+  conv.inputs[1] = add_weight(graph, used, conv.inputs[1] + "_bnfold", std::move(w2));
+  conv.inputs[2] =
+      add_weight(graph, used, (has_bias ? conv.inputs[2] : conv.name + "_bias") + "_bnfold", std::move(b2));
   return true;
 }
 
-bool fold_into_gemm(Graph& graph, Node& gemm, Node& bn, const std::unordered_map<std::string, int>& reads) {
+bool fold_into_gemm(Graph& graph, Node& gemm, Node& bn, const std::unordered_map<std::string, int>& reads,
+                    UniqueNames& used) {
   const Tensor* bw = constant_f32(graph, gemm.inputs.size() > 1 ? gemm.inputs[1] : "");
   if (bw == nullptr || bw->rank() != 2) return false;
   const bool trans_b = gemm.attr_int("transB", 0) != 0;
@@ -147,8 +143,8 @@ bool fold_into_gemm(Graph& graph, Node& gemm, Node& bn, const std::unordered_map
     }
   }
   gemm.inputs.resize(3);
-  gemm.inputs[1] = add_weight(graph, gemm.inputs[1] + "_bnfold", std::move(b2));
-  gemm.inputs[2] = add_weight(graph, (has_c ? gemm.inputs[2] : gemm.name + "_bias") + "_bnfold", std::move(c2));
+  gemm.inputs[1] = add_weight(graph, used, gemm.inputs[1] + "_bnfold", std::move(b2));
+  gemm.inputs[2] = add_weight(graph, used, (has_c ? gemm.inputs[2] : gemm.name + "_bias") + "_bnfold", std::move(c2));
   Attribute beta_attr;
   beta_attr.kind = Attribute::Kind::kFloat;
   beta_attr.f = 1.0f;
@@ -163,29 +159,49 @@ bool fold_batchnorm(Graph& graph) {
   for (Node& node : graph.nodes) {
     for (Graph* sub : subgraphs_of(node)) changed = fold_batchnorm(*sub) || changed;
   }
+  // Reads, BN readers and used names are computed once and the folded BNs
+  // erased at the end: O(nodes), where recounting reads per Conv/Gemm and
+  // erasing per fold was O(nodes^2). A fold changes no other candidate's
+  // facts: it touches one Conv/Gemm, its own new weights and one BN.
+  const auto reads = count_reads(graph);
+  std::unordered_set<std::string> outputs;
+  for (const auto& o : graph.outputs) outputs.insert(o.name);
+  std::unordered_map<std::string, size_t> bn_reader;  // value -> the BN reading it
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    const Node& n = graph.nodes[i];
+    if (n.op_type == "BatchNormalization" && n.domain.empty() && !n.inputs.empty()) bn_reader.emplace(n.inputs[0], i);
+  }
+  UniqueNames used(graph);
+  std::vector<bool> removed(graph.nodes.size(), false);
+  bool removed_any = false;
   for (size_t i = 0; i < graph.nodes.size(); ++i) {
     Node& node = graph.nodes[i];
     if (!node.domain.empty() || (node.op_type != "Conv" && node.op_type != "Gemm")) continue;
     if (node.outputs.size() != 1 || node.outputs[0].empty()) continue;
-    const auto reads = count_reads(graph);
-    Node* bn = sole_bn_reader(graph, node.outputs[0], reads);
-    if (bn == nullptr) continue;
-    const bool folded =
-        node.op_type == "Conv" ? fold_into_conv(graph, node, *bn, reads) : fold_into_gemm(graph, node, *bn, reads);
+    // The BN reading the output when it is that output's only reader.
+    const std::string& value = node.outputs[0];
+    auto r = reads.find(value);
+    auto b = bn_reader.find(value);
+    if (r == reads.end() || r->second != 1 || outputs.count(value) || b == bn_reader.end() || removed[b->second]) {
+      continue;
+    }
+    Node& bn = graph.nodes[b->second];
+    const bool folded = node.op_type == "Conv" ? fold_into_conv(graph, node, bn, reads, used)
+                                               : fold_into_gemm(graph, node, bn, reads, used);
     if (!folded) continue;
     // The Conv/Gemm now writes what the BN wrote; the BN goes.
     graph.value_info.erase(node.outputs[0]);
-    node.outputs[0] = bn->outputs[0];
-    const Node* bn_ptr = bn;
-    for (size_t j = 0; j < graph.nodes.size(); ++j) {
-      if (&graph.nodes[j] == bn_ptr) {
-        graph.nodes.erase(graph.nodes.begin() + static_cast<std::ptrdiff_t>(j));
-        break;
-      }
-    }
-    changed = true;
+    node.outputs[0] = bn.outputs[0];
+    removed[b->second] = removed_any = true;
   }
-  return changed;
+  if (!removed_any) return changed;
+  std::vector<Node> kept;
+  kept.reserve(graph.nodes.size());
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    if (!removed[i]) kept.push_back(std::move(graph.nodes[i]));
+  }
+  graph.nodes = std::move(kept);
+  return true;
 }
 
 }  // namespace kvant

@@ -71,6 +71,29 @@ void rename_reads(Graph& graph, const std::string& from, const std::string& to) 
   }
 }
 
+namespace {
+
+void rename_all(Graph& graph, const std::unordered_map<std::string, std::string>& renames, bool outputs_too) {
+  for (Node& node : graph.nodes) {
+    for (auto& in : node.inputs) {
+      auto it = renames.find(in);
+      if (it != renames.end()) in = it->second;
+    }
+    for (Graph* sub : subgraphs_of(node)) rename_all(*sub, renames, true);
+  }
+  if (!outputs_too) return;
+  for (auto& o : graph.outputs) {
+    auto it = renames.find(o.name);
+    if (it != renames.end()) o.name = it->second;
+  }
+}
+
+}  // namespace
+
+void rename_reads(Graph& graph, const std::unordered_map<std::string, std::string>& renames) {
+  if (!renames.empty()) rename_all(graph, renames, false);
+}
+
 bool is_graph_output(const Graph& graph, const std::string& name) {
   for (const auto& o : graph.outputs) {
     if (o.name == name) return true;
@@ -78,16 +101,24 @@ bool is_graph_output(const Graph& graph, const std::string& name) {
   return false;
 }
 
-std::string unique_value_name(const Graph& graph, const std::string& base) {
-  std::unordered_set<std::string> used;
-  for (const auto& v : graph.inputs) used.insert(v.name);
-  for (const auto& [name, t] : graph.initializers) used.insert(name);
-  for (const auto& n : graph.nodes) used.insert(n.outputs.begin(), n.outputs.end());
-  if (!used.count(base)) return base;
-  for (int i = 1;; ++i) {
-    std::string name = base + "_" + std::to_string(i);
-    if (!used.count(name)) return name;
-  }
+UniqueNames::UniqueNames(const Graph& graph) {
+  for (const auto& v : graph.inputs) used_.insert(v.name);
+  for (const auto& [name, t] : graph.initializers) used_.insert(name);
+  for (const auto& n : graph.nodes) used_.insert(n.outputs.begin(), n.outputs.end());
 }
+
+std::string UniqueNames::make(const std::string& base) {
+  std::string name = base;
+  int& next = next_[base];
+  if (next > 0 || used_.count(name)) {
+    do {
+      name = base + "_" + std::to_string(++next);
+    } while (used_.count(name));
+  }
+  used_.insert(name);
+  return name;
+}
+
+std::string unique_value_name(const Graph& graph, const std::string& base) { return UniqueNames(graph).make(base); }
 
 }  // namespace kvant

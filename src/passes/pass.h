@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ir/graph.h"
@@ -55,10 +56,26 @@ std::unordered_map<std::string, int> count_reads(const Graph& graph);
 // graph's own outputs are its interface and are not renamed; neither are
 // definitions.
 void rename_reads(Graph& graph, const std::string& from, const std::string& to);
+// The same for many renames at once, in one walk over the graph: every read
+// of a key becomes a read of its value. O(nodes + reads) whatever the count,
+// where one rename_reads per pair would be O(nodes x pairs).
+void rename_reads(Graph& graph, const std::unordered_map<std::string, std::string>& renames);
 bool is_graph_output(const Graph& graph, const std::string& name);
 // Subgraphs held by a node's attributes.
 std::vector<Graph*> subgraphs_of(Node& node);
 // A value name not yet used in the graph: `base`, else `base_1`, `base_2`...
 std::string unique_value_name(const Graph& graph, const std::string& base);
+// The same for passes that make many names: the graph's names are collected
+// once, and each base remembers its next suffix, so k names cost O(k), not
+// one graph walk (or one probe per earlier name of that base) each.
+class UniqueNames {
+ public:
+  explicit UniqueNames(const Graph& graph);
+  std::string make(const std::string& base);
+
+ private:
+  std::unordered_set<std::string> used_;
+  std::unordered_map<std::string, int> next_;
+};
 
 }  // namespace kvant

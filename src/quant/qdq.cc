@@ -118,6 +118,19 @@ Tensor quantize_tensor(const Tensor& weights, const QuantParams& p) {
   return out;
 }
 
+void check_finite_weight(const Tensor& weights, const std::string& name, bool allow_nonfinite) {
+  if (allow_nonfinite || !is_float(weights.dtype())) return;
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    const double v = weights.get_as_double(i);
+    if (std::isfinite(v)) continue;
+    throw Error(ErrorCode::kInvalidArgument,
+                "initializer \"" + name + "\" " + weights.describe() + ": element " + std::to_string(i) + " is " +
+                    (std::isnan(v) ? "NaN" : "Inf") +
+                    "; a quantized weight cannot hold it (the FP32 model computes NaN/Inf there). Fix the model, or "
+                    "pass --allow-nonfinite to quantize it anyway (NaN becomes the zero point)");
+  }
+}
+
 QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry, bool reduce_range) {
   check_axis(weights, axis);
   const AxisView v = view_around(weights.shape(), axis);
@@ -131,6 +144,7 @@ QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmet
     for (int64_t c = 0; c < v.channels; ++c) {
       for (int64_t i = 0; i < v.inner; ++i) {
         const float x = w[static_cast<size_t>((o * v.channels + c) * v.inner + i)];
+        if (!std::isfinite(x)) continue;  // only with --allow-nonfinite (check_finite_weight)
         const auto k = static_cast<size_t>(axis < 0 ? 0 : c);
         lo[k] = std::min(lo[k], x);
         hi[k] = std::max(hi[k], x);
@@ -161,6 +175,7 @@ QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_siz
     for (int64_t c = 0; c < v.channels; ++c) {
       for (int64_t i = 0; i < v.inner; ++i) {
         const float x = w[static_cast<size_t>((o * v.channels + c) * v.inner + i)];
+        if (!std::isfinite(x)) continue;  // only with --allow-nonfinite (check_finite_weight)
         const auto k = static_cast<size_t>(scale_index(p, v, o, c, i));
         lo[k] = std::min(lo[k], x);
         hi[k] = std::max(hi[k], x);
@@ -171,6 +186,32 @@ QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_siz
   p.zero_point.resize(n);
   for (size_t k = 0; k < n; ++k) choose_qparams(lo[k], hi[k], storage, symmetry, false, &p.scale[k], &p.zero_point[k]);
   return p;
+}
+
+std::vector<std::string> minimum_scale_warnings(const Graph& graph) {
+  std::vector<std::string> out;
+  for (const Node& n : graph.nodes) {
+    const bool qdq = n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear";
+    const size_t at = qdq ? 1 : n.op_type == "MatMulNBits" ? 2 : 0;
+    if (at == 0 || n.inputs.size() <= at) continue;
+    // An activation's Q and DQ share one scale: report it once, at the Q.
+    if (n.op_type == "DequantizeLinear" && !graph.initializers.count(n.inputs[0])) continue;
+    auto s = graph.initializers.find(n.inputs[at]);
+    if (s == graph.initializers.end() || s->second.dtype() != DType::kFloat32) continue;
+    int64_t raised = 0;
+    for (int64_t i = 0; i < s->second.numel(); ++i) raised += s->second.data<float>()[i] == kMinScale;
+    if (raised == 0) continue;
+    // The tensor the user knows: what Q reads, what a weight's DQ produces.
+    std::string read = n.inputs[0];
+    if (read.ends_with("/float")) read.resize(read.size() - 6);
+    const std::string tensor = n.op_type == "QuantizeLinear" ? read
+                               : n.op_type == "MatMulNBits"  ? n.name
+                                                             : n.outputs[0];
+    out.push_back("tensor \"" + tensor + "\": " + std::to_string(raised) + " of " + std::to_string(s->second.numel()) +
+                  " scale(s) raised to the minimum 1.18e-38 (the smallest normal float): its values are too small "
+                  "for float32 quantization and become 0 or the smallest step");
+  }
+  return out;
 }
 
 std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const QuantParams& params,
@@ -230,7 +271,7 @@ void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& 
   graph.nodes.insert(graph.nodes.begin(), std::move(dq));
 }
 
-void insert_bias_dq(Graph& graph, const std::string& name, float input_scale, const std::vector<float>& weight_scale) {
+bool insert_bias_dq(Graph& graph, const std::string& name, float input_scale, const std::vector<float>& weight_scale) {
   auto it = graph.initializers.find(name);
   if (it == graph.initializers.end())
     throw Error(ErrorCode::kInvalidArgument, "bias \"" + name + "\" is not an initializer");
@@ -239,23 +280,28 @@ void insert_bias_dq(Graph& graph, const std::string& name, float input_scale, co
     throw Error(ErrorCode::kInvalidArgument, "bias \"" + name + "\" " + bias.describe() + " does not match " +
                                                  std::to_string(weight_scale.size()) + " weight scales");
   }
-  QuantParams p;
-  p.storage = DType::kInt32;
-  p.axis = 0;
+  std::vector<float> scale;
+  for (float ws : weight_scale) {
+    const float s = input_scale * ws;
+    if (!(s >= kMinScale)) return false;
+    scale.push_back(s);
+  }
   const std::vector<float> b = bias.to_float_vector();
   Tensor q(DType::kInt32, bias.shape());
   for (int64_t c = 0; c < bias.numel(); ++c) {
-    const float s = input_scale * weight_scale[weight_scale.size() == 1 ? 0 : static_cast<size_t>(c)];
-    p.scale.push_back(s == 0.0f ? 1.0f : s);
-    const double v = std::nearbyint(static_cast<double>(b[static_cast<size_t>(c)]) / p.scale.back());
-    q.data<int32_t>()[c] = static_cast<int32_t>(std::clamp(v, -2147483648.0, 2147483647.0));
+    const double v = std::nearbyint(static_cast<double>(b[static_cast<size_t>(c)]) /
+                                    scale[scale.size() == 1 ? 0 : static_cast<size_t>(c)]);
+    q.data<int32_t>()[c] = std::isnan(v) ? 0 : static_cast<int32_t>(std::clamp(v, -2147483648.0, 2147483647.0));
   }
   graph.initializers.erase(it);
   graph.initializers[name + "/q"] = q;
-  graph.initializers[name + "/scale"] = Tensor::from_vector(p.scale, {bias.numel()});
+  const bool per_axis = scale.size() > 1;
+  graph.initializers[name + "/scale"] =
+      per_axis ? Tensor::from_vector(scale, {bias.numel()}) : Tensor::scalar<float>(scale[0]);
   Node dq = make_node(name + "/DequantizeLinear", "DequantizeLinear", {name + "/q", name + "/scale"}, {name});
-  set_attr(dq, "axis", 0);
+  if (per_axis) set_attr(dq, "axis", 0);
   graph.nodes.insert(graph.nodes.begin(), std::move(dq));
+  return true;
 }
 
 }  // namespace kvant

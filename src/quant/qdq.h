@@ -18,6 +18,11 @@
 
 namespace kvant {
 
+// Throws Error naming initializer `name` when a float weight holds NaN or
+// Inf, unless `allow_nonfinite` (then NaN quantizes to the zero point and
+// +-Inf to the ends of the range of the finite values).
+void check_finite_weight(const Tensor& weights, const std::string& name, bool allow_nonfinite);
+
 // Quantizes values of `weights` with `params` (per tensor, per axis or
 // blocked), packing int4/uint4 two per byte. Throws Error on a length
 // mismatch between params and the tensor.
@@ -30,6 +35,11 @@ QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmet
 
 // Blocked params along `axis` with `block_size` (opset-21 blocked form).
 QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry);
+
+// One warning per quantized tensor whose scale was raised to kMinScale (its
+// range was too narrow for a normal float scale), naming the tensor: scales
+// of QuantizeLinear/DequantizeLinear and MatMulNBits equal to kMinScale.
+std::vector<std::string> minimum_scale_warnings(const Graph& graph);
 
 // Inserts Q -> DQ on activation `tensor` (see the header comment). Returns the
 // name readers should use. No-op (returning the right name) when the tensor
@@ -44,7 +54,11 @@ std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const
 void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& params);
 
 // Quantizes a bias initializer to int32 with scale input_scale * weight_scale[c]
-// and zero point 0 (per output channel), as ONNX Runtime and TFLite do.
-void insert_bias_dq(Graph& graph, const std::string& name, float input_scale, const std::vector<float>& weight_scale);
+// and zero point 0, as ONNX Runtime and TFLite do: per output channel (axis 0)
+// when there are several weight scales, else one scalar scale (valid at every
+// opset; per-axis DequantizeLinear needs opset 13). Returns false, leaving the
+// bias in FP32, when a product scale is below kMinScale (it would be a zero or
+// subnormal scale, and the bias would not fit int32 at it).
+bool insert_bias_dq(Graph& graph, const std::string& name, float input_scale, const std::vector<float>& weight_scale);
 
 }  // namespace kvant

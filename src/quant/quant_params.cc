@@ -26,7 +26,7 @@ QuantRange quant_range(DType storage, bool reduce_range) {
   return r;
 }
 
-void choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool reduce_range, float* scale,
+bool choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool reduce_range, float* scale,
                     int32_t* zero_point) {
   if (!std::isfinite(min) || !std::isfinite(max)) {
     throw Error(ErrorCode::kInvalidArgument, "cannot quantize a range with a non-finite bound [" + std::to_string(min) +
@@ -44,7 +44,7 @@ void choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool
     if (a == 0.0f) {
       *scale = 1.0f;
       *zero_point = r.qmin < 0 ? 0 : (r.qmin + r.qmax + 1) / 2;
-      return;
+      return false;
     }
     if (r.qmin < 0) {
       // Signed: [-a, a] onto [-qmax, qmax] (the most negative code unused, as
@@ -56,22 +56,28 @@ void choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool
       *scale = 2.0f * a / static_cast<float>(r.qmax - r.qmin);
       *zero_point = (r.qmin + r.qmax + 1) / 2;
     }
-    return;
+    if (*scale >= kMinScale) return false;
+    *scale = kMinScale;
+    return true;
   }
   if (max == min) {  // both zero after widening
     *scale = 1.0f;
     *zero_point = r.qmin < 0 ? 0 : r.qmin;
-    return;
+    return false;
   }
   *scale = (max - min) / static_cast<float>(r.qmax - r.qmin);
+  const bool raised = !(*scale >= kMinScale);
+  if (raised) *scale = kMinScale;
   // The zero point is the integer nearest to qmin - min / scale, clamped; 0.0
   // is then exactly representable.
   const double zp = static_cast<double>(r.qmin) - static_cast<double>(min) / static_cast<double>(*scale);
   *zero_point =
       static_cast<int32_t>(std::clamp(std::nearbyint(zp), static_cast<double>(r.qmin), static_cast<double>(r.qmax)));
+  return raised;
 }
 
 int32_t quantize_value(float x, float scale, int32_t zero_point, QuantRange range) {
+  if (std::isnan(x)) return std::clamp(zero_point, range.qmin, range.qmax);
   const double q = std::nearbyint(static_cast<double>(x) / static_cast<double>(scale)) + zero_point;
   return static_cast<int32_t>(std::clamp(q, static_cast<double>(range.qmin), static_cast<double>(range.qmax)));
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -40,13 +41,25 @@ enum class Symmetry {
   kAffine,     // range [min, max] widened to include 0
 };
 
+// The smallest scale kvant writes: 2^-126 ~ 1.18e-38, the smallest normal
+// float. A range so narrow that its scale would be smaller (data near 1e-38,
+// or 1e-44 where the scale rounds to 0) gets this scale instead: a zero scale
+// divides by zero in every consumer, and subnormal ones lose precision and
+// are flushed to zero by many kernels (FTZ/DAZ). ONNX Runtime's quantizer
+// likewise refuses scales below numpy.finfo(float32).tiny, the same number
+// (it substitutes 1.0). Values in such a range quantize to the zero point or
+// next to it, which is what they are worth at float32 precision.
+inline constexpr float kMinScale = std::numeric_limits<float>::min();
+
 // Scale and zero point for one real range. A degenerate range (min == max ==
-// 0) gives scale 1 so that nothing divides by zero. min > max or a non-finite
-// bound throws Error(kInvalidArgument).
-void choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool reduce_range, float* scale,
+// 0) gives scale 1 so that nothing divides by zero; a scale below kMinScale is
+// raised to kMinScale (the return value is then true, for the caller's
+// warning). min > max or a non-finite bound throws Error(kInvalidArgument).
+bool choose_qparams(float min, float max, DType storage, Symmetry symmetry, bool reduce_range, float* scale,
                     int32_t* zero_point);
 
-// round-half-to-even(x / scale) + zero_point, saturated to [qmin, qmax].
+// round-half-to-even(x / scale) + zero_point, saturated to [qmin, qmax]; NaN
+// (only quantized with --allow-nonfinite) gives the zero point.
 int32_t quantize_value(float x, float scale, int32_t zero_point, QuantRange range);
 
 }  // namespace kvant

@@ -31,6 +31,9 @@ struct QuantizeOptions {
   bool per_channel = true;    // per output channel weights (Conv/Gemm/MatMul)
   bool reduce_range = false;  // 7-bit weights (static and dynamic), for CPUs without VNNI
   int group_size = 128;       // weight-only: block size along K
+  // NaN/Inf in a weight being quantized is an error naming it unless set
+  // (then NaN quantizes to the zero point, Inf to the range's end).
+  bool allow_nonfinite = false;
   // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
   // MatMul): these stay FP32.
   std::vector<std::string> exclude;
@@ -42,7 +45,8 @@ struct QuantizeSummary {
   int64_t quantized_nodes = 0;         // compute and activation nodes in integer form
   std::vector<std::string> kept_fp32;  // excluded compute nodes
   int64_t calibration_samples = 0;
-  std::vector<std::string> notes;  // e.g. fallbacks taken
+  std::vector<std::string> notes;     // e.g. fallbacks taken
+  std::vector<std::string> warnings;  // e.g. scales raised to kMinScale, naming the tensor
   // Output tensors of quantized nodes, compared in the per-layer report.
   std::vector<std::pair<std::string, std::string>> layer_outputs;  // (node name, tensor)
 };

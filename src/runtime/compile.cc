@@ -12,6 +12,7 @@
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
 // it still runs as its own step when something else reads its output.
 #include <cmath>
+#include <limits>
 #include <set>
 #include <unordered_map>
 
@@ -22,6 +23,17 @@
 #include "runtime/steps_conv.h"
 
 namespace kvant {
+
+// A bias value in the int32 accumulator's scale, round(bias / acc_scale).
+// False when it does not fit int32 or acc_scale is not a normal float (a
+// product of tiny scales): the pattern then keeps its reference kernels.
+static bool bias_in_acc(double bias, float acc_scale, int32_t& out) {
+  if (!(acc_scale >= std::numeric_limits<float>::min())) return false;
+  const double v = std::nearbyint(bias / acc_scale);
+  if (!(v >= -2147483648.0 && v <= 2147483647.0)) return false;
+  out = static_cast<int32_t>(v);
+  return true;
+}
 
 namespace {
 
@@ -1043,8 +1055,8 @@ class Compiler {
       // Exact when the bias scale is the accumulator's, as quantizers write it.
       if (std::abs(bs - acc_scale) <= 1e-6f * acc_scale) {
         out[static_cast<size_t>(j)] = static_cast<int32_t>(v);
-      } else {
-        out[static_cast<size_t>(j)] = static_cast<int32_t>(std::nearbyint(static_cast<double>(v) * bs / acc_scale));
+      } else if (!bias_in_acc(static_cast<double>(v) * bs, acc_scale, out[static_cast<size_t>(j)])) {
+        return false;
       }
     }
     return true;
@@ -1091,8 +1103,9 @@ class Compiler {
       p.bias_q.resize(static_cast<size_t>(p.n));
       for (int j = 0; j < p.n; ++j) {
         const float acc_scale = p.x.scale * p.w_scale[p.w_scale.size() == 1 ? 0 : static_cast<size_t>(j)];
-        p.bias_q[static_cast<size_t>(j)] =
-            static_cast<int32_t>(std::nearbyint(static_cast<double>(fbias[static_cast<size_t>(j)]) / acc_scale));
+        if (!bias_in_acc(fbias[static_cast<size_t>(j)], acc_scale, p.bias_q[static_cast<size_t>(j)])) {
+          return std::nullopt;
+        }
       }
     }
     if (const Node* act = activation_after(tail, p.clamp)) {
@@ -1136,7 +1149,7 @@ class Compiler {
       } else if (fb != nullptr && fb->dtype() == DType::kFloat32 && fb->numel() == w_shape[0]) {
         for (int64_t j = 0; j < w_shape[0]; ++j) {
           const float acc_scale = x.scale * w_scale[w_scale.size() == 1 ? 0 : static_cast<size_t>(j)];
-          bias.push_back(static_cast<int32_t>(std::nearbyint(static_cast<double>(fb->data<float>()[j]) / acc_scale)));
+          if (!bias_in_acc(fb->data<float>()[j], acc_scale, bias.emplace_back())) return std::nullopt;
         }
       } else {
         return std::nullopt;

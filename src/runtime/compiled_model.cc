@@ -7,6 +7,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "ir/limits.h"
+#include "ops/validate.h"
 #include "passes/pass.h"
 #include "runtime/executor.h"
 #include "runtime/memory_plan.h"
@@ -33,6 +35,20 @@ CompileOptions default_compile_options(int threads) {
 
 namespace {
 
+// Errors of a step name its node, once.
+[[noreturn]] void rethrow_naming(const Step& step) {
+  const std::string who = "node \"" + printable(step.name) + "\"";
+  try {
+    throw;
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    if (message.find(who) != std::string::npos) throw;
+    throw Error(e.code(), who + ": " + message);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kInvalidArgument, who + ": out of memory");
+  }
+}
+
 bool has_subgraphs(const Graph& graph) {
   for (const Node& node : graph.nodes) {
     for (const auto& [key, attr] : node.attributes) {
@@ -42,12 +58,23 @@ bool has_subgraphs(const Graph& graph) {
   return false;
 }
 
-std::shared_ptr<std::byte> allocate_block(size_t bytes) {
+// Arena and scratch blocks, counted against the memory budget (ir/limits.h)
+// while they live.
+std::shared_ptr<std::byte> allocate_block(size_t bytes, const char* what) {
   const size_t size = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  const auto budgeted = static_cast<int64_t>(size);
+  reserve_memory(budgeted, what);
   void* p = std::aligned_alloc(64, size);
-  if (p == nullptr) throw std::bad_alloc();
+  if (p == nullptr) {
+    release_memory(budgeted);
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("out of memory allocating ") + describe_bytes(budgeted) + " for " + what);
+  }
   std::memset(p, 0, size);
-  return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
+  return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [budgeted](std::byte* q) {
+    std::free(q);
+    release_memory(budgeted);
+  });
 }
 
 std::string format_bytes(size_t bytes) {
@@ -65,6 +92,7 @@ std::string format_bytes(size_t bytes) {
 }  // namespace
 
 CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) : model_(model), options_(options) {
+  validate_model(model_);  // the same checks, and messages, as ReferenceExecutor (ops/validate.h)
   if (options_.threads < 1) {
     throw Error(ErrorCode::kInvalidArgument, "threads must be at least 1, got " + std::to_string(options_.threads));
   }
@@ -157,43 +185,47 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   // 1. Run every step once with its own buffers: shapes and lifetimes.
   for (size_t s = 0; s < n; ++s) {
     Step& step = *steps_[s];
-    for (int id : step.inputs) {
-      if (id < 0) {
-        step_in_[s].push_back(nullptr);
-        continue;
+    try {
+      for (int id : step.inputs) {
+        if (id < 0) {
+          step_in_[s].push_back(nullptr);
+          continue;
+        }
+        Value& v = values_[static_cast<size_t>(id)];
+        if (!v.tensor.defined()) {
+          throw Error(ErrorCode::kInvalidArgument, "step " + step.name + ": input \"" + v.name + "\" has no value");
+        }
+        v.last_use = static_cast<int>(s);
+        step_in_[s].push_back(&v.tensor);
       }
-      Value& v = values_[static_cast<size_t>(id)];
-      if (!v.tensor.defined()) {
-        throw Error(ErrorCode::kInvalidArgument, "step " + step.name + ": input \"" + v.name + "\" has no value");
+      for (int id : step.outputs) {
+        step_out_[s].push_back(id < 0 ? nullptr : &values_[static_cast<size_t>(id)].tensor);
+        if (id >= 0) values_[static_cast<size_t>(id)].producer = static_cast<int>(s);
       }
-      v.last_use = static_cast<int>(s);
-      step_in_[s].push_back(&v.tensor);
-    }
-    for (int id : step.outputs) {
-      step_out_[s].push_back(id < 0 ? nullptr : &values_[static_cast<size_t>(id)].tensor);
-      if (id >= 0) values_[static_cast<size_t>(id)].producer = static_cast<int>(s);
-    }
-    if (step.kind() != Step::Kind::kFallback) {
-      specs.clear();
-      step.infer(step_in_[s], specs);
-      if (specs.size() < step.outputs.size()) throw Error(ErrorCode::kInternal, step.name + ": too few output specs");
-      for (size_t i = 0; i < step.outputs.size(); ++i) {
-        if (step.outputs[i] < 0) continue;
-        Value& out = values_[static_cast<size_t>(step.outputs[i])];
-        if (step.kind() == Step::Kind::kView) {
-          out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
-          const Value& src = values_[static_cast<size_t>(step.inputs[0])];
-          out.root = src.root >= 0 ? src.root : step.inputs[0];
-        } else {
-          out.tensor = Tensor(specs[i].dtype, specs[i].shape);
+      if (step.kind() != Step::Kind::kFallback) {
+        specs.clear();
+        step.infer(step_in_[s], specs);
+        if (specs.size() < step.outputs.size()) throw Error(ErrorCode::kInternal, step.name + ": too few output specs");
+        for (size_t i = 0; i < step.outputs.size(); ++i) {
+          if (step.outputs[i] < 0) continue;
+          Value& out = values_[static_cast<size_t>(step.outputs[i])];
+          if (step.kind() == Step::Kind::kView) {
+            out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
+            const Value& src = values_[static_cast<size_t>(step.inputs[0])];
+            out.root = src.root >= 0 ? src.root : step.inputs[0];
+          } else {
+            out.tensor = Tensor(specs[i].dtype, specs[i].shape);
+          }
         }
       }
-    }
-    if (step.kind() != Step::Kind::kView) {
-      const size_t need = step.scratch_bytes(step_in_[s]);
-      scratch = std::max(scratch, need);
-      std::shared_ptr<std::byte> temp = allocate_block(need);
-      step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
+      if (step.kind() != Step::Kind::kView) {
+        const size_t need = step.scratch_bytes(step_in_[s]);
+        scratch = std::max(scratch, need);
+        std::shared_ptr<std::byte> temp = allocate_block(need, "a step's planning scratch");
+        step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
+      }
+    } catch (...) {
+      rethrow_naming(step);
     }
   }
   // 2. Lifetimes: a view keeps its root alive; model outputs live to the end.
@@ -221,8 +253,8 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
     owners.push_back(static_cast<int>(id));
   }
   const MemoryPlan memory = plan_memory(requests);
-  arena_ = allocate_block(memory.arena_bytes);
-  scratch_ = allocate_block(scratch);
+  arena_ = allocate_block(memory.arena_bytes, "the compiled model's arena");
+  scratch_ = allocate_block(scratch, "the compiled model's scratch");
   for (size_t i = 0; i < owners.size(); ++i) {
     Value& v = values_[static_cast<size_t>(owners[i])];
     Tensor placed = Tensor::view(v.tensor.dtype(), v.tensor.shape(), arena_, arena_.get() + memory.offsets[i]);
@@ -311,8 +343,13 @@ void CompiledModel::run() {
     ++profiled_runs_;
     return;
   }
-  for (size_t s = 0; s < steps_.size(); ++s) {
-    if (step_runs_[s]) steps_[s]->run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+  size_t s = 0;
+  try {
+    for (; s < steps_.size(); ++s) {
+      if (step_runs_[s]) steps_[s]->run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+    }
+  } catch (...) {
+    rethrow_naming(*steps_[s]);
   }
 }
 

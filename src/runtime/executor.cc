@@ -4,6 +4,8 @@
 #include <set>
 #include <unordered_set>
 
+#include "ops/validate.h"
+
 namespace kvant {
 
 struct ReferenceExecutor::Scope {
@@ -78,6 +80,7 @@ void check_input_type(const ValueInfo& declared, const Tensor& given, std::map<s
 }
 
 ReferenceExecutor::ReferenceExecutor(const Model& model) : model_(model) {
+  validate_model(model);  // the same checks, and messages, as CompiledModel (ops/validate.h)
   auto missing = unsupported_operators(model);
   if (!missing.empty()) {
     std::string msg = "unsupported operators: ";
@@ -165,7 +168,17 @@ std::vector<Tensor> ReferenceExecutor::run_graph(const Graph& graph, const Scope
       ctx.inputs.push_back(t);
     }
     ctx.outputs.resize(node.outputs.size());
-    plan.ops[n]->run(ctx);
+    try {
+      plan.ops[n]->run(ctx);
+    } catch (const Error& e) {
+      // Every error names its node ("shape [...] is too large" alone does not
+      // say where), once: kernels that already name it are left as they are.
+      const std::string message = e.what();
+      if (message.find(node.describe()) != std::string::npos) throw;
+      throw Error(e.code(), node.describe() + ": " + message);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::kInvalidArgument, node.describe() + ": out of memory");
+    }
     for (size_t i = 0; i < node.outputs.size(); ++i) {
       if (node.outputs[i].empty()) continue;
       if (!ctx.outputs[i].defined()) {

@@ -6,20 +6,43 @@
 
 namespace kvant {
 
-ThreadPool::ThreadPool(int threads) {
-  if (threads < 1)
-    throw Error(ErrorCode::kInvalidArgument, "ThreadPool: threads must be >= 1, got " + std::to_string(threads));
-  workers_.reserve(static_cast<size_t>(threads - 1));
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+int max_pool_threads() {
+  const int hardware = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(4 * std::max(hardware, 1), 4, 256);
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::ThreadPool(int threads) {
+  if (threads < 1) {
+    throw Error(ErrorCode::kInvalidArgument, "threads must be at least 1, got " + std::to_string(threads));
+  }
+  if (threads > max_pool_threads()) {
+    throw Error(ErrorCode::kInvalidArgument, "threads must be at most " + std::to_string(max_pool_threads()) +
+                                                 " (4 x the " + std::to_string(std::thread::hardware_concurrency()) +
+                                                 " hardware threads), got " + std::to_string(threads));
+  }
+  try {
+    workers_.reserve(static_cast<size_t>(threads - 1));
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  } catch (const std::exception& e) {
+    const size_t started = workers_.size();
+    stop_workers();
+    throw Error(ErrorCode::kInvalidArgument, "cannot start thread " + std::to_string(started + 2) + " of " +
+                                                 std::to_string(threads) + " (" + e.what() + "); use fewer --threads");
+  }
+}
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
   }
   start_.notify_all();
-  for (auto& worker : workers_) worker.join();
+  for (auto& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
+  workers_.clear();
 }
 
 void ThreadPool::run_chunks(int64_t n, ChunkFn fn, void* context) {

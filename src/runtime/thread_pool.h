@@ -21,9 +21,17 @@
 
 namespace kvant {
 
+// The most threads a pool may have: 4 x the hardware threads, at least 4 and
+// at most 256. More only adds switching (and, far beyond it, thread creation
+// fails, e.g. --threads 1000 under a process limit).
+int max_pool_threads();
+
 class ThreadPool {
  public:
-  // threads >= 1; threads - 1 workers are started.
+  // 1 <= threads <= max_pool_threads(); threads - 1 workers are started.
+  // Throws Error outside that range, or when a worker cannot be started (the
+  // workers already started are stopped and joined first: nothing waits on
+  // a condition variable that is being destroyed).
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -50,6 +58,7 @@ class ThreadPool {
   }
   void run_chunks(int64_t n, ChunkFn fn, void* context);
   void worker_loop(int index);
+  void stop_workers() noexcept;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;

@@ -27,6 +27,11 @@ expect_ok "run --help" "--allow-nonfinite" "$KVANT" run --help
 expect_error "help for an unknown command" 'no command named "frobnicate"' "$KVANT" help frobnicate
 expect_error "unknown command" "frobnicate" "$KVANT" frobnicate
 expect_error "run without a model" "model" "$KVANT" run --output-dir o
+# Usage lines say what to type (issue 15: they read "quantize [OPTIONS]").
+for c in inspect run bench quantize eval; do
+  expect_ok "help $c usage" "Usage: kvant $c [OPTIONS]" "$KVANT" help "$c"
+done
+expect_ok "help" "Usage: kvant [OPTIONS] [SUBCOMMAND]" "$KVANT" help
 
 # ---- inspect ---------------------------------------------------------------
 CONV=$DATA/test_conv_with_strides_padding
@@ -43,7 +48,7 @@ expect_ok "inspect --batch" '"batch": 3' "$KVANT" inspect sym.onnx --batch 3 --j
 if ! $PY -c 'import json; d=json.load(open("out.txt")); assert d["inputs"][0]["shape"] == ["batch", 4], d["inputs"]; assert d["macs"]["batch_dims_assumed"] == ["batch"], d["macs"]' 2>err.txt; then
   fail "inspect --batch content: $(cat err.txt)"
 fi
-expect_error "inspect --batch 0" "--batch" "$KVANT" inspect sym.onnx --batch 0
+expect_error "inspect --batch 0" "--batch must be at least 1, got 0" "$KVANT" inspect sym.onnx --batch 0
 expect_ok "inspect --shape" '"shape": [' "$KVANT" inspect sym.onnx --shape x=2x4 --json
 if ! $PY -c 'import json; d=json.load(open("out.txt")); assert d["inputs"][0]["shape"] == [2, 4], d["inputs"]; assert d["parameters"]["total"] == 4' 2>err.txt; then
   fail "inspect --shape content: $(cat err.txt)"
@@ -87,6 +92,9 @@ done
 expect_error "input file missing" "nope.npy: no such file" "$KVANT" run "$ADD" --input x=nope.npy --input y=good.npy -o o1
 expect_error "input not .npy" "not a .npy file" "$KVANT" run "$ADD" --input x=text.npy --input y=good.npy -o o1
 expect_error "wrong dtype" "wrong element type" "$KVANT" run "$ADD" --input x=f64.npy --input y=good.npy -o o1
+# Issue 15: float64 data gets the cast to make (NumPy saves float64 by default).
+expect_error "float64 input suggests a cast" "arr.astype(numpy.float32)" "$KVANT" run "$ADD" --input x=f64.npy --input y=good.npy -o o1
+[[ -e o1 ]] && fail "a failed run left its output folder o1" || pass
 expect_error "wrong rank" "wrong rank" "$KVANT" run "$ADD" --input x=good.npy --input y=rank2.npy -o o1
 expect_error "wrong dim" "dimension 2 differs" "$KVANT" run "$ADD" --input x=good.npy --input y=dim2.npy -o o1
 expect_error "unknown input name" 'no input named "z"' "$KVANT" run "$ADD" --input z=good.npy --input y=good.npy -o o1
@@ -116,7 +124,11 @@ expect_ok "inspect --plan" "arena" "$KVANT" inspect "$ADD" --plan
 expect_ok "inspect --plan batch" "arena" "$KVANT" inspect sym.onnx --plan
 $PY "$CASE_PY" symbolic2 sym2.onnx
 expect_error "inspect --plan symbolic" "--plan needs every input dim" "$KVANT" inspect sym2.onnx --plan
-expect_error "bench symbolic dim" 'symbolic dim "batch"' "$KVANT" bench sym.onnx
+expect_ok "bench symbolic batch" "taken as 1" "$KVANT" bench sym.onnx --runs 2
+grep -q "float32\[1,4\]" out.txt && pass || fail "bench symbolic batch: $(cat out.txt)"
+expect_ok "bench --batch" "float32[3,4]" "$KVANT" bench sym.onnx --runs 2 --batch 3
+expect_error "bench --batch 0" "--batch must be at least 1" "$KVANT" bench sym.onnx --batch 0
+expect_error "bench symbolic inner dim" 'symbolic dim "batch"' "$KVANT" bench sym2.onnx
 expect_ok "bench --shape" "float32[2,4]" "$KVANT" bench sym.onnx --shape x=2x4 --runs 2
 expect_error "bench --runs 0" "--runs" "$KVANT" bench "$ADD" --runs 0
 

@@ -50,5 +50,7 @@ c = np.load(glob.glob("out_c/*.npy")[0]); r = np.load(glob.glob("out_r/*.npy")[0
 assert np.abs(c - r).max() <= float(scale) * 1.001, (c, r)
 PY
 
+check_written_models
+
 echo "compiled_test: $passes passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -42,3 +42,17 @@ expect_error() {
     pass
   fi
 }
+
+# check_written_models: every model kvant wrote under the current folder
+# passes onnx.checker full_check at its opset (ONNX Runtime for opsets newer
+# than Debian's onnx knows): tests/cli/check_models.py.
+check_written_models() {
+  local here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  if /usr/bin/python3 "$here/check_models.py" . "$here/../.." >check.txt 2>&1; then
+    pass
+  else
+    fail "models kvant wrote are invalid: $(cat check.txt)"
+  fi
+  tail -1 check.txt
+}

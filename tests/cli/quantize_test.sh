@@ -105,6 +105,97 @@ expect_error "eval: NaN in data" "NaN" "$KVANT" eval model.onnx --data nan_calib
 echo 1 >short_labels.txt
 expect_error "eval: labels too short" "labels" "$KVANT" eval model.onnx --data calib --labels short_labels.txt
 [[ -e e.onnx ]] && fail "a failed quantize wrote e.onnx" || pass
+
+# ---- issue 15, defect 4: no invalid model, nothing left behind on failure --------
+# Before: at opset 11, --report-samples 0 wrote DequantizeLinear nodes with
+# `axis` (invalid below opset 13), and with the report the command failed
+# after writing the file. Now: a valid per-tensor model.
+/usr/bin/python3 -c "
+import onnx
+m = onnx.load('model.onnx'); m.opset_import[0].version = 11; onnx.save(m, 'model11.onnx')"
+expect_ok "static at opset 11" "% of FP32" "$KVANT" quantize model11.onnx -o s11.onnx --calib calib
+expect_ok "static at opset 11, no report" "% of FP32" "$KVANT" quantize model11.onnx -o s11b.onnx --calib calib --report-samples 0
+# The measurement after quantizing fails on the second sample: before, the
+# model was left at the output path.
+mkdir late_bad
+cp calib/fashion_mnist_0.npy late_bad/a_0.npy
+cp small.npy late_bad/a_1.npy
+expect_error "failure after quantizing" "a_1.npy" "$KVANT" quantize model.onnx -o late.onnx --calib late_bad --samples 1
+[[ -e late.onnx ]] && fail "a failed quantize left late.onnx" || pass
+# Defect 5: NaN weights are an error naming the initializer (before: 0).
+/usr/bin/python3 -c "
+import onnx, numpy as np
+from onnx import numpy_helper
+m = onnx.load('model.onnx')
+init = [i for i in m.graph.initializer if len(i.dims) == 2][0]
+w = numpy_helper.to_array(init).copy(); w.flat[3] = np.nan
+init.CopyFrom(numpy_helper.from_array(w, init.name)); onnx.save(m, 'nan_weight.onnx')
+print(init.name)" >nan_name.txt
+for mode in dynamic weight-only; do
+  expect_error "NaN weight, $mode" "initializer \"$(cat nan_name.txt)\"" "$KVANT" quantize nan_weight.onnx -o e.onnx --mode $mode
+done
+expect_ok "NaN weight, --allow-nonfinite" "% of FP32" "$KVANT" quantize nan_weight.onnx -o nan_ok.onnx --mode dynamic --allow-nonfinite
+# Defect 3: calibration data near 1e-44 and 1e-38: normal scales, a warning.
+for mag in 1e-44 1e-38; do
+  mkdir "tiny$mag"
+  /usr/bin/python3 -c "
+import numpy as np
+np.save('tiny$mag/x.npy', (np.random.default_rng(0).standard_normal((4, 1, 28, 28)) * $mag).astype(np.float32))"
+  for c in minmax moving-average percentile entropy mse; do
+    "$KVANT" quantize model.onnx -o "tiny_${mag}_$c.onnx" --calib "tiny$mag" --calibrator $c >out.txt 2>err.txt &&
+      pass || fail "tiny calibration data ($mag, $c): $(cat err.txt)"
+  done
+done
+grep -q "raised to the minimum" err.txt && pass || fail "no warning for raised scales: $(cat err.txt)"
+/usr/bin/python3 -c "
+import glob, numpy as np, onnx
+from onnx import numpy_helper
+for f in glob.glob('tiny_*.onnx'):
+    m = onnx.load(f)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type in ('QuantizeLinear', 'DequantizeLinear') and n.input[1] in inits:
+            s = inits[n.input[1]]
+            assert np.all(np.isfinite(s)) and np.all(s >= np.finfo(np.float32).tiny), (f, n.name, s)
+" && pass || fail "a zero or subnormal scale was written"
+
+# ---- issue 15, rough edges: what the report says --------------------------------
+# Options that do nothing in the mode are errors (before: --bits 4 with
+# --mode static was silently ignored).
+expect_error "--bits with static" "--bits applies to --mode weight-only only" "$KVANT" quantize model.onnx -o e.onnx --calib calib --bits 4
+expect_error "--group-size with dynamic" "--group-size applies to --mode weight-only" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --group-size 64
+expect_error "--samples with dynamic" "--samples applies to --mode static" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --samples 10
+expect_error "--affine-weights with dynamic" "--affine-weights applies" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --affine-weights
+expect_error "--percentile without the percentile calibrator" "--calibrator percentile" "$KVANT" quantize model.onnx -o e.onnx --calib calib --percentile 99.9
+expect_error "--preprocess without --calib" "--calib" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --preprocess mean=0.5
+# Skipped nodes are counted and named (before: "1 quantized, 0 kept in FP32"
+# while the 4 Convs stayed FP32 under --format ort).
+expect_ok "--format ort names the skipped Convs" "4 skipped (not quantized by this mode" "$KVANT" quantize model.onnx -o ort2.onnx --mode weight-only --format ort --group-size 32
+# A slower result is a warning naming what falls back (before: silent).
+"$KVANT" quantize model.onnx -o d2.onnx --mode dynamic >out.txt 2>err.txt
+grep -q "slower than FP32" err.txt && grep -q "ConvInteger" err.txt && grep -q "^speed " out.txt && pass ||
+  fail "dynamic: no slowdown warning naming ConvInteger: $(cat out.txt err.txt)"
+# An output far from FP32 is a warning: a MatMul whose weight groups hold one
+# outlier each (input 0 is always 0, so the outliers never matter, but at
+# 4 bits they flatten every other weight of their group to 0).
+/usr/bin/python3 - <<'PY'
+import numpy as np, onnx, onnx.helper as oh, onnx.numpy_helper as nh
+rng = np.random.default_rng(0)
+w = rng.standard_normal((64, 16)).astype(np.float32)
+w[::16, :] = 1000.0
+g = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                  [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                  [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])], [nh.from_array(w, "w")])
+onnx.save(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]), "outliers.onnx")
+x = rng.standard_normal((8, 1, 64)).astype(np.float32)
+x[:, :, ::16] = 0
+np.save("outliers_x.npy", x)
+PY
+"$KVANT" quantize outliers.onnx -o outliers_q.onnx --mode weight-only --group-size 16 --calib outliers_x.npy >out.txt 2>err.txt &&
+  grep -q 'output "y" has an SQNR of .* below 20 dB' err.txt && pass || fail "no quality warning: $(cat out.txt err.txt)"
+
+# Every model written above passes onnx.checker (full check) at its opset.
+check_written_models
 [[ $(sha256sum model.onnx | cut -d' ' -f1) == "$before" ]] && pass || fail "the input model was modified"
 leftovers=$(find . -name '.*tmp*' | head -3)
 [[ -z "$leftovers" ]] && pass || fail "temporary files left behind: $leftovers"

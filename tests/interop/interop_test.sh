@@ -227,6 +227,14 @@ if ((models == 0)); then
   exit 1
 fi
 
+# Every model written above passes onnx.checker / ONNX Runtime's checks
+# (tests/cli/check_models.py; issue 15, defect 4).
+if (cd "$WORK" && /usr/bin/python3 "$ROOT/tests/cli/check_models.py" . "$ROOT"); then
+  passes=$((passes + 1))
+else
+  failures=$((failures + 1))
+fi
+
 echo
 echo "interop summary ($NUM_INPUTS inputs each):"
 printf '%s\n' "${summary[@]}"

@@ -33,19 +33,24 @@ Model small_model() {
   Node add;
   add.name = "add0";
   add.op_type = "Add";
-  add.inputs = {"x", "w4"};
+  add.inputs = {"x", "w4t"};
   add.outputs = {"y"};
+  Node transpose;  // an ints attribute to round-trip
+  transpose.name = "transpose_w";
+  transpose.op_type = "Transpose";
+  transpose.inputs = {"w4"};
+  transpose.outputs = {"w4t"};
   Attribute a;
   a.kind = Attribute::Kind::kInts;
-  a.ints = {1, 2, 3};
-  add.attributes["dummy"] = a;
+  a.ints = {0, 1};
+  transpose.attributes["perm"] = a;
   Node reshape;
   reshape.name = "shape_w";
   reshape.op_type = "Reshape";
   reshape.inputs = {"w", "shape"};
   reshape.outputs = {"w4"};
   m.graph.initializers["shape"] = Tensor::from_vector<int64_t>({1024, 4}, {2});
-  m.graph.nodes = {reshape, add};
+  m.graph.nodes = {reshape, transpose, add};
   return m;
 }
 
@@ -69,7 +74,8 @@ void expect_same(const Model& a, const Model& b) {
 TEST(OnnxWriter, RoundTripsInline) {
   const fs::path dir = temp_dir("inline");
   const Model m = small_model();
-  ASSERT_TRUE(save_onnx(m, dir / "m.onnx").ok());
+  const Status saved = save_onnx(m, dir / "m.onnx");
+  ASSERT_TRUE(saved.ok()) << saved.message();
   auto back = load_onnx(dir / "m.onnx");
   ASSERT_TRUE(back.ok()) << back.status().message();
   expect_same(m, *back);

@@ -1,8 +1,11 @@
 #include "runtime/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <numeric>
 #include <vector>
 
@@ -53,6 +56,46 @@ TEST(ThreadPool, ChunkRangeSplitsEvenly) {
 }
 
 TEST(ThreadPool, RejectsZeroThreads) { EXPECT_THROW(ThreadPool pool(0), Error); }
+
+// Issue 15, defect 7: --threads 1000 deadlocked. Above the cap is an error
+// naming it, not an attempt.
+TEST(ThreadPool, RejectsMoreThanTheCap) {
+  EXPECT_GE(max_pool_threads(), 4);
+  EXPECT_LE(max_pool_threads(), 256);
+  try {
+    ThreadPool pool(1000);
+    ADD_FAILURE() << "1000 threads accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("at most " + std::to_string(max_pool_threads())), std::string::npos)
+        << e.what();
+  }
+}
+
+// Issue 15, defect 7: when a worker could not be started, the constructor
+// threw while the started workers waited on the condition variable, and
+// destroying it blocked forever. Here thread creation fails for real (an
+// address-space limit leaves room for two thread stacks) in a child process
+// that an alarm kills if it hangs; the pool must throw a clear Error.
+TEST(ThreadPool, ConstructorFailingMidwayThrowsInsteadOfHanging) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto child = [] {
+    alarm(20);
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlim_t used = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
+    const rlimit limit{used + (rlim_t{20} << 20), used + (rlim_t{20} << 20)};
+    if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(3);
+    try {
+      ThreadPool pool(max_pool_threads());
+      _exit(2);  // every thread started: the limit did not bite
+    } catch (const Error& e) {
+      _exit(std::string(e.what()).find("cannot start thread") != std::string::npos ? 0 : 4);
+    } catch (...) {
+      _exit(5);
+    }
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
 
 TEST(ThreadPool, NullPoolRunsInline) {
   int64_t seen = -1;

@@ -69,6 +69,7 @@ size_t rewrite_linear(Graph& g, size_t index, const QuantizeOptions& options) {
     beta = node.attr_float("beta", 1.0f);
   }
   const std::string base = node.name;
+  check_finite_weight(w, node.inputs[1], options.allow_nonfinite);
   const QuantParams wp =
       weight_params(w, options.per_channel ? 1 : -1, DType::kInt8, Symmetry::kSymmetric, options.reduce_range);
   g.initializers[base + "/W_q"] = quantize_tensor(w, wp);
@@ -118,6 +119,7 @@ size_t rewrite_conv(Graph& g, size_t index, const QuantizeOptions& options) {
   const bool has_bias = node.inputs.size() > 2 && !node.inputs[2].empty();
   if (has_bias && (!g.initializers.count(node.inputs[2]) || g.initializers.at(node.inputs[2]).numel() != m)) return 1;
   const std::string base = node.name;
+  check_finite_weight(w, node.inputs[1], options.allow_nonfinite);
   QuantParams wp =
       weight_params(w, options.per_channel ? 0 : -1, DType::kInt8, Symmetry::kSymmetric, options.reduce_range);
   const Tensor q = quantize_tensor(w, wp);
@@ -198,6 +200,7 @@ int64_t quantize_data_constants(Graph& g, const QuantizeOptions& options, const 
   for (const auto& [name, gather_table] : candidates) {
     const Tensor& t = g.initializers.at(name);
     const int axis = gather_table && options.per_channel && opset >= 13 ? 0 : -1;
+    check_finite_weight(t, name, options.allow_nonfinite);
     insert_weight_dq(g, name, weight_params(t, axis, DType::kInt8, Symmetry::kSymmetric));
   }
   return static_cast<int64_t>(candidates.size());
@@ -264,6 +267,7 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
         if (!g.initializers.count(name) || rnn_weights_done.count(name)) continue;
         const Tensor& w = g.initializers.at(name);
         if (w.dtype() != DType::kFloat32 || w.rank() != 3) continue;
+        check_finite_weight(w, name, options.allow_nonfinite);
         insert_weight_dq(g, name, weight_params(w, options.per_channel ? 1 : -1, DType::kInt8, Symmetry::kSymmetric));
         rnn_weights_done.insert(name);
         ++i;  // the DequantizeLinear went in front
@@ -285,7 +289,10 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
     note += " FP32 data constant(s) (embedding tables, position embeddings) stored as int8 + DequantizeLinear";
     summary->notes.push_back(note);
   }
-  if (summary) summary->quantized_nodes = quantized;
+  if (summary) {
+    summary->quantized_nodes = quantized;
+    for (auto& w : minimum_scale_warnings(g)) summary->warnings.push_back(std::move(w));
+  }
   return out;
 }
 

@@ -10,8 +10,10 @@
 // packed zero points. Gemm (alpha = beta = 1, transA = 0) also maps, with C
 // as the bias input (index 5).
 #include <algorithm>
+#include <cmath>
 
 #include "kvant/status.h"
+#include "quant/qdq.h"
 #include "quant/quantize.h"
 
 namespace kvant {
@@ -45,6 +47,7 @@ Packed pack_nbits(const Tensor& w, int64_t K, int64_t N, bool k_major, int bits,
       const int64_t k0 = blk * block, k1 = std::min(K, k0 + block);
       float lo = 0, hi = 0;
       for (int64_t k = k0; k < k1; ++k) {
+        if (!std::isfinite(at(k, n))) continue;  // only with --allow-nonfinite
         lo = std::min(lo, at(k, n));
         hi = std::max(hi, at(k, n));
       }
@@ -114,6 +117,7 @@ Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions&
         bias = n.inputs[2];
       }
     }
+    check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
     const int64_t K = k_major ? w.dim(0) : w.dim(1), N = k_major ? w.dim(1) : w.dim(0);
     const Packed p =
         pack_nbits(w, K, N, k_major, bits, block,
@@ -150,7 +154,10 @@ Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions&
                 "transA = 0)");
   }
   out.opset_imports["com.microsoft"] = 1;
-  if (summary) summary->quantized_nodes = done;
+  if (summary) {
+    summary->quantized_nodes = done;
+    for (auto& w : minimum_scale_warnings(g)) summary->warnings.push_back(std::move(w));
+  }
   return out;
 }
 

@@ -235,6 +235,15 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       throw Error(e.code(), "calibration: tensor \"" + name + "\": " + e.what());
     }
   };
+  // Non-finite weights are refused before calibration would trip on the
+  // NaN they compute (check_finite_weight names the initializer).
+  for (size_t idx : plan.compute_nodes) {
+    const Node& n = g.nodes[idx];
+    for (size_t k = 1; k < n.inputs.size() && k < 3; ++k) {
+      auto w = g.initializers.find(n.inputs[k]);
+      if (w != g.initializers.end()) check_finite_weight(w->second, n.inputs[k], options.allow_nonfinite);
+    }
+  }
   ReferenceExecutor exec(model);
   exec.set_observer([&](const Node& node, const std::vector<Tensor>& outputs) {
     for (size_t i = 0; i < outputs.size() && i < node.outputs.size(); ++i) {
@@ -301,6 +310,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     if (in_params == params.end()) continue;
     if (!g.initializers.count(n.inputs[1])) continue;  // MatMul of two activations
     const Tensor& w = g.initializers.at(n.inputs[1]);
+    check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
     const int axis = per_axis_ok ? weight_axis(n, w) : -1;
     // reduce_range: 7-bit weights, as ONNX Runtime's quantizer does for CPUs
     // without VNNI (u8 x s7 pair sums fit int16: exact vpmaddubsw kernels).
@@ -311,7 +321,11 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
       if (b.rank() == 1 && b.numel() == channels && b.dtype() == DType::kFloat32 &&
           n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
-        insert_bias_dq(q, n.inputs[2], in_params->second.scale[0], wp.scale);
+        check_finite_weight(b, n.inputs[2], options.allow_nonfinite);
+        if (!insert_bias_dq(q, n.inputs[2], in_params->second.scale[0], wp.scale) && summary) {
+          summary->warnings.push_back("bias \"" + n.inputs[2] +
+                                      "\" kept in FP32: input scale x weight scale is below the smallest normal float");
+        }
       }
     }
   }
@@ -320,6 +334,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     if (p != params.end()) insert_activation_qdq(q, t, p->second, p->first);  // one scale per group
   }
   if (summary) {
+    for (auto& w : minimum_scale_warnings(q)) summary->warnings.push_back(std::move(w));
     summary->quantized_nodes = plan.quantized_nodes;
     summary->kept_fp32 = plan.excluded;
     summary->calibration_samples = done;

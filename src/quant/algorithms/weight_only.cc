@@ -89,6 +89,7 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
   for (const auto& t : weights) {
     if (!g.initializers.count(t.name)) continue;  // shared weight, already quantized
     const Tensor& w = g.initializers.at(t.name);
+    check_finite_weight(w, t.name, options.allow_nonfinite);
     // A per-channel group of fewer than 16 values (a depthwise 3x3 filter has
     // 9) stays 8-bit: at 4 bits its one scale would cost as much as the
     // halved values save, and such filters are the most sensitive ones.
@@ -103,7 +104,10 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     throw Error(ErrorCode::kInvalidArgument,
                 "nothing to quantize: no MatMul/Gemm/Conv/LSTM/GRU/RNN with a constant FP32 weight");
   }
-  if (summary) summary->quantized_nodes = done;
+  if (summary) {
+    summary->quantized_nodes = done;
+    for (auto& w : minimum_scale_warnings(g)) summary->warnings.push_back(std::move(w));
+  }
   return out;
 }
 
