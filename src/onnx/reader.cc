@@ -14,8 +14,10 @@
 #include "onnx/reader.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 
 #include <limits>
+#include <map>
 #include <set>
 #include <unordered_set>
 
@@ -32,9 +34,15 @@ namespace {
 // hostile file (each level multiplies the work of scope checks).
 constexpr int kMaxSubgraphDepth = 16;
 constexpr int kProtobufRecursionLimit = 400;
+const std::string kUnparsable =
+    ": the protobuf data could not be parsed (truncated or corrupted file, or messages nested "
+    "more than 400 deep?)";
 
 struct ImportContext {
   std::filesystem::path base_dir;
+  // Top-level initializers already converted (load_onnx releases their
+  // bytes in the proto as it goes), by name.
+  std::map<std::string, Tensor>* converted = nullptr;
 };
 
 Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, const std::vector<std::string>& outer,
@@ -155,7 +163,14 @@ Graph graph_from_proto(const onnx::GraphProto& proto, const ImportContext& ctx, 
       throw Error(ErrorCode::kInvalidArgument,
                   graph_label(g) + ": initializer \"" + init.name() + "\" is defined twice");
     }
-    g.initializers[init.name()] = tensor_from_proto(init, ctx.base_dir, "initializer");
+    auto done = depth == 0 && ctx.converted != nullptr ? ctx.converted->find(init.name())
+                                                       : std::map<std::string, Tensor>::iterator{};
+    if (depth == 0 && ctx.converted != nullptr && done != ctx.converted->end()) {
+      g.initializers[init.name()] = std::move(done->second);
+      ctx.converted->erase(done);
+    } else {
+      g.initializers[init.name()] = tensor_from_proto(init, ctx.base_dir, "initializer");
+    }
   }
   if (proto.sparse_initializer_size() > 0) {
     throw Error(ErrorCode::kUnsupported, graph_label(g) + ": sparse initializers are not supported");
@@ -280,32 +295,38 @@ std::string prefix_for(const std::string& display) { return display + ": "; }
 
 }  // namespace
 
-Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesystem::path& base_dir,
-                              const std::string& display_name, const LoadOptions& options) {
-  const std::string prefix = prefix_for(display_name);
-  if (size == 0) return invalid_argument(prefix + "the file is empty");
-  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return invalid_argument(prefix + "larger than 2 GB; store the weights as external data");
-  }
-  onnx::ModelProto proto;
-  // Protobuf's default nesting limit (100 messages) is reached by ~32 nested
-  // If/Loop bodies (3 messages a level), which then read as "corrupted":
-  // parse deeper, so that kvant's own kMaxSubgraphDepth check names the node.
-  google::protobuf::io::CodedInputStream stream(static_cast<const uint8_t*>(data), static_cast<int>(size));
-  stream.SetRecursionLimit(kProtobufRecursionLimit);
-  if (!proto.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
-    return invalid_argument(prefix + not_onnx_reason(data, size) +
-                            ": the protobuf data could not be parsed (truncated or corrupted file, or messages nested "
-                            "more than " +
-                            std::to_string(kProtobufRecursionLimit) + " deep?)");
-  }
-  // Protobuf accepts many byte strings (unknown fields are skipped); a model
-  // without a graph is not one.
-  if (!proto.has_graph()) return invalid_argument(prefix + not_onnx_reason(data, size) + ": it holds no graph");
+namespace {
+
+// The kvant Model of a parsed proto: input overrides, conversion (checks
+// everything before inference sees it), shape inference. With `lean`, each
+// top-level initializer's bytes are released from the proto as soon as its
+// tensor exists, so the model's weights are never held twice; shape
+// inference then sees the declared types and dims of those weights (and
+// the values of small ones, such as Reshape shapes, which are kept).
+Result<Model> model_from_parsed(onnx::ModelProto& proto, const std::filesystem::path& base_dir,
+                                const std::string& prefix, const LoadOptions& options, bool lean) {
   try {
-    const ImportContext ctx{base_dir};
+    std::map<std::string, Tensor> converted;
+    const ImportContext ctx{base_dir, lean ? &converted : nullptr};
     override_input_shapes(proto, options.input_shapes);
-    Model m = model_from_proto(proto, ctx);  // validates everything before inference sees it
+    if (lean) {
+      constexpr size_t kKeep = 4096;  // small constants stay for shape inference
+      std::unordered_set<std::string> seen;
+      for (auto& init : *proto.mutable_graph()->mutable_initializer()) {
+        if (init.name().empty() || !seen.insert(init.name()).second) continue;  // graph_from_proto names the error
+        if (init.raw_data().size() <= kKeep && init.external_data_size() == 0) continue;
+        converted[init.name()] = tensor_from_proto(init, ctx.base_dir, "initializer");
+        init.clear_raw_data();
+        init.clear_float_data();
+        init.clear_int32_data();
+        init.clear_int64_data();
+        init.clear_double_data();
+        init.clear_uint64_data();
+        init.clear_external_data();
+        init.clear_data_location();
+      }
+    }
+    Model m = model_from_proto(proto, ctx);
     if (options.infer_shapes) {
       const std::string warning = run_shape_inference(proto);
       if (warning.empty()) {
@@ -324,22 +345,64 @@ Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesyst
   }
 }
 
+}  // namespace
+
+Result<Model> load_onnx_bytes(const void* data, size_t size, const std::filesystem::path& base_dir,
+                              const std::string& display_name, const LoadOptions& options) {
+  const std::string prefix = prefix_for(display_name);
+  if (size == 0) return invalid_argument(prefix + "the file is empty");
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return invalid_argument(prefix + "larger than 2 GB; store the weights as external data");
+  }
+  onnx::ModelProto proto;
+  // Protobuf's default nesting limit (100 messages) is reached by ~32 nested
+  // If/Loop bodies (3 messages a level), which then read as "corrupted":
+  // parse deeper, so that kvant's own kMaxSubgraphDepth check names the node.
+  google::protobuf::io::CodedInputStream stream(static_cast<const uint8_t*>(data), static_cast<int>(size));
+  stream.SetRecursionLimit(kProtobufRecursionLimit);
+  if (!proto.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
+    return invalid_argument(prefix + not_onnx_reason(data, size) + kUnparsable);
+  }
+  // Protobuf accepts many byte strings (unknown fields are skipped); a model
+  // without a graph is not one.
+  if (!proto.has_graph()) return invalid_argument(prefix + not_onnx_reason(data, size) + ": it holds no graph");
+  return model_from_parsed(proto, base_dir, prefix, options, false);
+}
+
+// Parsed straight from the file (no copy of its bytes), then converted with
+// the proto's initializer bytes released as they are converted: the peak is
+// about one copy of the weights, not three.
 Result<Model> load_onnx(const std::filesystem::path& file, const LoadOptions& options) {
-  std::string bytes;
+  const std::string prefix = prefix_for(file.string());
+  auto dir = file.parent_path();
+  if (dir.empty()) dir = ".";
+  onnx::ModelProto proto;
   try {
     const InputFile in(file);  // refuses FIFOs, devices, folders (io/input_file.h)
     if (in.size() > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
-      return invalid_argument(file.string() + ": larger than 2 GB; store the weights as external data");
+      return invalid_argument(prefix + "larger than 2 GB; store the weights as external data");
     }
+    if (in.size() == 0) return invalid_argument(prefix + "the file is empty");
     check_memory(static_cast<int64_t>(in.size()), file.string() + ": the model file");
-    bytes = in.read_all();
+    google::protobuf::io::FileInputStream raw(in.fd());
+    bool parsed = false;
+    {
+      google::protobuf::io::CodedInputStream stream(&raw);
+      stream.SetRecursionLimit(kProtobufRecursionLimit);
+      parsed = proto.ParseFromCodedStream(&stream) && stream.ConsumedEntireMessage();
+    }
+    if (!parsed || !proto.has_graph()) {
+      std::string head(512, '\0');
+      head.resize(in.read_up_to(0, head.data(), head.size()));
+      return invalid_argument(prefix + not_onnx_reason(head.data(), head.size()) +
+                              (parsed ? ": it holds no graph" : kUnparsable));
+    }
   } catch (const Error& e) {
     return e.status();
+  } catch (const std::bad_alloc&) {
+    return invalid_argument(prefix + "out of memory while reading the model");
   }
-  if (bytes.empty()) return invalid_argument(file.string() + ": the file is empty");
-  auto dir = file.parent_path();
-  if (dir.empty()) dir = ".";
-  auto result = load_onnx_bytes(bytes.data(), bytes.size(), dir, file.string(), options);
+  auto result = model_from_parsed(proto, dir, prefix, options, true);
   if (result.ok()) result->source_path = file;
   return result;
 }

@@ -18,6 +18,8 @@ namespace kvant {
 struct CompiledModel::Value {
   std::string name;
   Tensor tensor;
+  DType dtype = DType::kUndefined;  // planned type and shape (the tensor may be released while planning)
+  Shape shape;
   bool constant = false;
   int producer = -1;  // step index, -1 for model inputs and constants
   int last_use = -1;
@@ -182,6 +184,37 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   step_runs_.assign(n, true);
   size_t scratch = 0;
   std::vector<TensorSpec> specs;
+  // Which step reads each value last (a view's reads count for its root),
+  // known before running: the planning run frees an intermediate after its
+  // last reader, so it holds the live tensors, not all of them at once.
+  std::vector<int> root_of(values_.size());
+  for (size_t id = 0; id < values_.size(); ++id) root_of[id] = static_cast<int>(id);
+  std::vector<int> last_read(values_.size(), -1);
+  for (size_t s = 0; s < n; ++s) {
+    const Step& step = *steps_[s];
+    for (int id : step.inputs) {
+      if (id >= 0) last_read[static_cast<size_t>(root_of[static_cast<size_t>(id)])] = static_cast<int>(s);
+    }
+    if (step.kind() == Step::Kind::kView && step.outputs[0] >= 0 && step.inputs[0] >= 0) {
+      root_of[static_cast<size_t>(step.outputs[0])] = root_of[static_cast<size_t>(step.inputs[0])];
+    }
+  }
+  std::vector<bool> keep(values_.size(), false);  // model inputs and outputs, constants
+  for (int id : input_ids_) keep[static_cast<size_t>(id)] = true;
+  for (int id : output_ids_) keep[static_cast<size_t>(root_of[static_cast<size_t>(id)])] = true;
+  for (size_t id = 0; id < values_.size(); ++id) keep[id] = keep[id] || values_[id].constant;
+  std::vector<std::vector<int>> views_of(values_.size());  // root -> its views
+  auto record = [&](int id) {
+    Value& v = values_[static_cast<size_t>(id)];
+    v.dtype = v.tensor.dtype();
+    v.shape = v.tensor.shape();
+  };
+  auto release = [&](int root) {
+    if (keep[static_cast<size_t>(root)]) return;
+    values_[static_cast<size_t>(root)].tensor = Tensor();
+    for (int view : views_of[static_cast<size_t>(root)]) values_[static_cast<size_t>(view)].tensor = Tensor();
+  };
+  for (int id : input_ids_) record(id);
   // 1. Run every step once with its own buffers: shapes and lifetimes.
   for (size_t s = 0; s < n; ++s) {
     Step& step = *steps_[s];
@@ -213,6 +246,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
             out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
             const Value& src = values_[static_cast<size_t>(step.inputs[0])];
             out.root = src.root >= 0 ? src.root : step.inputs[0];
+            views_of[static_cast<size_t>(out.root)].push_back(step.outputs[i]);
           } else {
             out.tensor = Tensor(specs[i].dtype, specs[i].shape);
           }
@@ -223,6 +257,17 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
         scratch = std::max(scratch, need);
         std::shared_ptr<std::byte> temp = allocate_block(need, "a step's planning scratch");
         step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
+      }
+      for (int id : step.outputs) {
+        if (id < 0) continue;
+        record(id);
+        if (last_read[static_cast<size_t>(root_of[static_cast<size_t>(id)])] < 0)
+          release(root_of[static_cast<size_t>(id)]);
+      }
+      for (int id : step.inputs) {
+        if (id >= 0 && last_read[static_cast<size_t>(root_of[static_cast<size_t>(id)])] == static_cast<int>(s)) {
+          release(root_of[static_cast<size_t>(id)]);
+        }
       }
     } catch (...) {
       rethrow_naming(step);
@@ -244,12 +289,15 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   std::vector<int> owners;
   for (size_t id = 0; id < values_.size(); ++id) {
     Value& v = values_[id];
-    if (v.constant || v.root >= 0 || !v.tensor.defined()) continue;
+    if (v.constant || v.root >= 0 || v.dtype == DType::kUndefined) continue;
     const bool is_input = std::find(input_ids_.begin(), input_ids_.end(), static_cast<int>(id)) != input_ids_.end();
     const bool is_kernel_output =
         v.producer >= 0 && steps_[static_cast<size_t>(v.producer)]->kind() == Step::Kind::kKernel;
     if (!is_input && !is_kernel_output) continue;
-    requests.push_back({v.tensor.nbytes(), is_input ? -1 : v.producer, std::max(v.last_use, v.producer)});
+    int64_t numel = 1;
+    for (int64_t d : v.shape) numel *= d;
+    const size_t bytes = static_cast<size_t>((numel * dtype_bits(v.dtype) + 7) / 8);
+    requests.push_back({bytes, is_input ? -1 : v.producer, std::max(v.last_use, v.producer)});
     owners.push_back(static_cast<int>(id));
   }
   const MemoryPlan memory = plan_memory(requests);
@@ -257,8 +305,9 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   scratch_ = allocate_block(scratch, "the compiled model's scratch");
   for (size_t i = 0; i < owners.size(); ++i) {
     Value& v = values_[static_cast<size_t>(owners[i])];
-    Tensor placed = Tensor::view(v.tensor.dtype(), v.tensor.shape(), arena_, arena_.get() + memory.offsets[i]);
-    std::memcpy(placed.raw(), v.tensor.raw(), v.tensor.nbytes());
+    Tensor placed = Tensor::view(v.dtype, v.shape, arena_, arena_.get() + memory.offsets[i]);
+    if (v.tensor.defined())
+      std::memcpy(placed.raw(), v.tensor.raw(), v.tensor.nbytes());  // this run's inputs and outputs
     v.tensor = placed;
     v.in_arena = true;
     v.offset = memory.offsets[i];
@@ -270,7 +319,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
     Value& out = values_[static_cast<size_t>(step.outputs[0])];
     const Value& root = values_[static_cast<size_t>(out.root)];
     if (root.in_arena || root.constant) {
-      out.tensor = step_in_[s][0]->reshaped(out.tensor.shape());
+      out.tensor = step_in_[s][0]->reshaped(out.shape);
       step_runs_[s] = false;
     }
   }
@@ -294,7 +343,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
     for (int id : step.outputs) {
       if (id < 0) continue;
       const Value& v = values_[static_cast<size_t>(id)];
-      line << "  -> " << v.tensor.describe();
+      line << "  -> " << dtype_name(v.dtype) << shape_to_string(v.shape);
       if (v.in_arena) line << " @" << v.offset;
       if (v.root >= 0) line << " (view)";
       if (step.kind() == Step::Kind::kFallback) line << " (allocated)";

@@ -49,16 +49,18 @@ class ViewStep : public Step {
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     std::vector<Tensor> results = run_reference(*op_, node_, opset_, in);
     out.assign(1, TensorSpec{results.at(0).dtype(), results.at(0).shape()});
+    shape_ = results.at(0).shape();
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
     // The planned shape stays; only the storage follows the input.
-    *out[0] = in[0]->reshaped(out[0]->shape());
+    *out[0] = in[0]->reshaped(shape_);
   }
 
  private:
   Node node_;
   int64_t opset_;
   const OpDef* op_;
+  mutable Shape shape_;  // planned by infer()
 };
 
 }  // namespace
