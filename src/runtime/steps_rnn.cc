@@ -47,7 +47,7 @@ class LstmStep : public Step {
     }
   }
   std::string kernel() const override {
-    return std::string(r8_.empty() ? "lstm_f32_" : "lstm_f32_w8_") + sgemm_path_name(sgemm_default_path());
+    return std::string(r8_.empty() ? "lstm_f32/" : "lstm_f32_w8/") + w_[0].kernel_name();
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
