@@ -10,11 +10,12 @@
 // tile, and equal the AVX2 entry's (same FMA chain, same epilogue).
 #include <immintrin.h>
 
-// GCC 12 reports _mm512_undefined_ps() inside _mm512_max_ps/_mm512_min_ps as
-// maybe-uninitialized (a false positive: the pass-through operand is unused
-// without a mask).
+// GCC 12 reports the _mm512_undefined_ps() inside _mm512_max_ps, _mm512_min_ps
+// and _mm512_reduce_add_ps as (maybe-)uninitialized: a false positive, the
+// pass-through operand is unused without a mask.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include "kernels/sgemm_kernels.h"
