@@ -64,13 +64,21 @@ void dwconv_plane_generic(const DwPlane& p) {
 
 namespace {
 
+// The SIMD entries load stride 1 or 2. With stride 2 a row of at most 8
+// outputs fills half a zmm and pays a vpermt2ps per tap (on the FMA port):
+// the AVX2 entry is faster there (kvant_bench_sconv effb0_dw5x5s2_672_14:
+// 11.0 vs 9.6 GFLOPS on the Xeon of docs/kernels.md).
+bool dw_avx512_accepts(int stride_w, int w_out) { return stride_w == 1 || (stride_w == 2 && w_out > 8); }
+bool dw_avx2_accepts(int stride_w, int) { return stride_w <= 2; }
+bool dw_any(int, int) { return true; }
+
 // Best first (kernel_table.h).
 constexpr DwConvKernel kDwConvKernels[] = {
 #if defined(__x86_64__)
-    {Isa::kAvx512, "dwconv_f32_avx512", 2, 16, dwconv_plane_avx512},
-    {Isa::kAvx2, "dwconv_f32_avx2", 2, 8, dwconv_plane_avx2},
+    {Isa::kAvx512, "dwconv_f32_avx512", dw_avx512_accepts, 16, dwconv_plane_avx512},
+    {Isa::kAvx2, "dwconv_f32_avx2", dw_avx2_accepts, 8, dwconv_plane_avx2},
 #endif
-    {Isa::kRef, "dwconv_f32_generic", 0, 1, dwconv_plane_generic},
+    {Isa::kRef, "dwconv_f32_generic", dw_any, 1, dwconv_plane_generic},
 };
 
 inline __attribute__((always_inline)) void copy16(float* dst, const float* src) {
@@ -265,8 +273,7 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   const int taps = s.kh * s.kw;
   if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
     kind_ = Kind::kDepthwise;
-    dw_ = pick_kernel(dwconv_kernels(), allowed,
-                      [&](const DwConvKernel& e) { return e.max_stride_w == 0 || s.stride_w <= e.max_stride_w; });
+    dw_ = pick_kernel(dwconv_kernels(), allowed, [&](const DwConvKernel& e) { return e.accepts(s.stride_w, s.w_out); });
     name_ = std::string("sconv_depthwise/") + dw_->name;
     dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
     dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;

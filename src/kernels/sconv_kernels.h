@@ -34,14 +34,14 @@ struct DwPlane {
 
 struct DwConvKernel {
   Isa isa;
-  const char* name;  // "dwconv_f32_<isa>"
-  int max_stride_w;  // the largest stride_w it takes (0: any)
-  int pixels;        // output pixels per vector (the plane padding above)
+  const char* name;                          // "dwconv_f32_<isa>"
+  bool (*accepts)(int stride_w, int w_out);  // the shapes it takes (and pays on)
+  int pixels;                                // output pixels per vector (the plane padding above)
   void (*plane)(const DwPlane& p);
 };
 
 // The table, best first (kernel_table.h): SConv picks the first entry that
-// the allowed level, the CPU and the stride accept.
+// the allowed level, the CPU and the entry's predicate accept.
 std::span<const DwConvKernel> dwconv_kernels();
 
 // kernels/sconv.cc: portable, any stride.

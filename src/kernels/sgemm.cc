@@ -353,13 +353,14 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
     return sgemm_packed(M, N, K, A, lda, B, C, ldc, bias, act);  // throws the message on a mismatch
   }
   const SgemmKernel& kernel = *B.kernel;
-  const int m_panels = (M + kSgemmMr - 1) / kSgemmMr;
+  // Row groups of the entry's tile height, or 16-column panels.
+  const int m_panels = (M + kernel.mr - 1) / kernel.mr;
   const int n_panels = (N + kSgemmNr - 1) / kSgemmNr;
-  // Rows when there are enough 6-row panels for every thread, else columns.
+  // Rows when there are enough row groups for every thread, else columns.
   if (m_panels >= 2 * pool->size() || m_panels >= n_panels) {
     pool->parallel_for(m_panels, [&](int64_t begin, int64_t end) {
-      const int m0 = static_cast<int>(begin) * kSgemmMr;
-      const int m1 = std::min(M, static_cast<int>(end) * kSgemmMr);
+      const int m0 = static_cast<int>(begin) * kernel.mr;
+      const int m1 = std::min(M, static_cast<int>(end) * kernel.mr);
       BSource src;
       src.packed = B.data.data();
       src.padded_n = B.padded_n;

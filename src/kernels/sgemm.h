@@ -118,8 +118,9 @@ PackedSgemmB sgemm_pack_b(const SgemmKernel& kernel, const float* B, int K, int 
 void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
                   const float* bias, SgemmActivation act);
 
-// Threaded: splits 6-row panels of M across `pool` (or 16-column panels of N
-// when M has too few), each part running the single-thread driver above. Every
+// Threaded: splits row groups of M (the entry's tile height) across `pool`
+// (or 16-column panels of N when M has too few), each part running the
+// single-thread driver above. Every
 // C element is computed the same way whatever part holds it, so the result is
 // bit-identical for any pool size (and to the overload without a pool).
 // pool may be null.

@@ -223,6 +223,7 @@ TEST(SConv, NamedShapesMatchOracleOnEveryPathAndThreadCount) {
   Case dw_s3 = make_case(1, 4, 4, 9, 9, 3, 3, 1, 1, 4, true, relu);  // stride 3: portable kernel
   cases.push_back(dw_s3);
   cases.push_back(make_case(1, 5, 7, 11, 11, 3, 3, 1, 1, 1, true, clip));   // im2col stride 3: portable packer
+  cases.push_back(make_case(1, 5, 5, 40, 37, 3, 2, 1, 1, 5, true, relu));   // depthwise stride 2, 19 columns
   cases.push_back(make_case(1, 3, 13, 41, 40, 3, 2, 1, 1, 1, true, relu));  // stride 2, rows wider than a panel
   cases.push_back(make_case(1, 7, 9, 37, 35, 5, 1, 2, 3, 1, false, none));  // dilated, rows over 2 panels
   for (Case& c : cases) {
@@ -317,6 +318,13 @@ TEST(SConv, TableCoverage) {
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
             std::string("sconv_depthwise/dwconv_f32_generic"));
+  // Stride 2 on rows of at most 8 outputs: AVX2 (the AVX-512 entry declines).
+  if (isa_allows(allowed, Isa::kAvx512, cpu_features())) {
+    c = make_case(1, 4, 4, 14, 14, 3, 2, 1, 1, 4, true, SgemmActivation::none());
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
+              std::string("sconv_depthwise/dwconv_f32_avx2"));
+  }
   c = make_case(1, 4, 5, 9, 9, 3, 3, 1, 1, 1, true, SgemmActivation::none());
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(std::string(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name())
