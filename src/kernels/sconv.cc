@@ -172,6 +172,7 @@ namespace {
 constexpr Im2colKernel kIm2colKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAvx512, "im2col_f32_avx512", 2, im2col_pack_avx512},
+    {Isa::kAvx2, "im2col_f32_avx2", 2, im2col_pack_avx2},
 #endif
     {Isa::kRef, "im2col_f32_generic", 0, im2col_pack_generic},
 };

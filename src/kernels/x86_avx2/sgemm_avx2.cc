@@ -27,7 +27,8 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const float* b = t.b;
   const int64_t bs = t.b_stride;
   const int64_t lda = t.a_ld;
-  for (int k = 0; k < t.kl; ++k) {
+  const int kl = t.kl;  // a local: the loop must not reload it through t
+  for (int k = 0; k < kl; ++k) {
     __m256 bv[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);

@@ -39,11 +39,12 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const float* b = t.b;
   const int64_t bs = t.b_stride;
   const int64_t bp = t.b_panel;
+  const int kl = t.kl;  // a local: the loops must not reload it through t
   if constexpr (DIRECT) {
     const float* ar[MR];
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) ar[r] = t.a + r * t.a_ld;
-    for (int k = 0; k < t.kl; ++k) {
+    for (int k = 0; k < kl; ++k) {
       __m512 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
@@ -58,7 +59,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   } else {
     const float* a0 = t.a;
     const float* a1 = t.a + t.a_panel;
-    for (int k = 0; k < t.kl; ++k) {
+    for (int k = 0; k < kl; ++k) {
       __m512 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
