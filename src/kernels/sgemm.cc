@@ -141,6 +141,7 @@ void check_runnable(const SgemmKernel& kernel) {
 // B itself for full panels, with only a last partial panel packed.
 struct BSource {
   const float* packed = nullptr;
+  const float* packed_end = nullptr;  // one past the packed array (prefetch bound)
   int padded_n = 0;
   int col0 = 0;  // packed: column of the packed B that is column 0 here (a multiple of 16)
   const float* direct = nullptr;
@@ -164,13 +165,22 @@ void store_empty_product(int M, int N, float beta, float* C, int ldc, const floa
 // Rows [0, rows) of the tile t (its a, b, c at row 0 and its first column),
 // in groups of the entry's mr. `a_row` floats from one row group's A to the
 // next (direct: mr rows of lda; packed: mr / 6 panels).
-void run_rows(const SgemmKernel& kernel, SgemmTile t, int rows, int64_t a_row, const SgemmEpilogue& ep) {
+// `next` / `next_floats`: memory the tiles should prefetch (the next column
+// group of packed B), split evenly among the row groups.
+void run_rows(const SgemmKernel& kernel, SgemmTile t, int rows, int64_t a_row, const SgemmEpilogue& ep,
+              const float* next = nullptr, int64_t next_floats = 0) {
   const float* a = t.a;
   float* c = t.c;
-  for (int i = 0; i < rows; i += kernel.mr) {
+  const int groups = (rows + kernel.mr - 1) / kernel.mr;
+  const int64_t lines = next_floats / 16;
+  const int64_t per_group = (lines + groups - 1) / groups;
+  for (int i = 0, g = 0; i < rows; i += kernel.mr, ++g) {
     t.mr = std::min(kernel.mr, rows - i);
     t.a = a + i / kernel.mr * a_row;
     t.c = c + i * t.ldc;
+    const int64_t first = std::min(lines, g * per_group);
+    t.prefetch = next == nullptr ? nullptr : next + first * 16;
+    t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
     kernel.tile(t, ep);
   }
 }
@@ -227,7 +237,11 @@ void run_blocked(const SgemmKernel& kernel, bool trans_a, int M, int N, int K, f
             t.b_panel = static_cast<int64_t>(kSgemmNr) * kl;
             t.nr = nr;
             t.c = c;
-            run_rows(kernel, t, ml, a_row, e);
+            // The next column group (or the next K block's first) follows in
+            // memory: packed B is one array in the order the loops read it.
+            const float* next = t.b + static_cast<int64_t>((nr + kSgemmNr - 1) / kSgemmNr) * t.b_panel;
+            const int64_t left = src.packed_end - next;
+            run_rows(kernel, t, ml, a_row, e, next, std::clamp<int64_t>(left, 0, kernel.nr * int64_t{kl}));
             continue;
           }
           // B in place: its full panels, then a last partial one packed.
@@ -313,6 +327,7 @@ void sgemm(const SgemmKernel& kernel, bool trans_a, bool trans_b, int M, int N, 
   if (b_buf.size() < b_size) b_buf.resize(b_size);
   pack_b_into(B, K, N, trans_b, ldb, padded_n, b_buf.data());
   src.packed = b_buf.data();
+  src.packed_end = b_buf.data() + b_size;
   src.padded_n = padded_n;
   run_blocked(kernel, trans_a, M, N, K, alpha, A, lda, src, beta, C, ldc, nullptr, SgemmActivation::none());
 }
@@ -343,6 +358,7 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
   }
   BSource src;
   src.packed = B.data.data();
+  src.packed_end = B.data.data() + B.data.size();
   src.padded_n = B.padded_n;
   run_blocked(*B.kernel, false, M, N, K, 1.0f, A, lda, src, 0.0f, C, ldc, bias, act);
 }
@@ -363,6 +379,7 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
       const int m1 = std::min(M, static_cast<int>(end) * kernel.mr);
       BSource src;
       src.packed = B.data.data();
+      src.packed_end = B.data.data() + B.data.size();
       src.padded_n = B.padded_n;
       run_blocked(kernel, false, m1 - m0, N, K, 1.0f, A + static_cast<size_t>(m0) * lda, lda, src, 0.0f,
                   C + static_cast<size_t>(m0) * ldc, ldc, bias, act);
@@ -373,6 +390,7 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
       const int n1 = std::min(N, static_cast<int>(end) * kSgemmNr);
       BSource src;
       src.packed = B.data.data();
+      src.packed_end = B.data.data() + B.data.size();
       src.padded_n = B.padded_n;
       src.col0 = n0;
       run_blocked(kernel, false, M, n1 - n0, K, 1.0f, A, lda, src, 0.0f, C + n0, ldc,
@@ -424,16 +442,26 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
   t.b_panel = static_cast<int64_t>(kSgemmNr) * kl;
   t.ldc = ldc;
   const float* a_block = A.data.data() + static_cast<size_t>(k0) * static_cast<size_t>(A.padded_m);
-  // Per row group (its A, mr x kl floats, stays in L1), every column group.
+  const float* a_end = A.data.data() + A.data.size();
+  const int col_groups = (nc + kernel.nr - 1) / kernel.nr;
+  // Per row group (its A, mr x kl floats, stays in L1), every column group;
+  // meanwhile the tiles prefetch the next row group's A (the weight streams
+  // from memory once per K block), split evenly among them.
   for (int i = m0; i < m1; i += kernel.mr) {
     t.mr = std::min(kernel.mr, m1 - i);
     ep.row_bias = last && row_bias != nullptr ? row_bias + i : nullptr;
     t.a = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
+    const float* next = t.a + static_cast<int64_t>(kernel.mr) * kl;
+    const int64_t lines = std::clamp<int64_t>(a_end - next, 0, int64_t{kernel.mr} * kl) / 16;
+    const int64_t per_group = (lines + col_groups - 1) / col_groups;
     float* crow = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
-    for (int j0 = 0; j0 < nc; j0 += kernel.nr) {
+    for (int j0 = 0, g = 0; j0 < nc; j0 += kernel.nr, ++g) {
       t.nr = std::min(kernel.nr, nc - j0);
       t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(kl);
       t.c = crow + j0;
+      const int64_t first = std::min(lines, g * per_group);
+      t.prefetch = next + first * 16;
+      t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
       kernel.tile(t, ep);
     }
   }

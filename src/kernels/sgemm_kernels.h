@@ -50,6 +50,12 @@ struct SgemmTile {
   int64_t b_panel = 0;   // floats from one 16-column panel to the next
   float* c = nullptr;
   int64_t ldc = 0;
+  // Optional: 64-byte lines to bring into L2 while the tile runs (the part of
+  // the next column group of packed B that this row group fetches, so that
+  // weights streaming from memory overlap the FMAs); one per k step, from the
+  // first. Ignored by entries without prefetch.
+  const float* prefetch = nullptr;
+  int prefetch_lines = 0;
 };
 
 struct SgemmKernel {

@@ -28,10 +28,13 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const int64_t bs = t.b_stride;
   const int64_t lda = t.a_ld;
   const int kl = t.kl;  // a local: the loop must not reload it through t
+  const float* pf = t.prefetch;
+  const int pf_lines = t.prefetch_lines;
   for (int k = 0; k < kl; ++k) {
     __m256 bv[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
       const __m256 av = _mm256_broadcast_ss(DIRECT ? a + r * lda + k : a + r);

@@ -40,6 +40,8 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const int64_t bs = t.b_stride;
   const int64_t bp = t.b_panel;
   const int kl = t.kl;  // a local: the loops must not reload it through t
+  const float* pf = t.prefetch;
+  const int pf_lines = t.prefetch_lines;
   if constexpr (DIRECT) {
     const float* ar[MR];
 #pragma GCC unroll 12
@@ -48,6 +50,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       __m512 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
+      if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
 #pragma GCC unroll 12
       for (int r = 0; r < MR; ++r) {
         const __m512 av = _mm512_set1_ps(ar[r][k]);
@@ -63,6 +66,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       __m512 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
+      if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
 #pragma GCC unroll 12
       for (int r = 0; r < MR; ++r) {
         const __m512 av = _mm512_set1_ps(r < kSgemmMr ? a0[r] : a1[r - kSgemmMr]);
