@@ -68,8 +68,10 @@ namespace {
 // outputs fills half a zmm and pays a vpermt2ps per tap (on the FMA port):
 // the AVX2 entry is faster there (kvant_bench_sconv effb0_dw5x5s2_672_14:
 // 11.0 vs 9.6 GFLOPS on the Xeon of docs/kernels.md).
+#if defined(__x86_64__)
 bool dw_avx512_accepts(int stride_w, int w_out) { return stride_w == 1 || (stride_w == 2 && w_out > 8); }
 bool dw_avx2_accepts(int stride_w, int) { return stride_w <= 2; }
+#endif
 bool dw_any(int, int) { return true; }
 
 // Best first (kernel_table.h).
