@@ -313,7 +313,7 @@ TEST(SConv, TableCoverage) {
   test::check_coverage(im2col_kernels(), allowed, "im2col packer table");
   EXPECT_EQ(test::runnable_entries(im2col_kernels(), allowed).back()->isa, Isa::kRef);
   // Stride 3 takes the portable entry (the SIMD ones load stride 1 or 2).
-  std::vector<float> w(4 * 9, 0.5f);
+  std::vector<float> w(5 * 4 * 9, 0.5f);  // the largest weight below: 5 x 4 x 3 x 3
   Case c = make_case(1, 4, 4, 9, 9, 3, 3, 1, 1, 4, true, SgemmActivation::none());
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
