@@ -83,90 +83,12 @@ constexpr DwConvKernel kDwConvKernels[] = {
     {Isa::kRef, "dwconv_f32_generic", dw_any, 1, dwconv_plane_generic},
 };
 
-inline __attribute__((always_inline)) void copy16(float* dst, const float* src) {
-  std::memcpy(dst, src, kSgemmNr * sizeof(float));
-}
-
-inline __attribute__((always_inline)) void copy_n(float* __restrict dst, const float* __restrict src, int n) {
-  for (int i = 0; i < n; ++i) dst[i] = src[i];
-}
-
-inline __attribute__((always_inline)) void copy16_stride2(float* __restrict dst, const float* __restrict src) {
-  for (int c = 0; c < kSgemmNr; ++c) dst[c] = src[2 * c];
-}
-
-// Writes tile columns into the 16-column panel layout: column c of row k at
-// row_base + (c / 16) * panel_stride + c % 16.
-struct PanelWriter {
-  float* row_base;
-  size_t panel_stride;
-  __attribute__((always_inline)) float* at(int c) const {
-    return row_base + static_cast<size_t>(c / kSgemmNr) * panel_stride + c % kSgemmNr;
-  }
-  __attribute__((always_inline)) void zero(int c, int count) const {
-    while (count > 0) {
-      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
-      float* d = at(c);
-      for (int i = 0; i < n; ++i) d[i] = 0.0f;
-      c += n;
-      count -= n;
-    }
-  }
-  __attribute__((always_inline)) void copy(int c, int count, const float* src, int stride) const {
-    while (count > 0) {
-      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
-      float* d = at(c);
-      if (n == kSgemmNr && stride == 1) {
-        copy16(d, src);
-      } else if (n == kSgemmNr && stride == 2) {
-        copy16_stride2(d, src);
-      } else if (stride == 1) {
-        copy_n(d, src, n);
-      } else {
-        for (int i = 0; i < n; ++i) d[i] = src[i * stride];
-      }
-      src += static_cast<ptrdiff_t>(n) * stride;
-      c += n;
-      count -= n;
-    }
-  }
-};
+#include "kernels/im2col_copy.inc"
 
 }  // namespace
 
 // The portable im2col entry (sconv_kernels.h), any stride.
-void im2col_pack_generic(const Im2colTile& t) {
-  const int padded_nc = (t.nc + kSgemmNr - 1) / kSgemmNr * kSgemmNr;
-  const int sw = t.stride_w;
-  for (int k = 0; k < t.kl; ++k) {
-    PanelWriter out{t.dst + static_cast<size_t>(k) * kSgemmNr, static_cast<size_t>(kSgemmNr) * t.kl};
-    for (int g = 0; g < t.segs; ++g) {
-      const int c0 = t.seg_c0[g], c1 = t.seg_c0[g + 1];
-      const int iy = t.seg_iy[g] + t.row_dy[k];
-      if (iy < 0 || iy >= t.h_in) {
-        out.zero(c0, c1 - c0);
-        continue;
-      }
-      // Columns c with 0 <= ix0 + (c - c0) * sw < w_in read the input.
-      const int ix0 = t.seg_ix[g] + t.row_dx[k];
-      int first = 0, last = 0;  // one past
-      if (sw == 1) {
-        first = std::max(0, -ix0);
-        last = std::max(0, t.w_in - ix0);
-      } else {
-        first = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
-        last = ix0 >= t.w_in ? 0 : (t.w_in - 1 - ix0) / sw + 1;
-      }
-      const int a = std::min(c1, c0 + first), b = std::max(a, std::min(c1, c0 + last));
-      out.zero(c0, a - c0);
-      const float* src = t.x + t.row_off[k] + static_cast<ptrdiff_t>(t.seg_iy[g]) * t.w_in + t.seg_ix[g] +
-                         static_cast<ptrdiff_t>(a - c0) * sw;
-      out.copy(a, b - a, src, sw);
-      out.zero(b, c1 - b);
-    }
-    out.zero(t.nc, padded_nc - t.nc);
-  }
-}
+void im2col_pack_generic(const Im2colTile& t) { im2col_pack_copies(t); }
 
 namespace {
 
@@ -174,7 +96,7 @@ namespace {
 constexpr Im2colKernel kIm2colKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAvx512, "im2col_f32_avx512", 2, im2col_pack_avx512},
-    {Isa::kAvx2, "im2col_f32_avx2", 2, im2col_pack_avx2},
+    {Isa::kAvx2, "im2col_f32_avx2", 0, im2col_pack_avx2},
 #endif
     {Isa::kRef, "im2col_f32_generic", 0, im2col_pack_generic},
 };

@@ -88,7 +88,7 @@ std::span<const Im2colKernel> im2col_kernels();
 
 // kernels/sconv.cc: portable, any stride.
 void im2col_pack_generic(const Im2colTile& tile);
-// x86_avx2/sconv_im2col_avx2.cc: vmaskmovps on half panels, stride_w 1 or 2.
+// x86_avx2/sconv_im2col_avx2.cc: the generic packer compiled with AVX2.
 void im2col_pack_avx2(const Im2colTile& tile);
 // x86_avx512/sconv_im2col_avx512.cc: masked loads and stores, stride_w 1 or 2.
 void im2col_pack_avx512(const Im2colTile& tile);

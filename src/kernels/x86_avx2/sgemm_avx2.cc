@@ -29,12 +29,13 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const int64_t lda = t.a_ld;
   const int kl = t.kl;  // a local: the loop must not reload it through t
   const float* pf = t.prefetch;
-  const int pf_lines = t.prefetch_lines;
-  for (int k = 0; k < kl; ++k) {
+  const int pf_k = t.prefetch_lines < kl ? t.prefetch_lines : kl;
+  // One k step; the first pf_k steps also prefetch a line (two loops, so
+  // that the others carry no test).
+  auto step = [&](int k) __attribute__((always_inline)) {
     __m256 bv[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
-    if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
       const __m256 av = _mm256_broadcast_ss(DIRECT ? a + r * lda + k : a + r);
@@ -43,7 +44,13 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
     }
     if (!DIRECT) a += kSgemmMr;
     b += bs;
+  };
+  int k = 0;
+  for (; k < pf_k; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
+    step(k);
   }
+  for (; k < kl; ++k) step(k);
 
   alignas(32) float buf[MR * kWidth];
   alignas(32) float bias_buf[kWidth];

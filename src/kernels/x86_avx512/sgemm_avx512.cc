@@ -41,43 +41,43 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const int64_t bp = t.b_panel;
   const int kl = t.kl;  // a local: the loops must not reload it through t
   const float* pf = t.prefetch;
-  const int pf_lines = t.prefetch_lines;
-  if constexpr (DIRECT) {
-    const float* ar[MR];
+  const int pf_k = t.prefetch_lines < kl ? t.prefetch_lines : kl;
+  // One k step; the first pf_k steps also prefetch a line (two loops, so
+  // that the others carry no test). A(r, k): row pointers (direct) or two
+  // 6-row panels (packed).
+  const float* ar[DIRECT ? MR : 1];
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) ar[r] = t.a + r * t.a_ld;
-    for (int k = 0; k < kl; ++k) {
-      __m512 bv[NV];
+  for (int r = 0; r < (DIRECT ? MR : 1); ++r) ar[r] = t.a + r * t.a_ld;
+  const float* a0 = t.a;
+  const float* a1 = t.a + t.a_panel;
+  auto step = [&](int k) __attribute__((always_inline)) {
+    __m512 bv[NV];
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
-      if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
 #pragma GCC unroll 12
-      for (int r = 0; r < MR; ++r) {
-        const __m512 av = _mm512_set1_ps(ar[r][k]);
-#pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    for (int r = 0; r < MR; ++r) {
+      __m512 av;
+      if constexpr (DIRECT) {
+        av = _mm512_set1_ps(ar[r][k]);
+      } else {
+        av = _mm512_set1_ps(r < kSgemmMr ? a0[r] : a1[r - kSgemmMr]);
       }
-      b += bs;
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
-  } else {
-    const float* a0 = t.a;
-    const float* a1 = t.a + t.a_panel;
-    for (int k = 0; k < kl; ++k) {
-      __m512 bv[NV];
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + v * bp);
-      if (k < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
-#pragma GCC unroll 12
-      for (int r = 0; r < MR; ++r) {
-        const __m512 av = _mm512_set1_ps(r < kSgemmMr ? a0[r] : a1[r - kSgemmMr]);
-#pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-      }
+    if constexpr (!DIRECT) {
+      (void)k;
       a0 += kSgemmMr;
       a1 += kSgemmMr;
-      b += bs;
     }
+    b += bs;
+  };
+  int k = 0;
+  for (; k < pf_k; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
+    step(k);
   }
+  for (; k < kl; ++k) step(k);
 
   __mmask16 mask[NV];
   __m512 bias[NV];
