@@ -1,8 +1,10 @@
 // FP32 conv throughput (kernels/sconv.h) on ResNet-50 and MobileNetV2 layers,
-// batch 1. Reports GFLOPS (2 c_out (c_in / group) kh kw h_out w_out per
-// iteration) and the kernel that ran; BM_sgemm_packed_peak is the AVX2 sgemm
-// on a large square problem, the kernel's ceiling for scale. threads = 1 runs
-// without a pool, threads = 2 with a ThreadPool of 2.
+// batch 1, once per ISA level that has an entry in the sgemm or depthwise
+// kernel tables this CPU runs (BM_sconv/<layer>/<level>; the label names the
+// entry). Reports GFLOPS (2 c_out (c_in / group) kh kw h_out w_out per
+// iteration); BM_sgemm_packed_peak is the best sgemm entry on a large square
+// problem, the kernel's ceiling for scale. threads = 1 runs without a pool,
+// threads = 2 with a ThreadPool of 2.
 //
 //   build/release/bench/kvant_bench_sconv --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -10,9 +12,12 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/sconv.h"
+#include "kernels/sgemm_kernels.h"
 #include "runtime/thread_pool.h"
 
 namespace {
@@ -32,7 +37,7 @@ ConvShape conv(int c_in, int c_out, int h, int k, int stride, int group) {
   return s;
 }
 
-void BM_sconv(benchmark::State& state, ConvShape s) {
+void BM_sconv(benchmark::State& state, ConvShape s, kvant::Isa isa) {
   const int threads = static_cast<int>(state.range(0));
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -43,7 +48,7 @@ void BM_sconv(benchmark::State& state, ConvShape s) {
   for (float& v : x) v = dist(rng);
   for (float& v : w) v = dist(rng) * 0.1f;
   for (float& v : b) v = dist(rng);
-  const kvant::SConv op(s, w.data(), b.data(), kvant::SgemmActivation::relu());
+  const kvant::SConv op(s, w.data(), b.data(), kvant::SgemmActivation::relu(), isa);
   std::unique_ptr<kvant::ThreadPool> pool;
   if (threads > 1) pool = std::make_unique<kvant::ThreadPool>(threads);
   void* scratch = std::aligned_alloc(64, (op.scratch_bytes(threads) + 63) / 64 * 64);
@@ -74,25 +79,56 @@ void BM_sgemm_packed_peak(benchmark::State& state) {
 
 // One thread: GFLOPS from CPU time (robust on a shared machine); two threads:
 // from wall time.
-void threads(benchmark::internal::Benchmark* b) { b->ArgName("threads")->Arg(1)->Unit(benchmark::kMillisecond); }
-void threads2(benchmark::internal::Benchmark* b) {
-  b->ArgName("threads")->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-}
-#define SCONV_BENCH(name, shape)                            \
-  BENCHMARK_CAPTURE(BM_sconv, name, shape)->Apply(threads); \
-  BENCHMARK_CAPTURE(BM_sconv, name, shape)->Apply(threads2)
-
-// ResNet-50
-SCONV_BENCH(r50_stem_7x7s2_3_64_224, conv(3, 64, 224, 7, 2, 1));
-SCONV_BENCH(r50_3x3_64_64_56, conv(64, 64, 56, 3, 1, 1));
-SCONV_BENCH(r50_1x1_64_256_56, conv(64, 256, 56, 1, 1, 1));
-SCONV_BENCH(r50_1x1_256_64_56, conv(256, 64, 56, 1, 1, 1));
-SCONV_BENCH(r50_3x3_512_512_7, conv(512, 512, 7, 3, 1, 1));
-// MobileNetV2
-SCONV_BENCH(mbv2_dw3x3_32_112, conv(32, 32, 112, 3, 1, 32));
-SCONV_BENCH(mbv2_1x1_16_96_112, conv(16, 96, 112, 1, 1, 1));
-SCONV_BENCH(mbv2_dw3x3s2_96_112, conv(96, 96, 112, 3, 2, 96));
-SCONV_BENCH(mbv2_dw3x3_576_14, conv(576, 576, 14, 3, 1, 576));
+const bool registered = [] {
+  using kvant::Isa;
+  const std::pair<const char*, ConvShape> layers[] = {
+      // ResNet-50
+      {"r50_stem_7x7s2_3_64_224", conv(3, 64, 224, 7, 2, 1)},
+      {"r50_3x3_64_64_56", conv(64, 64, 56, 3, 1, 1)},
+      {"r50_1x1_64_256_56", conv(64, 256, 56, 1, 1, 1)},
+      {"r50_1x1_256_64_56", conv(256, 64, 56, 1, 1, 1)},
+      {"r50_3x3_128_128_28", conv(128, 128, 28, 3, 1, 1)},
+      {"r50_3x3_256_256_14", conv(256, 256, 14, 3, 1, 1)},
+      {"r50_3x3_512_512_7", conv(512, 512, 7, 3, 1, 1)},
+      {"r50_1x1_2048_512_7", conv(2048, 512, 7, 1, 1, 1)},
+      // MobileNetV2
+      {"mbv2_dw3x3_32_112", conv(32, 32, 112, 3, 1, 32)},
+      {"mbv2_1x1_16_96_112", conv(16, 96, 112, 1, 1, 1)},
+      {"mbv2_dw3x3s2_96_112", conv(96, 96, 112, 3, 2, 96)},
+      {"mbv2_dw3x3_144_56", conv(144, 144, 56, 3, 1, 144)},
+      {"mbv2_dw3x3_192_28", conv(192, 192, 28, 3, 1, 192)},
+      {"mbv2_dw3x3_576_14", conv(576, 576, 14, 3, 1, 576)},
+      {"mbv2_dw3x3_960_7", conv(960, 960, 7, 3, 1, 960)},
+      // EfficientNet-B0
+      {"effb0_dw5x5_240_28", conv(240, 240, 28, 5, 1, 240)},
+      {"effb0_dw5x5s2_672_14", conv(672, 672, 14, 5, 2, 672)},
+  };
+  // The levels of the entries the CPU runs, best first.
+  std::vector<Isa> levels;
+  auto add = [&](Isa isa) {
+    if (!kvant::isa_allows(kvant::best_isa(kvant::cpu_features()), isa, kvant::cpu_features())) return;
+    for (Isa l : levels)
+      if (l == isa) return;
+    levels.push_back(isa);
+  };
+  for (const kvant::SgemmKernel& k : kvant::sgemm_kernels()) add(k.isa);
+  for (const kvant::DwConvKernel& k : kvant::dwconv_kernels()) add(k.isa);
+  for (const auto& [name, shape] : layers) {
+    for (Isa isa : levels) {
+      const std::string full = std::string("BM_sconv/") + name + "/" + kvant::isa_name(isa);
+      benchmark::RegisterBenchmark(full.c_str(), BM_sconv, shape, isa)
+          ->ArgName("threads")
+          ->Arg(1)
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(full.c_str(), BM_sconv, shape, isa)
+          ->ArgName("threads")
+          ->Arg(2)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+  return true;
+}();
 BENCHMARK(BM_sgemm_packed_peak)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -174,9 +174,4 @@ std::string describe(const CpuFeatures& cpu) {
   return s.empty() ? "no SIMD extensions kvant uses" : s;
 }
 
-bool avx2_kernels_enabled() {
-  static const bool enabled = cpu_supports(cpu_features(), Isa::kAvx2) && selected_isa() != Isa::kRef;
-  return enabled;
-}
-
 }  // namespace kvant

@@ -78,11 +78,6 @@ Isa isa_from_name(const char* name, const CpuFeatures& cpu);
 // tests can change the variable.
 Isa selected_isa();
 
-// Whether the float/elementwise AVX2 kernels run: the CPU has AVX2 and
-// KVANT_ISA is not "ref". Probed once (the GEMM kernels read selected_isa()
-// per call instead).
-bool avx2_kernels_enabled();
-
 // "avx2 fma avx512f ..." for logs and `kvant inspect`.
 std::string describe(const CpuFeatures& cpu);
 

@@ -6,14 +6,22 @@
 // which is DequantizeLinear(w) (symmetric, per output row or per tensor)
 // followed by a float matmul, up to float summation order. The weights stay
 // int8 in memory (4x less traffic than FP32) and are widened to float in
-// registers. AVX2+FMA: four rows at a time, eight k per step, then one
-// horizontal sum per row; a scalar path with the same order otherwise.
+// registers. The kernels are one table (gemv_w8_kernels.h, best first):
+// gemv_w8_avx512 (four rows at a time, 16 k per zmm, masked k tail),
+// gemv_w8_avx2 (four rows, 8 k per ymm, scalar k tail) and gemv_w8_generic
+// (8 partial sums per row, the AVX2 order); each sums k in lane-parallel
+// partial sums, then the lanes, so entries differ by float summation order
+// only (the tests state the bound).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu_features.h"
+
 namespace kvant {
+
+struct GemvW8Kernel;  // gemv_w8_kernels.h
 
 struct W8Matrix {
   int n = 0, k = 0;
@@ -21,7 +29,16 @@ struct W8Matrix {
   std::vector<float> scale;  // n values
 };
 
+// The first entry `allowed`, the CPU and the build accept; the default,
+// gemv_w8_pick(selected_isa()) picked once.
+const GemvW8Kernel& gemv_w8_pick(Isa allowed);
+const GemvW8Kernel& gemv_w8_default();
+const char* gemv_w8_name(const GemvW8Kernel& kernel);
+
 // y[m, :] for m < M; x row stride ldx, y row stride ldy. accumulate: y += ...
+// With the default entry, or with `kernel`.
 void gemv_w8(const W8Matrix& w, const float* x, int ldx, int M, float* y, int ldy, bool accumulate);
+void gemv_w8(const GemvW8Kernel& kernel, const W8Matrix& w, const float* x, int ldx, int M, float* y, int ldy,
+             bool accumulate);
 
 }  // namespace kvant

@@ -1,11 +1,11 @@
+// Quantized Add/Mul: the scalar entry, the table (qadd.h has the math).
 #include "kernels/qadd.h"
 
 #include <algorithm>
 #include <cmath>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "kernels/kernel_table.h"
+#include "kernels/qadd_kernels.h"
 
 namespace kvant {
 
@@ -22,61 +22,42 @@ void qadd_scalar(const T* a, const T* b, T* y, int64_t n, const QAddParams& p) {
   }
 }
 
-#if defined(__x86_64__)
-// 8 lanes at a time; `is_signed` picks the 8-bit widening and narrowing.
-template <bool is_signed>
-__attribute__((target("avx2,fma"))) int64_t qadd_avx2(const void* a, const void* b, void* y, int64_t n,
-                                                      const QAddParams& p) {
-  const __m256 as = _mm256_set1_ps(p.a_scale), bs = _mm256_set1_ps(p.b_scale), ys = _mm256_set1_ps(p.y_scale);
-  const __m256i az = _mm256_set1_epi32(p.a_zp), bz = _mm256_set1_epi32(p.b_zp);
-  const __m256 yz = _mm256_set1_ps(static_cast<float>(p.y_zp));
-  const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi);
-  const __m256 qlo = _mm256_set1_ps(static_cast<float>(p.qmin)), qhi = _mm256_set1_ps(static_cast<float>(p.qmax));
-  const auto* pa = static_cast<const uint8_t*>(a);
-  const auto* pb = static_cast<const uint8_t*>(b);
-  auto* py = static_cast<uint8_t*>(y);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m128i ra = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(pa + i));
-    const __m128i rb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(pb + i));
-    const __m256i wa = is_signed ? _mm256_cvtepi8_epi32(ra) : _mm256_cvtepu8_epi32(ra);
-    const __m256i wb = is_signed ? _mm256_cvtepi8_epi32(rb) : _mm256_cvtepu8_epi32(rb);
-    // Separate multiply and add (no FMA), as the scalar code rounds each.
-    const __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(wa, az)), as);
-    const __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(wb, bz)), bs);
-    __m256 s = p.multiply ? _mm256_mul_ps(fa, fb) : _mm256_add_ps(fa, fb);
-    s = _mm256_min_ps(_mm256_max_ps(s, lo), hi);
-    __m256 q = _mm256_round_ps(_mm256_div_ps(s, ys), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, yz), qlo), qhi);
-    const __m256i qi = _mm256_cvtps_epi32(q);  // exact: q is an integer in range
-    const __m128i lo16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
-    const __m128i bytes = is_signed ? _mm_packs_epi16(lo16, lo16) : _mm_packus_epi16(lo16, lo16);
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(py + i), bytes);
-  }
-  return i;
+}  // namespace
+
+void qadd_u8_generic(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const QAddParams& p) {
+  qadd_scalar(a, b, y, n, p);
 }
+void qadd_s8_generic(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p) {
+  qadd_scalar(a, b, y, n, p);
+}
+
+namespace {
+
+// Best first (kernel_table.h).
+constexpr QAddKernel kQAddKernels[] = {
+#if defined(__x86_64__)
+    {Isa::kAvx512, "qadd_avx512", qadd_u8_avx512, qadd_s8_avx512},
+    {Isa::kAvx2, "qadd_avx2", qadd_u8_avx2, qadd_s8_avx2},
 #endif
+    {Isa::kRef, "qadd_generic", qadd_u8_generic, qadd_s8_generic},
+};
 
 }  // namespace
 
-void qadd_u8(const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const QAddParams& p, Isa isa) {
-  int64_t done = 0;
-#if defined(__x86_64__)
-  if (isa != Isa::kRef) done = qadd_avx2<false>(a, b, y, n, p);
-#else
-  (void)isa;
-#endif
-  qadd_scalar(a + done, b + done, y + done, n - done, p);
+std::span<const QAddKernel> qadd_kernels() { return kQAddKernels; }
+
+const QAddKernel& qadd_pick(Isa allowed) {
+  return *pick_kernel(qadd_kernels(), allowed, [](const QAddKernel&) { return true; });
 }
 
-void qadd_s8(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p, Isa isa) {
-  int64_t done = 0;
-#if defined(__x86_64__)
-  if (isa != Isa::kRef) done = qadd_avx2<true>(a, b, y, n, p);
-#else
-  (void)isa;
-#endif
-  qadd_scalar(a + done, b + done, y + done, n - done, p);
+const char* qadd_name(const QAddKernel& kernel) { return kernel.name; }
+
+void qadd_u8(const QAddKernel& kernel, const uint8_t* a, const uint8_t* b, uint8_t* y, int64_t n, const QAddParams& p) {
+  kernel.u8(a, b, y, n, p);
+}
+
+void qadd_s8(const QAddKernel& kernel, const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p) {
+  kernel.s8(a, b, y, n, p);
 }
 
 }  // namespace kvant

@@ -9,7 +9,8 @@
 #include <cstring>
 #include <string>
 
-#include "kernels/x86_avx2/sconv_dw_avx2.h"
+#include "kernels/kernel_table.h"
+#include "kernels/sgemm_kernels.h"
 #include "kvant/status.h"
 #include "runtime/thread_pool.h"
 
@@ -46,9 +47,10 @@ float activate(float v, SgemmActivation act) {
   return v;
 }
 
-// Portable depthwise plane kernel, same contract and tap order as
-// sconv_dw_plane_avx2 (any stride).
-void dw_plane_generic(const DwPlane& p) {
+}  // namespace
+
+// The portable depthwise entry (sconv_kernels.h), any stride.
+void dwconv_plane_generic(const DwPlane& p) {
   const int taps = p.kh * p.kw;
   for (int oy = 0; oy < p.h_out; ++oy) {
     for (int ox = 0; ox < p.w_out; ++ox) {
@@ -60,60 +62,50 @@ void dw_plane_generic(const DwPlane& p) {
   }
 }
 
-inline __attribute__((always_inline)) void copy16(float* dst, const float* src) {
-  std::memcpy(dst, src, kSgemmNr * sizeof(float));
-}
+namespace {
 
-inline __attribute__((always_inline)) void copy_n(float* __restrict dst, const float* __restrict src, int n) {
-  for (int i = 0; i < n; ++i) dst[i] = src[i];
-}
+// The SIMD entries load stride 1 or 2. With stride 2 a row of at most 8
+// outputs fills half a zmm and pays a vpermt2ps per tap (on the FMA port):
+// the AVX2 entry is faster there (kvant_bench_sconv effb0_dw5x5s2_672_14:
+// 11.0 vs 9.6 GFLOPS on the Xeon of docs/kernels.md).
+#if defined(__x86_64__)
+bool dw_avx512_accepts(int stride_w, int w_out) { return stride_w == 1 || (stride_w == 2 && w_out > 8); }
+bool dw_avx2_accepts(int stride_w, int) { return stride_w <= 2; }
+#endif
+bool dw_any(int, int) { return true; }
 
-inline __attribute__((always_inline)) void copy16_stride2(float* __restrict dst, const float* __restrict src) {
-  for (int c = 0; c < kSgemmNr; ++c) dst[c] = src[2 * c];
-}
+// Best first (kernel_table.h).
+constexpr DwConvKernel kDwConvKernels[] = {
+#if defined(__x86_64__)
+    {Isa::kAvx512, "dwconv_f32_avx512", dw_avx512_accepts, 16, dwconv_plane_avx512},
+    {Isa::kAvx2, "dwconv_f32_avx2", dw_avx2_accepts, 8, dwconv_plane_avx2},
+#endif
+    {Isa::kRef, "dwconv_f32_generic", dw_any, 1, dwconv_plane_generic},
+};
 
-// Writes tile columns into the 16-column panel layout: column c of row k at
-// row_base + (c / 16) * panel_stride + c % 16.
-struct PanelWriter {
-  float* row_base;
-  size_t panel_stride;
-  __attribute__((always_inline)) float* at(int c) const {
-    return row_base + static_cast<size_t>(c / kSgemmNr) * panel_stride + c % kSgemmNr;
-  }
-  __attribute__((always_inline)) void zero(int c, int count) const {
-    while (count > 0) {
-      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
-      float* d = at(c);
-      for (int i = 0; i < n; ++i) d[i] = 0.0f;
-      c += n;
-      count -= n;
-    }
-  }
-  __attribute__((always_inline)) void copy(int c, int count, const float* src, int stride) const {
-    while (count > 0) {
-      const int n = std::min(count, kSgemmNr - c % kSgemmNr);
-      float* d = at(c);
-      if (n == kSgemmNr && stride == 1) {
-        copy16(d, src);
-      } else if (n == kSgemmNr && stride == 2) {
-        copy16_stride2(d, src);
-      } else if (stride == 1) {
-        copy_n(d, src, n);
-      } else {
-        for (int i = 0; i < n; ++i) d[i] = src[i * stride];
-      }
-      src += static_cast<ptrdiff_t>(n) * stride;
-      c += n;
-      count -= n;
-    }
-  }
+#include "kernels/im2col_copy.inc"
+
+}  // namespace
+
+// The portable im2col entry (sconv_kernels.h), any stride.
+void im2col_pack_generic(const Im2colTile& t) { im2col_pack_copies(t); }
+
+namespace {
+
+// Best first (kernel_table.h).
+constexpr Im2colKernel kIm2colKernels[] = {
+#if defined(__x86_64__)
+    {Isa::kAvx512, "im2col_f32_avx512", 2, im2col_pack_avx512},
+    {Isa::kAvx2, "im2col_f32_avx2", 0, im2col_pack_avx2},
+#endif
+    {Isa::kRef, "im2col_f32_generic", 0, im2col_pack_generic},
 };
 
 // Rows [k0, k0 + kl) of the im2col matrix of one image's group (x points at
 // its first channel) for output pixels [n0, n0 + nc), as 16-column panels
 // (sgemm_packed_a_block's b_tile), zero past nc.
-inline __attribute__((always_inline)) void pack_tile_body(const ConvShape& s, bool pointwise, const float* x, int n0,
-                                                          int nc, int k0, int kl, float* dst) {
+void pack_tile_body(const ConvShape& s, bool pointwise, const Im2colKernel& im2col, const float* x, int n0, int nc,
+                    int k0, int kl, float* dst) {
   const ptrdiff_t w_in = s.w_in;
   const ptrdiff_t plane = static_cast<ptrdiff_t>(s.h_in) * w_in;
   if (pointwise) {
@@ -133,7 +125,7 @@ inline __attribute__((always_inline)) void pack_tile_body(const ConvShape& s, bo
   }
   // Per row k of the block: its input offset (channel, ky, kx) and tap shift.
   int dy[kSgemmKc], dx[kSgemmKc];
-  ptrdiff_t off[kSgemmKc];
+  int64_t off[kSgemmKc];
   {
     const int taps = s.kh * s.kw;
     int ch = k0 / taps, ky = (k0 % taps) / s.kw, kx = k0 % s.kw;
@@ -153,7 +145,6 @@ inline __attribute__((always_inline)) void pack_tile_body(const ConvShape& s, bo
   // Output-row segments of the tile: columns [c0, c1) of output row oy from
   // column ox0; at most kMaxSegments (tile_n_ <= 1024 and w_out >= 1 would
   // allow more, so tiles are cut to fit: see the constructor).
-  const int sw = s.stride_w;
   int seg_c0[kMaxSegments + 1], seg_iy[kMaxSegments], seg_ix[kMaxSegments];
   int segs = 0;
   for (int c = 0; c < nc; ++segs) {
@@ -161,69 +152,57 @@ inline __attribute__((always_inline)) void pack_tile_body(const ConvShape& s, bo
     const int oy = n / s.w_out, ox = n % s.w_out;
     seg_c0[segs] = c;
     seg_iy[segs] = oy * s.stride_h - s.pad_top;
-    seg_ix[segs] = ox * sw - s.pad_left;
+    seg_ix[segs] = ox * s.stride_w - s.pad_left;
     c += std::min(nc - c, s.w_out - ox);
   }
   seg_c0[segs] = nc;
-  const int padded_nc = (nc + kSgemmNr - 1) / kSgemmNr * kSgemmNr;
-  for (int k = 0; k < kl; ++k) {
-    float* dk = dst + static_cast<size_t>(k) * kSgemmNr;
-    PanelWriter out{dk, static_cast<size_t>(kSgemmNr) * static_cast<size_t>(kl)};
-    for (int g = 0; g < segs; ++g) {
-      const int c0 = seg_c0[g], c1 = seg_c0[g + 1];
-      const int iy = seg_iy[g] + dy[k];
-      if (iy < 0 || iy >= s.h_in) {
-        out.zero(c0, c1 - c0);
-        continue;
-      }
-      // Columns c with 0 <= ix0 + (c - c0) * sw < w_in read the input.
-      const int ix0 = seg_ix[g] + dx[k];
-      int first = 0, last = 0;  // one past
-      if (sw == 1) {
-        first = std::max(0, -ix0);
-        last = std::max(0, s.w_in - ix0);
-      } else {
-        first = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
-        last = ix0 >= s.w_in ? 0 : (s.w_in - 1 - ix0) / sw + 1;
-      }
-      const int a = std::min(c1, c0 + first), b = std::max(a, std::min(c1, c0 + last));
-      out.zero(c0, a - c0);
-      const float* src =
-          x + off[k] + static_cast<ptrdiff_t>(seg_iy[g]) * w_in + seg_ix[g] + static_cast<ptrdiff_t>(a - c0) * sw;
-      out.copy(a, b - a, src, sw);
-      out.zero(b, c1 - b);
-    }
-    out.zero(nc, padded_nc - nc);
-  }
-}
-
-// The same packer compiled for AVX2 (wider copies) and for any x86-64.
-__attribute__((target("avx2,fma"))) void pack_tile_avx2(const ConvShape& s, bool pointwise, const float* x, int n0,
-                                                        int nc, int k0, int kl, float* dst) {
-  pack_tile_body(s, pointwise, x, n0, nc, k0, kl, dst);
-}
-
-void pack_tile_generic(const ConvShape& s, bool pointwise, const float* x, int n0, int nc, int k0, int kl, float* dst) {
-  pack_tile_body(s, pointwise, x, n0, nc, k0, kl, dst);
+  Im2colTile t;
+  t.x = x;
+  t.h_in = s.h_in;
+  t.w_in = s.w_in;
+  t.stride_w = s.stride_w;
+  t.kl = kl;
+  t.row_dy = dy;
+  t.row_dx = dx;
+  t.row_off = off;
+  t.segs = segs;
+  t.seg_c0 = seg_c0;
+  t.seg_iy = seg_iy;
+  t.seg_ix = seg_ix;
+  t.nc = nc;
+  t.dst = dst;
+  im2col.pack(t);
 }
 
 }  // namespace
 
-SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act)
-    : SConv(shape, weights, bias, act, sgemm_default_path()) {}
+std::span<const DwConvKernel> dwconv_kernels() { return kDwConvKernels; }
+std::span<const Im2colKernel> im2col_kernels() { return kIm2colKernels; }
 
-SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SgemmPath path)
-    : shape_(shape), act_(act), path_(path == SgemmPath::kRef ? SgemmPath::kGeneric : path) {
+namespace {
+// KVANT_ISA (or the CPU's best), read once.
+Isa default_allowed_isa() {
+  static const Isa isa = selected_isa();
+  return isa;
+}
+}  // namespace
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act)
+    : SConv(shape, weights, bias, act, default_allowed_isa()) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed)
+    : shape_(shape), act_(act) {
   validate(shape_);
-  if (!sgemm_path_supported(path_)) throw Error(ErrorCode::kUnsupported, "SConv: this CPU has no AVX2+FMA");
   const ConvShape& s = shape_;
   if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
   const int taps = s.kh * s.kw;
   if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
     kind_ = Kind::kDepthwise;
+    dw_ = pick_kernel(dwconv_kernels(), allowed, [&](const DwConvKernel& e) { return e.accepts(s.stride_w, s.w_out); });
+    name_ = std::string("sconv_depthwise/") + dw_->name;
     dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
     dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
-    dw_wp_ = round_up(s.w_out, 8) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
+    dw_wp_ = round_up(s.w_out, dw_->pixels) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
     slice_floats_ = (static_cast<size_t>(dw_hp_) * static_cast<size_t>(dw_wp_) + 15) / 16 * 16;
     return;
   }
@@ -232,9 +211,15 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : Kind::kIm2col;
   const int m = s.c_out / s.group;
   k_ = s.c_in / s.group * taps;
+  const SgemmKernel& gemm = sgemm_pick(allowed);
+  im2col_ = pick_kernel(im2col_kernels(), allowed,
+                        [&](const Im2colKernel& e) { return e.max_stride_w == 0 || s.stride_w <= e.max_stride_w; });
   for (int g = 0; g < s.group; ++g) {
-    packed_.push_back(sgemm_pack_a(weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
+    packed_.push_back(sgemm_pack_a(gemm, weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
   }
+  name_ = kind_ == Kind::k1x1 ? "sconv_1x1/" : kind_ == Kind::kGroup ? "sconv_group_im2col/" : "sconv_im2col/";
+  if (kind_ != Kind::k1x1) name_ += std::string(im2col_->name) + "+";
+  name_ += gemm.name;
   const int kl = std::min(k_, kSgemmKc);
   const int n = s.h_out * s.w_out;
   tile_n_ = std::clamp(kTileFloats / kl / kSgemmNr * kSgemmNr, kSgemmNr, 1024);
@@ -250,17 +235,6 @@ size_t SConv::scratch_bytes(int threads) const {
   return static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_ * sizeof(float);
 }
 
-const char* SConv::kernel_name() const {
-  const bool avx2 = path_ == SgemmPath::kAvx2;
-  switch (kind_) {
-    case Kind::k1x1: return avx2 ? "sconv_1x1_avx2" : "sconv_1x1_generic";
-    case Kind::kIm2col: return avx2 ? "sconv_im2col_avx2" : "sconv_im2col_generic";
-    case Kind::kGroup: return avx2 ? "sconv_group_im2col_avx2" : "sconv_group_im2col_generic";
-    case Kind::kDepthwise: return avx2 ? "sconv_depthwise_avx2" : "sconv_depthwise_generic";
-  }
-  return "?";
-}
-
 void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
   const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
   float* buf = static_cast<float*>(scratch);
@@ -269,9 +243,7 @@ void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const
 }
 
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
-  const bool pointwise = kind_ == Kind::k1x1;
-  if (path_ == SgemmPath::kAvx2) return pack_tile_avx2(shape_, pointwise, x, n0, nc, k0, kl, dst);
-  pack_tile_generic(shape_, pointwise, x, n0, nc, k0, kl, dst);
+  pack_tile_body(shape_, kind_ == Kind::k1x1, *im2col_, x, n0, nc, k0, kl, dst);
 }
 
 void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
@@ -325,8 +297,7 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
         for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
           const int kl = std::min(kSgemmKc, k_ - k0);
           pack_tile(xg, n0, nc, k0, kl, tile);
-          sgemm_packed_a_block(path_, packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m,
-                               act_);
+          sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_);
         }
       }
     }
@@ -340,7 +311,6 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
   const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
   const size_t out_plane = static_cast<size_t>(s.h_out) * static_cast<size_t>(s.w_out);
   const int taps = s.kh * s.kw;
-  const bool avx2 = path_ == SgemmPath::kAvx2 && s.stride_w <= 2;
   // The part of the input inside the padded plane: rows [y_begin, y_end),
   // columns from 0, copy_bytes per row, to padded column x_begin.
   const int y_begin = std::min(s.h_in, std::max(0, -s.pad_top));
@@ -378,11 +348,7 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
         p.bias = bias_.empty() ? 0.0f : bias_[c];
         p.act = act_;
         p.out = y + static_cast<size_t>(i) * out_plane;
-        if (avx2) {
-          sconv_dw_plane_avx2(p);
-        } else {
-          dw_plane_generic(p);
-        }
+        dw_->plane(p);
       }
     }
   };

@@ -4,15 +4,17 @@
 //                         x[b, g * cg + c, oy * sh - pt + ky * dh, ox * sw - pl + kx * dw])
 // with g = o / (c_out / group), cg = c_in / group, and x = 0 outside the input.
 //
-// Paths (chosen in the constructor, named by kernel_name()):
-//   sconv_1x1_*        1x1, stride 1, no padding, group 1: y = W X per image,
+// Paths (chosen in the constructor, named by kernel_name() as
+// "<path>/<kernel table entries>", e.g.
+// "sconv_im2col/im2col_f32_avx512+sgemm_f32_avx512_12x32"):
+//   sconv_1x1          1x1, stride 1, no padding, group 1: y = W X per image,
 //                      X's [c_in, HW] rows copied into 16-column panels;
-//   sconv_im2col_*     any other group-1 conv: im2col of one tile of output
+//   sconv_im2col       any other group-1 conv: im2col of one tile of output
 //                      pixels and one K block straight into the panel layout;
-//   sconv_group_*      grouped (not depthwise): the im2col path per group;
-//   sconv_depthwise_*  group == c_in == c_out: a direct kernel over the taps,
-//                      8 output pixels per vector, from a zero-padded copy of
-//                      one input plane.
+//   sconv_group_im2col grouped (not depthwise): the im2col path per group;
+//   sconv_depthwise    group == c_in == c_out: a direct kernel over the taps,
+//                      a vector of output pixels at a time, from a zero-padded
+//                      copy of one input plane (sconv_kernels.h's table).
 // The GEMM paths run W (prepacked once, sgemm_pack_a) against the packed tile
 // with sgemm_packed_a_block: per K block of 256, so every output's summation
 // order depends only on K, never on the tiling or the thread count.
@@ -22,9 +24,11 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "kernels/conv_shape.h"
+#include "kernels/sconv_kernels.h"
 #include "kernels/sgemm.h"
 
 namespace kvant {
@@ -40,9 +44,9 @@ class SConv {
   // floats or nullptr; act fused into the store. Prepacks once. Throws
   // kInvalidArgument for an inconsistent shape.
   SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act);
-  // Same with an explicit path (kRef runs the portable kernels, as
-  // sgemm_packed does); throws kUnsupported where the CPU lacks it.
-  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SgemmPath path);
+  // Same with the kernels picked for the allowed ISA level (the above uses
+  // selected_isa(), read once); entries this CPU cannot run are passed over.
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed);
 
   // Scratch for run() with a pool of up to `threads` threads (64-byte
   // aligned): threads slices, each sized for the largest tile. The default
@@ -54,7 +58,7 @@ class SConv {
   // (t = 1 when pool is null). pool may be null.
   void run(const float* x, float* y, void* scratch, ThreadPool* pool) const;
 
-  const char* kernel_name() const;
+  const char* kernel_name() const { return name_.c_str(); }
   const ConvShape& shape() const { return shape_; }
 
  private:
@@ -65,8 +69,10 @@ class SConv {
 
   ConvShape shape_;
   SgemmActivation act_;
-  SgemmPath path_;
   Kind kind_ = Kind::kIm2col;
+  const DwConvKernel* dw_ = nullptr;      // depthwise: the table entry
+  const Im2colKernel* im2col_ = nullptr;  // im2col paths: the packer entry
+  std::string name_;
   std::vector<PackedSgemmA> packed_;  // one per group (GEMM paths)
   std::vector<float> bias_;           // c_out, empty when none
   std::vector<float> dw_weights_;     // depthwise: [c][kh * kw]

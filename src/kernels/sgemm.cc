@@ -1,60 +1,41 @@
-// FP32 GEMM: reference, packing, the blocked driver and its two micro-kernels
-// (portable C++ and AVX2+FMA). The layout and loop nest are described in
-// sgemm.h.
-//
-// Micro-kernel contract: acc[MR x 16] = sum_k a[k * 6 + r] * b[k * b_stride + j]
-// over the K block, then for the r < mr, j < nr elements of the tile
-//   v = alpha * acc;  if load_c: v += beta * C;  v += bias[j];  v = act(v)
-// where the driver passes beta = 1 and no bias/act for all but the first/last
-// K block, so C carries the partial sums between K blocks.
+// FP32 GEMM: reference, the micro-kernel table, packing and the blocked
+// driver. The layout and loop nest are described in sgemm.h, the entries'
+// contract in sgemm_kernels.h; the SIMD micro-kernels live in the per-ISA
+// folders (x86_avx2/sgemm_avx2.cc, x86_avx512/sgemm_avx512.cc).
 #include "kernels/sgemm.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <string>
-#include <string_view>
 
+#include "kernels/kernel_table.h"
+#include "kernels/sgemm_kernels.h"
 #include "kvant/status.h"
 #include "runtime/thread_pool.h"
 
 namespace kvant {
 namespace {
 
-constexpr int kMc = 144;   // M block: 144 x 256 floats of packed A = 144 KiB (L2)
+constexpr int kMc = 144;   // M block: 144 x 256 floats of A = 144 KiB (L2)
 constexpr int kNc = 2048;  // N block: 256 x 2048 floats of packed B = 2 MiB (L3)
 
-struct Epilogue {
-  float alpha = 1.0f;
-  float beta = 0.0f;  // read only when load_c
-  bool load_c = false;
-  const float* bias = nullptr;      // the tile's first column; nr values
-  const float* row_bias = nullptr;  // the tile's first row; mr values (one per row)
-  SgemmActivation::Kind act = SgemmActivation::Kind::kNone;
-  float lo = 0.0f;
-  float hi = 0.0f;
-};
+using AlignedVector = std::vector<float, AlignedAllocator<float>>;
 
-using MicroKernel = void (*)(int mr, int kl, const float* a, const float* b, int b_stride, float* c, int ldc, int nr,
-                             const Epilogue& ep);
-
-// ---- portable micro-kernel ----
+// ---- the portable entry: 6 x 16, plain multiply-add ----
 
 template <int MR>
-void tile_generic(int kl, const float* a, const float* b, int b_stride, float* c, int ldc, int nr, const Epilogue& ep) {
+void tile_generic(const SgemmTile& t, const SgemmEpilogue& ep) {
   float acc[MR][kSgemmNr] = {};
-  for (int k = 0; k < kl; ++k) {
-    const float* bk = b + static_cast<size_t>(k) * static_cast<size_t>(b_stride);
+  for (int k = 0; k < t.kl; ++k) {
+    const float* bk = t.b + k * t.b_stride;
     for (int r = 0; r < MR; ++r) {
-      const float av = a[k * kSgemmMr + r];
+      const float av = t.a_ld > 0 ? t.a[r * t.a_ld + k] : t.a[k * kSgemmMr + r];
       for (int j = 0; j < kSgemmNr; ++j) acc[r][j] += av * bk[j];
     }
   }
   for (int r = 0; r < MR; ++r) {
-    float* row = c + static_cast<size_t>(r) * static_cast<size_t>(ldc);
-    for (int j = 0; j < nr; ++j) {
+    float* row = t.c + r * t.ldc;
+    for (int j = 0; j < t.nr; ++j) {
       float v = ep.alpha * acc[r][j];
       if (ep.load_c) v += ep.beta * row[j];
       if (ep.bias != nullptr) v += ep.bias[j];
@@ -66,207 +47,31 @@ void tile_generic(int kl, const float* a, const float* b, int b_stride, float* c
   }
 }
 
-void kernel_generic(int mr, int kl, const float* a, const float* b, int b_stride, float* c, int ldc, int nr,
-                    const Epilogue& ep) {
-  switch (mr) {
-    case 1: return tile_generic<1>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 2: return tile_generic<2>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 3: return tile_generic<3>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 4: return tile_generic<4>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 5: return tile_generic<5>(kl, a, b, b_stride, c, ldc, nr, ep);
-    default: return tile_generic<6>(kl, a, b, b_stride, c, ldc, nr, ep);
+}  // namespace
+
+void sgemm_tile_generic(const SgemmTile& t, const SgemmEpilogue& ep) {
+  switch (t.mr) {
+    case 1: return tile_generic<1>(t, ep);
+    case 2: return tile_generic<2>(t, ep);
+    case 3: return tile_generic<3>(t, ep);
+    case 4: return tile_generic<4>(t, ep);
+    case 5: return tile_generic<5>(t, ep);
+    default: return tile_generic<6>(t, ep);
   }
 }
 
-// ---- AVX2 + FMA micro-kernel: 6 x 16 = 12 ymm accumulators, 2 for B, 1 for A ----
+namespace {
 
-template <int MR>
-__attribute__((target("avx2,fma"))) void tile_avx2(int kl, const float* a, const float* b, int b_stride, float* c,
-                                                   int ldc, int nr, const Epilogue& ep) {
-  __m256 acc0[MR];
-  __m256 acc1[MR];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    acc0[r] = _mm256_setzero_ps();
-    acc1[r] = _mm256_setzero_ps();
-  }
-  const size_t bs = static_cast<size_t>(b_stride);
-  for (int k = 0; k < kl; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b);
-    const __m256 b1 = _mm256_loadu_ps(b + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + r);
-      acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
-      acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
-    }
-    a += kSgemmMr;
-    b += bs;
-  }
-
-  // A partial tile goes through a 16-wide buffer so the vector epilogue
-  // below is the only one (same rounding for every tile).
-  alignas(32) float buf[MR * kSgemmNr];
-  alignas(32) float bias_buf[kSgemmNr];
-  float* out = c;
-  size_t ldo = static_cast<size_t>(ldc);
-  const float* bias = ep.bias;
-  if (nr < kSgemmNr) {
-    out = buf;
-    ldo = kSgemmNr;
-    std::memset(buf, 0, sizeof(buf));
-    if (ep.load_c) {
-      for (int r = 0; r < MR; ++r)
-        std::memcpy(buf + r * kSgemmNr, c + static_cast<size_t>(r) * ldc, nr * sizeof(float));
-    }
-    if (bias != nullptr) {
-      std::memset(bias_buf, 0, sizeof(bias_buf));
-      std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
-      bias = bias_buf;
-    }
-  }
-  const __m256 alpha = _mm256_set1_ps(ep.alpha);
-  const __m256 beta = _mm256_set1_ps(ep.beta);
-  const __m256 lo = _mm256_set1_ps(ep.act == SgemmActivation::Kind::kRelu ? 0.0f : ep.lo);
-  const __m256 hi = _mm256_set1_ps(ep.hi);
-  __m256 bias0 = _mm256_setzero_ps();
-  __m256 bias1 = _mm256_setzero_ps();
-  if (bias != nullptr) {
-    bias0 = _mm256_loadu_ps(bias);
-    bias1 = _mm256_loadu_ps(bias + 8);
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    float* row = out + r * ldo;
-    __m256 v0 = _mm256_mul_ps(alpha, acc0[r]);
-    __m256 v1 = _mm256_mul_ps(alpha, acc1[r]);
-    if (ep.load_c) {
-      v0 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row), v0);
-      v1 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row + 8), v1);
-    }
-    if (bias != nullptr) {
-      v0 = _mm256_add_ps(v0, bias0);
-      v1 = _mm256_add_ps(v1, bias1);
-    }
-    if (ep.row_bias != nullptr) {
-      const __m256 rb = _mm256_broadcast_ss(ep.row_bias + r);
-      v0 = _mm256_add_ps(v0, rb);
-      v1 = _mm256_add_ps(v1, rb);
-    }
-    if (ep.act != SgemmActivation::Kind::kNone) {
-      v0 = _mm256_max_ps(v0, lo);
-      v1 = _mm256_max_ps(v1, lo);
-    }
-    if (ep.act == SgemmActivation::Kind::kClip) {
-      v0 = _mm256_min_ps(v0, hi);
-      v1 = _mm256_min_ps(v1, hi);
-    }
-    _mm256_storeu_ps(row, v0);
-    _mm256_storeu_ps(row + 8, v1);
-  }
-  if (nr < kSgemmNr) {
-    for (int r = 0; r < MR; ++r) std::memcpy(c + static_cast<size_t>(r) * ldc, buf + r * kSgemmNr, nr * sizeof(float));
-  }
-}
-
-// The left 8 columns only, for tiles with nr <= 8: the same FMAs and
-// epilogue as tile_avx2's first vector, so each element comes out bit-identical
-// to tile_avx2's (a column's result does not depend on the tile holding it).
-template <int MR>
-__attribute__((target("avx2,fma"))) void tile_avx2_half(int kl, const float* a, const float* b, int b_stride, float* c,
-                                                        int ldc, int nr, const Epilogue& ep) {
-  __m256 acc[MR];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
-  const size_t bs = static_cast<size_t>(b_stride);
-  for (int k = 0; k < kl; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), b0, acc[r]);
-    a += kSgemmMr;
-    b += bs;
-  }
-  alignas(32) float buf[MR * 8];
-  alignas(32) float bias_buf[8] = {};
-  float* out = c;
-  size_t ldo = static_cast<size_t>(ldc);
-  const float* bias = ep.bias;
-  if (nr < 8) {
-    out = buf;
-    ldo = 8;
-    std::memset(buf, 0, sizeof(buf));
-    if (ep.load_c) {
-      for (int r = 0; r < MR; ++r) std::memcpy(buf + r * 8, c + static_cast<size_t>(r) * ldc, nr * sizeof(float));
-    }
-    if (bias != nullptr) {
-      std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
-      bias = bias_buf;
-    }
-  }
-  const __m256 alpha = _mm256_set1_ps(ep.alpha);
-  const __m256 beta = _mm256_set1_ps(ep.beta);
-  const __m256 lo = _mm256_set1_ps(ep.act == SgemmActivation::Kind::kRelu ? 0.0f : ep.lo);
-  const __m256 hi = _mm256_set1_ps(ep.hi);
-  const __m256 bias0 = bias != nullptr ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    float* row = out + r * ldo;
-    __m256 v = _mm256_mul_ps(alpha, acc[r]);
-    if (ep.load_c) v = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row), v);
-    if (bias != nullptr) v = _mm256_add_ps(v, bias0);
-    if (ep.row_bias != nullptr) v = _mm256_add_ps(v, _mm256_broadcast_ss(ep.row_bias + r));
-    if (ep.act != SgemmActivation::Kind::kNone) v = _mm256_max_ps(v, lo);
-    if (ep.act == SgemmActivation::Kind::kClip) v = _mm256_min_ps(v, hi);
-    _mm256_storeu_ps(row, v);
-  }
-  if (nr < 8) {
-    for (int r = 0; r < MR; ++r) std::memcpy(c + static_cast<size_t>(r) * ldc, buf + r * 8, nr * sizeof(float));
-  }
-}
-
-__attribute__((target("avx2,fma"))) void kernel_avx2(int mr, int kl, const float* a, const float* b, int b_stride,
-                                                     float* c, int ldc, int nr, const Epilogue& ep) {
-  if (nr <= 8) {
-    switch (mr) {
-      case 1: return tile_avx2_half<1>(kl, a, b, b_stride, c, ldc, nr, ep);
-      case 2: return tile_avx2_half<2>(kl, a, b, b_stride, c, ldc, nr, ep);
-      case 3: return tile_avx2_half<3>(kl, a, b, b_stride, c, ldc, nr, ep);
-      case 4: return tile_avx2_half<4>(kl, a, b, b_stride, c, ldc, nr, ep);
-      case 5: return tile_avx2_half<5>(kl, a, b, b_stride, c, ldc, nr, ep);
-      default: return tile_avx2_half<6>(kl, a, b, b_stride, c, ldc, nr, ep);
-    }
-  }
-  switch (mr) {
-    case 1: return tile_avx2<1>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 2: return tile_avx2<2>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 3: return tile_avx2<3>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 4: return tile_avx2<4>(kl, a, b, b_stride, c, ldc, nr, ep);
-    case 5: return tile_avx2<5>(kl, a, b, b_stride, c, ldc, nr, ep);
-    default: return tile_avx2<6>(kl, a, b, b_stride, c, ldc, nr, ep);
-  }
-}
-
-bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-
-SgemmPath detect_path() {
-  const char* isa = std::getenv("KVANT_ISA");
-  const std::string_view want = isa == nullptr ? "" : isa;
-  if (want == "ref") return SgemmPath::kRef;
-  if (want == "generic") return SgemmPath::kGeneric;
-  return cpu_has_avx2_fma() ? SgemmPath::kAvx2 : SgemmPath::kRef;
-}
-
-MicroKernel pick_kernel(SgemmPath path) {
-  if (path == SgemmPath::kAvx2) {
-    if (!cpu_has_avx2_fma()) throw Error(ErrorCode::kUnsupported, "sgemm: this CPU has no AVX2+FMA");
-    return kernel_avx2;
-  }
-  return kernel_generic;
-}
+// Best first (kernel_table.h).
+constexpr SgemmKernel kSgemmKernels[] = {
+#if defined(__x86_64__)
+    {Isa::kAvx512, "sgemm_f32_avx512_12x32", 12, 32, sgemm_tile_avx512},
+    {Isa::kAvx2, "sgemm_f32_avx2_6x16", 6, 16, sgemm_tile_avx2},
+#endif
+    {Isa::kRef, "sgemm_f32_generic_6x16", 6, 16, sgemm_tile_generic},
+};
 
 // ---- packing ----
-
-using AlignedVector = std::vector<float, AlignedAllocator<float>>;
 
 // Rows [m0, m0 + ml) x columns [k0, k0 + kl) of op(A) as 6-row panels: panel p
 // holds kl x 6 floats at dst + p * kl * 6, element (r, k) at k * 6 + r. Rows of
@@ -276,14 +81,7 @@ void pack_a(bool trans_a, const float* A, int lda, int m0, int ml, int k0, int k
   for (int p = 0; p < ml; p += kSgemmMr) {
     const int rows = std::min(kSgemmMr, ml - p);
     float* d = dst + static_cast<size_t>(p) * static_cast<size_t>(kl);
-    if (!trans_a && rows == kSgemmMr) {
-      // Six row streams in, one sequential stream out.
-      const float* src[kSgemmMr];
-      for (int r = 0; r < kSgemmMr; ++r) src[r] = A + static_cast<size_t>(m0 + p + r) * ld + static_cast<size_t>(k0);
-      for (int k = 0; k < kl; ++k) {
-        for (int r = 0; r < kSgemmMr; ++r) d[k * kSgemmMr + r] = src[r][k];
-      }
-    } else if (!trans_a) {
+    if (!trans_a) {
       for (int r = 0; r < rows; ++r) {
         const float* src = A + static_cast<size_t>(m0 + p + r) * ld + static_cast<size_t>(k0);
         for (int k = 0; k < kl; ++k) d[k * kSgemmMr + r] = src[k];
@@ -333,10 +131,17 @@ void pack_b_into(const float* B, int K, int N, bool trans_b, int ldb, int padded
 
 int round_up_16(int n) { return (n + kSgemmNr - 1) / kSgemmNr * kSgemmNr; }
 
+void check_runnable(const SgemmKernel& kernel) {
+  if (!isa_allows(kernel.isa, kernel.isa, cpu_features())) {
+    throw Error(ErrorCode::kUnsupported, std::string("sgemm: ") + kernel.name + ": this CPU or build cannot run it");
+  }
+}
+
 // Where the driver finds B: a packed whole B, or (small M, B not transposed)
-// B itself for full panels, with only the last partial panel packed.
+// B itself for full panels, with only a last partial panel packed.
 struct BSource {
   const float* packed = nullptr;
+  const float* packed_end = nullptr;  // one past the packed array (prefetch bound)
   int padded_n = 0;
   int col0 = 0;  // packed: column of the packed B that is column 0 here (a multiple of 16)
   const float* direct = nullptr;
@@ -357,13 +162,38 @@ void store_empty_product(int M, int N, float beta, float* C, int ldc, const floa
   }
 }
 
-void run_blocked(MicroKernel kernel, bool trans_a, int M, int N, int K, float alpha, const float* A, int lda,
+// Rows [0, rows) of the tile t (its a, b, c at row 0 and its first column),
+// in groups of the entry's mr. `a_row` floats from one row group's A to the
+// next (direct: mr rows of lda; packed: mr / 6 panels).
+// `next` / `next_floats`: memory the tiles should prefetch (the next column
+// group of packed B), split evenly among the row groups.
+void run_rows(const SgemmKernel& kernel, SgemmTile t, int rows, int64_t a_row, const SgemmEpilogue& ep,
+              const float* next = nullptr, int64_t next_floats = 0) {
+  const float* a = t.a;
+  float* c = t.c;
+  const int groups = (rows + kernel.mr - 1) / kernel.mr;
+  const int64_t lines = next_floats / 16;
+  const int64_t per_group = (lines + groups - 1) / groups;
+  for (int i = 0, g = 0; i < rows; i += kernel.mr, ++g) {
+    t.mr = std::min(kernel.mr, rows - i);
+    t.a = a + i / kernel.mr * a_row;
+    t.c = c + i * t.ldc;
+    const int64_t first = std::min(lines, g * per_group);
+    t.prefetch = next == nullptr ? nullptr : next + first * 16;
+    t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
+    kernel.tile(t, ep);
+  }
+}
+
+void run_blocked(const SgemmKernel& kernel, bool trans_a, int M, int N, int K, float alpha, const float* A, int lda,
                  const BSource& src, float beta, float* C, int ldc, const float* bias, SgemmActivation act) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return store_empty_product(M, N, beta, C, ldc, bias, act);
   thread_local AlignedVector a_buf;
-  const size_t a_size = static_cast<size_t>(std::min(M, kMc) + kSgemmMr) * static_cast<size_t>(std::min(K, kSgemmKc));
-  if (a_buf.size() < a_size) a_buf.resize(a_size);
+  if (trans_a) {
+    const size_t a_size = static_cast<size_t>(std::min(M, kMc) + kSgemmMr) * static_cast<size_t>(std::min(K, kSgemmKc));
+    if (a_buf.size() < a_size) a_buf.resize(a_size);
+  }
   alignas(64) float tail_b[kSgemmKc * kSgemmNr];
   for (int n0 = 0; n0 < N; n0 += kNc) {
     const int n_end = std::min(N, n0 + kNc);
@@ -371,37 +201,68 @@ void run_blocked(MicroKernel kernel, bool trans_a, int M, int N, int K, float al
       const int kl = std::min(kSgemmKc, K - k0);
       const bool first = k0 == 0;
       const bool last = k0 + kl == K;
-      Epilogue ep;
+      SgemmEpilogue ep;
       ep.alpha = alpha;
       ep.beta = first ? beta : 1.0f;
       ep.load_c = !first || beta != 0.0f;
       if (last) {
         ep.act = act.kind;
-        ep.lo = act.lo;
+        ep.lo = act.kind == SgemmActivation::Kind::kRelu ? 0.0f : act.lo;
         ep.hi = act.hi;
       }
       for (int m0 = 0; m0 < M; m0 += kMc) {
         const int ml = std::min(kMc, M - m0);
-        pack_a(trans_a, A, lda, m0, ml, k0, kl, a_buf.data());
-        for (int j0 = n0; j0 < n_end; j0 += kSgemmNr) {
-          const int nr = std::min(kSgemmNr, N - j0);
-          const float* bp = nullptr;
-          int b_stride = kSgemmNr;
+        SgemmTile t;
+        t.kl = kl;
+        int64_t a_row = 0;
+        if (trans_a) {
+          pack_a(true, A, lda, m0, ml, k0, kl, a_buf.data());
+          t.a = a_buf.data();
+          t.a_panel = static_cast<int64_t>(kSgemmMr) * kl;
+          a_row = static_cast<int64_t>(kernel.mr) * kl;
+        } else {
+          t.a = A + static_cast<int64_t>(m0) * lda + k0;
+          t.a_ld = lda;
+          a_row = static_cast<int64_t>(kernel.mr) * lda;
+        }
+        t.ldc = ldc;
+        for (int j0 = n0; j0 < n_end; j0 += kernel.nr) {
+          const int nr = std::min(kernel.nr, N - j0);
+          float* c = C + static_cast<int64_t>(m0) * ldc + j0;
+          SgemmEpilogue e = ep;
+          e.bias = last && bias != nullptr ? bias + j0 : nullptr;
           if (src.packed != nullptr) {
-            bp = src.packed + static_cast<size_t>(k0) * static_cast<size_t>(src.padded_n) +
-                 static_cast<size_t>(src.col0 + j0) * static_cast<size_t>(kl);
-          } else if (nr == kSgemmNr) {
-            bp = src.direct + static_cast<size_t>(k0) * static_cast<size_t>(src.ldb) + static_cast<size_t>(j0);
-            b_stride = src.ldb;
-          } else {
-            pack_b_panel(false, src.direct, src.ldb, N, j0, k0, kl, tail_b);
-            bp = tail_b;
+            t.b = src.packed + static_cast<int64_t>(k0) * src.padded_n + static_cast<int64_t>(src.col0 + j0) * kl;
+            t.b_stride = kSgemmNr;
+            t.b_panel = static_cast<int64_t>(kSgemmNr) * kl;
+            t.nr = nr;
+            t.c = c;
+            // The next column group (or the next K block's first) follows in
+            // memory: packed B is one array in the order the loops read it.
+            const float* next = t.b + static_cast<int64_t>((nr + kSgemmNr - 1) / kSgemmNr) * t.b_panel;
+            const int64_t left = src.packed_end - next;
+            run_rows(kernel, t, ml, a_row, e, next, std::clamp<int64_t>(left, 0, kernel.nr * int64_t{kl}));
+            continue;
           }
-          ep.bias = last && bias != nullptr ? bias + j0 : nullptr;
-          for (int i = 0; i < ml; i += kSgemmMr) {
-            kernel(std::min(kSgemmMr, ml - i), kl, a_buf.data() + static_cast<size_t>(i) * static_cast<size_t>(kl), bp,
-                   b_stride, C + static_cast<size_t>(m0 + i) * static_cast<size_t>(ldc) + static_cast<size_t>(j0), ldc,
-                   nr, ep);
+          // B in place: its full panels, then a last partial one packed.
+          const int full = nr / kSgemmNr * kSgemmNr;
+          if (full > 0) {
+            t.b = src.direct + static_cast<int64_t>(k0) * src.ldb + j0;
+            t.b_stride = src.ldb;
+            t.b_panel = kSgemmNr;
+            t.nr = full;
+            t.c = c;
+            run_rows(kernel, t, ml, a_row, e);
+          }
+          if (full < nr) {
+            pack_b_panel(false, src.direct, src.ldb, N, j0 + full, k0, kl, tail_b);
+            t.b = tail_b;
+            t.b_stride = kSgemmNr;
+            t.b_panel = static_cast<int64_t>(kSgemmNr) * kl;
+            t.nr = nr - full;
+            t.c = c + full;
+            if (e.bias != nullptr) e.bias += full;
+            run_rows(kernel, t, ml, a_row, e);
           }
         }
       }
@@ -411,21 +272,21 @@ void run_blocked(MicroKernel kernel, bool trans_a, int M, int N, int K, float al
 
 }  // namespace
 
-SgemmPath sgemm_default_path() {
-  static const SgemmPath path = detect_path();
-  return path;
+std::span<const SgemmKernel> sgemm_kernels() { return kSgemmKernels; }
+
+const SgemmKernel& sgemm_pick(Isa allowed) {
+  return *pick_kernel(sgemm_kernels(), allowed, [](const SgemmKernel&) { return true; });
 }
 
-bool sgemm_path_supported(SgemmPath path) { return path != SgemmPath::kAvx2 || cpu_has_avx2_fma(); }
-
-const char* sgemm_path_name(SgemmPath path) {
-  switch (path) {
-    case SgemmPath::kRef: return "ref";
-    case SgemmPath::kGeneric: return "generic";
-    case SgemmPath::kAvx2: return "avx2";
-  }
-  return "?";
+const SgemmKernel& sgemm_default_kernel() {
+  static const SgemmKernel& kernel = sgemm_pick(selected_isa());
+  return kernel;
 }
+
+const char* sgemm_kernel_name(const SgemmKernel& kernel) { return kernel.name; }
+Isa sgemm_kernel_isa(const SgemmKernel& kernel) { return kernel.isa; }
+const char* PackedSgemmB::kernel_name() const { return kernel != nullptr ? kernel->name : "none"; }
+const char* PackedSgemmA::kernel_name() const { return kernel != nullptr ? kernel->name : "none"; }
 
 void sgemm_ref(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                int ldb, float beta, float* C, int ldc) {
@@ -445,17 +306,16 @@ void sgemm_ref(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
 
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
            int ldb, float beta, float* C, int ldc) {
-  sgemm(sgemm_default_path(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  sgemm(sgemm_default_kernel(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void sgemm(SgemmPath path, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-           const float* B, int ldb, float beta, float* C, int ldc) {
-  if (path == SgemmPath::kRef) return sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  const MicroKernel kernel = pick_kernel(path);
+void sgemm(const SgemmKernel& kernel, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+           int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  check_runnable(kernel);
   BSource src;
   if (!trans_b && M <= kSgemmMr) {
-    // One A panel: every B element is used once, so packing B would only add
-    // a pass over it.
+    // One row group: every B element is used once, so packing B would only
+    // add a pass over it.
     src.direct = B;
     src.ldb = ldb;
     run_blocked(kernel, trans_a, M, N, K, alpha, A, lda, src, beta, C, ldc, nullptr, SgemmActivation::none());
@@ -467,12 +327,19 @@ void sgemm(SgemmPath path, bool trans_a, bool trans_b, int M, int N, int K, floa
   if (b_buf.size() < b_size) b_buf.resize(b_size);
   pack_b_into(B, K, N, trans_b, ldb, padded_n, b_buf.data());
   src.packed = b_buf.data();
+  src.packed_end = b_buf.data() + b_size;
   src.padded_n = padded_n;
   run_blocked(kernel, trans_a, M, N, K, alpha, A, lda, src, beta, C, ldc, nullptr, SgemmActivation::none());
 }
 
 PackedSgemmB sgemm_pack_b(const float* B, int K, int N, bool trans_b, int ldb) {
+  return sgemm_pack_b(sgemm_default_kernel(), B, K, N, trans_b, ldb);
+}
+
+PackedSgemmB sgemm_pack_b(const SgemmKernel& kernel, const float* B, int K, int N, bool trans_b, int ldb) {
+  check_runnable(kernel);
   PackedSgemmB packed;
+  packed.kernel = &kernel;
   packed.K = K;
   packed.N = N;
   packed.padded_n = round_up_16(N);
@@ -484,45 +351,35 @@ PackedSgemmB sgemm_pack_b(const float* B, int K, int N, bool trans_b, int ldb) {
 
 void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
                   const float* bias, SgemmActivation act) {
-  const SgemmPath path = sgemm_default_path() == SgemmPath::kRef ? SgemmPath::kGeneric : sgemm_default_path();
-  sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act);
-}
-
-void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C,
-                  int ldc, const float* bias, SgemmActivation act) {
-  if (B.K != K || B.N != N) {
+  if (B.kernel == nullptr || B.K != K || B.N != N) {
     throw Error(ErrorCode::kInvalidArgument, "sgemm_packed: B was packed as " + std::to_string(B.K) + "x" +
                                                  std::to_string(B.N) + ", called with K=" + std::to_string(K) +
                                                  " N=" + std::to_string(N));
   }
   BSource src;
   src.packed = B.data.data();
+  src.packed_end = B.data.data() + B.data.size();
   src.padded_n = B.padded_n;
-  run_blocked(pick_kernel(path), false, M, N, K, 1.0f, A, lda, src, 0.0f, C, ldc, bias, act);
+  run_blocked(*B.kernel, false, M, N, K, 1.0f, A, lda, src, 0.0f, C, ldc, bias, act);
 }
 
 void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
                   const float* bias, SgemmActivation act, ThreadPool* pool) {
-  const SgemmPath path = sgemm_default_path() == SgemmPath::kRef ? SgemmPath::kGeneric : sgemm_default_path();
-  sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act, pool);
-}
-
-void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C,
-                  int ldc, const float* bias, SgemmActivation act, ThreadPool* pool) {
-  if (pool == nullptr || pool->size() == 1 || M <= 0 || N <= 0) {
-    return sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act);
+  if (pool == nullptr || pool->size() == 1 || M <= 0 || N <= 0 || B.kernel == nullptr || B.K != K || B.N != N) {
+    return sgemm_packed(M, N, K, A, lda, B, C, ldc, bias, act);  // throws the message on a mismatch
   }
-  if (B.K != K || B.N != N) sgemm_packed(path, M, N, K, A, lda, B, C, ldc, bias, act);  // throws the message
-  const MicroKernel kernel = pick_kernel(path);
-  const int m_panels = (M + kSgemmMr - 1) / kSgemmMr;
+  const SgemmKernel& kernel = *B.kernel;
+  // Row groups of the entry's tile height, or 16-column panels.
+  const int m_panels = (M + kernel.mr - 1) / kernel.mr;
   const int n_panels = (N + kSgemmNr - 1) / kSgemmNr;
-  // Rows when there are enough 6-row panels for every thread, else columns.
+  // Rows when there are enough row groups for every thread, else columns.
   if (m_panels >= 2 * pool->size() || m_panels >= n_panels) {
     pool->parallel_for(m_panels, [&](int64_t begin, int64_t end) {
-      const int m0 = static_cast<int>(begin) * kSgemmMr;
-      const int m1 = std::min(M, static_cast<int>(end) * kSgemmMr);
+      const int m0 = static_cast<int>(begin) * kernel.mr;
+      const int m1 = std::min(M, static_cast<int>(end) * kernel.mr);
       BSource src;
       src.packed = B.data.data();
+      src.packed_end = B.data.data() + B.data.size();
       src.padded_n = B.padded_n;
       run_blocked(kernel, false, m1 - m0, N, K, 1.0f, A + static_cast<size_t>(m0) * lda, lda, src, 0.0f,
                   C + static_cast<size_t>(m0) * ldc, ldc, bias, act);
@@ -533,6 +390,7 @@ void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, 
       const int n1 = std::min(N, static_cast<int>(end) * kSgemmNr);
       BSource src;
       src.packed = B.data.data();
+      src.packed_end = B.data.data() + B.data.size();
       src.padded_n = B.padded_n;
       src.col0 = n0;
       run_blocked(kernel, false, M, n1 - n0, K, 1.0f, A, lda, src, 0.0f, C + n0, ldc,
@@ -544,7 +402,13 @@ void sgemm_packed(SgemmPath path, int M, int N, int K, const float* A, int lda, 
 // ---- prepacked A ----
 
 PackedSgemmA sgemm_pack_a(const float* A, int M, int K, int lda) {
+  return sgemm_pack_a(sgemm_default_kernel(), A, M, K, lda);
+}
+
+PackedSgemmA sgemm_pack_a(const SgemmKernel& kernel, const float* A, int M, int K, int lda) {
+  check_runnable(kernel);
   PackedSgemmA packed;
+  packed.kernel = &kernel;
   packed.M = M;
   packed.K = K;
   packed.padded_m = (M + kSgemmMr - 1) / kSgemmMr * kSgemmMr;
@@ -557,36 +421,55 @@ PackedSgemmA sgemm_pack_a(const float* A, int M, int K, int lda) {
   return packed;
 }
 
-void sgemm_packed_a_block(SgemmPath path, const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc,
-                          float* C, int ldc, const float* row_bias, SgemmActivation act) {
-  const MicroKernel kernel = pick_kernel(path);
+void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc, float* C, int ldc,
+                          const float* row_bias, SgemmActivation act) {
+  const SgemmKernel& kernel = *A.kernel;
   const int kl = std::min(kSgemmKc, A.K - k0);
   const bool first = k0 == 0;
   const bool last = k0 + kl == A.K;
-  Epilogue ep;
+  SgemmEpilogue ep;
   ep.load_c = !first;
   ep.beta = 1.0f;
   if (last) {
     ep.act = act.kind;
-    ep.lo = act.lo;
+    ep.lo = act.kind == SgemmActivation::Kind::kRelu ? 0.0f : act.lo;
     ep.hi = act.hi;
   }
+  SgemmTile t;
+  t.kl = kl;
+  t.a_panel = static_cast<int64_t>(kSgemmMr) * kl;
+  t.b_stride = kSgemmNr;
+  t.b_panel = static_cast<int64_t>(kSgemmNr) * kl;
+  t.ldc = ldc;
   const float* a_block = A.data.data() + static_cast<size_t>(k0) * static_cast<size_t>(A.padded_m);
-  for (int i = m0; i < m1; i += kSgemmMr) {
-    const int mr = std::min(kSgemmMr, m1 - i);
+  const float* a_end = A.data.data() + A.data.size();
+  const int col_groups = (nc + kernel.nr - 1) / kernel.nr;
+  // Per row group (its A, mr x kl floats, stays in L1), every column group;
+  // meanwhile the tiles prefetch the next row group's A (the weight streams
+  // from memory once per K block), split evenly among them.
+  for (int i = m0; i < m1; i += kernel.mr) {
+    t.mr = std::min(kernel.mr, m1 - i);
     ep.row_bias = last && row_bias != nullptr ? row_bias + i : nullptr;
-    const float* ap = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
+    t.a = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
+    const float* next = t.a + static_cast<int64_t>(kernel.mr) * kl;
+    const int64_t lines = std::clamp<int64_t>(a_end - next, 0, int64_t{kernel.mr} * kl) / 16;
+    const int64_t per_group = (lines + col_groups - 1) / col_groups;
     float* crow = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
-    for (int j0 = 0; j0 < nc; j0 += kSgemmNr) {
-      kernel(mr, kl, ap, b_tile + static_cast<size_t>(j0) * static_cast<size_t>(kl), kSgemmNr, crow + j0, ldc,
-             std::min(kSgemmNr, nc - j0), ep);
+    for (int j0 = 0, g = 0; j0 < nc; j0 += kernel.nr, ++g) {
+      t.nr = std::min(kernel.nr, nc - j0);
+      t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(kl);
+      t.c = crow + j0;
+      const int64_t first = std::min(lines, g * per_group);
+      t.prefetch = next + first * 16;
+      t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
+      kernel.tile(t, ep);
     }
   }
 }
 
-void sgemm_packed_a(SgemmPath path, int M, int N, int K, const PackedSgemmA& A, const float* B, int ldb, float* C,
-                    int ldc, const float* row_bias, SgemmActivation act) {
-  if (A.M != M || A.K != K) {
+void sgemm_packed_a(int M, int N, int K, const PackedSgemmA& A, const float* B, int ldb, float* C, int ldc,
+                    const float* row_bias, SgemmActivation act) {
+  if (A.kernel == nullptr || A.M != M || A.K != K) {
     std::string msg = "sgemm_packed_a: A was packed as ";
     msg += std::to_string(A.M) + "x" + std::to_string(A.K) + ", called with M=" + std::to_string(M) +
            " K=" + std::to_string(K);
@@ -615,7 +498,7 @@ void sgemm_packed_a(SgemmPath path, int M, int N, int K, const PackedSgemmA& A, 
       for (int j0 = 0; j0 < nc; j0 += kSgemmNr) {
         pack_b_panel(false, B + n0, ldb, nc, j0, k0, kl, b_buf.data() + static_cast<size_t>(j0) * kl);
       }
-      sgemm_packed_a_block(path, A, 0, M, k0, b_buf.data(), nc, C + n0, ldc, row_bias, act);
+      sgemm_packed_a_block(A, 0, M, k0, b_buf.data(), nc, C + n0, ldc, row_bias, act);
     }
   }
 }

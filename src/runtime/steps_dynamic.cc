@@ -85,7 +85,9 @@ class DynamicGemmStep : public Step {
 class BatchedMatMulStep : public Step {
  public:
   explicit BatchedMatMulStep(const Node& node) : node_(node) {}
-  std::string kernel() const override { return std::string("sgemm_batched_") + sgemm_path_name(sgemm_default_path()); }
+  std::string kernel() const override {
+    return std::string("sgemm_batched/") + sgemm_kernel_name(sgemm_default_kernel());
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& a = *in[0];
     const Tensor& b = *in[1];

@@ -107,7 +107,9 @@ class BinaryStep : public Step {
 class UnaryStep : public Step {
  public:
   UnaryStep(std::string op, const FloatClamp& clamp) : op_(std::move(op)), clamp_(clamp) {}
-  std::string kernel() const override { return op_ == "Clamp" ? "clamp_f32" : op_ + "_f32"; }
+  std::string kernel() const override {
+    return op_ == "Clamp" ? "clamp_f32" : op_ + "_f32/" + vmath_name(vmath_default());
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32) throw Error(ErrorCode::kInvalidArgument, name + ": float32 input expected");
     out.assign(1, {DType::kFloat32, in[0]->shape()});
@@ -123,7 +125,7 @@ class UnaryStep : public Step {
     } else if (op_ == "Erf") {
       erf_f32(x, y, n);
     } else {
-      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+      tanh_f32(x, y, n);
     }
   }
 
@@ -137,7 +139,9 @@ class UnaryStep : public Step {
 class SoftmaxStep : public Step {
  public:
   SoftmaxStep(const Node& node, int64_t opset) : node_(node), opset_(opset) {}
-  std::string kernel() const override { return use_reference_ ? "softmax (reference, copied)" : "softmax_f32"; }
+  std::string kernel() const override {
+    return use_reference_ ? "softmax (reference, copied)" : std::string("softmax_f32/") + vmath_name(vmath_default());
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
     int64_t axis = node_.attr_int("axis", opset_ >= 13 ? -1 : 1);

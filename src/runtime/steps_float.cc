@@ -16,11 +16,7 @@ class SgemmStep : public Step {
     n_ = trans_b ? rows : cols;
     packed_ = sgemm_pack_b(weight.data<float>(), k_, n_, trans_b);
   }
-  std::string kernel() const override {
-    std::string s = "sgemm_packed_";
-    s += sgemm_path_name(sgemm_default_path());
-    return s;
-  }
+  std::string kernel() const override { return std::string("sgemm_packed/") + packed_.kernel_name(); }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
     if (x.dtype() != DType::kFloat32 || x.rank() < 1 || x.shape().back() != k_) {

@@ -106,7 +106,9 @@ class FusedActivationStep : public Step {
  public:
   enum class Kind { kGeluErf, kSilu };
   FusedActivationStep(Kind kind, float divisor, float half) : kind_(kind), divisor_(divisor), half_(half) {}
-  std::string kernel() const override { return kind_ == Kind::kGeluErf ? "gelu_erf_f32" : "silu_f32"; }
+  std::string kernel() const override {
+    return std::string(kind_ == Kind::kGeluErf ? "gelu_erf_f32/" : "silu_f32/") + vmath_name(vmath_default());
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32) {
       throw Error(ErrorCode::kInvalidArgument, name + ": needs float32, got " + in[0]->describe());
@@ -121,13 +123,10 @@ class FusedActivationStep : public Step {
     parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
       const int64_t begin = cb * kChunk, end = std::min(n, ce * kChunk);
       if (kind_ == Kind::kSilu) {
-        sigmoid_f32(x + begin, y + begin, end - begin);
-        for (int64_t i = begin; i < end; ++i) y[i] = x[i] * y[i];
-        return;
+        silu_f32(x + begin, y + begin, end - begin);
+      } else {
+        gelu_erf_f32(x + begin, y + begin, end - begin, divisor_, half_);
       }
-      for (int64_t i = begin; i < end; ++i) y[i] = x[i] / divisor_;
-      erf_f32(y + begin, y + begin, end - begin);
-      for (int64_t i = begin; i < end; ++i) y[i] = (x[i] * (y[i] + 1.0f)) * half_;
     });
   }
 

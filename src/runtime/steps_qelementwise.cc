@@ -67,7 +67,7 @@ class QAddStep : public Step {
  public:
   QAddStep(const QuantScalar& a, const QuantScalar& b, const QuantScalar& y, const FloatClamp& clamp, Isa isa,
            bool multiply)
-      : a_(a), b_(b), y_(y), isa_(isa) {
+      : a_(a), b_(b), y_(y), kernel_(&qadd_pick(isa)) {
     p_.multiply = multiply;
     p_.a_scale = a.scale;
     p_.b_scale = b.scale;
@@ -81,7 +81,7 @@ class QAddStep : public Step {
     p_.qmax = y.qmax();
   }
   std::string kernel() const override {
-    return std::string(p_.multiply ? "qmul_" : "qadd_") + (y_.is_signed ? "s8_" : "u8_") + isa_name(isa_);
+    return std::string(p_.multiply ? "qmul_" : "qadd_") + (y_.is_signed ? "s8/" : "u8/") + qadd_name(*kernel_);
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     check_code_input(name, *in[0], a_.is_signed);
@@ -109,9 +109,10 @@ class QAddStep : public Step {
     parallel_for(pool, (n + kChunk - 1) / kChunk, [&](int64_t cb, int64_t ce) {
       const int64_t b0 = cb * kChunk, len = std::min(n, ce * kChunk) - b0;
       if (y_.is_signed) {
-        qadd_s8(in[0]->data<int8_t>() + b0, in[1]->data<int8_t>() + b0, out[0]->data<int8_t>() + b0, len, p_, isa_);
+        qadd_s8(*kernel_, in[0]->data<int8_t>() + b0, in[1]->data<int8_t>() + b0, out[0]->data<int8_t>() + b0, len, p_);
       } else {
-        qadd_u8(in[0]->data<uint8_t>() + b0, in[1]->data<uint8_t>() + b0, out[0]->data<uint8_t>() + b0, len, p_, isa_);
+        qadd_u8(*kernel_, in[0]->data<uint8_t>() + b0, in[1]->data<uint8_t>() + b0, out[0]->data<uint8_t>() + b0, len,
+                p_);
       }
     });
   }
@@ -153,10 +154,10 @@ class QAddStep : public Step {
         const uint8_t* rb = sb[0] == 0 ? rep_b : pb + off_b + c0;
         uint8_t* ry = py + row * inner + c0;
         if (y_.is_signed) {
-          qadd_s8(reinterpret_cast<const int8_t*>(ra), reinterpret_cast<const int8_t*>(rb),
-                  reinterpret_cast<int8_t*>(ry), len, p_, isa_);
+          qadd_s8(*kernel_, reinterpret_cast<const int8_t*>(ra), reinterpret_cast<const int8_t*>(rb),
+                  reinterpret_cast<int8_t*>(ry), len, p_);
         } else {
-          qadd_u8(ra, rb, ry, len, p_, isa_);
+          qadd_u8(*kernel_, ra, rb, ry, len, p_);
         }
       }
       for (int d = 1; d < merged; ++d) {
@@ -168,7 +169,7 @@ class QAddStep : public Step {
 
   QuantScalar a_, b_, y_;
   QAddParams p_;
-  Isa isa_;
+  const QAddKernel* kernel_;  // picked once, for the compile's ISA level
 };
 
 class QMaxPoolStep : public Step {

@@ -47,7 +47,9 @@ class LstmStep : public Step {
     }
   }
   std::string kernel() const override {
-    return std::string(r8_.empty() ? "lstm_f32_" : "lstm_f32_w8_") + sgemm_path_name(sgemm_default_path());
+    std::string s = std::string(r8_.empty() ? "lstm_f32/" : "lstm_f32_w8/") + w_[0].kernel_name();
+    if (!r8_.empty()) s += std::string("+") + gemv_w8_name(gemv_w8_default());
+    return s + "+" + vmath_name(vmath_default());
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];

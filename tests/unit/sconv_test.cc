@@ -2,8 +2,10 @@
 // oracle of ONNX Conv + bias + activation, on odd shapes (channels 1, 3, 17,
 // 63; sizes 1, 3, 7, 14; kernels 1..7; strides 1, 2; padding; dilation 2;
 // groups 2 and depthwise; batch 2; with and without bias; relu and clip), for
-// every SgemmPath this CPU runs and 1, 2, 3 threads, which must agree
-// bit-for-bit. One case is also checked against kvant's reference Conv op.
+// every ISA level with an entry in the sgemm or depthwise kernel tables that
+// this CPU and KVANT_ISA allow (so every entry runs: the coverage test fails
+// otherwise) and 1, 2, 3 threads, which must agree bit-for-bit. One case is
+// also checked against kvant's reference Conv op.
 //
 // Tolerance: float summation of K products errs by at most about
 // K * 2^-24 * sum |w x|; the blocked order errs far less, so 1e-5 of
@@ -14,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -24,6 +27,8 @@
 #include <vector>
 
 #include "alloc_counter.h"
+#include "kernel_walk.h"
+#include "kernels/sgemm_kernels.h"
 #include "ops/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -115,12 +120,20 @@ std::vector<double> oracle(const Case& c, const Data& d, std::vector<double>& ma
   return y;
 }
 
-std::vector<SgemmPath> paths() {
-  std::vector<SgemmPath> p;
-  for (SgemmPath path : {SgemmPath::kRef, SgemmPath::kGeneric, SgemmPath::kAvx2}) {
-    if (sgemm_path_supported(path)) p.push_back(path);
-  }
-  return p;
+// The ISA levels of the sgemm and depthwise entries that may run here: an
+// SConv built for each level picks each of them once.
+std::vector<Isa> levels() {
+  Isa allowed = Isa::kRef;
+  std::string why;
+  if (!test::allowed_isa(allowed, why)) return {};
+  std::vector<Isa> out;
+  auto add = [&](Isa isa) {
+    if (std::find(out.begin(), out.end(), isa) == out.end()) out.push_back(isa);
+  };
+  for (const SgemmKernel* k : test::runnable_entries(sgemm_kernels(), allowed)) add(k->isa);
+  for (const DwConvKernel* k : test::runnable_entries(dwconv_kernels(), allowed)) add(k->isa);
+  for (const Im2colKernel* k : test::runnable_entries(im2col_kernels(), allowed)) add(k->isa);
+  return out;
 }
 
 std::vector<float> run_conv(const SConv& conv, const Data& d, ThreadPool* pool) {
@@ -137,9 +150,9 @@ void check_case(const Case& c, std::mt19937& rng, ThreadPool* pool2, ThreadPool*
   const Data d = make_data(c.s, rng);
   std::vector<double> mag;
   const std::vector<double> want = oracle(c, d, mag);
-  for (SgemmPath path : paths()) {
-    const SConv conv(c.s, d.w.data(), c.bias ? d.b.data() : nullptr, c.act, path);
-    const std::string what = describe(c) + " path " + sgemm_path_name(path) + " " + conv.kernel_name();
+  for (Isa isa : levels()) {
+    const SConv conv(c.s, d.w.data(), c.bias ? d.b.data() : nullptr, c.act, isa);
+    const std::string what = describe(c) + " level " + isa_name(isa) + " " + conv.kernel_name();
     const std::vector<float> got = run_conv(conv, d, nullptr);
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_LE(std::fabs(got[i] - want[i]), 1e-5 * mag[i] + 1e-5)
@@ -209,6 +222,10 @@ TEST(SConv, NamedShapesMatchOracleOnEveryPathAndThreadCount) {
   cases.push_back(dw_asym);
   Case dw_s3 = make_case(1, 4, 4, 9, 9, 3, 3, 1, 1, 4, true, relu);  // stride 3: portable kernel
   cases.push_back(dw_s3);
+  cases.push_back(make_case(1, 5, 7, 11, 11, 3, 3, 1, 1, 1, true, clip));   // im2col stride 3: portable packer
+  cases.push_back(make_case(1, 5, 5, 40, 37, 3, 2, 1, 1, 5, true, relu));   // depthwise stride 2, 19 columns
+  cases.push_back(make_case(1, 3, 13, 41, 40, 3, 2, 1, 1, 1, true, relu));  // stride 2, rows wider than a panel
+  cases.push_back(make_case(1, 7, 9, 37, 35, 5, 1, 2, 3, 1, false, none));  // dilated, rows over 2 panels
   for (Case& c : cases) {
     ASSERT_TRUE(finish(c)) << describe(c);
     check_case(c, rng, &pool2, &pool3);
@@ -257,19 +274,65 @@ TEST(SConv, RandomShapesMatchOracle) {
 TEST(SConv, PicksThePathByShape) {
   std::vector<float> w(64 * 64 * 9, 0.5f);
   const SgemmActivation none = SgemmActivation::none();
-  const std::string suffix = sgemm_default_path() == SgemmPath::kAvx2 ? "_avx2" : "_generic";
+  const std::string gemm = std::string("/") + sgemm_default_kernel().name;
+  std::string dw = "/", im2col = "/";
+  for (const DwConvKernel& k : dwconv_kernels()) {
+    if (isa_allows(selected_isa(), k.isa, cpu_features())) {
+      dw += k.name;
+      break;
+    }
+  }
+  for (const Im2colKernel& k : im2col_kernels()) {
+    if (isa_allows(selected_isa(), k.isa, cpu_features())) {
+      im2col += std::string(k.name) + "+" + sgemm_default_kernel().name;
+      break;
+    }
+  }
   Case c = make_case(1, 64, 64, 8, 8, 1, 1, 1, 0, 1, false, none);
   ASSERT_TRUE(finish(c));
-  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_1x1" + suffix);
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_1x1" + gemm);
   c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 1, false, none);
   ASSERT_TRUE(finish(c));
-  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + suffix);
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + im2col);
   c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 64, false, none);
   ASSERT_TRUE(finish(c));
-  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_depthwise" + suffix);
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_depthwise" + dw);
   c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 4, false, none);
   ASSERT_TRUE(finish(c));
-  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_group_im2col" + suffix);
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_group_im2col" + im2col);
+}
+
+// Every depthwise and im2col entry the CPU supports runs in the tests above
+// (levels()), the portable one last.
+TEST(SConv, TableCoverage) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const auto kernels = test::runnable_entries(dwconv_kernels(), allowed);
+  ASSERT_FALSE(kernels.empty());
+  EXPECT_EQ(kernels.back()->isa, Isa::kRef);
+  test::check_coverage(dwconv_kernels(), allowed, "depthwise conv table");
+  test::check_coverage(im2col_kernels(), allowed, "im2col packer table");
+  EXPECT_EQ(test::runnable_entries(im2col_kernels(), allowed).back()->isa, Isa::kRef);
+  // Stride 3 takes the portable entry (the SIMD ones load stride 1 or 2).
+  std::vector<float> w(5 * 4 * 9, 0.5f);  // the largest weight below: 5 x 4 x 3 x 3
+  Case c = make_case(1, 4, 4, 9, 9, 3, 3, 1, 1, 4, true, SgemmActivation::none());
+  ASSERT_TRUE(finish(c));
+  EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
+            std::string("sconv_depthwise/dwconv_f32_generic"));
+  // Stride 2 on rows of at most 8 outputs: AVX2 (the AVX-512 entry declines).
+  if (isa_allows(allowed, Isa::kAvx512, cpu_features())) {
+    c = make_case(1, 4, 4, 14, 14, 3, 2, 1, 1, 4, true, SgemmActivation::none());
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
+              std::string("sconv_depthwise/dwconv_f32_avx2"));
+  }
+  // Stride 3 im2col: the first entry that takes any stride (the AVX-512
+  // packer loads stride 1 or 2).
+  c = make_case(1, 4, 5, 9, 9, 3, 3, 1, 1, 1, true, SgemmActivation::none());
+  ASSERT_TRUE(finish(c));
+  const char* any_stride = isa_allows(allowed, Isa::kAvx2, cpu_features()) ? "im2col_f32_avx2" : "im2col_f32_generic";
+  EXPECT_EQ(std::string(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name())
+                .rfind(std::string("sconv_im2col/") + any_stride + "+", 0),
+            0u);
 }
 
 TEST(SConv, RejectsInconsistentShapes) {

@@ -1,6 +1,7 @@
 // The sgemm additions for prepacked weights and threads (kernels/sgemm.h):
 // sgemm_packed_a (A packed once, per-row bias, activation) against a
-// double-accumulated oracle for every path and M/N/K tail, and the threaded
+// double-accumulated oracle for every table entry this CPU and KVANT_ISA allow
+// and every M/N/K tail of the 6x16 and 12x32 tiles, and the threaded
 // sgemm_packed overload bit-identical to the single-thread one for 1, 2, 3
 // threads, splitting rows (large M) and columns (small M).
 // Tolerance as in sgemm_test.cc: 1e-5 of sum |a b| + |bias| plus 1e-6.
@@ -11,7 +12,9 @@
 #include <random>
 #include <vector>
 
+#include "kernel_walk.h"
 #include "kernels/sgemm.h"
+#include "kernels/sgemm_kernels.h"
 #include "kvant/status.h"
 #include "runtime/thread_pool.h"
 
@@ -30,9 +33,9 @@ TEST(SgemmPackedA, MatchesOracleWithRowBiasAndActivation) {
   const int sizes[] = {1, 5, 6, 7, 16, 17, 33, 257, 300};
   const SgemmActivation acts[] = {SgemmActivation::none(), SgemmActivation::relu(), SgemmActivation::clip(-1, 2)};
   int n_case = 0;
-  for (SgemmPath path : {SgemmPath::kGeneric, SgemmPath::kAvx2}) {
-    if (!sgemm_path_supported(path)) continue;
-    for (int M : {1, 5, 6, 13, 64}) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  for (const SgemmKernel* kernel : test::runnable_entries(sgemm_kernels(), allowed)) {
+    for (int M : {1, 5, 6, 11, 12, 13, 25, 64}) {
       for (int N : sizes) {
         for (int K : sizes) {
           const SgemmActivation act = acts[n_case++ % 3];
@@ -42,8 +45,8 @@ TEST(SgemmPackedA, MatchesOracleWithRowBiasAndActivation) {
           const std::vector<float> B = random_vector(static_cast<size_t>(K) * N, rng);
           const std::vector<float> bias = random_vector(static_cast<size_t>(M), rng);
           std::vector<float> C(static_cast<size_t>(M) * ldc, 7.0f);
-          const PackedSgemmA packed = sgemm_pack_a(A.data(), M, K);
-          sgemm_packed_a(path, M, N, K, packed, B.data(), N, C.data(), ldc, with_bias ? bias.data() : nullptr, act);
+          const PackedSgemmA packed = sgemm_pack_a(*kernel, A.data(), M, K);
+          sgemm_packed_a(M, N, K, packed, B.data(), N, C.data(), ldc, with_bias ? bias.data() : nullptr, act);
           for (int i = 0; i < M; ++i) {
             for (int j = 0; j < ldc; ++j) {
               const float got = C[static_cast<size_t>(i) * ldc + j];
@@ -61,7 +64,7 @@ TEST(SgemmPackedA, MatchesOracleWithRowBiasAndActivation) {
               if (act.kind == SgemmActivation::Kind::kRelu) sum = std::max(sum, 0.0);
               if (act.kind == SgemmActivation::Kind::kClip) sum = std::min(std::max(sum, -1.0), 2.0);
               ASSERT_LE(std::fabs(got - sum), 1e-5 * mag + 1e-6)
-                  << sgemm_path_name(path) << " M=" << M << " N=" << N << " K=" << K << " at " << i << "," << j;
+                  << kernel->name << " M=" << M << " N=" << N << " K=" << K << " at " << i << "," << j;
             }
           }
         }
@@ -74,9 +77,7 @@ TEST(SgemmPackedA, RejectsWrongShape) {
   const std::vector<float> A(12, 1.0f), B(12, 1.0f);
   std::vector<float> C(16);
   const PackedSgemmA packed = sgemm_pack_a(A.data(), 3, 4);
-  EXPECT_THROW(
-      sgemm_packed_a(SgemmPath::kGeneric, 4, 3, 3, packed, B.data(), 3, C.data(), 3, nullptr, SgemmActivation::none()),
-      Error);
+  EXPECT_THROW(sgemm_packed_a(4, 3, 3, packed, B.data(), 3, C.data(), 3, nullptr, SgemmActivation::none()), Error);
 }
 
 TEST(SgemmPackedThreaded, BitIdenticalForAnyThreadCount) {
@@ -87,21 +88,20 @@ TEST(SgemmPackedThreaded, BitIdenticalForAnyThreadCount) {
   };
   // Large M splits rows, M = 1 and 7 split 16-column panels (N tail 5).
   const Shape shapes[] = {{100, 37, 300}, {1, 1000, 257}, {7, 133, 64}, {64, 16, 17}, {2, 3, 5}};
-  for (SgemmPath path : {SgemmPath::kGeneric, SgemmPath::kAvx2}) {
-    if (!sgemm_path_supported(path)) continue;
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  for (const SgemmKernel* kernel : test::runnable_entries(sgemm_kernels(), allowed)) {
     for (const Shape& s : shapes) {
       const std::vector<float> A = random_vector(static_cast<size_t>(s.M) * s.K, rng);
       const std::vector<float> B = random_vector(static_cast<size_t>(s.K) * s.N, rng);
       const std::vector<float> bias = random_vector(static_cast<size_t>(s.N), rng);
-      const PackedSgemmB packed = sgemm_pack_b(B.data(), s.K, s.N, false);
+      const PackedSgemmB packed = sgemm_pack_b(*kernel, B.data(), s.K, s.N, false);
       std::vector<float> want(static_cast<size_t>(s.M) * s.N);
-      sgemm_packed(path, s.M, s.N, s.K, A.data(), s.K, packed, want.data(), s.N, bias.data(), SgemmActivation::relu());
+      sgemm_packed(s.M, s.N, s.K, A.data(), s.K, packed, want.data(), s.N, bias.data(), SgemmActivation::relu());
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
         std::vector<float> got(want.size(), std::nanf(""));
-        sgemm_packed(path, s.M, s.N, s.K, A.data(), s.K, packed, got.data(), s.N, bias.data(), SgemmActivation::relu(),
-                     pool);
+        sgemm_packed(s.M, s.N, s.K, A.data(), s.K, packed, got.data(), s.N, bias.data(), SgemmActivation::relu(), pool);
         EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
-            << sgemm_path_name(path) << " M=" << s.M << " N=" << s.N << " K=" << s.K << " threads "
+            << kernel->name << " M=" << s.M << " N=" << s.N << " K=" << s.K << " threads "
             << (pool == nullptr ? 1 : pool->size());
       }
       // And it is right: spot-check one element against a double sum.

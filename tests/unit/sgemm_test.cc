@@ -1,8 +1,11 @@
-// sgemm (kernels/sgemm.h) against a double-accumulated oracle, for every path
-// this CPU runs: odd and tiny shapes (every M/N/K tail of the 6x16 tile and the
-// 256 K block), all transposes, alpha/beta incl. beta 0 over NaN, strides wider
-// than the rows, the packed path with bias and activations; and kvant's
-// reference Gemm operator against sgemm.
+// sgemm (kernels/sgemm.h) against a double-accumulated oracle, for every
+// micro-kernel table entry this CPU and KVANT_ISA allow (tests/unit/
+// kernel_walk.h): odd and tiny shapes (every M/N/K tail of the 6x16 and 12x32
+// tiles and the 256 K block), all transposes (A read in place and packed),
+// alpha/beta incl. beta 0 over NaN, strides wider than the rows, the packed
+// path with bias and activations; the FMA entries bit-identical to each
+// other; the table's coverage; and kvant's reference Gemm operator against
+// sgemm.
 //
 // Tolerance: float accumulation over K terms errs by at most about
 // K * 2^-24 * sum_k |a_k b_k|; the kernels' blocked order errs far less in
@@ -13,17 +16,20 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernel_walk.h"
+#include "kernels/sgemm_kernels.h"
 #include "ops/op_registry.h"
 
 namespace kvant {
 namespace {
 
-const std::vector<int> kSizes = {1, 2, 3, 5, 6, 7, 15, 16, 17, 31, 33, 64, 100, 257};
+const std::vector<int> kSizes = {1, 2, 3, 5, 6, 7, 11, 12, 13, 15, 16, 17, 25, 31, 33, 64, 100, 257};
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 std::vector<float> random_vector(size_t n, std::mt19937& rng) {
@@ -109,18 +115,19 @@ std::string describe(const Problem& p) {
          " ldc=" + std::to_string(p.ldc);
 }
 
-std::vector<SgemmPath> supported_paths() {
-  std::vector<SgemmPath> paths;
-  for (SgemmPath p : {SgemmPath::kRef, SgemmPath::kGeneric, SgemmPath::kAvx2}) {
-    if (sgemm_path_supported(p)) paths.push_back(p);
-  }
-  return paths;
+// The entries these tests run: those KVANT_ISA (or the CPU's best) allows.
+std::vector<const SgemmKernel*> runnable_kernels() {
+  Isa allowed = Isa::kRef;
+  std::string why;
+  if (!test::allowed_isa(allowed, why)) return {};
+  return test::runnable_entries(sgemm_kernels(), allowed);
 }
 
-class SgemmTest : public ::testing::TestWithParam<SgemmPath> {};
+class SgemmTest : public ::testing::TestWithParam<const SgemmKernel*> {};
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(SgemmTest);
 
 TEST_P(SgemmTest, AllShapesTransposesAndScalars) {
-  const SgemmPath path = GetParam();
+  const SgemmKernel& kernel = *GetParam();
   struct Scalars {
     float alpha, beta;
   };
@@ -136,11 +143,10 @@ TEST_P(SgemmTest, AllShapesTransposesAndScalars) {
           const int pad = (index / 4) % 2 == 0 ? 0 : 3;
           Problem p = make_problem(t & 1, t & 2, M, N, K, s.alpha, s.beta, pad, rng);
           std::vector<float> got = p.C;
-          sgemm(path, p.trans_a, p.trans_b, M, N, K, p.alpha, p.A.data(), p.lda, p.B.data(), p.ldb, p.beta, got.data(),
-                p.ldc);
-          expect_matches_oracle(
-              p, got, nullptr, SgemmActivation::none(),
-              std::string(sgemm_path_name(path)) + " seed " + std::to_string(seed) + " " + describe(p));
+          sgemm(kernel, p.trans_a, p.trans_b, M, N, K, p.alpha, p.A.data(), p.lda, p.B.data(), p.ldb, p.beta,
+                got.data(), p.ldc);
+          expect_matches_oracle(p, got, nullptr, SgemmActivation::none(),
+                                std::string(kernel.name) + " seed " + std::to_string(seed) + " " + describe(p));
           if (HasFailure()) return;
         }
       }
@@ -151,18 +157,18 @@ TEST_P(SgemmTest, AllShapesTransposesAndScalars) {
 TEST_P(SgemmTest, EmptyKScalesC) {
   std::vector<float> c = {kNaN, kNaN, kNaN};
   const float a = 1.0f, b = 1.0f;
-  sgemm(GetParam(), false, false, 1, 3, 0, 1.0f, &a, 1, &b, 3, 0.0f, c.data(), 3);
+  sgemm(*GetParam(), false, false, 1, 3, 0, 1.0f, &a, 1, &b, 3, 0.0f, c.data(), 3);
   EXPECT_EQ(c, (std::vector<float>{0, 0, 0}));
   c = {1, 2, 3};
-  sgemm(GetParam(), false, false, 1, 3, 0, 1.0f, &a, 1, &b, 3, 2.0f, c.data(), 3);
+  sgemm(*GetParam(), false, false, 1, 3, 0, 1.0f, &a, 1, &b, 3, 2.0f, c.data(), 3);
   EXPECT_EQ(c, (std::vector<float>{2, 4, 6}));
 }
 
 TEST_P(SgemmTest, PackedWithBiasAndActivations) {
-  const SgemmPath path = GetParam() == SgemmPath::kRef ? SgemmPath::kGeneric : GetParam();
+  const SgemmKernel& kernel = *GetParam();
   const SgemmActivation acts[] = {SgemmActivation::none(), SgemmActivation::relu(),
                                   SgemmActivation::clip(-0.25f, 0.5f)};
-  const std::vector<int> sizes = {1, 3, 6, 7, 16, 17, 33, 100, 257};
+  const std::vector<int> sizes = {1, 3, 6, 7, 12, 13, 16, 17, 33, 100, 257};
   std::mt19937 rng(99);
   int index = 0;
   for (int M : sizes) {
@@ -174,12 +180,11 @@ TEST_P(SgemmTest, PackedWithBiasAndActivations) {
           const int pad = index % 2 == 0 ? 0 : 5;
           Problem p = make_problem(false, trans_b, M, N, K, 1.0f, 0.0f, pad, rng);
           const std::vector<float> bias = random_vector(static_cast<size_t>(N), rng);
-          const PackedSgemmB packed = sgemm_pack_b(p.B.data(), K, N, trans_b, p.ldb);
+          const PackedSgemmB packed = sgemm_pack_b(kernel, p.B.data(), K, N, trans_b, p.ldb);
           std::vector<float> got = p.C;
-          sgemm_packed(path, M, N, K, p.A.data(), p.lda, packed, got.data(), p.ldc, with_bias ? bias.data() : nullptr,
-                       act);
+          sgemm_packed(M, N, K, p.A.data(), p.lda, packed, got.data(), p.ldc, with_bias ? bias.data() : nullptr, act);
           expect_matches_oracle(p, got, with_bias ? &bias : nullptr, act,
-                                std::string("packed ") + sgemm_path_name(path) + " act " +
+                                std::string("packed ") + kernel.name + " act " +
                                     std::to_string(static_cast<int>(act.kind)) + (with_bias ? " bias " : " ") +
                                     describe(p));
           if (HasFailure()) return;
@@ -192,36 +197,91 @@ TEST_P(SgemmTest, PackedWithBiasAndActivations) {
 // Each output's K-sum order depends only on K: a row computed alone (M = 1,
 // unpacked B) equals the same row inside a large product, bit for bit.
 TEST_P(SgemmTest, RowResultsDoNotDependOnM) {
-  if (GetParam() == SgemmPath::kRef) GTEST_SKIP() << "the reference has no blocking";
+  const SgemmKernel& kernel = *GetParam();
   std::mt19937 rng(7);
   const int M = 157, N = 45, K = 600;
   const std::vector<float> a = random_vector(static_cast<size_t>(M) * K, rng);
   const std::vector<float> b = random_vector(static_cast<size_t>(K) * N, rng);
   std::vector<float> all(static_cast<size_t>(M) * N);
-  sgemm(GetParam(), false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, all.data(), N);
-  const PackedSgemmB packed = sgemm_pack_b(b.data(), K, N, false);
+  sgemm(kernel, false, false, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, all.data(), N);
+  const PackedSgemmB packed = sgemm_pack_b(kernel, b.data(), K, N, false);
   std::vector<float> all_packed(all.size());
-  sgemm_packed(GetParam(), M, N, K, a.data(), K, packed, all_packed.data(), N, nullptr, SgemmActivation::none());
+  sgemm_packed(M, N, K, a.data(), K, packed, all_packed.data(), N, nullptr, SgemmActivation::none());
   EXPECT_EQ(all, all_packed);
-  for (int i : {0, 5, 6, 143, 144, 156}) {
+  // A transposed (packed per call) gives the same bits as A read in place.
+  std::vector<float> at(a.size());
+  for (int i = 0; i < M; ++i)
+    for (int k = 0; k < K; ++k) at[static_cast<size_t>(k) * M + i] = a[static_cast<size_t>(i) * K + k];
+  std::vector<float> all_t(all.size());
+  sgemm(kernel, true, false, M, N, K, 1.0f, at.data(), M, b.data(), N, 0.0f, all_t.data(), N);
+  EXPECT_EQ(all, all_t);
+  for (int i : {0, 5, 6, 11, 12, 143, 144, 156}) {
     std::vector<float> row(static_cast<size_t>(N));
-    sgemm(GetParam(), false, false, 1, N, K, 1.0f, a.data() + static_cast<size_t>(i) * K, K, b.data(), N, 0.0f,
-          row.data(), N);
+    sgemm(kernel, false, false, 1, N, K, 1.0f, a.data() + static_cast<size_t>(i) * K, K, b.data(), N, 0.0f, row.data(),
+          N);
     EXPECT_EQ(row, std::vector<float>(all.begin() + i * N, all.begin() + (i + 1) * N)) << "row " << i;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, SgemmTest, ::testing::ValuesIn(supported_paths()),
-                         [](const ::testing::TestParamInfo<SgemmPath>& info) {
-                           return std::string(sgemm_path_name(info.param));
+INSTANTIATE_TEST_SUITE_P(Entries, SgemmTest, ::testing::ValuesIn(runnable_kernels()),
+                         [](const ::testing::TestParamInfo<const SgemmKernel*>& info) {
+                           return std::string(info.param->name);
                          });
 
-// Like ruy: on a CPU with AVX2+FMA the default must be the AVX2 path, unless
-// KVANT_ISA asks for another.
-TEST(Sgemm, DefaultPathIsTheBestThisCpuRuns) {
-  if (std::getenv("KVANT_ISA") != nullptr) GTEST_SKIP() << "KVANT_ISA is set";
-  const SgemmPath want = sgemm_path_supported(SgemmPath::kAvx2) ? SgemmPath::kAvx2 : SgemmPath::kRef;
-  EXPECT_EQ(sgemm_default_path(), want);
+// Every entry the CPU supports runs (above), the portable one last; the
+// default is the first runnable entry (the best).
+TEST(Sgemm, TableCoverage) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const auto kernels = test::runnable_entries(sgemm_kernels(), allowed);
+  ASSERT_FALSE(kernels.empty());
+  EXPECT_EQ(kernels.back()->isa, Isa::kRef);
+  test::check_coverage(sgemm_kernels(), allowed, "sgemm table");
+  EXPECT_EQ(&sgemm_pick(allowed), kernels.front());
+  EXPECT_EQ(&sgemm_default_kernel(), kernels.front());
+  const std::vector<float> b(12, 1.0f);
+  EXPECT_STREQ(sgemm_pack_b(b.data(), 3, 4, false).kernel_name(), kernels.front()->name);
+}
+
+// The FMA entries compute each element as the same FMA chain and epilogue,
+// so they agree bit for bit (a model's FP32 output does not depend on which
+// of them the CPU picked); checked on tails of every tile, all transposes,
+// beta and the packed path's bias and activation.
+TEST(Sgemm, FmaEntriesAreBitIdentical) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  std::vector<const SgemmKernel*> fma;
+  for (const SgemmKernel* k : test::runnable_entries(sgemm_kernels(), allowed)) {
+    if (k->isa != Isa::kRef) fma.push_back(k);
+  }
+  if (fma.size() < 2) GTEST_SKIP() << "fewer than two FMA entries run here";
+  std::mt19937 rng(77);
+  const int sizes[] = {1, 5, 7, 12, 13, 17, 31, 33, 300};
+  int index = 0;
+  for (int M : sizes) {
+    for (int N : sizes) {
+      for (int K : {1, 17, 256, 300}) {
+        const bool ta = index % 2 == 1, tb = index % 3 == 1;
+        Problem p = make_problem(ta, tb, M, N, K, 0.75f, index % 2 == 0 ? 0.0f : 1.5f, index % 4, rng);
+        const std::vector<float> bias = random_vector(static_cast<size_t>(N), rng);
+        const SgemmActivation act = index % 3 == 0 ? SgemmActivation::relu() : SgemmActivation::clip(-0.5f, 0.5f);
+        ++index;
+        std::vector<float> want = p.C, want_packed = p.C;
+        sgemm(*fma[0], ta, tb, M, N, K, p.alpha, p.A.data(), p.lda, p.B.data(), p.ldb, p.beta, want.data(), p.ldc);
+        const PackedSgemmB packed0 = sgemm_pack_b(*fma[0], p.B.data(), K, N, tb, p.ldb);
+        if (!ta) sgemm_packed(M, N, K, p.A.data(), p.lda, packed0, want_packed.data(), p.ldc, bias.data(), act);
+        for (size_t e = 1; e < fma.size(); ++e) {
+          std::vector<float> got = p.C, got_packed = p.C;
+          sgemm(*fma[e], ta, tb, M, N, K, p.alpha, p.A.data(), p.lda, p.B.data(), p.ldb, p.beta, got.data(), p.ldc);
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+              << fma[e]->name << " vs " << fma[0]->name << " " << describe(p);
+          if (ta) continue;
+          const PackedSgemmB packed = sgemm_pack_b(*fma[e], p.B.data(), K, N, tb, p.ldb);
+          sgemm_packed(M, N, K, p.A.data(), p.lda, packed, got_packed.data(), p.ldc, bias.data(), act);
+          ASSERT_EQ(std::memcmp(got_packed.data(), want_packed.data(), got.size() * sizeof(float)), 0)
+              << "packed " << fma[e]->name << " vs " << fma[0]->name << " " << describe(p);
+        }
+      }
+    }
+  }
 }
 
 TEST(Sgemm, PackedRejectsWrongShape) {

@@ -1,20 +1,21 @@
-// Depthwise conv plane kernel, AVX2+FMA: vectors of 8 output pixels along a
+// Depthwise conv plane kernel dwconv_f32_avx2 (sconv_kernels.h): vectors of 8 output pixels along a
 // row; 4 vectors (possibly from different rows) in flight so the tap chains
 // overlap. Stride 2 loads 16 inputs and keeps the even ones.
-#include "kernels/x86_avx2/sconv_dw_avx2.h"
-
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstring>
+
+#include "kernels/sconv_kernels.h"
 
 namespace kvant {
 namespace {
 
 constexpr int kBlock = 4;  // vectors per step
 
+inline int min_int(int a, int b) { return a < b ? a : b; }
+
 template <int SW>
-__attribute__((target("avx2,fma"))) inline __m256 load_px(const float* p) {
+inline __m256 load_px(const float* p) {
   if constexpr (SW == 1) {
     return _mm256_loadu_ps(p);
   } else {
@@ -29,7 +30,7 @@ __attribute__((target("avx2,fma"))) inline __m256 load_px(const float* p) {
 // KH, KW > 0: the kernel size at compile time (weights held in registers);
 // 0: read from p.
 template <int SW, int KH, int KW>
-__attribute__((target("avx2,fma"))) void dw_plane(const DwPlane& p) {
+void dw_plane(const DwPlane& p) {
   const int kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw;
   const int taps = kh * kw;
   const int nvx = (p.w_out + 7) / 8;
@@ -48,7 +49,7 @@ __attribute__((target("avx2,fma"))) void dw_plane(const DwPlane& p) {
   const __m256 hi = _mm256_set1_ps(p.act.hi);
   int oy0 = 0, vx0 = 0;  // first vector of the block
   for (int v0 = 0; v0 < nv; v0 += kBlock) {
-    const int nb = std::min(kBlock, nv - v0);
+    const int nb = min_int(kBlock, nv - v0);
     const float* base[kBlock];
     float* dst[kBlock];
     int width[kBlock];
@@ -56,7 +57,7 @@ __attribute__((target("avx2,fma"))) void dw_plane(const DwPlane& p) {
     for (int i = 0; i < kBlock; ++i) {
       base[i] = p.plane + static_cast<size_t>(oy) * p.sh * p.wp + static_cast<size_t>(vx) * 8 * SW;
       dst[i] = p.out + static_cast<size_t>(oy) * p.w_out + vx * 8;
-      width[i] = std::min(8, p.w_out - vx * 8);
+      width[i] = min_int(8, p.w_out - vx * 8);
       if (i + 1 < nb && ++vx == nvx) {  // past the block's end, repeat the last vector
         vx = 0;
         ++oy;
@@ -107,7 +108,7 @@ __attribute__((target("avx2,fma"))) void dw_plane(const DwPlane& p) {
 
 }  // namespace
 
-void sconv_dw_plane_avx2(const DwPlane& p) {
+void dwconv_plane_avx2(const DwPlane& p) {
   const bool k3 = p.kh == 3 && p.kw == 3, k5 = p.kh == 5 && p.kw == 5;
   if (p.sw == 1) return k3 ? dw_plane<1, 3, 3>(p) : k5 ? dw_plane<1, 5, 5>(p) : dw_plane<1, 0, 0>(p);
   return k3 ? dw_plane<2, 3, 3>(p) : k5 ? dw_plane<2, 5, 5>(p) : dw_plane<2, 0, 0>(p);

@@ -1,0 +1,123 @@
+// FP32 GEMM micro-kernel sgemm_f32_avx2_6x16 (sgemm_kernels.h has the
+// contract): 6 rows x 16 columns = 12 ymm accumulators, 2 for the B row,
+// 1 for the broadcast A element. Tiles of at most 8 columns use only the left
+// ymm, with the same FMAs and epilogue as the full tile's first vector, so a
+// column's result does not depend on the tile holding it. A partial tile goes
+// through a 16-wide buffer so that the vector epilogue is the only one.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/sgemm_kernels.h"
+
+namespace kvant {
+namespace {
+
+// NV: 1 or 2 ymm per row; DIRECT: A row-major (a_ld) instead of packed.
+template <int MR, int NV, bool DIRECT>
+void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
+  constexpr int kWidth = 8 * NV;
+  __m256 acc[MR][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
+  const float* a = t.a;
+  const float* b = t.b;
+  const int64_t bs = t.b_stride;
+  const int64_t lda = t.a_ld;
+  const int kl = t.kl;  // a local: the loop must not reload it through t
+  const float* pf = t.prefetch;
+  const int pf_k = t.prefetch_lines < kl ? t.prefetch_lines : kl;
+  // One k step; the first pf_k steps also prefetch a line (two loops, so
+  // that the others carry no test).
+  auto step = [&](int k) __attribute__((always_inline)) {
+    __m256 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(DIRECT ? a + r * lda + k : a + r);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+    if (!DIRECT) a += kSgemmMr;
+    b += bs;
+  };
+  int k = 0;
+  for (; k < pf_k; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + 16 * k), _MM_HINT_T1);
+    step(k);
+  }
+  for (; k < kl; ++k) step(k);
+
+  alignas(32) float buf[MR * kWidth];
+  alignas(32) float bias_buf[kWidth];
+  float* out = t.c;
+  int64_t ldo = t.ldc;
+  const float* bias = ep.bias;
+  const int nr = t.nr;
+  if (nr < kWidth) {
+    out = buf;
+    ldo = kWidth;
+    std::memset(buf, 0, sizeof(buf));
+    if (ep.load_c) {
+      for (int r = 0; r < MR; ++r)
+        std::memcpy(buf + r * kWidth, t.c + r * t.ldc, static_cast<size_t>(nr) * sizeof(float));
+    }
+    if (bias != nullptr) {
+      std::memset(bias_buf, 0, sizeof(bias_buf));
+      std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
+      bias = bias_buf;
+    }
+  }
+  const __m256 alpha = _mm256_set1_ps(ep.alpha);
+  const __m256 beta = _mm256_set1_ps(ep.beta);
+  const __m256 lo = _mm256_set1_ps(ep.lo);
+  const __m256 hi = _mm256_set1_ps(ep.hi);
+  __m256 bias_v[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) bias_v[v] = bias != nullptr ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    float* row = out + r * ldo;
+    const __m256 rb = ep.row_bias != nullptr ? _mm256_broadcast_ss(ep.row_bias + r) : _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      __m256 x = _mm256_mul_ps(alpha, acc[r][v]);
+      if (ep.load_c) x = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row + 8 * v), x);
+      if (bias != nullptr) x = _mm256_add_ps(x, bias_v[v]);
+      if (ep.row_bias != nullptr) x = _mm256_add_ps(x, rb);
+      if (ep.act != SgemmActivation::Kind::kNone) x = _mm256_max_ps(x, lo);
+      if (ep.act == SgemmActivation::Kind::kClip) x = _mm256_min_ps(x, hi);
+      _mm256_storeu_ps(row + 8 * v, x);
+    }
+  }
+  if (nr < kWidth) {
+    for (int r = 0; r < MR; ++r)
+      std::memcpy(t.c + r * t.ldc, buf + r * kWidth, static_cast<size_t>(nr) * sizeof(float));
+  }
+}
+
+template <int NV, bool DIRECT>
+void by_rows(const SgemmTile& t, const SgemmEpilogue& ep) {
+  switch (t.mr) {
+    case 1: return tile<1, NV, DIRECT>(t, ep);
+    case 2: return tile<2, NV, DIRECT>(t, ep);
+    case 3: return tile<3, NV, DIRECT>(t, ep);
+    case 4: return tile<4, NV, DIRECT>(t, ep);
+    case 5: return tile<5, NV, DIRECT>(t, ep);
+    default: return tile<6, NV, DIRECT>(t, ep);
+  }
+}
+
+}  // namespace
+
+void sgemm_tile_avx2(const SgemmTile& t, const SgemmEpilogue& ep) {
+  const bool direct = t.a_ld > 0;
+  if (t.nr <= 8) return direct ? by_rows<1, true>(t, ep) : by_rows<1, false>(t, ep);
+  return direct ? by_rows<2, true>(t, ep) : by_rows<2, false>(t, ep);
+}
+
+}  // namespace kvant
