@@ -182,9 +182,9 @@ int bench_command(const BenchOptions& opt) {
   if (CompiledModel* compiled = executor->compiled()) {
     const PlanStats stats = compiled->stats();
     std::cout << "plan        " << stats.kernel_steps << " kernels, " << stats.view_steps << " views, "
-              << stats.fallback_steps << " reference fallbacks; arena "
-              << format_bytes(static_cast<int64_t>(stats.arena_bytes)) << " (tensors "
-              << format_bytes(static_cast<int64_t>(stats.tensor_bytes)) << " without reuse)\n";
+              << stats.fallback_steps << " reference fallbacks, " << stats.fixed_steps
+              << " fixed by the input shapes; arena " << format_bytes(static_cast<int64_t>(stats.arena_bytes))
+              << " (tensors " << format_bytes(static_cast<int64_t>(stats.tensor_bytes)) << " without reuse)\n";
   }
   std::cout << "runs        " << opt.runs << " timed after " << opt.warmup << " warm-up\n";
   std::snprintf(line, sizeof(line), "latency     median %.3f ms, p90 %.3f ms, min %.3f ms\n", median(sorted),

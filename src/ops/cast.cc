@@ -69,17 +69,9 @@ void cast_to(KernelContext& ctx, const Tensor& x, DType to) {
     ctx.set_output(0, x.clone());
     return;
   }
-  dispatch<AllTypes>(x.dtype(), ctx, [&](auto from_tag) {
-    using From = typename decltype(from_tag)::type;
-    dispatch<AllTypes>(to, ctx, [&](auto to_tag) {
-      using To = typename decltype(to_tag)::type;
-      Tensor out(to, x.shape());
-      const From* in = x.data<From>();
-      To* o = out.data<To>();
-      for (int64_t i = 0; i < x.numel(); ++i) o[i] = convert<To>(in[i]);
-      ctx.set_output(0, std::move(out));
-    });
-  });
+  Tensor out(to, x.shape());
+  cast_elements(ctx, x.dtype(), to, x.raw(), out.raw(), x.numel());
+  ctx.set_output(0, std::move(out));
 }
 
 // Checks the target code of Cast's `to` attribute.
@@ -110,6 +102,18 @@ constexpr OpDef kCastOps[] = {
 };
 
 }  // namespace
+
+void cast_elements(const KernelContext& ctx, DType from, DType to, const void* src, void* dst, int64_t n) {
+  dispatch<AllTypes>(from, ctx, [&](auto from_tag) {
+    using From = typename decltype(from_tag)::type;
+    dispatch<AllTypes>(to, ctx, [&](auto to_tag) {
+      using To = typename decltype(to_tag)::type;
+      const From* in = static_cast<const From*>(src);
+      To* o = static_cast<To*>(dst);
+      for (int64_t i = 0; i < n; ++i) o[i] = convert<To>(in[i]);
+    });
+  });
+}
 
 std::span<const OpDef> cast_ops() { return kCastOps; }
 

@@ -203,6 +203,10 @@ void map_unary(KernelContext& ctx, Fn&& fn) {
   });
 }
 
+// Cast's element conversion (cast.cc: truncation, NaN and wrap rules) of n
+// elements from `from` to `to`; unsupported types name ctx's node.
+void cast_elements(const KernelContext& ctx, DType from, DType to, const void* src, void* dst, int64_t n);
+
 // Sliding-window geometry shared by Conv and the pools, one entry per spatial
 // dim. With k_eff = (kernel - 1) * dilation + 1:
 //   NOTSET: out = floor_or_ceil((in + pad_begin + pad_end - k_eff) / stride) + 1; with ceil_mode a last

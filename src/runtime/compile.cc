@@ -302,6 +302,8 @@ class Compiler {
       f.outputs = {node.outputs[0]};
       return f;
     }
+    if (node.op_type == "Gather") return match_gather(node);
+    if (node.op_type == "Cast") return match_cast(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
     if (node.op_type == "ReduceMean") return match_layernorm(node);
     if (node.op_type == "Transpose" && node.domain.empty() && node.inputs.size() == 1 && node.outputs.size() == 1 &&
@@ -314,6 +316,70 @@ class Compiler {
       return f;
     }
     return std::nullopt;
+  }
+
+  // Gather with non-constant indices: a copy step; on DQ(constant 8-bit
+  // table) read by this Gather alone (an embedding), the rows are
+  // dequantized as they are gathered and the table stays 8-bit.
+  std::optional<Fusion> match_gather(const Node& node) {
+    if (node.inputs.size() != 2 || node.outputs.size() != 1 ||
+        (constant(node.inputs[0]) != nullptr && constant(node.inputs[1]) != nullptr)) {
+      return std::nullopt;  // folded
+    }
+    Fusion f;
+    f.nodes = {&node};
+    f.outputs = {node.outputs[0]};
+    const int64_t axis = node.attr_int("axis", 0);
+    const Node* dq = producer(node.inputs[0]);
+    if (dq != nullptr && dq->op_type == "DequantizeLinear" && dq->domain.empty() && !constant(node.inputs[1]) &&
+        sole_reader(dq->outputs[0]) == &node && dq->attr_int("block_size", 0) == 0) {
+      const Tensor* q = constant(dq->inputs[0]);
+      const Tensor* scale = dq->inputs.size() > 1 ? constant(dq->inputs[1]) : nullptr;
+      const Tensor* zp = dq->inputs.size() > 2 && !dq->inputs[2].empty() ? constant(dq->inputs[2]) : nullptr;
+      const bool zp_ok = dq->inputs.size() <= 2 || dq->inputs[2].empty() ||
+                         (zp != nullptr && q != nullptr && zp->dtype() == q->dtype() && scale != nullptr &&
+                          zp->numel() == scale->numel());
+      if (q != nullptr && is_8bit(q->dtype()) && q->rank() >= 1 && scale != nullptr &&
+          scale->dtype() == DType::kFloat32 && scale->rank() <= 1 && zp_ok) {
+        const int64_t dq_axis = dq->attr_int("axis", 1);
+        const int64_t rank = q->rank();
+        const bool per_tensor = scale->numel() == 1;
+        const bool per_axis = !per_tensor && m_.model_.opset() >= 13 && dq_axis >= -rank && dq_axis < rank &&
+                              scale->numel() == q->dim(static_cast<int>(dq_axis < 0 ? dq_axis + rank : dq_axis));
+        if (per_tensor || per_axis) {
+          std::vector<float> sc(scale->data<float>(), scale->data<float>() + scale->numel());
+          std::vector<int32_t> z(sc.size(), 0);
+          for (size_t i = 0; zp != nullptr && i < z.size(); ++i) {
+            z[i] = static_cast<int32_t>(zp->get_as_int64(static_cast<int64_t>(i)));
+          }
+          f.step = make_gather_dequantize_step(*q, axis, std::move(sc), std::move(z), dq_axis);
+          f.inputs = {node.inputs[1]};
+          ++absorbed_reads_[dq->outputs[0]];
+          return f;
+        }
+      }
+    }
+    f.step = make_gather_step(axis);
+    f.inputs = node.inputs;
+    return f;
+  }
+
+  // Cast of a computed value to a numeric type (a constant one is folded).
+  std::optional<Fusion> match_cast(const Node& node) {
+    if (node.inputs.size() != 1 || node.outputs.size() != 1 || constant(node.inputs[0]) != nullptr ||
+        !node.has_attr("to")) {
+      return std::nullopt;
+    }
+    const int64_t code = node.attr_int("to", 0);
+    if (code <= 0 || code > 64 || !is_known_dtype(static_cast<int32_t>(code))) return std::nullopt;
+    const auto to = static_cast<DType>(code);
+    if (dtype_bits(to) < 8) return std::nullopt;  // string, int4: the reference names them
+    Fusion f;
+    f.nodes = {&node};
+    f.step = make_cast_step(node, to);
+    f.inputs = node.inputs;
+    f.outputs = node.outputs;
+    return f;
   }
 
   // DynamicQuantizeLinear -> MatMulInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]

@@ -199,10 +199,15 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
       root_of[static_cast<size_t>(step.outputs[0])] = root_of[static_cast<size_t>(step.inputs[0])];
     }
   }
-  std::vector<bool> keep(values_.size(), false);  // model inputs and outputs, constants
+  std::vector<bool> keep(values_.size(), false);  // model inputs and outputs, constants, planned constants
   for (int id : input_ids_) keep[static_cast<size_t>(id)] = true;
   for (int id : output_ids_) keep[static_cast<size_t>(root_of[static_cast<size_t>(id)])] = true;
   for (size_t id = 0; id < values_.size(); ++id) keep[id] = keep[id] || values_[id].constant;
+  // Values fixed by the input shapes (Step::reads_shapes_only): computed by
+  // this run and kept, their steps skipped afterwards.
+  std::vector<bool> fixed(values_.size(), false);
+  for (size_t id = 0; id < values_.size(); ++id) fixed[id] = values_[id].constant;
+  step_fixed_.assign(n, false);
   std::vector<std::vector<int>> views_of(values_.size());  // root -> its views
   auto record = [&](int id) {
     Value& v = values_[static_cast<size_t>(id)];
@@ -258,6 +263,19 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
         std::shared_ptr<std::byte> temp = allocate_block(need, "a step's planning scratch");
         step.run(step_in_[s], step_out_[s], temp.get(), pool_.get());
       }
+      bool is_fixed = step.deterministic() && !step.outputs.empty();
+      if (!step.reads_shapes_only()) {
+        for (int id : step.inputs) is_fixed = is_fixed && (id < 0 || fixed[static_cast<size_t>(id)]);
+      }
+      if (is_fixed) {
+        step_fixed_[s] = true;
+        for (int id : step.outputs) {
+          if (id < 0) continue;
+          fixed[static_cast<size_t>(id)] = true;
+          keep[static_cast<size_t>(id)] = true;
+          keep[static_cast<size_t>(root_of[static_cast<size_t>(id)])] = true;
+        }
+      }
       for (int id : step.outputs) {
         if (id < 0) continue;
         record(id);
@@ -289,7 +307,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   std::vector<int> owners;
   for (size_t id = 0; id < values_.size(); ++id) {
     Value& v = values_[id];
-    if (v.constant || v.root >= 0 || v.dtype == DType::kUndefined) continue;
+    if (v.constant || v.root >= 0 || v.dtype == DType::kUndefined || fixed[id]) continue;
     const bool is_input = std::find(input_ids_.begin(), input_ids_.end(), static_cast<int>(id)) != input_ids_.end();
     const bool is_kernel_output =
         v.producer >= 0 && steps_[static_cast<size_t>(v.producer)]->kind() == Step::Kind::kKernel;
@@ -312,13 +330,17 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
     v.in_arena = true;
     v.offset = memory.offsets[i];
   }
-  // 4. Views over stable bytes (arena, constants) are bound once.
+  // 4. Steps whose outputs the input shapes fix never run again; views over
+  // stable bytes (arena, constants) are bound once.
+  for (size_t s = 0; s < n; ++s) {
+    if (step_fixed_[s]) step_runs_[s] = false;
+  }
   for (size_t s = 0; s < n; ++s) {
     Step& step = *steps_[s];
     if (step.kind() != Step::Kind::kView) continue;
     Value& out = values_[static_cast<size_t>(step.outputs[0])];
     const Value& root = values_[static_cast<size_t>(out.root)];
-    if (root.in_arena || root.constant) {
+    if (root.in_arena || root.constant || fixed[static_cast<size_t>(out.root)]) {
       out.tensor = step_in_[s][0]->reshaped(out.shape);
       step_runs_[s] = false;
     }
@@ -327,8 +349,12 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   stats_.arena_bytes = memory.arena_bytes;
   stats_.tensor_bytes = memory.total_bytes;
   stats_.scratch_bytes = scratch;
-  for (const auto& step : steps_) {
-    switch (step->kind()) {
+  for (size_t s = 0; s < n; ++s) {
+    if (step_fixed_[s]) {
+      ++stats_.fixed_steps;
+      continue;
+    }
+    switch (steps_[s]->kind()) {
       case Step::Kind::kKernel: ++stats_.kernel_steps; break;
       case Step::Kind::kView: ++stats_.view_steps; break;
       case Step::Kind::kFallback: ++stats_.fallback_steps; break;
@@ -338,7 +364,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
   for (size_t s = 0; s < n; ++s) {
     const Step& step = *steps_[s];
     std::ostringstream line;
-    line << s << "  " << step.kernel() << "  " << step.name;
+    line << s << "  " << (step_fixed_[s] ? "fixed by the input shapes: " : "") << step.kernel() << "  " << step.name;
     if (step.fused.size() > 1) line << " (+" << step.fused.size() - 1 << " fused)";
     for (int id : step.outputs) {
       if (id < 0) continue;
@@ -346,7 +372,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
       line << "  -> " << dtype_name(v.dtype) << shape_to_string(v.shape);
       if (v.in_arena) line << " @" << v.offset;
       if (v.root >= 0) line << " (view)";
-      if (step.kind() == Step::Kind::kFallback) line << " (allocated)";
+      if (step.kind() == Step::Kind::kFallback && !step_fixed_[s]) line << " (allocated)";
     }
     plan_lines_.push_back(line.str());
   }
@@ -493,8 +519,8 @@ std::string CompiledModel::describe_plan() const {
     return os.str();
   }
   os << "steps: " << steps_.size() << " (" << stats_.kernel_steps << " kernels, " << stats_.view_steps << " views, "
-     << stats_.fallback_steps << " reference fallbacks), ISA " << isa_name(options_.isa) << ", threads "
-     << options_.threads << "\n";
+     << stats_.fallback_steps << " reference fallbacks, " << stats_.fixed_steps << " fixed by the input shapes), ISA "
+     << isa_name(options_.isa) << ", threads " << options_.threads << "\n";
   for (const auto& line : plan_lines_) os << "  " << line << "\n";
   os << "arena: " << format_bytes(stats_.arena_bytes) << " (" << stats_.arena_bytes << " bytes) for tensors totalling "
      << format_bytes(stats_.tensor_bytes) << " (" << stats_.tensor_bytes << " bytes) without reuse; scratch "

@@ -41,6 +41,7 @@ struct PlanStats {
   size_t scratch_bytes = 0;  // largest per-step scratch
   size_t weight_bytes = 0;   // prepacked weights and constants the steps hold
   int kernel_steps = 0, view_steps = 0, fallback_steps = 0;
+  int fixed_steps = 0;  // outputs fixed by the input shapes (shape arithmetic): run while planning only
 };
 
 class CompiledModel {
@@ -91,7 +92,8 @@ class CompiledModel {
   std::vector<int> input_ids_, output_ids_;
   std::vector<std::vector<const Tensor*>> step_in_;
   std::vector<std::vector<Tensor*>> step_out_;
-  std::vector<bool> step_runs_;  // false for views whose storage was bound at plan time
+  std::vector<bool> step_runs_;   // false for views whose storage was bound at plan time, and fixed steps
+  std::vector<bool> step_fixed_;  // outputs fixed by the input shapes: evaluated while planning only
   std::shared_ptr<std::byte> arena_;
   std::shared_ptr<std::byte> scratch_;
   std::vector<Shape> planned_input_shapes_;

@@ -39,6 +39,15 @@ class Step {
   // Scratch bytes `run` needs for these inputs (64-byte aligned block).
   virtual size_t scratch_bytes(std::span<const Tensor* const> /*in*/) const { return 0; }
 
+  // Whether the outputs depend on the inputs' shapes only, not their values
+  // (Shape, Size): such a step, and every deterministic step fed only by
+  // constants and such steps, is evaluated once per plan (the plan fixes the
+  // input shapes) and never again.
+  virtual bool reads_shapes_only() const { return false; }
+  // False for steps whose outputs differ between runs with the same inputs
+  // (Random*, Bernoulli, Multinomial).
+  virtual bool deterministic() const { return true; }
+
   // Computes the outputs. kKernel steps write into the bound *out[i];
   // kFallback steps assign *out[i]; kView steps are run only when their
   // input's storage changes between runs.

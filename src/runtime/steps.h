@@ -160,4 +160,13 @@ namespace kvant {
 std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only,
                                      std::vector<W8Matrix> r8);
 
+// Gather (any dtype; indices int32/int64) as a copy into the arena, and
+// Gather of DequantizeLinear(constant 8-bit table, scale per tensor or per
+// axis[, zero point]): only the gathered rows are dequantized (steps_data.cc).
+std::unique_ptr<Step> make_gather_step(int64_t axis);
+std::unique_ptr<Step> make_gather_dequantize_step(Tensor table, int64_t axis, std::vector<float> scale,
+                                                  std::vector<int32_t> zero_point, int64_t dq_axis);
+// Cast to `to` (a numeric type) with Cast's element rules.
+std::unique_ptr<Step> make_cast_step(const Node& node, DType to);
+
 }  // namespace kvant

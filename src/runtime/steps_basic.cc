@@ -21,6 +21,13 @@ class FallbackStep : public Step {
   FallbackStep(const Node& node, int64_t opset, const OpDef* op) : node_(node), opset_(opset), op_(op) {}
   std::string kernel() const override { return "reference " + node_.op_type; }
   Kind kind() const override { return Kind::kFallback; }
+  bool reads_shapes_only() const override {
+    return node_.domain.empty() && (node_.op_type == "Shape" || node_.op_type == "Size");
+  }
+  bool deterministic() const override {
+    const std::string& op = node_.op_type;
+    return op.rfind("Random", 0) != 0 && op != "Bernoulli" && op != "Multinomial";
+  }
   void infer(std::span<const Tensor* const>, std::vector<TensorSpec>&) const override {
     throw Error(ErrorCode::kInternal, "infer called on a fallback step");
   }

@@ -1,0 +1,196 @@
+// Compiled Gather (plain, and of a dequantized 8-bit table) and Cast steps
+// against the reference executor: bit-exact, with the plan showing the step
+// (not a reference fallback), and the reference's errors for bad indices.
+// Also: steps whose outputs the input shapes fix (Shape -> arithmetic) run
+// while planning only.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "runtime/compiled_model.h"
+#include "runtime/executor.h"
+
+namespace kvant {
+namespace {
+
+TypeInfo type_of(DType dtype, const Shape& shape) {
+  TypeInfo t;
+  t.dtype = dtype;
+  t.has_shape = true;
+  for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
+  return t;
+}
+
+Model base_model() {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  return m;
+}
+
+// Runs both executors on `feeds` and requires identical bytes; returns the plan.
+std::string expect_same(const Model& m, const std::map<std::string, Tensor>& feeds, const std::string& out) {
+  ReferenceExecutor reference(m);
+  const Tensor want = reference.run(feeds).at(out);
+  CompiledModel compiled(m, default_compile_options(1));
+  const Tensor got = compiled.run(feeds).at(out);
+  EXPECT_EQ(got.dtype(), want.dtype());
+  EXPECT_EQ(got.shape(), want.shape());
+  if (got.shape() == want.shape() && got.dtype() == want.dtype()) {
+    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0);
+  }
+  // A second run with the same plan gives the same bytes.
+  const Tensor again = compiled.run(feeds).at(out);
+  EXPECT_EQ(std::memcmp(again.raw(), want.raw(), want.nbytes()), 0);
+  return compiled.describe_plan();
+}
+
+Tensor indices(std::vector<int64_t> v, Shape shape) { return Tensor::from_vector(v, shape); }
+
+TEST(DataSteps, GatherAnyAxisAndNegativeIndices) {
+  for (int64_t axis : {0, 1, -1}) {
+    Model m = base_model();
+    Graph& g = m.graph;
+    g.inputs.push_back({"x", type_of(DType::kFloat32, {4, 5, 3})});
+    g.inputs.push_back({"i", type_of(DType::kInt64, {2, 2})});
+    Node n = make_node("gather", "Gather", {"x", "i"}, {"y"});
+    n.attributes["axis"] = int_attr(axis);
+    g.nodes.push_back(n);
+    g.outputs.push_back({"y", TypeInfo{}});
+    Tensor x(DType::kFloat32, {4, 5, 3});
+    for (int64_t k = 0; k < x.numel(); ++k) x.data<float>()[k] = static_cast<float>(k) * 0.25f - 3.0f;
+    const std::string plan = expect_same(m, {{"x", x}, {"i", indices({0, -1, 2, 1}, {2, 2})}}, "y");
+    EXPECT_NE(plan.find("gather"), std::string::npos) << plan;
+    EXPECT_EQ(plan.find("reference Gather"), std::string::npos) << plan;
+  }
+}
+
+TEST(DataSteps, GatherIndexOutOfRangeIsANamedError) {
+  Model m = base_model();
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", type_of(DType::kFloat32, {4, 2})});
+  g.inputs.push_back({"i", type_of(DType::kInt64, {1})});
+  g.nodes.push_back(make_node("emb", "Gather", {"x", "i"}, {"y"}));
+  g.outputs.push_back({"y", TypeInfo{}});
+  CompiledModel compiled(m, default_compile_options(1));
+  Tensor x(DType::kFloat32, {4, 2});
+  compiled.run({{"x", x}, {"i", indices({3}, {1})}});
+  try {
+    compiled.run({{"x", x}, {"i", indices({4}, {1})}});
+    FAIL() << "index 4 of a dim of 4 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("emb"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+  }
+}
+
+// An embedding table DQ(int8/uint8) -> Gather: the table stays 8-bit, rows
+// are dequantized as gathered, bit-exact against DQ then Gather.
+TEST(DataSteps, GatherOfDequantizedTableIsExact) {
+  struct Case {
+    DType dtype;
+    int64_t channels;  // 1: per tensor
+    int64_t dq_axis;
+    int64_t gather_axis;
+  };
+  const Case cases[] = {{DType::kInt8, 1, 1, 0},  {DType::kUInt8, 1, 1, 0}, {DType::kInt8, 6, 1, 0},
+                        {DType::kUInt8, 7, 0, 0}, {DType::kInt8, 7, 0, 1},  {DType::kInt8, 6, 1, 1}};
+  for (const Case& c : cases) {
+    Model m = base_model();
+    Graph& g = m.graph;
+    g.inputs.push_back({"i", type_of(DType::kInt64, {3})});
+    Tensor table(c.dtype, {7, 6});
+    for (int64_t k = 0; k < table.numel(); ++k) {
+      static_cast<uint8_t*>(table.raw())[k] = static_cast<uint8_t>((k * 37 + 11) % 256);
+    }
+    std::vector<float> scale;
+    std::vector<int64_t> zp;
+    for (int64_t k = 0; k < c.channels; ++k) {
+      scale.push_back(0.0123f * static_cast<float>(k + 1));
+      zp.push_back(c.dtype == DType::kUInt8 ? 120 + k : k - 3);
+    }
+    g.initializers["table"] = table;
+    g.initializers["scale"] =
+        c.channels == 1 ? Tensor::from_vector(scale, {}) : Tensor::from_vector(scale, {c.channels});
+    Tensor z(c.dtype, c.channels == 1 ? Shape{} : Shape{c.channels});
+    for (int64_t k = 0; k < c.channels; ++k) {
+      if (c.dtype == DType::kInt8) z.data<int8_t>()[k] = static_cast<int8_t>(zp[static_cast<size_t>(k)]);
+      if (c.dtype == DType::kUInt8) z.data<uint8_t>()[k] = static_cast<uint8_t>(zp[static_cast<size_t>(k)]);
+    }
+    g.initializers["zp"] = z;
+    Node dq = make_node("dq", "DequantizeLinear", {"table", "scale", "zp"}, {"w"});
+    dq.attributes["axis"] = int_attr(c.dq_axis);
+    g.nodes.push_back(dq);
+    Node gather = make_node("gather", "Gather", {"w", "i"}, {"y"});
+    gather.attributes["axis"] = int_attr(c.gather_axis);
+    g.nodes.push_back(gather);
+    g.outputs.push_back({"y", TypeInfo{}});
+    const std::string plan = expect_same(m, {{"i", indices({5, -1, 0}, {3})}}, "y");
+    // One step reads the indices alone: the DQ was not folded into a float table.
+    EXPECT_NE(plan.find("gather_dequantize_u8"), std::string::npos) << plan;
+    EXPECT_EQ(plan.find("DequantizeLinear"), std::string::npos) << plan;
+  }
+}
+
+TEST(DataSteps, CastMatchesTheReference) {
+  const std::pair<DType, DType> casts[] = {{DType::kFloat32, DType::kInt32},
+                                           {DType::kFloat32, DType::kInt8},
+                                           {DType::kInt64, DType::kFloat32},
+                                           {DType::kFloat32, DType::kBool},
+                                           {DType::kFloat32, DType::kFloat16}};
+  for (const auto& [from, to] : casts) {
+    Model m = base_model();
+    Graph& g = m.graph;
+    g.inputs.push_back({"x", type_of(from, {9})});
+    Node n = make_node("cast", "Cast", {"x"}, {"y"});
+    n.attributes["to"] = int_attr(static_cast<int64_t>(to));
+    g.nodes.push_back(n);
+    g.outputs.push_back({"y", TypeInfo{}});
+    Tensor x(from, {9});
+    const double values[] = {-300.7, -1.5, -0.5, 0.0, 0.49, 1.5, 2.5, 200.9, 1e10};
+    for (int64_t k = 0; k < 9; ++k) {
+      if (from == DType::kFloat32) x.data<float>()[k] = static_cast<float>(values[k]);
+      if (from == DType::kInt64) x.data<int64_t>()[k] = static_cast<int64_t>(values[k] * 3.0);
+    }
+    const std::string plan = expect_same(m, {{"x", x}}, "y");
+    EXPECT_NE(plan.find("cast_to_"), std::string::npos) << plan;
+  }
+}
+
+// Shape -> Gather -> Unsqueeze -> Concat -> Reshape: the shape arithmetic
+// depends on the input's shape only, so the plan runs it once; a new batch
+// size replans and recomputes it.
+TEST(DataSteps, ShapeArithmeticIsFixedByThePlan) {
+  Model m = base_model();
+  Graph& g = m.graph;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  t.dims = {Dim{-1, "batch"}, Dim{6, ""}};
+  g.inputs.push_back({"x", t});
+  g.initializers["zero"] = Tensor::from_vector(std::vector<int64_t>{0}, {});
+  g.initializers["tail"] = Tensor::from_vector(std::vector<int64_t>{2, 3}, {2});
+  g.initializers["axes"] = Tensor::from_vector(std::vector<int64_t>{0}, {1});
+  g.nodes.push_back(make_node("shape", "Shape", {"x"}, {"s"}));
+  g.nodes.push_back(make_node("batch", "Gather", {"s", "zero"}, {"b"}));
+  g.nodes.push_back(make_node("unsq", "Unsqueeze", {"b", "axes"}, {"b1"}));
+  Node cat = make_node("cat", "Concat", {"b1", "tail"}, {"new_shape"});
+  cat.attributes["axis"] = int_attr(0);
+  g.nodes.push_back(cat);
+  g.nodes.push_back(make_node("reshape", "Reshape", {"x", "new_shape"}, {"y"}));
+  g.outputs.push_back({"y", TypeInfo{}});
+  CompiledModel compiled(m, default_compile_options(1));
+  for (int64_t batch : {2, 5, 2}) {
+    Tensor x(DType::kFloat32, {batch, 6});
+    for (int64_t k = 0; k < x.numel(); ++k) x.data<float>()[k] = static_cast<float>(k);
+    const Tensor y = compiled.run({{"x", x}}).at("y");
+    ASSERT_EQ(y.shape(), (Shape{batch, 2, 3}));
+    EXPECT_EQ(std::memcmp(y.raw(), x.raw(), x.nbytes()), 0);
+    EXPECT_EQ(compiled.stats().fallback_steps, 0) << compiled.describe_plan();
+    EXPECT_GE(compiled.stats().fixed_steps, 3) << compiled.describe_plan();
+  }
+}
+
+}  // namespace
+}  // namespace kvant
