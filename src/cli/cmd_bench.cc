@@ -137,7 +137,7 @@ int bench_command(const BenchOptions& opt) {
   check_threads(opt.threads);
   if (opt.profile && opt.reference) fail("--profile needs the compiled model (drop --reference)");
   LoadOptions load;
-  load.infer_shapes = false;
+  load.infer_shapes = true;  // inferred dtypes let compile fuse float ops (a failure is a warning)
   load.input_shapes = parse_shape_args(opt.shapes);
   Model model = load_model(opt.model, load);
   apply_shape_overrides(model.graph, load.input_shapes);

@@ -141,7 +141,7 @@ Tensor npy_compatible(const Tensor& t, const std::string& name) {
 
 int run_command(const RunOptions& opt) {
   LoadOptions load;
-  load.infer_shapes = false;  // the given arrays fix every dim
+  load.infer_shapes = true;  // the arrays fix every dim; inferred dtypes let compile fuse float ops
   Model model = load_model(opt.model, load);
   const Graph& graph = model.graph;
 
