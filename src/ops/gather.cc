@@ -270,7 +270,9 @@ void scatter_elements(KernelContext& ctx) {
   ctx.set_output(0, std::move(y));
 }
 
-void slice(KernelContext& ctx) {
+}  // namespace
+
+SliceLayout slice_layout(const KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
   const int64_t rank = x.rank();
   std::vector<int64_t> starts, ends, axes, steps;
@@ -323,12 +325,26 @@ void slice(KernelContext& ctx) {
     strides[a] = len > 1 ? in_strides[a] * step : 0;  // len > 1 implies |step| < dim: no overflow
     if (len > 0) base += start * in_strides[a];
   }
+  element_size(ctx, x.dtype());  // sub-byte types are unsupported
+  return {out_shape, strides, base};
+}
+
+void slice_into(const KernelContext& ctx, const SliceLayout& l, Tensor& y) {
+  const Tensor& x = ctx.input(0);
   const size_t es = element_size(ctx, x.dtype());
-  Tensor y(x.dtype(), out_shape);
   if (y.numel() > 0) {
     strided_copy(static_cast<std::byte*>(y.raw()),
-                 static_cast<const std::byte*>(x.raw()) + base * static_cast<int64_t>(es), out_shape, strides, es);
+                 static_cast<const std::byte*>(x.raw()) + l.base * static_cast<int64_t>(es), l.out_shape, l.strides,
+                 es);
   }
+}
+
+namespace {
+
+void slice(KernelContext& ctx) {
+  const SliceLayout l = slice_layout(ctx);
+  Tensor y(ctx.input(0).dtype(), l.out_shape);
+  slice_into(ctx, l, y);
   ctx.set_output(0, std::move(y));
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -202,6 +203,25 @@ void map_unary(KernelContext& ctx, Fn&& fn) {
     ctx.set_output(0, std::move(out));
   });
 }
+
+// The data-movement reference ops split into geometry (checks, output
+// shape; errors name ctx's node) and a copy into caller-provided outputs,
+// so compiled steps (runtime/steps_copy.cc) share their exact semantics.
+// Concat (inputs = ctx's inputs, `axis` attribute):
+Shape concat_shape(const KernelContext& ctx);
+void concat_into(const KernelContext& ctx, Tensor& y);
+// Split (input 0; sizes from the attribute / input / num_outputs by opset):
+// one size per node output; outs[i] may be null for an unused output.
+std::vector<int64_t> split_sizes(const KernelContext& ctx);
+void split_into(const KernelContext& ctx, const std::vector<int64_t>& sizes, std::span<Tensor* const> outs);
+// Slice (attributes before opset 10, inputs after): y = x[base + sum(i_d * strides[d])].
+struct SliceLayout {
+  Shape out_shape;
+  std::vector<int64_t> strides;  // elements; 0 where the output dim is 1
+  int64_t base = 0;
+};
+SliceLayout slice_layout(const KernelContext& ctx);
+void slice_into(const KernelContext& ctx, const SliceLayout& layout, Tensor& y);
 
 // Cast's element conversion (cast.cc: truncation, NaN and wrap rules) of n
 // elements from `from` to `to`; unsupported types name ctx's node.

@@ -30,6 +30,119 @@ size_t dim_axis(const KernelContext& ctx, int64_t axis, const Tensor& x) {
   return static_cast<size_t>(normalize_axis(ctx, axis, x.rank()));
 }
 
+}  // namespace
+
+Shape concat_shape(const KernelContext& ctx) {
+  if (!ctx.has_input(0)) ctx.fail("needs at least one input");
+  const Tensor& first = ctx.input(0);
+  const int64_t rank = first.rank();
+  if (!ctx.node.has_attr("axis")) ctx.fail("attribute 'axis' is required");
+  const size_t axis = dim_axis(ctx, ctx.node.attr_int("axis", 0), first);
+  Shape out_shape = first.shape();
+  out_shape[axis] = 0;
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    const Tensor& t = ctx.input(i);
+    if (t.dtype() != first.dtype() || t.rank() != rank) {
+      ctx.fail("input " + std::to_string(i) + " " + t.describe() + " does not match input 0 " + first.describe());
+    }
+    for (size_t d = 0; d < static_cast<size_t>(rank); ++d) {
+      if (d != axis && t.shape()[d] != first.shape()[d]) {
+        ctx.fail("input " + std::to_string(i) + " " + t.describe() + " differs from input 0 " + first.describe() +
+                 " outside axis " + std::to_string(axis));
+      }
+    }
+    out_shape[axis] += t.shape()[axis];
+  }
+  element_size(ctx, first.dtype());  // sub-byte types are unsupported
+  return out_shape;
+}
+
+void concat_into(const KernelContext& ctx, Tensor& y) {
+  const Shape& out_shape = y.shape();
+  const size_t axis = dim_axis(ctx, ctx.node.attr_int("axis", 0), ctx.input(0));
+  const size_t es = element_size(ctx, y.dtype());
+  const int64_t outer = shape_product(out_shape, 0, axis);
+  const auto inner = static_cast<size_t>(shape_product(out_shape, axis + 1, out_shape.size())) * es;
+  const size_t out_row = static_cast<size_t>(out_shape[axis]) * inner;
+  size_t offset = 0;  // bytes into each output row
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    const Tensor& t = ctx.input(i);
+    const size_t row = static_cast<size_t>(t.shape()[axis]) * inner;
+    const auto* src = static_cast<const std::byte*>(t.raw());
+    auto* dst = static_cast<std::byte*>(y.raw()) + offset;
+    if (row > 0) {
+      for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * out_row, src + o * row, row);
+    }
+    offset += row;
+  }
+}
+
+std::vector<int64_t> split_sizes(const KernelContext& ctx) {
+  const Tensor& x = ctx.input(0);
+  const size_t axis = dim_axis(ctx, ctx.node.attr_int("axis", 0), x);
+  const int64_t dim = x.shape()[axis];
+  const size_t num_outputs = ctx.node.outputs.size();
+  std::vector<int64_t> sizes;
+  if (ctx.opset < 13) {
+    sizes = ctx.node.attr_ints("split");
+  } else if (ctx.has_input(1)) {
+    sizes = ctx.input(1).to_int64_vector();
+  }
+  if (!sizes.empty()) {
+    if (sizes.size() != num_outputs) {
+      ctx.fail("split " + ints_to_string(sizes) + " has " + std::to_string(sizes.size()) + " entries for " +
+               std::to_string(num_outputs) + " outputs");
+    }
+    int64_t total = 0;
+    for (int64_t s : sizes) {
+      if (s < 0 || s > dim)
+        ctx.fail("split " + ints_to_string(sizes) + " has a size outside [0, " + std::to_string(dim) + "]");
+      total += s;
+    }
+    if (total != dim) ctx.fail("split " + ints_to_string(sizes) + " does not sum to dim " + std::to_string(dim));
+  } else if (ctx.opset >= 18 && ctx.node.has_attr("num_outputs")) {
+    const int64_t n = ctx.node.attr_int("num_outputs", 0);
+    if (n <= 0 || static_cast<size_t>(n) != num_outputs) {
+      ctx.fail("num_outputs " + std::to_string(n) + " does not match the node's " + std::to_string(num_outputs) +
+               " outputs");
+    }
+    const int64_t chunk = (dim + n - 1) / n;
+    for (int64_t i = 0; i < n; ++i) sizes.push_back(std::max<int64_t>(0, std::min(chunk, dim - i * chunk)));
+    if (chunk * (n - 1) > dim)
+      ctx.fail("cannot split dim " + std::to_string(dim) + " into " + std::to_string(n) + " chunks");
+  } else {
+    if (num_outputs == 0 || dim % static_cast<int64_t>(num_outputs) != 0) {
+      ctx.fail("dim " + std::to_string(dim) + " does not split evenly into " + std::to_string(num_outputs) +
+               " outputs");
+    }
+    sizes.assign(num_outputs, dim / static_cast<int64_t>(num_outputs));
+  }
+  element_size(ctx, x.dtype());  // sub-byte types are unsupported
+  return sizes;
+}
+
+void split_into(const KernelContext& ctx, const std::vector<int64_t>& sizes, std::span<Tensor* const> outs) {
+  const Tensor& x = ctx.input(0);
+  const size_t axis = dim_axis(ctx, ctx.node.attr_int("axis", 0), x);
+  const int64_t dim = x.shape()[axis];
+  const size_t es = element_size(ctx, x.dtype());
+  const int64_t outer = shape_product(x.shape(), 0, axis);
+  const auto inner = static_cast<size_t>(shape_product(x.shape(), axis + 1, x.shape().size())) * es;
+  const size_t in_row = static_cast<size_t>(dim) * inner;
+  size_t offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const size_t row = static_cast<size_t>(sizes[i]) * inner;
+    if (i < outs.size() && outs[i] != nullptr && row > 0) {
+      auto* dst = static_cast<std::byte*>(outs[i]->raw());
+      const auto* src = static_cast<const std::byte*>(x.raw()) + offset;
+      for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * row, src + o * in_row, row);
+    }
+    offset += row;
+  }
+}
+
+namespace {
+
 // Reshape: 0 copies the input dim (unless allowzero), -1 is inferred.
 void reshape(KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
@@ -114,104 +227,28 @@ void transpose(KernelContext& ctx) {
 }
 
 void concat(KernelContext& ctx) {
-  if (!ctx.has_input(0)) ctx.fail("needs at least one input");
-  const Tensor& first = ctx.input(0);
-  const int64_t rank = first.rank();
-  if (!ctx.node.has_attr("axis")) ctx.fail("attribute 'axis' is required");
-  const size_t axis = dim_axis(ctx, ctx.node.attr_int("axis", 0), first);
-  Shape out_shape = first.shape();
-  out_shape[axis] = 0;
-  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
-    const Tensor& t = ctx.input(i);
-    if (t.dtype() != first.dtype() || t.rank() != rank) {
-      ctx.fail("input " + std::to_string(i) + " " + t.describe() + " does not match input 0 " + first.describe());
-    }
-    for (size_t d = 0; d < static_cast<size_t>(rank); ++d) {
-      if (d != axis && t.shape()[d] != first.shape()[d]) {
-        ctx.fail("input " + std::to_string(i) + " " + t.describe() + " differs from input 0 " + first.describe() +
-                 " outside axis " + std::to_string(axis));
-      }
-    }
-    out_shape[axis] += t.shape()[axis];
-  }
-  const size_t es = element_size(ctx, first.dtype());
-  Tensor y(first.dtype(), out_shape);
-  const int64_t outer = shape_product(out_shape, 0, axis);
-  const auto inner = static_cast<size_t>(shape_product(out_shape, axis + 1, out_shape.size())) * es;
-  const size_t out_row = static_cast<size_t>(out_shape[axis]) * inner;
-  size_t offset = 0;  // bytes into each output row
-  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
-    const Tensor& t = ctx.input(i);
-    const size_t row = static_cast<size_t>(t.shape()[axis]) * inner;
-    const auto* src = static_cast<const std::byte*>(t.raw());
-    auto* dst = static_cast<std::byte*>(y.raw()) + offset;
-    if (row > 0) {
-      for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * out_row, src + o * row, row);
-    }
-    offset += row;
-  }
+  const Shape out_shape = concat_shape(ctx);
+  Tensor y(ctx.input(0).dtype(), out_shape);
+  concat_into(ctx, y);
   ctx.set_output(0, std::move(y));
 }
 
 void split(KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
   const size_t axis = dim_axis(ctx, ctx.node.attr_int("axis", 0), x);
-  const int64_t dim = x.shape()[axis];
-  const size_t num_outputs = ctx.node.outputs.size();
-  std::vector<int64_t> sizes;
-  if (ctx.opset < 13) {
-    sizes = ctx.node.attr_ints("split");
-  } else if (ctx.has_input(1)) {
-    sizes = ctx.input(1).to_int64_vector();
-  }
-  if (!sizes.empty()) {
-    if (sizes.size() != num_outputs) {
-      ctx.fail("split " + ints_to_string(sizes) + " has " + std::to_string(sizes.size()) + " entries for " +
-               std::to_string(num_outputs) + " outputs");
-    }
-    int64_t total = 0;
-    for (int64_t s : sizes) {
-      if (s < 0 || s > dim)
-        ctx.fail("split " + ints_to_string(sizes) + " has a size outside [0, " + std::to_string(dim) + "]");
-      total += s;
-    }
-    if (total != dim) ctx.fail("split " + ints_to_string(sizes) + " does not sum to dim " + std::to_string(dim));
-  } else if (ctx.opset >= 18 && ctx.node.has_attr("num_outputs")) {
-    const int64_t n = ctx.node.attr_int("num_outputs", 0);
-    if (n <= 0 || static_cast<size_t>(n) != num_outputs) {
-      ctx.fail("num_outputs " + std::to_string(n) + " does not match the node's " + std::to_string(num_outputs) +
-               " outputs");
-    }
-    const int64_t chunk = (dim + n - 1) / n;
-    for (int64_t i = 0; i < n; ++i) sizes.push_back(std::max<int64_t>(0, std::min(chunk, dim - i * chunk)));
-    if (chunk * (n - 1) > dim)
-      ctx.fail("cannot split dim " + std::to_string(dim) + " into " + std::to_string(n) + " chunks");
-  } else {
-    if (num_outputs == 0 || dim % static_cast<int64_t>(num_outputs) != 0) {
-      ctx.fail("dim " + std::to_string(dim) + " does not split evenly into " + std::to_string(num_outputs) +
-               " outputs");
-    }
-    sizes.assign(num_outputs, dim / static_cast<int64_t>(num_outputs));
-  }
-  const size_t es = element_size(ctx, x.dtype());
-  const int64_t outer = shape_product(x.shape(), 0, axis);
-  const auto inner = static_cast<size_t>(shape_product(x.shape(), axis + 1, x.shape().size())) * es;
-  const size_t in_row = static_cast<size_t>(dim) * inner;
-  size_t offset = 0;
-  for (size_t i = 0; i < num_outputs; ++i) {
+  const std::vector<int64_t> sizes = split_sizes(ctx);
+  std::vector<Tensor> ys(sizes.size());
+  std::vector<Tensor*> outs(sizes.size(), nullptr);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (!ctx.wants_output(i)) continue;
     Shape shape = x.shape();
     shape[axis] = sizes[i];
-    const size_t row = static_cast<size_t>(sizes[i]) * inner;
-    if (ctx.wants_output(i)) {
-      Tensor y(x.dtype(), shape);
-      auto* dst = static_cast<std::byte*>(y.raw());
-      const auto* src = static_cast<const std::byte*>(x.raw()) + offset;
-      if (row > 0) {
-        for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * row, src + o * in_row, row);
-      }
-      ctx.set_output(i, std::move(y));
-    }
-    offset += row;
+    ys[i] = Tensor(x.dtype(), shape);
+    outs[i] = &ys[i];
+  }
+  split_into(ctx, sizes, outs);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (outs[i] != nullptr) ctx.set_output(i, std::move(ys[i]));
   }
 }
 

@@ -145,6 +145,8 @@ class Compiler {
       f.outputs = {node.outputs[0]};
       return f;
     }
+    f.step = make_copy_step(node, opset);
+    if (f.step) return f;
     f.step = make_fallback_step(node, opset);
     return f;
   }

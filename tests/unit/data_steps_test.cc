@@ -158,6 +158,68 @@ TEST(DataSteps, CastMatchesTheReference) {
   }
 }
 
+// Concat / Split / Slice of computed values are copy steps, identical to
+// the reference (negative axes, steps and clamped bounds for Slice; uneven
+// Split sizes; int64 and float data).
+TEST(DataSteps, ConcatSplitSliceAreCopySteps) {
+  for (DType dtype : {DType::kFloat32, DType::kInt64, DType::kUInt8}) {
+    Model m = base_model();
+    Graph& g = m.graph;
+    g.inputs.push_back({"x", type_of(dtype, {2, 5, 4})});
+    g.inputs.push_back({"z", type_of(dtype, {2, 3, 4})});
+    Node cat = make_node("cat", "Concat", {"x", "z"}, {"c"});
+    cat.attributes["axis"] = int_attr(-2);
+    g.nodes.push_back(cat);
+    g.initializers["sizes"] = Tensor::from_vector(std::vector<int64_t>{1, 4, 3}, {3});
+    Node split = make_node("split", "Split", {"c", "sizes"}, {"s0", "s1", "s2"});
+    split.attributes["axis"] = int_attr(1);
+    g.nodes.push_back(split);
+    g.initializers["starts"] = Tensor::from_vector(std::vector<int64_t>{-1, 100}, {2});
+    g.initializers["ends"] = Tensor::from_vector(std::vector<int64_t>{-1000, -1000}, {2});
+    g.initializers["axes"] = Tensor::from_vector(std::vector<int64_t>{2, 1}, {2});
+    g.initializers["steps"] = Tensor::from_vector(std::vector<int64_t>{-1, -2}, {2});
+    g.nodes.push_back(make_node("slice", "Slice", {"s1", "starts", "ends", "axes", "steps"}, {"t"}));
+    Node cat2 = make_node("cat2", "Concat", {"t", "s2", "s0"}, {"y"});
+    cat2.attributes["axis"] = int_attr(1);
+    g.nodes.push_back(cat2);
+    g.outputs.push_back({"y", TypeInfo{}});
+    Tensor x(dtype, {2, 5, 4}), z(dtype, {2, 3, 4});
+    for (Tensor* t : {&x, &z}) {
+      auto* b = static_cast<uint8_t*>(t->raw());
+      for (size_t k = 0; k < t->nbytes(); ++k) b[k] = static_cast<uint8_t>(k * 7 + (t == &z ? 3 : 0));
+    }
+    if (dtype == DType::kFloat32) {  // no NaN bit patterns: compare finite values
+      for (Tensor* t : {&x, &z}) {
+        for (int64_t k = 0; k < t->numel(); ++k) t->data<float>()[k] = static_cast<float>(k) + (t == &z ? 0.5f : 0.f);
+      }
+    }
+    const std::string plan = expect_same(m, {{"x", x}, {"z", z}}, "y");
+    for (const char* op : {"copy_Concat", "copy_Split", "copy_Slice"}) {
+      EXPECT_NE(plan.find(op), std::string::npos) << op << "\n" << plan;
+    }
+    EXPECT_NE(plan.find(" 0 reference fallbacks"), std::string::npos) << plan;
+  }
+}
+
+TEST(DataSteps, ConcatOfMismatchedShapesIsTheReferencesError) {
+  Model m = base_model();
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", type_of(DType::kFloat32, {2, 3})});
+  g.inputs.push_back({"z", type_of(DType::kFloat32, {3, 3})});
+  Node cat = make_node("joint", "Concat", {"x", "z"}, {"y"});
+  cat.attributes["axis"] = int_attr(1);
+  g.nodes.push_back(cat);
+  g.outputs.push_back({"y", TypeInfo{}});
+  CompiledModel compiled(m, default_compile_options(1));
+  try {
+    compiled.run({{"x", Tensor(DType::kFloat32, {2, 3})}, {"z", Tensor(DType::kFloat32, {3, 3})}});
+    FAIL() << "mismatched Concat inputs were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("joint"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("outside axis"), std::string::npos) << e.what();
+  }
+}
+
 // Shape -> Gather -> Unsqueeze -> Concat -> Reshape: the shape arithmetic
 // depends on the input's shape only, so the plan runs it once; a new batch
 // size replans and recomputes it.
