@@ -1,6 +1,7 @@
 // Helpers shared by the reference kernels: type dispatch, axes, broadcasting.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -222,6 +223,16 @@ struct SliceLayout {
 };
 SliceLayout slice_layout(const KernelContext& ctx);
 void slice_into(const KernelContext& ctx, const SliceLayout& layout, Tensor& y);
+
+// Pad (pads/value attributes before opset 11, inputs after; axes at 18+).
+struct PadLayout {
+  std::string mode;            // constant, reflect, edge, wrap
+  std::vector<int64_t> begin;  // pad before each dim (negative: crop)
+  Shape out_shape;
+  std::vector<std::byte> value;  // the constant, one element's bytes
+};
+PadLayout pad_layout(const KernelContext& ctx);
+void pad_into(const KernelContext& ctx, const PadLayout& layout, Tensor& y);
 
 // Cast's element conversion (cast.cc: truncation, NaN and wrap rules) of n
 // elements from `from` to `to`; unsupported types name ctx's node.

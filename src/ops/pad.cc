@@ -12,11 +12,13 @@
 //   CRD: Y[n, c, h b + i, w b + j] = X[n, c b^2 + i b + j, h, w]
 // SpaceToDepth is DCR's inverse: Y[n, (i b + j) C + c, h, w] = X[n, c, h b + i, w b + j].
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "ops/op_registry.h"
 #include "ops/op_util.h"
+#include "ops/strided_copy.h"
 
 namespace kvant {
 
@@ -36,26 +38,34 @@ int64_t source_index(int64_t i, int64_t n, const std::string& mode) {
   return -1;
 }
 
-template <typename T>
-void run_pad(KernelContext& ctx, TypeTag<T>) {
+}  // namespace
+
+PadLayout pad_layout(const KernelContext& ctx) {
   const Tensor& x = ctx.input(0);
   const int64_t rank = x.rank();
-  const std::string mode = ctx.node.attr_string("mode", "constant");
-  if (mode != "constant" && mode != "reflect" && mode != "edge" && mode != "wrap") {
-    ctx.fail("mode '" + mode + "' is not one of constant, reflect, edge, wrap");
+  PadLayout l;
+  l.mode = ctx.node.attr_string("mode", "constant");
+  if (l.mode != "constant" && l.mode != "reflect" && l.mode != "edge" && l.mode != "wrap") {
+    ctx.fail("mode '" + l.mode + "' is not one of constant, reflect, edge, wrap");
   }
+  const size_t es = element_size(ctx, x.dtype());
+  l.value.assign(es, std::byte{0});
   std::vector<int64_t> pads;
-  T value{};
   if (ctx.opset < 11) {
     pads = ctx.node.attr_ints("pads");
-    value = from_compute<T>(static_cast<compute_t<T>>(ctx.node.attr_float("value", 0.0f)));
+    const float v = ctx.node.attr_float("value", 0.0f);
+    dispatch<AllTypes>(x.dtype(), ctx, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T t = from_compute<T>(static_cast<compute_t<T>>(v));
+      std::memcpy(l.value.data(), &t, sizeof(T));
+    });
   } else {
     pads = ctx.input(1).to_int64_vector();
     if (ctx.has_input(2)) {
       const Tensor& v = ctx.input(2);
       if (v.dtype() != x.dtype()) ctx.fail("constant_value's type differs from data's");
       if (v.numel() > 1) ctx.fail("constant_value must be a scalar or hold one value");
-      if (v.numel() == 1) value = v.data<T>()[0];
+      if (v.numel() == 1) std::memcpy(l.value.data(), v.raw(), es);
     }
   }
   std::vector<int64_t> axes;
@@ -68,45 +78,84 @@ void run_pad(KernelContext& ctx, TypeTag<T>) {
   if (pads.size() != 2 * num_axes) {
     ctx.fail("pads has " + std::to_string(pads.size()) + " values; needs " + std::to_string(2 * num_axes));
   }
-  std::vector<int64_t> begin(static_cast<size_t>(rank), 0);
-  Shape out_shape = x.shape();
+  l.begin.assign(static_cast<size_t>(rank), 0);
+  l.out_shape = x.shape();
   for (size_t i = 0; i < num_axes; ++i) {
     const size_t a = static_cast<size_t>(axes[i]);
-    begin[a] = pads[i];
-    out_shape[a] = x.shape()[a] + pads[i] + pads[i + num_axes];
-    if (out_shape[a] < 0) ctx.fail("pads crop more than dim " + std::to_string(a) + " holds");
-    if (mode != "constant" && x.shape()[a] == 0 && out_shape[a] > 0) {
-      ctx.fail("mode '" + mode + "' cannot pad an empty dim");
+    l.begin[a] = pads[i];
+    l.out_shape[a] = x.shape()[a] + pads[i] + pads[i + num_axes];
+    if (l.out_shape[a] < 0) ctx.fail("pads crop more than dim " + std::to_string(a) + " holds");
+    if (l.mode != "constant" && x.shape()[a] == 0 && l.out_shape[a] > 0) {
+      ctx.fail("mode '" + l.mode + "' cannot pad an empty dim");
     }
   }
-  Tensor y(x.dtype(), out_shape);
-  const T* xd = x.data<T>();
-  T* yd = y.data<T>();
-  const std::vector<int64_t> in_strides = contiguous_strides(x.shape());
+  return l;
+}
+
+// Row by row over the output's last dim: a row whose outer coordinates fall
+// in the constant border is the value; otherwise its source row's middle is
+// one memcpy and the border elements are mapped one by one.
+void pad_into(const KernelContext& ctx, const PadLayout& l, Tensor& y) {
+  const Tensor& x = ctx.input(0);
+  const size_t es = element_size(ctx, x.dtype());
   const int64_t total = y.numel();
-  std::vector<int64_t> index(static_cast<size_t>(rank), 0);
-  for (int64_t o = 0; o < total; ++o) {
+  if (total == 0) return;
+  const int64_t rank = x.rank();
+  if (rank == 0) {
+    std::memcpy(y.raw(), x.raw(), es);
+    return;
+  }
+  const std::vector<int64_t> in_strides = contiguous_strides(x.shape());
+  const int64_t width = l.out_shape.back();
+  const int64_t in_width = x.shape().back();
+  const int64_t left = l.begin.back();
+  const auto* src = static_cast<const std::byte*>(x.raw());
+  auto* dst = static_cast<std::byte*>(y.raw());
+  const int64_t rows = total / width;
+  std::vector<int64_t> index(static_cast<size_t>(rank), 0);  // output coordinates of the row
+  for (int64_t r = 0; r < rows; ++r) {
+    std::byte* out = dst + static_cast<size_t>(r * width) * es;
     int64_t offset = 0;
     bool constant = false;
-    for (size_t d = 0; d < static_cast<size_t>(rank); ++d) {
-      const int64_t src = source_index(index[d] - begin[d], x.shape()[d], mode);
-      if (src < 0) {
+    for (size_t d = 0; d + 1 < static_cast<size_t>(rank); ++d) {
+      const int64_t s = source_index(index[d] - l.begin[d], x.shape()[d], l.mode);
+      if (s < 0) {
         constant = true;
         break;
       }
-      offset += src * in_strides[d];
+      offset += s * in_strides[d];
     }
-    yd[o] = constant ? value : xd[offset];
-    for (size_t d = static_cast<size_t>(rank); d-- > 0;) {
-      if (++index[d] < out_shape[d]) break;
+    if (constant) {
+      for (int64_t c = 0; c < width; ++c) std::memcpy(out + static_cast<size_t>(c) * es, l.value.data(), es);
+    } else {
+      const std::byte* row = src + static_cast<size_t>(offset) * es;
+      const int64_t lo = std::clamp<int64_t>(left, 0, width);              // first output column inside x
+      const int64_t hi = std::clamp<int64_t>(left + in_width, lo, width);  // one past the last
+      if (hi > lo) {
+        std::memcpy(out + static_cast<size_t>(lo) * es, row + static_cast<size_t>(lo - left) * es,
+                    static_cast<size_t>(hi - lo) * es);
+      }
+      for (int64_t c = 0; c < width; ++c) {
+        if (c == lo && hi > lo) c = hi;
+        if (c >= width) break;
+        const int64_t s = source_index(c - left, in_width, l.mode);
+        std::memcpy(out + static_cast<size_t>(c) * es, s < 0 ? l.value.data() : row + static_cast<size_t>(s) * es, es);
+      }
+    }
+    for (size_t d = static_cast<size_t>(rank) - 1; d-- > 0;) {
+      if (++index[d] < l.out_shape[d]) break;
       index[d] = 0;
     }
   }
-  ctx.set_output(0, std::move(y));
 }
 
+namespace {
+
 void pad(KernelContext& ctx) {
-  dispatch<AllTypes>(ctx.input(0).dtype(), ctx, [&](auto tag) { run_pad(ctx, tag); });
+  const PadLayout l = pad_layout(ctx);
+  Tensor y(ctx.input(0).dtype(), l.out_shape);
+  pad_into(ctx, l, y);
+  ctx.set_output(0, std::move(y));
 }
 
 template <typename T>

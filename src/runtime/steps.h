@@ -166,7 +166,7 @@ std::unique_ptr<Step> make_lstm_step(const Tensor& w, const Tensor& r, const Ten
 std::unique_ptr<Step> make_gather_step(int64_t axis);
 std::unique_ptr<Step> make_gather_dequantize_step(Tensor table, int64_t axis, std::vector<float> scale,
                                                   std::vector<int32_t> zero_point, int64_t dq_axis);
-// Concat, Split, Slice as copies into the arena with the reference ops'
+// Concat, Split, Slice, Pad as copies into the arena with the reference ops'
 // semantics (steps_copy.cc); nullptr for other ops.
 std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset);
 // Cast to `to` (a numeric type) with Cast's element rules.

@@ -1,8 +1,8 @@
-// Concat, Split and Slice as kernel steps, in any dtype of 8 bits or more:
+// Concat, Split, Slice and Pad as kernel steps, in any dtype of 8 bits or more:
 // they copy rows into the arena instead of allocating per run. The checks,
 // output shapes and copies are the reference operators' own (ops/tensor.cc,
-// ops/gather.cc: concat_shape/concat_into, split_sizes/split_into,
-// slice_layout/slice_into), so results are identical bytes and bad inputs
+// ops/gather.cc, ops/pad.cc: concat_shape/concat_into,
+// split_sizes/split_into, slice_layout/slice_into, pad_layout/pad_into), so results are identical bytes and bad inputs
 // give the reference's errors, naming the node.
 #include "ops/op_util.h"
 #include "runtime/steps.h"
@@ -74,6 +74,19 @@ class SliceStep : public CopyStep {
   }
 };
 
+class PadStep : public CopyStep {
+ public:
+  using CopyStep::CopyStep;
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const KernelContext ctx = context(in);
+    out.assign(1, {in[0]->dtype(), pad_layout(ctx).out_shape});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const KernelContext ctx = context(in);
+    pad_into(ctx, pad_layout(ctx), *out[0]);
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset) {
@@ -81,6 +94,7 @@ std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset) {
   if (node.op_type == "Concat") return std::make_unique<ConcatStep>(node, opset);
   if (node.op_type == "Split") return std::make_unique<SplitStep>(node, opset);
   if (node.op_type == "Slice") return std::make_unique<SliceStep>(node, opset);
+  if (node.op_type == "Pad") return std::make_unique<PadStep>(node, opset);
   return nullptr;
 }
 
