@@ -7,6 +7,7 @@
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
+//   Resize (nearest|linear|cubic), or DQ -> Resize(nearest) -> Q of equal scale/zp     => resize (on codes)
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -302,6 +303,7 @@ class Compiler {
       f.outputs = {node.outputs[0]};
       return f;
     }
+    if (node.op_type == "Resize") return match_resize(node);
     if (node.op_type == "Gather") return match_gather(node);
     if (node.op_type == "Cast") return match_cast(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
@@ -316,6 +318,34 @@ class Compiler {
       return f;
     }
     return std::nullopt;
+  }
+
+  // Resize of a computed value (steps_resize.cc); DQ -> Resize(nearest) -> Q
+  // with one scale and zero point is the same copy on the codes (exact:
+  // Q(DQ(q)) = q for a scale that cannot overflow (q - zp) * scale).
+  std::optional<Fusion> match_resize(const Node& node) {
+    if (node.inputs.empty() || constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
+    const int64_t opset = m_.model_.opset();
+    auto step = make_resize_step(node, opset, m_.options_.threads);
+    if (!step) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node};
+    f.inputs = node.inputs;
+    f.outputs = node.outputs;
+    QuantScalar x, y;
+    const Node* dx = activation_dq(node.inputs[0], x);
+    const bool nearest = node.attr_string("mode", "nearest") == "nearest";
+    const Node* q = dx != nullptr && nearest ? quantize_after(node.outputs[0], y) : nullptr;
+    if (q != nullptr && x.scale == y.scale && x.zero_point == y.zero_point && x.is_signed == y.is_signed &&
+        x.scale < 1e30f) {
+      f.nodes.push_back(q);
+      for (const Node* n : f.nodes) consumed_.insert(n);
+      ++absorbed_reads_[dx->outputs[0]];
+      f.inputs[0] = dx->inputs[0];
+      f.outputs = {q->outputs[0]};
+    }
+    f.step = std::move(step);
+    return f;
   }
 
   // Gather with non-constant indices: a copy step; on DQ(constant 8-bit
