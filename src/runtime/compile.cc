@@ -326,7 +326,7 @@ class Compiler {
   std::optional<Fusion> match_resize(const Node& node) {
     if (node.inputs.empty() || constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
     const int64_t opset = m_.model_.opset();
-    auto step = make_resize_step(node, opset, m_.options_.threads);
+    auto step = make_resize_step(node, opset, m_.options_.threads, m_.options_.isa);
     if (!step) return std::nullopt;
     Fusion f;
     f.nodes = {&node};

@@ -177,6 +177,6 @@ namespace kvant {
 // every coordinate mode but tf_crop_and_resize, bit-exact against the
 // reference; float32, and uint8/int8 codes for nearest. nullptr for forms it
 // does not take (antialias, axes, keep_aspect_ratio_policy, unknown modes).
-std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int threads);
+std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int threads, Isa isa);
 
 }  // namespace kvant

@@ -14,6 +14,7 @@
 //             memcpy of that row (x2 upsampling writes half the rows so).
 //   linear,   t[w]      = 0 + sum_i wh_i(oh) * double(x[h_i(oh), w])   (H pass; skipped when H keeps
 //   cubic     y[oh, ow] = float(0 + sum_j ww_j(ow) * t[w_j(ow)])          its size with scale 1)
+//             the two passes are a kernel table (kernels/resize_filter.h: AVX2, generic).
 //
 // That is the reference's order of operations exactly: it converts to
 // double, resizes axis by axis in order (H before W) accumulating from 0.0,
@@ -29,6 +30,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/resize_filter.h"
 #include "ops/op_registry.h"
 #include "runtime/steps.h"
 
@@ -57,7 +59,8 @@ struct ResizeFacts {
   bool supported = true;  // false: the reference runs inside the step
 };
 
-// One axis: per output coordinate, `taps` (index, weight) pairs.
+// One axis: per output coordinate o, `taps` (index, weight) pairs, planar:
+// tap k of o at [k * m + o].
 struct AxisTable {
   int64_t n = 0, m = 0;
   double scale = 1.0;
@@ -97,8 +100,8 @@ void axis_taps(const ResizeFacts& f, AxisTable& t) {
       case Transform::kTfHalfPixelForNn: x = (d_o + 0.5) / scale; break;
       case Transform::kUnsupported: break;
     }
-    int64_t* idx = t.index.data() + o * t.taps;
-    double* w = t.weight.data() + o * t.taps;
+    int64_t* idx = t.index.data() + o;  // tap k at idx[k * m]
+    double* w = t.weight.data() + o;
     if (f.mode == Mode::kNearest) {
       double r = 0;
       switch (f.rounding) {
@@ -130,24 +133,25 @@ void axis_taps(const ResizeFacts& f, AxisTable& t) {
       const int64_t i = x0 + j;
       if (f.exclude_outside && (i < 0 || i >= n)) wj = 0;
       sum += wj;
-      idx[j - start] = std::clamp<int64_t>(i, 0, n - 1);
-      w[j - start] = wj;
+      idx[(j - start) * m] = std::clamp<int64_t>(i, 0, n - 1);
+      w[(j - start) * m] = wj;
     }
     if (f.exclude_outside && sum != 0) {
-      for (int k = 0; k < t.taps; ++k) w[k] /= sum;
+      for (int k = 0; k < t.taps; ++k) w[k * m] /= sum;
     }
   }
 }
 
 class ResizeStep : public Step {
  public:
-  ResizeStep(const Node& node, int64_t opset, ResizeFacts facts, int threads)
-      : node_(node), opset_(opset), facts_(facts), threads_(std::max(threads, 1)) {}
+  ResizeStep(const Node& node, int64_t opset, ResizeFacts facts, int threads, Isa isa)
+      : node_(node), opset_(opset), facts_(facts), threads_(std::max(threads, 1)), filter_(&resize_filter_pick(isa)) {}
 
   std::string kernel() const override {
     if (delegate_) return "resize_reference_inside";
     const char* mode = facts_.mode == Mode::kNearest ? "nearest" : facts_.mode == Mode::kLinear ? "linear" : "cubic";
-    return std::string("resize_") + mode + "_" + dtype_name(dtype_);
+    std::string k = std::string("resize_") + mode + "_" + dtype_name(dtype_);
+    return facts_.mode == Mode::kNearest ? k : k + "/" + filter_->name;
   }
 
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
@@ -315,9 +319,39 @@ class ResizeStep : public Step {
     };
     axis(r - 2, h_);
     axis(r - 1, w_);
+    windows(w_, w_base_, w_ctrl_);
     // W upsampled x2 by nearest with iw(ow) = ow / 2: a duplicating loop.
     w_double_ = facts_.mode == Mode::kNearest && w_.m == 2 * w_.n;
     for (int64_t o = 0; w_double_ && o < w_.m; ++o) w_double_ = w_.index[static_cast<size_t>(o)] == o / 2;
+  }
+
+  // The 4-value windows of the W pass (kernels/resize_filter.h).
+  static void windows(const AxisTable& t, std::vector<int64_t>& base, std::vector<int32_t>& ctrl) {
+    const int64_t groups = t.m / 4;
+    base.assign(static_cast<size_t>(groups), -1);
+    ctrl.assign(static_cast<size_t>(groups * t.taps * 8), 0);
+    if (t.n < 4) return;
+    for (int64_t g = 0; g < groups; ++g) {
+      int64_t lo = t.n, hi = -1;
+      for (int k = 0; k < t.taps; ++k) {
+        for (int64_t j = 0; j < 4; ++j) {
+          const int64_t i = t.index[static_cast<size_t>(k * t.m + 4 * g + j)];
+          lo = std::min(lo, i);
+          hi = std::max(hi, i);
+        }
+      }
+      const int64_t b = std::min(lo, t.n - 4);
+      if (hi - b > 3) continue;
+      base[static_cast<size_t>(g)] = b;
+      for (int k = 0; k < t.taps; ++k) {
+        for (int64_t j = 0; j < 4; ++j) {
+          const auto off = static_cast<int32_t>(t.index[static_cast<size_t>(k * t.m + 4 * g + j)] - b);
+          int32_t* c = ctrl.data() + (g * t.taps + k) * 8 + 2 * j;
+          c[0] = 2 * off;
+          c[1] = 2 * off + 1;
+        }
+      }
+    }
   }
 
   size_t row_bytes() const { return (static_cast<size_t>(std::max<int64_t>(w_.n, 1)) * sizeof(double) + 63) / 64 * 64; }
@@ -363,7 +397,7 @@ class ResizeStep : public Step {
 
   void filter_rows(const float* x, float* y, double* tmp, int64_t begin, int64_t end) const {
     const int64_t nh = h_.n, nw = w_.n, mh = h_.m, mw = w_.m;
-    const int th = h_.taps, tw = w_.taps;
+    const int th = h_.taps;
     for (int64_t r = begin; r < end; ++r) {
       const int64_t p = r / mh, oh = r % mh;
       const float* plane = x + p * nh * nw;
@@ -373,34 +407,18 @@ class ResizeStep : public Step {
         const float* src = plane + oh * nw;
         for (int64_t i = 0; i < nw; ++i) tmp[i] = static_cast<double>(src[i]);
       } else {
-        const int64_t* hi = h_.index.data() + oh * th;
-        const double* hw = h_.weight.data() + oh * th;
-        for (int64_t i = 0; i < nw; ++i) tmp[i] = 0.0;
+        const float* rows[4];
+        double hw[4];
         for (int k = 0; k < th; ++k) {
-          const float* src = plane + hi[k] * nw;
-          const double wk = hw[k];
-          for (int64_t i = 0; i < nw; ++i) tmp[i] += wk * static_cast<double>(src[i]);
+          rows[k] = plane + h_.index[static_cast<size_t>(k * mh + oh)] * nw;
+          hw[k] = h_.weight[static_cast<size_t>(k * mh + oh)];
         }
+        filter_->h_pass(rows, hw, th, tmp, nw);
       }
       if (w_.identity) {
         for (int64_t o = 0; o < mw; ++o) dst[o] = static_cast<float>(tmp[o]);
-        continue;
-      }
-      const int64_t* wi = w_.index.data();
-      const double* ww = w_.weight.data();
-      if (tw == 2) {
-        for (int64_t o = 0; o < mw; ++o) {
-          double acc = 0.0;
-          acc += ww[2 * o] * tmp[wi[2 * o]];
-          acc += ww[2 * o + 1] * tmp[wi[2 * o + 1]];
-          dst[o] = static_cast<float>(acc);
-        }
       } else {
-        for (int64_t o = 0; o < mw; ++o) {
-          double acc = 0.0;
-          for (int k = 0; k < tw; ++k) acc += ww[o * tw + k] * tmp[wi[o * tw + k]];
-          dst[o] = static_cast<float>(acc);
-        }
+        filter_->w_pass(tmp, w_.index.data(), w_.weight.data(), w_.taps, dst, mw, w_base_.data(), w_ctrl_.data());
       }
     }
   }
@@ -422,6 +440,7 @@ class ResizeStep : public Step {
   int64_t opset_;
   ResizeFacts facts_;
   int threads_;
+  const ResizeFilterKernel* filter_;
   // Fixed by the plan's shapes (infer); rebuilt by run only if scales change.
   mutable DType dtype_ = DType::kUndefined;
   mutable int rank_ = -1;
@@ -431,11 +450,13 @@ class ResizeStep : public Step {
   mutable int64_t planes_ = 1;
   mutable AxisTable h_, w_;
   mutable bool w_double_ = false;
+  mutable std::vector<int64_t> w_base_;
+  mutable std::vector<int32_t> w_ctrl_;
 };
 
 }  // namespace
 
-std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int threads) {
+std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int threads, Isa isa) {
   if (!node.domain.empty() || node.op_type != "Resize" || node.inputs.empty() || node.outputs.size() != 1) {
     return nullptr;
   }
@@ -454,7 +475,7 @@ std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int thre
   if (opset < 11) {
     f.transform = Transform::kAsymmetric;
     f.rounding = Rounding::kFloor;
-    return std::make_unique<ResizeStep>(node, opset, f, threads);
+    return std::make_unique<ResizeStep>(node, opset, f, threads, isa);
   }
   const std::string t = node.attr_string("coordinate_transformation_mode", "half_pixel");
   if (t == "half_pixel") {
@@ -491,7 +512,7 @@ std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int thre
     if (node.has_attr("axes")) return nullptr;
     if (node.attr_string("keep_aspect_ratio_policy", "stretch") != "stretch") return nullptr;
   }
-  return std::make_unique<ResizeStep>(node, opset, f, threads);
+  return std::make_unique<ResizeStep>(node, opset, f, threads, isa);
 }
 
 }  // namespace kvant

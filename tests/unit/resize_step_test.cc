@@ -10,6 +10,8 @@
 #include <string>
 
 #include "alloc_counter.h"
+#include "kernel_walk.h"
+#include "kernels/resize_filter.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
 
@@ -86,11 +88,12 @@ Tensor input_of(const Shape& shape) {
   return x;
 }
 
-// Compiled == reference bit for bit; returns the plan.
-std::string expect_same(const Model& m, const Tensor& x, const std::string& what) {
+std::string expect_same_at(const Model& m, const Tensor& x, const std::string& what, Isa isa) {
   ReferenceExecutor reference(m);
   const Tensor want = reference.run({{"x", x}}).at("y");
-  CompiledModel compiled(m, default_compile_options(1));
+  CompileOptions options = default_compile_options(1);
+  options.isa = isa;
+  CompiledModel compiled(m, options);
   const Tensor got = compiled.run({{"x", x}}).at("y");
   EXPECT_EQ(got.shape(), want.shape()) << what;
   EXPECT_EQ(got.dtype(), want.dtype()) << what;
@@ -110,12 +113,27 @@ std::string expect_same(const Model& m, const Tensor& x, const std::string& what
     }
   }
   // Two threads split the rows: the same bytes.
-  CompiledModel two(m, default_compile_options(2));
+  options.threads = 2;
+  CompiledModel two(m, options);
   const Tensor got2 = two.run({{"x", x}}).at("y");
   if (got2.shape() == want.shape()) {
     EXPECT_EQ(std::memcmp(got2.raw(), want.raw(), want.nbytes()), 0) << what;
   }
   return compiled.describe_plan();
+}
+
+// Compiled == reference bit for bit, with every filter table entry the
+// CPU and KVANT_ISA allow (tests/unit/kernel_walk.h); returns the plan of the
+// last (the generic entry's).
+std::string expect_same(const Model& m, const Tensor& x, const std::string& what) {
+  Isa allowed = Isa::kRef;
+  std::string why;
+  if (!test::allowed_isa(allowed, why)) allowed = Isa::kRef;
+  std::string plan;
+  for (const ResizeFilterKernel* k : test::runnable_entries(resize_filter_kernels(), allowed)) {
+    plan = expect_same_at(m, x, what + " " + k->name, k->isa);
+  }
+  return plan;
 }
 
 struct Target {
@@ -251,6 +269,11 @@ TEST(ResizeStep, QdqNearestRunsOnTheCodes) {
     const std::string lplan = expect_same(qdq_resize_model(dtype, "linear"), x, "qdq linear");
     EXPECT_NE(lplan.find("resize_linear_float32"), std::string::npos) << lplan;
   }
+}
+
+TEST(ResizeStep, FilterTableCoverage) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  test::check_coverage(resize_filter_kernels(), allowed, "resize filter table");
 }
 
 TEST(ResizeStep, ScalesOfTheWrongLengthAreANamedError) {
