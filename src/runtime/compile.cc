@@ -7,7 +7,7 @@
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
-//   Resize (nearest|linear|cubic), or DQ -> Resize(nearest) -> Q of equal scale/zp     => resize (on codes)
+//   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -320,8 +320,9 @@ class Compiler {
     return std::nullopt;
   }
 
-  // Resize of a computed value (steps_resize.cc); DQ -> Resize(nearest) -> Q
-  // with one scale and zero point is the same copy on the codes (exact:
+  // Resize of a computed value (steps_resize.cc); DQ -> Resize(nearest)
+  // [-> Transpose] -> Q with one scale and zero point is the same copy on
+  // the codes (exact:
   // Q(DQ(q)) = q for a scale that cannot overflow (q - zp) * scale).
   std::optional<Fusion> match_resize(const Node& node) {
     if (node.inputs.empty() || constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
@@ -335,14 +336,28 @@ class Compiler {
     QuantScalar x, y;
     const Node* dx = activation_dq(node.inputs[0], x);
     const bool nearest = node.attr_string("mode", "nearest") == "nearest";
-    const Node* q = dx != nullptr && nearest ? quantize_after(node.outputs[0], y) : nullptr;
+    // A Transpose between the Resize and the Q (the layout pass's way back
+    // to NHWC) moves the codes too.
+    const Node* tr = dx != nullptr && nearest ? sole_reader(node.outputs[0]) : nullptr;
+    if (tr != nullptr && (tr->op_type != "Transpose" || !tr->domain.empty() || tr->outputs.size() != 1)) tr = nullptr;
+    const Node* q = dx != nullptr && nearest ? quantize_after((tr ? tr : &node)->outputs[0], y) : nullptr;
     if (q != nullptr && x.scale == y.scale && x.zero_point == y.zero_point && x.is_signed == y.is_signed &&
         x.scale < 1e30f) {
+      if (tr != nullptr) f.nodes.push_back(tr);
       f.nodes.push_back(q);
       for (const Node* n : f.nodes) consumed_.insert(n);
       ++absorbed_reads_[dx->outputs[0]];
       f.inputs[0] = dx->inputs[0];
       f.outputs = {q->outputs[0]};
+      if (tr != nullptr) {
+        f.outputs = {unique_value_name(g_, node.outputs[0] + "_codes")};
+        Fusion part;
+        part.nodes = {tr};
+        part.step = make_transpose_step(tr->attr_ints("perm"));
+        part.inputs = f.outputs;
+        part.outputs = {q->outputs[0]};
+        f.then.push_back(std::move(part));
+      }
     }
     f.step = std::move(step);
     return f;

@@ -238,7 +238,8 @@ TEST(ResizeStep, OtherOpsetsRanksAndLeadingAxes) {
 
 // xq (8-bit codes) -> DQ -> Resize -> Q -> yq with one scale and zero point:
 // nearest is a copy of the codes (no DQ or Q step left); linear keeps float.
-Model qdq_resize_model(DType dtype, const std::string& mode) {
+// `transpose`: a Transpose to NHWC between the Resize and the Q.
+Model qdq_resize_model(DType dtype, const std::string& mode, bool transpose = false) {
   Model m;
   m.ir_version = 8;
   m.opset_imports[""] = 13;
@@ -254,7 +255,12 @@ Model qdq_resize_model(DType dtype, const std::string& mode) {
   Node r = make_node("up", "Resize", {"xf", "", "scales"}, {"yf"});
   r.attributes["mode"] = string_attr(mode);
   g.nodes.push_back(r);
-  g.nodes.push_back(make_node("q", "QuantizeLinear", {"yf", "s", "zp"}, {"y"}));
+  if (transpose) {
+    Node t = make_node("to_nhwc", "Transpose", {"yf"}, {"yt"});
+    t.attributes["perm"] = ints_attr({0, 2, 3, 1});
+    g.nodes.push_back(t);
+  }
+  g.nodes.push_back(make_node("q", "QuantizeLinear", {transpose ? "yt" : "yf", "s", "zp"}, {"y"}));
   g.outputs.push_back({"y", TypeInfo{}});
   return m;
 }
@@ -268,6 +274,10 @@ TEST(ResizeStep, QdqNearestRunsOnTheCodes) {
     EXPECT_EQ(plan.find("quantize"), std::string::npos) << plan;  // no DQ / Q step
     const std::string lplan = expect_same(qdq_resize_model(dtype, "linear"), x, "qdq linear");
     EXPECT_NE(lplan.find("resize_linear_float32"), std::string::npos) << lplan;
+    const std::string tplan = expect_same(qdq_resize_model(dtype, "nearest", true), x, "qdq nearest, transpose");
+    EXPECT_NE(tplan.find(std::string("resize_nearest_") + dtype_name(dtype)), std::string::npos) << tplan;
+    EXPECT_NE(tplan.find("transpose"), std::string::npos) << tplan;
+    EXPECT_EQ(tplan.find("quantize"), std::string::npos) << tplan;
   }
 }
 
