@@ -320,12 +320,34 @@ class Compiler {
     return std::nullopt;
   }
 
+  // Whether `name` is absent, a constant, or computed from constants and
+  // Shape / Size alone (so the planning run fixes it).
+  bool fixed_by_shapes(const std::string& name, int depth) const {
+    if (name.empty() || constant(name) != nullptr) return true;
+    const Node* p = producer(name);
+    if (p == nullptr || depth > 16 || !p->domain.empty()) return false;
+    if (p->op_type == "Shape" || p->op_type == "Size") return true;
+    if (p->op_type.rfind("Random", 0) == 0) return false;
+    auto memo = fixed_memo_.find(name);
+    if (memo != fixed_memo_.end()) return memo->second;
+    bool fixed = true;
+    for (const auto& in : p->inputs) fixed = fixed && fixed_by_shapes(in, depth + 1);
+    fixed_memo_[name] = fixed;
+    return fixed;
+  }
+  mutable std::unordered_map<std::string, bool> fixed_memo_;
+
   // Resize of a computed value (steps_resize.cc); DQ -> Resize(nearest)
   // [-> Transpose] -> Q with one scale and zero point is the same copy on
   // the codes (exact:
   // Q(DQ(q)) = q for a scale that cannot overflow (q - zp) * scale).
   std::optional<Fusion> match_resize(const Node& node) {
     if (node.inputs.empty() || constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
+    // The output shape is planned: roi/scales/sizes must be fixed by the
+    // input shapes (a sizes model input could change between runs).
+    for (size_t i = 1; i < node.inputs.size(); ++i) {
+      if (!fixed_by_shapes(node.inputs[i], 0)) return std::nullopt;
+    }
     const int64_t opset = m_.model_.opset();
     auto step = make_resize_step(node, opset, m_.options_.threads, m_.options_.isa);
     if (!step) return std::nullopt;

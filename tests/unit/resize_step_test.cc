@@ -299,6 +299,27 @@ TEST(ResizeStep, ScalesOfTheWrongLengthAreANamedError) {
   }
 }
 
+// sizes from a model input may change between runs with the same shapes:
+// the planned step does not take it (the reference Resize does, each run).
+TEST(ResizeStep, SizesFromAModelInputStayOnTheReference) {
+  Model m;
+  m.ir_version = 8;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", type_of(DType::kFloat32, {1, 1, 4, 4})});
+  g.inputs.push_back({"sizes", type_of(DType::kInt64, {4})});
+  g.nodes.push_back(make_node("resize_node", "Resize", {"x", "", "", "sizes"}, {"y"}));
+  g.outputs.push_back({"y", TypeInfo{}});
+  CompiledModel compiled(m, default_compile_options(1));
+  const Tensor x = input_of({1, 1, 4, 4});
+  for (int64_t side : {8, 6}) {
+    const Tensor sizes = Tensor::from_vector(std::vector<int64_t>{1, 1, side, side}, {4});
+    const Tensor y = compiled.run({{"x", x}, {"sizes", sizes}}).at("y");
+    EXPECT_EQ(y.shape(), (Shape{1, 1, side, side}));
+  }
+  EXPECT_NE(compiled.describe_plan().find("reference Resize"), std::string::npos) << compiled.describe_plan();
+}
+
 TEST(ResizeStep, APlannedRunAllocatesNothing) {
   Form linear;
   linear.mode = "linear";
