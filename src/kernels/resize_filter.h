@@ -6,13 +6,13 @@
 //   w_pass  y[o] = float(0 + sum_k w[k m + o] * t[idx[k m + o]])  o in [0, m)
 // Tables of the W pass are planar (tap k's entries for every o, then k + 1).
 // Optional windows for the vector entries: for each group g of 4 outputs
-// (o = 4g .. 4g + 3) whose taps all lie in t[base[g] .. base[g] + 3],
-// base[g] >= 0 and ctrl[(g taps + k) 8 ..] the vpermd control that picks tap
-// k of the 4 outputs from that window (upsampling by 4/3 or more with 2
-// taps); base[g] < 0 or base null: the taps are gathered. The generic entry
+// (o = 4g .. 4g + 3) whose taps all lie in t[base[g] .. base[g] + W - 1],
+// with W = 4 for 1 or 2 taps and W = 8 for more, base[g] >= 0 and
+// ctrl[(g taps + k) 8 ..] picks tap k of the 4 outputs from the window:
+// int32 pairs (2 off, 2 off + 1) for each output's offset off in [0, W)
+// (the vpermd control within each half; off >= 4 selects the upper half).
+// base[g] < 0 or base null: the taps are gathered. The generic entry
 // ignores them.
-// The vector entries run the same IEEE operations per lane (separate
-// multiply and add, no FMA; the conversion rounds to nearest even).
 #pragma once
 
 #include <cstdint>

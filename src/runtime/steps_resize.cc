@@ -325,12 +325,13 @@ class ResizeStep : public Step {
     for (int64_t o = 0; w_double_ && o < w_.m; ++o) w_double_ = w_.index[static_cast<size_t>(o)] == o / 2;
   }
 
-  // The 4-value windows of the W pass (kernels/resize_filter.h).
+  // The 4- or 8-value windows of the W pass (kernels/resize_filter.h).
   static void windows(const AxisTable& t, std::vector<int64_t>& base, std::vector<int32_t>& ctrl) {
     const int64_t groups = t.m / 4;
     base.assign(static_cast<size_t>(groups), -1);
     ctrl.assign(static_cast<size_t>(groups * t.taps * 8), 0);
-    if (t.n < 4) return;
+    const int64_t width = t.taps <= 2 ? 4 : 8;
+    if (t.n < width) return;
     for (int64_t g = 0; g < groups; ++g) {
       int64_t lo = t.n, hi = -1;
       for (int k = 0; k < t.taps; ++k) {
@@ -340,8 +341,8 @@ class ResizeStep : public Step {
           hi = std::max(hi, i);
         }
       }
-      const int64_t b = std::min(lo, t.n - 4);
-      if (hi - b > 3) continue;
+      const int64_t b = std::min(lo, t.n - width);
+      if (hi - b >= width) continue;
       base[static_cast<size_t>(g)] = b;
       for (int k = 0; k < t.taps; ++k) {
         for (int64_t j = 0; j < 4; ++j) {

@@ -32,13 +32,25 @@ void resize_w_pass_avx2(const double* t, const int64_t* idx, const double* w, in
   for (; o + 4 <= m; o += 4) {
     __m256d acc = _mm256_setzero_pd();
     const int64_t g = o / 4;
-    if (base != nullptr && base[g] >= 0) {
+    if (base != nullptr && base[g] >= 0 && taps <= 2) {
       // The taps of these 4 outputs lie in 4 neighbouring values: permute
       // them out of one load instead of gathering.
       const __m256 window = _mm256_castpd_ps(_mm256_loadu_pd(t + base[g]));
       for (int k = 0; k < taps; ++k) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ctrl + (g * taps + k) * 8));
         const __m256d v = _mm256_castps_pd(_mm256_permutevar8x32_ps(window, c));
+        acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(w + k * m + o), v));
+      }
+    } else if (base != nullptr && base[g] >= 0) {
+      // 8 neighbouring values (cubic): permute both halves, pick per lane.
+      const __m256 lo = _mm256_castpd_ps(_mm256_loadu_pd(t + base[g]));
+      const __m256 hi = _mm256_castpd_ps(_mm256_loadu_pd(t + base[g] + 4));
+      const __m256i seven = _mm256_set1_epi32(7);
+      for (int k = 0; k < taps; ++k) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ctrl + (g * taps + k) * 8));
+        const __m256d upper = _mm256_castsi256_pd(_mm256_cmpgt_epi32(c, seven));
+        const __m256d v = _mm256_blendv_pd(_mm256_castps_pd(_mm256_permutevar8x32_ps(lo, c)),
+                                           _mm256_castps_pd(_mm256_permutevar8x32_ps(hi, c)), upper);
         acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(w + k * m + o), v));
       }
     } else {
