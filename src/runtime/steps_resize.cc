@@ -148,7 +148,7 @@ class ResizeStep : public Step {
       : node_(node), opset_(opset), facts_(facts), threads_(std::max(threads, 1)), filter_(&resize_filter_pick(isa)) {}
 
   std::string kernel() const override {
-    if (delegate_) return "resize_reference_inside";
+    if (delegate_) return "reference Resize inside a kernel step";
     const char* mode = facts_.mode == Mode::kNearest ? "nearest" : facts_.mode == Mode::kLinear ? "linear" : "cubic";
     std::string k = std::string("resize_") + mode + "_" + dtype_name(dtype_);
     return facts_.mode == Mode::kNearest ? k : k + "/" + filter_->name;
