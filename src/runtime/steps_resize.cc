@@ -178,8 +178,10 @@ class ResizeStep : public Step {
       throw Error(ErrorCode::kInvalidArgument, name + ": Resize's output shape " + shape_to_string(g.out_shape()) +
                                                    " differs from the planned " + shape_to_string(out[0]->shape()));
     }
-    if (!same_geometry(g, in[0]->dtype())) prepare(g, in[0]->dtype());  // scales changed after planning
-    if (delegate_) {
+    // Scales that changed after planning (the compiler takes only values the
+    // input shapes fix, so this is rare): the reference, not tables and
+    // scratch sized for another geometry.
+    if (delegate_ || !same_geometry(g, in[0]->dtype())) {
       run_reference(in, *out[0]);
       return;
     }
@@ -288,7 +290,7 @@ class ResizeStep : public Step {
     return true;
   }
 
-  // Tables for this geometry (at planning; again only if scales change).
+  // Tables for this geometry (at planning).
   void prepare(const Geometry& g, DType dtype) const {
     dtype_ = dtype;
     rank_ = g.rank;
@@ -442,7 +444,7 @@ class ResizeStep : public Step {
   ResizeFacts facts_;
   int threads_;
   const ResizeFilterKernel* filter_;
-  // Fixed by the plan's shapes (infer); rebuilt by run only if scales change.
+  // Fixed by the plan's shapes (infer).
   mutable DType dtype_ = DType::kUndefined;
   mutable int rank_ = -1;
   mutable int64_t in_[8] = {};
