@@ -7,6 +7,7 @@
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
+//   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -304,6 +305,7 @@ class Compiler {
       f.outputs = {node.outputs[0]};
       return f;
     }
+    if (node.op_type == "Resize") return match_resize(node);
     if (node.op_type == "Gather") return match_gather(node);
     if (node.op_type == "Cast") return match_cast(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
@@ -318,6 +320,71 @@ class Compiler {
       return f;
     }
     return std::nullopt;
+  }
+
+  // Whether `name` is absent, a constant, or computed from constants and
+  // Shape / Size alone (so the planning run fixes it).
+  bool fixed_by_shapes(const std::string& name, int depth) const {
+    if (name.empty() || constant(name) != nullptr) return true;
+    const Node* p = producer(name);
+    if (p == nullptr || depth > 16 || !p->domain.empty()) return false;
+    if (p->op_type == "Shape" || p->op_type == "Size") return true;
+    if (p->op_type.rfind("Random", 0) == 0) return false;
+    auto memo = fixed_memo_.find(name);
+    if (memo != fixed_memo_.end()) return memo->second;
+    bool fixed = true;
+    for (const auto& in : p->inputs) fixed = fixed && fixed_by_shapes(in, depth + 1);
+    fixed_memo_[name] = fixed;
+    return fixed;
+  }
+  mutable std::unordered_map<std::string, bool> fixed_memo_;
+
+  // Resize of a computed value (steps_resize.cc); DQ -> Resize(nearest)
+  // [-> Transpose] -> Q with one scale and zero point is the same copy on
+  // the codes (exact:
+  // Q(DQ(q)) = q for a scale that cannot overflow (q - zp) * scale).
+  std::optional<Fusion> match_resize(const Node& node) {
+    if (node.inputs.empty() || constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
+    // The output shape is planned: roi/scales/sizes must be fixed by the
+    // input shapes (a sizes model input could change between runs).
+    for (size_t i = 1; i < node.inputs.size(); ++i) {
+      if (!fixed_by_shapes(node.inputs[i], 0)) return std::nullopt;
+    }
+    const int64_t opset = m_.model_.opset();
+    auto step = make_resize_step(node, opset, m_.options_.threads, m_.options_.isa);
+    if (!step) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node};
+    f.inputs = node.inputs;
+    f.outputs = node.outputs;
+    QuantScalar x, y;
+    const Node* dx = activation_dq(node.inputs[0], x);
+    const bool nearest = node.attr_string("mode", "nearest") == "nearest";
+    // A Transpose between the Resize and the Q (the layout pass's way back
+    // to NHWC) moves the codes too.
+    const Node* tr = dx != nullptr && nearest ? sole_reader(node.outputs[0]) : nullptr;
+    if (tr != nullptr && (tr->op_type != "Transpose" || !tr->domain.empty() || tr->outputs.size() != 1)) tr = nullptr;
+    const Node* q = dx != nullptr && nearest ? quantize_after((tr ? tr : &node)->outputs[0], y) : nullptr;
+    if (q != nullptr && x.scale == y.scale && x.zero_point == y.zero_point && x.is_signed == y.is_signed &&
+        x.scale < 1e30f) {
+      if (tr != nullptr) f.nodes.push_back(tr);
+      f.nodes.push_back(q);
+      for (const Node* n : f.nodes) consumed_.insert(n);
+      ++absorbed_reads_[dx->outputs[0]];
+      f.inputs[0] = dx->inputs[0];
+      f.outputs = {q->outputs[0]};
+      if (tr != nullptr) {
+        f.outputs = {unique_value_name(g_, node.outputs[0] + "_codes")};
+        Fusion part;
+        part.nodes = {tr};
+        part.step = make_transpose_step(tr->attr_ints("perm"));
+        part.inputs = f.outputs;
+        part.outputs = {q->outputs[0]};
+        f.then.push_back(std::move(part));
+      }
+    }
+    f.step = std::move(step);
+    return f;
   }
 
   // Gather with non-constant indices: a copy step; on DQ(constant 8-bit

@@ -173,3 +173,13 @@ std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset);
 std::unique_ptr<Step> make_cast_step(const Node& node, DType to);
 
 }  // namespace kvant
+
+namespace kvant {
+
+// Resize (steps_resize.cc): nearest / linear / cubic over the last two axes,
+// every coordinate mode but tf_crop_and_resize, bit-exact against the
+// reference; float32, and uint8/int8 codes for nearest. nullptr for forms it
+// does not take (antialias, axes, keep_aspect_ratio_policy, unknown modes).
+std::unique_ptr<Step> make_resize_step(const Node& node, int64_t opset, int threads, Isa isa);
+
+}  // namespace kvant
