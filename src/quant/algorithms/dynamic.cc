@@ -214,10 +214,10 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
                 "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
                 "quantize its FP32 original instead");
   }
-  if (model.opset() < 11) {
-    throw Error(ErrorCode::kUnsupported,
-                "dynamic quantization needs opset 11 or later (DynamicQuantizeLinear); the model has " +
-                    std::to_string(model.opset()));
+  if (model.opset() < 13) {  // DynamicQuantizeLinear is 11+, per-axis DQ 13+: upgrade (passes/upgrade_opset13.cc)
+    Model upgraded = model;
+    upgrade_to_opset13(upgraded);
+    return quantize_dynamic(upgraded, options, summary);
   }
   Model out = model;
   Graph& g = out.graph;
@@ -278,9 +278,14 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
     }
     ++i;
   }
-  if (quantized == 0) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "nothing to quantize dynamically: no MatMul/Gemm/Conv with constant FP32 weights and no LSTM/GRU/RNN");
+  if (quantized == 0) {  // written unchanged, with a warning (design decision 24)
+    if (summary) {
+      summary->warnings.push_back(
+          "nothing to quantize dynamically: no MatMul/Gemm/Conv with constant FP32 weights and no LSTM/GRU/RNN "
+          "outside the excluded nodes; the model is written unchanged (FP32)");
+      summary->layer_outputs.clear();
+    }
+    return model;
   }
   eliminate_dead_nodes(g);  // the FP32 weights the rewrites replaced
   const int64_t data = quantize_data_constants(g, options, excluded_names, model.opset());
