@@ -71,6 +71,9 @@ std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vect
 // subgraphs too) that read nothing computed by a node it lacks one for.
 // Every other node is appended to `blocked` as (node name, reason).
 Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked);
+// Appends (node, reason) for each If/Loop/Scan of `graph` whose bodies hold
+// Conv/Gemm/MatMul/LSTM/GRU/RNN layers, which static mode leaves FP32.
+void control_flow_reasons(const Graph& graph, std::vector<std::pair<std::string, std::string>>* reasons);
 
 // Throws Error with a clear message on bad input (already quantized model,
 // --exclude naming nothing, calibration data that does not fit the model,

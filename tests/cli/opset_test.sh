@@ -127,5 +127,58 @@ grep -q "warning" out.txt && pass || fail "no warning for nothing to quantize: $
 expect_ok "static with nothing to quantize" "written unchanged" \
   "$KVANT" quantize relu_only.onnx -o out/rs.onnx --calib calib
 
+# ---- layers inside If branches (dynamic mode) ---------------------------------------
+/usr/bin/python3 "$ROOT/tests/cli/make_control_flow_model.py" "$WORK"
+rc=$?
+if ((rc == 77)); then
+  echo "note: torch not installed: control-flow checks skipped"
+elif ((rc != 0)); then
+  fail "could not write the control-flow model"
+else
+  expect_ok "dynamic inside If branches" "4 quantized" "$KVANT" quantize if_lstm.onnx -o out/cf.onnx --mode dynamic
+  expect_ok "dynamic 7-bit inside If branches" "4 quantized" \
+    "$KVANT" quantize if_lstm.onnx -o out/cf7.onnx --mode dynamic --reduce-range
+  mkdir -p cfcalib/x cfcalib/flag && cp x.npy cfcalib/x/s0.npy && cp on.npy cfcalib/flag/s0.npy
+  expect_ok "static names the If it leaves FP32" "static quantization does not reach into control flow" \
+    "$KVANT" quantize if_lstm.onnx -o out/cfs.onnx --calib cfcalib
+  for flag in on off; do
+    for q in if_lstm out/cf out/cf7; do
+      tag=$(basename "$q").$flag
+      "$KVANT" run "$q.onnx" --input x=x.npy --input flag=$flag.npy --output-dir "kv/$tag" >/dev/null 2>run.err ||
+        fail "kvant run $q $flag: $(cat run.err)"
+      ((have_ort)) && { node "$ROOT/scripts/ort_run.js" "$q.onnx" --input x=x.npy --input flag=$flag.npy \
+        --output-dir "ort/$tag" >/dev/null 2>run.err || fail "ONNX Runtime could not run $q $flag: $(cat run.err)"; }
+    done
+  done
+  /usr/bin/python3 - "$have_ort" <<'PY' && pass || fail "control flow: outputs disagree (see above)"
+import sys
+import numpy as np, onnx
+have_ort = sys.argv[1] == "1"
+def sqnr(ref, x):
+    noise = np.sum((ref.astype(np.float64) - x) ** 2)
+    return np.inf if noise == 0 else 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / noise)
+bad = []
+for q in ("cf", "cf7"):
+    m = onnx.load(f"out/{q}.onnx")
+    branches = {a.name: [n.op_type for n in a.g.node] for n in m.graph.node if n.op_type == "If" for a in n.attribute}
+    if "DynamicQuantizeLinear" not in branches["else_branch"] or branches["else_branch"].count("MatMul") \
+            or "DequantizeLinear" not in branches["then_branch"]:
+        bad.append(f"{q}: branches not quantized: {branches}")
+    for flag in ("on", "off"):
+        ref = np.load(f"kv/if_lstm.{flag}/y.npy")
+        got = np.load(f"kv/{q}.{flag}/y.npy")
+        line = f"If branch {flag:3s} {q:4s}: kvant vs FP32 {sqnr(ref, got):6.1f} dB"
+        if sqnr(ref, got) < 30: bad.append(f"{q} {flag}: kvant vs FP32 below 30 dB")
+        if have_ort and q == "cf7":  # 7-bit weights: ORT's u8 x s8 kernels cannot saturate
+            agree = sqnr(got, np.load(f"ort/{q}.{flag}/y.npy"))
+            line += f", ORT vs kvant {agree:6.1f} dB"
+            if agree < 60: bad.append(f"{q} {flag}: ORT vs kvant below 60 dB")
+        print(line)
+for b in bad: print("  FAIL " + b)
+sys.exit(1 if bad else 0)
+PY
+  /usr/bin/python3 "$ROOT/tests/cli/check_models.py" out "$ROOT" >/dev/null && pass || fail "control-flow outputs fail the checker"
+fi
+
 echo "opset_test: $passes passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -365,6 +365,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     summary->kept_fp32 = plan.excluded;
     summary->fp32_reasons = plan.fp32_reasons;
     summary->fp32_reasons.insert(summary->fp32_reasons.end(), blocked.begin(), blocked.end());
+    control_flow_reasons(g, &summary->fp32_reasons);
     summary->calibration_samples = done;
     for (const auto& layer : plan.layer_outputs) {
       if (!not_calibrated.count(layer.first)) summary->layer_outputs.push_back(layer);
