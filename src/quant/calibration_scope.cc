@@ -6,7 +6,6 @@
 // makes) is never run during calibration, so its values get no range and it
 // stays FP32; the planner records why (calibration_blocked).
 #include <map>
-#include <set>
 
 #include "ops/op_registry.h"
 #include "quant/quantize.h"
@@ -102,39 +101,6 @@ Model calibration_scope(const Model& model, std::vector<std::pair<std::string, s
   }
   g.outputs = std::move(outputs);
   return out;
-}
-
-namespace {
-
-int64_t count_layers(const Graph& g) {
-  static const std::set<std::string> kLayers = {"Conv", "Gemm", "MatMul", "LSTM", "GRU", "RNN"};
-  int64_t n = 0;
-  for (const Node& node : g.nodes) {
-    n += node.domain.empty() && kLayers.count(node.op_type);
-    for (const auto& [key, attr] : node.attributes) {
-      if (attr.g) n += count_layers(*attr.g);
-      for (const auto& sub : attr.graphs) n += count_layers(*sub);
-    }
-  }
-  return n;
-}
-
-}  // namespace
-
-void control_flow_reasons(const Graph& graph, std::vector<std::pair<std::string, std::string>>* reasons) {
-  for (const Node& n : graph.nodes) {
-    int64_t layers = 0;
-    for (const auto& [key, attr] : n.attributes) {
-      if (attr.g) layers += count_layers(*attr.g);
-      for (const auto& sub : attr.graphs) layers += count_layers(*sub);
-    }
-    if (layers > 0) {
-      reasons->emplace_back(n.name.empty() ? n.op_type : n.name,
-                            std::to_string(layers) + " layer(s) inside its " + n.op_type +
-                                " bodies stay FP32: static quantization does not reach into control flow yet "
-                                "(--mode dynamic does)");
-    }
-  }
 }
 
 }  // namespace kvant

@@ -71,9 +71,15 @@ std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vect
 // subgraphs too) that read nothing computed by a node it lacks one for.
 // Every other node is appended to `blocked` as (node name, reason).
 Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked);
-// Appends (node, reason) for each If/Loop/Scan of `graph` whose bodies hold
-// Conv/Gemm/MatMul/LSTM/GRU/RNN layers, which static mode leaves FP32.
-void control_flow_reasons(const Graph& graph, std::vector<std::pair<std::string, std::string>>* reasons);
+// Static quantization of the Conv/Gemm/MatMul layers inside the If/Loop/Scan
+// bodies of `out` (whose main graph quantize_static has rewritten),
+// calibrated by running `fp32` on `calibration` again
+// (static_control_flow.cc, design decision 25). Bodies of the nodes named
+// in `excluded` stay FP32. Returns how many layers it quantized; appends
+// (node, reason) for each body layer it left FP32.
+int64_t quantize_static_bodies(const Model& fp32, Model& out, SampleSource& calibration, const QuantizeOptions& options,
+                               const std::set<std::string>& excluded,
+                               std::vector<std::pair<std::string, std::string>>* reasons);
 
 // Throws Error with a clear message on bad input (already quantized model,
 // --exclude naming nothing, calibration data that does not fit the model,

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "quant/quantize.h"
@@ -134,6 +135,63 @@ TEST(QuantizeControlFlow, ExcludingAnIfKeepsItsBranchesFloat) {
   EXPECT_EQ(summary.quantized_nodes, 1) << "only the Loop body's MatMul";
   EXPECT_EQ(count_op(*q.graph.nodes[0].attr_graph("then_branch"), "MatMul"), 1);
   EXPECT_EQ(q.graph.initializers.count("W1"), 1u);
+}
+
+// Calibration samples for control_flow_model(): x random, c as given.
+class FlagSamples : public SampleSource {
+ public:
+  explicit FlagSamples(std::vector<bool> flags) : flags_(std::move(flags)) {}
+  std::optional<std::map<std::string, Tensor>> next() override {
+    if (k_ >= flags_.size()) return std::nullopt;
+    const bool c = flags_[k_];
+    return std::map<std::string, Tensor>{{"c", Tensor::scalar<bool>(c)},
+                                         {"x", random_tensor({3, 16}, 50 + static_cast<uint32_t>(k_++))}};
+  }
+  void reset() override { k_ = 0; }
+  int64_t size() const override { return static_cast<int64_t>(flags_.size()); }
+
+ private:
+  std::vector<bool> flags_;
+  size_t k_ = 0;
+};
+
+int count_in_bodies(const Graph& g, const std::string& op, const char* key) {
+  for (const Node& n : g.nodes) {
+    if (const Graph* body = n.attr_graph(key)) return count_op(*body, op);
+  }
+  return -1;
+}
+
+TEST(QuantizeControlFlow, StaticCalibratesTheBranchesSamplesTake) {
+  const Model fp32 = control_flow_model();
+  // Only c = true during calibration: the else branch is never computed.
+  FlagSamples only_then({true, true});
+  QuantizeSummary summary;
+  const Model q = quantize_static(fp32, only_then, QuantizeOptions{}, &summary);
+  EXPECT_EQ(summary.quantized_nodes, 2) << "then-branch and Loop-body MatMuls";
+  EXPECT_GE(count_in_bodies(q.graph, "QuantizeLinear", "then_branch"), 2);
+  EXPECT_GE(count_in_bodies(q.graph, "QuantizeLinear", "body"), 2) << "the loop-carried state is calibrated";
+  EXPECT_EQ(count_in_bodies(q.graph, "QuantizeLinear", "else_branch"), 0);
+  std::map<std::string, std::string> reasons(summary.fp32_reasons.begin(), summary.fp32_reasons.end());
+  ASSERT_TRUE(reasons.count("mm_else"));
+  EXPECT_NE(reasons["mm_else"].find("never computed"), std::string::npos) << reasons["mm_else"];
+  for (bool c : {true, false}) {
+    const std::map<std::string, Tensor> feeds = {{"c", Tensor::scalar<bool>(c)}, {"x", random_tensor({3, 16}, 51)}};
+    const auto want = ReferenceExecutor(fp32).run(feeds);
+    const auto got = ReferenceExecutor(q).run(feeds);
+    for (const char* out : {"y", "z"}) EXPECT_GT(cosine(want.at(out), got.at(out)), 0.999) << out << " c=" << c;
+    if (!c) {
+      EXPECT_EQ(cosine(want.at("y"), got.at("y")), 1.0) << "the FP32 else branch";
+    }
+  }
+  // Both branches seen: all three layers quantized.
+  FlagSamples both({true, false});
+  QuantizeSummary summary2;
+  const Model q2 = quantize_static(fp32, both, QuantizeOptions{}, &summary2);
+  EXPECT_EQ(summary2.quantized_nodes, 3);
+  EXPECT_GE(count_in_bodies(q2.graph, "QuantizeLinear", "else_branch"), 2);
+  // The main graph's FP32 weights moved into the bodies and left the main graph.
+  for (const char* w : {"W1", "W2", "W3"}) EXPECT_EQ(q2.graph.initializers.count(w), 0u) << w;
 }
 
 // x -> conv_a -> com.example.Foo -> conv_b -> "after";  conv_a -> conv_c -> "beside"

@@ -46,6 +46,7 @@
 #include "passes/pass.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
+#include "quant/subgraphs.h"
 
 namespace kvant {
 
@@ -274,19 +275,6 @@ int64_t quantize_graph(Graph& g, const QuantizeOptions& options, const std::set<
   return quantized;
 }
 
-void collect_names(const Graph& g, std::unordered_set<std::string>& used) {
-  for (const auto& v : g.inputs) used.insert(v.name);
-  for (const auto& [name, t] : g.initializers) used.insert(name);
-  for (const auto& n : g.nodes) {
-    used.insert(n.name);
-    used.insert(n.outputs.begin(), n.outputs.end());
-    for (const auto& [key, attr] : n.attributes) {
-      if (attr.g) collect_names(*attr.g, used);
-      for (const auto& sub : attr.graphs) collect_names(*sub, used);
-    }
-  }
-}
-
 // Weights inside control flow (design decision 25). The bodies of If, Loop
 // and Scan usually read their weights from an enclosing graph's
 // initializers, often through Slice/Concat/Transpose nodes (PyTorch reorders
@@ -305,47 +293,13 @@ int64_t quantize_subgraphs(Graph& g, std::vector<const Graph*> outer, int64_t op
   int64_t quantized = 0;
   for (Node& node : g.nodes) {
     if (excluded_names.count(node.name)) continue;
-    for (auto& [key, attr] : node.attributes) {
-      std::vector<std::shared_ptr<Graph>*> bodies;
-      if (attr.g) bodies.push_back(&attr.g);
-      for (auto& sub : attr.graphs) bodies.push_back(&sub);
-      for (std::shared_ptr<Graph>* body : bodies) {
-        *body = std::make_shared<Graph>(**body);
-        Graph& b = **body;
-        std::unordered_set<std::string> local;
-        for (const auto& v : b.inputs) local.insert(v.name);
-        for (const auto& [name, t] : b.initializers) local.insert(name);
-        for (const Node& n : b.nodes) local.insert(n.outputs.begin(), n.outputs.end());
-        std::map<std::string, std::string> copies;  // outer name -> name in the body
-        for (Node& n : b.nodes) {
-          for (std::string& in : n.inputs) {
-            if (in.empty() || local.count(in)) continue;
-            if (auto c = copies.find(in); c != copies.end()) {
-              in = c->second;
-              continue;
-            }
-            for (auto scope = outer.rbegin(); scope != outer.rend(); ++scope) {
-              auto it = (*scope)->initializers.find(in);
-              if (it == (*scope)->initializers.end()) continue;
-              std::string name = in + "/" + b.name;
-              for (int suffix = 1; used.count(name); ++suffix) name = in + "/" + b.name + "_" + std::to_string(suffix);
-              used.insert(name);
-              b.initializers[name] = it->second;
-              copies[in] = name;
-              in = name;
-              break;
-            }
-          }
-        }
-        if (!copies.empty()) {
-          fold_constants(b, opset);
-          eliminate_dead_nodes(b);
-        }
-        quantized += quantize_subgraphs(b, outer, opset, options, excluded_names, summary, rnn_weights_done, used);
-        const int64_t here = quantize_graph(b, options, excluded_names, summary, rnn_weights_done, false);
-        if (here > 0) eliminate_dead_nodes(b);  // the FP32 copies the rewrites replaced
-        quantized += here;
-      }
+    for (Graph* body : unshare_bodies(node)) {
+      Graph& b = *body;
+      localize_outer_constants(b, outer, opset, used);
+      quantized += quantize_subgraphs(b, outer, opset, options, excluded_names, summary, rnn_weights_done, used);
+      const int64_t here = quantize_graph(b, options, excluded_names, summary, rnn_weights_done, false);
+      if (here > 0) eliminate_dead_nodes(b);  // the FP32 copies the rewrites replaced
+      quantized += here;
     }
   }
   return quantized;

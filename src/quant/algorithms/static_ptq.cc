@@ -226,13 +226,26 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   const Graph& g = model.graph;
   const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
   Plan plan = make_plan(g, excluded);
-  if (plan.compute_nodes.empty()) {  // written unchanged, with a warning (design decision 24)
-    if (summary) {
+  std::set<std::string> excluded_names;
+  for (size_t i : excluded) excluded_names.insert(g.nodes[i].name);
+  if (plan.compute_nodes.empty()) {  // only layers inside control flow, or none at all
+    Model out = model;
+    std::vector<std::pair<std::string, std::string>> reasons = plan.fp32_reasons;
+    const int64_t inside = quantize_static_bodies(model, out, calibration, options, excluded_names, &reasons);
+    if (summary) summary->fp32_reasons = reasons;
+    if (inside > 0) {
+      if (summary) {
+        summary->quantized_nodes = inside;
+        summary->kept_fp32 = plan.excluded;
+        summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
+      }
+      return out;
+    }
+    if (summary) {  // written unchanged, with a warning (design decision 24)
       summary->warnings.push_back(
           "nothing to quantize: the model has no Conv, Gemm or MatMul with FP32 weights outside the excluded "
           "nodes; it is written unchanged (FP32)");
       summary->kept_fp32 = plan.excluded;
-      summary->fp32_reasons = plan.fp32_reasons;
     }
     return model;
   }
@@ -356,6 +369,8 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     auto p = params.find(plan.groups.find(t));
     if (p != params.end()) insert_activation_qdq(q, t, p->second, p->first);  // one scale per group
   }
+  std::vector<std::pair<std::string, std::string>> body_reasons;
+  const int64_t inside = quantize_static_bodies(model, out, calibration, options, excluded_names, &body_reasons);
   if (summary) {
     for (auto& w : minimum_scale_warnings(q)) summary->warnings.push_back(std::move(w));
     std::set<std::string> not_calibrated;
@@ -365,7 +380,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     summary->kept_fp32 = plan.excluded;
     summary->fp32_reasons = plan.fp32_reasons;
     summary->fp32_reasons.insert(summary->fp32_reasons.end(), blocked.begin(), blocked.end());
-    control_flow_reasons(g, &summary->fp32_reasons);
+    summary->fp32_reasons.insert(summary->fp32_reasons.end(), body_reasons.begin(), body_reasons.end());
+    summary->quantized_nodes += inside;
+    if (inside > 0) summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
     summary->calibration_samples = done;
     for (const auto& layer : plan.layer_outputs) {
       if (!not_calibrated.count(layer.first)) summary->layer_outputs.push_back(layer);
