@@ -9,7 +9,9 @@
 //   Upsample(X, scales) (opset 9: input; 7-8: attribute)
 //       -> Resize(X, "", scales, mode, asymmetric, nearest_mode floor).
 //   Resize (10): Resize(X, scales) -> Resize(X, "", scales), asymmetric,
-//       nearest_mode floor (what Resize-10 computes).
+//       nearest_mode floor (what Resize-10 computes). Resize (11-12) with
+//       coordinate_transformation_mode tf_half_pixel_for_nn (removed in 13):
+//       half_pixel with the nearest rounding shifted by half a step.
 //   Attributes that became inputs: Slice starts/ends/axes (10), TopK k (10),
 //       Clip min/max (11), Pad pads/value (11), Dropout ratio (12),
 //       Split split, Squeeze/Unsqueeze axes, ReduceSum axes (13).
@@ -190,6 +192,20 @@ void Upgrader::upgrade_node(Graph& g, Node& n, std::vector<Node>& before, std::v
     n.inputs = {n.inputs[0], "", n.inputs[1]};
     n.attributes["coordinate_transformation_mode"] = string_attr("asymmetric");
     n.attributes["nearest_mode"] = string_attr("floor");
+  } else if (op == "Resize" && n.attr_string("coordinate_transformation_mode", "") == "tf_half_pixel_for_nn") {
+    // Removed in 13. Nearest on x' = (x + 0.5) / s is nearest on the
+    // half_pixel x' - 0.5 with the rounding shifted by half a step:
+    // floor(v) = round_prefer_ceil(v - 0.5), round_prefer_floor(v) = ceil(v - 0.5).
+    const std::string nearest = n.attr_string("nearest_mode", "round_prefer_floor");
+    const std::string shifted = nearest == "floor"                ? "round_prefer_ceil"
+                                : nearest == "round_prefer_floor" ? "ceil"
+                                                                  : "";
+    if (n.attr_string("mode", "nearest") != "nearest" || shifted.empty()) {
+      cannot(n, "coordinate_transformation_mode tf_half_pixel_for_nn with mode '" + n.attr_string("mode", "nearest") +
+                    "' and nearest_mode '" + nearest + "' has no opset-13 equivalent");
+    }
+    n.attributes["coordinate_transformation_mode"] = string_attr("half_pixel");
+    n.attributes["nearest_mode"] = string_attr(shifted);
   } else if (op == "Slice" && from_ < 10) {
     if (!n.has_attr("starts") || !n.has_attr("ends")) cannot(n, "Slice needs 'starts' and 'ends'");
     attr_to_input(g, n, "starts", 1);

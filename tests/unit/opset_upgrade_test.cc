@@ -165,6 +165,27 @@ TEST(UpgradeOpset13, Resize10KeepsAsymmetricFloor) {
   }
 }
 
+TEST(UpgradeOpset13, Resize11TfHalfPixelForNearestBecomesHalfPixel) {
+  for (const char* nearest : {"floor", "round_prefer_floor"}) {
+    for (float s : {2.0f, 1.5f, 0.6f, 3.0f}) {
+      Node r = make_node("rs", "Resize", {"x", "roi", "scales"}, {"y"});
+      r.attributes["mode"] = string_attr("nearest");
+      r.attributes["coordinate_transformation_mode"] = string_attr("tf_half_pixel_for_nn");
+      r.attributes["nearest_mode"] = string_attr(nearest);
+      Model m = model_at(11, {f32("x", {1, 1, 5, 7})}, {r}, {untyped("y")});
+      m.graph.initializers["roi"] = Tensor(DType::kFloat32, {0});
+      m.graph.initializers["scales"] = Tensor::from_vector(std::vector<float>{1, 1, s, s}, {4});
+      const Model after = upgrade_and_compare(m, {{"x", random_tensor({1, 1, 5, 7}, 19)}});
+      EXPECT_EQ(after.graph.nodes[0].attr_string("coordinate_transformation_mode", ""), "half_pixel");
+    }
+  }
+  Node r = make_node("rs_ceil", "Resize", {"x", "roi", "scales"}, {"y"});
+  r.attributes["coordinate_transformation_mode"] = string_attr("tf_half_pixel_for_nn");
+  r.attributes["nearest_mode"] = string_attr("ceil");
+  Model m = model_at(11, {f32("x", {1, 1, 5, 7})}, {r}, {untyped("y")});
+  EXPECT_THROW(upgrade_to_opset13(m), Error) << "no opset-13 equivalent: named error";
+}
+
 TEST(UpgradeOpset13, SliceAndTopKAttributesBecomeInputs) {
   Node s = make_node("sl", "Slice", {"x"}, {"y"});
   set_attr(s, "starts", std::vector<int64_t>{1, 0});
