@@ -38,6 +38,7 @@ void add_findings(QuantReport& r, const Model& fp32) {
   static const std::set<std::string> kCompute = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"};
   std::set<std::string> handled(r.summary.kept_fp32.begin(), r.summary.kept_fp32.end());
   for (const auto& [node, tensor] : r.summary.layer_outputs) handled.insert(node);
+  for (const auto& [node, why] : r.summary.fp32_reasons) handled.insert(node);  // listed with their reason
   for (const Node& n : fp32.graph.nodes) {
     if (n.domain.empty() && kCompute.count(n.op_type) && !handled.count(n.name)) {
       r.skipped.push_back(n.name + " (" + n.op_type + ")");
