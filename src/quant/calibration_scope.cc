@@ -7,8 +7,10 @@
 // stays FP32; the planner records why (calibration_blocked).
 #include <map>
 
+#include "kvant/status.h"
 #include "ops/op_registry.h"
 #include "quant/quantize.h"
+#include "runtime/executor.h"
 
 namespace kvant {
 
@@ -55,7 +57,8 @@ std::vector<std::string> reads_of(const Node& n) {
 
 }  // namespace
 
-Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked) {
+Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked,
+                        const std::map<std::string, std::string>& refused) {
   Model out = model;
   Graph& g = out.graph;
   // value -> the node (original name) whose unknown operator it descends from
@@ -71,7 +74,10 @@ Model calibration_scope(const Model& model, std::vector<std::pair<std::string, s
         break;
       }
     }
-    if (find_op(n.domain, n.op_type) == nullptr) {
+    if (auto r = refused.find(n.name); !n.name.empty() && r != refused.end()) {
+      reason = "its kernel refused the first calibration sample: " + r->second;
+      source = n.name;
+    } else if (find_op(n.domain, n.op_type) == nullptr) {
       reason = (n.domain.empty() ? "operator " : "custom-domain operator ") + op_name(n) +
                " has no kvant kernel: calibration cannot run it";
       source = n.name.empty() ? op_name(n) : n.name;
@@ -101,6 +107,36 @@ Model calibration_scope(const Model& model, std::vector<std::pair<std::string, s
   }
   g.outputs = std::move(outputs);
   return out;
+}
+
+Model runnable_for_calibration(const Model& model, const std::map<std::string, Tensor>* sample,
+                               std::vector<std::pair<std::string, std::string>>* blocked) {
+  std::map<std::string, std::string> refused;  // node -> what its kernel said
+  std::vector<std::pair<std::string, std::string>> local;
+  Model runnable = calibration_scope(model, &local, refused);
+  for (size_t tries = 0; sample != nullptr && tries < model.graph.nodes.size(); ++tries) {
+    try {
+      ReferenceExecutor(runnable).run(*sample);
+      break;
+    } catch (const Error& e) {
+      // Only a main-graph node whose kernel says it cannot do this
+      // (kUnsupported) is taken out; anything else is for the calibration
+      // run to report in context.
+      if (e.code() != ErrorCode::kUnsupported) break;
+      const std::string message = e.what();
+      const Node* culprit = nullptr;
+      for (const Node& n : runnable.graph.nodes) {
+        if (!n.name.empty() && message.find(n.describe()) != std::string::npos) culprit = &n;
+      }
+      if (culprit == nullptr || refused.count(culprit->name)) break;
+      refused[culprit->name] = message.substr(message.find(culprit->describe()) + culprit->describe().size() +
+                                              (message.size() > culprit->describe().size() + 2 ? 2 : 0));
+      local.clear();
+      runnable = calibration_scope(model, &local, refused);
+    }
+  }
+  if (blocked) blocked->insert(blocked->end(), local.begin(), local.end());
+  return runnable;
 }
 
 }  // namespace kvant

@@ -70,7 +70,17 @@ std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vect
 // design decision 24): the nodes kvant has a kernel for (in all their
 // subgraphs too) that read nothing computed by a node it lacks one for.
 // Every other node is appended to `blocked` as (node name, reason).
-Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked);
+// Nodes named in `refused` (node -> what its kernel said) are left out too.
+Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked,
+                        const std::map<std::string, std::string>& refused = {});
+
+// calibration_scope, then `sample` is run through it: a main-graph node
+// whose kernel refuses it (Error kUnsupported naming the node, e.g. a Cast to
+// a type kvant does not have) is left out as well, with what it reads only
+// through it, until the sample runs or an error of another kind remains
+// (which the calibration run then reports in context). `sample` may be null.
+Model runnable_for_calibration(const Model& model, const std::map<std::string, Tensor>* sample,
+                               std::vector<std::pair<std::string, std::string>>* blocked);
 // Static quantization of the Conv/Gemm/MatMul layers inside the If/Loop/Scan
 // bodies of `out` (whose main graph quantize_static has rewritten),
 // calibrated by running `fp32` on `calibration` again

@@ -256,6 +256,27 @@ TEST(QuantizeUnknownOp, StaticCalibratesAroundACustomOperator) {
   for (const auto& [node, tensor] : summary.layer_outputs) EXPECT_NE(node, "conv_b");
 }
 
+TEST(QuantizeUnknownOp, StaticCalibratesAroundAKernelThatRefusesItsInput) {
+  // conv_a -> Cast(to float8, which kvant's kernel refuses) -> Cast(float) -> conv_b; conv_a -> conv_c
+  Model m = custom_op_model();
+  m.opset_imports.erase("com.example");
+  m.opset_imports[""] = 19;
+  Node to8 = make_node("c8", "Cast", {"a"}, {"a8"});
+  set_attr(to8, "to", int64_t{17});  // float8e4m3fn
+  Node back = make_node("c32", "Cast", {"a8"}, {"f"});
+  set_attr(back, "to", int64_t{1});
+  m.graph.nodes = {m.graph.nodes[0], to8, back, m.graph.nodes[2], m.graph.nodes[3]};
+  EXPECT_THROW(ReferenceExecutor(m).run({{"x", random_tensor({1, 2, 5, 5}, 1)}}), Error) << "the premise";
+  TwoSamples calib;
+  QuantizeSummary summary;
+  const Model q = quantize_static(m, calib, QuantizeOptions{}, &summary);
+  std::map<std::string, std::string> reasons(summary.fp32_reasons.begin(), summary.fp32_reasons.end());
+  ASSERT_TRUE(reasons.count("c8")) << summary.fp32_reasons.size();
+  EXPECT_NE(reasons["c8"].find("float8"), std::string::npos) << reasons["c8"];
+  EXPECT_TRUE(reasons.count("conv_b"));
+  EXPECT_EQ(summary.quantized_nodes, 2);
+}
+
 TEST(QuantizeUnknownOp, StaticReasonsForWeightsThatAreNotConstants) {
   Model m;
   m.opset_imports[""] = 13;

@@ -152,7 +152,9 @@ int64_t quantize_static_bodies(const Model& fp32, Model& out, SampleSource& cali
     if (k == plan.key_of.end() || t.dtype() != DType::kFloat32) return;
     observers.at(k->second)->observe(t.data<float>(), t.numel());
   };
-  const Model runnable = calibration_scope(fp32, nullptr);
+  calibration.reset();
+  const auto first = calibration.next();
+  const Model runnable = runnable_for_calibration(fp32, first ? &*first : nullptr, nullptr);
   ReferenceExecutor exec(runnable);
   exec.set_observer([&](const Node& node, const std::vector<Tensor>& outputs) {
     for (size_t i = 0; i < outputs.size() && i < node.outputs.size(); ++i) {

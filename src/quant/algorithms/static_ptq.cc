@@ -278,8 +278,11 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   }
   // Nodes kvant cannot run, and what reads their values, are left out of
   // calibration: their tensors get no range and stay FP32 (calibration_scope.cc).
+  // A node whose kernel refuses the first sample is left out the same way.
   std::vector<std::pair<std::string, std::string>> blocked;
-  const Model runnable = calibration_scope(model, &blocked);
+  calibration.reset();
+  const auto first = calibration.next();
+  const Model runnable = runnable_for_calibration(model, first ? &*first : nullptr, &blocked);
   ReferenceExecutor exec(runnable);
   exec.set_observer([&](const Node& node, const std::vector<Tensor>& outputs) {
     for (size_t i = 0; i < outputs.size() && i < node.outputs.size(); ++i) {
