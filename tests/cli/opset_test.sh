@@ -8,6 +8,7 @@
 #  - a model with a custom-domain operator (com.example.Foo) quantizes in
 #    both modes: Foo and what only it feeds stay FP32, the report names Foo;
 #  - a model with nothing to quantize is written unchanged with a warning.
+# KEEP=1 keeps the work folder (printed) for a look at the files.
 # The ONNX Runtime checks are skipped (with a note) when onnxruntime-node is
 # not installed, unless KVANT_REQUIRE_ORT is set.
 #   usage: opset_test.sh PATH/TO/kvant
