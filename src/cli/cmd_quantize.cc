@@ -27,7 +27,9 @@
 #include "io/dataset.h"
 #include "io/output_file.h"
 #include "onnx/writer.h"
+#include "ops/op_registry.h"
 #include "quant/quantize.h"
+#include "runtime/executor.h"
 
 namespace kvant::cli {
 
@@ -205,6 +207,18 @@ int quantize_command(const QuantizeArgs& a) {
                                     : quantize_weight_only(fp32, a.bits, options, &summary);
       break;
   }
+  // Operators kvant has no kernel for stay as they are (design decision 24):
+  // static calibration lists them itself; the other modes never run the model.
+  const std::vector<std::string> unknown_ops = unsupported_operators(fp32);
+  if (options.mode != QuantMode::kStatic) {
+    for (const Node& n : fp32.graph.nodes) {
+      if (find_op(n.domain, n.op_type) != nullptr) continue;
+      const std::string op = n.domain.empty() ? n.op_type : n.domain + "." + n.op_type;
+      summary.fp32_reasons.emplace_back(
+          n.name.empty() ? op : n.name,
+          (n.domain.empty() ? "operator " : "custom-domain operator ") + op + " has no kvant kernel: left as it is");
+    }
+  }
   // Shapes inferred from the FP32 model describe tensors the rewrite renamed
   // or retyped; readers infer them again, so they are not written.
   quantized.graph.value_info.clear();
@@ -225,14 +239,17 @@ int quantize_command(const QuantizeArgs& a) {
   report.fp32_bytes = model_bytes_on_disk(a.model);
   report.quantized_bytes = (*pending)->bytes();
   report.summary = summary;
-  if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
+  if (!unknown_ops.empty()) {
+    report.notes.push_back("per-layer error and speed not measured: kvant cannot run " + unknown_ops[0] +
+                           (unknown_ops.size() > 1 ? " and " + std::to_string(unknown_ops.size() - 1) + " more" : ""));
+  } else if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
     report.layer_samples = std::min<int64_t>(a.report_samples, std::max<int64_t>(data->size(), 0));
     if (data->size() < 0) report.layer_samples = a.report_samples;
     report.layers = compare_layers(fp32, quantized, summary.layer_outputs, *data, a.report_samples);
   } else if (!data) {
     report.notes.push_back("per-layer error not measured: pass --calib DATA to compare each layer with FP32");
   }
-  if (!a.no_speed_check) {
+  if (!a.no_speed_check && unknown_ops.empty()) {
     std::string why;
     std::optional<std::map<std::string, Tensor>> sample;
     if (data) {

@@ -38,6 +38,7 @@ void add_findings(QuantReport& r, const Model& fp32) {
   static const std::set<std::string> kCompute = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"};
   std::set<std::string> handled(r.summary.kept_fp32.begin(), r.summary.kept_fp32.end());
   for (const auto& [node, tensor] : r.summary.layer_outputs) handled.insert(node);
+  for (const auto& [node, why] : r.summary.fp32_reasons) handled.insert(node);  // listed with their reason
   for (const Node& n : fp32.graph.nodes) {
     if (n.domain.empty() && kCompute.count(n.op_type) && !handled.count(n.name)) {
       r.skipped.push_back(n.name + " (" + n.op_type + ")");
@@ -86,6 +87,14 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
     os << ")";
   }
   os << "\n";
+  const size_t reasons_shown = std::min<size_t>(s.fp32_reasons.size(), 8);
+  for (size_t i = 0; i < reasons_shown; ++i) {
+    os << "fp32        \"" << printable(s.fp32_reasons[i].first) << "\": " << printable(s.fp32_reasons[i].second)
+       << "\n";
+  }
+  if (s.fp32_reasons.size() > reasons_shown) {
+    os << "fp32        and " << s.fp32_reasons.size() - reasons_shown << " more nodes; --report lists all\n";
+  }
   if (r.speed) {
     os << "speed       FP32 " << fixed(r.speed->fp32_ms, 2) << " ms -> " << fixed(r.speed->quantized_ms, 2)
        << " ms on one sample (compiled, " << r.speed->threads << " thread)\n";
@@ -130,6 +139,14 @@ Json quant_report_json(const QuantReport& r) {
   Json kept = Json::array();
   for (const auto& k : r.summary.kept_fp32) kept.push(k);
   j.set("kept_fp32", kept);
+  Json reasons = Json::array();
+  for (const auto& [node, why] : r.summary.fp32_reasons) {
+    Json e = Json::object();
+    e.set("node", node);
+    e.set("reason", why);
+    reasons.push(std::move(e));
+  }
+  j.set("fp32_reasons", reasons);
   j.set("calibration_samples", r.summary.calibration_samples);
   Json notes = Json::array();
   for (const auto& n : r.summary.notes) notes.push(n);

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "kvant/status.h"
+#include "passes/pass.h"
 
 namespace kvant {
 
@@ -44,11 +45,10 @@ void upgrade_opset(Model& model, int64_t target) {
   const int64_t from = model.opset();
   if (from >= target) return;
   if (from < 13) {
-    throw Error(ErrorCode::kUnsupported,
-                "the model uses opset " + std::to_string(from) +
-                    "; kvant upgrades models from opset 13 or later (re-export at opset >= 13)");
+    upgrade_to_opset13(model);  // 7..12 -> 13 (passes/upgrade_opset13.cc)
+    if (target == 13) return;
   }
-  upgrade_graph(model.graph, from, target);
+  upgrade_graph(model.graph, model.opset(), target);
   model.opset_imports[""] = target;
 }
 

@@ -46,6 +46,12 @@ bool fold_batchnorm(Graph& graph);
 // ai.onnx opset (the twins record it). Needs 4-D ranks in value_info.
 bool nhwc_layout(Graph& graph, int64_t opset, const std::function<bool(const Node&)>& convert);
 
+// Rewrites a model at ai.onnx opset 7..12 into the same computation at opset
+// 13 (upgrade_opset13.cc, docs/opsets.md), using the shapes in value_info
+// where they help. No-op at 13 or later; throws Error(kUnsupported) below
+// opset 7 or naming a node it cannot carry over.
+void upgrade_to_opset13(Model& model);
+
 // --- helpers shared by the passes (pass.cc) ---
 
 // How many times each value is read: node inputs, captures of subgraphs, and

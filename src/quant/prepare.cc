@@ -2,8 +2,10 @@
 // Identity/Dropout removed, constant subgraphs folded, BatchNormalization
 // folded into the Conv/Gemm before it (so the folded weight is what gets
 // quantized, once, instead of a weight and a BN that would each round), dead
-// nodes dropped. Relu/Clip after a compute node are not rewritten here: the
-// static planner keeps them and places Q/DQ after them (static_ptq.cc).
+// nodes dropped. A model below opset 13 is first upgraded to 13
+// (passes/upgrade_opset13.cc), so the quantized file is valid at 13 or later.
+// Relu/Clip after a compute node are not rewritten here: the static planner
+// keeps them and places Q/DQ after them (static_ptq.cc).
 #include "kvant/status.h"
 #include "passes/pass.h"
 #include "quant/quantize.h"
@@ -12,7 +14,9 @@ namespace kvant {
 
 Model prepare_for_quantization(const Model& model) {
   Model out = model;
-  const int64_t opset = model.opset();
+  // Opsets 7..12 first become 13 (per-axis Q/DQ, the output kvant writes).
+  upgrade_to_opset13(out);
+  const int64_t opset = out.opset();
   const std::vector<Pass> passes = {
       eliminate_identity,
       [opset](Graph& g) { return fold_constants(g, opset); },

@@ -47,11 +47,15 @@ struct QuantizeSummary {
   int64_t calibration_samples = 0;
   std::vector<std::string> notes;     // e.g. fallbacks taken
   std::vector<std::string> warnings;  // e.g. scales raised to kMinScale, naming the tensor
+  // Nodes left in FP32 without being excluded, each with why (an operator
+  // kvant has no kernel for, a weight that is not a constant, ...).
+  std::vector<std::pair<std::string, std::string>> fp32_reasons;  // (node name, reason)
   // Output tensors of quantized nodes, compared in the per-layer report.
   std::vector<std::pair<std::string, std::string>> layer_outputs;  // (node name, tensor)
 };
 
-// The rewrites run before any quantization: Identity/Dropout removed,
+// The rewrites run before any quantization: opsets 7..12 upgraded to 13
+// (passes/upgrade_opset13.cc), Identity/Dropout removed,
 // constants folded, BatchNormalization folded into Conv/Gemm, dead nodes
 // removed (prepare.cc). The CLI runs it; the algorithms below take its result.
 Model prepare_for_quantization(const Model& model);
@@ -61,6 +65,31 @@ Model prepare_for_quantization(const Model& model);
 // Throws Error naming an entry that selects nothing.
 std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vector<std::string>& exclude,
                                              const std::set<std::string>& compute_ops);
+
+// The part of `model` that static calibration can run (calibration_scope.cc,
+// design decision 24): the nodes kvant has a kernel for (in all their
+// subgraphs too) that read nothing computed by a node it lacks one for.
+// Every other node is appended to `blocked` as (node name, reason).
+// Nodes named in `refused` (node -> what its kernel said) are left out too.
+Model calibration_scope(const Model& model, std::vector<std::pair<std::string, std::string>>* blocked,
+                        const std::map<std::string, std::string>& refused = {});
+
+// calibration_scope, then `sample` is run through it: a main-graph node
+// whose kernel refuses it (Error kUnsupported naming the node, e.g. a Cast to
+// a type kvant does not have) is left out as well, with what it reads only
+// through it, until the sample runs or an error of another kind remains
+// (which the calibration run then reports in context). `sample` may be null.
+Model runnable_for_calibration(const Model& model, const std::map<std::string, Tensor>* sample,
+                               std::vector<std::pair<std::string, std::string>>* blocked);
+// Static quantization of the Conv/Gemm/MatMul layers inside the If/Loop/Scan
+// bodies of `out` (whose main graph quantize_static has rewritten),
+// calibrated by running `fp32` on `calibration` again
+// (static_control_flow.cc, design decision 25). Bodies of the nodes named
+// in `excluded` stay FP32. Returns how many layers it quantized; appends
+// (node, reason) for each body layer it left FP32.
+int64_t quantize_static_bodies(const Model& fp32, Model& out, SampleSource& calibration, const QuantizeOptions& options,
+                               const std::set<std::string>& excluded,
+                               std::vector<std::pair<std::string, std::string>>* reasons);
 
 // Throws Error with a clear message on bad input (already quantized model,
 // --exclude naming nothing, calibration data that does not fit the model,

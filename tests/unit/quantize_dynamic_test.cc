@@ -126,7 +126,12 @@ TEST(DynamicQuantConv, SharedBiasGetsAReshapedCopyAndExcludeKeepsFloat) {
 
   QuantizeOptions options;
   options.exclude = {"conv"};
-  EXPECT_THROW(quantize_dynamic(conv_model(), options, nullptr), Error) << "nothing left to quantize";
+  // Nothing left to quantize: the model comes back unchanged, with a warning (design decision 24).
+  QuantizeSummary summary;
+  const Model unchanged = quantize_dynamic(conv_model(), options, &summary);
+  EXPECT_EQ(unchanged.graph.nodes.size(), conv_model().graph.nodes.size());
+  ASSERT_EQ(summary.warnings.size(), 1u);
+  EXPECT_NE(summary.warnings[0].find("unchanged"), std::string::npos) << summary.warnings[0];
 }
 
 TEST(DynamicQuant, MatMulIntegerHasNoWeightZeroPoint) {
@@ -218,16 +223,21 @@ TEST(DynamicQuantData, PositionEmbeddingAndGatherTableBecomeInt8) {
   EXPECT_EQ(cosine(a.at("s"), b.at("s")), 1.0);
 }
 
-TEST(DynamicQuantData, OldOpsetOrPerTensorGivesOneScale) {
+TEST(DynamicQuantData, PerTensorGivesOneScaleAndOldOpsetsAreUpgraded) {
   QuantizeOptions options;
   options.per_channel = false;
-  for (const Model& q : {quantize_dynamic(embedding_model(11), QuantizeOptions{}, nullptr),
-                         quantize_dynamic(embedding_model(13), options, nullptr)}) {
-    const Node* table = producer(q.graph, "table");
-    ASSERT_NE(table, nullptr);
-    EXPECT_EQ(q.graph.initializers.at(table->inputs[1]).numel(), 1);
-    EXPECT_FALSE(table->has_attr("axis"));
-  }
+  const Model q = quantize_dynamic(embedding_model(13), options, nullptr);
+  const Node* table = producer(q.graph, "table");
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(q.graph.initializers.at(table->inputs[1]).numel(), 1);
+  EXPECT_FALSE(table->has_attr("axis"));
+  // Opset 11 is upgraded to 13 first, so the table keeps one scale per row.
+  const Model old = quantize_dynamic(embedding_model(11), QuantizeOptions{}, nullptr);
+  EXPECT_EQ(old.opset(), 13);
+  const Node* rows = producer(old.graph, "table");
+  ASSERT_NE(rows, nullptr);
+  EXPECT_GT(old.graph.initializers.at(rows->inputs[1]).numel(), 1);
+  EXPECT_TRUE(rows->has_attr("axis"));
 }
 
 TEST(CompactNames, NamesMadeUpByBatchNormFoldingAreShortToo) {

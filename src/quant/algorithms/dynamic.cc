@@ -25,6 +25,10 @@
 // before multiplying, so it never saturates (u8 x s8 pair sums can).
 // The bias keeps its name, reshaped to broadcast over the spatial axes.
 //
+// Inside If/Loop/Scan bodies the same rewrites apply, recursively; a weight a
+// body reads from an enclosing graph is first copied into that body
+// (quantize_subgraphs below, design decision 25).
+//
 // Large FP32 constants that are data rather than per-channel parameters (a
 // Gather's embedding table, a position embedding added to the tokens: at
 // least kMinDataElements values, read only as a Gather's data or as an
@@ -34,12 +38,15 @@
 // and BatchNorm vectors stay FP32.
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <set>
+#include <unordered_set>
 
 #include "kvant/status.h"
 #include "passes/pass.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
+#include "quant/subgraphs.h"
 
 namespace kvant {
 
@@ -206,26 +213,13 @@ int64_t quantize_data_constants(Graph& g, const QuantizeOptions& options, const 
   return static_cast<int64_t>(candidates.size());
 }
 
-}  // namespace
-
-Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary) {
-  if (is_quantized_model(model)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
-                "quantize its FP32 original instead");
-  }
-  if (model.opset() < 11) {
-    throw Error(ErrorCode::kUnsupported,
-                "dynamic quantization needs opset 11 or later (DynamicQuantizeLinear); the model has " +
-                    std::to_string(model.opset()));
-  }
-  Model out = model;
-  Graph& g = out.graph;
-  const std::set<std::string> excluded_names =
-      resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
+// Rewrites the MatMul/Gemm/Conv/LSTM/GRU/RNN nodes of `g` whose weights are
+// initializers of `g` (see the header comment). `top`: g is the main graph
+// (only its layers go to the per-layer report). Returns how many it quantized.
+int64_t quantize_graph(Graph& g, const QuantizeOptions& options, const std::set<std::string>& excluded_names,
+                       QuantizeSummary* summary, std::set<std::string>& rnn_weights_done, bool top) {
   int64_t quantized = 0;
   auto excluded = [&](const Node& n) { return excluded_names.count(n.name) != 0; };
-  std::set<std::string> rnn_weights_done;
   for (size_t i = 0; i < g.nodes.size();) {
     const Node& n = g.nodes[i];
     const bool is_linear = n.op_type == "MatMul" || n.op_type == "Gemm";
@@ -239,7 +233,7 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
     if (is_linear && n.inputs.size() >= 2 && g.initializers.count(n.inputs[1]) &&
         g.initializers.at(n.inputs[1]).dtype() == DType::kFloat32 && g.initializers.at(n.inputs[1]).rank() == 2 &&
         !(n.op_type == "Gemm" && n.attr_int("transA", 0))) {
-      if (summary) summary->layer_outputs.emplace_back(n.name, n.outputs[0]);
+      if (summary && top) summary->layer_outputs.emplace_back(n.name, n.outputs[0]);
       const size_t added = rewrite_linear(g, i, options);
       if (added > 1) ++quantized;
       i += added;
@@ -251,7 +245,7 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
       const size_t added = rewrite_conv(g, i, options);
       if (added > 1) {
         ++quantized;
-        if (summary) summary->layer_outputs.push_back(layer);
+        if (summary && top) summary->layer_outputs.push_back(layer);
       }
       i += added;
       continue;
@@ -274,13 +268,79 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
         any = true;
       }
       quantized += any;
-      if (any && summary && !layer.second.empty()) summary->layer_outputs.push_back(layer);
+      if (any && summary && top && !layer.second.empty()) summary->layer_outputs.push_back(layer);
     }
     ++i;
   }
-  if (quantized == 0) {
+  return quantized;
+}
+
+// Weights inside control flow (design decision 25). The bodies of If, Loop
+// and Scan usually read their weights from an enclosing graph's
+// initializers, often through Slice/Concat/Transpose nodes (PyTorch reorders
+// LSTM gates that way). Every enclosing-graph initializer a body reads is
+// copied into the body (under a fresh name) and the body's constant nodes
+// are folded, so that the rewrites above, which only touch a graph's own
+// initializers, apply inside the body too. The FP32 originals are dropped
+// later if nothing else reads them; a weight two bodies share is stored once
+// per body. Bodies are copied first: a copied Model shares its subgraphs with
+// the original. An excluded If/Loop/Scan keeps its bodies as they are.
+// Returns how many layers it quantized.
+int64_t quantize_subgraphs(Graph& g, std::vector<const Graph*> outer, int64_t opset, const QuantizeOptions& options,
+                           const std::set<std::string>& excluded_names, QuantizeSummary* summary,
+                           std::set<std::string>& rnn_weights_done, std::unordered_set<std::string>& used) {
+  outer.push_back(&g);
+  int64_t quantized = 0;
+  for (Node& node : g.nodes) {
+    if (excluded_names.count(node.name)) continue;
+    for (Graph* body : unshare_bodies(node)) {
+      Graph& b = *body;
+      localize_outer_constants(b, outer, opset, used);
+      quantized += quantize_subgraphs(b, outer, opset, options, excluded_names, summary, rnn_weights_done, used);
+      const int64_t here = quantize_graph(b, options, excluded_names, summary, rnn_weights_done, false);
+      if (here > 0) eliminate_dead_nodes(b);  // the FP32 copies the rewrites replaced
+      quantized += here;
+    }
+  }
+  return quantized;
+}
+
+}  // namespace
+
+Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary) {
+  if (is_quantized_model(model)) {
     throw Error(ErrorCode::kInvalidArgument,
-                "nothing to quantize dynamically: no MatMul/Gemm/Conv with constant FP32 weights and no LSTM/GRU/RNN");
+                "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
+                "quantize its FP32 original instead");
+  }
+  if (model.opset() < 13) {  // DynamicQuantizeLinear is 11+, per-axis DQ 13+: upgrade (passes/upgrade_opset13.cc)
+    Model upgraded = model;
+    upgrade_to_opset13(upgraded);
+    return quantize_dynamic(upgraded, options, summary);
+  }
+  Model out = model;
+  Graph& g = out.graph;
+  const std::set<std::string> excluded_names =
+      resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
+  std::unordered_set<std::string> used;
+  collect_names(g, used);
+  std::set<std::string> rnn_weights_done;
+  const int64_t inside =
+      quantize_subgraphs(g, {}, model.opset(), options, excluded_names, summary, rnn_weights_done, used);
+  int64_t quantized = quantize_graph(g, options, excluded_names, summary, rnn_weights_done, true) + inside;
+  if (summary && inside > 0) {
+    summary->notes.push_back(std::to_string(inside) +
+                             " layer(s) inside If/Loop/Scan bodies quantized (their weights "
+                             "copied into the body that reads them)");
+  }
+  if (quantized == 0) {  // written unchanged, with a warning (design decision 24)
+    if (summary) {
+      summary->warnings.push_back(
+          "nothing to quantize dynamically: no MatMul/Gemm/Conv with constant FP32 weights and no LSTM/GRU/RNN "
+          "outside the excluded nodes; the model is written unchanged (FP32)");
+      summary->layer_outputs.clear();
+    }
+    return model;
   }
   eliminate_dead_nodes(g);  // the FP32 weights the rewrites replaced
   const int64_t data = quantize_data_constants(g, options, excluded_names, model.opset());

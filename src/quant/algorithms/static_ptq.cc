@@ -28,6 +28,7 @@
 #include <unordered_set>
 
 #include "kvant/status.h"
+#include "passes/pass.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
@@ -75,7 +76,8 @@ struct Plan {
   std::vector<size_t> compute_nodes;  // indices of quantized Conv/Gemm/MatMul
   std::vector<std::pair<std::string, std::string>> layer_outputs;
   std::vector<std::string> excluded;
-  int64_t quantized_nodes = 0;
+  std::vector<std::pair<std::string, std::string>> fp32_reasons;  // compute nodes left FP32, with why
+  std::vector<std::string> counted;                               // nodes planned in integer form
 
   void add(const std::string& t) {
     if (t.empty() || tensor_set.count(t)) return;
@@ -141,10 +143,21 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
     }
     const std::string& op = n.op_type;
     if (kComputeOps.count(op)) {
-      if (n.inputs.size() < 2 || !is_float_activation(g, n.inputs[0])) continue;
+      if (n.inputs.size() < 2 || !is_float_activation(g, n.inputs[0])) {
+        plan.fp32_reasons.emplace_back(n.name, "its input is not a float32 activation");
+        continue;
+      }
       const bool weight_const = g.initializers.count(n.inputs[1]) != 0;
-      if (op != "MatMul" && !weight_const) continue;  // Conv/Gemm with runtime weights stay FP32
-      if (g.initializers.count(n.inputs[1]) && g.initializers.at(n.inputs[1]).dtype() != DType::kFloat32) continue;
+      if (op != "MatMul" && !weight_const) {  // Conv/Gemm with runtime weights stay FP32
+        plan.fp32_reasons.emplace_back(n.name, "its weight \"" + n.inputs[1] + "\" is not a constant");
+        continue;
+      }
+      if (g.initializers.count(n.inputs[1]) && g.initializers.at(n.inputs[1]).dtype() != DType::kFloat32) {
+        plan.fp32_reasons.emplace_back(
+            n.name,
+            std::string("its weight is ") + dtype_name(g.initializers.at(n.inputs[1]).dtype()) + ", not float32");
+        continue;
+      }
       plan.add(n.inputs[0]);
       if (!weight_const) plan.add(n.inputs[1]);
       if (!fused_outputs.count(n.outputs[0])) {
@@ -152,11 +165,11 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
         plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
       }
       plan.compute_nodes.push_back(i);
-      ++plan.quantized_nodes;
+      plan.counted.push_back(n.name);
     } else if (fused_activations.count(i)) {
       plan.add(n.outputs[0]);
       plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
-      ++plan.quantized_nodes;
+      plan.counted.push_back(n.name);
     } else if (kOwnParamOps.count(op)) {
       const size_t data_inputs = (op == "Add" || op == "Mul") ? 2 : 1;
       if (n.inputs.size() < data_inputs) continue;
@@ -166,7 +179,7 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
       for (size_t k = 0; k < data_inputs; ++k) plan.add(n.inputs[k]);
       plan.add(n.outputs[0]);
       plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
-      ++plan.quantized_nodes;
+      plan.counted.push_back(n.name);
     } else if (kSameParamOps.count(op)) {
       if (n.inputs.empty() || !plan.tensor_set.count(n.inputs[0]) || n.outputs.size() != 1) continue;
       if (op == "Concat") {
@@ -177,7 +190,7 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
       }
       plan.add(n.outputs[0]);
       plan.groups.unite(n.inputs[0], n.outputs[0]);
-      ++plan.quantized_nodes;
+      plan.counted.push_back(n.name);
     }
   }
   return plan;
@@ -205,17 +218,36 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
                 "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
                 "quantize its FP32 original instead");
   }
-  if (model.opset() < 10) {
-    throw Error(ErrorCode::kUnsupported, "opset " + std::to_string(model.opset()) +
-                                             " has no QuantizeLinear; convert the model to opset 13 or later first");
+  if (model.opset() < 13) {  // no per-axis QuantizeLinear before 13: upgrade (passes/upgrade_opset13.cc)
+    Model upgraded = model;
+    upgrade_to_opset13(upgraded);
+    return quantize_static(upgraded, calibration, options, summary);
   }
   const Graph& g = model.graph;
   const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
   Plan plan = make_plan(g, excluded);
-  if (plan.compute_nodes.empty()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "nothing to quantize: the model has no Conv, Gemm or MatMul with FP32 weights"
-                " outside the excluded nodes");
+  std::set<std::string> excluded_names;
+  for (size_t i : excluded) excluded_names.insert(g.nodes[i].name);
+  if (plan.compute_nodes.empty()) {  // only layers inside control flow, or none at all
+    Model out = model;
+    std::vector<std::pair<std::string, std::string>> reasons = plan.fp32_reasons;
+    const int64_t inside = quantize_static_bodies(model, out, calibration, options, excluded_names, &reasons);
+    if (summary) summary->fp32_reasons = reasons;
+    if (inside > 0) {
+      if (summary) {
+        summary->quantized_nodes = inside;
+        summary->kept_fp32 = plan.excluded;
+        summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
+      }
+      return out;
+    }
+    if (summary) {  // written unchanged, with a warning (design decision 24)
+      summary->warnings.push_back(
+          "nothing to quantize: the model has no Conv, Gemm or MatMul with FP32 weights outside the excluded "
+          "nodes; it is written unchanged (FP32)");
+      summary->kept_fp32 = plan.excluded;
+    }
+    return model;
   }
 
   // Calibrate: one observer per parameter group.
@@ -244,7 +276,14 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       if (w != g.initializers.end()) check_finite_weight(w->second, n.inputs[k], options.allow_nonfinite);
     }
   }
-  ReferenceExecutor exec(model);
+  // Nodes kvant cannot run, and what reads their values, are left out of
+  // calibration: their tensors get no range and stay FP32 (calibration_scope.cc).
+  // A node whose kernel refuses the first sample is left out the same way.
+  std::vector<std::pair<std::string, std::string>> blocked;
+  calibration.reset();
+  const auto first = calibration.next();
+  const Model runnable = runnable_for_calibration(model, first ? &*first : nullptr, &blocked);
+  ReferenceExecutor exec(runnable);
   exec.set_observer([&](const Node& node, const std::vector<Tensor>& outputs) {
     for (size_t i = 0; i < outputs.size() && i < node.outputs.size(); ++i) {
       if (outputs[i].defined()) observe(node.outputs[i], outputs[i]);
@@ -333,12 +372,24 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     auto p = params.find(plan.groups.find(t));
     if (p != params.end()) insert_activation_qdq(q, t, p->second, p->first);  // one scale per group
   }
+  std::vector<std::pair<std::string, std::string>> body_reasons;
+  const int64_t inside = quantize_static_bodies(model, out, calibration, options, excluded_names, &body_reasons);
   if (summary) {
     for (auto& w : minimum_scale_warnings(q)) summary->warnings.push_back(std::move(w));
-    summary->quantized_nodes = plan.quantized_nodes;
+    std::set<std::string> not_calibrated;
+    for (const auto& b : blocked) not_calibrated.insert(b.first);
+    summary->quantized_nodes = 0;
+    for (const auto& name : plan.counted) summary->quantized_nodes += !not_calibrated.count(name);
     summary->kept_fp32 = plan.excluded;
+    summary->fp32_reasons = plan.fp32_reasons;
+    summary->fp32_reasons.insert(summary->fp32_reasons.end(), blocked.begin(), blocked.end());
+    summary->fp32_reasons.insert(summary->fp32_reasons.end(), body_reasons.begin(), body_reasons.end());
+    summary->quantized_nodes += inside;
+    if (inside > 0) summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
     summary->calibration_samples = done;
-    summary->layer_outputs = plan.layer_outputs;
+    for (const auto& layer : plan.layer_outputs) {
+      if (!not_calibrated.count(layer.first)) summary->layer_outputs.push_back(layer);
+    }
   }
   return out;
 }
