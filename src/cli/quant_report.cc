@@ -131,7 +131,11 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
     std::string name = e.node.size() > width ? e.node.substr(0, width - 1) + "~" : e.node;
     os << "  " << std::left << std::setw(static_cast<int>(width)) << name << "  " << std::right << std::setw(10)
        << db(e.own_sqnr_db) << "  " << std::setw(10) << db(e.sqnr_db) << "  " << std::setw(8) << fixed(e.cosine, 5);
-    if (e.near_constant) os << "  near-constant (FP32 std " << std::setprecision(3) << e.fp32_std << ")";
+    if (e.near_constant) {
+      std::ostringstream std_text;
+      std_text << std::setprecision(3) << e.fp32_std;
+      os << "  near-constant (FP32 std " << std_text.str() << ")";
+    }
     os << "\n";
   }
 }
