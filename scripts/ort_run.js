@@ -20,6 +20,9 @@
 //                          session.qdq_matmulnbits_accuracy_level=0); repeatable
 //   --bench RUNS           one warm-up run, then RUNS timed runs; prints one JSON
 //                          line {"runs":..,"threads":..,"median_ms":..,"min_ms":..}
+//   --save-optimized FILE  writes the graph ONNX Runtime runs (after its graph
+//                          optimizations, e.g. QDQ -> QLinearConv fusion) to FILE;
+//                          with no inputs, only loads the model and saves it
 //
 // ONNX Runtime comes from node_modules/onnxruntime-node at the repository root
 // (scripts/install_deps.sh installs it). .npy files are read and written here:
@@ -151,7 +154,7 @@ function writeFileAtomic(file, bytes) {
 }
 
 function parseArgs(argv) {
-  const opt = { model: null, inputs: [], inputsDir: null, outputDir: null, threads: 1, bench: 0, optLevel: null, config: {} };
+  const opt = { model: null, inputs: [], inputsDir: null, outputDir: null, threads: 1, bench: 0, optLevel: null, config: {}, saveOptimized: null };
   const value = (i, flag) => {
     if (i + 1 >= argv.length) fail(`${flag} needs a value`);
     return argv[i + 1];
@@ -165,7 +168,8 @@ function parseArgs(argv) {
     if (a === '-h' || a === '--help') {
       process.stdout.write(
         'usage: node scripts/ort_run.js MODEL.onnx (--input NAME=FILE.npy ... | --inputs-dir DIR)\n' +
-          '       [--output-dir DIR] [--threads N] [--opt-level L] [--config KEY=VALUE] [--bench RUNS]\n');
+          '       [--output-dir DIR] [--threads N] [--opt-level L] [--config KEY=VALUE] [--bench RUNS]\n' +
+          '       [--save-optimized FILE]   (alone: load MODEL.onnx and save ORT\'s optimized graph)\n');
       process.exit(0);
     } else if (a === '--input' || a === '-i') {
       opt.inputs.push(value(i++, a));
@@ -187,6 +191,8 @@ function parseArgs(argv) {
       opt.config[kv.slice(0, eq)] = kv.slice(eq + 1);
     } else if (a === '--bench') {
       opt.bench = positiveInt(value(i++, a), a);
+    } else if (a === '--save-optimized') {
+      opt.saveOptimized = value(i++, a);
     } else if (a.startsWith('-')) {
       fail(`unknown option ${a}`);
     } else if (opt.model === null) {
@@ -196,6 +202,8 @@ function parseArgs(argv) {
     }
   }
   if (opt.model === null) fail('no model given (usage: ort_run.js MODEL.onnx --input NAME=FILE.npy --output-dir DIR)');
+  const loadOnly = opt.saveOptimized !== null && opt.inputs.length === 0 && opt.inputsDir === null;
+  if (loadOnly && opt.outputDir === null && opt.bench === 0) return opt;
   if (opt.outputDir === null && opt.bench === 0) fail('--output-dir is required (unless --bench)');
   if (opt.inputs.length === 0 && opt.inputsDir === null) fail('no inputs: give --input NAME=FILE.npy or --inputs-dir DIR');
   return opt;
@@ -235,9 +243,14 @@ async function main() {
     // onnxruntime-node passes `extra` as session config entries, nested
     // objects joined with '.'.
     if (Object.keys(opt.config).length) options.extra = opt.config;
+    if (opt.saveOptimized !== null) options.optimizedModelFilePath = path.resolve(opt.saveOptimized);
     session = await ort.InferenceSession.create(opt.model, options);
   } catch (e) {
     fail(`ONNX Runtime cannot load ${opt.model}: ${e.message}`);
+  }
+  if (opt.saveOptimized !== null && opt.inputs.length === 0 && opt.inputsDir === null) {
+    if (!fs.existsSync(opt.saveOptimized)) fail(`ONNX Runtime did not write ${opt.saveOptimized}`);
+    return;
   }
   const inputNames = session.inputNames;
 

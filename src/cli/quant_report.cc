@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -39,6 +40,18 @@ void add_findings(QuantReport& r, const Model& fp32) {
   std::set<std::string> handled(r.summary.kept_fp32.begin(), r.summary.kept_fp32.end());
   for (const auto& [node, tensor] : r.summary.layer_outputs) handled.insert(node);
   for (const auto& [node, why] : r.summary.fp32_reasons) handled.insert(node);  // listed with their reason
+  // A compute node whose output only feeds a fused activation is reported
+  // under the activation's name (static mode: Conv -> Relu is one layer).
+  std::map<std::string, std::vector<const Node*>> readers;
+  for (const Node& n : fp32.graph.nodes) {
+    for (const auto& in : n.inputs) readers[in].push_back(&n);
+  }
+  for (const Node& n : fp32.graph.nodes) {
+    if (n.outputs.empty()) continue;
+    const auto& rd = readers[n.outputs[0]];
+    if (rd.size() == 1 && handled.count(rd[0]->name) && (rd[0]->op_type == "Relu" || rd[0]->op_type == "Clip"))
+      handled.insert(n.name);
+  }
   for (const Node& n : fp32.graph.nodes) {
     if (n.domain.empty() && kCompute.count(n.op_type) && !handled.count(n.name)) {
       r.skipped.push_back(n.name + " (" + n.op_type + ")");
@@ -48,7 +61,7 @@ void add_findings(QuantReport& r, const Model& fp32) {
   std::set<std::string> outputs;
   for (const auto& o : fp32.graph.outputs) outputs.insert(o.name);
   for (const LayerError& e : r.layers) {
-    if (!outputs.count(e.tensor) || !(e.sqnr_db < kOutputSqnrWarningDb)) continue;
+    if (!outputs.count(e.tensor) || e.near_constant || !(e.sqnr_db < kOutputSqnrWarningDb)) continue;
     r.warnings.push_back("output \"" + e.tensor + "\" has an SQNR of " + fixed(e.sqnr_db, 1) +
                          " dB against FP32, below " + fixed(kOutputSqnrWarningDb, 0) +
                          " dB: check the accuracy (kvant eval with labels) before using this model");
@@ -113,17 +126,26 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
      << (shown < r.layers.size()
              ? std::to_string(shown) + " of " + std::to_string(r.layers.size()) + "; --report has all"
              : std::to_string(shown))
-     << ")\n";
+     << "; own: the layer alone on FP32 inputs, accumulated: everything up to it quantized)\n";
   os << "  " << std::left << std::setw(static_cast<int>(width)) << "layer"
-     << "  " << std::right << std::setw(9) << "SQNR dB"
+     << "  " << std::right << std::setw(10) << "own dB"
+     << "  " << std::setw(10) << "accum dB"
      << "  " << std::setw(8) << "cosine"
      << "\n";
+  auto db = [](double v) {
+    return std::isnan(v) ? std::string("n/a") : std::isfinite(v) ? fixed(v, 1) : std::string("exact");
+  };
   for (size_t i = 0; i < shown; ++i) {
     const LayerError& e = r.layers[i];
     std::string name = e.node.size() > width ? e.node.substr(0, width - 1) + "~" : e.node;
-    os << "  " << std::left << std::setw(static_cast<int>(width)) << name << "  " << std::right << std::setw(9)
-       << (std::isfinite(e.sqnr_db) ? fixed(e.sqnr_db, 1) : std::string("exact")) << "  " << std::setw(8)
-       << fixed(e.cosine, 5) << "\n";
+    os << "  " << std::left << std::setw(static_cast<int>(width)) << name << "  " << std::right << std::setw(10)
+       << db(e.own_sqnr_db) << "  " << std::setw(10) << db(e.sqnr_db) << "  " << std::setw(8) << fixed(e.cosine, 5);
+    if (e.near_constant) {
+      std::ostringstream std_text;
+      std_text << std::setprecision(3) << e.fp32_std;
+      os << "  near-constant (FP32 std " << std_text.str() << ")";
+    }
+    os << "\n";
   }
 }
 
@@ -172,8 +194,20 @@ Json quant_report_json(const QuantReport& r) {
     Json l = Json::object();
     l.set("node", e.node);
     l.set("tensor", e.tensor);
+    // sqnr_db/cosine: accumulated (the quantized model up to this layer);
+    // own_*: this layer alone on FP32 inputs (null: not measured).
     l.set("sqnr_db", e.sqnr_db);
     l.set("cosine", e.cosine);
+    if (std::isnan(e.own_sqnr_db)) {
+      l.set("own_sqnr_db", Json());
+      l.set("own_cosine", Json());
+    } else {
+      l.set("own_sqnr_db", e.own_sqnr_db);
+      l.set("own_cosine", e.own_cosine);
+    }
+    l.set("near_constant", e.near_constant);
+    l.set("fp32_std", e.fp32_std);
+    l.set("output_step", e.output_step);
     layers.push(l);
   }
   j.set("layers", layers);

@@ -78,14 +78,16 @@ Tensor params_zero_point_tensor(const QuantParams& p, const Shape& scale_shape) 
 // Scale and zero point initializers "<base>/scale", "<base>/zero_point",
 // shared when they already exist (tensors of one parameter group pass the
 // group's base). A zero point that is all zeros in a signed type is left out
-// (DequantizeLinear's default is 0 of the data's type): it only costs bytes.
-void add_params(Graph& graph, const std::string& base, const QuantParams& p, const Shape& shape, Node& node) {
+// (DequantizeLinear's default is 0 of the data's type): it only costs bytes,
+// unless `explicit_zero_point`.
+void add_params(Graph& graph, const std::string& base, const QuantParams& p, const Shape& shape, Node& node,
+                bool explicit_zero_point = false) {
   const std::string scale_name = base + "/scale", zp_name = base + "/zero_point";
   if (!graph.initializers.count(scale_name)) graph.initializers[scale_name] = params_scale_tensor(p, shape);
   node.inputs.push_back(scale_name);
   const bool signed_storage = p.storage == DType::kInt8 || p.storage == DType::kInt4 || p.storage == DType::kInt16;
   const bool all_zero = std::all_of(p.zero_point.begin(), p.zero_point.end(), [](int32_t z) { return z == 0; });
-  if (!(signed_storage && all_zero && node.op_type == "DequantizeLinear")) {
+  if (explicit_zero_point || !(signed_storage && all_zero && node.op_type == "DequantizeLinear")) {
     if (!graph.initializers.count(zp_name)) {
       graph.initializers[zp_name] = params_zero_point_tensor(p, graph.initializers.at(scale_name).shape());
     }
@@ -259,7 +261,7 @@ std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const
   return result;
 }
 
-void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& params) {
+void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& params, bool explicit_zero_point) {
   auto it = graph.initializers.find(name);
   if (it == graph.initializers.end())
     throw Error(ErrorCode::kInvalidArgument, "weight \"" + name + "\" is not an initializer");
@@ -267,7 +269,7 @@ void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& 
   graph.initializers.erase(it);
   graph.initializers[name + "/q"] = quantize_tensor(weights, params);
   Node dq = make_node(name + "/DequantizeLinear", "DequantizeLinear", {name + "/q"}, {name});
-  add_params(graph, name, params, weights.shape(), dq);
+  add_params(graph, name, params, weights.shape(), dq, explicit_zero_point);
   graph.nodes.insert(graph.nodes.begin(), std::move(dq));
 }
 

@@ -50,8 +50,11 @@ std::string insert_activation_qdq(Graph& graph, const std::string& tensor, const
                                   const std::string& params_base = "");
 
 // Replaces float initializer `name` by its quantized form + a
-// DequantizeLinear producing `name`.
-void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& params);
+// DequantizeLinear producing `name`. An all-zero zero point of a signed type
+// is left out unless `explicit_zero_point` (static files write it: ONNX
+// Runtime fuses DQ -> Gemm into QGemm only when the weight's DQ has one).
+void insert_weight_dq(Graph& graph, const std::string& name, const QuantParams& params,
+                      bool explicit_zero_point = false);
 
 // Quantizes a bias initializer to int32 with scale input_scale * weight_scale[c]
 // and zero point 0, as ONNX Runtime and TFLite do: per output channel (axis 0)

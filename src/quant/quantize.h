@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -119,12 +120,32 @@ void compact_new_names(const Model& original, Model& quantized);
 bool is_quantized_model(const Model& model);
 
 // Per-layer error of a quantized model against its FP32 original on
-// `samples`: for each tensor, SQNR (dB) and cosine similarity, worst first.
+// `samples` (layer_report.cc). Two errors per layer:
+//   own          the layer alone: its quantized nodes (input Q/DQ, integer
+//                weights, output Q/DQ) run on the FP32 model's values of its
+//                inputs, against the FP32 output. What this layer costs.
+//   accumulated  the whole quantized model up to the layer against FP32: its
+//                own error plus all it inherits from the layers before it.
+// SQNR = 10 log10(sum x^2 / sum (x - y)^2) in dB against the FP32 signal x's
+// own power; cosine = sum x y / (|x| |y|). A layer whose FP32 output barely
+// varies (standard deviation under kNearConstantSteps quantization steps of
+// the output, or variance under 1e-6 x mean^2) is flagged near_constant: its
+// SQNR says how the steps fall, not whether the layer works. Sorted worst
+// first by own SQNR (accumulated where own is not measured), near-constant
+// layers last.
+inline constexpr double kNearConstantSteps = 2.0;
 struct LayerError {
   std::string node;
   std::string tensor;
-  double sqnr_db = 0;
-  double cosine = 0;
+  double sqnr_db = 0;  // accumulated
+  double cosine = 0;   // accumulated
+  // Own error; NaN when not measured (a layer inside control flow, or one
+  // whose quantized form is not a small subgraph of the quantized model).
+  double own_sqnr_db = std::numeric_limits<double>::quiet_NaN();
+  double own_cosine = std::numeric_limits<double>::quiet_NaN();
+  bool near_constant = false;
+  double fp32_std = 0;     // standard deviation of the FP32 output
+  double output_step = 0;  // the output's quantization step (0: not quantized per tensor)
 };
 std::vector<LayerError> compare_layers(const Model& fp32, const Model& quantized,
                                        const std::vector<std::pair<std::string, std::string>>& layers,

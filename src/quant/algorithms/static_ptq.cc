@@ -5,9 +5,11 @@
 //      compute      Conv, Gemm, MatMul: activation inputs and output quantized;
 //                   weights per output channel (symmetric int8), bias int32
 //                   with scale = input_scale * weight_scale[c].
-//      fused        Relu/Clip right after a compute node whose output has no
-//                   other reader: Q/DQ go after the activation, not between
-//                   (the integer kernel applies it while requantizing).
+//      fused        Relu/Clip right after a compute node (or an Add/Mul of two
+//                   activations) whose output has no other reader: Q/DQ go
+//                   after the activation, not between (the integer kernel
+//                   applies it while requantizing; ONNX Runtime's QDQ
+//                   selectors fuse the same node groups).
 //      own params   Add, Mul of two activations, AveragePool,
 //                   GlobalAveragePool: inputs and output quantized.
 //      same params  MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
@@ -124,7 +126,13 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
     const Node& n = g.nodes[i];
     if (!kFusableActivations.count(n.op_type) || excluded.count(i) || n.inputs.empty()) continue;
     auto p = producer.find(n.inputs[0]);
-    if (p == producer.end() || excluded.count(p->second) || !kComputeOps.count(g.nodes[p->second].op_type)) continue;
+    if (p == producer.end() || excluded.count(p->second)) continue;
+    const Node& src = g.nodes[p->second];
+    // Add/Mul of two activations -> Relu: quantized after the Relu, as ONNX
+    // Runtime's QLinearAdd and kvant's qadd step apply it while requantizing.
+    const bool binary = (src.op_type == "Add" || src.op_type == "Mul") && src.inputs.size() == 2 &&
+                        is_float_activation(g, src.inputs[0]) && is_float_activation(g, src.inputs[1]);
+    if (!kComputeOps.count(src.op_type) && !binary) continue;
     if (readers[n.inputs[0]] != 1 || graph_outputs.count(n.inputs[0])) continue;
     if (n.op_type == "Clip") {  // only constant bounds can be folded into requantization
       bool constant = true;
@@ -177,8 +185,10 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
       for (size_t k = 0; k < data_inputs; ++k) ok = ok && is_float_activation(g, n.inputs[k]);
       if (!ok) continue;
       for (size_t k = 0; k < data_inputs; ++k) plan.add(n.inputs[k]);
-      plan.add(n.outputs[0]);
-      plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
+      if (!fused_outputs.count(n.outputs[0])) {
+        plan.add(n.outputs[0]);
+        plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
+      }
       plan.counted.push_back(n.name);
     } else if (kSameParamOps.count(op)) {
       if (n.inputs.empty() || !plan.tensor_set.count(n.inputs[0]) || n.outputs.size() != 1) continue;
@@ -342,9 +352,40 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   if (options.per_channel && !per_axis_ok) {
     if (summary) summary->notes.push_back("opset " + std::to_string(model.opset()) + " < 13: per-tensor weight scales");
   }
+  // A bias initializer read by several nodes (exporters alias equal
+  // initializers, e.g. the zero biases of BatchNorm-folded Convs) gets a copy
+  // per node: its int32 form depends on the node's input and weight scales,
+  // and ONNX Runtime fuses a Conv into QLinearConv only with a bias DQ in its
+  // own scale. Done before any node is inserted, so indices still match g.
+  std::unordered_map<std::string, int> init_readers;
+  for (const Node& n : g.nodes) {
+    for (const auto& in : n.inputs) {
+      if (g.initializers.count(in)) ++init_readers[in];
+    }
+  }
+  for (size_t idx : plan.compute_nodes) {
+    Node& n = q.nodes[idx];
+    if (n.op_type == "MatMul" || n.inputs.size() < 3 || init_readers[n.inputs[2]] < 2) continue;
+    std::string copy = n.inputs[2] + "/" + std::to_string(idx);
+    while (q.initializers.count(copy)) copy += "_";
+    q.initializers[copy] = q.initializers.at(n.inputs[2]);
+    n.inputs[2] = copy;
+  }
+  for (auto& [name, readers] : init_readers) {
+    if (readers < 2) continue;
+    bool read = false;
+    for (const Node& n : q.nodes) read = read || std::find(n.inputs.begin(), n.inputs.end(), name) != n.inputs.end();
+    for (const auto& o : q.outputs) read = read || o.name == name;
+    if (!read) q.initializers.erase(name);
+  }
+  std::vector<std::string> bias_of(g.nodes.size());
+  for (size_t idx : plan.compute_nodes) {
+    if (q.nodes[idx].inputs.size() > 2) bias_of[idx] = q.nodes[idx].inputs[2];
+  }
   // Weights and biases first (they need the input scale), read from the FP32 graph.
   for (size_t idx : plan.compute_nodes) {
     const Node& n = g.nodes[idx];
+    const std::string& bias = bias_of[idx];
     auto in_params = params.find(plan.groups.find(n.inputs[0]));
     if (in_params == params.end()) continue;
     if (!g.initializers.count(n.inputs[1])) continue;  // MatMul of two activations
@@ -354,14 +395,14 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     // reduce_range: 7-bit weights, as ONNX Runtime's quantizer does for CPUs
     // without VNNI (u8 x s7 pair sums fit int16: exact vpmaddubsw kernels).
     QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry, options.reduce_range);
-    if (q.initializers.count(n.inputs[1])) insert_weight_dq(q, n.inputs[1], wp);
-    if (n.op_type != "MatMul" && n.inputs.size() > 2 && q.initializers.count(n.inputs[2])) {
-      const Tensor& b = q.initializers.at(n.inputs[2]);
+    if (q.initializers.count(n.inputs[1])) insert_weight_dq(q, n.inputs[1], wp, /*explicit_zero_point=*/true);
+    if (n.op_type != "MatMul" && !bias.empty() && q.initializers.count(bias)) {
+      const Tensor& b = q.initializers.at(bias);
       const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
       if (b.rank() == 1 && b.numel() == channels && b.dtype() == DType::kFloat32 &&
           n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
         check_finite_weight(b, n.inputs[2], options.allow_nonfinite);
-        if (!insert_bias_dq(q, n.inputs[2], in_params->second.scale[0], wp.scale) && summary) {
+        if (!insert_bias_dq(q, bias, in_params->second.scale[0], wp.scale) && summary) {
           summary->warnings.push_back("bias \"" + n.inputs[2] +
                                       "\" kept in FP32: input scale x weight scale is below the smallest normal float");
         }
