@@ -3,6 +3,7 @@
 // Patterns, tried at each anchor node in topological order:
 //   DQ(x) , DQ(W const) -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip] [-> Q]   => qgemm
 //   DQ(x) , DQ(W const) [, DQ(bias int32 const)] -> Conv [-> Relu|Clip] -> Q          => qconv
+//   MatMulNBits (bits 4) ; DQ(W int4/uint4 const, blocked) -> MatMul|Gemm [-> Add]     => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
@@ -21,6 +22,7 @@
 #include "runtime/compiled_model.h"
 #include "runtime/steps.h"
 #include "runtime/steps_conv.h"
+#include "runtime/steps_wq.h"
 
 namespace kvant {
 
@@ -238,9 +240,11 @@ class Compiler {
       if (node.op_type == "NhwcGlobalAveragePool") return match_qgap(node, true);
       return std::nullopt;
     }
+    if (node.domain == "com.microsoft" && node.op_type == "MatMulNBits") return match_wq(node);
     if (!node.domain.empty()) return std::nullopt;
     if (node.op_type == "MatMul" || node.op_type == "Gemm") {
       if (auto f = match_qgemm(node)) return f;
+      if (auto f = match_wq(node)) return f;
       if (auto f = match_sgemm(node)) return f;
       if (node.op_type == "MatMul" && !constant(node.inputs[0]) && !constant(node.inputs[1])) {
         Fusion f;
@@ -963,6 +967,61 @@ class Compiler {
     bias.resize(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) bias[static_cast<size_t>(j)] = t->data<float>()[t->numel() == 1 ? 0 : j];
     return true;
+  }
+
+  // Weight-only INT4 (steps_wq.h): MatMulNBits with 4-bit constant weights,
+  // or MatMul|Gemm whose weight is DQ(int4/uint4 const, blocked along K)
+  // [-> Add(bias const)]. The weight stays 4-bit; W4A8 when a MatMulNBits
+  // asks for int8 compute (accuracy_level 4), else W4A32.
+  std::optional<Fusion> match_wq(const Node& node) {
+    if (node.inputs.size() < 2 || node.outputs.empty() || constant(node.inputs[0])) return std::nullopt;
+    WqGemmParams p;
+    p.isa = m_.options_.isa;
+    Fusion f;
+    f.nodes = {&node};
+    std::string tail = node.outputs[0];
+    if (node.domain == "com.microsoft") {
+      auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
+      if (node.attr_int("bits", 4) != 4 || node.inputs.size() < 3 || !input(4).empty()) return std::nullopt;
+      const Tensor* b = constant(input(1));
+      const Tensor* scales = constant(input(2));
+      const Tensor* zp = input(3).empty() ? nullptr : constant(input(3));
+      const Tensor* bias = input(5).empty() ? nullptr : constant(input(5));
+      if (b == nullptr || scales == nullptr || (!input(3).empty() && zp == nullptr) ||
+          (!input(5).empty() && bias == nullptr)) {
+        return std::nullopt;
+      }
+      const int64_t n = node.attr_int("N", -1);
+      auto w = w4_from_matmul_nbits(node.attr_int("K", -1), n, node.attr_int("block_size", -1), *b, *scales, zp);
+      if (!w) return std::nullopt;
+      if (bias != nullptr) {
+        if (bias->dtype() != DType::kFloat32 || bias->numel() != n) return std::nullopt;
+        p.bias.assign(bias->data<float>(), bias->data<float>() + n);
+      }
+      p.w = std::move(*w);
+      p.int8_activations = node.attr_int("accuracy_level", 0) == 4;
+    } else {
+      bool trans_b = false;
+      if (!plain_gemm(node, trans_b)) return std::nullopt;
+      const Node* dq = producer(node.inputs[1]);
+      if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty() || dq->inputs.size() < 2)
+        return std::nullopt;
+      const Tensor* q = constant(dq->inputs[0]);
+      const Tensor* scale = constant(dq->inputs[1]);
+      const bool has_zp = dq->inputs.size() > 2 && !dq->inputs[2].empty();
+      const Tensor* zp = has_zp ? constant(dq->inputs[2]) : nullptr;
+      if (q == nullptr || scale == nullptr || (has_zp && zp == nullptr)) return std::nullopt;
+      auto w = w4_from_blocked_dq(*q, *scale, zp, dq->attr_int("axis", 1), dq->attr_int("block_size", 0), trans_b);
+      if (!w) return std::nullopt;
+      if (!float_bias(node, w->n, p.bias, tail, f.nodes, nullptr)) return std::nullopt;
+      p.w = std::move(*w);
+      ++absorbed_reads_[node.inputs[1]];
+    }
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    f.step = make_wq_gemm_step(std::move(p));
+    f.inputs = {node.inputs[0]};
+    f.outputs = {tail};
+    return f;
   }
 
   std::optional<Fusion> match_sgemm(const Node& node) {
