@@ -396,6 +396,7 @@ class Compiler {
       return it->second.type.dtype == DType::kFloat32;
     }
     const Node* p = producer(name);
+    if (p != nullptr && p->domain == "com.microsoft" && p->op_type == "MatMulNBits") return true;  // float A, float Y
     if (p == nullptr || !p->domain.empty()) return false;
     static const std::set<std::string> kMake = {"Conv",
                                                 "Gemm",
