@@ -3,7 +3,7 @@
 // Patterns, tried at each anchor node in topological order:
 //   DQ(x) , DQ(W const) -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip] [-> Q]   => qgemm
 //   DQ(x) , DQ(W const) [, DQ(bias int32 const)] -> Conv [-> Relu|Clip] -> Q          => qconv
-//   MatMulNBits (bits 4) ; DQ(W int4/uint4 const, blocked) -> MatMul|Gemm [-> Add]     => wq gemm (steps_wq.h)
+//   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
@@ -970,10 +970,11 @@ class Compiler {
     return true;
   }
 
-  // Weight-only INT4 (steps_wq.h): MatMulNBits with 4-bit constant weights,
-  // or MatMul|Gemm whose weight is DQ(int4/uint4 const, blocked along K)
-  // [-> Add(bias const)]. The weight stays 4-bit; W4A8 when a MatMulNBits
-  // asks for int8 compute (accuracy_level 4), else W4A32.
+  // Weight-only INT4/INT8 (steps_wq.h): MatMulNBits with 4- or 8-bit
+  // constant weights, or MatMul|Gemm whose weight is DQ(int4/uint4 const,
+  // blocked along K) or DQ(int8/uint8 const, symmetric) [-> Add(bias const)].
+  // The weight stays 4- or 8-bit; W4A8 when a MatMulNBits asks for int8
+  // compute (accuracy_level 4), else FP32 activations.
   std::optional<Fusion> match_wq(const Node& node) {
     if (node.inputs.size() < 2 || node.outputs.empty() || constant(node.inputs[0])) return std::nullopt;
     WqGemmParams p;
@@ -983,7 +984,8 @@ class Compiler {
     std::string tail = node.outputs[0];
     if (node.domain == "com.microsoft") {
       auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
-      if (node.attr_int("bits", 4) != 4 || node.inputs.size() < 3 || !input(4).empty()) return std::nullopt;
+      const int64_t bits = node.attr_int("bits", 4);
+      if ((bits != 4 && bits != 8) || node.inputs.size() < 3 || !input(4).empty()) return std::nullopt;
       const Tensor* b = constant(input(1));
       const Tensor* scales = constant(input(2));
       const Tensor* zp = input(3).empty() ? nullptr : constant(input(3));
@@ -992,15 +994,20 @@ class Compiler {
           (!input(5).empty() && bias == nullptr)) {
         return std::nullopt;
       }
-      const int64_t n = node.attr_int("N", -1);
-      auto w = w4_from_matmul_nbits(node.attr_int("K", -1), n, node.attr_int("block_size", -1), *b, *scales, zp);
-      if (!w) return std::nullopt;
+      const int64_t n = node.attr_int("N", -1), k = node.attr_int("K", -1), block = node.attr_int("block_size", -1);
+      if (bits == 8) {
+        p.w8 = w8_from_matmul_nbits(k, n, block, *b, *scales, zp);
+        if (!p.w8) return std::nullopt;
+      } else {
+        auto w = w4_from_matmul_nbits(k, n, block, *b, *scales, zp);
+        if (!w) return std::nullopt;
+        p.w = std::move(*w);
+        p.int8_activations = node.attr_int("accuracy_level", 0) == 4;
+      }
       if (bias != nullptr) {
         if (bias->dtype() != DType::kFloat32 || bias->numel() != n) return std::nullopt;
         p.bias.assign(bias->data<float>(), bias->data<float>() + n);
       }
-      p.w = std::move(*w);
-      p.int8_activations = node.attr_int("accuracy_level", 0) == 4;
     } else {
       bool trans_b = false;
       if (!plain_gemm(node, trans_b)) return std::nullopt;
@@ -1012,10 +1019,16 @@ class Compiler {
       const bool has_zp = dq->inputs.size() > 2 && !dq->inputs[2].empty();
       const Tensor* zp = has_zp ? constant(dq->inputs[2]) : nullptr;
       if (q == nullptr || scale == nullptr || (has_zp && zp == nullptr)) return std::nullopt;
-      auto w = w4_from_blocked_dq(*q, *scale, zp, dq->attr_int("axis", 1), dq->attr_int("block_size", 0), trans_b);
-      if (!w) return std::nullopt;
-      if (!float_bias(node, w->n, p.bias, tail, f.nodes, nullptr)) return std::nullopt;
-      p.w = std::move(*w);
+      const int64_t axis = dq->attr_int("axis", 1), block = m_.model_.opset() >= 21 ? dq->attr_int("block_size", 0) : 0;
+      if (q->dtype() == DType::kInt8 || q->dtype() == DType::kUInt8) {
+        p.w8 = w8_from_dq(*q, *scale, zp, axis, block, trans_b);
+        if (!p.w8) return std::nullopt;
+      } else {
+        auto w = w4_from_blocked_dq(*q, *scale, zp, axis, block, trans_b);
+        if (!w) return std::nullopt;
+        p.w = std::move(*w);
+      }
+      if (!float_bias(node, p.w8 ? p.w8->n : p.w.n, p.bias, tail, f.nodes, nullptr)) return std::nullopt;
       ++absorbed_reads_[node.inputs[1]];
     }
     for (const Node* x : f.nodes) consumed_.insert(x);

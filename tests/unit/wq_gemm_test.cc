@@ -6,7 +6,7 @@
 // bias. W4A32 agrees with the QDQ simulation to float rounding (2e-5 of
 // sum |x w|: the same dequantized weights summed in another order); W4A8
 // (MatMulNBits accuracy_level 4) within 1% of sum |x w| (the int8 activation
-// step, max|x| / 254 per block, is the error).
+// step, max|x| / 254 per block, is the error). INT8 weight-only likewise.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -102,6 +102,27 @@ TEST(WqGemm, Int4ModelsOfBothFormatsMatchTheReference) {
         }
         for (int64_t M : {1, 5})
           expect_close(fp32, ort, M, "gemm_w4a8", 1e-2, what + " MatMulNBits int8 M " + std::to_string(M), rng);
+      }
+    }
+  }
+}
+
+// INT8 weight-only (blocked int8 DQ, MatMulNBits bits 8) runs gemv_w8 on
+// int8 rows with block scales: float rounding of the simulation.
+TEST(WqGemm, Int8ModelsOfBothFormatsMatchTheReference) {
+  std::mt19937 rng(43);
+  for (bool gemm : {false, true}) {
+    for (int group : {32, 128}) {
+      const Model fp32 = linear_model(300, 37, gemm, rng);
+      QuantizeOptions options;
+      options.mode = QuantMode::kWeightOnly;
+      options.group_size = group;
+      const std::string what = std::string(gemm ? "Gemm" : "MatMul") + " int8 g" + std::to_string(group);
+      const Model qdq = quantize_weight_only(fp32, 8, options, nullptr);
+      const Model ort = quantize_matmul_nbits(fp32, 8, options, nullptr);
+      for (int64_t M : {1, 5}) {
+        expect_close(fp32, qdq, M, "gemv_w8", 2e-5, what + " qdq M " + std::to_string(M), rng);
+        expect_close(fp32, ort, M, "gemv_w8", 2e-5, what + " MatMulNBits M " + std::to_string(M), rng);
       }
     }
   }
