@@ -10,13 +10,15 @@
 //
 // W4A32 (FP32 activations, the default):
 //   y[m, n] = bias[n] + sum_k x[m, k] * w[n, k]
-// The SIMD entries dequantize 16 codes per step through a 16-entry table
+// gemm_w4a32_avx512 dequantizes 16 codes per step through a 16-entry table
 // (float(i - zero) * scale, one per row and block: the same rounding as
-// above) and sum k in lane-parallel partial sums, so the entries differ from
-// the generic one by float summation order only (tests: 1e-5 of sum |x w|).
-// M = 1 (decode) streams 8 rows of W at a time; M > 1 (prefill) takes tiles
-// of 4 rows of x by 4 rows of W, so each unpacked weight vector serves 4 rows
-// of x from registers.
+// above); gemm_w4a32_avx2 sums x * code and x per block and adds
+// scale * (sum x code - zero * sum x) (AVX2 has no 16-entry float lookup);
+// both sum k in lane-parallel partial sums, so they differ from the generic
+// entry by float rounding only (tests: 1e-5 of sum |x w|). Decode (M = 1)
+// streams 8 (AVX-512) or 4 (AVX2) rows of W at a time; prefill (M > 1)
+// takes tiles of 4 x 4 (AVX-512) or 2 x 2 rows of x by rows of W, so each
+// unpacked weight vector serves several rows of x from registers.
 //
 // W4A8 (int8 activations, integer dot products, as llama.cpp's Q4_0 x Q8_0):
 //   xs[m, b] = max_{k in b} |x[m, k]| / 127,

@@ -1,10 +1,12 @@
 // 4-bit-weight GEMM entries gemm_w4a32_avx2 and gemm_w4a8_avx2 (gemm_w4.h).
-// W4A32: 8 codes per ymm, widened (vpmovzxbd), masked or shifted to a nibble,
-// dequantized as (float(code) - float(zero)) * scale (the reference's
-// rounding: the difference is exact) and summed by FMA in 8-lane partial
-// sums; tiles of 1 row of x by 4 rows of W (decode) and 4 by 2 (prefill), x
-// read straight from memory by the FMAs. W4A8: kernels/gemm_w4a8_body.inc
-// with vpmaddubsw + vpmaddwd.
+// W4A32: 8 codes per ymm, widened (vpmovzxbd), masked or shifted to a nibble
+// and converted to float; per block the FMAs sum x * code and the adds sum x
+// in 8-lane partial sums, then tot += scale * sum(x code) - scale * zero *
+// sum(x), which is sum x * w up to float rounding without a subtract and a
+// multiply per weight (AVX2 has no 16-entry lookup to dequantize with).
+// Tiles of 1 row of x by 4 rows of W (decode) and 2 by 2 (prefill); blocks
+// of 16 one row at a time. W4A8: kernels/gemm_w4a8_body.inc with
+// vpmaddubsw + vpmaddwd.
 #include <immintrin.h>
 
 #include "kernels/gemm_w4_kernels.h"
@@ -12,95 +14,136 @@
 namespace kvant {
 namespace {
 
-struct Params {
-  __m256 zero, scale;
-};
-
-Params block_params(const W4View& w, int row, int b) {
-  const size_t p = (static_cast<size_t>(row / 8) * static_cast<size_t>(w.k_blocks) + static_cast<size_t>(b)) * 8 +
-                   static_cast<size_t>(row % 8);
-  return {_mm256_set1_ps(static_cast<float>(w.zero[p])), _mm256_set1_ps(w.scale[p])};
-}
-
-__m256 dequant(__m256i codes, const Params& p) {
-  return _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(codes), p.zero), p.scale);
-}
-
 float hsum(__m256 v) {
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
-template <int MR, int NR, bool kSplit>
+size_t param_index(const W4View& w, int row, int b) {
+  return (static_cast<size_t>(row / 8) * static_cast<size_t>(w.k_blocks) + static_cast<size_t>(b)) * 8 +
+         static_cast<size_t>(row % 8);
+}
+
+// tot += s * acc - (s * zero) * xsum: one block's s * sum x * (code - zero).
+__m256 scale_block(const W4View& w, int row, int b, __m256 acc, __m256 xsum, __m256 tot) {
+  const size_t p = param_index(w, row, b);
+  const float s = w.scale[p];
+  tot = _mm256_fmadd_ps(acc, _mm256_set1_ps(s), tot);
+  return _mm256_fnmadd_ps(xsum, _mm256_set1_ps(s * static_cast<float>(w.zero[p])), tot);
+}
+
+// The 32 codes of chunk c of a row as floats: k..k+7, k+8..k+15 (low
+// nibbles), k+16..k+23, k+24..k+31 (high nibbles).
+void codes32(const uint8_t* row, int c, __m256* f) {
+  const __m256i mask = _mm256_set1_epi32(15);
+  const __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16)));
+  const __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16 + 8)));
+  f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(v0, mask));
+  f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(v1, mask));
+  f[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4));
+  f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));
+}
+
+// Blocks of 32 or more values: per block, acc = sum x * code and xsum = sum x
+// (8 lanes each), then tot += s * acc - s * zero * xsum.
+template <int MR, int NR>
 void tile(const W4A32Args& a, int m0, int n0) {
   const W4View& w = a.w;
   const size_t row_bytes = static_cast<size_t>(w.k_padded / 2);
-  const __m256i mask = _mm256_set1_epi32(15);
   const uint8_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = w.codes + static_cast<size_t>(n0 + r) * row_bytes;
   const float* xs[MR];
   for (int i = 0; i < MR; ++i) xs[i] = a.x + static_cast<int64_t>(m0 + i) * a.ldx;
-  __m256 acc[MR][NR];
+  __m256 tot[MR][NR];
   for (int i = 0; i < MR; ++i) {
-    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    for (int r = 0; r < NR; ++r) tot[i][r] = _mm256_setzero_ps();
   }
-  Params plo[NR] = {}, phi[NR] = {};
-  const int chunks = w.k_padded / 32;
-  for (int c = 0; c < chunks; ++c) {
-    const int k = c * 32;
-    if (k % w.block == 0) {
-      const int b = k / w.block;
-      for (int r = 0; r < NR; ++r) {
-        plo[r] = block_params(w, n0 + r, b);
-        if constexpr (kSplit) phi[r] = block_params(w, n0 + r, b + 1 < w.k_blocks ? b + 1 : b);
-      }
+  const int per_block = w.block / 32;
+  for (int b = 0; b < w.k_blocks; ++b) {
+    __m256 acc[MR][NR], xsum[MR];
+    for (int i = 0; i < MR; ++i) {
+      xsum[i] = _mm256_setzero_ps();
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
     }
-    for (int r = 0; r < NR; ++r) {
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[r] + c * 16));
-      const __m256i v0 = _mm256_cvtepu8_epi32(bytes);
-      const __m256i v1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(bytes, bytes));
-      const Params& ph = kSplit ? phi[r] : plo[r];
-      const __m256 w0 = dequant(_mm256_and_si256(v0, mask), plo[r]);  // k .. k+7
-      const __m256 w1 = dequant(_mm256_and_si256(v1, mask), plo[r]);  // k+8 .. k+15
-      const __m256 w2 = dequant(_mm256_srli_epi32(v0, 4), ph);        // k+16 .. k+23
-      const __m256 w3 = dequant(_mm256_srli_epi32(v1, 4), ph);        // k+24 .. k+31
+    for (int c = b * per_block; c < (b + 1) * per_block; ++c) {
+      const int k = c * 32;
       for (int i = 0; i < MR; ++i) {
         const float* x = xs[i] + k;
-        acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x), w0, acc[i][r]);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), w1, acc[i][r]);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), w2, acc[i][r]);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), w3, acc[i][r]);
+        xsum[i] =
+            _mm256_add_ps(xsum[i], _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)),
+                                                 _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24))));
       }
+      for (int r = 0; r < NR; ++r) {
+        __m256 f[4];
+        codes32(rows[r], c, f);
+        for (int i = 0; i < MR; ++i) {
+          const float* x = xs[i] + k;
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x), f[0], acc[i][r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), f[1], acc[i][r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), f[2], acc[i][r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), f[3], acc[i][r]);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) tot[i][r] = scale_block(w, n0 + r, b, acc[i][r], xsum[i], tot[i][r]);
     }
   }
   for (int i = 0; i < MR; ++i) {
     float* y = a.y + static_cast<int64_t>(m0 + i) * a.ldy;
     for (int r = 0; r < NR; ++r) {
-      const float s = hsum(acc[i][r]);
+      const float s = hsum(tot[i][r]);
       y[n0 + r] = a.bias ? s + a.bias[n0 + r] : s;
     }
   }
 }
 
-template <bool kSplit>
+// Blocks of 16: the two halves of each 32-value chunk are two blocks.
+void row16(const W4A32Args& a, int m, int n) {
+  const W4View& w = a.w;
+  const uint8_t* row = w.codes + static_cast<size_t>(n) * static_cast<size_t>(w.k_padded / 2);
+  const float* x = a.x + static_cast<int64_t>(m) * a.ldx;
+  __m256 tot = _mm256_setzero_ps();
+  for (int c = 0; c < w.k_padded / 32; ++c) {
+    const float* xk = x + c * 32;
+    __m256 f[4];
+    codes32(row, c, f);
+    const __m256 x0 = _mm256_loadu_ps(xk), x1 = _mm256_loadu_ps(xk + 8);
+    const __m256 x2 = _mm256_loadu_ps(xk + 16), x3 = _mm256_loadu_ps(xk + 24);
+    const __m256 lo = _mm256_fmadd_ps(x1, f[1], _mm256_mul_ps(x0, f[0]));
+    const __m256 hi = _mm256_fmadd_ps(x3, f[3], _mm256_mul_ps(x2, f[2]));
+    const int b = 2 * c;
+    tot = scale_block(w, n, b, lo, _mm256_add_ps(x0, x1), tot);
+    tot = scale_block(w, n, b + 1 < w.k_blocks ? b + 1 : b, hi, _mm256_add_ps(x2, x3), tot);
+  }
+  const float s = hsum(tot);
+  a.y[static_cast<int64_t>(m) * a.ldy + n] = a.bias ? s + a.bias[n] : s;
+}
+
 void run_a32(const W4A32Args& a) {
+  if (a.w.block == 16) {
+    for (int m = 0; m < a.m; ++m) {
+      for (int n = a.n0; n < a.n1; ++n) row16(a, m, n);
+    }
+    return;
+  }
   if (a.m == 1) {
     int n = a.n0;
-    for (; n + 4 <= a.n1; n += 4) tile<1, 4, kSplit>(a, 0, n);
-    for (; n < a.n1; ++n) tile<1, 1, kSplit>(a, 0, n);
+    for (; n + 4 <= a.n1; n += 4) tile<1, 4>(a, 0, n);
+    for (; n < a.n1; ++n) tile<1, 1>(a, 0, n);
     return;
   }
   int n = a.n0;
   for (; n + 2 <= a.n1; n += 2) {
     int m = 0;
-    for (; m + 4 <= a.m; m += 4) tile<4, 2, kSplit>(a, m, n);
-    for (; m < a.m; ++m) tile<1, 2, kSplit>(a, m, n);
+    for (; m + 2 <= a.m; m += 2) tile<2, 2>(a, m, n);
+    for (; m < a.m; ++m) tile<1, 2>(a, m, n);
   }
   for (; n < a.n1; ++n) {
     int m = 0;
-    for (; m + 4 <= a.m; m += 4) tile<4, 1, kSplit>(a, m, n);
-    for (; m < a.m; ++m) tile<1, 1, kSplit>(a, m, n);
+    for (; m + 2 <= a.m; m += 2) tile<2, 1>(a, m, n);
+    for (; m < a.m; ++m) tile<1, 1>(a, m, n);
   }
 }
 
@@ -113,13 +156,7 @@ __m256i dot_u8s8(__m256i acc, __m256i codes_u8, __m256i x_s8) {
 
 }  // namespace
 
-void gemm_w4a32_avx2(const W4A32Args& a) {
-  if (a.w.block == 16) {
-    run_a32<true>(a);
-  } else {
-    run_a32<false>(a);
-  }
-}
+void gemm_w4a32_avx2(const W4A32Args& a) { run_a32(a); }
 
 void gemm_w4a8_avx2(const W4A8Args& a) { w4a8_run(a); }
 
