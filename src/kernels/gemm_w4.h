@@ -17,8 +17,10 @@
 // both sum k in lane-parallel partial sums, so they differ from the generic
 // entry by float rounding only (tests: 1e-5 of sum |x w|). Decode (M = 1)
 // streams 8 (AVX-512) or 4 (AVX2) rows of W at a time; prefill (M > 1)
-// takes tiles of 4 x 4 (AVX-512) or 2 x 2 rows of x by rows of W, so each
-// unpacked weight vector serves several rows of x from registers.
+// takes tiles of 4 x 4 rows of x by rows of W (AVX-512: each unpacked
+// weight vector serves 4 rows of x from registers), or on AVX2 (M >= 4)
+// dequantizes panels of 4 rows x 512 k exactly into an L1 buffer, reused by
+// every row of x (the full weight is never expanded).
 //
 // W4A8 (int8 activations, integer dot products, as llama.cpp's Q4_0 x Q8_0):
 //   xs[m, b] = max_{k in b} |x[m, k]| / 127,

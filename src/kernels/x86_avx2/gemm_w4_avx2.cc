@@ -4,8 +4,10 @@
 // in 8-lane partial sums, then tot += scale * sum(x code) - scale * zero *
 // sum(x), which is sum x * w up to float rounding without a subtract and a
 // multiply per weight (AVX2 has no 16-entry lookup to dequantize with).
-// Tiles of 1 row of x by 4 rows of W (decode) and 2 by 2 (prefill); blocks
-// of 16 one row at a time. W4A8: kernels/gemm_w4a8_body.inc with
+// Tiles of 1 row of x by 4 rows of W (decode) and 2 by 2 (2-3 rows of x);
+// blocks of 16 one row at a time. Prefill (4 rows of x or more) dequantizes
+// panels of 4 x 512 weights into an L1 buffer and runs 3 x 4 dot-product
+// tiles of FMAs against it (see prefill()). W4A8: kernels/gemm_w4a8_body.inc with
 // vpmaddubsw + vpmaddwd.
 #include <immintrin.h>
 
@@ -121,7 +123,95 @@ void row16(const W4A32Args& a, int m, int n) {
   a.y[static_cast<int64_t>(m) * a.ldy + n] = a.bias ? s + a.bias[n] : s;
 }
 
+// Prefill (M >= 4): per panel of 4 rows of W and 512 values of k, the
+// panel is dequantized once into an L1 buffer, exactly as the reference
+// does ((float(code) - float(zero)) * scale), and every 3 rows of x run
+// against it: 12 dot products in 8-lane partial sums, x and w both loaded
+// from cache, so the FMAs, not the unpacking, set the pace.
+constexpr int kPanelRows = 4, kPanelK = 512;
+
+void dequant_panel(const W4View& w, int n0, int rows, int k0, int k1, float* buf) {
+  const __m256i mask = _mm256_set1_epi32(15);
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* row = w.codes + static_cast<size_t>(n0 + r) * static_cast<size_t>(w.k_padded / 2);
+    float* out = buf + r * kPanelK;
+    for (int k = k0; k < k1; k += 32) {
+      const int c = k / 32;
+      const int blo = k / w.block, bhi = (k + 16) / w.block < w.k_blocks ? (k + 16) / w.block : w.k_blocks - 1;
+      const size_t plo = param_index(w, n0 + r, blo), phi = param_index(w, n0 + r, bhi);
+      const __m256 zlo = _mm256_set1_ps(static_cast<float>(w.zero[plo])), slo = _mm256_set1_ps(w.scale[plo]);
+      const __m256 zhi = _mm256_set1_ps(static_cast<float>(w.zero[phi])), shi = _mm256_set1_ps(w.scale[phi]);
+      const __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16)));
+      const __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16 + 8)));
+      float* o = out + (k - k0);
+      _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, mask)), zlo), slo));
+      _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, mask)), zlo), slo));
+      _mm256_storeu_ps(o + 16, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), zhi), shi));
+      _mm256_storeu_ps(o + 24, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4)), zhi), shi));
+    }
+  }
+}
+
+// y[m0 .. m0+MR, n0 .. n0+NR] (+)= x[., k0:k1] . buf[., 0:k1-k0]
+template <int MR, int NR>
+void panel_tile(const W4A32Args& a, int m0, int n0, int k0, int k1, const float* buf, bool first) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+  }
+  const float* xs[MR];
+  for (int i = 0; i < MR; ++i) xs[i] = a.x + static_cast<int64_t>(m0 + i) * a.ldx + k0;
+  for (int k = 0; k < k1 - k0; k += 8) {
+    __m256 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_ps(buf + r * kPanelK + k);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_loadu_ps(xs[i] + k);
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* y = a.y + static_cast<int64_t>(m0 + i) * a.ldy + n0;
+    for (int r = 0; r < NR; ++r) {
+      const float s = hsum(acc[i][r]);
+      y[r] = first ? s : y[r] + s;
+    }
+  }
+}
+
+template <int NR>
+void panel_rows(const W4A32Args& a, int n0, int k0, int k1, const float* buf, bool first) {
+  int m = 0;
+  for (; m + 3 <= a.m; m += 3) panel_tile<3, NR>(a, m, n0, k0, k1, buf, first);
+  for (; m < a.m; ++m) panel_tile<1, NR>(a, m, n0, k0, k1, buf, first);
+}
+
+void prefill(const W4A32Args& a) {
+  alignas(64) float buf[kPanelRows * kPanelK];
+  for (int n0 = a.n0; n0 < a.n1; n0 += kPanelRows) {
+    const int rows = a.n1 - n0 < kPanelRows ? a.n1 - n0 : kPanelRows;
+    for (int k0 = 0; k0 < a.w.k_padded; k0 += kPanelK) {
+      const int k1 = a.w.k_padded - k0 < kPanelK ? a.w.k_padded : k0 + kPanelK;
+      dequant_panel(a.w, n0, rows, k0, k1, buf);
+      if (rows == kPanelRows) {
+        panel_rows<kPanelRows>(a, n0, k0, k1, buf, k0 == 0);
+      } else {
+        for (int r = 0; r < rows; ++r) panel_rows<1>(a, n0 + r, k0, k1, buf + r * kPanelK, k0 == 0);
+      }
+    }
+    if (a.bias != nullptr) {
+      for (int m = 0; m < a.m; ++m) {
+        float* y = a.y + static_cast<int64_t>(m) * a.ldy;
+        for (int r = 0; r < rows; ++r) y[n0 + r] += a.bias[n0 + r];
+      }
+    }
+  }
+}
+
 void run_a32(const W4A32Args& a) {
+  if (a.m >= 4) {
+    prefill(a);
+    return;
+  }
   if (a.w.block == 16) {
     for (int m = 0; m < a.m; ++m) {
       for (int n = a.n0; n < a.n1; ++n) row16(a, m, n);
