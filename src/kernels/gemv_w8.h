@@ -23,19 +23,25 @@ namespace kvant {
 
 struct GemvW8Kernel;  // gemv_w8_kernels.h
 
+// Blocked (block > 0, a multiple of 8): one scale per row and block of
+// `block` values along k, y[m, n] = sum_b scale[n, b] * sum_{k in b} x[m, k] w[n, k]
+// (the weight-only INT8 export); entries with a row_blocked function only.
 struct W8Matrix {
   int n = 0, k = 0;
+  int block = 0;             // 0: one scale per row
   std::vector<int8_t> w;     // [n, k]
-  std::vector<float> scale;  // n values
+  std::vector<float> scale;  // n values, or n * ceil(k / block)
 };
 
 // The first entry `allowed`, the CPU and the build accept; the default,
 // gemv_w8_pick(selected_isa()) picked once.
 const GemvW8Kernel& gemv_w8_pick(Isa allowed);
+const GemvW8Kernel& gemv_w8_blocked_pick(Isa allowed);  // the first with row_blocked
 const GemvW8Kernel& gemv_w8_default();
 const char* gemv_w8_name(const GemvW8Kernel& kernel);
 
 // y[m, :] for m < M; x row stride ldx, y row stride ldy. accumulate: y += ...
+// A blocked w needs a kernel with row_blocked (gemv_w8_blocked_pick).
 // With the default entry, or with `kernel`.
 void gemv_w8(const W8Matrix& w, const float* x, int ldx, int M, float* y, int ldy, bool accumulate);
 void gemv_w8(const GemvW8Kernel& kernel, const W8Matrix& w, const float* x, int ldx, int M, float* y, int ldy,

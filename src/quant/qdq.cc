@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kvant/status.h"
+#include "quant/mse_clip.h"
 
 namespace kvant {
 
@@ -160,7 +161,8 @@ QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmet
   return p;
 }
 
-QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry) {
+QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry,
+                                  bool mse_clip) {
   check_axis(weights, axis);
   if (axis < 0 || block_size < 2)
     throw Error(ErrorCode::kInvalidArgument, "blocked quantization needs an axis and a block size >= 2");
@@ -181,6 +183,20 @@ QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_siz
         const auto k = static_cast<size_t>(scale_index(p, v, o, c, i));
         lo[k] = std::min(lo[k], x);
         hi[k] = std::max(hi[k], x);
+      }
+    }
+  }
+  if (mse_clip) {
+    std::vector<float> group;
+    for (int64_t o = 0; o < v.outer; ++o) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        for (int64_t i = 0; i < v.inner; ++i) {
+          group.clear();
+          for (int64_t c = b * block_size; c < std::min<int64_t>(v.channels, (b + 1) * block_size); ++c)
+            group.push_back(w[static_cast<size_t>((o * v.channels + c) * v.inner + i)]);
+          const auto k = static_cast<size_t>(scale_index(p, v, o, b * block_size, i));
+          mse_clip_range(group.data(), static_cast<int64_t>(group.size()), 1, storage, symmetry, &lo[k], &hi[k]);
+        }
       }
     }
   }

@@ -33,8 +33,11 @@ Tensor quantize_tensor(const Tensor& weights, const QuantParams& params);
 // so that u8 x s7 pair sums fit int16 on CPUs without VNNI).
 QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry, bool reduce_range = false);
 
-// Blocked params along `axis` with `block_size` (opset-21 blocked form).
-QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry);
+// Blocked params along `axis` with `block_size` (opset-21 blocked form);
+// mse_clip: each block's range clipped to its least-squared-error ratio
+// (quant/mse_clip.h), else its min/max.
+QuantParams blocked_weight_params(const Tensor& weights, int axis, int block_size, DType storage, Symmetry symmetry,
+                                  bool mse_clip = false);
 
 // One warning per quantized tensor whose scale was raised to kMinScale (its
 // range was too narrow for a normal float scale), naming the tensor: scales

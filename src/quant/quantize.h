@@ -32,6 +32,9 @@ struct QuantizeOptions {
   bool per_channel = true;    // per output channel weights (Conv/Gemm/MatMul)
   bool reduce_range = false;  // 7-bit weights (static and dynamic), for CPUs without VNNI
   int group_size = 128;       // weight-only: block size along K
+  // Weight-only INT4: per group, the clip ratio of its range that minimizes
+  // the weight's squared error (quant/mse_clip.h); false: plain min/max.
+  bool weight_clip_search = true;
   // NaN/Inf in a weight being quantized is an error naming it unless set
   // (then NaN quantizes to the zero point, Inf to the range's end).
   bool allow_nonfinite = false;

@@ -3,6 +3,7 @@
 // Patterns, tried at each anchor node in topological order:
 //   DQ(x) , DQ(W const) -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip] [-> Q]   => qgemm
 //   DQ(x) , DQ(W const) [, DQ(bias int32 const)] -> Conv [-> Relu|Clip] -> Q          => qconv
+//   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
@@ -22,6 +23,7 @@
 #include "runtime/compiled_model.h"
 #include "runtime/steps.h"
 #include "runtime/steps_conv.h"
+#include "runtime/steps_wq.h"
 
 namespace kvant {
 
@@ -241,9 +243,11 @@ class Compiler {
       if (node.op_type == "NhwcGlobalAveragePool") return match_qgap(node, true);
       return std::nullopt;
     }
+    if (node.domain == "com.microsoft" && node.op_type == "MatMulNBits") return match_wq(node);
     if (!node.domain.empty()) return std::nullopt;
     if (node.op_type == "MatMul" || node.op_type == "Gemm") {
       if (auto f = match_qgemm(node)) return f;
+      if (auto f = match_wq(node)) return f;
       if (auto f = match_sgemm(node)) return f;
       if (node.op_type == "MatMul" && !constant(node.inputs[0]) && !constant(node.inputs[1])) {
         Fusion f;
@@ -527,6 +531,7 @@ class Compiler {
       return it->second.type.dtype == DType::kFloat32;
     }
     const Node* p = producer(name);
+    if (p != nullptr && p->domain == "com.microsoft" && p->op_type == "MatMulNBits") return true;  // float A, float Y
     if (p == nullptr || !p->domain.empty()) return false;
     static const std::set<std::string> kMake = {"Conv",
                                                 "Gemm",
@@ -1098,6 +1103,74 @@ class Compiler {
     bias.resize(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) bias[static_cast<size_t>(j)] = t->data<float>()[t->numel() == 1 ? 0 : j];
     return true;
+  }
+
+  // Weight-only INT4/INT8 (steps_wq.h): MatMulNBits with 4- or 8-bit
+  // constant weights, or MatMul|Gemm whose weight is DQ(int4/uint4 const,
+  // blocked along K) or DQ(int8/uint8 const, symmetric) [-> Add(bias const)].
+  // The weight stays 4- or 8-bit; W4A8 when a MatMulNBits asks for int8
+  // compute (accuracy_level 4), else FP32 activations.
+  std::optional<Fusion> match_wq(const Node& node) {
+    if (node.inputs.size() < 2 || node.outputs.empty() || constant(node.inputs[0])) return std::nullopt;
+    WqGemmParams p;
+    p.isa = m_.options_.isa;
+    Fusion f;
+    f.nodes = {&node};
+    std::string tail = node.outputs[0];
+    if (node.domain == "com.microsoft") {
+      auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
+      const int64_t bits = node.attr_int("bits", 4);
+      if ((bits != 4 && bits != 8) || node.inputs.size() < 3 || !input(4).empty()) return std::nullopt;
+      const Tensor* b = constant(input(1));
+      const Tensor* scales = constant(input(2));
+      const Tensor* zp = input(3).empty() ? nullptr : constant(input(3));
+      const Tensor* bias = input(5).empty() ? nullptr : constant(input(5));
+      if (b == nullptr || scales == nullptr || (!input(3).empty() && zp == nullptr) ||
+          (!input(5).empty() && bias == nullptr)) {
+        return std::nullopt;
+      }
+      const int64_t n = node.attr_int("N", -1), k = node.attr_int("K", -1), block = node.attr_int("block_size", -1);
+      if (bits == 8) {
+        p.w8 = w8_from_matmul_nbits(k, n, block, *b, *scales, zp);
+        if (!p.w8) return std::nullopt;
+      } else {
+        auto w = w4_from_matmul_nbits(k, n, block, *b, *scales, zp);
+        if (!w) return std::nullopt;
+        p.w = std::move(*w);
+        p.int8_activations = node.attr_int("accuracy_level", 0) == 4;
+      }
+      if (bias != nullptr) {
+        if (bias->dtype() != DType::kFloat32 || bias->numel() != n) return std::nullopt;
+        p.bias.assign(bias->data<float>(), bias->data<float>() + n);
+      }
+    } else {
+      bool trans_b = false;
+      if (!plain_gemm(node, trans_b)) return std::nullopt;
+      const Node* dq = producer(node.inputs[1]);
+      if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty() || dq->inputs.size() < 2)
+        return std::nullopt;
+      const Tensor* q = constant(dq->inputs[0]);
+      const Tensor* scale = constant(dq->inputs[1]);
+      const bool has_zp = dq->inputs.size() > 2 && !dq->inputs[2].empty();
+      const Tensor* zp = has_zp ? constant(dq->inputs[2]) : nullptr;
+      if (q == nullptr || scale == nullptr || (has_zp && zp == nullptr)) return std::nullopt;
+      const int64_t axis = dq->attr_int("axis", 1), block = m_.model_.opset() >= 21 ? dq->attr_int("block_size", 0) : 0;
+      if (q->dtype() == DType::kInt8 || q->dtype() == DType::kUInt8) {
+        p.w8 = w8_from_dq(*q, *scale, zp, axis, block, trans_b);
+        if (!p.w8) return std::nullopt;
+      } else {
+        auto w = w4_from_blocked_dq(*q, *scale, zp, axis, block, trans_b);
+        if (!w) return std::nullopt;
+        p.w = std::move(*w);
+      }
+      if (!float_bias(node, p.w8 ? p.w8->n : p.w.n, p.bias, tail, f.nodes, nullptr)) return std::nullopt;
+      ++absorbed_reads_[node.inputs[1]];
+    }
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    f.step = make_wq_gemm_step(std::move(p));
+    f.inputs = {node.inputs[0]};
+    f.outputs = {tail};
+    return f;
   }
 
   std::optional<Fusion> match_sgemm(const Node& node) {

@@ -72,5 +72,54 @@ TEST(GemvW8, MatchesDequantizedFloatProduct) {
   }
 }
 
+// Blocked scales (one per row and block of 16/32/128 along k, the last block
+// short when k is not a multiple), for every entry with a blocked function;
+// the same tolerance.
+TEST(GemvW8, BlockedScalesMatchDequantizedFloatProduct) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> code(-128, 127);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int ran = 0;
+  for (const GemvW8Kernel* kernel : test::runnable_entries(gemv_w8_kernels(), allowed)) {
+    if (kernel->row_blocked == nullptr) continue;
+    ++ran;
+    for (int block : {16, 32, 128}) {
+      for (int n : {1, 5, 9}) {
+        for (int k : {16, 37, 100, 300}) {
+          W8Matrix w;
+          w.n = n;
+          w.k = k;
+          w.block = block;
+          const int blocks = (k + block - 1) / block;
+          for (int i = 0; i < n * k; ++i) w.w.push_back(static_cast<int8_t>(code(rng)));
+          for (int i = 0; i < n * blocks; ++i) w.scale.push_back(0.001f + 0.01f * std::abs(normal(rng)));
+          const int m = 2, ldy = n + 1;
+          std::vector<float> x(static_cast<size_t>(m * k));
+          for (float& v : x) v = normal(rng);
+          std::vector<float> y(static_cast<size_t>(m * ldy), 1.0f);
+          gemv_w8(*kernel, w, x.data(), k, m, y.data(), ldy, false);
+          for (int r = 0; r < m; ++r) {
+            ASSERT_EQ(y[static_cast<size_t>(r * ldy + n)], 1.0f) << kernel->name << " wrote past row " << r;
+            for (int j = 0; j < n; ++j) {
+              double want = 0, mag = 0;
+              for (int i = 0; i < k; ++i) {
+                const double t = double{x[static_cast<size_t>(r * k + i)]} * w.w[static_cast<size_t>(j * k + i)] *
+                                 w.scale[static_cast<size_t>(j * blocks + i / block)];
+                want += t;
+                mag += std::abs(t);
+              }
+              ASSERT_NEAR(y[static_cast<size_t>(r * ldy + j)], want, 1e-5 * mag)
+                  << kernel->name << " block " << block << " " << n << "x" << k;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(ran, 1);
+  EXPECT_NE(gemv_w8_blocked_pick(allowed).row_blocked, nullptr);
+}
+
 }  // namespace
 }  // namespace kvant

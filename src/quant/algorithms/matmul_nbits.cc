@@ -3,7 +3,8 @@
 // Same round-to-nearest numerics as the opset-21 blocked DequantizeLinear
 // export (weight_only.cc): per column n and block b of `group_size` values
 // along K, choose_qparams on the block's [min, max] (int4 symmetric or uint4
-// affine), codes = quantize_value(w). ORT's layout (ops/contrib.cc): B uint8
+// affine; at 4 bits clipped to its least-squared-error ratio first,
+// quant/mse_clip.h), codes = quantize_value(w). ORT's layout (ops/contrib.cc): B uint8
 // [N, k_blocks, blob] codes low bits first along K, as unsigned codes;
 // symmetric int4 q in [-8, 7] is stored as q + 8 with no zero_points input
 // (the operator's default zero point is 8); affine stores uint4 codes and
@@ -13,6 +14,7 @@
 #include <cmath>
 
 #include "kvant/status.h"
+#include "quant/mse_clip.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 
@@ -25,7 +27,8 @@ struct Packed {
 };
 
 // w is [K, N] float (column n = output n).
-Packed pack_nbits(const Tensor& w, int64_t K, int64_t N, bool k_major, int bits, int block, Symmetry symmetry) {
+Packed pack_nbits(const Tensor& w, int64_t K, int64_t N, bool k_major, int bits, int block, Symmetry symmetry,
+                  bool clip) {
   const int64_t k_blocks = (K + block - 1) / block, blob = block * bits / 8;
   const int64_t zp_row = (k_blocks * bits + 7) / 8;
   const int per_byte = 8 / bits;
@@ -42,6 +45,7 @@ Packed pack_nbits(const Tensor& w, int64_t K, int64_t N, bool k_major, int bits,
   if (p.zero_points.defined()) std::fill(p.zero_points.data<uint8_t>(), p.zero_points.data<uint8_t>() + N * zp_row, 0);
   const float* wv = w.data<float>();
   auto at = [&](int64_t k, int64_t n) { return k_major ? wv[k * N + n] : wv[n * K + k]; };
+  std::vector<float> group;
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t blk = 0; blk < k_blocks; ++blk) {
       const int64_t k0 = blk * block, k1 = std::min(K, k0 + block);
@@ -50,6 +54,11 @@ Packed pack_nbits(const Tensor& w, int64_t K, int64_t N, bool k_major, int bits,
         if (!std::isfinite(at(k, n))) continue;  // only with --allow-nonfinite
         lo = std::min(lo, at(k, n));
         hi = std::max(hi, at(k, n));
+      }
+      if (clip) {
+        group.clear();
+        for (int64_t k = k0; k < k1; ++k) group.push_back(at(k, n));
+        mse_clip_range(group.data(), static_cast<int64_t>(group.size()), 1, storage, symmetry, &lo, &hi);
       }
       float scale = 1;
       int32_t zp = 0;
@@ -119,9 +128,9 @@ Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions&
     }
     check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
     const int64_t K = k_major ? w.dim(0) : w.dim(1), N = k_major ? w.dim(1) : w.dim(0);
-    const Packed p =
-        pack_nbits(w, K, N, k_major, bits, block,
-                   options.weight_symmetry == Symmetry::kAffine ? Symmetry::kAffine : Symmetry::kSymmetric);
+    const Packed p = pack_nbits(w, K, N, k_major, bits, block,
+                                options.weight_symmetry == Symmetry::kAffine ? Symmetry::kAffine : Symmetry::kSymmetric,
+                                bits == 4 && options.weight_clip_search);
     const std::string base = n.inputs[1];
     const std::string b_name = base + "/nbits", s_name = base + "/nbits_scales", z_name = base + "/nbits_zp";
     g.initializers[b_name] = p.b;

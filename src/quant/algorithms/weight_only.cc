@@ -10,7 +10,10 @@
 // Exported as opset-21 blocked DequantizeLinear (the model is upgraded to
 // opset 21, onnx/opset_upgrade.h): W_q int4 [K, N] -> DQ(axis 0, block_size) -> W.
 // Symmetric: int4 in [-8, 7], zero point 0, scale = max|w| / 7 per group.
-// Affine: uint4 in [0, 15] with a zero point per group.
+// Affine: uint4 in [0, 15] with a zero point per group. At 4 bits each
+// group's range is first clipped to the ratio that minimizes its squared
+// error (round to nearest with MSE-optimal clipping, quant/mse_clip.h;
+// QuantizeOptions::weight_clip_search, on by default).
 #include <algorithm>
 
 #include "kvant/status.h"
@@ -95,7 +98,8 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     // halved values save, and such filters are the most sensitive ones.
     const int64_t per_scale = t.blocked ? options.group_size : w.numel() / std::max<int64_t>(1, w.dim(t.axis));
     const DType s = (bits == 4 && per_scale < 16) ? (symmetric ? DType::kInt8 : DType::kUInt8) : storage;
-    const QuantParams p = t.blocked ? blocked_weight_params(w, t.axis, options.group_size, s, symmetry)
+    const bool clip = options.weight_clip_search && (s == DType::kInt4 || s == DType::kUInt4);
+    const QuantParams p = t.blocked ? blocked_weight_params(w, t.axis, options.group_size, s, symmetry, clip)
                                     : weight_params(w, t.axis, s, symmetry);
     insert_weight_dq(g, t.name, p);
     ++done;

@@ -1,0 +1,253 @@
+// 4-bit-weight GEMM entries gemm_w4a32_avx2 and gemm_w4a8_avx2 (gemm_w4.h).
+// W4A32: 8 codes per ymm, widened (vpmovzxbd), masked or shifted to a nibble
+// and converted to float; per block the FMAs sum x * code and the adds sum x
+// in 8-lane partial sums, then tot += scale * sum(x code) - scale * zero *
+// sum(x), which is sum x * w up to float rounding without a subtract and a
+// multiply per weight (AVX2 has no 16-entry lookup to dequantize with).
+// Tiles of 1 row of x by 4 rows of W (decode) and 2 by 2 (2-3 rows of x);
+// blocks of 16 one row at a time. Prefill (4 rows of x or more) dequantizes
+// panels of 4 x 512 weights into an L1 buffer and runs 3 x 4 dot-product
+// tiles of FMAs against it (see prefill()). W4A8: kernels/gemm_w4a8_body.inc with
+// vpmaddubsw + vpmaddwd.
+#include <immintrin.h>
+
+#include "kernels/gemm_w4_kernels.h"
+
+namespace kvant {
+namespace {
+
+float hsum(__m256 v) {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+size_t param_index(const W4View& w, int row, int b) {
+  return (static_cast<size_t>(row / 8) * static_cast<size_t>(w.k_blocks) + static_cast<size_t>(b)) * 8 +
+         static_cast<size_t>(row % 8);
+}
+
+// tot += s * acc - (s * zero) * xsum: one block's s * sum x * (code - zero).
+__m256 scale_block(const W4View& w, int row, int b, __m256 acc, __m256 xsum, __m256 tot) {
+  const size_t p = param_index(w, row, b);
+  const float s = w.scale[p];
+  tot = _mm256_fmadd_ps(acc, _mm256_set1_ps(s), tot);
+  return _mm256_fnmadd_ps(xsum, _mm256_set1_ps(s * static_cast<float>(w.zero[p])), tot);
+}
+
+// The 32 codes of chunk c of a row as floats: k..k+7, k+8..k+15 (low
+// nibbles), k+16..k+23, k+24..k+31 (high nibbles).
+void codes32(const uint8_t* row, int c, __m256* f) {
+  const __m256i mask = _mm256_set1_epi32(15);
+  const __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16)));
+  const __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16 + 8)));
+  f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(v0, mask));
+  f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(v1, mask));
+  f[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4));
+  f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));
+}
+
+// Blocks of 32 or more values: per block, acc = sum x * code and xsum = sum x
+// (8 lanes each), then tot += s * acc - s * zero * xsum.
+template <int MR, int NR>
+void tile(const W4A32Args& a, int m0, int n0) {
+  const W4View& w = a.w;
+  const size_t row_bytes = static_cast<size_t>(w.k_padded / 2);
+  const uint8_t* rows[NR];
+  for (int r = 0; r < NR; ++r) rows[r] = w.codes + static_cast<size_t>(n0 + r) * row_bytes;
+  const float* xs[MR];
+  for (int i = 0; i < MR; ++i) xs[i] = a.x + static_cast<int64_t>(m0 + i) * a.ldx;
+  __m256 tot[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) tot[i][r] = _mm256_setzero_ps();
+  }
+  const int per_block = w.block / 32;
+  for (int b = 0; b < w.k_blocks; ++b) {
+    __m256 acc[MR][NR], xsum[MR];
+    for (int i = 0; i < MR; ++i) {
+      xsum[i] = _mm256_setzero_ps();
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    }
+    for (int c = b * per_block; c < (b + 1) * per_block; ++c) {
+      const int k = c * 32;
+      for (int i = 0; i < MR; ++i) {
+        const float* x = xs[i] + k;
+        xsum[i] =
+            _mm256_add_ps(xsum[i], _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)),
+                                                 _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24))));
+      }
+      for (int r = 0; r < NR; ++r) {
+        __m256 f[4];
+        codes32(rows[r], c, f);
+        for (int i = 0; i < MR; ++i) {
+          const float* x = xs[i] + k;
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x), f[0], acc[i][r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), f[1], acc[i][r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), f[2], acc[i][r]);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), f[3], acc[i][r]);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) tot[i][r] = scale_block(w, n0 + r, b, acc[i][r], xsum[i], tot[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* y = a.y + static_cast<int64_t>(m0 + i) * a.ldy;
+    for (int r = 0; r < NR; ++r) {
+      const float s = hsum(tot[i][r]);
+      y[n0 + r] = a.bias ? s + a.bias[n0 + r] : s;
+    }
+  }
+}
+
+// Blocks of 16: the two halves of each 32-value chunk are two blocks.
+void row16(const W4A32Args& a, int m, int n) {
+  const W4View& w = a.w;
+  const uint8_t* row = w.codes + static_cast<size_t>(n) * static_cast<size_t>(w.k_padded / 2);
+  const float* x = a.x + static_cast<int64_t>(m) * a.ldx;
+  __m256 tot = _mm256_setzero_ps();
+  for (int c = 0; c < w.k_padded / 32; ++c) {
+    const float* xk = x + c * 32;
+    __m256 f[4];
+    codes32(row, c, f);
+    const __m256 x0 = _mm256_loadu_ps(xk), x1 = _mm256_loadu_ps(xk + 8);
+    const __m256 x2 = _mm256_loadu_ps(xk + 16), x3 = _mm256_loadu_ps(xk + 24);
+    const __m256 lo = _mm256_fmadd_ps(x1, f[1], _mm256_mul_ps(x0, f[0]));
+    const __m256 hi = _mm256_fmadd_ps(x3, f[3], _mm256_mul_ps(x2, f[2]));
+    const int b = 2 * c;
+    tot = scale_block(w, n, b, lo, _mm256_add_ps(x0, x1), tot);
+    tot = scale_block(w, n, b + 1 < w.k_blocks ? b + 1 : b, hi, _mm256_add_ps(x2, x3), tot);
+  }
+  const float s = hsum(tot);
+  a.y[static_cast<int64_t>(m) * a.ldy + n] = a.bias ? s + a.bias[n] : s;
+}
+
+// Prefill (M >= 4): per panel of 4 rows of W and 512 values of k, the
+// panel is dequantized once into an L1 buffer, exactly as the reference
+// does ((float(code) - float(zero)) * scale), and every 3 rows of x run
+// against it: 12 dot products in 8-lane partial sums, x and w both loaded
+// from cache, so the FMAs, not the unpacking, set the pace.
+constexpr int kPanelRows = 4, kPanelK = 512;
+
+void dequant_panel(const W4View& w, int n0, int rows, int k0, int k1, float* buf) {
+  const __m256i mask = _mm256_set1_epi32(15);
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* row = w.codes + static_cast<size_t>(n0 + r) * static_cast<size_t>(w.k_padded / 2);
+    float* out = buf + r * kPanelK;
+    for (int k = k0; k < k1; k += 32) {
+      const int c = k / 32;
+      const int blo = k / w.block, bhi = (k + 16) / w.block < w.k_blocks ? (k + 16) / w.block : w.k_blocks - 1;
+      const size_t plo = param_index(w, n0 + r, blo), phi = param_index(w, n0 + r, bhi);
+      const __m256 zlo = _mm256_set1_ps(static_cast<float>(w.zero[plo])), slo = _mm256_set1_ps(w.scale[plo]);
+      const __m256 zhi = _mm256_set1_ps(static_cast<float>(w.zero[phi])), shi = _mm256_set1_ps(w.scale[phi]);
+      const __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16)));
+      const __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c * 16 + 8)));
+      float* o = out + (k - k0);
+      _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v0, mask)), zlo), slo));
+      _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v1, mask)), zlo), slo));
+      _mm256_storeu_ps(o + 16, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), zhi), shi));
+      _mm256_storeu_ps(o + 24, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4)), zhi), shi));
+    }
+  }
+}
+
+// y[m0 .. m0+MR, n0 .. n0+NR] (+)= x[., k0:k1] . buf[., 0:k1-k0]
+template <int MR, int NR>
+void panel_tile(const W4A32Args& a, int m0, int n0, int k0, int k1, const float* buf, bool first) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+  }
+  const float* xs[MR];
+  for (int i = 0; i < MR; ++i) xs[i] = a.x + static_cast<int64_t>(m0 + i) * a.ldx + k0;
+  for (int k = 0; k < k1 - k0; k += 8) {
+    __m256 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = _mm256_loadu_ps(buf + r * kPanelK + k);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_loadu_ps(xs[i] + k);
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(xv, wv[r], acc[i][r]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* y = a.y + static_cast<int64_t>(m0 + i) * a.ldy + n0;
+    for (int r = 0; r < NR; ++r) {
+      const float s = hsum(acc[i][r]);
+      y[r] = first ? s : y[r] + s;
+    }
+  }
+}
+
+template <int NR>
+void panel_rows(const W4A32Args& a, int n0, int k0, int k1, const float* buf, bool first) {
+  int m = 0;
+  for (; m + 3 <= a.m; m += 3) panel_tile<3, NR>(a, m, n0, k0, k1, buf, first);
+  for (; m < a.m; ++m) panel_tile<1, NR>(a, m, n0, k0, k1, buf, first);
+}
+
+void prefill(const W4A32Args& a) {
+  alignas(64) float buf[kPanelRows * kPanelK];
+  for (int n0 = a.n0; n0 < a.n1; n0 += kPanelRows) {
+    const int rows = a.n1 - n0 < kPanelRows ? a.n1 - n0 : kPanelRows;
+    for (int k0 = 0; k0 < a.w.k_padded; k0 += kPanelK) {
+      const int k1 = a.w.k_padded - k0 < kPanelK ? a.w.k_padded : k0 + kPanelK;
+      dequant_panel(a.w, n0, rows, k0, k1, buf);
+      if (rows == kPanelRows) {
+        panel_rows<kPanelRows>(a, n0, k0, k1, buf, k0 == 0);
+      } else {
+        for (int r = 0; r < rows; ++r) panel_rows<1>(a, n0 + r, k0, k1, buf + r * kPanelK, k0 == 0);
+      }
+    }
+    if (a.bias != nullptr) {
+      for (int m = 0; m < a.m; ++m) {
+        float* y = a.y + static_cast<int64_t>(m) * a.ldy;
+        for (int r = 0; r < rows; ++r) y[n0 + r] += a.bias[n0 + r];
+      }
+    }
+  }
+}
+
+void run_a32(const W4A32Args& a) {
+  if (a.m >= 4) {
+    prefill(a);
+    return;
+  }
+  if (a.w.block == 16) {
+    for (int m = 0; m < a.m; ++m) {
+      for (int n = a.n0; n < a.n1; ++n) row16(a, m, n);
+    }
+    return;
+  }
+  if (a.m == 1) {
+    int n = a.n0;
+    for (; n + 4 <= a.n1; n += 4) tile<1, 4>(a, 0, n);
+    for (; n < a.n1; ++n) tile<1, 1>(a, 0, n);
+    return;
+  }
+  int n = a.n0;
+  for (; n + 2 <= a.n1; n += 2) {
+    int m = 0;
+    for (; m + 2 <= a.m; m += 2) tile<2, 2>(a, m, n);
+    for (; m < a.m; ++m) tile<1, 2>(a, m, n);
+  }
+  for (; n < a.n1; ++n) {
+    int m = 0;
+    for (; m + 2 <= a.m; m += 2) tile<2, 1>(a, m, n);
+    for (; m < a.m; ++m) tile<1, 1>(a, m, n);
+  }
+}
+
+__m256i dot_u8s8(__m256i acc, __m256i codes_u8, __m256i x_s8) {
+  const __m256i pairs = _mm256_maddubs_epi16(codes_u8, x_s8);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+#include "kernels/gemm_w4a8_body.inc"
+
+}  // namespace
+
+void gemm_w4a32_avx2(const W4A32Args& a) { run_a32(a); }
+
+void gemm_w4a8_avx2(const W4A8Args& a) { w4a8_run(a); }
+
+}  // namespace kvant
