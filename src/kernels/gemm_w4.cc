@@ -68,10 +68,16 @@ void gemm_w4a8_generic(const W4A8Args& a) {
 
 namespace {
 
-// Best first (kernel_table.h).
+// Best first (kernel_table.h). gemm_w4a32_avx512 was written on a machine
+// without AVX-512 and has not yet run its tests on one: it joins the table
+// only in builds with -DKVANT_UNVERIFIED_KERNELS until it has (the W4A8
+// VNNI entries share gemm_w4a8_body.inc with the tested AVX2 entry and
+// differ in the one exact dot-product instruction).
 constexpr GemmW4A32Kernel kGemmW4A32Kernels[] = {
 #if defined(__x86_64__)
+#if defined(KVANT_UNVERIFIED_KERNELS)
     {Isa::kAvx512, "gemm_w4a32_avx512", gemm_w4a32_avx512},
+#endif
     {Isa::kAvx2, "gemm_w4a32_avx2", gemm_w4a32_avx2},
 #endif
     {Isa::kRef, "gemm_w4a32_generic", gemm_w4a32_generic},

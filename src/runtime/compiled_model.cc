@@ -111,15 +111,30 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
   }
   run_to_fixed_point(model_.graph, {eliminate_identity, fold_batchnorm, eliminate_dead_nodes});
   if (options_.nhwc) {
-    // Quantized convolutions and pools (their input a DequantizeLinear)
-    // keep NHWC activations between them (passes/nhwc_layout.cc).
+    // Quantized convolutions and pools (input a DequantizeLinear, output
+    // read only by a QuantizeLinear, through at most a Relu/Clip: the fused
+    // integer steps) keep NHWC activations between them
+    // (passes/nhwc_layout.cc). One with a float output stays NCHW for the
+    // FP32 kernels, which have no NHWC form.
     std::unordered_map<std::string, const Node*> producer;
+    std::unordered_map<std::string, std::vector<const Node*>> readers;
     for (const Node& n : model_.graph.nodes) {
       for (const auto& o : n.outputs) producer[o] = &n;
+      for (const auto& in : n.inputs) readers[in].push_back(&n);
     }
+    const auto sole_reader = [&](const std::string& v) -> const Node* {
+      auto it = readers.find(v);
+      if (it == readers.end() || it->second.size() != 1 || is_graph_output(model_.graph, v)) return nullptr;
+      return it->second[0]->domain.empty() ? it->second[0] : nullptr;
+    };
     const auto quantized_input = [&](const Node& n) {
       auto it = producer.find(n.inputs[0]);
-      return it != producer.end() && it->second->op_type == "DequantizeLinear" && it->second->domain.empty();
+      if (it == producer.end() || it->second->op_type != "DequantizeLinear" || !it->second->domain.empty()) {
+        return false;
+      }
+      const Node* next = sole_reader(n.outputs[0]);
+      if (next != nullptr && (next->op_type == "Relu" || next->op_type == "Clip")) next = sole_reader(next->outputs[0]);
+      return next != nullptr && next->op_type == "QuantizeLinear";
     };
     if (nhwc_layout(model_.graph, model_.opset(), quantized_input)) model_.opset_imports["com.kvant"] = 1;
   }
