@@ -19,7 +19,9 @@
 // groups get permuted value_info shapes, and transposes that meet cancel:
 // Transpose(p) -> Transpose(q) with one reader becomes one Transpose (the
 // identity disappears), which also folds the Transposes that TensorFlow-style
-// NHWC exports put around every Conv.
+// NHWC exports put around every Conv. Last, a Transpose read only by a
+// per-tensor QuantizeLinear moves after it (Q(T(x)) = T(Q(x))), so a twin
+// meets its Q and the transpose moves codes.
 //
 // Legal because every rewrite keeps what the graph computes: T is applied to
 // a value exactly where a reader needs the other layout, and the nodes of an
@@ -112,6 +114,7 @@ class Layout {
     if (candidates_.empty()) return false;
     rewrite();
     fold_transposes();
+    transpose_codes();
     return true;
   }
 
@@ -596,6 +599,43 @@ class Layout {
       return v;
     };
     for (const auto& [from, unused] : renames) rename_reads(g_, from, resolve(from));
+  }
+
+  // Transpose -> QuantizeLinear (per tensor, the Transpose's only reader)
+  // becomes QuantizeLinear -> Transpose: Q is elementwise with one scale,
+  // so T(Q(x)) = Q(T(x)) exactly, and the Nhwc twin before it meets its Q
+  // (the fused integer step) while the Transpose moves bytes, not floats.
+  void transpose_codes() {
+    const auto reads = count_reads(g_);
+    std::unordered_map<std::string, size_t> index_of;  // value -> index of the node reading it
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      for (const auto& in : g_.nodes[i].inputs) index_of[in] = i;
+    }
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const Node& t = g_.nodes[i];
+      if (t.op_type != "Transpose" || !t.domain.empty() || t.inputs.size() != 1 || t.outputs.size() != 1) continue;
+      const std::string& tv = t.outputs[0];
+      auto r = reads.find(tv);
+      if (r == reads.end() || r->second != 1 || is_graph_output(g_, tv) || !index_of.count(tv)) continue;
+      const size_t j = index_of[tv];
+      const Node& q = g_.nodes[j];
+      if (j <= i || q.op_type != "QuantizeLinear" || !q.domain.empty() || q.inputs.size() < 2 || q.inputs[0] != tv ||
+          q.outputs.size() != 1 || !is_scalar_constant(q.inputs[1]) ||
+          (q.inputs.size() > 2 && !q.inputs[2].empty() && !is_scalar_constant(q.inputs[2]))) {
+        continue;
+      }
+      std::string codes = q.outputs[0] + "/before_transpose";
+      while (producer_.count(codes) || g_.initializers.count(codes)) codes += "_";
+      Node new_q = q;
+      Node new_t = t;
+      new_q.inputs[0] = t.inputs[0];
+      new_q.outputs[0] = codes;
+      new_t.inputs[0] = codes;
+      new_t.outputs[0] = q.outputs[0];
+      new_t.name = t.name + "/codes";
+      g_.nodes[i] = std::move(new_q);
+      g_.nodes[j] = std::move(new_t);
+    }
   }
 
   Graph& g_;

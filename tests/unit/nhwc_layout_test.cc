@@ -16,6 +16,7 @@
 #include "onnx/writer.h"
 #include "passes/pass.h"
 #include "quant/quantize.h"
+#include "runtime/compiled_model.h"
 #include "runtime/executor.h"
 
 namespace kvant {
@@ -231,6 +232,65 @@ TEST(NhwcLayout, LoneConvBetweenNchwNodesStays) {
   Model n = with_shapes(m);
   EXPECT_FALSE(nhwc_layout(n.graph, 13, [](const Node&) { return true; }));
   EXPECT_EQ(count_nhwc(n.graph), 0);
+}
+
+// A quantized Conv whose Q output is read by an NCHW-only node (LRN after
+// its DQ): the Transpose back to NCHW goes after the Q, on the codes, so
+// the NhwcConv meets its Q and compiles to the fused integer step (it ran
+// as the reference NhwcConv when the Transpose sat between them).
+TEST(NhwcLayout, TransposeBackMovesPastTheQuantize) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  TypeInfo t;
+  t.dtype = DType::kFloat32;
+  t.has_shape = true;
+  for (int64_t d : {1, 8, 6, 6}) t.dims.push_back(Dim{d, ""});
+  m.graph.inputs.push_back({"x", t});
+  Graph& g = m.graph;
+  g.initializers["s"] = Tensor::scalar<float>(0.05f);
+  g.initializers["zp"] = Tensor::scalar<uint8_t>(128);
+  g.initializers["ys"] = Tensor::scalar<float>(0.2f);
+  g.initializers["yzp"] = Tensor::scalar<uint8_t>(120);
+  Tensor w(DType::kInt8, {4, 8, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<int8_t>()[i] = static_cast<int8_t>((i * 37) % 201 - 100);
+  g.initializers["w"] = w;
+  g.initializers["ws"] = Tensor::from_vector(std::vector<float>{0.01f, 0.02f, 0.015f, 0.005f}, {4});
+  Node wdq = make_node("wdq", "DequantizeLinear", {"w", "ws"}, {"wf"});
+  set_attr(wdq, "axis", int64_t{0});
+  Node conv = make_node("conv", "Conv", {"xd", "wf"}, {"c"});
+  set_attr(conv, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  Node lrn = make_node("lrn", "LRN", {"cd"}, {"y"});
+  set_attr(lrn, "size", int64_t{3});
+  g.nodes = {make_node("xq", "QuantizeLinear", {"x", "s", "zp"}, {"xq"}),
+             make_node("xdq", "DequantizeLinear", {"xq", "s", "zp"}, {"xd"}),
+             wdq,
+             conv,
+             make_node("cq", "QuantizeLinear", {"c", "ys", "yzp"}, {"cq"}),
+             make_node("cdq", "DequantizeLinear", {"cq", "ys", "yzp"}, {"cd"}),
+             lrn};
+  TypeInfo ty = t;
+  ty.dims[1] = Dim{4, ""};
+  g.outputs.push_back({"y", ty});
+  const Model before = with_shapes(m);
+  const Model n = to_nhwc(before);
+  ASSERT_EQ(count_ops(n.graph, "NhwcConv"), 1) << print_graph(n.graph);
+  for (const Node& node : n.graph.nodes) {
+    if (node.op_type != "NhwcConv") continue;
+    int readers = 0;
+    for (const Node& r : n.graph.nodes) {
+      for (const auto& in : r.inputs) {
+        if (in != node.outputs[0]) continue;
+        ++readers;
+        EXPECT_EQ(r.op_type, "QuantizeLinear") << print_graph(n.graph);
+      }
+    }
+    EXPECT_EQ(readers, 1);
+  }
+  expect_same_outputs(before, n, random_input({1, 8, 6, 6}, 5), "conv -> Q -> LRN");
+  CompiledModel compiled(before, default_compile_options(1));
+  compiled.run({{"x", random_input({1, 8, 6, 6}, 6)}});
+  EXPECT_EQ(compiled.describe_plan().find("reference NhwcConv"), std::string::npos) << compiled.describe_plan();
 }
 
 }  // namespace
