@@ -158,6 +158,27 @@ Attribute float_attr(float value) {
   return a;
 }
 
+Attribute floats_attr(std::vector<float> values) {
+  Attribute a;
+  a.kind = Attribute::Kind::kFloats;
+  a.floats = std::move(values);
+  return a;
+}
+
+Attribute string_attr(std::string value) {
+  Attribute a;
+  a.kind = Attribute::Kind::kString;
+  a.s = std::move(value);
+  return a;
+}
+
+Attribute strings_attr(std::vector<std::string> values) {
+  Attribute a;
+  a.kind = Attribute::Kind::kStrings;
+  a.strings = std::move(values);
+  return a;
+}
+
 void set_attr(Node& node, const std::string& key, int64_t value) { node.attributes[key] = int_attr(value); }
 
 void set_attr(Node& node, const std::string& key, std::vector<int64_t> values) {

@@ -119,6 +119,9 @@ Node make_node(std::string name, std::string op_type, std::vector<std::string> i
 Attribute int_attr(int64_t value);
 Attribute ints_attr(std::vector<int64_t> values);
 Attribute float_attr(float value);
+Attribute floats_attr(std::vector<float> values);
+Attribute string_attr(std::string value);
+Attribute strings_attr(std::vector<std::string> values);
 // Sets an int / ints attribute.
 void set_attr(Node& node, const std::string& key, int64_t value);
 void set_attr(Node& node, const std::string& key, std::vector<int64_t> values);

@@ -121,4 +121,17 @@ std::string UniqueNames::make(const std::string& base) {
 
 std::string unique_value_name(const Graph& graph, const std::string& base) { return UniqueNames(graph).make(base); }
 
+void collect_names(const Graph& g, std::unordered_set<std::string>& used) {
+  for (const auto& v : g.inputs) used.insert(v.name);
+  for (const auto& [name, t] : g.initializers) used.insert(name);
+  for (const auto& n : g.nodes) {
+    used.insert(n.name);
+    used.insert(n.outputs.begin(), n.outputs.end());
+    for (const auto& [key, attr] : n.attributes) {
+      if (attr.g) collect_names(*attr.g, used);
+      for (const auto& sub : attr.graphs) collect_names(*sub, used);
+    }
+  }
+}
+
 }  // namespace kvant

@@ -67,6 +67,10 @@ void rename_reads(Graph& graph, const std::string& from, const std::string& to);
 // where one rename_reads per pair would be O(nodes x pairs).
 void rename_reads(Graph& graph, const std::unordered_map<std::string, std::string>& renames);
 bool is_graph_output(const Graph& graph, const std::string& name);
+
+// Every name a graph and its subgraphs use (inputs, initializers, node
+// names and outputs), for making fresh ones.
+void collect_names(const Graph& graph, std::unordered_set<std::string>& used);
 // Subgraphs held by a node's attributes.
 std::vector<Graph*> subgraphs_of(Node& node);
 // A value name not yet used in the graph: `base`, else `base_1`, `base_2`...

@@ -40,26 +40,6 @@ namespace kvant {
 
 namespace {
 
-Attribute string_attr(const std::string& value) {
-  Attribute a;
-  a.kind = Attribute::Kind::kString;
-  a.s = value;
-  return a;
-}
-
-void collect_names(const Graph& g, std::unordered_set<std::string>& used) {
-  for (const auto& v : g.inputs) used.insert(v.name);
-  for (const auto& [name, t] : g.initializers) used.insert(name);
-  for (const auto& n : g.nodes) {
-    used.insert(n.name);
-    used.insert(n.outputs.begin(), n.outputs.end());
-    for (const auto& [key, attr] : n.attributes) {
-      if (attr.g) collect_names(*attr.g, used);
-      for (const auto& sub : attr.graphs) collect_names(*sub, used);
-    }
-  }
-}
-
 class Upgrader {
  public:
   Upgrader(Model& model, int64_t from) : model_(model), from_(from) { collect_names(model.graph, used_); }

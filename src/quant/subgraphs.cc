@@ -7,19 +7,6 @@
 
 namespace kvant {
 
-void collect_names(const Graph& g, std::unordered_set<std::string>& used) {
-  for (const auto& v : g.inputs) used.insert(v.name);
-  for (const auto& [name, t] : g.initializers) used.insert(name);
-  for (const auto& n : g.nodes) {
-    used.insert(n.name);
-    used.insert(n.outputs.begin(), n.outputs.end());
-    for (const auto& [key, attr] : n.attributes) {
-      if (attr.g) collect_names(*attr.g, used);
-      for (const auto& sub : attr.graphs) collect_names(*sub, used);
-    }
-  }
-}
-
 std::vector<Graph*> unshare_bodies(Node& node) {
   std::vector<Graph*> out;
   for (auto& [key, attr] : node.attributes) {

@@ -8,12 +8,9 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "passes/pass.h"  // collect_names
 
 namespace kvant {
-
-// Every name a graph and its subgraphs use (inputs, initializers, node
-// names and outputs), for making fresh ones.
-void collect_names(const Graph& graph, std::unordered_set<std::string>& used);
 
 // The bodies a node holds, each replaced by a copy first (a copied Model
 // shares its subgraphs with the original, so a body is copied before it is

@@ -16,27 +16,6 @@
 namespace kvant {
 namespace {
 
-Attribute floats_attr(std::vector<float> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kFloats;
-  a.floats = std::move(v);
-  return a;
-}
-
-Attribute strings_attr(std::vector<std::string> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kStrings;
-  a.strings = std::move(v);
-  return a;
-}
-
-Attribute string_attr(std::string v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kString;
-  a.s = std::move(v);
-  return a;
-}
-
 Node make_node(std::string op, std::vector<std::string> inputs, std::vector<std::string> outputs,
                std::map<std::string, Attribute> attributes = {}) {
   Node n;

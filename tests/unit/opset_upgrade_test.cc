@@ -33,20 +33,6 @@ ValueInfo untyped(const std::string& name) {
   return v;
 }
 
-Attribute floats_attr(std::vector<float> v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kFloats;
-  a.floats = std::move(v);
-  return a;
-}
-
-Attribute string_attr(const std::string& s) {
-  Attribute a;
-  a.kind = Attribute::Kind::kString;
-  a.s = s;
-  return a;
-}
-
 Model model_at(int64_t opset, std::vector<ValueInfo> inputs, std::vector<Node> nodes, std::vector<ValueInfo> outputs) {
   Model m;
   m.opset_imports[""] = opset;

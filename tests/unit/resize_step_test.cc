@@ -14,24 +14,10 @@
 #include "kernels/resize_filter.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
+#include "test_graphs.h"
 
 namespace kvant {
 namespace {
-
-TypeInfo type_of(DType dtype, const Shape& shape) {
-  TypeInfo t;
-  t.dtype = dtype;
-  t.has_shape = true;
-  for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
-  return t;
-}
-
-Attribute string_attr(const std::string& v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kString;
-  a.s = v;
-  return a;
-}
 
 struct Form {
   std::string mode = "nearest";
