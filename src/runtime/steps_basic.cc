@@ -1,4 +1,5 @@
 // The generic steps: a reference operator as a fallback, and views.
+#include <cstdint>
 #include <set>
 
 #include "ops/op_registry.h"
@@ -38,11 +39,28 @@ class FallbackStep : public Step {
       if (i >= results.size() || !results[i].defined()) {
         throw Error(ErrorCode::kInternal, node_.describe() + ": produced no value for output " + std::to_string(i));
       }
+      // A reference kernel may return an input itself (Dropout, Identity,
+      // an Optional's value): its bytes then belong to the input's value,
+      // which the memory plan may reuse once this step has read it, so the
+      // output gets its own copy.
+      if (shares_bytes_with(results[i], in)) results[i] = results[i].clone();
       *out[i] = std::move(results[i]);
     }
   }
 
  private:
+  static bool shares_bytes_with(const Tensor& t, std::span<const Tensor* const> in) {
+    if (!t.defined() || t.nbytes() == 0) return false;
+    const auto lo = reinterpret_cast<std::uintptr_t>(t.raw());
+    const std::uintptr_t hi = lo + t.nbytes();
+    for (const Tensor* x : in) {
+      if (x == nullptr || !x->defined() || x->nbytes() == 0) continue;
+      const auto xlo = reinterpret_cast<std::uintptr_t>(x->raw());
+      if (lo < xlo + x->nbytes() && xlo < hi) return true;
+    }
+    return false;
+  }
+
   Node node_;
   int64_t opset_;
   const OpDef* op_;

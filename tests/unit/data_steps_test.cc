@@ -5,22 +5,16 @@
 // while planning only.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
+#include "test_graphs.h"
 
 namespace kvant {
 namespace {
-
-TypeInfo type_of(DType dtype, const Shape& shape) {
-  TypeInfo t;
-  t.dtype = dtype;
-  t.has_shape = true;
-  for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
-  return t;
-}
 
 Model base_model() {
   Model m;
@@ -216,10 +210,7 @@ TEST(DataSteps, PadEveryModeMatchesTheReference) {
           Graph& g = m.graph;
           g.inputs.push_back({"x", type_of(dtype, {2, 3, 4})});
           Node n = make_node("pad", "Pad", {"x"}, {"y"});
-          Attribute mode_attr;
-          mode_attr.kind = Attribute::Kind::kString;
-          mode_attr.s = mode;
-          n.attributes["mode"] = mode_attr;
+          n.attributes["mode"] = string_attr(mode);
           if (opset < 11) {
             n.attributes["pads"] = ints_attr(pads);
             n.attributes["value"] = float_attr(-2.5f);
@@ -263,6 +254,42 @@ TEST(DataSteps, ConcatOfMismatchedShapesIsTheReferencesError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("joint"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("outside axis"), std::string::npos) << e.what();
+  }
+}
+
+// A reference kernel that returns its input (Dropout in training mode with
+// ratio 0, as torchvision's Swin exports it) must not leave its output
+// aliasing the input's arena bytes, which the plan reuses for later values.
+TEST(DataSteps, FallbackOutputThatIsItsInputGetsItsOwnBytes) {
+  Model m = base_model();
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", type_of(DType::kFloat32, {2, 8, 8})});
+  g.initializers["ratio"] = Tensor::scalar<float>(0.0f);
+  Tensor train(DType::kBool, {});
+  *static_cast<bool*>(train.raw()) = true;
+  g.initializers["train"] = train;
+  Tensor w(DType::kFloat32, {8, 8});
+  for (int64_t k = 0; k < w.numel(); ++k) w.data<float>()[k] = static_cast<float>((k * 13) % 7) - 3.0f;
+  g.initializers["w"] = w;
+  Node sm = make_node("sm", "Softmax", {"x"}, {"p"});
+  sm.attributes["axis"] = int_attr(-1);
+  g.nodes = {sm, make_node("drop", "Dropout", {"p", "ratio", "train"}, {"d"}),
+             make_node("mm", "MatMul", {"d", "w"}, {"a"}), make_node("relu", "Relu", {"a"}, {"b"}),
+             make_node("mm2", "MatMul", {"b", "w"}, {"y"})};
+  g.outputs.push_back({"y", TypeInfo{}});
+  Tensor x(DType::kFloat32, {2, 8, 8});
+  for (int64_t k = 0; k < x.numel(); ++k) x.data<float>()[k] = static_cast<float>((k * 7) % 11) * 0.3f;
+  ReferenceExecutor reference(m);
+  const Tensor want = reference.run({{"x", x}}).at("y");
+  CompiledModel compiled(m, default_compile_options(1));
+  for (int run = 0; run < 2; ++run) {
+    const Tensor got = compiled.run({{"x", x}}).at("y");
+    ASSERT_EQ(got.shape(), want.shape());
+    for (int64_t k = 0; k < want.numel(); ++k) {
+      ASSERT_NEAR(got.data<float>()[k], want.data<float>()[k], 1e-4f * (1.0f + std::fabs(want.data<float>()[k])))
+          << "element " << k << ", run " << run << "\n"
+          << compiled.describe_plan();
+    }
   }
 }
 
