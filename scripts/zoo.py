@@ -272,6 +272,19 @@ class SegOut(nn.Module):
         return self.inner(x)["out"]
 
 
+class Detector(nn.Module):
+    """torchvision's detectors take a list of 3-d images and return a list of
+    dicts; export one image's boxes, scores and labels."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        d = self.inner([x])[0]
+        return d["boxes"], d["scores"], d["labels"]
+
+
 def f32(*shape):
     return ("float32", shape)
 
@@ -303,10 +316,10 @@ add("lraspp_mobilenet_v3_large", lambda: SegOut(seg_model("lraspp_mobilenet_v3_l
 add("deeplabv3_mobilenet_v3_large", lambda: SegOut(seg_model("deeplabv3_mobilenet_v3_large")()),
     {"x": f32(1, 3, 128, 128)}, 11)
 add("fcn_resnet50", lambda: SegOut(seg_model("fcn_resnet50")()), {"x": f32(1, 3, 64, 64)}, 13)
-add("ssdlite320_mobilenet_v3_large",  # takes a list of 3-d images
-    lambda: torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                        num_classes=5),
-    {"x": f32(3, 160, 160)}, 11, outputs=["boxes", "scores", "labels"], as_list=True)
+add("ssdlite320_mobilenet_v3_large",
+    lambda: Detector(torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                                                 num_classes=5)),
+    {"x": f32(3, 160, 160)}, 11, outputs=["boxes", "scores", "labels"], no_bn_stats=True)
 add("tiny_vit", TinyVit, {"x": f32(1, 3, 64, 64)}, 14, "torch nn.TransformerEncoder")
 add("unet", UNet, {"x": f32(1, 3, 64, 64)}, 13, "torch")
 add("yolo_head", YoloHead, {"x": f32(1, 3, 128, 128)}, 13, "torch", outputs=["small", "large"])
@@ -351,7 +364,7 @@ def export(spec, path, inputs, torch_out):
     model = spec["make"]()
     model.eval()
     sample = [make_input(s, rng) for s in spec["inputs"].values()]
-    if not spec.get("scripted") and not spec.get("as_list"):
+    if not spec.get("scripted") and not spec.get("no_bn_stats"):
         set_batchnorm_stats(model, sample)
     params = sum(p.numel() for p in model.parameters())
     if spec.get("scripted"):
@@ -359,15 +372,11 @@ def export(spec, path, inputs, torch_out):
 
     def args_of(arrays):
         a = [torch.from_numpy(x) for x in arrays]
-        return ([a],) if spec.get("as_list") else tuple(a)
+        return tuple(a)
     torch.onnx.export(model, args_of(sample), path, opset_version=spec["opset"], input_names=list(spec["inputs"]),
                       output_names=spec.get("outputs", ["y"]), do_constant_folding=True)
     with torch.no_grad():
         out = model(*args_of([np.load(inputs[n]) for n in spec["inputs"]]))
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)) and spec.get("as_list"):
-        out = [v for o in out for v in (o.values() if isinstance(o, dict) else [o])]
     if isinstance(out, torch.Tensor):
         out = [out]
     os.makedirs(torch_out, exist_ok=True)
@@ -460,6 +469,10 @@ def load_outputs(d, names):
 
 
 def min_sqnr(ref, got):
+    """The lowest SQNR over the float outputs; NaN when an output's shape
+    differs (a detector keeping another number of boxes)."""
+    if any(ref[n].shape != got[n].shape for n in ref):
+        return float("nan")
     return min(sqnr(ref[n], got[n]) for n in ref)
 
 
@@ -536,48 +549,63 @@ def check_model(r, name, spec):
     shapes = {n: s[1] for n, s in spec["inputs"].items()}
     names = outputs_of(src)
 
-    try:
-        r.kv_run(src, inputs, os.path.join(d, "fp32.kvant"))
-        ref = load_outputs(os.path.join(d, "fp32.kvant"), names)
-        r.ort_run(src, ind, os.path.join(d, "fp32.ort"))
-        ort = load_outputs(os.path.join(d, "fp32.ort"), names)
-        row["fp32_rel"] = max(float(np.max(np.abs(ref[n] - ort[n])) / max(float(np.max(np.abs(ort[n]))), 1e-30))
-                              for n in ref)
-        pt = load_outputs(os.path.join(d, "fp32.torch"), [n for n in names if os.path.exists(
-            os.path.join(d, "fp32.torch", n + ".npy"))])
-        if pt:
-            row["torch_rel"] = max(float(np.max(np.abs(ref[n] - pt[n])) / max(float(np.max(np.abs(pt[n]))), 1e-30))
-                                   for n in pt if n in ref)
-        row["fp32_fallbacks"], row["fp32_fallback_ops"] = r.fallbacks(src, shapes)
-    except Exception as e:  # noqa: BLE001
-        row["errors"].append("fp32: " + str(e)[:200])
-        return row
+    def rel(got, want):
+        return max(float(np.max(np.abs(got[n] - want[n])) / max(float(np.max(np.abs(want[n]))), 1e-30))
+                   for n in want if n in got)
+
+    # Each step on its own: a failure is recorded and the steps that do not
+    # need its result still run (a model kvant cannot run in FP32 still gets
+    # quantized and run in ONNX Runtime).
+    def step(what, fn):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - recorded in the table
+            row["errors"].append(f"{what}: " + str(e)[:200])
+            return None
+
+    ref = step("fp32 kvant run", lambda: (r.kv_run(src, inputs, os.path.join(d, "fp32.kvant")),
+                                          load_outputs(os.path.join(d, "fp32.kvant"), names))[1])
+    ort = step("fp32 ORT run", lambda: (r.ort_run(src, ind, os.path.join(d, "fp32.ort")),
+                                        load_outputs(os.path.join(d, "fp32.ort"), names))[1])
+    pt = load_outputs(os.path.join(d, "fp32.torch"),
+                      [n for n in names if os.path.exists(os.path.join(d, "fp32.torch", n + ".npy"))])
+    if ref is not None and ort is not None:
+        row["fp32_rel"] = rel(ref, ort)
+    if ref is not None and pt:
+        row["torch_rel"] = rel(ref, pt)
+    fb = step("fp32 plan", lambda: r.fallbacks(src, shapes))
+    if fb:
+        row["fp32_fallbacks"], row["fp32_fallback_ops"] = fb
 
     for mode, args in (("static", ["--mode", "static", "--calib", calib, "--report-samples", "0"]),
                        ("dynamic", ["--mode", "dynamic", "--reduce-range"])):
         q = os.path.join(d, f"{mode}.onnx")
         res = row[mode] = {}
-        step = "quantize"
-        try:
-            run([r.kvant, "quantize", src, "-o", q, "--force", "--no-speed-check", *args], r.timeout)
-            res["ok"] = True
-            step = "checker"
-            onnx.checker.check_model(onnx.load(q), full_check=True)
-            step = "kvant run"
-            r.kv_run(q, inputs, os.path.join(d, mode + ".kvant"))
-            got = load_outputs(os.path.join(d, mode + ".kvant"), names)
+        if step(f"{mode} quantize", lambda: run([r.kvant, "quantize", src, "-o", q, "--force", "--no-speed-check",
+                                                   *args], r.timeout)) is None:
+            res["ok"] = False
+            continue
+        res["ok"] = True
+        step(f"{mode} checker", lambda: onnx.checker.check_model(onnx.load(q), full_check=True))
+        got = step(f"{mode} kvant run", lambda: (r.kv_run(q, inputs, os.path.join(d, mode + ".kvant")),
+                                                 load_outputs(os.path.join(d, mode + ".kvant"), names))[1])
+        if got is not None and ref is not None:
             res["sqnr"] = min_sqnr(ref, got)
-            step = "plan"
-            res["fallbacks"], res["fallback_ops"] = r.fallbacks(q, shapes)
-            step = "ORT run"
-            r.ort_run(q, ind, os.path.join(d, mode + ".ort"), "basic")
-            res["ort_sqnr"] = min_sqnr(got, load_outputs(os.path.join(d, mode + ".ort"), names))
-            if mode == "static":
-                step = "ORT optimized graph"
-                res["float_left"], res["float_ops"] = r.float_left(q, os.path.join(name, mode))
-        except Exception as e:  # noqa: BLE001
-            res.setdefault("ok", False)
-            row["errors"].append(f"{mode} {step}: " + str(e)[:200])
+        fb = step(f"{mode} plan", lambda: r.fallbacks(q, shapes))
+        if fb:
+            res["fallbacks"], res["fallback_ops"] = fb
+        og = step(f"{mode} ORT run", lambda: (r.ort_run(q, ind, os.path.join(d, mode + ".ort"), "basic"),
+                                              load_outputs(os.path.join(d, mode + ".ort"), names))[1])
+        if og is not None:
+            res["ort_ok"] = True
+            if got is not None:
+                res["ort_sqnr"] = min_sqnr(got, og)
+            elif ort is not None:
+                res["ort_vs_fp32"] = min_sqnr(ort, og)
+        if mode == "static":
+            fl = step("static ORT optimized graph", lambda: r.float_left(q, os.path.join(name, mode)))
+            if fl:
+                res["float_left"], res["float_ops"] = fl
     row["seconds"] = round(time.time() - t0, 1)
     return row
 
@@ -585,7 +613,20 @@ def check_model(r, name, spec):
 # ------------------------------------------------------------------ report ---
 
 def fmt_db(v):
-    return "-" if v is None else ("inf" if v == float("inf") else f"{v:.1f}")
+    if v is None:
+        return "-"
+    return "inf" if v == float("inf") else ("shape differs" if v != v else f"{v:.1f}")
+
+
+def short_errors(errors):
+    """The same message from several steps once, with the steps named."""
+    groups = {}
+    for e in errors:
+        where, _, msg = e.partition(": ")
+        msg = re.sub(r"(kvant \w+: )?kvant: error: ", "", msg)
+        msg = re.sub(r"/\S*/(build/zoo/)?", "", msg)
+        groups.setdefault(msg, []).append(where)
+    return [f"{', '.join(w)}: {m}" for m, w in groups.items()]
 
 
 def table(rows):
@@ -605,7 +646,10 @@ def table(rows):
             if res is None:
                 cells.append("-")
                 continue
-            c = ["ok" if res.get("ok") else "FAIL", fmt_db(res.get("sqnr")), fmt_db(res.get("ort_sqnr"))]
+            o = fmt_db(res.get("ort_sqnr"))
+            if o == "-" and res.get("ort_ok"):
+                o = "runs" + (f" ({fmt_db(res['ort_vs_fp32'])} vs ORT FP32)" if "ort_vs_fp32" in res else "")
+            c = ["ok" if res.get("ok") else "FAIL", fmt_db(res.get("sqnr")), o]
             if mode == "static":
                 fl = res.get("float_left")
                 c.append("-" if fl is None else str(fl) + (f" ({', '.join(res['float_ops'])})" if fl else ""))
@@ -615,7 +659,7 @@ def table(rows):
                        *(((row.get(m) or {}).get("fallbacks"), (row.get(m) or {}).get("fallback_ops"))
                          for m in ("static", "dynamic"))):
             fb.append("-" if v is None else str(v) + (f" ({', '.join(ops)})" if ops else ""))
-        err = "; ".join(row["errors"]).replace("|", "\\|").replace("\n", " ")
+        err = "; ".join(short_errors(row["errors"])).replace("|", "\\|").replace("\n", " ")
         out.append(f"| {row['model']} | {row['source']} / {row['opset']} | {params} | {fp} | {cells[0]} | {cells[1]} "
                    f"| {' / '.join(fb)} | {err} |")
     return "\n".join(out)
@@ -628,7 +672,7 @@ def problems(row):
     for mode in ("static", "dynamic"):
         res = row.get(mode) or {}
         for key, what in (("sqnr", "INT8 vs FP32"), ("ort_sqnr", "ORT vs kvant")):
-            if key in res and res[key] < MIN_SQNR:
+            if key in res and not res[key] >= MIN_SQNR:
                 bad.append(f"{mode} {what} SQNR {res[key]:.1f} dB < {MIN_SQNR:.0f}")
     return bad
 
