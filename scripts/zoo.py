@@ -6,11 +6,12 @@ inputs; nothing downloaded), run through kvant and ONNX Runtime:
     /usr/bin/python3 scripts/zoo.py [--kvant build/release/kvant] [--out build/zoo]
                                     [--models a,b,...] [--timeout 240] [--write] [--check] [--list]
 
-For each model: the export (PyTorch's torch.onnx.export, torch.jit.script for
-If/Loop, or onnx.helper), then
+For each model: the export (PyTorch's torch.onnx.export, with torch.jit.script
+for If/Loop; in a forked process with a timeout), then
 
   - FP32: kvant's compiled run against ONNX Runtime's (default optimizations),
-    max |kvant - ORT| / max |ORT| over all float outputs;
+    max |kvant - ORT| / max |ORT| over all float outputs, and the same
+    against the PyTorch model's output;
   - static: `kvant quantize --mode static --calib DIR` (4 random samples),
     onnx.checker (full_check), kvant's output SQNR (dB) against kvant FP32,
     ONNX Runtime's run of the file at --opt-level basic (QDQ semantics, no
@@ -630,8 +631,9 @@ def short_errors(errors):
 
 
 def table(rows):
-    out = ["| model | source / opset | params | FP32 kvant vs ORT / vs PyTorch (rel) | static: ok / SQNR / ORT vs kvant / "
-           "float left in ORT | dynamic: ok / SQNR / ORT vs kvant | plan fallbacks (FP32 / static / dynamic) | "
+    out = ["| model | source / opset | params | FP32 kvant vs ORT / vs PyTorch (rel) | "
+           "static: ok / SQNR / ORT vs kvant / float left in ORT | dynamic: ok / SQNR / ORT vs kvant | "
+           "plan fallbacks (FP32 / static / dynamic) | "
            "errors |",
            "|---|---|---|---|---|---|---|---|"]
     for row in rows:
