@@ -684,16 +684,22 @@ def write_doc(rows, command):
     text = open(path).read()
     begin, end = "<!-- zoo table -->", "<!-- end zoo table -->"
     i, j = text.index(begin), text.index(end)
-    cpu = "unknown CPU"
+    cpu, flags = "unknown CPU", set()
     try:
         for ln in open("/proc/cpuinfo"):
-            if ln.startswith("model name"):
+            if ln.startswith("model name") and cpu == "unknown CPU":
                 cpu = ln.split(":", 1)[1].strip()
-                break
+            elif ln.startswith("flags") and not flags:
+                flags = set(ln.split(":", 1)[1].split())
     except OSError:
         pass
+    isa = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("fma", "FMA"),
+                                   ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX"))
+           if flag in flags]
+    if isa:
+        cpu += " (" + " + ".join(isa) + ")"
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    body = (f"{begin}\nGenerated {stamp} by `{command}` on {cpu} (AVX2 + FMA), torch {torch.__version__}, "
+    body = (f"{begin}\nGenerated {stamp} by `{command}` on {cpu}, torch {torch.__version__}, "
             f"torchvision {torchvision.__version__}, onnx {onnx.__version__}, ONNX Runtime from "
             f"node_modules/onnxruntime-node.\n\n{table(rows)}\n{end}")
     with open(path, "w") as f:
