@@ -19,9 +19,10 @@
 // groups get permuted value_info shapes, and transposes that meet cancel:
 // Transpose(p) -> Transpose(q) with one reader becomes one Transpose (the
 // identity disappears), which also folds the Transposes that TensorFlow-style
-// NHWC exports put around every Conv. Last, a Transpose read only by a
-// per-tensor QuantizeLinear moves after it (Q(T(x)) = T(Q(x))), so a twin
-// meets its Q and the transpose moves codes.
+// NHWC exports put around every Conv. Last, Transposes move onto the
+// quantized codes: after a Relu/Clip/QuantizeLinear that reads them, before
+// a per-tensor DequantizeLinear that feeds them (exact swaps), so a twin
+// meets its DQ input and Q output and the transposes move bytes.
 //
 // Legal because every rewrite keeps what the graph computes: T is applied to
 // a value exactly where a reader needs the other layout, and the nodes of an
@@ -31,6 +32,7 @@
 #include <algorithm>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -601,41 +603,84 @@ class Layout {
     for (const auto& [from, unused] : renames) rename_reads(g_, from, resolve(from));
   }
 
-  // Transpose -> QuantizeLinear (per tensor, the Transpose's only reader)
-  // becomes QuantizeLinear -> Transpose: Q is elementwise with one scale,
-  // so T(Q(x)) = Q(T(x)) exactly, and the Nhwc twin before it meets its Q
-  // (the fused integer step) while the Transpose moves bytes, not floats.
+  // Moves Transposes onto quantized codes, where the fused integer steps
+  // want them, by two exact swaps repeated until none applies:
+  //   Transpose -> Relu | Clip (scalar bounds) | QuantizeLinear (per tensor),
+  //     the Transpose's only reader:  the reader goes first (elementwise
+  //     with scalar parameters: T(f(x)) = f(T(x)));
+  //   DequantizeLinear (per tensor) -> Transpose, the DQ's only reader: the
+  //     Transpose goes first, on the codes.
+  // So an Nhwc twin meets its DQ input and its [Relu|Clip ->] Q output, and
+  // the Transposes move bytes, not floats.
   void transpose_codes() {
+    for (size_t guard = 0; guard < 4 * g_.nodes.size() + 4 && swap_one(); ++guard) {
+    }
+  }
+
+  bool per_tensor_qdq(const Node& n, const char* op) const {
+    return n.op_type == op && n.domain.empty() && n.inputs.size() >= 2 && n.outputs.size() == 1 &&
+           is_scalar_constant(n.inputs[1]) &&
+           (n.inputs.size() < 3 || n.inputs[2].empty() || is_scalar_constant(n.inputs[2]));
+  }
+  bool scalar_elementwise(const Node& n) const {
+    if (!n.domain.empty() || n.outputs.size() != 1 || n.inputs.empty()) return false;
+    if (n.op_type == "Relu") return n.inputs.size() == 1;
+    if (n.op_type != "Clip") return false;
+    for (size_t k = 1; k < n.inputs.size(); ++k) {
+      if (!n.inputs[k].empty() && !is_scalar_constant(n.inputs[k])) return false;
+    }
+    return true;
+  }
+  static bool is_plain_transpose(const Node& n) {
+    return n.op_type == "Transpose" && n.domain.empty() && n.inputs.size() == 1 && n.outputs.size() == 1;
+  }
+
+  bool swap_one() {
     const auto reads = count_reads(g_);
-    std::unordered_map<std::string, size_t> index_of;  // value -> index of the node reading it
+    std::unordered_map<std::string, size_t> reader_of;  // value -> index of a node reading it
+    std::unordered_set<std::string> names;
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
-      for (const auto& in : g_.nodes[i].inputs) index_of[in] = i;
+      for (const auto& in : g_.nodes[i].inputs) reader_of[in] = i;
+      names.insert(g_.nodes[i].outputs.begin(), g_.nodes[i].outputs.end());
     }
-    for (size_t i = 0; i < g_.nodes.size(); ++i) {
-      const Node& t = g_.nodes[i];
-      if (t.op_type != "Transpose" || !t.domain.empty() || t.inputs.size() != 1 || t.outputs.size() != 1) continue;
-      const std::string& tv = t.outputs[0];
-      auto r = reads.find(tv);
-      if (r == reads.end() || r->second != 1 || is_graph_output(g_, tv) || !index_of.count(tv)) continue;
-      const size_t j = index_of[tv];
-      const Node& q = g_.nodes[j];
-      if (j <= i || q.op_type != "QuantizeLinear" || !q.domain.empty() || q.inputs.size() < 2 || q.inputs[0] != tv ||
-          q.outputs.size() != 1 || !is_scalar_constant(q.inputs[1]) ||
-          (q.inputs.size() > 2 && !q.inputs[2].empty() && !is_scalar_constant(q.inputs[2]))) {
-        continue;
+    auto sole_reader = [&](const std::string& v, size_t after) -> std::optional<size_t> {
+      auto r = reads.find(v);
+      auto it = reader_of.find(v);
+      if (r == reads.end() || r->second != 1 || it == reader_of.end() || it->second <= after ||
+          is_graph_output(g_, v)) {
+        return std::nullopt;
       }
-      std::string codes = q.outputs[0] + "/before_transpose";
-      while (producer_.count(codes) || g_.initializers.count(codes)) codes += "_";
-      Node new_q = q;
-      Node new_t = t;
-      new_q.inputs[0] = t.inputs[0];
-      new_q.outputs[0] = codes;
-      new_t.inputs[0] = codes;
-      new_t.outputs[0] = q.outputs[0];
-      new_t.name = t.name + "/codes";
-      g_.nodes[i] = std::move(new_q);
-      g_.nodes[j] = std::move(new_t);
+      return it->second;
+    };
+    auto fresh = [&](std::string base) {
+      while (names.count(base) || g_.initializers.count(base)) base += "_";
+      return base;
+    };
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const Node& a = g_.nodes[i];
+      const bool sink = is_plain_transpose(a);
+      const bool hoist = per_tensor_qdq(a, "DequantizeLinear") && !is_constant(a.inputs[0]);
+      if (!sink && !hoist) continue;
+      const std::optional<size_t> j = sole_reader(a.outputs[0], i);
+      if (!j) continue;
+      const Node& b = g_.nodes[*j];
+      if (b.inputs.empty() || b.inputs[0] != a.outputs[0]) continue;
+      if (sink && !(per_tensor_qdq(b, "QuantizeLinear") || scalar_elementwise(b))) continue;
+      if (hoist && !is_plain_transpose(b)) continue;
+      // a: x -> v;  b: v -> y   ==>   b': x -> mid;  a': mid -> y
+      const std::string mid = fresh(b.outputs[0] + (sink ? "/before_transpose" : "/codes_transposed"));
+      Node new_b = b;
+      Node new_a = a;
+      new_b.inputs[0] = a.inputs[0];
+      new_b.outputs[0] = mid;
+      new_a.inputs[0] = mid;
+      new_a.outputs[0] = b.outputs[0];
+      new_a.name = a.name + "/moved";
+      g_.nodes[i] = std::move(new_b);
+      g_.nodes[*j] = std::move(new_a);
+      return true;
     }
+    return false;
   }
 
   Graph& g_;
