@@ -18,6 +18,7 @@
 #include "quant/quantize.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
+#include "test_graphs.h"
 
 namespace kvant {
 namespace {
@@ -87,6 +88,15 @@ void expect_same_outputs(const Model& before, const Model& after, const Tensor& 
   }
 }
 
+// An opset-13 model whose one input "x" is float32 of `shape`, no nodes yet.
+Model model_with_input(const Shape& shape) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  m.graph.inputs.push_back({"x", type_of(DType::kFloat32, shape)});
+  return m;
+}
+
 TEST(NhwcLayout, FashionMnistCnnsKeepTheirOutputs) {
   for (const char* path : {"models/fashion_mnist_cnn.onnx", "models/fmnist/resnet_small.onnx",
                            "models/fmnist/mobilenet_small.onnx", "models/fmnist/qat_cnn.onnx"}) {
@@ -127,14 +137,8 @@ TEST(NhwcLayout, StaticInt8ModelsKeepTheirOutputs) {
 
 // A TensorFlow-style export: NHWC input, Transposes around the Conv.
 TEST(NhwcLayout, TensorflowStyleTransposesFoldAway) {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
-  TypeInfo t;
-  t.dtype = DType::kFloat32;
-  t.has_shape = true;
-  for (int64_t d : {1, 9, 11, 3}) t.dims.push_back(Dim{d, ""});
-  m.graph.inputs.push_back({"x", t});
+  Model m = model_with_input({1, 9, 11, 3});
+  const TypeInfo t = m.graph.inputs[0].type;
   m.graph.initializers["w"] = random_input({5, 3, 3, 3}, 1);
   m.graph.initializers["b"] = random_input({5}, 2);
   m.graph.initializers["w2"] = random_input({4, 5, 1, 1}, 3);
@@ -165,14 +169,8 @@ TEST(NhwcLayout, TensorflowStyleTransposesFoldAway) {
 // a broadcast Mul over H x W), a per-channel constant Add, and a Concat of
 // two branches, then MaxPool: one NHWC group from the first Conv to the end.
 TEST(NhwcLayout, SqueezeExcitationConstantsAndConcat) {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
-  TypeInfo t;
-  t.dtype = DType::kFloat32;
-  t.has_shape = true;
-  for (int64_t d : {2, 6, 10, 7}) t.dims.push_back(Dim{d, ""});
-  m.graph.inputs.push_back({"x", t});
+  Model m = model_with_input({2, 6, 10, 7});
+  const TypeInfo t = m.graph.inputs[0].type;
   auto& init = m.graph.initializers;
   init["w0"] = random_input({8, 6, 3, 3}, 1);
   init["w1"] = random_input({4, 8, 1, 1}, 2);
@@ -214,14 +212,8 @@ TEST(NhwcLayout, SqueezeExcitationConstantsAndConcat) {
 // A Conv between two NCHW-only nodes (here Softmax over axis 1 before and
 // LRN after... both unknown to the pass) stays a Conv.
 TEST(NhwcLayout, LoneConvBetweenNchwNodesStays) {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
-  TypeInfo t;
-  t.dtype = DType::kFloat32;
-  t.has_shape = true;
-  for (int64_t d : {1, 3, 6, 6}) t.dims.push_back(Dim{d, ""});
-  m.graph.inputs.push_back({"x", t});
+  Model m = model_with_input({1, 3, 6, 6});
+  const TypeInfo t = m.graph.inputs[0].type;
   m.graph.initializers["w"] = random_input({4, 3, 1, 1}, 1);
   Node lrn = make_node("lrn", "LRN", {"c"}, {"y"});
   set_attr(lrn, "size", int64_t{3});
@@ -239,14 +231,8 @@ TEST(NhwcLayout, LoneConvBetweenNchwNodesStays) {
 // the NhwcConv meets its Q and compiles to the fused integer step (it ran
 // as the reference NhwcConv when the Transpose sat between them).
 TEST(NhwcLayout, TransposeBackMovesPastTheQuantize) {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
-  TypeInfo t;
-  t.dtype = DType::kFloat32;
-  t.has_shape = true;
-  for (int64_t d : {1, 8, 6, 6}) t.dims.push_back(Dim{d, ""});
-  m.graph.inputs.push_back({"x", t});
+  Model m = model_with_input({1, 8, 6, 6});
+  const TypeInfo t = m.graph.inputs[0].type;
   Graph& g = m.graph;
   g.initializers["s"] = Tensor::scalar<float>(0.05f);
   g.initializers["zp"] = Tensor::scalar<uint8_t>(128);
