@@ -1,4 +1,4 @@
-// Matrix-product reference kernels: Gemm, MatMul, Einsum.
+// Matrix-product reference kernels: Gemm, MatMul, Einsum, Det.
 //
 // Gemm:   Y[M, N] = alpha * A'[M, K] B'[K, N] + beta * C, A' = transA ? A^T : A, likewise B';
 //         C (optional) broadcasts unidirectionally to [M, N].
@@ -13,6 +13,7 @@
 // B and Y. Accumulation is in compute_t<T> (float for float16/bfloat16).
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -326,6 +327,52 @@ void einsum(KernelContext& ctx) {
   dispatch<NumericTypes>(ctx.input(0).dtype(), ctx, [&](auto tag) { run_einsum(ctx, tag); });
 }
 
+// Det: X [.., M, M] -> [..]; Gaussian elimination with partial pivoting in
+// double (the product of the pivots, negated per row swap).
+template <typename T>
+void run_det(KernelContext& ctx, TypeTag<T>) {
+  const Tensor& x = ctx.input(0);
+  if (x.rank() < 2 || x.dim(x.rank() - 1) != x.dim(x.rank() - 2)) {
+    ctx.fail("input " + x.describe() + " must be [.., M, M]");
+  }
+  const int64_t m = x.dim(x.rank() - 1);
+  const Shape out_shape(x.shape().begin(), x.shape().end() - 2);
+  Tensor y(x.dtype(), out_shape);
+  const T* xd = x.data<T>();
+  T* yd = y.data<T>();
+  std::vector<double> a(static_cast<size_t>(m * m));
+  for (int64_t b = 0; b < y.numel(); ++b) {
+    for (int64_t i = 0; i < m * m; ++i) a[static_cast<size_t>(i)] = static_cast<double>(to_compute(xd[b * m * m + i]));
+    auto at = [&](int64_t r, int64_t c) -> double& { return a[static_cast<size_t>(r * m + c)]; };
+    double det = 1;
+    for (int64_t col = 0; col < m && det != 0; ++col) {
+      int64_t pivot = col;
+      for (int64_t r = col + 1; r < m; ++r) {
+        if (std::fabs(at(r, col)) > std::fabs(at(pivot, col))) pivot = r;
+      }
+      if (at(pivot, col) == 0) {
+        det = 0;
+        break;
+      }
+      if (pivot != col) {
+        for (int64_t c = 0; c < m; ++c) std::swap(at(pivot, c), at(col, c));
+        det = -det;
+      }
+      det *= at(col, col);
+      for (int64_t r = col + 1; r < m; ++r) {
+        const double f = at(r, col) / at(col, col);
+        for (int64_t c = col; c < m; ++c) at(r, c) -= f * at(col, c);
+      }
+    }
+    yd[b] = from_compute<T>(static_cast<compute_t<T>>(det));
+  }
+  ctx.set_output(0, std::move(y));
+}
+
+void det(KernelContext& ctx) {
+  dispatch<FloatTypes>(ctx.input(0).dtype(), ctx, [&](auto tag) { run_det(ctx, tag); });
+}
+
 }  // namespace
 
 std::span<const OpDef> gemm_ops() {
@@ -333,6 +380,7 @@ std::span<const OpDef> gemm_ops() {
       {"Gemm", "", gemm},
       {"MatMul", "", matmul},
       {"Einsum", "", einsum},
+      {"Det", "", det},
   };
   return kOps;
 }

@@ -74,7 +74,11 @@ std::span<const OpDef> control_flow_ops();
 std::span<const OpDef> rnn_ops();
 std::span<const OpDef> quant_ops();
 std::span<const OpDef> qlinear_ops();
-std::span<const OpDef> contrib_ops();  // com.microsoft (contrib.cc)
-std::span<const OpDef> nhwc_ops();     // com.kvant: channels-last Conv and pooling (nhwc.cc)
+std::span<const OpDef> contrib_ops();    // com.microsoft (contrib.cc)
+std::span<const OpDef> nhwc_ops();       // com.kvant: channels-last Conv and pooling (nhwc.cc)
+std::span<const OpDef> detection_ops();  // NonMaxSuppression, RoiAlign, GridSample
+std::span<const OpDef> signal_ops();     // DFT, STFT, windows, MelWeightMatrix
+std::span<const OpDef> select_ops();     // Unique, Compress, ReverseSequence
+std::span<const OpDef> loss_ops();       // NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
 
 }  // namespace kvant

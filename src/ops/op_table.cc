@@ -5,9 +5,9 @@ namespace kvant {
 namespace {
 
 constexpr std::span<const OpDef> (*kFamilies[])() = {
-    unary_ops,        binary_ops, activation_ops, cast_ops,    conv_ops,    gemm_ops,   pool_ops,
-    norm_ops,         resize_ops, pad_ops,        tensor_ops,  shape_ops,   gather_ops, reduce_ops,
-    control_flow_ops, rnn_ops,    quant_ops,      qlinear_ops, contrib_ops, nhwc_ops,
+    unary_ops,  binary_ops,  activation_ops, cast_ops,  conv_ops,      gemm_ops,   pool_ops,         norm_ops,
+    resize_ops, pad_ops,     tensor_ops,     shape_ops, gather_ops,    reduce_ops, control_flow_ops, rnn_ops,
+    quant_ops,  qlinear_ops, contrib_ops,    nhwc_ops,  detection_ops, signal_ops, select_ops,       loss_ops,
 };
 
 }  // namespace

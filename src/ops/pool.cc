@@ -12,13 +12,17 @@
 //                [-pad_begin, in + pad_end) (ceil_mode overhang never counts).
 //   LpPool:      Y = (sum over in-range i of |x|^p)^(1/p), padding counts as 0.
 // Global*: one window covering every spatial position, output [N, C, 1, .., 1].
+// MaxUnpool: the inverse scatter of MaxPool's indices (see max_unpool).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "ops/op_registry.h"
 #include "ops/op_util.h"
+#include "ops/strided_copy.h"
+#include "ops/validate.h"
 
 namespace kvant {
 
@@ -180,6 +184,67 @@ void global_lp_pool(KernelContext& ctx) {
   dispatch<FloatTypes>(ctx.input(0).dtype(), ctx, [&](auto tag) { run_global_pool(ctx, PoolKind::kLp, tag); });
 }
 
+// MaxUnpool(X, I, output_shape?): zeros, with X[i] at the position I[i] (a
+// flat index, as MaxPool's Indices output) of the unpooled shape, whose
+// spatial dims are (in - 1) * stride + kernel - pad_begin - pad_end; an
+// output_shape at least that large keeps each value's coordinates.
+void max_unpool(KernelContext& ctx) {
+  const Tensor& x = ctx.input(0);
+  const Tensor& indices = ctx.input(1);
+  check_pool_input(ctx, x);
+  if (indices.shape() != x.shape()) ctx.fail("indices " + indices.describe() + " must have X's shape " + x.describe());
+  const size_t spatial = x.shape().size() - 2;
+  const std::vector<int64_t> kernel = ctx.node.attr_ints("kernel_shape");
+  const std::vector<int64_t> strides = ctx.node.attr_ints("strides", std::vector<int64_t>(spatial, 1));
+  const std::vector<int64_t> pads = ctx.node.attr_ints("pads", std::vector<int64_t>(2 * spatial, 0));
+  if (kernel.size() != spatial || strides.size() != spatial || pads.size() != 2 * spatial) {
+    ctx.fail("kernel_shape, strides and pads must have " + std::to_string(spatial) + ", " + std::to_string(spatial) +
+             " and " + std::to_string(2 * spatial) + " values for X " + x.describe());
+  }
+  Shape unpooled = {x.dim(0), x.dim(1)};
+  for (size_t d = 0; d < spatial; ++d) {
+    unpooled.push_back((x.shape()[d + 2] - 1) * strides[d] + kernel[d] - pads[d] - pads[d + spatial]);
+  }
+  Shape out = unpooled;
+  if (ctx.has_input(2) && ctx.input(2).numel() > 0) {
+    out = ctx.input(2).to_int64_vector();
+    if (out.size() != x.shape().size() || out[0] != x.dim(0) || out[1] != x.dim(1)) {
+      ctx.fail("output_shape " + ctx.input(2).describe() + " must be [N, C, spatial..] for X " + x.describe());
+    }
+  }
+  for (size_t d = 0; d < out.size(); ++d) {
+    if (unpooled[d] < 0 || unpooled[d] > kMaxWindowValue || out[d] < 0 || out[d] > kMaxWindowValue) {
+      ctx.fail("output dim " + std::to_string(d) + " is out of range");
+    }
+  }
+  Tensor y(x.dtype(), out);
+  std::memset(y.raw(), 0, y.nbytes());
+  const size_t bytes = static_cast<size_t>(dtype_bits(x.dtype()) / 8);
+  if (bytes == 0) ctx.unsupported(std::string("input type ") + dtype_name(x.dtype()) + " is not supported");
+  const auto* src = static_cast<const std::byte*>(x.raw());
+  auto* dst = static_cast<std::byte*>(y.raw());
+  // An index counts positions of the unpooled shape; with output_shape the
+  // value keeps its coordinates there (the extra rows/columns stay zero).
+  const int64_t unpooled_numel = shape_product(unpooled, 0, unpooled.size());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    int64_t rest = indices.get_as_int64(i);
+    if (rest < 0 || rest >= unpooled_numel) {
+      ctx.fail("index " + std::to_string(rest) + " is outside the unpooled output of " +
+               std::to_string(unpooled_numel) + " values");
+    }
+    int64_t at = 0, stride = 1;
+    for (size_t d = out.size(); d-- > 0;) {
+      const int64_t coord = rest % unpooled[d];
+      rest /= unpooled[d];
+      if (coord >= out[d]) ctx.fail("output_shape " + ctx.input(2).describe() + " is smaller than the unpooled shape");
+      at += coord * stride;
+      stride *= out[d];
+    }
+    std::memcpy(dst + static_cast<size_t>(at) * bytes, src + static_cast<size_t>(i) * bytes, bytes);
+  }
+  ctx.set_output(0, std::move(y));
+}
+
 }  // namespace
 
 std::span<const OpDef> pool_ops() {
@@ -190,6 +255,7 @@ std::span<const OpDef> pool_ops() {
       {"GlobalAveragePool", "", global_average_pool},
       {"GlobalMaxPool", "", global_max_pool},
       {"GlobalLpPool", "", global_lp_pool},
+      {"MaxUnpool", "", max_unpool},
   };
   return kOps;
 }

@@ -10,10 +10,11 @@
 // unsupported type or attribute) is skipped with its reason; the reasons are
 // grouped into a markdown table (--skipped-table FILE). Any failure -> exit 1.
 //
-// usage: kvant_conformance DATA_DIR [--filter SUBSTRING] [--skipped-table FILE] [--verbose]
+// usage: kvant_conformance DATA_DIR [--filter SUBSTRING] [--skipped-table FILE] [--min-passed N] [--verbose]
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -168,18 +169,22 @@ std::string skip_group(const std::string& reason) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: kvant_conformance DATA_DIR [--filter SUBSTRING] [--skipped-table FILE] [--verbose]\n";
+    std::cerr << "usage: kvant_conformance DATA_DIR [--filter SUBSTRING] [--skipped-table FILE] [--min-passed N] "
+                 "[--verbose]\n";
     return 2;
   }
   const fs::path root = argv[1];
   std::string filter, table_file;
   bool verbose = false;
+  int min_passed = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--filter" && i + 1 < argc) {
       filter = argv[++i];
     } else if (arg == "--skipped-table" && i + 1 < argc) {
       table_file = argv[++i];
+    } else if (arg == "--min-passed" && i + 1 < argc) {
+      min_passed = std::atoi(argv[++i]);
     } else if (arg == "--verbose") {
       verbose = true;
     } else {
@@ -245,5 +250,10 @@ int main(int argc, char** argv) {
     }
   }
   std::cout << "conformance: " << passed << " passed, " << failed << " failed, " << skipped << " skipped\n";
+  if (passed < min_passed) {
+    std::cout << "conformance: " << passed << " passed is fewer than --min-passed " << min_passed
+              << " (a case that passed before is now skipped)\n";
+    return 1;
+  }
   return failed == 0 ? 0 : 1;
 }

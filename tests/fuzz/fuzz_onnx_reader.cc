@@ -39,7 +39,15 @@ bool data_sized(const kvant::Node& node) {
                                      "RandomUniform",
                                      "EyeLike",
                                      "ConvTranspose",
-                                     "SequenceConstruct"};
+                                     "SequenceConstruct",
+                                     "DFT",
+                                     "STFT",
+                                     "HannWindow",
+                                     "HammingWindow",
+                                     "BlackmanWindow",
+                                     "MelWeightMatrix",
+                                     "MaxUnpool",
+                                     "RoiAlign"};
   for (const char* op : kOps) {
     if (node.op_type == op) return true;
   }
