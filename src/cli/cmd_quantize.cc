@@ -55,6 +55,7 @@ struct QuantizeArgs {
   int group_size = 128;
   bool affine_weights = false;
   std::string format = "qdq";
+  std::string method = "rtn";
   std::vector<std::string> exclude;
   std::string report;
   bool force = false;
@@ -118,7 +119,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
   using M = QuantMode;
   const Rule rules[] = {
       {"--calibrator", {M::kStatic}, "static"},
-      {"--samples", {M::kStatic}, "static"},
+      {"--samples", {M::kStatic, M::kWeightOnly}, "static and weight-only"},
       {"--activation-type", {M::kStatic}, "static"},
       {"--symmetric-activations", {M::kStatic}, "static"},
       {"--per-tensor", {M::kStatic, M::kDynamic}, "static and dynamic"},
@@ -127,6 +128,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
       {"--bits", {M::kWeightOnly}, "weight-only"},
       {"--group-size", {M::kWeightOnly}, "weight-only"},
       {"--format", {M::kWeightOnly}, "weight-only"},
+      {"--method", {M::kWeightOnly}, "weight-only"},
   };
   for (const Rule& r : rules) {
     if (a.given.count(r.option) && !r.modes.count(mode)) {
@@ -136,7 +138,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
   if (a.given.count("--percentile") && a.calibrator != "percentile") {
     fail("--percentile applies to --calibrator percentile only");
   }
-  for (const char* option : {"--preprocess", "--report-samples"}) {
+  for (const char* option : {"--preprocess", "--report-samples", "--samples"}) {
     if (a.given.count(option) && a.calib.empty()) fail(std::string(option) + " applies only with --calib DATA");
   }
 }
@@ -166,6 +168,13 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
+  }
+  if (a.method == "gptq") {
+    o.weight_rounding = WeightRounding::kGptq;
+    if (a.calib.empty()) fail("--method gptq needs calibration data: --calib DATA (inputs the model sees)");
+    if (a.format == "ort") fail("--method gptq writes --format qdq only (--format ort is round to nearest)");
+  } else if (a.method != "rtn") {
+    fail("--method must be rtn or gptq, got \"" + a.method + "\"");
   }
   if (o.mode == QuantMode::kStatic && a.calib.empty()) {
     fail(
@@ -203,8 +212,9 @@ int quantize_command(const QuantizeArgs& a) {
       break;
     case QuantMode::kDynamic: quantized = quantize_dynamic(fp32, options, &summary); break;
     case QuantMode::kWeightOnly:
+      if (options.weight_rounding == WeightRounding::kGptq) options.progress = progress_line("GPTQ statistics");
       quantized = a.format == "ort" ? quantize_matmul_nbits(fp32, a.bits, options, &summary)
-                                    : quantize_weight_only(fp32, a.bits, options, &summary);
+                                    : quantize_weight_only(fp32, a.bits, options, &summary, data.get());
       break;
   }
   // Operators kvant has no kernel for stay as they are (design decision 24):
@@ -280,13 +290,15 @@ CommandFn add_quantize_command(CLI::App& app) {
       "Modes:\n"
       "  static       INT8 weights (per channel) and activations; needs --calib DATA\n"
       "  dynamic      INT8 weights of MatMul/Gemm/Conv/LSTM/GRU, activations quantized at run time\n"
-      "  weight-only  INT4/INT8 MatMul/Gemm weights with a scale per --group-size values (RTN)\n"
+      "  weight-only  INT4/INT8 MatMul/Gemm weights with a scale per --group-size values, rounded to\n"
+      "               nearest (--method rtn) or by GPTQ on --calib DATA (--method gptq)\n"
       "DATA: a .npy or .npz file, a folder of .npy files (or one subfolder per input), a folder of ONNX\n"
       "test-data .pb tensors, a folder of PNG/JPEG images (with --preprocess), or an IDX image file.\n\n"
       "examples:\n"
       "  kvant quantize cnn.onnx -o cnn.int8.onnx --mode static --calib calib/ --calibrator entropy\n"
       "  kvant quantize bert.onnx -o bert.int8.onnx --mode dynamic\n"
-      "  kvant quantize llm.onnx -o llm.int4.onnx --mode weight-only --bits 4 --group-size 128");
+      "  kvant quantize llm.onnx -o llm.int4.onnx --mode weight-only --bits 4 --group-size 128\n"
+      "  kvant quantize llm.onnx -o llm.gptq.onnx --mode weight-only --method gptq --calib tokens.npz --samples 128");
   cmd->add_option("model", a->model, "The FP32 ONNX model")->required();
   cmd->add_option("-o,--output", a->output, "Where to write the quantized model")->required();
   cmd->add_option("--mode", a->mode, "static, dynamic or weight-only")->capture_default_str();
@@ -315,6 +327,7 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--format", a->format,
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
       ->capture_default_str();
+  cmd->add_option("--method", a->method, "Weight-only rounding: rtn or gptq (needs --calib)")->capture_default_str();
   cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
   cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");

@@ -21,6 +21,10 @@ namespace kvant {
 
 enum class QuantMode { kStatic, kDynamic, kWeightOnly };
 
+// How weight-only quantization rounds: to nearest (with weight_clip_search),
+// or GPTQ's error-compensating order on calibration data (quant/gptq.h).
+enum class WeightRounding { kNearest, kGptq };
+
 struct QuantizeOptions {
   QuantMode mode = QuantMode::kStatic;
   ObserverOptions calibration;  // calibrator for activations (static mode)
@@ -35,6 +39,8 @@ struct QuantizeOptions {
   // Weight-only INT4: per group, the clip ratio of its range that minimizes
   // the weight's squared error (quant/mse_clip.h); false: plain min/max.
   bool weight_clip_search = true;
+  WeightRounding weight_rounding = WeightRounding::kNearest;  // weight-only MatMul/Gemm
+  double gptq_damp = 0.01;                                    // GPTQ: damp * mean(diag H) added to H's diagonal
   // NaN/Inf in a weight being quantized is an error naming it unless set
   // (then NaN quantizes to the zero point, Inf to the range's end).
   bool allow_nonfinite = false;
@@ -106,9 +112,12 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
 // LSTM/GRU/RNN weights int8.
 Model quantize_dynamic(const Model& model, const QuantizeOptions& options, QuantizeSummary* summary);
 
-// Weight-only RTN: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with
-// one scale per options.group_size values along K; opset-21 blocked DQ.
-Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary);
+// Weight-only: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with one
+// scale per options.group_size values along K; opset-21 blocked DQ. Rounded
+// to nearest, or with options.weight_rounding = kGptq by GPTQ, which needs
+// `calibration` (the MatMul/Gemm inputs' second moments come from it).
+Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary,
+                           SampleSource* calibration = nullptr);
 
 // The same weight-only RTN exported as ONNX Runtime's
 // com.microsoft.MatMulNBits (`--format ort`; matmul_nbits.cc).

@@ -14,16 +14,24 @@
 // group's range is first clipped to the ratio that minimizes its squared
 // error (round to nearest with MSE-optimal clipping, quant/mse_clip.h;
 // QuantizeOptions::weight_clip_search, on by default).
+//
+// With WeightRounding::kGptq, MatMul/Gemm weights whose input is a float
+// tensor (Gemm with transA = 0) are rounded by GPTQ instead (gptq.cc), from
+// the second moments of those inputs on the calibration data; the file
+// format is the same. A weight shared by several layers, and Conv/RNN
+// weights, keep round to nearest.
 #include <algorithm>
 
 #include "kvant/status.h"
 #include "onnx/opset_upgrade.h"
+#include "quant/gptq.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 
 namespace kvant {
 
-Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary) {
+Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary,
+                           SampleSource* calibration) {
   if (is_quantized_model(model)) {
     throw Error(ErrorCode::kInvalidArgument,
                 "the model is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
@@ -43,10 +51,15 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
       bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
   const std::set<std::string> excluded =
       resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
+  const bool gptq = options.weight_rounding == WeightRounding::kGptq;
+  if (gptq && calibration == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, "GPTQ needs calibration data (--calib DATA)");
+  }
   struct Target {
     std::string name;
     int axis;  // blocked axis, or the per-channel axis
     bool blocked;
+    std::string input = {};  // GPTQ: the layer's float input
   };
   std::vector<Target> weights;
   for (const Node& n : g.nodes) {
@@ -78,7 +91,9 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     if (it == g.initializers.end() || it->second.dtype() != DType::kFloat32) continue;
     const Tensor& w = it->second;
     if (linear && w.rank() == 2) {
-      weights.push_back({n.inputs[1], (n.op_type == "Gemm" && n.attr_int("transB", 0)) ? 1 : 0, true});
+      const bool plain_a = n.op_type == "MatMul" || n.attr_int("transA", 0) == 0;
+      weights.push_back({n.inputs[1], (n.op_type == "Gemm" && n.attr_int("transB", 0)) ? 1 : 0, true,
+                         gptq && plain_a ? n.inputs[0] : std::string()});
     } else if (n.op_type == "Conv" && w.rank() >= 3) {
       const bool blocked = w.dim(1) >= options.group_size;
       weights.push_back({n.inputs[1], blocked ? 1 : 0, blocked});
@@ -87,6 +102,19 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     }
     if (summary) summary->layer_outputs.emplace_back(n.name, n.outputs[0]);
   }
+  // GPTQ: one moment per distinct layer input; a weight read by two layers
+  // keeps round to nearest.
+  std::map<std::string, int> weight_uses;
+  for (const auto& t : weights) ++weight_uses[t.name];
+  std::set<std::string> gptq_inputs;
+  for (auto& t : weights) {
+    if (weight_uses[t.name] > 1) t.input.clear();
+    if (!t.input.empty()) gptq_inputs.insert(t.input);
+  }
+  std::map<std::string, InputMoment> moments;
+  if (!gptq_inputs.empty()) moments = collect_input_moments(model, *calibration, gptq_inputs, options);
+  if (summary && gptq)
+    summary->notes.push_back("GPTQ rounding for " + std::to_string(gptq_inputs.size()) + " layer inputs' weights");
   int64_t done = 0;
   const Symmetry symmetry = symmetric ? Symmetry::kSymmetric : Symmetry::kAffine;
   for (const auto& t : weights) {
@@ -99,6 +127,15 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
     const int64_t per_scale = t.blocked ? options.group_size : w.numel() / std::max<int64_t>(1, w.dim(t.axis));
     const DType s = (bits == 4 && per_scale < 16) ? (symmetric ? DType::kInt8 : DType::kUInt8) : storage;
     const bool clip = options.weight_clip_search && (s == DType::kInt4 || s == DType::kUInt4);
+    if (!t.input.empty()) {
+      Tensor rounded = w.clone();
+      const QuantParams p =
+          gptq_quantize(rounded, t.axis, moments.at(t.input), options.group_size, s, symmetry, clip, options.gptq_damp);
+      g.initializers[t.name] = std::move(rounded);
+      insert_weight_dq(g, t.name, p);
+      ++done;
+      continue;
+    }
     const QuantParams p = t.blocked ? blocked_weight_params(w, t.axis, options.group_size, s, symmetry, clip)
                                     : weight_params(w, t.axis, s, symmetry);
     insert_weight_dq(g, t.name, p);
