@@ -11,10 +11,11 @@
 //
 // Errors are values: every call that can fail returns Status or Result<T>
 // (kvant/status.h) whose message names what is wrong ("model.onnx: no such
-// file", "input \"x\" has shape [1,3] but the model declares [1,4]"). No
-// exception leaves this API: the library catches its own and std::bad_alloc
-// at the edge. Exceptions thrown by your CalibrationDataReader are caught
-// too and become the Status of the quantize call.
+// file", "input \"x\": expected float32[1,4], got float32[1,3] (dimension 1
+// differs)"). No exception leaves this API: the library catches its own
+// and std::bad_alloc at the edge. Exceptions thrown by your
+// CalibrationDataReader are caught too and become the Status of the
+// quantize call.
 //
 // Threads. An OnnxModel is immutable once loaded: any number of threads may
 // read it, quantize it and compile Sessions from it at once. A Session is
@@ -22,9 +23,10 @@
 // planned offset) and, with threads > 1, one thread pool, so the calls that
 // run it (run, prepare, input_buffer) must not overlap on one Session —
 // serialize them, or compile one Session per thread (weights are prepacked
-// per Session). Its const getters (inputs, outputs, *_index, describe) may
-// be called from any thread. Different Sessions never share mutable state,
-// apart from the process-wide memory budget, which is atomic.
+// per Session). Only inputs(), outputs(), input_index() and output_index()
+// may be called from any thread at any time; output_buffer() and describe()
+// read the plan that a run may remake. Different Sessions never share
+// mutable state, apart from the process-wide memory budget, which is atomic.
 //
 // ABI: a C++ API (std::string, std::vector, std::map in signatures): build
 // your program with the same compiler family and standard library as
@@ -106,7 +108,7 @@ class KVANT_API OwnedTensor {
 
   DataType dtype() const { return dtype_; }
   const std::vector<int64_t>& shape() const { return shape_; }
-  int64_t numel() const;
+  int64_t numel() const;  // 0 for a default-constructed (undefined) tensor
   size_t nbytes() const { return nbytes_; }
   void* data() { return data_.get(); }
   const void* data() const { return data_.get(); }
@@ -308,7 +310,8 @@ struct SessionOptions {
 
 // A model compiled for this CPU: kernels chosen, weights prepacked; the
 // memory plan is made on the first run and again when the input shapes
-// change. Move-only. See the thread contract at the top of this file.
+// change. Move-only (a moved-from Session may only be destroyed or assigned
+// to). See the thread contract at the top of this file.
 class KVANT_API Session {
  public:
   ~Session();

@@ -206,6 +206,24 @@ TEST(Api, BadFeedsAreStatusesNotCrashes) {
   EXPECT_EQ(*byte_size(DataType::kInt4, {3}), 2u);
 }
 
+TEST(Api, CheckInputNamesTheMismatch) {
+  auto model = OnnxModel::load(kCnn);
+  ASSERT_TRUE(model.ok());
+  const TensorInfo& image = model->inputs()[0];  // float32[N,1,28,28]
+  const OwnedTensor input = sample(0);
+  std::map<std::string, int64_t> dims;
+  EXPECT_TRUE(check_input(image, input.view(), &dims).ok());
+  EXPECT_EQ(dims.at("N"), 1);
+  Status rank = check_input(image, TensorView{input.data(), DataType::kFloat32, {1, 784}});
+  EXPECT_TRUE(contains(rank.message(), "input \"image\": expected float32[N,1,28,28], got float32[1,784] (wrong rank)"))
+      << rank.message();
+  Status dim = check_input(image, TensorView{input.data(), DataType::kFloat32, {1, 1, 28, 27}});
+  EXPECT_TRUE(contains(dim.message(), "dimension 3 differs")) << dim.message();
+  // N was bound to 1 by the first input checked.
+  Status batch = check_input(image, TensorView{input.data(), DataType::kFloat32, {0, 1, 28, 28}}, &dims);
+  EXPECT_TRUE(contains(batch.message(), "\"N\" is 1 in another input")) << batch.message();
+}
+
 TEST(Api, DistinctSessionsRunConcurrently) {
   auto model = OnnxModel::load(kCnn);
   ASSERT_TRUE(model.ok());
