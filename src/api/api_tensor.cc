@@ -63,6 +63,7 @@ Tensor ApiAccess::share(const OwnedTensor& tensor) {
 }
 
 int64_t OwnedTensor::numel() const {
+  if (dtype_ == DataType::kUndefined) return 0;
   return std::accumulate(shape_.begin(), shape_.end(), int64_t{1}, std::multiplies<int64_t>());
 }
 
