@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "alloc_counter.h"
 #include "io/dataset.h"
 #include "kvant/kvant.h"
 #include "onnx/reader.h"
@@ -127,6 +128,14 @@ TEST(Api, CallerBuffersAndZeroCopyGiveTheReturnedTensors) {
   ASSERT_TRUE(session->run().ok());
   auto out_buffer = session->output_buffer("logits");
   ASSERT_TRUE(out_buffer.ok());
+  EXPECT_EQ(std::memcmp(out_buffer->data, logits.data(), 40), 0);
+  // Zero copy: the next run reads the same bytes and writes in place,
+  // allocating nothing.
+  const long before = test::allocation_count();
+  ASSERT_TRUE(session->run().ok());
+  EXPECT_EQ(test::allocation_count(), before);
+  EXPECT_EQ(session->input_buffer("image")->data, in_buffer->data);
+  EXPECT_EQ(session->output_buffer("logits")->data, out_buffer->data);
   EXPECT_EQ(std::memcmp(out_buffer->data, logits.data(), 40), 0);
 
   // A batch of two after a batch of one: planned again.
