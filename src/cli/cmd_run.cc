@@ -9,6 +9,10 @@
 // exclusively beside it, and all are renamed only once all are written
 // (io/output_file.h), so no half-written file is ever left. An existing
 // regular file is only replaced with --force; a link, FIFO or device never.
+//
+// The model is loaded, compiled and run through the public API
+// (include/kvant/kvant.h: OnnxModel, Session); what is the command's own
+// here is files, messages and hints.
 
 #include <CLI/CLI.hpp>
 #include <cmath>
@@ -17,10 +21,11 @@
 #include <memory>
 #include <set>
 
+#include "api/api_internal.h"
 #include "cli/cli_common.h"
 #include "io/npy.h"
 #include "io/output_file.h"
-#include "runtime/executor.h"
+#include "kvant/kvant.h"
 
 namespace kvant::cli {
 
@@ -66,33 +71,58 @@ struct InputSpec {
   std::string file;
 };
 
+const TensorInfo* find_input(const std::vector<TensorInfo>& inputs, const std::string& name) {
+  for (const TensorInfo& in : inputs) {
+    if (in.name == name) return &in;
+  }
+  return nullptr;
+}
+
+std::string input_names(const std::vector<TensorInfo>& inputs) {
+  std::string names;
+  for (const auto& in : inputs) names += (names.empty() ? "" : ", ") + in.name;
+  return names.empty() ? "none" : names;
+}
+
+// "float32[N,3,224,224]", as TypeInfo::to_string writes a declared type.
+std::string type_text(const TensorInfo& info) {
+  std::string s = data_type_name(info.dtype);
+  if (!info.has_shape) return s + "[?]";
+  s += '[';
+  for (size_t i = 0; i < info.shape.size(); ++i) {
+    if (i) s += ',';
+    s += info.shape[i] >= 0 ? std::to_string(info.shape[i]) : info.dim_names[i].empty() ? "?" : info.dim_names[i];
+  }
+  return s + ']';
+}
+
 // "NAME=FILE", or "FILE" for a single-input model.
-std::vector<InputSpec> resolve_input_specs(const std::vector<std::string>& args, const Graph& graph) {
+std::vector<InputSpec> resolve_input_specs(const std::vector<std::string>& args,
+                                           const std::vector<TensorInfo>& inputs) {
   std::vector<InputSpec> specs;
   std::set<std::string> seen;
   for (const std::string& arg : args) {
     InputSpec spec;
     const size_t eq = arg.find('=');
-    if (eq != std::string::npos && eq > 0 && graph.find_input(arg.substr(0, eq)) != nullptr) {
+    if (eq != std::string::npos && eq > 0 && find_input(inputs, arg.substr(0, eq)) != nullptr) {
       spec = {arg.substr(0, eq), arg.substr(eq + 1)};
     } else if (eq != std::string::npos && eq > 0 && !fs::exists(arg)) {
       const std::string name = arg.substr(0, eq);
-      fail("--input " + arg + ": the model has no input named \"" + name + "\" (inputs: " + input_names(graph) + ")");
+      fail("--input " + arg + ": the model has no input named \"" + name + "\" (inputs: " + input_names(inputs) + ")");
     } else {
-      if (graph.inputs.size() != 1) {
-        fail("--input " + arg + " has no input name, but the model has " + std::to_string(graph.inputs.size()) +
-             " inputs (" + input_names(graph) + "): use --input NAME=FILE.npy");
+      if (inputs.size() != 1) {
+        fail("--input " + arg + " has no input name, but the model has " + std::to_string(inputs.size()) + " inputs (" +
+             input_names(inputs) + "): use --input NAME=FILE.npy");
       }
-      spec = {graph.inputs[0].name, arg};
+      spec = {inputs[0].name, arg};
     }
     if (spec.file.empty()) fail("--input " + arg + ": no file given after '='");
     if (!seen.insert(spec.name).second) fail("input \"" + spec.name + "\" is given twice");
     specs.push_back(spec);
   }
-  for (const auto& in : graph.inputs) {
+  for (const auto& in : inputs) {
     if (!seen.count(in.name)) {
-      fail("input \"" + in.name + "\" (" + in.type.to_string() + ") was not given; add --input " + in.name +
-           "=FILE.npy");
+      fail("input \"" + in.name + "\" (" + type_text(in) + ") was not given; add --input " + in.name + "=FILE.npy");
     }
   }
   return specs;
@@ -100,10 +130,10 @@ std::vector<InputSpec> resolve_input_specs(const std::vector<std::string>& args,
 
 // Output file names: the value name with every character outside
 // [A-Za-z0-9._-] replaced by '_', never hidden or empty, made unique.
-std::vector<fs::path> output_paths(const Graph& graph, const fs::path& dir) {
+std::vector<fs::path> output_paths(const std::vector<TensorInfo>& outputs, const fs::path& dir) {
   std::vector<fs::path> paths;
   std::set<std::string> used;
-  for (const auto& out : graph.outputs) {
+  for (const auto& out : outputs) {
     std::string base;
     for (char c : out.name) {
       const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -139,37 +169,47 @@ Tensor npy_compatible(const Tensor& t, const std::string& name) {
   return w;
 }
 
+[[noreturn]] void fail(const Status& status) { throw Error(status.code(), status.message()); }
+
 int run_command(const RunOptions& opt) {
-  LoadOptions load;
-  load.infer_shapes = true;  // the arrays fix every dim; inferred dtypes let compile fuse float ops
-  Model model = load_model(opt.model, load);
-  const Graph& graph = model.graph;
+  // Shape inference on (the default): the arrays fix every dim; inferred
+  // dtypes let compile fuse float ops.
+  auto model = OnnxModel::load(opt.model);
+  if (!model.ok()) fail(model.status());
+  for (const std::string& warning : model->warnings()) std::cerr << "kvant: warning: " << warning << "\n";
+  const std::vector<TensorInfo> inputs = model->inputs(), outputs = model->outputs();
 
   // 1. Inputs: names, files, types, values.
-  std::map<std::string, Tensor> feeds;
+  std::map<std::string, OwnedTensor> arrays;
+  Feeds feeds;
   std::map<std::string, int64_t> bindings;
-  for (const InputSpec& spec : resolve_input_specs(opt.inputs, graph)) {
-    auto tensor = read_npy(spec.file);
-    if (!tensor.ok()) fail("input \"" + spec.name + "\": " + tensor.status().message());
-    try {
-      check_input_type(*graph.find_input(spec.name), *tensor, bindings);
-    } catch (const Error& e) {
+  for (const InputSpec& spec : resolve_input_specs(opt.inputs, inputs)) {
+    auto array = load_npy(spec.file);
+    if (!array.ok()) fail("input \"" + spec.name + "\": " + array.status().message());
+    const TensorInfo& declared = *find_input(inputs, spec.name);
+    if (Status s = check_input(declared, array->view(), &bindings); !s.ok()) {
       std::string hint;
-      const DType want = graph.find_input(spec.name)->type.dtype;
-      if (is_float(tensor->dtype()) && is_float(want) && tensor->dtype() != want) {
+      const DataType want = declared.dtype;
+      auto float_type = [](DataType t) { return is_float(static_cast<DType>(static_cast<int32_t>(t))); };
+      const bool floats = float_type(array->dtype()) && float_type(want);
+      if (floats && array->dtype() != want) {
         // NumPy's default is float64; calibration converts it, run does not
         // (it runs exactly what it is given).
-        hint = "; save the array as " + std::string(dtype_name(want)) + ", e.g. numpy.save(\"" + spec.file +
-               "\", arr.astype(numpy." + dtype_name(want) + "))";
+        hint = "; save the array as " + std::string(data_type_name(want)) + ", e.g. numpy.save(\"" + spec.file +
+               "\", arr.astype(numpy." + data_type_name(want) + "))";
       }
-      fail(std::string(e.what()) + " in " + spec.file + hint);
+      fail(s.message() + " in " + spec.file + hint);
     }
-    if (!opt.allow_nonfinite) check_finite(spec.name, spec.file, *tensor);
-    feeds[spec.name] = *tensor;
+    if (!opt.allow_nonfinite) check_finite(spec.name, spec.file, ApiAccess::share(*array));
+    arrays[spec.name] = *array;
+    feeds[spec.name] = arrays[spec.name].view();
   }
 
-  const ModelRunnerPtr executor = make_runner(model, opt.model, opt.reference);
-  model.graph.initializers.clear();  // the runner holds what it needs: the weights are freed with it
+  SessionOptions session_options;
+  session_options.reference = opt.reference;
+  auto session = Session::create(*model, session_options);
+  if (!session.ok()) fail(session.status());
+  *model = OnnxModel();  // the session holds what it needs: the weights are freed with it
 
   // 2. Outputs: the folder and file names, checked before running.
   const fs::path dir(opt.output_dir);
@@ -177,32 +217,35 @@ int run_command(const RunOptions& opt) {
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     fail("--output-dir " + opt.output_dir + " is a file, not a folder");
   const bool create_dir = !fs::exists(dir, ec);
-  const std::vector<fs::path> paths = output_paths(graph, dir);
+  const std::vector<fs::path> paths = output_paths(outputs, dir);
   if (!create_dir) {
     for (const auto& p : paths) check_output_target(p, opt.force, "--output-dir");
   }
 
   // 3. Run, write every output to its temporary file, then rename them all:
   // a failure on the way leaves no output file behind (io/output_file.h).
-  const std::map<std::string, Tensor> outputs = executor->run(feeds);
+  auto results = session->run(feeds);
+  if (!results.ok()) fail(results.status());
   // The folder is made only now, so a failed run leaves nothing behind.
   if (create_dir && (!fs::create_directories(dir, ec) || ec)) {
     fail("--output-dir " + opt.output_dir + ": cannot create the folder (" + ec.message() + ")");
   }
   std::vector<std::unique_ptr<OutputFile>> files;
-  for (size_t i = 0; i < graph.outputs.size(); ++i) {
-    const std::string& name = graph.outputs[i].name;
-    auto it = outputs.find(name);
-    if (it == outputs.end()) fail("output \"" + name + "\" was not produced");
+  std::map<std::string, Tensor> tensors;
+  for (const auto& [name, result] : *results) tensors[name] = ApiAccess::share(result);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string& name = outputs[i].name;
+    auto it = tensors.find(name);
+    if (it == tensors.end()) fail("output \"" + name + "\" was not produced");
     auto bytes = encode_npy(npy_compatible(it->second, name));
     if (!bytes.ok()) throw Error(bytes.status().code(), paths[i].string() + ": " + bytes.status().message());
     files.push_back(std::make_unique<OutputFile>(paths[i]));
     files.back()->write(*bytes);
   }
   for (auto& file : files) file->commit();
-  for (size_t i = 0; i < graph.outputs.size(); ++i) {
-    const std::string& name = graph.outputs[i].name;
-    auto it = outputs.find(name);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string& name = outputs[i].name;
+    auto it = tensors.find(name);
     std::cout << name << "  " << it->second.describe() << "  -> " << paths[i].string();
     // A single row of scores (a classifier's logits): say which is largest.
     const Tensor& out = it->second;

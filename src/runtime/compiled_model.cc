@@ -487,6 +487,15 @@ std::string CompiledModel::describe_profile(size_t top) const {
 
 std::map<std::string, Tensor> CompiledModel::run(const std::map<std::string, Tensor>& feeds) {
   if (reference_) return reference_->run(feeds);
+  run_in_place(feeds);
+  std::map<std::string, Tensor> result;
+  for (size_t i = 0; i < output_ids_.size(); ++i)
+    result[values_[static_cast<size_t>(output_ids_[i])].name] = output(i).clone();
+  return result;
+}
+
+void CompiledModel::run_in_place(const std::map<std::string, Tensor>& feeds) {
+  if (reference_) throw Error(ErrorCode::kUnsupported, "models with control flow run on the reference executor");
   // Check names, types and shapes as the reference executor does.
   std::map<std::string, int64_t> bindings;
   std::map<std::string, Tensor> complete;
@@ -521,10 +530,6 @@ std::map<std::string, Tensor> CompiledModel::run(const std::map<std::string, Ten
     std::memcpy(input(i).raw(), src.raw(), src.nbytes());
   }
   run();
-  std::map<std::string, Tensor> result;
-  for (size_t i = 0; i < output_ids_.size(); ++i)
-    result[values_[static_cast<size_t>(output_ids_[i])].name] = output(i).clone();
-  return result;
 }
 
 std::string CompiledModel::describe_plan() const {

@@ -56,6 +56,12 @@ class CompiledModel {
   // when they differ from the last plan, copies them in, runs, and returns
   // copies of the outputs.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& feeds);
+  // The same checks, plan and run, but the outputs stay in place: read them
+  // with output(i) until the next run. Not for runs_reference() models.
+  void run_in_place(const std::map<std::string, Tensor>& feeds);
+  // Whether the model has control flow and runs on the reference executor
+  // inside (then only run(feeds) works).
+  bool runs_reference() const { return reference_ != nullptr; }
 
   // The allocation-free interface: prepare() once for the input shapes, then
   // fill input(i), call run(), read output(i).

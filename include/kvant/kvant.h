@@ -1,0 +1,364 @@
+// kvant.h: the public C++ API. Load an ONNX model, quantize it, compile it
+// into a Session, run it.
+//
+//   auto model = kvant::OnnxModel::load("resnet50.int8.onnx");
+//   if (!model.ok()) { std::cerr << model.status().message() << "\n"; return 1; }
+//   kvant::SessionOptions options;
+//   options.threads = 4;
+//   auto session = kvant::Session::create(*model, options);
+//   auto outputs = session->run({{"input", kvant::TensorView{pixels, kvant::DataType::kFloat32, {1, 3, 224, 224}}}});
+//   const float* logits = outputs->at("logits").data_as<float>();
+//
+// Errors are values: every call that can fail returns Status or Result<T>
+// (kvant/status.h) whose message names what is wrong ("model.onnx: no such
+// file", "input \"x\": expected float32[1,4], got float32[1,3] (dimension 1
+// differs)"). No exception leaves this API: the library catches its own
+// and std::bad_alloc at the edge. Exceptions thrown by your
+// CalibrationDataReader are caught too and become the Status of the
+// quantize call.
+//
+// Threads. An OnnxModel is immutable once loaded: any number of threads may
+// read it, quantize it and compile Sessions from it at once. A Session is
+// NOT reentrant: it owns one memory arena (every intermediate tensor at a
+// planned offset) and, with threads > 1, one thread pool, so the calls that
+// run it (run, prepare, input_buffer) must not overlap on one Session —
+// serialize them, or compile one Session per thread (weights are prepacked
+// per Session). Only inputs(), outputs(), input_index() and output_index()
+// may be called from any thread at any time; output_buffer() and describe()
+// read the plan that a run may remake. Different Sessions never share
+// mutable state, apart from the process-wide memory budget, which is atomic.
+//
+// ABI: a C++ API (std::string, std::vector, std::map in signatures): build
+// your program with the same compiler family and standard library as
+// libkvant. Nothing of protobuf or ONNX appears here; libkvant links them
+// privately.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvant/status.h"
+
+#if defined(_WIN32)
+#define KVANT_API
+#else
+#define KVANT_API __attribute__((visibility("default")))
+#endif
+
+namespace kvant {
+
+// The version of the library the program runs with ("0.1.0").
+KVANT_API const char* version();
+
+// Element types; the values are ONNX's TensorProto.DataType codes.
+// kInt4/kUInt4 hold two elements per byte, low nibble first.
+enum class DataType : int32_t {
+  kUndefined = 0,
+  kFloat32 = 1,
+  kUInt8 = 2,
+  kInt8 = 3,
+  kUInt16 = 4,
+  kInt16 = 5,
+  kInt32 = 6,
+  kInt64 = 7,
+  kBool = 9,
+  kFloat16 = 10,
+  kFloat64 = 11,
+  kUInt32 = 12,
+  kUInt64 = 13,
+  kBFloat16 = 16,
+  kUInt4 = 21,
+  kInt4 = 22,
+};
+KVANT_API const char* data_type_name(DataType type);  // "float32", "uint8", ...; "undefined" for others
+// Bytes of a dense tensor of this type and shape; an error for a negative
+// dim, an unknown type or a size that overflows.
+KVANT_API Result<size_t> byte_size(DataType type, const std::vector<int64_t>& shape);
+
+// A dense row-major tensor in memory the caller owns. Input views are only
+// read; the bytes must stay valid during the call that reads them.
+struct TensorView {
+  const void* data = nullptr;
+  DataType dtype = DataType::kUndefined;
+  std::vector<int64_t> shape;
+};
+// The same for memory kvant writes into (run's output buffers, the
+// session's input buffers).
+struct MutableTensorView {
+  void* data = nullptr;
+  DataType dtype = DataType::kUndefined;
+  std::vector<int64_t> shape;
+  operator TensorView() const { return TensorView{data, dtype, shape}; }  // NOLINT: implicit by design
+};
+
+// A tensor that owns its bytes (64-byte aligned). Copies share the bytes, as
+// std::shared_ptr does; copy_of() makes an independent copy.
+class KVANT_API OwnedTensor {
+ public:
+  OwnedTensor() = default;
+  // Zero-filled storage for `shape`.
+  static Result<OwnedTensor> create(DataType dtype, const std::vector<int64_t>& shape);
+  // A copy of the bytes `view` shows.
+  static Result<OwnedTensor> copy_of(const TensorView& view);
+
+  DataType dtype() const { return dtype_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t numel() const;  // 0 for a default-constructed (undefined) tensor
+  size_t nbytes() const { return nbytes_; }
+  void* data() { return data_.get(); }
+  const void* data() const { return data_.get(); }
+  // The data as T; the caller picks the T of dtype() (float for kFloat32,
+  // uint8_t for kUInt8, ...): nothing is converted or checked.
+  template <typename T>
+  T* data_as() {
+    return static_cast<T*>(data());
+  }
+  template <typename T>
+  const T* data_as() const {
+    return static_cast<const T*>(data());
+  }
+  TensorView view() const { return TensorView{data(), dtype_, shape_}; }
+  MutableTensorView mutable_view() { return MutableTensorView{data(), dtype_, shape_}; }
+
+ private:
+  friend struct ApiAccess;
+  DataType dtype_ = DataType::kUndefined;
+  std::vector<int64_t> shape_;
+  size_t nbytes_ = 0;
+  std::shared_ptr<void> data_;
+};
+
+// Named tensors: a model's feeds or a run's results.
+using Feeds = std::map<std::string, TensorView>;
+using Tensors = std::map<std::string, OwnedTensor>;
+
+// NumPy .npy files (C order, little-endian; float16/32/64, (u)int8..64,
+// bool). Loading checks every size against the file.
+KVANT_API Result<OwnedTensor> load_npy(const std::string& path);
+// Written atomically (a temporary file renamed into place); an existing
+// regular file is replaced, a link or device never written through.
+KVANT_API Status save_npy(const std::string& path, const TensorView& tensor);
+
+// A model input or output as the model declares it. A dim the model leaves
+// symbolic or unknown is -1 (its name, if any, in dim_names).
+struct TensorInfo {
+  std::string name;
+  DataType dtype = DataType::kUndefined;
+  bool has_shape = false;  // false: not even the rank is declared
+  std::vector<int64_t> shape;
+  std::vector<std::string> dim_names;  // "" where the dim is a number or unnamed
+};
+
+// Checks `given` against `declared` as a run checks its feeds: the dtype,
+// the rank, the fixed dims, and each symbolic dim against the value it had
+// in inputs checked before (`symbolic_dims`: name -> value, updated; may be
+// null). For callers that report a bad input before running, e.g. naming
+// the file it came from.
+KVANT_API Status check_input(const TensorInfo& declared, const TensorView& given,
+                             std::map<std::string, int64_t>* symbolic_dims = nullptr);
+
+struct ModelLoadOptions {
+  // Run ONNX shape inference when loading (it lets compile fuse more float
+  // operators; off only for models whose inference fails slowly).
+  bool infer_shapes = true;
+  // Fix input dims at load (e.g. {"input", {1, 3, 224, 224}} for a symbolic
+  // batch); inputs not listed keep their declared dims.
+  std::map<std::string, std::vector<int64_t>> input_shapes;
+};
+
+// An ONNX model in memory: immutable, cheap to copy (copies share it).
+class KVANT_API OnnxModel {
+ public:
+  OnnxModel();
+  ~OnnxModel();
+  OnnxModel(const OnnxModel&);
+  OnnxModel& operator=(const OnnxModel&);
+  OnnxModel(OnnxModel&&) noexcept;
+  OnnxModel& operator=(OnnxModel&&) noexcept;
+
+  // From a file; external data (".data" side files) is read from the
+  // model's folder and may not point outside it.
+  static Result<OnnxModel> load(const std::string& path, const ModelLoadOptions& options = {});
+  // From serialized ModelProto bytes (copied; the buffer may go away after
+  // the call). External data is refused. `name` starts every error message.
+  static Result<OnnxModel> load_from_bytes(const void* data, size_t size, const ModelLoadOptions& options = {},
+                                           const std::string& name = "<memory>");
+
+  // Written atomically; never through a link; a model loaded from `path`
+  // is not written over its own file.
+  Status save(const std::string& path) const;
+  // The serialized ModelProto (no external data: models over 2 GB need save).
+  Result<std::string> to_bytes() const;
+
+  // The graph's inputs the caller feeds (initializer-backed ones left out)
+  // and its outputs, in model order.
+  const std::vector<TensorInfo>& inputs() const;
+  const std::vector<TensorInfo>& outputs() const;
+  // Whether it already has QuantizeLinear/DequantizeLinear or integer
+  // operators (quantize refuses such a model).
+  bool is_quantized() const;
+  int64_t opset() const;  // of the default ONNX domain; 0 when not imported
+  // Problems that did not stop the load (e.g. shape inference skipped).
+  const std::vector<std::string>& warnings() const;
+
+  struct Impl;  // the library's side, not part of the API
+
+ private:
+  friend struct ApiAccess;
+  std::shared_ptr<const Impl> impl_;
+};
+
+// ---------------------------------------------------------------- quantize
+
+// Calibration samples for static quantization, in the shape of ONNX
+// Runtime's CalibrationDataReader: get_next() returns one sample (input
+// name -> tensor; each model input, its declared type, any batch size the
+// model allows) or nullopt at the end.
+//
+// Calibration reads the data more than once (a first sample to find what it
+// can run, then every sample). Before each pass kvant calls rewind(): return
+// true when the reader has started over; the default returns false, and
+// then kvant keeps each sample it read in memory and replays them, so a
+// reader that can go through its data only once works too.
+class KVANT_API CalibrationDataReader {
+ public:
+  virtual ~CalibrationDataReader();
+  virtual std::optional<Tensors> get_next() = 0;
+  virtual bool rewind() { return false; }
+};
+
+enum class Calibrator { kMinMax, kMovingAverage, kPercentile, kEntropy, kMse };
+enum class WeightOnlyFormat {
+  kQdq,          // opset-21 blocked DequantizeLinear -> MatMul/Gemm
+  kMatMulNBits,  // ONNX Runtime's com.microsoft.MatMulNBits
+};
+
+// The options of `kvant quantize`; each applies to the modes named, and an
+// option set away from its default in another mode is an error (as on the
+// command line).
+struct QuantizationOptions {
+  // Static.
+  Calibrator calibrator = Calibrator::kMinMax;
+  double percentile = 99.99;                    // kPercentile: percentile of |x| kept
+  int64_t max_samples = 500;                    // calibration samples used at most
+  DataType activation_type = DataType::kUInt8;  // kUInt8 or kInt8
+  bool symmetric_activations = false;           // zero point 0 (int8) / 128 (uint8)
+  // Static and dynamic.
+  bool per_tensor = false;    // one weight scale per tensor, not per output channel
+  bool reduce_range = false;  // 7-bit weights, for CPUs without VNNI
+  // Static and weight-only.
+  bool affine_weights = false;  // weights with a zero point instead of symmetric
+  // Weight-only.
+  int bits = 4;          // 4 or 8
+  int group_size = 128;  // values per scale along K: a power of two >= 16
+  WeightOnlyFormat format = WeightOnlyFormat::kQdq;
+  // All modes. Node names, operator types, or "first"/"last" (the first/last
+  // Conv, Gemm or MatMul): these stay FP32. An entry that selects nothing is
+  // an error.
+  std::vector<std::string> exclude;
+  // Quantize weights holding NaN/Inf (NaN becomes the zero point) instead of
+  // refusing them.
+  bool allow_nonfinite = false;
+};
+
+// What the quantizer did.
+struct QuantizationReport {
+  int64_t quantized_nodes = 0;         // compute and activation nodes in integer form
+  int64_t calibration_samples = 0;     // static: samples calibration ran
+  std::vector<std::string> kept_fp32;  // nodes excluded on request
+  // Nodes left FP32 without being excluded, each with why: (node, reason).
+  std::vector<std::pair<std::string, std::string>> fp32_reasons;
+  std::vector<std::string> notes;     // e.g. fallbacks taken
+  std::vector<std::string> warnings;  // e.g. a scale raised to the minimum, naming the tensor
+};
+
+// Each takes the FP32 model and returns the QDQ model exactly as `kvant
+// quantize` writes it (the same preparation: opset upgrade, BatchNorm and
+// constant folding; the same short names), so save() of the result and the
+// command's -o file are the same bytes for the same data and options.
+// `report` may be null.
+KVANT_API Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
+                                            const QuantizationOptions& options = {},
+                                            QuantizationReport* report = nullptr);
+// INT8 weights of MatMul/Gemm/Conv/LSTM/GRU; activations quantized at run time.
+KVANT_API Result<OnnxModel> quantize_dynamic(const OnnxModel& model, const QuantizationOptions& options = {},
+                                             QuantizationReport* report = nullptr);
+// INT4/INT8 MatMul/Gemm weights, one scale per group_size values along K.
+KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, const QuantizationOptions& options = {},
+                                                 QuantizationReport* report = nullptr);
+
+// ---------------------------------------------------------------- run
+
+struct SessionOptions {
+  int threads = 1;  // 1 .. 4 x the hardware threads (at most 256)
+  // Highest instruction set the kernels may use: "ref" (portable C++),
+  // "avx2", "avxvnni", "avx512", "avx512vnni", "amx". Empty: the best this
+  // CPU has (the KVANT_ISA environment variable, when set, chooses instead,
+  // as for the kvant command). One the CPU lacks is an error.
+  std::string isa;
+  // Quantized convolution chains run in NHWC (faster; off for debugging).
+  bool nhwc = true;
+  // Run on the reference executor (plain loops, Q/DQ simulated in float):
+  // slow, for checking the compiled kernels. `threads` and `isa` are unused.
+  bool reference = false;
+};
+
+// A model compiled for this CPU: kernels chosen, weights prepacked; the
+// memory plan is made on the first run and again when the input shapes
+// change. Move-only (a moved-from Session may only be destroyed or assigned
+// to). See the thread contract at the top of this file.
+class KVANT_API Session {
+ public:
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  // Compiles `model` (the Session keeps no reference to it). Errors name
+  // operators kvant cannot run and bad options.
+  static Result<Session> create(const OnnxModel& model, const SessionOptions& options = {});
+
+  const std::vector<TensorInfo>& inputs() const;
+  const std::vector<TensorInfo>& outputs() const;
+  // Position in inputs()/outputs(); an unknown name is an error that lists
+  // the model's names.
+  Result<size_t> input_index(const std::string& name) const;
+  Result<size_t> output_index(const std::string& name) const;
+
+  // Runs on `feeds` (one per input; dtype and shape checked against the
+  // model, symbolic dims bound consistently) and returns every output.
+  Result<Tensors> run(const Feeds& feeds);
+
+  // The same, writing the outputs named in `outputs` into caller-owned
+  // buffers (each dtype and shape must be the output's; others are not
+  // copied out). Nothing is allocated for the results.
+  Status run(const Feeds& feeds, const std::map<std::string, MutableTensorView>& outputs);
+
+  // Zero copy ("I/O binding"): prepare() plans for these input shapes;
+  // input_buffer() is where each input's data goes (write it there), run()
+  // runs on what the buffers hold, output_buffer() shows each output in
+  // place. The views stay valid until the next prepare() or a run(feeds)
+  // with other shapes; the data is checked for nothing but its size. Not
+  // available for models with control flow (If/Loop), which run on the
+  // reference executor, nor with SessionOptions::reference.
+  Status prepare(const std::map<std::string, std::vector<int64_t>>& input_shapes);
+  Result<MutableTensorView> input_buffer(const std::string& name);
+  Status run();
+  Result<TensorView> output_buffer(const std::string& name) const;
+
+  // The compiled plan, one line per step (kernel, node, shape, arena
+  // offset) — what `kvant inspect --plan` prints.
+  std::string describe() const;
+
+ private:
+  friend struct ApiAccess;
+  struct Impl;
+  Session();
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvant

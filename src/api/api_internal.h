@@ -1,0 +1,65 @@
+// Between the public API (include/kvant/kvant.h) and the library inside:
+// type conversions, and guarded(), the edge where exceptions become Status.
+#pragma once
+
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "ir/tensor.h"
+#include "kvant/kvant.h"
+
+namespace kvant {
+
+struct OnnxModel::Impl {
+  Model model;  // what save() writes
+  // What a Session compiles when it differs from `model`: a quantized model
+  // read back with shape inference, as `kvant run` reads its file (null:
+  // `model` itself).
+  std::shared_ptr<const Model> inferred;
+  const Model& runnable() const { return inferred ? *inferred : model; }
+  std::string display_name;  // the path given, or the name of a model in memory
+  std::vector<TensorInfo> inputs, outputs;
+};
+
+struct ApiAccess {
+  // The internal type of a public one; an error naming `what` for a type
+  // kvant has no code for.
+  static DType to_dtype(DataType type, const std::string& what);
+  static DataType to_data_type(DType type) { return static_cast<DataType>(static_cast<int32_t>(type)); }
+  // An OwnedTensor sharing `tensor`'s bytes (nothing copied).
+  static OwnedTensor wrap(const Tensor& tensor);
+  // A Tensor over the caller's bytes (nothing copied; they must outlive it).
+  // Checks the type, the shape and that data is set when there are bytes.
+  static Tensor view(const TensorView& view, const std::string& what);
+  static TensorInfo info(const ValueInfo& value);
+  // A Tensor sharing an OwnedTensor's bytes (kept alive by both).
+  static Tensor share(const OwnedTensor& tensor);
+  // The model inside; an error for a default-constructed OnnxModel.
+  static const OnnxModel::Impl& impl(const OnnxModel& model, const char* what);
+  // A public model around `model`; `display_name` starts error messages.
+  static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr);
+};
+
+// Runs f(), turning any exception into the Status that f's result type
+// (Status or Result<T>) holds: kvant::Error keeps its code and message,
+// std::bad_alloc is "out of memory", anything else kInternal.
+template <typename F>
+auto guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kInvalidArgument, "out of memory");
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::kInternal, e.what());
+  } catch (...) {
+    return Status(ErrorCode::kInternal, "unknown exception");
+  }
+}
+
+}  // namespace kvant

@@ -1,0 +1,244 @@
+// quantize_static / quantize_dynamic / quantize_weight_only (kvant.h): the
+// steps of `kvant quantize` (src/cli/cmd_quantize.cc) without the files and
+// the report printing, so the API's model and the command's file are the
+// same bytes for the same data and options.
+#include <algorithm>
+#include <set>
+
+#include "api/api_internal.h"
+#include "io/sample_source.h"
+#include "onnx/reader.h"
+#include "onnx/writer.h"
+#include "ops/op_registry.h"
+#include "quant/quantize.h"
+#include "runtime/executor.h"
+
+namespace kvant {
+
+CalibrationDataReader::~CalibrationDataReader() = default;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+// The caller's reader as the quantizer's SampleSource. A reader that cannot
+// rewind is replayed from the samples it gave (kept, not copied), then read
+// on from where it stopped.
+class ReaderSource : public SampleSource {
+ public:
+  ReaderSource(CalibrationDataReader& reader, const Graph& graph) : reader_(reader) {
+    for (const ValueInfo& in : graph.inputs) {
+      if (!graph.initializers.count(in.name)) inputs_.push_back(in.name);
+    }
+  }
+
+  std::optional<std::map<std::string, Tensor>> next() override {
+    if (pos_ < kept_.size()) return kept_[pos_++];
+    if (ended_) return std::nullopt;
+    std::optional<Tensors> sample = reader_.get_next();
+    if (!sample) {
+      ended_ = true;
+      return std::nullopt;
+    }
+    std::map<std::string, Tensor> feed;
+    for (const auto& [name, tensor] : *sample) {
+      if (std::find(inputs_.begin(), inputs_.end(), name) == inputs_.end()) {
+        std::string names;
+        for (const std::string& in : inputs_) names += (names.empty() ? "" : ", ") + in;
+        fail("calibration sample " + std::to_string(read_) + ": the model has no input named \"" + name +
+             "\" (inputs: " + names + ")");
+      }
+      if (tensor.dtype() == DataType::kUndefined) {
+        fail("calibration sample " + std::to_string(read_) + ": input \"" + name + "\" is an empty OwnedTensor");
+      }
+      feed[name] = ApiAccess::share(tensor);
+    }
+    ++read_;
+    if (!streaming_) {
+      kept_.push_back(feed);
+      ++pos_;
+    }
+    return feed;
+  }
+
+  void reset() override {
+    if (reader_.rewind()) {
+      streaming_ = true;
+      kept_.clear();
+      ended_ = false;
+      read_ = 0;
+    }
+    pos_ = 0;
+  }
+
+ private:
+  CalibrationDataReader& reader_;
+  std::vector<std::string> inputs_;
+  std::vector<std::map<std::string, Tensor>> kept_;
+  size_t pos_ = 0;
+  int64_t read_ = 0;
+  bool ended_ = false;
+  bool streaming_ = false;
+};
+
+// An option that does nothing in the chosen mode is an error (as
+// cmd_quantize.cc's check_mode_options): here, one set away from its default.
+void check_mode_options(const QuantizationOptions& o, QuantMode mode) {
+  const QuantizationOptions d;
+  using M = QuantMode;
+  struct Rule {
+    const char* option;
+    bool set;
+    std::set<QuantMode> modes;
+    const char* modes_text;
+  };
+  const Rule rules[] = {
+      {"calibrator", o.calibrator != d.calibrator, {M::kStatic}, "static"},
+      {"max_samples", o.max_samples != d.max_samples, {M::kStatic}, "static"},
+      {"activation_type", o.activation_type != d.activation_type, {M::kStatic}, "static"},
+      {"symmetric_activations", o.symmetric_activations != d.symmetric_activations, {M::kStatic}, "static"},
+      {"per_tensor", o.per_tensor != d.per_tensor, {M::kStatic, M::kDynamic}, "static and dynamic"},
+      {"reduce_range", o.reduce_range != d.reduce_range, {M::kStatic, M::kDynamic}, "static and dynamic"},
+      {"affine_weights", o.affine_weights != d.affine_weights, {M::kStatic, M::kWeightOnly}, "static and weight-only"},
+      {"bits", o.bits != d.bits, {M::kWeightOnly}, "weight-only"},
+      {"group_size", o.group_size != d.group_size, {M::kWeightOnly}, "weight-only"},
+      {"format", o.format != d.format, {M::kWeightOnly}, "weight-only"},
+  };
+  const char* mode_text = mode == M::kStatic ? "static" : mode == M::kDynamic ? "dynamic" : "weight-only";
+  for (const Rule& r : rules) {
+    if (r.set && !r.modes.count(mode)) {
+      fail(std::string("QuantizationOptions::") + r.option + " applies to " + r.modes_text +
+           " quantization only, not " + mode_text);
+    }
+  }
+  if (o.percentile != d.percentile && o.calibrator != Calibrator::kPercentile) {
+    fail("QuantizationOptions::percentile applies to Calibrator::kPercentile only");
+  }
+}
+
+QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode) {
+  check_mode_options(o, mode);
+  QuantizeOptions out;
+  out.mode = mode;
+  switch (o.calibrator) {
+    case Calibrator::kMinMax: out.calibration.method = CalibrationMethod::kMinMax; break;
+    case Calibrator::kMovingAverage: out.calibration.method = CalibrationMethod::kMovingAverage; break;
+    case Calibrator::kPercentile: out.calibration.method = CalibrationMethod::kPercentile; break;
+    case Calibrator::kEntropy: out.calibration.method = CalibrationMethod::kEntropy; break;
+    case Calibrator::kMse: out.calibration.method = CalibrationMethod::kMse; break;
+    default: fail("QuantizationOptions::calibrator: unknown value");
+  }
+  out.calibration.percentile = o.percentile;
+  if (o.max_samples < 1)
+    fail("QuantizationOptions::max_samples must be at least 1, got " + std::to_string(o.max_samples));
+  out.max_samples = o.max_samples;
+  if (o.activation_type == DataType::kUInt8) {
+    out.activation_type = DType::kUInt8;
+  } else if (o.activation_type == DataType::kInt8) {
+    out.activation_type = DType::kInt8;
+  } else {
+    fail(std::string("QuantizationOptions::activation_type must be kUInt8 or kInt8, got ") +
+         data_type_name(o.activation_type));
+  }
+  out.activation_symmetry = o.symmetric_activations ? Symmetry::kSymmetric : Symmetry::kAffine;
+  out.weight_symmetry = o.affine_weights ? Symmetry::kAffine : Symmetry::kSymmetric;
+  out.per_channel = !o.per_tensor;
+  out.reduce_range = o.reduce_range;
+  out.group_size = o.group_size;
+  out.exclude = o.exclude;
+  out.allow_nonfinite = o.allow_nonfinite;
+  if (o.format != WeightOnlyFormat::kQdq && o.format != WeightOnlyFormat::kMatMulNBits) {
+    fail("QuantizationOptions::format: unknown value");
+  }
+  return out;
+}
+
+Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibration,
+                           const QuantizationOptions& options, QuantMode mode, QuantizationReport* report,
+                           const char* what) {
+  return guarded([&]() -> Result<OnnxModel> {
+    const OnnxModel::Impl& in = ApiAccess::impl(model, what);
+    QuantizeOptions opts = to_options(options, mode);
+    if (is_quantized_model(in.model)) {
+      fail(in.display_name +
+           " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
+           "quantize its FP32 original instead");
+    }
+    const Model fp32 = prepare_for_quantization(in.model);
+    QuantizeSummary summary;
+    Model quantized;
+    switch (mode) {
+      case QuantMode::kStatic: {
+        ReaderSource source(*calibration, fp32.graph);
+        quantized = quantize_static(fp32, source, opts, &summary);
+        break;
+      }
+      case QuantMode::kDynamic: quantized = quantize_dynamic(fp32, opts, &summary); break;
+      case QuantMode::kWeightOnly:
+        quantized = options.format == WeightOnlyFormat::kMatMulNBits
+                        ? quantize_matmul_nbits(fp32, options.bits, opts, &summary)
+                        : quantize_weight_only(fp32, options.bits, opts, &summary);
+        break;
+    }
+    // As the command: the modes that never run the model name the
+    // operators kvant has no kernel for (static calibration lists them).
+    if (mode != QuantMode::kStatic) {
+      for (const Node& n : fp32.graph.nodes) {
+        if (find_op(n.domain, n.op_type) != nullptr) continue;
+        const std::string op = n.domain.empty() ? n.op_type : n.domain + "." + n.op_type;
+        summary.fp32_reasons.emplace_back(
+            n.name.empty() ? op : n.name,
+            (n.domain.empty() ? "operator " : "custom-domain operator ") + op + " has no kvant kernel: left as it is");
+      }
+    }
+    quantized.graph.value_info.clear();
+    compact_new_names(in.model, quantized);
+    // A Session compiles the model as a reader of the written file sees it:
+    // serialized and read back with shape inference, as `kvant run` reads
+    // it. The weights are then shared, not held twice. Models over
+    // protobuf's 2 GB limit compile as they are.
+    std::shared_ptr<const Model> inferred;
+    if (auto bytes = serialize_onnx(quantized); bytes.ok()) {
+      auto reread = load_onnx_bytes(bytes->data(), bytes->size(), {}, in.display_name);
+      if (!reread.ok()) return reread.status();
+      reread->source_path = quantized.source_path;
+      for (auto& [name, tensor] : quantized.graph.initializers) {
+        auto it = reread->graph.initializers.find(name);
+        if (it != reread->graph.initializers.end() && it->second.dtype() == tensor.dtype() &&
+            it->second.shape() == tensor.shape()) {
+          tensor = it->second;
+        }
+      }
+      inferred = std::make_shared<const Model>(std::move(reread).value());
+    }
+    if (report) {
+      *report = QuantizationReport{};
+      report->quantized_nodes = summary.quantized_nodes;
+      report->calibration_samples = summary.calibration_samples;
+      report->kept_fp32 = summary.kept_fp32;
+      report->fp32_reasons = summary.fp32_reasons;
+      report->notes = summary.notes;
+      report->warnings = summary.warnings;
+    }
+    return ApiAccess::make_model(std::move(quantized), in.display_name, std::move(inferred));
+  });
+}
+
+}  // namespace
+
+Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
+                                  const QuantizationOptions& options, QuantizationReport* report) {
+  return quantize(model, &calibration, options, QuantMode::kStatic, report, "quantize_static");
+}
+
+Result<OnnxModel> quantize_dynamic(const OnnxModel& model, const QuantizationOptions& options,
+                                   QuantizationReport* report) {
+  return quantize(model, nullptr, options, QuantMode::kDynamic, report, "quantize_dynamic");
+}
+
+Result<OnnxModel> quantize_weight_only(const OnnxModel& model, const QuantizationOptions& options,
+                                       QuantizationReport* report) {
+  return quantize(model, nullptr, options, QuantMode::kWeightOnly, report, "quantize_weight_only");
+}
+
+}  // namespace kvant
