@@ -6,6 +6,10 @@
 //   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
+//   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
+//   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
+//     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
+//     (steps_dynconv.cc)
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
@@ -259,7 +263,10 @@ class Compiler {
       }
       return std::nullopt;
     }
-    if (node.op_type == "DynamicQuantizeLinear") return match_dynamic_gemm(node);
+    if (node.op_type == "DynamicQuantizeLinear") {
+      if (auto f = match_dynamic_gemm(node)) return f;
+      return match_dynamic_conv(node);
+    }
     if (node.op_type == "LSTM") return match_lstm(node);
     if (node.op_type == "Conv") {
       if (auto f = match_qconv(node)) return f;
@@ -1389,10 +1396,93 @@ class Compiler {
     return f;
   }
 
+  // A per-channel vector of a Conv's NCHW output: one value, or M values
+  // shaped [M, 1, 1] / [1, M, 1, 1] (a shape that broadcasts along C alone
+  // and leaves the output's rank).
+  bool channel_vector(const std::string& name, int64_t m, std::vector<float>& out) const {
+    const Tensor* t = constant(name);
+    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > 4) return false;
+    if (t->numel() != 1) {
+      if (t->rank() < 3 || t->dim(t->rank() - 3) != m || t->numel() != m) return false;
+    }
+    out.assign(t->data<float>(), t->data<float>() + t->numel());
+    return true;
+  }
+
+  // DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]
+  std::optional<Fusion> match_dynamic_conv(const Node& d) {
+    if (d.outputs.size() < 3) return std::nullopt;
+    const Node* conv = sole_reader(d.outputs[0]);
+    if (conv == nullptr || conv->op_type != "ConvInteger" || !conv->domain.empty() || conv->inputs.size() < 3 ||
+        conv->inputs[0] != d.outputs[0] || conv->inputs[2] != d.outputs[2] || sole_reader(d.outputs[2]) != conv) {
+      return std::nullopt;
+    }
+    QConvFacts facts;
+    if (!conv_facts(*conv, facts)) return std::nullopt;
+    const Tensor* w = constant(conv->inputs[1]);
+    if (w == nullptr || w->rank() != 4 || !is_8bit(w->dtype())) return std::nullopt;
+    const int64_t m = w->dim(0);
+    const bool has_wz = conv->inputs.size() > 3 && !conv->inputs[3].empty();
+    const Tensor* wz = has_wz ? constant(conv->inputs[3]) : nullptr;
+    if (has_wz && (wz == nullptr || wz->dtype() != w->dtype() || (wz->numel() != 1 && wz->numel() != m)))
+      return std::nullopt;
+    const Node* cast = sole_reader(conv->outputs[0]);
+    if (cast == nullptr || cast->op_type != "Cast" || cast->attr_int("to", 0) != 1) return std::nullopt;
+    const Node* scale_mul = sole_reader(d.outputs[1]);
+    if (scale_mul == nullptr || scale_mul->op_type != "Mul" || scale_mul->inputs.size() != 2) return std::nullopt;
+    DynamicConvParams p;
+    const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
+    if (!channel_vector(ws_name, m, p.w_scale)) return std::nullopt;
+    const Node* out_mul = sole_reader(cast->outputs[0]);
+    if (out_mul == nullptr || out_mul->op_type != "Mul" || sole_reader(scale_mul->outputs[0]) != out_mul)
+      return std::nullopt;
+    p.facts = facts;
+    p.w_shape = w->shape();
+    const bool u8 = w->dtype() == DType::kUInt8;
+    p.weight.resize(static_cast<size_t>(w->numel()));
+    for (int64_t i = 0; i < w->numel(); ++i)
+      p.weight[static_cast<size_t>(i)] = static_cast<int8_t>(w->get_as_int64(i) - (u8 ? 128 : 0));
+    bool any_zp = false;
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t z = (wz ? wz->get_as_int64(wz->numel() == 1 ? 0 : j) : 0) - (u8 ? 128 : 0);
+      p.w_zp.push_back(static_cast<int32_t>(z));
+      any_zp = any_zp || z != 0;
+    }
+    if (!any_zp) p.w_zp.clear();
+    Fusion f;
+    f.nodes = {&d, conv, cast, scale_mul, out_mul};
+    std::string tail = out_mul->outputs[0];
+    if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->domain.empty() &&
+                                             add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
+      std::vector<float> b;
+      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b)) {
+        p.bias.assign(static_cast<size_t>(m), b[0]);
+        if (b.size() != 1) p.bias = std::move(b);
+        f.nodes.push_back(add);
+        tail = add->outputs[0];
+      }
+    }
+    if (const Node* act = activation_after(tail, p.clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    p.isa = m_.options_.isa;
+    p.threads = m_.options_.threads;
+    auto step = make_dynamic_conv_step(std::move(p));
+    if (!step) return std::nullopt;
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    f.step = std::move(step);
+    f.inputs = {d.inputs[0]};
+    f.outputs = {tail};
+    return f;
+  }
+
   std::optional<Fusion> match_sconv(const Node& node) {
     QConvFacts c;
     if (!conv_facts(node, c) || constant(node.inputs[0])) return std::nullopt;
-    const Tensor* w = constant(node.inputs[1]);
+    // A constant weight, or the DQ of constants (weight-only INT4/INT8: dequantized once here).
+    const std::optional<Tensor> wt = constant_or_dq(node.inputs[1]);
+    const Tensor* w = wt ? &*wt : nullptr;
     if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 4) return std::nullopt;
     const Tensor* b = nullptr;
     if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
@@ -1410,6 +1500,7 @@ class Compiler {
     auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
+    if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];
     f.step = std::move(step);
     f.inputs = {node.inputs[0]};
     f.outputs = {tail};
