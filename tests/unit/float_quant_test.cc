@@ -117,6 +117,71 @@ TEST(FloatQuant, DequantRowsMatchTheReference) {
   }
 }
 
+// dequant_t: the same values as dequant, each row stored as a column (the
+// AVX2 entry's 8x8 blocks and both tails); quantize_centered: quantize's
+// codes minus the zero point.
+TEST(FloatQuant, TransposedDequantAndCenteredCodesMatchTheReference) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const FloatQuantKernel& ref = float_quant_kernels().back();
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int32_t> acc_dist(-3000000, 3000000);
+  for (const FloatQuantKernel* k : test::runnable_entries(float_quant_kernels(), allowed)) {
+    for (int n : {1, 7, 8, 16, 19}) {
+      for (int rows : {1, 8, 13, 24}) {
+        const int stride = n + 3, out_stride = rows + 5;
+        std::vector<int32_t> acc(static_cast<size_t>(rows) * stride), ibias(static_cast<size_t>(n));
+        for (auto& v : acc) v = acc_dist(rng);
+        for (auto& v : ibias) v = acc_dist(rng) / 100;
+        const std::vector<float> mult = random_floats(n, 9, 1e-4f), fbias = random_floats(n, 10);
+        for (int variant = 0; variant < 4; ++variant) {
+          const bool with_i = (variant & 1) != 0, with_f = (variant & 2) != 0;
+          const float lo = variant == 3 ? 0.0f : -std::numeric_limits<float>::infinity();
+          const float hi = variant == 3 ? 6.0f : std::numeric_limits<float>::infinity();
+          std::vector<float> got(static_cast<size_t>(n) * out_stride, -7.0f), rows_out(acc.size(), 0.0f);
+          DequantRowsArgs args{acc.data(),
+                               stride,
+                               rows,
+                               n,
+                               with_i ? ibias.data() : nullptr,
+                               mult.data(),
+                               with_f ? fbias.data() : nullptr,
+                               lo,
+                               hi,
+                               got.data(),
+                               out_stride};
+          k->dequant_t(args);
+          args.out = rows_out.data();
+          args.out_stride = stride;
+          ref.dequant(args);
+          for (int j = 0; j < n; ++j) {
+            for (int r = 0; r < out_stride; ++r) {
+              const float want = r < rows ? rows_out[static_cast<size_t>(r) * stride + j] : -7.0f;  // untouched
+              ASSERT_EQ(std::memcmp(&got[static_cast<size_t>(j) * out_stride + r], &want, sizeof(float)), 0)
+                  << k->name << " n=" << n << " rows=" << rows << " variant " << variant << " at " << j << "," << r;
+            }
+          }
+        }
+      }
+    }
+    for (int n : kSizes) {
+      std::vector<float> x = random_floats(n, static_cast<uint32_t>(n) + 2);
+      float lo = 0, hi = 0;
+      ASSERT_TRUE(ref.range(x.data(), n, &lo, &hi));
+      const float scale = (hi - lo) / 255.0f;
+      if (scale <= 0.0f) continue;
+      const int32_t zp = static_cast<int32_t>(std::clamp(std::nearbyint(0.0 - lo / scale), 0.0, 255.0));
+      std::vector<uint8_t> q(static_cast<size_t>(n));
+      ref.quantize(x.data(), n, scale, zp, q.data());
+      std::vector<float> got(static_cast<size_t>(n) + 1, -1000.0f);
+      k->quantize_centered(x.data(), n, scale, zp, got.data());
+      for (int i = 0; i < n; ++i)
+        ASSERT_EQ(got[static_cast<size_t>(i)], static_cast<float>(q[static_cast<size_t>(i)] - zp))
+            << k->name << " n=" << n;
+      EXPECT_EQ(got.back(), -1000.0f) << k->name << " wrote past n=" << n;
+    }
+  }
+}
+
 TEST(LayoutU8, TransposeAndRequantMatchTheReference) {
   KVANT_ALLOWED_ISA_OR_SKIP(allowed);
   std::mt19937 rng(9);
