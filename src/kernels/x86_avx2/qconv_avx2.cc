@@ -451,6 +451,78 @@ KVANT_TARGET_AVX2 void depthwise_channel(const int16_t* plane, int64_t row_strid
   }
 }
 
+namespace {
+
+// 16 accumulators (a0: outputs 0-7, a1: 8-15) as floats: float(acc) * mult
+// [+ bias], clamped, the first `count` stored.
+KVANT_TARGET_AVX2 inline void store_f32x16(float* out, __m256i a0, __m256i a1, __m256 mult, const __m256* bias,
+                                           __m256 lo, __m256 hi, int count) {
+  __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), mult);
+  __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), mult);
+  if (bias != nullptr) {
+    f0 = _mm256_add_ps(f0, *bias);
+    f1 = _mm256_add_ps(f1, *bias);
+  }
+  f0 = _mm256_min_ps(_mm256_max_ps(f0, lo), hi);
+  f1 = _mm256_min_ps(_mm256_max_ps(f1, lo), hi);
+  if (count >= 16) {
+    _mm256_storeu_ps(out, f0);
+    _mm256_storeu_ps(out + 8, f1);
+    return;
+  }
+  alignas(32) float tmp[16];
+  _mm256_store_ps(tmp, f0);
+  _mm256_store_ps(tmp + 8, f1);
+  for (int i = 0; i < count; ++i) out[i] = tmp[i];
+}
+
+}  // namespace
+
+KVANT_TARGET_AVX2 void depthwise_channel_f32(const int16_t* plane, int64_t row_stride, const int32_t* wpairs,
+                                             const int32_t* offsets, int npairs, const ConvShape& s, float mult,
+                                             const float* bias, float lo, float hi, float* y) {
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), vm = _mm256_set1_ps(mult);
+  const __m256 vb = _mm256_set1_ps(bias != nullptr ? *bias : 0.0f);
+  const __m256* b = bias != nullptr ? &vb : nullptr;
+  for (int oy = 0; oy < s.h_out; ++oy) {
+    const int16_t* base = plane + static_cast<int64_t>(oy) * s.stride_h * row_stride;
+    float* out = y + static_cast<int64_t>(oy) * s.w_out;
+    int ox = 0;
+    for (; ox + 32 <= s.w_out; ox += 32) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+      for (int t = 0; t < npairs; ++t) {
+        const int16_t* p0 = base + offsets[2 * t] + ox;
+        const int16_t* p1 = base + offsets[2 * t + 1] + ox;
+        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+        const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
+        const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 16));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 16));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u0, v0), wv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u0, v0), wv));
+        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u1, v1), wv));
+        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u1, v1), wv));
+      }
+      store_f32x16(out + ox, _mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), vm, b,
+                   vlo, vhi, 16);
+      store_f32x16(out + ox + 16, _mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31), vm,
+                   b, vlo, vhi, 16);
+    }
+    for (; ox < s.w_out; ox += 16) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+      for (int t = 0; t < npairs; ++t) {
+        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+        const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t] + ox));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t + 1] + ox));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u, v), wv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u, v), wv));
+      }
+      store_f32x16(out + ox, _mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), vm, b,
+                   vlo, vhi, s.w_out - ox);
+    }
+  }
+}
+
 }  // namespace kvant::qconv_avx2
 
 #endif  // __x86_64__
