@@ -7,17 +7,21 @@
 //           call's zero point, its int32 accumulators dequantized per block
 //           (y = float(acc) * mult[m] + bias[m], multiply then add) and
 //           stored transposed into the NCHW planes (dequant_t);
-//   dw16    depthwise convolutions on x86 (AVX2 and up): the INT8
-//           convolution's depthwise kernel (x86_avx2/qconv_avx2.h: codes
-//           minus the zero point as int16, tap pairs by vpmaddwd into int32)
-//           with the same float epilogue (depthwise_channel_f32);
-//   float   depthwise at the reference ISA level: the codes minus the zero
-//           point as floats (integers in [-255, 255]) through the FP32
-//           depthwise conv with the integer weights w - w_zp as floats.
-//           Every product and partial sum is an integer of magnitude at most
+//   dw16    depthwise convolutions on x86 (AVX2 and up) with stride 1
+//           along W: the INT8 convolution's depthwise kernel
+//           (x86_avx2/qconv_avx2.h: codes minus the zero point as int16, tap
+//           pairs by vpmaddwd into int32) with the same float epilogue
+//           (depthwise_channel_f32);
+//   float   the other depthwise convolutions (strided ones on x86, where
+//           dw16's plane fill gathers per element and measured slower; all
+//           at the reference ISA level): the codes minus the zero point as
+//           floats (integers in [-255, 255]) through the FP32 depthwise conv
+//           with the integer weights w - w_zp as floats. Every product and
+//           partial sum is an integer of magnitude at most
 //           255 * sum_k |w - w_zp|, checked at compile time to be <= 2^24, so
 //           the float sums are the int32 accumulators exactly (in any order,
-//           with FMA or not); the same epilogue follows.
+//           with FMA or not); the same epilogue follows. A channel over the
+//           bound sends a strided conv to dw16, a reference-level one to gemm.
 // (A depthwise conv has K = kh * kw: a GEMM per channel would be all overhead.)
 // Either way the output is bit-identical to the reference graph's
 // ConvInteger -> Cast -> Mul -> Add [-> Relu|Clip].
@@ -56,8 +60,16 @@ class DynamicConvStep : public Step {
       return int32_t{p_.weight[static_cast<size_t>(j * k + i)]} - zp_[static_cast<size_t>(j)];
     };
     const bool depthwise = p_.facts.group == m && p_.w_shape[1] == 1;
+    bool exact_in_float = depthwise;
+    for (int64_t j = 0; j < m && exact_in_float; ++j) {
+      int64_t sum = 0;
+      for (int64_t i = 0; i < k; ++i) sum += std::abs(w_at(j, i));
+      exact_in_float = 255 * sum <= kFloatExact;
+    }
 #if defined(__x86_64__)
-    if (depthwise && p_.isa != Isa::kRef) {
+    // dw16 where its plane fill is fast (stride 1 along W; a strided fill
+    // gathers per element), else the float path when it is exact.
+    if (depthwise && p_.isa != Isa::kRef && (p_.facts.strides[1] == 1 || !exact_in_float)) {
       // Per channel the int16 tap pairs (lo = the first tap), zero past the last tap.
       path_ = Path::kDw16;
       npairs_ = static_cast<int>((k + 1) / 2);
@@ -73,12 +85,6 @@ class DynamicConvStep : public Step {
       return;
     }
 #endif
-    bool exact_in_float = depthwise;
-    for (int64_t j = 0; j < m && exact_in_float; ++j) {
-      int64_t sum = 0;
-      for (int64_t i = 0; i < k; ++i) sum += std::abs(w_at(j, i));
-      exact_in_float = 255 * sum <= kFloatExact;
-    }
     if (exact_in_float) {
       path_ = Path::kFloat;
       wf_.resize(p_.weight.size());

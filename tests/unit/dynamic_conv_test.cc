@@ -36,9 +36,11 @@ Tensor random_floats(const Shape& shape, uint32_t seed, float mean = 0.0f, float
 struct ConvCase {
   const char* what;
   int n, c, h, w, m, kh, kw, stride, pad, dil, group;
-  int weights = 0;  // 0: uint8 zp 128; 1: uint8 zp 90; 2: uint8 per-channel zp; 3: int8 zp 0; 4: int8 per-channel zp
-  int bias = 1;     // 0: none; 1: [M, 1, 1]; 2: a scalar; 3: [1, M, 1, 1]
-  int act = 0;      // 0: none; 1: Relu; 2: Clip(-1, 2)
+  // 0: uint8 zp 128; 1: uint8 zp 90; 2: uint8 per-channel zp; 3: int8 zp 0; 4: int8 per-channel zp;
+  // 5: int8 mostly 127 with zp -128 (w - w_zp mostly 255: large sums)
+  int weights = 0;
+  int bias = 1;  // 0: none; 1: [M, 1, 1]; 2: a scalar; 3: [1, M, 1, 1]
+  int act = 0;   // 0: none; 1: Relu; 2: Clip(-1, 2)
 };
 
 // x -> DynamicQuantizeLinear -> ConvInteger(W, x_zp, w_zp) -> Cast -> Mul(x_scale * w_scale) [-> Add B] [-> act]
@@ -54,7 +56,8 @@ Model dynamic_conv_model(const ConvCase& k, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> value(0, 255);
   for (int64_t i = 0; i < w.numel(); ++i) {
-    const int v = i % 17 == 0 ? 0 : (i % 19 == 0 ? 255 : value(rng));  // the extremes too
+    int v = i % 17 == 0 ? 0 : (i % 19 == 0 ? 255 : value(rng));  // the extremes too
+    if (k.weights == 5) v = i % 23 == 0 ? value(rng) : 255;
     if (u8) {
       w.data<uint8_t>()[i] = static_cast<uint8_t>(v);
     } else {
@@ -67,7 +70,10 @@ Model dynamic_conv_model(const ConvCase& k, uint32_t seed) {
     const bool per_channel = k.weights == 2 || k.weights == 4;
     Tensor z(u8 ? DType::kUInt8 : DType::kInt8, per_channel ? Shape{k.m} : Shape{});
     for (int64_t j = 0; j < z.numel(); ++j) {
-      const int v = k.weights == 0 ? 128 : (k.weights == 1 ? 90 : 100 + static_cast<int>(j * 7 % 60));
+      const int v = k.weights == 0   ? 128
+                    : k.weights == 1 ? 90
+                    : k.weights == 5 ? 0
+                                     : 100 + static_cast<int>(j * 7 % 60);
       if (u8) {
         z.data<uint8_t>()[j] = static_cast<uint8_t>(v);
       } else {
@@ -167,6 +173,8 @@ const ConvCase kCases[] = {
     {"int8 weights, no zero point", 1, 8, 8, 7, 16, 3, 3, 1, 1, 1, 1, 3, 3},
     {"int8 weights, zero point per channel", 1, 8, 8, 7, 16, 3, 3, 1, 1, 1, 1, 4, 2},
     {"wide K (576)", 1, 64, 6, 6, 16, 3, 3, 1, 1, 1, 1},
+    // 289 taps of |w - w_zp| ~ 255: over the float path's 2^24 bound, so int16 / GEMM even when strided.
+    {"depthwise 17x17 stride 2, large sums", 1, 4, 20, 20, 4, 17, 17, 2, 8, 1, 4, 5, 1},
 };
 
 TEST(DynamicConv, MatchesTheReferenceGraphBitForBit) {
@@ -178,9 +186,12 @@ TEST(DynamicConv, MatchesTheReferenceGraphBitForBit) {
         const CompileOptions options = options_for(threads, ref);
         const std::string kernel = expect_bit_identical(
             model, x, options, std::string(k.what) + " threads " + std::to_string(threads) + (ref ? " isa ref" : ""));
-        // Depthwise: the int16 kernel on x86, the exact float sums at the reference level.
-        if (k.group == k.c && k.group == k.m) {
-          const char* want = options.isa == Isa::kRef ? "dynamic_exact_f32" : "dynamic_qconv_depthwise";
+        // Depthwise: the int16 kernel on x86 (stride 1), the exact float sums elsewhere when they fit.
+        const bool large_sums = k.weights == 5;
+        if (k.group == k.c && k.group == k.m && !(large_sums && options.isa == Isa::kRef)) {
+          // Strided ones and the reference level take the exact float sums when they fit.
+          const bool float_path = !large_sums && (options.isa == Isa::kRef || k.stride != 1);
+          const char* want = float_path ? "dynamic_exact_f32" : "dynamic_qconv_depthwise";
           EXPECT_EQ(kernel.rfind(want, 0), 0u) << k.what << ": " << kernel;
         } else {
           EXPECT_EQ(kernel.rfind("dynamic_qconv_", 0), 0u) << k.what << ": " << kernel;
