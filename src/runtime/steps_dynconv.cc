@@ -14,14 +14,15 @@
 //           (depthwise_channel_f32);
 //   float   the other depthwise convolutions (strided ones on x86, where
 //           dw16's plane fill gathers per element and measured slower; all
-//           at the reference ISA level): the codes minus the zero point as
-//           floats (integers in [-255, 255]) through the FP32 depthwise conv
-//           with the integer weights w - w_zp as floats. Every product and
-//           partial sum is an integer of magnitude at most
-//           255 * sum_k |w - w_zp|, checked at compile time to be <= 2^24, so
-//           the float sums are the int32 accumulators exactly (in any order,
-//           with FMA or not); the same epilogue follows. A channel over the
-//           bound sends a strided conv to dw16, a reference-level one to gemm.
+//           at the reference ISA level) and convolutions with at most 4
+//           input channels per group (RGB stems): the codes minus the zero
+//           point as floats (integers in [-255, 255]) through the FP32 conv
+//           (sconv.h) with the integer weights w - w_zp as floats. Every
+//           product and partial sum is an integer of magnitude at most
+//           255 * sum_k |w - w_zp|, checked per channel at compile time to be
+//           <= 2^24, so the float sums are the int32 accumulators exactly (in
+//           any order, with FMA or not); the same epilogue follows. Over the
+//           bound, a strided depthwise conv keeps dw16, the rest the GEMM.
 // (A depthwise conv has K = kh * kw: a GEMM per channel would be all overhead.)
 // Either way the output is bit-identical to the reference graph's
 // ConvInteger -> Cast -> Mul -> Add [-> Relu|Clip].
@@ -60,7 +61,12 @@ class DynamicConvStep : public Step {
       return int32_t{p_.weight[static_cast<size_t>(j * k + i)]} - zp_[static_cast<size_t>(j)];
     };
     const bool depthwise = p_.facts.group == m && p_.w_shape[1] == 1;
-    bool exact_in_float = depthwise;
+    // A few input channels per group (an RGB stem): the NHWC rows are a few
+    // bytes and the im2col copies them one run at a time; the FP32 im2col
+    // over NCHW was measured faster (1x3x224x224, 3x3 stride 2 to 32
+    // channels: 0.74 ms against 1.24 ms, FP32 0.58 ms).
+    const bool narrow = !depthwise && p_.w_shape[1] <= 4;
+    bool exact_in_float = depthwise || narrow;
     for (int64_t j = 0; j < m && exact_in_float; ++j) {
       int64_t sum = 0;
       for (int64_t i = 0; i < k; ++i) sum += std::abs(w_at(j, i));

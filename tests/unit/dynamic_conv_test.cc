@@ -163,7 +163,7 @@ const ConvCase kCases[] = {
     {"1x1 (direct), batch 3", 3, 16, 6, 5, 24, 1, 1, 1, 0, 1, 1},
     {"1x1 stride 2, no bias", 2, 16, 9, 9, 8, 1, 1, 2, 0, 1, 1, 0, 0},
     {"dilation 2, Clip", 1, 6, 12, 12, 10, 3, 3, 1, 2, 2, 1, 0, 1, 2},
-    {"groups 2", 2, 8, 7, 9, 12, 3, 3, 1, 1, 1, 2},
+    {"groups 2", 2, 16, 7, 9, 12, 3, 3, 1, 1, 1, 2},
     {"depthwise 3x3 (float path)", 2, 12, 10, 9, 12, 3, 3, 1, 1, 1, 12, 0, 1, 2},
     {"depthwise 5x5 stride 2", 1, 8, 13, 11, 8, 5, 5, 2, 2, 1, 8, 0, 1, 1},
     {"depthwise x2 channels", 1, 4, 8, 8, 8, 3, 3, 1, 1, 1, 4},
@@ -186,16 +186,19 @@ TEST(DynamicConv, MatchesTheReferenceGraphBitForBit) {
         const CompileOptions options = options_for(threads, ref);
         const std::string kernel = expect_bit_identical(
             model, x, options, std::string(k.what) + " threads " + std::to_string(threads) + (ref ? " isa ref" : ""));
-        // Depthwise: the int16 kernel on x86 (stride 1), the exact float sums elsewhere when they fit.
+        // The path steps_dynconv.cc documents: depthwise on the int16 kernel on x86 (stride 1), the
+        // exact float sums when they fit for other depthwise and <= 4 input channels per group.
         const bool large_sums = k.weights == 5;
-        if (k.group == k.c && k.group == k.m && !(large_sums && options.isa == Isa::kRef)) {
-          // Strided ones and the reference level take the exact float sums when they fit.
-          const bool float_path = !large_sums && (options.isa == Isa::kRef || k.stride != 1);
-          const char* want = float_path ? "dynamic_exact_f32" : "dynamic_qconv_depthwise";
-          EXPECT_EQ(kernel.rfind(want, 0), 0u) << k.what << ": " << kernel;
-        } else {
-          EXPECT_EQ(kernel.rfind("dynamic_qconv_", 0), 0u) << k.what << ": " << kernel;
+        const bool depthwise = k.group == k.c && k.group == k.m, narrow = !depthwise && k.c / k.group <= 4;
+        std::string want = "dynamic_qconv_";  // the GEMM
+        if (depthwise && !large_sums && (options.isa == Isa::kRef || k.stride != 1)) {
+          want = "dynamic_exact_f32";
+        } else if (depthwise && options.isa != Isa::kRef) {
+          want = "dynamic_qconv_depthwise";
+        } else if (narrow) {
+          want = "dynamic_exact_f32";
         }
+        EXPECT_EQ(kernel.rfind(want, 0), 0u) << k.what << ": " << kernel;
       }
     }
   }
