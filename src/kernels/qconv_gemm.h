@@ -49,12 +49,15 @@ class QConvGemm {
   // image batch quantized with this call's zero point x_zp (the constructor's
   // p.x_zp and p.nhwc are not used: build with x_zp 0, NCHW), and each
   // block's accumulators are dequantized into the float NCHW planes by
-  // `dequant_t` (a FloatQuantKernel's, dynamic_quant.h):
+  // fq.dequant_t (dynamic_quant.h):
   //   y[m, p] = clamp(float(acc[p, m]) * mult[m] + bias[m], lo, hi)
-  // bias may be null. Same scratch as run().
+  // bias may be null. Same scratch as run(). ranges (null: not wanted): 4
+  // floats per slot, {lo, hi, nan} initialised by the caller, which each
+  // slot widens by fq.range over the values it wrote while they are in cache
+  // (nan set to 1 when one is NaN): the next dynamic step's input range.
   void run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* scratch, int slots, ThreadPool* pool,
-                   void (*dequant_t)(const DequantRowsArgs&), const float* mult, const float* bias, float lo,
-                   float hi) const;
+                   const FloatQuantKernel& fq, const float* mult, const float* bias, float lo, float hi,
+                   float* ranges) const;
 
   const char* name() const { return name_.c_str(); }
 

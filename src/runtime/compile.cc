@@ -9,7 +9,7 @@
 //   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
 //   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
 //     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
-//     (steps_dynconv.cc)
+//     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one)
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
@@ -91,7 +91,8 @@ class Compiler {
     std::unique_ptr<Step> step;
     std::vector<const Node*> nodes;
     std::vector<std::string> inputs, outputs;
-    std::vector<Fusion> then;  // further steps of the same fusion (views after a lookup table)
+    std::vector<Fusion> then;   // further steps of the same fusion (views after a lookup table)
+    bool dynamic_conv = false;  // a dynamic conv step (its range may feed the next one)
   };
 
   void emit(Fusion f) {
@@ -1474,6 +1475,16 @@ class Compiler {
     f.step = std::move(step);
     f.inputs = {d.inputs[0]};
     f.outputs = {tail};
+    f.dynamic_conv = true;
+    // x written by another dynamic conv (matched earlier: graph order): its
+    // range comes with it, and this step skips its own pass over x.
+    for (auto& [anchor, prior] : fusions_) {
+      if (!prior.dynamic_conv || prior.outputs.empty() || prior.outputs[0] != d.inputs[0]) continue;
+      if (!link_dynamic_conv_range(*prior.step, *f.step)) break;
+      if (prior.outputs.size() == 1) prior.outputs.push_back(unique_value_name(g_, d.inputs[0] + "_range"));
+      f.inputs.push_back(prior.outputs[1]);
+      break;
+    }
     return f;
   }
 

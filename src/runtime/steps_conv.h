@@ -53,6 +53,12 @@ struct DynamicConvParams {
 };
 // nullptr when no exact kernel fits (K above the int32 bound; the reference runs it).
 std::unique_ptr<Step> make_dynamic_conv_step(DynamicConvParams params);
+// When both are dynamic conv steps and the consumer reads the producer's
+// output 0: the producer also writes that output's range {lo, hi, nan} as
+// output 1 (measured as it writes, block by block) and the consumer reads it
+// as input 1 instead of its own range pass over x. The compiler appends the
+// value to both; false (nothing changed) for other steps.
+bool link_dynamic_conv_range(Step& producer, Step& consumer);
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
                                       const FloatClamp& clamp, int threads);
 

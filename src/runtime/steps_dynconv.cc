@@ -129,13 +129,16 @@ class DynamicConvStep : public Step {
         gemm_ = std::make_unique<QConvGemm>(q, p_.weight.data(), zp_, p_.isa);
       }
     }
+    if (use_range_ && (in.size() < 2 || in[1] == nullptr || in[1]->dtype() != DType::kFloat32 || in[1]->numel() != 3))
+      throw Error(ErrorCode::kInvalidArgument, name + ": expects the input's range as a second input");
     out.assign(1, {DType::kFloat32, {s.batch, s.c_out, s.h_out, s.w_out}});
+    if (emit_range_) out.push_back({DType::kFloat32, {3}});
   }
   // Scratch: the multipliers, the codes (uint8, or floats on the float
-  // path), the kernel's scratch.
+  // path), the output range per slot, the kernel's scratch.
   size_t scratch_bytes(std::span<const Tensor* const> in) const override {
     const auto n = static_cast<size_t>(in[0]->numel());
-    const size_t head = round64(zp_.size() * 4) + round64(n * (path_ == Path::kFloat ? 4 : 1));
+    const size_t head = round64(zp_.size() * 4) + round64(n * (path_ == Path::kFloat ? 4 : 1)) + ranges_bytes();
     switch (path_) {
       case Path::kFloat: return head + (sconv_ ? sconv_->scratch_bytes(p_.threads) : 0);
       case Path::kDw16: return head + dw_slot_bytes_ * static_cast<size_t>(std::max(1, p_.threads));
@@ -148,7 +151,14 @@ class DynamicConvStep : public Step {
     const int64_t total = in[0]->numel();
     const float* x = in[0]->data<float>();
     float lo = 0.0f, hi = 0.0f;
-    if (!fq_->range(x, total, &lo, &hi)) throw Error(ErrorCode::kInvalidArgument, name + ": x contains NaN");
+    if (use_range_) {  // computed by the step that wrote x
+      const float* r = in[1]->data<float>();
+      if (r[2] != 0.0f) throw Error(ErrorCode::kInvalidArgument, name + ": x contains NaN");
+      lo = r[0];
+      hi = r[1];
+    } else if (!fq_->range(x, total, &lo, &hi)) {
+      throw Error(ErrorCode::kInvalidArgument, name + ": x contains NaN");
+    }
     const float scale = (hi - lo) / 255.0f;
     if (!std::isfinite(scale)) throw Error(ErrorCode::kInvalidArgument, name + ": x contains infinite values");
     int32_t zp = 0;
@@ -161,7 +171,10 @@ class DynamicConvStep : public Step {
     for (size_t j = 0; j < m; ++j) mult[j] = scale * p_.w_scale[per_channel ? j : 0];
     const bool float_codes = path_ == Path::kFloat;
     std::byte* codes = scratch + round64(m * 4);
-    std::byte* rest = codes + round64(static_cast<size_t>(total) * (float_codes ? 4 : 1));
+    auto* ranges = reinterpret_cast<float*>(codes + round64(static_cast<size_t>(total) * (float_codes ? 4 : 1)));
+    std::byte* rest = reinterpret_cast<std::byte*>(ranges) + ranges_bytes();
+    const int slots = std::max(1, std::min(p_.threads, pool != nullptr ? pool->size() : 1));
+    for (int i = 0; emit_range_ && i < slots; ++i) std::fill(ranges + 4 * i, ranges + 4 * i + 4, 0.0f);
     auto* xq = reinterpret_cast<uint8_t*>(codes);
     auto* xf = reinterpret_cast<float*>(codes);
     // The codes, in chunks over the pool (all zero when x is: scale 0, zp 0).
@@ -179,37 +192,68 @@ class DynamicConvStep : public Step {
     });
     const float* bias = p_.bias.empty() ? nullptr : p_.bias.data();
     float* y = out[0]->data<float>();
+    float* slot_ranges = emit_range_ ? ranges : nullptr;
     if (path_ == Path::kDw16) {
-      run_depthwise(xq, zp, mult, bias, y, reinterpret_cast<uint8_t*>(rest), pool);
-      return;
-    }
-    if (path_ == Path::kGemm) {
-      gemm_->run_dequant(xq, static_cast<uint8_t>(zp), y, reinterpret_cast<uint8_t*>(rest),
-                         std::min(p_.threads, pool != nullptr ? pool->size() : 1), pool, fq_->dequant_t, mult, bias,
-                         p_.clamp.lo, p_.clamp.hi);
-      return;
-    }
-    sconv_->run(xf, y, rest, pool);
-    const ConvShape& s = *shape_;
-    const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
-    const float clo = p_.clamp.lo, chi = p_.clamp.hi;
-    parallel_for(pool, static_cast<int64_t>(s.batch) * s.c_out, [&](int64_t b, int64_t e) {
-      for (int64_t plane = b; plane < e; ++plane) {
-        const auto j = static_cast<size_t>(plane % s.c_out);
-        const float mj = mult[j], bj = bias != nullptr ? bias[j] : 0.0f;
-        float* yp = y + plane * hw;
-        // The Cast -> Mul -> Add of the reference: two roundings (this file
-        // is compiled without FMA contraction).
-        if (bias != nullptr) {
-          for (int64_t i = 0; i < hw; ++i) yp[i] = std::min(std::max(yp[i] * mj + bj, clo), chi);
-        } else {
-          for (int64_t i = 0; i < hw; ++i) yp[i] = std::min(std::max(yp[i] * mj, clo), chi);
+      run_depthwise(xq, zp, mult, bias, y, reinterpret_cast<uint8_t*>(rest), slots, pool, slot_ranges);
+    } else if (path_ == Path::kGemm) {
+      gemm_->run_dequant(xq, static_cast<uint8_t>(zp), y, reinterpret_cast<uint8_t*>(rest), slots, pool, *fq_, mult,
+                         bias, p_.clamp.lo, p_.clamp.hi, slot_ranges);
+    } else {
+      sconv_->run(xf, y, rest, pool);
+      const ConvShape& s = *shape_;
+      const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
+      const int64_t planes = static_cast<int64_t>(s.batch) * s.c_out;
+      const float clo = p_.clamp.lo, chi = p_.clamp.hi;
+      parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
+        for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+          int64_t begin = 0, end = 0;
+          chunk_range(planes, slots, static_cast<int>(slot), begin, end);
+          for (int64_t plane = begin; plane < end; ++plane) {
+            const auto j = static_cast<size_t>(plane % s.c_out);
+            const float mj = mult[j], bj = bias != nullptr ? bias[j] : 0.0f;
+            float* yp = y + plane * hw;
+            // The Cast -> Mul -> Add of the reference: two roundings (this
+            // file is compiled without FMA contraction).
+            if (bias != nullptr) {
+              for (int64_t i = 0; i < hw; ++i) yp[i] = std::min(std::max(yp[i] * mj + bj, clo), chi);
+            } else {
+              for (int64_t i = 0; i < hw; ++i) yp[i] = std::min(std::max(yp[i] * mj, clo), chi);
+            }
+            if (slot_ranges != nullptr) widen(slot_ranges + 4 * slot, yp, hw);
+          }
         }
+      });
+    }
+    if (emit_range_) {  // the slots' ranges into output 1: {lo, hi, nan}
+      float* r = out[1]->data<float>();
+      r[0] = r[1] = r[2] = 0.0f;
+      for (int i = 0; i < slots; ++i) {
+        r[0] = std::min(r[0], ranges[4 * i]);
+        r[1] = std::max(r[1], ranges[4 * i + 1]);
+        r[2] = std::max(r[2], ranges[4 * i + 2]);
       }
-    });
+    }
   }
 
+  // Fuses the range pass of a following dynamic step (compile.cc): this step
+  // writes {min(0, min y), max(0, max y), any NaN} of its output as output 1,
+  // measured per block while the values are in cache; a step that reads it
+  // as input 1 skips its own pass over x.
+  void set_emit_range() { emit_range_ = true; }
+  void set_use_range() { use_range_ = true; }
+
  private:
+  size_t ranges_bytes() const { return round64(16 * static_cast<size_t>(std::max(1, p_.threads))); }
+  // Widens a slot's {lo, hi, nan} by n values at v.
+  void widen(float* r, const float* v, int64_t n) const {
+    float l = 0.0f, h = 0.0f;
+    if (!fq_->range(v, n, &l, &h)) {
+      r[2] = 1.0f;
+      return;
+    }
+    r[0] = std::min(r[0], l);
+    r[1] = std::max(r[1], h);
+  }
   static bool same(const ConvShape& a, const ConvShape& b) {
     return a.batch == b.batch && a.c_in == b.c_in && a.h_in == b.h_in && a.w_in == b.w_in && a.h_out == b.h_out &&
            a.w_out == b.w_out && a.pad_top == b.pad_top && a.pad_left == b.pad_left;
@@ -234,12 +278,11 @@ class DynamicConvStep : public Step {
     dw_slot_bytes_ = round64(sizeof(int16_t) * (static_cast<size_t>(dw_rows_) * s.stride_w * dw_width_ + 16));
   }
   void run_depthwise(const uint8_t* xq, int32_t zp, const float* mult, const float* bias, float* y, uint8_t* scratch,
-                     ThreadPool* pool) const {
+                     int slots, ThreadPool* pool, float* ranges) const {
 #if defined(__x86_64__)
     const ConvShape& s = *shape_;
     const int64_t hw_in = static_cast<int64_t>(s.h_in) * s.w_in;
     const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
-    const int slots = std::max(1, std::min(p_.threads, pool != nullptr ? pool->size() : 1));
     const int64_t items = static_cast<int64_t>(s.batch) * s.c_out;
     parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
       for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
@@ -253,11 +296,12 @@ class DynamicConvStep : public Step {
                                             dw_pairs_.data() + c * static_cast<size_t>(npairs_), dw_offsets_.data(),
                                             npairs_, s, mult[c], bias != nullptr ? bias + c : nullptr, p_.clamp.lo,
                                             p_.clamp.hi, y + item * hw);
+          if (ranges != nullptr) widen(ranges + 4 * slot, y + item * hw, hw);
         }
       }
     });
 #else
-    (void)xq, (void)zp, (void)mult, (void)bias, (void)y, (void)scratch, (void)pool;
+    (void)xq, (void)zp, (void)mult, (void)bias, (void)y, (void)scratch, (void)slots, (void)pool, (void)ranges;
     throw Error(ErrorCode::kUnsupported, name + ": no depthwise kernel in this build");
 #endif
   }
@@ -273,12 +317,22 @@ class DynamicConvStep : public Step {
   mutable std::vector<int32_t> dw_offsets_;
   mutable int dw_rows_ = 0, dw_width_ = 0;
   mutable size_t dw_slot_bytes_ = 0;
+  bool emit_range_ = false, use_range_ = false;
   mutable std::optional<ConvShape> shape_;
   mutable std::unique_ptr<QConvGemm> gemm_;
   mutable std::optional<SConv> sconv_;
 };
 
 }  // namespace
+
+bool link_dynamic_conv_range(Step& producer, Step& consumer) {
+  auto* p = dynamic_cast<DynamicConvStep*>(&producer);
+  auto* c = dynamic_cast<DynamicConvStep*>(&consumer);
+  if (p == nullptr || c == nullptr) return false;
+  p->set_emit_range();
+  c->set_use_range();
+  return true;
+}
 
 std::unique_ptr<Step> make_dynamic_conv_step(DynamicConvParams params) {
   if (!DynamicConvStep::fits(params)) return nullptr;

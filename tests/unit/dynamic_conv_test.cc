@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -44,11 +45,8 @@ struct ConvCase {
 };
 
 // x -> DynamicQuantizeLinear -> ConvInteger(W, x_zp, w_zp) -> Cast -> Mul(x_scale * w_scale) [-> Add B] [-> act]
-Model dynamic_conv_model(const ConvCase& k, uint32_t seed) {
-  Model m;
-  m.ir_version = 7;
-  m.opset_imports[""] = 13;
-  m.graph.inputs.push_back({"x", type_of(DType::kFloat32, {k.n, k.c, k.h, k.w})});
+// appended to m, reading `x`; names start with `p`. Returns the output's name.
+std::string add_dynamic_conv(Model& m, const ConvCase& k, const std::string& x, const std::string& p, uint32_t seed) {
   auto& init = m.graph.initializers;
   const bool u8 = k.weights <= 2;
   const Shape w_shape = {k.m, k.c / k.group, k.kh, k.kw};
@@ -64,8 +62,8 @@ Model dynamic_conv_model(const ConvCase& k, uint32_t seed) {
       w.data<int8_t>()[i] = static_cast<int8_t>(v - 128);
     }
   }
-  init["w"] = w;
-  std::vector<std::string> conv_in = {"xq", "w", "xz"};
+  init[p + "w"] = w;
+  std::vector<std::string> conv_in = {p + "xq", p + "w", p + "xz"};
   if (k.weights != 3) {
     const bool per_channel = k.weights == 2 || k.weights == 4;
     Tensor z(u8 ? DType::kUInt8 : DType::kInt8, per_channel ? Shape{k.m} : Shape{});
@@ -80,42 +78,62 @@ Model dynamic_conv_model(const ConvCase& k, uint32_t seed) {
         z.data<int8_t>()[j] = static_cast<int8_t>(v - 128);
       }
     }
-    init["wz"] = z;
-    conv_in.push_back("wz");
+    init[p + "wz"] = z;
+    conv_in.push_back(p + "wz");
   }
   Tensor ws(DType::kFloat32, {k.m, 1, 1});
   for (int j = 0; j < k.m; ++j) ws.data<float>()[j] = 0.001f + 0.0003f * static_cast<float>((j * 37) % 11);
-  init["ws"] = ws;
-  Node dq = make_node("dql", "DynamicQuantizeLinear", {"x"}, {"xq", "xs", "xz"});
-  Node conv = make_node("conv", "ConvInteger", conv_in, {"acc"});
+  init[p + "ws"] = ws;
+  Node dq = make_node(p + "dql", "DynamicQuantizeLinear", {x}, {p + "xq", p + "xs", p + "xz"});
+  Node conv = make_node(p + "conv", "ConvInteger", conv_in, {p + "acc"});
   set_attr(conv, "kernel_shape", std::vector<int64_t>{k.kh, k.kw});
   set_attr(conv, "strides", std::vector<int64_t>{k.stride, k.stride});
   set_attr(conv, "pads", std::vector<int64_t>{k.pad, k.pad, k.pad, k.pad});
   set_attr(conv, "dilations", std::vector<int64_t>{k.dil, k.dil});
   set_attr(conv, "group", int64_t{k.group});
-  Node cast = make_node("cast", "Cast", {"acc"}, {"accf"});
+  Node cast = make_node(p + "cast", "Cast", {p + "acc"}, {p + "accf"});
   set_attr(cast, "to", int64_t{1});
-  m.graph.nodes = {dq, conv, cast, make_node("scale", "Mul", {"xs", "ws"}, {"sc"}),
-                   make_node("mul", "Mul", {"accf", "sc"}, {"yv"})};
-  std::string tail = "yv";
+  for (Node n : {dq, conv, cast, make_node(p + "scale", "Mul", {p + "xs", p + "ws"}, {p + "sc"}),
+                 make_node(p + "mul", "Mul", {p + "accf", p + "sc"}, {p + "yv"})}) {
+    m.graph.nodes.push_back(n);
+  }
+  std::string tail = p + "yv";
   if (k.bias != 0) {
     const Shape b_shape = k.bias == 1 ? Shape{k.m, 1, 1} : (k.bias == 2 ? Shape{} : Shape{1, k.m, 1, 1});
-    init["b"] = random_floats(b_shape, seed + 1);
-    m.graph.nodes.push_back(make_node("add", "Add", {"b", tail}, {"yb"}));
-    tail = "yb";
+    init[p + "b"] = random_floats(b_shape, seed + 1);
+    m.graph.nodes.push_back(make_node(p + "add", "Add", {p + "b", tail}, {p + "yb"}));
+    tail = p + "yb";
   }
   if (k.act == 1) {
-    m.graph.nodes.push_back(make_node("relu", "Relu", {tail}, {"ya"}));
-    tail = "ya";
+    m.graph.nodes.push_back(make_node(p + "relu", "Relu", {tail}, {p + "ya"}));
+    tail = p + "ya";
   } else if (k.act == 2) {
-    init["lo"] = Tensor::scalar<float>(-1.0f);
-    init["hi"] = Tensor::scalar<float>(2.0f);
-    m.graph.nodes.push_back(make_node("clip", "Clip", {tail, "lo", "hi"}, {"ya"}));
-    tail = "ya";
+    init[p + "lo"] = Tensor::scalar<float>(-1.0f);
+    init[p + "hi"] = Tensor::scalar<float>(2.0f);
+    m.graph.nodes.push_back(make_node(p + "clip", "Clip", {tail, p + "lo", p + "hi"}, {p + "ya"}));
+    tail = p + "ya";
   }
+  return tail;
+}
+
+Model model_with_x(const Shape& shape) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  m.graph.inputs.push_back({"x", type_of(DType::kFloat32, shape)});
+  return m;
+}
+
+void add_output(Model& m, const std::string& name) {
   TypeInfo out;
   out.dtype = DType::kFloat32;
-  m.graph.outputs.push_back({tail, out});
+  m.graph.outputs.push_back({name, out});
+}
+
+// x -> DynamicQuantizeLinear -> ConvInteger(W, x_zp, w_zp) -> Cast -> Mul(x_scale * w_scale) [-> Add B] [-> act]
+Model dynamic_conv_model(const ConvCase& k, uint32_t seed) {
+  Model m = model_with_x({k.n, k.c, k.h, k.w});
+  add_output(m, add_dynamic_conv(m, k, "x", "", seed));
   return m;
 }
 
@@ -217,6 +235,52 @@ TEST(DynamicConv, ZeroAndOneSignedInputs) {
     expect_bit_identical(model, random_floats({1, 4, 6, 6}, 9, -5.0f, 1.0f), options_for(1, false),
                          std::string(c.what) + " negative (zero point 255)");
   }
+}
+
+// Dynamic convs in a chain: a step whose x another dynamic conv writes reads
+// the range that step measured (its second input) instead of its own pass
+// over x, on every path, with two readers of one range and one x that an Add
+// writes (its own pass); bit for bit with the reference graph.
+TEST(DynamicConv, ChainsPassTheRangeOnBitForBit) {
+  Model m = model_with_x({2, 8, 12, 12});
+  const ConvCase a = {"3x3 gemm", 2, 8, 12, 12, 16, 3, 3, 1, 1, 1, 1, 0, 1, 1};
+  const ConvCase b = {"depthwise", 2, 16, 12, 12, 16, 3, 3, 1, 1, 1, 16, 0, 1, 2};
+  const ConvCase c = {"depthwise stride 2", 2, 16, 12, 12, 16, 3, 3, 2, 1, 1, 16, 1, 1, 0};
+  const ConvCase d = {"1x1", 2, 16, 6, 6, 8, 1, 1, 1, 0, 1, 1, 0, 0, 0};
+  const ConvCase e = {"3x3 groups 2 (4 channels each)", 2, 8, 6, 6, 4, 3, 3, 1, 1, 1, 2, 0, 1, 0};
+  const std::string ya = add_dynamic_conv(m, a, "x", "a_", 1);
+  const std::string yb = add_dynamic_conv(m, b, ya, "b_", 2);
+  const std::string yc = add_dynamic_conv(m, c, yb, "c_", 3);
+  const std::string yd = add_dynamic_conv(m, d, yc, "d_", 4);
+  const std::string ys = add_dynamic_conv(m, d, yc, "s_", 5);  // a second reader of c's output
+  m.graph.nodes.push_back(make_node("sum", "Add", {yd, ys}, {"sum"}));
+  add_output(m, add_dynamic_conv(m, e, "sum", "e_", 6));
+  for (int threads : {1, 3}) {
+    for (bool ref : {false, true}) {
+      const std::string what = "chain threads " + std::to_string(threads) + (ref ? " isa ref" : "");
+      const Tensor x = random_floats({2, 8, 12, 12}, 21, 0.2f, 2.0f);
+      expect_bit_identical(m, x, options_for(threads, ref), what, false);
+      CompiledModel compiled(m, options_for(threads, ref));
+      compiled.run({{"x", x}});
+      int dynamic = 0, linked = 0;
+      for (const auto& step : compiled.steps()) {
+        if (step->kernel().rfind("dynamic_", 0) != 0) continue;
+        ++dynamic;
+        linked += step->inputs.size() == 2 ? 1 : 0;
+      }
+      EXPECT_EQ(dynamic, 6) << what << "\n" << compiled.describe_plan();
+      EXPECT_EQ(linked, 4) << what << ": b, c, d and s read their producer's range\n" << compiled.describe_plan();
+    }
+  }
+  // A NaN that the producer writes is reported by the consumer, as the reference's DynamicQuantizeLinear does.
+  Model nan = model_with_x({1, 4, 5, 5});
+  const ConvCase first = {"3x3", 1, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, 0, 1, 0};
+  const std::string y1 = add_dynamic_conv(nan, first, "x", "n1_", 7);
+  nan.graph.initializers["n1_b"].data<float>()[2] = std::numeric_limits<float>::quiet_NaN();
+  add_output(nan, add_dynamic_conv(nan, first, y1, "n2_", 8));
+  CompiledModel compiled(nan, options_for(1, false));
+  EXPECT_THROW(compiled.run({{"x", random_floats({1, 4, 5, 5}, 3)}}), Error);
+  EXPECT_THROW(ReferenceExecutor(nan).run({{"x", random_floats({1, 4, 5, 5}, 3)}}), Error);
 }
 
 TEST(DynamicConv, UnsupportedFormsStayOnTheReference) {
