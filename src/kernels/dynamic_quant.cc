@@ -44,7 +44,7 @@ void dequant_ref(const DequantRowsArgs& a) {
   }
 }
 
-void dequant_t_ref(const DequantRowsArgs& a) {
+void dequant_t_ref(const DequantRowsArgs& a, float* range) {
   for (int r = 0; r < a.rows; ++r) {
     const int32_t* acc = a.acc + r * a.acc_stride;
     for (int j = 0; j < a.n; ++j) {
@@ -53,7 +53,12 @@ void dequant_t_ref(const DequantRowsArgs& a) {
                             : acc[j];
       float v = static_cast<float>(c) * a.mult[j];
       if (a.fbias != nullptr) v += a.fbias[j];
-      a.out[j * a.out_stride + r] = std::min(std::max(v, a.lo), a.hi);
+      v = std::min(std::max(v, a.lo), a.hi);
+      a.out[j * a.out_stride + r] = v;
+      if (range == nullptr) continue;
+      if (std::isnan(v)) range[2] = 1.0f;
+      range[0] = std::min(range[0], v);
+      range[1] = std::max(range[1], v);
     }
   }
 }

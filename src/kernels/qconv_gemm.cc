@@ -230,19 +230,8 @@ void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* s
           gemm_u8s8_s32(a, lda, rows, x_zp, packed_[static_cast<size_t>(g)], acc, cout_g_);
           float* out = yb + static_cast<int64_t>(mg0) * hw + p0;
           fq.dequant_t(DequantRowsArgs{acc, cout_g_, rows, cout_g_, nullptr, mult + mg0,
-                                       bias != nullptr ? bias + mg0 : nullptr, lo, hi, out, hw});
-          if (ranges != nullptr) {
-            float* r = ranges + 4 * slot;
-            for (int m = 0; m < cout_g_; ++m) {
-              float l = 0.0f, h = 0.0f;
-              if (!fq.range(out + static_cast<int64_t>(m) * hw, rows, &l, &h)) {
-                r[2] = 1.0f;
-                continue;
-              }
-              r[0] = std::min(r[0], l);
-              r[1] = std::max(r[1], h);
-            }
-          }
+                                       bias != nullptr ? bias + mg0 : nullptr, lo, hi, out, hw},
+                       ranges != nullptr ? ranges + 4 * slot : nullptr);
         }
       }
     });

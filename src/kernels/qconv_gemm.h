@@ -53,8 +53,8 @@ class QConvGemm {
   //   y[m, p] = clamp(float(acc[p, m]) * mult[m] + bias[m], lo, hi)
   // bias may be null. Same scratch as run(). ranges (null: not wanted): 4
   // floats per slot, {lo, hi, nan} initialised by the caller, which each
-  // slot widens by fq.range over the values it wrote while they are in cache
-  // (nan set to 1 when one is NaN): the next dynamic step's input range.
+  // slot widens by the values it writes (dequant_t's range, in registers):
+  // the next dynamic step's input range.
   void run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* scratch, int slots, ThreadPool* pool,
                    const FloatQuantKernel& fq, const float* mult, const float* bias, float lo, float hi,
                    float* ranges) const;

@@ -219,7 +219,7 @@ class DynamicConvStep : public Step {
             } else {
               for (int64_t i = 0; i < hw; ++i) yp[i] = std::min(std::max(yp[i] * mj, clo), chi);
             }
-            if (slot_ranges != nullptr) widen(slot_ranges + 4 * slot, yp, hw);
+            if (slot_ranges != nullptr) widen(slot_ranges + 4 * slot, yp, hw);  // in cache
           }
         }
       });
@@ -292,11 +292,10 @@ class DynamicConvStep : public Step {
         for (int64_t item = begin; item < end; ++item) {
           const auto c = static_cast<size_t>(item % s.c_out);
           qconv_avx2::depthwise_fill(xq + item * hw_in, s, false, zp, dw_rows_, dw_width_, plane);
-          qconv_avx2::depthwise_channel_f32(plane, static_cast<int64_t>(s.stride_w) * dw_width_,
-                                            dw_pairs_.data() + c * static_cast<size_t>(npairs_), dw_offsets_.data(),
-                                            npairs_, s, mult[c], bias != nullptr ? bias + c : nullptr, p_.clamp.lo,
-                                            p_.clamp.hi, y + item * hw);
-          if (ranges != nullptr) widen(ranges + 4 * slot, y + item * hw, hw);
+          qconv_avx2::depthwise_channel_f32(
+              plane, static_cast<int64_t>(s.stride_w) * dw_width_, dw_pairs_.data() + c * static_cast<size_t>(npairs_),
+              dw_offsets_.data(), npairs_, s, mult[c], bias != nullptr ? bias + c : nullptr, p_.clamp.lo, p_.clamp.hi,
+              y + item * hw, ranges != nullptr ? ranges + 4 * slot : nullptr);
         }
       }
     });

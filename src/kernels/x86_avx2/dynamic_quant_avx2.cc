@@ -113,16 +113,26 @@ inline float dequant_one(const DequantRowsArgs& a, int r, int j) {
       a.ibias != nullptr ? static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(a.ibias[j])) : acc;
   float v = static_cast<float>(c) * a.mult[j];
   if (a.fbias != nullptr) v += a.fbias[j];
-  v = v > a.lo ? v : (v != v ? v : a.lo);
-  return v < a.hi ? v : (v != v ? v : a.hi);
+  v = v < a.lo ? a.lo : v;     // std::max(v, lo)
+  return a.hi < v ? a.hi : v;  // std::min(v, hi)
 }
 
 }  // namespace
 
 // Blocks of 8 rows x 8 columns: dequantized along the rows as dequant_rows
 // does, transposed in registers, stored as 8 runs of 8 along the planes.
-void dequant_t_avx2(const DequantRowsArgs& a) {
+void dequant_t_avx2(const DequantRowsArgs& a, float* range) {
   const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
+  __m256 rlo = _mm256_setzero_ps(), rhi = rlo, rnan = rlo;  // the range of the stored values (vector part)
+  float slo = 0.0f, shi = 0.0f;                             // and of the scalar tails
+  bool snan = false;
+  auto scalar = [&](int r, int k) {
+    const float v = dequant_one(a, r, k);
+    a.out[k * a.out_stride + r] = v;
+    snan = snan || v != v;
+    slo = v < slo ? v : slo;
+    shi = v > shi ? v : shi;
+  };
   const int rows8 = a.rows / 8 * 8, n8 = a.n / 8 * 8;
   for (int j = 0; j < n8; j += 8) {
     const __m256 mult = _mm256_loadu_ps(a.mult + j);
@@ -136,7 +146,12 @@ void dequant_t_avx2(const DequantRowsArgs& a) {
         if (a.ibias != nullptr) c = _mm256_add_epi32(c, ib);
         __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(c), mult);
         if (a.fbias != nullptr) f = _mm256_add_ps(f, fb);
-        v[i] = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+        v[i] = _mm256_min_ps(hi, _mm256_max_ps(lo, f));  // NaN and -0 pass as std::min(std::max(v, lo), hi)
+        if (range != nullptr) {
+          rnan = _mm256_or_ps(rnan, _mm256_cmp_ps(v[i], v[i], _CMP_UNORD_Q));
+          rlo = _mm256_min_ps(rlo, v[i]);
+          rhi = _mm256_max_ps(rhi, v[i]);
+        }
       }
       // 8x8 transpose: v[i][k] -> t[k][i].
       const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
@@ -154,12 +169,23 @@ void dequant_t_avx2(const DequantRowsArgs& a) {
       for (int k = 0; k < 8; ++k) _mm256_storeu_ps(a.out + (j + k) * a.out_stride + r, o[k]);
     }
     for (int r = rows8; r < a.rows; ++r) {
-      for (int k = j; k < j + 8; ++k) a.out[k * a.out_stride + r] = dequant_one(a, r, k);
+      for (int k = j; k < j + 8; ++k) scalar(r, k);
     }
   }
   for (int k = n8; k < a.n; ++k) {
-    for (int r = 0; r < a.rows; ++r) a.out[k * a.out_stride + r] = dequant_one(a, r, k);
+    for (int r = 0; r < a.rows; ++r) scalar(r, k);
   }
+  if (range == nullptr) return;
+  alignas(32) float ls[8], hs[8];
+  _mm256_store_ps(ls, rlo);
+  _mm256_store_ps(hs, rhi);
+  for (int i = 0; i < 8; ++i) {
+    slo = ls[i] < slo ? ls[i] : slo;
+    shi = hs[i] > shi ? hs[i] : shi;
+  }
+  if (snan || _mm256_movemask_ps(rnan) != 0) range[2] = 1.0f;
+  range[0] = slo < range[0] ? slo : range[0];
+  range[1] = shi > range[1] ? shi : range[1];
 }
 
 }  // namespace kvant
