@@ -101,7 +101,8 @@ class DynamicConvStep : public Step {
     }
   }
   static bool fits(const DynamicConvParams& p) {
-    return p.w_shape.size() == 4 && p.w_shape[1] * p.w_shape[2] * p.w_shape[3] <= kMaxGemmK;
+    return p.w_shape.size() == 4 && p.facts.group >= 1 && p.w_shape[0] % p.facts.group == 0 &&
+           p.w_shape[1] * p.w_shape[2] * p.w_shape[3] <= kMaxGemmK;
   }
   std::string kernel() const override {
     switch (path_) {

@@ -292,6 +292,14 @@ TEST(DynamicConv, UnsupportedFormsStayOnTheReference) {
   CompiledModel compiled(model, options_for(1, false));
   compiled.run({{"x", x}});
   EXPECT_GT(compiled.stats().fallback_steps, 0) << compiled.describe_plan();
+  // 6 output channels in 4 groups: no step (it would split them wrongly); the reference names the error.
+  const ConvCase bad_groups = {"M not a multiple of group", 1, 8, 5, 5, 6, 3, 3, 1, 1, 1, 4};
+  const Model bad = dynamic_conv_model(bad_groups, 2);
+  const Tensor xb = random_floats({1, 8, 5, 5}, 3);
+  EXPECT_THROW(ReferenceExecutor(bad).run({{"x", xb}}), Error);
+  CompiledModel bad_compiled(bad, options_for(1, false));
+  EXPECT_THROW(bad_compiled.run({{"x", xb}}), Error);
+  for (const auto& s : bad_compiled.steps()) EXPECT_EQ(s->kernel().rfind("dynamic_", 0), std::string::npos);
   // A scale vector shaped [M] would broadcast along W, not the channels: not fused.
   ConvCase k = {"3x3", 1, 4, 6, 4, 4, 3, 3, 1, 1, 1, 1};
   Model flat = dynamic_conv_model(k, 5);
