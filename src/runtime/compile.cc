@@ -9,7 +9,8 @@
 //   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
 //   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
 //     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
-//     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one)
+//     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one;
+//     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused)
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
@@ -17,6 +18,7 @@
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
 // it still runs as its own step when something else reads its output.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -64,6 +66,22 @@ class Compiler {
     for (const Node& node : g_.nodes) {
       if (consumed_.count(&node)) continue;
       if (auto f = match(node)) fusions_.emplace(&node, std::move(*f));
+    }
+    // A DynamicQuantizeLinear whose every reader was fused (dynamic convs
+    // that each quantize x themselves) is not needed.
+    for (const Node& node : g_.nodes) {
+      if (node.op_type != "DynamicQuantizeLinear" || consumed_.count(&node) || fusions_.count(&node)) continue;
+      int readers = 0;
+      bool all_fused = true;
+      for (const auto& o : node.outputs) all_fused = all_fused && !is_graph_output(g_, o);
+      for (const Node& n : g_.nodes) {
+        for (const auto& in : n.inputs) {
+          if (in.empty() || std::find(node.outputs.begin(), node.outputs.end(), in) == node.outputs.end()) continue;
+          ++readers;
+          all_fused = all_fused && consumed_.count(&n) > 0;
+        }
+      }
+      if (all_fused && readers > 0) consumed_.insert(&node);
     }
     // Pass 2: steps in graph order.
     for (const Node& node : g_.nodes) {
@@ -267,6 +285,10 @@ class Compiler {
     if (node.op_type == "DynamicQuantizeLinear") {
       if (auto f = match_dynamic_gemm(node)) return f;
       return match_dynamic_conv(node);
+    }
+    if (node.op_type == "ConvInteger" && !node.inputs.empty()) {  // its DynamicQuantizeLinear has other readers
+      const Node* d = producer(node.inputs[0]);
+      return d != nullptr ? match_dynamic_conv(*d, &node) : std::nullopt;
     }
     if (node.op_type == "LSTM") return match_lstm(node);
     if (node.op_type == "Conv") {
@@ -1411,11 +1433,16 @@ class Compiler {
   }
 
   // DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]
-  std::optional<Fusion> match_dynamic_conv(const Node& d) {
-    if (d.outputs.size() < 3) return std::nullopt;
-    const Node* conv = sole_reader(d.outputs[0]);
+  // Anchored at the DynamicQuantizeLinear when the conv is its only reader;
+  // at the ConvInteger (`shared`) when several read it: each such step then
+  // quantizes x itself (the same codes), and the DynamicQuantizeLinear is
+  // dropped once every reader is fused (run()).
+  std::optional<Fusion> match_dynamic_conv(const Node& d, const Node* shared = nullptr) {
+    if (d.outputs.size() < 3 || d.op_type != "DynamicQuantizeLinear" || !d.domain.empty()) return std::nullopt;
+    const Node* conv = shared != nullptr ? shared : sole_reader(d.outputs[0]);
     if (conv == nullptr || conv->op_type != "ConvInteger" || !conv->domain.empty() || conv->inputs.size() < 3 ||
-        conv->inputs[0] != d.outputs[0] || conv->inputs[2] != d.outputs[2] || sole_reader(d.outputs[2]) != conv) {
+        conv->inputs[0] != d.outputs[0] || conv->inputs[2] != d.outputs[2] ||
+        (shared == nullptr && sole_reader(d.outputs[2]) != conv)) {
       return std::nullopt;
     }
     QConvFacts facts;
@@ -1429,14 +1456,20 @@ class Compiler {
       return std::nullopt;
     const Node* cast = sole_reader(conv->outputs[0]);
     if (cast == nullptr || cast->op_type != "Cast" || cast->attr_int("to", 0) != 1) return std::nullopt;
-    const Node* scale_mul = sole_reader(d.outputs[1]);
-    if (scale_mul == nullptr || scale_mul->op_type != "Mul" || scale_mul->inputs.size() != 2) return std::nullopt;
+    // Mul(float(acc), Mul(x_scale, w_scale)), either operand order.
+    const Node* out_mul = sole_reader(cast->outputs[0]);
+    if (out_mul == nullptr || out_mul->op_type != "Mul" || !out_mul->domain.empty() || out_mul->inputs.size() != 2)
+      return std::nullopt;
+    const Node* scale_mul = producer(out_mul->inputs[0] == cast->outputs[0] ? out_mul->inputs[1] : out_mul->inputs[0]);
+    if (scale_mul == nullptr || scale_mul->op_type != "Mul" || !scale_mul->domain.empty() ||
+        scale_mul->inputs.size() != 2 || sole_reader(scale_mul->outputs[0]) != out_mul ||
+        (scale_mul->inputs[0] != d.outputs[1] && scale_mul->inputs[1] != d.outputs[1]) ||
+        (shared == nullptr && sole_reader(d.outputs[1]) != scale_mul)) {
+      return std::nullopt;
+    }
     DynamicConvParams p;
     const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
     if (!channel_vector(ws_name, m, p.w_scale)) return std::nullopt;
-    const Node* out_mul = sole_reader(cast->outputs[0]);
-    if (out_mul == nullptr || out_mul->op_type != "Mul" || sole_reader(scale_mul->outputs[0]) != out_mul)
-      return std::nullopt;
     p.facts = facts;
     p.w_shape = w->shape();
     const bool u8 = w->dtype() == DType::kUInt8;
@@ -1452,6 +1485,7 @@ class Compiler {
     if (!any_zp) p.w_zp.clear();
     Fusion f;
     f.nodes = {&d, conv, cast, scale_mul, out_mul};
+    if (shared != nullptr) f.nodes.erase(f.nodes.begin());
     std::string tail = out_mul->outputs[0];
     if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->domain.empty() &&
                                              add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {

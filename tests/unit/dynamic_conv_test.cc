@@ -283,6 +283,49 @@ TEST(DynamicConv, ChainsPassTheRangeOnBitForBit) {
   EXPECT_THROW(ReferenceExecutor(nan).run({{"x", random_floats({1, 4, 5, 5}, 3)}}), Error);
 }
 
+// One DynamicQuantizeLinear read by two ConvIntegers (as ONNX Runtime's
+// quantizer shares it): each conv step quantizes x itself, and the
+// DynamicQuantizeLinear goes unless something else reads it (here: x_scale
+// as a model output).
+TEST(DynamicConv, SharedDynamicQuantizeLinear) {
+  for (bool scale_is_output : {false, true}) {
+    Model m = model_with_x({2, 8, 9, 9});
+    const ConvCase a = {"3x3", 2, 8, 9, 9, 16, 3, 3, 1, 1, 1, 1, 0, 1, 1};
+    const ConvCase b = {"1x1 stride 2", 2, 8, 9, 9, 4, 1, 1, 2, 0, 1, 1, 1, 3, 0};
+    add_output(m, add_dynamic_conv(m, a, "x", "a_", 1));
+    add_output(m, add_dynamic_conv(m, b, "x", "b_", 2));
+    std::vector<Node> nodes;
+    for (Node& n : m.graph.nodes) {
+      if (n.name == "b_dql") continue;  // b reads a's DynamicQuantizeLinear
+      for (auto& in : n.inputs) {
+        if (in == "b_xq" || in == "b_xs" || in == "b_xz") in = "a_" + in.substr(2);
+      }
+      nodes.push_back(n);
+    }
+    m.graph.nodes = nodes;
+    if (scale_is_output) add_output(m, "a_xs");
+    const Tensor x = random_floats({2, 8, 9, 9}, 4, 0.1f, 1.0f);
+    ReferenceExecutor reference(m);
+    const auto want = reference.run({{"x", x}});
+    for (int threads : {1, 3}) {
+      CompiledModel compiled(m, options_for(threads, false));
+      const auto got = compiled.run({{"x", x}});
+      for (const auto& out : m.graph.outputs) {
+        const Tensor& w = want.at(out.name);
+        const Tensor& g = got.at(out.name);
+        ASSERT_EQ(g.shape(), w.shape()) << out.name;
+        EXPECT_EQ(std::memcmp(g.raw(), w.raw(), w.nbytes()), 0) << out.name << " threads " << threads;
+      }
+      int dynamic = 0;
+      for (const auto& step : compiled.steps()) dynamic += step->kernel().rfind("dynamic_", 0) == 0 ? 1 : 0;
+      EXPECT_EQ(dynamic, 2) << compiled.describe_plan();
+      // The DynamicQuantizeLinear runs (on the reference) only for its x_scale output.
+      EXPECT_EQ(compiled.stats().fallback_steps, scale_is_output ? 1 : 0) << compiled.describe_plan();
+      EXPECT_EQ(compiled.steps().size(), scale_is_output ? 3u : 2u) << compiled.describe_plan();
+    }
+  }
+}
+
 TEST(DynamicConv, UnsupportedFormsStayOnTheReference) {
   // K = 4096 * 9 > 33025: int32 accumulators could wrap in the fast GEMM; the reference runs it.
   const ConvCase wide = {"K 36864", 1, 4096, 3, 3, 2, 3, 3, 1, 1, 1, 1};
