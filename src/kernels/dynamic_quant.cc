@@ -44,12 +44,41 @@ void dequant_ref(const DequantRowsArgs& a) {
   }
 }
 
+void dequant_t_ref(const DequantRowsArgs& a, float* range) {
+  for (int r = 0; r < a.rows; ++r) {
+    const int32_t* acc = a.acc + r * a.acc_stride;
+    for (int j = 0; j < a.n; ++j) {
+      const int32_t c = a.ibias != nullptr
+                            ? static_cast<int32_t>(static_cast<uint32_t>(acc[j]) + static_cast<uint32_t>(a.ibias[j]))
+                            : acc[j];
+      float v = static_cast<float>(c) * a.mult[j];
+      if (a.fbias != nullptr) v += a.fbias[j];
+      v = std::min(std::max(v, a.lo), a.hi);
+      a.out[j * a.out_stride + r] = v;
+      if (range == nullptr) continue;
+      if (std::isnan(v)) range[2] = 1.0f;
+      range[0] = std::min(range[0], v);
+      range[1] = std::max(range[1], v);
+    }
+  }
+}
+
+void quantize_centered_ref(const float* x, int64_t n, float scale, int32_t zp, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = std::nearbyint(static_cast<double>(x[i] / scale)) + zp;
+    out[i] = static_cast<float>(std::clamp(v, 0.0, 255.0) - zp);
+  }
+}
+
 constexpr FloatQuantKernel kKernels[] = {
 #if defined(__x86_64__)
-    {Isa::kAvx512, "float_quant_avx512", range_f32_avx512, quantize_u8_avx512, dequant_rows_avx512},
-    {Isa::kAvx2, "float_quant_avx2", range_f32_avx2, quantize_u8_avx2, dequant_rows_avx2},
+    // (the transposed epilogue and the centered codes: the AVX2 code at both levels)
+    {Isa::kAvx512, "float_quant_avx512", range_f32_avx512, quantize_u8_avx512, dequant_rows_avx512, dequant_t_avx2,
+     quantize_centered_avx2},
+    {Isa::kAvx2, "float_quant_avx2", range_f32_avx2, quantize_u8_avx2, dequant_rows_avx2, dequant_t_avx2,
+     quantize_centered_avx2},
 #endif
-    {Isa::kRef, "float_quant_ref", range_ref, quantize_ref, dequant_ref},
+    {Isa::kRef, "float_quant_ref", range_ref, quantize_ref, dequant_ref, dequant_t_ref, quantize_centered_ref},
 };
 
 }  // namespace

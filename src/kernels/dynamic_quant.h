@@ -8,6 +8,13 @@
 //   quantize:  q = clamp(nearbyint(x / scale) + zp, 0, 255)        (x / scale in float)
 //   dequant:   y = clamp(float(acc + ibias[j]) * mult[j] + fbias[j], lo, hi)
 //              (ibias / fbias omitted when null; multiply, then add: no FMA)
+//   dequant_t: the same with each row stored as a column, out[j * out_stride + r]
+//              (an NHWC block of accumulators into NCHW planes); with `range`
+//              non-null it also widens range = {lo, hi, nan} by the values it
+//              stores (lo = min, hi = max; nan set to 1 when one is NaN)
+//   quantize_centered: out = float(q - zp) for q as quantize computes it (the
+//              codes as small exact integers, for float kernels that must
+//              sum them exactly)
 #pragma once
 
 #include <cstdint>
@@ -36,6 +43,8 @@ struct FloatQuantKernel {
   bool (*range)(const float* x, int64_t n, float* lo, float* hi);
   void (*quantize)(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
   void (*dequant)(const DequantRowsArgs& args);
+  void (*dequant_t)(const DequantRowsArgs& args, float* range);
+  void (*quantize_centered)(const float* x, int64_t n, float scale, int32_t zp, float* out);
 };
 
 std::span<const FloatQuantKernel> float_quant_kernels();
@@ -44,6 +53,8 @@ const FloatQuantKernel& pick_float_quant(Isa allowed);
 bool range_f32_avx2(const float* x, int64_t n, float* lo, float* hi);
 void quantize_u8_avx2(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
 void dequant_rows_avx2(const DequantRowsArgs& args);
+void dequant_t_avx2(const DequantRowsArgs& args, float* range);
+void quantize_centered_avx2(const float* x, int64_t n, float scale, int32_t zp, float* out);
 bool range_f32_avx512(const float* x, int64_t n, float* lo, float* hi);
 void quantize_u8_avx512(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
 void dequant_rows_avx512(const DequantRowsArgs& args);

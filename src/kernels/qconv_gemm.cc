@@ -89,7 +89,7 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
 
 size_t QConvGemm::scratch_bytes(int slots) const { return shared_bytes_ + slot_bytes_ * static_cast<size_t>(slots); }
 
-void QConvGemm::im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t* out) const {
+void QConvGemm::im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t fill, uint8_t* out) const {
   const ConvShape& s = p_.shape;
   const size_t run = static_cast<size_t>(cin_g_);
   // One group and no dilation along W: a kernel row's taps read kw
@@ -104,24 +104,24 @@ void QConvGemm::im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint
     for (int ky = 0; ky < s.kh; ++ky) {
       const int iy = oy * s.stride_h - s.pad_top + ky * s.dil_h;
       if (iy < 0 || iy >= s.h_in) {
-        fill_run(dst, x_fill_, run * static_cast<size_t>(s.kw));
+        fill_run(dst, fill, run * static_cast<size_t>(s.kw));
         dst += run * static_cast<size_t>(s.kw);
         continue;
       }
       const uint8_t* row = x_nhwc + static_cast<int64_t>(iy) * s.w_in * s.c_in + g * cin_g_;
       if (row_runs) {
         const int lo = std::clamp(-ix0, 0, s.kw), hi = std::clamp(s.w_in - ix0, lo, s.kw);
-        fill_run(dst, x_fill_, run * static_cast<size_t>(lo));
+        fill_run(dst, fill, run * static_cast<size_t>(lo));
         copy_run(dst + run * static_cast<size_t>(lo), row + static_cast<int64_t>(ix0 + lo) * s.c_in,
                  run * static_cast<size_t>(hi - lo));
-        fill_run(dst + run * static_cast<size_t>(hi), x_fill_, run * static_cast<size_t>(s.kw - hi));
+        fill_run(dst + run * static_cast<size_t>(hi), fill, run * static_cast<size_t>(s.kw - hi));
         dst += run * static_cast<size_t>(s.kw);
         continue;
       }
       for (int kx = 0; kx < s.kw; ++kx, dst += run) {
         const int ix = ix0 + kx * s.dil_w;
         if (ix < 0 || ix >= s.w_in) {
-          fill_run(dst, x_fill_, run);
+          fill_run(dst, fill, run);
         } else {
           copy_run(dst, row + static_cast<int64_t>(ix) * s.c_in, run);
         }
@@ -172,7 +172,7 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
           const uint8_t* a = x_nhwc + static_cast<int64_t>(p0) * s.c_in + g * cin_g_;
           int lda = s.c_in;
           if (!direct_) {
-            im2col_rows(x_nhwc, g, p0, rows, cols);
+            im2col_rows(x_nhwc, g, p0, rows, x_fill_, cols);
             a = cols;
             lda = k_;
           }
@@ -185,6 +185,53 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
                             QGemmRequant{bias + mg0, mult + mg0, p_.y_zp, lo, hi, p_.y_signed, dst, ldy}, acc);
           if (p_.nhwc) continue;
           transpose_->run(out_rows, cout_g_, rows, cout_g_, yb + mg0 * hw + p0, hw, 0);
+        }
+      }
+    });
+  }
+}
+
+void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* scratch, int slots, ThreadPool* pool,
+                            const FloatQuantKernel& fq, const float* mult, const float* bias, float lo, float hi,
+                            float* ranges) const {
+  const ConvShape& s = p_.shape;
+  const int64_t hw_in = static_cast<int64_t>(s.h_in) * s.w_in;
+  const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
+  const int blocks = static_cast<int>((hw + block_rows_ - 1) / block_rows_);
+  const int64_t items = static_cast<int64_t>(s.group) * blocks;
+  for (int b = 0; b < s.batch; ++b) {
+    const uint8_t* xb = x + static_cast<int64_t>(b) * s.c_in * hw_in;
+    float* yb = y + static_cast<int64_t>(b) * s.c_out * hw;
+    parallel_for(pool, (s.c_in + 15) / 16, [&](int64_t begin, int64_t end) {
+      const int c0 = static_cast<int>(begin * 16);
+      const int c1 = static_cast<int>(std::min<int64_t>(end * 16, s.c_in));
+      transpose_->run(xb + c0 * hw_in, hw_in, c1 - c0, static_cast<int>(hw_in), scratch + c0, s.c_in, 0);
+    });
+    const uint8_t* x_nhwc = scratch;
+    parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
+      for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+        uint8_t* mine = scratch + shared_bytes_ + static_cast<size_t>(slot) * slot_bytes_;
+        uint8_t* cols = mine;
+        auto* acc = reinterpret_cast<int32_t*>(mine + (direct_ ? 0 : round64(static_cast<size_t>(block_rows_) * k_)));
+        int64_t begin = 0, end = 0;
+        chunk_range(items, slots, static_cast<int>(slot), begin, end);
+        for (int64_t item = begin; item < end; ++item) {
+          const int g = static_cast<int>(item / blocks);
+          const int p0 = static_cast<int>(item % blocks) * block_rows_;
+          const int rows = static_cast<int>(std::min<int64_t>(block_rows_, hw - p0));
+          const uint8_t* a = x_nhwc + static_cast<int64_t>(p0) * s.c_in + g * cin_g_;
+          int lda = s.c_in;
+          if (!direct_) {
+            im2col_rows(x_nhwc, g, p0, rows, x_zp, cols);
+            a = cols;
+            lda = k_;
+          }
+          const int mg0 = g * cout_g_;
+          gemm_u8s8_s32(a, lda, rows, x_zp, packed_[static_cast<size_t>(g)], acc, cout_g_);
+          float* out = yb + static_cast<int64_t>(mg0) * hw + p0;
+          fq.dequant_t(DequantRowsArgs{acc, cout_g_, rows, cout_g_, nullptr, mult + mg0,
+                                       bias != nullptr ? bias + mg0 : nullptr, lo, hi, out, hw},
+                       ranges != nullptr ? ranges + 4 * slot : nullptr);
         }
       }
     });

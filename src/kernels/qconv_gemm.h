@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dynamic_quant.h"
 #include "kernels/gemm_s8.h"
 #include "kernels/layout_u8.h"
 #include "kernels/qconv.h"
@@ -44,10 +45,24 @@ class QConvGemm {
   void run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool, const int32_t* bias,
            const float* mult, int32_t lo, int32_t hi) const;
 
+  // The dynamic convolution's form (steps_dynconv.cc): x is a uint8 NCHW
+  // image batch quantized with this call's zero point x_zp (the constructor's
+  // p.x_zp and p.nhwc are not used: build with x_zp 0, NCHW), and each
+  // block's accumulators are dequantized into the float NCHW planes by
+  // fq.dequant_t (dynamic_quant.h):
+  //   y[m, p] = clamp(float(acc[p, m]) * mult[m] + bias[m], lo, hi)
+  // bias may be null. Same scratch as run(). ranges (null: not wanted): 4
+  // floats per slot, {lo, hi, nan} initialised by the caller, which each
+  // slot widens by the values it writes (dequant_t's range, in registers):
+  // the next dynamic step's input range.
+  void run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* scratch, int slots, ThreadPool* pool,
+                   const FloatQuantKernel& fq, const float* mult, const float* bias, float lo, float hi,
+                   float* ranges) const;
+
   const char* name() const { return name_.c_str(); }
 
  private:
-  void im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t* out) const;
+  void im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t fill, uint8_t* out) const;
 
   QConvParams p_;
   int cin_g_ = 0, cout_g_ = 0, k_ = 0;

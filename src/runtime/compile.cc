@@ -6,6 +6,11 @@
 //   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
+//   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
+//   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
+//     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
+//     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one;
+//     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused)
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
@@ -13,6 +18,7 @@
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
 // it still runs as its own step when something else reads its output.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -61,6 +67,22 @@ class Compiler {
       if (consumed_.count(&node)) continue;
       if (auto f = match(node)) fusions_.emplace(&node, std::move(*f));
     }
+    // A DynamicQuantizeLinear whose every reader was fused (dynamic convs
+    // that each quantize x themselves) is not needed.
+    for (const Node& node : g_.nodes) {
+      if (node.op_type != "DynamicQuantizeLinear" || consumed_.count(&node) || fusions_.count(&node)) continue;
+      int readers = 0;
+      bool all_fused = true;
+      for (const auto& o : node.outputs) all_fused = all_fused && !is_graph_output(g_, o);
+      for (const Node& n : g_.nodes) {
+        for (const auto& in : n.inputs) {
+          if (in.empty() || std::find(node.outputs.begin(), node.outputs.end(), in) == node.outputs.end()) continue;
+          ++readers;
+          all_fused = all_fused && consumed_.count(&n) > 0;
+        }
+      }
+      if (all_fused && readers > 0) consumed_.insert(&node);
+    }
     // Pass 2: steps in graph order.
     for (const Node& node : g_.nodes) {
       auto it = fusions_.find(&node);
@@ -87,7 +109,8 @@ class Compiler {
     std::unique_ptr<Step> step;
     std::vector<const Node*> nodes;
     std::vector<std::string> inputs, outputs;
-    std::vector<Fusion> then;  // further steps of the same fusion (views after a lookup table)
+    std::vector<Fusion> then;   // further steps of the same fusion (views after a lookup table)
+    bool dynamic_conv = false;  // a dynamic conv step (its range may feed the next one)
   };
 
   void emit(Fusion f) {
@@ -259,7 +282,14 @@ class Compiler {
       }
       return std::nullopt;
     }
-    if (node.op_type == "DynamicQuantizeLinear") return match_dynamic_gemm(node);
+    if (node.op_type == "DynamicQuantizeLinear") {
+      if (auto f = match_dynamic_gemm(node)) return f;
+      return match_dynamic_conv(node);
+    }
+    if (node.op_type == "ConvInteger" && !node.inputs.empty()) {  // its DynamicQuantizeLinear has other readers
+      const Node* d = producer(node.inputs[0]);
+      return d != nullptr ? match_dynamic_conv(*d, &node) : std::nullopt;
+    }
     if (node.op_type == "LSTM") return match_lstm(node);
     if (node.op_type == "Conv") {
       if (auto f = match_qconv(node)) return f;
@@ -1389,10 +1419,115 @@ class Compiler {
     return f;
   }
 
+  // A per-channel vector of a Conv's NCHW output: one value, or M values
+  // shaped [M, 1, 1] / [1, M, 1, 1] (a shape that broadcasts along C alone
+  // and leaves the output's rank).
+  bool channel_vector(const std::string& name, int64_t m, std::vector<float>& out) const {
+    const Tensor* t = constant(name);
+    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > 4) return false;
+    if (t->numel() != 1) {
+      if (t->rank() < 3 || t->dim(t->rank() - 3) != m || t->numel() != m) return false;
+    }
+    out.assign(t->data<float>(), t->data<float>() + t->numel());
+    return true;
+  }
+
+  // DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]
+  // Anchored at the DynamicQuantizeLinear when the conv is its only reader;
+  // at the ConvInteger (`shared`) when several read it: each such step then
+  // quantizes x itself (the same codes), and the DynamicQuantizeLinear is
+  // dropped once every reader is fused (run()).
+  std::optional<Fusion> match_dynamic_conv(const Node& d, const Node* shared = nullptr) {
+    if (d.outputs.size() < 3 || d.op_type != "DynamicQuantizeLinear" || !d.domain.empty()) return std::nullopt;
+    const Node* conv = shared != nullptr ? shared : sole_reader(d.outputs[0]);
+    if (conv == nullptr || conv->op_type != "ConvInteger" || !conv->domain.empty() || conv->inputs.size() < 3 ||
+        conv->inputs[0] != d.outputs[0] || conv->inputs[2] != d.outputs[2] ||
+        (shared == nullptr && sole_reader(d.outputs[2]) != conv)) {
+      return std::nullopt;
+    }
+    QConvFacts facts;
+    if (!conv_facts(*conv, facts)) return std::nullopt;
+    const Tensor* w = constant(conv->inputs[1]);
+    if (w == nullptr || w->rank() != 4 || !is_8bit(w->dtype())) return std::nullopt;
+    const int64_t m = w->dim(0);
+    const bool has_wz = conv->inputs.size() > 3 && !conv->inputs[3].empty();
+    const Tensor* wz = has_wz ? constant(conv->inputs[3]) : nullptr;
+    if (has_wz && (wz == nullptr || wz->dtype() != w->dtype() || (wz->numel() != 1 && wz->numel() != m)))
+      return std::nullopt;
+    const Node* cast = sole_reader(conv->outputs[0]);
+    if (cast == nullptr || cast->op_type != "Cast" || cast->attr_int("to", 0) != 1) return std::nullopt;
+    // Mul(float(acc), Mul(x_scale, w_scale)), either operand order.
+    const Node* out_mul = sole_reader(cast->outputs[0]);
+    if (out_mul == nullptr || out_mul->op_type != "Mul" || !out_mul->domain.empty() || out_mul->inputs.size() != 2)
+      return std::nullopt;
+    const Node* scale_mul = producer(out_mul->inputs[0] == cast->outputs[0] ? out_mul->inputs[1] : out_mul->inputs[0]);
+    if (scale_mul == nullptr || scale_mul->op_type != "Mul" || !scale_mul->domain.empty() ||
+        scale_mul->inputs.size() != 2 || sole_reader(scale_mul->outputs[0]) != out_mul ||
+        (scale_mul->inputs[0] != d.outputs[1] && scale_mul->inputs[1] != d.outputs[1]) ||
+        (shared == nullptr && sole_reader(d.outputs[1]) != scale_mul)) {
+      return std::nullopt;
+    }
+    DynamicConvParams p;
+    const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
+    if (!channel_vector(ws_name, m, p.w_scale)) return std::nullopt;
+    p.facts = facts;
+    p.w_shape = w->shape();
+    const bool u8 = w->dtype() == DType::kUInt8;
+    p.weight.resize(static_cast<size_t>(w->numel()));
+    for (int64_t i = 0; i < w->numel(); ++i)
+      p.weight[static_cast<size_t>(i)] = static_cast<int8_t>(w->get_as_int64(i) - (u8 ? 128 : 0));
+    bool any_zp = false;
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t z = (wz ? wz->get_as_int64(wz->numel() == 1 ? 0 : j) : 0) - (u8 ? 128 : 0);
+      p.w_zp.push_back(static_cast<int32_t>(z));
+      any_zp = any_zp || z != 0;
+    }
+    if (!any_zp) p.w_zp.clear();
+    Fusion f;
+    f.nodes = {&d, conv, cast, scale_mul, out_mul};
+    if (shared != nullptr) f.nodes.erase(f.nodes.begin());
+    std::string tail = out_mul->outputs[0];
+    if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->domain.empty() &&
+                                             add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
+      std::vector<float> b;
+      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b)) {
+        p.bias.assign(static_cast<size_t>(m), b[0]);
+        if (b.size() != 1) p.bias = std::move(b);
+        f.nodes.push_back(add);
+        tail = add->outputs[0];
+      }
+    }
+    if (const Node* act = activation_after(tail, p.clamp)) {
+      f.nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    p.isa = m_.options_.isa;
+    p.threads = m_.options_.threads;
+    auto step = make_dynamic_conv_step(std::move(p));
+    if (!step) return std::nullopt;
+    for (const Node* x : f.nodes) consumed_.insert(x);
+    f.step = std::move(step);
+    f.inputs = {d.inputs[0]};
+    f.outputs = {tail};
+    f.dynamic_conv = true;
+    // x written by another dynamic conv (matched earlier: graph order): its
+    // range comes with it, and this step skips its own pass over x.
+    for (auto& [anchor, prior] : fusions_) {
+      if (!prior.dynamic_conv || prior.outputs.empty() || prior.outputs[0] != d.inputs[0]) continue;
+      if (!link_dynamic_conv_range(*prior.step, *f.step)) break;
+      if (prior.outputs.size() == 1) prior.outputs.push_back(unique_value_name(g_, d.inputs[0] + "_range"));
+      f.inputs.push_back(prior.outputs[1]);
+      break;
+    }
+    return f;
+  }
+
   std::optional<Fusion> match_sconv(const Node& node) {
     QConvFacts c;
     if (!conv_facts(node, c) || constant(node.inputs[0])) return std::nullopt;
-    const Tensor* w = constant(node.inputs[1]);
+    // A constant weight, or the DQ of constants (weight-only INT4/INT8: dequantized once here).
+    const std::optional<Tensor> wt = constant_or_dq(node.inputs[1]);
+    const Tensor* w = wt ? &*wt : nullptr;
     if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 4) return std::nullopt;
     const Tensor* b = nullptr;
     if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
@@ -1410,6 +1545,7 @@ class Compiler {
     auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
+    if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];
     f.step = std::move(step);
     f.inputs = {node.inputs[0]};
     f.outputs = {tail};

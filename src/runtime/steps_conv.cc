@@ -7,9 +7,6 @@
 
 namespace kvant {
 
-namespace {
-
-// The kernel geometry for input x [N, C, H, W] and weight [M, C/group, kh, kw].
 ConvShape conv_shape(const std::string& name, const QConvFacts& f, const Shape& x, const Shape& w) {
   if (x.size() != 4)
     throw Error(ErrorCode::kInvalidArgument, name + ": expects a 4-D input, got " + shape_to_string(x));
@@ -52,6 +49,8 @@ ConvShape conv_shape(const std::string& name, const QConvFacts& f, const Shape& 
   s.pad_left = static_cast<int>(pads[1]);
   return s;
 }
+
+namespace {
 
 bool same_shape(const ConvShape& a, const ConvShape& b) {
   return a.batch == b.batch && a.c_in == b.c_in && a.h_in == b.h_in && a.w_in == b.w_in && a.h_out == b.h_out &&

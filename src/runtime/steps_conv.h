@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/conv_shape.h"
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -19,6 +20,10 @@ struct QConvFacts {
 };
 // False when the node is not a 2-D Conv kvant compiles (the reference runs it).
 bool conv_facts(const Node& node, QConvFacts& facts);
+// The kernel geometry for input x [N, C, H, W] and weight [M, C/group, kh,
+// kw] (auto_pad resolved); throws kInvalidArgument naming the step on a
+// mismatch.
+ConvShape conv_shape(const std::string& name, const QConvFacts& facts, const Shape& x, const Shape& w);
 
 // weight: int8 [M, C/group, kh, kw] (uint8 weights already shifted by -128);
 // w_scale / w_zp: 1 or M values (w_zp empty = 0); bias: M int32 values in
@@ -29,6 +34,31 @@ std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar
                                       const std::vector<float>& w_scale, const std::vector<int32_t>& w_zp,
                                       const std::vector<int32_t>& bias, const FloatClamp& clamp, Isa isa, int threads,
                                       bool nhwc = false);
+// DynamicQuantizeLinear(x) -> ConvInteger(., W const, x_zp, w_zp const) ->
+// Cast(float) -> Mul(x_scale * w_scale) [-> Add(bias)] [-> Relu|Clip]
+// (steps_dynconv.cc): x quantized per call as the reference
+// DynamicQuantizeLinear does, the exact integer convolution, then
+// y = float(acc) * (x_scale * w_scale[m]) [+ bias[m]], clamped: bit-exact
+// with the simulation.
+struct DynamicConvParams {
+  QConvFacts facts;
+  std::vector<int8_t> weight;  // int8 [M, C/group, kh, kw] (uint8 weights shifted by -128)
+  Shape w_shape;
+  std::vector<int32_t> w_zp;   // M values (after the same shift) or empty (0)
+  std::vector<float> w_scale;  // 1 or M values
+  std::vector<float> bias;     // M values or empty
+  FloatClamp clamp;
+  Isa isa = Isa::kRef;
+  int threads = 1;
+};
+// nullptr when no exact kernel fits (K above the int32 bound; the reference runs it).
+std::unique_ptr<Step> make_dynamic_conv_step(DynamicConvParams params);
+// When both are dynamic conv steps and the consumer reads the producer's
+// output 0: the producer also writes that output's range {lo, hi, nan} as
+// output 1 (measured as it writes, block by block) and the consumer reads it
+// as input 1 instead of its own range pass over x. The compiler appends the
+// value to both; false (nothing changed) for other steps.
+bool link_dynamic_conv_range(Step& producer, Step& consumer);
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
                                       const FloatClamp& clamp, int threads);
 

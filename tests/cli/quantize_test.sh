@@ -171,8 +171,22 @@ expect_error "--preprocess without --calib" "--calib" "$KVANT" quantize model.on
 # Skipped nodes are counted and named (before: "1 quantized, 0 kept in FP32"
 # while the 4 Convs stayed FP32 under --format ort).
 expect_ok "--format ort names the skipped Convs" "4 skipped (not quantized by this mode" "$KVANT" quantize model.onnx -o ort2.onnx --mode weight-only --format ort --group-size 32
-# A slower result is a warning naming what falls back (before: silent).
+# The dynamic CNN compiles (runtime/steps_dynconv.cc): timed, no slowdown warning.
 "$KVANT" quantize model.onnx -o d2.onnx --mode dynamic >out.txt 2>err.txt
+grep -q "^speed " out.txt && ! grep -q "slower than FP32" err.txt && pass ||
+  fail "dynamic CNN: a slowdown warning or no speed line: $(cat out.txt err.txt)"
+# A slower result is a warning naming what falls back (before: silent): a
+# Conv whose K = 4096 * 3 * 3 is above the exact int32 bound of the compiled
+# dynamic conv, so its ConvInteger runs on the reference kernel.
+/usr/bin/python3 - <<'PY'
+import numpy as np, onnx, onnx.helper as oh, onnx.numpy_helper as nh
+w = np.random.default_rng(1).standard_normal((8, 4096, 3, 3)).astype(np.float32) * 0.01
+g = oh.make_graph([oh.make_node("Conv", ["x", "w"], ["y"], name="wide", pads=[1, 1, 1, 1])], "g",
+                  [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4096, 8, 8])],
+                  [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 8, 8])], [nh.from_array(w, "w")])
+onnx.save(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]), "wide_k.onnx")
+PY
+"$KVANT" quantize wide_k.onnx -o wide_k_d.onnx --mode dynamic >out.txt 2>err.txt
 grep -q "slower than FP32" err.txt && grep -q "ConvInteger" err.txt && grep -q "^speed " out.txt && pass ||
   fail "dynamic: no slowdown warning naming ConvInteger: $(cat out.txt err.txt)"
 # An output far from FP32 is a warning: a MatMul whose weight groups hold one

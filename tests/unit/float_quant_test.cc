@@ -117,6 +117,106 @@ TEST(FloatQuant, DequantRowsMatchTheReference) {
   }
 }
 
+// dequant_t: the same values as dequant, each row stored as a column (the
+// AVX2 entry's 8x8 blocks and both tails); quantize_centered: quantize's
+// codes minus the zero point.
+TEST(FloatQuant, TransposedDequantAndCenteredCodesMatchTheReference) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const FloatQuantKernel& ref = float_quant_kernels().back();
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int32_t> acc_dist(-3000000, 3000000);
+  for (const FloatQuantKernel* k : test::runnable_entries(float_quant_kernels(), allowed)) {
+    for (int n : {1, 7, 8, 16, 19}) {
+      for (int rows : {1, 8, 13, 24}) {
+        const int stride = n + 3, out_stride = rows + 5;
+        std::vector<int32_t> acc(static_cast<size_t>(rows) * stride), ibias(static_cast<size_t>(n));
+        for (auto& v : acc) v = acc_dist(rng);
+        for (auto& v : ibias) v = acc_dist(rng) / 100;
+        const std::vector<float> mult = random_floats(n, 9, 1e-4f), fbias = random_floats(n, 10);
+        for (int variant = 0; variant < 5; ++variant) {
+          const bool with_i = (variant & 1) != 0, with_f = (variant & 2) != 0 || variant == 4;
+          const float lo = variant == 3 ? 0.0f : -std::numeric_limits<float>::infinity();
+          const float hi = variant == 3 ? 6.0f : std::numeric_limits<float>::infinity();
+          std::vector<float> fb = fbias;
+          if (variant == 4) fb[static_cast<size_t>(n) / 2] = std::numeric_limits<float>::quiet_NaN();  // a NaN passes
+          std::vector<float> got(static_cast<size_t>(n) * out_stride, -7.0f), again = got;
+          DequantRowsArgs args{acc.data(),
+                               stride,
+                               rows,
+                               n,
+                               with_i ? ibias.data() : nullptr,
+                               mult.data(),
+                               with_f ? fb.data() : nullptr,
+                               lo,
+                               hi,
+                               got.data(),
+                               out_stride};
+          float range[3] = {0.0f, 0.0f, 0.0f};
+          k->dequant_t(args, variant % 2 == 0 ? range : nullptr);
+          args.out = again.data();
+          k->dequant_t(args, nullptr);  // the same values with or without the range
+          ASSERT_EQ(std::memcmp(got.data(), again.data(), got.size() * sizeof(float)), 0) << k->name;
+          // The reference's values, as dequant_rows defines them (std::min(std::max(v, lo), hi): NaN passes).
+          std::vector<float> rows_out(acc.size(), 0.0f);
+          float want_lo = 0.0f, want_hi = 0.0f;
+          bool want_nan = false;
+          for (int r = 0; r < rows; ++r) {
+            for (int j = 0; j < n; ++j) {
+              const auto jj = static_cast<size_t>(j);
+              const int32_t a = acc[static_cast<size_t>(r) * stride + jj];
+              const int32_t c =
+                  with_i ? static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(ibias[jj])) : a;
+              float v = static_cast<float>(c) * mult[jj];
+              if (with_f) v += fb[jj];
+              v = std::min(std::max(v, lo), hi);
+              rows_out[static_cast<size_t>(r) * stride + jj] = v;
+              want_nan = want_nan || std::isnan(v);
+              if (!std::isnan(v)) {
+                want_lo = std::min(want_lo, v);
+                want_hi = std::max(want_hi, v);
+              }
+            }
+          }
+          for (int j = 0; j < n; ++j) {
+            for (int r = 0; r < out_stride; ++r) {
+              const float want = r < rows ? rows_out[static_cast<size_t>(r) * stride + j] : -7.0f;  // untouched
+              const float g = got[static_cast<size_t>(j) * out_stride + r];
+              if (std::isnan(want)) {
+                ASSERT_TRUE(std::isnan(g)) << k->name << " n=" << n << " rows=" << rows << " at " << j << "," << r;
+                continue;
+              }
+              ASSERT_EQ(std::memcmp(&g, &want, sizeof(float)), 0)
+                  << k->name << " n=" << n << " rows=" << rows << " variant " << variant << " at " << j << "," << r;
+            }
+          }
+          if (variant % 2 != 0) continue;
+          EXPECT_EQ(range[2] != 0.0f, want_nan) << k->name << " n=" << n << " rows=" << rows;
+          if (!want_nan) {
+            EXPECT_EQ(range[0], want_lo) << k->name << " n=" << n << " rows=" << rows << " variant " << variant;
+            EXPECT_EQ(range[1], want_hi) << k->name << " n=" << n << " rows=" << rows << " variant " << variant;
+          }
+        }
+      }
+    }
+    for (int n : kSizes) {
+      std::vector<float> x = random_floats(n, static_cast<uint32_t>(n) + 2);
+      float lo = 0, hi = 0;
+      ASSERT_TRUE(ref.range(x.data(), n, &lo, &hi));
+      const float scale = (hi - lo) / 255.0f;
+      if (scale <= 0.0f) continue;
+      const int32_t zp = static_cast<int32_t>(std::clamp(std::nearbyint(0.0 - lo / scale), 0.0, 255.0));
+      std::vector<uint8_t> q(static_cast<size_t>(n));
+      ref.quantize(x.data(), n, scale, zp, q.data());
+      std::vector<float> got(static_cast<size_t>(n) + 1, -1000.0f);
+      k->quantize_centered(x.data(), n, scale, zp, got.data());
+      for (int i = 0; i < n; ++i)
+        ASSERT_EQ(got[static_cast<size_t>(i)], static_cast<float>(q[static_cast<size_t>(i)] - zp))
+            << k->name << " n=" << n;
+      EXPECT_EQ(got.back(), -1000.0f) << k->name << " wrote past n=" << n;
+    }
+  }
+}
+
 TEST(LayoutU8, TransposeAndRequantMatchTheReference) {
   KVANT_ALLOWED_ISA_OR_SKIP(allowed);
   std::mt19937 rng(9);

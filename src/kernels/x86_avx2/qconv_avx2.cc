@@ -451,6 +451,105 @@ KVANT_TARGET_AVX2 void depthwise_channel(const int16_t* plane, int64_t row_strid
   }
 }
 
+namespace {
+
+// The range {lo, hi, nan} of the values a loop stores, per lane.
+struct RangeAcc {
+  __m256 lo, hi, nan;
+};
+
+// 16 accumulators (a0: outputs 0-7, a1: 8-15) as floats: float(acc) * mult
+// [+ bias], clamped, the first `count` stored (and, with r, their range).
+KVANT_TARGET_AVX2 inline void store_f32x16(float* out, __m256i a0, __m256i a1, __m256 mult, const __m256* bias,
+                                           __m256 lo, __m256 hi, int count, bool track, RangeAcc& r) {
+  __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(a0), mult);
+  __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(a1), mult);
+  if (bias != nullptr) {
+    f0 = _mm256_add_ps(f0, *bias);
+    f1 = _mm256_add_ps(f1, *bias);
+  }
+  f0 = _mm256_min_ps(hi, _mm256_max_ps(lo, f0));  // as std::min(std::max(v, lo), hi), NaN too
+  f1 = _mm256_min_ps(hi, _mm256_max_ps(lo, f1));
+  if (count >= 16) {
+    _mm256_storeu_ps(out, f0);
+    _mm256_storeu_ps(out + 8, f1);
+  } else {  // the first `count` lanes; the others read as 0 for the range (which holds 0 anyway)
+    const __m256i n = _mm256_set1_epi32(count);
+    const __m256i m0 = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m1 = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+    _mm256_maskstore_ps(out, m0, f0);
+    _mm256_maskstore_ps(out + 8, m1, f1);
+    f0 = _mm256_and_ps(f0, _mm256_castsi256_ps(m0));
+    f1 = _mm256_and_ps(f1, _mm256_castsi256_ps(m1));
+  }
+  if (track) {
+    r.nan = _mm256_or_ps(r.nan, _mm256_or_ps(_mm256_cmp_ps(f0, f0, _CMP_UNORD_Q), _mm256_cmp_ps(f1, f1, _CMP_UNORD_Q)));
+    r.lo = _mm256_min_ps(r.lo, _mm256_min_ps(f0, f1));
+    r.hi = _mm256_max_ps(r.hi, _mm256_max_ps(f0, f1));
+  }
+}
+
+}  // namespace
+
+KVANT_TARGET_AVX2 void depthwise_channel_f32(const int16_t* plane, int64_t row_stride, const int32_t* wpairs,
+                                             const int32_t* offsets, int npairs, const ConvShape& s, float mult,
+                                             const float* bias, float lo, float hi, float* y, float* range) {
+  RangeAcc acc{_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const bool track = range != nullptr;
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), vm = _mm256_set1_ps(mult);
+  const __m256 vb = _mm256_set1_ps(bias != nullptr ? *bias : 0.0f);
+  const __m256* b = bias != nullptr ? &vb : nullptr;
+  for (int oy = 0; oy < s.h_out; ++oy) {
+    const int16_t* base = plane + static_cast<int64_t>(oy) * s.stride_h * row_stride;
+    float* out = y + static_cast<int64_t>(oy) * s.w_out;
+    int ox = 0;
+    for (; ox + 32 <= s.w_out; ox += 32) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+      for (int t = 0; t < npairs; ++t) {
+        const int16_t* p0 = base + offsets[2 * t] + ox;
+        const int16_t* p1 = base + offsets[2 * t + 1] + ox;
+        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+        const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
+        const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 16));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 16));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u0, v0), wv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u0, v0), wv));
+        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u1, v1), wv));
+        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u1, v1), wv));
+      }
+      store_f32x16(out + ox, _mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), vm, b,
+                   vlo, vhi, 16, track, acc);
+      store_f32x16(out + ox + 16, _mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31), vm,
+                   b, vlo, vhi, 16, track, acc);
+    }
+    for (; ox < s.w_out; ox += 16) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+      for (int t = 0; t < npairs; ++t) {
+        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+        const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t] + ox));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t + 1] + ox));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u, v), wv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u, v), wv));
+      }
+      store_f32x16(out + ox, _mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), vm, b,
+                   vlo, vhi, s.w_out - ox, track, acc);
+    }
+  }
+  if (!track) return;
+  alignas(32) float ls[8], hs[8];
+  _mm256_store_ps(ls, acc.lo);
+  _mm256_store_ps(hs, acc.hi);
+  float slo = 0.0f, shi = 0.0f;
+  for (int i = 0; i < 8; ++i) {
+    slo = ls[i] < slo ? ls[i] : slo;
+    shi = hs[i] > shi ? hs[i] : shi;
+  }
+  if (_mm256_movemask_ps(acc.nan) != 0) range[2] = 1.0f;
+  range[0] = slo < range[0] ? slo : range[0];
+  range[1] = shi > range[1] ? shi : range[1];
+}
+
 }  // namespace kvant::qconv_avx2
 
 #endif  // __x86_64__

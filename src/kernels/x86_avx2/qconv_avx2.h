@@ -74,4 +74,12 @@ void depthwise_fill(const uint8_t* x, const ConvShape& s, bool x_signed, int32_t
 void depthwise_channel(const int16_t* plane, int64_t row_stride, const int32_t* wpairs, const int32_t* offsets,
                        int npairs, const ConvShape& s, const Requant& rq, uint8_t* y);
 
+// As depthwise_channel with a float epilogue (the dynamic convolution,
+// runtime/steps_dynconv.cc): y[oy, ox] = clamp(float(acc) * mult [+ *bias],
+// lo, hi), multiply then add. range (null: not wanted): {lo, hi, nan}
+// widened by the values stored (nan set to 1 when one is NaN).
+void depthwise_channel_f32(const int16_t* plane, int64_t row_stride, const int32_t* wpairs, const int32_t* offsets,
+                           int npairs, const ConvShape& s, float mult, const float* bias, float lo, float hi, float* y,
+                           float* range);
+
 }  // namespace kvant::qconv_avx2
