@@ -27,11 +27,17 @@ EvalData open_eval_data(const std::string& data, const std::vector<ValueInfo>& i
     if (auto sibling = sibling_labels(data)) e.labels_path = *sibling;
   }
   if (!e.labels_path.empty()) e.labels = read_labels(e.labels_path);
-  e.samples = e.source->size();
+  int64_t available = e.source->size();
+  if (available < 0 && !e.labels.empty()) {  // a folder read lazily: count its samples now (reading, not running)
+    available = 0;
+    while (e.source->next()) ++available;
+    e.source->reset();
+  }
+  e.samples = available;
   if (e.samples >= 0 && limit >= 0) e.samples = std::min(e.samples, limit);
   if (!e.labels.empty() && e.samples >= 0) {
     const auto count = static_cast<int64_t>(e.labels.size());
-    const bool limited = limit >= 0 && limit < e.source->size();
+    const bool limited = limit >= 0;  // more labels than the samples used is fine then
     if (limited ? count < e.samples : count != e.samples) {
       throw Error(ErrorCode::kInvalidArgument, "the labels (" + e.labels_path + ") hold " + std::to_string(count) +
                                                    " entries for " + std::to_string(e.samples) + " samples of " + data);

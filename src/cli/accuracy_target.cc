@@ -1,0 +1,212 @@
+// The accuracy-target search (accuracy_target.h has the algorithm).
+#include "cli/accuracy_target.h"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+#include "cli/sensitivity_cli.h"
+#include "kvant/status.h"
+#include "onnx/writer.h"
+#include "runtime/compiled_model.h"
+#include "runtime/executor.h"
+
+namespace kvant::cli {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+struct Reference {
+  std::vector<std::vector<float>> outputs;
+  std::vector<bool> classifier;
+  std::vector<int64_t> labels;
+};
+
+// Runs `model` over the evaluation set; `ref` null: this is the FP32 model,
+// whose outputs are recorded in `record`.
+OutputScores measure(const Model& model, SampleSource& data, const std::string& output, const TargetOptions& o,
+                     const Reference* ref, Reference* record, double* ms_per_sample) {
+  auto copy = std::make_unique<Model>(model);
+  std::unique_ptr<ReferenceExecutor> reference;
+  std::unique_ptr<CompiledModel> compiled;
+  if (o.reference) {
+    reference = std::make_unique<ReferenceExecutor>(*copy);
+  } else {
+    compiled = std::make_unique<CompiledModel>(*copy, default_compile_options(o.threads));
+  }
+  OutputScores scores;
+  data.reset();
+  size_t n = 0;
+  double seconds = 0;
+  while (o.limit < 0 || static_cast<int64_t>(n) < o.limit) {
+    auto feed = data.next();
+    if (!feed) break;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::map<std::string, Tensor> out;
+    try {
+      out = reference ? reference->run(*feed) : compiled->run(*feed);
+    } catch (const Error& e) {
+      throw Error(e.code(), "sample " + std::to_string(n) + ": " + e.what());
+    }
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto it = out.find(output);
+    if (it == out.end() || !is_float(it->second.dtype())) fail("output \"" + output + "\" is missing or not float");
+    std::vector<float> y = it->second.to_float_vector();
+    if (record) {
+      const bool classifier = is_classifier_output(it->second);
+      const int64_t label = n < record->labels.size() ? record->labels[n] : -1;
+      if (classifier && label >= static_cast<int64_t>(y.size())) {
+        fail("label " + std::to_string(n) + " is class " + std::to_string(label) + ", but the model scores " +
+             std::to_string(y.size()) + " classes");
+      }
+      scores.add(y.data(), y.data(), static_cast<int64_t>(y.size()), classifier, label);
+      record->outputs.push_back(std::move(y));
+      record->classifier.push_back(classifier);
+    } else {
+      if (n >= ref->outputs.size() || ref->outputs[n].size() != y.size()) fail("the quantized output differs in size");
+      const int64_t label = n < ref->labels.size() ? ref->labels[n] : -1;
+      scores.add(ref->outputs[n].data(), y.data(), static_cast<int64_t>(y.size()), ref->classifier[n], label);
+    }
+    ++n;
+  }
+  if (n == 0) fail("the evaluation data holds no samples");
+  *ms_per_sample = 1000 * seconds / static_cast<double>(n);
+  return scores;
+}
+
+int64_t serialized_bytes(const Model& model) {
+  Model m = model;
+  m.graph.value_info.clear();
+  auto s = serialize_onnx(m);
+  return s.ok() ? static_cast<int64_t>(s->size()) : -1;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out.empty() ? "-" : out;
+}
+
+}  // namespace
+
+TargetSearch search_accuracy_target(const Model& fp32, Model first, const QuantizeSummary& first_summary,
+                                    const QuantizeWith& quantize, EvalData& eval, const TargetOptions& o,
+                                    std::ostream& log) {
+  if (!(o.drop >= 0) || !std::isfinite(o.drop)) fail("--accuracy-target must be a number >= 0");
+  const std::string output = o.output.empty() ? fp32.graph.outputs.at(0).name : o.output;
+  TargetSearch s;
+  Reference ref;
+  ref.labels = eval.labels;
+  double ms = 0;
+  s.fp32 = measure(fp32, *eval.source, output, o, nullptr, &ref, &ms);
+  if (needs_classifier(o.metric) && s.fp32.classifier_rows != s.fp32.samples) {
+    fail(std::string("--metric ") + task_metric_name(o.metric) +
+         " needs one row of class scores per sample; output \"" + output + "\" is not (use --metric sqnr or mse)");
+  }
+  const bool higher = higher_is_better(o.metric);
+  switch (o.metric) {
+    case TaskMetric::kTop1:
+    case TaskMetric::kTop5: s.threshold = s.fp32.value(o.metric) - o.drop / 100; break;
+    case TaskMetric::kAgreement: s.threshold = 1 - o.drop / 100; break;
+    case TaskMetric::kSqnr:
+    case TaskMetric::kMse: s.threshold = o.drop; break;
+  }
+  // Shares are counts over n samples: compare with a tolerance far below 1/n.
+  auto meets = [&](double v) { return higher ? v >= s.threshold - 1e-9 : v <= s.threshold + 1e-12; };
+  log << "accuracy target: " << task_metric_name(o.metric) << (higher ? " >= " : " <= ")
+      << format_metric(o.metric, s.threshold) << " (FP32 " << format_metric(o.metric, s.fp32.value(o.metric)) << ", "
+      << s.fp32.samples << " samples)\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"step", "kept FP32", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
+  auto walk = [&](Model model, const QuantizeSummary& summary, std::vector<std::string> kept) {
+    FrontierStep step;
+    step.kept = std::move(kept);
+    step.bytes = serialized_bytes(model);
+    step.scores = measure(model, *eval.source, output, o, &ref, nullptr, &step.ms_per_sample);
+    step.meets = meets(step.scores.value(o.metric));
+    const size_t index = s.steps.size();
+    log << "  step " << index << ": " << step.kept.size() << " kept FP32"
+        << (step.kept.empty() ? "" : " (+" + step.kept.back() + ")") << ", "
+        << format_metric(o.metric, step.scores.value(o.metric)) << (step.meets ? ": met\n" : "\n");
+    const double best = s.steps.empty() ? 0 : s.steps[s.chosen].scores.value(o.metric);
+    const double v = step.scores.value(o.metric);
+    if (s.steps.empty() || step.meets || (higher ? v > best : v < best)) {
+      s.chosen = index;
+      s.model = std::move(model);
+      s.summary = summary;
+    }
+    s.steps.push_back(std::move(step));
+    return s.steps.back().meets;
+  };
+  if (walk(std::move(first), first_summary, {})) {
+    s.met = true;
+    return s;
+  }
+  const std::vector<QuantizedLayer> layers = quantized_layers(fp32, s.model);
+  if (layers.empty()) fail("--accuracy-target: the quantized model has no Conv/Gemm/MatMul layers to keep in FP32");
+  SensitivityOptions so;
+  so.metric = o.metric;
+  so.output = output;
+  so.reference = o.reference;
+  so.threads = o.threads;
+  so.max_samples = o.limit;
+  so.progress = progress_printer("sensitivity");
+  const SensitivityResult r = analyze_sensitivity(fp32, s.model, layers, *eval.source, eval.labels, so);
+  for (const LayerSensitivity& ls : r.layers) {
+    if (ls.measured) s.ranking.push_back(ls.layer.node);
+  }
+  log << "  ranking (most sensitive first): " << join(s.ranking) << "\n";
+  for (size_t k = 1; k < layers.size() && k <= s.ranking.size(); ++k) {
+    std::vector<std::string> kept(s.ranking.begin(), s.ranking.begin() + static_cast<std::ptrdiff_t>(k));
+    QuantizeSummary summary;
+    Model model = quantize(kept, &summary);
+    if (walk(std::move(model), summary, kept)) {
+      s.met = true;
+      break;
+    }
+  }
+  for (size_t i = 0; i < s.steps.size(); ++i) {
+    const FrontierStep& st = s.steps[i];
+    char ms_text[32];
+    std::snprintf(ms_text, sizeof ms_text, "%.2f", st.ms_per_sample);
+    rows.push_back({std::to_string(i) + (i == s.chosen ? " *" : ""), join(st.kept), std::to_string(st.bytes) + " B",
+                    format_metric(o.metric, st.scores.value(o.metric)),
+                    format_metric(TaskMetric::kSqnr, st.scores.sqnr_db()), ms_text});
+  }
+  log << "frontier (* written):\n";
+  print_table(log, rows);
+  return s;
+}
+
+Json target_json(const TargetSearch& s, const TargetOptions& o) {
+  Json j = Json::object();
+  j.set("metric", task_metric_name(o.metric));
+  j.set("drop", o.drop);
+  j.set("threshold", s.threshold);
+  j.set("met", s.met);
+  j.set("fp32", scores_json(s.fp32, o.metric));
+  j.set("chosen_step", static_cast<int64_t>(s.chosen));
+  Json ranking = Json::array();
+  for (const auto& n : s.ranking) ranking.push(n);
+  j.set("ranking", ranking);
+  Json steps = Json::array();
+  for (size_t i = 0; i < s.steps.size(); ++i) {
+    const FrontierStep& st = s.steps[i];
+    Json x = Json::object();
+    x.set("step", static_cast<int64_t>(i));
+    Json kept = Json::array();
+    for (const auto& n : st.kept) kept.push(n);
+    x.set("kept_fp32", kept);
+    x.set("bytes", st.bytes);
+    x.set("metric", st.scores.value(o.metric));
+    x.set("scores", scores_json(st.scores, o.metric));
+    x.set("ms_per_sample", st.ms_per_sample);
+    x.set("meets", st.meets);
+    steps.push(x);
+  }
+  j.set("frontier", steps);
+  return j;
+}
+
+}  // namespace kvant::cli
