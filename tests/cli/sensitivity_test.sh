@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# End-to-end tests of `kvant sensitivity` and `kvant quantize --accuracy-target`
+# on the bundled Fashion-MNIST CNN (3 samples): the ranking and its JSON, the
+# search meeting a target that plain INT8 misses by keeping layers in FP32,
+# an impossible target (exit status 2, closest model written), and bad input
+# refused with one line before any work.
+#   usage: sensitivity_test.sh PATH/TO/kvant
+set -u
+
+KVANT=$(realpath "${1:?usage: sensitivity_test.sh PATH/TO/kvant}")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+# shellcheck source=expect.sh
+source "$ROOT/tests/cli/expect.sh"
+
+cp "$ROOT/models/fashion_mnist_cnn.onnx" model.onnx
+mkdir calib
+cp "$ROOT"/models/samples/fashion_mnist_*.npy calib/
+/usr/bin/python3 - <<'PY'
+import numpy as np
+np.save("labels.npy", np.array([9, 2, 1], dtype=np.int64))
+np.save("labels2.npy", np.array([9, 2], dtype=np.int64))
+np.save("small.npy", np.zeros((2, 1, 14, 14), np.float32))
+PY
+
+# ---- sensitivity -------------------------------------------------------------------
+expect_ok "sensitivity sqnr" "only this layer" "$KVANT" sensitivity model.onnx --calib calib --metric sqnr --json s.json
+/usr/bin/python3 - <<'PY' && pass || fail "s.json: $(cat s.json)"
+import json
+r = json.load(open("s.json"))
+layers = r["layers"]
+assert r["metric"] == "sqnr" and r["samples"] == 3 and len(layers) == 5, r
+vals = [l["only"]["value"] for l in layers]
+assert all(l["measured"] for l in layers) and vals == sorted(vals), vals  # most sensitive (lowest dB) first
+assert [l["rank"] for l in layers] == [1, 2, 3, 4, 5]
+# one layer quantized costs less than all of them
+assert min(vals) > r["quantized"]["value"], (vals, r["quantized"])
+PY
+expect_ok "sensitivity top1 with labels, leave-one-out" "all but this layer" \
+  "$KVANT" sensitivity model.onnx --calib calib --labels labels.npy --leave-one-out
+expect_ok "sensitivity --bits 4 (weight-only INT4)" "weight-only INT4" \
+  "$KVANT" sensitivity model.onnx --eval calib --bits 4 --metric mse
+expect_ok "help sensitivity" "leave-one-out" "$KVANT" help sensitivity
+
+expect_error "labels of another length" "hold 2 entries for 3 samples" \
+  "$KVANT" sensitivity model.onnx --calib calib --labels labels2.npy
+expect_error "eval data of another shape" "does not fit input" \
+  "$KVANT" sensitivity model.onnx --calib calib --eval small.npy
+expect_error "top1 without labels" "needs labels" "$KVANT" sensitivity model.onnx --calib calib --metric top1
+expect_error "unknown metric" "--metric must be" "$KVANT" sensitivity model.onnx --calib calib --metric iou
+expect_error "bits" "--bits must be 8" "$KVANT" sensitivity model.onnx --calib calib --bits 5
+
+# ---- accuracy target ---------------------------------------------------------------
+Q=(quantize model.onnx --calib calib --eval calib --metric sqnr --no-speed-check --report-samples 0 -f)
+expect_ok "loose target: met at step 0" "step 0: 0 kept FP32" "$KVANT" "${Q[@]}" -o t0.onnx --accuracy-target 10 --report t0.json
+plain=$(/usr/bin/python3 -c "import json; print(json.load(open('t0.json'))['accuracy_target']['frontier'][0]['metric'])")
+tight=$(/usr/bin/python3 -c "print(round($plain + 1.0, 3))")
+expect_ok "tight target ($tight dB; plain INT8 $plain dB)" ": met" "$KVANT" "${Q[@]}" -o t1.onnx --accuracy-target "$tight" --report t1.json
+/usr/bin/python3 - "$tight" <<'PY' && pass || fail "t1.json: $(cat t1.json)"
+import json, sys
+tight = float(sys.argv[1])
+t = json.load(open("t1.json"))["accuracy_target"]
+steps = t["frontier"]
+assert t["met"] and t["chosen_step"] == len(steps) - 1 >= 1, t
+assert steps[0]["kept_fp32"] == [] and steps[0]["metric"] < tight
+assert all(s["metric"] < tight for s in steps[:-1]) and steps[-1]["metric"] >= tight, steps
+k = len(steps[-1]["kept_fp32"])
+assert k == len(steps) - 1 and steps[-1]["kept_fp32"] == t["ranking"][:k], t  # the ranking's first k
+rep = json.load(open("t1.json"))
+assert sorted(rep["kept_fp32"]) == sorted(steps[-1]["kept_fp32"]), rep["kept_fp32"]
+PY
+expect_ok "the model written runs" "top-1 agreement" "$KVANT" eval model.onnx t1.onnx --data calib --labels labels.npy
+
+"$KVANT" "${Q[@]}" -o t2.onnx --accuracy-target 200 --report t2.json >out.txt 2>err.txt
+rc=$?
+if [[ $rc -ne 2 ]]; then
+  fail "impossible target: exit $rc (want 2): $(cat err.txt)"
+elif ! tail -1 err.txt | grep -q "^kvant: error: --accuracy-target 200 not met"; then
+  fail "impossible target: last stderr line: $(cat err.txt)"
+elif [[ ! -s t2.onnx ]]; then
+  fail "impossible target: the closest model was not written"
+else
+  /usr/bin/python3 -c "import json; t=json.load(open('t2.json'))['accuracy_target']; assert not t['met'] and len(t['frontier']) == 5, t" &&
+    pass || fail "t2.json: $(cat t2.json)"
+fi
+expect_error "--eval without --accuracy-target" "applies only with --accuracy-target" \
+  "$KVANT" quantize model.onnx -o x.onnx --calib calib --eval calib
+expect_error "--accuracy-target without --eval" "needs evaluation data" \
+  "$KVANT" quantize model.onnx -o x.onnx --calib calib --accuracy-target 1
+expect_error "--accuracy-target with labels of another length" "hold 2 entries for 3 samples" \
+  "$KVANT" quantize model.onnx -o x.onnx --calib calib --accuracy-target 1 --eval calib --labels labels2.npy
+
+echo "$passes passed, $failures failed"
+((failures == 0))
