@@ -153,6 +153,43 @@ TEST(Sensitivity, OnlyOneLayerEqualsBruteForceReference) { check_against_brute_f
 
 TEST(Sensitivity, OnlyOneLayerEqualsBruteForceCompiled) { check_against_brute_force(false, 1e-3); }
 
+// Weight-only INT4 (kvant sensitivity --bits 4): the layer is its weight's
+// DequantizeLinear and the op; the same equality with a separate quantization.
+TEST(Sensitivity, WeightOnlyInt4EqualsBruteForce) {
+  const Model fp32 = network();
+  QuantizeOptions options;
+  options.mode = QuantMode::kWeightOnly;
+  options.group_size = 32;
+  QuantizeSummary summary;
+  const Model q = quantize_weight_only(fp32, 4, options, &summary);
+  const std::vector<QuantizedLayer> layers = quantized_layers(fp32, q);
+  ASSERT_EQ(layers.size(), 5u);
+  EXPECT_EQ(layers[0].tensor, "h1");  // no output Q/DQ: the op's own output
+  VectorSource eval = samples(12, 2);
+  SensitivityOptions so;
+  so.metric = TaskMetric::kSqnr;
+  so.reference = true;
+  const SensitivityResult r = analyze_sensitivity(fp32, q, layers, eval, {}, so);
+  ASSERT_EQ(r.layers.size(), 5u);
+  for (const LayerSensitivity& ls : r.layers) {
+    SCOPED_TRACE(ls.layer.node);
+    ASSERT_TRUE(ls.measured) << ls.note;
+    QuantizeOptions only = options;
+    for (const char* other : {"c1", "c2", "side", "c3", "g"}) {
+      if (ls.layer.node != other) only.exclude.push_back(other);
+    }
+    const Model qi = quantize_weight_only(fp32, 4, only, &summary);
+    OutputScores expected;
+    eval.reset();
+    while (auto feed = eval.next()) {
+      const std::vector<float> x = run(fp32, *feed, true), y = run(qi, *feed, true);
+      expected.add(x.data(), y.data(), static_cast<int64_t>(x.size()), true, -1);
+    }
+    EXPECT_TRUE(std::isfinite(expected.sqnr_db()));
+    EXPECT_NEAR(ls.only.sqnr_db(), expected.sqnr_db(), 1e-4);
+  }
+}
+
 TEST(Sensitivity, BadInputIsRefusedBeforeWork) {
   const Model fp32 = network();
   VectorSource calib = samples(4, 1);
