@@ -20,6 +20,7 @@
 #include "cli/cli_common.h"
 #include "cli/eval_data.h"
 #include "cli/json.h"
+#include "cli/metric_cmd.h"
 #include "cli/quant_report.h"
 #include "cli/sensitivity_cli.h"
 #include "io/dataset.h"
@@ -37,6 +38,8 @@ struct SensitivityArgs {
   std::string labels;
   std::string preprocess;
   std::string metric;
+  std::string metric_cmd;
+  std::string metric_better = "higher";
   int bits = 8;
   std::string calibrator = "minmax";
   int64_t samples = 500;
@@ -87,6 +90,13 @@ int sensitivity_command(const SensitivityArgs& a) {
   if (needs_labels(so.metric) && eval.labels.empty()) {
     fail(std::string("--metric ") + task_metric_name(so.metric) + " needs labels: --labels FILE");
   }
+  if (!a.metric_cmd.empty()) {
+    if (a.metric_better != "higher" && a.metric_better != "lower") {
+      fail("--metric-better must be higher or lower, got \"" + a.metric_better + "\"");
+    }
+    so.custom_metric = metric_command(a.metric_cmd);
+    so.custom_higher_is_better = a.metric_better == "higher";
+  }
   so.output = a.output;
   so.leave_one_out = a.leave_one_out;
   so.reference = a.reference;
@@ -123,6 +133,11 @@ int sensitivity_command(const SensitivityArgs& a) {
   std::cout << "sensitivity " << layers.size() << " layers of " << a.model << " ("
             << (a.bits == 8 ? "static INT8" : "weight-only INT4") << "), " << r.samples << " samples of " << eval_path
             << ", metric " << task_metric_name(m) << " on output \"" << r.output << "\"\n";
+  const bool custom = !a.metric_cmd.empty();
+  if (custom) {
+    std::cout << "metric-cmd  FP32 " << r.custom_fp32 << ", quantized " << r.custom_quantized << " (" << a.metric_better
+              << " is better; ranked by it)\n";
+  }
   std::cout << "FP32        " << format_metric(m, r.fp32.value(m)) << "\n";
   std::cout << "quantized   " << format_metric(m, r.quantized.value(m)) << " (every layer; output SQNR "
             << format_metric(TaskMetric::kSqnr, r.quantized.sqnr_db()) << ")\n";
@@ -131,6 +146,7 @@ int sensitivity_command(const SensitivityArgs& a) {
   std::vector<std::vector<std::string>> rows = {
       {"rank", "layer", "op", std::string("only this layer"), "vs FP32", "output SQNR"}};
   if (a.leave_one_out) rows[0].push_back("all but this layer");
+  if (custom) rows[0].push_back("metric-cmd");
   int rank = 0;
   for (const LayerSensitivity& ls : r.layers) {
     std::vector<std::string> row = {ls.measured ? std::to_string(++rank) : "-", ls.layer.node, ls.layer.op_type};
@@ -143,6 +159,11 @@ int sensitivity_command(const SensitivityArgs& a) {
     row.push_back(format_delta(m, ls.only.value(m), r.fp32.value(m)));
     row.push_back(format_metric(TaskMetric::kSqnr, ls.only.sqnr_db()));
     if (a.leave_one_out) row.push_back(format_metric(m, ls.all_but.value(m)));
+    if (custom) {
+      std::ostringstream v;
+      v << ls.custom_only;
+      row.push_back(v.str());
+    }
     rows.push_back(row);
   }
   print_table(std::cout, rows);
@@ -152,6 +173,19 @@ int sensitivity_command(const SensitivityArgs& a) {
     j.set("bits", static_cast<int64_t>(a.bits));
     j.set("data", eval_path);
     j.set("seconds", seconds);
+    if (custom) {
+      Json c = Json::object();
+      c.set("command", a.metric_cmd);
+      c.set("higher_is_better", a.metric_better == "higher");
+      c.set("fp32", r.custom_fp32);
+      c.set("quantized", r.custom_quantized);
+      Json per = Json::object();
+      for (const LayerSensitivity& ls : r.layers) {
+        if (ls.measured) per.set(ls.layer.node, ls.custom_only);
+      }
+      c.set("only", per);
+      j.set("metric_cmd", c);
+    }
     write_json_file(a.json, j);
   }
   return 0;
@@ -179,6 +213,10 @@ CommandFn add_sensitivity_command(CLI::App& app) {
   cmd->add_option("--labels", a->labels, "Class labels of the evaluation data (as for 'kvant eval')");
   cmd->add_option("--preprocess", a->preprocess, "Image/IDX preprocessing (see 'kvant help quantize')");
   cmd->add_option("--metric", a->metric, "top1, top5, agreement, sqnr or mse");
+  cmd->add_option("--metric-cmd", a->metric_cmd,
+                  "Your own metric: a shell command with {outputs}, the .npy [samples, values] of one variant's "
+                  "outputs; the number on its last line ranks the layers");
+  cmd->add_option("--metric-better", a->metric_better, "--metric-cmd: higher or lower")->capture_default_str();
   cmd->add_option("--bits", a->bits, "8: static INT8 (weights and activations); 4: weight-only INT4")
       ->capture_default_str();
   cmd->add_option("--calibrator", a->calibrator, "minmax, moving-average, percentile, entropy or mse")

@@ -340,12 +340,13 @@ std::vector<QuantizedLayer> quantized_layers(const Model& fp32, const Model& qua
   return out;
 }
 
-void rank_layers(std::vector<LayerSensitivity>& layers, TaskMetric metric) {
-  const bool higher = higher_is_better(metric);
+void rank_layers(std::vector<LayerSensitivity>& layers, TaskMetric metric, int custom) {
+  const bool higher = custom != 0 ? custom > 0 : higher_is_better(metric);
   std::stable_sort(layers.begin(), layers.end(), [&](const LayerSensitivity& a, const LayerSensitivity& b) {
     if (a.measured != b.measured) return a.measured;
     if (!a.measured) return false;
-    const double va = a.only.value(metric), vb = b.only.value(metric);
+    const double va = custom != 0 ? a.custom_only : a.only.value(metric);
+    const double vb = custom != 0 ? b.custom_only : b.only.value(metric);
     if (va != vb) return higher ? va < vb : va > vb;
     return a.only.sqnr_db() < b.only.sqnr_db();
   });
@@ -444,6 +445,11 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
   int64_t done_work = 0;
   double layer_seconds = 0;  // time spent in partial runs
 
+  // Every variant's outputs, for the custom metric.
+  const bool custom = static_cast<bool>(options.custom_metric);
+  std::vector<std::vector<float>> fp32_outputs, q_outputs;
+  std::vector<std::vector<std::vector<float>>> layer_outputs(custom ? layers.size() : 0);
+
   eval.reset();
   int64_t sample_index = 0;
   bool exhausted = false;
@@ -532,6 +538,13 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
     }
     if (chunk.empty()) break;
     ++result.chunks;
+    if (custom) {
+      for (const Sample& s : chunk) {
+        fp32_outputs.push_back(s.reference);
+        q_outputs.push_back(s.quantized_output);
+      }
+      if (result.chunks == 1) result.custom_fp32 = options.custom_metric(fp32_outputs, "fp32");
+    }
     // 2. Every layer's partial runs over the chunk.
     for (size_t i = 0; i < layers.size(); ++i) {
       LayerSensitivity& ls = result.layers[i];
@@ -543,6 +556,7 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
           for (const Sample& s : chunk) {
             const auto& y = pass == 0 ? s.reference : s.quantized_output;
             scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), s.classifier, s.label);
+            if (custom && pass == 0) layer_outputs[i].push_back(y);
           }
           continue;
         }
@@ -564,6 +578,7 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
           const std::vector<float> y = scored(out, output, &classifier);
           if (y.size() != s.reference.size()) fail("layer \"" + ls.layer.node + "\": the output changed size");
           scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), classifier, s.label);
+          if (custom && pass == 0) layer_outputs[i].push_back(y);
           done_work += p.nodes;
           if (options.progress) {
             SensitivityProgress pr;
@@ -589,7 +604,16 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
          " samples");
   }
   result.samples = sample_index;
-  rank_layers(result.layers, options.metric);
+  if (custom) {
+    if (result.chunks > 1) result.custom_fp32 = options.custom_metric(fp32_outputs, "fp32");
+    result.custom_quantized = options.custom_metric(q_outputs, "quantized");
+    for (size_t i = 0; i < layers.size(); ++i) {
+      if (result.layers[i].measured) {
+        result.layers[i].custom_only = options.custom_metric(layer_outputs[i], result.layers[i].layer.node);
+      }
+    }
+  }
+  rank_layers(result.layers, options.metric, custom ? (options.custom_higher_is_better ? 1 : -1) : 0);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

@@ -72,6 +72,13 @@ struct SensitivityOptions {
   int64_t max_samples = -1;  // -1: all
   int64_t cache_bytes = 0;   // kept values at most; 0: min(4 GiB, memory budget / 4)
   std::function<void(const SensitivityProgress&)> progress;
+  // A user metric (`--metric-cmd`): called with the scored output of every
+  // sample of one variant ("fp32", "quantized", or a layer's name), returns
+  // one number; it ranks the layers instead of `metric`. First called on the
+  // FP32 outputs of the first chunk of samples, before any partial run, so a
+  // command that fails does so early.
+  std::function<double(const std::vector<std::vector<float>>& outputs, const std::string& variant)> custom_metric;
+  bool custom_higher_is_better = true;
 };
 
 struct LayerSensitivity {
@@ -79,24 +86,28 @@ struct LayerSensitivity {
   OutputScores only;     // only this layer quantized
   OutputScores all_but;  // all layers but this one (leave_one_out)
   bool measured = false;
-  std::string note;           // why not measured
-  int64_t partial_nodes = 0;  // nodes one "only" run executes
+  std::string note;                                               // why not measured
+  int64_t partial_nodes = 0;                                      // nodes one "only" run executes
+  double custom_only = std::numeric_limits<double>::quiet_NaN();  // custom_metric, only this layer quantized
 };
 
 struct SensitivityResult {
   TaskMetric metric = TaskMetric::kAgreement;
   std::string output;
   int64_t samples = 0;
-  OutputScores fp32;                     // the FP32 model against itself (top1/top5 against labels)
-  OutputScores quantized;                // the fully quantized model
+  OutputScores fp32;       // the FP32 model against itself (top1/top5 against labels)
+  OutputScores quantized;  // the fully quantized model
+  double custom_fp32 = std::numeric_limits<double>::quiet_NaN();  // custom_metric, when given
+  double custom_quantized = std::numeric_limits<double>::quiet_NaN();
   std::vector<LayerSensitivity> layers;  // most sensitive first (see rank_layers)
   int64_t chunks = 0;
   double seconds = 0;
 };
 
-// Most sensitive first: by the "only" metric, worst first, then by its
+// Most sensitive first: by the "only" metric (custom_only when `custom` is
+// +1: higher is better, -1: lower is better), worst first, then by its
 // output SQNR, lowest first; unmeasured layers last.
-void rank_layers(std::vector<LayerSensitivity>& layers, TaskMetric metric);
+void rank_layers(std::vector<LayerSensitivity>& layers, TaskMetric metric, int custom = 0);
 
 // `labels`: one per sample (empty: none; top1/top5 need them). Throws Error
 // on a metric the output cannot give (top1/top5/agreement on an output that

@@ -53,6 +53,28 @@ expect_error "top1 without labels" "needs labels" "$KVANT" sensitivity model.onn
 expect_error "unknown metric" "--metric must be" "$KVANT" sensitivity model.onnx --calib calib --metric iou
 expect_error "bits" "--bits must be 8" "$KVANT" sensitivity model.onnx --calib calib --bits 5
 
+# ---- --metric-cmd: the user's number ranks the layers ---------------------------------
+# The score: minus the summed absolute deviation of the outputs from their mean.
+cat >score.py <<'PY'
+import sys, numpy as np
+a = np.load(sys.argv[1])
+print("shape", a.shape)
+print(-float(np.abs(a - a.mean()).sum()))
+PY
+expect_ok "--metric-cmd" "ranked by it" "$KVANT" sensitivity model.onnx --calib calib --json mc.json \
+  --metric-cmd "/usr/bin/python3 score.py {outputs}" --metric-better higher
+/usr/bin/python3 -c "
+import json; r = json.load(open('mc.json')); c = r['metric_cmd']
+order = [l['node'] for l in r['layers']]
+vals = [c['only'][n] for n in order]
+assert vals == sorted(vals) and len(vals) == 5, (order, c)" && pass || fail "mc.json: $(cat mc.json)"
+expect_error "--metric-cmd that fails" "failed on the fp32 outputs" \
+  "$KVANT" sensitivity model.onnx --calib calib --metric-cmd "false {outputs}"
+expect_error "--metric-cmd that prints no number" "printed no number" \
+  "$KVANT" sensitivity model.onnx --calib calib --metric-cmd "echo hello {outputs}"
+expect_error "--metric-cmd without {outputs}" "must contain {outputs}" \
+  "$KVANT" sensitivity model.onnx --calib calib --metric-cmd "echo 1"
+
 # ---- accuracy target ---------------------------------------------------------------
 Q=(quantize model.onnx --calib calib --eval calib --metric sqnr --no-speed-check --report-samples 0 -f)
 expect_ok "loose target: met at step 0" "step 0: 0 kept FP32" "$KVANT" "${Q[@]}" -o t0.onnx --accuracy-target 10 --report t0.json
