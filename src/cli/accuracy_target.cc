@@ -118,7 +118,7 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
       << format_metric(o.metric, s.threshold) << " (FP32 " << format_metric(o.metric, s.fp32.value(o.metric)) << ", "
       << s.fp32.samples << " samples)\n";
   std::vector<std::vector<std::string>> rows = {
-      {"step", "kept FP32", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
+      {"step", "kept FP32", "moved to FP32", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
   auto walk = [&](Model model, const QuantizeSummary& summary, std::vector<std::string> kept) {
     FrontierStep step;
     step.kept = std::move(kept);
@@ -170,7 +170,8 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     const FrontierStep& st = s.steps[i];
     char ms_text[32];
     std::snprintf(ms_text, sizeof ms_text, "%.2f", st.ms_per_sample);
-    rows.push_back({std::to_string(i) + (i == s.chosen ? " *" : ""), join(st.kept), std::to_string(st.bytes) + " B",
+    rows.push_back({std::to_string(i) + (i == s.chosen ? " *" : ""), std::to_string(st.kept.size()),
+                    st.kept.empty() ? std::string("-") : st.kept.back(), std::to_string(st.bytes) + " B",
                     format_metric(o.metric, st.scores.value(o.metric)),
                     format_metric(TaskMetric::kSqnr, st.scores.sqnr_db()), ms_text});
   }

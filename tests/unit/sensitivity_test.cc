@@ -153,6 +153,31 @@ TEST(Sensitivity, OnlyOneLayerEqualsBruteForceReference) { check_against_brute_f
 
 TEST(Sensitivity, OnlyOneLayerEqualsBruteForceCompiled) { check_against_brute_force(false, 1e-3); }
 
+// Kept values over the budget: samples go in chunks, each partial model is
+// compiled again per chunk, and the sums come out the same.
+TEST(Sensitivity, ChunksGiveTheSameSums) {
+  const Model fp32 = network();
+  VectorSource calib = samples(8, 1);
+  QuantizeSummary summary;
+  const Model q = quantize_static(fp32, calib, QuantizeOptions{}, &summary);
+  const auto layers = quantized_layers(fp32, q);
+  SensitivityOptions options;
+  options.metric = TaskMetric::kSqnr;
+  options.reference = true;
+  VectorSource eval = samples(7, 2);
+  const SensitivityResult one = analyze_sensitivity(fp32, q, layers, eval, {}, options);
+  options.cache_bytes = 1;  // one sample per chunk
+  const SensitivityResult many = analyze_sensitivity(fp32, q, layers, eval, {}, options);
+  EXPECT_EQ(one.chunks, 1);
+  EXPECT_EQ(many.chunks, 7);
+  ASSERT_EQ(one.layers.size(), many.layers.size());
+  for (size_t i = 0; i < one.layers.size(); ++i) {
+    EXPECT_EQ(one.layers[i].layer.node, many.layers[i].layer.node);
+    EXPECT_EQ(one.layers[i].only.samples, 7);
+    EXPECT_DOUBLE_EQ(one.layers[i].only.noise, many.layers[i].only.noise);
+  }
+}
+
 // Weight-only INT4 (kvant sensitivity --bits 4): the layer is its weight's
 // DequantizeLinear and the op; the same equality with a separate quantization.
 TEST(Sensitivity, WeightOnlyInt4EqualsBruteForce) {
