@@ -155,7 +155,10 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
     }
   }
   for (const char* option : {"--preprocess", "--report-samples"}) {
-    if (a.given.count(option) && a.calib.empty()) fail(std::string(option) + " applies only with --calib DATA");
+    const bool eval_uses = std::string(option) == "--preprocess" && !a.eval.empty();  // --accuracy-target's data
+    if (a.given.count(option) && a.calib.empty() && !eval_uses) {
+      fail(std::string(option) + " applies only with --calib DATA");
+    }
   }
 }
 
