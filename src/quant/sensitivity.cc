@@ -88,6 +88,7 @@ struct Partial {
   std::vector<std::pair<std::string, std::string>> feeds;  // partial input <- base value
   bool affects_output = true;                              // false: the output is the base model's
   int64_t nodes = 0;
+  int64_t work = 0;  // estimated multiply-adds (for the time left)
 };
 
 // Layer i's quantized subgraph in `q`: the nodes from T back to the float
@@ -131,6 +132,36 @@ const ValueInfo* find_value_info(const Graph& g, const std::string& name) {
     if (o.name == name) return &o;
   }
   return nullptr;
+}
+
+// Multiply-adds of a node, roughly: its first output's size (from the
+// shapes inference found; 1 when unknown), times the reduction length of a
+// Conv/Gemm/MatMul weight found among the initializers (under its own name,
+// its quantized "/q" name or the replacement's "#other" name).
+int64_t node_work(const Node& n, const Graph& g) {
+  int64_t out = 1;
+  if (!n.outputs.empty()) {
+    auto vi = g.value_info.find(n.outputs[0]);
+    if (vi != g.value_info.end() && vi->second.type.has_shape) {
+      for (const Dim& d : vi->second.type.dims) out *= d.known() && d.value > 0 ? d.value : 1;
+    }
+  }
+  if ((n.op_type != "Conv" && n.op_type != "Gemm" && n.op_type != "MatMul") || n.inputs.size() < 2) return out;
+  for (const std::string& name : {n.inputs[1], n.inputs[1] + "/q", n.inputs[1] + "#other"}) {
+    auto w = g.initializers.find(name);
+    if (w == g.initializers.end() || w->second.rank() < 2) continue;
+    const Tensor& t = w->second;
+    int64_t k = 1;
+    if (n.op_type == "Conv") {
+      k = t.dim(0) > 0 ? t.numel() / t.dim(0) : 1;
+    } else if (n.op_type == "Gemm") {
+      k = n.attr_int("transB", 0) ? t.dim(1) : t.dim(0);
+    } else {
+      k = t.dim(t.rank() - 2);
+    }
+    return out * std::max<int64_t>(1, k);
+  }
+  return out;
 }
 
 // See the header comment. `other` holds the replacement's initializers and
@@ -256,6 +287,7 @@ std::optional<Partial> build_partial(const Model& base, const Index& bi, const M
       if (const ValueInfo* vi = type_of(o)) m.graph.value_info[o] = ValueInfo{o, vi->type};
     }
   }
+  for (const Node& n : m.graph.nodes) p.work += node_work(n, m.graph);
   const ValueInfo* vo = type_of(output);
   m.graph.outputs.push_back(ValueInfo{output, vo ? vo->type : TypeInfo{}});
   return p;
@@ -435,11 +467,11 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
 
   int64_t budget = options.cache_bytes;
   if (budget <= 0) budget = std::min<int64_t>(int64_t{4} << 30, memory_budget_bytes() / 4);
-  // Work per layer and sample, for the estimate: the nodes it runs.
+  // Work per layer and sample, for the estimate: the multiply-adds it runs.
   int64_t work_per_sample = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (only[i] && only[i]->affects_output) work_per_sample += only[i]->nodes;
-    if (all_but[i] && all_but[i]->affects_output) work_per_sample += all_but[i]->nodes;
+    if (only[i] && only[i]->affects_output) work_per_sample += only[i]->work;
+    if (all_but[i] && all_but[i]->affects_output) work_per_sample += all_but[i]->work;
   }
   const int64_t total_work = total_samples >= 0 ? work_per_sample * total_samples : -1;
   int64_t done_work = 0;
@@ -579,7 +611,7 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
           if (y.size() != s.reference.size()) fail("layer \"" + ls.layer.node + "\": the output changed size");
           scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), classifier, s.label);
           if (custom && pass == 0) layer_outputs[i].push_back(y);
-          done_work += p.nodes;
+          done_work += p.work;
           if (options.progress) {
             SensitivityProgress pr;
             pr.done = done_work;
