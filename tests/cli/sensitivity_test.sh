@@ -95,6 +95,12 @@ rep = json.load(open("t1.json"))
 assert sorted(rep["kept_fp32"]) == sorted(steps[-1]["kept_fp32"]), rep["kept_fp32"]
 PY
 expect_ok "the model written runs" "top-1 agreement" "$KVANT" eval model.onnx t1.onnx --data calib --labels labels.npy
+if command -v node >/dev/null && [[ -d "$ROOT/node_modules/onnxruntime-node" ]]; then
+  node "$ROOT/scripts/ort_run.js" t1.onnx --input calib/fashion_mnist_0.npy --output-dir ort >ort.txt 2>&1 &&
+    [[ -n "$(ls ort/*.npy 2>/dev/null)" ]] && pass || fail "t1.onnx does not run in ONNX Runtime: $(cat ort.txt)"
+else
+  echo "note: ONNX Runtime (node_modules/onnxruntime-node) missing: t1.onnx not run in it"
+fi
 
 "$KVANT" "${Q[@]}" -o t2.onnx --accuracy-target 200 --report t2.json >out.txt 2>err.txt
 rc=$?
