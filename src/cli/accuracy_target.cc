@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <sstream>
 
 #include "cli/sensitivity_cli.h"
 #include "kvant/status.h"
@@ -26,7 +27,8 @@ struct Reference {
 // Runs `model` over the evaluation set; `ref` null: this is the FP32 model,
 // whose outputs are recorded in `record`.
 OutputScores measure(const Model& model, SampleSource& data, const std::string& output, const TargetOptions& o,
-                     const Reference* ref, Reference* record, double* ms_per_sample) {
+                     const Reference* ref, Reference* record, double* ms_per_sample,
+                     std::vector<std::vector<float>>* outputs) {
   auto copy = std::make_unique<Model>(model);
   std::unique_ptr<ReferenceExecutor> reference;
   std::unique_ptr<CompiledModel> compiled;
@@ -53,6 +55,7 @@ OutputScores measure(const Model& model, SampleSource& data, const std::string& 
     auto it = out.find(output);
     if (it == out.end() || !is_float(it->second.dtype())) fail("output \"" + output + "\" is missing or not float");
     std::vector<float> y = it->second.to_float_vector();
+    if (outputs) outputs->push_back(y);
     if (record) {
       const bool classifier = is_classifier_output(it->second);
       const int64_t label = n < record->labels.size() ? record->labels[n] : -1;
@@ -90,6 +93,13 @@ std::string join(const std::vector<std::string>& names) {
 
 }  // namespace
 
+std::string format_target_value(const TargetOptions& o, double value) {
+  if (!o.custom) return format_metric(o.metric, value);
+  std::ostringstream s;
+  s << value;
+  return s.str();
+}
+
 TargetSearch search_accuracy_target(const Model& fp32, Model first, const QuantizeSummary& first_summary,
                                     const QuantizeWith& quantize, EvalData& eval, const TargetOptions& o,
                                     std::ostream& log) {
@@ -99,12 +109,15 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
   Reference ref;
   ref.labels = eval.labels;
   double ms = 0;
-  s.fp32 = measure(fp32, *eval.source, output, o, nullptr, &ref, &ms);
+  std::vector<std::vector<float>> outputs;
+  std::vector<std::vector<float>>* keep = o.custom ? &outputs : nullptr;
+  s.fp32 = measure(fp32, *eval.source, output, o, nullptr, &ref, &ms, keep);
+  s.fp32_value = o.custom ? o.custom(outputs, "fp32") : s.fp32.value(o.metric);
   if (needs_classifier(o.metric) && s.fp32.classifier_rows != s.fp32.samples) {
     fail(std::string("--metric ") + task_metric_name(o.metric) +
          " needs one row of class scores per sample; output \"" + output + "\" is not (use --metric sqnr or mse)");
   }
-  const bool higher = higher_is_better(o.metric);
+  const bool higher = o.custom ? o.custom_higher_is_better : higher_is_better(o.metric);
   switch (o.metric) {
     case TaskMetric::kTop1:
     case TaskMetric::kTop5: s.threshold = s.fp32.value(o.metric) - o.drop / 100; break;
@@ -112,10 +125,11 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     case TaskMetric::kSqnr:
     case TaskMetric::kMse: s.threshold = o.drop; break;
   }
+  if (o.custom) s.threshold = higher ? s.fp32_value - o.drop : s.fp32_value + o.drop;
   // Shares are counts over n samples: compare with a tolerance far below 1/n.
   auto meets = [&](double v) { return higher ? v >= s.threshold - 1e-9 : v <= s.threshold + 1e-12; };
-  log << "accuracy target: " << task_metric_name(o.metric) << (higher ? " >= " : " <= ")
-      << format_metric(o.metric, s.threshold) << " (FP32 " << format_metric(o.metric, s.fp32.value(o.metric)) << ", "
+  log << "accuracy target: " << (o.custom ? "--metric-cmd" : task_metric_name(o.metric)) << (higher ? " >= " : " <= ")
+      << format_target_value(o, s.threshold) << " (FP32 " << format_target_value(o, s.fp32_value) << ", "
       << s.fp32.samples << " samples)\n";
   std::vector<std::vector<std::string>> rows = {
       {"step", "kept FP32", "moved to FP32", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
@@ -123,14 +137,16 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     FrontierStep step;
     step.kept = std::move(kept);
     step.bytes = serialized_bytes(model);
-    step.scores = measure(model, *eval.source, output, o, &ref, nullptr, &step.ms_per_sample);
-    step.meets = meets(step.scores.value(o.metric));
+    outputs.clear();
+    step.scores = measure(model, *eval.source, output, o, &ref, nullptr, &step.ms_per_sample, keep);
+    step.value = o.custom ? o.custom(outputs, "step " + std::to_string(s.steps.size())) : step.scores.value(o.metric);
+    step.meets = meets(step.value);
     const size_t index = s.steps.size();
     log << "  step " << index << ": " << step.kept.size() << " kept FP32"
-        << (step.kept.empty() ? "" : " (+" + step.kept.back() + ")") << ", "
-        << format_metric(o.metric, step.scores.value(o.metric)) << (step.meets ? ": met\n" : "\n");
-    const double best = s.steps.empty() ? 0 : s.steps[s.chosen].scores.value(o.metric);
-    const double v = step.scores.value(o.metric);
+        << (step.kept.empty() ? "" : " (+" + step.kept.back() + ")") << ", " << format_target_value(o, step.value)
+        << (step.meets ? ": met\n" : "\n");
+    const double best = s.steps.empty() ? 0 : s.steps[s.chosen].value;
+    const double v = step.value;
     if (s.steps.empty() || step.meets || (higher ? v > best : v < best)) {
       s.chosen = index;
       s.model = std::move(model);
@@ -152,6 +168,8 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
   so.threads = o.threads;
   so.max_samples = o.limit;
   so.progress = progress_printer("sensitivity");
+  so.custom_metric = o.custom;
+  so.custom_higher_is_better = o.custom_higher_is_better;
   const SensitivityResult r = analyze_sensitivity(fp32, s.model, layers, *eval.source, eval.labels, so);
   for (const LayerSensitivity& ls : r.layers) {
     if (ls.measured) s.ranking.push_back(ls.layer.node);
@@ -172,8 +190,7 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     std::snprintf(ms_text, sizeof ms_text, "%.2f", st.ms_per_sample);
     rows.push_back({std::to_string(i) + (i == s.chosen ? " *" : ""), std::to_string(st.kept.size()),
                     st.kept.empty() ? std::string("-") : st.kept.back(), std::to_string(st.bytes) + " B",
-                    format_metric(o.metric, st.scores.value(o.metric)),
-                    format_metric(TaskMetric::kSqnr, st.scores.sqnr_db()), ms_text});
+                    format_target_value(o, st.value), format_metric(TaskMetric::kSqnr, st.scores.sqnr_db()), ms_text});
   }
   log << "frontier (* written):\n";
   print_table(log, rows);
@@ -182,11 +199,12 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
 
 Json target_json(const TargetSearch& s, const TargetOptions& o) {
   Json j = Json::object();
-  j.set("metric", task_metric_name(o.metric));
+  j.set("metric", o.custom ? "metric-cmd" : task_metric_name(o.metric));
   j.set("drop", o.drop);
   j.set("threshold", s.threshold);
   j.set("met", s.met);
   j.set("fp32", scores_json(s.fp32, o.metric));
+  j.set("fp32_value", s.fp32_value);
   j.set("chosen_step", static_cast<int64_t>(s.chosen));
   Json ranking = Json::array();
   for (const auto& n : s.ranking) ranking.push(n);
@@ -200,7 +218,7 @@ Json target_json(const TargetSearch& s, const TargetOptions& o) {
     for (const auto& n : st.kept) kept.push(n);
     x.set("kept_fp32", kept);
     x.set("bytes", st.bytes);
-    x.set("metric", st.scores.value(o.metric));
+    x.set("metric", st.value);
     x.set("scores", scores_json(st.scores, o.metric));
     x.set("ms_per_sample", st.ms_per_sample);
     x.set("meets", st.meets);

@@ -36,12 +36,17 @@ struct TargetOptions {
   bool reference = false;
   int threads = 1;
   int64_t limit = -1;
+  // --metric-cmd (cli/metric_cmd.h): steers instead of `metric`; the target
+  // is then FP32's value minus DROP (custom_higher_is_better) or plus DROP.
+  std::function<double(const std::vector<std::vector<float>>&, const std::string&)> custom;
+  bool custom_higher_is_better = true;
 };
 
 struct FrontierStep {
   std::vector<std::string> kept;  // layers kept in FP32 at this step
   int64_t bytes = 0;              // the serialized model
   OutputScores scores;
+  double value = 0;          // the metric steered by (scores.value(metric), or --metric-cmd's number)
   double ms_per_sample = 0;  // compiled (or reference) run time, mean over the evaluation set
   bool meets = false;
 };
@@ -51,11 +56,15 @@ struct TargetSearch {
   size_t chosen = 0;  // the step written
   double threshold = 0;
   OutputScores fp32;
+  double fp32_value = 0;
   std::vector<FrontierStep> steps;
   std::vector<std::string> ranking;  // most sensitive first (empty when step 0 met the target)
   Model model;                       // the chosen step's
   QuantizeSummary summary;
 };
+
+// A steered value as text: format_metric's, or --metric-cmd's number.
+std::string format_target_value(const TargetOptions& options, double value);
 
 // Quantizes with these extra nodes kept FP32 (on top of the user's --exclude).
 using QuantizeWith = std::function<Model(const std::vector<std::string>& keep_fp32, QuantizeSummary* summary)>;

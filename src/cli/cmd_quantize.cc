@@ -23,6 +23,7 @@
 #include "cli/accuracy_target.h"
 #include "cli/cli_common.h"
 #include "cli/json.h"
+#include "cli/metric_cmd.h"
 #include "cli/quant_report.h"
 #include "cli/sensitivity_cli.h"
 #include "cli/speed_check.h"
@@ -67,6 +68,8 @@ struct QuantizeArgs {
   std::string eval;
   std::string labels;
   std::string metric;
+  std::string metric_cmd;
+  std::string metric_better = "higher";
   std::set<std::string> given;  // the options given on the command line
 };
 
@@ -143,7 +146,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
   if (a.given.count("--percentile") && a.calibrator != "percentile") {
     fail("--percentile applies to --calibrator percentile only");
   }
-  for (const char* option : {"--eval", "--labels", "--metric"}) {
+  for (const char* option : {"--eval", "--labels", "--metric", "--metric-cmd", "--metric-better"}) {
     if (a.given.count(option) && !a.given.count("--accuracy-target")) {
       fail(std::string(option) + " applies only with --accuracy-target DROP");
     }
@@ -223,6 +226,13 @@ int quantize_command(const QuantizeArgs& a) {
                                      : parse_task_metric(a.metric);
     if (needs_labels(target.metric) && eval->labels.empty()) {
       fail(std::string("--metric ") + task_metric_name(target.metric) + " needs labels: --labels FILE");
+    }
+    if (!a.metric_cmd.empty()) {
+      if (a.metric_better != "higher" && a.metric_better != "lower") {
+        fail("--metric-better must be higher or lower, got \"" + a.metric_better + "\"");
+      }
+      target.custom = metric_command(a.metric_cmd);
+      target.custom_higher_is_better = a.metric_better == "higher";
     }
     target.drop = a.accuracy_target;
     if (!(target.drop >= 0)) fail("--accuracy-target must be >= 0");
@@ -321,10 +331,10 @@ int quantize_command(const QuantizeArgs& a) {
   }
   if (search && !search->met) {  // the closest model is written; the exit status says it missed
     std::cerr << "kvant: error: --accuracy-target " << a.accuracy_target << " not met: no mix of FP32 and "
-              << "quantized layers reached " << task_metric_name(target.metric) << " "
-              << format_metric(target.metric, search->threshold) << "; wrote the closest (step " << search->chosen
-              << ": " << format_metric(target.metric, search->steps[search->chosen].scores.value(target.metric))
-              << ") to " << a.output << "\n";
+              << "quantized layers reached " << (target.custom ? "--metric-cmd" : task_metric_name(target.metric))
+              << " " << format_target_value(target, search->threshold) << "; wrote the closest (step " << search->chosen
+              << ": " << format_target_value(target, search->steps[search->chosen].value) << ") to " << a.output
+              << "\n";
     return 2;
   }
   return 0;
@@ -386,6 +396,9 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--eval", a->eval, "--accuracy-target: evaluation data");
   cmd->add_option("--labels", a->labels, "--accuracy-target: class labels of the evaluation data");
   cmd->add_option("--metric", a->metric, "--accuracy-target: top1, top5, agreement, sqnr or mse");
+  cmd->add_option("--metric-cmd", a->metric_cmd,
+                  "--accuracy-target: your own metric (see 'kvant help sensitivity'); DROP is then in its units");
+  cmd->add_option("--metric-better", a->metric_better, "--metric-cmd: higher or lower")->capture_default_str();
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");
   return [a, cmd]() {

@@ -114,6 +114,32 @@ else
   /usr/bin/python3 -c "import json; t=json.load(open('t2.json'))['accuracy_target']; assert not t['met'] and len(t['frontier']) == 5, t" &&
     pass || fail "t2.json: $(cat t2.json)"
 fi
+# --metric-cmd steering the search, lower is better: the mean absolute difference from
+# the FP32 outputs (the first variant scored is FP32's; the script keeps it).
+cat >mad.py <<'PY'
+import os, sys, numpy as np
+a = np.load(sys.argv[1])
+if not os.path.exists("fp32_out.npy"):
+    np.save("fp32_out.npy", a)
+print("scored", a.shape)
+print(float(np.abs(a - np.load("fp32_out.npy")).mean()))
+PY
+QC=(quantize model.onnx --calib calib --eval calib --metric-cmd "/usr/bin/python3 mad.py {outputs}" --metric-better lower
+  --no-speed-check --report-samples 0 -f)
+rm -f fp32_out.npy
+expect_ok "--metric-cmd target met at step 0" "step 0: 0 kept FP32" "$KVANT" "${QC[@]}" -o m0.onnx --accuracy-target 1 --report m0.json
+plain=$(/usr/bin/python3 -c "import json; print(json.load(open('m0.json'))['accuracy_target']['frontier'][0]['metric'])")
+tight=$(/usr/bin/python3 -c "print($plain * 0.9)")
+rm -f fp32_out.npy
+expect_ok "--metric-cmd tight target" ": met" "$KVANT" "${QC[@]}" -o m1.onnx --accuracy-target "$tight" --report m1.json
+/usr/bin/python3 - "$tight" <<'PY' && pass || fail "m1.json: $(cat m1.json)"
+import json, sys
+t = json.load(open("m1.json"))["accuracy_target"]
+steps = t["frontier"]
+assert t["metric"] == "metric-cmd" and t["fp32_value"] == 0 and t["met"], t
+assert len(steps) >= 2 and steps[-1]["metric"] <= float(sys.argv[1]) < steps[0]["metric"], steps
+PY
+
 expect_error "--eval without --accuracy-target" "applies only with --accuracy-target" \
   "$KVANT" quantize model.onnx -o x.onnx --calib calib --eval calib
 expect_error "--accuracy-target without --eval" "needs evaluation data" \
