@@ -132,10 +132,13 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
       << format_target_value(o, s.threshold) << " (FP32 " << format_target_value(o, s.fp32_value) << ", "
       << s.fp32.samples << " samples)\n";
   std::vector<std::vector<std::string>> rows = {
-      {"step", "kept FP32", "moved to FP32", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
-  auto walk = [&](Model model, const QuantizeSummary& summary, std::vector<std::string> kept) {
+      {"step", "kept FP32", "INT8", "moved", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
+  auto walk = [&](Model model, const QuantizeSummary& summary, std::vector<std::string> kept,
+                  std::vector<std::string> int8, std::string moved) {
     FrontierStep step;
     step.kept = std::move(kept);
+    step.int8 = std::move(int8);
+    step.moved = std::move(moved);
     step.bytes = serialized_bytes(model);
     outputs.clear();
     step.scores = measure(model, *eval.source, output, o, &ref, nullptr, &step.ms_per_sample, keep);
@@ -143,7 +146,8 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     step.meets = meets(step.value);
     const size_t index = s.steps.size();
     log << "  step " << index << ": " << step.kept.size() << " kept FP32"
-        << (step.kept.empty() ? "" : " (+" + step.kept.back() + ")") << ", " << format_target_value(o, step.value)
+        << (o.int8_ladder ? ", " + std::to_string(step.int8.size()) + " INT8" : std::string())
+        << (step.moved.empty() ? "" : " (" + step.moved + ")") << ", " << format_target_value(o, step.value)
         << (step.meets ? ": met\n" : "\n");
     const double best = s.steps.empty() ? 0 : s.steps[s.chosen].value;
     const double v = step.value;
@@ -155,7 +159,7 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     s.steps.push_back(std::move(step));
     return s.steps.back().meets;
   };
-  if (walk(std::move(first), first_summary, {})) {
+  if (walk(std::move(first), first_summary, {}, {}, "")) {
     s.met = true;
     return s;
   }
@@ -175,22 +179,33 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     if (ls.measured) s.ranking.push_back(ls.layer.node);
   }
   log << "  ranking (most sensitive first): " << join(s.ranking) << "\n";
-  for (size_t k = 1; k < layers.size() && k <= s.ranking.size(); ++k) {
-    std::vector<std::string> kept(s.ranking.begin(), s.ranking.begin() + static_cast<std::ptrdiff_t>(k));
-    QuantizeSummary summary;
-    Model model = quantize(kept, &summary);
-    if (walk(std::move(model), summary, kept)) {
-      s.met = true;
-      break;
+  auto first_k = [&](size_t k) {
+    return std::vector<std::string>(s.ranking.begin(), s.ranking.begin() + static_cast<std::ptrdiff_t>(k));
+  };
+  const size_t n = s.ranking.size();
+  if (o.int8_ladder) {  // INT4 -> INT8 first, every layer
+    for (size_t k = 1; k <= n && !s.met; ++k) {
+      QuantizeSummary summary;
+      Model model = quantize({}, first_k(k), &summary);
+      s.met = walk(std::move(model), summary, {}, first_k(k), s.ranking[k - 1] + " -> INT8");
     }
+  }
+  for (size_t k = 1; k < layers.size() && k <= n && !s.met; ++k) {
+    std::vector<std::string> kept = first_k(k);
+    std::vector<std::string> int8;
+    if (o.int8_ladder) int8.assign(s.ranking.begin() + static_cast<std::ptrdiff_t>(k), s.ranking.end());
+    QuantizeSummary summary;
+    Model model = quantize(kept, int8, &summary);
+    s.met = walk(std::move(model), summary, kept, int8, s.ranking[k - 1] + " -> FP32");
   }
   for (size_t i = 0; i < s.steps.size(); ++i) {
     const FrontierStep& st = s.steps[i];
     char ms_text[32];
     std::snprintf(ms_text, sizeof ms_text, "%.2f", st.ms_per_sample);
     rows.push_back({std::to_string(i) + (i == s.chosen ? " *" : ""), std::to_string(st.kept.size()),
-                    st.kept.empty() ? std::string("-") : st.kept.back(), std::to_string(st.bytes) + " B",
-                    format_target_value(o, st.value), format_metric(TaskMetric::kSqnr, st.scores.sqnr_db()), ms_text});
+                    std::to_string(st.int8.size()), st.moved.empty() ? std::string("-") : st.moved,
+                    std::to_string(st.bytes) + " B", format_target_value(o, st.value),
+                    format_metric(TaskMetric::kSqnr, st.scores.sqnr_db()), ms_text});
   }
   log << "frontier (* written):\n";
   print_table(log, rows);
@@ -217,6 +232,10 @@ Json target_json(const TargetSearch& s, const TargetOptions& o) {
     Json kept = Json::array();
     for (const auto& n : st.kept) kept.push(n);
     x.set("kept_fp32", kept);
+    Json int8 = Json::array();
+    for (const auto& name : st.int8) int8.push(name);
+    x.set("int8", int8);
+    x.set("moved", st.moved);
     x.set("bytes", st.bytes);
     x.set("metric", st.value);
     x.set("scores", scores_json(st.scores, o.metric));

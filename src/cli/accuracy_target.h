@@ -6,6 +6,9 @@
 //      (quant/sensitivity.h, on the fully quantized model), then keep the
 //      k most sensitive in FP32 (the --exclude mechanism: the model is
 //      quantized again, calibration included) for k = 1, 2, ... and measure.
+//      With weight-only INT4 (int8_ladder) a layer first moves up to INT8:
+//      the k most sensitive at INT8 for k = 1 .. all, then (the rest at
+//      INT8) the k most sensitive in FP32.
 //   3. Stop at the first k that meets the target. Keeping every layer FP32
 //      is not quantizing: if the mix with one layer still quantized misses
 //      too, the target is not met, and the best model walked is written.
@@ -40,10 +43,13 @@ struct TargetOptions {
   // is then FP32's value minus DROP (custom_higher_is_better) or plus DROP.
   std::function<double(const std::vector<std::vector<float>>&, const std::string&)> custom;
   bool custom_higher_is_better = true;
+  bool int8_ladder = false;  // weight-only INT4: INT4 -> INT8 -> FP32
 };
 
 struct FrontierStep {
   std::vector<std::string> kept;  // layers kept in FP32 at this step
+  std::vector<std::string> int8;  // layers moved up to INT8 (int8_ladder)
+  std::string moved;              // what this step changed, e.g. "conv1 -> FP32"
   int64_t bytes = 0;              // the serialized model
   OutputScores scores;
   double value = 0;          // the metric steered by (scores.value(metric), or --metric-cmd's number)
@@ -66,8 +72,10 @@ struct TargetSearch {
 // A steered value as text: format_metric's, or --metric-cmd's number.
 std::string format_target_value(const TargetOptions& options, double value);
 
-// Quantizes with these extra nodes kept FP32 (on top of the user's --exclude).
-using QuantizeWith = std::function<Model(const std::vector<std::string>& keep_fp32, QuantizeSummary* summary)>;
+// Quantizes with these extra nodes kept FP32 (on top of the user's --exclude)
+// and these at INT8 weights (int8_ladder only).
+using QuantizeWith = std::function<Model(const std::vector<std::string>& keep_fp32,
+                                         const std::vector<std::string>& int8, QuantizeSummary* summary)>;
 
 // `first`: the fully quantized model (step 0), `first_summary` its summary.
 // Prints the frontier to `log` as it walks.

@@ -114,6 +114,26 @@ else
   /usr/bin/python3 -c "import json; t=json.load(open('t2.json'))['accuracy_target']; assert not t['met'] and len(t['frontier']) == 5, t" &&
     pass || fail "t2.json: $(cat t2.json)"
 fi
+# Weight-only INT4: layers move INT4 -> INT8 first, then FP32.
+QW=(quantize model.onnx --mode weight-only --bits 4 --group-size 32 --eval calib --metric sqnr --no-speed-check -f)
+expect_ok "INT4 loose target" "step 0: 0 kept FP32, 0 INT8" "$KVANT" "${QW[@]}" -o w0.onnx --accuracy-target 1 --report w0.json
+plain=$(/usr/bin/python3 -c "import json; print(json.load(open('w0.json'))['accuracy_target']['frontier'][0]['metric'])")
+tight=$(/usr/bin/python3 -c "print(round($plain + 5.0, 3))")
+expect_ok "INT4 tight target ($tight dB; plain INT4 $plain dB)" ": met" "$KVANT" "${QW[@]}" -o w1.onnx --accuracy-target "$tight" --report w1.json
+/usr/bin/python3 - "$tight" <<'PY' && pass || fail "w1.json: $(cat w1.json)"
+import json, sys
+t = json.load(open("w1.json"))["accuracy_target"]
+steps = t["frontier"]
+assert t["met"] and len(steps) >= 2 and steps[-1]["metric"] >= float(sys.argv[1]), steps
+assert steps[1]["moved"].endswith("-> INT8") and steps[1]["int8"] == t["ranking"][:1] and steps[1]["kept_fp32"] == [], steps[1]
+assert steps[-1]["bytes"] > steps[0]["bytes"], steps
+PY
+expect_ok "the INT4/INT8 mix runs" "output SQNR" "$KVANT" eval model.onnx w1.onnx --data calib
+if command -v node >/dev/null && [[ -d "$ROOT/node_modules/onnxruntime-node" ]]; then
+  node "$ROOT/scripts/ort_run.js" w1.onnx --input calib/fashion_mnist_0.npy --output-dir ortw >ort.txt 2>&1 &&
+    [[ -n "$(ls ortw/*.npy 2>/dev/null)" ]] && pass || fail "w1.onnx does not run in ONNX Runtime: $(cat ort.txt)"
+fi
+
 # --metric-cmd steering the search, lower is better: the mean absolute difference from
 # the FP32 outputs (the first variant scored is FP32's; the script keeps it).
 cat >mad.py <<'PY'
