@@ -1,9 +1,11 @@
 // The accuracy-target search (accuracy_target.h has the algorithm).
 #include "cli/accuracy_target.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "cli/sensitivity_cli.h"
@@ -98,6 +100,50 @@ std::string format_target_value(const TargetOptions& o, double value) {
   std::ostringstream s;
   s << value;
   return s.str();
+}
+
+Model quantize_mix(const Model& fp32, SampleSource* calibration, const QuantizeOptions& options, int bits,
+                   const std::vector<std::string>& keep, const std::vector<std::string>& int8, QuantizeSummary* sum) {
+  QuantizeOptions o = options;
+  o.exclude.insert(o.exclude.end(), keep.begin(), keep.end());
+  o.progress = nullptr;
+  if (o.mode == QuantMode::kStatic) return quantize_static(fp32, *calibration, o, sum);
+  // INT4 for all but `keep` and `int8`; the `int8` layers' weight DequantizeLinear
+  // (and what it reads) taken from an 8-bit quantization of those layers alone.
+  QuantizeOptions all = o;
+  all.exclude.insert(all.exclude.end(), int8.begin(), int8.end());
+  if (int8.empty()) return quantize_weight_only(fp32, bits, all, sum);
+  const std::set<std::string> up(int8.begin(), int8.end());
+  QuantizeOptions only = o;
+  bool int4_left = false;  // a layer the INT4 pass would still quantize
+  for (const Node& n : fp32.graph.nodes) {
+    static const std::set<std::string> kWeighted = {"Conv", "Gemm", "MatMul", "LSTM", "GRU", "RNN"};
+    if (!kWeighted.count(n.op_type) || up.count(n.name)) continue;
+    const bool excluded = std::find(o.exclude.begin(), o.exclude.end(), n.name) != o.exclude.end();
+    int4_left = int4_left || !excluded;
+    if (!excluded && !n.name.empty()) only.exclude.push_back(n.name);
+  }
+  QuantizeSummary second;
+  const Model m8 = quantize_weight_only(fp32, 8, only, &second);
+  if (!int4_left) {
+    *sum = second;
+    return m8;
+  }
+  Model m = quantize_weight_only(fp32, bits, all, sum);
+  std::vector<Node> dqs;
+  for (const Node& n : m8.graph.nodes) {
+    if (n.op_type != "DequantizeLinear" || n.outputs.empty() || !m.graph.initializers.count(n.outputs[0])) continue;
+    m.graph.initializers.erase(n.outputs[0]);
+    for (const auto& in : n.inputs) {
+      if (!in.empty()) m.graph.initializers[in] = m8.graph.initializers.at(in);
+    }
+    dqs.push_back(n);
+  }
+  m.graph.nodes.insert(m.graph.nodes.begin(), dqs.begin(), dqs.end());
+  sum->quantized_nodes += static_cast<int64_t>(dqs.size());
+  sum->layer_outputs.insert(sum->layer_outputs.end(), second.layer_outputs.begin(), second.layer_outputs.end());
+  std::erase_if(sum->kept_fp32, [&](const std::string& name) { return up.count(name) != 0; });
+  return m;
 }
 
 TargetSearch search_accuracy_target(const Model& fp32, Model first, const QuantizeSummary& first_summary,

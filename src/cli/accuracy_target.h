@@ -77,6 +77,14 @@ std::string format_target_value(const TargetOptions& options, double value);
 using QuantizeWith = std::function<Model(const std::vector<std::string>& keep_fp32,
                                          const std::vector<std::string>& int8, QuantizeSummary* summary)>;
 
+// The mix a step quantizes: `options`' mode (static calibrated on
+// `calibration`, or weight-only at `bits`) with `keep` also excluded; for
+// weight-only, the `int8` layers get 8-bit weights (their DequantizeLinear
+// from an 8-bit quantization of those layers alone), the rest `bits`.
+Model quantize_mix(const Model& fp32, SampleSource* calibration, const QuantizeOptions& options, int bits,
+                   const std::vector<std::string>& keep, const std::vector<std::string>& int8,
+                   QuantizeSummary* summary);
+
 // `first`: the fully quantized model (step 0), `first_summary` its summary.
 // Prints the frontier to `log` as it walks.
 TargetSearch search_accuracy_target(const Model& fp32, Model first, const QuantizeSummary& first_summary,
