@@ -178,6 +178,49 @@ TEST(Sensitivity, ChunksGiveTheSameSums) {
   }
 }
 
+// A layer that does not reach the scored output costs nothing there; the
+// other output can be scored instead.
+TEST(Sensitivity, LayerOffTheScoredOutput) {
+  Model fp32 = network();
+  std::mt19937 rng(9);
+  fp32.graph.initializers["WA"] = uniform({2, 4, 1, 1}, rng, -0.5f, 0.5f);
+  fp32.graph.initializers["BA"] = uniform({2}, rng, -0.1f, 0.1f);
+  // aux reads a value of its own (a quantized input is read quantized by all its readers).
+  fp32.graph.nodes.push_back(make_node("sig", "Sigmoid", {"x"}, {"xs"}));
+  fp32.graph.nodes.push_back(conv("aux", "xs", "WA", "BA", "z", 1));
+  fp32.graph.outputs.push_back({"z", {DType::kFloat32, true, {{1, ""}, {2, ""}, {8, ""}, {8, ""}}}});
+  VectorSource calib = samples(8, 1);
+  QuantizeSummary summary;
+  const Model q = quantize_static(fp32, calib, QuantizeOptions{}, &summary);
+  const auto layers = quantized_layers(fp32, q);
+  ASSERT_EQ(layers.size(), 6u);
+  SensitivityOptions options;
+  options.metric = TaskMetric::kSqnr;
+  options.reference = true;
+  VectorSource eval = samples(5, 2);
+  const SensitivityResult on_y = analyze_sensitivity(fp32, q, layers, eval, {}, options);
+  options.output = "z";
+  const SensitivityResult on_z = analyze_sensitivity(fp32, q, layers, eval, {}, options);
+  for (const LayerSensitivity& ls : on_y.layers) {
+    SCOPED_TRACE(ls.layer.node);
+    ASSERT_TRUE(ls.measured);
+    if (ls.layer.node == "aux") {
+      EXPECT_EQ(ls.only.noise, 0);  // the output y is FP32's
+    } else {
+      EXPECT_GT(ls.only.noise, 0);
+    }
+  }
+  for (const LayerSensitivity& ls : on_z.layers) {
+    SCOPED_TRACE(ls.layer.node);
+    // c1 and side quantize the graph input x, and the QDQ model re-points
+    // every reader of x to its Q/DQ (qdq.h), the Sigmoid before aux too.
+    const bool reaches = ls.layer.node == "aux" || ls.layer.node == "c1" || ls.layer.node == "side";
+    EXPECT_EQ(ls.only.noise > 0, reaches);
+  }
+  options.output = "nope";
+  EXPECT_THROW(analyze_sensitivity(fp32, q, layers, eval, {}, options), Error);
+}
+
 // Weight-only INT4 (kvant sensitivity --bits 4): the layer is its weight's
 // DequantizeLinear and the op; the same equality with a separate quantization.
 TEST(Sensitivity, WeightOnlyInt4EqualsBruteForce) {
