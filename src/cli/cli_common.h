@@ -87,5 +87,6 @@ CommandFn add_run_command(CLI::App& app);
 CommandFn add_bench_command(CLI::App& app);
 CommandFn add_quantize_command(CLI::App& app);
 CommandFn add_eval_command(CLI::App& app);
+CommandFn add_sensitivity_command(CLI::App& app);
 
 }  // namespace kvant::cli

@@ -19,9 +19,11 @@
 #include <sstream>
 
 #include "cli/cli_common.h"
+#include "cli/eval_data.h"
 #include "cli/json.h"
 #include "cli/quant_report.h"
 #include "io/dataset.h"
+#include "quant/task_metric.h"
 
 namespace kvant::cli {
 
@@ -41,16 +43,11 @@ struct EvalArgs {
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
 
+// Against the first model's outputs (quant/task_metric.h).
 struct Scores {
-  int64_t correct = 0;
-  int64_t agree = 0;             // same top-1 as the first model
-  double signal = 0, noise = 0;  // vs the first model's outputs
-  std::vector<float> last;       // this sample's output, as float
+  OutputScores sums;
+  std::vector<float> last;  // this sample's output, as float
 };
-
-int64_t argmax(const std::vector<float>& v) {
-  return static_cast<int64_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
 
 std::string fixed(double v, int digits) {
   std::ostringstream s;
@@ -92,21 +89,10 @@ int eval_command(const EvalArgs& a) {
     for (const auto& o : models[i].graph.outputs) found = found || o.name == output;
     if (!found) fail(a.models[i] + " has no output named \"" + output + "\"");
   }
-  std::vector<ValueInfo> inputs;
-  for (const auto& in : g0.inputs) {
-    if (!g0.initializers.count(in.name)) inputs.push_back(in);
-  }
-  DatasetOptions dopt;
-  if (!a.preprocess.empty()) dopt.preprocess = parse_preprocess(a.preprocess);
-  dopt.limit = a.limit;
-  std::unique_ptr<SampleSource> data = open_dataset(a.data, inputs, dopt);
-
-  std::string labels_path = a.labels;
-  if (labels_path.empty()) {
-    if (auto sibling = sibling_labels(a.data)) labels_path = *sibling;
-  }
-  std::vector<int64_t> labels;
-  if (!labels_path.empty()) labels = read_labels(labels_path);
+  EvalData eval_data = open_eval_data(a.data, sample_inputs(g0), a.preprocess, a.limit, a.labels);
+  std::unique_ptr<SampleSource>& data = eval_data.source;
+  const std::string& labels_path = eval_data.labels_path;
+  const std::vector<int64_t>& labels = eval_data.labels;
 
   const bool tty = isatty(STDERR_FILENO);
   std::vector<Scores> scores(models.size());
@@ -130,35 +116,30 @@ int eval_command(const EvalArgs& a) {
       // One row of scores per sample: a classifier.
       classifier = classifier && y.rank() >= 1 && y.numel() == y.shape().back() && y.numel() > 1;
     }
+    int64_t label = -1;
     if (classifier) {
       ++classifier_rows;
-      const int64_t top0 = argmax(scores[0].last);
       if (!labels.empty()) {
         if (n >= static_cast<int64_t>(labels.size())) {
           fail("the labels (" + labels_path + ") hold " + std::to_string(labels.size()) +
                " entries, but the data has more samples");
         }
-        const int64_t label = labels[static_cast<size_t>(n)];
+        label = labels[static_cast<size_t>(n)];
         const auto classes = static_cast<int64_t>(scores[0].last.size());
         if (label < 0 || label >= classes) {
           fail("the labels (" + labels_path + "): entry " + std::to_string(n) + " is class " + std::to_string(label) +
                ", but the model scores " + std::to_string(classes) + " classes (0 to " + std::to_string(classes - 1) +
                ")");
         }
-        for (auto& s : scores) s.correct += argmax(s.last) == label;
       }
-      for (size_t m = 1; m < models.size(); ++m) scores[m].agree += argmax(scores[m].last) == top0;
     }
     const auto& x = scores[0].last;
-    for (size_t m = 1; m < models.size(); ++m) {
+    for (size_t m = 0; m < models.size(); ++m) {
       const auto& y = scores[m].last;
       if (x.size() != y.size()) {
         fail(a.models[m] + "'s output differs in size from " + a.models[0] + "'s on sample " + std::to_string(n));
       }
-      for (size_t i = 0; i < x.size(); ++i) {
-        scores[m].signal += static_cast<double>(x[i]) * x[i];
-        scores[m].noise += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
-      }
+      scores[m].sums.add(x.data(), y.data(), static_cast<int64_t>(x.size()), classifier, label);
     }
     ++n;
     // On a terminal only, at most 5 times a second (a slow model took minutes
@@ -204,15 +185,15 @@ int eval_command(const EvalArgs& a) {
     row[1] = format_bytes(bytes);
     if (first_bytes > 0) row[2] = fixed(100.0 * static_cast<double>(bytes) / first_bytes, 1) + "%";
     if (top1) {
-      const double acc = static_cast<double>(scores[m].correct) / static_cast<double>(n);
+      const double acc = static_cast<double>(scores[m].sums.correct1) / static_cast<double>(n);
       if (m == 0) acc0 = acc;
       o.set("top1", acc);
       row[3] = fixed(acc, 4);
       if (m > 0) row[4] = (acc >= acc0 ? "+" : "") + fixed(100 * (acc - acc0), 2) + " points";
     }
     if (m > 0) {
-      const Scores& sc = scores[m];
-      const double sqnr = sc.noise > 0 ? 10 * std::log10(sc.signal / sc.noise) : INFINITY;
+      const OutputScores& sc = scores[m].sums;
+      const double sqnr = sc.sqnr_db();
       o.set("output_sqnr_db", sqnr);
       if (classifier) {
         const double share = static_cast<double>(sc.agree) / static_cast<double>(classifier_rows);

@@ -20,9 +20,12 @@
 #include <set>
 #include <sstream>
 
+#include "cli/accuracy_target.h"
 #include "cli/cli_common.h"
 #include "cli/json.h"
+#include "cli/metric_cmd.h"
 #include "cli/quant_report.h"
+#include "cli/sensitivity_cli.h"
 #include "cli/speed_check.h"
 #include "io/dataset.h"
 #include "io/output_file.h"
@@ -61,6 +64,13 @@ struct QuantizeArgs {
   bool force = false;
   bool allow_nonfinite = false;
   bool no_speed_check = false;
+  // --accuracy-target (cli/accuracy_target.h)
+  double accuracy_target = -1;
+  std::string eval;
+  std::string labels;
+  std::string metric;
+  std::string metric_cmd;
+  std::string metric_better = "higher";
   std::set<std::string> given;  // the options given on the command line
 };
 
@@ -138,8 +148,22 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
   if (a.given.count("--percentile") && a.calibrator != "percentile") {
     fail("--percentile applies to --calibrator percentile only");
   }
+  for (const char* option : {"--eval", "--labels", "--metric", "--metric-cmd", "--metric-better"}) {
+    if (a.given.count(option) && !a.given.count("--accuracy-target")) {
+      fail(std::string(option) + " applies only with --accuracy-target DROP");
+    }
+  }
+  if (a.given.count("--accuracy-target")) {
+    if (a.eval.empty()) fail("--accuracy-target needs evaluation data: --eval DATA");
+    if (mode == M::kDynamic || a.format == "ort") {
+      fail("--accuracy-target applies to --mode static and weight-only (--format qdq)");
+    }
+  }
   for (const char* option : {"--preprocess", "--report-samples", "--samples"}) {
-    if (a.given.count(option) && a.calib.empty()) fail(std::string(option) + " applies only with --calib DATA");
+    const bool eval_uses = std::string(option) == "--preprocess" && !a.eval.empty();  // --accuracy-target's data
+    if (a.given.count(option) && a.calib.empty() && !eval_uses) {
+      fail(std::string(option) + " applies only with --calib DATA");
+    }
   }
 }
 
@@ -203,6 +227,26 @@ int quantize_command(const QuantizeArgs& a) {
     data = open_dataset(a.calib, data_inputs(fp32.graph), dopt);
   }
 
+  std::optional<EvalData> eval;
+  TargetOptions target;
+  if (a.given.count("--accuracy-target")) {  // opened now: bad data is an error before calibration
+    eval = open_eval_data(a.eval, data_inputs(fp32.graph), a.preprocess, -1, a.labels);
+    target.metric = a.metric.empty() ? (eval->labels.empty() ? TaskMetric::kAgreement : TaskMetric::kTop1)
+                                     : parse_task_metric(a.metric);
+    if (needs_labels(target.metric) && eval->labels.empty()) {
+      fail(std::string("--metric ") + task_metric_name(target.metric) + " needs labels: --labels FILE");
+    }
+    if (!a.metric_cmd.empty()) {
+      if (a.metric_better != "higher" && a.metric_better != "lower") {
+        fail("--metric-better must be higher or lower, got \"" + a.metric_better + "\"");
+      }
+      target.custom = metric_command(a.metric_cmd);
+      target.custom_higher_is_better = a.metric_better == "higher";
+    }
+    target.drop = a.accuracy_target;
+    if (!(target.drop >= 0)) fail("--accuracy-target must be >= 0");
+  }
+
   QuantizeSummary summary;
   Model quantized;
   switch (options.mode) {
@@ -216,6 +260,17 @@ int quantize_command(const QuantizeArgs& a) {
       quantized = a.format == "ort" ? quantize_matmul_nbits(fp32, a.bits, options, &summary)
                                     : quantize_weight_only(fp32, a.bits, options, &summary, data.get());
       break;
+  }
+  std::optional<TargetSearch> search;
+  if (eval) {
+    const QuantizeWith quantize_with = [&](const std::vector<std::string>& keep, const std::vector<std::string>& int8,
+                                           QuantizeSummary* sum) {
+      return quantize_mix(fp32, data.get(), options, a.bits, keep, int8, sum);
+    };
+    target.int8_ladder = options.mode == QuantMode::kWeightOnly && a.bits == 4;
+    search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval, target, std::cout);
+    quantized = search->model;
+    summary = search->summary;
   }
   // Operators kvant has no kernel for stay as they are (design decision 24):
   // static calibration lists them itself; the other modes never run the model.
@@ -277,7 +332,19 @@ int quantize_command(const QuantizeArgs& a) {
   (*pending)->commit();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   print_quant_report(std::cout, report);
-  if (!a.report.empty()) write_json_file(a.report, quant_report_json(report));
+  if (!a.report.empty()) {
+    Json j = quant_report_json(report);
+    if (search) j.set("accuracy_target", target_json(*search, target));
+    write_json_file(a.report, j);
+  }
+  if (search && !search->met) {  // the closest model is written; the exit status says it missed
+    std::cerr << "kvant: error: --accuracy-target " << a.accuracy_target << " not met: no mix of FP32 and "
+              << "quantized layers reached " << (target.custom ? "--metric-cmd" : task_metric_name(target.metric))
+              << " " << format_target_value(target, search->threshold) << "; wrote the closest (step " << search->chosen
+              << ": " << format_target_value(target, search->steps[search->chosen].value) << ") to " << a.output
+              << "\n";
+    return 2;
+  }
   return 0;
 }
 
@@ -333,6 +400,16 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");
   cmd->add_flag("--allow-nonfinite", a->allow_nonfinite,
                 "Quantize weights that hold NaN or Inf (NaN becomes the zero point) instead of refusing them");
+  cmd->add_option("--accuracy-target", a->accuracy_target,
+                  "Keep the most sensitive layers in FP32 until the metric on --eval is within DROP of FP32 "
+                  "(points for top1/top5/agreement; minimum dB for sqnr; maximum for mse); exit status 2 if no mix "
+                  "meets it");
+  cmd->add_option("--eval", a->eval, "--accuracy-target: evaluation data");
+  cmd->add_option("--labels", a->labels, "--accuracy-target: class labels of the evaluation data");
+  cmd->add_option("--metric", a->metric, "--accuracy-target: top1, top5, agreement, sqnr or mse");
+  cmd->add_option("--metric-cmd", a->metric_cmd,
+                  "--accuracy-target: your own metric (see 'kvant help sensitivity'); DROP is then in its units");
+  cmd->add_option("--metric-better", a->metric_better, "--metric-cmd: higher or lower")->capture_default_str();
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");
   return [a, cmd]() {

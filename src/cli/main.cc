@@ -5,6 +5,7 @@
 //   kvant bench model.onnx [--shape ...] [--runs R] [--warmup W] [--threads N]
 //   kvant quantize model.onnx -o out.onnx --mode static|dynamic|weight-only [--calib DATA] ...
 //   kvant eval model.onnx [quantized.onnx] --data DATA [--labels LABELS]
+//   kvant sensitivity model.onnx --calib DATA [--eval DATA] [--metric M] [--bits 8|4]
 //   kvant help [COMMAND] | kvant --version
 //
 // Exit status 0 on success. Any error, from the command line or from the
@@ -53,9 +54,10 @@ int run_main(int argc, char** argv) {
   const kvant::cli::CommandFn bench = kvant::cli::add_bench_command(app);
   const kvant::cli::CommandFn quantize = kvant::cli::add_quantize_command(app);
   const kvant::cli::CommandFn eval = kvant::cli::add_eval_command(app);
+  const kvant::cli::CommandFn sensitivity = kvant::cli::add_sensitivity_command(app);
   CLI::App* help = app.add_subcommand("help", "Show help for kvant or one of its commands");
   std::string topic;
-  help->add_option("command", topic, "The command to explain (inspect, run, bench, quantize, eval)");
+  help->add_option("command", topic, "The command to explain (inspect, run, bench, quantize, eval, sensitivity)");
 
   try {
     app.parse(argc, argv);
@@ -81,6 +83,7 @@ int run_main(int argc, char** argv) {
   if (app.got_subcommand("bench")) return bench();
   if (app.got_subcommand("quantize")) return quantize();
   if (app.got_subcommand("eval")) return eval();
+  if (app.got_subcommand("sensitivity")) return sensitivity();
   if (app.got_subcommand("help") && !topic.empty()) {
     // Usage lines read "kvant COMMAND ...", as typed.
     if (topic == "help") {
@@ -93,7 +96,8 @@ int run_main(int argc, char** argv) {
         return 0;
       }
     }
-    return report_error("no command named \"" + topic + "\" (commands: inspect, run, bench, quantize, eval, help)");
+    return report_error("no command named \"" + topic +
+                        "\" (commands: inspect, run, bench, quantize, eval, sensitivity, help)");
   }
   // The whole tool's help, also for a bare 'kvant help' (app.help() would
   // show the selected subcommand's).

@@ -1,0 +1,27 @@
+// Printing shared by `kvant sensitivity` and `kvant quantize
+// --accuracy-target`: metric values, tables, JSON, a progress line.
+#pragma once
+
+#include <functional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "cli/json.h"
+#include "quant/sensitivity.h"
+
+namespace kvant::cli {
+
+// "97.00%" for shares, "31.2 dB" / "exact" for sqnr, "1.23e-04" for mse.
+std::string format_metric(TaskMetric metric, double value);
+// The change from `base`: "-1.50 points", "-3.2 dB", "+1.2e-05".
+std::string format_delta(TaskMetric metric, double value, double base);
+// Columns padded to their widest cell, two spaces apart.
+void print_table(std::ostream& os, const std::vector<std::vector<std::string>>& rows);
+Json scores_json(const OutputScores& scores, TaskMetric metric);
+Json sensitivity_json(const SensitivityResult& result);
+// A progress line on stderr with the time left: on a terminal rewritten in
+// place at most 5 times a second, else a line every 10 s.
+std::function<void(const SensitivityProgress&)> progress_printer(const std::string& what);
+
+}  // namespace kvant::cli

@@ -1,0 +1,86 @@
+// Task metrics (task_metric.h has the definitions).
+#include "quant/task_metric.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kvant/status.h"
+
+namespace kvant {
+
+TaskMetric parse_task_metric(const std::string& name) {
+  if (name == "top1") return TaskMetric::kTop1;
+  if (name == "top5") return TaskMetric::kTop5;
+  if (name == "agreement") return TaskMetric::kAgreement;
+  if (name == "sqnr") return TaskMetric::kSqnr;
+  if (name == "mse") return TaskMetric::kMse;
+  throw Error(ErrorCode::kInvalidArgument, "--metric must be top1, top5, agreement, sqnr or mse, got \"" + name + "\"");
+}
+
+const char* task_metric_name(TaskMetric metric) {
+  switch (metric) {
+    case TaskMetric::kTop1: return "top1";
+    case TaskMetric::kTop5: return "top5";
+    case TaskMetric::kAgreement: return "agreement";
+    case TaskMetric::kSqnr: return "sqnr";
+    case TaskMetric::kMse: return "mse";
+  }
+  return "?";
+}
+
+bool higher_is_better(TaskMetric metric) { return metric != TaskMetric::kMse; }
+bool needs_labels(TaskMetric metric) { return metric == TaskMetric::kTop1 || metric == TaskMetric::kTop5; }
+bool needs_classifier(TaskMetric metric) { return needs_labels(metric) || metric == TaskMetric::kAgreement; }
+
+bool is_classifier_output(const Tensor& y) { return y.rank() >= 1 && y.numel() == y.shape().back() && y.numel() > 1; }
+
+int64_t argmax(const float* v, int64_t n) { return static_cast<int64_t>(std::max_element(v, v + n) - v); }
+
+void OutputScores::add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label) {
+  ++samples;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(ref[i]) - y[i];
+    signal += static_cast<double>(ref[i]) * ref[i];
+    noise += d * d;
+  }
+  elements += n;
+  if (!classifier) return;
+  ++classifier_rows;
+  const int64_t top = argmax(y, n);
+  agree += top == argmax(ref, n);
+  if (label < 0) return;
+  ++labelled_rows;
+  correct1 += top == label;
+  // The label is in the top 5 when fewer than 5 scores rank above it: a
+  // higher score, or an equal one earlier (argmax's first-of-equal rule, so
+  // that top5 >= top1).
+  int64_t above = 0;
+  for (int64_t i = 0; i < n; ++i) above += y[i] > y[label] || (y[i] == y[label] && i < label);
+  correct5 += above < 5;
+}
+
+namespace {
+double share(int64_t a, int64_t b) { return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
+}  // namespace
+
+double OutputScores::top1() const { return share(correct1, labelled_rows); }
+double OutputScores::top5() const { return share(correct5, labelled_rows); }
+double OutputScores::agreement() const { return share(agree, classifier_rows); }
+double OutputScores::sqnr_db() const {
+  return noise > 0 ? 10 * std::log10(signal / noise) : std::numeric_limits<double>::infinity();
+}
+double OutputScores::mse() const { return elements > 0 ? noise / static_cast<double>(elements) : 0.0; }
+
+double OutputScores::value(TaskMetric metric) const {
+  switch (metric) {
+    case TaskMetric::kTop1: return top1();
+    case TaskMetric::kTop5: return top5();
+    case TaskMetric::kAgreement: return agreement();
+    case TaskMetric::kSqnr: return sqnr_db();
+    case TaskMetric::kMse: return mse();
+  }
+  return 0;
+}
+
+}  // namespace kvant
