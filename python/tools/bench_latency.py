@@ -60,7 +60,8 @@ def main():
     print("median of the %d rounds' medians: kvant bench %.3f ms, python %.3f ms, python / bench = %.4f"
           % (a.rounds, b, py, py / b))
     b, py = min(bench_min), min(python_min)
-    print("minimum over all runs:            kvant bench %.3f ms, python %.3f ms, python / bench = %.4f" % (b, py, py / b))
+    print("minimum over all runs:            kvant bench %.3f ms, python %.3f ms, python / bench = %.4f"
+          % (b, py, py / b))
 
 
 if __name__ == "__main__":
