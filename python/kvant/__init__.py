@@ -1,0 +1,328 @@
+"""kvant: quantize ONNX models and run them, from Python.
+
+The calls are shaped like ONNX Runtime's, so that swapping the import is
+enough for the common cases::
+
+    import kvant as ort                      # was: import onnxruntime as ort
+    sess = ort.InferenceSession("model.int8.onnx")
+    name = sess.get_inputs()[0].name
+    logits, = sess.run(None, {name: images})  # NumPy in, NumPy out
+
+    kvant.quantize_static("model.onnx", "model.int8.onnx", reader)  # reader.get_next() -> dict or None
+
+Everything goes through kvant's C++ API (include/kvant/kvant.h) in the
+extension module kvant._kvant. Errors are KvantError (a RuntimeError)
+subclasses carrying the one-line message the kvant command prints.
+See docs/python.md.
+"""
+
+import os as _os
+
+from ._errors import InvalidArgumentError, KvantError, NotFoundError, UnsupportedError
+from . import _kvant
+
+__version__ = _kvant.version()
+
+__all__ = [
+    "InferenceSession",
+    "SessionOptions",
+    "NodeArg",
+    "quantize_static",
+    "quantize_dynamic",
+    "quantize_weight_only",
+    "inspect",
+    "KvantError",
+    "InvalidArgumentError",
+    "UnsupportedError",
+    "NotFoundError",
+]
+
+# kvant's type names -> ONNX Runtime's NodeArg.type strings.
+_ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float64": "tensor(double)",
+    "float16": "tensor(float16)",
+    "bfloat16": "tensor(bfloat16)",
+}
+
+
+def _ort_type(kvant_type):
+    return _ORT_TYPES.get(kvant_type, "tensor(%s)" % kvant_type)
+
+
+class NodeArg:
+    """An input or output as the model declares it, like onnxruntime.NodeArg.
+
+    name: str; type: "tensor(float)", "tensor(uint8)", ...; shape: a list with
+    an int per fixed dim, the dim's name (str) for a symbolic one and None for
+    an unknown one, or None when the model declares no shape at all.
+    """
+
+    __slots__ = ("name", "type", "shape")
+
+    def __init__(self, name, type, shape):  # noqa: A002 (ONNX Runtime's name)
+        self.name = name
+        self.type = type
+        self.shape = shape
+
+    def __repr__(self):
+        return "NodeArg(name=%r, type=%r, shape=%r)" % (self.name, self.type, self.shape)
+
+
+def _node_args(infos):
+    return [NodeArg(name, _ort_type(dtype), shape) for name, dtype, shape in infos]
+
+
+class SessionOptions:
+    """The subset of onnxruntime.SessionOptions kvant reads.
+
+    intra_op_num_threads: kernel threads (0 or unset: 1, kvant's default);
+    kvant-specific: isa ("" = best for this CPU, "ref", "avx2", ...), nhwc.
+    Other attributes may be set (ONNX Runtime code sets many) and are ignored.
+    """
+
+    def __init__(self):
+        self.intra_op_num_threads = 0
+        self.isa = ""
+        self.nhwc = True
+
+
+def _source(path_or_bytes):
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return path_or_bytes
+    return _os.fspath(path_or_bytes)
+
+
+class InferenceSession:
+    """A model compiled for this CPU, like onnxruntime.InferenceSession.
+
+    InferenceSession(path_or_bytes, sess_options=None, providers=None,
+                     provider_options=None, *, threads=None, isa=None,
+                     nhwc=None, reference=False, input_shapes=None)
+
+    threads (default 1; or sess_options.intra_op_num_threads) and isa
+    override sess_options. providers are accepted and ignored (kvant is its
+    own CPU provider). input_shapes fixes symbolic input dims at load, e.g.
+    {"input": [1, 3, 224, 224]}. reference=True runs the reference executor
+    (slow, for checking).
+
+    run() may be called from several Python threads: it releases the GIL
+    while the model runs, and calls on one session take turns (a kvant
+    Session is not reentrant); give each thread its own session to run them
+    at once.
+    """
+
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
+                 threads=None, isa=None, nhwc=None, reference=False, input_shapes=None):
+        del providers, provider_options  # one provider: this CPU
+        if threads is None:
+            threads = getattr(sess_options, "intra_op_num_threads", 0) or 1
+        if isa is None:
+            isa = getattr(sess_options, "isa", "") or ""
+        if nhwc is None:
+            nhwc = getattr(sess_options, "nhwc", True)
+        source = _source(path_or_bytes)
+        self._model_path = source if isinstance(source, str) else None
+        model = _kvant.load(source, True, input_shapes)
+        self._session = _kvant.Session(model, int(threads), isa, bool(nhwc), bool(reference))
+        self._inputs = _node_args(self._session.inputs)
+        self._outputs = _node_args(self._session.outputs)
+
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    def run(self, output_names, input_feed, run_options=None):
+        """Runs the model: a list of ndarrays, one per name in output_names
+        (every output, in model order, when it is None or empty).
+
+        input_feed maps each input name to an array (anything np.asarray
+        takes); C-contiguous arrays of the declared dtype are read in place.
+        """
+        del run_options
+        return self._session.run(list(output_names) if output_names else None, input_feed)
+
+    def describe(self):
+        """The compiled plan, one line per step (what `kvant inspect --plan` prints)."""
+        return self._session.describe()
+
+
+# ---------------------------------------------------------------- quantize
+
+
+def _name(value):
+    """The name of an option value given as a string or an enum member
+    (ONNX Runtime's QuantType.QUInt8, CalibrationMethod.MinMax, ...)."""
+    name = getattr(value, "name", None)
+    return str(name if isinstance(name, str) else value)
+
+
+_CALIBRATORS = {
+    "minmax": "minmax",
+    "moving-average": "moving-average",
+    "movingaverage": "moving-average",
+    "moving_average": "moving-average",
+    "percentile": "percentile",
+    "entropy": "entropy",
+    "mse": "mse",
+}
+
+_ACTIVATION_TYPES = {"uint8": "uint8", "quint8": "uint8", "int8": "int8", "qint8": "int8"}
+
+
+def _calibrator(value):
+    key = _name(value).lower()
+    if key not in _CALIBRATORS:
+        raise InvalidArgumentError("calibrate_method %r: expected minmax, moving-average, percentile, entropy or mse"
+                                   % (_name(value),))
+    return _CALIBRATORS[key]
+
+
+def _activation_type(value):
+    import numpy as np
+
+    try:
+        key = np.dtype(value).name
+    except TypeError:
+        key = _name(value).lower()
+    if key not in _ACTIVATION_TYPES:
+        raise InvalidArgumentError("activation_type %r: expected uint8 or int8" % (_name(value),))
+    return _ACTIVATION_TYPES[key]
+
+
+def _options(mode, kwargs):
+    """kvant's option dict from keyword arguments: kvant's names, and ONNX
+    Runtime's where they mean the same (per_channel, nodes_to_exclude,
+    calibrate_method, quant_format=QDQ, weight_type=QInt8)."""
+    allowed = {
+        "static": {"calibrator", "calibrate_method", "percentile", "max_samples", "activation_type",
+                   "symmetric_activations", "per_tensor", "per_channel", "reduce_range", "affine_weights",
+                   "exclude", "nodes_to_exclude", "allow_nonfinite", "quant_format", "weight_type"},
+        "dynamic": {"per_tensor", "per_channel", "reduce_range", "exclude", "nodes_to_exclude", "allow_nonfinite",
+                    "weight_type"},
+        "weight_only": {"bits", "group_size", "affine_weights", "format", "exclude", "nodes_to_exclude",
+                        "allow_nonfinite"},
+    }[mode]
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError("quantize_%s() got unexpected keyword argument(s) %s; it takes %s"
+                        % (mode, ", ".join(unknown), ", ".join(sorted(allowed))))
+    options = {}
+    exclude = []
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        if key in ("calibrator", "calibrate_method"):
+            options["calibrator"] = _calibrator(value)
+        elif key == "activation_type":
+            options["activation_type"] = _activation_type(value)
+        elif key == "per_channel":
+            options["per_tensor"] = not bool(value)
+        elif key in ("exclude", "nodes_to_exclude"):
+            exclude += [value] if isinstance(value, str) else list(value)
+        elif key == "quant_format":
+            if _name(value).upper() != "QDQ":
+                raise InvalidArgumentError("quant_format %r: kvant writes QDQ models only" % (_name(value),))
+        elif key == "weight_type":
+            if _activation_type(value) != "int8":
+                raise InvalidArgumentError("weight_type %r: kvant's weights are int8 (affine_weights=True for a "
+                                           "zero point)" % (_name(value),))
+        elif key == "format":
+            fmt = str(value).lower()
+            options["format"] = {"matmulnbits": "ort"}.get(fmt, fmt)
+        elif key in ("percentile",):
+            options[key] = float(value)
+        elif key in ("max_samples", "bits", "group_size"):
+            options[key] = int(value)
+        else:
+            options[key] = bool(value)
+    if exclude:
+        options["exclude"] = [str(e) for e in exclude]
+    return options
+
+
+def _load(model_input):
+    source = _source(model_input)
+    return _kvant.load(source, True, None)
+
+
+def _save(model, model_output):
+    if model_output is not None:
+        model.save(_os.fspath(model_output))
+
+
+def quantize_static(model_input, model_output, calibration_data_reader, **options):
+    """Static INT8 quantization with calibration, as `kvant quantize --mode static`.
+
+    calibration_data_reader: ONNX Runtime's CalibrationDataReader protocol,
+    an object whose get_next() returns one sample (a dict of input name ->
+    array) or None at the end. kvant reads it once and keeps what it read.
+    options (keyword): calibrate_method / calibrator ("minmax",
+    "moving-average", "percentile", "entropy", "mse" or ONNX Runtime's
+    CalibrationMethod), percentile, max_samples, activation_type ("uint8" or
+    "int8", or QuantType), symmetric_activations, per_tensor / per_channel,
+    reduce_range, affine_weights, exclude / nodes_to_exclude (node names,
+    operator types, "first", "last"), allow_nonfinite.
+
+    Writes model_output (the bytes `kvant quantize` writes for the same data
+    and options; None: nothing written) and returns the report as a dict:
+    quantized_nodes, calibration_samples, kept_fp32, fp32_reasons (node ->
+    why), notes, warnings.
+    """
+    model = _load(model_input)
+    quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options))
+    _save(quantized, model_output)
+    return report
+
+
+def quantize_dynamic(model_input, model_output, **options):
+    """Dynamic quantization (INT8 weights of MatMul/Gemm/Conv/LSTM/GRU,
+    activations quantized at run time), as `kvant quantize --mode dynamic`.
+    options: per_tensor / per_channel, reduce_range, exclude /
+    nodes_to_exclude, allow_nonfinite. Returns the report dict."""
+    model = _load(model_input)
+    quantized, report = _kvant.quantize_dynamic(model, _options("dynamic", options))
+    _save(quantized, model_output)
+    return report
+
+
+def quantize_weight_only(model_input, model_output, bits=4, group_size=128, **options):
+    """INT4/INT8 MatMul/Gemm weights with one scale per group_size values
+    along K, as `kvant quantize --mode weight-only`. options: affine_weights,
+    format ("qdq" or "ort" / "matmulnbits" for com.microsoft.MatMulNBits),
+    exclude / nodes_to_exclude, allow_nonfinite. Returns the report dict."""
+    options = dict(options, bits=bits, group_size=group_size)
+    model = _load(model_input)
+    quantized, report = _kvant.quantize_weight_only(model, _options("weight_only", options))
+    _save(quantized, model_output)
+    return report
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def inspect(path_or_bytes, plan=False, threads=1):
+    """What a model declares, as a dict: opset, quantized (has Q/DQ or
+    integer operators), inputs and outputs (name, type, shape as NodeArg
+    gives them), warnings from loading; with plan=True also the compiled
+    plan's lines (it compiles the model)."""
+    model = _kvant.load(_source(path_or_bytes), True, None)
+
+    def args(infos):
+        return [{"name": a.name, "type": a.type, "shape": a.shape} for a in _node_args(infos)]
+
+    info = {
+        "opset": model.opset,
+        "quantized": model.is_quantized,
+        "inputs": args(model.inputs),
+        "outputs": args(model.outputs),
+        "warnings": list(model.warnings),
+    }
+    if plan:
+        info["plan"] = _kvant.Session(model, int(threads), "", True, False).describe().splitlines()
+    return info

@@ -1,0 +1,463 @@
+// kvant._kvant: the Python extension module behind the kvant package
+// (python/kvant/). It binds include/kvant/kvant.h, nothing else: the
+// package's Python code (InferenceSession, quantize_*, inspect) is built on
+// the few calls here.
+//
+// Copies. A feed that is a C-contiguous, aligned, native-endian ndarray is
+// handed to the API as a TensorView on its own buffer (Session::run copies it
+// into the arena once, as for a C++ caller); any other array is made so first
+// (np.ascontiguousarray), which is a copy only where the layout needs one.
+// Outputs are the API's OwnedTensors, wrapped as ndarrays without a copy (the
+// array's base is a capsule that owns the tensor).
+//
+// The GIL is released while a session compiles or runs and while a model is
+// quantized; a Python CalibrationDataReader is called with it re-acquired. A
+// Session is not reentrant (kvant.h), so each one has a mutex: Python threads
+// sharing one session take turns, those with their own sessions run at once.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kvant/kvant.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// A failed Status on its way to Python; translated into the kvant error class
+// for its code (python/kvant/_errors.py).
+struct StatusError {
+  kvant::ErrorCode code;
+  std::string message;
+};
+
+void check(const kvant::Status& status) {
+  if (!status.ok()) throw StatusError{status.code(), status.message()};
+}
+
+template <typename T>
+T take(kvant::Result<T>&& result) {
+  if (!result.ok()) throw StatusError{result.status().code(), result.status().message()};
+  return std::move(result).value();
+}
+
+// ---------------------------------------------------------------- dtypes
+
+std::optional<kvant::DataType> data_type_of(const py::dtype& dtype) {
+  const char kind = dtype.kind();
+  const auto size = dtype.itemsize();
+  if (kind == 'b' && size == 1) return kvant::DataType::kBool;
+  if (kind == 'f') {
+    if (size == 2) return kvant::DataType::kFloat16;
+    if (size == 4) return kvant::DataType::kFloat32;
+    if (size == 8) return kvant::DataType::kFloat64;
+  }
+  if (kind == 'i') {
+    if (size == 1) return kvant::DataType::kInt8;
+    if (size == 2) return kvant::DataType::kInt16;
+    if (size == 4) return kvant::DataType::kInt32;
+    if (size == 8) return kvant::DataType::kInt64;
+  }
+  if (kind == 'u') {
+    if (size == 1) return kvant::DataType::kUInt8;
+    if (size == 2) return kvant::DataType::kUInt16;
+    if (size == 4) return kvant::DataType::kUInt32;
+    if (size == 8) return kvant::DataType::kUInt64;
+  }
+  return std::nullopt;
+}
+
+// The NumPy type string for a kvant type ("" where NumPy has none: bfloat16
+// and the packed 4-bit types).
+const char* numpy_type_of(kvant::DataType type) {
+  switch (type) {
+    case kvant::DataType::kBool: return "?";
+    case kvant::DataType::kFloat16: return "<f2";
+    case kvant::DataType::kFloat32: return "<f4";
+    case kvant::DataType::kFloat64: return "<f8";
+    case kvant::DataType::kInt8: return "i1";
+    case kvant::DataType::kInt16: return "<i2";
+    case kvant::DataType::kInt32: return "<i4";
+    case kvant::DataType::kInt64: return "<i8";
+    case kvant::DataType::kUInt8: return "u1";
+    case kvant::DataType::kUInt16: return "<u2";
+    case kvant::DataType::kUInt32: return "<u4";
+    case kvant::DataType::kUInt64: return "<u8";
+    default: return "";
+  }
+}
+
+// `value` as an ndarray kvant can read in place: the same object when it
+// already is one (C order, aligned, native byte order), else a converted
+// copy. `what` names it in errors ("input \"x\"").
+py::array readable_array(const py::handle& value, const std::string& what) {
+  py::module_ np = py::module_::import("numpy");
+  py::object array = py::reinterpret_borrow<py::object>(value);
+  if (!py::isinstance<py::array>(array)) array = np.attr("asarray")(array);
+  py::array a = py::reinterpret_borrow<py::array>(array);
+  if (!a.dtype().attr("isnative").cast<bool>()) {
+    a = py::reinterpret_steal<py::array>(a.attr("astype")(a.dtype().attr("newbyteorder")("=")).release());
+  }
+  const py::object flags = a.attr("flags");
+  if (!flags.attr("c_contiguous").cast<bool>() || !flags.attr("aligned").cast<bool>()) {
+    a = np.attr("ascontiguousarray")(a);
+  }
+  if (!data_type_of(a.dtype())) {
+    throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                      what + ": NumPy dtype " + py::str(a.dtype()).cast<std::string>() + " has no kvant type"};
+  }
+  return a;
+}
+
+kvant::TensorView view_of(const py::array& a) {
+  kvant::TensorView view;
+  view.data = a.data();
+  view.dtype = *data_type_of(a.dtype());
+  view.shape.assign(a.shape(), a.shape() + a.ndim());
+  return view;
+}
+
+// The tensor as an ndarray that owns it (no copy).
+py::array to_array(kvant::OwnedTensor tensor, const std::string& name) {
+  const char* type = numpy_type_of(tensor.dtype());
+  if (*type == '\0') {
+    throw StatusError{
+        kvant::ErrorCode::kUnsupported,
+        "output \"" + name + "\" is " + kvant::data_type_name(tensor.dtype()) + ", which NumPy has no dtype for"};
+  }
+  std::vector<py::ssize_t> shape(tensor.shape().begin(), tensor.shape().end());
+  auto* owned = new kvant::OwnedTensor(std::move(tensor));
+  py::capsule base(owned, [](void* p) { delete static_cast<kvant::OwnedTensor*>(p); });
+  return py::array(py::dtype(type), shape, owned->data(), base);
+}
+
+py::tuple info_tuple(const kvant::TensorInfo& info) {
+  py::object shape = py::none();
+  if (info.has_shape) {
+    py::list dims;
+    for (size_t i = 0; i < info.shape.size(); ++i) {
+      if (info.shape[i] >= 0) {
+        dims.append(info.shape[i]);
+      } else if (i < info.dim_names.size() && !info.dim_names[i].empty()) {
+        dims.append(info.dim_names[i]);
+      } else {
+        dims.append(py::none());
+      }
+    }
+    shape = dims;
+  }
+  return py::make_tuple(info.name, kvant::data_type_name(info.dtype), shape);
+}
+
+py::list info_list(const std::vector<kvant::TensorInfo>& infos) {
+  py::list list;
+  for (const auto& info : infos) list.append(info_tuple(info));
+  return list;
+}
+
+// ---------------------------------------------------------------- model
+
+kvant::ModelLoadOptions load_options(bool infer_shapes, const py::object& input_shapes) {
+  kvant::ModelLoadOptions options;
+  options.infer_shapes = infer_shapes;
+  if (!input_shapes.is_none()) {
+    options.input_shapes = input_shapes.cast<std::map<std::string, std::vector<int64_t>>>();
+  }
+  return options;
+}
+
+kvant::OnnxModel load_model(const py::object& source, bool infer_shapes, const py::object& input_shapes,
+                            const std::string& name) {
+  const kvant::ModelLoadOptions options = load_options(infer_shapes, input_shapes);
+  if (py::isinstance<py::bytes>(source) || py::isinstance<py::bytearray>(source) ||
+      py::isinstance<py::memoryview>(source)) {
+    py::buffer_info buffer = py::reinterpret_borrow<py::buffer>(source).request();
+    const auto size = static_cast<size_t>(buffer.size * buffer.itemsize);
+    py::gil_scoped_release release;
+    return take(kvant::OnnxModel::load_from_bytes(buffer.ptr, size, options, name));
+  }
+  const std::string path = py::module_::import("os").attr("fsdecode")(source).cast<std::string>();
+  py::gil_scoped_release release;
+  return take(kvant::OnnxModel::load(path, options));
+}
+
+// ---------------------------------------------------------------- quantize
+
+// A Python object with get_next() (ONNX Runtime's CalibrationDataReader
+// protocol) as a kvant::CalibrationDataReader. rewind() stays false: kvant
+// replays the samples it read. An exception raised by the Python reader is
+// kept and raised again once quantize returns.
+class PyCalibrationReader : public kvant::CalibrationDataReader {
+ public:
+  explicit PyCalibrationReader(py::object reader) : reader_(std::move(reader)) {}
+  ~PyCalibrationReader() override {
+    py::gil_scoped_acquire acquire;
+    reader_ = py::object();
+    error_.reset();
+  }
+
+  std::optional<kvant::Tensors> get_next() override {
+    py::gil_scoped_acquire acquire;
+    try {
+      py::object sample = reader_.attr("get_next")();
+      if (sample.is_none()) return std::nullopt;
+      if (!py::isinstance<py::dict>(sample)) {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "calibration_data_reader.get_next() returned " +
+                              py::str(py::type::of(sample).attr("__name__")).cast<std::string>() +
+                              ", not a dict of input name -> array (or None at the end)"};
+      }
+      kvant::Tensors tensors;
+      for (auto item : py::reinterpret_borrow<py::dict>(sample)) {
+        const std::string name = py::str(item.first).cast<std::string>();
+        py::array a = readable_array(item.second, "calibration input \"" + name + "\"");
+        tensors[name] = take(kvant::OwnedTensor::copy_of(view_of(a)));
+      }
+      return tensors;
+    } catch (py::error_already_set& e) {
+      const std::string message = e.what();
+      error_ = std::move(e);
+      throw std::runtime_error("calibration_data_reader.get_next() raised: " + message);
+    } catch (const StatusError& e) {
+      throw std::runtime_error(e.message);
+    }
+  }
+
+  // Raises what the Python reader raised, if it raised.
+  void rethrow() {
+    if (error_) {
+      py::error_already_set e = std::move(*error_);
+      error_.reset();
+      throw e;
+    }
+  }
+
+ private:
+  py::object reader_;
+  std::optional<py::error_already_set> error_;
+};
+
+kvant::Calibrator calibrator_of(const std::string& name) {
+  if (name == "minmax") return kvant::Calibrator::kMinMax;
+  if (name == "moving-average") return kvant::Calibrator::kMovingAverage;
+  if (name == "percentile") return kvant::Calibrator::kPercentile;
+  if (name == "entropy") return kvant::Calibrator::kEntropy;
+  if (name == "mse") return kvant::Calibrator::kMse;
+  throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                    "calibrator \"" + name + "\": expected minmax, moving-average, percentile, entropy or mse"};
+}
+
+// The options from the dict python/kvant/_quantize.py builds (kvant's own
+// names, values already checked for type there).
+kvant::QuantizationOptions options_of(const py::dict& d) {
+  kvant::QuantizationOptions o;
+  for (auto item : d) {
+    const std::string key = item.first.cast<std::string>();
+    const py::handle v = item.second;
+    if (key == "calibrator") {
+      o.calibrator = calibrator_of(v.cast<std::string>());
+    } else if (key == "percentile") {
+      o.percentile = v.cast<double>();
+    } else if (key == "max_samples") {
+      o.max_samples = v.cast<int64_t>();
+    } else if (key == "activation_type") {
+      const std::string t = v.cast<std::string>();
+      if (t != "uint8" && t != "int8") {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument, "activation_type \"" + t + "\": expected uint8 or int8"};
+      }
+      o.activation_type = t == "int8" ? kvant::DataType::kInt8 : kvant::DataType::kUInt8;
+    } else if (key == "symmetric_activations") {
+      o.symmetric_activations = v.cast<bool>();
+    } else if (key == "per_tensor") {
+      o.per_tensor = v.cast<bool>();
+    } else if (key == "reduce_range") {
+      o.reduce_range = v.cast<bool>();
+    } else if (key == "affine_weights") {
+      o.affine_weights = v.cast<bool>();
+    } else if (key == "bits") {
+      o.bits = v.cast<int>();
+    } else if (key == "group_size") {
+      o.group_size = v.cast<int>();
+    } else if (key == "format") {
+      const std::string f = v.cast<std::string>();
+      if (f != "qdq" && f != "ort") {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument, "format \"" + f + "\": expected qdq or ort"};
+      }
+      o.format = f == "ort" ? kvant::WeightOnlyFormat::kMatMulNBits : kvant::WeightOnlyFormat::kQdq;
+    } else if (key == "exclude") {
+      o.exclude = v.cast<std::vector<std::string>>();
+    } else if (key == "allow_nonfinite") {
+      o.allow_nonfinite = v.cast<bool>();
+    } else {
+      throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown quantization option \"" + key + "\""};
+    }
+  }
+  return o;
+}
+
+py::dict report_dict(const kvant::QuantizationReport& r) {
+  py::dict d;
+  d["quantized_nodes"] = r.quantized_nodes;
+  d["calibration_samples"] = r.calibration_samples;
+  d["kept_fp32"] = r.kept_fp32;
+  py::dict reasons;
+  for (const auto& [node, reason] : r.fp32_reasons) reasons[py::str(node)] = reason;
+  d["fp32_reasons"] = reasons;
+  d["notes"] = r.notes;
+  d["warnings"] = r.warnings;
+  return d;
+}
+
+// ---------------------------------------------------------------- session
+
+// KvantError, InvalidArgumentError, UnsupportedError, NotFoundError.
+std::vector<py::object>* error_classes = nullptr;
+
+struct PySession {
+  kvant::Session session;
+  std::mutex mutex;
+  explicit PySession(kvant::Session s) : session(std::move(s)) {}
+};
+
+std::unique_ptr<PySession> create_session(const kvant::OnnxModel& model, int threads, const std::string& isa, bool nhwc,
+                                          bool reference) {
+  kvant::SessionOptions options;
+  options.threads = threads;
+  options.isa = isa;
+  options.nhwc = nhwc;
+  options.reference = reference;
+  py::gil_scoped_release release;
+  return std::make_unique<PySession>(take(kvant::Session::create(model, options)));
+}
+
+// run(output_names or None, feeds) -> list of ndarrays, as ONNX Runtime's.
+py::list run_session(PySession& s, const py::object& output_names, const py::dict& feeds) {
+  std::vector<std::string> names;
+  if (output_names.is_none()) {
+    for (const auto& info : s.session.outputs()) names.push_back(info.name);
+  } else {
+    names = output_names.cast<std::vector<std::string>>();
+    for (const auto& name : names) take(s.session.output_index(name));
+  }
+  std::vector<py::array> keep;  // the arrays the views point into, alive across the run
+  kvant::Feeds views;
+  for (auto item : feeds) {
+    const std::string name = py::str(item.first).cast<std::string>();
+    take(s.session.input_index(name));  // a misspelt name: the error lists the model's inputs
+    keep.push_back(readable_array(item.second, "input \"" + name + "\""));
+    views[name] = view_of(keep.back());
+  }
+  kvant::Tensors results;
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(s.mutex);
+    results = take(s.session.run(views));
+  }
+  py::list out;
+  for (const auto& name : names) out.append(to_array(std::move(results.at(name)), name));
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kvant, m) {
+  m.doc() = "kvant's C++ API (include/kvant/kvant.h) for the kvant package";
+
+  // Errors: StatusError -> the class python/kvant/_errors.py has for the code.
+  // The classes are kept for the life of the process (leaked on purpose: no
+  // Python object may be released after the interpreter is gone).
+  py::module_ errors = py::module_::import("kvant._errors");
+  error_classes = new std::vector<py::object>{errors.attr("KvantError"), errors.attr("InvalidArgumentError"),
+                                              errors.attr("UnsupportedError"), errors.attr("NotFoundError")};
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& e) {
+      size_t i = 0;
+      if (e.code == kvant::ErrorCode::kInvalidArgument) i = 1;
+      if (e.code == kvant::ErrorCode::kUnsupported) i = 2;
+      if (e.code == kvant::ErrorCode::kNotFound) i = 3;
+      PyErr_SetString((*error_classes)[i].ptr(), e.message.c_str());
+    }
+  });
+
+  m.def("version", [] { return std::string(kvant::version()); });
+
+  py::class_<kvant::OnnxModel>(m, "Model")
+      .def_property_readonly("inputs", [](const kvant::OnnxModel& model) { return info_list(model.inputs()); })
+      .def_property_readonly("outputs", [](const kvant::OnnxModel& model) { return info_list(model.outputs()); })
+      .def_property_readonly("is_quantized", &kvant::OnnxModel::is_quantized)
+      .def_property_readonly("opset", &kvant::OnnxModel::opset)
+      .def_property_readonly("warnings", &kvant::OnnxModel::warnings)
+      .def("save",
+           [](const kvant::OnnxModel& model, const py::object& path) {
+             const std::string p = py::module_::import("os").attr("fsdecode")(path).cast<std::string>();
+             py::gil_scoped_release release;
+             check(model.save(p));
+           })
+      .def("to_bytes", [](const kvant::OnnxModel& model) { return py::bytes(take(model.to_bytes())); });
+
+  m.def("load", &load_model, py::arg("source"), py::arg("infer_shapes") = true, py::arg("input_shapes") = py::none(),
+        py::arg("name") = "<memory>");
+
+  py::class_<PySession>(m, "Session")
+      .def(py::init(&create_session), py::arg("model"), py::arg("threads") = 1, py::arg("isa") = "",
+           py::arg("nhwc") = true, py::arg("reference") = false)
+      .def_property_readonly("inputs", [](const PySession& s) { return info_list(s.session.inputs()); })
+      .def_property_readonly("outputs", [](const PySession& s) { return info_list(s.session.outputs()); })
+      .def("run", &run_session, py::arg("output_names"), py::arg("feeds"))
+      .def("describe", [](PySession& s) {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        return s.session.describe();
+      });
+
+  m.def(
+      "quantize_static",
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
+        const kvant::QuantizationOptions o = options_of(options);
+        PyCalibrationReader calibration(reader);
+        kvant::QuantizationReport report;
+        std::optional<kvant::Result<kvant::OnnxModel>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(kvant::quantize_static(model, calibration, o, &report));
+        }
+        calibration.rethrow();
+        return py::make_tuple(take(std::move(*result)), report_dict(report));
+      },
+      py::arg("model"), py::arg("reader"), py::arg("options"));
+  m.def(
+      "quantize_dynamic",
+      [](const kvant::OnnxModel& model, const py::dict& options) {
+        const kvant::QuantizationOptions o = options_of(options);
+        kvant::QuantizationReport report;
+        std::optional<kvant::Result<kvant::OnnxModel>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(kvant::quantize_dynamic(model, o, &report));
+        }
+        return py::make_tuple(take(std::move(*result)), report_dict(report));
+      },
+      py::arg("model"), py::arg("options"));
+  m.def(
+      "quantize_weight_only",
+      [](const kvant::OnnxModel& model, const py::dict& options) {
+        const kvant::QuantizationOptions o = options_of(options);
+        kvant::QuantizationReport report;
+        std::optional<kvant::Result<kvant::OnnxModel>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(kvant::quantize_weight_only(model, o, &report));
+        }
+        return py::make_tuple(take(std::move(*result)), report_dict(report));
+      },
+      py::arg("model"), py::arg("options"));
+}
