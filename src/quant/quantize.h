@@ -41,6 +41,10 @@ struct QuantizeOptions {
   // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
   // MatMul): these stay FP32.
   std::vector<std::string> exclude;
+  // Static mode: subtract each Conv/Gemm's mean output shift from weight
+  // rounding, (Wq - W) E[x] from calibration data, from its bias
+  // (quant/algorithms/bias_correction.cc).
+  bool bias_correction = false;
   // Called after each calibration sample: (done, total or -1).
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -31,6 +31,7 @@
 
 #include "kvant/status.h"
 #include "passes/pass.h"
+#include "quant/algorithms/bias_correction.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
@@ -266,7 +267,17 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     const std::string root = plan.groups.find(t);
     if (!observers.count(root)) observers[root] = make_observer(options.calibration);
   }
+  // Bias correction needs each Conv/Gemm input's mean per channel.
+  ChannelMeans input_means;
+  if (options.bias_correction) {
+    for (size_t idx : plan.compute_nodes) {
+      const Node& n = g.nodes[idx];
+      if (n.op_type == "Conv") input_means.track(n.inputs[0], ChannelMeans::Axis::kOne);
+      if (n.op_type == "Gemm") input_means.track(n.inputs[0], ChannelMeans::Axis::kLast);
+    }
+  }
   auto observe = [&](const std::string& name, const Tensor& t) {
+    if (options.bias_correction) input_means.observe(name, t);
     if (!plan.tensor_set.count(name)) return;
     if (t.dtype() != DType::kFloat32) {
       throw Error(ErrorCode::kInvalidArgument, "tensor \"" + name + "\" is " + dtype_name(t.dtype()) + ", not float32");
@@ -382,6 +393,30 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   for (size_t idx : plan.compute_nodes) {
     if (q.nodes[idx].inputs.size() > 2) bias_of[idx] = q.nodes[idx].inputs[2];
   }
+  // Bias correction, before any node is inserted (q.nodes[idx] is still
+  // g.nodes[idx]): the weight's rounding is computed as the loop below will
+  // quantize it.
+  int64_t corrected = 0;
+  if (options.bias_correction) {
+    const auto reads = count_reads(q);
+    for (size_t idx : plan.compute_nodes) {
+      const Node& n = g.nodes[idx];
+      if (n.op_type == "MatMul" || !params.count(plan.groups.find(n.inputs[0]))) continue;
+      const std::vector<double>* mean = input_means.mean(n.inputs[0]);
+      auto wi = g.initializers.find(n.inputs[1]);
+      if (mean == nullptr || wi == g.initializers.end()) continue;
+      const Tensor& w = wi->second;
+      check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
+      const QuantParams wp = weight_params(w, per_axis_ok ? weight_axis(n, w) : -1, options.weight_type,
+                                           options.weight_symmetry, options.reduce_range);
+      const std::vector<double> shift = expected_output_shift(n, w, dequantized_weight(w, wp), *mean);
+      auto r = bias_of[idx].empty() ? reads.end() : reads.find(bias_of[idx]);
+      if (!shift.empty() && subtract_from_bias(q, q.nodes[idx], shift, r != reads.end() && r->second > 1)) {
+        bias_of[idx] = q.nodes[idx].inputs[2];
+        ++corrected;
+      }
+    }
+  }
   // Weights and biases first (they need the input scale), read from the FP32 graph.
   for (size_t idx : plan.compute_nodes) {
     const Node& n = g.nodes[idx];
@@ -401,9 +436,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
       if (b.rank() == 1 && b.numel() == channels && b.dtype() == DType::kFloat32 &&
           n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
-        check_finite_weight(b, n.inputs[2], options.allow_nonfinite);
+        check_finite_weight(b, bias, options.allow_nonfinite);
         if (!insert_bias_dq(q, bias, in_params->second.scale[0], wp.scale) && summary) {
-          summary->warnings.push_back("bias \"" + n.inputs[2] +
+          summary->warnings.push_back("bias \"" + bias +
                                       "\" kept in FP32: input scale x weight scale is below the smallest normal float");
         }
       }
@@ -428,6 +463,10 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     summary->quantized_nodes += inside;
     if (inside > 0) summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
     summary->calibration_samples = done;
+    if (options.bias_correction) {
+      summary->notes.push_back("bias correction: " + std::to_string(corrected) +
+                               " Conv/Gemm bias(es) corrected for the mean shift of weight rounding");
+    }
     for (const auto& layer : plan.layer_outputs) {
       if (!not_calibrated.count(layer.first)) summary->layer_outputs.push_back(layer);
     }
