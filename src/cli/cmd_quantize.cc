@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -184,8 +185,10 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
 // The report's lines for --equalize: pairs, sweeps, and why pairs were skipped (counted per reason).
 std::vector<std::string> equalize_notes_for(const EqualizeResult& r) {
   std::vector<std::string> notes;
+  std::ostringstream last;
+  last << std::setprecision(2) << 100 * (std::exp(r.last_change) - 1);
   notes.push_back("cross-layer equalization: " + std::to_string(r.pairs.size()) + " layer pair(s) equalized in " +
-                  std::to_string(r.sweeps) + " sweep(s)");
+                  std::to_string(r.sweeps) + " sweep(s) (the last changed a scale by at most " + last.str() + "%)");
   std::map<std::string, std::pair<int, std::string>> why;  // reason -> (count, first pair)
   for (const auto& [pair, reason] : r.skipped) {
     auto& w = why[reason];

@@ -228,7 +228,11 @@ EqualizeResult equalize_cross_layer(Graph& graph, const EqualizeOptions& options
   }
   for (result.sweeps = 1; result.sweeps <= options.max_sweeps; ++result.sweeps) {
     double change = 0;
-    for (const EqualizePair& p : result.pairs) {
+    // Forward and backward in turn: a scale set at one end of a long chain
+    // travels along it in one sweep either way, not one pair per sweep.
+    const bool forward = result.sweeps % 2 == 1;
+    for (size_t k = 0; k < result.pairs.size(); ++k) {
+      const EqualizePair& p = result.pairs[forward ? k : result.pairs.size() - 1 - k];
       Node& n1 = graph.nodes[p.first];
       Node& n2 = graph.nodes[p.second];
       const std::vector<double> r1 = output_channel_ranges(graph, n1);

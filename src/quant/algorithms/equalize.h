@@ -14,7 +14,7 @@
 namespace kvant {
 
 struct EqualizeOptions {
-  int max_sweeps = 20;      // passes over all pairs at most
+  int max_sweeps = 100;     // passes over all pairs at most
   double tolerance = 1e-4;  // stop when no scale of a sweep moved by more than this (|log s|)
 };
 
