@@ -64,6 +64,7 @@ struct QuantizeArgs {
   bool no_speed_check = false;
   bool equalize = false;
   bool bias_correction = false;
+  std::string rounding = "nearest";
   std::set<std::string> given;  // the options given on the command line
 };
 
@@ -133,6 +134,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
       {"--format", {M::kWeightOnly}, "weight-only"},
       {"--equalize", {M::kStatic, M::kDynamic}, "static and dynamic"},
       {"--bias-correction", {M::kStatic}, "static"},
+      {"--rounding", {M::kStatic}, "static"},
   };
   for (const Rule& r : rules) {
     if (a.given.count(r.option) && !r.modes.count(mode)) {
@@ -170,6 +172,13 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   o.exclude = a.exclude;
   o.allow_nonfinite = a.allow_nonfinite;
   o.bias_correction = a.bias_correction;
+  if (a.rounding == "nearest") {
+    o.rounding = WeightRounding::kNearest;
+  } else if (a.rounding == "adaround") {
+    o.rounding = WeightRounding::kAdaRound;
+  } else {
+    fail("--rounding must be nearest or adaround, got \"" + a.rounding + "\"");
+  }
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
@@ -357,6 +366,10 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_flag("--bias-correction", a->bias_correction,
                 "Static: subtract each Conv/Gemm's mean output shift from weight rounding (from --calib) from its "
                 "bias");
+  cmd->add_option("--rounding", a->rounding,
+                  "Static: weight rounding, nearest or adaround (learned up/down per weight against each layer's "
+                  "output on calibration data; slower)")
+      ->capture_default_str();
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");
   return [a, cmd]() {

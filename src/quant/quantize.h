@@ -20,6 +20,9 @@
 namespace kvant {
 
 enum class QuantMode { kStatic, kDynamic, kWeightOnly };
+// How static mode rounds weights: to nearest, or AdaRound's learned up/down
+// choice per weight (quant/algorithms/adaround.cc).
+enum class WeightRounding { kNearest, kAdaRound };
 
 struct QuantizeOptions {
   QuantMode mode = QuantMode::kStatic;
@@ -45,6 +48,7 @@ struct QuantizeOptions {
   // rounding, (Wq - W) E[x] from calibration data, from its bias
   // (quant/algorithms/bias_correction.cc).
   bool bias_correction = false;
+  WeightRounding rounding = WeightRounding::kNearest;  // static mode
   // Called after each calibration sample: (done, total or -1).
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The accuracy-steering options of `kvant quantize` (--equalize,
-# --bias-correction; design decision 30) write models that still run in ONNX
+# --bias-correction, --rounding adaround; design decision 30) write models that still run in ONNX
 # Runtime 1.30 and in kvant's compiled runtime, with the same results:
 #   usage: steering_test.sh PATH/TO/kvant PATH/TO/compare_outputs
 #
 # models/fmnist/mobilenet_skewed.onnx (the per-tensor fixture, ReLU so that
 # equalization applies) and resnet_small.onnx are quantized with each option
-# and both together: static per-tensor INT8, the same with --reduce-range
+# and both together (and AdaRound alone): static per-tensor INT8, the same with --reduce-range
 # (7-bit weights: ONNX Runtime's fused u8s8 kernels are exact on every CPU),
 # and dynamic INT8 with --equalize. Each is run on 8 Fashion-MNIST test
 # images by kvant's compiled runtime (`kvant run`), its reference executor
@@ -115,6 +115,7 @@ for name in mobilenet_skewed resnet_small; do
   quantize "$name" static-equalize "$model" "$eq_note" "${static[@]}" --equalize
   quantize "$name" static-bias-correction "$model" "$bc_note" "${static[@]}" --bias-correction
   quantize "$name" static-both "$model" "$eq_note" "${static[@]}" --equalize --bias-correction
+  quantize "$name" static-adaround "$model" "AdaRound: [1-9][0-9]* layer" "${static[@]}" --rounding adaround
   ORT_ARGS=()
   quantize "$name" static-both-7bit-fused "$model" "$bc_note" "${static[@]}" --equalize --bias-correction \
     --reduce-range

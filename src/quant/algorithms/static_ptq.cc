@@ -23,7 +23,10 @@
 // 3. Rewrite: Q/DQ on every planned tensor, DQ in front of every weight and
 //    bias (quant/qdq.h).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <map>
 #include <numeric>
 #include <set>
 #include <unordered_map>
@@ -31,6 +34,7 @@
 
 #include "kvant/status.h"
 #include "passes/pass.h"
+#include "quant/algorithms/adaround.h"
 #include "quant/algorithms/bias_correction.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
@@ -276,8 +280,30 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       if (n.op_type == "Gemm") input_means.track(n.inputs[0], ChannelMeans::Axis::kLast);
     }
   }
+  // AdaRound needs each layer's input patch statistics.
+  const AdaRoundOptions adaround_options;
+  std::map<size_t, LayerGram> grams;
+  std::unordered_map<std::string, std::vector<size_t>> gram_inputs;
+  std::vector<std::string> adaround_notes;
+  if (options.rounding == WeightRounding::kAdaRound) {
+    for (size_t idx : plan.compute_nodes) {
+      const Node& n = g.nodes[idx];
+      auto w = g.initializers.find(n.inputs[1]);
+      if (w == g.initializers.end()) continue;
+      std::string why;
+      if (auto lg = LayerGram::make(n, w->second, adaround_options, &why)) {
+        grams.emplace(idx, std::move(*lg));
+        gram_inputs[n.inputs[0]].push_back(idx);
+      } else {
+        adaround_notes.push_back("AdaRound left " + n.describe() + " at nearest: " + why);
+      }
+    }
+  }
   auto observe = [&](const std::string& name, const Tensor& t) {
     if (options.bias_correction) input_means.observe(name, t);
+    if (auto r = gram_inputs.find(name); r != gram_inputs.end()) {
+      for (size_t idx : r->second) grams.at(idx).observe(t);
+    }
     if (!plan.tensor_set.count(name)) return;
     if (t.dtype() != DType::kFloat32) {
       throw Error(ErrorCode::kInvalidArgument, "tensor \"" + name + "\" is " + dtype_name(t.dtype()) + ", not float32");
@@ -396,6 +422,43 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   // Bias correction, before any node is inserted (q.nodes[idx] is still
   // g.nodes[idx]): the weight's rounding is computed as the loop below will
   // quantize it.
+  // AdaRound, before any node is inserted: each rounded weight is written
+  // back as its dequantized values, which the weight DQ below quantizes to
+  // exactly the chosen codes (same params).
+  std::map<size_t, Tensor> rounded;
+  if (!grams.empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto reads = count_reads(q);
+    double nearest_error = 0, adaround_error = 0;
+    int64_t changed = 0, weights = 0;
+    for (auto& [idx, lg] : grams) {
+      const Node& n = g.nodes[idx];
+      if (!params.count(plan.groups.find(n.inputs[0])) || lg.patches() == 0) continue;
+      if (reads.at(n.inputs[1]) > 1) {
+        adaround_notes.push_back("AdaRound left " + n.describe() + " at nearest: its weight is shared");
+        continue;
+      }
+      const Tensor& w = g.initializers.at(n.inputs[1]);
+      check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
+      const QuantParams wp = weight_params(w, per_axis_ok ? weight_axis(n, w) : -1, options.weight_type,
+                                           options.weight_symmetry, options.reduce_range);
+      AdaRoundResult r = adaround_weight(n, w, wp, lg, options.reduce_range, adaround_options);
+      nearest_error += r.nearest_error;
+      adaround_error += r.adaround_error;
+      changed += r.changed;
+      weights += w.numel();
+      q.initializers[n.inputs[1]] = r.dequantized;
+      rounded[idx] = std::move(r.dequantized);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "AdaRound: %zu layer(s), %lld of %lld weights rounded the other way than nearest; output error on "
+                  "the sampled inputs %.1f%% of round-to-nearest's (%.1f s)",
+                  rounded.size(), static_cast<long long>(changed), static_cast<long long>(weights),
+                  nearest_error > 0 ? 100 * adaround_error / nearest_error : 100.0, seconds);
+    adaround_notes.insert(adaround_notes.begin(), line);
+  }
   int64_t corrected = 0;
   if (options.bias_correction) {
     const auto reads = count_reads(q);
@@ -409,9 +472,11 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
       const QuantParams wp = weight_params(w, per_axis_ok ? weight_axis(n, w) : -1, options.weight_type,
                                            options.weight_symmetry, options.reduce_range);
-      const std::vector<double> shift = expected_output_shift(n, w, dequantized_weight(w, wp), *mean);
-      auto r = bias_of[idx].empty() ? reads.end() : reads.find(bias_of[idx]);
-      if (!shift.empty() && subtract_from_bias(q, q.nodes[idx], shift, r != reads.end() && r->second > 1)) {
+      auto r = rounded.find(idx);
+      const std::vector<double> shift =
+          expected_output_shift(n, w, r != rounded.end() ? r->second : dequantized_weight(w, wp), *mean);
+      auto b = bias_of[idx].empty() ? reads.end() : reads.find(bias_of[idx]);
+      if (!shift.empty() && subtract_from_bias(q, q.nodes[idx], shift, b != reads.end() && b->second > 1)) {
         bias_of[idx] = q.nodes[idx].inputs[2];
         ++corrected;
       }
@@ -463,6 +528,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     summary->quantized_nodes += inside;
     if (inside > 0) summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
     summary->calibration_samples = done;
+    summary->notes.insert(summary->notes.end(), adaround_notes.begin(), adaround_notes.end());
     if (options.bias_correction) {
       summary->notes.push_back("bias correction: " + std::to_string(corrected) +
                                " Conv/Gemm bias(es) corrected for the mean shift of weight rounding");
