@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""The equalization / bias-correction table of docs/accuracy.md (issue 13): Fashion-MNIST models quantized
-static INT8 with per-tensor weight scales, plain and with `--equalize`, `--bias-correction` and both, beside
+"""The equalization / bias-correction / AdaRound table of docs/accuracy.md (issue 13): Fashion-MNIST models
+quantized static INT8 with per-tensor weight scales, plain and with `--equalize`, `--bias-correction`, both,
+`--rounding adaround`, and equalization with AdaRound, beside
 FP32 and the default per-channel INT8, scored by `kvant eval` (compiled runtime) on the 10,000 test images.
 
     /usr/bin/python3 scripts/steering_table.py [--limit N] [--out docs/accuracy.md] [--check]
@@ -39,6 +40,8 @@ VARIANTS = [
     ("+ equalize", ["--per-tensor", "--equalize"]),
     ("+ bias correction", ["--per-tensor", "--bias-correction"]),
     ("+ both", ["--per-tensor", "--equalize", "--bias-correction"]),
+    ("+ AdaRound", ["--per-tensor", "--rounding", "adaround"]),
+    ("+ equalize + AdaRound", ["--per-tensor", "--equalize", "--rounding", "adaround"]),
 ]
 
 
@@ -90,7 +93,7 @@ def main():
                           "--preprocess", PREP, "--samples", str(args.samples), "--report-samples", "0",
                           "--no-speed-check"] + extra)
             for line in report.splitlines():
-                if line.startswith("note") and ("equalization" in line or "bias correction" in line):
+                if line.startswith("note") and any(w in line for w in ("equalization", "bias correction", "AdaRound")):
                     notes.setdefault(name, [])
                     text = line[len("note"):].strip()
                     if text not in notes[name]:
@@ -132,7 +135,7 @@ def main():
         f"Fashion-MNIST test images; static INT8, minmax calibration on {args.samples} training images "
         f"(`--preprocess {PREP}`); in parentheses the change from FP32 in points and the output SQNR against "
         "FP32. `per-channel` is the default; the other columns use `--per-tensor` weights, then add "
-        "`--equalize`, `--bias-correction` or both.",
+        "`--equalize`, `--bias-correction`, both, `--rounding adaround`, or equalization and AdaRound.",
         "",
     ] + lines + [""]
     for name, ns in notes.items():
