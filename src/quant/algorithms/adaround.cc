@@ -30,8 +30,11 @@
 #include "quant/algorithms/adaround.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 
+#include "passes/pass.h"
 #include "quant/algorithms/weight_channels.h"
 
 namespace kvant {
@@ -266,6 +269,49 @@ AdaRoundResult adaround_weight(const Node& node, const Tensor& weight, const Qua
     }
   }
   return result;
+}
+
+std::map<size_t, Tensor> apply_adaround(const Graph& fp32, Graph& q, const std::map<size_t, LayerGram>& grams,
+                                        const std::function<std::optional<QuantParams>(size_t)>& params_of,
+                                        bool reduce_range, const AdaRoundOptions& options,
+                                        std::vector<std::string>* notes) {
+  std::map<size_t, Tensor> rounded;
+  if (grams.empty()) return rounded;
+  const auto start = std::chrono::steady_clock::now();
+  const auto reads = count_reads(q);
+  double nearest_error = 0, adaround_error = 0;
+  int64_t changed = 0, weights = 0;
+  std::vector<std::string> left;
+  for (const auto& [idx, lg] : grams) {
+    const Node& n = fp32.nodes[idx];
+    const std::optional<QuantParams> wp = params_of(idx);
+    if (!wp || lg.patches() == 0) continue;
+    auto r = reads.find(n.inputs[1]);
+    if (r != reads.end() && r->second > 1) {
+      left.push_back("AdaRound left " + n.describe() + " at nearest: its weight is shared");
+      continue;
+    }
+    const Tensor& w = fp32.initializers.at(n.inputs[1]);
+    AdaRoundResult result = adaround_weight(n, w, *wp, lg, reduce_range, options);
+    nearest_error += result.nearest_error;
+    adaround_error += result.adaround_error;
+    changed += result.changed;
+    weights += w.numel();
+    q.initializers[n.inputs[1]] = result.dequantized;
+    rounded[idx] = std::move(result.dequantized);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "AdaRound: %zu layer(s), %lld of %lld weights rounded the other way than nearest; output error on "
+                "the sampled inputs %.1f%% of round-to-nearest's (%.1f s)",
+                rounded.size(), static_cast<long long>(changed), static_cast<long long>(weights),
+                nearest_error > 0 ? 100 * adaround_error / nearest_error : 100.0, seconds);
+  if (notes) {
+    notes->insert(notes->begin(), line);
+    notes->insert(notes->end(), left.begin(), left.end());
+  }
+  return rounded;
 }
 
 }  // namespace kvant

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -62,5 +64,16 @@ struct AdaRoundResult {
 // `reduce_range`: codes stay within the 7-bit range.
 AdaRoundResult adaround_weight(const Node& node, const Tensor& weight, const QuantParams& params, const LayerGram& gram,
                                bool reduce_range, const AdaRoundOptions& options);
+
+// quantize_static's step: for each layer in `grams` (node index in `fp32`,
+// whose params `params_of` gives, nullopt for a layer left in FP32), the
+// AdaRound weight is written into `q` as its dequantized values (the weight
+// DQ then quantizes them to exactly the chosen codes). Returns them by node
+// index; appends a summary line (first) and each layer left at nearest to
+// `notes`.
+std::map<size_t, Tensor> apply_adaround(const Graph& fp32, Graph& q, const std::map<size_t, LayerGram>& grams,
+                                        const std::function<std::optional<QuantParams>(size_t)>& params_of,
+                                        bool reduce_range, const AdaRoundOptions& options,
+                                        std::vector<std::string>* notes);
 
 }  // namespace kvant

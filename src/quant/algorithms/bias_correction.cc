@@ -144,4 +144,29 @@ bool subtract_from_bias(Graph& graph, Node& node, const std::vector<double>& shi
   return true;
 }
 
+int64_t apply_bias_correction(const Graph& fp32, Graph& q, const std::vector<size_t>& nodes, ChannelMeans& means,
+                              const std::map<size_t, Tensor>& rounded,
+                              const std::function<std::optional<QuantParams>(size_t)>& params_of,
+                              std::vector<std::string>& bias_of) {
+  const auto reads = count_reads(q);
+  int64_t corrected = 0;
+  for (size_t idx : nodes) {
+    const Node& n = fp32.nodes[idx];
+    if (n.op_type == "MatMul") continue;
+    const std::vector<double>* mean = means.mean(n.inputs[0]);
+    const std::optional<QuantParams> wp = mean ? params_of(idx) : std::nullopt;
+    if (!wp) continue;
+    const Tensor& w = fp32.initializers.at(n.inputs[1]);
+    auto r = rounded.find(idx);
+    const std::vector<double> shift =
+        expected_output_shift(n, w, r != rounded.end() ? r->second : dequantized_weight(w, *wp), *mean);
+    auto b = bias_of[idx].empty() ? reads.end() : reads.find(bias_of[idx]);
+    if (!shift.empty() && subtract_from_bias(q, q.nodes[idx], shift, b != reads.end() && b->second > 1)) {
+      bias_of[idx] = q.nodes[idx].inputs[2];
+      ++corrected;
+    }
+  }
+  return corrected;
+}
+
 }  // namespace kvant

@@ -4,7 +4,9 @@
 // QuantizeOptions::bias_correction is set.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,5 +54,15 @@ std::vector<double> expected_output_shift(const Node& node, const Tensor& weight
 // another node too, so the corrected one gets a new name. Returns false,
 // changing nothing, when the bias is not a float32 [channels] constant.
 bool subtract_from_bias(Graph& graph, Node& node, const std::vector<double>& shift, bool shared);
+
+// quantize_static's step: for each Conv/Gemm in `nodes` (indices in `fp32`,
+// whose params `params_of` gives, nullopt for a layer left in FP32), the
+// shift of its weight rounding (the `rounded` dequantized weight where
+// AdaRound chose one, else nearest) on its input means is subtracted from its
+// bias in `q`; `bias_of[idx]` becomes the bias name. Returns how many.
+int64_t apply_bias_correction(const Graph& fp32, Graph& q, const std::vector<size_t>& nodes, ChannelMeans& means,
+                              const std::map<size_t, Tensor>& rounded,
+                              const std::function<std::optional<QuantParams>(size_t)>& params_of,
+                              std::vector<std::string>& bias_of);
 
 }  // namespace kvant

@@ -20,14 +20,16 @@
 // 2. Calibrate: run the FP32 model on the samples and feed every planned
 //    tensor to its group's observer (streaming: memory does not grow with the
 //    number of samples).
-// 3. Rewrite: Q/DQ on every planned tensor, DQ in front of every weight and
-//    bias (quant/qdq.h).
+//    With rounding kAdaRound, each layer's input patch Gram matrix is
+//    collected too; with bias_correction, each Conv/Gemm input's mean.
+// 3. Rewrite: AdaRound's weights and corrected biases first (still float,
+//    adaround.h, bias_correction.h), then Q/DQ on every planned tensor, DQ in
+//    front of every weight and bias (quant/qdq.h).
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -419,69 +421,22 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   for (size_t idx : plan.compute_nodes) {
     if (q.nodes[idx].inputs.size() > 2) bias_of[idx] = q.nodes[idx].inputs[2];
   }
-  // Bias correction, before any node is inserted (q.nodes[idx] is still
-  // g.nodes[idx]): the weight's rounding is computed as the loop below will
-  // quantize it.
-  // AdaRound, before any node is inserted: each rounded weight is written
-  // back as its dequantized values, which the weight DQ below quantizes to
-  // exactly the chosen codes (same params).
-  std::map<size_t, Tensor> rounded;
-  if (!grams.empty()) {
-    const auto start = std::chrono::steady_clock::now();
-    const auto reads = count_reads(q);
-    double nearest_error = 0, adaround_error = 0;
-    int64_t changed = 0, weights = 0;
-    for (auto& [idx, lg] : grams) {
-      const Node& n = g.nodes[idx];
-      if (!params.count(plan.groups.find(n.inputs[0])) || lg.patches() == 0) continue;
-      if (reads.at(n.inputs[1]) > 1) {
-        adaround_notes.push_back("AdaRound left " + n.describe() + " at nearest: its weight is shared");
-        continue;
-      }
-      const Tensor& w = g.initializers.at(n.inputs[1]);
-      check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
-      const QuantParams wp = weight_params(w, per_axis_ok ? weight_axis(n, w) : -1, options.weight_type,
-                                           options.weight_symmetry, options.reduce_range);
-      AdaRoundResult r = adaround_weight(n, w, wp, lg, options.reduce_range, adaround_options);
-      nearest_error += r.nearest_error;
-      adaround_error += r.adaround_error;
-      changed += r.changed;
-      weights += w.numel();
-      q.initializers[n.inputs[1]] = r.dequantized;
-      rounded[idx] = std::move(r.dequantized);
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    char line[256];
-    std::snprintf(line, sizeof line,
-                  "AdaRound: %zu layer(s), %lld of %lld weights rounded the other way than nearest; output error on "
-                  "the sampled inputs %.1f%% of round-to-nearest's (%.1f s)",
-                  rounded.size(), static_cast<long long>(changed), static_cast<long long>(weights),
-                  nearest_error > 0 ? 100 * adaround_error / nearest_error : 100.0, seconds);
-    adaround_notes.insert(adaround_notes.begin(), line);
-  }
-  int64_t corrected = 0;
-  if (options.bias_correction) {
-    const auto reads = count_reads(q);
-    for (size_t idx : plan.compute_nodes) {
-      const Node& n = g.nodes[idx];
-      if (n.op_type == "MatMul" || !params.count(plan.groups.find(n.inputs[0]))) continue;
-      const std::vector<double>* mean = input_means.mean(n.inputs[0]);
-      auto wi = g.initializers.find(n.inputs[1]);
-      if (mean == nullptr || wi == g.initializers.end()) continue;
-      const Tensor& w = wi->second;
-      check_finite_weight(w, n.inputs[1], options.allow_nonfinite);
-      const QuantParams wp = weight_params(w, per_axis_ok ? weight_axis(n, w) : -1, options.weight_type,
-                                           options.weight_symmetry, options.reduce_range);
-      auto r = rounded.find(idx);
-      const std::vector<double> shift =
-          expected_output_shift(n, w, r != rounded.end() ? r->second : dequantized_weight(w, wp), *mean);
-      auto b = bias_of[idx].empty() ? reads.end() : reads.find(bias_of[idx]);
-      if (!shift.empty() && subtract_from_bias(q, q.nodes[idx], shift, b != reads.end() && b->second > 1)) {
-        bias_of[idx] = q.nodes[idx].inputs[2];
-        ++corrected;
-      }
-    }
-  }
+  // AdaRound and bias correction change float weights and biases before any
+  // node is inserted (q.nodes[idx] is still g.nodes[idx]); the loop below
+  // quantizes them with the same params (adaround.h, bias_correction.h).
+  auto weight_params_of = [&](size_t idx) -> std::optional<QuantParams> {
+    const Node& n = g.nodes[idx];
+    auto w = g.initializers.find(n.inputs[1]);
+    if (!params.count(plan.groups.find(n.inputs[0])) || w == g.initializers.end()) return std::nullopt;
+    check_finite_weight(w->second, n.inputs[1], options.allow_nonfinite);
+    return weight_params(w->second, per_axis_ok ? weight_axis(n, w->second) : -1, options.weight_type,
+                         options.weight_symmetry, options.reduce_range);
+  };
+  const std::map<size_t, Tensor> rounded =
+      apply_adaround(g, q, grams, weight_params_of, options.reduce_range, adaround_options, &adaround_notes);
+  const int64_t corrected = options.bias_correction ? apply_bias_correction(g, q, plan.compute_nodes, input_means,
+                                                                            rounded, weight_params_of, bias_of)
+                                                    : 0;
   // Weights and biases first (they need the input scale), read from the FP32 graph.
   for (size_t idx : plan.compute_nodes) {
     const Node& n = g.nodes[idx];
