@@ -10,6 +10,9 @@ The models exercise different parts of kvant's quantizer:
     mobilenet_small  MobileNetV2-style inverted residual blocks (16..96 channels): 1x1 expand, depthwise 3x3,
                      1x1 project, BatchNorm (kept), ReLU6 (exported as Clip 0..6), residual
                      Add where stride is 1 and channels match.
+    mobilenet_relu   mobilenet_small with ReLU instead of ReLU6, trained without weight decay: the fixture
+                     for cross-layer equalization (ReLU is positively homogeneous, ReLU6 is not);
+                     scripts/make_skewed_fixture.py derives mobilenet_skewed from it.
     lstm_rows        LSTM (hidden 128, 1 layer) reading the 28 image rows, last hidden
                      state -> Linear.
     vit_tiny         small transformer encoder: 7x7 patch embedding (Conv, 16 tokens, dim 128), learned position
@@ -94,13 +97,13 @@ class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand + BN + ReLU6, depthwise 3x3 + BN + ReLU6, 1x1 project + BN (linear);
     residual Add when stride is 1 and the channel count is unchanged."""
 
-    def __init__(self, cin, cout, stride, expand):
+    def __init__(self, cin, cout, stride, expand, act=nn.ReLU6):
         super().__init__()
         hidden = cin * expand
         self.use_residual = stride == 1 and cin == cout
         self.body = nn.Sequential(
-            conv_bn(cin, hidden, kernel=1), nn.ReLU6(),
-            conv_bn(hidden, hidden, kernel=3, stride=stride, groups=hidden), nn.ReLU6(),
+            conv_bn(cin, hidden, kernel=1), act(),
+            conv_bn(hidden, hidden, kernel=3, stride=stride, groups=hidden), act(),
             conv_bn(hidden, cout, kernel=1),
         )
 
@@ -120,21 +123,31 @@ class MobileNetSmall(nn.Module):
     and 10% of the FP32 size, beside 19% of int8 weights. The wide layers run at 7x7 and 4x4, so training
     stays a few minutes."""
 
-    def __init__(self):
+    def __init__(self, act=nn.ReLU6):
         super().__init__()
-        self.stem = nn.Sequential(conv_bn(1, 16, stride=2), nn.ReLU6())
+        self.stem = nn.Sequential(conv_bn(1, 16, stride=2), act())
         self.blocks = nn.Sequential(
-            InvertedResidual(16, 32, 2, 4),
-            InvertedResidual(32, 64, 1, 6),
-            InvertedResidual(64, 96, 2, 6),
-            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(16, 32, 2, 4, act),
+            InvertedResidual(32, 64, 1, 6, act),
+            InvertedResidual(64, 96, 2, 6, act),
+            InvertedResidual(96, 96, 1, 6, act),
         )
-        self.head = nn.Sequential(conv_bn(96, 320, kernel=1), nn.ReLU6())
+        self.head = nn.Sequential(conv_bn(96, 320, kernel=1), act())
         self.fc = nn.Linear(320, 10)
 
     def forward(self, image):
         x = self.head(self.blocks(self.stem(image)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class MobileNetRelu(MobileNetSmall):
+    """mobilenet_small with ReLU instead of ReLU6, trained without weight decay: the fixture for cross-layer
+    equalization (kvant quantize --equalize, design decision 35). ReLU is positively homogeneous, so the
+    expand -> depthwise -> project pairs can be rescaled; without weight decay the BatchNorm-folded depthwise
+    channels keep widely different ranges, which is what per-tensor weight quantization handles badly."""
+
+    def __init__(self):
+        super().__init__(act=nn.ReLU)
 
 
 # ----------------------------------------------------------------------------- lstm_rows
@@ -218,6 +231,7 @@ class VitTiny(nn.Module):
 MODELS = collections.OrderedDict([
     ("resnet_small", (ResNetSmall, 2, 3e-3, 1e-4, 128, "Conv+BN+ReLU, 3 basic blocks (one stride 2 + 1x1 projection), GAP, Linear")),
     ("mobilenet_small", (MobileNetSmall, 2, 4e-3, 1e-4, 128, "MobileNetV2 inverted residuals (16..96 channels, expand 4..6, depthwise, project), BN, ReLU6, GAP, Linear")),
+    ("mobilenet_relu", (MobileNetRelu, 2, 4e-3, 0.0, 128, "mobilenet_small with ReLU instead of ReLU6, no weight decay (the per-tensor / cross-layer equalization fixture)")),
     ("lstm_rows", (LstmRows, 4, 3e-3, 1e-4, 128, "LSTM over the 28 rows (hidden 128, 1 layer), last hidden state, Linear")),
     ("vit_tiny", (VitTiny, 5, 2e-3, 5e-2, 128, "7x7 patches (16 tokens), dim 128, 2 encoder blocks, 4 heads, MLP 512 GELU, mean pool, Linear")),
 ])
@@ -341,6 +355,15 @@ def write_readme(out_dir, results):
         "and its LayerNorm/bias vectors and graph (node names kept) were 5% more. Now: `mobilenet_small` 16..96",
         "channels, expansion 4..6, the wide layers at 7x7 and 4x4 so training stays short; `vit_tiny` dim 128,",
         "MLP 512 (a standard 4x MLP). docs/accuracy.md has the numbers before and after.",
+        "",
+        "`mobilenet_relu` is `mobilenet_small` with ReLU for ReLU6 and no weight decay, for cross-layer",
+        "equalization (`kvant quantize --equalize`): ReLU is positively homogeneous, ReLU6 = Clip(0, 6) is not.",
+        "Trained this briefly its BatchNorm-folded channel ranges stay close, so per-tensor INT8 loses nothing on",
+        "it. `mobilenet_skewed.onnx` (not trained: `/usr/bin/python3 scripts/make_skewed_fixture.py`) is",
+        "`mobilenet_relu` with the channels of each BatchNormalization -> Relu -> Conv rescaled by 10^U(-1.5, 0)",
+        "and the Conv weights reading them by the inverse: the same function (its test data are",
+        "`mobilenet_relu`'s), with the widely different channel ranges of ImageNet MobileNetV2 after folding",
+        "(docs/accuracy.md, \"Equalization and bias correction\").",
         "",
         "`lstm_rows`: the Shape / Gather / ConstantOfShape / Concat / Unsqueeze nodes build the zero initial",
         "state `[1,N,128]` for the dynamic batch; the Transpose turns the batch-first rows into ONNX's",

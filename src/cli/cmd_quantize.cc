@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -31,6 +32,7 @@
 #include "io/output_file.h"
 #include "onnx/writer.h"
 #include "ops/op_registry.h"
+#include "quant/algorithms/equalize.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
 
@@ -71,6 +73,9 @@ struct QuantizeArgs {
   std::string metric;
   std::string metric_cmd;
   std::string metric_better = "higher";
+  bool equalize = false;
+  bool bias_correction = false;
+  std::string rounding = "nearest";
   std::set<std::string> given;  // the options given on the command line
 };
 
@@ -139,6 +144,9 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
       {"--group-size", {M::kWeightOnly}, "weight-only"},
       {"--format", {M::kWeightOnly}, "weight-only"},
       {"--method", {M::kWeightOnly}, "weight-only"},
+      {"--equalize", {M::kStatic, M::kDynamic}, "static and dynamic"},
+      {"--bias-correction", {M::kStatic}, "static"},
+      {"--rounding", {M::kStatic}, "static"},
   };
   for (const Rule& r : rules) {
     if (a.given.count(r.option) && !r.modes.count(mode)) {
@@ -189,6 +197,14 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   o.group_size = a.group_size;
   o.exclude = a.exclude;
   o.allow_nonfinite = a.allow_nonfinite;
+  o.bias_correction = a.bias_correction;
+  if (a.rounding == "nearest") {
+    o.rounding = WeightRounding::kNearest;
+  } else if (a.rounding == "adaround") {
+    o.rounding = WeightRounding::kAdaRound;
+  } else {
+    fail("--rounding must be nearest or adaround, got \"" + a.rounding + "\"");
+  }
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
@@ -208,6 +224,25 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   return o;
 }
 
+// The report's lines for --equalize: pairs, sweeps, and why pairs were skipped (counted per reason).
+std::vector<std::string> equalize_notes_for(const EqualizeResult& r) {
+  std::vector<std::string> notes;
+  std::ostringstream last;
+  last << std::setprecision(2) << 100 * (std::exp(r.last_change) - 1);
+  notes.push_back("cross-layer equalization: " + std::to_string(r.pairs.size()) + " layer pair(s) equalized in " +
+                  std::to_string(r.sweeps) + " sweep(s) (the last changed a scale by at most " + last.str() + "%)");
+  std::map<std::string, std::pair<int, std::string>> why;  // reason -> (count, first pair)
+  for (const auto& [pair, reason] : r.skipped) {
+    auto& w = why[reason];
+    if (w.first++ == 0) w.second = pair;
+  }
+  for (const auto& [reason, w] : why) {
+    notes.push_back("cross-layer equalization skipped " + std::to_string(w.first) + " pair(s) (e.g. " + w.second +
+                    "): " + reason);
+  }
+  return notes;
+}
+
 int quantize_command(const QuantizeArgs& a) {
   const auto start = std::chrono::steady_clock::now();
   check_paths(a);
@@ -218,7 +253,11 @@ int quantize_command(const QuantizeArgs& a) {
          " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
          "quantize its FP32 original instead");
   }
-  const Model fp32 = prepare_for_quantization(original);
+  Model fp32 = prepare_for_quantization(original);
+  // Cross-layer equalization changes the FP32 weights, not the function: the
+  // per-layer report then compares against the equalized model.
+  std::vector<std::string> equalize_notes;
+  if (a.equalize) equalize_notes = equalize_notes_for(equalize_cross_layer(fp32.graph));
 
   std::unique_ptr<SampleSource> data;
   if (!a.calib.empty()) {
@@ -272,6 +311,7 @@ int quantize_command(const QuantizeArgs& a) {
     quantized = search->model;
     summary = search->summary;
   }
+  summary.notes.insert(summary.notes.begin(), equalize_notes.begin(), equalize_notes.end());
   // Operators kvant has no kernel for stay as they are (design decision 24):
   // static calibration lists them itself; the other modes never run the model.
   const std::vector<std::string> unknown_ops = unsupported_operators(fp32);
@@ -410,6 +450,16 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--metric-cmd", a->metric_cmd,
                   "--accuracy-target: your own metric (see 'kvant help sensitivity'); DROP is then in its units");
   cmd->add_option("--metric-better", a->metric_better, "--metric-cmd: higher or lower")->capture_default_str();
+  cmd->add_flag("--equalize", a->equalize,
+                "Cross-layer equalization first: rescale Conv/Gemm pairs through Relu so per-channel weight ranges "
+                "match (same FP32 function; helps --per-tensor, e.g. depthwise networks)");
+  cmd->add_flag("--bias-correction", a->bias_correction,
+                "Static: subtract each Conv/Gemm's mean output shift from weight rounding (from --calib) from its "
+                "bias");
+  cmd->add_option("--rounding", a->rounding,
+                  "Static: weight rounding, nearest or adaround (learned up/down per weight against each layer's "
+                  "output on calibration data; slower)")
+      ->capture_default_str();
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");
   return [a, cmd]() {

@@ -20,6 +20,9 @@
 namespace kvant {
 
 enum class QuantMode { kStatic, kDynamic, kWeightOnly };
+// How static mode rounds weights: to nearest, or AdaRound's learned up/down
+// choice per weight (quant/algorithms/adaround.cc).
+enum class WeightRounding { kNearest, kAdaRound };
 
 // How weight-only quantization rounds: to nearest (with weight_clip_search),
 // or GPTQ's error-compensating order on calibration data (quant/gptq.h).
@@ -47,6 +50,11 @@ struct QuantizeOptions {
   // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
   // MatMul): these stay FP32.
   std::vector<std::string> exclude;
+  // Static mode: subtract each Conv/Gemm's mean output shift from weight
+  // rounding, (Wq - W) E[x] from calibration data, from its bias
+  // (quant/algorithms/bias_correction.cc).
+  bool bias_correction = false;
+  WeightRounding rounding = WeightRounding::kNearest;  // static mode
   // Called after each calibration sample: (done, total or -1).
   std::function<void(int64_t, int64_t)> progress;
 };

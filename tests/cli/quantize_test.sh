@@ -168,6 +168,13 @@ expect_error "--samples with dynamic" "--samples applies to --mode static" "$KVA
 expect_error "--affine-weights with dynamic" "--affine-weights applies" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --affine-weights
 expect_error "--percentile without the percentile calibrator" "--calibrator percentile" "$KVANT" quantize model.onnx -o e.onnx --calib calib --percentile 99.9
 expect_error "--preprocess without --calib" "--calib" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --preprocess mean=0.5
+# Equalization, bias correction and AdaRound (design decisions 35, 36): errors in the wrong mode, and the
+# report says what each did.
+expect_error "--equalize with weight-only" "--equalize applies to --mode static and dynamic" "$KVANT" quantize model.onnx -o e.onnx --mode weight-only --equalize
+expect_error "--bias-correction with dynamic" "--bias-correction applies to --mode static" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --bias-correction
+expect_error "--rounding with dynamic" "--rounding applies to --mode static" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --rounding adaround
+expect_error "--rounding unknown" "--rounding must be nearest or adaround" "$KVANT" quantize model.onnx -o e.onnx --calib calib --rounding up
+expect_ok "static with all three" "bias correction: " "$KVANT" quantize model.onnx -o steer.onnx --calib calib --equalize --bias-correction --rounding adaround
 # Skipped nodes are counted and named (before: "1 quantized, 0 kept in FP32"
 # while the 4 Convs stayed FP32 under --format ort).
 expect_ok "--format ort names the skipped Convs" "4 skipped (not quantized by this mode" "$KVANT" quantize model.onnx -o ort2.onnx --mode weight-only --format ort --group-size 32

@@ -349,7 +349,9 @@ TEST_P(ZooTest, MatchesPyTorch) {
   EXPECT_LE(max_err, 1e-4 * max_ref) << name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fmnist, ZooTest, ::testing::Values("resnet_small", "mobilenet_small", "lstm_rows", "vit_tiny"),
+INSTANTIATE_TEST_SUITE_P(Fmnist, ZooTest,
+                         ::testing::Values("resnet_small", "mobilenet_small", "mobilenet_relu", "mobilenet_skewed",
+                                           "lstm_rows", "vit_tiny"),
                          [](const auto& info) { return info.param; });
 
 // A QDQ model exported by PyTorch's quantization-aware training

@@ -20,17 +20,24 @@
 // 2. Calibrate: run the FP32 model on the samples and feed every planned
 //    tensor to its group's observer (streaming: memory does not grow with the
 //    number of samples).
-// 3. Rewrite: Q/DQ on every planned tensor, DQ in front of every weight and
-//    bias (quant/qdq.h).
+//    With rounding kAdaRound, each layer's input patch Gram matrix is
+//    collected too; with bias_correction, each Conv/Gemm input's mean.
+// 3. Rewrite: AdaRound's weights and corrected biases first (still float,
+//    adaround.h, bias_correction.h), then Q/DQ on every planned tensor, DQ in
+//    front of every weight and bias (quant/qdq.h).
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "kvant/status.h"
 #include "passes/pass.h"
+#include "quant/algorithms/adaround.h"
+#include "quant/algorithms/bias_correction.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
@@ -266,7 +273,39 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     const std::string root = plan.groups.find(t);
     if (!observers.count(root)) observers[root] = make_observer(options.calibration);
   }
+  // Bias correction needs each Conv/Gemm input's mean per channel.
+  ChannelMeans input_means;
+  if (options.bias_correction) {
+    for (size_t idx : plan.compute_nodes) {
+      const Node& n = g.nodes[idx];
+      if (n.op_type == "Conv") input_means.track(n.inputs[0], ChannelMeans::Axis::kOne);
+      if (n.op_type == "Gemm") input_means.track(n.inputs[0], ChannelMeans::Axis::kLast);
+    }
+  }
+  // AdaRound needs each layer's input patch statistics.
+  const AdaRoundOptions adaround_options;
+  std::map<size_t, LayerGram> grams;
+  std::unordered_map<std::string, std::vector<size_t>> gram_inputs;
+  std::vector<std::string> adaround_notes;
+  if (options.rounding == WeightRounding::kAdaRound) {
+    for (size_t idx : plan.compute_nodes) {
+      const Node& n = g.nodes[idx];
+      auto w = g.initializers.find(n.inputs[1]);
+      if (w == g.initializers.end()) continue;
+      std::string why;
+      if (auto lg = LayerGram::make(n, w->second, adaround_options, &why)) {
+        grams.emplace(idx, std::move(*lg));
+        gram_inputs[n.inputs[0]].push_back(idx);
+      } else {
+        adaround_notes.push_back("AdaRound left " + n.describe() + " at nearest: " + why);
+      }
+    }
+  }
   auto observe = [&](const std::string& name, const Tensor& t) {
+    if (options.bias_correction) input_means.observe(name, t);
+    if (auto r = gram_inputs.find(name); r != gram_inputs.end()) {
+      for (size_t idx : r->second) grams.at(idx).observe(t);
+    }
     if (!plan.tensor_set.count(name)) return;
     if (t.dtype() != DType::kFloat32) {
       throw Error(ErrorCode::kInvalidArgument, "tensor \"" + name + "\" is " + dtype_name(t.dtype()) + ", not float32");
@@ -382,6 +421,22 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   for (size_t idx : plan.compute_nodes) {
     if (q.nodes[idx].inputs.size() > 2) bias_of[idx] = q.nodes[idx].inputs[2];
   }
+  // AdaRound and bias correction change float weights and biases before any
+  // node is inserted (q.nodes[idx] is still g.nodes[idx]); the loop below
+  // quantizes them with the same params (adaround.h, bias_correction.h).
+  auto weight_params_of = [&](size_t idx) -> std::optional<QuantParams> {
+    const Node& n = g.nodes[idx];
+    auto w = g.initializers.find(n.inputs[1]);
+    if (!params.count(plan.groups.find(n.inputs[0])) || w == g.initializers.end()) return std::nullopt;
+    check_finite_weight(w->second, n.inputs[1], options.allow_nonfinite);
+    return weight_params(w->second, per_axis_ok ? weight_axis(n, w->second) : -1, options.weight_type,
+                         options.weight_symmetry, options.reduce_range);
+  };
+  const std::map<size_t, Tensor> rounded =
+      apply_adaround(g, q, grams, weight_params_of, options.reduce_range, adaround_options, &adaround_notes);
+  const int64_t corrected = options.bias_correction ? apply_bias_correction(g, q, plan.compute_nodes, input_means,
+                                                                            rounded, weight_params_of, bias_of)
+                                                    : 0;
   // Weights and biases first (they need the input scale), read from the FP32 graph.
   for (size_t idx : plan.compute_nodes) {
     const Node& n = g.nodes[idx];
@@ -401,9 +456,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
       if (b.rank() == 1 && b.numel() == channels && b.dtype() == DType::kFloat32 &&
           n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
-        check_finite_weight(b, n.inputs[2], options.allow_nonfinite);
+        check_finite_weight(b, bias, options.allow_nonfinite);
         if (!insert_bias_dq(q, bias, in_params->second.scale[0], wp.scale) && summary) {
-          summary->warnings.push_back("bias \"" + n.inputs[2] +
+          summary->warnings.push_back("bias \"" + bias +
                                       "\" kept in FP32: input scale x weight scale is below the smallest normal float");
         }
       }
@@ -428,6 +483,11 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     summary->quantized_nodes += inside;
     if (inside > 0) summary->notes.push_back(std::to_string(inside) + " layer(s) inside If/Loop/Scan bodies quantized");
     summary->calibration_samples = done;
+    summary->notes.insert(summary->notes.end(), adaround_notes.begin(), adaround_notes.end());
+    if (options.bias_correction) {
+      summary->notes.push_back("bias correction: " + std::to_string(corrected) +
+                               " Conv/Gemm bias(es) corrected for the mean shift of weight rounding");
+    }
     for (const auto& layer : plan.layer_outputs) {
       if (!not_calibrated.count(layer.first)) summary->layer_outputs.push_back(layer);
     }
