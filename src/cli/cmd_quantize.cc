@@ -60,7 +60,6 @@ struct QuantizeArgs {
   int group_size = 128;
   bool affine_weights = false;
   std::string format = "qdq";
-  std::string method = "rtn";
   std::vector<std::string> exclude;
   std::string report;
   bool force = false;
@@ -143,10 +142,9 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
       {"--bits", {M::kWeightOnly}, "weight-only"},
       {"--group-size", {M::kWeightOnly}, "weight-only"},
       {"--format", {M::kWeightOnly}, "weight-only"},
-      {"--method", {M::kWeightOnly}, "weight-only"},
       {"--equalize", {M::kStatic, M::kDynamic}, "static and dynamic"},
       {"--bias-correction", {M::kStatic}, "static"},
-      {"--rounding", {M::kStatic}, "static"},
+      {"--rounding", {M::kStatic, M::kWeightOnly}, "static and weight-only"},
   };
   for (const Rule& r : rules) {
     if (a.given.count(r.option) && !r.modes.count(mode)) {
@@ -201,20 +199,19 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   if (a.rounding == "nearest") {
     o.rounding = WeightRounding::kNearest;
   } else if (a.rounding == "adaround") {
+    if (o.mode != QuantMode::kStatic) fail("--rounding adaround applies to --mode static only (gptq: weight-only)");
     o.rounding = WeightRounding::kAdaRound;
+  } else if (a.rounding == "gptq") {
+    if (o.mode != QuantMode::kWeightOnly) fail("--rounding gptq applies to --mode weight-only only (adaround: static)");
+    if (a.calib.empty()) fail("--rounding gptq needs calibration data: --calib DATA (inputs the model sees)");
+    if (a.format == "ort") fail("--rounding gptq writes --format qdq only (--format ort is round to nearest)");
+    o.rounding = WeightRounding::kGptq;
   } else {
-    fail("--rounding must be nearest or adaround, got \"" + a.rounding + "\"");
+    fail("--rounding must be nearest, adaround or gptq, got \"" + a.rounding + "\"");
   }
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
-  }
-  if (a.method == "gptq") {
-    o.weight_rounding = WeightRounding::kGptq;
-    if (a.calib.empty()) fail("--method gptq needs calibration data: --calib DATA (inputs the model sees)");
-    if (a.format == "ort") fail("--method gptq writes --format qdq only (--format ort is round to nearest)");
-  } else if (a.method != "rtn") {
-    fail("--method must be rtn or gptq, got \"" + a.method + "\"");
   }
   if (o.mode == QuantMode::kStatic && a.calib.empty()) {
     fail(
@@ -295,7 +292,7 @@ int quantize_command(const QuantizeArgs& a) {
       break;
     case QuantMode::kDynamic: quantized = quantize_dynamic(fp32, options, &summary); break;
     case QuantMode::kWeightOnly:
-      if (options.weight_rounding == WeightRounding::kGptq) options.progress = progress_line("GPTQ statistics");
+      if (options.rounding == WeightRounding::kGptq) options.progress = progress_line("GPTQ statistics");
       quantized = a.format == "ort" ? quantize_matmul_nbits(fp32, a.bits, options, &summary)
                                     : quantize_weight_only(fp32, a.bits, options, &summary, data.get());
       break;
@@ -398,14 +395,14 @@ CommandFn add_quantize_command(CLI::App& app) {
       "  static       INT8 weights (per channel) and activations; needs --calib DATA\n"
       "  dynamic      INT8 weights of MatMul/Gemm/Conv/LSTM/GRU, activations quantized at run time\n"
       "  weight-only  INT4/INT8 MatMul/Gemm weights with a scale per --group-size values, rounded to\n"
-      "               nearest (--method rtn) or by GPTQ on --calib DATA (--method gptq)\n"
+      "               nearest or by GPTQ on --calib DATA (--rounding gptq)\n"
       "DATA: a .npy or .npz file, a folder of .npy files (or one subfolder per input), a folder of ONNX\n"
       "test-data .pb tensors, a folder of PNG/JPEG images (with --preprocess), or an IDX image file.\n\n"
       "examples:\n"
       "  kvant quantize cnn.onnx -o cnn.int8.onnx --mode static --calib calib/ --calibrator entropy\n"
       "  kvant quantize bert.onnx -o bert.int8.onnx --mode dynamic\n"
       "  kvant quantize llm.onnx -o llm.int4.onnx --mode weight-only --bits 4 --group-size 128\n"
-      "  kvant quantize llm.onnx -o llm.gptq.onnx --mode weight-only --method gptq --calib tokens.npz --samples 128");
+      "  kvant quantize llm.onnx -o llm.gptq.onnx --mode weight-only --rounding gptq --calib tokens.npz --samples 128");
   cmd->add_option("model", a->model, "The FP32 ONNX model")->required();
   cmd->add_option("-o,--output", a->output, "Where to write the quantized model")->required();
   cmd->add_option("--mode", a->mode, "static, dynamic or weight-only")->capture_default_str();
@@ -434,7 +431,6 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--format", a->format,
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
       ->capture_default_str();
-  cmd->add_option("--method", a->method, "Weight-only rounding: rtn or gptq (needs --calib)")->capture_default_str();
   cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
   cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");
@@ -457,8 +453,8 @@ CommandFn add_quantize_command(CLI::App& app) {
                 "Static: subtract each Conv/Gemm's mean output shift from weight rounding (from --calib) from its "
                 "bias");
   cmd->add_option("--rounding", a->rounding,
-                  "Static: weight rounding, nearest or adaround (learned up/down per weight against each layer's "
-                  "output on calibration data; slower)")
+                  "Weight rounding: nearest; adaround (static: learned up/down per weight against each layer's "
+                  "output on calibration data; slower); gptq (weight-only MatMul/Gemm: GPTQ on --calib data)")
       ->capture_default_str();
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");

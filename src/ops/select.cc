@@ -37,6 +37,24 @@ size_t element_bytes(const KernelContext& ctx, const Tensor& x) {
   return static_cast<size_t>(bits / 8);
 }
 
+// Y [outer, picks, inner] from X [outer, count, inner]: slice picks[u] of X
+// along the middle axis becomes slice u of Y; `y_shape` is Y's real shape.
+Tensor take_slices(const KernelContext& ctx, const Tensor& x, Shape y_shape, int64_t outer, int64_t count,
+                   int64_t inner, const std::vector<int64_t>& picks) {
+  Tensor y(x.dtype(), std::move(y_shape));
+  const auto* src = static_cast<const std::byte*>(x.raw());
+  auto* dst = static_cast<std::byte*>(y.raw());
+  const size_t run = static_cast<size_t>(inner) * element_bytes(ctx, x);
+  const auto kept = static_cast<int64_t>(picks.size());
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t u = 0; u < kept; ++u) {
+      std::memcpy(dst + static_cast<size_t>(o * kept + u) * run,
+                  src + static_cast<size_t>(o * count + picks[static_cast<size_t>(u)]) * run, run);
+    }
+  }
+  return y;
+}
+
 // -1, 0, 1 for a < b, a == b, a > b; NaN above every number, NaNs equal.
 template <typename C>
 int compare_values(C a, C b) {
@@ -111,17 +129,7 @@ void unique(KernelContext& ctx) {
     y_shape = x.shape();
     y_shape[axis] = groups;
   }
-  Tensor y(x.dtype(), y_shape);
-  const size_t bytes = element_bytes(ctx, x);
-  const auto* src = static_cast<const std::byte*>(x.raw());
-  auto* dst = static_cast<std::byte*>(y.raw());
-  const size_t run = static_cast<size_t>(inner) * bytes;
-  for (int64_t o = 0; o < outer; ++o) {
-    for (int64_t u = 0; u < groups; ++u) {
-      std::memcpy(dst + static_cast<size_t>(o * groups + u) * run,
-                  src + static_cast<size_t>(o * count + out_first[static_cast<size_t>(u)]) * run, run);
-    }
-  }
+  Tensor y = take_slices(ctx, x, y_shape, outer, count, inner, out_first);
   ctx.set_output(0, std::move(y));
   ctx.set_output(1, Tensor::from_vector(out_first, {groups}));
   ctx.set_output(2, Tensor::from_vector(inverse, {count}));
@@ -155,18 +163,7 @@ void compress(KernelContext& ctx) {
     y_shape = x.shape();
     y_shape[axis] = kept;
   }
-  Tensor y(x.dtype(), y_shape);
-  const size_t bytes = element_bytes(ctx, x);
-  const auto* src = static_cast<const std::byte*>(x.raw());
-  auto* dst = static_cast<std::byte*>(y.raw());
-  const size_t run = static_cast<size_t>(inner) * bytes;
-  for (int64_t o = 0; o < outer; ++o) {
-    for (int64_t u = 0; u < kept; ++u) {
-      std::memcpy(dst + static_cast<size_t>(o * kept + u) * run,
-                  src + static_cast<size_t>(o * count + keep[static_cast<size_t>(u)]) * run, run);
-    }
-  }
-  ctx.set_output(0, std::move(y));
+  ctx.set_output(0, take_slices(ctx, x, y_shape, outer, count, inner, keep));
 }
 
 void reverse_sequence(KernelContext& ctx) {

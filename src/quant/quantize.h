@@ -20,13 +20,11 @@
 namespace kvant {
 
 enum class QuantMode { kStatic, kDynamic, kWeightOnly };
-// How static mode rounds weights: to nearest, or AdaRound's learned up/down
-// choice per weight (quant/algorithms/adaround.cc).
-enum class WeightRounding { kNearest, kAdaRound };
-
-// How weight-only quantization rounds: to nearest (with weight_clip_search),
-// or GPTQ's error-compensating order on calibration data (quant/gptq.h).
-enum class WeightRounding { kNearest, kGptq };
+// How weights are rounded: to nearest (weight-only INT4 after
+// weight_clip_search); AdaRound's learned up/down choice per weight (static
+// mode, quant/algorithms/adaround.cc); or GPTQ's error-compensating order on
+// calibration data (weight-only MatMul/Gemm, quant/gptq.h).
+enum class WeightRounding { kNearest, kAdaRound, kGptq };
 
 struct QuantizeOptions {
   QuantMode mode = QuantMode::kStatic;
@@ -42,8 +40,7 @@ struct QuantizeOptions {
   // Weight-only INT4: per group, the clip ratio of its range that minimizes
   // the weight's squared error (quant/mse_clip.h); false: plain min/max.
   bool weight_clip_search = true;
-  WeightRounding weight_rounding = WeightRounding::kNearest;  // weight-only MatMul/Gemm
-  double gptq_damp = 0.01;                                    // GPTQ: damp * mean(diag H) added to H's diagonal
+  double gptq_damp = 0.01;  // GPTQ: damp * mean(diag H) added to H's diagonal
   // NaN/Inf in a weight being quantized is an error naming it unless set
   // (then NaN quantizes to the zero point, Inf to the range's end).
   bool allow_nonfinite = false;
@@ -54,7 +51,7 @@ struct QuantizeOptions {
   // rounding, (Wq - W) E[x] from calibration data, from its bias
   // (quant/algorithms/bias_correction.cc).
   bool bias_correction = false;
-  WeightRounding rounding = WeightRounding::kNearest;  // static mode
+  WeightRounding rounding = WeightRounding::kNearest;  // kAdaRound: static; kGptq: weight-only
   // Called after each calibration sample: (done, total or -1).
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -122,7 +119,7 @@ Model quantize_dynamic(const Model& model, const QuantizeOptions& options, Quant
 
 // Weight-only: MatMul/Gemm weights int4 (bits 4) or int8 (bits 8) with one
 // scale per options.group_size values along K; opset-21 blocked DQ. Rounded
-// to nearest, or with options.weight_rounding = kGptq by GPTQ, which needs
+// to nearest, or with options.rounding = kGptq by GPTQ, which needs
 // `calibration` (the MatMul/Gemm inputs' second moments come from it).
 Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& options, QuantizeSummary* summary,
                            SampleSource* calibration = nullptr);

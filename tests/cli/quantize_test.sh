@@ -172,8 +172,8 @@ expect_error "--preprocess without --calib" "--calib" "$KVANT" quantize model.on
 # report says what each did.
 expect_error "--equalize with weight-only" "--equalize applies to --mode static and dynamic" "$KVANT" quantize model.onnx -o e.onnx --mode weight-only --equalize
 expect_error "--bias-correction with dynamic" "--bias-correction applies to --mode static" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --bias-correction
-expect_error "--rounding with dynamic" "--rounding applies to --mode static" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --rounding adaround
-expect_error "--rounding unknown" "--rounding must be nearest or adaround" "$KVANT" quantize model.onnx -o e.onnx --calib calib --rounding up
+expect_error "--rounding with dynamic" "--rounding applies to --mode static and weight-only" "$KVANT" quantize model.onnx -o e.onnx --mode dynamic --rounding adaround
+expect_error "--rounding unknown" "--rounding must be nearest, adaround or gptq" "$KVANT" quantize model.onnx -o e.onnx --calib calib --rounding up
 expect_ok "static with all three" "bias correction: " "$KVANT" quantize model.onnx -o steer.onnx --calib calib --equalize --bias-correction --rounding adaround
 # Skipped nodes are counted and named (before: "1 quantized, 0 kept in FP32"
 # while the 4 Convs stayed FP32 under --format ort).
@@ -235,9 +235,9 @@ x = rng.standard_normal((64, 1, 16, K)).astype(np.float32) @ mix
 np.save("mlp_calib.npy", x[:48])
 np.save("mlp_test.npy", x[48:].reshape(16, 16, K))
 PY
-for method in rtn gptq; do
-  expect_ok "weight-only --method $method" "weight-only int4" \
-    "$KVANT" quantize mlp.onnx -o "mlp_$method.onnx" --mode weight-only --method "$method" --calib mlp_calib.npy
+for method in nearest gptq; do
+  expect_ok "weight-only --rounding $method" "weight-only int4" \
+    "$KVANT" quantize mlp.onnx -o "mlp_$method.onnx" --mode weight-only --rounding "$method" --calib mlp_calib.npy
   "$KVANT" run "mlp_$method.onnx" --input mlp_test.npy -o "run_$method" >/dev/null || fail "run mlp_$method.onnx"
 done
 grep -q "GPTQ rounding" out.txt && pass || fail "the GPTQ run does not say so: $(cat out.txt)"
@@ -245,17 +245,18 @@ grep -q "GPTQ rounding" out.txt && pass || fail "the GPTQ run does not say so: $
 /usr/bin/python3 - <<'PY' && pass || fail "GPTQ is not better than RTN on held-out data"
 import numpy as np
 ref = np.load("run_fp32/y.npy").astype(np.float64)
-sqnr = {m: 10 * np.log10((ref ** 2).sum() / ((ref - np.load(f"run_{m}/y.npy")) ** 2).sum()) for m in ("rtn", "gptq")}
+sqnr = {m: 10 * np.log10((ref ** 2).sum() / ((ref - np.load(f"run_{m}/y.npy")) ** 2).sum()) for m in ("nearest", "gptq")}
 print("held-out output SQNR dB", sqnr)
-assert sqnr["gptq"] > sqnr["rtn"] + 1.0, sqnr
+assert sqnr["gptq"] > sqnr["nearest"] + 1.0, sqnr
 PY
-expect_error "--method gptq without data" "--method gptq needs calibration data" \
-  "$KVANT" quantize mlp.onnx -o e.onnx --mode weight-only --method gptq
-expect_error "--method gptq with --format ort" "--format qdq only" \
-  "$KVANT" quantize mlp.onnx -o e.onnx --mode weight-only --method gptq --format ort --calib mlp_calib.npy
-expect_error "bad --method" "--method must be rtn or gptq" "$KVANT" quantize mlp.onnx -o e.onnx --mode weight-only --method awq
-expect_error "--method with static" "--method applies to --mode weight-only" \
-  "$KVANT" quantize mlp.onnx -o e.onnx --calib mlp_calib.npy --method gptq
+expect_error "--rounding gptq without data" "--rounding gptq needs calibration data" \
+  "$KVANT" quantize mlp.onnx -o e.onnx --mode weight-only --rounding gptq
+expect_error "--rounding gptq with --format ort" "--format qdq only" \
+  "$KVANT" quantize mlp.onnx -o e.onnx --mode weight-only --rounding gptq --format ort --calib mlp_calib.npy
+expect_error "--rounding gptq with static" "--rounding gptq applies to --mode weight-only" \
+  "$KVANT" quantize mlp.onnx -o e.onnx --calib mlp_calib.npy --rounding gptq
+expect_error "--rounding adaround with weight-only" "--rounding adaround applies to --mode static" \
+  "$KVANT" quantize mlp.onnx -o e.onnx --mode weight-only --rounding adaround
 
 # Every model written above passes onnx.checker (full check) at its opset.
 check_written_models

@@ -38,6 +38,7 @@
 #include "passes/pass.h"
 #include "quant/algorithms/adaround.h"
 #include "quant/algorithms/bias_correction.h"
+#include "quant/calibration_run.h"
 #include "quant/qdq.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
@@ -338,35 +339,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
       if (outputs[i].defined()) observe(node.outputs[i], outputs[i]);
     }
   });
-  calibration.reset();
-  int64_t done = 0;
-  const int64_t total =
-      calibration.size() < 0 ? options.max_samples : std::min(calibration.size(), options.max_samples);
-  while (done < options.max_samples) {
-    auto feed = calibration.next();
-    if (!feed) break;
-    for (const auto& [name, t] : *feed) {
-      if (t.dtype() == DType::kFloat32) {
-        const float* p = t.data<float>();
-        for (int64_t i = 0; i < t.numel(); ++i) {
-          if (!std::isfinite(p[i])) {
-            throw Error(ErrorCode::kInvalidArgument, "calibration sample " + std::to_string(done) + ": input \"" +
-                                                         name + "\" has a non-finite value at index " +
-                                                         std::to_string(i));
-          }
-        }
-      }
-      observe(name, t);
-    }
-    try {
-      exec.run(*feed);
-    } catch (const Error& e) {
-      throw Error(e.code(), "calibration sample " + std::to_string(done) + ": " + e.what());
-    }
-    ++done;
-    if (options.progress) options.progress(done, total);
-  }
-  if (done == 0) throw Error(ErrorCode::kInvalidArgument, "the calibration data holds no samples");
+  const int64_t done = run_calibration_samples(exec, calibration, options, observe);
 
   std::unordered_map<std::string, QuantParams> params;  // by group root
   for (const auto& [root, obs] : observers) {

@@ -51,7 +51,7 @@ Model quantize_weight_only(const Model& model, int bits, const QuantizeOptions& 
       bits == 4 ? (symmetric ? DType::kInt4 : DType::kUInt4) : (symmetric ? DType::kInt8 : DType::kUInt8);
   const std::set<std::string> excluded =
       resolve_excluded_nodes(g, options.exclude, {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"});
-  const bool gptq = options.weight_rounding == WeightRounding::kGptq;
+  const bool gptq = options.rounding == WeightRounding::kGptq;
   if (gptq && calibration == nullptr) {
     throw Error(ErrorCode::kInvalidArgument, "GPTQ needs calibration data (--calib DATA)");
   }
