@@ -396,6 +396,57 @@ KVANT_TARGET_AVX2 KVANT_NO_MEMSET_CALLS void depthwise_fill(const uint8_t* x, co
   }
 }
 
+namespace {
+
+// Depthwise sums of 16 consecutive outputs from `ox` of one row: the npairs
+// tap pairs (offsets into the int16 plane row `base`, weights packed two per
+// int32), as outputs 0-7 and 8-15.
+struct Sums16 {
+  __m256i lo, hi;
+};
+
+KVANT_TARGET_AVX2 inline Sums16 in_order(__m256i a0, __m256i a1) {
+  // a0 holds outputs 0-3 | 8-11, a1 4-7 | 12-15.
+  return {_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31)};
+}
+
+KVANT_TARGET_AVX2 inline Sums16 depthwise_sums16(const int16_t* base, const int32_t* wpairs, const int32_t* offsets,
+                                                 int npairs, int ox) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+  for (int t = 0; t < npairs; ++t) {
+    const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t] + ox));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t + 1] + ox));
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u, v), wv));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u, v), wv));
+  }
+  return in_order(a0, a1);
+}
+
+// The same for 32 outputs (two independent accumulator sets): outputs
+// ox..ox+15 in `first`, ox+16..ox+31 in `second`.
+KVANT_TARGET_AVX2 inline void depthwise_sums32(const int16_t* base, const int32_t* wpairs, const int32_t* offsets,
+                                               int npairs, int ox, Sums16& first, Sums16& second) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+  for (int t = 0; t < npairs; ++t) {
+    const int16_t* p0 = base + offsets[2 * t] + ox;
+    const int16_t* p1 = base + offsets[2 * t + 1] + ox;
+    const __m256i wv = _mm256_set1_epi32(wpairs[t]);
+    const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
+    const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 16));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 16));
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u0, v0), wv));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u0, v0), wv));
+    b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u1, v1), wv));
+    b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u1, v1), wv));
+  }
+  first = in_order(a0, a1);
+  second = in_order(b0, b1);
+}
+
+}  // namespace
+
 KVANT_TARGET_AVX2 void depthwise_channel(const int16_t* plane, int64_t row_stride, const int32_t* wpairs,
                                          const int32_t* offsets, int npairs, const ConvShape& s, const Requant& rq,
                                          uint8_t* y) {
@@ -410,43 +461,14 @@ KVANT_TARGET_AVX2 void depthwise_channel(const int16_t* plane, int64_t row_strid
     int ox = 0;
     // 32 outputs at a time (two independent accumulator sets), then 16.
     for (; ox + 32 <= s.w_out; ox += 32) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
-      for (int t = 0; t < npairs; ++t) {
-        const int16_t* p0 = base + offsets[2 * t] + ox;
-        const int16_t* p1 = base + offsets[2 * t + 1] + ox;
-        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
-        const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
-        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
-        const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 16));
-        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 16));
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u0, v0), wv));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u0, v0), wv));
-        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u1, v1), wv));
-        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u1, v1), wv));
-      }
-      // a0 holds outputs 0-3 | 8-11, a1 4-7 | 12-15.
-      store_bytes(out + ox,
-                  requant16(_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), bias,
-                            mult, lo, hi, zp, rq.y_signed),
-                  16);
-      store_bytes(out + ox + 16,
-                  requant16(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31), bias,
-                            mult, lo, hi, zp, rq.y_signed),
-                  16);
+      Sums16 first, second;
+      depthwise_sums32(base, wpairs, offsets, npairs, ox, first, second);
+      store_bytes(out + ox, requant16(first.lo, first.hi, bias, mult, lo, hi, zp, rq.y_signed), 16);
+      store_bytes(out + ox + 16, requant16(second.lo, second.hi, bias, mult, lo, hi, zp, rq.y_signed), 16);
     }
     for (; ox < s.w_out; ox += 16) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-      for (int t = 0; t < npairs; ++t) {
-        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
-        const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t] + ox));
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t + 1] + ox));
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u, v), wv));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u, v), wv));
-      }
-      store_bytes(out + ox,
-                  requant16(_mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), bias,
-                            mult, lo, hi, zp, rq.y_signed),
-                  s.w_out - ox);
+      const Sums16 sums = depthwise_sums16(base, wpairs, offsets, npairs, ox);
+      store_bytes(out + ox, requant16(sums.lo, sums.hi, bias, mult, lo, hi, zp, rq.y_signed), s.w_out - ox);
     }
   }
 }
@@ -504,36 +526,14 @@ KVANT_TARGET_AVX2 void depthwise_channel_f32(const int16_t* plane, int64_t row_s
     float* out = y + static_cast<int64_t>(oy) * s.w_out;
     int ox = 0;
     for (; ox + 32 <= s.w_out; ox += 32) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
-      for (int t = 0; t < npairs; ++t) {
-        const int16_t* p0 = base + offsets[2 * t] + ox;
-        const int16_t* p1 = base + offsets[2 * t + 1] + ox;
-        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
-        const __m256i u0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
-        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
-        const __m256i u1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 16));
-        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + 16));
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u0, v0), wv));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u0, v0), wv));
-        b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u1, v1), wv));
-        b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u1, v1), wv));
-      }
-      store_f32x16(out + ox, _mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), vm, b,
-                   vlo, vhi, 16, track, acc);
-      store_f32x16(out + ox + 16, _mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31), vm,
-                   b, vlo, vhi, 16, track, acc);
+      Sums16 first, second;
+      depthwise_sums32(base, wpairs, offsets, npairs, ox, first, second);
+      store_f32x16(out + ox, first.lo, first.hi, vm, b, vlo, vhi, 16, track, acc);
+      store_f32x16(out + ox + 16, second.lo, second.hi, vm, b, vlo, vhi, 16, track, acc);
     }
     for (; ox < s.w_out; ox += 16) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-      for (int t = 0; t < npairs; ++t) {
-        const __m256i wv = _mm256_set1_epi32(wpairs[t]);
-        const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t] + ox));
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + offsets[2 * t + 1] + ox));
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(u, v), wv));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(u, v), wv));
-      }
-      store_f32x16(out + ox, _mm256_permute2x128_si256(a0, a1, 0x20), _mm256_permute2x128_si256(a0, a1, 0x31), vm, b,
-                   vlo, vhi, s.w_out - ox, track, acc);
+      const Sums16 sums = depthwise_sums16(base, wpairs, offsets, npairs, ox);
+      store_f32x16(out + ox, sums.lo, sums.hi, vm, b, vlo, vhi, s.w_out - ox, track, acc);
     }
   }
   if (!track) return;
