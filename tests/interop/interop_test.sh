@@ -23,15 +23,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 ORT_RUN="$ROOT/scripts/ort_run.js"
 NUM_INPUTS=${KVANT_INTEROP_INPUTS:-16}
 
-if [[ ! -d "$ROOT/node_modules/onnxruntime-node" ]] || ! command -v node >/dev/null; then
-  why="onnxruntime-node is not installed in $ROOT/node_modules (or node is missing); scripts/install_deps.sh installs it"
-  if [[ -n "${KVANT_REQUIRE_ORT:-}" ]]; then
-    echo "FAIL: $why, and KVANT_REQUIRE_ORT is set"
-    exit 1
-  fi
-  echo "SKIPPED: $why (set KVANT_REQUIRE_ORT=1 to make this a failure)"
-  exit 77
-fi
+# shellcheck source=require_ort.sh
+source "$HERE/require_ort.sh" "$ROOT"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

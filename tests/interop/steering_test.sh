@@ -26,15 +26,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 ORT_RUN="$ROOT/scripts/ort_run.js"
 
-if [[ ! -d "$ROOT/node_modules/onnxruntime-node" ]] || ! command -v node >/dev/null; then
-  why="onnxruntime-node is not installed in $ROOT/node_modules (or node is missing)"
-  if [[ -n "${KVANT_REQUIRE_ORT:-}" ]]; then
-    echo "FAIL: $why, and KVANT_REQUIRE_ORT is set"
-    exit 1
-  fi
-  echo "SKIPPED: $why"
-  exit 77
-fi
+# shellcheck source=require_ort.sh
+source "$HERE/require_ort.sh" "$ROOT"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
