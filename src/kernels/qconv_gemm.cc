@@ -169,13 +169,8 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
           const int g = static_cast<int>(item / blocks);
           const int p0 = static_cast<int>(item % blocks) * block_rows_;
           const int rows = static_cast<int>(std::min<int64_t>(block_rows_, hw - p0));
-          const uint8_t* a = x_nhwc + static_cast<int64_t>(p0) * s.c_in + g * cin_g_;
-          int lda = s.c_in;
-          if (!direct_) {
-            im2col_rows(x_nhwc, g, p0, rows, x_fill_, cols);
-            a = cols;
-            lda = k_;
-          }
+          int lda = 0;
+          const uint8_t* a = a_rows(x_nhwc, g, p0, rows, x_fill_, cols, lda);
           const int mg0 = g * cout_g_;
           // Requantized straight into the output rows (NHWC) or into a block
           // that is transposed into the NCHW planes.
@@ -189,6 +184,17 @@ void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, T
       }
     });
   }
+}
+
+const uint8_t* QConvGemm::a_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t fill, uint8_t* cols,
+                                 int& lda) const {
+  if (direct_) {
+    lda = p_.shape.c_in;
+    return x_nhwc + static_cast<int64_t>(p0) * p_.shape.c_in + g * cin_g_;
+  }
+  im2col_rows(x_nhwc, g, p0, rows, fill, cols);
+  lda = k_;
+  return cols;
 }
 
 void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* scratch, int slots, ThreadPool* pool,
@@ -219,13 +225,8 @@ void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* s
           const int g = static_cast<int>(item / blocks);
           const int p0 = static_cast<int>(item % blocks) * block_rows_;
           const int rows = static_cast<int>(std::min<int64_t>(block_rows_, hw - p0));
-          const uint8_t* a = x_nhwc + static_cast<int64_t>(p0) * s.c_in + g * cin_g_;
-          int lda = s.c_in;
-          if (!direct_) {
-            im2col_rows(x_nhwc, g, p0, rows, x_zp, cols);
-            a = cols;
-            lda = k_;
-          }
+          int lda = 0;
+          const uint8_t* a = a_rows(x_nhwc, g, p0, rows, x_zp, cols, lda);
           const int mg0 = g * cout_g_;
           gemm_u8s8_s32(a, lda, rows, x_zp, packed_[static_cast<size_t>(g)], acc, cout_g_);
           float* out = yb + static_cast<int64_t>(mg0) * hw + p0;

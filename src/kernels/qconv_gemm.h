@@ -63,6 +63,10 @@ class QConvGemm {
 
  private:
   void im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t fill, uint8_t* out) const;
+  // The GEMM's A for group g's output rows p0 .. p0 + rows: the NHWC input
+  // rows themselves (direct_: 1x1, stride 1) or their im2col in `cols`,
+  // padding read as `fill`; `lda` is set to its row stride.
+  const uint8_t* a_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t fill, uint8_t* cols, int& lda) const;
 
   QConvParams p_;
   int cin_g_ = 0, cout_g_ = 0, k_ = 0;
