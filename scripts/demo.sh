@@ -25,7 +25,7 @@ echo "== kvant inspect $model"
 echo
 echo "== kvant quantize: static INT8, calibrated on 500 training images"
 "$kvant" quantize "$model" -o "$out/cnn.int8.onnx" --force --mode static --calibrator percentile \
-  --calib "$data/train-images-idx3-ubyte.gz" --preprocess "$prep" --samples 500
+  --calib "$data/train-images-idx3-ubyte.gz" --preprocess "$prep" --samples 500 --report "$out/report.html"
 
 echo
 echo "== kvant quantize: INT4 weight-only (group size 32)"
@@ -38,4 +38,5 @@ echo "== kvant eval: the 10,000 test images, FP32 vs quantized"
   --data "$data/t10k-images-idx3-ubyte.gz" --preprocess "$prep"
 
 echo
-echo "The quantized models are in $out/ (cnn.int8.onnx, cnn.int4.onnx)."
+echo "The quantized models are in $out/ (cnn.int8.onnx, cnn.int4.onnx);"
+echo "the INT8 model's report, with plots, is $out/report.html (open it in a browser)."

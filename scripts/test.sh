@@ -13,6 +13,8 @@ jobs=${KVANT_JOBS:-2}
 # The interop tests (ctest label `interop`) skip when ONNX Runtime is missing,
 # except here: CI must not pass them silently.
 export KVANT_REQUIRE_ORT=1
+# Likewise the HTML report test without Chromium.
+export KVANT_REQUIRE_CHROMIUM=1
 export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 passed=0
 failed=0

@@ -20,6 +20,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/eval_data.h"
+#include "cli/html_report.h"
 #include "cli/json.h"
 #include "cli/quant_report.h"
 #include "io/dataset.h"
@@ -161,6 +162,7 @@ int eval_command(const EvalArgs& a) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   Json j = Json::object();
+  j.set("report", "eval");
   j.set("data", a.data);
   j.set("samples", n);
   j.set("output", output);
@@ -221,7 +223,7 @@ int eval_command(const EvalArgs& a) {
     std::cout << line << "\n";
   }
   j.set("models", jm);
-  if (!a.report.empty()) write_json_file(a.report, j);
+  if (!a.report.empty()) write_report_file(a.report, j);
   return 0;
 }
 
@@ -243,7 +245,7 @@ CommandFn add_eval_command(CLI::App& app) {
   cmd->add_option("--preprocess", a->preprocess, "Image/IDX preprocessing (see 'kvant help quantize')");
   cmd->add_option("--output", a->output, "The model output to score (default: the first)");
   cmd->add_option("--limit", a->limit, "Evaluate at most this many samples");
-  cmd->add_option("--report", a->report, "Also write the results as JSON to this file");
+  cmd->add_option("--report", a->report, "Also write the results to this file: HTML when it ends in .html, else JSON");
   cmd->add_flag("--reference", a->reference,
                 "Run on the reference executor (Q/DQ simulated in float) instead of the compiled kernels");
   cmd->add_option("--threads", a->threads, "Threads for the compiled kernels")->capture_default_str();

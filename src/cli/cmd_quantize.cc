@@ -23,6 +23,7 @@
 
 #include "cli/accuracy_target.h"
 #include "cli/cli_common.h"
+#include "cli/html_report.h"
 #include "cli/json.h"
 #include "cli/metric_cmd.h"
 #include "cli/quant_report.h"
@@ -346,7 +347,11 @@ int quantize_command(const QuantizeArgs& a) {
                            (unknown_ops.size() > 1 ? " and " + std::to_string(unknown_ops.size() - 1) + " more" : ""));
   } else if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
     report.layer_samples = std::min<int64_t>(a.report_samples, std::max<int64_t>(data->size(), 0));
-    if (data->size() < 0) report.layer_samples = a.report_samples;
+    if (data->size() < 0) {  // a source that does not know its length: count what the comparison can read
+      data->reset();
+      report.layer_samples = 0;
+      while (report.layer_samples < a.report_samples && data->next()) ++report.layer_samples;
+    }
     report.layers = compare_layers(fp32, quantized, summary.layer_outputs, *data, a.report_samples);
   } else if (!data) {
     report.notes.push_back("per-layer error not measured: pass --calib DATA to compare each layer with FP32");
@@ -364,6 +369,11 @@ int quantize_command(const QuantizeArgs& a) {
     if (sample) report.speed = check_speed(fp32, quantized, *sample, why);
     if (!report.speed) report.notes.push_back("speed not compared with FP32: " + why);
   }
+  if (!a.report.empty() && unknown_ops.empty()) {
+    // Activations need samples (static mode's calibration data); weights never do.
+    report.histograms =
+        range_histograms(fp32, quantized, options.mode == QuantMode::kStatic ? data.get() : nullptr, a.report_samples);
+  }
   add_findings(report, fp32);
   for (const std::string& w : report.warnings) std::cerr << "kvant: warning: " << printable(w) << "\n";
   (*pending)->commit();
@@ -372,7 +382,7 @@ int quantize_command(const QuantizeArgs& a) {
   if (!a.report.empty()) {
     Json j = quant_report_json(report);
     if (search) j.set("accuracy_target", target_json(*search, target));
-    write_json_file(a.report, j);
+    write_report_file(a.report, j);
   }
   if (search && !search->met) {  // the closest model is written; the exit status says it missed
     std::cerr << "kvant: error: --accuracy-target " << a.accuracy_target << " not met: no mix of FP32 and "
@@ -432,7 +442,8 @@ CommandFn add_quantize_command(CLI::App& app) {
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
       ->capture_default_str();
   cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
-  cmd->add_option("--report", a->report, "Also write the report as JSON to this file");
+  cmd->add_option("--report", a->report,
+                  "Also write the report to this file: HTML (plots, self-contained) when it ends in .html, else JSON");
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");
   cmd->add_flag("--allow-nonfinite", a->allow_nonfinite,
                 "Quantize weights that hold NaN or Inf (NaN becomes the zero point) instead of refusing them");

@@ -19,6 +19,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/eval_data.h"
+#include "cli/html_report.h"
 #include "cli/json.h"
 #include "cli/metric_cmd.h"
 #include "cli/quant_report.h"
@@ -48,6 +49,7 @@ struct SensitivityArgs {
   std::vector<std::string> exclude;
   std::string output;
   std::string json;
+  std::string report;
   bool leave_one_out = false;
   bool reference = false;
   bool force = false;
@@ -69,6 +71,8 @@ int sensitivity_command(const SensitivityArgs& a) {
   if (a.bits == 8 && a.calib.empty()) fail("--bits 8 (static INT8) needs calibration data: --calib DATA");
   if (a.eval.empty() && a.calib.empty()) fail("give the evaluation data: --eval DATA");
   if (!a.json.empty()) check_output_target(a.json, a.force, "--json");
+  if (!a.report.empty()) check_output_target(a.report, a.force, "--report");
+  if (!a.json.empty() && !a.report.empty() && a.json == a.report) fail("--json and --report name the same file");
   LoadOptions load;
   load.infer_shapes = true;  // typed values let the partial models compile to fast kernels
   const Model original = load_model(a.model, load);
@@ -167,8 +171,9 @@ int sensitivity_command(const SensitivityArgs& a) {
     rows.push_back(row);
   }
   print_table(std::cout, rows);
-  if (!a.json.empty()) {
+  if (!a.json.empty() || !a.report.empty()) {
     Json j = sensitivity_json(r);
+    j.set("report", "sensitivity");
     j.set("model", a.model);
     j.set("bits", static_cast<int64_t>(a.bits));
     j.set("data", eval_path);
@@ -186,7 +191,8 @@ int sensitivity_command(const SensitivityArgs& a) {
       c.set("only", per);
       j.set("metric_cmd", c);
     }
-    write_json_file(a.json, j);
+    if (!a.json.empty()) write_json_file(a.json, j);
+    if (!a.report.empty()) write_report_file(a.report, j);
   }
   return 0;
 }
@@ -228,7 +234,9 @@ CommandFn add_sensitivity_command(CLI::App& app) {
   cmd->add_option("--output", a->output, "The model output to score (default: the first)");
   cmd->add_flag("--leave-one-out", a->leave_one_out, "Also measure every layer but that one quantized");
   cmd->add_option("--json", a->json, "Also write the ranking as JSON to this file");
-  cmd->add_flag("-f,--force", a->force, "Overwrite the --json file if it exists");
+  cmd->add_option("--report", a->report,
+                  "Also write the ranking to this file: HTML (plots, self-contained) when it ends in .html, else JSON");
+  cmd->add_flag("-f,--force", a->force, "Overwrite the --json/--report file if it exists");
   cmd->add_flag("--reference", a->reference,
                 "Run on the reference executor (Q/DQ simulated in float) instead of the compiled kernels");
   cmd->add_option("--threads", a->threads, "Threads for the compiled kernels")->capture_default_str();

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 namespace kvant::cli {
 
@@ -77,6 +78,20 @@ Json& Json::set(std::string key, Json value) {
   keys_.push_back(std::move(key));
   items_.push_back(std::move(value));
   return *this;
+}
+
+const Json* Json::find(const std::string& key) const {
+  if (kind_ != Kind::kObject) return nullptr;
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    if (keys_[i] == key) return &items_[i];
+  }
+  return nullptr;
+}
+
+double Json::number() const {
+  if (kind_ == Kind::kInt) return static_cast<double>(int_);
+  if (kind_ == Kind::kDouble) return double_;
+  return std::numeric_limits<double>::quiet_NaN();
 }
 
 std::string Json::dump(int indent) const {

@@ -30,6 +30,14 @@ class Json {
   Json& set(std::string key, Json value);  // adds a key to an object
   std::string dump(int indent = 2) const;  // pretty-printed, ends without newline
 
+  // Reading back (the HTML report renders the JSON it would write).
+  Kind kind() const { return kind_; }
+  const Json* find(const std::string& key) const;            // an object's member, or null
+  const std::vector<Json>& items() const { return items_; }  // array items / object values
+  double number() const;                                     // int or double; NaN for any other kind
+  const std::string& str() const { return string_; }         // "" unless a string
+  bool truthy() const { return kind_ == Kind::kBool && bool_; }
+
  private:
   explicit Json(Kind kind) : kind_(kind) {}
   void write(std::string& out, int indent, int depth) const;

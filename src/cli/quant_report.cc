@@ -151,6 +151,7 @@ void print_quant_report(std::ostream& os, const QuantReport& r) {
 
 Json quant_report_json(const QuantReport& r) {
   Json j = Json::object();
+  j.set("report", "quantize");
   j.set("mode", r.mode);
   j.set("input", r.input);
   j.set("output", r.output);
@@ -189,10 +190,16 @@ Json quant_report_json(const QuantReport& r) {
     j.set("speed", speed);
   }
   j.set("layer_error_samples", r.layer_samples);
+  // Each layer's place in the graph (r.layers is worst first).
+  std::map<std::pair<std::string, std::string>, int64_t> order;
+  for (const auto& [node, tensor] : r.summary.layer_outputs)
+    order.emplace(std::make_pair(node, tensor), static_cast<int64_t>(order.size()));
   Json layers = Json::array();
   for (const auto& e : r.layers) {
     Json l = Json::object();
     l.set("node", e.node);
+    auto o = order.find({e.node, e.tensor});
+    l.set("order", o == order.end() ? static_cast<int64_t>(order.size()) : o->second);
     l.set("tensor", e.tensor);
     // sqnr_db/cosine: accumulated (the quantized model up to this layer);
     // own_*: this layer alone on FP32 inputs (null: not measured).
@@ -211,6 +218,28 @@ Json quant_report_json(const QuantReport& r) {
     layers.push(l);
   }
   j.set("layers", layers);
+  Json histograms = Json::array();
+  for (const RangeHistogram& h : r.histograms) {
+    Json x = Json::object();
+    x.set("tensor", h.tensor);
+    x.set("node", h.node);
+    x.set("weight", h.weight);
+    x.set("lo", h.lo);
+    x.set("hi", h.hi);
+    x.set("ranges", h.ranges);
+    x.set("min", h.min);
+    x.set("max", h.max);
+    x.set("values", h.values);
+    x.set("clipped", h.clipped);
+    x.set("plot_lo", h.plot_lo);
+    x.set("plot_hi", h.plot_hi);
+    x.set("binned", h.binned);
+    Json counts = Json::array();
+    for (int64_t c : h.counts) counts.push(c);
+    x.set("counts", counts);
+    histograms.push(std::move(x));
+  }
+  j.set("histograms", histograms);
   j.set("seconds", r.seconds);
   return j;
 }

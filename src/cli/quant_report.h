@@ -12,6 +12,7 @@
 #include "cli/json.h"
 #include "cli/speed_check.h"
 #include "quant/quantize.h"
+#include "quant/range_histograms.h"
 
 namespace kvant::cli {
 
@@ -28,6 +29,8 @@ struct QuantReport {
   std::vector<std::string> skipped;
   std::optional<SpeedCheck> speed;
   std::vector<std::string> warnings;  // quality and speed findings
+  // Values and chosen ranges of the quantized tensors (only with --report).
+  std::vector<RangeHistogram> histograms;
   double seconds = 0;
 };
 
