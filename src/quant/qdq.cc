@@ -154,6 +154,23 @@ QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmet
       }
     }
   }
+  if (storage == DType::kInt4 || storage == DType::kUInt4) {
+    // 4-bit (static W4A8): each channel's range clipped to its least squared
+    // error, as weight-only INT4 does per group (quant/mse_clip.h).
+    std::vector<float> channel;
+    for (size_t k = 0; k < lo.size(); ++k) {
+      channel.clear();
+      for (int64_t o = 0; o < v.outer; ++o) {
+        for (int64_t c = 0; c < v.channels; ++c) {
+          if (axis >= 0 && c != static_cast<int64_t>(k)) continue;
+          const auto base = static_cast<size_t>((o * v.channels + c) * v.inner);
+          channel.insert(channel.end(), w.begin() + static_cast<std::ptrdiff_t>(base),
+                         w.begin() + static_cast<std::ptrdiff_t>(base + static_cast<size_t>(v.inner)));
+        }
+      }
+      mse_clip_range(channel.data(), static_cast<int64_t>(channel.size()), 1, storage, symmetry, &lo[k], &hi[k]);
+    }
+  }
   p.scale.resize(lo.size());
   p.zero_point.resize(lo.size());
   for (size_t k = 0; k < lo.size(); ++k)

@@ -30,7 +30,9 @@ Tensor quantize_tensor(const Tensor& weights, const QuantParams& params);
 
 // Per-channel (axis >= 0) or per-tensor (axis -1) symmetric/affine params
 // for a float weight tensor; reduce_range: one bit less (7-bit int8 weights,
-// so that u8 x s7 pair sums fit int16 on CPUs without VNNI).
+// so that u8 x s7 pair sums fit int16 on CPUs without VNNI). 4-bit storage
+// (static W4A8) clips each channel's range to its least squared error
+// (quant/mse_clip.h); 8-bit ranges are the channel's min/max.
 QuantParams weight_params(const Tensor& weights, int axis, DType storage, Symmetry symmetry, bool reduce_range = false);
 
 // Blocked params along `axis` with `block_size` (opset-21 blocked form);

@@ -1238,7 +1238,11 @@ class Compiler {
     if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty()) return false;
     const Tensor* q = constant(dq->inputs[0]);
     const Tensor* s = dq->inputs.size() > 1 ? constant(dq->inputs[1]) : nullptr;
-    if (q == nullptr || s == nullptr || !is_8bit(q->dtype()) || s->dtype() != DType::kFloat32) return false;
+    // 4-bit codes (static W4A8 files) are int8 codes of the same value: the
+    // INT8 kernels run them exactly (blocked ones are weight-only W4 steps').
+    const bool four_bit = q != nullptr && (q->dtype() == DType::kInt4 || q->dtype() == DType::kUInt4);
+    if (q == nullptr || s == nullptr || !(is_8bit(q->dtype()) || four_bit) || s->dtype() != DType::kFloat32)
+      return false;
     if (dq->attr_int("block_size", 0) != 0) return false;
     const Tensor* z = dq->inputs.size() > 2 && !dq->inputs[2].empty() ? constant(dq->inputs[2]) : nullptr;
     if (dq->inputs.size() > 2 && !dq->inputs[2].empty() && z == nullptr) return false;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The accuracy-steering options of `kvant quantize` (--equalize,
-# --bias-correction, --rounding adaround; design decision 35) write models that still run in ONNX
+# --bias-correction, --rounding adaround, --weight-bits 4; design decisions 35, 36, 38) write models that still run in ONNX
 # Runtime 1.30 and in kvant's compiled runtime, with the same results:
 #   usage: steering_test.sh PATH/TO/kvant PATH/TO/compare_outputs
 #
@@ -109,6 +109,10 @@ for name in mobilenet_skewed resnet_small; do
   quantize "$name" static-bias-correction "$model" "$bc_note" "${static[@]}" --bias-correction
   quantize "$name" static-both "$model" "$eq_note" "${static[@]}" --equalize --bias-correction
   quantize "$name" static-adaround "$model" "AdaRound: [1-9][0-9]* layer" "${static[@]}" --rounding adaround
+  # W4A8 (--weight-bits 4: int4 per-channel weights, opset 21), nearest and AdaRound.
+  w4a8=(--mode static --calib "$WORK/calib" --samples 64 --report-samples 0 --weight-bits 4)
+  quantize "$name" static-w4a8 "$model" "quantized" "${w4a8[@]}"
+  quantize "$name" static-w4a8-adaround "$model" "AdaRound: [1-9][0-9]* layer" "${w4a8[@]}" --rounding adaround
   ORT_ARGS=()
   quantize "$name" static-both-7bit-fused "$model" "$bc_note" "${static[@]}" --equalize --bias-correction \
     --reduce-range

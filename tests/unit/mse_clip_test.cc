@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "quant/qdq.h"
 #include "quant/quantize.h"
 
 namespace kvant {
@@ -124,6 +125,35 @@ TEST(MseClip, WeightOnlyExportsLowerTheWeightError) {
     for (int64_t b = 0; b < 4; ++b)
       EXPECT_EQ(qdq_scale.data<float>()[b * 16 + n], ort_scale.data<float>()[n * 4 + b]) << n << "," << b;
   }
+}
+
+// Static W4A8 (--weight-bits 4): 4-bit per-channel weight params are each
+// channel's MSE-clipped range, never worse than its min/max; 8-bit ones stay
+// min/max.
+TEST(MseClip, FourBitPerChannelWeightParamsClipEachChannel) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t m = 8, k = 3 * 3 * 4;  // a Conv weight [8, 4, 3, 3], channels along axis 0
+  Tensor w(DType::kFloat32, {m, 4, 3, 3});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = normal(rng) * static_cast<float>(1 + i / k);
+  const QuantParams p4 = weight_params(w, 0, DType::kInt4, Symmetry::kSymmetric);
+  const QuantParams p8 = weight_params(w, 0, DType::kInt8, Symmetry::kSymmetric);
+  ASSERT_EQ(p4.scale.size(), static_cast<size_t>(m));
+  int clipped = 0;
+  for (int64_t c = 0; c < m; ++c) {
+    const std::vector<float> v(w.data<float>() + c * k, w.data<float>() + (c + 1) * k);
+    float lo = 0, hi = 0;
+    min_max(v, lo, hi);
+    const float amax = std::max(-lo, hi);
+    const auto ci = static_cast<size_t>(c);
+    EXPECT_FLOAT_EQ(p8.scale[ci], amax / 127.0f);  // 8-bit: plain min/max
+    EXPECT_LE(p4.scale[ci], amax / 7.0f * 1.0001f);
+    clipped += p4.scale[ci] < amax / 7.0f * 0.999f ? 1 : 0;
+    // The chosen scale reconstructs the channel at least as well as min/max.
+    const double chosen = group_error(v, -7.0f * p4.scale[ci], 7.0f * p4.scale[ci], DType::kInt4, Symmetry::kSymmetric);
+    EXPECT_LE(chosen, group_error(v, lo, hi, DType::kInt4, Symmetry::kSymmetric) * 1.0001) << c;
+  }
+  EXPECT_GT(clipped, 0);  // Gaussian channels of 36 values: clipping pays on some
 }
 
 }  // namespace

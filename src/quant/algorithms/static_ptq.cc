@@ -35,6 +35,7 @@
 #include <unordered_set>
 
 #include "kvant/status.h"
+#include "onnx/opset_upgrade.h"
 #include "passes/pass.h"
 #include "quant/algorithms/adaround.h"
 #include "quant/algorithms/bias_correction.h"
@@ -241,6 +242,14 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     upgrade_to_opset13(upgraded);
     return quantize_static(upgraded, calibration, options, summary);
   }
+  const bool four_bit = options.weight_type == DType::kInt4 || options.weight_type == DType::kUInt4;
+  if (four_bit && model.opset() < 21) {  // int4 DequantizeLinear needs opset 21 (onnx/opset_upgrade.h)
+    Model upgraded = model;
+    upgrade_opset(upgraded, 21);
+    return quantize_static(upgraded, calibration, options, summary);
+  }
+  if (four_bit && options.reduce_range)
+    throw Error(ErrorCode::kInvalidArgument, "reduce_range applies to 8-bit weights, not 4-bit ones");
   const Graph& g = model.graph;
   const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
   Plan plan = make_plan(g, excluded);
