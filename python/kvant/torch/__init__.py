@@ -295,19 +295,19 @@ def _read_ptq_qparams(path):
     from onnx import numpy_helper
 
     proto = onnx.load(path)
-    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    tensors = {t.name: t for t in proto.graph.initializer}
     result, seen = [], set()
     for node in proto.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in consts:
+        if node.op_type != "QuantizeLinear" or node.input[0] in tensors:
             continue
         key = (node.input[1], node.input[2] if len(node.input) > 2 else "")
         if key in seen:
             continue
         seen.add(key)
-        if node.input[1] not in consts or (key[1] and key[1] not in consts):
+        if node.input[1] not in tensors or (key[1] and key[1] not in tensors):
             raise ValueError("%s: QuantizeLinear %r has a non-constant scale or zero point" % (path, node.name))
-        scale = consts[node.input[1]]
-        zero = consts[key[1]] if key[1] else _np.zeros((), _np.uint8)
+        scale = numpy_helper.to_array(tensors[node.input[1]])
+        zero = numpy_helper.to_array(tensors[key[1]]) if key[1] else _np.zeros((), _np.uint8)
         if scale.size != 1 or zero.dtype != _np.uint8:
             raise ValueError("%s: activation QuantizeLinear %r is not per-tensor uint8 (kvant quantize's default)" %
                              (path, node.name))
@@ -437,6 +437,7 @@ def export(model, path, example_inputs, input_names=None, output_names=None, dyn
     output channel), biases int32 codes + DequantizeLinear, activations QuantizeLinear +
     DequantizeLinear uint8 with the frozen parameters."""
     import io
+    import warnings
 
     import onnx
 
@@ -456,7 +457,9 @@ def export(model, path, example_inputs, input_names=None, output_names=None, dyn
     buffer = io.BytesIO()
     try:
         _set_mode(model, "export")
-        with _torch.no_grad():
+        with _torch.no_grad(), warnings.catch_warnings():
+            # The frozen scales become constants of the trace, as they should.
+            warnings.simplefilter("ignore", _torch.jit.TracerWarning)
             _torch.onnx.export(model, tuple(example_inputs), buffer, input_names=input_names,
                                output_names=output_names, dynamic_axes=dynamic_axes, opset_version=13,
                                do_constant_folding=True)

@@ -1,0 +1,172 @@
+"""kvant.torch (QAT): the exported QDQ file, compiled by kvant, reproduces the PyTorch fake-quantized
+model; the fake quantization is kvant's own scheme (a kvant PTQ file of the same network runs like the
+QAT model initialized from it)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+import kvant  # noqa: E402
+import kvant.torch as kqat  # noqa: E402
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+class TinyCnn(nn.Module):
+    """Conv+BN+ReLU, MaxPool, a residual block (Conv+BN+ReLU, Conv, Add, ReLU), MaxPool, Flatten, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.b1 = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.b2 = nn.BatchNorm2d(8)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 7 * 7, 10)
+
+    def forward(self, image):
+        x = F.max_pool2d(F.relu(self.b1(self.c1(image))), 2)
+        x = F.relu(x + self.c3(F.relu(self.b2(self.c2(x)))))
+        return self.fc(torch.flatten(F.max_pool2d(x, 2), 1))
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    model = TinyCnn()
+    with torch.no_grad():
+        for bn in (model.b1, model.b2):  # BatchNorm statistics to fold that are not the identity
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def images(n, seed):
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def output_step(qat):
+    return float(kqat.activation_fake_quants(qat)[-1].scale)
+
+
+def train_a_little(qat, steps=5):
+    """A few SGD steps through the fake quantization, so the exported weights are not the initial ones."""
+    optimizer = torch.optim.SGD(qat.parameters(), lr=0.05)
+    before = [p.detach().clone() for p in qat.parameters()]
+    qat.train()
+    for step in range(steps):
+        x = images(32, 100 + step)
+        loss = F.cross_entropy(qat(x), torch.arange(32) % 10)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, qat.parameters())), "the gradients did not flow"
+    qat.eval()
+
+
+def plan(kvant_cli, path):
+    return subprocess.run([kvant_cli, "inspect", str(path), "--plan"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def assert_within_one_step(out, ref, step):
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64)) / step
+    assert diff.max() <= 1.0 + 1e-4, diff.max()
+    assert (diff <= 1.0 + 1e-4).mean() >= 0.999
+    return diff
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_export_runs_in_kvant_like_the_fake_quant_model(bits, tmp_path, kvant_cli):
+    calib = images(64, 1)
+    qat = kqat.prepare_qat(tiny_model(), (calib[:1],), weight_bits=bits, calibration=[calib])
+    train_a_little(qat)
+    path = tmp_path / ("tiny_w%da8.onnx" % bits)
+    kqat.export(qat, str(path), (calib[:1],), output_names=["logits"])
+
+    import onnx
+
+    proto = onnx.load(str(path))
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset == (13 if bits == 8 else 21)
+    weight_types = {t.data_type for t in proto.graph.initializer if len(t.dims) >= 2}
+    assert weight_types == {onnx.TensorProto.INT8 if bits == 8 else 22}, weight_types  # 22: INT4
+    assert not any(t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2 for t in proto.graph.initializer)
+    assert "0 reference fallbacks" in plan(kvant_cli, path)
+
+    x = images(256, 2)
+    with torch.no_grad():
+        ref = qat(x).numpy()
+    session = kvant.InferenceSession(str(path))
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    diff = assert_within_one_step(out, ref, output_step(qat))
+    assert (diff < 1e-3).mean() >= 0.99  # nearly all logits identical, not just close
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_init_from_kvant_ptq_matches_the_ptq_file(bits, tmp_path, kvant_cli):
+    """A kvant PTQ file of the FP32 network and the QAT model initialized from it (before training)
+    compute the same thing: same activation parameters, same weight scales (int4: the same MSE
+    clipping), logits within one output step."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = tiny_model()
+    calib = images(16, 3)
+    fp32 = tmp_path / "tiny.onnx"
+    torch.onnx.export(model, (calib[:1],), str(fp32), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=13)
+    calib_dir = tmp_path / "calib"
+    calib_dir.mkdir()
+    for i in range(len(calib)):
+        np.save(calib_dir / ("%02d.npy" % i), calib[i:i + 1].numpy())
+    ptq = tmp_path / "tiny.ptq.onnx"
+    subprocess.run([kvant_cli, "quantize", str(fp32), "-o", str(ptq), "--calib", str(calib_dir), "--weight-bits",
+                    str(bits), "--no-speed-check", "--report-samples", "0"], check=True, capture_output=True)
+
+    qat = kqat.prepare_qat(model, (calib[:1],), weight_bits=bits, init_from=str(ptq))
+    assert [(float(m.scale), int(m.zero_point)) for m in kqat.activation_fake_quants(qat)] == \
+        kqat._read_ptq_qparams(str(ptq))
+
+    proto = onnx.load(str(ptq))
+    consts = {t.name: t for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    ptq_scales = [numpy_helper.to_array(consts[producer[n.input[1]].input[1]])
+                  for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
+    ours = [kqat.weight_scales(m.weight, bits).numpy() for m in qat.modules() if isinstance(m, (kqat.QConv2d,
+                                                                                                 kqat.QLinear))]
+    assert len(ptq_scales) == len(ours) == 4
+    for theirs, mine in zip(ptq_scales, ours):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+
+    x = images(256, 4)
+    qat.eval()
+    with torch.no_grad():
+        ref = qat(x).numpy()
+    session = kvant.InferenceSession(str(ptq))
+    (out,) = session.run(None, {"image": x.numpy()})
+    assert_within_one_step(out, ref, output_step(qat))
+
+
+def test_bad_arguments(tmp_path):
+    model = tiny_model()
+    x = images(4, 5)
+    with pytest.raises(ValueError, match="weight_bits"):
+        kqat.prepare_qat(model, (x[:1],), weight_bits=3)
+    other = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+    wrong = tmp_path / "other.onnx"
+    torch.onnx.export(other, (x[:1],), str(wrong), opset_version=13)
+    with pytest.raises(ValueError, match="activation quantization points|QuantizeLinear"):
+        kqat.prepare_qat(model, (x[:1],), init_from=str(wrong))
+
+
+def test_import_kvant_does_not_import_torch():
+    code = "import sys, kvant; assert 'torch' not in sys.modules and 'kvant.torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
