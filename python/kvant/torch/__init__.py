@@ -121,13 +121,14 @@ class ActivationFakeQuant(_nn.Module):
         return "mode=%s, scale=%.6g, zero_point=%d" % (self.mode, float(self.scale), int(self.zero_point))
 
 
-def weight_scales(weight, bits):
-    """kvant's per-output-channel symmetric scales (float32 [C]) for weight [C, ...]."""
+def weight_scales(weight, bits, reduce_range=False):
+    """kvant's per-output-channel symmetric scales (float32 [C]) for weight [C, ...]; reduce_range:
+    7-bit int8 codes (-64..63), kvant quantize --reduce-range."""
     w = weight.detach().float().reshape(weight.shape[0], -1)
     a = w.abs().amax(dim=1)
-    qmax = 127 if bits == 8 else 7
+    qmax = 7 if bits == 4 else (63 if reduce_range else 127)
     if bits == 8:
-        scale = a / _torch.tensor(127.0, dtype=_torch.float32)
+        scale = a / _torch.tensor(float(qmax), dtype=_torch.float32)
     else:
         w64 = w.double()
         best_err = None
@@ -151,18 +152,21 @@ def weight_scales(weight, bits):
 class WeightFakeQuant(_nn.Module):
     """Per-output-channel symmetric fake quantization of a weight, int8 or int4 (see weight_scales)."""
 
-    def __init__(self, bits):
+    def __init__(self, bits, reduce_range=False):
         super().__init__()
         if bits not in (4, 8):
             raise ValueError("weight_bits must be 8 or 4, not %r" % (bits,))
         self.bits = bits
+        self.reduce_range = bool(reduce_range)
         self.mode = "quant"
 
     def qrange(self):
-        return (-128, 127) if self.bits == 8 else (-8, 7)
+        if self.bits == 4:
+            return (-8, 7)
+        return (-64, 63) if self.reduce_range else (-128, 127)
 
     def scales(self, weight):
-        return weight_scales(weight, self.bits)
+        return weight_scales(weight, self.bits, self.reduce_range)
 
     def codes(self, weight):
         s = self.scales(weight)
@@ -178,7 +182,7 @@ class WeightFakeQuant(_nn.Module):
         return _FakeQuant.apply(weight, s.double().reshape(shape), 0.0, qmin, qmax)
 
     def extra_repr(self):
-        return "bits=%d" % self.bits
+        return "bits=%d, reduce_range=%s" % (self.bits, self.reduce_range)
 
 
 def _fake_quant_bias(bias, in_fq, w_scale, exporting):
@@ -198,7 +202,7 @@ def _quantized_weight_bias(layer):
         wq, _, bq = layer.frozen
         return wq, bq
     w = layer.weight_fq(layer.weight)
-    b = _fake_quant_bias(layer.bias, layer.input_fq[0], weight_scales(layer.weight, layer.weight_fq.bits), False)
+    b = _fake_quant_bias(layer.bias, layer.input_fq[0], layer.weight_fq.scales(layer.weight), False)
     return w, b
 
 
@@ -218,8 +222,8 @@ def _freeze_for_export(layer):
 class QConv2d(_nn.Conv2d):
     """A Conv2d whose weight (and bias) are fake-quantized the way kvant stores them."""
 
-    def attach(self, bits, input_fq):
-        self.weight_fq = WeightFakeQuant(bits)
+    def attach(self, bits, input_fq, reduce_range=False):
+        self.weight_fq = WeightFakeQuant(bits, reduce_range)
         self.input_fq = [input_fq]  # a list: not registered as a submodule twice
 
     def forward(self, x):
@@ -230,8 +234,8 @@ class QConv2d(_nn.Conv2d):
 class QLinear(_nn.Linear):
     """A Linear whose weight (and bias) are fake-quantized the way kvant stores them."""
 
-    def attach(self, bits, input_fq):
-        self.weight_fq = WeightFakeQuant(bits)
+    def attach(self, bits, input_fq, reduce_range=False):
+        self.weight_fq = WeightFakeQuant(bits, reduce_range)
         self.input_fq = [input_fq]
 
     def forward(self, x):
@@ -267,14 +271,14 @@ def _replace_module(gm, target, module):
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
-def _quantized_copy(module, bits, input_fq):
+def _quantized_copy(module, bits, input_fq, reduce_range):
     if isinstance(module, _nn.Conv2d):
         q = QConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
                     module.dilation, module.groups, module.bias is not None, module.padding_mode)
     else:
         q = QLinear(module.in_features, module.out_features, module.bias is not None)
     q.load_state_dict(module.state_dict())
-    q.attach(bits, input_fq)
+    q.attach(bits, input_fq, reduce_range)
     return q
 
 
@@ -315,11 +319,13 @@ def _read_ptq_qparams(path):
     return result
 
 
-def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibration=None):
+def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibration=None, reduce_range=False):
     """A copy of model with BatchNorm folded and kvant's fake quantization inserted.
 
     example_inputs: a tuple of tensors (traced shapes; also the calibration data by default).
     weight_bits: 8 (INT8) or 4 (W4A8).
+    reduce_range: 7-bit int8 weight codes (-64..63), as kvant quantize --reduce-range writes for
+    CPUs without VNNI (ONNX Runtime's AVX2 u8s8 kernels saturate full-range int8 products).
     init_from: a kvant PTQ file of the same model (kvant quantize), whose activation scales and zero
     points are taken in graph order; otherwise the ranges are min / max over `calibration` (an
     iterable of input tuples, or of single tensors) run through the BN-folded float model.
@@ -329,12 +335,17 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
 
     if weight_bits not in (4, 8):
         raise ValueError("weight_bits must be 8 or 4, not %r" % (weight_bits,))
+    if reduce_range and weight_bits != 8:
+        raise ValueError("reduce_range applies to 8-bit weights only")
     if isinstance(example_inputs, _torch.Tensor):
         example_inputs = (example_inputs,)
     was_training = model.training
     model.eval()
     try:
         gm = fuse(model)  # torch.fx trace + BatchNorm folded into the Conv before it (eval statistics)
+    except Exception as error:  # torch.fx's errors for data-dependent control flow and the like
+        raise ValueError("kvant.torch.prepare_qat: torch.fx cannot trace this model (%s: %s)" %
+                         (type(error).__name__, error)) from error
     finally:
         model.train(was_training)
     for node in gm.graph.nodes:
@@ -394,7 +405,8 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
         if input_fq is None:
             raise ValueError("the input of %r is not quantized (an operator kvant.torch does not handle before it)" %
                              node.target)
-        _replace_module(gm, node.target, _quantized_copy(gm.get_submodule(node.target), weight_bits, input_fq))
+        _replace_module(gm, node.target, _quantized_copy(gm.get_submodule(node.target), weight_bits, input_fq,
+                                                           reduce_range))
     gm.recompile()
 
     fqs = activation_fake_quants(gm)
