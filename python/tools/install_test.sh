@@ -25,4 +25,12 @@ assert logits.argmax() == 9, logits  # the sample's label (models/samples/README
 libs = [l for l in (l.split()[-1] for l in open("/proc/self/maps") if "libkvant.so" in l)]
 assert libs and all(l.startswith(prefix + "/lib/") for l in libs), libs
 print("kvant", kvant.__version__, "imported from", kvant.__file__, "with", libs[0])
+try:
+    import torch  # noqa: F401  (kvant.torch, docs/python.md: installed with the package)
+except ImportError:
+    print("no torch: kvant.torch not imported")
+else:
+    import kvant.torch
+    assert kvant.torch.__file__.startswith(prefix + "/lib/python3"), kvant.torch.__file__
+    print("kvant.torch imported from", kvant.torch.__file__)
 PY
