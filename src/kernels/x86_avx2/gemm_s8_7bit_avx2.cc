@@ -5,7 +5,10 @@
 // never saturating here) then vpmaddwd with ones (pairs into int32) and
 // vpaddd. Loop order: chunks of rows of A (read in place, sized to stay in
 // L2); for each 16-column panel of B, tiles of up to 4 rows x 16 columns
-// keep 8 ymm accumulators while the K loop streams the panel.
+// keep 8 ymm accumulators while the K loop streams the panel. The 4-row
+// tile's K loop is inline assembly (accumulate4): from intrinsics GCC keeps a
+// copy of an accumulator on the stack and adds register moves, and the loop
+// then issues about half again as many instructions as it needs.
 #if defined(__x86_64__)
 
 #include <immintrin.h>
@@ -51,6 +54,51 @@ KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void step(__m256i (&acc)
   }
 }
 
+// acc[r][h] = 4 rows of A (row stride lda) times `quads` whole k quads of one
+// packed panel (columns 8h..8h+7), two quads per loop trip. ymm0-7 the
+// accumulators (acc[r][h] in ymm(2r+h)), ymm8/9 the panel's quad row,
+// ymm10 the broadcast A quad, ymm11 the product, ymm12 int16 ones.
+#define KV7_ROW(src, a, b)                                                    \
+  "vpbroadcastd " src                                                         \
+  ",%%ymm10\n\t"                                                              \
+  "vpmaddubsw %%ymm8,%%ymm10,%%ymm11\n\tvpmaddwd %%ymm12,%%ymm11,%%ymm11\n\t" \
+  "vpaddd %%ymm11,%%ymm" #a ",%%ymm" #a                                       \
+  "\n\t"                                                                      \
+  "vpmaddubsw %%ymm9,%%ymm10,%%ymm10\n\tvpmaddwd %%ymm12,%%ymm10,%%ymm10\n\t" \
+  "vpaddd %%ymm10,%%ymm" #b ",%%ymm" #b "\n\t"
+#define KV7_QUAD(aoff, boff)                                                                              \
+  "vmovdqu " #boff "(%[b]),%%ymm8\n\tvmovdqu " #boff "+32(%[b]),%%ymm9\n\t" KV7_ROW(#aoff "(%[a])", 0, 1) \
+      KV7_ROW(#aoff "(%[a],%[s],1)", 2, 3) KV7_ROW(#aoff "(%[a],%[s],2)", 4, 5) KV7_ROW(#aoff "(%[a],%[s3],1)", 6, 7)
+#define KV7_ZERO(i) "vpxor %%xmm" #i ",%%xmm" #i ",%%xmm" #i "\n\t"
+#define KV7_STORE(i) "vmovdqu %%ymm" #i "," #i "*32(%[acc])\n\t"
+KVANT_TARGET_AVX2 void accumulate4(const uint8_t* a, int lda, int quads, const int8_t* b, __m256i (&acc)[4][2]) {
+  const int64_t s = lda, s3 = static_cast<int64_t>(3) * lda;
+  int64_t pairs = quads / 2;
+  const int64_t odd = quads % 2;
+  asm volatile(KV7_ZERO(0) KV7_ZERO(1) KV7_ZERO(2) KV7_ZERO(3) KV7_ZERO(4) KV7_ZERO(5) KV7_ZERO(6) KV7_ZERO(7)
+               "vpcmpeqw %%ymm12,%%ymm12,%%ymm12\n\t"
+               "vpsrlw $15,%%ymm12,%%ymm12\n\t"
+               "test %[n],%[n]\n\t"
+               "jz 2f\n\t"
+               "1:\n\t" KV7_QUAD(0, 0) KV7_QUAD(4, 64)
+               "add $8,%[a]\n\t"
+               "add $128,%[b]\n\t"
+               "dec %[n]\n\t"
+               "jnz 1b\n\t"
+               "2:\n\t"
+               "test %[odd],%[odd]\n\t"
+               "jz 3f\n\t" KV7_QUAD(0, 0) "3:\n\t" KV7_STORE(0) KV7_STORE(1) KV7_STORE(2) KV7_STORE(3) KV7_STORE(4)
+                   KV7_STORE(5) KV7_STORE(6) KV7_STORE(7)
+               : [a] "+r"(a), [b] "+r"(b), [n] "+r"(pairs)
+               : [s] "r"(s), [s3] "r"(s3), [odd] "r"(odd), [acc] "r"(&acc[0][0])
+               : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                 "xmm12", "cc", "memory");
+}
+#undef KV7_ROW
+#undef KV7_QUAD
+#undef KV7_ZERO
+#undef KV7_STORE
+
 // One tile: kRows rows of A (row stride lda, K bytes each) times one packed
 // panel (ceil(K/4) quads); C = acc + corr - bzp * rowsum (bzp nullptr: no
 // rowsum term), `cols` (1..16) columns stored.
@@ -59,15 +107,19 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
                             const int32_t* rowsum, int32_t* c, int ldc, int cols) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[kRows][2];
-#pragma GCC unroll 4
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const int full = K / 4;
   const int tail = K % 4;
-  for (int q = 0; q < full; ++q) {
-    int32_t quad[kRows];
+  if constexpr (kRows == 4) {
+    accumulate4(a, lda, full, b, acc);
+  } else {
 #pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) std::memcpy(&quad[r], a + static_cast<int64_t>(r) * lda + 4 * q, 4);
-    step<kRows>(acc, ones, b + static_cast<int64_t>(q) * kQuadBytes, quad);
+    for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int q = 0; q < full; ++q) {
+      int32_t quad[kRows];
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) std::memcpy(&quad[r], a + static_cast<int64_t>(r) * lda + 4 * q, 4);
+      step<kRows>(acc, ones, b + static_cast<int64_t>(q) * kQuadBytes, quad);
+    }
   }
   if (tail != 0) {
     int32_t quad[kRows];
