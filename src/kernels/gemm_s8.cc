@@ -57,7 +57,8 @@ constexpr QGemmKernel kQGemmKernels[] = {
      qgemm_u8s8_avx512vnni, nullptr},
     {Isa::kAvxVnni, "qgemm_u8s8_avxvnni_6x16", false, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s8_avxvnni,
      nullptr},
-    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2, nullptr},
+    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2,
+     qgemm_u8s7_avx2_requant},
     {Isa::kAvx2, "qgemm_u8s8_avx2_6x16", false, qgemm_avx2_packed_bytes, qgemm_avx2_pack, qgemm_u8s8_avx2, nullptr},
 #endif
     {Isa::kRef, "qgemm_u8s8_ref", false, ref_packed_bytes, ref_pack, ref_run, nullptr},

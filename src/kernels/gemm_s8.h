@@ -76,7 +76,7 @@ void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB
 // The same GEMM with the requantization of layout_u8.h's requant_rows:
 //   y[m * ldy + n] = clamp(nearbyint(float(C[m, n] + bias[n]) * mult[n]) + y_zp, lo, hi)
 // as uint8 (int8 when y_signed; lo/hi in the output type). Entries with a
-// fused epilogue (AMX) requantize each block while it is in registers;
+// fused epilogue (AMX, qgemm_u8s7_avx2) requantize each block while it is in registers;
 // others compute C into `acc` (M * N int32, contiguous) first.
 struct QGemmRequant {
   const int32_t* bias;  // N values

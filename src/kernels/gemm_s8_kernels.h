@@ -74,6 +74,8 @@ void qgemm_u8s8_avx2(const QGemmArgs& args);
 int64_t qgemm_quads_packed_bytes(int K, int N);
 void qgemm_quads_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed);
 void qgemm_u8s7_avx2(const QGemmArgs& args);
+// The same with gemm_s8.h's requantization fused into each tile (args.c unused).
+void qgemm_u8s7_avx2_requant(const QGemmArgs& args, const QGemmRequant& rq);
 // x86_avxvnni/gemm_s8_avxvnni.cc: quads layout, VEX vpdpbusd on ymm.
 void qgemm_u8s8_avxvnni(const QGemmArgs& args);
 // x86_avx512vnni/gemm_s8_avx512vnni.cc: quads layout, vpdpbusd on zmm;

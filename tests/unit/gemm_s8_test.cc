@@ -368,7 +368,7 @@ TEST(GemmS8, MatchesMatMulIntegerOperator) {
 namespace kvant {
 namespace {
 
-// gemm_u8s8_requant, fused (AMX) or not, equals the reference GEMM followed
+// gemm_u8s8_requant, fused (AMX, the 7-bit AVX2 entry) or not, equals the reference GEMM followed
 // by the reference row requantization, bit for bit, on tails of M (rows that
 // do not fill a tile), N and K, with and without weight zero points, for
 // uint8 and int8 outputs.
@@ -377,11 +377,18 @@ TEST(GemmS8, RequantizingGemmMatchesGemmThenRequant) {
   std::uniform_int_distribution<int> byte(0, 255);
   const RequantRowsKernel& ref_requant = requant_rows_kernels().back();
   for (const QGemmKernel* kernel : runnable_kernels()) {
-    if (kernel->needs_7bit) continue;
-    for (auto [M, N, K] : {std::tuple{1, 5, 3}, std::tuple{17, 33, 64}, std::tuple{49, 64, 147},
-                           std::tuple{32, 32, 128}, std::tuple{70, 100, 300}, std::tuple{15, 16, 65}}) {
+    for (auto [M, N, K] :
+         {std::tuple{1, 5, 3}, std::tuple{17, 33, 64}, std::tuple{49, 64, 147}, std::tuple{32, 32, 128},
+          std::tuple{70, 100, 300}, std::tuple{15, 16, 65}, std::tuple{300, 40, 9}}) {
       for (bool with_b_zp : {false, true}) {
-        const Problem p = random_problem(rng, M, N, K, static_cast<uint8_t>(byte(rng)), with_b_zp);
+        Problem p = random_problem(rng, M, N, K, static_cast<uint8_t>(byte(rng)), with_b_zp);
+        // 7-bit entries (--reduce-range weights): B within [-64, 64], with
+        // the extremes present.
+        if (kernel->needs_7bit) {
+          for (auto& v : p.b) v = static_cast<int8_t>(v / 2);
+          p.b[0] = -64;
+          p.b.back() = 64;
+        }
         const auto acc = run_reference(p);  // ldc == N here
         std::vector<int32_t> bias(static_cast<size_t>(N));
         std::vector<float> mult(static_cast<size_t>(N));

@@ -99,12 +99,53 @@ KVANT_TARGET_AVX2 void accumulate4(const uint8_t* a, int lda, int quads, const i
 #undef KV7_ZERO
 #undef KV7_STORE
 
+// The fused requantizing epilogue of one panel (gemm_s8.h's QGemmRequant,
+// the float operations of requant_rows_avx2): bias and mult for the panel's
+// 16 columns (zero past N), the bounds less the zero point, and where the
+// panel's first output row starts.
+struct PanelRequant {
+  alignas(32) int32_t bias[kQGemmPanelCols];
+  alignas(32) float mult[kQGemmPanelCols];
+  float lo, hi;  // lo - y_zp, hi - y_zp
+  int32_t y_zp;
+  bool y_signed;
+  uint8_t* y;
+  int64_t ldy;
+};
+
+// 16 accumulators (v0 | v1) of one row requantized to 16 bytes, stored to
+// `cols` bytes at out: y = clamp(float(acc + bias) * mult, lo, hi) rounded
+// (to nearest even, cvtps) plus y_zp; within the output type, so the
+// saturating packs keep every value.
+KVANT_TARGET_AVX2 inline void requant_row(const PanelRequant& rq, __m256i v0, __m256i v1, uint8_t* out, int cols) {
+  const __m256 lo = _mm256_set1_ps(rq.lo), hi = _mm256_set1_ps(rq.hi);
+  const __m256i zp = _mm256_set1_epi32(rq.y_zp);
+  auto one = [&](__m256i v, int h) {
+    const __m256i s = _mm256_add_epi32(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(rq.bias + 8 * h)));
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_load_ps(rq.mult + 8 * h));
+    f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+    return _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);
+  };
+  // int16 lanes i0[0..3] i1[0..3] i0[4..7] i1[4..7], then in column order.
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(one(v0, 0), one(v1, 1)), 0xD8);
+  const __m128i lo8 = _mm256_castsi256_si128(w), hi8 = _mm256_extracti128_si256(w, 1);
+  const __m128i bytes = rq.y_signed ? _mm_packs_epi16(lo8, hi8) : _mm_packus_epi16(lo8, hi8);
+  if (cols == kQGemmPanelCols) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), bytes);
+  } else {
+    alignas(16) uint8_t tmp[kQGemmPanelCols];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+    std::memcpy(out, tmp, static_cast<size_t>(cols));
+  }
+}
+
 // One tile: kRows rows of A (row stride lda, K bytes each) times one packed
 // panel (ceil(K/4) quads); C = acc + corr - bzp * rowsum (bzp nullptr: no
-// rowsum term), `cols` (1..16) columns stored.
+// rowsum term), `cols` (1..16) columns stored: as int32 to c (row stride
+// ldc), or, with rq non-null, requantized to rq's output rows (c unused).
 template <int kRows>
 KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, const int32_t* corr, const int32_t* bzp,
-                            const int32_t* rowsum, int32_t* c, int ldc, int cols) {
+                            const int32_t* rowsum, int32_t* c, int ldc, int cols, const PanelRequant* rq, int row0) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[kRows][2];
   const int full = K / 4;
@@ -137,6 +178,10 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
       v0 = _mm256_sub_epi32(v0, _mm256_mullo_epi32(sum, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bzp))));
       v1 = _mm256_sub_epi32(v1, _mm256_mullo_epi32(sum, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bzp + 8))));
     }
+    if (rq != nullptr) {
+      requant_row(*rq, v0, v1, rq->y + static_cast<int64_t>(row0 + r) * rq->ldy, cols);
+      continue;
+    }
     int32_t* out = c + static_cast<int64_t>(r) * ldc;
     if (cols == kQGemmPanelCols) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v0);
@@ -158,7 +203,10 @@ void qgemm_quads_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
   qgemm_pack_panels(B, ldb, K, N, 4, 4, packed);
 }
 
-KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) {
+namespace {
+
+// The loops of both entry points; rq null: int32 C.
+KVANT_TARGET_AVX2 void run(const QGemmArgs& g, const QGemmRequant* requant) {
   const int K = g.k;
   const int quads = round_up_int(K, 4) / 4;
   const int panels = round_up_int(g.n, kQGemmPanelCols) / kQGemmPanelCols;
@@ -184,20 +232,42 @@ KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) {
       alignas(32) int32_t bzp[kQGemmPanelCols];
       qgemm_panel_corrections(g, n0, cols, corr, bzp);
       const int32_t* panel_bzp = g.b_zp != nullptr ? bzp : nullptr;
+      PanelRequant prq;
+      const PanelRequant* rq = nullptr;
+      if (requant != nullptr) {
+        for (int i = 0; i < kQGemmPanelCols; ++i) {
+          prq.bias[i] = i < cols ? requant->bias[n0 + i] : 0;
+          prq.mult[i] = i < cols ? requant->mult[n0 + i] : 0.0f;
+        }
+        prq.lo = static_cast<float>(requant->lo - requant->y_zp);
+        prq.hi = static_cast<float>(requant->hi - requant->y_zp);
+        prq.y_zp = requant->y_zp;
+        prq.y_signed = requant->y_signed;
+        prq.y = requant->y + n0;
+        prq.ldy = requant->ldy;
+        rq = &prq;
+      }
       for (int r0 = 0; r0 < rows; r0 += kTileRows) {
         const uint8_t* a = a_chunk + static_cast<int64_t>(r0) * g.lda;
         const int32_t* sums = rowsum + r0;
-        int32_t* c = g.c + static_cast<int64_t>(m0 + r0) * g.ldc + n0;
+        int32_t* c = rq != nullptr ? nullptr : g.c + static_cast<int64_t>(m0 + r0) * g.ldc + n0;
+        const int row0 = m0 + r0;
         switch (std::min(kTileRows, rows - r0)) {
-          case 4: tile<4>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
-          case 3: tile<3>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
-          case 2: tile<2>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
-          default: tile<1>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols); break;
+          case 4: tile<4>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
+          case 3: tile<3>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
+          case 2: tile<2>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
+          default: tile<1>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
         }
       }
     }
   }
 }
+
+}  // namespace
+
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) { run(g, nullptr); }
+
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_requant(const QGemmArgs& g, const QGemmRequant& rq) { run(g, &rq); }
 
 }  // namespace kvant
 
