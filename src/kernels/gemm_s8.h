@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/dynamic_quant.h"
 
 namespace kvant {
 
@@ -88,6 +89,17 @@ struct QGemmRequant {
 };
 void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq,
                        int32_t* acc);
+
+// The GEMM followed by dynamic_quant.h's dequantizing epilogue (the float
+// end of a dynamic MatMul):
+//   y[m * out_stride + n] = clamp(float(C[m, n] + ibias[n]) * mult[n] + fbias[n], lo, hi)
+// from dq's ibias, mult, fbias, lo, hi, out and out_stride (its acc,
+// acc_stride, rows and n are set here). Entries with a fused epilogue (the
+// 7-bit AVX2 one, bit-identical to dequant_rows_avx2) dequantize each tile
+// from registers; others compute C into `acc` (M * N int32, contiguous) and
+// run fq.dequant over it.
+void gemm_u8s8_dequant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const DequantRowsArgs& dq,
+                       int32_t* acc, const FloatQuantKernel& fq);
 
 // The plain reference: three loops over unpacked B, the oracle for the tests.
 void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb, int M, int N, int K, uint8_t a_zp,

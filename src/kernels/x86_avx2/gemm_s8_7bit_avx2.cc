@@ -139,13 +139,65 @@ KVANT_TARGET_AVX2 inline void requant_row(const PanelRequant& rq, __m256i v0, __
   }
 }
 
+// The fused dequantizing epilogue of one panel (dynamic_quant.h's dequant,
+// the operations of dequant_rows_avx2: its 8-wide vector steps for columns
+// below N rounded down to 8, its scalar tail above): the panel's 16 columns
+// of ibias / mult / fbias (zero past N), vec_cols of them vector ones.
+struct PanelDequant {
+  alignas(32) int32_t ibias[kQGemmPanelCols];
+  alignas(32) float mult[kQGemmPanelCols];
+  alignas(32) float fbias[kQGemmPanelCols];
+  bool has_ibias, has_fbias;
+  float lo, hi;
+  int vec_cols;
+  float* y;
+  int64_t ldy;
+};
+
+// dequant_rows_avx2's scalar tail for one value.
+inline float dequant_scalar(const PanelDequant& dq, int32_t acc, int i) {
+  const int32_t c =
+      dq.has_ibias ? static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(dq.ibias[i])) : acc;
+  float v = static_cast<float>(c) * dq.mult[i];
+  if (dq.has_fbias) v += dq.fbias[i];
+  v = v > dq.lo ? v : (v != v ? v : dq.lo);
+  v = v < dq.hi ? v : (v != v ? v : dq.hi);
+  return v;
+}
+
+// 16 accumulators (v0 | v1) of one row dequantized to `cols` floats at out.
+KVANT_TARGET_AVX2 inline void dequant_row(const PanelDequant& dq, __m256i v0, __m256i v1, float* out, int cols) {
+  const __m256 lo = _mm256_set1_ps(dq.lo), hi = _mm256_set1_ps(dq.hi);
+  auto one = [&](__m256i c, int h) {
+    if (dq.has_ibias) c = _mm256_add_epi32(c, _mm256_load_si256(reinterpret_cast<const __m256i*>(dq.ibias + 8 * h)));
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_load_ps(dq.mult + 8 * h));
+    if (dq.has_fbias) v = _mm256_add_ps(v, _mm256_load_ps(dq.fbias + 8 * h));
+    return _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+  };
+  const __m256 f0 = one(v0, 0), f1 = one(v1, 1);
+  if (cols == kQGemmPanelCols && dq.vec_cols == kQGemmPanelCols) {
+    _mm256_storeu_ps(out, f0);
+    _mm256_storeu_ps(out + 8, f1);
+    return;
+  }
+  alignas(32) float f[kQGemmPanelCols];
+  alignas(32) int32_t c[kQGemmPanelCols];
+  _mm256_store_ps(f, f0);
+  _mm256_store_ps(f + 8, f1);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(c), v0);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(c + 8), v1);
+  for (int i = 0; i < cols; ++i) out[i] = i < dq.vec_cols ? f[i] : dequant_scalar(dq, c[i], i);
+}
+
 // One tile: kRows rows of A (row stride lda, K bytes each) times one packed
 // panel (ceil(K/4) quads); C = acc + corr - bzp * rowsum (bzp nullptr: no
 // rowsum term), `cols` (1..16) columns stored: as int32 to c (row stride
-// ldc), or, with rq non-null, requantized to rq's output rows (c unused).
+// ldc), or, with rq (dq) non-null, requantized (dequantized) to its output
+// rows (c unused).
 template <int kRows>
 KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, const int32_t* corr, const int32_t* bzp,
-                            const int32_t* rowsum, int32_t* c, int ldc, int cols, const PanelRequant* rq, int row0) {
+                            const int32_t* rowsum, int32_t* c, int ldc, int cols, const PanelRequant* rq,
+                            const PanelDequant* dq, int row0) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[kRows][2];
   const int full = K / 4;
@@ -182,6 +234,10 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
       requant_row(*rq, v0, v1, rq->y + static_cast<int64_t>(row0 + r) * rq->ldy, cols);
       continue;
     }
+    if (dq != nullptr) {
+      dequant_row(*dq, v0, v1, dq->y + static_cast<int64_t>(row0 + r) * dq->ldy, cols);
+      continue;
+    }
     int32_t* out = c + static_cast<int64_t>(r) * ldc;
     if (cols == kQGemmPanelCols) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v0);
@@ -205,8 +261,8 @@ void qgemm_quads_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
 
 namespace {
 
-// The loops of both entry points; rq null: int32 C.
-KVANT_TARGET_AVX2 void run(const QGemmArgs& g, const QGemmRequant* requant) {
+// The loops of the three entry points; requant and dequant null: int32 C.
+KVANT_TARGET_AVX2 void run(const QGemmArgs& g, const QGemmRequant* requant, const DequantRowsArgs* dequant) {
   const int K = g.k;
   const int quads = round_up_int(K, 4) / 4;
   const int panels = round_up_int(g.n, kQGemmPanelCols) / kQGemmPanelCols;
@@ -247,16 +303,34 @@ KVANT_TARGET_AVX2 void run(const QGemmArgs& g, const QGemmRequant* requant) {
         prq.ldy = requant->ldy;
         rq = &prq;
       }
+      PanelDequant pdq;
+      const PanelDequant* dq = nullptr;
+      if (dequant != nullptr) {
+        pdq.has_ibias = dequant->ibias != nullptr;
+        pdq.has_fbias = dequant->fbias != nullptr;
+        for (int i = 0; i < kQGemmPanelCols; ++i) {
+          const bool inside = i < cols;
+          pdq.ibias[i] = inside && pdq.has_ibias ? dequant->ibias[n0 + i] : 0;
+          pdq.mult[i] = inside ? dequant->mult[n0 + i] : 0.0f;
+          pdq.fbias[i] = inside && pdq.has_fbias ? dequant->fbias[n0 + i] : 0.0f;
+        }
+        pdq.lo = dequant->lo;
+        pdq.hi = dequant->hi;
+        pdq.vec_cols = std::clamp(g.n / 8 * 8 - n0, 0, kQGemmPanelCols);
+        pdq.y = dequant->out + n0;
+        pdq.ldy = dequant->out_stride;
+        dq = &pdq;
+      }
       for (int r0 = 0; r0 < rows; r0 += kTileRows) {
         const uint8_t* a = a_chunk + static_cast<int64_t>(r0) * g.lda;
         const int32_t* sums = rowsum + r0;
-        int32_t* c = rq != nullptr ? nullptr : g.c + static_cast<int64_t>(m0 + r0) * g.ldc + n0;
+        int32_t* c = rq != nullptr || dq != nullptr ? nullptr : g.c + static_cast<int64_t>(m0 + r0) * g.ldc + n0;
         const int row0 = m0 + r0;
         switch (std::min(kTileRows, rows - r0)) {
-          case 4: tile<4>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
-          case 3: tile<3>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
-          case 2: tile<2>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
-          default: tile<1>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, row0); break;
+          case 4: tile<4>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, dq, row0); break;
+          case 3: tile<3>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, dq, row0); break;
+          case 2: tile<2>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, dq, row0); break;
+          default: tile<1>(a, g.lda, K, panel, corr, panel_bzp, sums, c, g.ldc, cols, rq, dq, row0); break;
         }
       }
     }
@@ -265,9 +339,11 @@ KVANT_TARGET_AVX2 void run(const QGemmArgs& g, const QGemmRequant* requant) {
 
 }  // namespace
 
-KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) { run(g, nullptr); }
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) { run(g, nullptr, nullptr); }
 
-KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_requant(const QGemmArgs& g, const QGemmRequant& rq) { run(g, &rq); }
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_requant(const QGemmArgs& g, const QGemmRequant& rq) { run(g, &rq, nullptr); }
+
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_dequant(const QGemmArgs& g, const DequantRowsArgs& dq) { run(g, nullptr, &dq); }
 
 }  // namespace kvant
 
