@@ -47,6 +47,7 @@ void shapes(benchmark::internal::Benchmark* b) {
   b->Args({3136, 64, 576});   // ResNet 3x3 conv (56x56, 64 channels) as GEMM
   b->Args({128, 768, 768});   // BERT-base projection, 128 tokens
   b->Args({128, 3072, 768});  // BERT-base FFN up, 128 tokens
+  b->Args({128, 768, 3072});  // BERT-base FFN down, 128 tokens
   b->Args({1, 768, 768});     // batch-1 BERT projection
   b->Args({1, 3072, 768});    // batch-1 BERT FFN up
   b->Unit(benchmark::kMillisecond);

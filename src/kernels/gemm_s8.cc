@@ -52,15 +52,17 @@ void ref_run(const QGemmArgs& g) {
 constexpr QGemmKernel kQGemmKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAmx, "qgemm_u8s8_amx_32x32", false, qgemm_amx_packed_bytes, qgemm_amx_pack, qgemm_u8s8_amx,
-     qgemm_u8s8_amx_requant},
+     qgemm_u8s8_amx_requant, nullptr},
     {Isa::kAvx512Vnni, "qgemm_u8s8_avx512vnni_6x64", false, qgemm_quads_packed_bytes, qgemm_quads_pack,
-     qgemm_u8s8_avx512vnni, nullptr},
+     qgemm_u8s8_avx512vnni, nullptr, nullptr},
     {Isa::kAvxVnni, "qgemm_u8s8_avxvnni_6x16", false, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s8_avxvnni,
+     nullptr, nullptr},
+    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2,
+     qgemm_u8s7_avx2_requant, qgemm_u8s7_avx2_dequant},
+    {Isa::kAvx2, "qgemm_u8s8_avx2_6x16", false, qgemm_avx2_packed_bytes, qgemm_avx2_pack, qgemm_u8s8_avx2, nullptr,
      nullptr},
-    {Isa::kAvx2, "qgemm_u8s7_avx2_4x16", true, qgemm_quads_packed_bytes, qgemm_quads_pack, qgemm_u8s7_avx2, nullptr},
-    {Isa::kAvx2, "qgemm_u8s8_avx2_6x16", false, qgemm_avx2_packed_bytes, qgemm_avx2_pack, qgemm_u8s8_avx2, nullptr},
 #endif
-    {Isa::kRef, "qgemm_u8s8_ref", false, ref_packed_bytes, ref_pack, ref_run, nullptr},
+    {Isa::kRef, "qgemm_u8s8_ref", false, ref_packed_bytes, ref_pack, ref_run, nullptr, nullptr},
 };
 
 bool fits_7bit(const int8_t* B, int K, int N, int ldb) {
@@ -207,6 +209,35 @@ void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const Pac
   b.kernel->run(args);
   pick_requant_rows(b.kernel->isa)
       .run(RequantRowsArgs{acc, b.n, M, b.n, rq.bias, rq.mult, rq.y_zp, rq.lo, rq.hi, rq.y_signed, rq.y, rq.ldy});
+}
+
+void gemm_u8s8_dequant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const DequantRowsArgs& dq,
+                       int32_t* acc, const FloatQuantKernel& fq) {
+  if (b.kernel == nullptr) fail(ErrorCode::kInvalidArgument, "B was not packed");
+  if (M < 0 || lda < b.k) fail(ErrorCode::kInvalidArgument, "negative M, or lda < K");
+  if (M == 0 || b.n == 0) return;
+  DequantRowsArgs d = dq;
+  d.acc = acc;
+  d.acc_stride = b.n;
+  d.rows = M;
+  d.n = b.n;
+  const QGemmArgs args{A,
+                       lda,
+                       M,
+                       b.k,
+                       b.n,
+                       a_zp,
+                       b.data.data(),
+                       b.col_sums.data(),
+                       b.zero_point.empty() ? nullptr : b.zero_point.data(),
+                       acc,
+                       b.n};
+  if (b.kernel->run_dequant != nullptr) {
+    b.kernel->run_dequant(args, d);
+    return;
+  }
+  b.kernel->run(args);
+  fq.dequant(d);
 }
 
 void requantize(const int32_t* acc, int M, int N, const int32_t* bias, const float* multiplier, int32_t y_zp, int qmin,

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/dynamic_quant.h"
 
 namespace kvant {
 
@@ -76,7 +77,7 @@ void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB
 // The same GEMM with the requantization of layout_u8.h's requant_rows:
 //   y[m * ldy + n] = clamp(nearbyint(float(C[m, n] + bias[n]) * mult[n]) + y_zp, lo, hi)
 // as uint8 (int8 when y_signed; lo/hi in the output type). Entries with a
-// fused epilogue (AMX) requantize each block while it is in registers;
+// fused epilogue (AMX, qgemm_u8s7_avx2) requantize each block while it is in registers;
 // others compute C into `acc` (M * N int32, contiguous) first.
 struct QGemmRequant {
   const int32_t* bias;  // N values
@@ -88,6 +89,17 @@ struct QGemmRequant {
 };
 void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq,
                        int32_t* acc);
+
+// The GEMM followed by dynamic_quant.h's dequantizing epilogue (the float
+// end of a dynamic MatMul):
+//   y[m * out_stride + n] = clamp(float(C[m, n] + ibias[n]) * mult[n] + fbias[n], lo, hi)
+// from dq's ibias, mult, fbias, lo, hi, out and out_stride (its acc,
+// acc_stride, rows and n are set here). Entries with a fused epilogue (the
+// 7-bit AVX2 one, bit-identical to dequant_rows_avx2) dequantize each tile
+// from registers; others compute C into `acc` (M * N int32, contiguous) and
+// run fq.dequant over it.
+void gemm_u8s8_dequant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const DequantRowsArgs& dq,
+                       int32_t* acc, const FloatQuantKernel& fq);
 
 // The plain reference: three loops over unpacked B, the oracle for the tests.
 void gemm_u8s8_s32_reference(const uint8_t* A, int lda, const int8_t* B, int ldb, int M, int N, int K, uint8_t a_zp,

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "kernels/cpu_features.h"
+#include "kernels/dynamic_quant.h"
 #include "kernels/gemm_s8.h"
 
 namespace kvant {
@@ -49,6 +50,9 @@ struct QGemmKernel {
   // The GEMM with a fused requantizing epilogue (gemm_s8.h); null when the
   // entry has none (args.c unused then).
   void (*run_requant)(const QGemmArgs& args, const QGemmRequant& rq);
+  // The GEMM with the fused dequantizing epilogue of gemm_u8s8_dequant
+  // (dq.acc and dq.rows unused); null when the entry has none.
+  void (*run_dequant)(const QGemmArgs& args, const DequantRowsArgs& dq);
 };
 
 constexpr int kQGemmPanelCols = 16;
@@ -74,6 +78,10 @@ void qgemm_u8s8_avx2(const QGemmArgs& args);
 int64_t qgemm_quads_packed_bytes(int K, int N);
 void qgemm_quads_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed);
 void qgemm_u8s7_avx2(const QGemmArgs& args);
+// The same with gemm_s8.h's requantization (args.c unused) or dequantization
+// (dynamic_quant.h's dequant_rows_avx2, bit for bit) fused into each tile.
+void qgemm_u8s7_avx2_requant(const QGemmArgs& args, const QGemmRequant& rq);
+void qgemm_u8s7_avx2_dequant(const QGemmArgs& args, const DequantRowsArgs& dq);
 // x86_avxvnni/gemm_s8_avxvnni.cc: quads layout, VEX vpdpbusd on ymm.
 void qgemm_u8s8_avxvnni(const QGemmArgs& args);
 // x86_avx512vnni/gemm_s8_avx512vnni.cc: quads layout, vpdpbusd on zmm;

@@ -69,10 +69,10 @@ class DynamicGemmStep : public Step {
     parallel_for(pool, tiles, [&](int64_t tb, int64_t te) {
       const int64_t r0 = tb * 8, r1 = std::min(m, te * 8);
       const int rows = static_cast<int>(r1 - r0);
-      int32_t* c = acc + r0 * n;
-      gemm_u8s8_s32(xq + r0 * k, k, rows, static_cast<uint8_t>(zp), packed_, c, n);
-      fq_->dequant(DequantRowsArgs{c, n, rows, n, nullptr, mult, p_.bias.empty() ? nullptr : p_.bias.data(),
-                                   p_.clamp.lo, p_.clamp.hi, y + r0 * n, n});
+      gemm_u8s8_dequant(xq + r0 * k, k, rows, static_cast<uint8_t>(zp), packed_,
+                        DequantRowsArgs{nullptr, n, rows, n, nullptr, mult, p_.bias.empty() ? nullptr : p_.bias.data(),
+                                        p_.clamp.lo, p_.clamp.hi, y + r0 * n, n},
+                        acc + r0 * n, *fq_);
     });
   }
 

@@ -9,10 +9,12 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ir/graph.h"
@@ -368,7 +370,7 @@ TEST(GemmS8, MatchesMatMulIntegerOperator) {
 namespace kvant {
 namespace {
 
-// gemm_u8s8_requant, fused (AMX) or not, equals the reference GEMM followed
+// gemm_u8s8_requant, fused (AMX, the 7-bit AVX2 entry) or not, equals the reference GEMM followed
 // by the reference row requantization, bit for bit, on tails of M (rows that
 // do not fill a tile), N and K, with and without weight zero points, for
 // uint8 and int8 outputs.
@@ -377,11 +379,18 @@ TEST(GemmS8, RequantizingGemmMatchesGemmThenRequant) {
   std::uniform_int_distribution<int> byte(0, 255);
   const RequantRowsKernel& ref_requant = requant_rows_kernels().back();
   for (const QGemmKernel* kernel : runnable_kernels()) {
-    if (kernel->needs_7bit) continue;
-    for (auto [M, N, K] : {std::tuple{1, 5, 3}, std::tuple{17, 33, 64}, std::tuple{49, 64, 147},
-                           std::tuple{32, 32, 128}, std::tuple{70, 100, 300}, std::tuple{15, 16, 65}}) {
+    for (auto [M, N, K] :
+         {std::tuple{1, 5, 3}, std::tuple{17, 33, 64}, std::tuple{49, 64, 147}, std::tuple{32, 32, 128},
+          std::tuple{70, 100, 300}, std::tuple{15, 16, 65}, std::tuple{300, 40, 9}}) {
       for (bool with_b_zp : {false, true}) {
-        const Problem p = random_problem(rng, M, N, K, static_cast<uint8_t>(byte(rng)), with_b_zp);
+        Problem p = random_problem(rng, M, N, K, static_cast<uint8_t>(byte(rng)), with_b_zp);
+        // 7-bit entries (--reduce-range weights): B within [-64, 64], with
+        // the extremes present.
+        if (kernel->needs_7bit) {
+          for (auto& v : p.b) v = static_cast<int8_t>(v / 2);
+          p.b[0] = -64;
+          p.b.back() = 64;
+        }
         const auto acc = run_reference(p);  // ldc == N here
         std::vector<int32_t> bias(static_cast<size_t>(N));
         std::vector<float> mult(static_cast<size_t>(N));
@@ -403,6 +412,72 @@ TEST(GemmS8, RequantizingGemmMatchesGemmThenRequant) {
           ASSERT_EQ(got, want) << kernel->name << " M=" << M << " N=" << N << " K=" << K << " b_zp " << with_b_zp
                                << " signed " << y_signed;
         }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvant
+
+namespace kvant {
+namespace {
+
+// gemm_u8s8_dequant, fused (the 7-bit AVX2 entry) or not, equals the
+// reference GEMM followed by the float-quant entry's dequant of the same
+// ISA, bit for bit: N off multiples of 8 and 16 (the vector steps and the
+// scalar tail), with and without ibias / fbias, a NaN and a -0 in fbias,
+// finite and infinite clamps, M past one row chunk.
+TEST(GemmS8, DequantizingGemmMatchesGemmThenDequant) {
+  std::mt19937 rng(78);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (const QGemmKernel* kernel : runnable_kernels()) {
+    const Isa isa = qgemm_kernel_isa(*kernel) >= Isa::kAvx2 ? Isa::kAvx2 : Isa::kRef;
+    const FloatQuantKernel& fq = pick_float_quant(isa);
+    for (auto [M, N, K] : {std::tuple{1, 5, 3}, std::tuple{17, 33, 64}, std::tuple{7, 8, 5}, std::tuple{9, 23, 19},
+                           std::tuple{70, 100, 300}, std::tuple{300, 40, 9}}) {
+      for (int variant = 0; variant < 3; ++variant) {
+        Problem p = random_problem(rng, M, N, K, static_cast<uint8_t>(byte(rng)), variant == 2);
+        if (kernel->needs_7bit) {
+          for (auto& v : p.b) v = static_cast<int8_t>(v / 2);
+          p.b[0] = -64;
+          p.b.back() = 64;
+        }
+        const auto acc = run_reference(p);  // ldc == N here
+        std::vector<int32_t> ibias(static_cast<size_t>(N));
+        std::vector<float> mult(static_cast<size_t>(N)), fbias(static_cast<size_t>(N));
+        for (int j = 0; j < N; ++j) {
+          ibias[static_cast<size_t>(j)] = byte(rng) * 50 - 6400;
+          mult[static_cast<size_t>(j)] = 1e-4f * static_cast<float>(byte(rng) - 100);
+          fbias[static_cast<size_t>(j)] = 0.01f * static_cast<float>(byte(rng) - 128);
+        }
+        fbias[0] = -0.0f;
+        if (N > 3) fbias[3] = std::nanf("");
+        fbias.back() = std::nanf("");
+        const bool with_ibias = variant == 1, with_fbias = variant != 0;
+        const float lo = variant == 1 ? -0.5f : -INFINITY, hi = variant == 1 ? 0.75f : INFINITY;
+        const int64_t ldy = N + 2;
+        std::vector<float> want(static_cast<size_t>(M) * ldy, 7.0f), got = want;
+        const DequantRowsArgs dq{acc.data(),
+                                 N,
+                                 M,
+                                 N,
+                                 with_ibias ? ibias.data() : nullptr,
+                                 mult.data(),
+                                 with_fbias ? fbias.data() : nullptr,
+                                 lo,
+                                 hi,
+                                 want.data(),
+                                 ldy};
+        fq.dequant(dq);
+        const PackedB packed = pack_b_s8(*kernel, p.b.data(), K, N, p.b_zp.empty() ? nullptr : p.b_zp.data());
+        std::vector<int32_t> scratch(static_cast<size_t>(M) * N);
+        DequantRowsArgs into = dq;
+        into.acc = nullptr;
+        into.out = got.data();
+        gemm_u8s8_dequant(p.a.data(), p.lda, M, p.a_zp, packed, into, scratch.data(), fq);
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
+            << kernel->name << " with " << fq.name << " M=" << M << " N=" << N << " K=" << K << " variant " << variant;
       }
     }
   }
