@@ -14,6 +14,9 @@
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
+//   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
+//   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
+//     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where                          => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -29,6 +32,7 @@
 #include "runtime/compiled_model.h"
 #include "runtime/steps.h"
 #include "runtime/steps_conv.h"
+#include "runtime/steps_fp32.h"
 #include "runtime/steps_wq.h"
 
 namespace kvant {
@@ -343,7 +347,10 @@ class Compiler {
     if (node.op_type == "Gather") return match_gather(node);
     if (node.op_type == "Cast") return match_cast(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
-    if (node.op_type == "ReduceMean") return match_layernorm(node);
+    if (node.op_type == "ReduceMean") {
+      if (auto f = match_layernorm(node)) return f;
+    }
+    if (auto f = match_fp32_op(node)) return f;  // steps_fp32.h
     if (node.op_type == "Transpose" && node.domain.empty() && node.inputs.size() == 1 && node.outputs.size() == 1 &&
         constant(node.inputs[0]) == nullptr) {  // a constant one is folded
       Fusion f;
@@ -798,6 +805,214 @@ class Compiler {
     f.inputs = {node.inputs[0]};
     f.outputs = {node.outputs[0]};
     return f;
+  }
+
+  // ---- FP32 operators with compiled steps (steps_fp32.h) ----
+  // Whether output `i` of `node` is absent or read by nobody.
+  bool output_unused(const Node& node, size_t i) const {
+    if (i >= node.outputs.size() || node.outputs[i].empty()) return true;
+    auto it = reads_.find(node.outputs[i]);
+    return (it == reads_.end() || it->second == 0) && !is_graph_output(g_, node.outputs[i]);
+  }
+  Fusion single_step(const Node& node, std::unique_ptr<Step> step, std::vector<std::string> inputs) {
+    Fusion f;
+    f.nodes = {&node};
+    f.step = std::move(step);
+    f.inputs = std::move(inputs);
+    f.outputs = {node.outputs[0]};
+    return f;
+  }
+  // BatchNormalization, AveragePool, LayerNormalization, HardSigmoid,
+  // HardSwish, Dropout with a mask, ReduceSum/Mean/Max and Where of computed
+  // values; nullopt for a form the steps do not take (it stays a fallback).
+  std::optional<Fusion> match_fp32_op(const Node& node) {
+    const std::string& op = node.op_type;
+    if (!node.domain.empty() || node.inputs.empty() || node.outputs.empty() || node.inputs[0].empty()) {
+      return std::nullopt;
+    }
+    if (op == "Where") {  // a constant condition (a causal mask) is common
+      if (node.inputs.size() != 3 || node.outputs.size() != 1) return std::nullopt;
+      bool all_constant = true;
+      for (const auto& in : node.inputs) {
+        if (in.empty()) return std::nullopt;
+        all_constant = all_constant && constant(in) != nullptr;
+      }
+      if (all_constant) return std::nullopt;  // folded
+      return single_step(node, make_where_step(), node.inputs);
+    }
+    if (constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
+    const int64_t opset = m_.model_.opset();
+    if (op == "BatchNormalization") return match_batchnorm(node);
+    if (op == "AveragePool") {
+      if (node.outputs.size() != 1 || node.attr_ints("kernel_shape").size() != 2 ||
+          !is_float_value_depth(node.inputs[0], 0)) {
+        return std::nullopt;
+      }
+      return single_step(node, make_avgpool_f32_step(node, opset), {node.inputs[0]});
+    }
+    if (op == "LayerNormalization") {
+      if (opset < 17 || node.inputs.size() < 2 || !output_unused(node, 1) || !output_unused(node, 2))
+        return std::nullopt;
+      const Tensor* scale = constant(node.inputs[1]);
+      const Tensor* bias = node.inputs.size() > 2 && !node.inputs[2].empty() ? constant(node.inputs[2]) : nullptr;
+      if (scale == nullptr || scale->dtype() != DType::kFloat32 ||
+          (node.inputs.size() > 2 && !node.inputs[2].empty() &&
+           (bias == nullptr || bias->dtype() != DType::kFloat32))) {
+        return std::nullopt;
+      }
+      return single_step(node,
+                         make_layernorm_axis_step(node.attr_int("axis", -1), node.attr_float("epsilon", 1e-5f), *scale,
+                                                  bias != nullptr ? *bias : Tensor()),
+                         {node.inputs[0]});
+    }
+    if (op == "HardSigmoid" || op == "HardSwish") {
+      if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+      if (op == "HardSwish") return single_step(node, make_hard_swish_step(), {node.inputs[0]});
+      const float alpha = node.attr_float("alpha", 0.2f), beta = node.attr_float("beta", 0.5f);
+      const std::string& x = node.inputs[0];
+      // x * HardSigmoid(x): an opset-13 export's hard swish, one pass.
+      const Node* mul = sole_reader_of(node.outputs[0], "Mul");
+      if (mul != nullptr && mul->inputs.size() == 2 &&
+          ((mul->inputs[0] == x && mul->inputs[1] == node.outputs[0]) ||
+           (mul->inputs[1] == x && mul->inputs[0] == node.outputs[0]))) {
+        // Mul(x, h) and Mul(h, x) are the same float product.
+        Fusion f = single_step(node, make_hard_sigmoid_step(alpha, beta, true), {x});
+        f.nodes.push_back(mul);
+        f.outputs = {mul->outputs[0]};
+        for (const Node* n : f.nodes) consumed_.insert(n);
+        return f;
+      }
+      return single_step(node, make_hard_sigmoid_step(alpha, beta, false), {x});
+    }
+    if (op == "Dropout") {
+      for (size_t i = 1; i < node.inputs.size(); ++i) {
+        if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) return std::nullopt;
+      }
+      if (output_unused(node, 1)) {  // a view of x (the mask is never made)
+        Node view = node;
+        view.outputs.resize(1);
+        Fusion f = single_step(node, make_view_step(view, opset), {node.inputs[0]});
+        return f.step ? std::optional<Fusion>(std::move(f)) : std::nullopt;
+      }
+      if (opset < 10 || node.outputs.size() != 2) return std::nullopt;
+      Fusion f = single_step(node, make_dropout_mask_step(opset), node.inputs);
+      f.outputs = node.outputs;
+      return f;
+    }
+    if (op == "ReduceSum" || op == "ReduceMean" || op == "ReduceMax") {
+      if (node.outputs.size() != 1 || !is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+      std::vector<int64_t> axes;
+      const bool axes_input = opset >= (op == "ReduceSum" ? 13 : 18);
+      if (axes_input) {
+        if (node.inputs.size() > 1 && !node.inputs[1].empty()) {
+          const Tensor* t = constant(node.inputs[1]);
+          if (t == nullptr) return std::nullopt;
+          axes = t->to_int64_vector();
+        }
+        if (axes.empty() && node.attr_int("noop_with_empty_axes", 0) != 0) return std::nullopt;
+      } else {
+        axes = node.attr_ints("axes");
+      }
+      const ReduceOp r = op == "ReduceSum" ? ReduceOp::kSum : op == "ReduceMean" ? ReduceOp::kMean : ReduceOp::kMax;
+      return single_step(node, make_reduce_f32_step(r, std::move(axes), node.attr_int("keepdims", 1) != 0),
+                         {node.inputs[0]});
+    }
+    return std::nullopt;
+  }
+
+  // BatchNormalization (inference, constant parameters, one per channel):
+  //   DQ(x) -> BN -> [Relu|Clip] -> Q, one scale each  => a table per channel on the codes
+  //   float x -> BN [-> Relu|Clip]                     => batchnorm_f32 (x * a[c] + b[c])
+  std::optional<Fusion> match_batchnorm(const Node& bn) {
+    const int64_t opset = m_.model_.opset();
+    if (bn.inputs.size() != 5 || !output_unused(bn, 1) || !output_unused(bn, 2) || !output_unused(bn, 3) ||
+        !output_unused(bn, 4) || (opset >= 14 && bn.attr_int("training_mode", 0) != 0) ||
+        (opset < 9 && bn.attr_int("spatial", 1) == 0)) {
+      return std::nullopt;
+    }
+    const Tensor* p[4];
+    for (size_t i = 0; i < 4; ++i) {
+      p[i] = constant(bn.inputs[i + 1]);
+      if (p[i] == nullptr || p[i]->dtype() != DType::kFloat32 || p[i]->rank() != 1 ||
+          p[i]->numel() != constant(bn.inputs[1])->numel()) {
+        return std::nullopt;
+      }
+    }
+    const int64_t channels = p[0]->numel();
+    FloatClamp clamp;
+    const Node* act = activation_after(bn.outputs[0], clamp);
+    // The quantized form: a table per channel, from the reference ops.
+    QuantScalar xq, yq;
+    const Node* dq = activation_dq(bn.inputs[0], xq);
+    const Node* q = dq != nullptr && sole_reader(dq->outputs[0]) == &bn
+                        ? quantize_after(act != nullptr ? act->outputs[0] : bn.outputs[0], yq)
+                        : nullptr;
+    if (q != nullptr && channels > 0 && channels <= (int64_t{1} << 20)) {
+      Tensor codes(DType::kFloat32, {1, channels, 256});
+      for (int64_t c = 0; c < channels; ++c) {
+        for (int v = 0; v < 256; ++v) {
+          const int32_t code = xq.is_signed ? v - 128 : v;
+          codes.data<float>()[c * 256 + v] = static_cast<float>(code - xq.zero_point) * xq.scale;
+        }
+      }
+      std::optional<Tensor> value;
+      try {
+        value = run_node_on(bn, codes);
+        if (value && act != nullptr) value = run_node_on(*act, *value);
+      } catch (const Error&) {
+        value.reset();
+      }
+      if (value && value->dtype() == DType::kFloat32 && value->numel() == channels * 256) {
+        std::vector<uint8_t> tables(static_cast<size_t>(channels * 256));
+        for (int64_t c = 0; c < channels; ++c) {
+          for (int v = 0; v < 256; ++v) {
+            const float r = value->data<float>()[c * 256 + v] / yq.scale;
+            const int32_t out =
+                std::isnan(r) ? std::clamp(0, yq.qmin(), yq.qmax())
+                              : static_cast<int32_t>(std::clamp<double>(
+                                    std::nearbyint(static_cast<double>(r)) + yq.zero_point, yq.qmin(), yq.qmax()));
+            const int index = xq.is_signed ? (v ^ 0x80) : v;  // indexed by the input's raw byte
+            tables[static_cast<size_t>(c * 256 + index)] = static_cast<uint8_t>(out);
+          }
+        }
+        Fusion f;
+        f.nodes = {dq, &bn};
+        if (act != nullptr) f.nodes.push_back(act);
+        f.nodes.push_back(q);
+        for (const Node* n : f.nodes) consumed_.insert(n);
+        f.step = make_channel_lookup_step(std::move(tables), channels, xq.is_signed, yq.is_signed);
+        f.inputs = {dq->inputs[0]};
+        f.outputs = {q->outputs[0]};
+        return f;
+      }
+    }
+    if (!is_float_value_depth(bn.inputs[0], 0)) return std::nullopt;
+    const double eps = bn.attr_float("epsilon", 1e-5f);
+    std::vector<float> a(static_cast<size_t>(channels)), b(static_cast<size_t>(channels));
+    for (int64_t c = 0; c < channels; ++c) {
+      const double scale =
+          static_cast<double>(p[0]->data<float>()[c]) / std::sqrt(static_cast<double>(p[3]->data<float>()[c]) + eps);
+      a[static_cast<size_t>(c)] = static_cast<float>(scale);
+      b[static_cast<size_t>(c)] = static_cast<float>(static_cast<double>(p[1]->data<float>()[c]) -
+                                                     static_cast<double>(p[2]->data<float>()[c]) * scale);
+    }
+    Fusion f = single_step(bn, make_batchnorm_step(std::move(a), std::move(b), clamp), {bn.inputs[0]});
+    if (act != nullptr) {
+      f.nodes.push_back(act);
+      f.outputs = {act->outputs[0]};
+      for (const Node* n : f.nodes) consumed_.insert(n);
+    }
+    return f;
+  }
+  // The reference op of `node` on `x` (its other inputs constants): output 0.
+  Tensor run_node_on(const Node& node, const Tensor& x) const {
+    KernelContext ctx{node, m_.model_.opset(node.domain), {&x}, {}, nullptr};
+    for (size_t i = 1; i < node.inputs.size(); ++i) {
+      ctx.inputs.push_back(node.inputs[i].empty() ? nullptr : constant(node.inputs[i]));
+    }
+    ctx.outputs.resize(node.outputs.size());
+    find_op(node.domain, node.op_type)->run(ctx);
+    return ctx.outputs[0];
   }
 
   // A constant, or the DequantizeLinear of constants (evaluated here).
