@@ -297,7 +297,8 @@ class Compiler {
     if (node.op_type == "LSTM") return match_lstm(node);
     if (node.op_type == "Conv") {
       if (auto f = match_qconv(node)) return f;
-      return match_sconv(node);
+      if (auto f = match_sconv(node)) return f;
+      return match_conv1d(node);
     }
     if (node.op_type == "Add" || node.op_type == "Mul") {
       if (auto f = match_qadd(node)) return f;
@@ -918,6 +919,78 @@ class Compiler {
                          {node.inputs[0]});
     }
     return std::nullopt;
+  }
+
+  // FP32 Conv1D, x [N, C, L], W const [M, C/group, K] [, bias const] [-> Relu|Clip]:
+  // the 2-D sconv on [N, C, 1, L] with W as [M, C/group, 1, K] (the same
+  // products and sums), between two views that add and drop the unit dim.
+  std::optional<Fusion> match_conv1d(const Node& node) {
+    if (!node.domain.empty() || node.inputs.size() < 2 || node.outputs.size() != 1 || constant(node.inputs[0]))
+      return std::nullopt;
+    // A constant weight, or the DQ of constants (dequantized once, as in match_sconv).
+    const std::optional<Tensor> wt = constant_or_dq(node.inputs[1]);
+    const Tensor* w = wt ? &*wt : nullptr;
+    if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 3) return std::nullopt;
+    std::optional<Tensor> bt;  // likewise (a static file's int32 bias)
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      bt = constant_or_dq(node.inputs[2]);
+      if (!bt || bt->dtype() != DType::kFloat32 || bt->numel() != w->dim(0)) return std::nullopt;
+    }
+    const Tensor* b = bt ? &*bt : nullptr;
+    const std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1});
+    const std::vector<int64_t> dilations = node.attr_ints("dilations", {1});
+    const std::vector<int64_t> pads = node.attr_ints("pads", {0, 0});
+    if ((!kernel.empty() && (kernel.size() != 1 || kernel[0] != w->dim(2))) || strides.size() != 1 ||
+        dilations.size() != 1 || pads.size() != 2) {
+      return std::nullopt;
+    }
+    QConvFacts c;
+    c.strides = {1, strides[0]};
+    c.dilations = {1, dilations[0]};
+    c.pads = {0, pads[0], 0, pads[1]};
+    c.auto_pad = node.attr_string("auto_pad", "NOTSET");
+    c.group = node.attr_int("group", 1);
+    if (c.group < 1 || strides[0] < 1 || dilations[0] < 1 || pads[0] < 0 || pads[1] < 0 ||
+        !(c.auto_pad == "NOTSET" || c.auto_pad == "VALID" || c.auto_pad == "SAME_UPPER" ||
+          c.auto_pad == "SAME_LOWER")) {
+      return std::nullopt;
+    }
+    const Tensor w4 = w->reshaped({w->dim(0), w->dim(1), 1, w->dim(2)});
+    FloatClamp clamp;
+    std::vector<const Node*> nodes = {&node};
+    std::string tail = node.outputs[0];
+    if (const Node* act = activation_after(tail, clamp)) {
+      nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    auto conv = make_sconv_step(c, w4, b, clamp, m_.options_.threads);
+    if (!conv) return std::nullopt;
+    for (const Node* n : nodes) consumed_.insert(n);
+    for (size_t i = 1; i < node.inputs.size() && i < 3; ++i) {
+      if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) ++absorbed_reads_[node.inputs[i]];
+    }
+    // Named after the Conv's own output, so two 1-D Convs never share them.
+    const std::string x4 = unique_value_name(g_, node.outputs[0] + "_x2d");
+    const std::string y4 = unique_value_name(g_, node.outputs[0] + "_y2d");
+    Fusion f;
+    f.nodes = {&node};
+    f.step = make_unit_dim_view_step(2, true);
+    f.inputs = {node.inputs[0]};
+    f.outputs = {x4};
+    Fusion body;
+    body.nodes = nodes;
+    body.step = std::move(conv);
+    body.inputs = {x4};
+    body.outputs = {y4};
+    Fusion back;
+    back.nodes = {nodes.back()};
+    back.step = make_unit_dim_view_step(2, false);
+    back.inputs = {y4};
+    back.outputs = {tail};
+    f.then.push_back(std::move(body));
+    f.then.push_back(std::move(back));
+    return f;
   }
 
   // BatchNormalization (inference, constant parameters, one per channel):

@@ -5,7 +5,8 @@
 //   x * HardSigmoid(x)   (opset < 14 exporters' hard swish: HardSigmoid then Mul)
 //   HardSwish(x) = x * max(0, min(1, x / 6 + 0.5))
 //   Dropout (inference, opset 10+): y = x, mask = true everywhere.
-// Elementwise in chunks over the thread pool.
+// Elementwise in chunks over the thread pool. Also the unit-dim view that
+// lets a 1-D Conv run as a 2-D one.
 #include <algorithm>
 #include <cstring>
 
@@ -86,7 +87,40 @@ class DropoutMaskStep : public Step {
   int64_t opset_;
 };
 
+class UnitDimViewStep : public Step {
+ public:
+  UnitDimViewStep(int64_t axis, bool insert) : axis_(axis), insert_(insert) {}
+  std::string kernel() const override { return insert_ ? "view (unit dim added)" : "view (unit dim dropped)"; }
+  Kind kind() const override { return Kind::kView; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    shape_ = in[0]->shape();
+    const auto axis = static_cast<size_t>(axis_);
+    if (insert_ ? axis > shape_.size() : axis >= shape_.size() || shape_[axis] != 1) {
+      throw Error(ErrorCode::kInvalidArgument, name + ": no unit dim " + std::to_string(axis_) + " to " +
+                                                   (insert_ ? "add to " : "drop from ") + in[0]->describe());
+    }
+    if (insert_) {
+      shape_.insert(shape_.begin() + static_cast<std::ptrdiff_t>(axis), 1);
+    } else {
+      shape_.erase(shape_.begin() + static_cast<std::ptrdiff_t>(axis));
+    }
+    out.assign(1, {in[0]->dtype(), shape_});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    *out[0] = in[0]->reshaped(shape_);
+  }
+
+ private:
+  int64_t axis_;
+  bool insert_;
+  mutable Shape shape_;  // planned by infer()
+};
+
 }  // namespace
+
+std::unique_ptr<Step> make_unit_dim_view_step(int64_t axis, bool insert) {
+  return std::make_unique<UnitDimViewStep>(axis, insert);
+}
 
 std::unique_ptr<Step> make_hard_sigmoid_step(float alpha, float beta, bool times_x) {
   return std::make_unique<HardStep>(times_x ? HardStep::Kind::kSigmoidTimesX : HardStep::Kind::kSigmoid, alpha, beta);

@@ -51,4 +51,8 @@ std::unique_ptr<Step> make_reduce_f32_step(ReduceOp op, std::vector<int64_t> axe
 // three (steps_reduce.cc).
 std::unique_ptr<Step> make_where_step();
 
+// A view with a unit dim inserted at `axis` (insert) or removed from it
+// (!insert): a 1-D Conv runs as the 2-D one on [N, C, 1, L] (steps_act2.cc).
+std::unique_ptr<Step> make_unit_dim_view_step(int64_t axis, bool insert);
+
 }  // namespace kvant

@@ -432,6 +432,78 @@ TEST(Fp32Steps, WhereBroadcastsAllThreeOperands) {
   }
 }
 
+// ---- Conv1D ----
+
+// x [2, 6, 17] -> Conv (1-D) [-> Relu]: the 2-D sconv on [N, C, 1, L]. The
+// GEMM sums the products in another order than the reference, so each output
+// may differ by the float rounding of its sum: at most n * 2^-24 * sum |x w|
+// (+ |bias|) for n terms; the bound comes from the reference run on |x|, |W|, |b|.
+TEST(Fp32Steps, Conv1DRunsAsTheTwoDimensionalConv) {
+  struct Case {
+    int64_t k, stride, dilation, group;
+    std::vector<int64_t> pads;
+    std::string auto_pad;
+    bool bias, relu;
+  };
+  const Case cases[] = {
+      {3, 1, 1, 1, {0, 0}, "NOTSET", true, false},   // text_cnn
+      {5, 1, 1, 1, {2, 2}, "NOTSET", true, true},    // kws_gru
+      {3, 2, 1, 1, {1, 1}, "NOTSET", false, true},   //
+      {3, 1, 2, 2, {3, 1}, "NOTSET", true, false},   // dilated, grouped, asymmetric pads
+      {4, 3, 1, 1, {}, "SAME_UPPER", true, false},   //
+      {2, 1, 1, 6, {0, 1}, "NOTSET", false, false},  // depthwise
+  };
+  const Shape xs = {2, 6, 17};
+  for (const Case& c : cases) {
+    const int64_t m_out = c.group == 6 ? 6 : 4;
+    const Shape ws = {m_out, 6 / c.group, c.k};
+    auto build = [&](bool abs_values) {
+      Model m = one_graph(13);
+      m.graph.inputs.push_back({"x", type_of(DType::kFloat32, xs)});
+      Tensor w = random_tensor(ws, 31);
+      Tensor b = random_tensor({m_out}, 32);
+      if (abs_values) {
+        for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = std::fabs(w.data<float>()[i]);
+        for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = std::fabs(b.data<float>()[i]);
+      }
+      m.graph.initializers["w"] = w;
+      std::vector<std::string> ins = {"x", "w"};
+      if (c.bias) {
+        m.graph.initializers["b"] = b;
+        ins.push_back("b");
+      }
+      Node n = make_node("conv", "Conv", ins, {c.relu && !abs_values ? "t" : "y"});
+      n.attributes["kernel_shape"] = ints_attr({c.k});
+      n.attributes["strides"] = ints_attr({c.stride});
+      n.attributes["dilations"] = ints_attr({c.dilation});
+      n.attributes["group"] = int_attr(c.group);
+      if (!c.pads.empty()) n.attributes["pads"] = ints_attr(c.pads);
+      n.attributes["auto_pad"] = string_attr(c.auto_pad);
+      m.graph.nodes.push_back(n);
+      if (c.relu && !abs_values) m.graph.nodes.push_back(make_node("relu", "Relu", {"t"}, {"y"}));
+      m.graph.outputs.push_back({"y", TypeInfo{}});
+      return m;
+    };
+    const Tensor x = random_tensor(xs, 33);
+    Tensor ax = x.clone();
+    for (int64_t i = 0; i < ax.numel(); ++i) ax.data<float>()[i] = std::fabs(ax.data<float>()[i]);
+    const Model abs_model = build(true);
+    ReferenceExecutor bound_run(abs_model);
+    const Tensor abs_sum = bound_run.run({{"x", ax}}).at("y");
+    const double terms = static_cast<double>(6 / c.group * c.k + 1);
+    auto check = [&](const Tensor& got, const Tensor& want, const std::string& what) {
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        const double bound = terms * std::ldexp(abs_sum.data<float>()[i], -23) + 1e-30;
+        ASSERT_LE(std::fabs(got.data<float>()[i] - want.data<float>()[i]), bound) << what << " element " << i;
+      }
+    };
+    SCOPED_TRACE("k " + std::to_string(c.k) + " stride " + std::to_string(c.stride) + " group " +
+                 std::to_string(c.group) + " " + c.auto_pad);
+    const std::string plan = compare(build(false), {{"x", x}}, "sconv", check);
+    EXPECT_NE(plan.find("view (unit dim added)"), std::string::npos) << plan;
+  }
+}
+
 // ---- no allocation while running ----
 
 TEST(Fp32Steps, APlannedRunAllocatesNothing) {
