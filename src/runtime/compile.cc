@@ -1053,7 +1053,7 @@ class Compiler {
         if (act != nullptr) f.nodes.push_back(act);
         f.nodes.push_back(q);
         for (const Node* n : f.nodes) consumed_.insert(n);
-        f.step = make_channel_lookup_step(std::move(tables), channels, xq.is_signed, yq.is_signed);
+        f.step = make_channel_lookup_step(std::move(tables), channels, xq.is_signed, yq.is_signed, m_.options_.isa);
         f.inputs = {dq->inputs[0]};
         f.outputs = {q->outputs[0]};
         return f;

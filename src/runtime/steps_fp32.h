@@ -19,9 +19,10 @@ std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<floa
 // DQ -> BatchNormalization -> [Relu|Clip] -> Q on codes [N, C, ...]: one
 // 256-entry table per channel, tabulated by running the reference ops, so
 // it equals the QDQ simulation bit for bit. `tables` holds C * 256 output
-// codes (as bytes), indexed by channel * 256 + the input's raw byte.
+// codes (as bytes), indexed by channel * 256 + the input's raw byte; the
+// byte lookup kernel of kernels/lookup_u8.h for `isa`.
 std::unique_ptr<Step> make_channel_lookup_step(std::vector<uint8_t> tables, int64_t channels, bool x_signed,
-                                               bool y_signed);
+                                               bool y_signed, Isa isa);
 
 // LayerNormalization (opset 17) over dims [axis, rank) with constant scale
 // and bias broadcast to the normalized shape (steps_norm2.cc).

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/lookup_u8.h"
 #include "ops/op_util.h"
 #include "runtime/steps_fp32.h"
 
@@ -84,10 +85,14 @@ class BatchNormStep : public Step {
 
 class ChannelLookupStep : public Step {
  public:
-  ChannelLookupStep(std::vector<uint8_t> tables, int64_t channels, bool x_signed, bool y_signed)
-      : tables_(std::move(tables)), channels_(channels), x_signed_(x_signed), y_signed_(y_signed) {}
+  ChannelLookupStep(std::vector<uint8_t> tables, int64_t channels, bool x_signed, bool y_signed, Isa isa)
+      : tables_(std::move(tables)),
+        channels_(channels),
+        x_signed_(x_signed),
+        y_signed_(y_signed),
+        kernel_(&pick_lookup_u8(isa)) {}
   std::string kernel() const override {
-    return std::string("channel_lookup_") + (x_signed_ ? "s8" : "u8") + (y_signed_ ? "s8" : "u8");
+    return std::string("channel_lookup_") + (x_signed_ ? "s8" : "u8") + (y_signed_ ? "s8" : "u8") + "/" + kernel_->name;
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
@@ -106,10 +111,7 @@ class ChannelLookupStep : public Step {
     auto* y = static_cast<uint8_t*>(out[0]->raw());
     parallel_for(pool, planes, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
-        const uint8_t* table = tables_.data() + (p % channels_) * 256;
-        const uint8_t* xp = x + p * inner;
-        uint8_t* yp = y + p * inner;
-        for (int64_t i = 0; i < inner; ++i) yp[i] = table[xp[i]];
+        kernel_->run(tables_.data() + (p % channels_) * 256, x + p * inner, y + p * inner, inner);
       }
     });
   }
@@ -118,6 +120,7 @@ class ChannelLookupStep : public Step {
   std::vector<uint8_t> tables_;
   int64_t channels_;
   bool x_signed_, y_signed_;
+  const LookupU8Kernel* kernel_;  // the byte lookup of kernels/lookup_u8.h, picked once
 };
 
 class LayerNormAxisStep : public Step {
@@ -215,8 +218,8 @@ std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<floa
 }
 
 std::unique_ptr<Step> make_channel_lookup_step(std::vector<uint8_t> tables, int64_t channels, bool x_signed,
-                                               bool y_signed) {
-  return std::make_unique<ChannelLookupStep>(std::move(tables), channels, x_signed, y_signed);
+                                               bool y_signed, Isa isa) {
+  return std::make_unique<ChannelLookupStep>(std::move(tables), channels, x_signed, y_signed, isa);
 }
 
 std::unique_ptr<Step> make_layernorm_axis_step(int64_t axis, float eps, Tensor scale, Tensor bias) {
