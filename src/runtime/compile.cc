@@ -844,6 +844,7 @@ class Compiler {
     if (constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
     const int64_t opset = m_.model_.opset();
     if (op == "BatchNormalization") return match_batchnorm(node);
+    if (op == "ConvTranspose") return match_conv_transpose(node);
     if (op == "AveragePool") {
       if (node.outputs.size() != 1 || node.attr_ints("kernel_shape").size() != 2 ||
           !is_float_value_depth(node.inputs[0], 0)) {
@@ -919,6 +920,43 @@ class Compiler {
                          {node.inputs[0]});
     }
     return std::nullopt;
+  }
+
+  // FP32 ConvTranspose (2-D), W constant or the DQ of constants [C, M/group, KH, KW],
+  // bias likewise or absent => conv_transpose_gemm (steps_convt.cc).
+  std::optional<Fusion> match_conv_transpose(const Node& node) {
+    if (node.inputs.size() < 2 || node.outputs.size() != 1 || !is_float_value_depth(node.inputs[0], 0))
+      return std::nullopt;
+    const std::optional<Tensor> w = constant_or_dq(node.inputs[1]);
+    if (!w || w->dtype() != DType::kFloat32 || w->rank() != 4) return std::nullopt;
+    const int64_t group = node.attr_int("group", 1);
+    if (group < 1 || w->dim(0) % group != 0) return std::nullopt;
+    std::optional<Tensor> b;
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      b = constant_or_dq(node.inputs[2]);
+      if (!b || b->dtype() != DType::kFloat32 || b->numel() != w->dim(1) * group) return std::nullopt;
+    }
+    const std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
+    const std::vector<int64_t> output_shape = node.attr_ints("output_shape");
+    const std::string auto_pad = node.attr_string("auto_pad", "NOTSET");
+    auto all_at_least = [](const std::vector<int64_t>& v, int64_t lo) {
+      return std::all_of(v.begin(), v.end(), [lo](int64_t x) { return x >= lo; });
+    };
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1, 1});
+    const std::vector<int64_t> dilations = node.attr_ints("dilations", {1, 1});
+    const std::vector<int64_t> pads = node.attr_ints("pads", {0, 0, 0, 0});
+    const std::vector<int64_t> output_padding = node.attr_ints("output_padding", {0, 0});
+    if ((!kernel.empty() && (kernel.size() != 2 || kernel[0] != w->dim(2) || kernel[1] != w->dim(3))) ||
+        strides.size() != 2 || dilations.size() != 2 || pads.size() != 4 || output_padding.size() != 2 ||
+        (!output_shape.empty() && output_shape.size() != 2 && output_shape.size() != 4) || !all_at_least(strides, 1) ||
+        !all_at_least(dilations, 1) || !all_at_least(pads, 0) || !all_at_least(output_padding, 0) ||
+        !(auto_pad == "NOTSET" || auto_pad == "VALID" || auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER")) {
+      return std::nullopt;
+    }
+    for (size_t i = 1; i < node.inputs.size() && i < 3; ++i) {
+      if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) ++absorbed_reads_[node.inputs[i]];
+    }
+    return single_step(node, make_conv_transpose_step(node, *w, b ? &*b : nullptr), {node.inputs[0]});
   }
 
   // FP32 Conv1D, x [N, C, L], W const [M, C/group, K] [, bias const] [-> Relu|Clip]:

@@ -52,6 +52,11 @@ std::unique_ptr<Step> make_reduce_f32_step(ReduceOp op, std::vector<int64_t> axe
 // three (steps_reduce.cc).
 std::unique_ptr<Step> make_where_step();
 
+// ConvTranspose, 2-D, float32 NCHW: weight [C, M/group, KH, KW] (packed
+// once), bias M floats or null; `node` gives strides, pads, dilations,
+// output_padding, output_shape and auto_pad (steps_convt.cc).
+std::unique_ptr<Step> make_conv_transpose_step(const Node& node, const Tensor& weight, const Tensor* bias);
+
 // A view with a unit dim inserted at `axis` (insert) or removed from it
 // (!insert): a 1-D Conv runs as the 2-D one on [N, C, 1, L] (steps_act2.cc).
 std::unique_ptr<Step> make_unit_dim_view_step(int64_t axis, bool insert);

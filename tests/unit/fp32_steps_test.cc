@@ -504,6 +504,77 @@ TEST(Fp32Steps, Conv1DRunsAsTheTwoDimensionalConv) {
   }
 }
 
+// ---- ConvTranspose ----
+
+// x [2, 4, 5, 6] -> ConvTranspose: a GEMM then a scatter. The sums differ in
+// order from the reference (the GEMM's FMA chain over channels, then the
+// overlapping taps), so each output is within n * 2^-23 * sum |x w| (+ |b|)
+// of it, n the number of terms; the bound is the reference run on |x|, |W|, |b|.
+TEST(Fp32Steps, ConvTransposeMatchesTheReferenceToItsSumsRounding) {
+  struct Case {
+    int64_t kh, kw, group;
+    std::vector<int64_t> strides, pads, dilations, output_padding, output_shape;
+    std::string auto_pad;
+    bool bias;
+  };
+  const Case cases[] = {
+      {2, 2, 1, {2, 2}, {0, 0, 0, 0}, {1, 1}, {0, 0}, {}, "NOTSET", true},       // unet's upsampling
+      {3, 3, 1, {2, 2}, {1, 1, 1, 1}, {1, 1}, {1, 1}, {}, "NOTSET", true},       // overlapping taps
+      {3, 2, 2, {1, 2}, {0, 1, 2, 0}, {2, 1}, {0, 1}, {}, "NOTSET", false},      // grouped, dilated
+      {3, 3, 1, {2, 2}, {0, 0, 0, 0}, {1, 1}, {0, 0}, {}, "SAME_UPPER", true},   //
+      {3, 3, 1, {2, 3}, {0, 0, 0, 0}, {1, 1}, {0, 0}, {9, 20}, "NOTSET", true},  // output_shape
+  };
+  const Shape xs = {2, 4, 5, 6};
+  for (const Case& c : cases) {
+    const int64_t out_per_group = 3;
+    const Shape ws = {4, out_per_group, c.kh, c.kw};
+    auto build = [&](bool abs_values) {
+      Model m = one_graph(13);
+      m.graph.inputs.push_back({"x", type_of(DType::kFloat32, xs)});
+      Tensor w = random_tensor(ws, 41);
+      Tensor b = random_tensor({out_per_group * c.group}, 42);
+      if (abs_values) {
+        for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = std::fabs(w.data<float>()[i]);
+        for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = std::fabs(b.data<float>()[i]);
+      }
+      m.graph.initializers["w"] = w;
+      std::vector<std::string> ins = {"x", "w"};
+      if (c.bias) {
+        m.graph.initializers["b"] = b;
+        ins.push_back("b");
+      }
+      Node n = make_node("convt", "ConvTranspose", ins, {"y"});
+      n.attributes["kernel_shape"] = ints_attr({c.kh, c.kw});
+      n.attributes["strides"] = ints_attr(c.strides);
+      n.attributes["pads"] = ints_attr(c.pads);
+      n.attributes["dilations"] = ints_attr(c.dilations);
+      n.attributes["output_padding"] = ints_attr(c.output_padding);
+      if (!c.output_shape.empty()) n.attributes["output_shape"] = ints_attr(c.output_shape);
+      n.attributes["group"] = int_attr(c.group);
+      n.attributes["auto_pad"] = string_attr(c.auto_pad);
+      m.graph.nodes.push_back(n);
+      m.graph.outputs.push_back({"y", TypeInfo{}});
+      return m;
+    };
+    const Tensor x = random_tensor(xs, 43);
+    Tensor ax = x.clone();
+    for (int64_t i = 0; i < ax.numel(); ++i) ax.data<float>()[i] = std::fabs(ax.data<float>()[i]);
+    const Model abs_model = build(true);
+    ReferenceExecutor bound_run(abs_model);
+    const Tensor abs_sum = bound_run.run({{"x", ax}}).at("y");
+    const double terms = static_cast<double>(4 / c.group * c.kh * c.kw + 1);
+    auto check = [&](const Tensor& got, const Tensor& want, const std::string& what) {
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        const double bound = terms * std::ldexp(abs_sum.data<float>()[i], -23) + 1e-30;
+        ASSERT_LE(std::fabs(got.data<float>()[i] - want.data<float>()[i]), bound) << what << " element " << i;
+      }
+    };
+    SCOPED_TRACE("kernel " + std::to_string(c.kh) + "x" + std::to_string(c.kw) + " group " + std::to_string(c.group) +
+                 " " + c.auto_pad);
+    compare(build(false), {{"x", x}}, "conv_transpose_gemm", check);
+  }
+}
+
 // ---- no allocation while running ----
 
 TEST(Fp32Steps, APlannedRunAllocatesNothing) {
