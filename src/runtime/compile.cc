@@ -867,6 +867,20 @@ class Compiler {
                                                   bias != nullptr ? *bias : Tensor()),
                          {node.inputs[0]});
     }
+    if (op == "InstanceNormalization") {
+      if (node.inputs.size() != 3 || node.outputs.size() != 1 || !is_float_value_depth(node.inputs[0], 0))
+        return std::nullopt;
+      const Tensor* scale = constant(node.inputs[1]);
+      const Tensor* bias = constant(node.inputs[2]);
+      if (scale == nullptr || bias == nullptr || scale->dtype() != DType::kFloat32 ||
+          bias->dtype() != DType::kFloat32 || scale->numel() != bias->numel()) {
+        return std::nullopt;
+      }
+      std::vector<double> sc(scale->data<float>(), scale->data<float>() + scale->numel());
+      std::vector<double> b(bias->data<float>(), bias->data<float>() + bias->numel());
+      return single_step(node, make_instancenorm_step(node.attr_float("epsilon", 1e-5f), std::move(sc), std::move(b)),
+                         {node.inputs[0]});
+    }
     if (op == "HardSigmoid" || op == "HardSwish") {
       if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
       if (op == "HardSwish") return single_step(node, make_hard_swish_step(), {node.inputs[0]});

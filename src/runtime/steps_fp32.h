@@ -28,6 +28,10 @@ std::unique_ptr<Step> make_channel_lookup_step(std::vector<uint8_t> tables, int6
 // and bias broadcast to the normalized shape (steps_norm2.cc).
 std::unique_ptr<Step> make_layernorm_axis_step(int64_t axis, float eps, Tensor scale, Tensor bias);
 
+// InstanceNormalization on float32 [N, C, spatial...] with scale and B, C
+// values each (steps_norm2.cc; the arithmetic of make_layernorm_axis_step).
+std::unique_ptr<Step> make_instancenorm_step(float eps, std::vector<double> scale, std::vector<double> bias);
+
 // AveragePool, 2-D, float32 NCHW (steps_pool2.cc), bit-exact with the
 // reference: `node` gives the window.
 std::unique_ptr<Step> make_avgpool_f32_step(const Node& node, int64_t opset);

@@ -13,6 +13,9 @@
 // 256-code table per channel computed by the compiler with the reference ops
 // (the simulation itself), so bit-exact.
 //
+// InstanceNormalization: the same per (n, c) plane over the spatial dims, with
+// scale[c], B[c] (the reference sums in double too).
+//
 // LayerNormalization (opset 17) over dims [axis, rank), rows of
 // n = prod(dims[axis:]) values:
 //   mean = sum(x) / n, var = sum((x - mean)^2) / n in double,
@@ -123,6 +126,37 @@ class ChannelLookupStep : public Step {
   const LookupU8Kernel* kernel_;  // the byte lookup of kernels/lookup_u8.h, picked once
 };
 
+// One row of LayerNormalization / InstanceNormalization: mean and variance
+// in double (eight interleaved partial sums), then
+// y[i] = float((x[i] - mean) * inv_std * g[i * gs] + b[i * bs]) in double.
+void normalize_row(const float* xr, float* yr, int64_t cols, double eps, const double* g, int64_t gs, const double* b,
+                   int64_t bs) {
+  double part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= cols; i += 8) {
+    for (int l = 0; l < 8; ++l) part[l] += static_cast<double>(xr[i + l]);
+  }
+  double sum = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  for (; i < cols; ++i) sum += static_cast<double>(xr[i]);
+  const double mean = sum / static_cast<double>(cols);
+  std::fill(part, part + 8, 0.0);
+  for (i = 0; i + 8 <= cols; i += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const double d = static_cast<double>(xr[i + l]) - mean;
+      part[l] += d * d;
+    }
+  }
+  double sq = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  for (; i < cols; ++i) {
+    const double d = static_cast<double>(xr[i]) - mean;
+    sq += d * d;
+  }
+  const double inv_std = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
+  for (i = 0; i < cols; ++i) {
+    yr[i] = static_cast<float>((static_cast<double>(xr[i]) - mean) * inv_std * g[i * gs] + b[i * bs]);
+  }
+}
+
 class LayerNormAxisStep : public Step {
  public:
   LayerNormAxisStep(int64_t axis, float eps, Tensor scale, Tensor bias)
@@ -173,32 +207,7 @@ class LayerNormAxisStep : public Step {
     const double eps = static_cast<double>(eps_);
     parallel_for(pool, rows, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const float* xr = x + r * cols;
-        float* yr = y + r * cols;
-        double part[8] = {};
-        int64_t i = 0;
-        for (; i + 8 <= cols; i += 8) {
-          for (int l = 0; l < 8; ++l) part[l] += static_cast<double>(xr[i + l]);
-        }
-        double sum = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-        for (; i < cols; ++i) sum += static_cast<double>(xr[i]);
-        const double mean = sum / static_cast<double>(cols);
-        std::fill(part, part + 8, 0.0);
-        for (i = 0; i + 8 <= cols; i += 8) {
-          for (int l = 0; l < 8; ++l) {
-            const double d = static_cast<double>(xr[i + l]) - mean;
-            part[l] += d * d;
-          }
-        }
-        double sq = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-        for (; i < cols; ++i) {
-          const double d = static_cast<double>(xr[i]) - mean;
-          sq += d * d;
-        }
-        const double inv_std = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
-        for (i = 0; i < cols; ++i) {
-          yr[i] = static_cast<float>((static_cast<double>(xr[i]) - mean) * inv_std * g[i] + b[i]);
-        }
+        normalize_row(x + r * cols, y + r * cols, cols, eps, g, 1, b, 1);
       }
     });
   }
@@ -211,6 +220,39 @@ class LayerNormAxisStep : public Step {
   mutable int64_t cols_ = 0;
 };
 
+class InstanceNormStep : public Step {
+ public:
+  InstanceNormStep(float eps, std::vector<double> scale, std::vector<double> bias)
+      : eps_(eps), scale_(std::move(scale)), bias_(std::move(bias)) {}
+  std::string kernel() const override { return "instancenorm_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::kFloat32 || x.rank() < 3 || x.dim(1) != static_cast<int64_t>(scale_.size())) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": needs float32 [N, " + std::to_string(scale_.size()) + ", spatial...], got " + x.describe());
+    }
+    out.assign(1, {DType::kFloat32, x.shape()});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    const Tensor& xt = *in[0];
+    const int64_t channels = xt.dim(1);
+    const int64_t cols = inner_size(xt.shape(), 2);
+    const float* x = xt.data<float>();
+    float* y = out[0]->data<float>();
+    const double eps = static_cast<double>(eps_);
+    parallel_for(pool, xt.dim(0) * channels, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const auto c = static_cast<size_t>(p % channels);
+        normalize_row(x + p * cols, y + p * cols, cols, eps, &scale_[c], 0, &bias_[c], 0);
+      }
+    });
+  }
+
+ private:
+  float eps_;
+  std::vector<double> scale_, bias_;
+};
+
 }  // namespace
 
 std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp) {
@@ -220,6 +262,10 @@ std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<floa
 std::unique_ptr<Step> make_channel_lookup_step(std::vector<uint8_t> tables, int64_t channels, bool x_signed,
                                                bool y_signed, Isa isa) {
   return std::make_unique<ChannelLookupStep>(std::move(tables), channels, x_signed, y_signed, isa);
+}
+
+std::unique_ptr<Step> make_instancenorm_step(float eps, std::vector<double> scale, std::vector<double> bias) {
+  return std::make_unique<InstanceNormStep>(eps, std::move(scale), std::move(bias));
 }
 
 std::unique_ptr<Step> make_layernorm_axis_step(int64_t axis, float eps, Tensor scale, Tensor bias) {

@@ -261,6 +261,31 @@ TEST(Fp32Steps, LayerNormalizationAnyAxisAndBroadcastScale) {
   }
 }
 
+TEST(Fp32Steps, InstanceNormalizationPerPlane) {
+  for (const Shape& shape : {Shape{2, 3, 5, 7}, Shape{1, 4, 9}, Shape{1, 2, 1, 1, 3}}) {
+    Model m = one_graph(13);
+    m.graph.inputs.push_back({"x", type_of(DType::kFloat32, shape)});
+    m.graph.initializers["scale"] = random_tensor({shape[1]}, 51, 0.5f, 2.0f);
+    m.graph.initializers["B"] = random_tensor({shape[1]}, 52);
+    Node n = make_node("in", "InstanceNormalization", {"x", "scale", "B"}, {"y"});
+    n.attributes["epsilon"] = float_attr(1e-3f);
+    m.graph.nodes.push_back(n);
+    m.graph.outputs.push_back({"y", TypeInfo{}});
+    Tensor x = random_tensor(shape, 53, -4.0f, 4.0f);
+    for (int64_t i = 0; i < x.numel(); i += 2) x.data<float>()[i] += 50.0f;
+    // As for LayerNormalization: only the order of the double sums differs.
+    auto check = [](const Tensor& got, const Tensor& want, const std::string& what) {
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        const float g = got.data<float>()[i], w = want.data<float>()[i];
+        const float ulp = std::nextafter(std::fabs(w), std::numeric_limits<float>::infinity()) - std::fabs(w);
+        ASSERT_LE(std::fabs(g - w), ulp) << what << " element " << i << ": " << g << " vs " << w;
+      }
+    };
+    SCOPED_TRACE(shape_to_string(shape));
+    compare(m, {{"x", x}}, "instancenorm_f32", check);
+  }
+}
+
 // ---- HardSigmoid, HardSwish ----
 
 TEST(Fp32Steps, HardSigmoidHardSwishAndTheirMulAreExact) {
