@@ -904,6 +904,15 @@ class Compiler {
       for (size_t i = 1; i < node.inputs.size(); ++i) {
         if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) return std::nullopt;
       }
+      // Training mode with a nonzero ratio (random dropout) stays on the
+      // reference, which names the problem.
+      const Tensor* train = node.inputs.size() > 2 && !node.inputs[2].empty() ? constant(node.inputs[2]) : nullptr;
+      const Tensor* ratio = node.inputs.size() > 1 && !node.inputs[1].empty() ? constant(node.inputs[1]) : nullptr;
+      if (opset >= 12 && train != nullptr && train->numel() > 0 && train->get_as_int64(0) != 0 &&
+          (ratio == nullptr ? 0.5 : ratio->get_as_double(0)) != 0.0) {
+        return std::nullopt;
+      }
+      if (opset < 7 && node.attr_int("is_test", 0) == 0) return std::nullopt;
       if (output_unused(node, 1)) {  // a view of x (the mask is never made)
         Node view = node;
         view.outputs.resize(1);
