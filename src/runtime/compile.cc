@@ -845,6 +845,7 @@ class Compiler {
     const int64_t opset = m_.model_.opset();
     if (op == "BatchNormalization") return match_batchnorm(node);
     if (op == "ConvTranspose") return match_conv_transpose(node);
+    if (op == "GRU") return match_gru(node);
     if (op == "AveragePool") {
       if (node.outputs.size() != 1 || node.attr_ints("kernel_shape").size() != 2 ||
           !is_float_value_depth(node.inputs[0], 0)) {
@@ -943,6 +944,46 @@ class Compiler {
                          {node.inputs[0]});
     }
     return std::nullopt;
+  }
+
+  // GRU of the common form (layout 0, Sigmoid/Tanh, no clip, no
+  // sequence_lens), W, R, B constant or DQ of constants => gru_f32 (steps_gru.cc).
+  std::optional<Fusion> match_gru(const Node& node) {
+    if (node.inputs.size() < 3 || node.attr_int("layout", 0) != 0 || node.has_attr("clip")) return std::nullopt;
+    const std::string direction = node.attr_string("direction", "forward");
+    const int64_t dirs = direction == "bidirectional" ? 2 : 1;
+    if (node.has_attr("activations")) {
+      const auto acts = node.attr_strings("activations");
+      for (size_t i = 0; i < acts.size(); ++i) {
+        if (acts[i] != (i % 2 == 0 ? "Sigmoid" : "Tanh")) return std::nullopt;
+      }
+    }
+    auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
+    if (!input(4).empty()) return std::nullopt;  // sequence_lens
+    const auto w = constant_or_dq(input(1));
+    const auto r = constant_or_dq(input(2));
+    std::optional<Tensor> b;
+    if (!input(3).empty()) {
+      b = constant_or_dq(input(3));
+      if (!b) return std::nullopt;
+    }
+    if (!w || !r || w->dtype() != DType::kFloat32 || r->dtype() != DType::kFloat32 || w->rank() != 3 ||
+        r->rank() != 3 || w->dim(0) != dirs || r->dim(0) != dirs || w->dim(1) != 3 * r->dim(2) ||
+        r->dim(1) != 3 * r->dim(2)) {
+      return std::nullopt;
+    }
+    if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 6 * r->dim(2))) return std::nullopt;
+    for (size_t i : {size_t{1}, size_t{2}, size_t{3}}) {
+      if (!input(i).empty() && constant(input(i)) == nullptr) ++absorbed_reads_[input(i)];
+    }
+    Fusion f;
+    f.nodes = {&node};
+    f.step =
+        make_gru_step(*w, *r, b ? &*b : nullptr, direction == "reverse", node.attr_int("linear_before_reset", 0) != 0);
+    f.inputs = {node.inputs[0], input(5)};
+    f.outputs = node.outputs;
+    f.outputs.resize(2);
+    return f;
   }
 
   // FP32 ConvTranspose (2-D), W constant or the DQ of constants [C, M/group, KH, KW],

@@ -61,6 +61,12 @@ std::unique_ptr<Step> make_where_step();
 // output_padding, output_shape and auto_pad (steps_convt.cc).
 std::unique_ptr<Step> make_conv_transpose_step(const Node& node, const Tensor& weight, const Tensor* bias);
 
+// GRU (steps_gru.cc) with float weights W [dirs, 3H, I], R [dirs, 3H, H],
+// B [dirs, 6H] or null; reverse_only for direction "reverse". Inputs X,
+// initial_h (optional); outputs Y, Y_h.
+std::unique_ptr<Step> make_gru_step(const Tensor& w, const Tensor& r, const Tensor* b, bool reverse_only,
+                                    bool linear_before_reset);
+
 // A view with a unit dim inserted at `axis` (insert) or removed from it
 // (!insert): a 1-D Conv runs as the 2-D one on [N, C, 1, L] (steps_act2.cc).
 std::unique_ptr<Step> make_unit_dim_view_step(int64_t axis, bool insert);

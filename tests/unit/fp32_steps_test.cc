@@ -606,6 +606,51 @@ TEST(Fp32Steps, ConvTransposeMatchesTheReferenceToItsSumsRounding) {
   }
 }
 
+// ---- GRU ----
+
+// X [7, 2, 5] -> GRU (hidden 6): every direction, both linear_before_reset
+// forms, with and without bias and initial_h. The step's GEMMs sum in
+// another order and its sigmoid/tanh are vmath's (relative error <= 5e-7,
+// kernels/vmath.h); the state stays in (-1, 1), so 2e-5 absolute after 7
+// steps is a tight bound (a wrong gate or bias is off by 1e-2 or more).
+TEST(Fp32Steps, GruMatchesTheReference) {
+  const int64_t t = 7, batch = 2, in = 5, hidden = 6;
+  for (const char* direction : {"forward", "reverse", "bidirectional"}) {
+    for (int lbr : {0, 1}) {
+      for (bool extras : {false, true}) {
+        const int64_t dirs = std::string(direction) == "bidirectional" ? 2 : 1;
+        Model m = one_graph(14);
+        m.graph.inputs.push_back({"x", type_of(DType::kFloat32, {t, batch, in})});
+        m.graph.initializers["W"] = random_tensor({dirs, 3 * hidden, in}, 61, -0.6f, 0.6f);
+        m.graph.initializers["R"] = random_tensor({dirs, 3 * hidden, hidden}, 62, -0.6f, 0.6f);
+        std::vector<std::string> ins = {"x", "W", "R"};
+        std::map<std::string, Tensor> feeds = {{"x", random_tensor({t, batch, in}, 63)}};
+        if (extras) {
+          m.graph.initializers["B"] = random_tensor({dirs, 6 * hidden}, 64, -0.5f, 0.5f);
+          m.graph.inputs.push_back({"h0", type_of(DType::kFloat32, {dirs, batch, hidden})});
+          feeds["h0"] = random_tensor({dirs, batch, hidden}, 65, -0.9f, 0.9f);
+          ins.insert(ins.end(), {"B", "", "h0"});
+        }
+        Node n = make_node("gru", "GRU", ins, {"y", "y_h"});
+        n.attributes["hidden_size"] = int_attr(hidden);
+        n.attributes["direction"] = string_attr(direction);
+        n.attributes["linear_before_reset"] = int_attr(lbr);
+        m.graph.nodes.push_back(n);
+        m.graph.outputs.push_back({"y", TypeInfo{}});
+        m.graph.outputs.push_back({"y_h", TypeInfo{}});
+        auto check = [](const Tensor& got, const Tensor& want, const std::string& what) {
+          for (int64_t i = 0; i < got.numel(); ++i) {
+            ASSERT_NEAR(got.data<float>()[i], want.data<float>()[i], 2e-5f) << what << " element " << i;
+          }
+        };
+        SCOPED_TRACE(std::string(direction) + " linear_before_reset " + std::to_string(lbr) +
+                     (extras ? " bias, initial_h" : ""));
+        compare(m, feeds, "gru_f32", check);
+      }
+    }
+  }
+}
+
 // ---- no allocation while running ----
 
 TEST(Fp32Steps, APlannedRunAllocatesNothing) {
