@@ -587,11 +587,14 @@ class Compiler {
                                                 "HardSigmoid",
                                                 "Gelu",
                                                 "Sqrt",
-                                                "ReduceMean"};
+                                                "ReduceMean",
+                                                "ConvTranspose",
+                                                "InstanceNormalization"};
     if (kMake.count(p->op_type)) return true;
-    static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat", "Squeeze", "Unsqueeze",
-                                                "Slice",     "Split",   "MaxPool", "Relu",   "Clip",    "Add",
-                                                "Sub",       "Mul",     "Div",     "Resize", "Pow"};
+    static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat",    "Squeeze",
+                                                "Unsqueeze", "Slice",   "Split",   "MaxPool",   "Relu",
+                                                "Clip",      "Add",     "Sub",     "Mul",       "Div",
+                                                "Resize",    "Pow",     "Dropout", "ReduceMax", "ReduceSum"};
     if (kKeep.count(p->op_type)) return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
     if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
     return false;

@@ -653,11 +653,18 @@ TEST(Fp32Steps, GruMatchesTheReference) {
 
 // ---- no allocation while running ----
 
+// x -> ConvTranspose -> BatchNormalization -> AveragePool -> HardSigmoid ->
+// ReduceSum, with no value_info: each step learns that its input is float
+// from the producer's op type.
 TEST(Fp32Steps, APlannedRunAllocatesNothing) {
   Model m = one_graph(17);
-  const Shape shape = {1, 4, 6, 6};
+  const Shape shape = {1, 2, 3, 3};
   m.graph.inputs.push_back({"x", type_of(DType::kFloat32, shape)});
-  add_bn(m, "x", "b", bn_params(4, 1), 1e-5f);
+  m.graph.initializers["wt"] = random_tensor({2, 4, 2, 2}, 71);
+  Node convt = make_node("convt", "ConvTranspose", {"x", "wt"}, {"u"});
+  convt.attributes["strides"] = ints_attr({2, 2});
+  m.graph.nodes.push_back(convt);
+  add_bn(m, "u", "b", bn_params(4, 1), 1e-5f);
   Node pool = make_node("pool", "AveragePool", {"b"}, {"p"});
   pool.attributes["kernel_shape"] = ints_attr({2, 2});
   pool.attributes["strides"] = ints_attr({2, 2});
