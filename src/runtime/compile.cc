@@ -14,6 +14,9 @@
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
+//   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
+//   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
+//     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where                          => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -29,6 +32,7 @@
 #include "runtime/compiled_model.h"
 #include "runtime/steps.h"
 #include "runtime/steps_conv.h"
+#include "runtime/steps_fp32.h"
 #include "runtime/steps_wq.h"
 
 namespace kvant {
@@ -293,7 +297,8 @@ class Compiler {
     if (node.op_type == "LSTM") return match_lstm(node);
     if (node.op_type == "Conv") {
       if (auto f = match_qconv(node)) return f;
-      return match_sconv(node);
+      if (auto f = match_sconv(node)) return f;
+      return match_conv1d(node);
     }
     if (node.op_type == "Add" || node.op_type == "Mul") {
       if (auto f = match_qadd(node)) return f;
@@ -343,7 +348,10 @@ class Compiler {
     if (node.op_type == "Gather") return match_gather(node);
     if (node.op_type == "Cast") return match_cast(node);
     if (node.op_type == "DequantizeLinear") return match_lookup(node);
-    if (node.op_type == "ReduceMean") return match_layernorm(node);
+    if (node.op_type == "ReduceMean") {
+      if (auto f = match_layernorm(node)) return f;
+    }
+    if (auto f = match_fp32_op(node)) return f;  // steps_fp32.h
     if (node.op_type == "Transpose" && node.domain.empty() && node.inputs.size() == 1 && node.outputs.size() == 1 &&
         constant(node.inputs[0]) == nullptr) {  // a constant one is folded
       Fusion f;
@@ -579,11 +587,14 @@ class Compiler {
                                                 "HardSigmoid",
                                                 "Gelu",
                                                 "Sqrt",
-                                                "ReduceMean"};
+                                                "ReduceMean",
+                                                "ConvTranspose",
+                                                "InstanceNormalization"};
     if (kMake.count(p->op_type)) return true;
-    static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat", "Squeeze", "Unsqueeze",
-                                                "Slice",     "Split",   "MaxPool", "Relu",   "Clip",    "Add",
-                                                "Sub",       "Mul",     "Div",     "Resize", "Pow"};
+    static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat",    "Squeeze",
+                                                "Unsqueeze", "Slice",   "Split",   "MaxPool",   "Relu",
+                                                "Clip",      "Add",     "Sub",     "Mul",       "Div",
+                                                "Resize",    "Pow",     "Dropout", "ReduceMax", "ReduceSum"};
     if (kKeep.count(p->op_type)) return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
     if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
     return false;
@@ -798,6 +809,388 @@ class Compiler {
     f.inputs = {node.inputs[0]};
     f.outputs = {node.outputs[0]};
     return f;
+  }
+
+  // ---- FP32 operators with compiled steps (steps_fp32.h) ----
+  // Whether output `i` of `node` is absent or read by nobody.
+  bool output_unused(const Node& node, size_t i) const {
+    if (i >= node.outputs.size() || node.outputs[i].empty()) return true;
+    auto it = reads_.find(node.outputs[i]);
+    return (it == reads_.end() || it->second == 0) && !is_graph_output(g_, node.outputs[i]);
+  }
+  Fusion single_step(const Node& node, std::unique_ptr<Step> step, std::vector<std::string> inputs) {
+    Fusion f;
+    f.nodes = {&node};
+    f.step = std::move(step);
+    f.inputs = std::move(inputs);
+    f.outputs = {node.outputs[0]};
+    return f;
+  }
+  // BatchNormalization, AveragePool, LayerNormalization, HardSigmoid,
+  // HardSwish, Dropout with a mask, ReduceSum/Mean/Max and Where of computed
+  // values; nullopt for a form the steps do not take (it stays a fallback).
+  std::optional<Fusion> match_fp32_op(const Node& node) {
+    const std::string& op = node.op_type;
+    if (!node.domain.empty() || node.inputs.empty() || node.outputs.empty() || node.inputs[0].empty()) {
+      return std::nullopt;
+    }
+    if (op == "Where") {  // a constant condition (a causal mask) is common
+      if (node.inputs.size() != 3 || node.outputs.size() != 1) return std::nullopt;
+      bool all_constant = true;
+      for (const auto& in : node.inputs) {
+        if (in.empty()) return std::nullopt;
+        all_constant = all_constant && constant(in) != nullptr;
+      }
+      if (all_constant) return std::nullopt;  // folded
+      return single_step(node, make_where_step(), node.inputs);
+    }
+    if (constant(node.inputs[0]) != nullptr) return std::nullopt;  // folded
+    const int64_t opset = m_.model_.opset();
+    if (op == "BatchNormalization") return match_batchnorm(node);
+    if (op == "ConvTranspose") return match_conv_transpose(node);
+    if (op == "GRU") return match_gru(node);
+    if (op == "AveragePool") {
+      if (node.outputs.size() != 1 || node.attr_ints("kernel_shape").size() != 2 ||
+          !is_float_value_depth(node.inputs[0], 0)) {
+        return std::nullopt;
+      }
+      return single_step(node, make_avgpool_f32_step(node, opset), {node.inputs[0]});
+    }
+    if (op == "LayerNormalization") {
+      if (opset < 17 || node.inputs.size() < 2 || !output_unused(node, 1) || !output_unused(node, 2))
+        return std::nullopt;
+      const Tensor* scale = constant(node.inputs[1]);
+      const Tensor* bias = node.inputs.size() > 2 && !node.inputs[2].empty() ? constant(node.inputs[2]) : nullptr;
+      if (scale == nullptr || scale->dtype() != DType::kFloat32 ||
+          (node.inputs.size() > 2 && !node.inputs[2].empty() &&
+           (bias == nullptr || bias->dtype() != DType::kFloat32))) {
+        return std::nullopt;
+      }
+      return single_step(node,
+                         make_layernorm_axis_step(node.attr_int("axis", -1), node.attr_float("epsilon", 1e-5f), *scale,
+                                                  bias != nullptr ? *bias : Tensor()),
+                         {node.inputs[0]});
+    }
+    if (op == "InstanceNormalization") {
+      if (node.inputs.size() != 3 || node.outputs.size() != 1 || !is_float_value_depth(node.inputs[0], 0))
+        return std::nullopt;
+      const Tensor* scale = constant(node.inputs[1]);
+      const Tensor* bias = constant(node.inputs[2]);
+      if (scale == nullptr || bias == nullptr || scale->dtype() != DType::kFloat32 ||
+          bias->dtype() != DType::kFloat32 || scale->numel() != bias->numel()) {
+        return std::nullopt;
+      }
+      std::vector<double> sc(scale->data<float>(), scale->data<float>() + scale->numel());
+      std::vector<double> b(bias->data<float>(), bias->data<float>() + bias->numel());
+      return single_step(node, make_instancenorm_step(node.attr_float("epsilon", 1e-5f), std::move(sc), std::move(b)),
+                         {node.inputs[0]});
+    }
+    if (op == "HardSigmoid" || op == "HardSwish") {
+      if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+      if (op == "HardSwish") return single_step(node, make_hard_swish_step(), {node.inputs[0]});
+      const float alpha = node.attr_float("alpha", 0.2f), beta = node.attr_float("beta", 0.5f);
+      const std::string& x = node.inputs[0];
+      // x * HardSigmoid(x): an opset-13 export's hard swish, one pass.
+      const Node* mul = sole_reader_of(node.outputs[0], "Mul");
+      if (mul != nullptr && mul->inputs.size() == 2 &&
+          ((mul->inputs[0] == x && mul->inputs[1] == node.outputs[0]) ||
+           (mul->inputs[1] == x && mul->inputs[0] == node.outputs[0]))) {
+        // Mul(x, h) and Mul(h, x) are the same float product.
+        Fusion f = single_step(node, make_hard_sigmoid_step(alpha, beta, true), {x});
+        f.nodes.push_back(mul);
+        f.outputs = {mul->outputs[0]};
+        for (const Node* n : f.nodes) consumed_.insert(n);
+        return f;
+      }
+      return single_step(node, make_hard_sigmoid_step(alpha, beta, false), {x});
+    }
+    if (op == "Dropout") {
+      for (size_t i = 1; i < node.inputs.size(); ++i) {
+        if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) return std::nullopt;
+      }
+      // Training mode with a nonzero ratio (random dropout) stays on the
+      // reference, which names the problem.
+      const Tensor* train = node.inputs.size() > 2 && !node.inputs[2].empty() ? constant(node.inputs[2]) : nullptr;
+      const Tensor* ratio = node.inputs.size() > 1 && !node.inputs[1].empty() ? constant(node.inputs[1]) : nullptr;
+      if (opset >= 12 && train != nullptr && train->numel() > 0 && train->get_as_int64(0) != 0 &&
+          (ratio == nullptr ? 0.5 : ratio->get_as_double(0)) != 0.0) {
+        return std::nullopt;
+      }
+      if (opset < 7 && node.attr_int("is_test", 0) == 0) return std::nullopt;
+      if (output_unused(node, 1)) {  // a view of x (the mask is never made)
+        Node view = node;
+        view.outputs.resize(1);
+        Fusion f = single_step(node, make_view_step(view, opset), {node.inputs[0]});
+        return f.step ? std::optional<Fusion>(std::move(f)) : std::nullopt;
+      }
+      if (opset < 10 || node.outputs.size() != 2) return std::nullopt;
+      Fusion f = single_step(node, make_dropout_mask_step(opset), node.inputs);
+      f.outputs = node.outputs;
+      return f;
+    }
+    if (op == "ReduceSum" || op == "ReduceMean" || op == "ReduceMax") {
+      if (node.outputs.size() != 1 || !is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+      std::vector<int64_t> axes;
+      const bool axes_input = opset >= (op == "ReduceSum" ? 13 : 18);
+      if (axes_input) {
+        if (node.inputs.size() > 1 && !node.inputs[1].empty()) {
+          const Tensor* t = constant(node.inputs[1]);
+          if (t == nullptr) return std::nullopt;
+          axes = t->to_int64_vector();
+        }
+        if (axes.empty() && node.attr_int("noop_with_empty_axes", 0) != 0) return std::nullopt;
+      } else {
+        axes = node.attr_ints("axes");
+      }
+      const ReduceOp r = op == "ReduceSum" ? ReduceOp::kSum : op == "ReduceMean" ? ReduceOp::kMean : ReduceOp::kMax;
+      return single_step(node, make_reduce_f32_step(r, std::move(axes), node.attr_int("keepdims", 1) != 0),
+                         {node.inputs[0]});
+    }
+    return std::nullopt;
+  }
+
+  // GRU of the common form (layout 0, Sigmoid/Tanh, no clip, no
+  // sequence_lens), W, R, B constant or DQ of constants => gru_f32 (steps_gru.cc).
+  std::optional<Fusion> match_gru(const Node& node) {
+    if (node.inputs.size() < 3 || node.attr_int("layout", 0) != 0 || node.has_attr("clip")) return std::nullopt;
+    const std::string direction = node.attr_string("direction", "forward");
+    const int64_t dirs = direction == "bidirectional" ? 2 : 1;
+    if (node.has_attr("activations")) {
+      const auto acts = node.attr_strings("activations");
+      for (size_t i = 0; i < acts.size(); ++i) {
+        if (acts[i] != (i % 2 == 0 ? "Sigmoid" : "Tanh")) return std::nullopt;
+      }
+    }
+    auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
+    if (!input(4).empty()) return std::nullopt;  // sequence_lens
+    const auto w = constant_or_dq(input(1));
+    const auto r = constant_or_dq(input(2));
+    std::optional<Tensor> b;
+    if (!input(3).empty()) {
+      b = constant_or_dq(input(3));
+      if (!b) return std::nullopt;
+    }
+    if (!w || !r || w->dtype() != DType::kFloat32 || r->dtype() != DType::kFloat32 || w->rank() != 3 ||
+        r->rank() != 3 || w->dim(0) != dirs || r->dim(0) != dirs || w->dim(1) != 3 * r->dim(2) ||
+        r->dim(1) != 3 * r->dim(2)) {
+      return std::nullopt;
+    }
+    if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 6 * r->dim(2))) return std::nullopt;
+    for (size_t i : {size_t{1}, size_t{2}, size_t{3}}) {
+      if (!input(i).empty() && constant(input(i)) == nullptr) ++absorbed_reads_[input(i)];
+    }
+    Fusion f;
+    f.nodes = {&node};
+    f.step =
+        make_gru_step(*w, *r, b ? &*b : nullptr, direction == "reverse", node.attr_int("linear_before_reset", 0) != 0);
+    f.inputs = {node.inputs[0], input(5)};
+    f.outputs = node.outputs;
+    f.outputs.resize(2);
+    return f;
+  }
+
+  // FP32 ConvTranspose (2-D), W constant or the DQ of constants [C, M/group, KH, KW],
+  // bias likewise or absent => conv_transpose_gemm (steps_convt.cc).
+  std::optional<Fusion> match_conv_transpose(const Node& node) {
+    if (node.inputs.size() < 2 || node.outputs.size() != 1 || !is_float_value_depth(node.inputs[0], 0))
+      return std::nullopt;
+    const std::optional<Tensor> w = constant_or_dq(node.inputs[1]);
+    if (!w || w->dtype() != DType::kFloat32 || w->rank() != 4) return std::nullopt;
+    const int64_t group = node.attr_int("group", 1);
+    if (group < 1 || w->dim(0) % group != 0) return std::nullopt;
+    std::optional<Tensor> b;
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      b = constant_or_dq(node.inputs[2]);
+      if (!b || b->dtype() != DType::kFloat32 || b->numel() != w->dim(1) * group) return std::nullopt;
+    }
+    const std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
+    const std::vector<int64_t> output_shape = node.attr_ints("output_shape");
+    const std::string auto_pad = node.attr_string("auto_pad", "NOTSET");
+    auto all_at_least = [](const std::vector<int64_t>& v, int64_t lo) {
+      return std::all_of(v.begin(), v.end(), [lo](int64_t x) { return x >= lo; });
+    };
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1, 1});
+    const std::vector<int64_t> dilations = node.attr_ints("dilations", {1, 1});
+    const std::vector<int64_t> pads = node.attr_ints("pads", {0, 0, 0, 0});
+    const std::vector<int64_t> output_padding = node.attr_ints("output_padding", {0, 0});
+    if ((!kernel.empty() && (kernel.size() != 2 || kernel[0] != w->dim(2) || kernel[1] != w->dim(3))) ||
+        strides.size() != 2 || dilations.size() != 2 || pads.size() != 4 || output_padding.size() != 2 ||
+        (!output_shape.empty() && output_shape.size() != 2 && output_shape.size() != 4) || !all_at_least(strides, 1) ||
+        !all_at_least(dilations, 1) || !all_at_least(pads, 0) || !all_at_least(output_padding, 0) ||
+        !(auto_pad == "NOTSET" || auto_pad == "VALID" || auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER")) {
+      return std::nullopt;
+    }
+    for (size_t i = 1; i < node.inputs.size() && i < 3; ++i) {
+      if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) ++absorbed_reads_[node.inputs[i]];
+    }
+    return single_step(node, make_conv_transpose_step(node, *w, b ? &*b : nullptr), {node.inputs[0]});
+  }
+
+  // FP32 Conv1D, x [N, C, L], W const [M, C/group, K] [, bias const] [-> Relu|Clip]:
+  // the 2-D sconv on [N, C, 1, L] with W as [M, C/group, 1, K] (the same
+  // products and sums), between two views that add and drop the unit dim.
+  std::optional<Fusion> match_conv1d(const Node& node) {
+    if (!node.domain.empty() || node.inputs.size() < 2 || node.outputs.size() != 1 || constant(node.inputs[0]))
+      return std::nullopt;
+    // A constant weight, or the DQ of constants (dequantized once, as in match_sconv).
+    const std::optional<Tensor> wt = constant_or_dq(node.inputs[1]);
+    const Tensor* w = wt ? &*wt : nullptr;
+    if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() != 3) return std::nullopt;
+    std::optional<Tensor> bt;  // likewise (a static file's int32 bias)
+    if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
+      bt = constant_or_dq(node.inputs[2]);
+      if (!bt || bt->dtype() != DType::kFloat32 || bt->numel() != w->dim(0)) return std::nullopt;
+    }
+    const Tensor* b = bt ? &*bt : nullptr;
+    const std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1});
+    const std::vector<int64_t> dilations = node.attr_ints("dilations", {1});
+    const std::vector<int64_t> pads = node.attr_ints("pads", {0, 0});
+    if ((!kernel.empty() && (kernel.size() != 1 || kernel[0] != w->dim(2))) || strides.size() != 1 ||
+        dilations.size() != 1 || pads.size() != 2) {
+      return std::nullopt;
+    }
+    QConvFacts c;
+    c.strides = {1, strides[0]};
+    c.dilations = {1, dilations[0]};
+    c.pads = {0, pads[0], 0, pads[1]};
+    c.auto_pad = node.attr_string("auto_pad", "NOTSET");
+    c.group = node.attr_int("group", 1);
+    if (c.group < 1 || strides[0] < 1 || dilations[0] < 1 || pads[0] < 0 || pads[1] < 0 ||
+        !(c.auto_pad == "NOTSET" || c.auto_pad == "VALID" || c.auto_pad == "SAME_UPPER" ||
+          c.auto_pad == "SAME_LOWER")) {
+      return std::nullopt;
+    }
+    const Tensor w4 = w->reshaped({w->dim(0), w->dim(1), 1, w->dim(2)});
+    FloatClamp clamp;
+    std::vector<const Node*> nodes = {&node};
+    std::string tail = node.outputs[0];
+    if (const Node* act = activation_after(tail, clamp)) {
+      nodes.push_back(act);
+      tail = act->outputs[0];
+    }
+    auto conv = make_sconv_step(c, w4, b, clamp, m_.options_.threads);
+    if (!conv) return std::nullopt;
+    for (const Node* n : nodes) consumed_.insert(n);
+    for (size_t i = 1; i < node.inputs.size() && i < 3; ++i) {
+      if (!node.inputs[i].empty() && constant(node.inputs[i]) == nullptr) ++absorbed_reads_[node.inputs[i]];
+    }
+    // Named after the Conv's own output, so two 1-D Convs never share them.
+    const std::string x4 = unique_value_name(g_, node.outputs[0] + "_x2d");
+    const std::string y4 = unique_value_name(g_, node.outputs[0] + "_y2d");
+    Fusion f;
+    f.nodes = {&node};
+    f.step = make_unit_dim_view_step(2, true);
+    f.inputs = {node.inputs[0]};
+    f.outputs = {x4};
+    Fusion body;
+    body.nodes = nodes;
+    body.step = std::move(conv);
+    body.inputs = {x4};
+    body.outputs = {y4};
+    Fusion back;
+    back.nodes = {nodes.back()};
+    back.step = make_unit_dim_view_step(2, false);
+    back.inputs = {y4};
+    back.outputs = {tail};
+    f.then.push_back(std::move(body));
+    f.then.push_back(std::move(back));
+    return f;
+  }
+
+  // BatchNormalization (inference, constant parameters, one per channel):
+  //   DQ(x) -> BN -> [Relu|Clip] -> Q, one scale each  => a table per channel on the codes
+  //   float x -> BN [-> Relu|Clip]                     => batchnorm_f32 (x * a[c] + b[c])
+  std::optional<Fusion> match_batchnorm(const Node& bn) {
+    const int64_t opset = m_.model_.opset();
+    if (bn.inputs.size() != 5 || !output_unused(bn, 1) || !output_unused(bn, 2) || !output_unused(bn, 3) ||
+        !output_unused(bn, 4) || (opset >= 14 && bn.attr_int("training_mode", 0) != 0) ||
+        (opset < 9 && bn.attr_int("spatial", 1) == 0)) {
+      return std::nullopt;
+    }
+    const Tensor* p[4];
+    for (size_t i = 0; i < 4; ++i) {
+      p[i] = constant(bn.inputs[i + 1]);
+      if (p[i] == nullptr || p[i]->dtype() != DType::kFloat32 || p[i]->rank() != 1 ||
+          p[i]->numel() != constant(bn.inputs[1])->numel()) {
+        return std::nullopt;
+      }
+    }
+    const int64_t channels = p[0]->numel();
+    FloatClamp clamp;
+    const Node* act = activation_after(bn.outputs[0], clamp);
+    // The quantized form: a table per channel, from the reference ops.
+    QuantScalar xq, yq;
+    const Node* dq = activation_dq(bn.inputs[0], xq);
+    const Node* q = dq != nullptr && sole_reader(dq->outputs[0]) == &bn
+                        ? quantize_after(act != nullptr ? act->outputs[0] : bn.outputs[0], yq)
+                        : nullptr;
+    if (q != nullptr && channels > 0 && channels <= (int64_t{1} << 20)) {
+      Tensor codes(DType::kFloat32, {1, channels, 256});
+      for (int64_t c = 0; c < channels; ++c) {
+        for (int v = 0; v < 256; ++v) {
+          const int32_t code = xq.is_signed ? v - 128 : v;
+          codes.data<float>()[c * 256 + v] = static_cast<float>(code - xq.zero_point) * xq.scale;
+        }
+      }
+      std::optional<Tensor> value;
+      try {
+        value = run_node_on(bn, codes);
+        if (value && act != nullptr) value = run_node_on(*act, *value);
+      } catch (const Error&) {
+        value.reset();
+      }
+      if (value && value->dtype() == DType::kFloat32 && value->numel() == channels * 256) {
+        std::vector<uint8_t> tables(static_cast<size_t>(channels * 256));
+        for (int64_t c = 0; c < channels; ++c) {
+          for (int v = 0; v < 256; ++v) {
+            const float r = value->data<float>()[c * 256 + v] / yq.scale;
+            const int32_t out =
+                std::isnan(r) ? std::clamp(0, yq.qmin(), yq.qmax())
+                              : static_cast<int32_t>(std::clamp<double>(
+                                    std::nearbyint(static_cast<double>(r)) + yq.zero_point, yq.qmin(), yq.qmax()));
+            const int index = xq.is_signed ? (v ^ 0x80) : v;  // indexed by the input's raw byte
+            tables[static_cast<size_t>(c * 256 + index)] = static_cast<uint8_t>(out);
+          }
+        }
+        Fusion f;
+        f.nodes = {dq, &bn};
+        if (act != nullptr) f.nodes.push_back(act);
+        f.nodes.push_back(q);
+        for (const Node* n : f.nodes) consumed_.insert(n);
+        f.step = make_channel_lookup_step(std::move(tables), channels, xq.is_signed, yq.is_signed, m_.options_.isa);
+        f.inputs = {dq->inputs[0]};
+        f.outputs = {q->outputs[0]};
+        return f;
+      }
+    }
+    if (!is_float_value_depth(bn.inputs[0], 0)) return std::nullopt;
+    const double eps = bn.attr_float("epsilon", 1e-5f);
+    std::vector<float> a(static_cast<size_t>(channels)), b(static_cast<size_t>(channels));
+    for (int64_t c = 0; c < channels; ++c) {
+      const double scale =
+          static_cast<double>(p[0]->data<float>()[c]) / std::sqrt(static_cast<double>(p[3]->data<float>()[c]) + eps);
+      a[static_cast<size_t>(c)] = static_cast<float>(scale);
+      b[static_cast<size_t>(c)] = static_cast<float>(static_cast<double>(p[1]->data<float>()[c]) -
+                                                     static_cast<double>(p[2]->data<float>()[c]) * scale);
+    }
+    Fusion f = single_step(bn, make_batchnorm_step(std::move(a), std::move(b), clamp), {bn.inputs[0]});
+    if (act != nullptr) {
+      f.nodes.push_back(act);
+      f.outputs = {act->outputs[0]};
+      for (const Node* n : f.nodes) consumed_.insert(n);
+    }
+    return f;
+  }
+  // The reference op of `node` on `x` (its other inputs constants): output 0.
+  Tensor run_node_on(const Node& node, const Tensor& x) const {
+    KernelContext ctx{node, m_.model_.opset(node.domain), {&x}, {}, nullptr};
+    for (size_t i = 1; i < node.inputs.size(); ++i) {
+      ctx.inputs.push_back(node.inputs[i].empty() ? nullptr : constant(node.inputs[i]));
+    }
+    ctx.outputs.resize(node.outputs.size());
+    find_op(node.domain, node.op_type)->run(ctx);
+    return ctx.outputs[0];
   }
 
   // A constant, or the DequantizeLinear of constants (evaluated here).

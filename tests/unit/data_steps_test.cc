@@ -267,7 +267,9 @@ TEST(DataSteps, FallbackOutputThatIsItsInputGetsItsOwnBytes) {
   g.initializers["ratio"] = Tensor::scalar<float>(0.0f);
   Tensor train(DType::kBool, {});
   *static_cast<bool*>(train.raw()) = true;
-  g.initializers["train"] = train;
+  // training_mode as a model input keeps the Dropout a reference step (a
+  // constant one compiles to a view, fp32_steps_test.cc).
+  g.inputs.push_back({"train", type_of(DType::kBool, {})});
   Tensor w(DType::kFloat32, {8, 8});
   for (int64_t k = 0; k < w.numel(); ++k) w.data<float>()[k] = static_cast<float>((k * 13) % 7) - 3.0f;
   g.initializers["w"] = w;
@@ -280,10 +282,10 @@ TEST(DataSteps, FallbackOutputThatIsItsInputGetsItsOwnBytes) {
   Tensor x(DType::kFloat32, {2, 8, 8});
   for (int64_t k = 0; k < x.numel(); ++k) x.data<float>()[k] = static_cast<float>((k * 7) % 11) * 0.3f;
   ReferenceExecutor reference(m);
-  const Tensor want = reference.run({{"x", x}}).at("y");
+  const Tensor want = reference.run({{"x", x}, {"train", train}}).at("y");
   CompiledModel compiled(m, default_compile_options(1));
   for (int run = 0; run < 2; ++run) {
-    const Tensor got = compiled.run({{"x", x}}).at("y");
+    const Tensor got = compiled.run({{"x", x}, {"train", train}}).at("y");
     ASSERT_NE(compiled.describe_plan().find("reference Dropout"), std::string::npos) << compiled.describe_plan();
     ASSERT_EQ(got.shape(), want.shape());
     for (int64_t k = 0; k < want.numel(); ++k) {
