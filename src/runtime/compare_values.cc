@@ -92,8 +92,12 @@ ValueComparisonReport compare_compiled_to_reference(const Model& model, const st
     throw Error(ErrorCode::kUnsupported, "the model has control flow (If/Loop): it has no compiled plan to compare");
   }
   ValueComparisonReport report;
-  std::map<std::string, bool> nhwc_of;    // compared values: whether the plan holds them NHWC
-  std::map<int, Tensor> isolated_values;  // values only the plan has, computed from reference values
+  std::map<std::string, bool> nhwc_of;  // compared values: whether the plan holds them NHWC
+  struct Alone {
+    Tensor tensor;
+    size_t step;
+  };
+  std::map<int, Alone> isolated_values;  // values only the plan has, computed alone from reference values
   // Compares a compiled tensor with the reference value `name`; false when
   // there is none or the shapes do not correspond.
   auto compare = [&](const std::string& name, const Tensor& got, ValueComparison& c) {
@@ -121,6 +125,7 @@ ValueComparisonReport compare_compiled_to_reference(const Model& model, const st
     std::vector<Tensor> own;
     std::vector<Tensor> held;  // permuted inputs
     std::vector<const Tensor*> inputs;
+    std::vector<size_t> through;
     bool isolated = true;
     held.reserve(step.inputs.size());
     for (int id : step.inputs) {
@@ -140,7 +145,8 @@ ValueComparisonReport compare_compiled_to_reference(const Model& model, const st
           isolated = false;
           break;
         }
-        inputs.push_back(&alone->second);
+        inputs.push_back(&alone->second.tensor);
+        through.push_back(alone->second.step);
         continue;
       }
       const Tensor& ref = it->second;
@@ -171,7 +177,7 @@ ValueComparisonReport compare_compiled_to_reference(const Model& model, const st
       for (size_t i = 0; i < step.outputs.size() && i < own.size(); ++i) {
         const int id = step.outputs[i];
         if (id >= 0 && own[i].defined() && !reference_values.count(compiled.value_info(id).name)) {
-          isolated_values[id] = own[i].clone();
+          isolated_values[id] = Alone{own[i].clone(), s};
         }
       }
     }
@@ -192,6 +198,7 @@ ValueComparisonReport compare_compiled_to_reference(const Model& model, const st
       }
       nhwc_of[names[i]] = c.inherited.nhwc;
       c.isolated = own_out != nullptr && own_out->defined() && compare(names[i], *own_out, c.own);
+      c.through = through;
       for (ValueComparison* v : {&c.inherited, &c.own}) {
         v->step = s;
         v->kernel = step.kernel();
@@ -254,7 +261,13 @@ std::string describe_comparison(const ValueComparisonReport& report, size_t max_
     const ValueComparison& v = c.inherited;
     os << "  #" << v.step << " " << v.kernel << "  node \"" << v.node << "\" -> \"" << v.value << "\" "
        << dtype_name(v.dtype) << shape_to_string(v.shape) << (v.nhwc ? " (NHWC)" : "") << " of " << v.numel
-       << ": alone " << (c.isolated ? counts(c.own) : std::string("n/a")) << "; in the run " << counts(v) << "\n";
+       << ": alone " << (c.isolated ? counts(c.own) : std::string("n/a"));
+    if (c.isolated && !c.through.empty()) {
+      os << " (reading what step";
+      for (size_t k = 0; k < c.through.size(); ++k) os << (k ? ", #" : " #") << c.through[k];
+      os << " computed alone)";
+    }
+    os << "; in the run " << counts(v) << "\n";
   }
   return os.str();
 }

@@ -56,6 +56,10 @@ struct StepComparison {
   ValueComparison inherited;  // the step's output in the compiled run
   bool isolated = false;      // whether the step could run alone on reference inputs
   ValueComparison own;        // its output when run alone on the reference's inputs
+  // Earlier steps whose alone-outputs this one read because the reference
+  // has no value of that name (e.g. an NHWC conv before the layout pass's
+  // Transpose): a difference may come from them.
+  std::vector<size_t> through;
 };
 
 struct ValueComparisonReport {
