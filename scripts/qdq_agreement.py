@@ -16,7 +16,14 @@ For a single-input static QDQ file (as scripts/zoo.py writes them) it prints:
     low as the first number, the compiled/simulation gap is the network's
     sensitivity, not a kernel error (docs/zoo.md, finding 7);
   - the steps whose own output differs from the simulation (kvant run
-    --compare-reference, runtime/compare_values.h).
+    --compare-reference, runtime/compare_values.h);
+  - with --exact-convs (needs torch): for every DQ -> Conv [-> Relu] -> Q,
+    given the simulation's input codes, how many output codes the
+    simulation and the integer kernel's formula
+    (nearbyint(float32(acc + bias) * float32(x_scale * w_scale / y_scale)))
+    each get wrong against the exact value (float64: the int32 sum times
+    x_scale * w_scale, plus the int32 bias times its own scale, over
+    y_scale), and the exact value of each such element.
 """
 import argparse
 import os
@@ -39,6 +46,7 @@ def main():
     ap.add_argument("input")
     ap.add_argument("--kvant", default="build/release/kvant")
     ap.add_argument("--moves", type=int, default=3)
+    ap.add_argument("--exact-convs", action="store_true")
     args = ap.parse_args()
     import onnx
     from onnx import numpy_helper
@@ -88,6 +96,86 @@ def main():
         for line in report.splitlines():
             if "compared" in line or "alone" in line:
                 print("  " + line.strip())
+        if args.exact_convs:
+            exact_convs(args, model, init, producer, x, tmp)
+
+
+def exact_convs(args, model, init, producer, x, tmp):
+    import torch
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    quantized = [n.output[0] for n in g.node if n.op_type == "QuantizeLinear"]
+    known = {o.name for o in g.output}
+    for q in quantized:
+        if q not in known:
+            g.output.append(helper.make_tensor_value_info(q, TensorProto.UINT8, None))
+    path = os.path.join(tmp, "all.onnx")
+    import onnx
+
+    onnx.save(model, path)
+    np.save(os.path.join(tmp, "x.npy"), x)
+    out = os.path.join(tmp, "codes")
+    subprocess.run([args.kvant, "run", path, "--input", f"{g.input[0].name}={os.path.join(tmp, 'x.npy')}",
+                    "--output-dir", out, "--force", "--reference"], check=True, capture_output=True)
+
+    def codes(name):
+        return np.load(os.path.join(out, "".join(c if c.isalnum() or c in "._-" else "_" for c in name) + ".npy"))
+
+    f32 = np.float32
+    wrong_sim = wrong_kernel = total = 0
+    for n in g.node:
+        if n.op_type != "Conv":
+            continue
+        dqx, dqw = producer.get(n.input[0]), producer.get(n.input[1])
+        if dqx is None or dqw is None or dqx.op_type != "DequantizeLinear" or dqw.op_type != "DequantizeLinear":
+            continue
+        if dqx.input[0] not in quantized or dqw.input[0] not in init:
+            continue
+        nxt, relu = readers.get(n.output[0], []), False
+        if len(nxt) == 1 and nxt[0].op_type == "Relu":
+            relu, nxt = True, readers.get(nxt[0].output[0], [])
+        if len(nxt) != 1 or nxt[0].op_type != "QuantizeLinear" or init[nxt[0].input[2]].dtype != np.uint8:
+            continue
+        q = nxt[0]
+        xq = codes(dqx.input[0]).astype(np.int64) - (int(init[dqx.input[2]]) if len(dqx.input) > 2 else 0)
+        sx, sw = f32(init[dqx.input[1]]), init[dqw.input[1]].astype(f32).reshape(-1)
+        w = init[dqw.input[0]].astype(np.int64)
+        bias, bias_scale = np.zeros(w.shape[0], np.int64), np.zeros(w.shape[0])
+        if len(n.input) > 2 and n.input[2]:
+            dqb = producer[n.input[2]]
+            bias = init[dqb.input[0]].astype(np.int64)
+            bias_scale = np.broadcast_to(init[dqb.input[1]].astype(np.float64).reshape(-1), bias.shape)
+        sy, zy = f32(init[q.input[1]]), int(init[q.input[2]])
+        a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
+        if len(w.shape) != 4 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        pads = a.get("pads", [0, 0, 0, 0])
+        acc = torch.nn.functional.conv2d(torch.from_numpy(np.pad(xq, ((0, 0), (0, 0), (pads[0], pads[2]),
+                                                                      (pads[1], pads[3])))).double(),
+                                         torch.from_numpy(w).double(), None, a.get("strides", [1, 1]), 0,
+                                         a.get("dilations", [1, 1]), a.get("group", 1)).numpy()
+        acc = np.rint(acc).astype(np.int64)
+        exact = (acc * (np.float64(sx) * sw.astype(np.float64))[None, :, None, None] +
+                 (bias * bias_scale)[None, :, None, None]) / np.float64(sy)
+        acc = acc + bias[None, :, None, None]  # the kernel adds the int32 bias to the sum
+        lo = zy if relu else 0
+        exact_code = np.clip(np.round(exact) + zy, lo, 255)
+        mult = ((sx * sw).astype(f32) / sy).astype(f32)
+        kernel = np.clip(np.round((acc.astype(f32) * mult[None, :, None, None]).astype(f32)) + zy, lo, 255)
+        sim = codes(q.output[0]).astype(np.int64)
+        ws, wk = sim != exact_code, kernel != exact_code
+        wrong_sim, wrong_kernel, total = wrong_sim + int(ws.sum()), wrong_kernel + int(wk.sum()), total + sim.size
+        for idx in np.argwhere(ws | wk):
+            i = tuple(idx)
+            print(f"  {n.name} {list(i)}: exact {exact[i]:.7f} steps (+ zero point {zy}): simulation "
+                  f"{sim[i]}, kernel formula {int(kernel[i])}, exact {int(exact_code[i])}")
+    print(f"quantized Convs: of {total} output codes the simulation gets {wrong_sim} and the kernel formula "
+          f"{wrong_kernel} different from the exact value")
 
 
 if __name__ == "__main__":
