@@ -111,8 +111,9 @@ bool is_float_activation(const Graph& g, const std::string& name) {
   return true;  // unknown type: the calibration run checks it is float
 }
 
-std::set<size_t> resolve_exclusions(const Graph& g, const std::vector<std::string>& exclude) {
-  const std::set<std::string> names = resolve_excluded_nodes(g, exclude, kComputeOps);
+// Main-graph node indices of the excluded names (resolve_excluded_nodes
+// also names nodes inside bodies, which quantize_static_bodies skips).
+std::set<size_t> resolve_exclusions(const Graph& g, const std::set<std::string>& names) {
   std::set<size_t> out;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     if (names.count(g.nodes[i].name)) out.insert(i);
@@ -276,10 +277,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     return quantize_static(upgraded, calibration, options, summary);
   }
   const Graph& g = model.graph;
-  const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
+  const std::set<std::string> excluded_names = resolve_excluded_nodes(g, options.exclude, kComputeOps);
+  const std::set<size_t> excluded = resolve_exclusions(g, excluded_names);
   Plan plan = make_plan(g, excluded);
-  std::set<std::string> excluded_names;
-  for (size_t i : excluded) excluded_names.insert(g.nodes[i].name);
   if (plan.compute_nodes.empty()) {  // only layers inside control flow, or none at all
     Model out = model;
     std::vector<std::pair<std::string, std::string>> reasons = plan.fp32_reasons;
