@@ -453,7 +453,9 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--format", a->format,
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
       ->capture_default_str();
-  cmd->add_option("--exclude", a->exclude, "Keep in FP32: a node name, an operator type, or first/last (repeatable)");
+  cmd->add_option("--exclude", a->exclude,
+                  "Keep in FP32: a node name or an operator type (inside If/Loop bodies too), or first/last "
+                  "(repeatable)");
   cmd->add_option("--report", a->report,
                   "Also write the report to this file: HTML (plots, self-contained) when it ends in .html, else JSON");
   cmd->add_flag("-f,--force", a->force, "Overwrite the output file (and --report file) if it exists");

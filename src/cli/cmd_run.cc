@@ -26,6 +26,7 @@
 #include "io/npy.h"
 #include "io/output_file.h"
 #include "kvant/kvant.h"
+#include "runtime/compare_values.h"
 
 namespace kvant::cli {
 
@@ -38,6 +39,8 @@ struct RunOptions {
   std::vector<std::string> inputs;
   std::string output_dir;
   bool reference = false;
+  bool compare_reference = false;
+  bool compare_all = false;
   bool allow_nonfinite = false;
   bool force = false;
 };
@@ -205,6 +208,16 @@ int run_command(const RunOptions& opt) {
     feeds[spec.name] = arrays[spec.name].view();
   }
 
+  if (opt.compare_reference || opt.compare_all) {
+    // Debugging the compiled plan against the QDQ simulation
+    // (runtime/compare_values.h): every intermediate both executors keep.
+    std::map<std::string, Tensor> tensors;
+    for (const auto& [name, array] : arrays) tensors[name] = ApiAccess::share(array);
+    const auto report =
+        compare_compiled_to_reference(ApiAccess::impl(*model, "run").runnable(), tensors, default_compile_options());
+    std::cout << describe_comparison(report, 20, opt.compare_all);
+  }
+
   SessionOptions session_options;
   session_options.reference = opt.reference;
   auto session = Session::create(*model, session_options);
@@ -279,6 +292,10 @@ CommandFn add_run_command(CLI::App& app) {
   cmd->add_flag("--reference", opt->reference,
                 "Run on the reference executor (plain, obviously correct kernels and Q/DQ simulation) instead of "
                 "the compiled one, for debugging");
+  cmd->add_flag("--compare-reference", opt->compare_reference,
+                "Also run the reference executor and print the intermediate values where the compiled plan departs "
+                "from it (8-bit codes more than 1 step apart), in plan order: the first is where to look");
+  cmd->add_flag("--compare-all", opt->compare_all, "As --compare-reference, listing every value compared");
   cmd->add_flag("--allow-nonfinite", opt->allow_nonfinite, "Accept NaN and Inf in float inputs");
   cmd->add_flag("-f,--force", opt->force, "Overwrite output files that already exist");
   return [opt]() { return run_command(*opt); };

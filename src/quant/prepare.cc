@@ -6,6 +6,8 @@
 // (passes/upgrade_opset13.cc), so the quantized file is valid at 13 or later.
 // Relu/Clip after a compute node are not rewritten here: the static planner
 // keeps them and places Q/DQ after them (static_ptq.cc).
+#include <functional>
+
 #include "kvant/status.h"
 #include "passes/pass.h"
 #include "quant/quantize.h"
@@ -40,12 +42,20 @@ std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vect
       out.insert(e == "first" ? compute.front()->name : compute.back()->name);
       matched = true;
     }
-    for (const Node& n : graph.nodes) {
-      if (n.name == e || n.op_type == e) {
-        out.insert(n.name);
-        matched = true;
+    // Names and types match inside If/Loop/Scan bodies too, at any depth.
+    const std::function<void(const Graph&)> visit = [&](const Graph& g) {
+      for (const Node& n : g.nodes) {
+        if (n.name == e || n.op_type == e) {
+          out.insert(n.name);
+          matched = true;
+        }
+        for (const auto& [key, attr] : n.attributes) {
+          if (attr.g) visit(*attr.g);
+          for (const auto& body : attr.graphs) visit(*body);
+        }
       }
-    }
+    };
+    visit(graph);
     if (!matched) {
       throw Error(ErrorCode::kInvalidArgument,
                   "--exclude \"" + e + "\" matches no node name or operator type in the model" +

@@ -75,8 +75,9 @@ struct QuantizeSummary {
 // removed (prepare.cc). The CLI runs it; the algorithms below take its result.
 Model prepare_for_quantization(const Model& model);
 
-// Names of the nodes `exclude` selects: a node name, an operator type, or
-// "first"/"last" (the first/last node whose type is in `compute_ops`).
+// Names of the nodes `exclude` selects: a node name or an operator type (in
+// the main graph and inside If/Loop/Scan bodies), or "first"/"last" (the
+// first/last main-graph node whose type is in `compute_ops`).
 // Throws Error naming an entry that selects nothing.
 std::set<std::string> resolve_excluded_nodes(const Graph& graph, const std::vector<std::string>& exclude,
                                              const std::set<std::string>& compute_ops);

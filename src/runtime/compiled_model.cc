@@ -437,10 +437,58 @@ void CompiledModel::run() {
   try {
     for (; s < steps_.size(); ++s) {
       if (step_runs_[s]) steps_[s]->run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+      if (observer_) observe(s);
     }
   } catch (...) {
     rethrow_naming(*steps_[s]);
   }
+}
+
+CompiledModel::ValueInfoView CompiledModel::value_info(int id) const {
+  const Value& v = values_.at(static_cast<size_t>(id));
+  return {v.name, v.constant ? &v.tensor : nullptr, v.dtype, v.shape};
+}
+
+std::vector<Tensor> CompiledModel::run_step_alone(size_t s, const std::vector<const Tensor*>& inputs) {
+  Step& step = *steps_.at(s);
+  std::vector<Tensor> outs(step.outputs.size());
+  if (inputs.size() != step.inputs.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "run_step_alone: step " + step.name + " takes " + std::to_string(step.inputs.size()) + " inputs");
+  }
+  if (step.kind() == Step::Kind::kView) {
+    if (!outs.empty() && step.outputs[0] >= 0 && !inputs.empty() && inputs[0] != nullptr) {
+      outs[0] = inputs[0]->reshaped(values_[static_cast<size_t>(step.outputs[0])].shape);
+    }
+    return outs;
+  }
+  std::vector<Tensor*> out_ptrs;
+  for (size_t i = 0; i < outs.size(); ++i) out_ptrs.push_back(step.outputs[i] < 0 ? nullptr : &outs[i]);
+  try {
+    if (step.kind() == Step::Kind::kKernel) {
+      std::vector<TensorSpec> specs;
+      step.infer(inputs, specs);
+      for (size_t i = 0; i < outs.size() && i < specs.size(); ++i) {
+        if (step.outputs[i] >= 0) outs[i] = Tensor(specs[i].dtype, specs[i].shape);
+      }
+    }
+    std::shared_ptr<std::byte> temp = allocate_block(step.scratch_bytes(inputs), "a step's scratch");
+    step.run(inputs, out_ptrs, temp.get(), pool_.get());
+  } catch (...) {
+    rethrow_naming(step);
+  }
+  return outs;
+}
+
+void CompiledModel::observe(size_t s) {
+  std::vector<std::string> names;
+  std::vector<const Tensor*> outputs;
+  for (int id : steps_[s]->outputs) {
+    if (id < 0) continue;
+    names.push_back(values_[static_cast<size_t>(id)].name);
+    outputs.push_back(&values_[static_cast<size_t>(id)].tensor);
+  }
+  observer_(s, *steps_[s], names, outputs);
 }
 
 void CompiledModel::set_profiling(bool on) {

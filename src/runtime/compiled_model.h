@@ -14,6 +14,7 @@
 // (the plan says so).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -82,6 +83,30 @@ class CompiledModel {
   PlanStats stats() const;
   const std::vector<std::unique_ptr<Step>>& steps() const { return steps_; }
 
+  // Called by run() after every step (those skipped because their outputs
+  // are already bound included) with the step's index, the names of its
+  // outputs and their tensors, valid only during the call (arena bytes that
+  // later steps reuse). For debugging (runtime/compare_values.h); costs one
+  // branch per step when unset.
+  using StepObserver = std::function<void(size_t step, const Step&, const std::vector<std::string>& names,
+                                          const std::vector<const Tensor*>& outputs)>;
+  void set_observer(StepObserver observer) { observer_ = std::move(observer); }
+  // Also for debugging: a value of the plan by index (Step::inputs/outputs):
+  // its name, its constant tensor (null when computed) and its planned type
+  // and shape (after the first plan).
+  struct ValueInfoView {
+    const std::string& name;
+    const Tensor* constant;
+    DType dtype;
+    const Shape& shape;
+  };
+  ValueInfoView value_info(int id) const;
+  // Runs step `s` alone on the given inputs (one per Step::inputs entry,
+  // null for an omitted one) into new tensors, one per Step::outputs entry
+  // (undefined for an unused output); a view step reshapes input 0 to its
+  // planned shape. Allocates.
+  std::vector<Tensor> run_step_alone(size_t s, const std::vector<const Tensor*>& inputs);
+
  private:
   struct Value;
   void compile();
@@ -109,6 +134,8 @@ class CompiledModel {
   std::vector<double> step_seconds_;
   int profiled_runs_ = 0;
   std::vector<std::string> plan_lines_;
+  StepObserver observer_;
+  void observe(size_t s);
   friend class Compiler;
 };
 

@@ -24,6 +24,7 @@ expect_ok "--version" "kvant 0." "$KVANT" --version
 expect_ok "help" "inspect" "$KVANT" help
 expect_ok "help run" "--reference" "$KVANT" help run
 expect_ok "run --help" "--allow-nonfinite" "$KVANT" run --help
+expect_ok "run --help" "--compare-reference" "$KVANT" run --help
 expect_error "help for an unknown command" 'no command named "frobnicate"' "$KVANT" help frobnicate
 expect_error "unknown command" "frobnicate" "$KVANT" frobnicate
 expect_error "run without a model" "model" "$KVANT" run --output-dir o
@@ -83,6 +84,8 @@ fi
 expect_error "existing output without --force" "already exists; pass --force" \
   "$KVANT" run sym.onnx --input x=b3.npy --output-dir sym_out
 expect_ok "existing output with --force" "sym_out/y.npy" "$KVANT" run sym.onnx --input x=b3.npy --output-dir sym_out --force
+expect_ok "run --compare-reference" "compared 1 of 1 compiled step outputs" "$KVANT" run sym.onnx --input x=b3.npy \
+  --output-dir sym_out --force --compare-reference
 
 # ---- run: bad inputs ---------------------------------------------------------
 ADD=$DATA/test_add/model.onnx  # x, y: float32[3,4,5]

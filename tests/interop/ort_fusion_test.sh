@@ -4,8 +4,9 @@
 #
 # For each CNN: the Fashion-MNIST models (models/fashion_mnist_cnn.onnx,
 # models/fmnist/resnet_small.onnx, mobilenet_small.onnx; 16 calibration
-# images; and fashion_mnist_cnn with its Conv biases zero and aliased, as PyTorch
-# exports BatchNorm-folded nets with untrained statistics) and, when present in $KVANT_FIXTURES (default .fixtures, made by
+# images; fashion_mnist_cnn with its Conv biases zero and aliased, as PyTorch
+# exports BatchNorm-folded nets with untrained statistics; a Conv-Relu-MaxPool
+# stem concatenated with a signed Conv output) and, when present in $KVANT_FIXTURES (default .fixtures, made by
 # scripts/make_fixtures.py), mobilenet_v2, efficientnet_b0_opset13/17 and
 # resnet50 (4 random calibration samples, bench/models/prepare.py): runs
 # `kvant quantize --mode static`, has ONNX Runtime save the graph it runs
@@ -101,6 +102,35 @@ then
   check cnn_shared_bias "$WORK/cnn_shared_bias.onnx" "$WORK/fmnist-calib" 16
 else
   echo "FAIL cnn_shared_bias: could not write the model"
+  failures=$((failures + 1))
+fi
+# A DenseNet stem: Conv -> Relu -> MaxPool, concatenated with a signed Conv
+# output. The Concat's range must not reach back into the Relu (a zero point
+# there keeps ONNX Runtime from fusing the first Conv; docs/zoo.md finding 9).
+if "$PY" - "$WORK/relu_pool_concat.onnx" <<'PYEOF'
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+rng = np.random.default_rng(0)
+w = lambda name, *shape: numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+nodes = [
+    helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["c0"], ["r0"]),
+    helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[2, 2], strides=[2, 2]),
+    helper.make_node("Conv", ["p0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+    helper.make_node("Concat", ["p0", "c1"], ["cat"], axis=1),
+    helper.make_node("Conv", ["cat", "w2", "b2"], ["y"]),
+]
+graph = helper.make_graph(nodes, "relu_pool_concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 14, 14])],
+                          [w("w0", 8, 1, 3, 3), w("b0", 8), w("w1", 8, 8, 3, 3), w("b1", 8), w("w2", 4, 16, 1, 1), w("b2", 4)])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), sys.argv[1])
+PYEOF
+then
+  check relu_pool_concat "$WORK/relu_pool_concat.onnx" "$WORK/fmnist-calib" 16
+else
+  echo "FAIL relu_pool_concat: could not write the model"
   failures=$((failures + 1))
 fi
 for name in mobilenet_v2 efficientnet_b0_opset13 efficientnet_b0_opset17 resnet50; do

@@ -162,6 +162,39 @@ int count_in_bodies(const Graph& g, const std::string& op, const char* key) {
   return -1;
 }
 
+// --exclude names nodes inside bodies too (by name or operator type); a
+// name that is nowhere is still an error.
+TEST(QuantizeControlFlow, ExcludeNamesNodesInsideBodies) {
+  QuantizeOptions options;
+  options.exclude = {"mm_then"};
+  QuantizeSummary summary;
+  const Model q = quantize_dynamic(control_flow_model(), options, &summary);
+  EXPECT_EQ(summary.quantized_nodes, 2) << "the else branch's and the Loop body's MatMuls";
+  EXPECT_EQ(count_op(*q.graph.nodes[0].attr_graph("then_branch"), "MatMul"), 1);
+  EXPECT_EQ(count_op(*q.graph.nodes[0].attr_graph("then_branch"), "MatMulInteger"), 0);
+  EXPECT_EQ(count_op(*q.graph.nodes[0].attr_graph("else_branch"), "MatMulInteger"), 1);
+
+  options.exclude = {"MatMul"};  // every MatMul, at any depth
+  QuantizeSummary all;
+  const Model none = quantize_dynamic(control_flow_model(), options, &all);
+  EXPECT_EQ(all.quantized_nodes, 0);
+  EXPECT_EQ(count_op(*none.graph.nodes[1].attr_graph("body"), "MatMul"), 1);
+
+  options.exclude = {"mm_nowhere"};
+  EXPECT_THROW(quantize_dynamic(control_flow_model(), options, nullptr), Error);
+
+  // Static: the excluded body layer keeps no Q/DQ and the report says why.
+  options.exclude = {"mm_loop"};
+  FlagSamples both({true, false});
+  QuantizeSummary s;
+  const Model sq = quantize_static(control_flow_model(), both, options, &s);
+  EXPECT_EQ(s.quantized_nodes, 2) << "the two If branches";
+  EXPECT_EQ(count_in_bodies(sq.graph, "QuantizeLinear", "body"), 0);
+  std::map<std::string, std::string> reasons(s.fp32_reasons.begin(), s.fp32_reasons.end());
+  ASSERT_TRUE(reasons.count("mm_loop"));
+  EXPECT_NE(reasons["mm_loop"].find("--exclude"), std::string::npos) << reasons["mm_loop"];
+}
+
 TEST(QuantizeControlFlow, StaticCalibratesTheBranchesSamplesTake) {
   const Model fp32 = control_flow_model();
   // Only c = true during calibration: the else branch is never computed.

@@ -115,6 +115,57 @@ TEST(StaticPtq, ExcludeFirstKeepsTheConvInFloat) {
   EXPECT_EQ(summary.kept_fp32[0], "conv");
 }
 
+// x -> Conv -> Relu -> MaxPool -> Concat -> Conv 1x1 -> y
+// x -> Conv (k 2, stride 2: a signed output) -^
+// The Concat's signed range must not reach back over the MaxPool into the
+// Relu (densenet121's first block, docs/zoo.md finding 9): the Relu's Q
+// keeps zero point 0, and the Concat requantizes the pooled values.
+const Node* quantize_of(const Graph& g, const std::string& value) { return find_node(g, value + "/QuantizeLinear"); }
+
+TEST(StaticPtq, ConcatOfSignedValuesDoesNotShiftAReluZeroPoint) {
+  std::mt19937 rng(3);
+  Model m;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", {DType::kFloat32, true, {{1, ""}, {2, ""}, {6, ""}, {6, ""}}}});
+  g.outputs.push_back({"y", {DType::kFloat32, true, {{1, ""}, {2, ""}, {3, ""}, {3, ""}}}});
+  g.initializers["Wa"] = random_tensor({4, 2, 3, 3}, rng);
+  g.initializers["Wb"] = random_tensor({4, 2, 2, 2}, rng);
+  g.initializers["Wc"] = random_tensor({2, 8, 1, 1}, rng);
+  Node conv_a = make_node("conv_a", "Conv", {"x", "Wa"}, {"a"});
+  set_attr(conv_a, "pads", {1, 1, 1, 1});
+  Node pool = make_node("pool", "MaxPool", {"r"}, {"p"});
+  set_attr(pool, "kernel_shape", {2, 2});
+  set_attr(pool, "strides", {2, 2});
+  Node conv_b = make_node("conv_b", "Conv", {"x", "Wb"}, {"s"});
+  set_attr(conv_b, "strides", {2, 2});
+  Node cat = make_node("cat", "Concat", {"p", "s"}, {"c"});
+  set_attr(cat, "axis", int64_t{1});
+  g.nodes = {conv_a, make_node("relu", "Relu", {"a"}, {"r"}),        pool, conv_b,
+             cat,    make_node("conv_c", "Conv", {"c", "Wc"}, {"y"})};
+  VectorSource calib = random_samples(8, 1);
+  const Model q = quantize_static(m, calib, QuantizeOptions{}, nullptr);
+  const Graph& qg = q.graph;
+  const Node* relu_q = quantize_of(qg, "r");
+  const Node* pool_q = quantize_of(qg, "p");
+  const Node* signed_q = quantize_of(qg, "s");
+  const Node* cat_q = quantize_of(qg, "c");
+  ASSERT_TRUE(relu_q && pool_q && signed_q && cat_q) << print_graph(qg);
+  const Tensor& relu_zp = qg.initializers.at(relu_q->inputs[2]);
+  EXPECT_EQ(relu_zp.dtype(), DType::kUInt8);
+  EXPECT_EQ(relu_zp.get_as_int64(0), 0) << "the Relu's range was widened by the Concat's signed inputs";
+  // The MaxPool still shares the Relu's parameters (it only selects values);
+  // the signed input shares the Concat's.
+  EXPECT_EQ(pool_q->inputs[1], relu_q->inputs[1]);
+  EXPECT_EQ(signed_q->inputs[1], cat_q->inputs[1]);
+  EXPECT_NE(cat_q->inputs[1], relu_q->inputs[1]);
+  EXPECT_GT(qg.initializers.at(cat_q->inputs[2]).get_as_int64(0), 0) << "the Concat's range is signed";
+  // And the simulation stays close to FP32.
+  VectorSource test = random_samples(4, 42);
+  ReferenceExecutor a(m), b(q);
+  while (auto feed = test.next()) EXPECT_GT(cosine(a.run(*feed).at("y"), b.run(*feed).at("y")), 0.99);
+}
+
 TEST(StaticPtq, BadInputGetsClearErrors) {
   QuantizeOptions options;
   options.exclude = {"no_such_node"};

@@ -81,6 +81,10 @@ void plan_bodies(Graph& g, std::vector<const Graph*> outer, int64_t opset, const
       }
       for (const Node& n : b.nodes) {
         if (!n.domain.empty() || !kCompute.count(n.op_type) || n.inputs.size() < 2) continue;
+        if (excluded.count(n.name)) {
+          plan.reasons.emplace_back(n.name, "inside a " + node.op_type + " body: excluded (--exclude)");
+          continue;
+        }
         auto w = b.initializers.find(n.inputs[1]);
         if (w == b.initializers.end() || w->second.dtype() != DType::kFloat32) {
           plan.reasons.emplace_back(n.name, "inside a " + node.op_type + " body: its weight is not a constant float32");

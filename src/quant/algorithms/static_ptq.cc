@@ -16,7 +16,12 @@
 //                   Concat, Slice, Identity: when their input is quantized,
 //                   their output shares its parameters (exact: these ops only
 //                   move or select values), so no requantization is needed.
-//                   Concat's inputs and output all share one range.
+//                   Concat's inputs and output share one range, except
+//                   that a non-negative input (a Relu/Clip(min >= 0)/Sigmoid
+//                   output, through same-param ops) of a Concat that also
+//                   has inputs of either sign keeps its own parameters: the
+//                   Concat requantizes it, and its Relu keeps zero point 0
+//                   (design decision 41).
 // 2. Calibrate: run the FP32 model on the samples and feed every planned
 //    tensor to its group's observer (streaming: memory does not grow with the
 //    number of samples).
@@ -107,8 +112,9 @@ bool is_float_activation(const Graph& g, const std::string& name) {
   return true;  // unknown type: the calibration run checks it is float
 }
 
-std::set<size_t> resolve_exclusions(const Graph& g, const std::vector<std::string>& exclude) {
-  const std::set<std::string> names = resolve_excluded_nodes(g, exclude, kComputeOps);
+// Main-graph node indices of the excluded names (resolve_excluded_nodes
+// also names nodes inside bodies, which quantize_static_bodies skips).
+std::set<size_t> resolve_exclusions(const Graph& g, const std::set<std::string>& names) {
   std::set<size_t> out;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     if (names.count(g.nodes[i].name)) out.insert(i);
@@ -127,6 +133,24 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
   std::unordered_map<std::string, size_t> producer;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     for (const auto& o : g.nodes[i].outputs) producer[o] = i;
+  }
+  // Values known to be non-negative, from their producers alone.
+  std::unordered_set<std::string> non_negative;
+  for (const Node& n : g.nodes) {
+    if (n.outputs.empty() || n.inputs.empty()) continue;
+    bool nn = false;
+    if (n.op_type == "Relu" || n.op_type == "Sigmoid") {
+      nn = true;
+    } else if (n.op_type == "Clip") {
+      auto lo = n.inputs.size() > 1 ? g.initializers.find(n.inputs[1]) : g.initializers.end();
+      nn = lo != g.initializers.end() && lo->second.numel() == 1 && is_float(lo->second.dtype()) &&
+           lo->second.get_as_double(0) >= 0.0;
+    } else if (kSameParamOps.count(n.op_type) || n.op_type == "AveragePool" || n.op_type == "GlobalAveragePool") {
+      nn = true;
+      const size_t data_inputs = n.op_type == "Concat" ? n.inputs.size() : 1;
+      for (size_t k = 0; k < data_inputs; ++k) nn = nn && non_negative.count(n.inputs[k]) != 0;
+    }
+    if (nn) non_negative.insert(n.outputs[0]);
   }
   // Compute outputs whose only reader is a fusable activation.
   std::unordered_set<std::string> fused_outputs;
@@ -202,10 +226,21 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
     } else if (kSameParamOps.count(op)) {
       if (n.inputs.empty() || !plan.tensor_set.count(n.inputs[0]) || n.outputs.size() != 1) continue;
       if (op == "Concat") {
-        bool all = true;
-        for (const auto& in : n.inputs) all = all && plan.tensor_set.count(in);
+        bool all = true, all_non_negative = true;
+        for (const auto& in : n.inputs) {
+          all = all && plan.tensor_set.count(in);
+          all_non_negative = all_non_negative && non_negative.count(in);
+        }
         if (!all) continue;
-        for (const auto& in : n.inputs) plan.groups.unite(n.inputs[0], in);
+        // Sharing one range would give a non-negative input (and the Relu
+        // behind it) a signed range: half its codes unused, and a zero
+        // point that stops ONNX Runtime fusing the Relu into its Conv.
+        plan.add(n.outputs[0]);
+        for (const auto& in : n.inputs) {
+          if (all_non_negative || !non_negative.count(in)) plan.groups.unite(in, n.outputs[0]);
+        }
+        plan.counted.push_back(n.name);
+        continue;
       }
       plan.add(n.outputs[0]);
       plan.groups.unite(n.inputs[0], n.outputs[0]);
@@ -251,10 +286,9 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   if (four_bit && options.reduce_range)
     throw Error(ErrorCode::kInvalidArgument, "reduce_range applies to 8-bit weights, not 4-bit ones");
   const Graph& g = model.graph;
-  const std::set<size_t> excluded = resolve_exclusions(g, options.exclude);
+  const std::set<std::string> excluded_names = resolve_excluded_nodes(g, options.exclude, kComputeOps);
+  const std::set<size_t> excluded = resolve_exclusions(g, excluded_names);
   Plan plan = make_plan(g, excluded);
-  std::set<std::string> excluded_names;
-  for (size_t i : excluded) excluded_names.insert(g.nodes[i].name);
   if (plan.compute_nodes.empty()) {  // only layers inside control flow, or none at all
     Model out = model;
     std::vector<std::pair<std::string, std::string>> reasons = plan.fp32_reasons;
