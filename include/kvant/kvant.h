@@ -343,8 +343,7 @@ class KVANT_API Session {
   // runs on what the buffers hold, output_buffer() shows each output in
   // place. The views stay valid until the next prepare() or a run(feeds)
   // with other shapes; the data is checked for nothing but its size. Not
-  // available for models with control flow (If/Loop), which run on the
-  // reference executor, nor with SessionOptions::reference.
+  // available with SessionOptions::reference.
   Status prepare(const std::map<std::string, std::vector<int64_t>>& input_shapes);
   Result<MutableTensorView> input_buffer(const std::string& name);
   Status run();

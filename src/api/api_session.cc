@@ -18,7 +18,7 @@ struct Session::Impl {
   std::unique_ptr<ReferenceExecutor> reference;
   bool planned = false;  // the compiled model's buffers are placed (prepare, or a run in place)
 
-  bool in_place() const { return compiled && !compiled->runs_reference(); }
+  bool in_place() const { return compiled != nullptr; }
   std::map<std::string, Tensor> feeds(const Feeds& feeds) const {
     std::map<std::string, Tensor> out;
     for (const auto& [name, view] : feeds) out[name] = ApiAccess::view(view, "input \"" + name + "\"");
@@ -143,7 +143,7 @@ Status Session::run(const Feeds& feeds, const std::map<std::string, MutableTenso
       s.planned = true;
       for (size_t i = 0; i < results.size(); ++i) results[i] = &s.compiled->output(i);
     } else {
-      copied = s.reference ? s.reference->run(in) : s.compiled->run(in);
+      copied = s.reference->run(in);
       for (size_t i = 0; i < results.size(); ++i) results[i] = &copied.at(s.outputs[i].name);
     }
     // Every buffer is checked before any is written.
@@ -167,8 +167,7 @@ Status Session::prepare(const std::map<std::string, std::vector<int64_t>>& input
     Impl& s = *impl_;
     if (!s.in_place()) {
       return unsupported(
-          "prepare: this session runs on the reference executor (SessionOptions::reference, or a model with control "
-          "flow); use run(feeds)");
+          "prepare: this session runs on the reference executor (SessionOptions::reference); use run(feeds)");
     }
     for (const auto& [name, shape] : input_shapes) {
       auto index = input_index(name);

@@ -159,6 +159,23 @@ class Compiler {
     f.nodes = {&node};
     f.inputs = node.inputs;
     f.outputs = node.outputs;
+    std::set<std::string> captures;
+    for (const auto& [k, attr] : node.attributes) {
+      if (attr.g) {
+        for (const auto& c : attr.g->captured_values()) captures.insert(c);
+      }
+      for (const auto& sub : attr.graphs) {
+        for (const auto& c : sub->captured_values()) captures.insert(c);
+      }
+    }
+    bool has_body = false;
+    for (const auto& [k, attr] : node.attributes) has_body = has_body || attr.g || !attr.graphs.empty();
+    if (has_body) {  // If/Loop/Scan: bodies compiled on first use (steps_control.cc)
+      std::vector<std::string> names(captures.begin(), captures.end());
+      f.inputs.insert(f.inputs.end(), names.begin(), names.end());
+      f.step = make_control_flow_step(node, opset, m_.model_, m_.options_, std::move(names));
+      return f;
+    }
     if (node.domain.empty() && (node.op_type == "QuantizeLinear" || node.op_type == "DequantizeLinear")) {
       QuantScalar q;
       if (node.inputs.size() >= 2 && quant_scalar(node, q) && !constant(node.inputs[0])) {

@@ -51,15 +51,6 @@ namespace {
   }
 }
 
-bool has_subgraphs(const Graph& graph) {
-  for (const Node& node : graph.nodes) {
-    for (const auto& [key, attr] : node.attributes) {
-      if (attr.g || !attr.graphs.empty()) return true;
-    }
-  }
-  return false;
-}
-
 // Arena and scratch blocks, counted against the memory budget (ir/limits.h)
 // while they live.
 std::shared_ptr<std::byte> allocate_block(size_t bytes, const char* what) {
@@ -105,10 +96,6 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     for (size_t i = 0; i < missing.size(); ++i) msg += (i ? "; " : "") + missing[i];
     throw Error(ErrorCode::kUnsupported, msg);
   }
-  if (has_subgraphs(model_.graph)) {
-    reference_ = std::make_unique<ReferenceExecutor>(model_);
-    return;
-  }
   run_to_fixed_point(model_.graph, {eliminate_identity, fold_batchnorm, eliminate_dead_nodes});
   if (options_.nhwc) {
     // Quantized convolutions and pools (input a DequantizeLinear, output
@@ -147,6 +134,9 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     for (int v : step->inputs) {
       if (v >= 0) read[static_cast<size_t>(v)] = true;
     }
+  }
+  for (int v : output_ids_) {  // a model output that is a constant (e.g. an If branch's)
+    if (v >= 0) read[static_cast<size_t>(v)] = true;
   }
   for (auto it = model_.graph.initializers.begin(); it != model_.graph.initializers.end();) {
     auto id = value_ids_.find(it->first);
@@ -395,8 +385,6 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
 }
 
 void CompiledModel::prepare(const std::map<std::string, Shape>& input_shapes) {
-  if (reference_)
-    throw Error(ErrorCode::kUnsupported, "prepare: models with control flow run on the reference executor");
   std::map<std::string, Tensor> feeds;
   for (int id : input_ids_) {
     const Value& v = values_[static_cast<size_t>(id)];
@@ -534,7 +522,6 @@ std::string CompiledModel::describe_profile(size_t top) const {
 }
 
 std::map<std::string, Tensor> CompiledModel::run(const std::map<std::string, Tensor>& feeds) {
-  if (reference_) return reference_->run(feeds);
   run_in_place(feeds);
   std::map<std::string, Tensor> result;
   for (size_t i = 0; i < output_ids_.size(); ++i)
@@ -543,7 +530,6 @@ std::map<std::string, Tensor> CompiledModel::run(const std::map<std::string, Ten
 }
 
 void CompiledModel::run_in_place(const std::map<std::string, Tensor>& feeds) {
-  if (reference_) throw Error(ErrorCode::kUnsupported, "models with control flow run on the reference executor");
   // Check names, types and shapes as the reference executor does.
   std::map<std::string, int64_t> bindings;
   std::map<std::string, Tensor> complete;
@@ -582,10 +568,6 @@ void CompiledModel::run_in_place(const std::map<std::string, Tensor>& feeds) {
 
 std::string CompiledModel::describe_plan() const {
   std::ostringstream os;
-  if (reference_) {
-    os << "this model has control flow (If/Loop): it runs on the reference executor\n";
-    return os.str();
-  }
   os << "steps: " << steps_.size() << " (" << stats_.kernel_steps << " kernels, " << stats_.view_steps << " views, "
      << stats_.fallback_steps << " reference fallbacks, " << stats_.fixed_steps << " fixed by the input shapes), ISA "
      << isa_name(options_.isa) << ", threads " << options_.threads << "\n";

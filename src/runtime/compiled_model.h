@@ -10,8 +10,8 @@
 // with the same input shapes allocate nothing when every step is a kernel or
 // a view (fallback steps allocate their outputs; the plan lists them).
 //
-// Models with control flow (If, Loop) run on the reference executor inside
-// (the plan says so).
+// If/Loop/Scan nodes are steps that run their reference kernels with every
+// body compiled as a model of its own (steps_control.cc).
 #pragma once
 
 #include <functional>
@@ -58,11 +58,8 @@ class CompiledModel {
   // copies of the outputs.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& feeds);
   // The same checks, plan and run, but the outputs stay in place: read them
-  // with output(i) until the next run. Not for runs_reference() models.
+  // with output(i) until the next run.
   void run_in_place(const std::map<std::string, Tensor>& feeds);
-  // Whether the model has control flow and runs on the reference executor
-  // inside (then only run(feeds) works).
-  bool runs_reference() const { return reference_ != nullptr; }
 
   // The allocation-free interface: prepare() once for the input shapes, then
   // fill input(i), call run(), read output(i).
@@ -116,7 +113,6 @@ class CompiledModel {
   Model model_;
   CompileOptions options_;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<ReferenceExecutor> reference_;  // control-flow models
   std::vector<std::unique_ptr<Step>> steps_;
   std::vector<Value> values_;
   std::map<std::string, int> value_ids_;

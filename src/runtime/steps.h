@@ -172,6 +172,13 @@ std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset);
 // Cast to `to` (a numeric type) with Cast's element rules.
 std::unique_ptr<Step> make_cast_step(const Node& node, DType to);
 
+// If/Loop/Scan: the reference kernel, with each body run as a compiled model
+// of its own (steps_control.cc). The step's inputs are the node's, then the
+// outer values `captures` its bodies read.
+struct CompileOptions;
+std::unique_ptr<Step> make_control_flow_step(const Node& node, int64_t opset, const Model& parent,
+                                             const CompileOptions& options, std::vector<std::string> captures);
+
 }  // namespace kvant
 
 namespace kvant {

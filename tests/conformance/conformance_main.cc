@@ -10,7 +10,12 @@
 // unsupported type or attribute) is skipped with its reason; the reasons are
 // grouped into a markdown table (--skipped-table FILE). Any failure -> exit 1.
 //
+// --compiled runs each case on the compiled runtime (CompiledModel: fast
+// kernels, memory plan, control-flow bodies compiled) instead of the
+// reference executor; --control-flow only the cases with If/Loop/Scan.
+//
 // usage: kvant_conformance DATA_DIR [--filter SUBSTRING] [--skipped-table FILE] [--min-passed N] [--verbose]
+//                          [--compiled] [--control-flow]
 
 #include <algorithm>
 #include <cmath>
@@ -19,10 +24,12 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "onnx/reader.h"
+#include "runtime/compiled_model.h"
 #include "runtime/executor.h"
 
 namespace fs = std::filesystem;
@@ -97,7 +104,18 @@ std::string compare(const Tensor& got, const Tensor& want, double rtol, double a
   return {};
 }
 
-CaseResult run_case(const fs::path& dir) {
+bool use_compiled = false;
+
+bool has_control_flow(const Graph& g) {
+  for (const Node& n : g.nodes) {
+    for (const auto& [k, attr] : n.attributes) {
+      if (attr.g || !attr.graphs.empty()) return true;
+    }
+  }
+  return false;
+}
+
+CaseResult run_case(const fs::path& dir, bool control_flow_only) {
   auto model = load_onnx(dir / "model.onnx");
   if (!model.ok()) {
     const bool unsupported = model.status().code() == ErrorCode::kUnsupported;
@@ -108,8 +126,11 @@ CaseResult run_case(const fs::path& dir) {
     const std::string op = missing.front().substr(0, missing.front().find(' '));
     return {Outcome::kSkipped, "missing operator " + op};
   }
+  if (control_flow_only && !has_control_flow(model->graph)) return {Outcome::kSkipped, "no control flow"};
   try {
     ReferenceExecutor exec(*model);
+    std::unique_ptr<CompiledModel> compiled;
+    if (use_compiled) compiled = std::make_unique<CompiledModel>(*model);
     std::vector<fs::path> sets;
     for (const auto& e : fs::directory_iterator(dir)) {
       if (e.is_directory() && e.path().filename().string().rfind("test_data_set_", 0) == 0) sets.push_back(e.path());
@@ -131,7 +152,7 @@ CaseResult run_case(const fs::path& dir) {
         }
         feeds[graph_inputs[i].name] = std::move(*t);
       }
-      auto outputs = exec.run(feeds);
+      auto outputs = compiled ? compiled->run(feeds) : exec.run(feeds);
       const auto output_files = sorted_files(set, "output_");
       for (size_t i = 0; i < output_files.size(); ++i) {
         auto want = load_tensor_pb(output_files[i]);
@@ -170,12 +191,12 @@ std::string skip_group(const std::string& reason) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << "usage: kvant_conformance DATA_DIR [--filter SUBSTRING] [--skipped-table FILE] [--min-passed N] "
-                 "[--verbose]\n";
+                 "[--verbose] [--compiled] [--control-flow]\n";
     return 2;
   }
   const fs::path root = argv[1];
   std::string filter, table_file;
-  bool verbose = false;
+  bool verbose = false, control_flow_only = false;
   int min_passed = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -187,6 +208,10 @@ int main(int argc, char** argv) {
       min_passed = std::atoi(argv[++i]);
     } else if (arg == "--verbose") {
       verbose = true;
+    } else if (arg == "--compiled") {
+      use_compiled = true;
+    } else if (arg == "--control-flow") {
+      control_flow_only = true;
     } else {
       std::cerr << "unknown argument " << arg << "\n";
       return 2;
@@ -217,7 +242,8 @@ int main(int argc, char** argv) {
       for (const auto& k : kKnownTestDataIssues) {
         if (name == k.name) known = &k;
       }
-      r = known ? CaseResult{Outcome::kSkipped, std::string("known test-data issue: ") + known->reason} : run_case(dir);
+      r = known ? CaseResult{Outcome::kSkipped, std::string("known test-data issue: ") + known->reason}
+                : run_case(dir, control_flow_only);
       switch (r.outcome) {
         case Outcome::kPassed:
           ++passed;
