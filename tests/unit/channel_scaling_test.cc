@@ -34,10 +34,12 @@ Tensor random_tensor(Shape shape, std::mt19937& rng, float scale = 1.0f) {
 //   h1 = LayerNormalization(x, g1, b1)          group h1: q (MatMul Wq), v (Gemm transB Bv + cv), t2 (MatMul Ws)
 //   r  = Reshape(q + v)                          group r: o (MatMul Wo)            -> explicit Mul (Reshape)
 //   n  = Mul(o, g2) + b2                         group n: f (MatMul W1)            -> folded into g2, b2
-//   fb = f + bf                                  group fb: y2 (MatMul W2)          -> folded into W1's columns, bf
-//   t1 = MatMul(y2, Ws)                          group y2: t1 (Ws shared with t2)  -> folded into W2's columns
+//   fb = Relu(f + bf)                            group fb: y2 (MatMul W2)          -> folded into W1's columns, bf
+//   t1 = MatMul(y2, Ws)                          group y2: t1 (Ws shared with t2), gate (Wg), up (Wu)
+//                                                                                  -> folded into W2's columns
+//   hs = gate * Sigmoid(gate) * up               group hs: d (MatMul Wd)           -> folded into Wu's columns
 //   tz = MatMul(z, Wz)                           group z: tz                       -> explicit Mul (graph input)
-//   y  = t1 + t2 + tz + o;  h1_shape = Shape(h1)
+//   y  = t1 + t2 + tz + o + d;  h1_shape = Shape(h1)
 // `outliers`: LayerNorm gamma 30x larger on 3 channels (as LLM norms have).
 Model block(uint32_t seed, bool outliers = false) {
   std::mt19937 rng(seed);
@@ -67,6 +69,9 @@ Model block(uint32_t seed, bool outliers = false) {
   g.initializers["bf"] = random_tensor({kFf}, rng, 0.1f);
   g.initializers["W2"] = random_tensor({kFf, kHidden}, rng, w);
   g.initializers["Wz"] = random_tensor({kHidden, kHidden}, rng, w);
+  g.initializers["Wg"] = random_tensor({kHidden, kFf}, rng, w);
+  g.initializers["Wu"] = random_tensor({kHidden, kFf}, rng, w);
+  g.initializers["Wd"] = random_tensor({kFf, kHidden}, rng, w);
   Node v = make_node("v", "Gemm", {"h1_2d", "Bv", "cv"}, {"v2d"});
   set_attr(v, "transB", 1);
   g.initializers["flat"] = Tensor::from_vector<int64_t>({kBatch * kSeq, kHidden}, {2});
@@ -85,13 +90,21 @@ Model block(uint32_t seed, bool outliers = false) {
       make_node("norm_mul", "Mul", {"o", "g2"}, {"m"}),
       make_node("norm_add", "Add", {"b2", "m"}, {"n"}),
       make_node("f", "MatMul", {"n", "W1"}, {"f"}),
-      make_node("f_bias", "Add", {"f", "bf"}, {"fb"}),
+      make_node("f_bias", "Add", {"f", "bf"}, {"fbb"}),
+      make_node("f_relu", "Relu", {"fbb"}, {"fb"}),
       make_node("y2", "MatMul", {"fb", "W2"}, {"y2"}),
       make_node("t1", "MatMul", {"y2", "Ws"}, {"t1"}),
+      make_node("gate", "MatMul", {"y2", "Wg"}, {"gate"}),
+      make_node("up", "MatMul", {"y2", "Wu"}, {"up"}),
+      make_node("sigmoid", "Sigmoid", {"gate"}, {"sg"}),
+      make_node("silu", "Mul", {"gate", "sg"}, {"silu"}),
+      make_node("swiglu", "Mul", {"silu", "up"}, {"hs"}),
+      make_node("d", "MatMul", {"hs", "Wd"}, {"d"}),
       make_node("tz", "MatMul", {"z", "Wz"}, {"tz"}),
       make_node("sum1", "Add", {"t1", "t2"}, {"s1"}),
       make_node("sum2", "Add", {"s1", "tz"}, {"s2"}),
-      make_node("sum3", "Add", {"s2", "o"}, {"y"}),
+      make_node("sum3", "Add", {"s2", "o"}, {"s3"}),
+      make_node("sum4", "Add", {"s3", "d"}, {"y"}),
   };
   return m;
 }
@@ -136,8 +149,8 @@ TEST(ChannelScaling, FindsOneGroupPerLayerInput) {
   const std::vector<ScaleGroup> groups = find_scale_groups(m.graph, {});
   std::map<std::string, size_t> layers;
   for (const ScaleGroup& g : groups) layers[g.input] = g.layers.size();
-  const std::map<std::string, size_t> expected = {{"h1", 2}, {"h1_2d", 1}, {"r", 1}, {"n", 1},
-                                                  {"fb", 1}, {"y2", 1},    {"z", 1}};
+  const std::map<std::string, size_t> expected = {{"h1", 2}, {"h1_2d", 1}, {"r", 1},  {"n", 1},
+                                                  {"fb", 1}, {"y2", 3},    {"hs", 1}, {"z", 1}};
   EXPECT_EQ(layers, expected);
   // An excluded layer leaves its group.
   for (const ScaleGroup& g : find_scale_groups(m.graph, {"t2"})) {
@@ -178,10 +191,12 @@ TEST(ChannelScaling, RandomScalesKeepTheFunctionAndFoldWhereExact) {
   EXPECT_TRUE(applied_to(groups, applied, "fb")->folded);
   EXPECT_NE(applied_to(groups, applied, "fb")->into.find("\"f\""), std::string::npos);
   EXPECT_TRUE(applied_to(groups, applied, "y2")->folded);
-  // Four explicit Muls were added; the original Model's tensors are unchanged.
+  EXPECT_TRUE(applied_to(groups, applied, "hs")->folded);
+  EXPECT_NE(applied_to(groups, applied, "hs")->into.find("\"up\""), std::string::npos);
+  // Four explicit Muls were added (the graph had 3); the original Model's tensors are unchanged.
   size_t muls = 0;
   for (const Node& n : scaled.graph.nodes) muls += n.op_type == "Mul";
-  EXPECT_EQ(muls, 1u + 4u);
+  EXPECT_EQ(muls, 3u + 4u);
   for (const auto& [name, t] : before.graph.initializers) {
     ASSERT_TRUE(original.graph.initializers.count(name));
     EXPECT_EQ(original.graph.initializers.at(name).to_float_vector(), t.to_float_vector()) << name;
@@ -331,7 +346,7 @@ TEST(Awq, RewriteKeepsTheFunction) {
   QuantizeOptions options;
   options.group_size = 32;
   const AwqResult r = apply_awq(m, calib, 4, options);
-  ASSERT_EQ(r.groups.size(), 7u);
+  ASSERT_EQ(r.groups.size(), 8u);
   double rtn = 0, awq = 0;
   int scaled = 0;
   for (const AwqGroupResult& g : r.groups) {
@@ -360,7 +375,7 @@ TEST(SmoothQuant, RewriteKeepsTheFunctionAndFlattensOutliers) {
   Model m = original;
   VectorSource calib(samples(22, 6));
   const SmoothQuantResult r = apply_smooth_quant(m, calib, 0.5, QuantizeOptions{}, {"MatMul", "Gemm", "Conv"});
-  ASSERT_EQ(r.groups.size(), 7u);
+  ASSERT_EQ(r.groups.size(), 8u);
   for (const SmoothQuantGroup& g : r.groups) {
     if (g.input == "h1") {
       EXPECT_GT(g.outlier_ratio_before, 10.0);

@@ -132,6 +132,26 @@ bool plan_fold(const Graph& graph, const GraphIndex& ix, const std::string& x, c
     where = n.describe();
     return true;
   }
+  // Relu(y) / s = Relu(y / s) and LeakyRelu likewise, for s > 0.
+  if ((op == "Relu" || op == "LeakyRelu") && !n.inputs.empty()) {
+    if (!plan_fold(graph, ix, n.inputs[0], {at}, k, edits, where)) return fail("and " + where);
+    return true;
+  }
+  // (a * b) / s = a * (b / s): two computed factors (SwiGLU's silu(gate) * up),
+  // the division folded into whichever one allows it, b first.
+  if (op == "Mul" && n.inputs.size() == 2 && n.inputs[0] != n.inputs[1] && !is_constant(graph, n.inputs[0]) &&
+      !is_constant(graph, n.inputs[1])) {
+    std::string why;
+    for (size_t slot : {size_t{1}, size_t{0}}) {
+      std::vector<Edit> up;
+      if (plan_fold(graph, ix, n.inputs[slot], {at}, k, up, where)) {
+        edits.insert(edits.end(), up.begin(), up.end());
+        return true;
+      }
+      if (why.empty()) why = where;
+    }
+    return fail("and " + why);
+  }
   if ((op == "Mul" || op == "Add") && n.inputs.size() == 2) {
     for (size_t slot : {size_t{1}, size_t{0}}) {
       const std::string& other = n.inputs[1 - slot];

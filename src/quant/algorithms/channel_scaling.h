@@ -11,6 +11,8 @@
 //   x = Mul(y, g), g a constant [K]                   g / s   (RMSNorm's and a decomposed LayerNorm's gamma)
 //   x = Add(y, c), c a constant [K]                   c / s, then y / s the same way (LayerNorm's beta, a bias)
 //   x = MatMul(a, V) / Gemm(a, V, c), V constant      V's output column k / s_k (and c_k / s_k)
+//   x = Relu(y) or LeakyRelu(y)                       y / s the same way (positively homogeneous)
+//   x = Mul(a, b), both computed (SwiGLU)             b / s, else a / s, the same way
 // Legal only when every reader of x (and of each y up the chain) is a layer
 // of the group or reads only its shape (Shape, Size), none of them is a graph
 // output, and each constant is a float32 initializer that is not also a
