@@ -13,10 +13,12 @@
 //   s_k = mean|x_k|^alpha,  alpha in {0, 1/20, ..., 1},
 // normalized to max(s) min(s) = 1 (Q's blocks make a common factor cancel),
 // and keeps the alpha of least E summed over every layer that reads the
-// same x (they share the scale because x / s is shared). alpha = 0 is s = 1,
-// round to nearest, so the chosen E is never above round to nearest's on
-// the calibration data. Q is exactly the quantizer that runs afterwards
-// (weight_only_grid: group size, symmetry, MSE clipping). The weights become
+// same x (they share the scale because x / s is shared). Q is the quantizer
+// that runs afterwards (weight_only_grid: group size, symmetry), with plain
+// min/max blocks during the walk; the winner is then scored under the real
+// one, MSE clipping included, against alpha = 0 (s = 1, round to nearest)
+// and kept only if it is lower, so the chosen E is never above round to
+// nearest's on the calibration data. The weights become
 // diag(s) W and x / s is folded into the op before (channel_scaling.h); a
 // later GPTQ (--rounding gptq) then rounds diag(s) W against the moment of
 // x / s. Costs: one calibration pass (K^2 doubles per distinct layer input
@@ -124,15 +126,20 @@ AwqSearch awq_search(const std::vector<std::vector<float>>& weights_kn, const st
   const double floor = largest > 0 ? largest * 1e-6 : 1.0;
   for (double& m : mean) m = std::max(m, floor);
   const std::vector<float> h = moment_as_float(stats.moment);
-  auto total_error = [&](const std::vector<double>& s) {
+  auto total_error = [&](const std::vector<double>& s, const WeightGrid& q) {
     double e = 0;
-    for (size_t l = 0; l < weights_kn.size(); ++l) e += scaled_error(weights_kn[l], k, out_features[l], s, h, grid);
+    for (size_t l = 0; l < weights_kn.size(); ++l) e += scaled_error(weights_kn[l], k, out_features[l], s, h, q);
     return e;
   };
-  AwqSearch best;
-  best.scale.assign(static_cast<size_t>(k), 1.0);
-  best.rtn_error = total_error(best.scale);
-  best.error = best.rtn_error;
+  // The grid is walked with plain min/max blocks (MSE clipping costs 26
+  // trial roundings per block, most of the search's time); the winner is
+  // then checked against round to nearest under the real quantizer.
+  WeightGrid walk = grid;
+  walk.mse_clip = false;
+  const std::vector<double> ones(static_cast<size_t>(k), 1.0);
+  double best_walk = total_error(ones, walk);
+  double best_alpha = 0;
+  std::vector<double> best_scale = ones;
   for (int i = 1; i <= grid_points; ++i) {
     const double alpha = static_cast<double>(i) / grid_points;
     std::vector<double> s(static_cast<size_t>(k));
@@ -144,11 +151,23 @@ AwqSearch awq_search(const std::vector<std::vector<float>>& weights_kn, const st
     }
     const double norm = std::sqrt(lo * hi);
     for (double& v : s) v /= norm;
-    const double e = total_error(s);
-    if (e < best.error) {
+    const double e = total_error(s, walk);
+    if (e < best_walk) {
+      best_walk = e;
+      best_alpha = alpha;
+      best_scale = std::move(s);
+    }
+  }
+  AwqSearch best;
+  best.scale = ones;
+  best.rtn_error = grid.mse_clip ? total_error(ones, grid) : total_error(ones, walk);
+  best.error = best.rtn_error;
+  if (best_alpha > 0) {
+    const double e = grid.mse_clip ? total_error(best_scale, grid) : best_walk;
+    if (e < best.rtn_error) {
       best.error = e;
-      best.alpha = alpha;
-      best.scale = std::move(s);
+      best.alpha = best_alpha;
+      best.scale = std::move(best_scale);
     }
   }
   return best;

@@ -41,7 +41,9 @@ double scaled_quantization_error(const std::vector<float>& w, int64_t k, int64_t
 
 // One group's search: s = mean|x|^alpha (normalized so that max(s) min(s) = 1)
 // for alpha = 0, 1/grid_points, ..., 1, the one with the smallest summed
-// output error of the group's weights (alpha 0, s = 1, on ties).
+// output error of the group's weights under `grid` without MSE clipping;
+// kept if its error under `grid` itself is below alpha 0's (s = 1), else
+// alpha 0.
 struct AwqSearch {
   double alpha = 0;
   std::vector<double> scale;
