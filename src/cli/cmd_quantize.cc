@@ -276,8 +276,10 @@ std::vector<std::string> awq_notes_for(const AwqResult& r) {
   }
   std::ostringstream ratio;
   ratio << std::setprecision(3) << (rtn > 0 ? awq / rtn : 1.0);
+  const size_t unscaled = r.groups.size() - applied.size();
   return {"AWQ: " + std::to_string(applied.size()) + " of " + std::to_string(r.groups.size()) +
-              " layer inputs scaled (" + std::to_string(layers) + " layers; the others are best unscaled); " +
+              " layer inputs scaled (" + std::to_string(layers) + " layers" +
+              (unscaled ? "; " + std::to_string(unscaled) + " best left unscaled" : std::string()) + "); " +
               scaling_ways(applied),
           "AWQ: summed layer output error on the calibration data " + ratio.str() + "x round to nearest's"};
 }
