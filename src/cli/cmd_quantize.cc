@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -233,13 +234,15 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   return o;
 }
 
-// --smooth-quant [ALPHA]: the migration strength, 0.5 when not given.
-double smooth_quant_alpha(const std::string& text) {
+// --smooth-quant [ALPHA|search]: the migration strength, 0.5 when not
+// given, none (searched per layer input) for "search".
+std::optional<double> smooth_quant_alpha(const std::string& text) {
   if (text.empty()) return 0.5;
+  if (text == "search") return std::nullopt;
   char* end = nullptr;
   const double alpha = std::strtod(text.c_str(), &end);
   if (end == text.c_str() || *end != '\0' || !(alpha >= 0 && alpha <= 1)) {
-    fail("--smooth-quant ALPHA must be a number in [0, 1] (default 0.5), got \"" + text + "\"");
+    fail("--smooth-quant ALPHA must be a number in [0, 1] (default 0.5) or search, got \"" + text + "\"");
   }
   return alpha;
 }
@@ -284,18 +287,29 @@ std::vector<std::string> awq_notes_for(const AwqResult& r) {
           "AWQ: summed layer output error on the calibration data " + ratio.str() + "x round to nearest's"};
 }
 
-std::vector<std::string> smooth_quant_notes_for(const SmoothQuantResult& r, double alpha) {
+std::vector<std::string> smooth_quant_notes_for(const SmoothQuantResult& r, std::optional<double> alpha) {
   std::vector<ScaleApplied> applied;
-  double worst_before = 0, worst_after = 0;
+  double worst_before = 0, worst_after = 0, error = 0, error_at_half = 0;
+  double lo = 1, hi = 0;
   for (const SmoothQuantGroup& g : r.groups) {
     applied.push_back(g.applied);
     worst_before = std::max(worst_before, g.outlier_ratio_before);
     worst_after = std::max(worst_after, g.outlier_ratio_after);
+    lo = std::min(lo, g.alpha);
+    hi = std::max(hi, g.alpha);
+    error += g.error;
+    error_at_half += g.error_at_half;
   }
   std::ostringstream text;
-  text << std::setprecision(3) << "SmoothQuant (alpha " << alpha << "): " << r.groups.size()
-       << " layer inputs smoothed; largest max/median channel range " << worst_before << " -> " << worst_after << "; "
-       << scaling_ways(applied);
+  text << std::setprecision(3) << "SmoothQuant (alpha ";
+  if (alpha) {
+    text << *alpha;
+  } else {
+    text << "searched per layer input: " << lo << " to " << hi << ", W8A8 error on sampled rows "
+         << (error_at_half > 0 ? error / error_at_half : 1.0) << "x alpha 0.5's";
+  }
+  text << "): " << r.groups.size() << " layer inputs smoothed; largest max/median channel range " << worst_before
+       << " -> " << worst_after << "; " << scaling_ways(applied);
   return {text.str()};
 }
 
@@ -351,7 +365,7 @@ int quantize_command(const QuantizeArgs& a) {
     scaling_notes = awq_notes_for(apply_awq(fp32, *data, a.bits, options));
   }
   if (a.given.count("--smooth-quant")) {
-    const double alpha = smooth_quant_alpha(a.smooth_quant);
+    const std::optional<double> alpha = smooth_quant_alpha(a.smooth_quant);
     options.progress = progress_line("SmoothQuant statistics");
     const std::set<std::string> compute_ops =
         options.mode == QuantMode::kStatic ? std::set<std::string>{"Conv", "Gemm", "MatMul"}
@@ -560,10 +574,12 @@ CommandFn add_quantize_command(CLI::App& app) {
                 "Weight-only: AWQ first: scale each layer input's weight rows by mean|x|^alpha, alpha searched per "
                 "input to minimise its layers' output error on --calib data, the inverse folded into the op before "
                 "(combines with --rounding nearest|gptq)");
-  cmd->add_option("--smooth-quant,--smoothquant", a->smooth_quant,
-                  "Static/dynamic: SmoothQuant first: move activation outliers into the weights with "
-                  "s = max|x|^ALPHA / max|w|^(1-ALPHA) per input channel (ALPHA in [0, 1], default 0.5), folded into "
-                  "the op before; needs --calib")
+  cmd->add_option(
+         "--smooth-quant,--smoothquant", a->smooth_quant,
+         "Static/dynamic: SmoothQuant first: move activation outliers into the weights with "
+         "s = max|x|^ALPHA / max|w|^(1-ALPHA) per input channel (ALPHA in [0, 1], default 0.5, or search), folded into "
+         "the op before; ALPHA search: chosen per layer input from 0, 0.1, ..., 1 by the simulated W8A8 "
+         "error of its layers; needs --calib")
       ->expected(0, 1);
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");

@@ -274,22 +274,25 @@ expect_ok "weight-only --awq --rounding gptq" "GPTQ rounding" \
 expect_ok "static block" "static" "$KVANT" quantize block.onnx -o blk_st.onnx --calib block_calib.npy
 expect_ok "static --smooth-quant" "SmoothQuant (alpha 0.5): 2 layer inputs smoothed" \
   "$KVANT" quantize block.onnx -o blk_sq.onnx --calib block_calib.npy --smooth-quant
+expect_ok "static --smooth-quant search" "SmoothQuant (alpha searched per layer input: " \
+  "$KVANT" quantize block.onnx -o blk_sqs.onnx --calib block_calib.npy --smooth-quant search
 expect_ok "dynamic block" "dynamic" "$KVANT" quantize block.onnx -o blk_dyn.onnx --mode dynamic
 expect_ok "dynamic --smoothquant 0.6" "SmoothQuant (alpha 0.6)" \
   "$KVANT" quantize block.onnx -o blk_dsq.onnx --mode dynamic --calib block_calib.npy --smoothquant 0.6
 "$KVANT" run block.onnx --input block_test.npy -o blk_run_fp32 >/dev/null || fail "run block.onnx"
-for m in rtn awq awqg st sq dyn dsq; do
+for m in rtn awq awqg st sq sqs dyn dsq; do
   "$KVANT" run "blk_$m.onnx" --input block_test.npy -o "blk_run_$m" >/dev/null 2>&1 || fail "run blk_$m.onnx"
 done
 /usr/bin/python3 - <<'PY' && pass || fail "AWQ/SmoothQuant do not beat the plain modes on held-out data"
 import numpy as np
 ref = np.load("blk_run_fp32/y.npy").astype(np.float64)
 sqnr = {m: 10 * np.log10((ref ** 2).sum() / ((ref - np.load(f"blk_run_{m}/y.npy")) ** 2).sum())
-        for m in ("rtn", "awq", "awqg", "st", "sq", "dyn", "dsq")}
+        for m in ("rtn", "awq", "awqg", "st", "sq", "sqs", "dyn", "dsq")}
 print("held-out output SQNR dB", sqnr)
-# measured (AMD EPYC): rtn 17.9, awq 22.9, awq+gptq 24.3, static 15.7, smooth 35.3, dynamic 16.0, smooth 41.9
+# measured (AMD EPYC): rtn 17.9, awq 22.9, awq+gptq 24.3, static 15.7, smooth 35.3, searched 34.0,
+# dynamic 16.0, smooth 41.9
 assert sqnr["awq"] > sqnr["rtn"] + 3 and sqnr["awqg"] > sqnr["rtn"] + 3, sqnr
-assert sqnr["sq"] > sqnr["st"] + 10 and sqnr["dsq"] > sqnr["dyn"] + 10, sqnr
+assert sqnr["sq"] > sqnr["st"] + 10 and sqnr["sqs"] > sqnr["st"] + 10 and sqnr["dsq"] > sqnr["dyn"] + 10, sqnr
 PY
 expect_error "--awq without data" "--awq needs calibration data" \
   "$KVANT" quantize block.onnx -o e.onnx --mode weight-only --awq
@@ -299,7 +302,7 @@ expect_error "--smooth-quant with weight-only" "--smooth-quant applies to --mode
   "$KVANT" quantize block.onnx -o e.onnx --mode weight-only --calib block_calib.npy --smooth-quant
 expect_error "--smooth-quant without data" "--smooth-quant needs calibration data" \
   "$KVANT" quantize block.onnx -o e.onnx --mode dynamic --smooth-quant
-expect_error "--smooth-quant 1.5" "--smooth-quant ALPHA must be a number in [0, 1] (default 0.5), got \"1.5\"" \
+expect_error "--smooth-quant 1.5" "--smooth-quant ALPHA must be a number in [0, 1] (default 0.5) or search, got \"1.5\"" \
   "$KVANT" quantize block.onnx -o e.onnx --calib block_calib.npy --smooth-quant 1.5
 expect_error "--smooth-quant abc" "got \"abc\"" \
   "$KVANT" quantize block.onnx -o e.onnx --calib block_calib.npy --smooth-quant abc

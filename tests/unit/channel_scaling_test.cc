@@ -385,6 +385,21 @@ TEST(SmoothQuant, RewriteKeepsTheFunctionAndFlattensOutliers) {
   expect_same_function(original, m, 1e-5, 7);
 }
 
+TEST(SmoothQuant, SearchPicksAnAlphaNoWorseThanHalfAndKeepsTheFunction) {
+  const Model original = block(8, /*outliers=*/true);
+  Model m = original;
+  VectorSource calib(samples(23, 6));
+  const SmoothQuantResult r = apply_smooth_quant(m, calib, std::nullopt, QuantizeOptions{}, {"MatMul", "Gemm"});
+  ASSERT_EQ(r.groups.size(), 8u);
+  for (const SmoothQuantGroup& g : r.groups) {
+    EXPECT_GE(g.alpha, 0.0);
+    EXPECT_LE(g.alpha, 1.0);
+    EXPECT_GT(g.error_at_half, 0.0) << g.input;
+    EXPECT_LE(g.error, g.error_at_half) << g.input;
+  }
+  expect_same_function(original, m, 1e-5, 10);
+}
+
 TEST(ChannelScaling, BadValuesAreNamedErrors) {
   Model m = block(7);
   VectorSource calib(samples(1, 2));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <unordered_map>
 
 #include "kvant/status.h"
@@ -248,8 +249,9 @@ std::vector<float> layer_weight_kn(const Graph& graph, const Node& node, int64_t
 
 std::map<std::string, ChannelStats> collect_channel_stats(const Model& model, SampleSource& calibration,
                                                           const std::set<std::string>& tensors, bool moments,
-                                                          const QuantizeOptions& options) {
+                                                          const QuantizeOptions& options, int64_t sample_rows) {
   std::map<std::string, ChannelStats> stats;
+  std::mt19937_64 rng(12345);
   auto observe = [&](const std::string& name, const Tensor& t) {
     if (!tensors.count(name) || t.dtype() != DType::kFloat32 || t.rank() < 1 || t.shape().back() < 1) return;
     const int64_t k = t.shape().back();
@@ -274,6 +276,14 @@ std::map<std::string, ChannelStats> collect_channel_stats(const Model& model, Sa
         s.abs_sum[static_cast<size_t>(c)] += v;
         s.abs_max[static_cast<size_t>(c)] = std::max(s.abs_max[static_cast<size_t>(c)], v);
       }
+    }
+    for (int64_t r = 0; r < rows && sample_rows > 0; ++r) {  // reservoir: row i kept with chance n / (i + 1)
+      const int64_t seen = s.rows + r;
+      int64_t slot = seen;
+      if (seen >= sample_rows) slot = static_cast<int64_t>(rng() % static_cast<uint64_t>(seen + 1));
+      if (slot >= sample_rows) continue;
+      if (seen < sample_rows) s.sample.resize(static_cast<size_t>((seen + 1) * k));
+      std::copy(x + r * k, x + (r + 1) * k, s.sample.begin() + slot * k);
     }
     s.rows += rows;
     if (moments) accumulate_moment(s.moment, x, rows);

@@ -63,16 +63,20 @@ struct ChannelStats {
   std::vector<double> abs_sum;  // sum |x_k|
   std::vector<double> abs_max;  // max |x_k|
   InputMoment moment;           // sum x x^T, when asked for (k = 0 otherwise)
+  // Up to the asked number of rows [n, K], a uniform sample of all rows
+  // (reservoir sampling, fixed seed), when asked for.
+  std::vector<float> sample;
 };
 
 // Runs `model` on at most options.max_samples samples of `calibration` and
 // gathers the statistics of each tensor named in `tensors` (graph inputs or
-// node outputs), with their second moments when `moments`. Throws Error
-// naming a tensor that is never computed as float32, or that changes its last
-// dimension, and the sample that fails.
+// node outputs), with their second moments when `moments` and a sample of
+// at most `sample_rows` rows. Throws Error naming a tensor that is never
+// computed as float32, or that changes its last dimension, and the sample
+// that fails.
 std::map<std::string, ChannelStats> collect_channel_stats(const Model& model, SampleSource& calibration,
                                                           const std::set<std::string>& tensors, bool moments,
-                                                          const QuantizeOptions& options);
+                                                          const QuantizeOptions& options, int64_t sample_rows = 0);
 
 // How a group's x / s was done: folded (into = the node, e.g.
 // `LayerNormalization "ln1"` or `Mul "/ln/Mul"`), or an explicit Mul (into

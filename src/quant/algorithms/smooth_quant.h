@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,6 +30,11 @@ struct SmoothQuantGroup {
   // (how far the largest channel sticks out of a per-tensor range).
   double outlier_ratio_before = 0;
   double outlier_ratio_after = 0;
+  double alpha = 0.5;  // the migration strength used
+  // With the search: the group's W8A8 output error on the sampled rows at
+  // `alpha` and at 0.5.
+  double error = 0;
+  double error_at_half = 0;
   ScaleApplied applied;
 };
 struct SmoothQuantResult {
@@ -39,9 +45,15 @@ struct SmoothQuantResult {
 // MatMul/Gemm group of `model` (find_scale_groups, layers excluded by
 // options.exclude left out; `compute_ops`: the operator types "first"/"last"
 // of --exclude count, as the quantization mode does), from one calibration
-// pass. Throws Error on an alpha outside [0, 1] and on calibration data that
-// does not fit the model.
-SmoothQuantResult apply_smooth_quant(Model& model, SampleSource& calibration, double alpha,
+// pass. Without `alpha`, each layer input gets the alpha of 0, 0.1, ..., 1
+// whose simulated W8A8 output error of its layers is least on a sample of
+// kSmoothQuantSampleRows calibration rows (activations per tensor by
+// options' type and symmetry over the sample's range, weights per
+// options.per_channel, options' symmetry and reduce_range). Throws Error on
+// an alpha outside [0, 1] and on calibration data that does not fit the
+// model.
+inline constexpr int64_t kSmoothQuantSampleRows = 1024;
+SmoothQuantResult apply_smooth_quant(Model& model, SampleSource& calibration, std::optional<double> alpha,
                                      const QuantizeOptions& options, const std::set<std::string>& compute_ops);
 
 }  // namespace kvant
