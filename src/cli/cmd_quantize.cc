@@ -12,12 +12,15 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -33,7 +36,9 @@
 #include "io/output_file.h"
 #include "onnx/writer.h"
 #include "ops/op_registry.h"
+#include "quant/algorithms/awq.h"
 #include "quant/algorithms/equalize.h"
+#include "quant/algorithms/smooth_quant.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
 
@@ -77,6 +82,8 @@ struct QuantizeArgs {
   bool equalize = false;
   bool bias_correction = false;
   std::string rounding = "nearest";
+  bool awq = false;
+  std::string smooth_quant;     // --smooth-quant [ALPHA]: "" is the default 0.5
   std::set<std::string> given;  // the options given on the command line
 };
 
@@ -148,6 +155,8 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
       {"--equalize", {M::kStatic, M::kDynamic}, "static and dynamic"},
       {"--bias-correction", {M::kStatic}, "static"},
       {"--rounding", {M::kStatic, M::kWeightOnly}, "static and weight-only"},
+      {"--awq", {M::kWeightOnly}, "weight-only"},
+      {"--smooth-quant", {M::kStatic, M::kDynamic}, "static and dynamic"},
   };
   for (const Rule& r : rules) {
     if (a.given.count(r.option) && !r.modes.count(mode)) {
@@ -218,6 +227,10 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
   } else {
     fail("--rounding must be nearest, adaround or gptq, got \"" + a.rounding + "\"");
   }
+  if (a.awq && a.calib.empty()) fail("--awq needs calibration data: --calib DATA (inputs the model sees)");
+  if (a.given.count("--smooth-quant") && a.calib.empty()) {
+    fail("--smooth-quant needs calibration data: --calib DATA (inputs the model sees)");
+  }
   if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
   if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
@@ -228,6 +241,85 @@ QuantizeOptions make_options(const QuantizeArgs& a) {
         "or an IDX file)");
   }
   return o;
+}
+
+// --smooth-quant [ALPHA|search]: the migration strength, 0.5 when not
+// given, none (searched per layer input) for "search".
+std::optional<double> smooth_quant_alpha(const std::string& text) {
+  if (text.empty()) return 0.5;
+  if (text == "search") return std::nullopt;
+  char* end = nullptr;
+  const double alpha = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !(alpha >= 0 && alpha <= 1)) {
+    fail("--smooth-quant ALPHA must be a number in [0, 1] (default 0.5) or search, got \"" + text + "\"");
+  }
+  return alpha;
+}
+
+// "LayerNormalization \"ln\" (3), explicit Mul (2)": how many groups each
+// way, the first example of each.
+std::string scaling_ways(const std::vector<ScaleApplied>& applied) {
+  int folded = 0, explicit_mul = 0;
+  std::string fold_example, mul_example;
+  for (const ScaleApplied& s : applied) {
+    if (s.folded) {
+      if (folded++ == 0) fold_example = s.into;
+    } else if (explicit_mul++ == 0) {
+      mul_example = s.into;
+    }
+  }
+  std::string out = std::to_string(folded) + " folded into the op before" +
+                    (folded ? " (e.g. " + fold_example + ")" : std::string()) + ", " + std::to_string(explicit_mul) +
+                    " by an explicit Mul" + (explicit_mul ? " (e.g. " + mul_example + ")" : std::string());
+  return out;
+}
+
+std::vector<std::string> awq_notes_for(const AwqResult& r) {
+  std::vector<ScaleApplied> applied;
+  double rtn = 0, awq = 0;
+  int64_t layers = 0;
+  for (const AwqGroupResult& g : r.groups) {
+    if (g.search.alpha > 0) {
+      applied.push_back(g.applied);
+      layers += g.layers;
+    }
+    rtn += g.search.rtn_error;
+    awq += g.search.error;
+  }
+  std::ostringstream ratio;
+  ratio << std::setprecision(3) << (rtn > 0 ? awq / rtn : 1.0);
+  const size_t unscaled = r.groups.size() - applied.size();
+  return {"AWQ: " + std::to_string(applied.size()) + " of " + std::to_string(r.groups.size()) +
+              " layer inputs scaled (" + std::to_string(layers) + " layers" +
+              (unscaled ? "; " + std::to_string(unscaled) + " best left unscaled" : std::string()) + "); " +
+              scaling_ways(applied),
+          "AWQ: summed layer output error on the calibration data " + ratio.str() + "x round to nearest's"};
+}
+
+std::vector<std::string> smooth_quant_notes_for(const SmoothQuantResult& r, std::optional<double> alpha) {
+  std::vector<ScaleApplied> applied;
+  double worst_before = 0, worst_after = 0, error = 0, error_at_half = 0;
+  double lo = 1, hi = 0;
+  for (const SmoothQuantGroup& g : r.groups) {
+    applied.push_back(g.applied);
+    worst_before = std::max(worst_before, g.outlier_ratio_before);
+    worst_after = std::max(worst_after, g.outlier_ratio_after);
+    lo = std::min(lo, g.alpha);
+    hi = std::max(hi, g.alpha);
+    error += g.error;
+    error_at_half += g.error_at_half;
+  }
+  std::ostringstream text;
+  text << std::setprecision(3) << "SmoothQuant (alpha ";
+  if (alpha) {
+    text << *alpha;
+  } else {
+    text << "searched per layer input: " << lo << " to " << hi << ", W8A8 error on sampled rows "
+         << (error_at_half > 0 ? error / error_at_half : 1.0) << "x alpha 0.5's";
+  }
+  text << "): " << r.groups.size() << " layer inputs smoothed; largest max/median channel range " << worst_before
+       << " -> " << worst_after << "; " << scaling_ways(applied);
+  return {text.str()};
 }
 
 // The report's lines for --equalize: pairs, sweeps, and why pairs were skipped (counted per reason).
@@ -271,6 +363,25 @@ int quantize_command(const QuantizeArgs& a) {
     if (!a.preprocess.empty()) dopt.preprocess = parse_preprocess(a.preprocess);
     data = open_dataset(a.calib, data_inputs(fp32.graph), dopt);
   }
+
+  // AWQ and SmoothQuant rescale the FP32 weights and fold the inverse into
+  // the ops before them (quant/algorithms/channel_scaling.h): like
+  // equalization, the per-layer report then compares against the rescaled
+  // model, which computes the same function.
+  std::vector<std::string> scaling_notes;
+  if (a.awq) {
+    options.progress = progress_line("AWQ statistics");
+    scaling_notes = awq_notes_for(apply_awq(fp32, *data, a.bits, options));
+  }
+  if (a.given.count("--smooth-quant")) {
+    const std::optional<double> alpha = smooth_quant_alpha(a.smooth_quant);
+    options.progress = progress_line("SmoothQuant statistics");
+    const std::set<std::string> compute_ops =
+        options.mode == QuantMode::kStatic ? std::set<std::string>{"Conv", "Gemm", "MatMul"}
+                                           : std::set<std::string>{"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"};
+    scaling_notes = smooth_quant_notes_for(apply_smooth_quant(fp32, *data, alpha, options, compute_ops), alpha);
+  }
+  options.progress = nullptr;
 
   std::optional<EvalData> eval;
   TargetOptions target;
@@ -317,6 +428,7 @@ int quantize_command(const QuantizeArgs& a) {
     quantized = search->model;
     summary = search->summary;
   }
+  summary.notes.insert(summary.notes.begin(), scaling_notes.begin(), scaling_notes.end());
   summary.notes.insert(summary.notes.begin(), equalize_notes.begin(), equalize_notes.end());
   // Operators kvant has no kernel for stay as they are (design decision 24):
   // static calibration lists them itself; the other modes never run the model.
@@ -413,14 +525,16 @@ CommandFn add_quantize_command(CLI::App& app) {
       "  static       INT8 weights (per channel) and activations; needs --calib DATA\n"
       "  dynamic      INT8 weights of MatMul/Gemm/Conv/LSTM/GRU, activations quantized at run time\n"
       "  weight-only  INT4/INT8 MatMul/Gemm weights with a scale per --group-size values, rounded to\n"
-      "               nearest or by GPTQ on --calib DATA (--rounding gptq)\n"
+      "               nearest or by GPTQ on --calib DATA (--rounding gptq); --awq rescales them first\n"
       "DATA: a .npy or .npz file, a folder of .npy files (or one subfolder per input), a folder of ONNX\n"
       "test-data .pb tensors, a folder of PNG/JPEG images (with --preprocess), or an IDX image file.\n\n"
       "examples:\n"
       "  kvant quantize cnn.onnx -o cnn.int8.onnx --mode static --calib calib/ --calibrator entropy\n"
       "  kvant quantize bert.onnx -o bert.int8.onnx --mode dynamic\n"
       "  kvant quantize llm.onnx -o llm.int4.onnx --mode weight-only --bits 4 --group-size 128\n"
-      "  kvant quantize llm.onnx -o llm.gptq.onnx --mode weight-only --rounding gptq --calib tokens.npz --samples 128");
+      "  kvant quantize llm.onnx -o llm.gptq.onnx --mode weight-only --rounding gptq --calib tokens.npz --samples 128\n"
+      "  kvant quantize llm.onnx -o llm.awq.onnx --mode weight-only --awq --calib tokens.npz\n"
+      "  kvant quantize bert.onnx -o bert.sq.onnx --mode static --smooth-quant 0.5 --calib tokens.npz");
   cmd->add_option("model", a->model, "The FP32 ONNX model")->required();
   cmd->add_option("-o,--output", a->output, "Where to write the quantized model")->required();
   cmd->add_option("--mode", a->mode, "static, dynamic or weight-only")->capture_default_str();
@@ -481,6 +595,17 @@ CommandFn add_quantize_command(CLI::App& app) {
                   "Weight rounding: nearest; adaround (static: learned up/down per weight against each layer's "
                   "output on calibration data; slower); gptq (weight-only MatMul/Gemm: GPTQ on --calib data)")
       ->capture_default_str();
+  cmd->add_flag("--awq", a->awq,
+                "Weight-only: AWQ first: scale each layer input's weight rows by mean|x|^alpha, alpha searched per "
+                "input to minimise its layers' output error on --calib data, the inverse folded into the op before "
+                "(combines with --rounding nearest|gptq)");
+  cmd->add_option(
+         "--smooth-quant,--smoothquant", a->smooth_quant,
+         "Static/dynamic: SmoothQuant first: move activation outliers into the weights with "
+         "s = max|x|^ALPHA / max|w|^(1-ALPHA) per input channel (ALPHA in [0, 1], default 0.5, or search), folded into "
+         "the op before; ALPHA search: chosen per layer input from 0, 0.1, ..., 1 by the simulated W8A8 "
+         "error of its layers; needs --calib")
+      ->expected(0, 1);
   cmd->add_flag("--no-speed-check", a->no_speed_check,
                 "Do not time the result against FP32 on one sample (the report warns when it is slower)");
   return [a, cmd]() {

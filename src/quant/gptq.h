@@ -22,6 +22,11 @@ struct InputMoment {
   std::vector<double> h;
 };
 
+// Adds the rows of x [rows, K] (K = m.k, m.h sized K x K) to m's upper
+// triangle; mirror_moment fills the lower one once all rows are in.
+void accumulate_moment(InputMoment& m, const float* x, int64_t rows);
+void mirror_moment(InputMoment& m);
+
 // Runs `model` on at most options.max_samples calibration samples and sums
 // the moment of each tensor named in `inputs` (graph inputs or node outputs
 // with last dim K). Throws Error naming the sample that fails, a tensor that

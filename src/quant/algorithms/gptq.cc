@@ -92,6 +92,27 @@ bool inverse_upper_factor(const Matrix& l, int64_t k, Matrix& u) {
 
 }  // namespace
 
+void accumulate_moment(InputMoment& m, const float* x, int64_t rows) {
+  const int64_t k = m.k;
+  std::vector<double> row(static_cast<size_t>(k));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < k; ++i) row[static_cast<size_t>(i)] = x[r * k + i];
+    for (int64_t i = 0; i < k; ++i) {  // upper triangle; mirror_moment fills the rest
+      const double xi = row[static_cast<size_t>(i)];
+      if (xi == 0) continue;
+      double* out = m.h.data() + i * k;
+      for (int64_t j = i; j < k; ++j) out[j] += xi * row[static_cast<size_t>(j)];
+    }
+  }
+  m.rows += rows;
+}
+
+void mirror_moment(InputMoment& m) {
+  for (int64_t i = 0; i < m.k; ++i) {
+    for (int64_t j = 0; j < i; ++j) m.h[static_cast<size_t>(i * m.k + j)] = m.h[static_cast<size_t>(j * m.k + i)];
+  }
+}
+
 std::map<std::string, InputMoment> collect_input_moments(const Model& model, SampleSource& calibration,
                                                          const std::set<std::string>& inputs,
                                                          const QuantizeOptions& options) {
@@ -108,19 +129,7 @@ std::map<std::string, InputMoment> collect_input_moments(const Model& model, Sam
       throw Error(ErrorCode::kInvalidArgument, "tensor \"" + name + "\" changed its last dim from " +
                                                    std::to_string(m.k) + " to " + std::to_string(k));
     }
-    const float* x = t.data<float>();
-    const int64_t rows = t.numel() / k;
-    std::vector<double> row(static_cast<size_t>(k));
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < k; ++i) row[static_cast<size_t>(i)] = x[r * k + i];
-      for (int64_t i = 0; i < k; ++i) {  // upper triangle; mirrored at the end
-        const double xi = row[static_cast<size_t>(i)];
-        if (xi == 0) continue;
-        double* out = m.h.data() + i * k;
-        for (int64_t j = i; j < k; ++j) out[j] += xi * row[static_cast<size_t>(j)];
-      }
-    }
-    m.rows += rows;
+    accumulate_moment(m, t.data<float>(), t.numel() / k);
   };
   ReferenceExecutor exec(model);
   exec.set_observer([&](const Node& node, const std::vector<Tensor>& outputs) {
@@ -135,11 +144,7 @@ std::map<std::string, InputMoment> collect_input_moments(const Model& model, Sam
                   "GPTQ: layer input \"" + name + "\" was never computed as float32 on the calibration data");
     }
   }
-  for (auto& [name, m] : moments) {
-    for (int64_t i = 0; i < m.k; ++i) {
-      for (int64_t j = 0; j < i; ++j) m.h[static_cast<size_t>(i * m.k + j)] = m.h[static_cast<size_t>(j * m.k + i)];
-    }
-  }
+  for (auto& [name, m] : moments) mirror_moment(m);
   return moments;
 }
 
