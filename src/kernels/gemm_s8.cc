@@ -174,16 +174,24 @@ PackedB pack_b_s8(const int8_t* B, int K, int N, Isa allowed, const int8_t* b_zp
   return pack_b_s8(pick_qgemm(allowed, fits_7bit(B, K, N, ldb < 0 ? N : ldb)), B, K, N, b_zp, ldb);
 }
 
+namespace {
+
+// The kernel arguments for A (M rows) times packed B into C (ldc).
+QGemmArgs qgemm_args(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc) {
+  return QGemmArgs{
+      A, lda, M, b.k, b.n, a_zp, b.data.data(), b.col_sums.data(), b.zero_point.empty() ? nullptr : b.zero_point.data(),
+      C, ldc};
+}
+
+}  // namespace
+
 void gemm_u8s8_s32(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, int32_t* C, int ldc) {
   if (b.kernel == nullptr) fail(ErrorCode::kInvalidArgument, "B was not packed");
   const int K = b.k;
   const int N = b.n;
   if (M < 0 || lda < K || ldc < N) fail(ErrorCode::kInvalidArgument, "negative M, or lda < K, or ldc < N");
   if (M == 0 || N == 0) return;
-  const QGemmArgs args{
-      A, lda, M, K, N, a_zp, b.data.data(), b.col_sums.data(), b.zero_point.empty() ? nullptr : b.zero_point.data(),
-      C, ldc};
-  b.kernel->run(args);
+  b.kernel->run(qgemm_args(A, lda, M, a_zp, b, C, ldc));
 }
 
 void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq,
@@ -191,17 +199,7 @@ void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const Pac
   if (b.kernel == nullptr) fail(ErrorCode::kInvalidArgument, "B was not packed");
   if (M < 0 || lda < b.k) fail(ErrorCode::kInvalidArgument, "negative M, or lda < K");
   if (M == 0 || b.n == 0) return;
-  const QGemmArgs args{A,
-                       lda,
-                       M,
-                       b.k,
-                       b.n,
-                       a_zp,
-                       b.data.data(),
-                       b.col_sums.data(),
-                       b.zero_point.empty() ? nullptr : b.zero_point.data(),
-                       acc,
-                       b.n};
+  const QGemmArgs args = qgemm_args(A, lda, M, a_zp, b, acc, b.n);
   if (b.kernel->run_requant != nullptr) {
     b.kernel->run_requant(args, rq);
     return;
@@ -221,17 +219,7 @@ void gemm_u8s8_dequant(const uint8_t* A, int lda, int M, uint8_t a_zp, const Pac
   d.acc_stride = b.n;
   d.rows = M;
   d.n = b.n;
-  const QGemmArgs args{A,
-                       lda,
-                       M,
-                       b.k,
-                       b.n,
-                       a_zp,
-                       b.data.data(),
-                       b.col_sums.data(),
-                       b.zero_point.empty() ? nullptr : b.zero_point.data(),
-                       acc,
-                       b.n};
+  const QGemmArgs args = qgemm_args(A, lda, M, a_zp, b, acc, b.n);
   if (b.kernel->run_dequant != nullptr) {
     b.kernel->run_dequant(args, d);
     return;

@@ -171,9 +171,17 @@ class Compiler {
     bool has_body = false;
     for (const auto& [k, attr] : node.attributes) has_body = has_body || attr.g || !attr.graphs.empty();
     if (has_body) {  // If/Loop/Scan: bodies compiled on first use (steps_control.cc)
-      std::vector<std::string> names(captures.begin(), captures.end());
+      std::vector<std::string> names;
+      std::map<std::string, Tensor> constants;
+      for (const auto& c : captures) {
+        if (const Tensor* t = constant(c)) {
+          constants.emplace(c, *t);
+        } else {
+          names.push_back(c);
+        }
+      }
       f.inputs.insert(f.inputs.end(), names.begin(), names.end());
-      f.step = make_control_flow_step(node, opset, m_.model_, m_.options_, std::move(names));
+      f.step = make_control_flow_step(node, opset, m_.model_, m_.options_, std::move(names), std::move(constants));
       return f;
     }
     if (node.domain.empty() && (node.op_type == "QuantizeLinear" || node.op_type == "DequantizeLinear")) {
@@ -184,7 +192,12 @@ class Compiler {
         return f;
       }
     }
-    f.step = make_view_step(node, opset);
+    // A Dropout is a view only when it cannot be in training mode: its
+    // training_mode input absent or a constant false (a runtime one may be
+    // true: the reference then names random dropout as unsupported).
+    const bool may_train = node.op_type == "Dropout" && node.inputs.size() > 2 && !node.inputs[2].empty() &&
+                           (constant(node.inputs[2]) == nullptr || constant(node.inputs[2])->get_as_int64(0) != 0);
+    f.step = may_train ? nullptr : make_view_step(node, opset);
     if (f.step) {
       f.inputs = {node.inputs[0]};
       if (node.op_type == "Reshape") f.inputs = {node.inputs[0], node.inputs[1]};
@@ -966,16 +979,20 @@ class Compiler {
     return std::nullopt;
   }
 
-  // GRU of the common form (layout 0, Sigmoid/Tanh, no clip, no
-  // sequence_lens), W, R, B constant or DQ of constants => gru_f32 (steps_gru.cc).
-  std::optional<Fusion> match_gru(const Node& node) {
-    if (node.inputs.size() < 3 || node.attr_int("layout", 0) != 0 || node.has_attr("clip")) return std::nullopt;
-    const std::string direction = node.attr_string("direction", "forward");
-    const int64_t dirs = direction == "bidirectional" ? 2 : 1;
+  // W, R [, B] of a GRU (3 gates) or LSTM (4 gates) of the common form:
+  // activations Sigmoid then Tanh in each direction's group of gates - 1,
+  // no sequence_lens, each weight a float32 constant or the DQ of constants
+  // shaped [dirs, gates * H, I], [dirs, gates * H, H], [dirs, 2 * gates * H].
+  // The DQ readers are marked absorbed. nullopt for any other form.
+  struct RnnWeights {
+    Tensor w, r;
+    std::optional<Tensor> b;
+  };
+  std::optional<RnnWeights> rnn_weights(const Node& node, int64_t gates, int64_t dirs) {
     if (node.has_attr("activations")) {
       const auto acts = node.attr_strings("activations");
       for (size_t i = 0; i < acts.size(); ++i) {
-        if (acts[i] != (i % 2 == 0 ? "Sigmoid" : "Tanh")) return std::nullopt;
+        if (acts[i] != (i % static_cast<size_t>(gates - 1) == 0 ? "Sigmoid" : "Tanh")) return std::nullopt;
       }
     }
     auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
@@ -988,18 +1005,30 @@ class Compiler {
       if (!b) return std::nullopt;
     }
     if (!w || !r || w->dtype() != DType::kFloat32 || r->dtype() != DType::kFloat32 || w->rank() != 3 ||
-        r->rank() != 3 || w->dim(0) != dirs || r->dim(0) != dirs || w->dim(1) != 3 * r->dim(2) ||
-        r->dim(1) != 3 * r->dim(2)) {
+        r->rank() != 3 || w->dim(0) != dirs || r->dim(0) != dirs || w->dim(1) != gates * r->dim(2) ||
+        r->dim(1) != gates * r->dim(2)) {
       return std::nullopt;
     }
-    if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 6 * r->dim(2))) return std::nullopt;
+    if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 2 * gates * r->dim(2))) return std::nullopt;
     for (size_t i : {size_t{1}, size_t{2}, size_t{3}}) {
       if (!input(i).empty() && constant(input(i)) == nullptr) ++absorbed_reads_[input(i)];
     }
+    return RnnWeights{*w, *r, b};
+  }
+
+  // GRU of the common form (layout 0, Sigmoid/Tanh, no clip, no
+  // sequence_lens), W, R, B constant or DQ of constants => gru_f32 (steps_gru.cc).
+  std::optional<Fusion> match_gru(const Node& node) {
+    if (node.inputs.size() < 3 || node.attr_int("layout", 0) != 0 || node.has_attr("clip")) return std::nullopt;
+    const std::string direction = node.attr_string("direction", "forward");
+    const int64_t dirs = direction == "bidirectional" ? 2 : 1;
+    auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
+    const auto rw = rnn_weights(node, 3, dirs);
+    if (!rw) return std::nullopt;
     Fusion f;
     f.nodes = {&node};
-    f.step =
-        make_gru_step(*w, *r, b ? &*b : nullptr, direction == "reverse", node.attr_int("linear_before_reset", 0) != 0);
+    f.step = make_gru_step(rw->w, rw->r, rw->b ? &*rw->b : nullptr, direction == "reverse",
+                           node.attr_int("linear_before_reset", 0) != 0);
     f.inputs = {node.inputs[0], input(5)};
     f.outputs = node.outputs;
     f.outputs.resize(2);
@@ -1273,33 +1302,13 @@ class Compiler {
     }
     const std::string direction = node.attr_string("direction", "forward");
     const int dirs = direction == "bidirectional" ? 2 : 1;
-    if (node.has_attr("activations")) {
-      const auto acts = node.attr_strings("activations");
-      for (size_t i = 0; i < acts.size(); ++i) {
-        if (acts[i] != (i % 3 == 0 ? "Sigmoid" : "Tanh")) return std::nullopt;
-      }
-    }
     auto input = [&](size_t i) { return node.inputs.size() > i ? node.inputs[i] : std::string(); };
-    if (!input(4).empty() || !input(7).empty()) return std::nullopt;  // sequence_lens, peepholes
-    const auto w = constant_or_dq(input(1));
-    const auto r = constant_or_dq(input(2));
-    std::optional<Tensor> b;
-    if (!input(3).empty()) {
-      b = constant_or_dq(input(3));
-      if (!b) return std::nullopt;
-    }
-    if (!w || !r || w->dtype() != DType::kFloat32 || r->dtype() != DType::kFloat32 || w->rank() != 3 ||
-        r->rank() != 3 || w->dim(0) != dirs || r->dim(0) != dirs || w->dim(1) != 4 * r->dim(2) ||
-        r->dim(1) != 4 * r->dim(2)) {
-      return std::nullopt;
-    }
-    if (b && (b->dtype() != DType::kFloat32 || b->numel() != dirs * 8 * r->dim(2))) return std::nullopt;
+    if (!input(7).empty()) return std::nullopt;  // peepholes
+    const auto rw = rnn_weights(node, 4, dirs);
+    if (!rw) return std::nullopt;
     Fusion f;
     f.nodes = {&node};
-    f.step = make_lstm_step(*w, *r, b ? &*b : nullptr, direction == "reverse", int8_rows(input(2), dirs));
-    for (size_t i : {size_t{1}, size_t{2}, size_t{3}}) {
-      if (!input(i).empty() && constant(input(i)) == nullptr) ++absorbed_reads_[input(i)];
-    }
+    f.step = make_lstm_step(rw->w, rw->r, rw->b ? &*rw->b : nullptr, direction == "reverse", int8_rows(input(2), dirs));
     f.inputs = {node.inputs[0], input(5), input(6)};
     f.outputs = node.outputs;
     f.outputs.resize(3);

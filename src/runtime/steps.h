@@ -4,6 +4,7 @@
 #pragma once
 
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -174,10 +175,13 @@ std::unique_ptr<Step> make_cast_step(const Node& node, DType to);
 
 // If/Loop/Scan: the reference kernel, with each body run as a compiled model
 // of its own (steps_control.cc). The step's inputs are the node's, then the
-// outer values `captures` its bodies read.
+// computed outer values `captures` its bodies read; the outer constants they
+// read (`constants`, e.g. weights shared by both branches of an If) become
+// initializers of the bodies, so their kernels prepack them.
 struct CompileOptions;
 std::unique_ptr<Step> make_control_flow_step(const Node& node, int64_t opset, const Model& parent,
-                                             const CompileOptions& options, std::vector<std::string> captures);
+                                             const CompileOptions& options, std::vector<std::string> captures,
+                                             std::map<std::string, Tensor> constants);
 
 }  // namespace kvant
 

@@ -47,8 +47,13 @@ bool shares_bytes(const Tensor& t, std::span<const Tensor* const> in) {
 class ControlFlowStep : public Step {
  public:
   ControlFlowStep(const Node& node, int64_t opset, const OpDef* op, const Model& parent, const CompileOptions& options,
-                  std::vector<std::string> captures)
-      : node_(node), opset_(opset), op_(op), options_(options), captures_(std::move(captures)) {
+                  std::vector<std::string> captures, std::map<std::string, Tensor> constants)
+      : node_(node),
+        opset_(opset),
+        op_(op),
+        options_(options),
+        captures_(std::move(captures)),
+        constants_(std::move(constants)) {
     opsets_ = parent.opset_imports;
     ir_version_ = parent.ir_version;
     deterministic_ = true;
@@ -125,8 +130,13 @@ class ControlFlowStep : public Step {
     m.opset_imports = opsets_;
     m.graph = graph;
     Body b;
-    b.captures = graph.captured_values();
-    for (const auto& name : b.captures) {
+    for (const auto& name : graph.captured_values()) {
+      auto c = constants_.find(name);
+      if (c != constants_.end()) {  // an outer constant: the body's own initializer
+        m.graph.initializers.emplace(name, c->second);
+        continue;
+      }
+      b.captures.push_back(name);
       const Tensor* t = captured(name, values);
       ValueInfo v;
       v.name = name;
@@ -144,6 +154,7 @@ class ControlFlowStep : public Step {
   const OpDef* op_;
   CompileOptions options_;
   std::vector<std::string> captures_;
+  std::map<std::string, Tensor> constants_;
   std::map<std::string, int64_t> opsets_;
   int64_t ir_version_ = 0;
   bool deterministic_ = true;
@@ -153,10 +164,11 @@ class ControlFlowStep : public Step {
 }  // namespace
 
 std::unique_ptr<Step> make_control_flow_step(const Node& node, int64_t opset, const Model& parent,
-                                             const CompileOptions& options, std::vector<std::string> captures) {
+                                             const CompileOptions& options, std::vector<std::string> captures,
+                                             std::map<std::string, Tensor> constants) {
   const OpDef* op = find_op(node.domain, node.op_type);
   if (op == nullptr) throw Error(ErrorCode::kUnsupported, node.describe() + ": kvant has no kernel for this operator");
-  return std::make_unique<ControlFlowStep>(node, opset, op, parent, options, std::move(captures));
+  return std::make_unique<ControlFlowStep>(node, opset, op, parent, options, std::move(captures), std::move(constants));
 }
 
 }  // namespace kvant
