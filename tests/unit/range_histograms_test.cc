@@ -134,7 +134,8 @@ TEST(RangeHistograms, PerChannelWeightsAreClippedAgainstTheirOwnChannel) {
     s3 = scale.data<float>()[3];
   }
   ASSERT_GT(s3, 0);
-  const RangeHistogram& cut = find(range_histograms(fp32, narrowed, nullptr, 0), "W2", true);
+  const auto narrowed_hs = range_histograms(fp32, narrowed, nullptr, 0);
+  const RangeHistogram& cut = find(narrowed_hs, "W2", true);
   int64_t expected = 0;  // int8 codes -128..127, zero point 0, half a step of rounding slack
   for (int k = 0; k < 8; ++k) {
     const double v = fp32.graph.initializers.at("W2").data<float>()[k * 4 + 3];
@@ -150,7 +151,8 @@ TEST(RangeHistograms, SevenBitWeightsArePlottedOnTheirGrid) {
   QuantizeOptions options;
   options.reduce_range = true;
   const Model q = quantize_static(fp32, calib, options, nullptr);
-  const RangeHistogram& w1 = find(range_histograms(fp32, q, nullptr, 0), "W1", true);
+  const auto hs = range_histograms(fp32, q, nullptr, 0);
+  const RangeHistogram& w1 = find(hs, "W1", true);
   // Symmetric 7-bit: max |w| = 63 steps, so the range ends near the data's.
   const double amax = std::max(std::abs(w1.min), std::abs(w1.max));
   EXPECT_NEAR(w1.hi, amax, 0.02 * amax);
