@@ -12,6 +12,7 @@
 
 #include "ops/op_registry.h"
 #include "runtime/compiled_model.h"
+#include "runtime/executor.h"
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -88,9 +89,18 @@ class ControlFlowStep : public Step {
   }
 
  private:
+  // A compiled model plans for its input shapes by running every step once:
+  // a body whose shapes keep changing (a Loop growing its state) would pay
+  // that on every call, so after kMaxReplans new shapes it runs on the
+  // reference executor instead.
+  static constexpr int kMaxReplans = 3;
   struct Body {
+    std::unique_ptr<Model> def;  // the body as a model (the reference executor refers to it)
     std::unique_ptr<CompiledModel> model;
+    std::unique_ptr<ReferenceExecutor> reference;
     std::vector<std::string> captures;  // the body's own, a subset of the step's
+    std::vector<Shape> last_shapes;
+    int replans = 0;
   };
 
   class Runner : public SubgraphRunner {
@@ -101,7 +111,17 @@ class ControlFlowStep : public Step {
       std::map<std::string, Tensor> feeds;
       for (size_t i = 0; i < inputs.size() && i < graph.inputs.size(); ++i) feeds[graph.inputs[i].name] = inputs[i];
       for (const auto& name : body.captures) feeds[name] = *step_.captured(name, captured_);
-      std::map<std::string, Tensor> results = body.model->run(feeds);
+      std::vector<Shape> shapes;
+      for (const auto& [name, t] : feeds) shapes.push_back(t.shape());
+      if (shapes != body.last_shapes) {
+        if (!body.last_shapes.empty()) ++body.replans;
+        body.last_shapes = std::move(shapes);
+      }
+      if (body.replans >= kMaxReplans && !body.reference) {
+        body.reference = std::make_unique<ReferenceExecutor>(*body.def);
+        body.model.reset();  // its arena and packed weights are not needed any more
+      }
+      std::map<std::string, Tensor> results = body.reference ? body.reference->run(feeds) : body.model->run(feeds);
       std::vector<Tensor> out;
       out.reserve(graph.outputs.size());
       for (const auto& o : graph.outputs) out.push_back(results.at(o.name));
@@ -146,6 +166,7 @@ class ControlFlowStep : public Step {
       m.graph.inputs.push_back(v);
     }
     b.model = std::make_unique<CompiledModel>(m, options_);
+    b.def = std::make_unique<Model>(std::move(m));
     return bodies_.emplace(&graph, std::move(b)).first->second;
   }
 

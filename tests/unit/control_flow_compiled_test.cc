@@ -162,6 +162,40 @@ TEST(ControlFlowCompiled, LoopWithNestedIfReadsOuterScopes) {
   }
 }
 
+// Loop(8) { s' = Concat(s, a) }: the state grows every iteration, so the
+// body's input shapes never repeat (after a few new plans it runs on the
+// reference executor); the result is the same either way.
+TEST(ControlFlowCompiled, LoopWithGrowingStateMatchesTheReference) {
+  Model m;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs = {info("s0", DType::kFloat32, {1, 2}), info("a", DType::kFloat32, {1, 2})};
+  g.outputs = {info("s_final", DType::kFloat32, {})};
+  g.outputs[0].type.has_shape = false;
+  g.initializers["M"] = Tensor::scalar<int64_t>(8);
+  Graph body;
+  body.name = "grow";
+  body.inputs = {info("i", DType::kInt64, {}), info("cond", DType::kBool, {}), info("s", DType::kFloat32, {})};
+  body.inputs[2].type.has_shape = false;
+  body.outputs = {info("cond_out", DType::kBool, {}), info("s_next", DType::kFloat32, {})};
+  for (auto& o : body.outputs) o.type.has_shape = false;
+  Node concat = make_node("cat", "Concat", {"s", "a_scaled"}, {"s_next"});
+  set_attr(concat, "axis", int64_t{1});
+  body.nodes = {make_node("scale", "Mul", {"a", "a"}, {"a_scaled"}), concat,
+                make_node("id_cond", "Identity", {"cond"}, {"cond_out"})};
+  Node loop = make_node("loop", "Loop", {"M", "", "s0"}, {"s_final"});
+  loop.attributes["body"] = graph_attr(body);
+  g.nodes = {loop};
+  CompiledModel compiled(m);
+  ReferenceExecutor reference(m);
+  for (uint32_t seed : {1u, 2u}) {
+    std::map<std::string, Tensor> feeds = {{"s0", uniform({1, 2}, seed)}, {"a", uniform({1, 2}, seed + 7)}};
+    const auto got = compiled.run(feeds);
+    expect_same(got, reference.run(feeds));
+    EXPECT_EQ(got.at("s_final").shape(), (Shape{1, 18}));
+  }
+}
+
 // A branch whose output is a constant of its own (the ONNX test_if case).
 TEST(ControlFlowCompiled, BranchReturningItsOwnConstant) {
   Model m;
