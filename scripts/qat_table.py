@@ -20,7 +20,6 @@ Usage: PYTHONPATH=build/release/python /usr/bin/python3 scripts/qat_table.py [--
 import argparse
 import copy
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from doc_section import cpu_name, write_section  # noqa: E402
 from train_demo_cnn import load_split  # noqa: E402
 
 import kvant  # noqa: E402
@@ -128,18 +128,6 @@ def fine_tune(model, train_x, train_y, args, label):
         print("%s epoch %d: train loss %.4f (%.0f s)" % (label, epoch + 1, total / len(order), time.time() - start),
               flush=True)
     model.eval()
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-        with open("/proc/cpuinfo") as f:
-            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
-        isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "amx_int8") if f in flags]
-        return "%s (%s)" % (model, " ".join(isa))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main():
@@ -267,15 +255,7 @@ def main():
     text = "\n".join(section) + "\n"
     print(text)
     if args.out:
-        old = open(args.out).read() if os.path.exists(args.out) else ""
-        if QAT_BEGIN in old and QAT_END in old:
-            a = old.index(QAT_BEGIN)
-            b = old.index(QAT_END) + len(QAT_END) + 1
-            new = old[:a] + text + old[b:]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text
-        with open(args.out, "w") as f:
-            f.write(new)
+        write_section(args.out, QAT_BEGIN, QAT_END, text)
     return 1 if problems else 0
 
 

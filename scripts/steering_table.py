@@ -15,11 +15,12 @@ dataset-fashion-mnist.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+from doc_section import cpu_name, write_section  # the scripts folder is on sys.path when run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = "/usr/share/datasets/fashion-mnist"
@@ -52,22 +53,6 @@ def run(cmd):
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
     return p.stdout
-
-
-def cpu_name():
-    """"AMD EPYC (avx2 fma)": the model name and the SIMD features that choose kvant's kernels."""
-    name, flags = platform.processor() or "unknown CPU", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name == (platform.processor() or "unknown CPU"):
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    have = set(line.split(":", 1)[1].split())
-                    flags = [x for x in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if x in have]
-    except OSError:
-        pass
-    return f"{name} ({' '.join(flags) or 'no AVX2'})"
 
 
 def main():
@@ -161,15 +146,7 @@ def main():
     text = "\n".join(section) + "\n"
     print(text)
     if args.out:
-        old = open(args.out).read() if os.path.exists(args.out) else ""
-        if STEERING_BEGIN in old and STEERING_END in old:
-            a = old.index(STEERING_BEGIN)
-            b = old.index(STEERING_END) + len(STEERING_END) + 1
-            new = old[:a] + text + old[b:]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text
-        with open(args.out, "w") as f:
-            f.write(new)
+        write_section(args.out, STEERING_BEGIN, STEERING_END, text)
     return 1 if (args.check and problems) else 0
 
 
