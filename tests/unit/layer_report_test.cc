@@ -8,16 +8,10 @@
 #include <stdexcept>
 
 #include "quant/quantize.h"
+#include "test_graphs.h"
 
 namespace kvant {
 namespace {
-
-Tensor uniform(Shape shape, std::mt19937& rng, float lo, float hi) {
-  Tensor t(DType::kFloat32, std::move(shape));
-  std::uniform_real_distribution<float> dist(lo, hi);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 // x[1,8] -> Gemm "a" (W1 [8,8], b1) -> h -> Gemm "b" (W2 [8,8], b2) -> y
 Model two_gemms(const Tensor& w1, const Tensor& w2, const Tensor& b2) {

@@ -13,16 +13,10 @@
 #include "quant/quantize.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
+#include "test_graphs.h"
 
 namespace kvant {
 namespace {
-
-Tensor uniform(Shape shape, std::mt19937& rng, float lo, float hi) {
-  Tensor t(DType::kFloat32, std::move(shape));
-  std::uniform_real_distribution<float> dist(lo, hi);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
 
 Node conv(const std::string& name, const std::string& x, const std::string& w, const std::string& b,
           const std::string& y, int64_t k) {
