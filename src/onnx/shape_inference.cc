@@ -108,9 +108,9 @@ void verify_nodes(const onnx::GraphProto& graph, const std::unordered_map<std::s
 // a rank-3 W for a rank-4 X reads past the end; found by fuzzing; later ONNX
 // releases check it). Where both ranks are declared before inference, the
 // ranks must agree and be at least 3; likewise LayerNormalization's axis
-// must index its declared input. Returns a description of the first node
-// that breaks this, or "".
-std::string check_conv_ranks(const onnx::GraphProto& graph) {
+// must index its declared input, and size attributes must be positive.
+// Returns a description of the first node that breaks this, or "".
+std::string check_inference_inputs(const onnx::GraphProto& graph) {
   std::unordered_map<std::string, int> rank;
   auto declare = [&](const onnx::ValueInfoProto& v) {
     if (v.type().has_tensor_type() && v.type().tensor_type().has_shape())
@@ -150,13 +150,26 @@ std::string check_conv_ranks(const onnx::GraphProto& graph) {
                std::to_string(x->second);
       }
     }
+    // The convolution/pooling inference divides by strides (a zero stride
+    // raised SIGFPE, found by fuzzing) and sizes by kernel_shape and
+    // dilations; SpaceToDepth/DepthToSpace divide by blocksize. No ONNX
+    // operator allows any of these below 1, whatever its op type.
+    for (const auto& a : node.attribute()) {
+      const std::string& name = a.name();
+      if (name != "strides" && name != "dilations" && name != "kernel_shape" && name != "blocksize") continue;
+      bool positive = a.type() != onnx::AttributeProto::INT || a.i() >= 1;
+      for (int64_t v : a.ints()) positive = positive && v >= 1;
+      if (!positive) {
+        return "node \"" + node.name() + "\" (" + op + "): attribute " + name + " has a value below 1";
+      }
+    }
     for (const auto& a : node.attribute()) {
       if (a.has_g()) {
-        std::string bad = check_conv_ranks(a.g());
+        std::string bad = check_inference_inputs(a.g());
         if (!bad.empty()) return bad;
       }
       for (const auto& g : a.graphs()) {
-        std::string bad = check_conv_ranks(g);
+        std::string bad = check_inference_inputs(g);
         if (!bad.empty()) return bad;
       }
     }
@@ -194,7 +207,7 @@ std::string run_shape_inference(onnx::ModelProto& model) {
   } catch (...) {
     return "shape inference skipped: a node does not match its operator schema";
   }
-  if (std::string bad = check_conv_ranks(model.graph()); !bad.empty()) {
+  if (std::string bad = check_inference_inputs(model.graph()); !bad.empty()) {
     return "shape inference skipped: " + bad;
   }
   try {

@@ -291,6 +291,47 @@ TEST(OnnxReader, FuzzRegressionLayerNormOfAScalar) {
   EXPECT_NE(r->warnings[0].find("axis"), std::string::npos) << r->warnings[0];
 }
 
+// Found by fuzz_onnx_reader (in CI): libonnx 1.12's pooling inference
+// divides by the strides; a zero stride raised SIGFPE. The load succeeds with
+// a warning naming the node and the attribute.
+TEST(OnnxReader, FuzzRegressionMaxPoolZeroStride) {
+  auto m = make_model(12);
+  auto* g = m.mutable_graph();
+  add_input(g, "x", {1, 1, 5, 5});
+  auto* node = add_node(g, "MaxPool", {"x"}, {"y"}, "pool");
+  auto* k = node->add_attribute();
+  k->set_name("kernel_shape");
+  k->set_type(onnx::AttributeProto::INTS);
+  k->add_ints(2);
+  k->add_ints(2);
+  auto* s = node->add_attribute();
+  s->set_name("strides");
+  s->set_type(onnx::AttributeProto::INTS);
+  s->add_ints(2);
+  s->add_ints(0);
+  add_output(g, "y");
+  auto r = load(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("pool"), std::string::npos) << r->warnings[0];
+  EXPECT_NE(r->warnings[0].find("strides"), std::string::npos) << r->warnings[0];
+}
+
+// Every input that once crashed the fuzzer loads to a model or an error here
+// too, so the sanitizer build of the unit tests guards them without fuzzing.
+TEST(OnnxReader, FuzzRegressionFilesLoadOrFailCleanly) {
+  const std::filesystem::path dir = std::filesystem::path(KVANT_SOURCE_DIR) / "tests/fuzz/regressions";
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    auto r = load_onnx(entry.path());
+    if (!r.ok()) {
+      EXPECT_FALSE(r.status().message().empty()) << entry.path();
+    }
+    ++files;
+  }
+  EXPECT_GE(files, 3);
+}
+
 TEST(OnnxReader, OpsetRange) {
   auto m = relu_model();
   m.mutable_opset_import(0)->set_version(21);
