@@ -23,6 +23,7 @@ namespace {
 struct Reference {
   std::vector<std::vector<float>> outputs;
   std::vector<bool> classifier;
+  std::vector<ClassMap> maps;
   std::vector<int64_t> labels;
 };
 
@@ -60,18 +61,21 @@ OutputScores measure(const Model& model, SampleSource& data, const std::string& 
     if (outputs) outputs->push_back(y);
     if (record) {
       const bool classifier = is_classifier_output(it->second);
+      const ClassMap map = class_map_of(it->second);
       const int64_t label = n < record->labels.size() ? record->labels[n] : -1;
       if (classifier && label >= static_cast<int64_t>(y.size())) {
         fail("label " + std::to_string(n) + " is class " + std::to_string(label) + ", but the model scores " +
              std::to_string(y.size()) + " classes");
       }
-      scores.add(y.data(), y.data(), static_cast<int64_t>(y.size()), classifier, label);
+      scores.add(y.data(), y.data(), static_cast<int64_t>(y.size()), classifier, label, map);
       record->outputs.push_back(std::move(y));
       record->classifier.push_back(classifier);
+      record->maps.push_back(map);
     } else {
       if (n >= ref->outputs.size() || ref->outputs[n].size() != y.size()) fail("the quantized output differs in size");
       const int64_t label = n < ref->labels.size() ? ref->labels[n] : -1;
-      scores.add(ref->outputs[n].data(), y.data(), static_cast<int64_t>(y.size()), ref->classifier[n], label);
+      scores.add(ref->outputs[n].data(), y.data(), static_cast<int64_t>(y.size()), ref->classifier[n], label,
+                 ref->maps[n]);
     }
     ++n;
   }
@@ -163,11 +167,16 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     fail(std::string("--metric ") + task_metric_name(o.metric) +
          " needs one row of class scores per sample; output \"" + output + "\" is not (use --metric sqnr or mse)");
   }
+  if (needs_class_map(o.metric) && s.fp32.map_samples != s.fp32.samples) {
+    fail("--metric miou needs a per-pixel class score map [N, C, ...] with C > 1 per sample; output \"" + output +
+         "\" is not (use --metric sqnr or mse)");
+  }
   const bool higher = o.custom ? o.custom_higher_is_better : higher_is_better(o.metric);
   switch (o.metric) {
     case TaskMetric::kTop1:
     case TaskMetric::kTop5: s.threshold = s.fp32.value(o.metric) - o.drop / 100; break;
-    case TaskMetric::kAgreement: s.threshold = 1 - o.drop / 100; break;
+    case TaskMetric::kAgreement:
+    case TaskMetric::kMiou: s.threshold = 1 - o.drop / 100; break;
     case TaskMetric::kSqnr:
     case TaskMetric::kMse: s.threshold = o.drop; break;
   }

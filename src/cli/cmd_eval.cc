@@ -99,6 +99,8 @@ int eval_command(const EvalArgs& a) {
   std::vector<Scores> scores(models.size());
   int64_t n = 0, classifier_rows = 0;
   bool classifier = true;
+  ClassMap map;  // the output's class map layout, when every sample's is one
+  bool is_map = true;
   const int64_t total = data->size() >= 0 && a.limit >= 0 ? std::min(data->size(), a.limit) : data->size();
   auto last_progress = std::chrono::steady_clock::now();
   while (auto feed = data->next()) {
@@ -116,6 +118,10 @@ int eval_command(const EvalArgs& a) {
       scores[m].last = y.to_float_vector();
       // One row of scores per sample: a classifier.
       classifier = classifier && y.rank() >= 1 && y.numel() == y.shape().back() && y.numel() > 1;
+      if (m == 0) {
+        map = class_map_of(y);
+        is_map = is_map && map.classes > 0;
+      }
     }
     int64_t label = -1;
     if (classifier) {
@@ -140,7 +146,7 @@ int eval_command(const EvalArgs& a) {
       if (x.size() != y.size()) {
         fail(a.models[m] + "'s output differs in size from " + a.models[0] + "'s on sample " + std::to_string(n));
       }
-      scores[m].sums.add(x.data(), y.data(), static_cast<int64_t>(x.size()), classifier, label);
+      scores[m].sums.add(x.data(), y.data(), static_cast<int64_t>(x.size()), classifier, label, map);
     }
     ++n;
     // On a terminal only, at most 5 times a second (a slow model took minutes
@@ -173,13 +179,13 @@ int eval_command(const EvalArgs& a) {
   }
   // One table row per model; columns that do not apply stay empty.
   std::vector<std::vector<std::string>> rows = {
-      {"model", "size", "vs FP32", "top-1", "vs first", "top-1 agreement", "output SQNR"}};
+      {"model", "size", "vs FP32", "top-1", "vs first", "top-1 agreement", "output SQNR", "mean IoU"}};
   Json jm = Json::array();
   const int64_t first_bytes = model_bytes_on_disk(a.models[0]);
   double acc0 = 0;
   for (size_t m = 0; m < models.size(); ++m) {
     Json o = Json::object();
-    std::vector<std::string> row(7);
+    std::vector<std::string> row(8);
     row[0] = a.models[m];
     o.set("model", a.models[m]);
     const int64_t bytes = model_bytes_on_disk(a.models[m]);
@@ -203,18 +209,25 @@ int eval_command(const EvalArgs& a) {
         row[5] = fixed(100 * share, 2) + "%";
       }
       row[6] = std::isfinite(sqnr) ? fixed(sqnr, 1) + " dB" : std::string("exact");
+      if (is_map) {
+        o.set("miou", sc.miou());
+        row[7] = fixed(100 * sc.miou(), 2) + "%";
+      }
     }
     rows.push_back(row);
     jm.push(o);
   }
-  std::vector<size_t> width(7, 0);
+  std::vector<size_t> width(8, 0);
   for (const auto& r : rows) {
     for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
   }
   for (const auto& r : rows) {
     std::string line;
     for (size_t c = 0; c < r.size(); ++c) {
-      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && models.size() < 2)) continue;
+      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && models.size() < 2) || (c == 5 && !classifier) ||
+          (c == 7 && !is_map)) {
+        continue;
+      }
       std::string cell = r[c];
       cell.resize(width[c], ' ');
       line += cell + "  ";
@@ -234,8 +247,9 @@ CommandFn add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Measure a model's accuracy, and its quantized version's, on real data");
   cmd->footer(
       "With labels, prints top-1 accuracy of each model; every model after the first is compared with it: how\n"
-      "often their top-1 agrees and the SQNR of its outputs against the first's. An IDX image file finds its label "
-      "file beside it.\n\n"
+      "often their top-1 agrees and the SQNR of its outputs against the first's; for a segmentation output (class\n"
+      "scores [N, C, H, W]) the mean IoU of its per-pixel class map against the first's. An IDX image file finds its "
+      "label file beside it.\n\n"
       "example: kvant eval cnn.onnx cnn.int8.onnx --data t10k-images-idx3-ubyte.gz --preprocess mean=0.286,std=0.353");
   cmd->add_option("models", a->models, "The model, then optionally its quantized versions (compared with the first)")
       ->required()

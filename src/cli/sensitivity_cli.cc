@@ -34,7 +34,9 @@ std::string duration(double s) {
   return buf;
 }
 
-bool is_share(TaskMetric m) { return m == TaskMetric::kTop1 || m == TaskMetric::kTop5 || m == TaskMetric::kAgreement; }
+bool is_share(TaskMetric m) {
+  return m == TaskMetric::kTop1 || m == TaskMetric::kTop5 || m == TaskMetric::kAgreement || m == TaskMetric::kMiou;
+}
 
 }  // namespace
 
@@ -82,6 +84,7 @@ Json scores_json(const OutputScores& s, TaskMetric metric) {
   j.set("output_sqnr_db", s.sqnr_db());
   j.set("mse", s.mse());
   if (s.classifier_rows > 0) j.set("agreement", s.agreement());
+  if (s.map_samples > 0) j.set("miou", s.miou());
   if (s.labelled_rows > 0) {
     j.set("top1", s.top1());
     j.set("top5", s.top5());

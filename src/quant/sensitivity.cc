@@ -49,14 +49,17 @@ struct Sample {
   std::vector<float> quantized_output;
   int64_t label = -1;
   bool classifier = false;
+  ClassMap map;
   size_t bytes = 0;
 };
 
-std::vector<float> scored(const std::map<std::string, Tensor>& out, const std::string& name, bool* classifier) {
+std::vector<float> scored(const std::map<std::string, Tensor>& out, const std::string& name, bool* classifier,
+                          ClassMap* map = nullptr) {
   auto it = out.find(name);
   if (it == out.end()) fail("the model computed no output \"" + name + "\"");
   if (!is_float(it->second.dtype())) fail("output \"" + name + "\" is " + it->second.describe() + ", not float");
   *classifier = is_classifier_output(it->second);
+  if (map != nullptr) *map = class_map_of(it->second);
   return it->second.to_float_vector();
 }
 
@@ -245,11 +248,15 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
         throw Error(e.code(), "sample " + std::to_string(sample_index) + ": " + e.what());
       }
       bool classifier = false;
-      s.reference = scored(out, output, &classifier);
+      s.reference = scored(out, output, &classifier, &s.map);
       if (needs_classifier(options.metric) && !classifier) {
         fail(std::string("--metric ") + task_metric_name(options.metric) +
              " needs one row of class scores per sample; output \"" + output + "\" is " + out.at(output).describe() +
              " (use --metric sqnr or mse)");
+      }
+      if (needs_class_map(options.metric) && s.map.classes == 0) {
+        fail("--metric miou needs a per-pixel class score map [N, C, ...] with C > 1; output \"" + output + "\" is " +
+             out.at(output).describe() + " (use --metric sqnr or mse)");
       }
       if (!labels.empty()) {
         if (sample_index >= static_cast<int64_t>(labels.size())) {
@@ -297,8 +304,8 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
         }
       }
       const auto n = static_cast<int64_t>(s.reference.size());
-      result.fp32.add(s.reference.data(), s.reference.data(), n, classifier, s.label);
-      result.quantized.add(s.reference.data(), s.quantized_output.data(), n, classifier, s.label);
+      result.fp32.add(s.reference.data(), s.reference.data(), n, classifier, s.label, s.map);
+      result.quantized.add(s.reference.data(), s.quantized_output.data(), n, classifier, s.label, s.map);
       per_sample = std::max(per_sample, s.bytes);
       bytes += s.bytes;
       chunk.push_back(std::move(s));
@@ -323,7 +330,7 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
         if (!p.affects_output) {  // the output is the base model's
           for (const Sample& s : chunk) {
             const auto& y = pass == 0 ? s.reference : s.quantized_output;
-            scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), s.classifier, s.label);
+            scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), s.classifier, s.label, s.map);
             if (custom && pass == 0) layer_outputs[i].push_back(y);
           }
           continue;
@@ -345,7 +352,7 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
           bool classifier = false;
           const std::vector<float> y = scored(out, output, &classifier);
           if (y.size() != s.reference.size()) fail("layer \"" + ls.layer.node + "\": the output changed size");
-          scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), classifier, s.label);
+          scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), classifier, s.label, s.map);
           if (custom && pass == 0) layer_outputs[i].push_back(y);
           done_work += p.work;
           if (options.progress) {

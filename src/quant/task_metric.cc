@@ -15,7 +15,9 @@ TaskMetric parse_task_metric(const std::string& name) {
   if (name == "agreement") return TaskMetric::kAgreement;
   if (name == "sqnr") return TaskMetric::kSqnr;
   if (name == "mse") return TaskMetric::kMse;
-  throw Error(ErrorCode::kInvalidArgument, "--metric must be top1, top5, agreement, sqnr or mse, got \"" + name + "\"");
+  if (name == "miou") return TaskMetric::kMiou;
+  throw Error(ErrorCode::kInvalidArgument,
+              "--metric must be top1, top5, agreement, sqnr, mse or miou, got \"" + name + "\"");
 }
 
 const char* task_metric_name(TaskMetric metric) {
@@ -25,6 +27,7 @@ const char* task_metric_name(TaskMetric metric) {
     case TaskMetric::kAgreement: return "agreement";
     case TaskMetric::kSqnr: return "sqnr";
     case TaskMetric::kMse: return "mse";
+    case TaskMetric::kMiou: return "miou";
   }
   return "?";
 }
@@ -33,11 +36,18 @@ bool higher_is_better(TaskMetric metric) { return metric != TaskMetric::kMse; }
 bool needs_labels(TaskMetric metric) { return metric == TaskMetric::kTop1 || metric == TaskMetric::kTop5; }
 bool needs_classifier(TaskMetric metric) { return needs_labels(metric) || metric == TaskMetric::kAgreement; }
 
+bool needs_class_map(TaskMetric metric) { return metric == TaskMetric::kMiou; }
+
+ClassMap class_map_of(const Tensor& y) {
+  if (y.rank() < 3 || y.shape()[1] < 2 || y.numel() == 0) return {};
+  return {y.shape()[1], y.numel() / (y.shape()[0] * y.shape()[1])};
+}
+
 bool is_classifier_output(const Tensor& y) { return y.rank() >= 1 && y.numel() == y.shape().back() && y.numel() > 1; }
 
 int64_t argmax(const float* v, int64_t n) { return static_cast<int64_t>(std::max_element(v, v + n) - v); }
 
-void OutputScores::add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label) {
+void OutputScores::add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label, ClassMap map) {
   ++samples;
   for (int64_t i = 0; i < n; ++i) {
     const double d = static_cast<double>(ref[i]) - y[i];
@@ -45,6 +55,33 @@ void OutputScores::add(const float* ref, const float* y, int64_t n, bool classif
     noise += d * d;
   }
   elements += n;
+  if (map.classes > 1 && map.inner > 0 && n % (map.classes * map.inner) == 0) {
+    ++map_samples;
+    const auto classes = static_cast<size_t>(map.classes);
+    if (intersection.size() < classes) {
+      intersection.resize(classes, 0);
+      union_.resize(classes, 0);
+    }
+    // Argmax over the class axis of each pixel, first of equal scores.
+    auto pixel_class = [&](const float* v, int64_t base, int64_t p) {
+      int64_t best = 0;
+      for (int64_t c = 1; c < map.classes; ++c) {
+        if (v[base + c * map.inner + p] > v[base + best * map.inner + p]) best = c;
+      }
+      return best;
+    };
+    for (int64_t base = 0; base < n; base += map.classes * map.inner) {
+      for (int64_t p = 0; p < map.inner; ++p) {
+        const int64_t a = pixel_class(ref, base, p), b = pixel_class(y, base, p);
+        ++union_[static_cast<size_t>(a)];
+        if (a == b) {
+          ++intersection[static_cast<size_t>(a)];
+        } else {
+          ++union_[static_cast<size_t>(b)];
+        }
+      }
+    }
+  }
   if (!classifier) return;
   ++classifier_rows;
   const int64_t top = argmax(y, n);
@@ -70,6 +107,16 @@ double OutputScores::agreement() const { return share(agree, classifier_rows); }
 double OutputScores::sqnr_db() const {
   return noise > 0 ? 10 * std::log10(signal / noise) : std::numeric_limits<double>::infinity();
 }
+double OutputScores::miou() const {
+  double sum = 0;
+  int64_t classes = 0;
+  for (size_t c = 0; c < union_.size(); ++c) {
+    if (union_[c] == 0) continue;
+    sum += static_cast<double>(intersection[c]) / static_cast<double>(union_[c]);
+    ++classes;
+  }
+  return classes > 0 ? sum / static_cast<double>(classes) : 1.0;
+}
 double OutputScores::mse() const { return elements > 0 ? noise / static_cast<double>(elements) : 0.0; }
 
 double OutputScores::value(TaskMetric metric) const {
@@ -79,6 +126,7 @@ double OutputScores::value(TaskMetric metric) const {
     case TaskMetric::kAgreement: return agreement();
     case TaskMetric::kSqnr: return sqnr_db();
     case TaskMetric::kMse: return mse();
+    case TaskMetric::kMiou: return miou();
   }
   return 0;
 }

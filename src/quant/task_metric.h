@@ -8,29 +8,45 @@
 //   sqnr       10 log10(sum x^2 / sum (x - y)^2) in dB, x the FP32 output,
 //              y this model's, over every element of every sample
 //   mse        sum (x - y)^2 / elements
+//   miou       mean intersection over union of the per-pixel class map
+//              (argmax over axis 1 of an [N, C, ...] score map) against the
+//              FP32 model's map: per class, pixels both maps give it over
+//              pixels either gives it, summed over the set, averaged over the
+//              classes that occur in either map
 //
 // top1/top5/agreement count only classifier outputs (one row of scores per
-// sample, is_classifier_output). Higher is better for all but mse.
+// sample, is_classifier_output), miou only score maps (class_map_of). Higher
+// is better for all but mse.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ir/tensor.h"
 
 namespace kvant {
 
-enum class TaskMetric { kTop1, kTop5, kAgreement, kSqnr, kMse };
+enum class TaskMetric { kTop1, kTop5, kAgreement, kSqnr, kMse, kMiou };
 
-// "top1", "top5", "agreement", "sqnr", "mse"; throws Error listing them.
+// "top1", "top5", "agreement", "sqnr", "mse", "miou"; throws Error listing them.
 TaskMetric parse_task_metric(const std::string& name);
 const char* task_metric_name(TaskMetric metric);
 bool higher_is_better(TaskMetric metric);
 bool needs_labels(TaskMetric metric);
 bool needs_classifier(TaskMetric metric);
+bool needs_class_map(TaskMetric metric);
 
 // One row of scores per sample ([1, C], [C], ...), with C > 1.
 bool is_classifier_output(const Tensor& y);
+
+// A per-pixel score map: rank >= 3, axis 1 the classes (more than one), the
+// values laid out [outer, classes, inner]. classes == 0: not a map.
+struct ClassMap {
+  int64_t classes = 0;
+  int64_t inner = 0;  // pixels per map
+};
+ClassMap class_map_of(const Tensor& y);
 
 struct OutputScores {
   int64_t samples = 0;
@@ -40,15 +56,19 @@ struct OutputScores {
   int64_t agree = 0;                   // same top-1 as the reference
   double signal = 0, noise = 0;        // sum x^2, sum (x - y)^2 against the reference x
   int64_t elements = 0;
+  int64_t map_samples = 0;
+  std::vector<int64_t> intersection, union_;  // per class of the class maps
 
   // One sample: `ref` the FP32 model's output, `y` this model's (n values
-  // each); `classifier` when the output is a row of scores; label -1: none.
-  void add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label);
+  // each); `classifier` when the output is a row of scores; label -1: none;
+  // `map` the output's class map layout when it is one.
+  void add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label, ClassMap map = {});
   double top1() const;
   double top5() const;
   double agreement() const;
   double sqnr_db() const;  // +inf when y equals ref
   double mse() const;
+  double miou() const;  // 1 when no class occurs (no map scored)
   double value(TaskMetric metric) const;
 };
 
