@@ -111,7 +111,10 @@ Model quantize_mix(const Model& fp32, SampleSource* calibration, const QuantizeO
   QuantizeOptions o = options;
   o.exclude.insert(o.exclude.end(), keep.begin(), keep.end());
   o.progress = nullptr;
-  if (o.mode == QuantMode::kStatic) return quantize_static(fp32, *calibration, o, sum);
+  if (o.mode == QuantMode::kStatic) {  // W4A8: the `int8` layers keep 8-bit weights
+    o.int8_weight_layers.insert(o.int8_weight_layers.end(), int8.begin(), int8.end());
+    return quantize_static(fp32, *calibration, o, sum);
+  }
   // INT4 for all but `keep` and `int8`; the `int8` layers' weight DequantizeLinear
   // (and what it reads) taken from an 8-bit quantization of those layers alone.
   QuantizeOptions all = o;

@@ -423,7 +423,9 @@ int quantize_command(const QuantizeArgs& a) {
                                            QuantizeSummary* sum) {
       return quantize_mix(fp32, data.get(), options, a.bits, keep, int8, sum);
     };
-    target.int8_ladder = options.mode == QuantMode::kWeightOnly && a.bits == 4;
+    // INT4 -> INT8 -> FP32: weight-only INT4, and static W4A8 (--weight-bits 4).
+    target.int8_ladder = (options.mode == QuantMode::kWeightOnly && a.bits == 4) ||
+                         (options.mode == QuantMode::kStatic && a.weight_bits == 4);
     search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval, target, std::cout);
     quantized = search->model;
     summary = search->summary;

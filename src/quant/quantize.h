@@ -47,6 +47,9 @@ struct QuantizeOptions {
   // Node names, op types, or "first"/"last" (the first/last Conv, Gemm or
   // MatMul): these stay FP32.
   std::vector<std::string> exclude;
+  // Static mode with 4-bit weights (W4A8): these layers (node names) keep
+  // 8-bit weights, the accuracy target's INT4 -> INT8 step.
+  std::vector<std::string> int8_weight_layers;
   // Static mode: subtract each Conv/Gemm's mean output shift from weight
   // rounding, (Wq - W) E[x] from calibration data, from its bias
   // (quant/algorithms/bias_correction.cc).

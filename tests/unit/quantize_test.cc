@@ -115,6 +115,30 @@ TEST(StaticPtq, ExcludeFirstKeepsTheConvInFloat) {
   EXPECT_EQ(summary.kept_fp32[0], "conv");
 }
 
+// Static W4A8 with one layer moved back up to 8-bit weights (the accuracy
+// target's INT4 -> INT8 step): that layer's weight codes are int8, the
+// other's int4, both on one opset-21 file.
+TEST(StaticPtq, W4A8KeepsTheListedLayersAtEightBitWeights) {
+  VectorSource calib = random_samples(4, 1);
+  QuantizeOptions options;
+  options.weight_type = DType::kInt4;
+  options.int8_weight_layers = {"fc"};
+  QuantizeSummary summary;
+  const Model q = quantize_static(conv_model(), calib, options, &summary);
+  EXPECT_GE(q.opset(), 21);
+  ASSERT_TRUE(q.graph.initializers.count("W/q"));
+  ASSERT_TRUE(q.graph.initializers.count("W2/q"));
+  EXPECT_EQ(q.graph.initializers.at("W/q").dtype(), DType::kInt4);
+  EXPECT_EQ(q.graph.initializers.at("W2/q").dtype(), DType::kInt8);
+  // The 8-bit layer's codes use the int8 range: its largest weight maps to 127.
+  const Tensor& w2 = q.graph.initializers.at("W2/q");
+  int max_code = 0;
+  for (int64_t i = 0; i < w2.numel(); ++i)
+    max_code = std::max(max_code, std::abs(static_cast<int>(w2.get_as_double(i))));
+  EXPECT_EQ(max_code, 127);
+  EXPECT_EQ(summary.kept_fp32.size(), 0u);
+}
+
 // x -> Conv -> Relu -> MaxPool -> Concat -> Conv 1x1 -> y
 // x -> Conv (k 2, stride 2: a signed output) -^
 // The Concat's signed range must not reach back over the MaxPool into the

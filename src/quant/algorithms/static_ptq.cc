@@ -440,12 +440,17 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   // AdaRound and bias correction change float weights and biases before any
   // node is inserted (q.nodes[idx] is still g.nodes[idx]); the loop below
   // quantizes them with the same params (adaround.h, bias_correction.h).
+  const std::set<std::string> int8_layers(options.int8_weight_layers.begin(), options.int8_weight_layers.end());
+  auto weight_type_of = [&](const Node& n) {
+    if (!four_bit || !int8_layers.count(n.name)) return options.weight_type;
+    return options.weight_type == DType::kUInt4 ? DType::kUInt8 : DType::kInt8;
+  };
   auto weight_params_of = [&](size_t idx) -> std::optional<QuantParams> {
     const Node& n = g.nodes[idx];
     auto w = g.initializers.find(n.inputs[1]);
     if (!params.count(plan.groups.find(n.inputs[0])) || w == g.initializers.end()) return std::nullopt;
     check_finite_weight(w->second, n.inputs[1], options.allow_nonfinite);
-    return weight_params(w->second, per_axis_ok ? weight_axis(n, w->second) : -1, options.weight_type,
+    return weight_params(w->second, per_axis_ok ? weight_axis(n, w->second) : -1, weight_type_of(n),
                          options.weight_symmetry, options.reduce_range);
   };
   const std::map<size_t, Tensor> rounded =
@@ -465,7 +470,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
     const int axis = per_axis_ok ? weight_axis(n, w) : -1;
     // reduce_range: 7-bit weights, as ONNX Runtime's quantizer does for CPUs
     // without VNNI (u8 x s7 pair sums fit int16: exact vpmaddubsw kernels).
-    QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry, options.reduce_range);
+    QuantParams wp = weight_params(w, axis, weight_type_of(n), options.weight_symmetry, options.reduce_range);
     if (q.initializers.count(n.inputs[1])) insert_weight_dq(q, n.inputs[1], wp, /*explicit_zero_point=*/true);
     if (n.op_type != "MatMul" && !bias.empty() && q.initializers.count(bias)) {
       const Tensor& b = q.initializers.at(bias);
