@@ -241,20 +241,42 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     return std::vector<std::string>(s.ranking.begin(), s.ranking.begin() + static_cast<std::ptrdiff_t>(k));
   };
   const size_t n = s.ranking.size();
+  // One rung: step(k) quantizes with the k most sensitive layers moved up and
+  // says whether the target is met; k from 1 to `last`.
+  auto climb = [&](size_t last, const std::function<bool(size_t)>& step) {
+    if (!o.bisect) {
+      for (size_t k = 1; k <= last && !s.met; ++k) s.met = step(k);
+      return;
+    }
+    // Bisection: `lo` misses (0 is step 0), `hi` meets once tried.
+    if (last == 0 || !step(last)) return;
+    s.met = true;
+    size_t lo = 0, hi = last;
+    while (hi - lo > 1) {
+      const size_t mid = lo + (hi - lo) / 2;
+      (step(mid) ? hi : lo) = mid;
+    }
+  };
+  auto moved = [&](size_t k, const char* to) {
+    if (!o.bisect) return s.ranking[k - 1] + " -> " + to;
+    return std::to_string(k) + " most sensitive -> " + to;
+  };
   if (o.int8_ladder) {  // INT4 -> INT8 first, every layer
-    for (size_t k = 1; k <= n && !s.met; ++k) {
+    climb(n, [&](size_t k) {
       QuantizeSummary summary;
       Model model = quantize({}, first_k(k), &summary);
-      s.met = walk(std::move(model), summary, {}, first_k(k), s.ranking[k - 1] + " -> INT8");
-    }
+      return walk(std::move(model), summary, {}, first_k(k), moved(k, "INT8"));
+    });
   }
-  for (size_t k = 1; k < layers.size() && k <= n && !s.met; ++k) {
-    std::vector<std::string> kept = first_k(k);
-    std::vector<std::string> int8;
-    if (o.int8_ladder) int8.assign(s.ranking.begin() + static_cast<std::ptrdiff_t>(k), s.ranking.end());
-    QuantizeSummary summary;
-    Model model = quantize(kept, int8, &summary);
-    s.met = walk(std::move(model), summary, kept, int8, s.ranking[k - 1] + " -> FP32");
+  if (!s.met) {
+    climb(std::min(n, layers.size() - 1), [&](size_t k) {
+      std::vector<std::string> kept = first_k(k);
+      std::vector<std::string> int8;
+      if (o.int8_ladder) int8.assign(s.ranking.begin() + static_cast<std::ptrdiff_t>(k), s.ranking.end());
+      QuantizeSummary summary;
+      Model model = quantize(kept, int8, &summary);
+      return walk(std::move(model), summary, kept, int8, moved(k, "FP32"));
+    });
   }
   for (size_t i = 0; i < s.steps.size(); ++i) {
     const FrontierStep& st = s.steps[i];

@@ -44,6 +44,11 @@ struct TargetOptions {
   std::function<double(const std::vector<std::vector<float>>&, const std::string&)> custom;
   bool custom_higher_is_better = true;
   bool int8_ladder = false;  // weight-only INT4: INT4 -> INT8 -> FP32
+  // Each rung of the ladder (INT8, then FP32) tried k = 1, 2, ... in turn
+  // (the whole frontier), or bisected over k, taking the metric to improve as
+  // k grows: about log2(layers) steps instead of up to `layers` on a deep
+  // model, at the risk of missing a smaller k where it does not.
+  bool bisect = false;
 };
 
 struct FrontierStep {

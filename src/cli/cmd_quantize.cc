@@ -79,6 +79,7 @@ struct QuantizeArgs {
   std::string metric;
   std::string metric_cmd;
   std::string metric_better = "higher";
+  std::string search = "linear";
   bool equalize = false;
   bool bias_correction = false;
   std::string rounding = "nearest";
@@ -166,7 +167,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
   if (a.given.count("--percentile") && a.calibrator != "percentile") {
     fail("--percentile applies to --calibrator percentile only");
   }
-  for (const char* option : {"--eval", "--labels", "--metric", "--metric-cmd", "--metric-better"}) {
+  for (const char* option : {"--eval", "--labels", "--metric", "--metric-cmd", "--metric-better", "--search"}) {
     if (a.given.count(option) && !a.given.count("--accuracy-target")) {
       fail(std::string(option) + " applies only with --accuracy-target DROP");
     }
@@ -401,6 +402,10 @@ int quantize_command(const QuantizeArgs& a) {
     }
     target.drop = a.accuracy_target;
     if (!(target.drop >= 0)) fail("--accuracy-target must be >= 0");
+    if (a.search != "linear" && a.search != "bisect") {
+      fail("--search must be linear or bisect, got \"" + a.search + "\"");
+    }
+    target.bisect = a.search == "bisect";
   }
 
   QuantizeSummary summary;
@@ -587,6 +592,10 @@ CommandFn add_quantize_command(CLI::App& app) {
   cmd->add_option("--metric-cmd", a->metric_cmd,
                   "--accuracy-target: your own metric (see 'kvant help sensitivity'); DROP is then in its units");
   cmd->add_option("--metric-better", a->metric_better, "--metric-cmd: higher or lower")->capture_default_str();
+  cmd->add_option("--search", a->search,
+                  "--accuracy-target: linear (k = 1, 2, ... layers kept high: the whole frontier) or bisect (about "
+                  "log2(layers) steps; assumes keeping more layers high never lowers the metric)")
+      ->capture_default_str();
   cmd->add_flag("--equalize", a->equalize,
                 "Cross-layer equalization first: rescale Conv/Gemm pairs through Relu so per-channel weight ranges "
                 "match (same FP32 function; helps --per-tensor, e.g. depthwise networks)");

@@ -94,6 +94,23 @@ assert k == len(steps) - 1 and steps[-1]["kept_fp32"] == t["ranking"][:k], t  # 
 rep = json.load(open("t1.json"))
 assert sorted(rep["kept_fp32"]) == sorted(steps[-1]["kept_fp32"]), rep["kept_fp32"]
 PY
+# --search bisect: about log2(layers) steps; every k below linear's first
+# meeting k missed there (same quantization, same data), so bisection's k is
+# at least linear's.
+expect_ok "bisected tight target" ": met" "$KVANT" "${Q[@]}" -o t1b.onnx --accuracy-target "$tight" --search bisect --report t1b.json
+/usr/bin/python3 - "$tight" <<'PY' && pass || fail "t1b.json: $(cat t1b.json)"
+import json, math, sys
+tight = float(sys.argv[1])
+lin = json.load(open("t1.json"))["accuracy_target"]
+t = json.load(open("t1b.json"))["accuracy_target"]
+steps, n = t["frontier"], len(t["ranking"])
+chosen = steps[t["chosen_step"]]
+k = len(chosen["kept_fp32"])
+assert t["met"] and chosen["metric"] >= tight and chosen["kept_fp32"] == t["ranking"][:k], t
+assert k >= len(lin["frontier"][lin["chosen_step"]]["kept_fp32"]), (k, lin)
+assert len(steps) - 1 <= math.ceil(math.log2(n)) + 1, (len(steps), n)
+assert steps[1]["moved"].endswith("most sensitive -> FP32"), steps[1]
+PY
 expect_ok "the model written runs" "top-1 agreement" "$KVANT" eval model.onnx t1.onnx --data calib --labels labels.npy
 if command -v node >/dev/null && [[ -d "$ROOT/node_modules/onnxruntime-node" ]]; then
   node "$ROOT/scripts/ort_run.js" t1.onnx --input calib/fashion_mnist_0.npy --output-dir ort >ort.txt 2>&1 &&
@@ -114,6 +131,19 @@ else
   /usr/bin/python3 -c "import json; t=json.load(open('t2.json'))['accuracy_target']; assert not t['met'] and len(t['frontier']) == 5, t" &&
     pass || fail "t2.json: $(cat t2.json)"
 fi
+# Static W4A8 (--weight-bits 4): layers move to 8-bit weights first, then FP32.
+QS=(quantize model.onnx --calib calib --weight-bits 4 --eval calib --metric sqnr --no-speed-check --report-samples 0 -f)
+"$KVANT" "${QS[@]}" -o s0.onnx --accuracy-target 1 --report s0.json >/dev/null 2>&1
+plain=$(/usr/bin/python3 -c "import json; print(json.load(open('s0.json'))['accuracy_target']['frontier'][0]['metric'])")
+tight=$(/usr/bin/python3 -c "print(round($plain + 3.0, 3))")
+expect_ok "W4A8 tight target ($tight dB; plain W4A8 $plain dB)" ": met" "$KVANT" "${QS[@]}" -o s1.onnx --accuracy-target "$tight" --report s1.json
+/usr/bin/python3 - "$tight" <<'PY' && pass || fail "s1.json: $(cat s1.json)"
+import json, sys
+t = json.load(open("s1.json"))["accuracy_target"]
+steps = t["frontier"]
+assert t["met"] and len(steps) >= 2 and steps[-1]["metric"] >= float(sys.argv[1]), steps
+assert steps[1]["moved"].endswith("-> INT8") and steps[1]["int8"] == t["ranking"][:1] and steps[1]["kept_fp32"] == [], steps[1]
+PY
 # Weight-only INT4: layers move INT4 -> INT8 first, then FP32.
 QW=(quantize model.onnx --mode weight-only --bits 4 --group-size 32 --eval calib --metric sqnr --no-speed-check -f)
 expect_ok "INT4 loose target" "step 0: 0 kept FP32, 0 INT8" "$KVANT" "${QW[@]}" -o w0.onnx --accuracy-target 1 --report w0.json
@@ -162,6 +192,8 @@ PY
 
 expect_error "--eval without --accuracy-target" "applies only with --accuracy-target" \
   "$KVANT" quantize model.onnx -o x.onnx --calib calib --eval calib
+expect_error "--search bogus" "--search must be linear or bisect" \
+  "$KVANT" quantize model.onnx -o x.onnx --calib calib --accuracy-target 1 --eval calib --search bogus
 expect_error "--accuracy-target without --eval" "needs evaluation data" \
   "$KVANT" quantize model.onnx -o x.onnx --calib calib --accuracy-target 1
 expect_error "--accuracy-target with labels of another length" "hold 2 entries for 3 samples" \
