@@ -237,6 +237,12 @@ enum class WeightOnlyFormat {
   kQdq,          // opset-21 blocked DequantizeLinear -> MatMul/Gemm
   kMatMulNBits,  // ONNX Runtime's com.microsoft.MatMulNBits
 };
+// How weights are rounded (`kvant quantize --rounding`).
+enum class RoundingMethod {
+  kNearest,   // round to nearest
+  kAdaRound,  // static: a learned up/down choice per weight against each layer's output on the calibration data
+  kGptq,      // weight-only MatMul/Gemm: GPTQ on the calibration data (needs the reader overload)
+};
 
 // The options of `kvant quantize`; each applies to the modes named, and an
 // option set away from its default in another mode is an error (as on the
@@ -264,6 +270,34 @@ struct QuantizationOptions {
   // Quantize weights holding NaN/Inf (NaN becomes the zero point) instead of
   // refusing them.
   bool allow_nonfinite = false;
+
+  // The rewrites and roundings below match `kvant quantize`'s options of the
+  // same names. Those that learn from data read the calibration reader: the
+  // static call's, or the one given to the dynamic / weight-only overloads
+  // that take a reader (then max_samples applies to weight-only as well).
+  // Static: 8, or 4 for W4A8 (4-bit per-channel weights with MSE-optimal
+  // clipping, 8-bit activations; the model is upgraded to opset 21).
+  int weight_bits = 8;
+  // Static and dynamic: cross-layer equalization first (Conv/Gemm pairs
+  // through Relu rescaled so per-channel weight ranges match; same FP32
+  // function).
+  bool equalize = false;
+  // Static: subtract each Conv/Gemm's mean output shift caused by weight
+  // rounding (measured on the calibration data) from its bias.
+  bool bias_correction = false;
+  // kAdaRound: static; kGptq: weight-only, with a calibration reader.
+  RoundingMethod rounding = RoundingMethod::kNearest;
+  // Weight-only, with a calibration reader: AWQ first (each layer input's
+  // weight rows scaled by mean|x|^alpha, alpha searched per input; combines
+  // with kNearest and kGptq).
+  bool awq = false;
+  // Static and dynamic, with a calibration reader: SmoothQuant first
+  // (activation outliers moved into the weights, s = max|x|^alpha /
+  // max|w|^(1-alpha) per input channel).
+  bool smooth_quant = false;
+  // SmoothQuant's alpha in [0, 1]; nullopt: searched per layer input from
+  // 0, 0.1, ..., 1 (`--smooth-quant search`).
+  std::optional<double> smooth_quant_alpha = 0.5;
 };
 
 // What the quantizer did.
@@ -288,8 +322,17 @@ KVANT_API Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationD
 // INT8 weights of MatMul/Gemm/Conv/LSTM/GRU; activations quantized at run time.
 KVANT_API Result<OnnxModel> quantize_dynamic(const OnnxModel& model, const QuantizationOptions& options = {},
                                              QuantizationReport* report = nullptr);
+// The same with calibration data for smooth_quant (`--mode dynamic --calib`).
+KVANT_API Result<OnnxModel> quantize_dynamic(const OnnxModel& model, CalibrationDataReader& calibration,
+                                             const QuantizationOptions& options = {},
+                                             QuantizationReport* report = nullptr);
 // INT4/INT8 MatMul/Gemm weights, one scale per group_size values along K.
 KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, const QuantizationOptions& options = {},
+                                                 QuantizationReport* report = nullptr);
+// The same with calibration data for awq and RoundingMethod::kGptq
+// (`--mode weight-only --calib`).
+KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader& calibration,
+                                                 const QuantizationOptions& options = {},
                                                  QuantizationReport* report = nullptr);
 
 // ---------------------------------------------------------------- run

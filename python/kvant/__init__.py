@@ -202,11 +202,12 @@ def _options(mode, kwargs):
     allowed = {
         "static": {"calibrator", "calibrate_method", "percentile", "max_samples", "activation_type",
                    "symmetric_activations", "per_tensor", "per_channel", "reduce_range", "affine_weights",
-                   "exclude", "nodes_to_exclude", "allow_nonfinite", "quant_format", "weight_type"},
+                   "exclude", "nodes_to_exclude", "allow_nonfinite", "quant_format", "weight_type", "weight_bits",
+                   "equalize", "bias_correction", "rounding", "smooth_quant"},
         "dynamic": {"per_tensor", "per_channel", "reduce_range", "exclude", "nodes_to_exclude", "allow_nonfinite",
-                    "weight_type"},
+                    "weight_type", "equalize", "smooth_quant"},
         "weight_only": {"bits", "group_size", "affine_weights", "format", "exclude", "nodes_to_exclude",
-                        "allow_nonfinite"},
+                        "allow_nonfinite", "max_samples", "rounding", "awq"},
     }[mode]
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
@@ -237,8 +238,16 @@ def _options(mode, kwargs):
             options["format"] = {"matmulnbits": "ort"}.get(fmt, fmt)
         elif key in ("percentile",):
             options[key] = float(value)
-        elif key in ("max_samples", "bits", "group_size"):
+        elif key in ("max_samples", "bits", "group_size", "weight_bits"):
             options[key] = int(value)
+        elif key == "rounding":
+            options[key] = str(value).lower()
+        elif key == "smooth_quant":
+            # True: alpha 0.5 (the command's bare --smooth-quant); a number: alpha; "search"; False: off.
+            if value is True:
+                options[key] = 0.5
+            elif value is not False:
+                options[key] = value if isinstance(value, str) else float(value)
         else:
             options[key] = bool(value)
     if exclude:
@@ -267,7 +276,9 @@ def quantize_static(model_input, model_output, calibration_data_reader, **option
     CalibrationMethod), percentile, max_samples, activation_type ("uint8" or
     "int8", or QuantType), symmetric_activations, per_tensor / per_channel,
     reduce_range, affine_weights, exclude / nodes_to_exclude (node names,
-    operator types, "first", "last"), allow_nonfinite.
+    operator types, "first", "last"), allow_nonfinite; weight_bits (8, or 4
+    for W4A8), equalize, bias_correction, rounding ("nearest" or
+    "adaround"), smooth_quant (True or an alpha in [0, 1], or "search").
 
     Writes model_output (the bytes `kvant quantize` writes for the same data
     and options; None: nothing written) and returns the report as a dict:
@@ -280,25 +291,31 @@ def quantize_static(model_input, model_output, calibration_data_reader, **option
     return report
 
 
-def quantize_dynamic(model_input, model_output, **options):
+def quantize_dynamic(model_input, model_output, calibration_data_reader=None, **options):
     """Dynamic quantization (INT8 weights of MatMul/Gemm/Conv/LSTM/GRU,
     activations quantized at run time), as `kvant quantize --mode dynamic`.
     options: per_tensor / per_channel, reduce_range, exclude /
-    nodes_to_exclude, allow_nonfinite. Returns the report dict."""
+    nodes_to_exclude, allow_nonfinite, equalize, smooth_quant (True, an
+    alpha in [0, 1] or "search"; needs calibration_data_reader). Returns the
+    report dict."""
     model = _load(model_input)
-    quantized, report = _kvant.quantize_dynamic(model, _options("dynamic", options))
+    quantized, report = _kvant.quantize_dynamic(model, calibration_data_reader, _options("dynamic", options))
     _save(quantized, model_output)
     return report
 
 
-def quantize_weight_only(model_input, model_output, bits=4, group_size=128, **options):
+def quantize_weight_only(model_input, model_output, bits=4, group_size=128, calibration_data_reader=None,
+                         **options):
     """INT4/INT8 MatMul/Gemm weights with one scale per group_size values
     along K, as `kvant quantize --mode weight-only`. options: affine_weights,
     format ("qdq" or "ort" / "matmulnbits" for com.microsoft.MatMulNBits),
-    exclude / nodes_to_exclude, allow_nonfinite. Returns the report dict."""
+    exclude / nodes_to_exclude, allow_nonfinite; with
+    calibration_data_reader: awq, rounding ("nearest" or "gptq"),
+    max_samples. Returns the report dict."""
     options = dict(options, bits=bits, group_size=group_size)
     model = _load(model_input)
-    quantized, report = _kvant.quantize_weight_only(model, _options("weight_only", options))
+    quantized, report = _kvant.quantize_weight_only(model, calibration_data_reader,
+                                                    _options("weight_only", options))
     _save(quantized, model_output)
     return report
 

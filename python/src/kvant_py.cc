@@ -296,6 +296,38 @@ kvant::QuantizationOptions options_of(const py::dict& d) {
       o.exclude = v.cast<std::vector<std::string>>();
     } else if (key == "allow_nonfinite") {
       o.allow_nonfinite = v.cast<bool>();
+    } else if (key == "weight_bits") {
+      o.weight_bits = v.cast<int>();
+    } else if (key == "equalize") {
+      o.equalize = v.cast<bool>();
+    } else if (key == "bias_correction") {
+      o.bias_correction = v.cast<bool>();
+    } else if (key == "rounding") {
+      const std::string r = v.cast<std::string>();
+      if (r == "nearest") {
+        o.rounding = kvant::RoundingMethod::kNearest;
+      } else if (r == "adaround") {
+        o.rounding = kvant::RoundingMethod::kAdaRound;
+      } else if (r == "gptq") {
+        o.rounding = kvant::RoundingMethod::kGptq;
+      } else {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "rounding \"" + r + "\": expected nearest, adaround or gptq"};
+      }
+    } else if (key == "awq") {
+      o.awq = v.cast<bool>();
+    } else if (key == "smooth_quant") {  // None: off; a number: alpha; "search"
+      if (v.is_none()) continue;
+      o.smooth_quant = true;
+      if (py::isinstance<py::str>(v)) {
+        if (v.cast<std::string>() != "search") {
+          throw StatusError{kvant::ErrorCode::kInvalidArgument, "smooth_quant \"" + v.cast<std::string>() +
+                                                                    "\": expected a number in [0, 1] or \"search\""};
+        }
+        o.smooth_quant_alpha = std::nullopt;
+      } else {
+        o.smooth_quant_alpha = v.cast<double>();
+      }
     } else {
       throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown quantization option \"" + key + "\""};
     }
@@ -434,30 +466,39 @@ PYBIND11_MODULE(_kvant, m) {
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
       py::arg("model"), py::arg("reader"), py::arg("options"));
+  // reader None: the overload without calibration data.
   m.def(
       "quantize_dynamic",
-      [](const kvant::OnnxModel& model, const py::dict& options) {
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
         const kvant::QuantizationOptions o = options_of(options);
+        std::optional<PyCalibrationReader> calibration;
+        if (!reader.is_none()) calibration.emplace(reader);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
           py::gil_scoped_release release;
-          result.emplace(kvant::quantize_dynamic(model, o, &report));
+          result.emplace(calibration ? kvant::quantize_dynamic(model, *calibration, o, &report)
+                                     : kvant::quantize_dynamic(model, o, &report));
         }
+        if (calibration) calibration->rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"));
   m.def(
       "quantize_weight_only",
-      [](const kvant::OnnxModel& model, const py::dict& options) {
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
         const kvant::QuantizationOptions o = options_of(options);
+        std::optional<PyCalibrationReader> calibration;
+        if (!reader.is_none()) calibration.emplace(reader);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
           py::gil_scoped_release release;
-          result.emplace(kvant::quantize_weight_only(model, o, &report));
+          result.emplace(calibration ? kvant::quantize_weight_only(model, *calibration, o, &report)
+                                     : kvant::quantize_weight_only(model, o, &report));
         }
+        if (calibration) calibration->rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"));
 }
