@@ -36,6 +36,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -334,6 +335,88 @@ KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, const Q
 KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader& calibration,
                                                  const QuantizationOptions& options = {},
                                                  QuantizationReport* report = nullptr);
+
+// ---------------------------------------------------------------- sensitivity
+
+// Task metrics of a model's output against its FP32 original's over an
+// evaluation set (as `kvant eval` / `kvant sensitivity --metric`): top1 and
+// top5 the share of samples whose label is the top class / among the top 5
+// (need labels); agreement the share whose top class is FP32's; sqnr the
+// output SQNR in dB against FP32; mse the mean squared error against FP32.
+// Higher is better for all but kMse.
+enum class Metric { kTop1, kTop5, kAgreement, kSqnr, kMse };
+KVANT_API const char* metric_name(Metric metric);  // "top1", "top5", "agreement", "sqnr", "mse"
+
+// A metric of your own (`kvant sensitivity --metric-cmd`): called with the
+// scored output of every evaluation sample of one variant of the model, in
+// the order the samples were read (float32, the output's declared shape when
+// it is fixed and holds as many values, else flat), the labels of those
+// samples (empty when none were given) and the variant: "fp32",
+// "quantized", or the node name of the one layer quantized. Returns one
+// number (higher_is_better says which way is better). Called from the
+// thread that called sensitivity(); an exception it throws ends that call,
+// its message in the Status.
+using MetricCallback = std::function<double(const std::vector<TensorView>& outputs, const std::vector<int64_t>& labels,
+                                            const std::string& variant)>;
+
+// The options of `kvant sensitivity`.
+struct SensitivityAnalysisOptions {
+  // 8: static INT8, calibrated on the calibration reader (required); 4:
+  // weight-only INT4 (no calibration).
+  int bits = 8;
+  Calibrator calibrator = Calibrator::kMinMax;
+  int64_t calibration_samples = 500;  // calibration samples used at most
+  int group_size = 128;               // bits 4: values per scale along K
+  std::vector<std::string> exclude;   // kept FP32 and not measured (as QuantizationOptions::exclude)
+  // The built-in metric; unset: kTop1 when labels are given, else kAgreement.
+  std::optional<Metric> metric;
+  // The class label of each evaluation sample, in order (empty: none).
+  std::vector<int64_t> labels;
+  std::string output;          // the output scored; empty: the first
+  int64_t max_samples = -1;    // evaluation samples used at most; -1: all
+  bool leave_one_out = false;  // also measure every layer but one quantized
+  bool reference = false;      // the reference executor instead of the compiled kernels
+  int threads = 1;
+  // When set, it ranks the layers instead of `metric` (which is still
+  // measured and reported).
+  MetricCallback custom_metric;
+  bool higher_is_better = true;  // custom_metric's direction
+};
+
+// One Conv/Gemm/MatMul layer the quantizer rewrote.
+struct LayerScore {
+  std::string node, op_type;
+  std::string tensor;     // where its quantized form ends (the fused activation's output, else its own)
+  bool measured = false;  // false: `note` says why not, and the numbers are NaN
+  std::string note;
+  double value = 0;           // the metric with only this layer quantized
+  double output_sqnr_db = 0;  // the scored output's SQNR against FP32, only this layer quantized
+  double all_but = 0;         // the metric with every layer but this one quantized; NaN without leave_one_out
+  double custom = 0;          // custom_metric, only this layer quantized; NaN without one
+};
+
+struct SensitivityReport {
+  Metric metric = Metric::kAgreement;
+  std::string output;  // the output scored
+  int64_t samples = 0;
+  double fp32 = 0;       // the metric of the FP32 model (1 for agreement, +inf dB for sqnr)
+  double quantized = 0;  // of the fully quantized model
+  double quantized_sqnr_db = 0;
+  double custom_fp32 = 0, custom_quantized = 0;  // custom_metric; NaN without one
+  // Most sensitive first (by custom_metric when given, else by the metric,
+  // ties by output SQNR); the layers not measured last: `kvant sensitivity`'s
+  // ranking.
+  std::vector<LayerScore> layers;
+};
+
+// Which layers cost accuracy when quantized: quantizes `model` as `kvant
+// sensitivity` does (static INT8 calibrated on `calibration`, or weight-only
+// INT4), then measures the metric on `eval` with only one layer quantized,
+// for every Conv/Gemm/MatMul. `calibration` may be null with bits 4; it may
+// be the same reader as `eval` (then read once and replayed).
+KVANT_API Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataReader* calibration,
+                                                CalibrationDataReader& eval,
+                                                const SensitivityAnalysisOptions& options = {});
 
 // ---------------------------------------------------------------- run
 

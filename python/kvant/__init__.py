@@ -30,6 +30,7 @@ __all__ = [
     "quantize_static",
     "quantize_dynamic",
     "quantize_weight_only",
+    "sensitivity",
     "inspect",
     "KvantError",
     "InvalidArgumentError",
@@ -318,6 +319,129 @@ def quantize_weight_only(model_input, model_output, bits=4, group_size=128, cali
                                                     _options("weight_only", options))
     _save(quantized, model_output)
     return report
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+class _ListReader:
+    """Samples read from a reader, given again (kvant replays them itself)."""
+
+    def __init__(self, samples):
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def _drain(reader, what):
+    """Every sample of a CalibrationDataReader, and its labels: get_next()
+    may return a feed dict or a (feed dict, label) pair."""
+    samples, labels = [], []
+    while True:
+        item = reader.get_next()
+        if item is None:
+            break
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidArgumentError("%s.get_next() returned a tuple of %d items; expected a feed dict or "
+                                           "(feed dict, label)" % (what, len(item)))
+            item, label = item
+            labels.append(int(label))
+        samples.append(item)
+    if labels and len(labels) != len(samples):
+        raise InvalidArgumentError("%s gave a label with %d of its %d samples; give one with every sample or none"
+                                   % (what, len(labels), len(samples)))
+    return samples, labels
+
+
+def _metric_callable(metric):
+    """metric(outputs) or metric(outputs, labels), by how many positional
+    arguments it takes; labels is None when the data has none."""
+    import inspect as _inspect
+
+    try:
+        params = [p for p in _inspect.signature(metric).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+        two = len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):  # a builtin without a signature
+        two = False
+
+    def call(outputs, labels, variant):
+        del variant
+        return float(metric(outputs, labels if labels else None) if two else metric(outputs))
+
+    return call
+
+
+def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metric=None, *, labels=None, bits=8,
+                calibrate_method=None, calibrator=None, max_samples=None, limit=None, group_size=None, exclude=None,
+                nodes_to_exclude=None, output=None, leave_one_out=False, reference=False, threads=1,
+                higher_is_better=True):
+    """Which layers cost accuracy when quantized, as `kvant sensitivity`.
+
+    Quantizes model (a path or bytes; static INT8 calibrated on
+    calibration_data_reader, or bits=4: weight-only INT4 without one), then
+    measures the metric on eval_data_reader (default: the calibration
+    samples) with only one Conv/Gemm/MatMul quantized, for each of them.
+    Readers follow ONNX Runtime's CalibrationDataReader protocol; the eval
+    reader's get_next() may also return (feed dict, class label) pairs
+    (or give labels=[...], one per sample).
+
+    metric: "top1", "top5" (need labels), "agreement", "sqnr", "mse"
+    (default: top1 with labels, else agreement), or a callable that ranks the
+    layers instead: metric(outputs) or metric(outputs, labels), outputs a list
+    of float32 arrays (the scored output of every evaluation sample of one
+    variant of the model), labels a list or None; it returns a float, higher
+    better unless higher_is_better=False. What it raises is raised here.
+
+    Other options as the command's: calibrate_method / calibrator,
+    max_samples (calibration), limit (evaluation samples), group_size (bits
+    4), exclude / nodes_to_exclude, output (the output scored), leave_one_out,
+    reference, threads.
+
+    Returns a dict: metric, output, samples, fp32, quantized,
+    quantized_sqnr_db (custom_fp32, custom_quantized with a callable) and
+    layers, most sensitive first: node, op, tensor, measured, and rank,
+    value, output_sqnr_db, all_but (NaN without leave_one_out), custom (with
+    a callable) when measured, else note.
+    """
+    m = _kvant.load(_source(model), True, None)
+    if calibration_data_reader is None and eval_data_reader is None:
+        raise InvalidArgumentError("sensitivity needs data: calibration_data_reader (bits 8) or eval_data_reader")
+    if eval_data_reader is None:  # the calibration samples are the evaluation set too
+        samples, given = _drain(calibration_data_reader, "calibration_data_reader")
+        eval_reader = calib_reader = _ListReader(samples)
+    else:
+        samples, given = _drain(eval_data_reader, "eval_data_reader")
+        eval_reader = _ListReader(samples)
+        calib_reader = calibration_data_reader
+    options = {"bits": int(bits), "leave_one_out": bool(leave_one_out), "reference": bool(reference),
+               "threads": int(threads), "higher_is_better": bool(higher_is_better)}
+    if labels is not None:
+        given = [int(x) for x in labels]
+    if given:
+        options["labels"] = given
+    method = calibrator if calibrator is not None else calibrate_method
+    if method is not None:
+        options["calibrator"] = _calibrator(method)
+    for key, value in (("max_samples", max_samples), ("limit", limit), ("group_size", group_size)):
+        if value is not None:
+            options[key] = int(value)
+    excluded = []
+    for value in (exclude, nodes_to_exclude):
+        if value is not None:
+            excluded += [value] if isinstance(value, str) else list(value)
+    if excluded:
+        options["exclude"] = [str(e) for e in excluded]
+    if output is not None:
+        options["output"] = str(output)
+    callback = None
+    if callable(metric):
+        callback = _metric_callable(metric)
+    elif metric is not None:
+        options["metric"] = str(metric).lower()
+    return _kvant.sensitivity(m, calib_reader, eval_reader, options, callback)
 
 
 # ---------------------------------------------------------------- inspect

@@ -348,6 +348,91 @@ py::dict report_dict(const kvant::QuantizationReport& r) {
   return d;
 }
 
+// ---------------------------------------------------------------- sensitivity
+
+// The options from the dict python/kvant/__init__.py builds.
+kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {
+  kvant::SensitivityAnalysisOptions o;
+  for (auto item : d) {
+    const std::string key = item.first.cast<std::string>();
+    const py::handle v = item.second;
+    if (key == "bits") {
+      o.bits = v.cast<int>();
+    } else if (key == "calibrator") {
+      o.calibrator = calibrator_of(v.cast<std::string>());
+    } else if (key == "max_samples") {
+      o.calibration_samples = v.cast<int64_t>();
+    } else if (key == "group_size") {
+      o.group_size = v.cast<int>();
+    } else if (key == "exclude") {
+      o.exclude = v.cast<std::vector<std::string>>();
+    } else if (key == "metric") {
+      const std::string m = v.cast<std::string>();
+      const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
+                                   kvant::Metric::kSqnr, kvant::Metric::kMse};
+      for (kvant::Metric candidate : all) {
+        if (m == kvant::metric_name(candidate)) o.metric = candidate;
+      }
+      if (!o.metric) {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "metric \"" + m + "\": expected top1, top5, agreement, sqnr, mse or a callable"};
+      }
+    } else if (key == "labels") {
+      o.labels = v.cast<std::vector<int64_t>>();
+    } else if (key == "output") {
+      o.output = v.cast<std::string>();
+    } else if (key == "limit") {
+      o.max_samples = v.cast<int64_t>();
+    } else if (key == "leave_one_out") {
+      o.leave_one_out = v.cast<bool>();
+    } else if (key == "reference") {
+      o.reference = v.cast<bool>();
+    } else if (key == "threads") {
+      o.threads = v.cast<int>();
+    } else if (key == "higher_is_better") {
+      o.higher_is_better = v.cast<bool>();
+    } else {
+      throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown sensitivity option \"" + key + "\""};
+    }
+  }
+  return o;
+}
+
+py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
+  py::dict d;
+  d["metric"] = kvant::metric_name(r.metric);
+  d["output"] = r.output;
+  d["samples"] = r.samples;
+  d["fp32"] = r.fp32;
+  d["quantized"] = r.quantized;
+  d["quantized_sqnr_db"] = r.quantized_sqnr_db;
+  if (custom) {
+    d["custom_fp32"] = r.custom_fp32;
+    d["custom_quantized"] = r.custom_quantized;
+  }
+  py::list layers;
+  int64_t rank = 0;
+  for (const kvant::LayerScore& s : r.layers) {
+    py::dict l;
+    l["node"] = s.node;
+    l["op"] = s.op_type;
+    l["tensor"] = s.tensor;
+    l["measured"] = s.measured;
+    if (s.measured) {
+      l["rank"] = ++rank;
+      l["value"] = s.value;
+      l["output_sqnr_db"] = s.output_sqnr_db;
+      l["all_but"] = s.all_but;
+      if (custom) l["custom"] = s.custom;
+    } else {
+      l["note"] = s.note;
+    }
+    layers.append(l);
+  }
+  d["layers"] = layers;
+  return d;
+}
+
 // ---------------------------------------------------------------- session
 
 // KvantError, InvalidArgumentError, UnsupportedError, NotFoundError.
@@ -451,6 +536,59 @@ PYBIND11_MODULE(_kvant, m) {
         return s.session.describe();
       });
 
+  // sensitivity(model, calibration reader or None, eval reader, options,
+  // metric callable or None): calibration may be the eval reader itself.
+  // The callable gets (list of float32 ndarrays, list of labels, variant)
+  // with the GIL held; what it raises is raised again here.
+  m.def(
+      "sensitivity",
+      [](const kvant::OnnxModel& model, const py::object& calibration, const py::object& eval, const py::dict& options,
+         const py::object& metric) {
+        kvant::SensitivityAnalysisOptions o = sensitivity_options_of(options);
+        PyCalibrationReader eval_reader(eval);
+        std::optional<PyCalibrationReader> calib_reader;
+        kvant::CalibrationDataReader* calib = nullptr;
+        if (calibration.is(eval)) {
+          calib = &eval_reader;
+        } else if (!calibration.is_none()) {
+          calib = &calib_reader.emplace(calibration);
+        }
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        if (!metric.is_none()) {
+          o.custom_metric = [metric, error](const std::vector<kvant::TensorView>& outputs,
+                                            const std::vector<int64_t>& labels, const std::string& variant) {
+            py::gil_scoped_acquire acquire;
+            try {
+              py::list arrays;
+              for (const kvant::TensorView& y : outputs) {
+                std::vector<py::ssize_t> shape(y.shape.begin(), y.shape.end());
+                arrays.append(py::array(py::dtype("<f4"), shape, y.data));  // a copy: the view ends with the call
+              }
+              py::object value = metric(arrays, py::cast(labels), variant);
+              return py::float_(value).cast<double>();
+            } catch (py::error_already_set& e) {
+              const std::string message = e.what();
+              if (!*error) error->emplace(std::move(e));
+              throw std::runtime_error("the metric callable raised: " + message);
+            }
+          };
+        }
+        std::optional<kvant::Result<kvant::SensitivityReport>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(kvant::sensitivity(model, calib, eval_reader, o));
+        }
+        o.custom_metric = nullptr;  // drops its reference to the callable while the GIL is held
+        if (*error) {
+          py::error_already_set e = std::move(**error);
+          error->reset();
+          throw e;
+        }
+        eval_reader.rethrow();
+        if (calib_reader) calib_reader->rethrow();
+        return sensitivity_dict(take(std::move(*result)), !metric.is_none());
+      },
+      py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("metric"));
   m.def(
       "quantize_static",
       [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {

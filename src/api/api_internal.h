@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "io/sample_source.h"
 #include "ir/graph.h"
 #include "ir/tensor.h"
 #include "kvant/kvant.h"
@@ -43,6 +44,10 @@ struct ApiAccess {
   // A public model around `model`; `display_name` starts error messages.
   static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr);
 };
+
+// The caller's reader as the quantizer's SampleSource (api_quantize.cc): a
+// reader that cannot rewind is replayed from the samples it gave.
+std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const Graph& graph);
 
 // Runs f(), turning any exception into the Status that f's result type
 // (Status or Result<T>) holds: kvant::Error keeps its code and message,

@@ -289,6 +289,10 @@ Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibr
 
 }  // namespace
 
+std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const Graph& graph) {
+  return std::make_unique<ReaderSource>(reader, graph);
+}
+
 Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
                                   const QuantizationOptions& options, QuantizationReport* report) {
   return quantize(model, &calibration, options, QuantMode::kStatic, report, "quantize_static");
