@@ -418,6 +418,60 @@ KVANT_API Result<SensitivityReport> sensitivity(const OnnxModel& model, Calibrat
                                                 CalibrationDataReader& eval,
                                                 const SensitivityAnalysisOptions& options = {});
 
+// ---------------------------------------------------------------- accuracy target
+
+// `kvant quantize --accuracy-target DROP`: quantize, measure the metric on an
+// evaluation set, and while it misses the target keep the most sensitive
+// layers in FP32 (ranked once, as sensitivity() ranks them; weight-only INT4
+// first moves them up to INT8), one more per step, until it is met.
+struct AccuracyTarget {
+  // The target, by metric: top1/top5 at least FP32's minus `drop`
+  // percentage points; agreement at least 100% minus `drop` points; sqnr at
+  // least `drop` dB; mse at most `drop`; custom_metric FP32's value minus
+  // `drop` (plus, when lower is better).
+  double drop = 0;
+  std::optional<Metric> metric;  // unset: kTop1 when labels are given, else kAgreement
+  std::vector<int64_t> labels;   // the class label of each evaluation sample (empty: none)
+  std::string output;            // the output scored; empty: the first
+  int64_t max_samples = -1;      // evaluation samples used at most; -1: all
+  bool reference = false;        // measure on the reference executor
+  int threads = 1;
+  // When set, it steers instead of `metric` (the variants it sees: "fp32",
+  // "step 0", "step 1", ..., and each layer's node name while ranking).
+  MetricCallback custom_metric;
+  bool higher_is_better = true;
+};
+
+// What the search did.
+struct AccuracyTargetReport {
+  bool met = false;  // false: the model returned is the closest step walked
+  double threshold = 0;
+  double fp32_value = 0;
+  double value = 0;                    // the returned step's metric (or custom_metric's value)
+  int64_t chosen_step = 0;             // 0: every layer quantized
+  int64_t steps = 0;                   // steps walked
+  std::vector<std::string> ranking;    // most sensitive first (empty when step 0 met the target)
+  std::vector<std::string> kept_fp32;  // the layers the returned model keeps FP32 for the target
+  std::vector<std::string> int8;       // weight-only INT4: the layers moved up to INT8
+};
+
+// Static quantization with an accuracy target on `eval` (another reader
+// than `calibration`, or the same one). The model is the bytes `kvant quantize
+// --accuracy-target` writes; when no mix meets the target it is the closest
+// one walked, target_report->met is false and report->warnings says so.
+KVANT_API Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
+                                            CalibrationDataReader& eval, const AccuracyTarget& target,
+                                            const QuantizationOptions& options = {},
+                                            QuantizationReport* report = nullptr,
+                                            AccuracyTargetReport* target_report = nullptr);
+// Weight-only (WeightOnlyFormat::kQdq) with an accuracy target; `calibration`
+// may be null (needed for awq and kGptq).
+KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader* calibration,
+                                                 CalibrationDataReader& eval, const AccuracyTarget& target,
+                                                 const QuantizationOptions& options = {},
+                                                 QuantizationReport* report = nullptr,
+                                                 AccuracyTargetReport* target_report = nullptr);
+
 // ---------------------------------------------------------------- run
 
 struct SessionOptions {

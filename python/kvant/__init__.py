@@ -256,6 +256,51 @@ def _options(mode, kwargs):
     return options
 
 
+_TARGET_KEYS = ("eval_data_reader", "metric", "labels", "output", "limit", "reference", "threads",
+                "higher_is_better")
+
+
+def _target_options(options):
+    """Takes the accuracy-target keywords out of `options`: None without
+    accuracy_target (then the others are an error), else a dict."""
+    drop = options.pop("accuracy_target", None)
+    given = {k: options.pop(k) for k in _TARGET_KEYS if k in options}
+    if drop is None:
+        if given:
+            raise TypeError("%s apply only with accuracy_target=DROP" % ", ".join(sorted(given)))
+        return None
+    if given.get("eval_data_reader") is None:
+        raise InvalidArgumentError("accuracy_target needs evaluation data: eval_data_reader")
+    given["drop"] = float(drop)
+    return given
+
+
+def _quantize_with_target(mode, model, calibration_data_reader, options, target):
+    samples, labels = _drain(target.pop("eval_data_reader"), "eval_data_reader")
+    eval_reader = _ListReader(samples)
+    metric = target.pop("metric", None)
+    if target.get("labels") is not None:
+        labels = [int(x) for x in target["labels"]]
+    target.pop("labels", None)
+    if labels:
+        target["labels"] = labels
+    callback = None
+    if callable(metric):
+        callback = _metric_callable(metric)
+    elif metric is not None:
+        target["metric"] = str(metric).lower()
+    for key in ("limit", "threads"):
+        if key in target:
+            target[key] = int(target[key])
+    for key in ("reference", "higher_is_better"):
+        if key in target:
+            target[key] = bool(target[key])
+    if "output" in target:
+        target["output"] = str(target["output"])
+    return _kvant.quantize_with_target(mode, model, calibration_data_reader, eval_reader, _options(mode, options),
+                                       target, callback)
+
+
 def _load(model_input):
     source = _source(model_input)
     return _kvant.load(source, True, None)
@@ -285,9 +330,22 @@ def quantize_static(model_input, model_output, calibration_data_reader, **option
     and options; None: nothing written) and returns the report as a dict:
     quantized_nodes, calibration_samples, kept_fp32, fp32_reasons (node ->
     why), notes, warnings.
+
+    accuracy_target=DROP (`--accuracy-target`): keep the most sensitive
+    layers FP32 until the metric on eval_data_reader (required; get_next()
+    may return (feeds, label) pairs) is within DROP of FP32's; metric (a name
+    or a callable, as kvant.sensitivity takes), labels, output, limit,
+    reference, threads, higher_is_better as there. The report then has
+    "accuracy_target": met, threshold, fp32_value, value, chosen_step,
+    steps, ranking, kept_fp32, int8. A target no mix meets writes the
+    closest model, met False and a warning.
     """
+    target = _target_options(options)
     model = _load(model_input)
-    quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options))
+    if target is None:
+        quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options))
+    else:
+        quantized, report = _quantize_with_target("static", model, calibration_data_reader, options, target)
     _save(quantized, model_output)
     return report
 
@@ -312,11 +370,17 @@ def quantize_weight_only(model_input, model_output, bits=4, group_size=128, cali
     format ("qdq" or "ort" / "matmulnbits" for com.microsoft.MatMulNBits),
     exclude / nodes_to_exclude, allow_nonfinite; with
     calibration_data_reader: awq, rounding ("nearest" or "gptq"),
-    max_samples. Returns the report dict."""
+    max_samples; accuracy_target=DROP with eval_data_reader etc. as for
+    quantize_static (INT4 layers move up to INT8 first). Returns the report
+    dict."""
     options = dict(options, bits=bits, group_size=group_size)
+    target = _target_options(options)
     model = _load(model_input)
-    quantized, report = _kvant.quantize_weight_only(model, calibration_data_reader,
-                                                    _options("weight_only", options))
+    if target is None:
+        quantized, report = _kvant.quantize_weight_only(model, calibration_data_reader,
+                                                        _options("weight_only", options))
+    else:
+        quantized, report = _quantize_with_target("weight_only", model, calibration_data_reader, options, target)
     _save(quantized, model_output)
     return report
 

@@ -433,6 +433,91 @@ py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
   return d;
 }
 
+// A Python metric callable as a kvant::MetricCallback: called with the GIL
+// re-acquired, the outputs copied into float32 ndarrays (the views end with
+// the call). What it raises is kept in `error` (raised again once the kvant
+// call returns) and ends the kvant call.
+using PyErrorSlot = std::shared_ptr<std::optional<py::error_already_set>>;
+
+kvant::MetricCallback metric_callback(const py::object& metric, const PyErrorSlot& error) {
+  return [metric, error](const std::vector<kvant::TensorView>& outputs, const std::vector<int64_t>& labels,
+                         const std::string& variant) {
+    py::gil_scoped_acquire acquire;
+    try {
+      py::list arrays;
+      for (const kvant::TensorView& y : outputs) {
+        std::vector<py::ssize_t> shape(y.shape.begin(), y.shape.end());
+        arrays.append(py::array(py::dtype("<f4"), shape, y.data));
+      }
+      py::object value = metric(arrays, py::cast(labels), variant);
+      return py::float_(value).cast<double>();
+    } catch (py::error_already_set& e) {
+      const std::string message = e.what();
+      if (!*error) error->emplace(std::move(e));
+      throw std::runtime_error("the metric callable raised: " + message);
+    }
+  };
+}
+
+void rethrow(const PyErrorSlot& error) {
+  if (*error) {
+    py::error_already_set e = std::move(**error);
+    error->reset();
+    throw e;
+  }
+}
+
+kvant::AccuracyTarget target_of(const py::dict& d) {
+  kvant::AccuracyTarget t;
+  for (auto item : d) {
+    const std::string key = item.first.cast<std::string>();
+    const py::handle v = item.second;
+    if (key == "drop") {
+      t.drop = v.cast<double>();
+    } else if (key == "metric") {
+      const std::string m = v.cast<std::string>();
+      const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
+                                   kvant::Metric::kSqnr, kvant::Metric::kMse};
+      for (kvant::Metric candidate : all) {
+        if (m == kvant::metric_name(candidate)) t.metric = candidate;
+      }
+      if (!t.metric) {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "metric \"" + m + "\": expected top1, top5, agreement, sqnr, mse or a callable"};
+      }
+    } else if (key == "labels") {
+      t.labels = v.cast<std::vector<int64_t>>();
+    } else if (key == "output") {
+      t.output = v.cast<std::string>();
+    } else if (key == "limit") {
+      t.max_samples = v.cast<int64_t>();
+    } else if (key == "reference") {
+      t.reference = v.cast<bool>();
+    } else if (key == "threads") {
+      t.threads = v.cast<int>();
+    } else if (key == "higher_is_better") {
+      t.higher_is_better = v.cast<bool>();
+    } else {
+      throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown accuracy target option \"" + key + "\""};
+    }
+  }
+  return t;
+}
+
+py::dict target_dict(const kvant::AccuracyTargetReport& r) {
+  py::dict d;
+  d["met"] = r.met;
+  d["threshold"] = r.threshold;
+  d["fp32_value"] = r.fp32_value;
+  d["value"] = r.value;
+  d["chosen_step"] = r.chosen_step;
+  d["steps"] = r.steps;
+  d["ranking"] = r.ranking;
+  d["kept_fp32"] = r.kept_fp32;
+  d["int8"] = r.int8;
+  return d;
+}
+
 // ---------------------------------------------------------------- session
 
 // KvantError, InvalidArgumentError, UnsupportedError, NotFoundError.
@@ -554,41 +639,61 @@ PYBIND11_MODULE(_kvant, m) {
           calib = &calib_reader.emplace(calibration);
         }
         auto error = std::make_shared<std::optional<py::error_already_set>>();
-        if (!metric.is_none()) {
-          o.custom_metric = [metric, error](const std::vector<kvant::TensorView>& outputs,
-                                            const std::vector<int64_t>& labels, const std::string& variant) {
-            py::gil_scoped_acquire acquire;
-            try {
-              py::list arrays;
-              for (const kvant::TensorView& y : outputs) {
-                std::vector<py::ssize_t> shape(y.shape.begin(), y.shape.end());
-                arrays.append(py::array(py::dtype("<f4"), shape, y.data));  // a copy: the view ends with the call
-              }
-              py::object value = metric(arrays, py::cast(labels), variant);
-              return py::float_(value).cast<double>();
-            } catch (py::error_already_set& e) {
-              const std::string message = e.what();
-              if (!*error) error->emplace(std::move(e));
-              throw std::runtime_error("the metric callable raised: " + message);
-            }
-          };
-        }
+        if (!metric.is_none()) o.custom_metric = metric_callback(metric, error);
         std::optional<kvant::Result<kvant::SensitivityReport>> result;
         {
           py::gil_scoped_release release;
           result.emplace(kvant::sensitivity(model, calib, eval_reader, o));
         }
         o.custom_metric = nullptr;  // drops its reference to the callable while the GIL is held
-        if (*error) {
-          py::error_already_set e = std::move(**error);
-          error->reset();
-          throw e;
-        }
+        rethrow(error);
         eval_reader.rethrow();
         if (calib_reader) calib_reader->rethrow();
         return sensitivity_dict(take(std::move(*result)), !metric.is_none());
       },
       py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("metric"));
+  // quantize_with_target(mode, model, calibration reader or None, eval
+  // reader, options, target options, metric callable or None): static or
+  // weight-only with an accuracy target; calibration may be the eval reader.
+  m.def(
+      "quantize_with_target",
+      [](const std::string& mode, const kvant::OnnxModel& model, const py::object& calibration, const py::object& eval,
+         const py::dict& options, const py::dict& target_options, const py::object& metric) {
+        const kvant::QuantizationOptions o = options_of(options);
+        kvant::AccuracyTarget t = target_of(target_options);
+        PyCalibrationReader eval_reader(eval);
+        std::optional<PyCalibrationReader> calib_reader;
+        kvant::CalibrationDataReader* calib = nullptr;
+        if (calibration.is(eval)) {
+          calib = &eval_reader;
+        } else if (!calibration.is_none()) {
+          calib = &calib_reader.emplace(calibration);
+        }
+        if (mode == "static" && calib == nullptr) {
+          throw StatusError{kvant::ErrorCode::kInvalidArgument, "static quantization needs a calibration reader"};
+        }
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        if (!metric.is_none()) t.custom_metric = metric_callback(metric, error);
+        kvant::QuantizationReport report;
+        kvant::AccuracyTargetReport target_report;
+        std::optional<kvant::Result<kvant::OnnxModel>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(mode == "static"
+                             ? kvant::quantize_static(model, *calib, eval_reader, t, o, &report, &target_report)
+                             : kvant::quantize_weight_only(model, calib, eval_reader, t, o, &report, &target_report));
+        }
+        t.custom_metric = nullptr;
+        rethrow(error);
+        eval_reader.rethrow();
+        if (calib_reader) calib_reader->rethrow();
+        kvant::OnnxModel quantized = take(std::move(*result));
+        py::dict r = report_dict(report);
+        r["accuracy_target"] = target_dict(target_report);
+        return py::make_tuple(quantized, r);
+      },
+      py::arg("mode"), py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("target"),
+      py::arg("metric"));
   m.def(
       "quantize_static",
       [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {

@@ -106,3 +106,52 @@ def test_bad_input_is_an_error(model_path):
         kvant.sensitivity(model_path, eval_data_reader=NpyReader(SAMPLES))
     r = kvant.sensitivity(model_path, eval_data_reader=NpyReader(SAMPLES), bits=4, metric="mse")
     assert r["metric"] == "mse" and len(r["layers"]) >= 1
+
+
+def test_accuracy_target_writes_what_the_command_writes(model_path, calib_dir, kvant_cli, tmp_path):
+    loose = kvant.quantize_static(model_path, None, NpyReader(SAMPLES), accuracy_target=10,
+                                  eval_data_reader=NpyReader(SAMPLES), metric="sqnr")["accuracy_target"]
+    assert loose["met"] and loose["chosen_step"] == 0 and loose["kept_fp32"] == []
+    tight = "%.3f" % (loose["value"] + 1.0)  # plain INT8 misses it by 1 dB
+    subprocess.run([kvant_cli, "quantize", model_path, "-o", str(tmp_path / "cli.onnx"), "--calib", str(calib_dir),
+                    "--eval", str(calib_dir), "--metric", "sqnr", "--no-speed-check", "--report-samples", "0",
+                    "--accuracy-target", tight], check=True, capture_output=True, text=True)
+    report = kvant.quantize_static(model_path, tmp_path / "py.onnx", NpyReader(SAMPLES), accuracy_target=float(tight),
+                                   eval_data_reader=NpyReader(SAMPLES), metric="sqnr")
+    t = report["accuracy_target"]
+    assert t["met"] and t["chosen_step"] >= 1 and t["value"] >= float(tight), t
+    assert t["kept_fp32"] == t["ranking"][:t["chosen_step"]]
+    assert sorted(report["kept_fp32"]) == sorted(t["kept_fp32"])
+    assert (tmp_path / "py.onnx").read_bytes() == (tmp_path / "cli.onnx").read_bytes()
+
+
+def test_accuracy_target_with_a_python_metric(model_path, tmp_path):
+    calls = []
+
+    def agreement(outputs, labels):  # top-1 against the labels, in points
+        calls.append(len(outputs))
+        return 100.0 * float(np.mean([o.argmax() == l for o, l in zip(outputs, labels)]))
+
+    report = kvant.quantize_static(model_path, tmp_path / "q.onnx", NpyReader(SAMPLES), accuracy_target=0,
+                                   eval_data_reader=LabelledReader(SAMPLES, LABELS), metric=agreement)
+    t = report["accuracy_target"]
+    assert t["value"] >= t["fp32_value"] and calls[0] == 3, (t, calls)
+
+    def broken(outputs):
+        raise KeyError("scorer offline")
+
+    with pytest.raises(KeyError, match="scorer offline"):
+        kvant.quantize_static(model_path, tmp_path / "x.onnx", NpyReader(SAMPLES), accuracy_target=1,
+                              eval_data_reader=NpyReader(SAMPLES), metric=broken)
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(TypeError, match="apply only with accuracy_target"):
+        kvant.quantize_static(model_path, tmp_path / "x.onnx", NpyReader(SAMPLES), metric="sqnr")
+    with pytest.raises(kvant.InvalidArgumentError, match="needs evaluation data"):
+        kvant.quantize_static(model_path, tmp_path / "x.onnx", NpyReader(SAMPLES), accuracy_target=1)
+
+
+def test_weight_only_accuracy_target(model_path, tmp_path):
+    report = kvant.quantize_weight_only(model_path, tmp_path / "w.onnx", bits=4, group_size=32, accuracy_target=1e9,
+                                        eval_data_reader=NpyReader(SAMPLES), metric="sqnr")
+    t = report["accuracy_target"]
+    assert not t["met"] and t["steps"] > 1 and report["warnings"][-1].startswith("accuracy target not met"), report

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <exception>
+#include <functional>
 #include <memory>
 #include <new>
 #include <string>
@@ -48,6 +49,13 @@ struct ApiAccess {
 // The caller's reader as the quantizer's SampleSource (api_quantize.cc): a
 // reader that cannot rewind is replayed from the samples it gave.
 std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const Graph& graph);
+
+// The caller's metric callback as the library's custom metric for
+// `output` (empty: the model's first) of `model` (api_sensitivity.cc). Keeps
+// references to `callback` and `labels`.
+std::function<double(const std::vector<std::vector<float>>&, const std::string&)> wrap_metric(
+    const MetricCallback& callback, const std::vector<int64_t>& labels, const OnnxModel::Impl& model,
+    const std::string& output);
 
 // Runs f(), turning any exception into the Status that f's result type
 // (Status or Result<T>) holds: kvant::Error keeps its code and message,

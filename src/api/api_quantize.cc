@@ -11,6 +11,7 @@
 #include "onnx/reader.h"
 #include "onnx/writer.h"
 #include "ops/op_registry.h"
+#include "quant/accuracy_target.h"
 #include "quant/algorithms/scaling_notes.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
@@ -204,9 +205,77 @@ QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode, bool ha
   return out;
 }
 
+TaskMetric task_metric_of(Metric metric) {
+  switch (metric) {
+    case Metric::kTop1: return TaskMetric::kTop1;
+    case Metric::kTop5: return TaskMetric::kTop5;
+    case Metric::kAgreement: return TaskMetric::kAgreement;
+    case Metric::kSqnr: return TaskMetric::kSqnr;
+    case Metric::kMse: return TaskMetric::kMse;
+  }
+  fail("AccuracyTarget::metric: unknown value");
+}
+
+// The accuracy target's search (quant/accuracy_target.h) on `eval`, from
+// `quantized` (every layer quantized): the model chosen, its summary in
+// `summary`.
+Model steer(const Model& fp32, Model quantized, QuantizeSummary& summary, SampleSource* calibration, SampleSource& eval,
+            const QuantizeOptions& opts, const QuantizationOptions& options, const AccuracyTarget& target,
+            const OnnxModel::Impl& in, AccuracyTargetReport* target_report) {
+  TargetOptions t;
+  t.metric = target.metric           ? task_metric_of(*target.metric)
+             : target.labels.empty() ? TaskMetric::kAgreement
+                                     : TaskMetric::kTop1;
+  if (needs_labels(t.metric) && target.labels.empty()) {
+    fail(std::string("AccuracyTarget: metric ") + task_metric_name(t.metric) + " needs labels: AccuracyTarget::labels");
+  }
+  if (target.threads < 1 || target.threads > 256) {
+    fail("AccuracyTarget::threads must be 1 .. 256, got " + std::to_string(target.threads));
+  }
+  t.drop = target.drop;
+  t.output = target.output;
+  t.reference = target.reference;
+  t.threads = target.threads;
+  t.limit = target.max_samples;
+  if (target.custom_metric) {
+    t.custom = wrap_metric(target.custom_metric, target.labels, in, target.output);
+    t.custom_higher_is_better = target.higher_is_better;
+  }
+  t.int8_ladder = opts.mode == QuantMode::kWeightOnly && options.bits == 4;
+  const QuantizeWith quantize_with = [&](const std::vector<std::string>& keep, const std::vector<std::string>& int8,
+                                         QuantizeSummary* sum) {
+    return quantize_mix(fp32, calibration, opts, options.bits, keep, int8, sum);
+  };
+  TargetSearch search =
+      search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, eval, target.labels, t, nullptr);
+  summary = search.summary;
+  const FrontierStep& chosen = search.steps.at(search.chosen);
+  if (!search.met) {
+    summary.warnings.push_back("accuracy target not met: no mix of FP32 and quantized layers reached " +
+                               std::string(t.custom ? "the custom metric" : task_metric_name(t.metric)) + " " +
+                               format_target_value(t, search.threshold) + "; the closest (step " +
+                               std::to_string(search.chosen) + ": " + format_target_value(t, chosen.value) +
+                               ") is returned");
+  }
+  if (target_report) {
+    *target_report = AccuracyTargetReport{};
+    target_report->met = search.met;
+    target_report->threshold = search.threshold;
+    target_report->fp32_value = search.fp32_value;
+    target_report->value = chosen.value;
+    target_report->chosen_step = static_cast<int64_t>(search.chosen);
+    target_report->steps = static_cast<int64_t>(search.steps.size());
+    target_report->ranking = search.ranking;
+    target_report->kept_fp32 = chosen.kept;
+    target_report->int8 = chosen.int8;
+  }
+  return std::move(search.model);
+}
+
 Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibration,
                            const QuantizationOptions& options, QuantMode mode, QuantizationReport* report,
-                           const char* what) {
+                           const char* what, CalibrationDataReader* eval = nullptr,
+                           const AccuracyTarget* target = nullptr, AccuracyTargetReport* target_report = nullptr) {
   return guarded([&]() -> Result<OnnxModel> {
     const OnnxModel::Impl& in = ApiAccess::impl(model, what);
     QuantizeOptions opts = to_options(options, mode, calibration != nullptr);
@@ -240,6 +309,19 @@ Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibr
                         ? quantize_matmul_nbits(fp32, options.bits, opts, &summary)
                         : quantize_weight_only(fp32, options.bits, opts, &summary, source.get());
         break;
+    }
+    if (target) {
+      if (mode == QuantMode::kWeightOnly && options.format == WeightOnlyFormat::kMatMulNBits) {
+        fail("an accuracy target applies to WeightOnlyFormat::kQdq, not kMatMulNBits");
+      }
+      std::unique_ptr<SampleSource> own_eval;
+      SampleSource* eval_source = source.get();
+      if (eval != calibration) {
+        own_eval = reader_source(*eval, fp32.graph);
+        eval_source = own_eval.get();
+      }
+      quantized = steer(fp32, std::move(quantized), summary, source.get(), *eval_source, opts, options, *target, in,
+                        target_report);
     }
     summary.notes.insert(summary.notes.begin(), scaling_lines.begin(), scaling_lines.end());
     summary.notes.insert(summary.notes.begin(), equalize_lines.begin(), equalize_lines.end());
@@ -316,6 +398,22 @@ Result<OnnxModel> quantize_dynamic(const OnnxModel& model, CalibrationDataReader
 Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader& calibration,
                                        const QuantizationOptions& options, QuantizationReport* report) {
   return quantize(model, &calibration, options, QuantMode::kWeightOnly, report, "quantize_weight_only");
+}
+
+Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
+                                  CalibrationDataReader& eval, const AccuracyTarget& target,
+                                  const QuantizationOptions& options, QuantizationReport* report,
+                                  AccuracyTargetReport* target_report) {
+  return quantize(model, &calibration, options, QuantMode::kStatic, report, "quantize_static", &eval, &target,
+                  target_report);
+}
+
+Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader* calibration,
+                                       CalibrationDataReader& eval, const AccuracyTarget& target,
+                                       const QuantizationOptions& options, QuantizationReport* report,
+                                       AccuracyTargetReport* target_report) {
+  return quantize(model, calibration, options, QuantMode::kWeightOnly, report, "quantize_weight_only", &eval, &target,
+                  target_report);
 }
 
 }  // namespace kvant

@@ -51,6 +51,32 @@ ObserverOptions observer_options(Calibrator calibrator) {
 
 }  // namespace
 
+std::function<double(const std::vector<std::vector<float>>&, const std::string&)> wrap_metric(
+    const MetricCallback& callback, const std::vector<int64_t>& labels, const OnnxModel::Impl& model,
+    const std::string& output) {
+  // The scored output's declared shape, where it is fixed.
+  std::vector<int64_t> shape;
+  const std::string scored = output.empty() && !model.outputs.empty() ? model.outputs[0].name : output;
+  for (const TensorInfo& info : model.outputs) {
+    if (info.name != scored || !info.has_shape) continue;
+    if (std::all_of(info.shape.begin(), info.shape.end(), [](int64_t d) { return d >= 0; })) shape = info.shape;
+  }
+  int64_t declared = shape.empty() ? -1 : 1;
+  for (int64_t d : shape) declared *= d;
+  return [&callback, &labels, shape, declared](const std::vector<std::vector<float>>& outputs,
+                                               const std::string& variant) {
+    std::vector<TensorView> views;
+    views.reserve(outputs.size());
+    for (const std::vector<float>& y : outputs) {
+      const auto n = static_cast<int64_t>(y.size());
+      views.push_back(TensorView{y.data(), DataType::kFloat32, n == declared ? shape : std::vector<int64_t>{n}});
+    }
+    const size_t labelled = std::min(labels.size(), outputs.size());
+    const std::vector<int64_t> given(labels.begin(), labels.begin() + static_cast<ptrdiff_t>(labelled));
+    return callback(views, given, variant);
+  };
+}
+
 const char* metric_name(Metric metric) {
   switch (metric) {
     case Metric::kTop1:
@@ -101,28 +127,7 @@ Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataRea
     so.threads = o.threads;
     so.max_samples = o.max_samples;
     if (o.custom_metric) {
-      // The scored output's declared shape, where it is fixed.
-      std::vector<int64_t> shape;
-      const std::string scored =
-          o.output.empty() && !fp32.graph.outputs.empty() ? fp32.graph.outputs[0].name : o.output;
-      for (const TensorInfo& info : in.outputs) {
-        if (info.name != scored || !info.has_shape) continue;
-        if (std::all_of(info.shape.begin(), info.shape.end(), [](int64_t d) { return d >= 0; })) shape = info.shape;
-      }
-      int64_t declared = shape.empty() ? -1 : 1;
-      for (int64_t d : shape) declared *= d;
-      so.custom_metric = [&o, shape, declared](const std::vector<std::vector<float>>& outputs,
-                                               const std::string& variant) {
-        std::vector<TensorView> views;
-        views.reserve(outputs.size());
-        for (const std::vector<float>& y : outputs) {
-          const auto n = static_cast<int64_t>(y.size());
-          views.push_back(TensorView{y.data(), DataType::kFloat32, n == declared ? shape : std::vector<int64_t>{n}});
-        }
-        const size_t labelled = std::min(o.labels.size(), outputs.size());
-        const std::vector<int64_t> labels(o.labels.begin(), o.labels.begin() + static_cast<ptrdiff_t>(labelled));
-        return o.custom_metric(views, labels, variant);
-      };
+      so.custom_metric = wrap_metric(o.custom_metric, o.labels, in, o.output);
       so.custom_higher_is_better = o.higher_is_better;
     }
 

@@ -26,6 +26,7 @@
 
 #include "cli/accuracy_target.h"
 #include "cli/cli_common.h"
+#include "cli/eval_data.h"
 #include "cli/html_report.h"
 #include "cli/json.h"
 #include "cli/metric_cmd.h"
@@ -340,7 +341,11 @@ int quantize_command(const QuantizeArgs& a) {
       return quantize_mix(fp32, data.get(), options, a.bits, keep, int8, sum);
     };
     target.int8_ladder = options.mode == QuantMode::kWeightOnly && a.bits == 4;
-    search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval, target, std::cout);
+    target.progress = progress_printer("sensitivity");
+    search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval->source, eval->labels,
+                                    target, &std::cout);
+    // Step 0 met the target: no frontier walked.
+    if (!(search->met && search->steps.size() == 1)) print_frontier(std::cout, *search, target);
     quantized = search->model;
     summary = search->summary;
   }

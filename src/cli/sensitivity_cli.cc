@@ -34,29 +34,7 @@ std::string duration(double s) {
   return buf;
 }
 
-bool is_share(TaskMetric m) { return m == TaskMetric::kTop1 || m == TaskMetric::kTop5 || m == TaskMetric::kAgreement; }
-
 }  // namespace
-
-std::string format_metric(TaskMetric metric, double value) {
-  if (is_share(metric)) return fixed(100 * value, 2) + "%";
-  if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed(value, 1) + " dB" : std::string("exact");
-  std::ostringstream s;
-  s << std::scientific << std::setprecision(3) << value;
-  return s.str();
-}
-
-std::string format_delta(TaskMetric metric, double value, double base) {
-  if (is_share(metric)) {
-    std::ostringstream s;
-    s << std::showpos << std::fixed << std::setprecision(2) << 100 * (value - base) << " points";
-    return s.str();
-  }
-  if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed(value, 1) + " dB" : std::string("exact");
-  std::ostringstream s;
-  s << std::showpos << std::scientific << std::setprecision(2) << value - base;
-  return s.str();
-}
 
 void print_table(std::ostream& os, const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -145,6 +147,79 @@ TEST(ApiSensitivity, ErrorsAreStatuses) {
   ASSERT_TRUE(weight_only.ok()) << weight_only.status().message();
   EXPECT_FALSE(weight_only->layers.empty());
   EXPECT_STREQ(metric_name(Metric::kAgreement), "agreement");
+}
+
+// `kvant quantize --accuracy-target`: a target plain INT8 misses by 1 dB of
+// output SQNR is met by keeping the ranking's first layers FP32, and the
+// model is the command's bytes.
+TEST(ApiSensitivity, AccuracyTargetIsTheCommands) {
+  const OnnxModel model = cnn();
+  AccuracyTarget loose;
+  loose.metric = Metric::kSqnr;
+  loose.drop = 10;
+  Samples r1;
+  AccuracyTargetReport plain;
+  auto q0 = quantize_static(model, r1, r1, loose, {}, nullptr, &plain);
+  ASSERT_TRUE(q0.ok()) << q0.status().message();
+  EXPECT_TRUE(plain.met);
+  EXPECT_EQ(plain.chosen_step, 0);
+  EXPECT_TRUE(plain.kept_fp32.empty());
+
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f", plain.value + 1.0);
+  AccuracyTarget tight = loose;
+  tight.drop = std::strtod(text, nullptr);
+  Samples calib, eval;
+  AccuracyTargetReport met;
+  QuantizationReport report;
+  auto q1 = quantize_static(model, calib, eval, tight, {}, &report, &met);
+  ASSERT_TRUE(q1.ok()) << q1.status().message();
+  EXPECT_TRUE(met.met);
+  EXPECT_GE(met.chosen_step, 1);
+  EXPECT_GE(met.value, tight.drop);
+  ASSERT_EQ(met.kept_fp32.size(), static_cast<size_t>(met.chosen_step));
+  EXPECT_TRUE(std::equal(met.kept_fp32.begin(), met.kept_fp32.end(), met.ranking.begin()));
+  EXPECT_EQ(report.kept_fp32.size(), met.kept_fp32.size());
+
+#ifdef KVANT_CLI_PATH
+  const fs::path out = fs::temp_directory_path() / ("kvant_api_target_" + std::to_string(::getpid()) + ".onnx");
+  const std::string cmd = std::string(KVANT_CLI_PATH) + " quantize " + kCnn + " -o " + out.string() + " --calib " +
+                          kRoot + "/models/samples --eval " + kRoot +
+                          "/models/samples --metric sqnr --no-speed-check --report-samples 0 -f --accuracy-target " +
+                          text + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream file(out, std::ios::binary);
+  std::stringstream bytes;
+  bytes << file.rdbuf();
+  fs::remove(out);
+  auto mine = q1->to_bytes();
+  ASSERT_TRUE(mine.ok());
+  EXPECT_TRUE(*mine == bytes.str()) << "the API's model differs from the command's";
+#endif
+
+  // An impossible target: the closest model, met false, a warning.
+  AccuracyTarget impossible = loose;
+  impossible.drop = 200;
+  Samples r2;
+  AccuracyTargetReport missed;
+  QuantizationReport warned;
+  auto q2 = quantize_static(model, r2, r2, impossible, {}, &warned, &missed);
+  ASSERT_TRUE(q2.ok()) << q2.status().message();
+  EXPECT_FALSE(missed.met);
+  ASSERT_FALSE(warned.warnings.empty());
+  EXPECT_TRUE(contains(warned.warnings.back(), "accuracy target not met")) << warned.warnings.back();
+
+  // A custom metric steers; what it throws is the Status.
+  AccuracyTarget custom;
+  custom.custom_metric = [](const std::vector<TensorView>&, const std::vector<int64_t>&,
+                            const std::string& variant) -> double {
+    if (variant == "step 0") throw std::runtime_error("scorer offline");
+    return 1.0;
+  };
+  Samples r3;
+  auto thrown = quantize_static(model, r3, r3, custom);
+  ASSERT_FALSE(thrown.ok());
+  EXPECT_TRUE(contains(thrown.status().message(), "scorer offline")) << thrown.status().message();
 }
 
 }  // namespace
