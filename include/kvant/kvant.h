@@ -36,6 +36,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -237,6 +238,12 @@ enum class WeightOnlyFormat {
   kQdq,          // opset-21 blocked DequantizeLinear -> MatMul/Gemm
   kMatMulNBits,  // ONNX Runtime's com.microsoft.MatMulNBits
 };
+// How weights are rounded (`kvant quantize --rounding`).
+enum class RoundingMethod {
+  kNearest,   // round to nearest
+  kAdaRound,  // static: a learned up/down choice per weight against each layer's output on the calibration data
+  kGptq,      // weight-only MatMul/Gemm: GPTQ on the calibration data (needs the reader overload)
+};
 
 // The options of `kvant quantize`; each applies to the modes named, and an
 // option set away from its default in another mode is an error (as on the
@@ -264,6 +271,34 @@ struct QuantizationOptions {
   // Quantize weights holding NaN/Inf (NaN becomes the zero point) instead of
   // refusing them.
   bool allow_nonfinite = false;
+
+  // The rewrites and roundings below match `kvant quantize`'s options of the
+  // same names. Those that learn from data read the calibration reader: the
+  // static call's, or the one given to the dynamic / weight-only overloads
+  // that take a reader (then max_samples applies to weight-only as well).
+  // Static: 8, or 4 for W4A8 (4-bit per-channel weights with MSE-optimal
+  // clipping, 8-bit activations; the model is upgraded to opset 21).
+  int weight_bits = 8;
+  // Static and dynamic: cross-layer equalization first (Conv/Gemm pairs
+  // through Relu rescaled so per-channel weight ranges match; same FP32
+  // function).
+  bool equalize = false;
+  // Static: subtract each Conv/Gemm's mean output shift caused by weight
+  // rounding (measured on the calibration data) from its bias.
+  bool bias_correction = false;
+  // kAdaRound: static; kGptq: weight-only, with a calibration reader.
+  RoundingMethod rounding = RoundingMethod::kNearest;
+  // Weight-only, with a calibration reader: AWQ first (each layer input's
+  // weight rows scaled by mean|x|^alpha, alpha searched per input; combines
+  // with kNearest and kGptq).
+  bool awq = false;
+  // Static and dynamic, with a calibration reader: SmoothQuant first
+  // (activation outliers moved into the weights, s = max|x|^alpha /
+  // max|w|^(1-alpha) per input channel).
+  bool smooth_quant = false;
+  // SmoothQuant's alpha in [0, 1]; nullopt: searched per layer input from
+  // 0, 0.1, ..., 1 (`--smooth-quant search`).
+  std::optional<double> smooth_quant_alpha = 0.5;
 };
 
 // What the quantizer did.
@@ -288,9 +323,161 @@ KVANT_API Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationD
 // INT8 weights of MatMul/Gemm/Conv/LSTM/GRU; activations quantized at run time.
 KVANT_API Result<OnnxModel> quantize_dynamic(const OnnxModel& model, const QuantizationOptions& options = {},
                                              QuantizationReport* report = nullptr);
+// The same with calibration data for smooth_quant (`--mode dynamic --calib`).
+KVANT_API Result<OnnxModel> quantize_dynamic(const OnnxModel& model, CalibrationDataReader& calibration,
+                                             const QuantizationOptions& options = {},
+                                             QuantizationReport* report = nullptr);
 // INT4/INT8 MatMul/Gemm weights, one scale per group_size values along K.
 KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, const QuantizationOptions& options = {},
                                                  QuantizationReport* report = nullptr);
+// The same with calibration data for awq and RoundingMethod::kGptq
+// (`--mode weight-only --calib`).
+KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader& calibration,
+                                                 const QuantizationOptions& options = {},
+                                                 QuantizationReport* report = nullptr);
+
+// ---------------------------------------------------------------- sensitivity
+
+// Task metrics of a model's output against its FP32 original's over an
+// evaluation set (as `kvant eval` / `kvant sensitivity --metric`): top1 and
+// top5 the share of samples whose label is the top class / among the top 5
+// (need labels); agreement the share whose top class is FP32's; sqnr the
+// output SQNR in dB against FP32; mse the mean squared error against FP32;
+// miou, for segmentation outputs (class scores [N, C, ...]), the mean
+// intersection over union of the per-pixel argmax map against FP32's.
+// Higher is better for all but kMse.
+enum class Metric { kTop1, kTop5, kAgreement, kSqnr, kMse, kMiou };
+KVANT_API const char* metric_name(Metric metric);  // "top1", "top5", "agreement", "sqnr", "mse", "miou"
+
+// A metric of your own (`kvant sensitivity --metric-cmd`): called with the
+// scored output of every evaluation sample of one variant of the model, in
+// the order the samples were read (float32, the output's declared shape when
+// it is fixed and holds as many values, else flat), the labels of those
+// samples (empty when none were given) and the variant: "fp32",
+// "quantized", or the node name of the one layer quantized. Returns one
+// number (higher_is_better says which way is better). Called from the
+// thread that called sensitivity(); an exception it throws ends that call,
+// its message in the Status.
+using MetricCallback = std::function<double(const std::vector<TensorView>& outputs, const std::vector<int64_t>& labels,
+                                            const std::string& variant)>;
+
+// The options of `kvant sensitivity`.
+struct SensitivityAnalysisOptions {
+  // 8: static INT8, calibrated on the calibration reader (required); 4:
+  // weight-only INT4 (no calibration).
+  int bits = 8;
+  Calibrator calibrator = Calibrator::kMinMax;
+  int64_t calibration_samples = 500;  // calibration samples used at most
+  int group_size = 128;               // bits 4: values per scale along K
+  std::vector<std::string> exclude;   // kept FP32 and not measured (as QuantizationOptions::exclude)
+  // The built-in metric; unset: kTop1 when labels are given, else kAgreement.
+  std::optional<Metric> metric;
+  // The class label of each evaluation sample, in order (empty: none).
+  std::vector<int64_t> labels;
+  std::string output;          // the output scored; empty: the first
+  int64_t max_samples = -1;    // evaluation samples used at most; -1: all
+  bool leave_one_out = false;  // also measure every layer but one quantized
+  bool reference = false;      // the reference executor instead of the compiled kernels
+  int threads = 1;
+  // When set, it ranks the layers instead of `metric` (which is still
+  // measured and reported).
+  MetricCallback custom_metric;
+  bool higher_is_better = true;  // custom_metric's direction
+};
+
+// One Conv/Gemm/MatMul layer the quantizer rewrote.
+struct LayerScore {
+  std::string node, op_type;
+  std::string tensor;     // where its quantized form ends (the fused activation's output, else its own)
+  bool measured = false;  // false: `note` says why not, and the numbers are NaN
+  std::string note;
+  double value = 0;           // the metric with only this layer quantized
+  double output_sqnr_db = 0;  // the scored output's SQNR against FP32, only this layer quantized
+  double all_but = 0;         // the metric with every layer but this one quantized; NaN without leave_one_out
+  double custom = 0;          // custom_metric, only this layer quantized; NaN without one
+};
+
+struct SensitivityReport {
+  Metric metric = Metric::kAgreement;
+  std::string output;  // the output scored
+  int64_t samples = 0;
+  double fp32 = 0;       // the metric of the FP32 model (1 for agreement, +inf dB for sqnr)
+  double quantized = 0;  // of the fully quantized model
+  double quantized_sqnr_db = 0;
+  double custom_fp32 = 0, custom_quantized = 0;  // custom_metric; NaN without one
+  // Most sensitive first (by custom_metric when given, else by the metric,
+  // ties by output SQNR); the layers not measured last: `kvant sensitivity`'s
+  // ranking.
+  std::vector<LayerScore> layers;
+};
+
+// Which layers cost accuracy when quantized: quantizes `model` as `kvant
+// sensitivity` does (static INT8 calibrated on `calibration`, or weight-only
+// INT4), then measures the metric on `eval` with only one layer quantized,
+// for every Conv/Gemm/MatMul. `calibration` may be null with bits 4; it may
+// be the same reader as `eval` (then read once and replayed).
+KVANT_API Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataReader* calibration,
+                                                CalibrationDataReader& eval,
+                                                const SensitivityAnalysisOptions& options = {});
+
+// ---------------------------------------------------------------- accuracy target
+
+// `kvant quantize --accuracy-target DROP`: quantize, measure the metric on an
+// evaluation set, and while it misses the target keep the most sensitive
+// layers in FP32 (ranked once, as sensitivity() ranks them; weight-only INT4
+// and static W4A8 first move them up to INT8), one more per step, until it is
+// met.
+struct AccuracyTarget {
+  // The target, by metric: top1/top5 at least FP32's minus `drop`
+  // percentage points; agreement and miou at least 100% minus `drop` points; sqnr at
+  // least `drop` dB; mse at most `drop`; custom_metric FP32's value minus
+  // `drop` (plus, when lower is better).
+  double drop = 0;
+  std::optional<Metric> metric;  // unset: kTop1 when labels are given, else kAgreement
+  std::vector<int64_t> labels;   // the class label of each evaluation sample (empty: none)
+  std::string output;            // the output scored; empty: the first
+  int64_t max_samples = -1;      // evaluation samples used at most; -1: all
+  bool reference = false;        // measure on the reference executor
+  int threads = 1;
+  // When set, it steers instead of `metric` (the variants it sees: "fp32",
+  // "step 0", "step 1", ..., and each layer's node name while ranking).
+  MetricCallback custom_metric;
+  bool higher_is_better = true;
+  // Bisect over the number of layers moved up instead of trying 1, 2, ...
+  // (`--search bisect`): about log2(layers) steps; takes keeping more layers
+  // high never to lower the metric.
+  bool bisect = false;
+};
+
+// What the search did.
+struct AccuracyTargetReport {
+  bool met = false;  // false: the model returned is the closest step walked
+  double threshold = 0;
+  double fp32_value = 0;
+  double value = 0;                    // the returned step's metric (or custom_metric's value)
+  int64_t chosen_step = 0;             // 0: every layer quantized
+  int64_t steps = 0;                   // steps walked
+  std::vector<std::string> ranking;    // most sensitive first (empty when step 0 met the target)
+  std::vector<std::string> kept_fp32;  // the layers the returned model keeps FP32 for the target
+  std::vector<std::string> int8;       // weight-only INT4: the layers moved up to INT8
+};
+
+// Static quantization with an accuracy target on `eval` (another reader
+// than `calibration`, or the same one). The model is the bytes `kvant quantize
+// --accuracy-target` writes; when no mix meets the target it is the closest
+// one walked, target_report->met is false and report->warnings says so.
+KVANT_API Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
+                                            CalibrationDataReader& eval, const AccuracyTarget& target,
+                                            const QuantizationOptions& options = {},
+                                            QuantizationReport* report = nullptr,
+                                            AccuracyTargetReport* target_report = nullptr);
+// Weight-only (WeightOnlyFormat::kQdq) with an accuracy target; `calibration`
+// may be null (needed for awq and kGptq).
+KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader* calibration,
+                                                 CalibrationDataReader& eval, const AccuracyTarget& target,
+                                                 const QuantizationOptions& options = {},
+                                                 QuantizationReport* report = nullptr,
+                                                 AccuracyTargetReport* target_report = nullptr);
 
 // ---------------------------------------------------------------- run
 

@@ -30,6 +30,7 @@ __all__ = [
     "quantize_static",
     "quantize_dynamic",
     "quantize_weight_only",
+    "sensitivity",
     "inspect",
     "KvantError",
     "InvalidArgumentError",
@@ -202,11 +203,12 @@ def _options(mode, kwargs):
     allowed = {
         "static": {"calibrator", "calibrate_method", "percentile", "max_samples", "activation_type",
                    "symmetric_activations", "per_tensor", "per_channel", "reduce_range", "affine_weights",
-                   "exclude", "nodes_to_exclude", "allow_nonfinite", "quant_format", "weight_type"},
+                   "exclude", "nodes_to_exclude", "allow_nonfinite", "quant_format", "weight_type", "weight_bits",
+                   "equalize", "bias_correction", "rounding", "smooth_quant"},
         "dynamic": {"per_tensor", "per_channel", "reduce_range", "exclude", "nodes_to_exclude", "allow_nonfinite",
-                    "weight_type"},
+                    "weight_type", "equalize", "smooth_quant"},
         "weight_only": {"bits", "group_size", "affine_weights", "format", "exclude", "nodes_to_exclude",
-                        "allow_nonfinite"},
+                        "allow_nonfinite", "max_samples", "rounding", "awq"},
     }[mode]
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
@@ -237,13 +239,66 @@ def _options(mode, kwargs):
             options["format"] = {"matmulnbits": "ort"}.get(fmt, fmt)
         elif key in ("percentile",):
             options[key] = float(value)
-        elif key in ("max_samples", "bits", "group_size"):
+        elif key in ("max_samples", "bits", "group_size", "weight_bits"):
             options[key] = int(value)
+        elif key == "rounding":
+            options[key] = str(value).lower()
+        elif key == "smooth_quant":
+            # True: alpha 0.5 (the command's bare --smooth-quant); a number: alpha; "search"; False: off.
+            if value is True:
+                options[key] = 0.5
+            elif value is not False:
+                options[key] = value if isinstance(value, str) else float(value)
         else:
             options[key] = bool(value)
     if exclude:
         options["exclude"] = [str(e) for e in exclude]
     return options
+
+
+_TARGET_KEYS = ("eval_data_reader", "metric", "labels", "output", "limit", "reference", "threads",
+                "higher_is_better", "search")
+
+
+def _target_options(options):
+    """Takes the accuracy-target keywords out of `options`: None without
+    accuracy_target (then the others are an error), else a dict."""
+    drop = options.pop("accuracy_target", None)
+    given = {k: options.pop(k) for k in _TARGET_KEYS if k in options}
+    if drop is None:
+        if given:
+            raise TypeError("%s apply only with accuracy_target=DROP" % ", ".join(sorted(given)))
+        return None
+    if given.get("eval_data_reader") is None:
+        raise InvalidArgumentError("accuracy_target needs evaluation data: eval_data_reader")
+    given["drop"] = float(drop)
+    return given
+
+
+def _quantize_with_target(mode, model, calibration_data_reader, options, target):
+    samples, labels = _drain(target.pop("eval_data_reader"), "eval_data_reader")
+    eval_reader = _ListReader(samples)
+    metric = target.pop("metric", None)
+    if target.get("labels") is not None:
+        labels = [int(x) for x in target["labels"]]
+    target.pop("labels", None)
+    if labels:
+        target["labels"] = labels
+    callback = None
+    if callable(metric):
+        callback = _metric_callable(metric)
+    elif metric is not None:
+        target["metric"] = str(metric).lower()
+    for key in ("limit", "threads"):
+        if key in target:
+            target[key] = int(target[key])
+    for key in ("reference", "higher_is_better"):
+        if key in target:
+            target[key] = bool(target[key])
+    if "output" in target:
+        target["output"] = str(target["output"])
+    return _kvant.quantize_with_target(mode, model, calibration_data_reader, eval_reader, _options(mode, options),
+                                       target, callback)
 
 
 def _load(model_input):
@@ -267,40 +322,191 @@ def quantize_static(model_input, model_output, calibration_data_reader, **option
     CalibrationMethod), percentile, max_samples, activation_type ("uint8" or
     "int8", or QuantType), symmetric_activations, per_tensor / per_channel,
     reduce_range, affine_weights, exclude / nodes_to_exclude (node names,
-    operator types, "first", "last"), allow_nonfinite.
+    operator types, "first", "last"), allow_nonfinite; weight_bits (8, or 4
+    for W4A8), equalize, bias_correction, rounding ("nearest" or
+    "adaround"), smooth_quant (True or an alpha in [0, 1], or "search").
 
     Writes model_output (the bytes `kvant quantize` writes for the same data
     and options; None: nothing written) and returns the report as a dict:
     quantized_nodes, calibration_samples, kept_fp32, fp32_reasons (node ->
     why), notes, warnings.
+
+    accuracy_target=DROP (`--accuracy-target`): keep the most sensitive
+    layers FP32 until the metric on eval_data_reader (required; get_next()
+    may return (feeds, label) pairs) is within DROP of FP32's; metric (a name
+    or a callable, as kvant.sensitivity takes), labels, output, limit,
+    reference, threads, higher_is_better as there; search="bisect" bisects
+    over the number of layers kept high (`--search bisect`). The report then has
+    "accuracy_target": met, threshold, fp32_value, value, chosen_step,
+    steps, ranking, kept_fp32, int8. A target no mix meets writes the
+    closest model, met False and a warning.
     """
+    target = _target_options(options)
     model = _load(model_input)
-    quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options))
+    if target is None:
+        quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options))
+    else:
+        quantized, report = _quantize_with_target("static", model, calibration_data_reader, options, target)
     _save(quantized, model_output)
     return report
 
 
-def quantize_dynamic(model_input, model_output, **options):
+def quantize_dynamic(model_input, model_output, calibration_data_reader=None, **options):
     """Dynamic quantization (INT8 weights of MatMul/Gemm/Conv/LSTM/GRU,
     activations quantized at run time), as `kvant quantize --mode dynamic`.
     options: per_tensor / per_channel, reduce_range, exclude /
-    nodes_to_exclude, allow_nonfinite. Returns the report dict."""
+    nodes_to_exclude, allow_nonfinite, equalize, smooth_quant (True, an
+    alpha in [0, 1] or "search"; needs calibration_data_reader). Returns the
+    report dict."""
     model = _load(model_input)
-    quantized, report = _kvant.quantize_dynamic(model, _options("dynamic", options))
+    quantized, report = _kvant.quantize_dynamic(model, calibration_data_reader, _options("dynamic", options))
     _save(quantized, model_output)
     return report
 
 
-def quantize_weight_only(model_input, model_output, bits=4, group_size=128, **options):
+def quantize_weight_only(model_input, model_output, bits=4, group_size=128, calibration_data_reader=None,
+                         **options):
     """INT4/INT8 MatMul/Gemm weights with one scale per group_size values
     along K, as `kvant quantize --mode weight-only`. options: affine_weights,
     format ("qdq" or "ort" / "matmulnbits" for com.microsoft.MatMulNBits),
-    exclude / nodes_to_exclude, allow_nonfinite. Returns the report dict."""
+    exclude / nodes_to_exclude, allow_nonfinite; with
+    calibration_data_reader: awq, rounding ("nearest" or "gptq"),
+    max_samples; accuracy_target=DROP with eval_data_reader etc. as for
+    quantize_static (INT4 layers move up to INT8 first). Returns the report
+    dict."""
     options = dict(options, bits=bits, group_size=group_size)
+    target = _target_options(options)
     model = _load(model_input)
-    quantized, report = _kvant.quantize_weight_only(model, _options("weight_only", options))
+    if target is None:
+        quantized, report = _kvant.quantize_weight_only(model, calibration_data_reader,
+                                                        _options("weight_only", options))
+    else:
+        quantized, report = _quantize_with_target("weight_only", model, calibration_data_reader, options, target)
     _save(quantized, model_output)
     return report
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+class _ListReader:
+    """Samples read from a reader, given again (kvant replays them itself)."""
+
+    def __init__(self, samples):
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def _drain(reader, what):
+    """Every sample of a CalibrationDataReader, and its labels: get_next()
+    may return a feed dict or a (feed dict, label) pair."""
+    samples, labels = [], []
+    while True:
+        item = reader.get_next()
+        if item is None:
+            break
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidArgumentError("%s.get_next() returned a tuple of %d items; expected a feed dict or "
+                                           "(feed dict, label)" % (what, len(item)))
+            item, label = item
+            labels.append(int(label))
+        samples.append(item)
+    if labels and len(labels) != len(samples):
+        raise InvalidArgumentError("%s gave a label with %d of its %d samples; give one with every sample or none"
+                                   % (what, len(labels), len(samples)))
+    return samples, labels
+
+
+def _metric_callable(metric):
+    """metric(outputs) or metric(outputs, labels), by how many positional
+    arguments it takes; labels is None when the data has none."""
+    import inspect as _inspect
+
+    try:
+        params = [p for p in _inspect.signature(metric).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+        two = len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):  # a builtin without a signature
+        two = False
+
+    def call(outputs, labels, variant):
+        del variant
+        return float(metric(outputs, labels if labels else None) if two else metric(outputs))
+
+    return call
+
+
+def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metric=None, *, labels=None, bits=8,
+                calibrate_method=None, calibrator=None, max_samples=None, limit=None, group_size=None, exclude=None,
+                nodes_to_exclude=None, output=None, leave_one_out=False, reference=False, threads=1,
+                higher_is_better=True):
+    """Which layers cost accuracy when quantized, as `kvant sensitivity`.
+
+    Quantizes model (a path or bytes; static INT8 calibrated on
+    calibration_data_reader, or bits=4: weight-only INT4 without one), then
+    measures the metric on eval_data_reader (default: the calibration
+    samples) with only one Conv/Gemm/MatMul quantized, for each of them.
+    Readers follow ONNX Runtime's CalibrationDataReader protocol; the eval
+    reader's get_next() may also return (feed dict, class label) pairs
+    (or give labels=[...], one per sample).
+
+    metric: "top1", "top5" (need labels), "agreement", "sqnr", "mse"
+    (default: top1 with labels, else agreement), or a callable that ranks the
+    layers instead: metric(outputs) or metric(outputs, labels), outputs a list
+    of float32 arrays (the scored output of every evaluation sample of one
+    variant of the model), labels a list or None; it returns a float, higher
+    better unless higher_is_better=False. What it raises is raised here.
+
+    Other options as the command's: calibrate_method / calibrator,
+    max_samples (calibration), limit (evaluation samples), group_size (bits
+    4), exclude / nodes_to_exclude, output (the output scored), leave_one_out,
+    reference, threads.
+
+    Returns a dict: metric, output, samples, fp32, quantized,
+    quantized_sqnr_db (custom_fp32, custom_quantized with a callable) and
+    layers, most sensitive first: node, op, tensor, measured, and rank,
+    value, output_sqnr_db, all_but (NaN without leave_one_out), custom (with
+    a callable) when measured, else note.
+    """
+    m = _kvant.load(_source(model), True, None)
+    if calibration_data_reader is None and eval_data_reader is None:
+        raise InvalidArgumentError("sensitivity needs data: calibration_data_reader (bits 8) or eval_data_reader")
+    if eval_data_reader is None:  # the calibration samples are the evaluation set too
+        samples, given = _drain(calibration_data_reader, "calibration_data_reader")
+        eval_reader = calib_reader = _ListReader(samples)
+    else:
+        samples, given = _drain(eval_data_reader, "eval_data_reader")
+        eval_reader = _ListReader(samples)
+        calib_reader = calibration_data_reader
+    options = {"bits": int(bits), "leave_one_out": bool(leave_one_out), "reference": bool(reference),
+               "threads": int(threads), "higher_is_better": bool(higher_is_better)}
+    if labels is not None:
+        given = [int(x) for x in labels]
+    if given:
+        options["labels"] = given
+    method = calibrator if calibrator is not None else calibrate_method
+    if method is not None:
+        options["calibrator"] = _calibrator(method)
+    for key, value in (("max_samples", max_samples), ("limit", limit), ("group_size", group_size)):
+        if value is not None:
+            options[key] = int(value)
+    excluded = []
+    for value in (exclude, nodes_to_exclude):
+        if value is not None:
+            excluded += [value] if isinstance(value, str) else list(value)
+    if excluded:
+        options["exclude"] = [str(e) for e in excluded]
+    if output is not None:
+        options["output"] = str(output)
+    callback = None
+    if callable(metric):
+        callback = _metric_callable(metric)
+    elif metric is not None:
+        options["metric"] = str(metric).lower()
+    return _kvant.sensitivity(m, calib_reader, eval_reader, options, callback)
 
 
 # ---------------------------------------------------------------- inspect

@@ -296,6 +296,38 @@ kvant::QuantizationOptions options_of(const py::dict& d) {
       o.exclude = v.cast<std::vector<std::string>>();
     } else if (key == "allow_nonfinite") {
       o.allow_nonfinite = v.cast<bool>();
+    } else if (key == "weight_bits") {
+      o.weight_bits = v.cast<int>();
+    } else if (key == "equalize") {
+      o.equalize = v.cast<bool>();
+    } else if (key == "bias_correction") {
+      o.bias_correction = v.cast<bool>();
+    } else if (key == "rounding") {
+      const std::string r = v.cast<std::string>();
+      if (r == "nearest") {
+        o.rounding = kvant::RoundingMethod::kNearest;
+      } else if (r == "adaround") {
+        o.rounding = kvant::RoundingMethod::kAdaRound;
+      } else if (r == "gptq") {
+        o.rounding = kvant::RoundingMethod::kGptq;
+      } else {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "rounding \"" + r + "\": expected nearest, adaround or gptq"};
+      }
+    } else if (key == "awq") {
+      o.awq = v.cast<bool>();
+    } else if (key == "smooth_quant") {  // None: off; a number: alpha; "search"
+      if (v.is_none()) continue;
+      o.smooth_quant = true;
+      if (py::isinstance<py::str>(v)) {
+        if (v.cast<std::string>() != "search") {
+          throw StatusError{kvant::ErrorCode::kInvalidArgument, "smooth_quant \"" + v.cast<std::string>() +
+                                                                    "\": expected a number in [0, 1] or \"search\""};
+        }
+        o.smooth_quant_alpha = std::nullopt;
+      } else {
+        o.smooth_quant_alpha = v.cast<double>();
+      }
     } else {
       throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown quantization option \"" + key + "\""};
     }
@@ -313,6 +345,183 @@ py::dict report_dict(const kvant::QuantizationReport& r) {
   d["fp32_reasons"] = reasons;
   d["notes"] = r.notes;
   d["warnings"] = r.warnings;
+  return d;
+}
+
+// ---------------------------------------------------------------- sensitivity
+
+// The options from the dict python/kvant/__init__.py builds.
+kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {
+  kvant::SensitivityAnalysisOptions o;
+  for (auto item : d) {
+    const std::string key = item.first.cast<std::string>();
+    const py::handle v = item.second;
+    if (key == "bits") {
+      o.bits = v.cast<int>();
+    } else if (key == "calibrator") {
+      o.calibrator = calibrator_of(v.cast<std::string>());
+    } else if (key == "max_samples") {
+      o.calibration_samples = v.cast<int64_t>();
+    } else if (key == "group_size") {
+      o.group_size = v.cast<int>();
+    } else if (key == "exclude") {
+      o.exclude = v.cast<std::vector<std::string>>();
+    } else if (key == "metric") {
+      const std::string m = v.cast<std::string>();
+      const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
+                                   kvant::Metric::kSqnr, kvant::Metric::kMse,  kvant::Metric::kMiou};
+      for (kvant::Metric candidate : all) {
+        if (m == kvant::metric_name(candidate)) o.metric = candidate;
+      }
+      if (!o.metric) {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "metric \"" + m + "\": expected top1, top5, agreement, sqnr, mse, miou or a callable"};
+      }
+    } else if (key == "labels") {
+      o.labels = v.cast<std::vector<int64_t>>();
+    } else if (key == "output") {
+      o.output = v.cast<std::string>();
+    } else if (key == "limit") {
+      o.max_samples = v.cast<int64_t>();
+    } else if (key == "leave_one_out") {
+      o.leave_one_out = v.cast<bool>();
+    } else if (key == "reference") {
+      o.reference = v.cast<bool>();
+    } else if (key == "threads") {
+      o.threads = v.cast<int>();
+    } else if (key == "higher_is_better") {
+      o.higher_is_better = v.cast<bool>();
+    } else {
+      throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown sensitivity option \"" + key + "\""};
+    }
+  }
+  return o;
+}
+
+py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
+  py::dict d;
+  d["metric"] = kvant::metric_name(r.metric);
+  d["output"] = r.output;
+  d["samples"] = r.samples;
+  d["fp32"] = r.fp32;
+  d["quantized"] = r.quantized;
+  d["quantized_sqnr_db"] = r.quantized_sqnr_db;
+  if (custom) {
+    d["custom_fp32"] = r.custom_fp32;
+    d["custom_quantized"] = r.custom_quantized;
+  }
+  py::list layers;
+  int64_t rank = 0;
+  for (const kvant::LayerScore& s : r.layers) {
+    py::dict l;
+    l["node"] = s.node;
+    l["op"] = s.op_type;
+    l["tensor"] = s.tensor;
+    l["measured"] = s.measured;
+    if (s.measured) {
+      l["rank"] = ++rank;
+      l["value"] = s.value;
+      l["output_sqnr_db"] = s.output_sqnr_db;
+      l["all_but"] = s.all_but;
+      if (custom) l["custom"] = s.custom;
+    } else {
+      l["note"] = s.note;
+    }
+    layers.append(l);
+  }
+  d["layers"] = layers;
+  return d;
+}
+
+// A Python metric callable as a kvant::MetricCallback: called with the GIL
+// re-acquired, the outputs copied into float32 ndarrays (the views end with
+// the call). What it raises is kept in `error` (raised again once the kvant
+// call returns) and ends the kvant call.
+using PyErrorSlot = std::shared_ptr<std::optional<py::error_already_set>>;
+
+kvant::MetricCallback metric_callback(const py::object& metric, const PyErrorSlot& error) {
+  return [metric, error](const std::vector<kvant::TensorView>& outputs, const std::vector<int64_t>& labels,
+                         const std::string& variant) {
+    py::gil_scoped_acquire acquire;
+    try {
+      py::list arrays;
+      for (const kvant::TensorView& y : outputs) {
+        std::vector<py::ssize_t> shape(y.shape.begin(), y.shape.end());
+        arrays.append(py::array(py::dtype("<f4"), shape, y.data));
+      }
+      py::object value = metric(arrays, py::cast(labels), variant);
+      return py::float_(value).cast<double>();
+    } catch (py::error_already_set& e) {
+      const std::string message = e.what();
+      if (!*error) error->emplace(std::move(e));
+      throw std::runtime_error("the metric callable raised: " + message);
+    }
+  };
+}
+
+void rethrow(const PyErrorSlot& error) {
+  if (*error) {
+    py::error_already_set e = std::move(**error);
+    error->reset();
+    throw e;
+  }
+}
+
+kvant::AccuracyTarget target_of(const py::dict& d) {
+  kvant::AccuracyTarget t;
+  for (auto item : d) {
+    const std::string key = item.first.cast<std::string>();
+    const py::handle v = item.second;
+    if (key == "drop") {
+      t.drop = v.cast<double>();
+    } else if (key == "metric") {
+      const std::string m = v.cast<std::string>();
+      const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
+                                   kvant::Metric::kSqnr, kvant::Metric::kMse,  kvant::Metric::kMiou};
+      for (kvant::Metric candidate : all) {
+        if (m == kvant::metric_name(candidate)) t.metric = candidate;
+      }
+      if (!t.metric) {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "metric \"" + m + "\": expected top1, top5, agreement, sqnr, mse, miou or a callable"};
+      }
+    } else if (key == "labels") {
+      t.labels = v.cast<std::vector<int64_t>>();
+    } else if (key == "output") {
+      t.output = v.cast<std::string>();
+    } else if (key == "limit") {
+      t.max_samples = v.cast<int64_t>();
+    } else if (key == "reference") {
+      t.reference = v.cast<bool>();
+    } else if (key == "threads") {
+      t.threads = v.cast<int>();
+    } else if (key == "higher_is_better") {
+      t.higher_is_better = v.cast<bool>();
+    } else if (key == "search") {
+      const std::string how = v.cast<std::string>();
+      if (how != "linear" && how != "bisect") {
+        throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                          "search must be \"linear\" or \"bisect\", got \"" + how + "\""};
+      }
+      t.bisect = how == "bisect";
+    } else {
+      throw StatusError{kvant::ErrorCode::kInvalidArgument, "unknown accuracy target option \"" + key + "\""};
+    }
+  }
+  return t;
+}
+
+py::dict target_dict(const kvant::AccuracyTargetReport& r) {
+  py::dict d;
+  d["met"] = r.met;
+  d["threshold"] = r.threshold;
+  d["fp32_value"] = r.fp32_value;
+  d["value"] = r.value;
+  d["chosen_step"] = r.chosen_step;
+  d["steps"] = r.steps;
+  d["ranking"] = r.ranking;
+  d["kept_fp32"] = r.kept_fp32;
+  d["int8"] = r.int8;
   return d;
 }
 
@@ -419,6 +628,79 @@ PYBIND11_MODULE(_kvant, m) {
         return s.session.describe();
       });
 
+  // sensitivity(model, calibration reader or None, eval reader, options,
+  // metric callable or None): calibration may be the eval reader itself.
+  // The callable gets (list of float32 ndarrays, list of labels, variant)
+  // with the GIL held; what it raises is raised again here.
+  m.def(
+      "sensitivity",
+      [](const kvant::OnnxModel& model, const py::object& calibration, const py::object& eval, const py::dict& options,
+         const py::object& metric) {
+        kvant::SensitivityAnalysisOptions o = sensitivity_options_of(options);
+        PyCalibrationReader eval_reader(eval);
+        std::optional<PyCalibrationReader> calib_reader;
+        kvant::CalibrationDataReader* calib = nullptr;
+        if (calibration.is(eval)) {
+          calib = &eval_reader;
+        } else if (!calibration.is_none()) {
+          calib = &calib_reader.emplace(calibration);
+        }
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        if (!metric.is_none()) o.custom_metric = metric_callback(metric, error);
+        std::optional<kvant::Result<kvant::SensitivityReport>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(kvant::sensitivity(model, calib, eval_reader, o));
+        }
+        o.custom_metric = nullptr;  // drops its reference to the callable while the GIL is held
+        rethrow(error);
+        eval_reader.rethrow();
+        if (calib_reader) calib_reader->rethrow();
+        return sensitivity_dict(take(std::move(*result)), !metric.is_none());
+      },
+      py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("metric"));
+  // quantize_with_target(mode, model, calibration reader or None, eval
+  // reader, options, target options, metric callable or None): static or
+  // weight-only with an accuracy target; calibration may be the eval reader.
+  m.def(
+      "quantize_with_target",
+      [](const std::string& mode, const kvant::OnnxModel& model, const py::object& calibration, const py::object& eval,
+         const py::dict& options, const py::dict& target_options, const py::object& metric) {
+        const kvant::QuantizationOptions o = options_of(options);
+        kvant::AccuracyTarget t = target_of(target_options);
+        PyCalibrationReader eval_reader(eval);
+        std::optional<PyCalibrationReader> calib_reader;
+        kvant::CalibrationDataReader* calib = nullptr;
+        if (calibration.is(eval)) {
+          calib = &eval_reader;
+        } else if (!calibration.is_none()) {
+          calib = &calib_reader.emplace(calibration);
+        }
+        if (mode == "static" && calib == nullptr) {
+          throw StatusError{kvant::ErrorCode::kInvalidArgument, "static quantization needs a calibration reader"};
+        }
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        if (!metric.is_none()) t.custom_metric = metric_callback(metric, error);
+        kvant::QuantizationReport report;
+        kvant::AccuracyTargetReport target_report;
+        std::optional<kvant::Result<kvant::OnnxModel>> result;
+        {
+          py::gil_scoped_release release;
+          result.emplace(mode == "static"
+                             ? kvant::quantize_static(model, *calib, eval_reader, t, o, &report, &target_report)
+                             : kvant::quantize_weight_only(model, calib, eval_reader, t, o, &report, &target_report));
+        }
+        t.custom_metric = nullptr;
+        rethrow(error);
+        eval_reader.rethrow();
+        if (calib_reader) calib_reader->rethrow();
+        kvant::OnnxModel quantized = take(std::move(*result));
+        py::dict r = report_dict(report);
+        r["accuracy_target"] = target_dict(target_report);
+        return py::make_tuple(quantized, r);
+      },
+      py::arg("mode"), py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("target"),
+      py::arg("metric"));
   m.def(
       "quantize_static",
       [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
@@ -434,30 +716,39 @@ PYBIND11_MODULE(_kvant, m) {
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
       py::arg("model"), py::arg("reader"), py::arg("options"));
+  // reader None: the overload without calibration data.
   m.def(
       "quantize_dynamic",
-      [](const kvant::OnnxModel& model, const py::dict& options) {
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
         const kvant::QuantizationOptions o = options_of(options);
+        std::optional<PyCalibrationReader> calibration;
+        if (!reader.is_none()) calibration.emplace(reader);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
           py::gil_scoped_release release;
-          result.emplace(kvant::quantize_dynamic(model, o, &report));
+          result.emplace(calibration ? kvant::quantize_dynamic(model, *calibration, o, &report)
+                                     : kvant::quantize_dynamic(model, o, &report));
         }
+        if (calibration) calibration->rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"));
   m.def(
       "quantize_weight_only",
-      [](const kvant::OnnxModel& model, const py::dict& options) {
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
         const kvant::QuantizationOptions o = options_of(options);
+        std::optional<PyCalibrationReader> calibration;
+        if (!reader.is_none()) calibration.emplace(reader);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
           py::gil_scoped_release release;
-          result.emplace(kvant::quantize_weight_only(model, o, &report));
+          result.emplace(calibration ? kvant::quantize_weight_only(model, *calibration, o, &report)
+                                     : kvant::quantize_weight_only(model, o, &report));
         }
+        if (calibration) calibration->rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"));
 }

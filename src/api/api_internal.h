@@ -3,14 +3,17 @@
 #pragma once
 
 #include <exception>
+#include <functional>
 #include <memory>
 #include <new>
 #include <string>
 #include <vector>
 
+#include "io/sample_source.h"
 #include "ir/graph.h"
 #include "ir/tensor.h"
 #include "kvant/kvant.h"
+#include "quant/task_metric.h"
 
 namespace kvant {
 
@@ -43,6 +46,21 @@ struct ApiAccess {
   // A public model around `model`; `display_name` starts error messages.
   static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr);
 };
+
+// The caller's reader as the quantizer's SampleSource (api_quantize.cc): a
+// reader that cannot rewind is replayed from the samples it gave.
+std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const Graph& graph);
+
+// The library's metric for a public one (api_sensitivity.cc); `what` names
+// the option in the error for a value outside the enum.
+TaskMetric task_metric_of(Metric metric, const char* what);
+
+// The caller's metric callback as the library's custom metric for
+// `output` (empty: the model's first) of `model` (api_sensitivity.cc). Keeps
+// references to `callback` and `labels`.
+std::function<double(const std::vector<std::vector<float>>&, const std::string&)> wrap_metric(
+    const MetricCallback& callback, const std::vector<int64_t>& labels, const OnnxModel::Impl& model,
+    const std::string& output);
 
 // Runs f(), turning any exception into the Status that f's result type
 // (Status or Result<T>) holds: kvant::Error keeps its code and message,

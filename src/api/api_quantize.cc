@@ -3,6 +3,7 @@
 // the report printing, so the API's model and the command's file are the
 // same bytes for the same data and options.
 #include <algorithm>
+#include <memory>
 #include <set>
 
 #include "api/api_internal.h"
@@ -10,6 +11,8 @@
 #include "onnx/reader.h"
 #include "onnx/writer.h"
 #include "ops/op_registry.h"
+#include "quant/accuracy_target.h"
+#include "quant/algorithms/scaling_notes.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
 
@@ -83,7 +86,7 @@ class ReaderSource : public SampleSource {
 
 // An option that does nothing in the chosen mode is an error (as
 // cmd_quantize.cc's check_mode_options): here, one set away from its default.
-void check_mode_options(const QuantizationOptions& o, QuantMode mode) {
+void check_mode_options(const QuantizationOptions& o, QuantMode mode, bool has_data) {
   const QuantizationOptions d;
   using M = QuantMode;
   struct Rule {
@@ -94,7 +97,7 @@ void check_mode_options(const QuantizationOptions& o, QuantMode mode) {
   };
   const Rule rules[] = {
       {"calibrator", o.calibrator != d.calibrator, {M::kStatic}, "static"},
-      {"max_samples", o.max_samples != d.max_samples, {M::kStatic}, "static"},
+      {"max_samples", o.max_samples != d.max_samples, {M::kStatic, M::kWeightOnly}, "static and weight-only"},
       {"activation_type", o.activation_type != d.activation_type, {M::kStatic}, "static"},
       {"symmetric_activations", o.symmetric_activations != d.symmetric_activations, {M::kStatic}, "static"},
       {"per_tensor", o.per_tensor != d.per_tensor, {M::kStatic, M::kDynamic}, "static and dynamic"},
@@ -103,6 +106,12 @@ void check_mode_options(const QuantizationOptions& o, QuantMode mode) {
       {"bits", o.bits != d.bits, {M::kWeightOnly}, "weight-only"},
       {"group_size", o.group_size != d.group_size, {M::kWeightOnly}, "weight-only"},
       {"format", o.format != d.format, {M::kWeightOnly}, "weight-only"},
+      {"weight_bits", o.weight_bits != d.weight_bits, {M::kStatic}, "static"},
+      {"equalize", o.equalize != d.equalize, {M::kStatic, M::kDynamic}, "static and dynamic"},
+      {"bias_correction", o.bias_correction != d.bias_correction, {M::kStatic}, "static"},
+      {"rounding", o.rounding != d.rounding, {M::kStatic, M::kWeightOnly}, "static and weight-only"},
+      {"awq", o.awq != d.awq, {M::kWeightOnly}, "weight-only"},
+      {"smooth_quant", o.smooth_quant != d.smooth_quant, {M::kStatic, M::kDynamic}, "static and dynamic"},
   };
   const char* mode_text = mode == M::kStatic ? "static" : mode == M::kDynamic ? "dynamic" : "weight-only";
   for (const Rule& r : rules) {
@@ -114,10 +123,23 @@ void check_mode_options(const QuantizationOptions& o, QuantMode mode) {
   if (o.percentile != d.percentile && o.calibrator != Calibrator::kPercentile) {
     fail("QuantizationOptions::percentile applies to Calibrator::kPercentile only");
   }
+  if (o.smooth_quant_alpha != d.smooth_quant_alpha && !o.smooth_quant) {
+    fail("QuantizationOptions::smooth_quant_alpha applies with smooth_quant = true only");
+  }
+  // As the command's "applies only with --calib DATA".
+  const char* needs_data = nullptr;
+  if (o.max_samples != d.max_samples) needs_data = "max_samples";
+  if (o.awq) needs_data = "awq";
+  if (o.smooth_quant) needs_data = "smooth_quant";
+  if (o.rounding == RoundingMethod::kGptq) needs_data = "rounding = RoundingMethod::kGptq";
+  if (needs_data && !has_data) {
+    fail(std::string("QuantizationOptions::") + needs_data + " needs calibration data: call the " + mode_text +
+         " overload that takes a CalibrationDataReader");
+  }
 }
 
-QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode) {
-  check_mode_options(o, mode);
+QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode, bool has_data) {
+  check_mode_options(o, mode, has_data);
   QuantizeOptions out;
   out.mode = mode;
   switch (o.calibrator) {
@@ -150,36 +172,150 @@ QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode) {
   if (o.format != WeightOnlyFormat::kQdq && o.format != WeightOnlyFormat::kMatMulNBits) {
     fail("QuantizationOptions::format: unknown value");
   }
+  if (o.weight_bits != 8 && o.weight_bits != 4) {
+    fail("QuantizationOptions::weight_bits must be 8 or 4, got " + std::to_string(o.weight_bits));
+  }
+  if (o.weight_bits == 4) {  // W4A8
+    if (o.reduce_range) fail("QuantizationOptions::reduce_range applies to 8-bit weights, not weight_bits 4");
+    out.weight_type = DType::kInt4;
+  }
+  out.bias_correction = o.bias_correction;
+  switch (o.rounding) {
+    case RoundingMethod::kNearest: out.rounding = WeightRounding::kNearest; break;
+    case RoundingMethod::kAdaRound:
+      if (mode != QuantMode::kStatic)
+        fail("RoundingMethod::kAdaRound applies to static quantization only (kGptq: weight-only)");
+      out.rounding = WeightRounding::kAdaRound;
+      break;
+    case RoundingMethod::kGptq:
+      if (mode != QuantMode::kWeightOnly) {
+        fail("RoundingMethod::kGptq applies to weight-only quantization only (kAdaRound: static)");
+      }
+      if (o.format == WeightOnlyFormat::kMatMulNBits) {
+        fail("RoundingMethod::kGptq writes WeightOnlyFormat::kQdq only (kMatMulNBits is round to nearest)");
+      }
+      out.rounding = WeightRounding::kGptq;
+      break;
+    default: fail("QuantizationOptions::rounding: unknown value");
+  }
+  if (o.smooth_quant && o.smooth_quant_alpha && !(*o.smooth_quant_alpha >= 0 && *o.smooth_quant_alpha <= 1)) {
+    fail("QuantizationOptions::smooth_quant_alpha must be in [0, 1] (or nullopt: searched), got " +
+         std::to_string(*o.smooth_quant_alpha));
+  }
   return out;
+}
+
+// The accuracy target's search (quant/accuracy_target.h) on `eval`, from
+// `quantized` (every layer quantized): the model chosen, its summary in
+// `summary`.
+Model steer(const Model& fp32, Model quantized, QuantizeSummary& summary, SampleSource* calibration, SampleSource& eval,
+            const QuantizeOptions& opts, const QuantizationOptions& options, const AccuracyTarget& target,
+            const OnnxModel::Impl& in, AccuracyTargetReport* target_report) {
+  TargetOptions t;
+  t.metric = target.metric           ? task_metric_of(*target.metric, "AccuracyTarget::metric")
+             : target.labels.empty() ? TaskMetric::kAgreement
+                                     : TaskMetric::kTop1;
+  if (needs_labels(t.metric) && target.labels.empty()) {
+    fail(std::string("AccuracyTarget: metric ") + task_metric_name(t.metric) + " needs labels: AccuracyTarget::labels");
+  }
+  if (target.threads < 1 || target.threads > 256) {
+    fail("AccuracyTarget::threads must be 1 .. 256, got " + std::to_string(target.threads));
+  }
+  t.drop = target.drop;
+  t.output = target.output;
+  t.reference = target.reference;
+  t.threads = target.threads;
+  t.limit = target.max_samples;
+  if (target.custom_metric) {
+    t.custom = wrap_metric(target.custom_metric, target.labels, in, target.output);
+    t.custom_higher_is_better = target.higher_is_better;
+  }
+  t.int8_ladder = (opts.mode == QuantMode::kWeightOnly && options.bits == 4) ||
+                  (opts.mode == QuantMode::kStatic && options.weight_bits == 4);
+  t.bisect = target.bisect;
+  const QuantizeWith quantize_with = [&](const std::vector<std::string>& keep, const std::vector<std::string>& int8,
+                                         QuantizeSummary* sum) {
+    return quantize_mix(fp32, calibration, opts, options.bits, keep, int8, sum);
+  };
+  TargetSearch search =
+      search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, eval, target.labels, t, nullptr);
+  summary = search.summary;
+  const FrontierStep& chosen = search.steps.at(search.chosen);
+  if (!search.met) {
+    summary.warnings.push_back("accuracy target not met: no mix of FP32 and quantized layers reached " +
+                               std::string(t.custom ? "the custom metric" : task_metric_name(t.metric)) + " " +
+                               format_target_value(t, search.threshold) + "; the closest (step " +
+                               std::to_string(search.chosen) + ": " + format_target_value(t, chosen.value) +
+                               ") is returned");
+  }
+  if (target_report) {
+    *target_report = AccuracyTargetReport{};
+    target_report->met = search.met;
+    target_report->threshold = search.threshold;
+    target_report->fp32_value = search.fp32_value;
+    target_report->value = chosen.value;
+    target_report->chosen_step = static_cast<int64_t>(search.chosen);
+    target_report->steps = static_cast<int64_t>(search.steps.size());
+    target_report->ranking = search.ranking;
+    target_report->kept_fp32 = chosen.kept;
+    target_report->int8 = chosen.int8;
+  }
+  return std::move(search.model);
 }
 
 Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibration,
                            const QuantizationOptions& options, QuantMode mode, QuantizationReport* report,
-                           const char* what) {
+                           const char* what, CalibrationDataReader* eval = nullptr,
+                           const AccuracyTarget* target = nullptr, AccuracyTargetReport* target_report = nullptr) {
   return guarded([&]() -> Result<OnnxModel> {
     const OnnxModel::Impl& in = ApiAccess::impl(model, what);
-    QuantizeOptions opts = to_options(options, mode);
+    QuantizeOptions opts = to_options(options, mode, calibration != nullptr);
     if (is_quantized_model(in.model)) {
       fail(in.display_name +
            " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
            "quantize its FP32 original instead");
     }
-    const Model fp32 = prepare_for_quantization(in.model);
+    Model fp32 = prepare_for_quantization(in.model);
+    // The rewrites before quantizing, in the command's order: equalization,
+    // then AWQ or SmoothQuant on the calibration data.
+    std::vector<std::string> equalize_lines, scaling_lines;
+    if (options.equalize) equalize_lines = equalize_notes(equalize_cross_layer(fp32.graph));
+    std::unique_ptr<ReaderSource> source;
+    if (calibration) source = std::make_unique<ReaderSource>(*calibration, fp32.graph);
+    if (options.awq) scaling_lines = awq_notes(apply_awq(fp32, *source, options.bits, opts));
+    if (options.smooth_quant) {
+      const std::set<std::string> compute_ops =
+          mode == QuantMode::kStatic ? std::set<std::string>{"Conv", "Gemm", "MatMul"}
+                                     : std::set<std::string>{"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"};
+      scaling_lines = smooth_quant_notes(
+          apply_smooth_quant(fp32, *source, options.smooth_quant_alpha, opts, compute_ops), options.smooth_quant_alpha);
+    }
     QuantizeSummary summary;
     Model quantized;
     switch (mode) {
-      case QuantMode::kStatic: {
-        ReaderSource source(*calibration, fp32.graph);
-        quantized = quantize_static(fp32, source, opts, &summary);
-        break;
-      }
+      case QuantMode::kStatic: quantized = quantize_static(fp32, *source, opts, &summary); break;
       case QuantMode::kDynamic: quantized = quantize_dynamic(fp32, opts, &summary); break;
       case QuantMode::kWeightOnly:
         quantized = options.format == WeightOnlyFormat::kMatMulNBits
                         ? quantize_matmul_nbits(fp32, options.bits, opts, &summary)
-                        : quantize_weight_only(fp32, options.bits, opts, &summary);
+                        : quantize_weight_only(fp32, options.bits, opts, &summary, source.get());
         break;
     }
+    if (target) {
+      if (mode == QuantMode::kWeightOnly && options.format == WeightOnlyFormat::kMatMulNBits) {
+        fail("an accuracy target applies to WeightOnlyFormat::kQdq, not kMatMulNBits");
+      }
+      std::unique_ptr<SampleSource> own_eval;
+      SampleSource* eval_source = source.get();
+      if (eval != calibration) {
+        own_eval = reader_source(*eval, fp32.graph);
+        eval_source = own_eval.get();
+      }
+      quantized = steer(fp32, std::move(quantized), summary, source.get(), *eval_source, opts, options, *target, in,
+                        target_report);
+    }
+    summary.notes.insert(summary.notes.begin(), scaling_lines.begin(), scaling_lines.end());
+    summary.notes.insert(summary.notes.begin(), equalize_lines.begin(), equalize_lines.end());
     // As the command: the modes that never run the model name the
     // operators kvant has no kernel for (static calibration lists them).
     if (mode != QuantMode::kStatic) {
@@ -226,6 +362,10 @@ Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibr
 
 }  // namespace
 
+std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const Graph& graph) {
+  return std::make_unique<ReaderSource>(reader, graph);
+}
+
 Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
                                   const QuantizationOptions& options, QuantizationReport* report) {
   return quantize(model, &calibration, options, QuantMode::kStatic, report, "quantize_static");
@@ -239,6 +379,32 @@ Result<OnnxModel> quantize_dynamic(const OnnxModel& model, const QuantizationOpt
 Result<OnnxModel> quantize_weight_only(const OnnxModel& model, const QuantizationOptions& options,
                                        QuantizationReport* report) {
   return quantize(model, nullptr, options, QuantMode::kWeightOnly, report, "quantize_weight_only");
+}
+
+Result<OnnxModel> quantize_dynamic(const OnnxModel& model, CalibrationDataReader& calibration,
+                                   const QuantizationOptions& options, QuantizationReport* report) {
+  return quantize(model, &calibration, options, QuantMode::kDynamic, report, "quantize_dynamic");
+}
+
+Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader& calibration,
+                                       const QuantizationOptions& options, QuantizationReport* report) {
+  return quantize(model, &calibration, options, QuantMode::kWeightOnly, report, "quantize_weight_only");
+}
+
+Result<OnnxModel> quantize_static(const OnnxModel& model, CalibrationDataReader& calibration,
+                                  CalibrationDataReader& eval, const AccuracyTarget& target,
+                                  const QuantizationOptions& options, QuantizationReport* report,
+                                  AccuracyTargetReport* target_report) {
+  return quantize(model, &calibration, options, QuantMode::kStatic, report, "quantize_static", &eval, &target,
+                  target_report);
+}
+
+Result<OnnxModel> quantize_weight_only(const OnnxModel& model, CalibrationDataReader* calibration,
+                                       CalibrationDataReader& eval, const AccuracyTarget& target,
+                                       const QuantizationOptions& options, QuantizationReport* report,
+                                       AccuracyTargetReport* target_report) {
+  return quantize(model, calibration, options, QuantMode::kWeightOnly, report, "quantize_weight_only", &eval, &target,
+                  target_report);
 }
 
 }  // namespace kvant

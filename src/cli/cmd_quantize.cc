@@ -26,6 +26,7 @@
 
 #include "cli/accuracy_target.h"
 #include "cli/cli_common.h"
+#include "cli/eval_data.h"
 #include "cli/html_report.h"
 #include "cli/json.h"
 #include "cli/metric_cmd.h"
@@ -38,6 +39,7 @@
 #include "ops/op_registry.h"
 #include "quant/algorithms/awq.h"
 #include "quant/algorithms/equalize.h"
+#include "quant/algorithms/scaling_notes.h"
 #include "quant/algorithms/smooth_quant.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
@@ -257,91 +259,6 @@ std::optional<double> smooth_quant_alpha(const std::string& text) {
   return alpha;
 }
 
-// "LayerNormalization \"ln\" (3), explicit Mul (2)": how many groups each
-// way, the first example of each.
-std::string scaling_ways(const std::vector<ScaleApplied>& applied) {
-  int folded = 0, explicit_mul = 0;
-  std::string fold_example, mul_example;
-  for (const ScaleApplied& s : applied) {
-    if (s.folded) {
-      if (folded++ == 0) fold_example = s.into;
-    } else if (explicit_mul++ == 0) {
-      mul_example = s.into;
-    }
-  }
-  std::string out = std::to_string(folded) + " folded into the op before" +
-                    (folded ? " (e.g. " + fold_example + ")" : std::string()) + ", " + std::to_string(explicit_mul) +
-                    " by an explicit Mul" + (explicit_mul ? " (e.g. " + mul_example + ")" : std::string());
-  return out;
-}
-
-std::vector<std::string> awq_notes_for(const AwqResult& r) {
-  std::vector<ScaleApplied> applied;
-  double rtn = 0, awq = 0;
-  int64_t layers = 0;
-  for (const AwqGroupResult& g : r.groups) {
-    if (g.search.alpha > 0) {
-      applied.push_back(g.applied);
-      layers += g.layers;
-    }
-    rtn += g.search.rtn_error;
-    awq += g.search.error;
-  }
-  std::ostringstream ratio;
-  ratio << std::setprecision(3) << (rtn > 0 ? awq / rtn : 1.0);
-  const size_t unscaled = r.groups.size() - applied.size();
-  return {"AWQ: " + std::to_string(applied.size()) + " of " + std::to_string(r.groups.size()) +
-              " layer inputs scaled (" + std::to_string(layers) + " layers" +
-              (unscaled ? "; " + std::to_string(unscaled) + " best left unscaled" : std::string()) + "); " +
-              scaling_ways(applied),
-          "AWQ: summed layer output error on the calibration data " + ratio.str() + "x round to nearest's"};
-}
-
-std::vector<std::string> smooth_quant_notes_for(const SmoothQuantResult& r, std::optional<double> alpha) {
-  std::vector<ScaleApplied> applied;
-  double worst_before = 0, worst_after = 0, error = 0, error_at_half = 0;
-  double lo = 1, hi = 0;
-  for (const SmoothQuantGroup& g : r.groups) {
-    applied.push_back(g.applied);
-    worst_before = std::max(worst_before, g.outlier_ratio_before);
-    worst_after = std::max(worst_after, g.outlier_ratio_after);
-    lo = std::min(lo, g.alpha);
-    hi = std::max(hi, g.alpha);
-    error += g.error;
-    error_at_half += g.error_at_half;
-  }
-  std::ostringstream text;
-  text << std::setprecision(3) << "SmoothQuant (alpha ";
-  if (alpha) {
-    text << *alpha;
-  } else {
-    text << "searched per layer input: " << lo << " to " << hi << ", W8A8 error on sampled rows "
-         << (error_at_half > 0 ? error / error_at_half : 1.0) << "x alpha 0.5's";
-  }
-  text << "): " << r.groups.size() << " layer inputs smoothed; largest max/median channel range " << worst_before
-       << " -> " << worst_after << "; " << scaling_ways(applied);
-  return {text.str()};
-}
-
-// The report's lines for --equalize: pairs, sweeps, and why pairs were skipped (counted per reason).
-std::vector<std::string> equalize_notes_for(const EqualizeResult& r) {
-  std::vector<std::string> notes;
-  std::ostringstream last;
-  last << std::setprecision(2) << 100 * (std::exp(r.last_change) - 1);
-  notes.push_back("cross-layer equalization: " + std::to_string(r.pairs.size()) + " layer pair(s) equalized in " +
-                  std::to_string(r.sweeps) + " sweep(s) (the last changed a scale by at most " + last.str() + "%)");
-  std::map<std::string, std::pair<int, std::string>> why;  // reason -> (count, first pair)
-  for (const auto& [pair, reason] : r.skipped) {
-    auto& w = why[reason];
-    if (w.first++ == 0) w.second = pair;
-  }
-  for (const auto& [reason, w] : why) {
-    notes.push_back("cross-layer equalization skipped " + std::to_string(w.first) + " pair(s) (e.g. " + w.second +
-                    "): " + reason);
-  }
-  return notes;
-}
-
 int quantize_command(const QuantizeArgs& a) {
   const auto start = std::chrono::steady_clock::now();
   check_paths(a);
@@ -355,8 +272,8 @@ int quantize_command(const QuantizeArgs& a) {
   Model fp32 = prepare_for_quantization(original);
   // Cross-layer equalization changes the FP32 weights, not the function: the
   // per-layer report then compares against the equalized model.
-  std::vector<std::string> equalize_notes;
-  if (a.equalize) equalize_notes = equalize_notes_for(equalize_cross_layer(fp32.graph));
+  std::vector<std::string> equalize_lines;
+  if (a.equalize) equalize_lines = equalize_notes(equalize_cross_layer(fp32.graph));
 
   std::unique_ptr<SampleSource> data;
   if (!a.calib.empty()) {
@@ -372,7 +289,7 @@ int quantize_command(const QuantizeArgs& a) {
   std::vector<std::string> scaling_notes;
   if (a.awq) {
     options.progress = progress_line("AWQ statistics");
-    scaling_notes = awq_notes_for(apply_awq(fp32, *data, a.bits, options));
+    scaling_notes = awq_notes(apply_awq(fp32, *data, a.bits, options));
   }
   if (a.given.count("--smooth-quant")) {
     const std::optional<double> alpha = smooth_quant_alpha(a.smooth_quant);
@@ -380,7 +297,7 @@ int quantize_command(const QuantizeArgs& a) {
     const std::set<std::string> compute_ops =
         options.mode == QuantMode::kStatic ? std::set<std::string>{"Conv", "Gemm", "MatMul"}
                                            : std::set<std::string>{"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"};
-    scaling_notes = smooth_quant_notes_for(apply_smooth_quant(fp32, *data, alpha, options, compute_ops), alpha);
+    scaling_notes = smooth_quant_notes(apply_smooth_quant(fp32, *data, alpha, options, compute_ops), alpha);
   }
   options.progress = nullptr;
 
@@ -431,12 +348,16 @@ int quantize_command(const QuantizeArgs& a) {
     // INT4 -> INT8 -> FP32: weight-only INT4, and static W4A8 (--weight-bits 4).
     target.int8_ladder = (options.mode == QuantMode::kWeightOnly && a.bits == 4) ||
                          (options.mode == QuantMode::kStatic && a.weight_bits == 4);
-    search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval, target, std::cout);
+    target.progress = progress_printer("sensitivity");
+    search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval->source, eval->labels,
+                                    target, &std::cout);
+    // Step 0 met the target: no frontier walked.
+    if (!(search->met && search->steps.size() == 1)) print_frontier(std::cout, *search, target);
     quantized = search->model;
     summary = search->summary;
   }
   summary.notes.insert(summary.notes.begin(), scaling_notes.begin(), scaling_notes.end());
-  summary.notes.insert(summary.notes.begin(), equalize_notes.begin(), equalize_notes.end());
+  summary.notes.insert(summary.notes.begin(), equalize_lines.begin(), equalize_lines.end());
   // Operators kvant has no kernel for stay as they are (design decision 24):
   // static calibration lists them itself; the other modes never run the model.
   const std::vector<std::string> unknown_ops = unsupported_operators(fp32);

@@ -34,31 +34,7 @@ std::string duration(double s) {
   return buf;
 }
 
-bool is_share(TaskMetric m) {
-  return m == TaskMetric::kTop1 || m == TaskMetric::kTop5 || m == TaskMetric::kAgreement || m == TaskMetric::kMiou;
-}
-
 }  // namespace
-
-std::string format_metric(TaskMetric metric, double value) {
-  if (is_share(metric)) return fixed(100 * value, 2) + "%";
-  if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed(value, 1) + " dB" : std::string("exact");
-  std::ostringstream s;
-  s << std::scientific << std::setprecision(3) << value;
-  return s.str();
-}
-
-std::string format_delta(TaskMetric metric, double value, double base) {
-  if (is_share(metric)) {
-    std::ostringstream s;
-    s << std::showpos << std::fixed << std::setprecision(2) << 100 * (value - base) << " points";
-    return s.str();
-  }
-  if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed(value, 1) + " dB" : std::string("exact");
-  std::ostringstream s;
-  s << std::showpos << std::scientific << std::setprecision(2) << value - base;
-  return s.str();
-}
 
 void print_table(std::ostream& os, const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
@@ -84,7 +60,6 @@ Json scores_json(const OutputScores& s, TaskMetric metric) {
   j.set("output_sqnr_db", s.sqnr_db());
   j.set("mse", s.mse());
   if (s.classifier_rows > 0) j.set("agreement", s.agreement());
-  if (s.map_samples > 0) j.set("miou", s.miou());
   if (s.labelled_rows > 0) {
     j.set("top1", s.top1());
     j.set("top5", s.top5());

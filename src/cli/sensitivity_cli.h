@@ -12,10 +12,7 @@
 
 namespace kvant::cli {
 
-// "97.00%" for shares, "31.2 dB" / "exact" for sqnr, "1.23e-04" for mse.
-std::string format_metric(TaskMetric metric, double value);
-// The change from `base`: "-1.50 points", "-3.2 dB", "+1.2e-05".
-std::string format_delta(TaskMetric metric, double value, double base);
+// format_metric and format_delta: quant/task_metric.h.
 // Columns padded to their widest cell, two spaces apart.
 void print_table(std::ostream& os, const std::vector<std::vector<std::string>>& rows);
 Json scores_json(const OutputScores& scores, TaskMetric metric);

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
 #include <limits>
+#include <sstream>
 
 #include "kvant/status.h"
 
@@ -129,6 +131,40 @@ double OutputScores::value(TaskMetric metric) const {
     case TaskMetric::kMiou: return miou();
   }
   return 0;
+}
+
+namespace {
+
+std::string fixed_digits(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+bool is_share(TaskMetric m) {
+  return m == TaskMetric::kTop1 || m == TaskMetric::kTop5 || m == TaskMetric::kAgreement || m == TaskMetric::kMiou;
+}
+
+}  // namespace
+
+std::string format_metric(TaskMetric metric, double value) {
+  if (is_share(metric)) return fixed_digits(100 * value, 2) + "%";
+  if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed_digits(value, 1) + " dB" : std::string("exact");
+  std::ostringstream s;
+  s << std::scientific << std::setprecision(3) << value;
+  return s.str();
+}
+
+std::string format_delta(TaskMetric metric, double value, double base) {
+  if (is_share(metric)) {
+    std::ostringstream s;
+    s << std::showpos << std::fixed << std::setprecision(2) << 100 * (value - base) << " points";
+    return s.str();
+  }
+  if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed_digits(value, 1) + " dB" : std::string("exact");
+  std::ostringstream s;
+  s << std::showpos << std::scientific << std::setprecision(2) << value - base;
+  return s.str();
 }
 
 }  // namespace kvant

@@ -72,6 +72,11 @@ struct OutputScores {
   double value(TaskMetric metric) const;
 };
 
+// "97.00%" for shares, "31.2 dB" / "exact" for sqnr, "1.23e-04" for mse.
+std::string format_metric(TaskMetric metric, double value);
+// The change from `base`: "-1.50 points", "-3.2 dB", "+1.2e-05".
+std::string format_delta(TaskMetric metric, double value, double base);
+
 // Index of the largest value (the first of equal ones).
 int64_t argmax(const float* v, int64_t n);
 

@@ -16,14 +16,14 @@ if [[ -n $outside ]]; then
   status=1
 fi
 # Public names are those declared in kvant.h.
-public='kvant::(version|data_type_name|byte_size|check_input|load_npy|save_npy|quantize_static|quantize_dynamic|quantize_weight_only)\(|kvant::(OwnedTensor|OnnxModel|Session|CalibrationDataReader)(::|$)'
+public='kvant::(version|data_type_name|byte_size|check_input|load_npy|save_npy|quantize_static|quantize_dynamic|quantize_weight_only|sensitivity|metric_name)\(|kvant::(OwnedTensor|OnnxModel|Session|CalibrationDataReader)(::|$)'
 internal=$(grep -Ev "$public" <<<"$(sed -E 's/^(typeinfo name|typeinfo|vtable) for //' <<<"$symbols")" || true)
 if [[ -n $internal ]]; then
   echo "FAIL: internal kvant symbols are exported:"
   echo "$internal" | head -20
   status=1
 fi
-for needed in 'kvant::OnnxModel::load(' 'kvant::Session::create(' 'kvant::Session::run(' 'kvant::quantize_static(' \
+for needed in 'kvant::OnnxModel::load(' 'kvant::Session::create(' 'kvant::Session::run(' 'kvant::quantize_static(' 'kvant::sensitivity(' \
   'typeinfo for kvant::CalibrationDataReader'; do
   if ! grep -qF "$needed" <<<"$symbols"; then
     echo "FAIL: $needed is not exported"
