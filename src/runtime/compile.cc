@@ -10,7 +10,8 @@
 //   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
 //     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
 //     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one;
-//     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused)
+//     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused;
+//     a 1-D ConvInteger runs as the 2-D step on [N, C, 1, L] between two views)
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
@@ -1842,17 +1843,37 @@ class Compiler {
     return f;
   }
 
-  // A per-channel vector of a Conv's NCHW output: one value, or M values
-  // shaped [M, 1, 1] / [1, M, 1, 1] (a shape that broadcasts along C alone
-  // and leaves the output's rank).
-  bool channel_vector(const std::string& name, int64_t m, std::vector<float>& out) const {
+  // A per-channel vector of a Conv's NCHW output (`spatial` dims after C: 2,
+  // or 1 for a Conv1D's [N, C, L]): one value, or M values shaped [M, 1, 1] /
+  // [1, M, 1, 1] (a shape that broadcasts along C alone and leaves the
+  // output's rank).
+  bool channel_vector(const std::string& name, int64_t m, std::vector<float>& out, int spatial = 2) const {
     const Tensor* t = constant(name);
-    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > 4) return false;
+    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > spatial + 2) return false;
     if (t->numel() != 1) {
-      if (t->rank() < 3 || t->dim(t->rank() - 3) != m || t->numel() != m) return false;
+      if (t->rank() < spatial + 1 || t->dim(t->rank() - spatial - 1) != m || t->numel() != m) return false;
     }
     out.assign(t->data<float>(), t->data<float>() + t->numel());
     return true;
+  }
+
+  // A 1-D Conv/ConvInteger's attributes as the 2-D facts of the same
+  // convolution on [N, C, 1, L]; false when kvant does not compile them.
+  static bool conv1d_facts(const Node& node, QConvFacts& c) {
+    const std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1});
+    const std::vector<int64_t> dilations = node.attr_ints("dilations", {1});
+    const std::vector<int64_t> pads = node.attr_ints("pads", {0, 0});
+    if ((!kernel.empty() && kernel.size() != 1) || strides.size() != 1 || dilations.size() != 1 || pads.size() != 2)
+      return false;
+    c.strides = {1, strides[0]};
+    c.dilations = {1, dilations[0]};
+    c.pads = {0, pads[0], 0, pads[1]};
+    c.auto_pad = node.attr_string("auto_pad", "NOTSET");
+    c.group = node.attr_int("group", 1);
+    return c.group >= 1 && strides[0] >= 1 && dilations[0] >= 1 && pads[0] >= 0 && pads[1] >= 0 &&
+           (c.auto_pad == "NOTSET" || c.auto_pad == "VALID" || c.auto_pad == "SAME_UPPER" ||
+            c.auto_pad == "SAME_LOWER");
   }
 
   // DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]
@@ -1868,10 +1889,17 @@ class Compiler {
         (shared == nullptr && sole_reader(d.outputs[2]) != conv)) {
       return std::nullopt;
     }
-    QConvFacts facts;
-    if (!conv_facts(*conv, facts)) return std::nullopt;
     const Tensor* w = constant(conv->inputs[1]);
-    if (w == nullptr || w->rank() != 4 || !is_8bit(w->dtype())) return std::nullopt;
+    if (w == nullptr || (w->rank() != 4 && w->rank() != 3) || !is_8bit(w->dtype())) return std::nullopt;
+    // A Conv1D (x [N, C, L], W [M, C/group, K]) runs as the 2-D step on
+    // [N, C, 1, L] with W as [M, C/group, 1, K] between two views, as the
+    // FP32 Conv1D does (match_conv1d): the same products and sums.
+    const bool conv1d = w->rank() == 3;
+    const int spatial = conv1d ? 1 : 2;
+    QConvFacts facts;
+    if (conv1d ? !conv1d_facts(*conv, facts) : !conv_facts(*conv, facts)) return std::nullopt;
+    if (const std::vector<int64_t> k = conv->attr_ints("kernel_shape"); conv1d && !k.empty() && k[0] != w->dim(2))
+      return std::nullopt;
     const int64_t m = w->dim(0);
     const bool has_wz = conv->inputs.size() > 3 && !conv->inputs[3].empty();
     const Tensor* wz = has_wz ? constant(conv->inputs[3]) : nullptr;
@@ -1892,9 +1920,10 @@ class Compiler {
     }
     DynamicConvParams p;
     const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
-    if (!channel_vector(ws_name, m, p.w_scale)) return std::nullopt;
+    if (!channel_vector(ws_name, m, p.w_scale, spatial)) return std::nullopt;
     p.facts = facts;
     p.w_shape = w->shape();
+    if (conv1d) p.w_shape = {w->dim(0), w->dim(1), 1, w->dim(2)};
     const bool u8 = w->dtype() == DType::kUInt8;
     p.weight.resize(static_cast<size_t>(w->numel()));
     for (int64_t i = 0; i < w->numel(); ++i)
@@ -1913,7 +1942,7 @@ class Compiler {
     if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->domain.empty() &&
                                              add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
       std::vector<float> b;
-      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b)) {
+      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b, spatial)) {
         p.bias.assign(static_cast<size_t>(m), b[0]);
         if (b.size() != 1) p.bias = std::move(b);
         f.nodes.push_back(add);
@@ -1929,6 +1958,27 @@ class Compiler {
     auto step = make_dynamic_conv_step(std::move(p));
     if (!step) return std::nullopt;
     for (const Node* x : f.nodes) consumed_.insert(x);
+    if (conv1d) {  // view -> the 2-D step -> view, named after the ConvInteger's output
+      const std::string x4 = unique_value_name(g_, conv->outputs[0] + "_x2d");
+      const std::string y4 = unique_value_name(g_, conv->outputs[0] + "_y2d");
+      Fusion body;
+      body.nodes = f.nodes;
+      body.step = std::move(step);
+      body.inputs = {x4};
+      body.outputs = {y4};
+      Fusion back;
+      back.nodes = {f.nodes.back()};
+      back.step = make_unit_dim_view_step(2, false);
+      back.inputs = {y4};
+      back.outputs = {tail};
+      f.nodes = {f.nodes.front()};
+      f.step = make_unit_dim_view_step(2, true);
+      f.inputs = {d.inputs[0]};
+      f.outputs = {x4};
+      f.then.push_back(std::move(body));
+      f.then.push_back(std::move(back));
+      return f;
+    }
     f.step = std::move(step);
     f.inputs = {d.inputs[0]};
     f.outputs = {tail};
