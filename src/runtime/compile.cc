@@ -17,7 +17,7 @@
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
 //   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
-//     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where                          => steps_fp32.h
+//     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where, GroupNormalization      => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -620,7 +620,8 @@ class Compiler {
                                                 "Sqrt",
                                                 "ReduceMean",
                                                 "ConvTranspose",
-                                                "InstanceNormalization"};
+                                                "InstanceNormalization",
+                                                "GroupNormalization"};
     if (kMake.count(p->op_type)) return true;
     static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat",    "Squeeze",
                                                 "Unsqueeze", "Slice",   "Split",   "MaxPool",   "Relu",
@@ -915,6 +916,25 @@ class Compiler {
       std::vector<double> b(bias->data<float>(), bias->data<float>() + bias->numel());
       return single_step(node, make_instancenorm_step(node.attr_float("epsilon", 1e-5f), std::move(sc), std::move(b)),
                          {node.inputs[0]});
+    }
+    if (op == "GroupNormalization") {  // opset 18: scale, B per group; 21: per channel
+      const int64_t groups = node.attr_int("num_groups", 0);
+      if (node.inputs.size() != 3 || node.outputs.size() != 1 || groups < 1 || !is_float_value_depth(node.inputs[0], 0))
+        return std::nullopt;
+      const Tensor* scale = constant(node.inputs[1]);
+      const Tensor* bias = constant(node.inputs[2]);
+      const bool per_channel = opset >= 21;
+      if (scale == nullptr || bias == nullptr || scale->dtype() != DType::kFloat32 ||
+          bias->dtype() != DType::kFloat32 || scale->numel() != bias->numel() ||
+          (!per_channel && scale->numel() != groups)) {
+        return std::nullopt;
+      }
+      std::vector<double> sc(scale->data<float>(), scale->data<float>() + scale->numel());
+      std::vector<double> b(bias->data<float>(), bias->data<float>() + bias->numel());
+      return single_step(
+          node,
+          make_groupnorm_step(node.attr_float("epsilon", 1e-5f), groups, per_channel, std::move(sc), std::move(b)),
+          {node.inputs[0]});
     }
     if (op == "HardSigmoid" || op == "HardSwish") {
       if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
