@@ -2,6 +2,7 @@
 //
 // Patterns, tried at each anchor node in topological order:
 //   DQ(x) , DQ(W const) -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip] [-> Q]   => qgemm
+//   DQ(a) , DQ(b) -> MatMul -> Q, both computed (attention Q K^T, A V)              => qmatmul (integer, batched)
 //   DQ(x) , DQ(W const) [, DQ(bias int32 const)] -> Conv [-> Relu|Clip] -> Q          => qconv
 //   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
@@ -34,6 +35,7 @@
 #include "runtime/steps.h"
 #include "runtime/steps_conv.h"
 #include "runtime/steps_fp32.h"
+#include "runtime/steps_qmatmul.h"
 #include "runtime/steps_wq.h"
 
 namespace kvant {
@@ -307,6 +309,7 @@ class Compiler {
       if (auto f = match_qgemm(node)) return f;
       if (auto f = match_wq(node)) return f;
       if (auto f = match_sgemm(node)) return f;
+      if (auto f = match_qmatmul(node)) return f;
       if (node.op_type == "MatMul" && !constant(node.inputs[0]) && !constant(node.inputs[1])) {
         Fusion f;
         f.nodes = {&node};
@@ -1808,6 +1811,27 @@ class Compiler {
     f.step = make_qgemm_step(std::move(p));
     f.inputs = {x_dq->inputs[0]};
     f.outputs = {tail};
+    return f;
+  }
+
+  // DQ(a) , DQ(b) -> MatMul -> Q with both operands computed (attention's
+  // Q K^T and probabilities x V), one scale each => the integer batched GEMM.
+  std::optional<Fusion> match_qmatmul(const Node& node) {
+    if (node.op_type != "MatMul" || node.inputs.size() != 2 || node.outputs.size() != 1) return std::nullopt;
+    QuantScalar a, b, y;
+    const Node* a_dq = activation_dq(node.inputs[0], a);
+    const Node* b_dq = activation_dq(node.inputs[1], b);
+    if (a_dq == nullptr || b_dq == nullptr) return std::nullopt;
+    const Node* q = quantize_after(node.outputs[0], y);
+    if (q == nullptr) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node, q};
+    f.step = make_qmatmul_step(a, b, y, m_.options_.isa, m_.options_.threads);
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    ++absorbed_reads_[a_dq->outputs[0]];
+    ++absorbed_reads_[b_dq->outputs[0]];
+    f.inputs = {a_dq->inputs[0], b_dq->inputs[0]};
+    f.outputs = {q->outputs[0]};
     return f;
   }
 
