@@ -38,6 +38,20 @@ constexpr int64_t kMaxGemmK = 33025;  // gemm_s8.h: int32 exact up to this K
 
 size_t round64(size_t x) { return (x + 63) / 64 * 64; }
 
+// out[i] = in[i] ^ 0x80 (uint8 codes - 128 as int8, or int8 + 128 as
+// uint8), eight bytes at a time.
+void flip_sign_bits(const uint8_t* in, int64_t n, uint8_t* out) {
+  constexpr uint64_t kSigns = 0x8080808080808080ull;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, in + i, 8);
+    v ^= kSigns;
+    std::memcpy(out + i, &v, 8);
+  }
+  for (; i < n; ++i) out[i] = static_cast<uint8_t>(in[i] ^ 0x80u);
+}
+
 int64_t dim_from_end(const Shape& s, size_t from_end) { return from_end <= s.size() ? s[s.size() - from_end] : 1; }
 
 class QMatMulStep : public Step {
@@ -125,7 +139,7 @@ class QMatMulStep : public Step {
     std::byte* slots_base = scratch;
     if (a_.is_signed) {  // int8 codes + 128 as uint8: flip the sign bit
       auto* au = reinterpret_cast<uint8_t*>(scratch);
-      for (int64_t i = 0; i < a.numel(); ++i) au[i] = static_cast<uint8_t>(a_codes[i] ^ 0x80u);
+      flip_sign_bits(a_codes, a.numel(), au);
       a_codes = au;
       slots_base += round64(static_cast<size_t>(a.numel()));
     }
@@ -158,7 +172,7 @@ class QMatMulStep : public Step {
           if (bi != packed_batch) {
             const int8_t* bsrc = reinterpret_cast<const int8_t*>(bb);
             if (!b_.is_signed) {  // uint8 codes - 128 as int8: flip the sign bit
-              for (int64_t i = 0; i < k_ * n_; ++i) bs[i] = static_cast<int8_t>(bb[i] ^ 0x80u);
+              flip_sign_bits(bb, k_ * n_, reinterpret_cast<uint8_t*>(bs));
               bsrc = bs;
             }
             repack_b_s8(packed, *kernel_, bsrc, static_cast<int>(k_), static_cast<int>(n_), b_zp_.data(),
