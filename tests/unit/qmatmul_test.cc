@@ -16,6 +16,9 @@
 #include <string>
 
 #include "alloc_counter.h"
+#include "kernel_walk.h"
+#include "kernels/gemm_s8.h"
+#include "kernels/gemm_s8_kernels.h"
 #include "op_test_util.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
@@ -207,6 +210,37 @@ TEST(QMatMul, ExactAndWithinOneCodeOfTheSimulation) {
         EXPECT_LE(off_sim, std::max<int64_t>(1, want.numel() / 100))
             << what << ": " << off_sim << " of " << want.numel();
       }
+    }
+  }
+}
+
+// repack_b_s8 into a PackedB that held another B (other sizes, a zero
+// point) gives pack_b_s8's bytes, column sums and zero points, for every
+// table entry this CPU runs, at odd sizes (the AVX2 pairs packer's full
+// panels and its generic tails).
+TEST(QMatMul, RepackEqualsAFreshPack) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> value(-64, 64);  // fits every entry, the 7-bit ones too
+  const std::vector<const QGemmKernel*> kernels = test::runnable_entries(qgemm_kernels(), allowed);
+  EXPECT_GE(kernels.size(), 1u);  // the reference at least
+  for (const QGemmKernel* kernel : kernels) {
+    PackedB packed;
+    for (const auto& [k, n] : {std::pair{64, 128}, {1, 1}, {7, 17}, {64, 16}, {65, 33}, {128, 64}, {2, 31}}) {
+      const int ldb = n + 3;  // rows wider than N
+      std::vector<int8_t> b(static_cast<size_t>(k * ldb)), zp(static_cast<size_t>(n));
+      for (auto& v : b) v = static_cast<int8_t>(value(rng));
+      for (auto& v : zp) v = static_cast<int8_t>(value(rng));
+      const bool with_zp = (k + n) % 2 == 1;
+      const PackedB fresh = pack_b_s8(*kernel, b.data(), k, n, with_zp ? zp.data() : nullptr, ldb);
+      repack_b_s8(packed, *kernel, b.data(), k, n, with_zp ? zp.data() : nullptr, ldb);
+      const std::string what = std::string(kernel->name) + " K " + std::to_string(k) + " N " + std::to_string(n);
+      ASSERT_FALSE(fresh.data.empty()) << what;
+      EXPECT_EQ(packed.data, fresh.data) << what;
+      EXPECT_EQ(packed.col_sums, fresh.col_sums) << what;
+      EXPECT_EQ(packed.zero_point, fresh.zero_point) << what;
+      EXPECT_EQ(packed.k, k);
+      EXPECT_EQ(packed.n, n);
     }
   }
 }
