@@ -2010,6 +2010,20 @@ class Compiler {
       body.step = std::move(step);
       body.inputs = {x4};
       body.outputs = {y4};
+      body.dynamic_conv = true;
+      // x written by a 1-D dynamic conv matched earlier (through its view):
+      // its step also writes x's range for this one, as below for 2-D.
+      for (auto& [anchor, prior] : fusions_) {
+        if (prior.then.size() != 2 || !prior.then[0].dynamic_conv || prior.then[1].outputs.empty() ||
+            prior.then[1].outputs[0] != d.inputs[0]) {
+          continue;
+        }
+        Fusion& producer = prior.then[0];
+        if (!link_dynamic_conv_range(*producer.step, *body.step)) break;
+        if (producer.outputs.size() == 1) producer.outputs.push_back(unique_value_name(g_, d.inputs[0] + "_range"));
+        body.inputs.push_back(producer.outputs[1]);
+        break;
+      }
       Fusion back;
       back.nodes = {f.nodes.back()};
       back.step = make_unit_dim_view_step(2, false);

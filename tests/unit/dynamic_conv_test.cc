@@ -265,6 +265,33 @@ TEST(DynamicConv, Conv1DMatchesTheReferenceGraphBitForBit) {
   }
 }
 
+// Two 1-D dynamic convs in a chain (kws_gru's): the second reads the range
+// the first measured, through the views, bit for bit with the reference.
+TEST(DynamicConv, Conv1DChainPassesTheRangeOn) {
+  Model m = model_with_x({1, 8, 30});
+  const ConvCase a = {"k3", 1, 8, 1, 30, 16, 1, 3, 1, 1, 1, 1, 0, 1, 1, true};
+  const ConvCase b = {"k5 stride 2", 1, 16, 1, 31, 12, 1, 5, 2, 2, 1, 1, 0, 1, 1, true};
+  add_output(m, add_dynamic_conv(m, b, add_dynamic_conv(m, a, "x", "a_", 1), "b_", 2));
+  for (int threads : {1, 3}) {
+    for (bool ref : {false, true}) {
+      const std::string what = "1-D chain threads " + std::to_string(threads) + (ref ? " isa ref" : "");
+      const Tensor x = random_floats({1, 8, 30}, 23, 0.2f, 2.0f);
+      expect_bit_identical(m, x, options_for(threads, ref), what, false);
+      CompiledModel compiled(m, options_for(threads, ref));
+      compiled.run({{"x", x}});
+      EXPECT_EQ(compiled.stats().fallback_steps, 0) << what << "\n" << compiled.describe_plan();
+      int dynamic = 0, linked = 0;
+      for (const auto& step : compiled.steps()) {
+        if (step->kernel().rfind("dynamic_", 0) != 0) continue;
+        ++dynamic;
+        linked += step->inputs.size() == 2 ? 1 : 0;
+      }
+      EXPECT_EQ(dynamic, 2) << what << "\n" << compiled.describe_plan();
+      EXPECT_EQ(linked, 1) << what << ": b reads a's range\n" << compiled.describe_plan();
+    }
+  }
+}
+
 TEST(DynamicConv, ZeroAndOneSignedInputs) {
   const ConvCase k = {"3x3", 1, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1};
   const ConvCase dw = {"depthwise", 1, 4, 6, 6, 4, 3, 3, 1, 1, 1, 4};
