@@ -165,6 +165,28 @@ PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, cons
   return packed;
 }
 
+void repack_b_s8(PackedB& packed, const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp,
+                 int ldb) {
+  if (K < 0 || N < 0 || ldb < N) fail(ErrorCode::kInvalidArgument, "negative K or N, or ldb < N");
+  packed.kernel = &kernel;
+  packed.k = K;
+  packed.n = N;
+  packed.fits_7bit = kernel.needs_7bit && fits_7bit(B, K, N, ldb);
+  if (kernel.needs_7bit && !packed.fits_7bit) {
+    fail(ErrorCode::kInvalidArgument, std::string(kernel.name) + ": B has values outside [-64, 64]");
+  }
+  packed.col_sums.assign(static_cast<size_t>(N), 0);
+  for (int k = 0; k < K; ++k) {
+    for (int n = 0; n < N; ++n) packed.col_sums[static_cast<size_t>(n)] += B[static_cast<int64_t>(k) * ldb + n];
+  }
+  packed.zero_point.clear();
+  if (b_zp != nullptr && std::any_of(b_zp, b_zp + N, [](int8_t z) { return z != 0; })) {
+    packed.zero_point.assign(b_zp, b_zp + N);
+  }
+  packed.data.resize(static_cast<size_t>(kernel.packed_bytes(K, N)));
+  kernel.pack(B, ldb, K, N, packed.data.data());
+}
+
 const QGemmKernel& pick_qgemm(Isa allowed, bool fits_7bit) {
   return *pick_kernel(qgemm_kernels(), allowed, [&](const QGemmKernel& e) { return !e.needs_7bit || fits_7bit; });
 }

@@ -61,6 +61,14 @@ PackedB pack_b_s8(const int8_t* B, int K, int N, Isa allowed, const int8_t* b_zp
 // kvant::Error when the CPU cannot run it or B does not meet its predicate.
 PackedB pack_b_s8(const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp = nullptr, int ldb = -1);
 
+// Packs B [K, N] (row stride ldb) again into `packed` for `kernel`: B that
+// changes every call (the second operand of an activation x activation
+// MatMul, steps_qmatmul.cc). Allocates nothing once packed's vectors have
+// held this K and N. b_zp: N values or nullptr. The entry must not need
+// 7-bit B unless B fits (checked: kvant::Error).
+void repack_b_s8(PackedB& packed, const QGemmKernel& kernel, const int8_t* B, int K, int N, const int8_t* b_zp,
+                 int ldb);
+
 // The table, best first (the last entry is the reference); entries are named
 // "qgemm_<types>_<isa>_<tile>".
 std::span<const QGemmKernel> qgemm_kernels();

@@ -7,6 +7,10 @@
 // LayerNormalization: over dims [axis, rank): Y = (X - mean) * inv_std * scale + B, inv_std =
 //   1 / sqrt(var + eps); optional outputs Mean and InvStdDev keep X's shape with those dims set to 1.
 // InstanceNormalization: per (n, c) over the spatial dims, then * scale[c] + B[c].
+// GroupNormalization (opset 18, 21): X [N, C, d...] in num_groups groups of C / num_groups channels;
+//   per (n, group) over those channels and d...: Y = (X - mean) * inv_std * scale + B, scale and B one value
+//   per group (opset 18) or per channel (opset 21). stash_type (21) only names the statistics' precision:
+//   they are computed in double here as for the others.
 // Softmax / LogSoftmax / Hardmax: opset < 13 views X as 2-D [prod(d0..axis-1), prod(daxis..)]
 //   (axis default 1) and works on each row; opset >= 13 works along one axis (default -1).
 //   softmax = exp(x - max) / sum exp(x - max); hardmax = 1 at the first maximum, else 0.
@@ -221,6 +225,53 @@ void instance_norm(KernelContext& ctx) {
   dispatch<FloatTypes>(ctx.input(0).dtype(), ctx, [&](auto tag) { run_instance_norm(ctx, tag); });
 }
 
+// ---- GroupNormalization ----
+
+template <typename T>
+void run_group_norm(KernelContext& ctx, TypeTag<T>) {
+  const Tensor& x = ctx.input(0);
+  if (x.rank() < 2) ctx.fail("input X " + x.describe() + " needs rank >= 2");
+  const int64_t channels = x.dim(1);
+  const int64_t groups = ctx.node.attr_int("num_groups", 0);
+  if (groups < 1 || channels % groups != 0) {
+    ctx.fail("num_groups " + std::to_string(groups) + " must be >= 1 and divide the " + std::to_string(channels) +
+             " channels");
+  }
+  // Opset 21 gives scale and B per channel, opset 18 per group.
+  const int64_t per = ctx.opset >= 21 ? channels : groups;
+  const Tensor& scale = ctx.input(1);
+  const Tensor& bias = ctx.input(2);
+  if (scale.numel() != per || bias.numel() != per || scale.dtype() != x.dtype() || bias.dtype() != x.dtype()) {
+    ctx.fail("scale and B must hold " + std::to_string(per) + " values of X's type (one per " +
+             (ctx.opset >= 21 ? "channel" : "group") + " at opset " + std::to_string(ctx.opset) + "), got " +
+             scale.describe() + " and " + bias.describe());
+  }
+  const std::vector<double> sc = to_doubles<T>(scale), b = to_doubles<T>(bias), xv = to_doubles<T>(x);
+  const double eps = ctx.node.attr_float("epsilon", 1e-5f);
+  const int64_t spatial = product(x.shape(), 2, x.shape().size());
+  const int64_t group_channels = channels / groups;
+  const int64_t inner = group_channels * spatial;
+  std::vector<double> y(xv.size());
+  for (int64_t row = 0; row < x.dim(0) * groups; ++row) {
+    const double* r = xv.data() + row * inner;
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < inner; ++i) s += r[i];
+    const double mean = s / static_cast<double>(inner);
+    for (int64_t i = 0; i < inner; ++i) s2 += (r[i] - mean) * (r[i] - mean);
+    const double inv_std = 1.0 / std::sqrt(s2 / static_cast<double>(inner) + eps);
+    for (int64_t i = 0; i < inner; ++i) {
+      const int64_t c = (row % groups) * group_channels + i / std::max<int64_t>(spatial, 1);
+      const auto k = static_cast<size_t>(per == channels ? c : row % groups);
+      y[static_cast<size_t>(row * inner + i)] = (r[i] - mean) * inv_std * sc[k] + b[k];
+    }
+  }
+  ctx.set_output(0, from_doubles<T>(x.dtype(), x.shape(), y));
+}
+
+void group_norm(KernelContext& ctx) {
+  dispatch<FloatTypes>(ctx.input(0).dtype(), ctx, [&](auto tag) { run_group_norm(ctx, tag); });
+}
+
 // ---- Softmax, LogSoftmax, Hardmax ----
 
 enum class SoftmaxKind { kSoftmax, kLogSoftmax, kHardmax };
@@ -391,6 +442,7 @@ std::span<const OpDef> norm_ops() {
       {"BatchNormalization", "", batch_norm},
       {"LayerNormalization", "", layer_norm},
       {"InstanceNormalization", "", instance_norm},
+      {"GroupNormalization", "", group_norm},
       {"Softmax", "", softmax},
       {"LogSoftmax", "", log_softmax},
       {"Hardmax", "", hardmax},

@@ -2,6 +2,7 @@
 //
 // Patterns, tried at each anchor node in topological order:
 //   DQ(x) , DQ(W const) -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip] [-> Q]   => qgemm
+//   DQ(a) , DQ(b) -> MatMul -> Q, both computed (attention Q K^T, A V)              => qmatmul (integer, batched)
 //   DQ(x) , DQ(W const) [, DQ(bias int32 const)] -> Conv [-> Relu|Clip] -> Q          => qconv
 //   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
@@ -10,13 +11,14 @@
 //   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
 //     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
 //     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one;
-//     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused)
+//     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused;
+//     a 1-D ConvInteger runs as the 2-D step on [N, C, 1, L] between two views)
 //   QuantizeLinear / DequantizeLinear with one scale                                   => quantize / dequantize
 //   Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout                            => views
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
 //   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
-//     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where                          => steps_fp32.h
+//     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where, GroupNormalization      => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
 // reader and is not a model output. A DQ feeding a fused anchor is absorbed;
@@ -33,6 +35,7 @@
 #include "runtime/steps.h"
 #include "runtime/steps_conv.h"
 #include "runtime/steps_fp32.h"
+#include "runtime/steps_qmatmul.h"
 #include "runtime/steps_wq.h"
 
 namespace kvant {
@@ -306,6 +309,7 @@ class Compiler {
       if (auto f = match_qgemm(node)) return f;
       if (auto f = match_wq(node)) return f;
       if (auto f = match_sgemm(node)) return f;
+      if (auto f = match_qmatmul(node)) return f;
       if (node.op_type == "MatMul" && !constant(node.inputs[0]) && !constant(node.inputs[1])) {
         Fusion f;
         f.nodes = {&node};
@@ -619,7 +623,8 @@ class Compiler {
                                                 "Sqrt",
                                                 "ReduceMean",
                                                 "ConvTranspose",
-                                                "InstanceNormalization"};
+                                                "InstanceNormalization",
+                                                "GroupNormalization"};
     if (kMake.count(p->op_type)) return true;
     static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat",    "Squeeze",
                                                 "Unsqueeze", "Slice",   "Split",   "MaxPool",   "Relu",
@@ -914,6 +919,25 @@ class Compiler {
       std::vector<double> b(bias->data<float>(), bias->data<float>() + bias->numel());
       return single_step(node, make_instancenorm_step(node.attr_float("epsilon", 1e-5f), std::move(sc), std::move(b)),
                          {node.inputs[0]});
+    }
+    if (op == "GroupNormalization") {  // opset 18: scale, B per group; 21: per channel
+      const int64_t groups = node.attr_int("num_groups", 0);
+      if (node.inputs.size() != 3 || node.outputs.size() != 1 || groups < 1 || !is_float_value_depth(node.inputs[0], 0))
+        return std::nullopt;
+      const Tensor* scale = constant(node.inputs[1]);
+      const Tensor* bias = constant(node.inputs[2]);
+      const bool per_channel = opset >= 21;
+      if (scale == nullptr || bias == nullptr || scale->dtype() != DType::kFloat32 ||
+          bias->dtype() != DType::kFloat32 || scale->numel() != bias->numel() ||
+          (!per_channel && scale->numel() != groups)) {
+        return std::nullopt;
+      }
+      std::vector<double> sc(scale->data<float>(), scale->data<float>() + scale->numel());
+      std::vector<double> b(bias->data<float>(), bias->data<float>() + bias->numel());
+      return single_step(
+          node,
+          make_groupnorm_step(node.attr_float("epsilon", 1e-5f), groups, per_channel, std::move(sc), std::move(b)),
+          {node.inputs[0]});
     }
     if (op == "HardSigmoid" || op == "HardSwish") {
       if (!is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
@@ -1790,6 +1814,27 @@ class Compiler {
     return f;
   }
 
+  // DQ(a) , DQ(b) -> MatMul -> Q with both operands computed (attention's
+  // Q K^T and probabilities x V), one scale each => the integer batched GEMM.
+  std::optional<Fusion> match_qmatmul(const Node& node) {
+    if (node.op_type != "MatMul" || node.inputs.size() != 2 || node.outputs.size() != 1) return std::nullopt;
+    QuantScalar a, b, y;
+    const Node* a_dq = activation_dq(node.inputs[0], a);
+    const Node* b_dq = activation_dq(node.inputs[1], b);
+    if (a_dq == nullptr || b_dq == nullptr) return std::nullopt;
+    const Node* q = quantize_after(node.outputs[0], y);
+    if (q == nullptr) return std::nullopt;
+    Fusion f;
+    f.nodes = {&node, q};
+    f.step = make_qmatmul_step(a, b, y, m_.options_.isa, m_.options_.threads);
+    for (const Node* n : f.nodes) consumed_.insert(n);
+    ++absorbed_reads_[a_dq->outputs[0]];
+    ++absorbed_reads_[b_dq->outputs[0]];
+    f.inputs = {a_dq->inputs[0], b_dq->inputs[0]};
+    f.outputs = {q->outputs[0]};
+    return f;
+  }
+
   std::optional<Fusion> match_qconv(const Node& node, bool nhwc = false) {
     QConvFacts c;
     if (!conv_facts(node, c)) return std::nullopt;
@@ -1842,17 +1887,37 @@ class Compiler {
     return f;
   }
 
-  // A per-channel vector of a Conv's NCHW output: one value, or M values
-  // shaped [M, 1, 1] / [1, M, 1, 1] (a shape that broadcasts along C alone
-  // and leaves the output's rank).
-  bool channel_vector(const std::string& name, int64_t m, std::vector<float>& out) const {
+  // A per-channel vector of a Conv's NCHW output (`spatial` dims after C: 2,
+  // or 1 for a Conv1D's [N, C, L]): one value, or M values shaped [M, 1, 1] /
+  // [1, M, 1, 1] (a shape that broadcasts along C alone and leaves the
+  // output's rank).
+  bool channel_vector(const std::string& name, int64_t m, std::vector<float>& out, int spatial = 2) const {
     const Tensor* t = constant(name);
-    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > 4) return false;
+    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > spatial + 2) return false;
     if (t->numel() != 1) {
-      if (t->rank() < 3 || t->dim(t->rank() - 3) != m || t->numel() != m) return false;
+      if (t->rank() < spatial + 1 || t->dim(t->rank() - spatial - 1) != m || t->numel() != m) return false;
     }
     out.assign(t->data<float>(), t->data<float>() + t->numel());
     return true;
+  }
+
+  // A 1-D Conv/ConvInteger's attributes as the 2-D facts of the same
+  // convolution on [N, C, 1, L]; false when kvant does not compile them.
+  static bool conv1d_facts(const Node& node, QConvFacts& c) {
+    const std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
+    const std::vector<int64_t> strides = node.attr_ints("strides", {1});
+    const std::vector<int64_t> dilations = node.attr_ints("dilations", {1});
+    const std::vector<int64_t> pads = node.attr_ints("pads", {0, 0});
+    if ((!kernel.empty() && kernel.size() != 1) || strides.size() != 1 || dilations.size() != 1 || pads.size() != 2)
+      return false;
+    c.strides = {1, strides[0]};
+    c.dilations = {1, dilations[0]};
+    c.pads = {0, pads[0], 0, pads[1]};
+    c.auto_pad = node.attr_string("auto_pad", "NOTSET");
+    c.group = node.attr_int("group", 1);
+    return c.group >= 1 && strides[0] >= 1 && dilations[0] >= 1 && pads[0] >= 0 && pads[1] >= 0 &&
+           (c.auto_pad == "NOTSET" || c.auto_pad == "VALID" || c.auto_pad == "SAME_UPPER" ||
+            c.auto_pad == "SAME_LOWER");
   }
 
   // DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(., x_scale * w_scale) [-> Add bias] [-> act]
@@ -1868,10 +1933,17 @@ class Compiler {
         (shared == nullptr && sole_reader(d.outputs[2]) != conv)) {
       return std::nullopt;
     }
-    QConvFacts facts;
-    if (!conv_facts(*conv, facts)) return std::nullopt;
     const Tensor* w = constant(conv->inputs[1]);
-    if (w == nullptr || w->rank() != 4 || !is_8bit(w->dtype())) return std::nullopt;
+    if (w == nullptr || (w->rank() != 4 && w->rank() != 3) || !is_8bit(w->dtype())) return std::nullopt;
+    // A Conv1D (x [N, C, L], W [M, C/group, K]) runs as the 2-D step on
+    // [N, C, 1, L] with W as [M, C/group, 1, K] between two views, as the
+    // FP32 Conv1D does (match_conv1d): the same products and sums.
+    const bool conv1d = w->rank() == 3;
+    const int spatial = conv1d ? 1 : 2;
+    QConvFacts facts;
+    if (conv1d ? !conv1d_facts(*conv, facts) : !conv_facts(*conv, facts)) return std::nullopt;
+    if (const std::vector<int64_t> k = conv->attr_ints("kernel_shape"); conv1d && !k.empty() && k[0] != w->dim(2))
+      return std::nullopt;
     const int64_t m = w->dim(0);
     const bool has_wz = conv->inputs.size() > 3 && !conv->inputs[3].empty();
     const Tensor* wz = has_wz ? constant(conv->inputs[3]) : nullptr;
@@ -1892,9 +1964,10 @@ class Compiler {
     }
     DynamicConvParams p;
     const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
-    if (!channel_vector(ws_name, m, p.w_scale)) return std::nullopt;
+    if (!channel_vector(ws_name, m, p.w_scale, spatial)) return std::nullopt;
     p.facts = facts;
     p.w_shape = w->shape();
+    if (conv1d) p.w_shape = {w->dim(0), w->dim(1), 1, w->dim(2)};
     const bool u8 = w->dtype() == DType::kUInt8;
     p.weight.resize(static_cast<size_t>(w->numel()));
     for (int64_t i = 0; i < w->numel(); ++i)
@@ -1913,7 +1986,7 @@ class Compiler {
     if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->domain.empty() &&
                                              add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
       std::vector<float> b;
-      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b)) {
+      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b, spatial)) {
         p.bias.assign(static_cast<size_t>(m), b[0]);
         if (b.size() != 1) p.bias = std::move(b);
         f.nodes.push_back(add);
@@ -1929,6 +2002,41 @@ class Compiler {
     auto step = make_dynamic_conv_step(std::move(p));
     if (!step) return std::nullopt;
     for (const Node* x : f.nodes) consumed_.insert(x);
+    if (conv1d) {  // view -> the 2-D step -> view, named after the ConvInteger's output
+      const std::string x4 = unique_value_name(g_, conv->outputs[0] + "_x2d");
+      const std::string y4 = unique_value_name(g_, conv->outputs[0] + "_y2d");
+      Fusion body;
+      body.nodes = f.nodes;
+      body.step = std::move(step);
+      body.inputs = {x4};
+      body.outputs = {y4};
+      body.dynamic_conv = true;
+      // x written by a 1-D dynamic conv matched earlier (through its view):
+      // its step also writes x's range for this one, as below for 2-D.
+      for (auto& [anchor, prior] : fusions_) {
+        if (prior.then.size() != 2 || !prior.then[0].dynamic_conv || prior.then[1].outputs.empty() ||
+            prior.then[1].outputs[0] != d.inputs[0]) {
+          continue;
+        }
+        Fusion& producer = prior.then[0];
+        if (!link_dynamic_conv_range(*producer.step, *body.step)) break;
+        if (producer.outputs.size() == 1) producer.outputs.push_back(unique_value_name(g_, d.inputs[0] + "_range"));
+        body.inputs.push_back(producer.outputs[1]);
+        break;
+      }
+      Fusion back;
+      back.nodes = {f.nodes.back()};
+      back.step = make_unit_dim_view_step(2, false);
+      back.inputs = {y4};
+      back.outputs = {tail};
+      f.nodes = {f.nodes.front()};
+      f.step = make_unit_dim_view_step(2, true);
+      f.inputs = {d.inputs[0]};
+      f.outputs = {x4};
+      f.then.push_back(std::move(body));
+      f.then.push_back(std::move(back));
+      return f;
+    }
     f.step = std::move(step);
     f.inputs = {d.inputs[0]};
     f.outputs = {tail};

@@ -32,6 +32,19 @@ std::unique_ptr<Step> make_layernorm_axis_step(int64_t axis, float eps, Tensor s
 // values each (steps_norm2.cc; the arithmetic of make_layernorm_axis_step).
 std::unique_ptr<Step> make_instancenorm_step(float eps, std::vector<double> scale, std::vector<double> bias);
 
+// The mean and 1 / sqrt(var + eps) of cols floats (population variance),
+// in double with the two sums taken as eight interleaved partial sums
+// (steps_norm2.cc): the statistics of the normalization steps.
+void row_mean_inv_std(const float* x, int64_t cols, double eps, double& mean, double& inv_std);
+
+// GroupNormalization (opset 18: scale and B one value per group; 21: per
+// channel) on float32 [N, C, spatial...] with num_groups groups: the
+// statistics of each (n, group) over its C / groups channels and spatial
+// values (row_mean_inv_std), then y = (x - mean) * inv_std * scale + B in
+// double, rounded to float (steps_groupnorm.cc).
+std::unique_ptr<Step> make_groupnorm_step(float eps, int64_t groups, bool per_channel, std::vector<double> scale,
+                                          std::vector<double> bias);
+
 // AveragePool, 2-D, float32 NCHW (steps_pool2.cc), bit-exact with the
 // reference: `node` gives the window.
 std::unique_ptr<Step> make_avgpool_f32_step(const Node& node, int64_t opset);

@@ -126,11 +126,9 @@ class ChannelLookupStep : public Step {
   const LookupU8Kernel* kernel_;  // the byte lookup of kernels/lookup_u8.h, picked once
 };
 
-// One row of LayerNormalization / InstanceNormalization: mean and variance
-// in double (eight interleaved partial sums), then
-// y[i] = float((x[i] - mean) * inv_std * g[i * gs] + b[i * bs]) in double.
-void normalize_row(const float* xr, float* yr, int64_t cols, double eps, const double* g, int64_t gs, const double* b,
-                   int64_t bs) {
+}  // namespace
+
+void row_mean_inv_std(const float* xr, int64_t cols, double eps, double& mean_out, double& inv_std_out) {
   double part[8] = {};
   int64_t i = 0;
   for (; i + 8 <= cols; i += 8) {
@@ -151,8 +149,20 @@ void normalize_row(const float* xr, float* yr, int64_t cols, double eps, const d
     const double d = static_cast<double>(xr[i]) - mean;
     sq += d * d;
   }
-  const double inv_std = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
-  for (i = 0; i < cols; ++i) {
+  mean_out = mean;
+  inv_std_out = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
+}
+
+namespace {
+
+// One row of LayerNormalization / InstanceNormalization: mean and variance
+// in double (row_mean_inv_std), then
+// y[i] = float((x[i] - mean) * inv_std * g[i * gs] + b[i * bs]) in double.
+void normalize_row(const float* xr, float* yr, int64_t cols, double eps, const double* g, int64_t gs, const double* b,
+                   int64_t bs) {
+  double mean = 0.0, inv_std = 0.0;
+  row_mean_inv_std(xr, cols, eps, mean, inv_std);
+  for (int64_t i = 0; i < cols; ++i) {
     yr[i] = static_cast<float>((static_cast<double>(xr[i]) - mean) * inv_std * g[i * gs] + b[i * bs]);
   }
 }

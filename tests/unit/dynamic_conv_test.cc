@@ -40,8 +40,9 @@ struct ConvCase {
   // 0: uint8 zp 128; 1: uint8 zp 90; 2: uint8 per-channel zp; 3: int8 zp 0; 4: int8 per-channel zp;
   // 5: int8 mostly 127 with zp -128 (w - w_zp mostly 255: large sums)
   int weights = 0;
-  int bias = 1;  // 0: none; 1: [M, 1, 1]; 2: a scalar; 3: [1, M, 1, 1]
-  int act = 0;   // 0: none; 1: Relu; 2: Clip(-1, 2)
+  int bias = 1;         // 0: none; 1: [M, 1, 1]; 2: a scalar; 3: [1, M, 1, 1]
+  int act = 0;          // 0: none; 1: Relu; 2: Clip(-1, 2)
+  bool conv1d = false;  // x [n, c, w], W [m, c/group, kw] (h and kh are 1)
 };
 
 // x -> DynamicQuantizeLinear -> ConvInteger(W, x_zp, w_zp) -> Cast -> Mul(x_scale * w_scale) [-> Add B] [-> act]
@@ -49,7 +50,7 @@ struct ConvCase {
 std::string add_dynamic_conv(Model& m, const ConvCase& k, const std::string& x, const std::string& p, uint32_t seed) {
   auto& init = m.graph.initializers;
   const bool u8 = k.weights <= 2;
-  const Shape w_shape = {k.m, k.c / k.group, k.kh, k.kw};
+  const Shape w_shape = k.conv1d ? Shape{k.m, k.c / k.group, k.kw} : Shape{k.m, k.c / k.group, k.kh, k.kw};
   Tensor w(u8 ? DType::kUInt8 : DType::kInt8, w_shape);
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> value(0, 255);
@@ -81,15 +82,22 @@ std::string add_dynamic_conv(Model& m, const ConvCase& k, const std::string& x, 
     init[p + "wz"] = z;
     conv_in.push_back(p + "wz");
   }
-  Tensor ws(DType::kFloat32, {k.m, 1, 1});
+  Tensor ws(DType::kFloat32, k.conv1d ? Shape{k.m, 1} : Shape{k.m, 1, 1});
   for (int j = 0; j < k.m; ++j) ws.data<float>()[j] = 0.001f + 0.0003f * static_cast<float>((j * 37) % 11);
   init[p + "ws"] = ws;
   Node dq = make_node(p + "dql", "DynamicQuantizeLinear", {x}, {p + "xq", p + "xs", p + "xz"});
   Node conv = make_node(p + "conv", "ConvInteger", conv_in, {p + "acc"});
-  set_attr(conv, "kernel_shape", std::vector<int64_t>{k.kh, k.kw});
-  set_attr(conv, "strides", std::vector<int64_t>{k.stride, k.stride});
-  set_attr(conv, "pads", std::vector<int64_t>{k.pad, k.pad, k.pad, k.pad});
-  set_attr(conv, "dilations", std::vector<int64_t>{k.dil, k.dil});
+  if (k.conv1d) {
+    set_attr(conv, "kernel_shape", std::vector<int64_t>{k.kw});
+    set_attr(conv, "strides", std::vector<int64_t>{k.stride});
+    set_attr(conv, "pads", std::vector<int64_t>{k.pad, k.pad + 1});  // asymmetric: the end gets one more
+    set_attr(conv, "dilations", std::vector<int64_t>{k.dil});
+  } else {
+    set_attr(conv, "kernel_shape", std::vector<int64_t>{k.kh, k.kw});
+    set_attr(conv, "strides", std::vector<int64_t>{k.stride, k.stride});
+    set_attr(conv, "pads", std::vector<int64_t>{k.pad, k.pad, k.pad, k.pad});
+    set_attr(conv, "dilations", std::vector<int64_t>{k.dil, k.dil});
+  }
   set_attr(conv, "group", int64_t{k.group});
   Node cast = make_node(p + "cast", "Cast", {p + "acc"}, {p + "accf"});
   set_attr(cast, "to", int64_t{1});
@@ -99,7 +107,8 @@ std::string add_dynamic_conv(Model& m, const ConvCase& k, const std::string& x, 
   }
   std::string tail = p + "yv";
   if (k.bias != 0) {
-    const Shape b_shape = k.bias == 1 ? Shape{k.m, 1, 1} : (k.bias == 2 ? Shape{} : Shape{1, k.m, 1, 1});
+    Shape b_shape = k.bias == 1 ? Shape{k.m, 1, 1} : (k.bias == 2 ? Shape{} : Shape{1, k.m, 1, 1});
+    if (k.conv1d && k.bias != 2) b_shape.pop_back();  // [M, 1] / [1, M, 1]
     init[p + "b"] = random_floats(b_shape, seed + 1);
     m.graph.nodes.push_back(make_node(p + "add", "Add", {p + "b", tail}, {p + "yb"}));
     tail = p + "yb";
@@ -218,6 +227,67 @@ TEST(DynamicConv, MatchesTheReferenceGraphBitForBit) {
         }
         EXPECT_EQ(kernel.rfind(want, 0), 0u) << k.what << ": " << kernel;
       }
+    }
+  }
+}
+
+// Conv1D (x [N, C, L], W [M, C/group, K]): the 2-D step on [N, C, 1, L]
+// between two views, bit for bit with the reference graph on every path.
+TEST(DynamicConv, Conv1DMatchesTheReferenceGraphBitForBit) {
+  // what, n, c, h, w, m, kh, kw, stride, pad, dil, group, weights, bias, act, conv1d
+  const ConvCase cases[] = {
+      {"k3 pad 1 (text_cnn)", 2, 16, 1, 23, 24, 1, 3, 1, 1, 1, 1, 0, 1, 1, true},
+      {"k5 stride 2, no bias", 1, 8, 1, 31, 8, 1, 5, 2, 2, 1, 1, 0, 0, 0, true},
+      {"dilation 2, Clip, bias [1, M, 1]", 1, 6, 1, 19, 10, 1, 3, 1, 2, 2, 1, 1, 3, 2, true},
+      {"groups 2, per-channel zero point", 2, 16, 1, 13, 12, 1, 3, 1, 1, 1, 2, 2, 2, 0, true},
+      {"depthwise k7", 1, 12, 1, 40, 12, 1, 7, 1, 3, 1, 12, 0, 1, 1, true},
+      {"depthwise k3 stride 2", 1, 8, 1, 17, 8, 1, 3, 2, 1, 1, 8, 4, 1, 0, true},
+      {"3 input channels, int8 weights", 1, 3, 1, 50, 16, 1, 4, 1, 0, 1, 1, 3, 1, 1, true},
+      {"k1, batch 3", 3, 20, 1, 9, 7, 1, 1, 1, 0, 1, 1, 0, 1, 0, true},
+  };
+  for (const ConvCase& k : cases) {
+    Model model = model_with_x({k.n, k.c, k.w});
+    add_output(model, add_dynamic_conv(model, k, "x", "", 11));
+    const Tensor x = random_floats({k.n, k.c, k.w}, 5, 0.3f, 1.5f);
+    for (int threads : {1, 3}) {
+      for (bool ref : {false, true}) {
+        const std::string what = std::string(k.what) + " threads " + std::to_string(threads) + (ref ? " isa ref" : "");
+        expect_bit_identical(model, x, options_for(threads, ref), what, false);
+        CompiledModel compiled(model, options_for(threads, ref));
+        compiled.run({{"x", x}});
+        EXPECT_EQ(compiled.stats().fallback_steps, 0) << what << "\n" << compiled.describe_plan();
+        int dynamic = 0;
+        for (const auto& step : compiled.steps()) dynamic += step->kernel().rfind("dynamic_", 0) == 0 ? 1 : 0;
+        EXPECT_EQ(dynamic, 1) << what << "\n" << compiled.describe_plan();
+        EXPECT_EQ(compiled.steps().size(), 3u) << what << ": view, conv, view\n" << compiled.describe_plan();
+      }
+    }
+  }
+}
+
+// Two 1-D dynamic convs in a chain (kws_gru's): the second reads the range
+// the first measured, through the views, bit for bit with the reference.
+TEST(DynamicConv, Conv1DChainPassesTheRangeOn) {
+  Model m = model_with_x({1, 8, 30});
+  const ConvCase a = {"k3", 1, 8, 1, 30, 16, 1, 3, 1, 1, 1, 1, 0, 1, 1, true};
+  const ConvCase b = {"k5 stride 2", 1, 16, 1, 31, 12, 1, 5, 2, 2, 1, 1, 0, 1, 1, true};
+  add_output(m, add_dynamic_conv(m, b, add_dynamic_conv(m, a, "x", "a_", 1), "b_", 2));
+  for (int threads : {1, 3}) {
+    for (bool ref : {false, true}) {
+      const std::string what = "1-D chain threads " + std::to_string(threads) + (ref ? " isa ref" : "");
+      const Tensor x = random_floats({1, 8, 30}, 23, 0.2f, 2.0f);
+      expect_bit_identical(m, x, options_for(threads, ref), what, false);
+      CompiledModel compiled(m, options_for(threads, ref));
+      compiled.run({{"x", x}});
+      EXPECT_EQ(compiled.stats().fallback_steps, 0) << what << "\n" << compiled.describe_plan();
+      int dynamic = 0, linked = 0;
+      for (const auto& step : compiled.steps()) {
+        if (step->kernel().rfind("dynamic_", 0) != 0) continue;
+        ++dynamic;
+        linked += step->inputs.size() == 2 ? 1 : 0;
+      }
+      EXPECT_EQ(dynamic, 2) << what << "\n" << compiled.describe_plan();
+      EXPECT_EQ(linked, 1) << what << ": b reads a's range\n" << compiled.describe_plan();
     }
   }
 }

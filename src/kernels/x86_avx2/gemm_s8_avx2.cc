@@ -160,8 +160,29 @@ KVANT_TARGET_AVX2 void tile(const int16_t* a, int a_stride, int pairs, const int
 
 int64_t qgemm_avx2_packed_bytes(int K, int N) { return qgemm_panels_bytes(K, N, 2); }
 
-void qgemm_avx2_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
-  qgemm_pack_panels(B, ldb, K, N, 2, 2, packed);
+// The pairs layout (gemm_s8_kernels.h) by 16-byte interleaves where a pair
+// of rows covers a whole panel; the generic packer writes the rest (the last
+// panel when N % 16 != 0, and the zero row of an odd K). B that changes per
+// call (steps_qmatmul.cc) is packed for every batch, so this is on its path.
+KVANT_TARGET_AVX2 void qgemm_avx2_pack(const int8_t* B, int ldb, int K, int N, int8_t* packed) {
+  const int full_panels = N / kQGemmPanelCols;
+  const int full_pairs = K / 2;
+  // The tails (or everything, when there is no full part); the loop below
+  // rewrites the full part.
+  if (K % 2 != 0 || N % kQGemmPanelCols != 0 || full_panels == 0 || full_pairs == 0) {
+    qgemm_pack_panels(B, ldb, K, N, 2, 2, packed);
+  }
+  const int64_t pairs = (K + 1) / 2;
+  for (int j = 0; j < full_panels; ++j) {
+    int8_t* panel = packed + static_cast<int64_t>(j) * pairs * kPairBytes;
+    const int8_t* col = B + static_cast<int64_t>(j) * kQGemmPanelCols;
+    for (int q = 0; q < full_pairs; ++q) {
+      const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(col + static_cast<int64_t>(2 * q) * ldb));
+      const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(col + static_cast<int64_t>(2 * q + 1) * ldb));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(panel + q * kPairBytes), _mm_unpacklo_epi8(r0, r1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(panel + q * kPairBytes + 16), _mm_unpackhi_epi8(r0, r1));
+    }
+  }
 }
 
 KVANT_TARGET_AVX2 void qgemm_u8s8_avx2(const QGemmArgs& g) {
