@@ -40,6 +40,13 @@ struct GenerateOptions {
   bool print_ids = false;
 };
 
+bool tokenizer_has_all(const llm::Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
+  for (int64_t id : ids) {
+    if (id < 0 || id >= tokenizer.vocab_size()) return false;
+  }
+  return true;
+}
+
 double rate(int64_t tokens, double seconds) { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
 
 int generate_command(const GenerateOptions& opt) {
@@ -101,7 +108,13 @@ int generate_command(const GenerateOptions& opt) {
   const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
   const int64_t decode_passes = opt.max_new_tokens - 1;
 
-  if (as_text && decoder.vocab() >= tokenizer->vocab_size()) {
+  bool spellable = as_text && decoder.vocab() >= tokenizer->vocab_size();
+  if (!tokenizer_has_all(*tokenizer, generated) && spellable) {
+    std::cerr << "kvant: warning: the model produced ids the " << tokenizer->name()
+              << " tokenizer has no text for; printing ids\n";
+    spellable = false;
+  }
+  if (spellable) {
     std::cout << tokenizer->decode(generated) << std::endl;
   } else {
     for (size_t i = 0; i < generated.size(); ++i) std::cout << (i ? " " : "") << generated[i];

@@ -132,11 +132,10 @@ DecoderSignature detect_decoder(const Graph& graph, const std::string& file) {
     }
   }
   if (sig.logits.empty()) {
-    if (graph.outputs.size() == 1 + 2 * pairs.size() || (pairs.empty() && !graph.outputs.empty())) {
-      sig.logits = graph.outputs[0].name;  // the first output, as exporters order them
-    }
+    std::string names;
+    for (const ValueInfo& out : graph.outputs) names += (names.empty() ? "" : ", ") + out.name;
+    fail(where + "the model has no output named \"logits\" (outputs: " + names + ")");
   }
-  if (sig.logits.empty()) fail(where + "the model has no output named \"logits\"");
   for (const ValueInfo& out : graph.outputs) {
     if (out.name != sig.logits) continue;
     if (out.type.dtype != DType::kFloat32 && out.type.dtype != DType::kUndefined) {

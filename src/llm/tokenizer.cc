@@ -5,7 +5,9 @@
 #include "kvant/status.h"
 
 #if KVANT_HAVE_SENTENCEPIECE
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
 #endif
 
 namespace kvant::llm {
@@ -39,38 +41,92 @@ class ByteTokenizer final : public Tokenizer {
 };
 
 #if KVANT_HAVE_SENTENCEPIECE
+// The module's functions (sentencepiece/module.cc), loaded once.
+struct SpmModule {
+  void* (*load)(const std::string& path, std::string& error) = nullptr;
+  void (*free)(void* handle) = nullptr;
+  int (*piece_size)(void* handle) = nullptr;
+  bool (*encode)(void* handle, const std::string& text, std::vector<int>& ids, std::string& error) = nullptr;
+  bool (*decode)(void* handle, const std::vector<int>& ids, std::string& text, std::string& error) = nullptr;
+};
+
+// Looks for kvant_spm.so beside the program, in <prefix>/LIBDIR/kvant (an
+// installed kvant), then where the build put it; KVANT_SPM_MODULE overrides.
+const SpmModule& spm_module() {
+  static const SpmModule module = [] {
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("KVANT_SPM_MODULE"); env && *env) candidates.push_back(env);
+    std::error_code ec;
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+      candidates.push_back((exe.parent_path() / "kvant_spm.so").string());
+      candidates.push_back((exe.parent_path().parent_path() / KVANT_SPM_LIBDIR / "kvant" / "kvant_spm.so").string());
+    }
+    candidates.push_back(KVANT_SPM_BUILD_PATH);
+    std::string tried;
+    for (const std::string& path : candidates) {
+      if (!std::filesystem::exists(path, ec)) {
+        tried += (tried.empty() ? "" : ", ") + path;
+        continue;
+      }
+      // DEEPBIND: the library's own protobuf copy before kvant's (module.cc).
+      void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (lib == nullptr) fail("cannot load the SentencePiece module " + path + ": " + dlerror());
+      SpmModule m;
+      m.load = reinterpret_cast<decltype(m.load)>(dlsym(lib, "kvant_spm_load"));
+      m.free = reinterpret_cast<decltype(m.free)>(dlsym(lib, "kvant_spm_free"));
+      m.piece_size = reinterpret_cast<decltype(m.piece_size)>(dlsym(lib, "kvant_spm_piece_size"));
+      m.encode = reinterpret_cast<decltype(m.encode)>(dlsym(lib, "kvant_spm_encode"));
+      m.decode = reinterpret_cast<decltype(m.decode)>(dlsym(lib, "kvant_spm_decode"));
+      if (!m.load || !m.free || !m.piece_size || !m.encode || !m.decode) {
+        fail("the SentencePiece module " + path + " lacks kvant's functions (a stale build?)");
+      }
+      return m;
+    }
+    fail("kvant's SentencePiece module kvant_spm.so is missing (looked at " + tried +
+         "); set KVANT_SPM_MODULE to its path");
+  }();
+  return module;
+}
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  SentencePieceTokenizer(const std::string& path) : path_(path) {
-    const auto status = processor_.Load(path);
-    if (!status.ok()) {
-      fail("--tokenizer " + path + ": not a SentencePiece model (" + status.ToString() + ")");
-    }
+  explicit SentencePieceTokenizer(const std::string& path) : path_(path), module_(spm_module()) {
+    std::string error;
+    handle_ = module_.load(path, error);
+    if (handle_ == nullptr) fail("--tokenizer " + path + ": not a SentencePiece model (" + error + ")");
   }
+  ~SentencePieceTokenizer() override { module_.free(handle_); }
+  SentencePieceTokenizer(const SentencePieceTokenizer&) = delete;
+  SentencePieceTokenizer& operator=(const SentencePieceTokenizer&) = delete;
+
   std::vector<int64_t> encode(const std::string& text) const override {
     std::vector<int> ids;
-    const auto status = processor_.Encode(text, &ids);
-    if (!status.ok()) fail("SentencePiece could not encode the text: " + status.ToString());
+    std::string error;
+    if (!module_.encode(handle_, text, ids, error)) fail("SentencePiece could not encode the text: " + error);
     return {ids.begin(), ids.end()};
   }
   std::string decode(const std::vector<int64_t>& ids) const override {
     std::vector<int> narrow;
     narrow.reserve(ids.size());
     const int64_t n = vocab_size();
-    for (int64_t id : ids) narrow.push_back(id >= 0 && id < n ? static_cast<int>(id) : processor_.unk_id());
-    std::string text;
-    const auto status = processor_.Decode(narrow, &text);
-    if (!status.ok()) fail("SentencePiece could not decode the ids: " + status.ToString());
+    for (int64_t id : ids) {
+      if (id < 0 || id >= n) fail("token id " + std::to_string(id) + " is outside the tokenizer's " + name());
+      narrow.push_back(static_cast<int>(id));
+    }
+    std::string text, error;
+    if (!module_.decode(handle_, narrow, text, error)) fail("SentencePiece could not decode the ids: " + error);
     return text;
   }
-  int64_t vocab_size() const override { return processor_.GetPieceSize(); }
+  int64_t vocab_size() const override { return module_.piece_size(handle_); }
   std::string name() const override {
     return "SentencePiece (" + path_ + ", " + std::to_string(vocab_size()) + " pieces)";
   }
 
  private:
   std::string path_;
-  sentencepiece::SentencePieceProcessor processor_;
+  const SpmModule& module_;
+  void* handle_ = nullptr;
 };
 #endif
 

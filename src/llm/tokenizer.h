@@ -6,7 +6,8 @@
 // written as "<id>").
 //
 // SentencePiece: a `.model` file read by Debian's libsentencepiece, when
-// kvant was built with it (CMake finds it optionally; KVANT_HAVE_SENTENCEPIECE).
+// kvant was built with it (CMake finds it optionally; KVANT_HAVE_SENTENCEPIECE),
+// through the module kvant_spm.so (sentencepiece/module.cc says why).
 #pragma once
 
 #include <cstdint>
