@@ -41,6 +41,9 @@ expect_ok "generate 2 threads" "" "$KVANT" generate fx/model.onnx --prompt-ids f
 expect_ok "generate no-past" "" "$KVANT" generate fx/nopast.onnx --prompt-ids fx/prompt.npy --max-new-tokens "$n" --print-ids
 [[ "$(cat out.txt)" == "$want" ]] && pass || fail "no-past model: got '$(cat out.txt)', want '$want'"
 grep -q "warning: .*no past key/value inputs" err.txt && pass || fail "no-past model gave no warning: $(cat err.txt)"
+# attention_mask and position_ids fed (the model uses both).
+expect_ok "generate with mask and positions" "" "$KVANT" generate fx/masked.onnx --prompt-ids fx/prompt.npy --max-new-tokens "$n" --print-ids
+[[ "$(cat out.txt)" == "$want" ]] && pass || fail "attention_mask/position_ids model: got '$(cat out.txt)', want '$want'"
 # Text in, text out (byte-level: the vocabulary has 512 ids).
 expect_ok "generate text" "" "$KVANT" generate fx/model.onnx --prompt "Hello" --max-new-tokens 5
 # Sampling: a seed gives the same tokens twice, another seed others.
@@ -67,7 +70,7 @@ PY
 }
 for w in "64 32" "50 50" "40 13"; do
   set -- $w
-  for model in model nopast; do
+  for model in model nopast masked; do
     expect_ok "perplexity $model tokens $1/$2" "perplexity" "$KVANT" perplexity fx/$model.onnx --tokens fx/tokens.npy --context "$1" --stride "$2" --json
     cp out.txt p.json
     check_ppl "perplexity $model tokens $1/$2" "$1,$2,tokens" p.json

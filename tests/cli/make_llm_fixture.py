@@ -7,6 +7,9 @@ in the file:
 
   OUT/model.onnx    input_ids + past_key_values.N.key/value -> logits + present.N.*
   OUT/nopast.onnx   the same weights, input_ids -> logits only
+  OUT/masked.onnx   the same weights, also taking attention_mask and
+                    position_ids (both used: positions drive the rotary
+                    embedding, the mask hides keys)
   OUT/prompt.npy    int64 [1, 7] prompt ids
   OUT/greedy.npy    int64 [N] greedy continuation by PyTorch, recomputing the
                     whole prefix each step (no cache)
@@ -41,6 +44,31 @@ class NoPast(nn.Module):
     def forward(self, input_ids):
         past = [torch.zeros(1, self.kv_heads, 0, self.head_dim) for _ in range(2 * self.layers)]
         return self.model(input_ids, *past)[0]
+
+
+class Masked(nn.Module):
+    """make_decoder.Decoder's forward, with positions and the key mask from
+    position_ids and attention_mask instead of computed from the past length."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        m = self.model
+        pos = position_ids[0].to(torch.float32)
+        freqs = pos[:, None] * m.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        keys = torch.arange(attention_mask.shape[1], dtype=torch.float32)
+        hidden = (1.0 - attention_mask[0].to(torch.float32))[None, :] * -1e9
+        mask = (keys[None, :] > pos[:, None]).float() * -1e9 + hidden
+        x = m.embed(input_ids)
+        presents = []
+        for i, layer in enumerate(m.layers):
+            x, k, v = layer(x, cos, sin, mask, past[2 * i], past[2 * i + 1])
+            presents += [k, v]
+        return (m.head(m.norm(x)), *presents)
 
 
 def strided_ppl(logits_of, ids, context, stride):
@@ -90,6 +118,11 @@ def main():
     with torch.no_grad():
         torch.onnx.export(model, (ids, *past), os.path.join(args.out, "model.onnx"), input_names=names,
                           output_names=outputs, dynamic_axes=axes, opset_version=17)
+        mask_axes = dict(axes, attention_mask={1: "total"}, position_ids={1: "seq"})
+        torch.onnx.export(Masked(model), (ids, torch.ones(1, 5, dtype=torch.int64), torch.arange(2, 5)[None], *past),
+                          os.path.join(args.out, "masked.onnx"),
+                          input_names=["input_ids", "attention_mask", "position_ids"] + names[1:],
+                          output_names=outputs, dynamic_axes=mask_axes, opset_version=17)
         torch.onnx.export(nopast, (ids,), os.path.join(args.out, "nopast.onnx"), input_names=["input_ids"],
                           output_names=["logits"], dynamic_axes={"input_ids": {1: "seq"}, "logits": {1: "seq"}},
                           opset_version=17)
