@@ -16,9 +16,9 @@
 // The cache: one buffer per past input, allocated once for the longest
 // sequence the run may reach (`max_total` positions), holding [kv_heads,
 // past, head_dim] contiguously. Each pass feeds views over those buffers
-// (no copy on the way in, no allocation for the cache) and copies the
-// model's present outputs back into them (the compiled runtime writes
-// present into its own arena; docs/llm.md). The input_ids,
+// (no allocation for the cache; the compiled model copies feeds into its
+// arena) and copies the model's present outputs back into them (the
+// compiled runtime writes present into its own arena; design decision 46). The input_ids,
 // attention_mask and position_ids feeds are views over buffers of
 // max_total entries too.
 //
