@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(build-essential cmake ccache pkg-config libprotobuf-dev protobuf-compiler libonnx-dev
   libonnx-testdata libgtest-dev libbenchmark-dev libcli11-dev dataset-fashion-mnist clang
   libclang-rt-14-dev zlib1g-dev libpng-dev libjpeg-dev nodejs time g++-aarch64-linux-gnu
-  python3-dev python3-numpy pybind11-dev python3-pytest chromium)
+  python3-dev python3-numpy pybind11-dev python3-pytest chromium libsentencepiece-dev sentencepiece)
 # Debian's npm; skipped where npm came with nodejs (NodeSource's package
 # bundles it, and conflicts with Debian's npm).
 command -v npm >/dev/null || packages+=(npm)

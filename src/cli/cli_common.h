@@ -88,5 +88,7 @@ CommandFn add_bench_command(CLI::App& app);
 CommandFn add_quantize_command(CLI::App& app);
 CommandFn add_eval_command(CLI::App& app);
 CommandFn add_sensitivity_command(CLI::App& app);
+CommandFn add_generate_command(CLI::App& app);
+CommandFn add_perplexity_command(CLI::App& app);
 
 }  // namespace kvant::cli

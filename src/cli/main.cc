@@ -6,6 +6,8 @@
 //   kvant quantize model.onnx -o out.onnx --mode static|dynamic|weight-only [--calib DATA] ...
 //   kvant eval model.onnx [quantized.onnx] --data DATA [--labels LABELS]
 //   kvant sensitivity model.onnx --calib DATA [--eval DATA] [--metric M] [--bits 8|4]
+//   kvant generate decoder.onnx --prompt TEXT --max-new-tokens N [--temperature T ...]
+//   kvant perplexity decoder.onnx --text FILE [--context 512 --stride 256]
 //   kvant help [COMMAND] | kvant --version
 //
 // Exit status 0 on success. Any error, from the command line or from the
@@ -55,9 +57,12 @@ int run_main(int argc, char** argv) {
   const kvant::cli::CommandFn quantize = kvant::cli::add_quantize_command(app);
   const kvant::cli::CommandFn eval = kvant::cli::add_eval_command(app);
   const kvant::cli::CommandFn sensitivity = kvant::cli::add_sensitivity_command(app);
+  const kvant::cli::CommandFn generate = kvant::cli::add_generate_command(app);
+  const kvant::cli::CommandFn perplexity = kvant::cli::add_perplexity_command(app);
   CLI::App* help = app.add_subcommand("help", "Show help for kvant or one of its commands");
   std::string topic;
-  help->add_option("command", topic, "The command to explain (inspect, run, bench, quantize, eval, sensitivity)");
+  help->add_option("command", topic,
+                   "The command to explain (inspect, run, bench, quantize, eval, sensitivity, generate, perplexity)");
 
   try {
     app.parse(argc, argv);
@@ -84,6 +89,8 @@ int run_main(int argc, char** argv) {
   if (app.got_subcommand("quantize")) return quantize();
   if (app.got_subcommand("eval")) return eval();
   if (app.got_subcommand("sensitivity")) return sensitivity();
+  if (app.got_subcommand("generate")) return generate();
+  if (app.got_subcommand("perplexity")) return perplexity();
   if (app.got_subcommand("help") && !topic.empty()) {
     // Usage lines read "kvant COMMAND ...", as typed.
     if (topic == "help") {
@@ -97,7 +104,7 @@ int run_main(int argc, char** argv) {
       }
     }
     return report_error("no command named \"" + topic +
-                        "\" (commands: inspect, run, bench, quantize, eval, sensitivity, help)");
+                        "\" (commands: inspect, run, bench, quantize, eval, sensitivity, generate, perplexity, help)");
   }
   // The whole tool's help, also for a bare 'kvant help' (app.help() would
   // show the selected subcommand's).

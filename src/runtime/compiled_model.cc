@@ -558,7 +558,15 @@ void CompiledModel::run_in_place(const std::map<std::string, Tensor>& feeds) {
   for (size_t i = 0; same && i < input_ids_.size(); ++i) {
     same = complete.at(values_[static_cast<size_t>(input_ids_[i])].name).shape() == planned_input_shapes_[i];
   }
-  if (!same) plan(complete);
+  if (!same) {
+    plan(complete);
+    // The planning run computed every output from these very feeds and plan()
+    // kept them (copied into the arena, or in their own tensors): a second
+    // run would repeat it. Callers whose shapes change every call (a decoder's
+    // growing cache, llm/decoder.h) pay one run, not two. An observer or the
+    // profiler wants to see a run, so they still get one.
+    if (!observer_ && !profiling_) return;
+  }
   for (size_t i = 0; i < input_ids_.size(); ++i) {
     const Tensor& src = complete.at(values_[static_cast<size_t>(input_ids_[i])].name);
     std::memcpy(input(i).raw(), src.raw(), src.nbytes());

@@ -54,8 +54,9 @@ class CompiledModel {
   CompiledModel& operator=(const CompiledModel&) = delete;
 
   // Checks the feeds as ReferenceExecutor::run does, plans for their shapes
-  // when they differ from the last plan, copies them in, runs, and returns
-  // copies of the outputs.
+  // when they differ from the last plan (the planning run then gives the
+  // outputs, without a second run unless an observer or the profiler is
+  // set), else copies them in and runs; returns copies of the outputs.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& feeds);
   // The same checks, plan and run, but the outputs stay in place: read them
   // with output(i) until the next run.

@@ -1,0 +1,162 @@
+// kvant generate: text from a decoder-only ONNX model with a key/value cache.
+//
+// The prompt runs in one pass (prefill); then one token per pass, the
+// model's present key/values fed back as past (llm/decoder.h holds the cache,
+// allocated once for prompt + --max-new-tokens positions). Greedy at
+// --temperature 0 (the default), else top-k / top-p sampling from --seed
+// (llm/sampling.h). The text goes to stdout; timings to stderr:
+//   prefill: N tokens, X tok/s; decode: M tokens, Y tok/s
+// where decode counts the passes after the prefill (the last new token needs
+// no pass of its own).
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli/cli_common.h"
+#include "cli/llm_common.h"
+#include "llm/sampling.h"
+
+namespace kvant::cli {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
+
+// More new tokens than this is a mistake, whatever the model allows.
+constexpr int64_t kMaxNewTokens = int64_t{1} << 20;
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  bool has_prompt = false;
+  std::string prompt_ids;
+  std::string tokenizer;
+  int64_t max_new_tokens = -1;
+  llm::SamplingOptions sampling;
+  int threads = 1;
+  bool print_ids = false;
+};
+
+bool tokenizer_has_all(const llm::Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
+  for (int64_t id : ids) {
+    if (id < 0 || id >= tokenizer.vocab_size()) return false;
+  }
+  return true;
+}
+
+double rate(int64_t tokens, double seconds) { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
+
+int generate_command(const GenerateOptions& opt) {
+  if (opt.has_prompt == !opt.prompt_ids.empty()) fail("give the prompt as --prompt TEXT or as --prompt-ids FILE.npy");
+  if (opt.max_new_tokens < 1 || opt.max_new_tokens > kMaxNewTokens) {
+    fail("--max-new-tokens must lie in [1, " + std::to_string(kMaxNewTokens) + "], got " +
+         std::to_string(opt.max_new_tokens));
+  }
+  llm::check_sampling_options(opt.sampling);
+  check_threads(opt.threads);
+  std::unique_ptr<llm::Tokenizer> tokenizer = make_tokenizer(opt.tokenizer);
+  LoadedDecoder loaded = load_decoder(opt.model);
+  const llm::DecoderSignature& sig = loaded.signature;
+
+  std::vector<int64_t> prompt;
+  if (opt.has_prompt) {
+    if (opt.prompt.empty()) fail("--prompt is empty; give at least one character");
+    if (sig.vocab > 0) {
+      llm::check_vocab_fits(*tokenizer, sig.vocab,
+                            opt.tokenizer.empty() ? "pass its --tokenizer MODEL.model, or token ids with --prompt-ids"
+                                                  : "is this the model's tokenizer?");
+    }
+    prompt = tokenizer->encode(opt.prompt);
+    if (prompt.empty()) fail("--prompt encodes to no tokens");
+  } else {
+    prompt = read_token_ids(opt.prompt_ids, "--prompt-ids", sig.vocab);
+  }
+  const int64_t prompt_len = static_cast<int64_t>(prompt.size());
+  const int64_t total = prompt_len + opt.max_new_tokens;
+  if (sig.max_positions > 0 && total > sig.max_positions) {
+    fail("the prompt (" + std::to_string(prompt_len) + " tokens) + --max-new-tokens " +
+         std::to_string(opt.max_new_tokens) + " = " + std::to_string(total) +
+         " positions, more than the model takes: " + sig.max_positions_source + " (at most " +
+         std::to_string(std::max<int64_t>(sig.max_positions - prompt_len, 0)) + " new tokens)");
+  }
+  llm::Decoder decoder(loaded.model, sig, total, opt.threads);
+  loaded.model = Model();  // the compiled model holds what it needs
+  if (decoder.recomputes()) {
+    std::cerr << "kvant: warning: " << opt.model
+              << " has no past key/value inputs: every new token reruns the whole sequence (slow)\n";
+  }
+  // Text when the tokenizer can spell the ids: the byte tokenizer on a model
+  // with at least 256 ids, or SentencePiece; else the ids.
+  const bool as_text = !opt.print_ids && (sig.vocab < 0 || sig.vocab >= tokenizer->vocab_size());
+
+  llm::Sampler sampler(opt.sampling);
+  std::vector<int64_t> generated;
+  generated.reserve(static_cast<size_t>(opt.max_new_tokens));
+  using Clock = std::chrono::steady_clock;
+  auto start = Clock::now();
+  const float* logits = decoder.forward(prompt.data(), prompt_len);
+  generated.push_back(sampler.sample(logits + (prompt_len - 1) * decoder.vocab(), decoder.vocab()));
+  const double prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
+  start = Clock::now();
+  for (int64_t i = 1; i < opt.max_new_tokens; ++i) {
+    logits = decoder.forward(&generated.back(), 1);
+    generated.push_back(sampler.sample(logits, decoder.vocab()));
+  }
+  const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
+  const int64_t decode_passes = opt.max_new_tokens - 1;
+
+  bool spellable = as_text && decoder.vocab() >= tokenizer->vocab_size();
+  if (!tokenizer_has_all(*tokenizer, generated) && spellable) {
+    std::cerr << "kvant: warning: the model produced ids the " << tokenizer->name()
+              << " tokenizer has no text for; printing ids\n";
+    spellable = false;
+  }
+  if (spellable) {
+    std::cout << tokenizer->decode(generated) << std::endl;
+  } else {
+    for (size_t i = 0; i < generated.size(); ++i) std::cout << (i ? " " : "") << generated[i];
+    std::cout << std::endl;
+  }
+  char line[200];
+  std::snprintf(line, sizeof line, "prefill: %lld tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s",
+                static_cast<long long>(prompt_len), rate(prompt_len, prefill_s), static_cast<long long>(decode_passes),
+                rate(decode_passes, decode_s));
+  std::cerr << line << "\n";
+  return 0;
+}
+
+}  // namespace
+
+CommandFn add_generate_command(CLI::App& app) {
+  auto opt = std::make_shared<GenerateOptions>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate tokens from a decoder-only language model");
+  cmd->footer(
+      "The model follows the common export convention: input_ids [1, seq] (int64), optional attention_mask and\n"
+      "position_ids, past_key_values.N.key/value -> logits [1, seq, vocab], present.N.key/value. A model without\n"
+      "past inputs still works, rerunning the whole sequence per token. Text is UTF-8 bytes as token ids unless\n"
+      "--tokenizer names a SentencePiece model. Prints the new text (or ids) to stdout and the prefill and decode\n"
+      "speeds to stderr.\n\n"
+      "example: kvant generate decoder.onnx --prompt 'Once upon a time' --max-new-tokens 64");
+  cmd->add_option("model", opt->model, "The ONNX decoder")->required();
+  cmd->add_option("--prompt", opt->prompt, "The prompt text")->each([opt](const std::string&) {
+    opt->has_prompt = true;
+  });
+  cmd->add_option("--prompt-ids", opt->prompt_ids, "The prompt as token ids (.npy, int64 or int32, [n] or [1, n])");
+  cmd->add_option("--max-new-tokens", opt->max_new_tokens, "How many tokens to generate")->required();
+  cmd->add_option("--tokenizer", opt->tokenizer, "A SentencePiece .model file (default: UTF-8 bytes as ids)");
+  cmd->add_option("--temperature", opt->sampling.temperature, "Sampling temperature; 0 is greedy")
+      ->capture_default_str();
+  cmd->add_option("--top-k", opt->sampling.top_k, "Sample among the K most likely tokens (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--top-p", opt->sampling.top_p, "Sample among the most likely tokens whose mass reaches P")
+      ->capture_default_str();
+  cmd->add_option("--seed", opt->sampling.seed, "Seed for sampling")->capture_default_str();
+  cmd->add_option("--threads", opt->threads, "Threads for the compiled kernels")->capture_default_str();
+  cmd->add_flag("--print-ids", opt->print_ids, "Print the new token ids instead of text");
+  return [opt]() { return generate_command(*opt); };
+}
+
+}  // namespace kvant::cli
