@@ -208,14 +208,43 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   }
   const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
                          s.h_out == s.h_in && s.w_out == s.w_in;
-  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : Kind::kIm2col;
+  const SgemmKernel& gemm = sgemm_pick(allowed);
+  // The implicit GEMM computes (kw - 1) dil_w extra columns per output row:
+  // taken where that is at most a quarter of the row (3x3: w_out >= 6; it
+  // beat im2col on ResNet-50's 3x3 layers down to 7x7, docs/benchmarks.md).
+  const bool implicit = gemm.b_row_table && s.group == 1 && taps > 1 && s.stride_h == 1 && s.stride_w == 1 &&
+                        static_cast<int64_t>(s.kw - 1) * s.dil_w * 3 <= s.w_out;
+  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : implicit ? Kind::kImplicit : Kind::kIm2col;
   const int m = s.c_out / s.group;
   k_ = s.c_in / s.group * taps;
-  const SgemmKernel& gemm = sgemm_pick(allowed);
   im2col_ = pick_kernel(im2col_kernels(), allowed,
                         [&](const Im2colKernel& e) { return e.max_stride_w == 0 || s.stride_w <= e.max_stride_w; });
   for (int g = 0; g < s.group; ++g) {
     packed_.push_back(sgemm_pack_a(gemm, weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
+  }
+  if (kind_ == Kind::kImplicit) {
+    name_ = std::string("sconv_implicit/") + gemm.name;
+    imp_wp_ = s.w_out + (s.kw - 1) * s.dil_w;
+    imp_hp_ = s.h_out + (s.kh - 1) * s.dil_h;
+    const int64_t grid = static_cast<int64_t>(s.h_out) * imp_wp_;
+    // A tile's last panel reads up to 15 grid columns past the grid, each
+    // row shifted by up to (kh - 1) dil_h wp + (kw - 1) dil_w: that slack
+    // follows each plane (zero).
+    plane_ = static_cast<size_t>(
+        round_up(static_cast<int>((grid + 15) / 16 * 16) + (s.kh - 1) * s.dil_h * imp_wp_ + (s.kw - 1) * s.dil_w, 16));
+    pad_floats_ = static_cast<size_t>(s.batch) * static_cast<size_t>(s.c_in) * plane_;
+    b_rows_.resize(static_cast<size_t>(k_));
+    for (int k = 0; k < k_; ++k) {
+      const int ch = k / taps, ky = (k % taps) / s.kw, kx = k % s.kw;
+      b_rows_[static_cast<size_t>(k)] = static_cast<int64_t>(ch) * static_cast<int64_t>(plane_) +
+                                        static_cast<int64_t>(ky) * s.dil_h * imp_wp_ +
+                                        static_cast<int64_t>(kx) * s.dil_w;
+    }
+    // The per-thread output tile, m x tile_n_ floats, stays in L2.
+    tile_n_ = std::clamp(kTileFloats / m / kSgemmNr * kSgemmNr, 2 * kSgemmNr, 512);
+    tile_n_ = std::min(tile_n_, static_cast<int>((grid + 15) / 16 * 16));
+    slice_floats_ = static_cast<size_t>(m) * static_cast<size_t>(tile_n_);
+    return;
   }
   name_ = kind_ == Kind::k1x1 ? "sconv_1x1/" : kind_ == Kind::kGroup ? "sconv_group_im2col/" : "sconv_im2col/";
   if (kind_ != Kind::k1x1) name_ += std::string(im2col_->name) + "+";
@@ -232,13 +261,14 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
 }
 
 size_t SConv::scratch_bytes(int threads) const {
-  return static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_ * sizeof(float);
+  return (pad_floats_ + static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_) * sizeof(float);
 }
 
 void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
   const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
   float* buf = static_cast<float*>(scratch);
   if (kind_ == Kind::kDepthwise) return run_depthwise(x, y, buf, threads, pool);
+  if (kind_ == Kind::kImplicit) return run_implicit(x, y, buf, threads, pool);
   run_gemm(x, y, buf, threads, pool);
 }
 
@@ -298,6 +328,101 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
           const int kl = std::min(kSgemmKc, k_ - k0);
           pack_tile(xg, n0, nc, k0, kl, tile);
           sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_);
+        }
+      }
+    }
+  };
+  parallel_for(threads > 1 ? pool : nullptr, threads, work);
+}
+
+void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
+  const ConvShape& s = shape_;
+  const int m = s.c_out;
+  const int n = s.h_out * s.w_out;
+  const int wp = imp_wp_;
+  const int grid = s.h_out * wp;
+  const int64_t planes = static_cast<int64_t>(s.batch) * s.c_in;
+  const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
+  // Padded (py, px) holds x[py - pad_top, px - pad_left], zero outside.
+  const int y_begin = std::clamp(s.pad_top, 0, imp_hp_);
+  const int y_end = std::clamp(s.pad_top + s.h_in, y_begin, imp_hp_);
+  const int x_begin = std::min(s.pad_left, wp);
+  const int x_end = std::clamp(s.pad_left + s.w_in, x_begin, wp);
+  const size_t copy_floats = static_cast<size_t>(x_end - x_begin);
+  float* padded = scratch;
+  parallel_for(threads > 1 ? pool : nullptr, threads, [&](int64_t slice_begin, int64_t slice_end) {
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      int64_t i0, i1;
+      chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        float* dst = padded + static_cast<size_t>(i) * plane_;
+        const float* src = x + static_cast<size_t>(i) * in_plane;
+        std::memset(dst, 0, static_cast<size_t>(y_begin) * wp * sizeof(float));
+        for (int py = y_begin; py < y_end; ++py) {
+          float* row = dst + static_cast<size_t>(py) * wp;
+          std::memset(row, 0, static_cast<size_t>(x_begin) * sizeof(float));
+          std::memcpy(row + x_begin, src + static_cast<size_t>(py - s.pad_top) * s.w_in + (x_begin - s.pad_left),
+                      copy_floats * sizeof(float));
+          std::memset(row + x_end, 0, static_cast<size_t>(wp - x_end) * sizeof(float));
+        }
+        const size_t tail = static_cast<size_t>(y_end) * wp;
+        std::memset(dst + tail, 0, (plane_ - tail) * sizeof(float));
+      }
+    }
+  });
+  float* tiles = scratch + pad_floats_;
+  int tile_w = tile_n_;
+  int n_tiles = (grid + tile_w - 1) / tile_w;
+  if (threads > 1) {
+    int want = n_tiles;
+    while ((static_cast<int64_t>(s.batch) * want) % threads != 0) ++want;
+    tile_w = std::max(kSgemmNr, round_up((grid + want - 1) / want, kSgemmNr));
+    n_tiles = (grid + tile_w - 1) / tile_w;
+  }
+  const int m_panels = (m + kSgemmMr - 1) / kSgemmMr;
+  const int64_t units = static_cast<int64_t>(s.batch) * n_tiles;
+  int m_split = 1;
+  if (units < 2 * threads) {
+    m_split = static_cast<int>(std::min<int64_t>(m_panels, (2 * threads + units - 1) / units));
+  }
+  const int64_t items = units * m_split;
+  const float* bias = bias_.empty() ? nullptr : bias_.data();
+  auto work = [&](int64_t slice_begin, int64_t slice_end) {
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      float* tile = tiles + static_cast<size_t>(slice) * slice_floats_;
+      int64_t i0, i1;
+      chunk_range(items, threads, static_cast<int>(slice), i0, i1);
+      for (int64_t item = i0; item < i1; ++item) {
+        const int ms = static_cast<int>(item % m_split);
+        const int64_t unit = item / m_split;
+        const int t = static_cast<int>(unit % n_tiles);
+        const int b = static_cast<int>(unit / n_tiles);
+        int64_t p0, p1;
+        chunk_range(m_panels, m_split, ms, p0, p1);
+        const int m0 = static_cast<int>(p0) * kSgemmMr;
+        const int m1 = std::min(m, static_cast<int>(p1) * kSgemmMr);
+        if (m0 >= m1) continue;
+        const int q0 = t * tile_w;
+        const int nc = std::min(tile_w, grid - q0);
+        const float* xb = padded + static_cast<size_t>(b) * s.c_in * plane_ + static_cast<size_t>(q0);
+        // Output row o of the tile at tile + o * tile_w (rows [m0, m1) used).
+        float* c = tile;
+        for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
+          sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, act_, b_rows_.data() + k0);
+        }
+        // Valid grid columns (ox < w_out) to y, one output-row piece at a time.
+        float* yb = y + static_cast<size_t>(b) * s.c_out * static_cast<size_t>(n);
+        for (int q = q0; q < q0 + nc;) {
+          const int oy = q / wp, ox = q % wp;
+          const int run = std::min(q0 + nc - q, wp - ox);
+          const int valid = std::max(0, std::min(run, s.w_out - ox));
+          if (valid > 0) {
+            for (int o = m0; o < m1; ++o) {
+              std::memcpy(yb + static_cast<size_t>(o) * n + static_cast<size_t>(oy) * s.w_out + ox,
+                          c + static_cast<size_t>(o) * tile_w + (q - q0), static_cast<size_t>(valid) * sizeof(float));
+            }
+          }
+          q += run;
         }
       }
     }

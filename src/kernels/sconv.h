@@ -9,6 +9,18 @@
 // "sconv_im2col/im2col_f32_avx512+sgemm_f32_avx512_12x32"):
 //   sconv_1x1          1x1, stride 1, no padding, group 1: y = W X per image,
 //                      X's [c_in, HW] rows copied into 16-column panels;
+//   sconv_implicit     stride 1, group 1, kh kw > 1, rows wide enough that
+//                      (kw - 1) dil_w * 3 <= w_out (entries with b_row_table):
+//                      implicit GEMM, no im2col. The input is copied once
+//                      per run zero-padded to hp x wp planes (wp = w_out +
+//                      (kw - 1) dil_w), so that the im2col row of tap
+//                      (c, ky, kx) over output pixels on the wp-wide grid is
+//                      the plane read from offset ky dil_h wp + kx dil_w: the
+//                      micro-kernel reads B in place through a table of
+//                      these row offsets. Outputs are computed on the grid
+//                      into a per-thread tile ((kw - 1) dil_w wasted columns
+//                      per row, at most 1/4) and their valid columns copied
+//                      out. Same FMAs in the same order as sconv_im2col;
 //   sconv_im2col       any other group-1 conv: im2col of one tile of output
 //                      pixels and one K block straight into the panel layout;
 //   sconv_group_im2col grouped (not depthwise): the im2col path per group;
@@ -62,8 +74,9 @@ class SConv {
   const ConvShape& shape() const { return shape_; }
 
  private:
-  enum class Kind { k1x1, kIm2col, kGroup, kDepthwise };
+  enum class Kind { k1x1, kIm2col, kImplicit, kGroup, kDepthwise };
   void run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
+  void run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
 
@@ -80,6 +93,12 @@ class SConv {
   int tile_n_ = 0;                    // output pixels per GEMM tile (multiple of 16)
   int dw_wp_ = 0, dw_hp_ = 0;         // depthwise padded plane
   size_t slice_floats_ = 0;           // scratch floats per thread, multiple of 16
+  // Implicit GEMM: the padded planes (hp x wp, plane_ floats apart, batch *
+  // c_in of them, pad_floats_ in all, before the per-thread slices) and the
+  // B row offsets of the k_ im2col rows.
+  int imp_wp_ = 0, imp_hp_ = 0;
+  size_t plane_ = 0, pad_floats_ = 0;
+  std::vector<int64_t> b_rows_;
 };
 
 }  // namespace kvant

@@ -226,6 +226,19 @@ TEST(SConv, NamedShapesMatchOracleOnEveryPathAndThreadCount) {
   cases.push_back(make_case(1, 5, 5, 40, 37, 3, 2, 1, 1, 5, true, relu));   // depthwise stride 2, 19 columns
   cases.push_back(make_case(1, 3, 13, 41, 40, 3, 2, 1, 1, 1, true, relu));  // stride 2, rows wider than a panel
   cases.push_back(make_case(1, 7, 9, 37, 35, 5, 1, 2, 3, 1, false, none));  // dilated, rows over 2 panels
+  // Implicit GEMM (stride 1, rows of at least 3 (kw - 1) dil_w outputs):
+  cases.push_back(make_case(1, 63, 17, 30, 29, 3, 1, 1, 1, 1, true, relu));   // K = 567, odd width
+  cases.push_back(make_case(2, 17, 40, 26, 50, 3, 1, 1, 1, 1, false, clip));  // batch 2, many tiles
+  cases.push_back(make_case(1, 5, 7, 20, 61, 3, 1, 2, 2, 1, true, none));     // dilation 2
+  cases.push_back(make_case(1, 300, 13, 5, 40, 3, 1, 1, 0, 1, true, relu));   // no padding, K = 2700
+  cases.push_back(make_case(1, 1, 1, 3, 25, 3, 1, 1, 1, 1, true, clip));      // one channel, 3 rows
+  cases.push_back(make_case(1, 3, 65, 9, 100, 5, 1, 1, 1, 1, true, relu));    // 5x5, padding < half kernel
+  Case imp_asym = make_case(1, 6, 11, 12, 33, 3, 1, 1, 0, 1, true, relu);     // asymmetric padding
+  imp_asym.s.pad_top = 2;
+  imp_asym.s.pad_left = 1;
+  imp_asym.pad_bottom = 0;
+  imp_asym.pad_right = 3;
+  cases.push_back(imp_asym);
   for (Case& c : cases) {
     ASSERT_TRUE(finish(c)) << describe(c);
     check_case(c, rng, &pool2, &pool3);
@@ -291,9 +304,20 @@ TEST(SConv, PicksThePathByShape) {
   Case c = make_case(1, 64, 64, 8, 8, 1, 1, 1, 0, 1, false, none);
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_1x1" + gemm);
-  c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 1, false, none);
+  c = make_case(1, 64, 64, 8, 8, 3, 2, 1, 1, 1, false, none);
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + im2col);
+  if (sgemm_default_kernel().b_row_table) {  // rows of 6 or more outputs: implicit GEMM
+    c = make_case(1, 64, 64, 8, 6, 3, 1, 1, 1, 1, false, none);
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_implicit" + gemm);
+    c = make_case(1, 64, 64, 8, 24, 3, 2, 1, 1, 1, false, none);  // stride 2: im2col
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + im2col);
+    c = make_case(1, 64, 64, 8, 5, 3, 1, 1, 1, 1, false, none);  // rows of 5: im2col
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + im2col);
+  }
   c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 64, false, none);
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_depthwise" + dw);
@@ -366,6 +390,11 @@ TEST(SConv, RunAllocatesNothing) {
       }(),
       [] {
         Case c = make_case(1, 4, 6, 9, 9, 3, 1, 1, 1, 2, false, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+      [] {  // implicit GEMM
+        Case c = make_case(2, 9, 13, 6, 30, 3, 1, 1, 1, 1, true, SgemmActivation::relu());
         finish(c);
         return c;
       }(),
