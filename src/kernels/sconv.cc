@@ -209,11 +209,17 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
                          s.h_out == s.h_in && s.w_out == s.w_in;
   const SgemmKernel& gemm = sgemm_pick(allowed);
-  // The implicit GEMM computes (kw - 1) dil_w extra columns per output row:
-  // taken where that is at most a quarter of the row (3x3: w_out >= 6; it
-  // beat im2col on ResNet-50's 3x3 layers down to 7x7, docs/benchmarks.md).
-  const bool implicit = gemm.b_row_table && s.group == 1 && taps > 1 && s.stride_h == 1 && s.stride_w == 1 &&
-                        static_cast<int64_t>(s.kw - 1) * s.dil_w * 3 <= s.w_out;
+  // The implicit GEMM (sconv.h) computes max_qc = (kw - 1) dil_w / stride_w
+  // extra columns per output row: taken where that is at most a quarter of
+  // the row (3x3: w_out >= 3 (stride 2) or 6 (stride 1); it beat im2col on
+  // ResNet-50's 3x3 layers down to 7x7, docs/benchmarks.md), for strides up
+  // to 4 (stride_h stride_w phase planes per channel). Not for 1x1 convs: read
+  // in place, their B rows are whole channel planes apart, slower than the
+  // packed tile (ResNet-50's 1x1/2 downsample: 10% slower).
+  const int max_qa = (s.kh - 1) * s.dil_h / s.stride_h;
+  const int max_qc = (s.kw - 1) * s.dil_w / s.stride_w;
+  const bool implicit = gemm.b_row_table && s.group == 1 && taps > 1 && s.stride_h <= 4 && s.stride_w <= 4 &&
+                        static_cast<int64_t>(max_qc) * 3 <= s.w_out;
   kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : implicit ? Kind::kImplicit : Kind::kIm2col;
   const int m = s.c_out / s.group;
   k_ = s.c_in / s.group * taps;
@@ -224,21 +230,25 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   }
   if (kind_ == Kind::kImplicit) {
     name_ = std::string("sconv_implicit/") + gemm.name;
-    imp_wp_ = s.w_out + (s.kw - 1) * s.dil_w;
-    imp_hp_ = s.h_out + (s.kh - 1) * s.dil_h;
+    imp_wp_ = s.w_out + max_qc;
+    imp_hp_ = s.h_out + max_qa;
     const int64_t grid = static_cast<int64_t>(s.h_out) * imp_wp_;
     // A tile's last panel reads up to 15 grid columns past the grid, each
-    // row shifted by up to (kh - 1) dil_h wp + (kw - 1) dil_w: that slack
-    // follows each plane (zero).
-    plane_ = static_cast<size_t>(
-        round_up(static_cast<int>((grid + 15) / 16 * 16) + (s.kh - 1) * s.dil_h * imp_wp_ + (s.kw - 1) * s.dil_w, 16));
+    // row shifted by up to max_qa wq + max_qc: that slack follows each phase
+    // plane (zero).
+    phase_ = static_cast<size_t>(round_up(static_cast<int>((grid + 15) / 16 * 16) + max_qa * imp_wp_ + max_qc, 16));
+    plane_ = phase_ * static_cast<size_t>(s.stride_h) * static_cast<size_t>(s.stride_w);
     pad_floats_ = static_cast<size_t>(s.batch) * static_cast<size_t>(s.c_in) * plane_;
+    phase_used_.assign(static_cast<size_t>(s.stride_h) * static_cast<size_t>(s.stride_w), 0);
     b_rows_.resize(static_cast<size_t>(k_));
     for (int k = 0; k < k_; ++k) {
       const int ch = k / taps, ky = (k % taps) / s.kw, kx = k % s.kw;
+      const int ya = ky * s.dil_h, xa = kx * s.dil_w;
+      const int phase = (ya % s.stride_h) * s.stride_w + xa % s.stride_w;
+      phase_used_[static_cast<size_t>(phase)] = 1;
       b_rows_[static_cast<size_t>(k)] = static_cast<int64_t>(ch) * static_cast<int64_t>(plane_) +
-                                        static_cast<int64_t>(ky) * s.dil_h * imp_wp_ +
-                                        static_cast<int64_t>(kx) * s.dil_w;
+                                        static_cast<int64_t>(phase) * static_cast<int64_t>(phase_) +
+                                        static_cast<int64_t>(ya / s.stride_h) * imp_wp_ + xa / s.stride_w;
     }
     // The per-thread output tile, m x tile_n_ floats, stays in L2.
     tile_n_ = std::clamp(kTileFloats / m / kSgemmNr * kSgemmNr, 2 * kSgemmNr, 512);
@@ -343,30 +353,47 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
   const int grid = s.h_out * wp;
   const int64_t planes = static_cast<int64_t>(s.batch) * s.c_in;
   const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
-  // Padded (py, px) holds x[py - pad_top, px - pad_left], zero outside.
-  const int y_begin = std::clamp(s.pad_top, 0, imp_hp_);
-  const int y_end = std::clamp(s.pad_top + s.h_in, y_begin, imp_hp_);
-  const int x_begin = std::min(s.pad_left, wp);
-  const int x_end = std::clamp(s.pad_left + s.w_in, x_begin, wp);
-  const size_t copy_floats = static_cast<size_t>(x_end - x_begin);
+  const int sh = s.stride_h, sw = s.stride_w;
+  // Phase plane (ra, rc) of a channel: (u, v) holds x[sh u + ra - pad_top,
+  // sw v + rc - pad_left], zero outside the input; hq x wq of them, then zero.
+  const int hq = imp_hp_, wq = wp;
   float* padded = scratch;
   parallel_for(threads > 1 ? pool : nullptr, threads, [&](int64_t slice_begin, int64_t slice_end) {
     for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
       int64_t i0, i1;
       chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
       for (int64_t i = i0; i < i1; ++i) {
-        float* dst = padded + static_cast<size_t>(i) * plane_;
         const float* src = x + static_cast<size_t>(i) * in_plane;
-        std::memset(dst, 0, static_cast<size_t>(y_begin) * wp * sizeof(float));
-        for (int py = y_begin; py < y_end; ++py) {
-          float* row = dst + static_cast<size_t>(py) * wp;
-          std::memset(row, 0, static_cast<size_t>(x_begin) * sizeof(float));
-          std::memcpy(row + x_begin, src + static_cast<size_t>(py - s.pad_top) * s.w_in + (x_begin - s.pad_left),
-                      copy_floats * sizeof(float));
-          std::memset(row + x_end, 0, static_cast<size_t>(wp - x_end) * sizeof(float));
+        for (int ra = 0; ra < sh; ++ra) {
+          for (int rc = 0; rc < sw; ++rc) {
+            if (phase_used_[static_cast<size_t>(ra * sw + rc)] == 0) continue;  // never read
+            float* dst = padded + static_cast<size_t>(i) * plane_ + static_cast<size_t>(ra * sw + rc) * phase_;
+            // Columns v in [v_lo, v_hi) read the input.
+            const int lo_num = s.pad_left - rc, hi_num = s.w_in + s.pad_left - rc;
+            const int v_lo = std::min(wq, lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw);
+            const int v_hi = std::clamp(hi_num <= 0 ? 0 : (hi_num + sw - 1) / sw, v_lo, wq);
+            for (int u = 0; u < hq; ++u) {
+              float* row = dst + static_cast<size_t>(u) * wq;
+              const int iy = sh * u + ra - s.pad_top;
+              if (iy < 0 || iy >= s.h_in) {
+                std::memset(row, 0, static_cast<size_t>(wq) * sizeof(float));
+                continue;
+              }
+              std::memset(row, 0, static_cast<size_t>(v_lo) * sizeof(float));
+              if (v_lo < v_hi) {
+                const float* srow = src + static_cast<size_t>(iy) * s.w_in + (sw * v_lo + rc - s.pad_left);
+                if (sw == 1) {
+                  std::memcpy(row + v_lo, srow, static_cast<size_t>(v_hi - v_lo) * sizeof(float));
+                } else {
+                  for (int v = v_lo; v < v_hi; ++v) row[v] = srow[static_cast<ptrdiff_t>(v - v_lo) * sw];
+                }
+              }
+              std::memset(row + v_hi, 0, static_cast<size_t>(wq - v_hi) * sizeof(float));
+            }
+            const size_t tail = static_cast<size_t>(hq) * wq;
+            std::memset(dst + tail, 0, (phase_ - tail) * sizeof(float));
+          }
         }
-        const size_t tail = static_cast<size_t>(y_end) * wp;
-        std::memset(dst + tail, 0, (plane_ - tail) * sizeof(float));
       }
     }
   });
