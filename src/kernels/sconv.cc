@@ -212,7 +212,7 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   // The implicit GEMM (sconv.h) computes max_qc = (kw - 1) dil_w / stride_w
   // extra columns per output row: taken where that is at most a quarter of
   // the row (3x3: w_out >= 3 (stride 2) or 6 (stride 1); it beat im2col on
-  // ResNet-50's 3x3 layers down to 7x7, docs/benchmarks.md), for strides up
+  // ResNet-50's 3x3 layers down to 7x7, docs/kernels.md), for strides up
   // to 4 (stride_h stride_w phase planes per channel). Not for 1x1 convs: read
   // in place, their B rows are whole channel planes apart, slower than the
   // packed tile (ResNet-50's 1x1/2 downsample: 10% slower).
