@@ -208,14 +208,53 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
   }
   const bool pointwise = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
                          s.h_out == s.h_in && s.w_out == s.w_in;
-  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : Kind::kIm2col;
+  const SgemmKernel& gemm = sgemm_pick(allowed);
+  // The implicit GEMM (sconv.h) computes max_qc = (kw - 1) dil_w / stride_w
+  // extra columns per output row: taken where that is at most a quarter of
+  // the row (3x3: w_out >= 3 (stride 2) or 6 (stride 1); it beat im2col on
+  // ResNet-50's 3x3 layers down to 7x7, docs/kernels.md), for strides up
+  // to 4 (stride_h stride_w phase planes per channel). Not for 1x1 convs: read
+  // in place, their B rows are whole channel planes apart, slower than the
+  // packed tile (ResNet-50's 1x1/2 downsample: 10% slower).
+  const int max_qa = (s.kh - 1) * s.dil_h / s.stride_h;
+  const int max_qc = (s.kw - 1) * s.dil_w / s.stride_w;
+  const bool implicit = gemm.b_row_table && s.group == 1 && taps > 1 && s.stride_h <= 4 && s.stride_w <= 4 &&
+                        static_cast<int64_t>(max_qc) * 3 <= s.w_out;
+  kind_ = s.group > 1 ? Kind::kGroup : pointwise ? Kind::k1x1 : implicit ? Kind::kImplicit : Kind::kIm2col;
   const int m = s.c_out / s.group;
   k_ = s.c_in / s.group * taps;
-  const SgemmKernel& gemm = sgemm_pick(allowed);
   im2col_ = pick_kernel(im2col_kernels(), allowed,
                         [&](const Im2colKernel& e) { return e.max_stride_w == 0 || s.stride_w <= e.max_stride_w; });
   for (int g = 0; g < s.group; ++g) {
     packed_.push_back(sgemm_pack_a(gemm, weights + static_cast<size_t>(g) * m * k_, m, k_, k_));
+  }
+  if (kind_ == Kind::kImplicit) {
+    name_ = std::string("sconv_implicit/") + gemm.name;
+    imp_wp_ = s.w_out + max_qc;
+    imp_hp_ = s.h_out + max_qa;
+    const int64_t grid = static_cast<int64_t>(s.h_out) * imp_wp_;
+    // A tile's last panel reads up to 15 grid columns past the grid, each
+    // row shifted by up to max_qa wq + max_qc: that slack follows each phase
+    // plane (zero).
+    phase_ = static_cast<size_t>(round_up(static_cast<int>((grid + 15) / 16 * 16) + max_qa * imp_wp_ + max_qc, 16));
+    plane_ = phase_ * static_cast<size_t>(s.stride_h) * static_cast<size_t>(s.stride_w);
+    pad_floats_ = static_cast<size_t>(s.batch) * static_cast<size_t>(s.c_in) * plane_;
+    phase_used_.assign(static_cast<size_t>(s.stride_h) * static_cast<size_t>(s.stride_w), 0);
+    b_rows_.resize(static_cast<size_t>(k_));
+    for (int k = 0; k < k_; ++k) {
+      const int ch = k / taps, ky = (k % taps) / s.kw, kx = k % s.kw;
+      const int ya = ky * s.dil_h, xa = kx * s.dil_w;
+      const int phase = (ya % s.stride_h) * s.stride_w + xa % s.stride_w;
+      phase_used_[static_cast<size_t>(phase)] = 1;
+      b_rows_[static_cast<size_t>(k)] = static_cast<int64_t>(ch) * static_cast<int64_t>(plane_) +
+                                        static_cast<int64_t>(phase) * static_cast<int64_t>(phase_) +
+                                        static_cast<int64_t>(ya / s.stride_h) * imp_wp_ + xa / s.stride_w;
+    }
+    // The per-thread output tile, m x tile_n_ floats, stays in L2.
+    tile_n_ = std::clamp(kTileFloats / m / kSgemmNr * kSgemmNr, 2 * kSgemmNr, 512);
+    tile_n_ = std::min(tile_n_, static_cast<int>((grid + 15) / 16 * 16));
+    slice_floats_ = static_cast<size_t>(m) * static_cast<size_t>(tile_n_);
+    return;
   }
   name_ = kind_ == Kind::k1x1 ? "sconv_1x1/" : kind_ == Kind::kGroup ? "sconv_group_im2col/" : "sconv_im2col/";
   if (kind_ != Kind::k1x1) name_ += std::string(im2col_->name) + "+";
@@ -232,13 +271,14 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
 }
 
 size_t SConv::scratch_bytes(int threads) const {
-  return static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_ * sizeof(float);
+  return (pad_floats_ + static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_) * sizeof(float);
 }
 
 void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
   const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
   float* buf = static_cast<float*>(scratch);
   if (kind_ == Kind::kDepthwise) return run_depthwise(x, y, buf, threads, pool);
+  if (kind_ == Kind::kImplicit) return run_implicit(x, y, buf, threads, pool);
   run_gemm(x, y, buf, threads, pool);
 }
 
@@ -298,6 +338,118 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
           const int kl = std::min(kSgemmKc, k_ - k0);
           pack_tile(xg, n0, nc, k0, kl, tile);
           sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_);
+        }
+      }
+    }
+  };
+  parallel_for(threads > 1 ? pool : nullptr, threads, work);
+}
+
+void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
+  const ConvShape& s = shape_;
+  const int m = s.c_out;
+  const int n = s.h_out * s.w_out;
+  const int wp = imp_wp_;
+  const int grid = s.h_out * wp;
+  const int64_t planes = static_cast<int64_t>(s.batch) * s.c_in;
+  const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
+  const int sh = s.stride_h, sw = s.stride_w;
+  // Phase plane (ra, rc) of a channel: (u, v) holds x[sh u + ra - pad_top,
+  // sw v + rc - pad_left], zero outside the input; hq x wq of them, then zero.
+  const int hq = imp_hp_, wq = wp;
+  float* padded = scratch;
+  parallel_for(threads > 1 ? pool : nullptr, threads, [&](int64_t slice_begin, int64_t slice_end) {
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      int64_t i0, i1;
+      chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* src = x + static_cast<size_t>(i) * in_plane;
+        for (int ra = 0; ra < sh; ++ra) {
+          for (int rc = 0; rc < sw; ++rc) {
+            if (phase_used_[static_cast<size_t>(ra * sw + rc)] == 0) continue;  // never read
+            float* dst = padded + static_cast<size_t>(i) * plane_ + static_cast<size_t>(ra * sw + rc) * phase_;
+            // Columns v in [v_lo, v_hi) read the input.
+            const int lo_num = s.pad_left - rc, hi_num = s.w_in + s.pad_left - rc;
+            const int v_lo = std::min(wq, lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw);
+            const int v_hi = std::clamp(hi_num <= 0 ? 0 : (hi_num + sw - 1) / sw, v_lo, wq);
+            for (int u = 0; u < hq; ++u) {
+              float* row = dst + static_cast<size_t>(u) * wq;
+              const int iy = sh * u + ra - s.pad_top;
+              if (iy < 0 || iy >= s.h_in) {
+                std::memset(row, 0, static_cast<size_t>(wq) * sizeof(float));
+                continue;
+              }
+              std::memset(row, 0, static_cast<size_t>(v_lo) * sizeof(float));
+              if (v_lo < v_hi) {
+                const float* srow = src + static_cast<size_t>(iy) * s.w_in + (sw * v_lo + rc - s.pad_left);
+                if (sw == 1) {
+                  std::memcpy(row + v_lo, srow, static_cast<size_t>(v_hi - v_lo) * sizeof(float));
+                } else {
+                  for (int v = v_lo; v < v_hi; ++v) row[v] = srow[static_cast<ptrdiff_t>(v - v_lo) * sw];
+                }
+              }
+              std::memset(row + v_hi, 0, static_cast<size_t>(wq - v_hi) * sizeof(float));
+            }
+            const size_t tail = static_cast<size_t>(hq) * wq;
+            std::memset(dst + tail, 0, (phase_ - tail) * sizeof(float));
+          }
+        }
+      }
+    }
+  });
+  float* tiles = scratch + pad_floats_;
+  int tile_w = tile_n_;
+  int n_tiles = (grid + tile_w - 1) / tile_w;
+  if (threads > 1) {
+    int want = n_tiles;
+    while ((static_cast<int64_t>(s.batch) * want) % threads != 0) ++want;
+    tile_w = std::max(kSgemmNr, round_up((grid + want - 1) / want, kSgemmNr));
+    n_tiles = (grid + tile_w - 1) / tile_w;
+  }
+  const int m_panels = (m + kSgemmMr - 1) / kSgemmMr;
+  const int64_t units = static_cast<int64_t>(s.batch) * n_tiles;
+  int m_split = 1;
+  if (units < 2 * threads) {
+    m_split = static_cast<int>(std::min<int64_t>(m_panels, (2 * threads + units - 1) / units));
+  }
+  const int64_t items = units * m_split;
+  const float* bias = bias_.empty() ? nullptr : bias_.data();
+  auto work = [&](int64_t slice_begin, int64_t slice_end) {
+    for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
+      float* tile = tiles + static_cast<size_t>(slice) * slice_floats_;
+      int64_t i0, i1;
+      chunk_range(items, threads, static_cast<int>(slice), i0, i1);
+      for (int64_t item = i0; item < i1; ++item) {
+        const int ms = static_cast<int>(item % m_split);
+        const int64_t unit = item / m_split;
+        const int t = static_cast<int>(unit % n_tiles);
+        const int b = static_cast<int>(unit / n_tiles);
+        int64_t p0, p1;
+        chunk_range(m_panels, m_split, ms, p0, p1);
+        const int m0 = static_cast<int>(p0) * kSgemmMr;
+        const int m1 = std::min(m, static_cast<int>(p1) * kSgemmMr);
+        if (m0 >= m1) continue;
+        const int q0 = t * tile_w;
+        const int nc = std::min(tile_w, grid - q0);
+        const float* xb = padded + static_cast<size_t>(b) * s.c_in * plane_ + static_cast<size_t>(q0);
+        // Output row o of the tile at tile + o * tile_w (rows [m0, m1) used).
+        float* c = tile;
+        for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
+          sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, act_, b_rows_.data() + k0);
+        }
+        // Valid grid columns (ox < w_out) to y, one output-row piece at a time.
+        float* yb = y + static_cast<size_t>(b) * s.c_out * static_cast<size_t>(n);
+        for (int q = q0; q < q0 + nc;) {
+          const int oy = q / wp, ox = q % wp;
+          const int run = std::min(q0 + nc - q, wp - ox);
+          const int valid = std::max(0, std::min(run, s.w_out - ox));
+          if (valid > 0) {
+            for (int o = m0; o < m1; ++o) {
+              std::memcpy(yb + static_cast<size_t>(o) * n + static_cast<size_t>(oy) * s.w_out + ox,
+                          c + static_cast<size_t>(o) * tile_w + (q - q0), static_cast<size_t>(valid) * sizeof(float));
+            }
+          }
+          q += run;
         }
       }
     }

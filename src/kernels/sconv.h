@@ -9,6 +9,22 @@
 // "sconv_im2col/im2col_f32_avx512+sgemm_f32_avx512_12x32"):
 //   sconv_1x1          1x1, stride 1, no padding, group 1: y = W X per image,
 //                      X's [c_in, HW] rows copied into 16-column panels;
+//   sconv_implicit     group 1, strides up to 4, kh kw > 1,
+//                      rows wide enough that max_qc * 3 <= w_out (max_qc =
+//                      (kw - 1) dil_w / stride_w), entries with b_row_table:
+//                      implicit GEMM, no im2col. The input is copied once per
+//                      run, zero-padded, into stride_h x stride_w phase
+//                      planes per channel (plane (ra, rc) holds the padded
+//                      input's rows ra, ra + sh, ... and columns rc, rc + sw,
+//                      ...; one plane at stride 1), each wq = w_out + max_qc
+//                      wide, so that the im2col row of tap (c, ky, kx) over
+//                      the output pixels of the wq-wide grid is one phase
+//                      plane read from a fixed offset: the micro-kernel reads
+//                      B in place through a table of these row offsets.
+//                      Outputs are computed on the grid into a per-thread
+//                      tile (max_qc wasted columns per row) and the valid
+//                      columns copied out. Same FMAs in the same order as
+//                      sconv_im2col;
 //   sconv_im2col       any other group-1 conv: im2col of one tile of output
 //                      pixels and one K block straight into the panel layout;
 //   sconv_group_im2col grouped (not depthwise): the im2col path per group;
@@ -62,8 +78,9 @@ class SConv {
   const ConvShape& shape() const { return shape_; }
 
  private:
-  enum class Kind { k1x1, kIm2col, kGroup, kDepthwise };
+  enum class Kind { k1x1, kIm2col, kImplicit, kGroup, kDepthwise };
   void run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
+  void run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
 
@@ -80,6 +97,13 @@ class SConv {
   int tile_n_ = 0;                    // output pixels per GEMM tile (multiple of 16)
   int dw_wp_ = 0, dw_hp_ = 0;         // depthwise padded plane
   size_t slice_floats_ = 0;           // scratch floats per thread, multiple of 16
+  // Implicit GEMM: the padded planes (hp x wp, plane_ floats apart, batch *
+  // c_in of them, pad_floats_ in all, before the per-thread slices) and the
+  // B row offsets of the k_ im2col rows.
+  int imp_wp_ = 0, imp_hp_ = 0;
+  size_t phase_ = 0, plane_ = 0, pad_floats_ = 0;
+  std::vector<char> phase_used_;  // per phase plane: read by some tap
+  std::vector<int64_t> b_rows_;
 };
 
 }  // namespace kvant

@@ -27,7 +27,7 @@ template <int MR>
 void tile_generic(const SgemmTile& t, const SgemmEpilogue& ep) {
   float acc[MR][kSgemmNr] = {};
   for (int k = 0; k < t.kl; ++k) {
-    const float* bk = t.b + k * t.b_stride;
+    const float* bk = t.b_rows != nullptr ? t.b + t.b_rows[k] : t.b + k * t.b_stride;
     for (int r = 0; r < MR; ++r) {
       const float av = t.a_ld > 0 ? t.a[r * t.a_ld + k] : t.a[k * kSgemmMr + r];
       for (int j = 0; j < kSgemmNr; ++j) acc[r][j] += av * bk[j];
@@ -65,10 +65,10 @@ namespace {
 // Best first (kernel_table.h).
 constexpr SgemmKernel kSgemmKernels[] = {
 #if defined(__x86_64__)
-    {Isa::kAvx512, "sgemm_f32_avx512_12x32", 12, 32, sgemm_tile_avx512},
-    {Isa::kAvx2, "sgemm_f32_avx2_6x16", 6, 16, sgemm_tile_avx2},
+    {Isa::kAvx512, "sgemm_f32_avx512_12x32", 12, 32, sgemm_tile_avx512, false},
+    {Isa::kAvx2, "sgemm_f32_avx2_6x16", 6, 16, sgemm_tile_avx2, true},
 #endif
-    {Isa::kRef, "sgemm_f32_generic_6x16", 6, 16, sgemm_tile_generic},
+    {Isa::kRef, "sgemm_f32_generic_6x16", 6, 16, sgemm_tile_generic, true},
 };
 
 // ---- packing ----
@@ -422,8 +422,12 @@ PackedSgemmA sgemm_pack_a(const SgemmKernel& kernel, const float* A, int M, int 
 }
 
 void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc, float* C, int ldc,
-                          const float* row_bias, SgemmActivation act) {
+                          const float* row_bias, SgemmActivation act, const int64_t* b_rows) {
   const SgemmKernel& kernel = *A.kernel;
+  if (b_rows != nullptr && !kernel.b_row_table) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("sgemm_packed_a_block: ") + kernel.name + " does not read B through a row table");
+  }
   const int kl = std::min(kSgemmKc, A.K - k0);
   const bool first = k0 == 0;
   const bool last = k0 + kl == A.K;
@@ -439,7 +443,8 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
   t.kl = kl;
   t.a_panel = static_cast<int64_t>(kSgemmMr) * kl;
   t.b_stride = kSgemmNr;
-  t.b_panel = static_cast<int64_t>(kSgemmNr) * kl;
+  t.b_panel = b_rows != nullptr ? int64_t{kSgemmNr} : static_cast<int64_t>(kSgemmNr) * kl;
+  t.b_rows = b_rows;
   t.ldc = ldc;
   const float* a_block = A.data.data() + static_cast<size_t>(k0) * static_cast<size_t>(A.padded_m);
   const float* a_end = A.data.data() + A.data.size();
@@ -457,7 +462,7 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
     float* crow = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
     for (int j0 = 0, g = 0; j0 < nc; j0 += kernel.nr, ++g) {
       t.nr = std::min(kernel.nr, nc - j0);
-      t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(kl);
+      t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(b_rows != nullptr ? 1 : kl);
       t.c = crow + j0;
       const int64_t first = std::min(lines, g * per_group);
       t.prefetch = next + first * 16;

@@ -151,8 +151,11 @@ PackedSgemmA sgemm_pack_a(const SgemmKernel& kernel, const float* A, int M, int 
 // b_tile + j * 16 * kl, element (k, c) at k * 16 + c), kl = min(256, K - k0);
 // columns past nc are read but not stored. Calling it for k0 = 0, 256, ...
 // gives every C element the same K-summation order as sgemm_packed.
+// With b_rows (kl offsets, for entries with b_row_table; kInvalidArgument
+// otherwise), B is read in place instead: element (k, c) at
+// b_tile + b_rows[k] + c (the implicit-GEMM conv, sconv.h), the same FMAs.
 void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc, float* C, int ldc,
-                          const float* row_bias, SgemmActivation act);
+                          const float* row_bias, SgemmActivation act, const int64_t* b_rows = nullptr);
 
 // C[M x N] = act(A B + row_bias[i]), A prepacked, B row-major K x N (ldb):
 // packs B per call (thread-local buffer) and runs sgemm_packed_a_block.

@@ -11,7 +11,11 @@
 //         transposed: A is read in place, no packing pass);
 //   B  16-column panels, element (k, j) at b + (j / 16) * b_panel +
 //      k * b_stride + j % 16 (packed: b_stride 16, b_panel 16 * kl; B read in
-//      place: b_stride ldb, b_panel 16).
+//      place: b_stride ldb, b_panel 16);
+//      row table (entries with b_row_table only): element (k, j) at
+//         b + (j / 16) * b_panel + b_rows[k] + j % 16 (the implicit-GEMM
+//         convolution, sconv.h: row k is a shifted window of the zero-padded
+//         input, so rows are not a constant stride apart).
 // A micro-kernel computes one tile of at most mr x nr (the entry's tile)
 // over one K block, each element as one chain of fused multiply-adds from
 // zero in k order (the generic entry: multiply then add), then the epilogue
@@ -46,8 +50,9 @@ struct SgemmTile {
   int64_t a_ld = 0;     // > 0: A direct with this row stride; 0: A packed
   int64_t a_panel = 0;  // packed: floats from one 6-row panel to the next
   const float* b = nullptr;
-  int64_t b_stride = 0;  // floats from row k to k + 1 of a panel
-  int64_t b_panel = 0;   // floats from one 16-column panel to the next
+  int64_t b_stride = 0;             // floats from row k to k + 1 of a panel
+  int64_t b_panel = 0;              // floats from one 16-column panel to the next
+  const int64_t* b_rows = nullptr;  // set: row k of B at b + b_rows[k] (b_stride unused)
   float* c = nullptr;
   int64_t ldc = 0;
   // Optional: 64-byte lines to bring into L2 while the tile runs (the part of
@@ -64,6 +69,7 @@ struct SgemmKernel {
   int mr;            // tile rows, a multiple of 6
   int nr;            // tile columns, a multiple of 16
   void (*tile)(const SgemmTile& tile, const SgemmEpilogue& ep);
+  bool b_row_table;  // reads B through SgemmTile::b_rows
 };
 
 // kernels/sgemm.cc: the portable entry (6 x 16).

@@ -211,10 +211,14 @@ expect_ok "static with all three" "bias correction: " "$KVANT" quantize model.on
 # Skipped nodes are counted and named (before: "1 quantized, 0 kept in FP32"
 # while the 4 Convs stayed FP32 under --format ort).
 expect_ok "--format ort names the skipped Convs" "4 skipped (not quantized by this mode" "$KVANT" quantize model.onnx -o ort2.onnx --mode weight-only --format ort --group-size 32
-# The dynamic CNN compiles (runtime/steps_dynconv.cc): timed, no slowdown warning.
+# The dynamic CNN compiles (runtime/steps_dynconv.cc) and is timed. Since FP32
+# convs run as an implicit GEMM (decision 51) this model's FP32 plan is the
+# faster one here (0.09-0.14 ms vs 0.16-0.25 ms dynamic on the AVX2 EPYC; FP32
+# took 0.46 ms with im2col), so a slowdown warning is allowed, if it names
+# the steps without a fast kernel.
 "$KVANT" quantize model.onnx -o d2.onnx --mode dynamic >out.txt 2>err.txt
-grep -q "^speed " out.txt && ! grep -q "slower than FP32" err.txt && pass ||
-  fail "dynamic CNN: a slowdown warning or no speed line: $(cat out.txt err.txt)"
+grep -q "^speed " out.txt && { ! grep -q "slower than FP32" err.txt || grep -q "run on reference kernels (" err.txt; } &&
+  pass || fail "dynamic CNN: no speed line, or a slowdown warning without its cause: $(cat out.txt err.txt)"
 # A slower result is a warning naming what falls back (before: silent): a
 # Conv whose K = 4096 * 3 * 3 is above the exact int32 bound of the compiled
 # dynamic conv, so its ConvInteger runs on the reference kernel.

@@ -226,6 +226,27 @@ TEST(SConv, NamedShapesMatchOracleOnEveryPathAndThreadCount) {
   cases.push_back(make_case(1, 5, 5, 40, 37, 3, 2, 1, 1, 5, true, relu));   // depthwise stride 2, 19 columns
   cases.push_back(make_case(1, 3, 13, 41, 40, 3, 2, 1, 1, 1, true, relu));  // stride 2, rows wider than a panel
   cases.push_back(make_case(1, 7, 9, 37, 35, 5, 1, 2, 3, 1, false, none));  // dilated, rows over 2 panels
+  // Implicit GEMM (stride 1, rows of at least 3 (kw - 1) dil_w outputs):
+  cases.push_back(make_case(1, 63, 17, 30, 29, 3, 1, 1, 1, 1, true, relu));   // K = 567, odd width
+  cases.push_back(make_case(2, 17, 40, 26, 50, 3, 1, 1, 1, 1, false, clip));  // batch 2, many tiles
+  cases.push_back(make_case(1, 5, 7, 20, 61, 3, 1, 2, 2, 1, true, none));     // dilation 2
+  cases.push_back(make_case(1, 300, 13, 5, 40, 3, 1, 1, 0, 1, true, relu));   // no padding, K = 2700
+  cases.push_back(make_case(1, 1, 1, 3, 25, 3, 1, 1, 1, 1, true, clip));      // one channel, 3 rows
+  cases.push_back(make_case(1, 3, 65, 9, 100, 5, 1, 1, 1, 1, true, relu));    // 5x5, padding < half kernel
+  cases.push_back(make_case(1, 3, 17, 40, 40, 7, 2, 1, 3, 1, true, relu));    // stem-like 7x7/2: 4 phase planes
+  cases.push_back(make_case(1, 17, 20, 15, 15, 1, 3, 1, 1, 1, false, none));  // padded 1x1 stride 3: im2col
+  cases.push_back(make_case(2, 9, 13, 17, 19, 3, 2, 1, 1, 1, true, clip));    // 3x3/2, odd sizes, batch 2
+  cases.push_back(make_case(1, 5, 7, 20, 31, 3, 3, 2, 2, 1, true, relu));     // stride 3, dilation 2
+  cases.push_back(make_case(1, 4, 6, 30, 30, 5, 4, 1, 2, 1, true, none));     // stride 4
+  Case imp_s21 = make_case(1, 7, 9, 16, 21, 3, 1, 1, 1, 1, true, relu);       // stride 2 x 1
+  imp_s21.s.stride_h = 2;
+  cases.push_back(imp_s21);
+  Case imp_asym = make_case(1, 6, 11, 12, 33, 3, 1, 1, 0, 1, true, relu);  // asymmetric padding
+  imp_asym.s.pad_top = 2;
+  imp_asym.s.pad_left = 1;
+  imp_asym.pad_bottom = 0;
+  imp_asym.pad_right = 3;
+  cases.push_back(imp_asym);
   for (Case& c : cases) {
     ASSERT_TRUE(finish(c)) << describe(c);
     check_case(c, rng, &pool2, &pool3);
@@ -291,9 +312,20 @@ TEST(SConv, PicksThePathByShape) {
   Case c = make_case(1, 64, 64, 8, 8, 1, 1, 1, 0, 1, false, none);
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_1x1" + gemm);
-  c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 1, false, none);
+  c = make_case(1, 64, 64, 8, 8, 3, 5, 1, 1, 1, false, none);  // stride 5: im2col
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + im2col);
+  if (sgemm_default_kernel().b_row_table) {  // rows of 6 or more outputs: implicit GEMM
+    c = make_case(1, 64, 64, 8, 6, 3, 1, 1, 1, 1, false, none);
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_implicit" + gemm);
+    c = make_case(1, 64, 64, 8, 24, 3, 2, 1, 1, 1, false, none);  // stride 2: implicit, 4 phase planes
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_implicit" + gemm);
+    c = make_case(1, 64, 64, 8, 5, 3, 1, 1, 1, 1, false, none);  // rows of 5: im2col
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_im2col" + im2col);
+  }
   c = make_case(1, 64, 64, 8, 8, 3, 1, 1, 1, 64, false, none);
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, none).kernel_name(), "sconv_depthwise" + dw);
@@ -325,13 +357,13 @@ TEST(SConv, TableCoverage) {
     EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
               std::string("sconv_depthwise/dwconv_f32_avx2"));
   }
-  // Stride 3 im2col: the first entry that takes any stride (the AVX-512
-  // packer loads stride 1 or 2).
-  c = make_case(1, 4, 5, 9, 9, 3, 3, 1, 1, 1, true, SgemmActivation::none());
+  // Stride 3 im2col (grouped: a group-1 conv takes the implicit GEMM): the
+  // first entry that takes any stride (the AVX-512 packer loads stride 1 or 2).
+  c = make_case(1, 4, 6, 9, 9, 3, 3, 1, 1, 2, true, SgemmActivation::none());
   ASSERT_TRUE(finish(c));
   const char* any_stride = isa_allows(allowed, Isa::kAvx2, cpu_features()) ? "im2col_f32_avx2" : "im2col_f32_generic";
   EXPECT_EQ(std::string(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name())
-                .rfind(std::string("sconv_im2col/") + any_stride + "+", 0),
+                .rfind(std::string("sconv_group_im2col/") + any_stride + "+", 0),
             0u);
 }
 
@@ -366,6 +398,11 @@ TEST(SConv, RunAllocatesNothing) {
       }(),
       [] {
         Case c = make_case(1, 4, 6, 9, 9, 3, 1, 1, 1, 2, false, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+      [] {  // implicit GEMM
+        Case c = make_case(2, 9, 13, 6, 30, 3, 1, 1, 1, 1, true, SgemmActivation::relu());
         finish(c);
         return c;
       }(),

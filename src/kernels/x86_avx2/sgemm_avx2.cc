@@ -13,8 +13,9 @@
 namespace kvant {
 namespace {
 
-// NV: 1 or 2 ymm per row; DIRECT: A row-major (a_ld) instead of packed.
-template <int MR, int NV, bool DIRECT>
+// NV: 1 or 2 ymm per row; DIRECT: A row-major (a_ld) instead of packed;
+// ROWS: B rows through the row table (t.b_rows) instead of b_stride apart.
+template <int MR, int NV, bool DIRECT, bool ROWS>
 void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   constexpr int kWidth = 8 * NV;
   __m256 acc[MR][NV];
@@ -26,6 +27,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   const float* a = t.a;
   const float* b = t.b;
   const int64_t bs = t.b_stride;
+  const int64_t* rows = t.b_rows;
   const int64_t lda = t.a_ld;
   const int kl = t.kl;  // a local: the loop must not reload it through t
   const float* pf = t.prefetch;
@@ -35,7 +37,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   auto step = [&](int k) __attribute__((always_inline)) {
     __m256 bv[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps((ROWS ? t.b + rows[k] : b) + 8 * v);
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
       const __m256 av = _mm256_broadcast_ss(DIRECT ? a + r * lda + k : a + r);
@@ -43,7 +45,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
     }
     if (!DIRECT) a += kSgemmMr;
-    b += bs;
+    if (!ROWS) b += bs;
   };
   int k = 0;
   for (; k < pf_k; ++k) {
@@ -100,24 +102,27 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   }
 }
 
-template <int NV, bool DIRECT>
+template <int NV, bool DIRECT, bool ROWS>
 void by_rows(const SgemmTile& t, const SgemmEpilogue& ep) {
   switch (t.mr) {
-    case 1: return tile<1, NV, DIRECT>(t, ep);
-    case 2: return tile<2, NV, DIRECT>(t, ep);
-    case 3: return tile<3, NV, DIRECT>(t, ep);
-    case 4: return tile<4, NV, DIRECT>(t, ep);
-    case 5: return tile<5, NV, DIRECT>(t, ep);
-    default: return tile<6, NV, DIRECT>(t, ep);
+    case 1: return tile<1, NV, DIRECT, ROWS>(t, ep);
+    case 2: return tile<2, NV, DIRECT, ROWS>(t, ep);
+    case 3: return tile<3, NV, DIRECT, ROWS>(t, ep);
+    case 4: return tile<4, NV, DIRECT, ROWS>(t, ep);
+    case 5: return tile<5, NV, DIRECT, ROWS>(t, ep);
+    default: return tile<6, NV, DIRECT, ROWS>(t, ep);
   }
 }
 
 }  // namespace
 
 void sgemm_tile_avx2(const SgemmTile& t, const SgemmEpilogue& ep) {
+  if (t.b_rows != nullptr) {  // packed A only (the conv's weight)
+    return t.nr <= 8 ? by_rows<1, false, true>(t, ep) : by_rows<2, false, true>(t, ep);
+  }
   const bool direct = t.a_ld > 0;
-  if (t.nr <= 8) return direct ? by_rows<1, true>(t, ep) : by_rows<1, false>(t, ep);
-  return direct ? by_rows<2, true>(t, ep) : by_rows<2, false>(t, ep);
+  if (t.nr <= 8) return direct ? by_rows<1, true, false>(t, ep) : by_rows<1, false, false>(t, ep);
+  return direct ? by_rows<2, true, false>(t, ep) : by_rows<2, false, false>(t, ep);
 }
 
 }  // namespace kvant
