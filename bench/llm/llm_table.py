@@ -6,19 +6,20 @@ kvant.InferenceSession, 1 thread) and by ONNX Runtime 1.30 (scripts/ort_run.js, 
 
     /usr/bin/python3 bench/llm/train_llama.py /tmp/llama_model           # once, ~20 min
     PYTHONPATH=build/release/python /usr/bin/python3 bench/llm/llm_table.py /tmp/llama_model \
-        [--out docs/llm.md] [--windows 128] [--only NAME,NAME]
+        [--out docs/llm.md] [--windows 128] [--calib-windows 32] [--jobs 2] [--only NAME,NAME]
 
 Perplexity: byte-level, over the first --windows non-overlapping windows of 128 bytes of the held-out
 split (MODEL_DIR/test.bin): window i is bytes [128 i, 128 i + 128) as input, each predicting the next
 byte, so every byte of the scored text is predicted once, from the bytes before it in its window (no
 context across windows). One forward per window on model_nopast.onnx (no KV cache), all windows as one
-batch. Calibration: 64 random windows of 128 bytes of the training split (seed 1).
+batch. Calibration: --calib-windows (32) random windows of 128 bytes of the training split (seed 1).
 
 --out replaces the section between LLM_TABLE_BEGIN and LLM_TABLE_END in the file (appends it the first
 time); other sections of docs/llm.md stay as they are. Needs build/release/kvant, the kvant Python
 package (build target kvant_python; PYTHONPATH=build/release/python) and node_modules/onnxruntime-node.
 """
 import argparse
+import concurrent.futures
 import json
 import math
 import os
@@ -80,6 +81,26 @@ def kvant_logits(path, ids):
     return sess.run(["logits"], {"input_ids": ids})[0]
 
 
+def cache_check(model_dir, test):
+    """model.onnx (with past key/values) against model_nopast.onnx in kvant: a 64-byte prefill with an empty
+    cache, then one decode step with the returned cache; the largest |logit| difference."""
+    import kvant
+
+    ids = test[:SEQ].astype(np.int64)[None]
+    ref = kvant.InferenceSession(os.path.join(model_dir, "model_nopast.onnx")).run(None, {"input_ids": ids})[0]
+    sess = kvant.InferenceSession(os.path.join(model_dir, "model.onnx"))
+    past = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    outs = [o.name for o in sess.get_outputs()]
+    feed = {"input_ids": ids[:, :64]}
+    feed.update({i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in past})
+    y = sess.run(None, feed)
+    diff = np.abs(y[0] - ref[:, :64]).max()
+    feed = {"input_ids": ids[:, 64:65]}
+    feed.update({i.name: y[outs.index(i.name.replace("past_key_values.", "present."))] for i in past})
+    y = sess.run(None, feed)
+    return max(diff, np.abs(y[0][:, 0] - ref[:, 64]).max()), np.abs(ref).max()
+
+
 def ort_logits(path, ids_file, out_dir):
     # "basic": ONNX Runtime runs QDQ graphs unfused (DequantizeLinear, float MatMul), exact on every CPU;
     # its fused u8 x s8 kernels saturate int16 pair sums on CPUs without VNNI (tests/interop explains).
@@ -93,9 +114,10 @@ def main():
     ap.add_argument("model_dir", help="train_llama.py's OUT_DIR")
     ap.add_argument("--kvant", default=os.path.join(ROOT, "build/release/kvant"))
     ap.add_argument("--windows", type=int, default=128, help="held-out windows of 128 bytes scored")
-    ap.add_argument("--calib-windows", type=int, default=64)
+    ap.add_argument("--calib-windows", type=int, default=32)
     ap.add_argument("--work", help="folder for the quantized files (default: a new temporary folder)")
     ap.add_argument("--only", default="", help="comma-separated configuration names (FP32 is always run)")
+    ap.add_argument("--jobs", type=int, default=1, help="configurations quantized and scored at once")
     ap.add_argument("--out", help="write the section into this markdown file")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="kvant-llm-")
@@ -113,13 +135,11 @@ def main():
     calib = os.path.join(work, "calib.npy")  # samples x [1, SEQ]
     np.save(calib, np.stack([train[s:s + SEQ] for s in starts]).astype(np.int64)[:, None, :])
 
+    cache_diff, logit_max = cache_check(args.model_dir, test)
+    print(f"KV cache check: max |logit difference| {cache_diff:.2e} (max |logit| {logit_max:.1f})", flush=True)
     only = set(filter(None, args.only.split(",")))
-    rows = []
-    for i, (name, flags) in enumerate(CONFIGS):
-        if only and name not in only and flags is not None:
-            continue
+    def score(i, name, flags):
         path, seconds, error = fp32, None, None
-        cmd = None
         if flags is not None:
             path = os.path.join(work, f"q{i}.onnx")
             cmd = [args.kvant, "quantize", fp32, "-o", path, "-f", "--report-samples", "0", "--no-speed-check",
@@ -141,8 +161,14 @@ def main():
                 row["ort"] = perplexity(ort_logits(path, ids_file, os.path.join(work, f"ort{i}")), targets)
             except RuntimeError as e:
                 row["ort_error"] = str(e).strip().splitlines()[-1]
-        rows.append(row)
         print(json.dumps(row), flush=True)
+        return row
+
+    todo = [(i, name, flags) for i, (name, flags) in enumerate(CONFIGS)
+            if not only or name in only or flags is None]
+    # --jobs: configurations side by side (each quantize and each scoring is one thread).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        rows = list(pool.map(lambda t: score(*t), todo))
 
     base = rows[0].get("kvant")
     by = {r["name"]: r for r in rows}
@@ -166,6 +192,10 @@ def main():
         "",
         f"Held-out byte perplexity: unigram {stats['unigram_perplexity']:.2f}, the trained model "
         f"{stats['torch_test_perplexity']:.3f} in PyTorch.",
+        "",
+        "`model.onnx` (past key/values, opset 17) computes what `model_nopast.onnx` does: in kvant, a 64-byte "
+        "prefill from an empty cache and one decode step with the returned cache give the no-past logits to "
+        f"{cache_diff:.1e} (largest |logit| {logit_max:.1f}).",
         "",
         f"Perplexity here: the first {n} non-overlapping windows of {SEQ} bytes of the held-out split "
         f"({n * SEQ} bytes), each byte predicted from the bytes before it in its window; one forward per window "
