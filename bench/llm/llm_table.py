@@ -37,7 +37,6 @@ from doc_section import cpu_name, write_section  # noqa: E402
 BEGIN = "<!-- llm_table.py: begin (regenerated; edit bench/llm/llm_table.py, not this section) -->"
 END = "<!-- llm_table.py: end -->"
 SEQ = 128
-MASK = "MASK_FP32"  # in a configuration's flags: mask_excludes(model)
 
 W4 = ["--mode", "weight-only", "--bits", "4"]
 S8 = ["--mode", "static"]
@@ -53,33 +52,10 @@ CONFIGS = [
     ("INT4 g32 AWQ", W4 + ["--group-size", "32", "--awq"]),
     ("INT8 weight-only g128", ["--mode", "weight-only", "--bits", "8", "--group-size", "128"]),
     ("W4A8 (static, 4-bit weights)", S8 + ["--weight-bits", "4"]),
-    ("W4A8, mask in FP32", S8 + ["--weight-bits", "4", MASK]),
     ("static W8A8", S8),
-    ("static W8A8, mask in FP32", S8 + [MASK]),
-    ("static W8A8 SmoothQuant 0.5, mask in FP32", S8 + ["--smooth-quant", "0.5", MASK]),
-    ("static W8A8 SmoothQuant search, mask in FP32", S8 + ["--smooth-quant", "search", MASK]),
+    ("static W8A8 SmoothQuant 0.5", S8 + ["--smooth-quant", "0.5"]),
+    ("static W8A8 SmoothQuant search", S8 + ["--smooth-quant", "search"]),
 ]
-
-
-def mask_excludes(path):
-    """--exclude flags for the attention-mask nodes: the Add of scores and mask before each Softmax and the
-    producers of its non-score input (the mask, -1e9 on masked keys). Quantized, their per-tensor range is
-    set by -1e9 (scale ~4e6), which rounds every score to the same value."""
-    import onnx
-
-    g = onnx.load(path).graph
-    producer = {o: n for n in g.node for o in n.output}
-    names = []
-    for n in g.node:
-        add = producer.get(n.input[0]) if n.op_type == "Softmax" else None
-        if add is None or add.op_type != "Add":
-            continue
-        names.append(add.name)
-        for i in add.input:
-            p = producer.get(i)
-            if p is not None and p.op_type not in ("Div", "MatMul") and p.name not in names:
-                names.append(p.name)
-    return [x for name in names for x in ("--exclude", name)]
 
 
 def run(cmd, log):
@@ -162,21 +138,19 @@ def main():
     cache_diff, logit_max = cache_check(args.model_dir, test)
     print(f"KV cache check: max |logit difference| {cache_diff:.2e} (max |logit| {logit_max:.1f})", flush=True)
     only = set(filter(None, args.only.split(",")))
-    excludes = mask_excludes(fp32)
     def score(i, name, flags):
         path, seconds, error = fp32, None, None
         if flags is not None:
             path = os.path.join(work, f"q{i}.onnx")
             cmd = [args.kvant, "quantize", fp32, "-o", path, "-f", "--report-samples", "0", "--no-speed-check",
-                   "--calib", calib] + [x for f in flags for x in (excludes if f == MASK else [f])]
+                   "--calib", calib] + flags
             start = time.time()
             try:
                 run(cmd, path + ".log")
             except RuntimeError as e:
                 error = str(e).strip().splitlines()[-1]
             seconds = time.time() - start
-        row = dict(name=name, flags=" ".join(flags or []).replace(MASK, "--exclude MASK"), seconds=seconds,
-                   error=error)
+        row = dict(name=name, flags=" ".join(flags or []), seconds=seconds, error=error)
         if error is None:
             row["kb"] = os.path.getsize(path) / 1024
             try:
@@ -247,8 +221,6 @@ def main():
         agree = f"{rel(k, o):+.3f}%" if k is not None and o is not None else ""
         secs = f"{r['seconds']:.0f}" if r["seconds"] is not None else ""
         lines.append(f"| {r['name']} | {flags} | {r['kb']:.0f} | {ks} | {vs} | {os_} | {agree} | {secs} |")
-    lines += ["", "`--exclude MASK` stands for `" + " ".join(excludes) + "`: the attention-mask nodes (the Add "
-              "of scores and mask before each Softmax, and the mask itself: 0 or -1e9 per key) kept in FP32."]
     lines += ["", f"Measured on {cpu_name()}, 1 thread, a machine shared with other builds (quantize times are "
               "wall time and noisy).", ""]
 
@@ -276,11 +248,11 @@ def main():
             best, bname = min(g128)
             checks.append(f"- Best INT4 g128: {bname}, {rel(best, base):+.2f}% of FP32: target <= +3%, "
                           f"{'met' if rel(best, base) <= 3 else 'not met'}.")
-    w8, sq = ppl("static W8A8, mask in FP32"), [ppl(x) for x in by if x.startswith("static W8A8 SmoothQuant")]
+    w8, sq = ppl("static W8A8"), [ppl(x) for x in by if x.startswith("static W8A8 SmoothQuant")]
     sq = [x for x in sq if x is not None]
     if base and w8 and sq:
         best = min(sq)
-        checks.append(f"- Static W8A8 (mask in FP32): plain {rel(w8, base):+.2f}%, best SmoothQuant {rel(best, base):+.2f}% of "
+        checks.append(f"- Static W8A8: plain {rel(w8, base):+.2f}%, best SmoothQuant {rel(best, base):+.2f}% of "
                       f"FP32: target SmoothQuant <= +1% where plain is not: "
                       f"{'met' if rel(best, base) <= 1 and rel(w8, base) > 1 else 'not met'}"
                       f"{' (plain W8A8 is already within 1%: this model has no outlier channels to fix)' if rel(w8, base) <= 1 else ''}.")
