@@ -13,7 +13,7 @@
 //      own params   Add, Mul of two activations, AveragePool,
 //                   GlobalAveragePool: inputs and output quantized (not an
 //                   Add/Mul read only by Softmax, e.g. scores + attention
-//                   mask: it stays FP32, design decision 46).
+//                   mask: it stays FP32, design decision 52).
 //      same params  MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
 //                   Concat, Slice, Identity: when their input is quantized,
 //                   their output shares its parameters (exact: these ops only
