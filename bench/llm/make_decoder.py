@@ -66,8 +66,9 @@ class Layer(nn.Module):
         v = self.v(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k = torch.cat((past_k, k), dim=2)
-        v = torch.cat((past_v, v), dim=2)
+        if past_k is not None:  # None: no cache (the no-past export of train_llama.py)
+            k = torch.cat((past_k, k), dim=2)
+            v = torch.cat((past_v, v), dim=2)
         rep = self.heads // self.kv_heads
         t = k.shape[2]
         kr = k[:, :, None].expand(b, self.kv_heads, rep, t, self.head_dim).reshape(b, self.heads, t, self.head_dim)
@@ -93,7 +94,7 @@ class Decoder(nn.Module):
 
     def forward(self, input_ids, *past):
         s = input_ids.shape[1]
-        p = past[0].shape[2]
+        p = past[0].shape[2] if past else 0
         pos = torch.arange(s, dtype=torch.float32) + p
         freqs = pos[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
@@ -104,7 +105,7 @@ class Decoder(nn.Module):
         x = self.embed(input_ids)
         presents = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos, sin, mask, past[2 * i], past[2 * i + 1])
+            x, k, v = layer(x, cos, sin, mask, *((past[2 * i], past[2 * i + 1]) if past else (None, None)))
             presents += [k, v]
         return (self.head(self.norm(x)), *presents)
 

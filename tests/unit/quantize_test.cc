@@ -190,6 +190,44 @@ TEST(StaticPtq, ConcatOfSignedValuesDoesNotShiftAReluZeroPoint) {
   while (auto feed = test.next()) EXPECT_GT(cosine(a.run(*feed).at("y"), b.run(*feed).at("y")), 0.99);
 }
 
+// x[1,8] -> MatMul(8x8) -> scores; Add(scores, mask) -> Softmax -> MatMul(8x3) -> y, the mask 0 or -1e9
+// per key as decoders export it: the Add feeding Softmax stays FP32 (a scale set by -1e9 would round every
+// score to one value), its MatMuls are still quantized.
+TEST(StaticPtq, AddOfAnAttentionMaskBeforeSoftmaxStaysFloat) {
+  std::mt19937 rng(5);
+  Model m;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", {DType::kFloat32, true, {{1, ""}, {8, ""}}}});
+  g.inputs.push_back({"mask", {DType::kFloat32, true, {{1, ""}, {8, ""}}}});
+  g.outputs.push_back({"y", {DType::kFloat32, true, {{1, ""}, {3, ""}}}});
+  g.initializers["Wq"] = random_tensor({8, 8}, rng, -2.0f, 2.0f);
+  g.initializers["Wv"] = random_tensor({8, 3}, rng);
+  Node softmax = make_node("softmax", "Softmax", {"a"}, {"p"});
+  set_attr(softmax, "axis", int64_t{-1});
+  g.nodes = {make_node("scores", "MatMul", {"x", "Wq"}, {"s"}), make_node("add_mask", "Add", {"s", "mask"}, {"a"}),
+             softmax, make_node("values", "MatMul", {"p", "Wv"}, {"y"})};
+  auto samples = [](int n, uint32_t seed) {
+    std::mt19937 r(seed);
+    std::vector<std::map<std::string, Tensor>> v;
+    for (int i = 0; i < n; ++i) {
+      Tensor mask(DType::kFloat32, {1, 8});
+      for (int k = 0; k < 8; ++k) mask.data<float>()[k] = k <= i % 8 ? 0.0f : -1e9f;  // causal: keys 0..i
+      v.push_back({{"x", random_tensor({1, 8}, r)}, {"mask", mask}});
+    }
+    return VectorSource(v);
+  };
+  VectorSource calib = samples(16, 1);
+  const Model q = quantize_static(m, calib, QuantizeOptions{}, nullptr);
+  const Graph& qg = q.graph;
+  EXPECT_EQ(quantize_of(qg, "a"), nullptr) << print_graph(qg);
+  EXPECT_NE(quantize_of(qg, "x"), nullptr) << print_graph(qg);
+  EXPECT_NE(quantize_of(qg, "p"), nullptr) << "the second MatMul is still quantized\n" << print_graph(qg);
+  VectorSource test = samples(8, 42);
+  ReferenceExecutor a(m), b(q);
+  while (auto feed = test.next()) EXPECT_GT(cosine(a.run(*feed).at("y"), b.run(*feed).at("y")), 0.99);
+}
+
 TEST(StaticPtq, BadInputGetsClearErrors) {
   QuantizeOptions options;
   options.exclude = {"no_such_node"};

@@ -11,7 +11,9 @@
 //                   applies it while requantizing; ONNX Runtime's QDQ
 //                   selectors fuse the same node groups).
 //      own params   Add, Mul of two activations, AveragePool,
-//                   GlobalAveragePool: inputs and output quantized.
+//                   GlobalAveragePool: inputs and output quantized (not an
+//                   Add/Mul read only by Softmax, e.g. scores + attention
+//                   mask: it stays FP32, design decision 52).
 //      same params  MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
 //                   Concat, Slice, Identity: when their input is quantized,
 //                   their output shares its parameters (exact: these ops only
@@ -134,6 +136,18 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     for (const auto& o : g.nodes[i].outputs) producer[o] = i;
   }
+  // Tensors read by Softmax nodes only. An Add/Mul producing one stays FP32:
+  // Softmax runs in float, so quantizing its input only adds error, and in
+  // attention that input is scores + mask, whose range the mask's -1e9 (or
+  // the float minimum) sets: one scale for both rounds every score to the
+  // same value (issue 12: a trained decoder's perplexity went 8.3 -> 62).
+  std::unordered_map<std::string, bool> softmax_only;
+  for (const Node& n : g.nodes) {
+    for (const auto& in : n.inputs) {
+      auto it = softmax_only.emplace(in, true).first;
+      it->second = it->second && n.op_type == "Softmax";
+    }
+  }
   // Values known to be non-negative, from their producers alone.
   std::unordered_set<std::string> non_negative;
   for (const Node& n : g.nodes) {
@@ -217,6 +231,7 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
       bool ok = true;
       for (size_t k = 0; k < data_inputs; ++k) ok = ok && is_float_activation(g, n.inputs[k]);
       if (!ok) continue;
+      if (n.outputs.size() == 1 && !graph_outputs.count(n.outputs[0]) && softmax_only[n.outputs[0]]) continue;
       for (size_t k = 0; k < data_inputs; ++k) plan.add(n.inputs[k]);
       if (!fused_outputs.count(n.outputs[0])) {
         plan.add(n.outputs[0]);
