@@ -351,6 +351,17 @@ py::dict report_dict(const kvant::QuantizationReport& r) {
 // ---------------------------------------------------------------- sensitivity
 
 // The options from the dict python/kvant/__init__.py builds.
+// A built-in metric by its name ("top1", ..., as kvant::metric_name gives).
+kvant::Metric metric_of(const std::string& name) {
+  const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
+                               kvant::Metric::kSqnr, kvant::Metric::kMse,  kvant::Metric::kMiou};
+  for (kvant::Metric candidate : all) {
+    if (name == kvant::metric_name(candidate)) return candidate;
+  }
+  throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                    "metric \"" + name + "\": expected top1, top5, agreement, sqnr, mse, miou or a callable"};
+}
+
 kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {
   kvant::SensitivityAnalysisOptions o;
   for (auto item : d) {
@@ -367,16 +378,7 @@ kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {
     } else if (key == "exclude") {
       o.exclude = v.cast<std::vector<std::string>>();
     } else if (key == "metric") {
-      const std::string m = v.cast<std::string>();
-      const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
-                                   kvant::Metric::kSqnr, kvant::Metric::kMse,  kvant::Metric::kMiou};
-      for (kvant::Metric candidate : all) {
-        if (m == kvant::metric_name(candidate)) o.metric = candidate;
-      }
-      if (!o.metric) {
-        throw StatusError{kvant::ErrorCode::kInvalidArgument,
-                          "metric \"" + m + "\": expected top1, top5, agreement, sqnr, mse, miou or a callable"};
-      }
+      o.metric = metric_of(v.cast<std::string>());
     } else if (key == "labels") {
       o.labels = v.cast<std::vector<int64_t>>();
     } else if (key == "output") {
@@ -475,16 +477,7 @@ kvant::AccuracyTarget target_of(const py::dict& d) {
     if (key == "drop") {
       t.drop = v.cast<double>();
     } else if (key == "metric") {
-      const std::string m = v.cast<std::string>();
-      const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
-                                   kvant::Metric::kSqnr, kvant::Metric::kMse,  kvant::Metric::kMiou};
-      for (kvant::Metric candidate : all) {
-        if (m == kvant::metric_name(candidate)) t.metric = candidate;
-      }
-      if (!t.metric) {
-        throw StatusError{kvant::ErrorCode::kInvalidArgument,
-                          "metric \"" + m + "\": expected top1, top5, agreement, sqnr, mse, miou or a callable"};
-      }
+      t.metric = metric_of(v.cast<std::string>());
     } else if (key == "labels") {
       t.labels = v.cast<std::vector<int64_t>>();
     } else if (key == "output") {

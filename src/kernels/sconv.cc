@@ -22,6 +22,36 @@ constexpr int kMaxSegments = 64;    // output-row pieces in one im2col tile
 
 int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
+// How the GEMM-shaped convolutions share out their work: `n` output pixels
+// in tiles of `tile_n` for each of `outer` (images x groups) GEMMs of `m`
+// rows. With threads, the tiles narrow so that their count over all GEMMs
+// divides evenly among them (a tile's width does not change how any output
+// is computed); too few tiles for the threads and the output rows are split
+// too. Work items: (GEMM, tile, row split).
+struct WorkSplit {
+  int tile_w = 0, n_tiles = 0, m_panels = 0, m_split = 1;
+  int64_t items = 0;
+};
+
+WorkSplit split_work(int n, int64_t outer, int m, int tile_n, int threads) {
+  WorkSplit w;
+  w.tile_w = tile_n;
+  w.n_tiles = (n + w.tile_w - 1) / w.tile_w;
+  if (threads > 1) {
+    int want = w.n_tiles;
+    while ((outer * want) % threads != 0) ++want;
+    w.tile_w = std::max(kSgemmNr, round_up((n + want - 1) / want, kSgemmNr));
+    w.n_tiles = (n + w.tile_w - 1) / w.tile_w;
+  }
+  w.m_panels = (m + kSgemmMr - 1) / kSgemmMr;
+  const int64_t units = outer * w.n_tiles;
+  if (units < 2 * threads) {
+    w.m_split = static_cast<int>(std::min<int64_t>(w.m_panels, (2 * threads + units - 1) / units));
+  }
+  w.items = units * w.m_split;
+  return w;
+}
+
 [[noreturn]] void invalid(const std::string& what) {
   std::string msg = "SConv: ";
   msg += what;
@@ -292,26 +322,9 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
   const int n = s.h_out * s.w_out;
   const int cg = s.c_in / s.group;
   const size_t in_plane = static_cast<size_t>(s.h_in) * static_cast<size_t>(s.w_in);
-  // With threads, narrow the pixel tiles so that the tile count (over all
-  // images and groups) divides evenly among them; a tile's width does not
-  // change how any output is computed.
-  int tile_w = tile_n_;
-  int n_tiles = (n + tile_w - 1) / tile_w;
-  if (threads > 1) {
-    const int64_t per_tile = static_cast<int64_t>(s.batch) * s.group;
-    int want = n_tiles;
-    while ((per_tile * want) % threads != 0) ++want;
-    tile_w = std::max(kSgemmNr, round_up((n + want - 1) / want, kSgemmNr));
-    n_tiles = (n + tile_w - 1) / tile_w;
-  }
-  const int m_panels = (m + kSgemmMr - 1) / kSgemmMr;
-  const int64_t units = static_cast<int64_t>(s.batch) * s.group * n_tiles;
-  // Too few pixel tiles for the threads: also split the output rows.
-  int m_split = 1;
-  if (units < 2 * threads) {
-    m_split = static_cast<int>(std::min<int64_t>(m_panels, (2 * threads + units - 1) / units));
-  }
-  const int64_t items = units * m_split;
+  const WorkSplit w = split_work(n, static_cast<int64_t>(s.batch) * s.group, m, tile_n_, threads);
+  const int tile_w = w.tile_w, n_tiles = w.n_tiles, m_panels = w.m_panels, m_split = w.m_split;
+  const int64_t items = w.items;
   const float* bias = bias_.empty() ? nullptr : bias_.data();
   auto work = [&](int64_t slice_begin, int64_t slice_end) {
     for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
@@ -398,21 +411,9 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
     }
   });
   float* tiles = scratch + pad_floats_;
-  int tile_w = tile_n_;
-  int n_tiles = (grid + tile_w - 1) / tile_w;
-  if (threads > 1) {
-    int want = n_tiles;
-    while ((static_cast<int64_t>(s.batch) * want) % threads != 0) ++want;
-    tile_w = std::max(kSgemmNr, round_up((grid + want - 1) / want, kSgemmNr));
-    n_tiles = (grid + tile_w - 1) / tile_w;
-  }
-  const int m_panels = (m + kSgemmMr - 1) / kSgemmMr;
-  const int64_t units = static_cast<int64_t>(s.batch) * n_tiles;
-  int m_split = 1;
-  if (units < 2 * threads) {
-    m_split = static_cast<int>(std::min<int64_t>(m_panels, (2 * threads + units - 1) / units));
-  }
-  const int64_t items = units * m_split;
+  const WorkSplit w = split_work(grid, s.batch, m, tile_n_, threads);
+  const int tile_w = w.tile_w, n_tiles = w.n_tiles, m_panels = w.m_panels, m_split = w.m_split;
+  const int64_t items = w.items;
   const float* bias = bias_.empty() ? nullptr : bias_.data();
   auto work = [&](int64_t slice_begin, int64_t slice_end) {
     for (int64_t slice = slice_begin; slice < slice_end; ++slice) {
