@@ -343,11 +343,14 @@ KVANT_API Result<OnnxModel> quantize_weight_only(const OnnxModel& model, Calibra
 // top5 the share of samples whose label is the top class / among the top 5
 // (need labels); agreement the share whose top class is FP32's; sqnr the
 // output SQNR in dB against FP32; mse the mean squared error against FP32;
-// miou, for segmentation outputs (class scores [N, C, ...]), the mean
-// intersection over union of the per-pixel argmax map against FP32's.
-// Higher is better for all but kMse.
-enum class Metric { kTop1, kTop5, kAgreement, kSqnr, kMse, kMiou };
-KVANT_API const char* metric_name(Metric metric);  // "top1", "top5", "agreement", "sqnr", "mse", "miou"
+// miou, for segmentation outputs (class scores [N, C, H, W]), the mean
+// intersection over union of the per-pixel argmax map against FP32's;
+// perplexity, for language models (logits [.., T, V]), of each next token of
+// the sample's int64 input "input_ids" (or its only int64 input).
+// Higher is better for all but kMse and kPerplexity.
+enum class Metric { kTop1, kTop5, kAgreement, kSqnr, kMse, kMiou, kPerplexity };
+// "top1", "top5", "agreement", "sqnr", "mse", "miou", "perplexity"
+KVANT_API const char* metric_name(Metric metric);
 
 // A metric of your own (`kvant sensitivity --metric-cmd`): called with the
 // scored output of every evaluation sample of one variant of the model, in
@@ -429,7 +432,8 @@ KVANT_API Result<SensitivityReport> sensitivity(const OnnxModel& model, Calibrat
 // met.
 struct AccuracyTarget {
   // The target, by metric: top1/top5 at least FP32's minus `drop`
-  // percentage points; agreement and miou at least 100% minus `drop` points; sqnr at
+  // percentage points; agreement and miou at least 100% minus `drop` points;
+  // perplexity at most FP32's plus `drop` percent; sqnr at
   // least `drop` dB; mse at most `drop`; custom_metric FP32's value minus
   // `drop` (plus, when lower is better).
   double drop = 0;

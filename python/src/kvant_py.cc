@@ -353,13 +353,15 @@ py::dict report_dict(const kvant::QuantizationReport& r) {
 // The options from the dict python/kvant/__init__.py builds.
 // A built-in metric by its name ("top1", ..., as kvant::metric_name gives).
 kvant::Metric metric_of(const std::string& name) {
-  const kvant::Metric all[] = {kvant::Metric::kTop1, kvant::Metric::kTop5, kvant::Metric::kAgreement,
-                               kvant::Metric::kSqnr, kvant::Metric::kMse,  kvant::Metric::kMiou};
+  const kvant::Metric all[] = {kvant::Metric::kTop1,      kvant::Metric::kTop5, kvant::Metric::kAgreement,
+                               kvant::Metric::kSqnr,      kvant::Metric::kMse,  kvant::Metric::kMiou,
+                               kvant::Metric::kPerplexity};
   for (kvant::Metric candidate : all) {
     if (name == kvant::metric_name(candidate)) return candidate;
   }
-  throw StatusError{kvant::ErrorCode::kInvalidArgument,
-                    "metric \"" + name + "\": expected top1, top5, agreement, sqnr, mse, miou or a callable"};
+  throw StatusError{
+      kvant::ErrorCode::kInvalidArgument,
+      "metric \"" + name + "\": expected top1, top5, agreement, sqnr, mse, miou, perplexity or a callable"};
 }
 
 kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {

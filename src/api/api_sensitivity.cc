@@ -22,6 +22,7 @@ Metric public_metric(TaskMetric metric) {
     case TaskMetric::kSqnr: return Metric::kSqnr;
     case TaskMetric::kMse: return Metric::kMse;
     case TaskMetric::kMiou: return Metric::kMiou;
+    case TaskMetric::kPerplexity: return Metric::kPerplexity;
   }
   return Metric::kAgreement;
 }
@@ -75,6 +76,7 @@ TaskMetric task_metric_of(Metric metric, const char* what) {
     case Metric::kSqnr: return TaskMetric::kSqnr;
     case Metric::kMse: return TaskMetric::kMse;
     case Metric::kMiou: return TaskMetric::kMiou;
+    case Metric::kPerplexity: return TaskMetric::kPerplexity;
   }
   throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": unknown value");
 }
@@ -86,7 +88,8 @@ const char* metric_name(Metric metric) {
     case Metric::kAgreement:
     case Metric::kSqnr:
     case Metric::kMse:
-    case Metric::kMiou: return task_metric_name(task_metric_of(metric, "metric"));
+    case Metric::kMiou:
+    case Metric::kPerplexity: return task_metric_name(task_metric_of(metric, "metric"));
   }
   return "unknown";
 }

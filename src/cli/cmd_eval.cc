@@ -106,6 +106,7 @@ int eval_command(const EvalArgs& a) {
   while (auto feed = data->next()) {
     if (a.limit >= 0 && n >= a.limit) break;
     check_finite(*feed, n);
+    const TokenIds tokens = token_ids_of(*feed);  // a language model's ids: its perplexity
     for (size_t m = 0; m < models.size(); ++m) {
       std::map<std::string, Tensor> out;
       try {
@@ -146,7 +147,7 @@ int eval_command(const EvalArgs& a) {
       if (x.size() != y.size()) {
         fail(a.models[m] + "'s output differs in size from " + a.models[0] + "'s on sample " + std::to_string(n));
       }
-      scores[m].sums.add(x.data(), y.data(), static_cast<int64_t>(x.size()), classifier, label, map);
+      scores[m].sums.add(x.data(), y.data(), static_cast<int64_t>(x.size()), classifier, label, map, &tokens);
     }
     ++n;
     // On a terminal only, at most 5 times a second (a slow model took minutes
@@ -179,13 +180,15 @@ int eval_command(const EvalArgs& a) {
   }
   // One table row per model; columns that do not apply stay empty.
   std::vector<std::vector<std::string>> rows = {
-      {"model", "size", "vs FP32", "top-1", "vs first", "top-1 agreement", "output SQNR", "mean IoU"}};
+      {"model", "size", "vs FP32", "top-1", "vs first", "top-1 agreement", "output SQNR", "mean IoU", "perplexity"}};
+  bool perplexity = true;
+  for (const Scores& sc : scores) perplexity = perplexity && sc.sums.scored_tokens > 0;
   Json jm = Json::array();
   const int64_t first_bytes = model_bytes_on_disk(a.models[0]);
   double acc0 = 0;
   for (size_t m = 0; m < models.size(); ++m) {
     Json o = Json::object();
-    std::vector<std::string> row(8);
+    std::vector<std::string> row(9);
     row[0] = a.models[m];
     o.set("model", a.models[m]);
     const int64_t bytes = model_bytes_on_disk(a.models[m]);
@@ -198,6 +201,10 @@ int eval_command(const EvalArgs& a) {
       o.set("top1", acc);
       row[3] = fixed(acc, 4);
       if (m > 0) row[4] = (acc >= acc0 ? "+" : "") + fixed(100 * (acc - acc0), 2) + " points";
+    }
+    if (perplexity) {
+      o.set("perplexity", scores[m].sums.perplexity());
+      row[8] = fixed(scores[m].sums.perplexity(), 4);
     }
     if (m > 0) {
       const OutputScores& sc = scores[m].sums;
@@ -217,15 +224,15 @@ int eval_command(const EvalArgs& a) {
     rows.push_back(row);
     jm.push(o);
   }
-  std::vector<size_t> width(8, 0);
+  std::vector<size_t> width(9, 0);
   for (const auto& r : rows) {
     for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
   }
   for (const auto& r : rows) {
     std::string line;
     for (size_t c = 0; c < r.size(); ++c) {
-      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && models.size() < 2) || (c == 5 && !classifier) ||
-          (c == 7 && !is_map)) {
+      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && c <= 7 && models.size() < 2) ||
+          (c == 5 && !classifier) || (c == 7 && !is_map) || (c == 8 && !perplexity)) {
         continue;
       }
       std::string cell = r[c];

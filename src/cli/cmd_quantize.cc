@@ -509,7 +509,9 @@ CommandFn add_quantize_command(CLI::App& app) {
                   "meets it");
   cmd->add_option("--eval", a->eval, "--accuracy-target: evaluation data");
   cmd->add_option("--labels", a->labels, "--accuracy-target: class labels of the evaluation data");
-  cmd->add_option("--metric", a->metric, "--accuracy-target: top1, top5, agreement, sqnr, mse or miou");
+  cmd->add_option(
+      "--metric", a->metric,
+      "--accuracy-target: top1, top5, agreement, sqnr, mse, miou or perplexity (DROP in percent of FP32's)");
   cmd->add_option("--metric-cmd", a->metric_cmd,
                   "--accuracy-target: your own metric (see 'kvant help sensitivity'); DROP is then in its units");
   cmd->add_option("--metric-better", a->metric_better, "--metric-cmd: higher or lower")->capture_default_str();

@@ -218,8 +218,10 @@ CommandFn add_sensitivity_command(CLI::App& app) {
   cmd->add_option("--eval", a->eval, "Evaluation data (default: the calibration data)");
   cmd->add_option("--labels", a->labels, "Class labels of the evaluation data (as for 'kvant eval')");
   cmd->add_option("--preprocess", a->preprocess, "Image/IDX preprocessing (see 'kvant help quantize')");
-  cmd->add_option("--metric", a->metric,
-                  "top1, top5, agreement, sqnr, mse or miou (segmentation: mean IoU of the class map vs FP32)");
+  cmd->add_option(
+      "--metric", a->metric,
+      "top1, top5, agreement, sqnr, mse, miou (segmentation: mean IoU of the class map vs FP32) or perplexity "
+      "(language models: of the next tokens in the int64 input_ids)");
   cmd->add_option("--metric-cmd", a->metric_cmd,
                   "Your own metric: a shell command with {outputs}, the .npy [samples, values] of one variant's "
                   "outputs; the number on its last line ranks the layers");

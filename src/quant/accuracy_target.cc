@@ -66,15 +66,17 @@ OutputScores measure(const Model& model, SampleSource& data, const std::string& 
         fail("label " + std::to_string(n) + " is class " + std::to_string(label) + ", but the model scores " +
              std::to_string(y.size()) + " classes");
       }
-      scores.add(y.data(), y.data(), static_cast<int64_t>(y.size()), classifier, label, map);
+      const TokenIds tokens = needs_tokens(o.metric) ? token_ids_of(*feed) : TokenIds{};
+      scores.add(y.data(), y.data(), static_cast<int64_t>(y.size()), classifier, label, map, &tokens);
       record->outputs.push_back(std::move(y));
       record->classifier.push_back(classifier);
       record->maps.push_back(map);
     } else {
       if (n >= ref->outputs.size() || ref->outputs[n].size() != y.size()) fail("the quantized output differs in size");
       const int64_t label = n < ref->labels.size() ? ref->labels[n] : -1;
+      const TokenIds tokens = needs_tokens(o.metric) ? token_ids_of(*feed) : TokenIds{};
       scores.add(ref->outputs[n].data(), y.data(), static_cast<int64_t>(y.size()), ref->classifier[n], label,
-                 ref->maps[n]);
+                 ref->maps[n], &tokens);
     }
     ++n;
   }
@@ -171,8 +173,14 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     fail(std::string("--metric ") + task_metric_name(o.metric) +
          " needs one row of class scores per sample; output \"" + output + "\" is not (use --metric sqnr or mse)");
   }
+  if (needs_tokens(o.metric) && s.fp32.scored_tokens == 0) {
+    fail(
+        "--metric perplexity needs token ids (an int64 input \"input_ids\", or the only int64 input) and logits [.., "
+        "T, V] as output \"" +
+        output + "\"; none were scored");
+  }
   if (needs_class_map(o.metric) && s.fp32.map_samples != s.fp32.samples) {
-    fail("--metric miou needs a per-pixel class score map [N, C, ...] with C > 1 per sample; output \"" + output +
+    fail("--metric miou needs a per-pixel class score map [N, C, H, W] with C > 1 per sample; output \"" + output +
          "\" is not (use --metric sqnr or mse)");
   }
   const bool higher = o.custom ? o.custom_higher_is_better : higher_is_better(o.metric);
@@ -181,6 +189,7 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
     case TaskMetric::kTop5: s.threshold = s.fp32.value(o.metric) - o.drop / 100; break;
     case TaskMetric::kAgreement:
     case TaskMetric::kMiou: s.threshold = 1 - o.drop / 100; break;
+    case TaskMetric::kPerplexity: s.threshold = s.fp32.value(o.metric) * (1 + o.drop / 100); break;
     case TaskMetric::kSqnr:
     case TaskMetric::kMse: s.threshold = o.drop; break;
   }

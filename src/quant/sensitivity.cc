@@ -50,6 +50,7 @@ struct Sample {
   int64_t label = -1;
   bool classifier = false;
   ClassMap map;
+  TokenIds tokens;  // perplexity: the sample's ids
   size_t bytes = 0;
 };
 
@@ -254,8 +255,14 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
              " needs one row of class scores per sample; output \"" + output + "\" is " + out.at(output).describe() +
              " (use --metric sqnr or mse)");
       }
+      if (needs_tokens(options.metric)) {
+        s.tokens = token_ids_of(*feed);
+        if (s.tokens.ids.empty()) {
+          fail("--metric perplexity needs token ids: an int64 input \"input_ids\" (or the only int64 input)");
+        }
+      }
       if (needs_class_map(options.metric) && s.map.classes == 0) {
-        fail("--metric miou needs a per-pixel class score map [N, C, ...] with C > 1; output \"" + output + "\" is " +
+        fail("--metric miou needs a per-pixel class score map [N, C, H, W] with C > 1; output \"" + output + "\" is " +
              out.at(output).describe() + " (use --metric sqnr or mse)");
       }
       if (!labels.empty()) {
@@ -304,8 +311,8 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
         }
       }
       const auto n = static_cast<int64_t>(s.reference.size());
-      result.fp32.add(s.reference.data(), s.reference.data(), n, classifier, s.label, s.map);
-      result.quantized.add(s.reference.data(), s.quantized_output.data(), n, classifier, s.label, s.map);
+      result.fp32.add(s.reference.data(), s.reference.data(), n, classifier, s.label, s.map, &s.tokens);
+      result.quantized.add(s.reference.data(), s.quantized_output.data(), n, classifier, s.label, s.map, &s.tokens);
       per_sample = std::max(per_sample, s.bytes);
       bytes += s.bytes;
       chunk.push_back(std::move(s));
@@ -330,7 +337,8 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
         if (!p.affects_output) {  // the output is the base model's
           for (const Sample& s : chunk) {
             const auto& y = pass == 0 ? s.reference : s.quantized_output;
-            scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), s.classifier, s.label, s.map);
+            scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), s.classifier, s.label, s.map,
+                       &s.tokens);
             if (custom && pass == 0) layer_outputs[i].push_back(y);
           }
           continue;
@@ -352,7 +360,8 @@ SensitivityResult analyze_sensitivity(const Model& fp32, const Model& quantized,
           bool classifier = false;
           const std::vector<float> y = scored(out, output, &classifier);
           if (y.size() != s.reference.size()) fail("layer \"" + ls.layer.node + "\": the output changed size");
-          scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), classifier, s.label, s.map);
+          scores.add(s.reference.data(), y.data(), static_cast<int64_t>(y.size()), classifier, s.label, s.map,
+                     &s.tokens);
           if (custom && pass == 0) layer_outputs[i].push_back(y);
           done_work += p.work;
           if (options.progress) {

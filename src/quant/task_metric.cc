@@ -18,8 +18,9 @@ TaskMetric parse_task_metric(const std::string& name) {
   if (name == "sqnr") return TaskMetric::kSqnr;
   if (name == "mse") return TaskMetric::kMse;
   if (name == "miou") return TaskMetric::kMiou;
+  if (name == "perplexity") return TaskMetric::kPerplexity;
   throw Error(ErrorCode::kInvalidArgument,
-              "--metric must be top1, top5, agreement, sqnr, mse or miou, got \"" + name + "\"");
+              "--metric must be top1, top5, agreement, sqnr, mse, miou or perplexity, got \"" + name + "\"");
 }
 
 const char* task_metric_name(TaskMetric metric) {
@@ -30,18 +31,38 @@ const char* task_metric_name(TaskMetric metric) {
     case TaskMetric::kSqnr: return "sqnr";
     case TaskMetric::kMse: return "mse";
     case TaskMetric::kMiou: return "miou";
+    case TaskMetric::kPerplexity: return "perplexity";
   }
   return "?";
 }
 
-bool higher_is_better(TaskMetric metric) { return metric != TaskMetric::kMse; }
+bool higher_is_better(TaskMetric metric) { return metric != TaskMetric::kMse && metric != TaskMetric::kPerplexity; }
 bool needs_labels(TaskMetric metric) { return metric == TaskMetric::kTop1 || metric == TaskMetric::kTop5; }
 bool needs_classifier(TaskMetric metric) { return needs_labels(metric) || metric == TaskMetric::kAgreement; }
 
 bool needs_class_map(TaskMetric metric) { return metric == TaskMetric::kMiou; }
+bool needs_tokens(TaskMetric metric) { return metric == TaskMetric::kPerplexity; }
+
+TokenIds token_ids_of(const std::map<std::string, Tensor>& feed) {
+  const Tensor* ids = nullptr;
+  if (auto it = feed.find("input_ids"); it != feed.end() && it->second.dtype() == DType::kInt64) {
+    ids = &it->second;
+  } else {
+    for (const auto& [name, t] : feed) {
+      if (t.dtype() != DType::kInt64 || t.rank() < 1) continue;
+      if (ids != nullptr) return {};  // two candidates: which is meant is not known
+      ids = &t;
+    }
+  }
+  if (ids == nullptr || ids->rank() < 1 || ids->numel() == 0) return {};
+  TokenIds t;
+  t.ids.assign(ids->data<int64_t>(), ids->data<int64_t>() + ids->numel());
+  t.seq = ids->shape().back();
+  return t;
+}
 
 ClassMap class_map_of(const Tensor& y) {
-  if (y.rank() < 3 || y.shape()[1] < 2 || y.numel() == 0) return {};
+  if (y.rank() < 4 || y.shape()[1] < 2 || y.numel() == 0) return {};
   return {y.shape()[1], y.numel() / (y.shape()[0] * y.shape()[1])};
 }
 
@@ -49,7 +70,8 @@ bool is_classifier_output(const Tensor& y) { return y.rank() >= 1 && y.numel() =
 
 int64_t argmax(const float* v, int64_t n) { return static_cast<int64_t>(std::max_element(v, v + n) - v); }
 
-void OutputScores::add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label, ClassMap map) {
+void OutputScores::add(const float* ref, const float* y, int64_t n, bool classifier, int64_t label, ClassMap map,
+                       const TokenIds* tokens) {
   ++samples;
   for (int64_t i = 0; i < n; ++i) {
     const double d = static_cast<double>(ref[i]) - y[i];
@@ -82,6 +104,23 @@ void OutputScores::add(const float* ref, const float* y, int64_t n, bool classif
           ++union_[static_cast<size_t>(b)];
         }
       }
+    }
+  }
+  if (tokens != nullptr && !tokens->ids.empty() && tokens->seq > 0 &&
+      n % static_cast<int64_t>(tokens->ids.size()) == 0) {
+    // Row r of the logits predicts id r + 1 within its sequence.
+    const auto count = static_cast<int64_t>(tokens->ids.size());
+    const int64_t vocab = n / count;
+    for (int64_t r = 0; vocab > 1 && r + 1 < count; ++r) {
+      if ((r + 1) % tokens->seq == 0) continue;  // the next row starts another sequence
+      const int64_t next = tokens->ids[static_cast<size_t>(r + 1)];
+      if (next < 0 || next >= vocab) continue;
+      const float* row = y + r * vocab;
+      const float top = *std::max_element(row, row + vocab);
+      double sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
+      nll += std::log(sum) + top - row[next];
+      ++scored_tokens;
     }
   }
   if (!classifier) return;
@@ -119,6 +158,10 @@ double OutputScores::miou() const {
   }
   return classes > 0 ? sum / static_cast<double>(classes) : 1.0;
 }
+double OutputScores::perplexity() const {
+  return scored_tokens > 0 ? std::exp(nll / static_cast<double>(scored_tokens))
+                           : std::numeric_limits<double>::quiet_NaN();
+}
 double OutputScores::mse() const { return elements > 0 ? noise / static_cast<double>(elements) : 0.0; }
 
 double OutputScores::value(TaskMetric metric) const {
@@ -129,6 +172,7 @@ double OutputScores::value(TaskMetric metric) const {
     case TaskMetric::kSqnr: return sqnr_db();
     case TaskMetric::kMse: return mse();
     case TaskMetric::kMiou: return miou();
+    case TaskMetric::kPerplexity: return perplexity();
   }
   return 0;
 }
@@ -150,6 +194,7 @@ bool is_share(TaskMetric m) {
 std::string format_metric(TaskMetric metric, double value) {
   if (is_share(metric)) return fixed_digits(100 * value, 2) + "%";
   if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed_digits(value, 1) + " dB" : std::string("exact");
+  if (metric == TaskMetric::kPerplexity) return fixed_digits(value, 4);
   std::ostringstream s;
   s << std::scientific << std::setprecision(3) << value;
   return s.str();
@@ -162,6 +207,11 @@ std::string format_delta(TaskMetric metric, double value, double base) {
     return s.str();
   }
   if (metric == TaskMetric::kSqnr) return std::isfinite(value) ? fixed_digits(value, 1) + " dB" : std::string("exact");
+  if (metric == TaskMetric::kPerplexity) {
+    std::ostringstream s;
+    s << std::showpos << std::fixed << std::setprecision(2) << 100 * (value / base - 1) << "%";
+    return s.str();
+  }
   std::ostringstream s;
   s << std::showpos << std::scientific << std::setprecision(2) << value - base;
   return s.str();

@@ -156,6 +156,33 @@ expect_error "perplexity no data" "--text FILE or as --tokens" "$KVANT" perplexi
 expect_error "perplexity empty text" "is empty" "$KVANT" perplexity fx/model.onnx --text empty.txt
 expect_error "perplexity stride > context" "--stride must lie in" "$KVANT" perplexity fx/model.onnx --tokens fx/tokens.npy --context 8 --stride 9
 expect_error "perplexity float ids" "must be int64 or int32" "$KVANT" perplexity fx/model.onnx --tokens ids_float.npy
+# --metric perplexity (eval, sensitivity, accuracy target): the windows as
+# eval samples [1, 32] score what `kvant perplexity --context 32 --stride 32`
+# scores on the same 128 ids.
+/usr/bin/python3 - <<'PY'
+import os
+import numpy as np
+t = np.load("fx/tokens.npy").astype(np.int64)
+os.makedirs("ev", exist_ok=True)
+for i in range(4):
+    np.save(f"ev/s{i}.npy", t[i * 32:(i + 1) * 32].reshape(1, -1))
+np.save("t128.npy", t[:128])
+os.makedirs("ev2", exist_ok=True)
+np.save("ev2/x.npy", np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32))
+PY
+"$KVANT" perplexity fx/nopast.onnx --tokens t128.npy --context 32 --stride 32 --json >ppl128.json 2>/dev/null
+"$KVANT" eval fx/nopast.onnx --data ev --report ev.json >/dev/null 2>&1
+/usr/bin/python3 -c "
+import json
+a = json.load(open('ppl128.json'))['perplexity']
+b = json.load(open('ev.json'))['models'][0]['perplexity']
+assert abs(a - b) <= 1e-6 * a, (a, b)" && pass || fail "eval's perplexity differs from kvant perplexity's: $(cat ppl128.json ev.json 2>&1)"
+expect_ok "sensitivity ranks by perplexity" "perplexity" "$KVANT" sensitivity fx/nopast.onnx --calib ev --metric perplexity
+expect_ok "accuracy target in perplexity" ": met" "$KVANT" quantize fx/nopast.onnx -o pt.onnx -f --calib ev --eval ev \
+  --metric perplexity --accuracy-target 5 --no-speed-check --report-samples 0
+expect_error "perplexity without token ids" "needs token ids" "$KVANT" sensitivity "$ROOT/models/fashion_mnist_cnn.onnx" \
+  --calib ev2 --metric perplexity
+
 # A model that declares its position limit (gpt2_tiny: 128 position embeddings).
 GPT2="$ROOT/.fixtures/gpt2_tiny/model.onnx"
 if [[ -f "$GPT2" ]]; then

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "io/sample_source.h"
@@ -45,9 +46,10 @@ TEST(TaskMetric, MeanIouOfClassMapsByHand) {
   EXPECT_DOUBLE_EQ(same.miou(), 1.0);
 }
 
-TEST(TaskMetric, ClassMapsNeedRankThreeAndClasses) {
+TEST(TaskMetric, ClassMapsNeedRankFourAndClasses) {
   EXPECT_EQ(class_map_of(Tensor(DType::kFloat32, {1, 10})).classes, 0);       // a classifier
   EXPECT_EQ(class_map_of(Tensor(DType::kFloat32, {1, 1, 8, 8})).classes, 0);  // one channel
+  EXPECT_EQ(class_map_of(Tensor(DType::kFloat32, {1, 16, 512})).classes, 0);  // a language model's logits
   const ClassMap batch = class_map_of(Tensor(DType::kFloat32, {2, 5, 3, 3}));
   EXPECT_EQ(batch.classes, 5);
   EXPECT_EQ(batch.inner, 9);
@@ -61,6 +63,45 @@ TEST(TaskMetric, ClassMapsNeedRankThreeAndClasses) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("miou"), std::string::npos) << e.what();
   }
+}
+
+// Perplexity from logits [1, T, V] and the ids themselves, worked out by
+// hand: row t predicts id t + 1; rows restart with each sequence of a batch.
+TEST(TaskMetric, PerplexityOfTheNextTokensByHand) {
+  // V = 2, T = 3, ids 0 1 1: row 0 predicts 1, row 1 predicts 1.
+  const std::vector<float> logits = {0.0f, 0.0f, 2.0f, 0.0f, 5.0f, 5.0f};
+  std::map<std::string, Tensor> feed;
+  Tensor ids(DType::kInt64, {1, 3});
+  ids.data<int64_t>()[0] = 0;
+  ids.data<int64_t>()[1] = 1;
+  ids.data<int64_t>()[2] = 1;
+  feed["input_ids"] = ids;
+  feed["attention_mask"] = Tensor(DType::kInt64, {1, 3});  // a second int64 input: input_ids is the one meant
+  const TokenIds tokens = token_ids_of(feed);
+  ASSERT_EQ(tokens.ids.size(), 3u);
+  EXPECT_EQ(tokens.seq, 3);
+  OutputScores s;
+  s.add(logits.data(), logits.data(), 6, false, -1, {}, &tokens);
+  EXPECT_EQ(s.scored_tokens, 2);
+  const double nll0 = std::log(2.0);                  // p(1) = 1/2
+  const double nll1 = std::log(1.0 + std::exp(2.0));  // p(1) = 1 / (1 + e^2)
+  EXPECT_NEAR(s.perplexity(), std::exp((nll0 + nll1) / 2), 1e-9);
+  EXPECT_DOUBLE_EQ(s.value(TaskMetric::kPerplexity), s.perplexity());
+  EXPECT_FALSE(higher_is_better(TaskMetric::kPerplexity));
+  EXPECT_EQ(parse_task_metric("perplexity"), TaskMetric::kPerplexity);
+  // A batch of two sequences of 2: the last row of the first does not
+  // predict the first id of the second.
+  Tensor two(DType::kInt64, {2, 2});
+  for (int i = 0; i < 4; ++i) two.data<int64_t>()[i] = 1;
+  const TokenIds batch = token_ids_of({{"ids", two}});
+  EXPECT_EQ(batch.seq, 2);
+  const std::vector<float> rows = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  OutputScores b;
+  b.add(rows.data(), rows.data(), 8, false, -1, {}, &batch);
+  EXPECT_EQ(b.scored_tokens, 2);
+  EXPECT_NEAR(b.perplexity(), 2.0, 1e-12);  // uniform over V = 2
+  // Two int64 inputs, neither named input_ids: no ids.
+  EXPECT_TRUE(token_ids_of({{"a", two}, {"b", two}}).ids.empty());
 }
 
 // x[1,4,8,8] -> Conv 3x3 -> Relu -> Conv 1x1 -> y[1,5,8,8] class scores.
