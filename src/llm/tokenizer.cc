@@ -137,15 +137,15 @@ std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteT
 bool have_sentencepiece() { return KVANT_HAVE_SENTENCEPIECE != 0; }
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) fail("--tokenizer " + path + ": no such file");
+  if (!std::filesystem::is_regular_file(status)) fail("--tokenizer " + path + ": not a regular file");
   if (!have_sentencepiece()) {
     fail("--tokenizer " + path +
          ": this kvant was built without SentencePiece (install libsentencepiece-dev and rebuild), or pass token ids "
          "instead (--prompt-ids / --tokens FILE.npy)");
   }
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status)) fail("--tokenizer " + path + ": no such file");
-  if (!std::filesystem::is_regular_file(status)) fail("--tokenizer " + path + ": not a regular file");
 #if KVANT_HAVE_SENTENCEPIECE
   return std::make_unique<SentencePieceTokenizer>(path);
 #else
