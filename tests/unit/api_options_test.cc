@@ -11,30 +11,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "api_test_util.h"
 #include "kvant/kvant.h"
 
 namespace kvant {
 namespace {
 
-namespace fs = std::filesystem;
-
-const std::string kRoot = KVANT_SOURCE_DIR;
-const std::string kCnn = kRoot + "/models/fashion_mnist_cnn.onnx";
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-class Samples : public CalibrationDataReader {
- public:
-  std::optional<Tensors> get_next() override {
-    if (next_ >= 3) return std::nullopt;
-    auto t = load_npy(kRoot + "/models/samples/fashion_mnist_" + std::to_string(next_++) + ".npy");
-    EXPECT_TRUE(t.ok()) << t.status().message();
-    return Tensors{{"image", *t}};
-  }
-
- private:
-  int next_ = 0;
-};
+using namespace api_test;  // NOLINT: kRoot, kCnn, contains, Samples, fs
 
 // `kvant quantize MODEL -o FILE --no-speed-check ARGS` on the three samples:
 // the file's bytes ("" when the command failed).

@@ -195,17 +195,7 @@ TEST(GroupNorm, BadGroupsAndScalesAreRefusedWithAMessage) {
 TEST(GroupNorm, APlannedRunAllocatesNothing) {
   const Shape shape = {1, 16, 7, 7};
   const Model m = group_norm_model(18, shape, 4);
-  for (int threads : {1, 3}) {
-    CompiledModel compiled(m, default_compile_options(threads));
-    compiled.prepare({{"x", shape}});
-    ASSERT_EQ(compiled.stats().fallback_steps, 0) << compiled.describe_plan();
-    const Tensor x = random_tensor(shape, 3);
-    std::copy(x.data<float>(), x.data<float>() + x.numel(), compiled.input(0).data<float>());
-    compiled.run();
-    const long before = test::allocation_count();
-    compiled.run();
-    EXPECT_EQ(test::allocation_count(), before) << "threads " << threads;
-  }
+  test::expect_planned_run_allocates_nothing(m, shape);
 }
 
 }  // namespace

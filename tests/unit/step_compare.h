@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "alloc_counter.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
 
@@ -66,6 +67,22 @@ inline void expect_bytes_equal(const Tensor& got, const Tensor& want, const std:
       ADD_FAILURE() << what << ": element " << i << ": " << a << " vs " << b;
       ++bad;
     }
+  }
+}
+
+// `m` (one input "x" of `shape`) compiled with 1 and 3 threads, no
+// reference fallbacks: a second planned run allocates nothing.
+inline void expect_planned_run_allocates_nothing(const Model& m, const Shape& shape) {
+  for (int threads : {1, 3}) {
+    CompiledModel compiled(m, default_compile_options(threads));
+    compiled.prepare({{"x", shape}});
+    ASSERT_EQ(compiled.stats().fallback_steps, 0) << compiled.describe_plan();
+    const Tensor x = random_tensor(shape, 3);
+    std::copy(x.data<float>(), x.data<float>() + x.numel(), compiled.input(0).data<float>());
+    compiled.run();
+    const long before = allocation_count();
+    compiled.run();
+    EXPECT_EQ(allocation_count(), before) << "threads " << threads;
   }
 }
 
