@@ -7,7 +7,10 @@
 // --text, bits per byte: the mean NLL in bits times the text's tokens per
 // byte (exactly the mean NLL in bits for the byte-level tokenizer).
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -70,6 +73,11 @@ int perplexity_command(const PerplexityOptions& opt) {
 
   double nll = 0.0;
   int64_t scored = 0;
+  // On a terminal only, at most 5 times a second: a long text on a large
+  // model takes minutes.
+  const bool tty = isatty(STDERR_FILENO);
+  auto last_progress = std::chrono::steady_clock::now();
+  size_t done = 0;
   for (const llm::Window& w : windows) {
     decoder.reset();
     const float* logits = decoder.forward(ids.data() + w.begin, w.end - w.begin);
@@ -79,7 +87,14 @@ int perplexity_command(const PerplexityOptions& opt) {
       nll += llm::token_nll(logits + (t - 1 - w.begin) * vocab, vocab, ids[static_cast<size_t>(t)]);
       ++scored;
     }
+    ++done;
+    const auto now = std::chrono::steady_clock::now();
+    if (tty && (now - last_progress > std::chrono::milliseconds(200) || done == windows.size())) {
+      last_progress = now;
+      std::cerr << "\rscoring window " << done << "/" << windows.size() << std::flush;
+    }
   }
+  if (tty) std::cerr << "\n";
   const double mean = nll / static_cast<double>(scored);
   const double ppl = std::exp(mean);
   const double bits_per_byte =

@@ -26,12 +26,4 @@ std::vector<Window> strided_windows(int64_t n, int64_t context, int64_t stride) 
   return windows;
 }
 
-double token_nll(const float* row, int64_t vocab, int64_t target) {
-  double top = row[0];
-  for (int64_t i = 1; i < vocab; ++i) top = std::max(top, static_cast<double>(row[i]));
-  double sum = 0.0;
-  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - top);
-  return std::log(sum) + top - static_cast<double>(row[target]);
-}
-
 }  // namespace kvant::llm

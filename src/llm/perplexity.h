@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "quant/task_metric.h"
+
 namespace kvant::llm {
 
 struct Window {
@@ -30,7 +32,8 @@ struct Window {
 // Throws Error when context < 2, stride < 1, stride > context, or n < 2.
 std::vector<Window> strided_windows(int64_t n, int64_t context, int64_t stride);
 
-// -log softmax(row)[target], in double, shifted by the row's max.
-double token_nll(const float* row, int64_t vocab, int64_t target);
+// -log softmax(row)[target] (quant/task_metric.h: the perplexity metric
+// scores with the same function).
+using ::kvant::token_nll;
 
 }  // namespace kvant::llm

@@ -43,6 +43,14 @@ bool needs_classifier(TaskMetric metric) { return needs_labels(metric) || metric
 bool needs_class_map(TaskMetric metric) { return metric == TaskMetric::kMiou; }
 bool needs_tokens(TaskMetric metric) { return metric == TaskMetric::kPerplexity; }
 
+double token_nll(const float* row, int64_t vocab, int64_t target) {
+  double top = row[0];
+  for (int64_t i = 1; i < vocab; ++i) top = std::max(top, static_cast<double>(row[i]));
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - top);
+  return std::log(sum) + top - static_cast<double>(row[target]);
+}
+
 TokenIds token_ids_of(const std::map<std::string, Tensor>& feed) {
   const Tensor* ids = nullptr;
   if (auto it = feed.find("input_ids"); it != feed.end() && it->second.dtype() == DType::kInt64) {
@@ -115,11 +123,7 @@ void OutputScores::add(const float* ref, const float* y, int64_t n, bool classif
       if ((r + 1) % tokens->seq == 0) continue;  // the next row starts another sequence
       const int64_t next = tokens->ids[static_cast<size_t>(r + 1)];
       if (next < 0 || next >= vocab) continue;
-      const float* row = y + r * vocab;
-      const float top = *std::max_element(row, row + vocab);
-      double sum = 0;
-      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
-      nll += std::log(sum) + top - row[next];
+      nll += token_nll(y + r * vocab, vocab, next);
       ++scored_tokens;
     }
   }

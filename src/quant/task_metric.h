@@ -55,6 +55,10 @@ struct ClassMap {
 };
 ClassMap class_map_of(const Tensor& y);
 
+// -log softmax(row)[target], in double, shifted by the row's max (no
+// overflow for large logits): one next token's negative log-likelihood.
+double token_nll(const float* row, int64_t vocab, int64_t target);
+
 // A sample's token ids [.., T] (int64), read as each position's next token.
 struct TokenIds {
   std::vector<int64_t> ids;  // empty: none
