@@ -40,6 +40,7 @@ void tile_generic(const SgemmTile& t, const SgemmEpilogue& ep) {
       if (ep.load_c) v += ep.beta * row[j];
       if (ep.bias != nullptr) v += ep.bias[j];
       if (ep.row_bias != nullptr) v += ep.row_bias[r];
+      if (ep.residual != nullptr) v += ep.residual[r * ep.residual_ld + j];
       if (ep.act == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
       if (ep.act == SgemmActivation::Kind::kClip) v = std::min(std::max(v, ep.lo), ep.hi);
       row[j] = v;
@@ -422,7 +423,7 @@ PackedSgemmA sgemm_pack_a(const SgemmKernel& kernel, const float* A, int M, int 
 }
 
 void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc, float* C, int ldc,
-                          const float* row_bias, SgemmActivation act, const int64_t* b_rows) {
+                          const float* row_bias, SgemmActivation act, const int64_t* b_rows, const float* residual) {
   const SgemmKernel& kernel = *A.kernel;
   if (b_rows != nullptr && !kernel.b_row_table) {
     throw Error(ErrorCode::kInvalidArgument,
@@ -438,6 +439,7 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
     ep.act = act.kind;
     ep.lo = act.kind == SgemmActivation::Kind::kRelu ? 0.0f : act.lo;
     ep.hi = act.hi;
+    ep.residual_ld = ldc;
   }
   SgemmTile t;
   t.kl = kl;
@@ -455,6 +457,8 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
   for (int i = m0; i < m1; i += kernel.mr) {
     t.mr = std::min(kernel.mr, m1 - i);
     ep.row_bias = last && row_bias != nullptr ? row_bias + i : nullptr;
+    const float* rrow =
+        last && residual != nullptr ? residual + static_cast<size_t>(i) * static_cast<size_t>(ldc) : nullptr;
     t.a = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
     const float* next = t.a + static_cast<int64_t>(kernel.mr) * kl;
     const int64_t lines = std::clamp<int64_t>(a_end - next, 0, int64_t{kernel.mr} * kl) / 16;
@@ -464,6 +468,7 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
       t.nr = std::min(kernel.nr, nc - j0);
       t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(b_rows != nullptr ? 1 : kl);
       t.c = crow + j0;
+      ep.residual = rrow != nullptr ? rrow + j0 : nullptr;
       const int64_t first = std::min(lines, g * per_group);
       t.prefetch = next + first * 16;
       t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));

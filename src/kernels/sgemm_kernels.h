@@ -20,7 +20,7 @@
 // over one K block, each element as one chain of fused multiply-adds from
 // zero in k order (the generic entry: multiply then add), then the epilogue
 //   v = alpha * acc;  if load_c: v = fma(beta, C, v);  v += bias[j];
-//   v += row_bias[r];  v = act(v)
+//   v += row_bias[r];  v += residual[r, j];  v = act(v)
 // (max, then min for clip). Element (r, j)'s result therefore does not depend
 // on the tile, tile size or position that holds it, and every FMA entry
 // (AVX2, AVX-512) gives the same bits.
@@ -39,6 +39,10 @@ struct SgemmEpilogue {
   bool load_c = false;
   const float* bias = nullptr;      // the tile's first column; nr values
   const float* row_bias = nullptr;  // the tile's first row; mr values (one per row)
+  // Optional: an operand added last, before act (a residual Add fused into a
+  // conv, sconv.h): element (r, j) at residual[r * residual_ld + j].
+  const float* residual = nullptr;
+  int64_t residual_ld = 0;
   SgemmActivation::Kind act = SgemmActivation::Kind::kNone;
   float lo = 0.0f;  // kRelu: 0
   float hi = 0.0f;

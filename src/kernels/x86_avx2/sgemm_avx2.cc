@@ -59,6 +59,9 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   float* out = t.c;
   int64_t ldo = t.ldc;
   const float* bias = ep.bias;
+  const float* res = ep.residual;
+  int64_t res_ld = ep.residual_ld;
+  alignas(32) float res_buf[MR * kWidth];
   const int nr = t.nr;
   if (nr < kWidth) {
     out = buf;
@@ -72,6 +75,13 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       std::memset(bias_buf, 0, sizeof(bias_buf));
       std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
       bias = bias_buf;
+    }
+    if (res != nullptr) {
+      std::memset(res_buf, 0, sizeof(res_buf));
+      for (int r = 0; r < MR; ++r)
+        std::memcpy(res_buf + r * kWidth, res + r * res_ld, static_cast<size_t>(nr) * sizeof(float));
+      res = res_buf;
+      res_ld = kWidth;
     }
   }
   const __m256 alpha = _mm256_set1_ps(ep.alpha);
@@ -91,6 +101,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       if (ep.load_c) x = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row + 8 * v), x);
       if (bias != nullptr) x = _mm256_add_ps(x, bias_v[v]);
       if (ep.row_bias != nullptr) x = _mm256_add_ps(x, rb);
+      if (res != nullptr) x = _mm256_add_ps(x, _mm256_loadu_ps(res + r * res_ld + 8 * v));
       if (ep.act != SgemmActivation::Kind::kNone) x = _mm256_max_ps(x, lo);
       if (ep.act == SgemmActivation::Kind::kClip) x = _mm256_min_ps(x, hi);
       _mm256_storeu_ps(row + 8 * v, x);
