@@ -67,6 +67,15 @@ struct SgemmTile {
   int prefetch_lines = 0;
 };
 
+// The narrow-tail contract: a tile of at most kSgemmNarrowCols columns and
+// any number of rows (t.mr: every row of packed A from t.a, 6-row panels
+// t.a_panel apart; A packed only), vectorised over each panel's 6 rows
+// instead of over columns, so that the last 1-4 columns of a plane (7² = 3 x
+// 16 + 1, 14² tiles) do not cost a half-width tile per 6 rows. Each element
+// is the same FMA chain from zero in k order and the same epilogue as in the
+// entry's tile, so its bits do not change.
+constexpr int kSgemmNarrowCols = 4;
+
 struct SgemmKernel {
   Isa isa;
   const char* name;  // "sgemm_f32_<isa>_<mr>x<nr>"
@@ -74,12 +83,16 @@ struct SgemmKernel {
   int nr;            // tile columns, a multiple of 16
   void (*tile)(const SgemmTile& tile, const SgemmEpilogue& ep);
   bool b_row_table;  // reads B through SgemmTile::b_rows
+  // Optional (nullptr: tails go through `tile`): the narrow-tail kernel.
+  void (*narrow)(const SgemmTile& tile, const SgemmEpilogue& ep) = nullptr;
 };
 
 // kernels/sgemm.cc: the portable entry (6 x 16).
 void sgemm_tile_generic(const SgemmTile& tile, const SgemmEpilogue& ep);
 // x86_avx2/sgemm_avx2.cc: 6 x 16, 12 ymm accumulators.
 void sgemm_tile_avx2(const SgemmTile& tile, const SgemmEpilogue& ep);
+// x86_avx2/sgemm_avx2.cc: the narrow tail (up to 4 columns, any rows).
+void sgemm_narrow_avx2(const SgemmTile& tile, const SgemmEpilogue& ep);
 // x86_avx512/sgemm_avx512.cc: 12 x 32, 24 zmm accumulators, masked tails.
 void sgemm_tile_avx512(const SgemmTile& tile, const SgemmEpilogue& ep);
 
