@@ -77,6 +77,16 @@ float activate(float v, SgemmActivation act) {
   return v;
 }
 
+// act as the micro-kernels' epilogue applies it (vmaxps / vminps: the bound
+// when v is NaN), so a residual added outside the kernel ends the same way.
+float epilogue_act(float v, SgemmActivation act) {
+  if (act.kind == SgemmActivation::Kind::kNone) return v;
+  const float lo = act.kind == SgemmActivation::Kind::kRelu ? 0.0f : act.lo;
+  v = v > lo ? v : lo;
+  if (act.kind == SgemmActivation::Kind::kClip) v = v < act.hi ? v : act.hi;
+  return v;
+}
+
 }  // namespace
 
 // The portable depthwise entry (sconv_kernels.h), any stride.
@@ -304,19 +314,23 @@ size_t SConv::scratch_bytes(int threads) const {
   return (pad_floats_ + static_cast<size_t>(std::clamp(threads, 1, kSConvMaxThreads)) * slice_floats_) * sizeof(float);
 }
 
-void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const {
+void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool, const float* residual) const {
   const int threads = pool == nullptr ? 1 : std::min(pool->size(), kSConvMaxThreads);
   float* buf = static_cast<float*>(scratch);
-  if (kind_ == Kind::kDepthwise) return run_depthwise(x, y, buf, threads, pool);
-  if (kind_ == Kind::kImplicit) return run_implicit(x, y, buf, threads, pool);
-  run_gemm(x, y, buf, threads, pool);
+  if (kind_ == Kind::kDepthwise) {
+    if (residual != nullptr) invalid("the depthwise path has no fused residual Add");
+    return run_depthwise(x, y, buf, threads, pool);
+  }
+  if (kind_ == Kind::kImplicit) return run_implicit(x, y, buf, threads, pool, residual);
+  run_gemm(x, y, buf, threads, pool, residual);
 }
 
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
   pack_tile_body(shape_, kind_ == Kind::k1x1, *im2col_, x, n0, nc, k0, kl, dst);
 }
 
-void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
+void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool,
+                     const float* residual) const {
   const ConvShape& s = shape_;
   const int m = s.c_out / s.group;
   const int n = s.h_out * s.w_out;
@@ -345,12 +359,15 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
         const int n0 = t * tile_w;
         const int nc = std::min(tile_w, n - n0);
         const float* xg = x + (static_cast<size_t>(b) * s.c_in + static_cast<size_t>(g) * cg) * in_plane;
-        float* yg = y + (static_cast<size_t>(b) * s.c_out + static_cast<size_t>(g) * m) * static_cast<size_t>(n) +
-                    static_cast<size_t>(n0);
+        const size_t y_off = (static_cast<size_t>(b) * s.c_out + static_cast<size_t>(g) * m) * static_cast<size_t>(n) +
+                             static_cast<size_t>(n0);
+        float* yg = y + y_off;
+        const float* rg = residual == nullptr ? nullptr : residual + y_off;
         for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
           const int kl = std::min(kSgemmKc, k_ - k0);
           pack_tile(xg, n0, nc, k0, kl, tile);
-          sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_);
+          sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_,
+                               nullptr, rg);
         }
       }
     }
@@ -358,7 +375,8 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
   parallel_for(threads > 1 ? pool : nullptr, threads, work);
 }
 
-void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const {
+void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool,
+                         const float* residual) const {
   const ConvShape& s = shape_;
   const int m = s.c_out;
   const int n = s.h_out * s.w_out;
@@ -435,8 +453,11 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
         const float* xb = padded + static_cast<size_t>(b) * s.c_in * plane_ + static_cast<size_t>(q0);
         // Output row o of the tile at tile + o * tile_w (rows [m0, m1) used).
         float* c = tile;
+        // With a residual the tile holds conv + bias; the copy below adds
+        // the residual, then act (the epilogue's operations, same order).
+        const SgemmActivation tile_act = residual == nullptr ? act_ : SgemmActivation::none();
         for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
-          sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, act_, b_rows_.data() + k0);
+          sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, tile_act, b_rows_.data() + k0);
         }
         // Valid grid columns (ox < w_out) to y, one output-row piece at a time.
         float* yb = y + static_cast<size_t>(b) * s.c_out * static_cast<size_t>(n);
@@ -444,10 +465,19 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
           const int oy = q / wp, ox = q % wp;
           const int run = std::min(q0 + nc - q, wp - ox);
           const int valid = std::max(0, std::min(run, s.w_out - ox));
-          if (valid > 0) {
+          if (valid > 0 && residual == nullptr) {
             for (int o = m0; o < m1; ++o) {
               std::memcpy(yb + static_cast<size_t>(o) * n + static_cast<size_t>(oy) * s.w_out + ox,
                           c + static_cast<size_t>(o) * tile_w + (q - q0), static_cast<size_t>(valid) * sizeof(float));
+            }
+          } else if (valid > 0) {
+            const size_t out0 = static_cast<size_t>(oy) * s.w_out + static_cast<size_t>(ox);
+            const float* rb = residual + static_cast<size_t>(b) * s.c_out * static_cast<size_t>(n);
+            for (int o = m0; o < m1; ++o) {
+              float* dst = yb + static_cast<size_t>(o) * n + out0;
+              const float* r = rb + static_cast<size_t>(o) * n + out0;
+              const float* src = c + static_cast<size_t>(o) * tile_w + (q - q0);
+              for (int j = 0; j < valid; ++j) dst[j] = epilogue_act(src[j] + r[j], act_);
             }
           }
           q += run;

@@ -72,15 +72,23 @@ class SConv {
   // x: [batch, c_in, h_in, w_in], y: [batch, c_out, h_out, w_out]. scratch
   // must hold scratch_bytes(t) for t >= min(pool size, kSConvMaxThreads)
   // (t = 1 when pool is null). pool may be null.
-  void run(const float* x, float* y, void* scratch, ThreadPool* pool) const;
+  // residual (nullable, shaped as y, not overlapping y): a residual Add
+  // fused into the store, y = act(conv + bias + residual): the same float
+  // operations in the same order as act(add(conv + bias, residual)) for
+  // every non-NaN value (act as the micro-kernels' epilogue: max(v, lo),
+  // so a NaN sum becomes lo, as in the Conv + Relu fusion). Not for the
+  // depthwise path (kInvalidArgument; supports_residual()).
+  void run(const float* x, float* y, void* scratch, ThreadPool* pool, const float* residual = nullptr) const;
+  bool supports_residual() const { return kind_ != Kind::kDepthwise; }
 
   const char* kernel_name() const { return name_.c_str(); }
   const ConvShape& shape() const { return shape_; }
 
  private:
   enum class Kind { k1x1, kIm2col, kImplicit, kGroup, kDepthwise };
-  void run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
-  void run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
+  void run_gemm(const float* x, float* y, float* scratch, int threads, ThreadPool* pool, const float* residual) const;
+  void run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool,
+                    const float* residual) const;
   void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
 

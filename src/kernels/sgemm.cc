@@ -40,6 +40,7 @@ void tile_generic(const SgemmTile& t, const SgemmEpilogue& ep) {
       if (ep.load_c) v += ep.beta * row[j];
       if (ep.bias != nullptr) v += ep.bias[j];
       if (ep.row_bias != nullptr) v += ep.row_bias[r];
+      if (ep.residual != nullptr) v += ep.residual[r * ep.residual_ld + j];
       if (ep.act == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
       if (ep.act == SgemmActivation::Kind::kClip) v = std::min(std::max(v, ep.lo), ep.hi);
       row[j] = v;
@@ -66,7 +67,7 @@ namespace {
 constexpr SgemmKernel kSgemmKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAvx512, "sgemm_f32_avx512_12x32", 12, 32, sgemm_tile_avx512, false},
-    {Isa::kAvx2, "sgemm_f32_avx2_6x16", 6, 16, sgemm_tile_avx2, true},
+    {Isa::kAvx2, "sgemm_f32_avx2_6x16", 6, 16, sgemm_tile_avx2, true, sgemm_narrow_avx2},
 #endif
     {Isa::kRef, "sgemm_f32_generic_6x16", 6, 16, sgemm_tile_generic, true},
 };
@@ -422,7 +423,7 @@ PackedSgemmA sgemm_pack_a(const SgemmKernel& kernel, const float* A, int M, int 
 }
 
 void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc, float* C, int ldc,
-                          const float* row_bias, SgemmActivation act, const int64_t* b_rows) {
+                          const float* row_bias, SgemmActivation act, const int64_t* b_rows, const float* residual) {
   const SgemmKernel& kernel = *A.kernel;
   if (b_rows != nullptr && !kernel.b_row_table) {
     throw Error(ErrorCode::kInvalidArgument,
@@ -438,6 +439,7 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
     ep.act = act.kind;
     ep.lo = act.kind == SgemmActivation::Kind::kRelu ? 0.0f : act.lo;
     ep.hi = act.hi;
+    ep.residual_ld = ldc;
   }
   SgemmTile t;
   t.kl = kl;
@@ -448,26 +450,53 @@ void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const f
   t.ldc = ldc;
   const float* a_block = A.data.data() + static_cast<size_t>(k0) * static_cast<size_t>(A.padded_m);
   const float* a_end = A.data.data() + A.data.size();
-  const int col_groups = (nc + kernel.nr - 1) / kernel.nr;
+  // The last 1-4 columns through the entry's narrow kernel, if it has one,
+  // after the row groups (sgemm_kernels.h: the same bits).
+  const int tail = nc % kernel.nr;
+  const int nc_main = kernel.narrow != nullptr && tail <= kSgemmNarrowCols ? nc - tail : nc;
+  const int col_groups = std::max(1, (nc_main + kernel.nr - 1) / kernel.nr);
   // Per row group (its A, mr x kl floats, stays in L1), every column group;
   // meanwhile the tiles prefetch the next row group's A (the weight streams
   // from memory once per K block), split evenly among them.
-  for (int i = m0; i < m1; i += kernel.mr) {
-    t.mr = std::min(kernel.mr, m1 - i);
-    ep.row_bias = last && row_bias != nullptr ? row_bias + i : nullptr;
-    t.a = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
-    const float* next = t.a + static_cast<int64_t>(kernel.mr) * kl;
-    const int64_t lines = std::clamp<int64_t>(a_end - next, 0, int64_t{kernel.mr} * kl) / 16;
-    const int64_t per_group = (lines + col_groups - 1) / col_groups;
-    float* crow = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
-    for (int j0 = 0, g = 0; j0 < nc; j0 += kernel.nr, ++g) {
-      t.nr = std::min(kernel.nr, nc - j0);
-      t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(b_rows != nullptr ? 1 : kl);
-      t.c = crow + j0;
-      const int64_t first = std::min(lines, g * per_group);
-      t.prefetch = next + first * 16;
-      t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
-      kernel.tile(t, ep);
+  // Rows in chunks of 72 (12 panels: 72 x 256 floats of A, in L2): each
+  // chunk's row groups, then its narrow tail while its A is still cached.
+  constexpr int kChunkRows = 72;
+  for (int c0 = m0; c0 < m1; c0 += kChunkRows) {
+    const int c1 = std::min(m1, c0 + kChunkRows);
+    for (int i = c0; i < c1; i += kernel.mr) {
+      t.mr = std::min(kernel.mr, m1 - i);
+      ep.row_bias = last && row_bias != nullptr ? row_bias + i : nullptr;
+      const float* rrow =
+          last && residual != nullptr ? residual + static_cast<size_t>(i) * static_cast<size_t>(ldc) : nullptr;
+      t.a = a_block + static_cast<size_t>(i) * static_cast<size_t>(kl);
+      const float* next = t.a + static_cast<int64_t>(kernel.mr) * kl;
+      const int64_t lines = std::clamp<int64_t>(a_end - next, 0, int64_t{kernel.mr} * kl) / 16;
+      const int64_t per_group = (lines + col_groups - 1) / col_groups;
+      float* crow = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
+      for (int j0 = 0, g = 0; j0 < nc_main; j0 += kernel.nr, ++g) {
+        t.nr = std::min(kernel.nr, nc - j0);
+        t.b = b_tile + static_cast<size_t>(j0) * static_cast<size_t>(b_rows != nullptr ? 1 : kl);
+        t.c = crow + j0;
+        ep.residual = rrow != nullptr ? rrow + j0 : nullptr;
+        const int64_t first = std::min(lines, g * per_group);
+        t.prefetch = next + first * 16;
+        t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
+        kernel.tile(t, ep);
+      }
+    }
+    if (nc_main < nc) {
+      t.mr = c1 - c0;
+      t.nr = nc - nc_main;
+      t.a = a_block + static_cast<size_t>(c0) * static_cast<size_t>(kl);
+      t.b = b_tile + static_cast<size_t>(nc_main) * static_cast<size_t>(b_rows != nullptr ? 1 : kl);
+      t.c = C + static_cast<size_t>(c0) * static_cast<size_t>(ldc) + nc_main;
+      t.prefetch = nullptr;
+      t.prefetch_lines = 0;
+      ep.row_bias = last && row_bias != nullptr ? row_bias + c0 : nullptr;
+      ep.residual = last && residual != nullptr
+                        ? residual + static_cast<size_t>(c0) * static_cast<size_t>(ldc) + nc_main
+                        : nullptr;
+      kernel.narrow(t, ep);
     }
   }
 }

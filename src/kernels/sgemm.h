@@ -154,8 +154,15 @@ PackedSgemmA sgemm_pack_a(const SgemmKernel& kernel, const float* A, int M, int 
 // With b_rows (kl offsets, for entries with b_row_table; kInvalidArgument
 // otherwise), B is read in place instead: element (k, c) at
 // b_tile + b_rows[k] + c (the implicit-GEMM conv, sconv.h), the same FMAs.
+// Rows go in chunks of 72; an entry with a narrow kernel (sgemm_kernels.h)
+// takes the last 1-4 columns of each chunk (same bits as the full tile).
+// With residual (laid out as C, same ldc): the last block gives
+// C = act(C + row_bias[row] + residual), the residual added after the bias
+// and before act (a conv's residual Add fused, bit-identical to adding it
+// after the call).
 void sgemm_packed_a_block(const PackedSgemmA& A, int m0, int m1, int k0, const float* b_tile, int nc, float* C, int ldc,
-                          const float* row_bias, SgemmActivation act, const int64_t* b_rows = nullptr);
+                          const float* row_bias, SgemmActivation act, const int64_t* b_rows = nullptr,
+                          const float* residual = nullptr);
 
 // C[M x N] = act(A B + row_bias[i]), A prepacked, B row-major K x N (ldb):
 // packs B per call (thread-local buffer) and runs sgemm_packed_a_block.

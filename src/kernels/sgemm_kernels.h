@@ -20,7 +20,7 @@
 // over one K block, each element as one chain of fused multiply-adds from
 // zero in k order (the generic entry: multiply then add), then the epilogue
 //   v = alpha * acc;  if load_c: v = fma(beta, C, v);  v += bias[j];
-//   v += row_bias[r];  v = act(v)
+//   v += row_bias[r];  v += residual[r, j];  v = act(v)
 // (max, then min for clip). Element (r, j)'s result therefore does not depend
 // on the tile, tile size or position that holds it, and every FMA entry
 // (AVX2, AVX-512) gives the same bits.
@@ -39,6 +39,10 @@ struct SgemmEpilogue {
   bool load_c = false;
   const float* bias = nullptr;      // the tile's first column; nr values
   const float* row_bias = nullptr;  // the tile's first row; mr values (one per row)
+  // Optional: an operand added last, before act (a residual Add fused into a
+  // conv, sconv.h): element (r, j) at residual[r * residual_ld + j].
+  const float* residual = nullptr;
+  int64_t residual_ld = 0;
   SgemmActivation::Kind act = SgemmActivation::Kind::kNone;
   float lo = 0.0f;  // kRelu: 0
   float hi = 0.0f;
@@ -63,6 +67,15 @@ struct SgemmTile {
   int prefetch_lines = 0;
 };
 
+// The narrow-tail contract: a tile of at most kSgemmNarrowCols columns and
+// any number of rows (t.mr: every row of packed A from t.a, 6-row panels
+// t.a_panel apart; A packed only), vectorised over each panel's 6 rows
+// instead of over columns, so that the last 1-4 columns of a plane (7² = 3 x
+// 16 + 1, 14² tiles) do not cost a half-width tile per 6 rows. Each element
+// is the same FMA chain from zero in k order and the same epilogue as in the
+// entry's tile, so its bits do not change.
+constexpr int kSgemmNarrowCols = 4;
+
 struct SgemmKernel {
   Isa isa;
   const char* name;  // "sgemm_f32_<isa>_<mr>x<nr>"
@@ -70,12 +83,16 @@ struct SgemmKernel {
   int nr;            // tile columns, a multiple of 16
   void (*tile)(const SgemmTile& tile, const SgemmEpilogue& ep);
   bool b_row_table;  // reads B through SgemmTile::b_rows
+  // Optional (nullptr: tails go through `tile`): the narrow-tail kernel.
+  void (*narrow)(const SgemmTile& tile, const SgemmEpilogue& ep) = nullptr;
 };
 
 // kernels/sgemm.cc: the portable entry (6 x 16).
 void sgemm_tile_generic(const SgemmTile& tile, const SgemmEpilogue& ep);
 // x86_avx2/sgemm_avx2.cc: 6 x 16, 12 ymm accumulators.
 void sgemm_tile_avx2(const SgemmTile& tile, const SgemmEpilogue& ep);
+// x86_avx2/sgemm_avx2.cc: the narrow tail (up to 4 columns, any rows).
+void sgemm_narrow_avx2(const SgemmTile& tile, const SgemmEpilogue& ep);
 // x86_avx512/sgemm_avx512.cc: 12 x 32, 24 zmm accumulators, masked tails.
 void sgemm_tile_avx512(const SgemmTile& tile, const SgemmEpilogue& ep);
 

@@ -7,6 +7,8 @@
 //   MatMulNBits (bits 4, 8) ; DQ(W 4/8-bit const) -> MatMul|Gemm [-> Add]                => wq gemm (steps_wq.h)
 //   x , W const -> MatMul|Gemm [-> Add(bias const)] [-> Relu|Clip]                    => sgemm
 //   x , W const [, bias const] -> Conv [-> Relu|Clip]                                  => sconv
+//   x , W const [, bias const] -> Conv -> Add(other, same inferred shape, computed
+//     earlier) [-> Relu|Clip], not depthwise                                           => sconv + residual
 //   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
 //   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
 //     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
@@ -2069,18 +2071,70 @@ class Compiler {
     f.nodes = {&node};
     std::string tail = node.outputs[0];
     FloatClamp clamp;
+    const bool depthwise = c.group > 1 && w->dim(1) == 1 && w->dim(0) == c.group;
+    std::string other;
+    if (const Node* add = depthwise ? nullptr : residual_add_after(tail, other)) {
+      f.nodes.push_back(add);
+      tail = add->outputs[0];
+    }
     if (const Node* act = activation_after(tail, clamp)) {
       f.nodes.push_back(act);
       tail = act->outputs[0];
     }
-    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads);
+    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty());
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];
     f.step = std::move(step);
     f.inputs = {node.inputs[0]};
+    if (!other.empty()) f.inputs.push_back(other);
     f.outputs = {tail};
     return f;
+  }
+
+  // The residual Add of a conv's output `value` (a ResNet block's end):
+  // Add(value, other) reading `value` alone, where `other` is already
+  // computed when the conv's step runs (a graph input or the output of a
+  // fusion matched before: steps run in graph order) and is known to have
+  // the same shape as `value` (inferred shapes; a broadcasting Add is not
+  // fused). Sets `other`; nullptr when not.
+  const Node* residual_add_after(const std::string& value, std::string& other) const {
+    const Node* add = sole_reader(value);
+    if (add == nullptr || add->op_type != "Add" || !add->domain.empty() || add->inputs.size() != 2) return nullptr;
+    if ((add->inputs[0] == value) == (add->inputs[1] == value)) return nullptr;  // Add(value, value) or neither
+    const std::string& o = add->inputs[0] == value ? add->inputs[1] : add->inputs[0];
+    if (o.empty() || constant(o) != nullptr || !computed_before(o) || !same_known_shape(value, o)) return nullptr;
+    other = o;
+    return add;
+  }
+  bool computed_before(const std::string& name) const {
+    if (const ValueInfo* in = g_.find_input(name); in != nullptr && !g_.initializers.count(name)) return true;
+    for (const auto& [anchor, prior] : fusions_) {
+      if (std::find(prior.outputs.begin(), prior.outputs.end(), name) != prior.outputs.end()) return true;
+    }
+    return false;
+  }
+  const TypeInfo* known_type(const std::string& name) const {
+    if (auto it = g_.value_info.find(name); it != g_.value_info.end()) return &it->second.type;
+    if (const ValueInfo* in = g_.find_input(name)) return &in->type;
+    return nullptr;
+  }
+  // Float32 values whose inferred shapes are equal: every dim known and
+  // equal, or unknown with the same symbolic name.
+  bool same_known_shape(const std::string& a, const std::string& b) const {
+    const TypeInfo* ta = known_type(a);
+    const TypeInfo* tb = known_type(b);
+    if (ta == nullptr || tb == nullptr || !ta->has_shape || !tb->has_shape || ta->dims.size() != tb->dims.size())
+      return false;
+    if (ta->dtype != DType::kFloat32 || tb->dtype != DType::kFloat32) return false;
+    for (size_t i = 0; i < ta->dims.size(); ++i) {
+      const Dim& da = ta->dims[i];
+      const Dim& db = tb->dims[i];
+      const bool same =
+          da.known() ? db.known() && da.value == db.value : !db.known() && !da.param.empty() && da.param == db.param;
+      if (!same) return false;
+    }
+    return true;
   }
 
   CompiledModel& m_;

@@ -100,8 +100,9 @@ class QConvStep : public Step {
 
 class SConvStep : public Step {
  public:
-  SConvStep(const QConvFacts& facts, const Tensor& weight, const Tensor* bias, const FloatClamp& clamp, int threads)
-      : facts_(facts), weight_(weight), act_(clamp.activation()), threads_(threads) {
+  SConvStep(const QConvFacts& facts, const Tensor& weight, const Tensor* bias, const FloatClamp& clamp, int threads,
+            bool residual)
+      : facts_(facts), weight_(weight), act_(clamp.activation()), threads_(threads), residual_(residual) {
     if (bias != nullptr) bias_.assign(bias->data<float>(), bias->data<float>() + bias->numel());
   }
   std::string kernel() const override { return kernel_ ? kernel_->kernel_name() : "sconv"; }
@@ -112,14 +113,24 @@ class SConvStep : public Step {
     if (!kernel_ || !same_shape(kernel_->shape(), s)) {
       kernel_.emplace(s, weight_.data<float>(), bias_.empty() ? nullptr : bias_.data(), act_);
     }
-    out.assign(1, {DType::kFloat32, {s.batch, s.c_out, s.h_out, s.w_out}});
+    const Shape y = {s.batch, s.c_out, s.h_out, s.w_out};
+    if (residual_) {
+      if (in[1]->dtype() != DType::kFloat32 || in[1]->shape() != y) {
+        throw Error(ErrorCode::kInvalidArgument, name + ": the fused Add's other input is " + in[1]->describe() +
+                                                     ", the convolution gives float32" + shape_to_string(y));
+      }
+      if (!kernel_->supports_residual())
+        throw Error(ErrorCode::kInvalidArgument, name + ": a depthwise convolution cannot take a fused Add");
+    }
+    out.assign(1, {DType::kFloat32, y});
   }
   size_t scratch_bytes(std::span<const Tensor* const>) const override {
     return kernel_ ? kernel_->scratch_bytes(threads_) : 0;
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
            ThreadPool* pool) override {
-    kernel_->run(in[0]->data<float>(), out[0]->data<float>(), scratch, pool);
+    kernel_->run(in[0]->data<float>(), out[0]->data<float>(), scratch, pool,
+                 residual_ ? in[1]->data<float>() : nullptr);
   }
 
  private:
@@ -128,6 +139,7 @@ class SConvStep : public Step {
   std::vector<float> bias_;
   SgemmActivation act_;
   int threads_;
+  bool residual_;
   mutable std::optional<SConv> kernel_;
 };
 
@@ -178,8 +190,8 @@ std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar
 }
 
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads) {
-  return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads);
+                                      const FloatClamp& clamp, int threads, bool residual) {
+  return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads, residual);
 }
 
 }  // namespace kvant

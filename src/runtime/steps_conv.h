@@ -59,7 +59,12 @@ std::unique_ptr<Step> make_dynamic_conv_step(DynamicConvParams params);
 // as input 1 instead of its own range pass over x. The compiler appends the
 // value to both; false (nothing changed) for other steps.
 bool link_dynamic_conv_range(Step& producer, Step& consumer);
+// FP32 Conv [-> Relu|Clip]; with residual, Conv -> Add(other) [-> Relu|Clip]
+// as one step: inputs x and other (shaped as the conv's output: the compiler
+// fuses only then, infer checks it), y = act(conv(x) + bias + other), the
+// Add done in the conv's store (SConv::run's residual). Not for depthwise
+// convs.
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads);
+                                      const FloatClamp& clamp, int threads, bool residual = false);
 
 }  // namespace kvant

@@ -421,6 +421,71 @@ TEST(SConv, RunAllocatesNothing) {
   }
 }
 
+// A residual Add fused into the store (SConv::run's residual): bit-identical
+// to the conv without act, then y = act(conv + residual) in the order the
+// Add (+ Relu|Clip) step computes it, on every path (1x1 with K over one
+// 256 block, 7x7 planes of 49 columns, implicit GEMM at strides 1 and 2,
+// im2col, grouped), every level and 1, 2, 3 threads; the depthwise path
+// refuses it.
+TEST(SConv, FusedResidualIsBitIdenticalToConvThenAdd) {
+  ThreadPool pool2(2), pool3(3);
+  std::mt19937 rng(29);
+  const SgemmActivation relu = SgemmActivation::relu(), none = SgemmActivation::none();
+  const SgemmActivation clip = SgemmActivation::clip(-0.5f, 0.75f);
+  const Case cases[] = {
+      make_case(1, 17, 13, 7, 7, 1, 1, 1, 0, 1, true, relu),    // 1x1, 49 columns
+      make_case(2, 300, 9, 5, 3, 1, 1, 1, 0, 1, true, relu),    // 1x1, two K blocks
+      make_case(1, 6, 20, 9, 11, 1, 1, 1, 0, 1, false, none),   // 1x1, no bias
+      make_case(2, 5, 7, 9, 13, 3, 1, 1, 1, 1, true, relu),     // implicit
+      make_case(1, 40, 11, 14, 14, 3, 2, 1, 1, 1, true, clip),  // implicit, stride 2, K 360
+      make_case(1, 8, 14, 9, 9, 1, 2, 1, 0, 1, true, relu),     // 1x1 stride 2: im2col
+      make_case(1, 4, 6, 7, 9, 3, 1, 1, 1, 2, true, relu),      // grouped
+      make_case(1, 3, 5, 8, 4, 3, 1, 1, 1, 1, true, none),      // rows of 4: im2col
+  };
+  for (Case c : cases) {
+    ASSERT_TRUE(finish(c));
+    const Data d = make_data(c.s, rng);
+    const size_t ny = static_cast<size_t>(c.s.batch) * c.s.c_out * c.s.h_out * c.s.w_out;
+    std::vector<float> residual(ny);
+    std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+    for (float& v : residual) v = dist(rng);
+    const float lo = c.act.kind == SgemmActivation::Kind::kClip ? c.act.lo : 0.0f;
+    for (Isa isa : levels()) {
+      const SConv plain(c.s, d.w.data(), c.bias ? d.b.data() : nullptr, none, isa);
+      const SConv fused(c.s, d.w.data(), c.bias ? d.b.data() : nullptr, c.act, isa);
+      const std::string what = describe(c) + " level " + isa_name(isa) + " " + fused.kernel_name();
+      ASSERT_TRUE(fused.supports_residual()) << what;
+      std::vector<float> want = run_conv(plain, d, nullptr);
+      for (size_t i = 0; i < ny; ++i) {  // the Add step, then its clamp (steps_elementwise.cc)
+        float v = want[i] + residual[i];
+        if (c.act.kind != SgemmActivation::Kind::kNone) v = std::max(v, lo);
+        if (c.act.kind == SgemmActivation::Kind::kClip) v = std::min(v, c.act.hi);
+        want[i] = v;
+      }
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+        std::vector<float> got(ny, std::nanf(""));
+        void* scratch = std::aligned_alloc(64, (fused.scratch_bytes() + 63) / 64 * 64 + 64);
+        fused.run(d.x.data(), got.data(), scratch, pool, residual.data());
+        std::free(scratch);
+        for (size_t i = 0; i < ny; ++i) {
+          ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(float)), 0)
+              << what << " threads " << (pool == nullptr ? 1 : pool->size()) << " element " << i << " got " << got[i]
+              << " want " << want[i];
+        }
+      }
+    }
+  }
+  Case dw = make_case(1, 8, 8, 6, 6, 3, 1, 1, 1, 8, true, relu);
+  ASSERT_TRUE(finish(dw));
+  const Data d = make_data(dw.s, rng);
+  const SConv conv(dw.s, d.w.data(), d.b.data(), relu);
+  EXPECT_FALSE(conv.supports_residual());
+  std::vector<float> y(8 * 36), residual(8 * 36, 1.0f);
+  void* scratch = std::aligned_alloc(64, conv.scratch_bytes());
+  EXPECT_THROW(conv.run(d.x.data(), y.data(), scratch, nullptr, residual.data()), Error);
+  std::free(scratch);
+}
+
 // The oracle above agrees with kvant's reference Conv operator (src/ops).
 TEST(SConv, AgreesWithReferenceConvOp) {
   std::mt19937 rng(9);

@@ -73,6 +73,75 @@ TEST(SgemmPackedA, MatchesOracleWithRowBiasAndActivation) {
   }
 }
 
+// The narrow tail (sgemm_kernels.h: the last 1-4 columns, vectorised over
+// rows) gives the bits the full tile gives the same columns: a block of nc
+// columns against the same block computed 16 wider (no tail), for K of one
+// and two blocks, B packed and through a row table, with row bias, each
+// activation and a residual, rows 1 to 50 from row 0 and from row 6.
+TEST(SgemmPackedA, NarrowTailMatchesTheFullTileBitForBit) {
+  std::mt19937 rng(23);
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  const SgemmActivation acts[] = {SgemmActivation::none(), SgemmActivation::relu(), SgemmActivation::clip(-1, 2)};
+  int n_case = 0, narrow_runs = 0;
+  for (const SgemmKernel* kernel : test::runnable_entries(sgemm_kernels(), allowed)) {
+    if (kernel->narrow != nullptr) ++narrow_runs;
+    for (int M : {1, 5, 13, 50}) {
+      for (int K : {7, 300}) {
+        for (int nc : {1, 2, 3, 4, 5, 17, 20, 49}) {
+          for (bool rows : {false, true}) {
+            if (rows && !kernel->b_row_table) continue;
+            const SgemmActivation act = acts[n_case++ % 3];
+            const int m0 = M > 6 && n_case % 2 == 0 ? 6 : 0;
+            const int wide = (nc + kSgemmNr - 1) / kSgemmNr * kSgemmNr + kSgemmNr;
+            const std::vector<float> A = random_vector(static_cast<size_t>(M) * K, rng);
+            const std::vector<float> bias = random_vector(static_cast<size_t>(M), rng);
+            const std::vector<float> residual = random_vector(static_cast<size_t>(M) * wide, rng);
+            const PackedSgemmA packed = sgemm_pack_a(*kernel, A.data(), M, K);
+            // B as packed 16-column panels of each K block, or row-major
+            // (row stride `wide`) read through a row table.
+            const std::vector<float> B = random_vector(static_cast<size_t>(K) * wide, rng);
+            std::vector<float> want(static_cast<size_t>(M) * wide, 7.0f), got = want;
+            for (int k0 = 0; k0 < K; k0 += kSgemmKc) {
+              const int kl = std::min(kSgemmKc, K - k0);
+              std::vector<float> panels(static_cast<size_t>(kl) * wide);
+              std::vector<int64_t> offsets(static_cast<size_t>(kl));
+              for (int k = 0; k < kl; ++k) {
+                offsets[static_cast<size_t>(k)] = static_cast<int64_t>(k0 + k) * wide;
+                for (int j = 0; j < wide; ++j) {
+                  panels[static_cast<size_t>(j / kSgemmNr) * kSgemmNr * kl + static_cast<size_t>(k) * kSgemmNr +
+                         j % kSgemmNr] = B[static_cast<size_t>(k0 + k) * wide + j];
+                }
+              }
+              const float* b = rows ? B.data() : panels.data();
+              const int64_t* b_rows = rows ? offsets.data() : nullptr;
+              sgemm_packed_a_block(packed, m0, M, k0, b, wide, want.data(), wide, bias.data(), act, b_rows,
+                                   residual.data());
+              sgemm_packed_a_block(packed, m0, M, k0, b, nc, got.data(), wide, bias.data(), act, b_rows,
+                                   residual.data());
+            }
+            for (int i = 0; i < M; ++i) {
+              for (int j = 0; j < wide; ++j) {
+                const size_t at = static_cast<size_t>(i) * wide + j;
+                if (i < m0 || j >= nc) {
+                  ASSERT_EQ(got[at], 7.0f) << kernel->name << " wrote outside the block at " << i << "," << j;
+                } else {
+                  ASSERT_EQ(std::memcmp(&got[at], &want[at], sizeof(float)), 0)
+                      << kernel->name << " M=" << M << " K=" << K << " nc=" << nc << " rows " << rows << " at " << i
+                      << "," << j << ": " << got[at] << " vs " << want[at];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  // The AVX2 entry has a narrow kernel: it ran wherever that entry can.
+  if (isa_allows(allowed, Isa::kAvx2, cpu_features())) {
+    EXPECT_GT(narrow_runs, 0);
+  }
+}
+
 TEST(SgemmPackedA, RejectsWrongShape) {
   const std::vector<float> A(12, 1.0f), B(12, 1.0f);
   std::vector<float> C(16);

@@ -6,6 +6,7 @@
 // through a 16-wide buffer so that the vector epilogue is the only one.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/sgemm_kernels.h"
@@ -59,6 +60,9 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
   float* out = t.c;
   int64_t ldo = t.ldc;
   const float* bias = ep.bias;
+  const float* res = ep.residual;
+  int64_t res_ld = ep.residual_ld;
+  alignas(32) float res_buf[MR * kWidth];
   const int nr = t.nr;
   if (nr < kWidth) {
     out = buf;
@@ -72,6 +76,13 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       std::memset(bias_buf, 0, sizeof(bias_buf));
       std::memcpy(bias_buf, bias, static_cast<size_t>(nr) * sizeof(float));
       bias = bias_buf;
+    }
+    if (res != nullptr) {
+      std::memset(res_buf, 0, sizeof(res_buf));
+      for (int r = 0; r < MR; ++r)
+        std::memcpy(res_buf + r * kWidth, res + r * res_ld, static_cast<size_t>(nr) * sizeof(float));
+      res = res_buf;
+      res_ld = kWidth;
     }
   }
   const __m256 alpha = _mm256_set1_ps(ep.alpha);
@@ -91,6 +102,7 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       if (ep.load_c) x = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row + 8 * v), x);
       if (bias != nullptr) x = _mm256_add_ps(x, bias_v[v]);
       if (ep.row_bias != nullptr) x = _mm256_add_ps(x, rb);
+      if (res != nullptr) x = _mm256_add_ps(x, _mm256_loadu_ps(res + r * res_ld + 8 * v));
       if (ep.act != SgemmActivation::Kind::kNone) x = _mm256_max_ps(x, lo);
       if (ep.act == SgemmActivation::Kind::kClip) x = _mm256_min_ps(x, hi);
       _mm256_storeu_ps(row + 8 * v, x);
@@ -114,7 +126,89 @@ void by_rows(const SgemmTile& t, const SgemmEpilogue& ep) {
   }
 }
 
+// The narrow tail: NR (<= 4) columns of P 6-row panels, one ymm per (panel,
+// column) holding the panel's 6 rows in lanes 0-5: per k, P masked loads of
+// A, NR broadcasts of B, P x NR FMAs (the tile's fma(a, b, acc), operands
+// swapped: the same bits). rows: rows of these panels to store (<= 6 P).
+template <int NR, int P>
+void narrow_panels(const SgemmTile& t, const SgemmEpilogue& ep, const float* a, int row0, int rows) {
+  const __m256i mask6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+  __m256 acc[P][NR];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[p][j] = _mm256_setzero_ps();
+  }
+  const int kl = t.kl;
+  const int64_t a_panel = t.a_panel;
+  const float* b = t.b;
+  const int64_t bs = t.b_stride;
+  const int64_t* b_rows = t.b_rows;
+  for (int k = 0; k < kl; ++k) {
+    const float* bk = b_rows != nullptr ? t.b + b_rows[k] : b + k * bs;
+    __m256 bv[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) bv[j] = _mm256_broadcast_ss(bk + j);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      const __m256 av = _mm256_maskload_ps(a + p * a_panel + k * kSgemmMr, mask6);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[p][j] = _mm256_fmadd_ps(bv[j], av, acc[p][j]);
+    }
+  }
+  // The tile's epilogue, element by element (vmaxps / vminps: the bound
+  // when v is NaN).
+  // (Every accumulator stored at once, fully unrolled, so that they stay
+  // in registers through the k loop.)
+  alignas(32) float v8s[P][NR][8];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) _mm256_store_ps(v8s[p][j], acc[p][j]);
+  }
+  for (int p = 0; p < P; ++p) {
+    const float(&v8)[NR][8] = v8s[p];
+    for (int r = 0; r < kSgemmMr && p * kSgemmMr + r < rows; ++r) {
+      const int row = row0 + p * kSgemmMr + r;
+      float* crow = t.c + static_cast<int64_t>(row) * t.ldc;
+      for (int j = 0; j < NR; ++j) {
+        float v = ep.alpha * v8[j][r];
+        if (ep.load_c) v = std::fma(ep.beta, crow[j], v);
+        if (ep.bias != nullptr) v += ep.bias[j];
+        if (ep.row_bias != nullptr) v += ep.row_bias[row];
+        if (ep.residual != nullptr) v += ep.residual[static_cast<int64_t>(row) * ep.residual_ld + j];
+        if (ep.act != SgemmActivation::Kind::kNone) v = v > ep.lo ? v : ep.lo;
+        if (ep.act == SgemmActivation::Kind::kClip) v = v < ep.hi ? v : ep.hi;
+        crow[j] = v;
+      }
+    }
+  }
+}
+
+template <int NR>
+void narrow(const SgemmTile& t, const SgemmEpilogue& ep) {
+  // Panels per pass: accumulators, NR broadcasts, the A vector and the
+  // mask within the 16 ymm registers (more spill to the stack); each
+  // divides the driver's 12-panel chunks.
+  constexpr int kP = NR <= 2 ? 6 : NR == 3 ? 3 : 2;
+  const int panels = (t.mr + kSgemmMr - 1) / kSgemmMr;
+  int p = 0;
+  for (; p + kP <= panels; p += kP) {
+    narrow_panels<NR, kP>(t, ep, t.a + p * t.a_panel, p * kSgemmMr, t.mr - p * kSgemmMr);
+  }
+  for (; p < panels; ++p) narrow_panels<NR, 1>(t, ep, t.a + p * t.a_panel, p * kSgemmMr, t.mr - p * kSgemmMr);
+}
+
 }  // namespace
+
+void sgemm_narrow_avx2(const SgemmTile& t, const SgemmEpilogue& ep) {
+  switch (t.nr) {
+    case 1: return narrow<1>(t, ep);
+    case 2: return narrow<2>(t, ep);
+    case 3: return narrow<3>(t, ep);
+    default: return narrow<4>(t, ep);
+  }
+}
 
 void sgemm_tile_avx2(const SgemmTile& t, const SgemmEpilogue& ep) {
   if (t.b_rows != nullptr) {  // packed A only (the conv's weight)

@@ -100,6 +100,9 @@ void tile(const SgemmTile& t, const SgemmEpilogue& ep) {
       if (ep.load_c) x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask[v], row + 16 * v), x);
       if (ep.bias != nullptr) x = _mm512_add_ps(x, bias[v]);
       if (ep.row_bias != nullptr) x = _mm512_add_ps(x, rb);
+      if (ep.residual != nullptr) {
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], ep.residual + r * ep.residual_ld + 16 * v));
+      }
       if (ep.act != SgemmActivation::Kind::kNone) x = _mm512_max_ps(x, lo);
       if (ep.act == SgemmActivation::Kind::kClip) x = _mm512_min_ps(x, hi);
       _mm512_mask_storeu_ps(row + 16 * v, mask[v], x);
