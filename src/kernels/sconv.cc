@@ -11,6 +11,8 @@
 
 #include "kernels/kernel_table.h"
 #include "kernels/sgemm_kernels.h"
+#include "kernels/vmath.h"
+#include "kernels/vmath_kernels.h"
 #include "kvant/status.h"
 #include "runtime/thread_pool.h"
 
@@ -221,8 +223,17 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
     : SConv(shape, weights, bias, act, default_allowed_isa()) {}
 
 SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed)
+    : SConv(shape, weights, bias, act, allowed, SConvEpilogue::kNone) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act,
+             SConvEpilogue epilogue)
+    : SConv(shape, weights, bias, act, default_allowed_isa(), epilogue) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
+             SConvEpilogue epilogue)
     : shape_(shape), act_(act) {
   validate(shape_);
+  if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
   const ConvShape& s = shape_;
   if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
   const int taps = s.kh * s.kw;
@@ -312,6 +323,10 @@ void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool) const
   run_gemm(x, y, buf, threads, pool);
 }
 
+void SConv::finish(float* y, int64_t n) const {
+  if (silu_ != nullptr) silu_->silu(y, y, n);
+}
+
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
   pack_tile_body(shape_, kind_ == Kind::k1x1, *im2col_, x, n0, nc, k0, kl, dst);
 }
@@ -351,6 +366,9 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
           const int kl = std::min(kSgemmKc, k_ - k0);
           pack_tile(xg, n0, nc, k0, kl, tile);
           sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_);
+        }
+        if (silu_ != nullptr) {
+          for (int o = m0; o < m1; ++o) finish(yg + static_cast<size_t>(o) * n, nc);
         }
       }
     }
@@ -438,6 +456,9 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
         for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
           sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, act_, b_rows_.data() + k0);
         }
+        if (silu_ != nullptr) {
+          for (int o = m0; o < m1; ++o) finish(c + static_cast<size_t>(o) * tile_w, nc);
+        }
         // Valid grid columns (ox < w_out) to y, one output-row piece at a time.
         float* yb = y + static_cast<size_t>(b) * s.c_out * static_cast<size_t>(n);
         for (int q = q0; q < q0 + nc;) {
@@ -502,6 +523,7 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
         p.act = act_;
         p.out = y + static_cast<size_t>(i) * out_plane;
         dw_->plane(p);
+        finish(p.out, static_cast<int64_t>(out_plane));
       }
     }
   };

@@ -37,6 +37,12 @@
 // Work is split across the ThreadPool by output tiles (image, group, pixel
 // tile, row block) or by channels (depthwise); results are bit-identical for
 // any pool size. run() allocates nothing.
+//
+// Epilogue SiLU (SConvEpilogue::kSilu): after bias and activation,
+// y = y * sigmoid(y) by the vmath entry of the allowed ISA level (vmath.h),
+// applied to each finished output tile (GEMM paths) or plane (depthwise)
+// while it is still in cache. vmath's tails take the vector formula, so this
+// is bit-identical to one silu_f32 pass over the whole output afterwards.
 #pragma once
 
 #include <cstddef>
@@ -49,7 +55,11 @@
 
 namespace kvant {
 
-class ThreadPool;  // runtime/thread_pool.h
+class ThreadPool;    // runtime/thread_pool.h
+struct VMathKernel;  // kernels/vmath_kernels.h
+
+// What follows bias and activation in the store (see above).
+enum class SConvEpilogue { kNone, kSilu };
 
 // run() uses at most this many scratch slices (threads).
 constexpr int kSConvMaxThreads = 8;
@@ -63,6 +73,11 @@ class SConv {
   // Same with the kernels picked for the allowed ISA level (the above uses
   // selected_isa(), read once); entries this CPU cannot run are passed over.
   SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed);
+  // Same with an epilogue after the activation (see above), for the
+  // selected_isa() level or the allowed one.
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SConvEpilogue epilogue);
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
+        SConvEpilogue epilogue);
 
   // Scratch for run() with a pool of up to `threads` threads (64-byte
   // aligned): threads slices, each sized for the largest tile. The default
@@ -83,9 +98,12 @@ class SConv {
   void run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
+  // The epilogue over n contiguous outputs (in place); nothing without one.
+  void finish(float* y, int64_t n) const;
 
   ConvShape shape_;
   SgemmActivation act_;
+  const VMathKernel* silu_ = nullptr;  // the epilogue's vmath entry, null for none
   Kind kind_ = Kind::kIm2col;
   const DwConvKernel* dw_ = nullptr;      // depthwise: the table entry
   const Im2colKernel* im2col_ = nullptr;  // im2col paths: the packer entry

@@ -59,7 +59,9 @@ std::unique_ptr<Step> make_dynamic_conv_step(DynamicConvParams params);
 // as input 1 instead of its own range pass over x. The compiler appends the
 // value to both; false (nothing changed) for other steps.
 bool link_dynamic_conv_range(Step& producer, Step& consumer);
+// FP32 Conv [-> Relu|Clip] [-> SiLU when silu: x * Sigmoid(x), the vmath
+// silu of make_silu_step applied in the conv's store, bit-identical to it].
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads);
+                                      const FloatClamp& clamp, int threads, bool silu = false);
 
 }  // namespace kvant
