@@ -94,6 +94,12 @@ void dwconv_plane_generic(const DwPlane& p) {
   }
 }
 
+int dw_zero_margin(int w_in, int w_out, int pad_left, int kw, int dil_w, int stride_w, int pixels) {
+  const int vectors = (w_out + pixels - 1) / pixels;
+  const int right = vectors * pixels * stride_w - pad_left + (kw - 1) * dil_w - w_in;
+  return round_up(std::max({pad_left, right, 0}), 16);
+}
+
 namespace {
 
 // The SIMD entries load stride 1 or 2. With stride 2 a row of at most 8
@@ -103,6 +109,12 @@ namespace {
 #if defined(__x86_64__)
 bool dw_avx512_accepts(int stride_w, int w_out) { return stride_w == 1 || (stride_w == 2 && w_out > 8); }
 bool dw_avx2_accepts(int stride_w, int) { return stride_w <= 2; }
+// In place pays on rows of at least 6 vectors: its border vectors mask their
+// loads, the padded copy costs a pass over the plane. Interleaved
+// kvant_bench_sconv on the AVX2 EPYC (docs/kernels.md): 112- and 56-wide
+// rows 1.08-1.28x faster in place, 28-wide even to 1.07x slower, 14- and
+// 7-wide 1.17-1.4x slower (all border vectors).
+bool dw_avx2_inplace_accepts(int stride_w, int w_out) { return stride_w <= 2 && w_out >= 48; }
 #endif
 bool dw_any(int, int) { return true; }
 
@@ -110,6 +122,7 @@ bool dw_any(int, int) { return true; }
 constexpr DwConvKernel kDwConvKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAvx512, "dwconv_f32_avx512", dw_avx512_accepts, 16, dwconv_plane_avx512},
+    {Isa::kAvx2, "dwconv_f32_avx2_inplace", dw_avx2_inplace_accepts, 8, dwconv_plane_inplace_avx2, true},
     {Isa::kAvx2, "dwconv_f32_avx2", dw_avx2_accepts, 8, dwconv_plane_avx2},
 #endif
     {Isa::kRef, "dwconv_f32_generic", dw_any, 1, dwconv_plane_generic},
@@ -242,6 +255,11 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
     dw_ = pick_kernel(dwconv_kernels(), allowed, [&](const DwConvKernel& e) { return e.accepts(s.stride_w, s.w_out); });
     name_ = std::string("sconv_depthwise/") + dw_->name;
     dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
+    if (dw_->in_place) {  // a zero row per thread, with margins
+      dw_margin_ = dw_zero_margin(s.w_in, s.w_out, s.pad_left, s.kw, s.dil_w, s.stride_w, dw_->pixels);
+      slice_floats_ = static_cast<size_t>(round_up(s.w_in, 16) + 2 * dw_margin_);
+      return;
+    }
     dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
     dw_wp_ = round_up(s.w_out, dw_->pixels) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
     slice_floats_ = (static_cast<size_t>(dw_hp_) * static_cast<size_t>(dw_wp_) + 15) / 16 * 16;
@@ -496,20 +514,31 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
       float* pad = scratch + static_cast<size_t>(slice) * slice_floats_;
       int64_t i0, i1;
       chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
-      if (i0 < i1) std::memset(pad, 0, static_cast<size_t>(dw_hp_) * dw_wp_ * sizeof(float));
+      if (i0 < i1) std::memset(pad, 0, slice_floats_ * sizeof(float));
       for (int64_t i = i0; i < i1; ++i) {
         const int c = static_cast<int>(i % s.c_out);
         const float* src = x + static_cast<size_t>(i) * in_plane;
-        // Zero-padded copy: padded (py, px) holds x[py - pad_top, px - pad_left].
-        // Only the input's rectangle is written per plane; the border was
-        // zeroed once per call below and stays zero.
-        for (int iy = y_begin; iy < y_end; ++iy) {
-          std::memcpy(pad + static_cast<size_t>(iy + s.pad_top) * dw_wp_ + x_begin,
-                      src + static_cast<size_t>(iy) * s.w_in, copy_bytes);
-        }
         DwPlane p;
-        p.plane = pad;
-        p.wp = dw_wp_;
+        if (dw_->in_place) {  // reads src, `pad` is its zero row
+          p.plane = src;
+          p.h_in = s.h_in;
+          p.w_in = s.w_in;
+          p.pad_top = s.pad_top;
+          p.pad_left = s.pad_left;
+          p.zero_row = pad + dw_margin_;
+          p.lo_bound = x;
+          p.hi_bound = x + static_cast<size_t>(planes) * in_plane;
+        } else {
+          // Zero-padded copy: padded (py, px) holds x[py - pad_top, px - pad_left].
+          // Only the input's rectangle is written per plane; the border was
+          // zeroed once per call above and stays zero.
+          for (int iy = y_begin; iy < y_end; ++iy) {
+            std::memcpy(pad + static_cast<size_t>(iy + s.pad_top) * dw_wp_ + x_begin,
+                        src + static_cast<size_t>(iy) * s.w_in, copy_bytes);
+          }
+          p.plane = pad;
+          p.wp = dw_wp_;
+        }
         p.h_out = s.h_out;
         p.w_out = s.w_out;
         p.kh = s.kh;

@@ -30,7 +30,9 @@
 //   sconv_group_im2col grouped (not depthwise): the im2col path per group;
 //   sconv_depthwise    group == c_in == c_out: a direct kernel over the taps,
 //                      a vector of output pixels at a time, from a zero-padded
-//                      copy of one input plane (sconv_kernels.h's table).
+//                      copy of one input plane, or (in_place entries: AVX2)
+//                      from the input plane itself, borders masked
+//                      (sconv_kernels.h's table).
 // The GEMM paths run W (prepacked once, sgemm_pack_a) against the packed tile
 // with sgemm_packed_a_block: per K block of 256, so every output's summation
 // order depends only on K, never on the tiling or the thread count.
@@ -114,6 +116,7 @@ class SConv {
   int k_ = 0;                         // GEMM K per group: c_in / group * kh * kw
   int tile_n_ = 0;                    // output pixels per GEMM tile (multiple of 16)
   int dw_wp_ = 0, dw_hp_ = 0;         // depthwise padded plane
+  int dw_margin_ = 0;                 // depthwise in place: the zero row's margins
   size_t slice_floats_ = 0;           // scratch floats per thread, multiple of 16
   // Implicit GEMM: the padded planes (hp x wp, plane_ floats apart, batch *
   // c_in of them, pad_floats_ in all, before the per-thread slices) and the

@@ -302,14 +302,14 @@ TEST(SConv, DepthwiseOddShapesMatchOracle) {
   const SgemmActivation relu = SgemmActivation::relu(), none = SgemmActivation::none();
   const SgemmActivation clip = SgemmActivation::clip(0.0f, 6.0f);
   int done = 0;
-  for (int w : {1, 3, 17, 63}) {
+  for (int w : {1, 3, 17, 63, 101}) {  // 101: the in-place entry at both strides
     for (int h : {1, 2, 9}) {
       for (int stride : {1, 2}) {
         for (int k : {3, 5}) {
           Case c = make_case(1, 5, 5, h, w, k, stride, 1, k / 2, 5, true, stride == 1 ? clip : relu);
           c.pad_bottom = k / 2 - 1 + (w % 2);  // asymmetric: one less or equal
           c.pad_right = k / 2 + 1;
-          if (w == 17) c.s.dil_w = 2;
+          if (w == 17 || (w == 101 && k == 3)) c.s.dil_w = 2;
           if (h == 9) c.s.stride_w = 3 - stride;  // stride 1 x 2 and 2 x 1
           if (!finish(c)) continue;
           SCOPED_TRACE(describe(c));
@@ -371,7 +371,7 @@ TEST(SConv, PicksThePathByShape) {
   const std::string gemm = std::string("/") + sgemm_default_kernel().name;
   std::string dw = "/", im2col = "/";
   for (const DwConvKernel& k : dwconv_kernels()) {
-    if (isa_allows(selected_isa(), k.isa, cpu_features())) {
+    if (isa_allows(selected_isa(), k.isa, cpu_features()) && k.accepts(1, 8)) {  // the 8x8 case below
       dw += k.name;
       break;
     }
@@ -423,6 +423,17 @@ TEST(SConv, TableCoverage) {
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
             std::string("sconv_depthwise/dwconv_f32_generic"));
+  // In place on the AVX2 level for rows of 48 outputs or more, padded below.
+  if (isa_allows(allowed, Isa::kAvx2, cpu_features())) {
+    c = make_case(1, 4, 4, 20, 48, 3, 1, 1, 1, 4, true, SgemmActivation::none());
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), Isa::kAvx2).kernel_name(),
+              std::string("sconv_depthwise/dwconv_f32_avx2_inplace"));
+    c = make_case(1, 4, 4, 20, 47, 3, 1, 1, 1, 4, true, SgemmActivation::none());
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), Isa::kAvx2).kernel_name(),
+              std::string("sconv_depthwise/dwconv_f32_avx2"));
+  }
   // Stride 2 on rows of at most 8 outputs: AVX2 (the AVX-512 entry declines).
   if (isa_allows(allowed, Isa::kAvx512, cpu_features())) {
     c = make_case(1, 4, 4, 14, 14, 3, 2, 1, 1, 4, true, SgemmActivation::none());
@@ -471,6 +482,11 @@ TEST(SConv, RunAllocatesNothing) {
       }(),
       [] {
         Case c = make_case(1, 4, 6, 9, 9, 3, 1, 1, 1, 2, false, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+      [] {  // depthwise in place (AVX2)
+        Case c = make_case(2, 6, 6, 9, 50, 3, 1, 1, 1, 6, true, SgemmActivation::relu());
         finish(c);
         return c;
       }(),
