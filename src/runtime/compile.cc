@@ -648,6 +648,8 @@ class Compiler {
                                                 "Resize",    "Pow",     "Dropout", "ReduceMax", "ReduceSum"};
     if (kKeep.count(p->op_type)) return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
     if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
+    // Cast to float (ONNX FLOAT = 1): a dynamic conv or GEMM's int32 -> float.
+    if (p->op_type == "Cast") return p->attr_int("to", 0) == 1;
     return false;
   }
 
