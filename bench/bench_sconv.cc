@@ -4,7 +4,8 @@
 // entry). Reports GFLOPS (2 c_out (c_in / group) kh kw h_out w_out per
 // iteration); BM_sgemm_packed_peak is the best sgemm entry on a large square
 // problem, the kernel's ceiling for scale. threads = 1 runs without a pool,
-// threads = 2 with a ThreadPool of 2.
+// threads = 2 with a ThreadPool of 2. BM_sconv_silu/<layer>/fused:0|1: an
+// EfficientNet-B0 layer followed by SiLU, as a second pass or in the store.
 //
 //   build/release/bench/kvant_bench_sconv --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -18,6 +19,7 @@
 
 #include "kernels/sconv.h"
 #include "kernels/sgemm_kernels.h"
+#include "kernels/vmath.h"
 #include "runtime/thread_pool.h"
 
 namespace {
@@ -62,6 +64,31 @@ void BM_sconv(benchmark::State& state, ConvShape s, kvant::Isa isa) {
   state.counters["GFLOPS"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.SetLabel(op.kernel_name());
+}
+
+// Conv -> SiLU on the selected level, 1 thread: the SiLU in the conv's
+// store (fused = 1) or as a second pass over the output (fused = 0, what
+// the conv step and the silu_f32 step did before): the same results.
+void BM_sconv_silu(benchmark::State& state, ConvShape s) {
+  const bool fused = state.range(0) != 0;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(s.batch) * s.c_in * s.h_in * s.w_in);
+  std::vector<float> w(static_cast<size_t>(s.c_out) * (s.c_in / s.group) * s.kh * s.kw);
+  std::vector<float> y(static_cast<size_t>(s.batch) * s.c_out * s.h_out * s.w_out);
+  for (float& v : x) v = dist(rng);
+  for (float& v : w) v = dist(rng) * 0.1f;
+  const kvant::SConv op(s, w.data(), nullptr, kvant::SgemmActivation::none(),
+                        fused ? kvant::SConvEpilogue::kSilu : kvant::SConvEpilogue::kNone);
+  void* scratch = std::aligned_alloc(64, (op.scratch_bytes(1) + 63) / 64 * 64);
+  for (auto _ : state) {
+    op.run(x.data(), y.data(), scratch, nullptr);
+    if (!fused) kvant::silu_f32(y.data(), y.data(), static_cast<int64_t>(y.size()));
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  std::free(scratch);
+  state.SetLabel(std::string(op.kernel_name()) + (fused ? "+silu" : " then silu_f32"));
 }
 
 void BM_sgemm_packed_peak(benchmark::State& state) {
@@ -132,6 +159,21 @@ const bool registered = [] {
   }
   return true;
 }();
+BENCHMARK_CAPTURE(BM_sconv_silu, effb0_1x1_16_96_112, conv(16, 96, 112, 1, 1, 1))
+    ->ArgName("fused")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_sconv_silu, effb0_dw3x3_32_112, conv(32, 32, 112, 3, 1, 32))
+    ->ArgName("fused")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_sconv_silu, effb0_dw5x5_240_28, conv(240, 240, 28, 5, 1, 240))
+    ->ArgName("fused")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_sgemm_packed_peak)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -11,6 +11,8 @@
 
 #include "kernels/kernel_table.h"
 #include "kernels/sgemm_kernels.h"
+#include "kernels/vmath.h"
+#include "kernels/vmath_kernels.h"
 #include "kvant/status.h"
 #include "runtime/thread_pool.h"
 
@@ -102,6 +104,12 @@ void dwconv_plane_generic(const DwPlane& p) {
   }
 }
 
+int dw_zero_margin(int w_in, int w_out, int pad_left, int kw, int dil_w, int stride_w, int pixels) {
+  const int vectors = (w_out + pixels - 1) / pixels;
+  const int right = vectors * pixels * stride_w - pad_left + (kw - 1) * dil_w - w_in;
+  return round_up(std::max({pad_left, right, 0}), 16);
+}
+
 namespace {
 
 // The SIMD entries load stride 1 or 2. With stride 2 a row of at most 8
@@ -111,6 +119,12 @@ namespace {
 #if defined(__x86_64__)
 bool dw_avx512_accepts(int stride_w, int w_out) { return stride_w == 1 || (stride_w == 2 && w_out > 8); }
 bool dw_avx2_accepts(int stride_w, int) { return stride_w <= 2; }
+// In place pays on rows of at least 6 vectors: its border vectors mask their
+// loads, the padded copy costs a pass over the plane. Interleaved
+// kvant_bench_sconv on the AVX2 EPYC (docs/kernels.md): 112- and 56-wide
+// rows 1.08-1.28x faster in place, 28-wide even to 1.07x slower, 14- and
+// 7-wide 1.17-1.4x slower (all border vectors).
+bool dw_avx2_inplace_accepts(int stride_w, int w_out) { return stride_w <= 2 && w_out >= 48; }
 #endif
 bool dw_any(int, int) { return true; }
 
@@ -118,6 +132,7 @@ bool dw_any(int, int) { return true; }
 constexpr DwConvKernel kDwConvKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAvx512, "dwconv_f32_avx512", dw_avx512_accepts, 16, dwconv_plane_avx512},
+    {Isa::kAvx2, "dwconv_f32_avx2_inplace", dw_avx2_inplace_accepts, 8, dwconv_plane_inplace_avx2, true},
     {Isa::kAvx2, "dwconv_f32_avx2", dw_avx2_accepts, 8, dwconv_plane_avx2},
 #endif
     {Isa::kRef, "dwconv_f32_generic", dw_any, 1, dwconv_plane_generic},
@@ -231,8 +246,17 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
     : SConv(shape, weights, bias, act, default_allowed_isa()) {}
 
 SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed)
+    : SConv(shape, weights, bias, act, allowed, SConvEpilogue::kNone) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act,
+             SConvEpilogue epilogue)
+    : SConv(shape, weights, bias, act, default_allowed_isa(), epilogue) {}
+
+SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
+             SConvEpilogue epilogue)
     : shape_(shape), act_(act) {
   validate(shape_);
+  if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
   const ConvShape& s = shape_;
   if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
   const int taps = s.kh * s.kw;
@@ -241,6 +265,11 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
     dw_ = pick_kernel(dwconv_kernels(), allowed, [&](const DwConvKernel& e) { return e.accepts(s.stride_w, s.w_out); });
     name_ = std::string("sconv_depthwise/") + dw_->name;
     dw_weights_.assign(weights, weights + static_cast<size_t>(s.c_out) * taps);
+    if (dw_->in_place) {  // a zero row per thread, with margins
+      dw_margin_ = dw_zero_margin(s.w_in, s.w_out, s.pad_left, s.kw, s.dil_w, s.stride_w, dw_->pixels);
+      slice_floats_ = static_cast<size_t>(round_up(s.w_in, 16) + 2 * dw_margin_);
+      return;
+    }
     dw_hp_ = (s.h_out - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1;
     dw_wp_ = round_up(s.w_out, dw_->pixels) * s.stride_w + (s.kw - 1) * s.dil_w + 1;
     slice_floats_ = (static_cast<size_t>(dw_hp_) * static_cast<size_t>(dw_wp_) + 15) / 16 * 16;
@@ -325,6 +354,10 @@ void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool, const
   run_gemm(x, y, buf, threads, pool, residual);
 }
 
+void SConv::finish(float* y, int64_t n) const {
+  if (silu_ != nullptr) silu_->silu(y, y, n);
+}
+
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
   pack_tile_body(shape_, kind_ == Kind::k1x1, *im2col_, x, n0, nc, k0, kl, dst);
 }
@@ -368,6 +401,9 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
           pack_tile(xg, n0, nc, k0, kl, tile);
           sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_,
                                nullptr, rg);
+        }
+        if (silu_ != nullptr) {
+          for (int o = m0; o < m1; ++o) finish(yg + static_cast<size_t>(o) * n, nc);
         }
       }
     }
@@ -459,6 +495,9 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
         for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
           sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, tile_act, b_rows_.data() + k0);
         }
+        if (silu_ != nullptr) {
+          for (int o = m0; o < m1; ++o) finish(c + static_cast<size_t>(o) * tile_w, nc);
+        }
         // Valid grid columns (ox < w_out) to y, one output-row piece at a time.
         float* yb = y + static_cast<size_t>(b) * s.c_out * static_cast<size_t>(n);
         for (int q = q0; q < q0 + nc;) {
@@ -505,20 +544,31 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
       float* pad = scratch + static_cast<size_t>(slice) * slice_floats_;
       int64_t i0, i1;
       chunk_range(planes, threads, static_cast<int>(slice), i0, i1);
-      if (i0 < i1) std::memset(pad, 0, static_cast<size_t>(dw_hp_) * dw_wp_ * sizeof(float));
+      if (i0 < i1) std::memset(pad, 0, slice_floats_ * sizeof(float));
       for (int64_t i = i0; i < i1; ++i) {
         const int c = static_cast<int>(i % s.c_out);
         const float* src = x + static_cast<size_t>(i) * in_plane;
-        // Zero-padded copy: padded (py, px) holds x[py - pad_top, px - pad_left].
-        // Only the input's rectangle is written per plane; the border was
-        // zeroed once per call below and stays zero.
-        for (int iy = y_begin; iy < y_end; ++iy) {
-          std::memcpy(pad + static_cast<size_t>(iy + s.pad_top) * dw_wp_ + x_begin,
-                      src + static_cast<size_t>(iy) * s.w_in, copy_bytes);
-        }
         DwPlane p;
-        p.plane = pad;
-        p.wp = dw_wp_;
+        if (dw_->in_place) {  // reads src, `pad` is its zero row
+          p.plane = src;
+          p.h_in = s.h_in;
+          p.w_in = s.w_in;
+          p.pad_top = s.pad_top;
+          p.pad_left = s.pad_left;
+          p.zero_row = pad + dw_margin_;
+          p.lo_bound = x;
+          p.hi_bound = x + static_cast<size_t>(planes) * in_plane;
+        } else {
+          // Zero-padded copy: padded (py, px) holds x[py - pad_top, px - pad_left].
+          // Only the input's rectangle is written per plane; the border was
+          // zeroed once per call above and stays zero.
+          for (int iy = y_begin; iy < y_end; ++iy) {
+            std::memcpy(pad + static_cast<size_t>(iy + s.pad_top) * dw_wp_ + x_begin,
+                        src + static_cast<size_t>(iy) * s.w_in, copy_bytes);
+          }
+          p.plane = pad;
+          p.wp = dw_wp_;
+        }
         p.h_out = s.h_out;
         p.w_out = s.w_out;
         p.kh = s.kh;
@@ -532,6 +582,7 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
         p.act = act_;
         p.out = y + static_cast<size_t>(i) * out_plane;
         dw_->plane(p);
+        finish(p.out, static_cast<int64_t>(out_plane));
       }
     }
   };

@@ -30,13 +30,21 @@
 //   sconv_group_im2col grouped (not depthwise): the im2col path per group;
 //   sconv_depthwise    group == c_in == c_out: a direct kernel over the taps,
 //                      a vector of output pixels at a time, from a zero-padded
-//                      copy of one input plane (sconv_kernels.h's table).
+//                      copy of one input plane, or (in_place entries: AVX2)
+//                      from the input plane itself, borders masked
+//                      (sconv_kernels.h's table).
 // The GEMM paths run W (prepacked once, sgemm_pack_a) against the packed tile
 // with sgemm_packed_a_block: per K block of 256, so every output's summation
 // order depends only on K, never on the tiling or the thread count.
 // Work is split across the ThreadPool by output tiles (image, group, pixel
 // tile, row block) or by channels (depthwise); results are bit-identical for
 // any pool size. run() allocates nothing.
+//
+// Epilogue SiLU (SConvEpilogue::kSilu): after bias and activation,
+// y = y * sigmoid(y) by the vmath entry of the allowed ISA level (vmath.h),
+// applied to each finished output tile (GEMM paths) or plane (depthwise)
+// while it is still in cache. vmath's tails take the vector formula, so this
+// is bit-identical to one silu_f32 pass over the whole output afterwards.
 #pragma once
 
 #include <cstddef>
@@ -49,7 +57,11 @@
 
 namespace kvant {
 
-class ThreadPool;  // runtime/thread_pool.h
+class ThreadPool;    // runtime/thread_pool.h
+struct VMathKernel;  // kernels/vmath_kernels.h
+
+// What follows bias and activation in the store (see above).
+enum class SConvEpilogue { kNone, kSilu };
 
 // run() uses at most this many scratch slices (threads).
 constexpr int kSConvMaxThreads = 8;
@@ -63,6 +75,11 @@ class SConv {
   // Same with the kernels picked for the allowed ISA level (the above uses
   // selected_isa(), read once); entries this CPU cannot run are passed over.
   SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed);
+  // Same with an epilogue after the activation (see above), for the
+  // selected_isa() level or the allowed one.
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SConvEpilogue epilogue);
+  SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
+        SConvEpilogue epilogue);
 
   // Scratch for run() with a pool of up to `threads` threads (64-byte
   // aligned): threads slices, each sized for the largest tile. The default
@@ -91,9 +108,12 @@ class SConv {
                     const float* residual) const;
   void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
   void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
+  // The epilogue over n contiguous outputs (in place); nothing without one.
+  void finish(float* y, int64_t n) const;
 
   ConvShape shape_;
   SgemmActivation act_;
+  const VMathKernel* silu_ = nullptr;  // the epilogue's vmath entry, null for none
   Kind kind_ = Kind::kIm2col;
   const DwConvKernel* dw_ = nullptr;      // depthwise: the table entry
   const Im2colKernel* im2col_ = nullptr;  // im2col paths: the packer entry
@@ -104,6 +124,7 @@ class SConv {
   int k_ = 0;                         // GEMM K per group: c_in / group * kh * kw
   int tile_n_ = 0;                    // output pixels per GEMM tile (multiple of 16)
   int dw_wp_ = 0, dw_hp_ = 0;         // depthwise padded plane
+  int dw_margin_ = 0;                 // depthwise in place: the zero row's margins
   size_t slice_floats_ = 0;           // scratch floats per thread, multiple of 16
   // Implicit GEMM: the padded planes (hp x wp, plane_ floats apart, batch *
   // c_in of them, pad_floats_ in all, before the per-thread slices) and the

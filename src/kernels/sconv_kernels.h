@@ -11,6 +11,14 @@
 // wp >= round_up(w_out, pixels) * sw + (kw - 1) * dw + 1. Taps are summed in
 // order ky, kx ascending (one FMA chain from zero per output), then the bias
 // is added and the activation applied (max, then min for clip).
+//
+// An entry with `in_place` reads the unpadded input plane instead: `plane`
+// is x's [h_in, w_in] channel and (py, px) of the padded plane above is
+// x[py - pad_top, px - pad_left], zero outside; it reads no float outside the
+// plane's rows other than from [lo_bound, hi_bound) (the whole input
+// tensor), and `zero_row` (w_in zero floats, with zero margins of
+// dw_zero_margin() floats before and after) may stand in for a row above or
+// below it. Same taps in the same order, so the same results.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +38,16 @@ struct DwPlane {
   float bias = 0.0f;
   SgemmActivation act;
   float* out = nullptr;
+  // in_place entries only:
+  int h_in = 0, w_in = 0, pad_top = 0, pad_left = 0;
+  const float* zero_row = nullptr;
+  const float* lo_bound = nullptr;
+  const float* hi_bound = nullptr;
 };
+
+// The zero row's margin for an in_place entry: every column a vector load
+// of `pixels` outputs may read left of 0 (pad_left) or right of w_in.
+int dw_zero_margin(int w_in, int w_out, int pad_left, int kw, int dil_w, int stride_w, int pixels);
 
 struct DwConvKernel {
   Isa isa;
@@ -38,6 +55,7 @@ struct DwConvKernel {
   bool (*accepts)(int stride_w, int w_out);  // the shapes it takes (and pays on)
   int pixels;                                // output pixels per vector (the plane padding above)
   void (*plane)(const DwPlane& p);
+  bool in_place = false;  // reads the unpadded plane (above)
 };
 
 // The table, best first (kernel_table.h): SConv picks the first entry that
@@ -46,8 +64,10 @@ std::span<const DwConvKernel> dwconv_kernels();
 
 // kernels/sconv.cc: portable, any stride.
 void dwconv_plane_generic(const DwPlane& p);
-// x86_avx2/sconv_dw_avx2.cc: 8 pixels per ymm, stride_w 1 or 2.
+// x86_avx2/sconv_dw_avx2.cc: 8 pixels per ymm, stride_w 1 or 2; padded, and
+// in place.
 void dwconv_plane_avx2(const DwPlane& p);
+void dwconv_plane_inplace_avx2(const DwPlane& p);
 // x86_avx512/sconv_dw_avx512.cc: 16 pixels per zmm, stride_w 1 or 2.
 void dwconv_plane_avx512(const DwPlane& p);
 

@@ -289,6 +289,22 @@ class Compiler {
     }
     return nullptr;
   }
+  // SiLU of a float `value` read by nothing else: Sigmoid(value) read only by
+  // Mul(value, Sigmoid(value)) (either order), the two reads of value. The Mul.
+  const Node* silu_after(const std::string& value) const {
+    if (is_graph_output(g_, value)) return nullptr;
+    auto it = reads_.find(value);
+    if (it == reads_.end() || it->second != 2) return nullptr;
+    for (const Node& n : g_.nodes) {
+      if (n.op_type != "Sigmoid" || !n.domain.empty() || n.inputs.size() != 1 || n.inputs[0] != value) continue;
+      const Node* mul = sole_reader_of(n.outputs[0], "Mul");
+      if (mul == nullptr || mul->inputs.size() != 2) return nullptr;
+      const bool pair = (mul->inputs[0] == value && mul->inputs[1] == n.outputs[0]) ||
+                        (mul->inputs[1] == value && mul->inputs[0] == n.outputs[0]);
+      return pair ? mul : nullptr;
+    }
+    return nullptr;
+  }
   // Q reading `value` alone, with one scale: its parameters.
   const Node* quantize_after(const std::string& value, QuantScalar& q) const {
     const Node* next = sole_reader(value);
@@ -634,6 +650,8 @@ class Compiler {
                                                 "Resize",    "Pow",     "Dropout", "ReduceMax", "ReduceSum"};
     if (kKeep.count(p->op_type)) return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
     if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
+    // Cast to float (ONNX FLOAT = 1): a dynamic conv or GEMM's int32 -> float.
+    if (p->op_type == "Cast") return p->attr_int("to", 0) == 1;
     return false;
   }
 
@@ -2077,11 +2095,20 @@ class Compiler {
       f.nodes.push_back(add);
       tail = add->outputs[0];
     }
+    bool silu = false;
     if (const Node* act = activation_after(tail, clamp)) {
       f.nodes.push_back(act);
       tail = act->outputs[0];
+    } else if (const Node* mul = other.empty() ? silu_after(tail) : nullptr) {
+      // Conv -> SiLU: the silu step's math in the conv's store (sconv.h).
+      f.nodes.push_back(producer(mul->inputs[0] == tail ? mul->inputs[1] : mul->inputs[0]));
+      f.nodes.push_back(mul);
+      tail = mul->outputs[0];
+      silu = true;
     }
-    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty());
+    // A residual Add and a SiLU are not fused together (the SiLU epilogue
+    // would run before the Add in the store).
+    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];

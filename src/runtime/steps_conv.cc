@@ -101,17 +101,28 @@ class QConvStep : public Step {
 class SConvStep : public Step {
  public:
   SConvStep(const QConvFacts& facts, const Tensor& weight, const Tensor* bias, const FloatClamp& clamp, int threads,
-            bool residual)
-      : facts_(facts), weight_(weight), act_(clamp.activation()), threads_(threads), residual_(residual) {
+            bool residual, SConvEpilogue epilogue)
+      : facts_(facts),
+        weight_(weight),
+        act_(clamp.activation()),
+        epilogue_(epilogue),
+        threads_(threads),
+        residual_(residual) {
+    if (residual_ && epilogue_ != SConvEpilogue::kNone)
+      throw Error(ErrorCode::kInternal, "a fused residual Add cannot be followed by a fused epilogue");
     if (bias != nullptr) bias_.assign(bias->data<float>(), bias->data<float>() + bias->numel());
   }
-  std::string kernel() const override { return kernel_ ? kernel_->kernel_name() : "sconv"; }
+  std::string kernel() const override {
+    std::string k = kernel_ ? kernel_->kernel_name() : "sconv";
+    if (epilogue_ == SConvEpilogue::kSilu) k += "+silu";
+    return k;
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32)
       throw Error(ErrorCode::kInvalidArgument, name + ": expected float32 input, got " + in[0]->describe());
     const ConvShape s = conv_shape(name, facts_, in[0]->shape(), weight_.shape());
     if (!kernel_ || !same_shape(kernel_->shape(), s)) {
-      kernel_.emplace(s, weight_.data<float>(), bias_.empty() ? nullptr : bias_.data(), act_);
+      kernel_.emplace(s, weight_.data<float>(), bias_.empty() ? nullptr : bias_.data(), act_, epilogue_);
     }
     const Shape y = {s.batch, s.c_out, s.h_out, s.w_out};
     if (residual_) {
@@ -138,6 +149,7 @@ class SConvStep : public Step {
   Tensor weight_;
   std::vector<float> bias_;
   SgemmActivation act_;
+  SConvEpilogue epilogue_;
   int threads_;
   bool residual_;
   mutable std::optional<SConv> kernel_;
@@ -190,8 +202,9 @@ std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar
 }
 
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads, bool residual) {
-  return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads, residual);
+                                      const FloatClamp& clamp, int threads, bool residual, bool silu) {
+  return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads, residual,
+                                     silu ? SConvEpilogue::kSilu : SConvEpilogue::kNone);
 }
 
 }  // namespace kvant

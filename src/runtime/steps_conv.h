@@ -63,8 +63,11 @@ bool link_dynamic_conv_range(Step& producer, Step& consumer);
 // as one step: inputs x and other (shaped as the conv's output: the compiler
 // fuses only then, infer checks it), y = act(conv(x) + bias + other), the
 // Add done in the conv's store (SConv::run's residual). Not for depthwise
-// convs.
+// convs. With silu, Conv [-> Relu|Clip] -> SiLU (x * Sigmoid(x), the vmath
+// silu of make_silu_step applied in the conv's store, bit-identical to it);
+// residual and silu are never both set.
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads, bool residual = false);
+                                      const FloatClamp& clamp, int threads, bool residual = false,
+                                      bool silu = false);
 
 }  // namespace kvant

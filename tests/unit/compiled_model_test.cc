@@ -249,12 +249,13 @@ TEST(CompiledModel, SiluAndSqueezeExcitationMatchTheQdqSimulation) {
   };
   std::vector<std::map<std::string, Tensor>> samples;
   for (int i = 0; i < 8; ++i) samples.push_back({{"x", sample()}});
-  // FP32 first: each SiLU is one silu_f32 step, the SE scale a broadcast Mul.
+  // FP32 first: each SiLU is in its Conv's store ("+silu"), the SE scale a broadcast Mul.
   expect_agreement(model, sample(), "SiLU + SE block, FP32");
   {
     CompiledModel fp32(model, default_compile_options(1));
     fp32.prepare({{"x", {1, 8, 9, 13}}});
-    EXPECT_NE(fp32.describe_plan().find("silu_f32"), std::string::npos) << fp32.describe_plan();
+    EXPECT_NE(fp32.describe_plan().find("+silu"), std::string::npos) << fp32.describe_plan();
+    EXPECT_EQ(fp32.describe_plan().find("silu_f32"), std::string::npos) << fp32.describe_plan();
   }
   VectorSource calib(samples);
   const Model q = quantize_static(model, calib, QuantizeOptions{}, nullptr);

@@ -339,6 +339,9 @@ TEST(DynamicConv, ChainsPassTheRangeOnBitForBit) {
         linked += step->inputs.size() == 2 ? 1 : 0;
       }
       EXPECT_EQ(dynamic, 6) << what << "\n" << compiled.describe_plan();
+      // The Add of two dynamic convs' float outputs (Cast to float, then
+      // Mul) is a float step, not a reference fallback.
+      EXPECT_EQ(compiled.stats().fallback_steps, 0) << what << "\n" << compiled.describe_plan();
       EXPECT_EQ(linked, 4) << what << ": b, c, d and s read their producer's range\n" << compiled.describe_plan();
     }
   }

@@ -91,6 +91,61 @@ TEST(Fp32Steps, Conv1DRunsAsTheTwoDimensionalConv) {
   }
 }
 
+// ---- Conv -> SiLU ----
+
+// x [1, 24, 13, 17] -> Conv -> SiLU (x * Sigmoid(x)), for a depthwise 3x3,
+// a depthwise 5x5/2, a 1x1 and a 3x3: one conv step with the SiLU in its
+// store ("+silu" in the plan). It must equal, bit for bit, the same graph
+// with the Conv's output also a model output, where the conv and the silu
+// steps run apart; and the reference within the vmath sigmoid's error (the
+// conv's own rounding as in Conv1DRunsAsTheTwoDimensionalConv is far below
+// 1e-4 here: K <= 216 terms of |x w| <= 9). A planned run allocates nothing.
+TEST(Fp32Steps, ConvThenSiluFusesBitIdenticalToTheSteps) {
+  struct Case {
+    int64_t m, k, stride, group;
+  };
+  const Case cases[] = {{24, 3, 1, 24}, {24, 5, 2, 24}, {16, 1, 1, 1}, {8, 3, 1, 1}};
+  const Shape xs = {1, 24, 13, 17};
+  for (const Case& c : cases) {
+    auto build = [&](bool expose_conv) {
+      Model m = one_graph(13);
+      m.graph.inputs.push_back({"x", type_of(DType::kFloat32, xs)});
+      m.graph.initializers["w"] = random_tensor({c.m, 24 / c.group, c.k, c.k}, 41);
+      m.graph.initializers["b"] = random_tensor({c.m}, 42);
+      Node n = make_node("conv", "Conv", {"x", "w", "b"}, {"c"});
+      n.attributes["kernel_shape"] = ints_attr({c.k, c.k});
+      n.attributes["strides"] = ints_attr({c.stride, c.stride});
+      n.attributes["pads"] = ints_attr({c.k / 2, c.k / 2, c.k / 2, c.k / 2});
+      n.attributes["group"] = int_attr(c.group);
+      m.graph.nodes.push_back(n);
+      m.graph.nodes.push_back(make_node("sig", "Sigmoid", {"c"}, {"s"}));
+      m.graph.nodes.push_back(make_node("mul", "Mul", {"s", "c"}, {"y"}));
+      m.graph.outputs.push_back({"y", TypeInfo{}});
+      if (expose_conv) m.graph.outputs.push_back({"c", TypeInfo{}});
+      return m;
+    };
+    SCOPED_TRACE("m " + std::to_string(c.m) + " k " + std::to_string(c.k) + " stride " + std::to_string(c.stride) +
+                 " group " + std::to_string(c.group));
+    const Tensor x = random_tensor(xs, 43, -1.0f, 1.0f);
+    auto near = [&](const Tensor& got, const Tensor& want, const std::string& what) {
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        const double w = want.data<float>()[i];
+        ASSERT_LE(std::fabs(got.data<float>()[i] - w), 1e-4 * (1.0 + std::fabs(w))) << what << " element " << i;
+      }
+    };
+    const std::string plan = compare(build(false), {{"x", x}}, "+silu", near);
+    EXPECT_EQ(plan.find("silu_f32"), std::string::npos) << plan;
+    for (int threads : {1, 3}) {
+      CompiledModel fused(build(false), default_compile_options(threads));
+      CompiledModel apart(build(true), default_compile_options(threads));
+      const Tensor want = apart.run({{"x", x}}).at("y");
+      EXPECT_NE(apart.describe_plan().find("silu_f32"), std::string::npos) << apart.describe_plan();
+      test::expect_bytes_equal(fused.run({{"x", x}}).at("y"), want, "threads " + std::to_string(threads));
+    }
+    test::expect_planned_run_allocates_nothing(build(false), xs);
+  }
+}
+
 // ---- ConvTranspose ----
 
 // x [2, 4, 5, 6] -> ConvTranspose: a GEMM then a scatter. The sums differ in

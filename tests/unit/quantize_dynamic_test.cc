@@ -134,6 +134,37 @@ TEST(DynamicQuantConv, SharedBiasGetsAReshapedCopyAndExcludeKeepsFloat) {
   EXPECT_NE(summary.warnings[0].find("unchanged"), std::string::npos) << summary.warnings[0];
 }
 
+// x [1, 4, 9, 9] -> depthwise Conv (W [4, 1, 3, 3], group 4) -> 1x1 Conv
+// (W [6, 4, 1, 1]) -> y: the depthwise one stays FP32 with its reason
+// (design decision 54), the 1x1 becomes ConvInteger; a grouped conv that is
+// not depthwise (conv_model: group 2) is still quantized (the test above).
+TEST(DynamicQuantConv, DepthwiseConvStaysFp32) {
+  std::mt19937 rng(31);
+  Model m;
+  m.opset_imports[""] = 13;
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", {DType::kFloat32, true, {{1, ""}, {4, ""}, {9, ""}, {9, ""}}}});
+  g.outputs.push_back({"y", {DType::kFloat32, true, {}}});
+  g.initializers["Wd"] = random_tensor({4, 1, 3, 3}, rng);
+  g.initializers["Wp"] = random_tensor({6, 4, 1, 1}, rng);
+  Node dw = make_node("dw", "Conv", {"x", "Wd"}, {"t"});
+  set_attr(dw, "group", int64_t{4});
+  set_attr(dw, "pads", {1, 1, 1, 1});
+  g.nodes = {dw, make_node("pw", "Conv", {"t", "Wp"}, {"y"})};
+  QuantizeSummary summary;
+  const Model q = quantize_dynamic(m, QuantizeOptions{}, &summary);
+  EXPECT_EQ(summary.quantized_nodes, 1);
+  ASSERT_EQ(nodes_of(q.graph, "Conv").size(), 1u);
+  EXPECT_EQ(nodes_of(q.graph, "Conv")[0]->name, "dw");
+  EXPECT_EQ(nodes_of(q.graph, "ConvInteger").size(), 1u);
+  ASSERT_EQ(summary.fp32_reasons.size(), 1u);
+  EXPECT_EQ(summary.fp32_reasons[0].first, "dw");
+  EXPECT_NE(summary.fp32_reasons[0].second.find("depthwise"), std::string::npos);
+  EXPECT_EQ(q.graph.initializers.at("Wd").dtype(), DType::kFloat32);
+  const Tensor x = random_tensor({1, 4, 9, 9}, rng);
+  EXPECT_GT(cosine(ReferenceExecutor(m).run({{"x", x}}).at("y"), ReferenceExecutor(q).run({{"x", x}}).at("y")), 0.999);
+}
+
 TEST(DynamicQuant, MatMulIntegerHasNoWeightZeroPoint) {
   std::mt19937 rng(3);
   Model m;

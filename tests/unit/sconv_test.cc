@@ -29,6 +29,8 @@
 #include "alloc_counter.h"
 #include "kernel_walk.h"
 #include "kernels/sgemm_kernels.h"
+#include "kernels/vmath.h"
+#include "kernels/vmath_kernels.h"
 #include "ops/op_registry.h"
 #include "runtime/thread_pool.h"
 
@@ -292,13 +294,84 @@ TEST(SConv, RandomShapesMatchOracle) {
   EXPECT_EQ(done, 60);
 }
 
+// Depthwise odd shapes: 1x1 planes, widths 1, 3, 17, 63 (tails of every
+// vector width), strides 1 and 2 per axis, asymmetric padding, dilation.
+TEST(SConv, DepthwiseOddShapesMatchOracle) {
+  ThreadPool pool2(2), pool3(3);
+  std::mt19937 rng(23);
+  const SgemmActivation relu = SgemmActivation::relu(), none = SgemmActivation::none();
+  const SgemmActivation clip = SgemmActivation::clip(0.0f, 6.0f);
+  int done = 0;
+  for (int w : {1, 3, 17, 63, 101}) {  // 101: the in-place entry at both strides
+    for (int h : {1, 2, 9}) {
+      for (int stride : {1, 2}) {
+        for (int k : {3, 5}) {
+          Case c = make_case(1, 5, 5, h, w, k, stride, 1, k / 2, 5, true, stride == 1 ? clip : relu);
+          c.pad_bottom = k / 2 - 1 + (w % 2);  // asymmetric: one less or equal
+          c.pad_right = k / 2 + 1;
+          if (w == 17 || (w == 101 && k == 3)) c.s.dil_w = 2;
+          if (h == 9) c.s.stride_w = 3 - stride;  // stride 1 x 2 and 2 x 1
+          if (!finish(c)) continue;
+          SCOPED_TRACE(describe(c));
+          check_case(c, rng, &pool2, &pool3);
+          if (HasFatalFailure()) return;
+          ++done;
+        }
+      }
+    }
+  }
+  Case one = make_case(2, 7, 7, 1, 1, 1, 1, 1, 0, 7, false, none);  // 1x1 kernel on 1x1 planes
+  ASSERT_TRUE(finish(one));
+  check_case(one, rng, &pool2, &pool3);
+  EXPECT_GE(done, 40);
+}
+
+// The SiLU epilogue (sconv.h) on every path, level and thread count: bit for
+// bit one silu pass of the level's vmath entry over the plain conv's output.
+TEST(SConv, SiluEpilogueIsTheSiluPassBitForBit) {
+  ThreadPool pool3(3);
+  std::mt19937 rng(29);
+  const SgemmActivation relu = SgemmActivation::relu(), none = SgemmActivation::none();
+  const SgemmActivation clip = SgemmActivation::clip(-0.5f, 0.75f);
+  std::vector<Case> cases = {
+      make_case(1, 17, 63, 14, 14, 1, 1, 1, 0, 1, true, none),   // 1x1, tails in M and N
+      make_case(2, 64, 40, 20, 20, 1, 1, 1, 0, 1, false, relu),  // 1x1, batch 2, N > one tile
+      make_case(1, 63, 17, 14, 14, 3, 1, 1, 1, 1, true, none),   // im2col or implicit
+      make_case(1, 3, 17, 40, 40, 3, 2, 1, 1, 1, true, none),    // stem-like 3x3/2
+      make_case(1, 5, 7, 11, 11, 3, 3, 1, 1, 1, true, clip),     // im2col stride 3
+      make_case(1, 4, 6, 7, 7, 3, 1, 1, 1, 2, true, none),       // group 2
+      make_case(1, 32, 32, 14, 14, 3, 1, 1, 1, 32, true, none),  // depthwise 3x3 s1
+      make_case(2, 17, 17, 13, 19, 5, 2, 1, 2, 17, true, none),  // depthwise 5x5 s2
+      make_case(1, 9, 9, 1, 1, 3, 1, 1, 1, 9, false, clip),      // depthwise on 1x1 planes
+      make_case(1, 40, 10, 1, 1, 1, 1, 1, 0, 1, true, none),     // squeeze-excite 1x1 on 1x1
+  };
+  for (Case& c : cases) {
+    ASSERT_TRUE(finish(c)) << describe(c);
+    const Data d = make_data(c.s, rng);
+    for (Isa isa : levels()) {
+      const float* b = c.bias ? d.b.data() : nullptr;
+      const SConv plain(c.s, d.w.data(), b, c.act, isa);
+      const SConv fused(c.s, d.w.data(), b, c.act, isa, SConvEpilogue::kSilu);
+      EXPECT_STREQ(fused.kernel_name(), plain.kernel_name());
+      std::vector<float> want = run_conv(plain, d, nullptr);
+      vmath_pick(isa).silu(want.data(), want.data(), static_cast<int64_t>(want.size()));
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool3}) {
+        const std::vector<float> got = run_conv(fused, d, pool);
+        ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+            << describe(c) << " level " << isa_name(isa) << " " << plain.kernel_name() << " threads "
+            << (pool == nullptr ? 1 : pool->size());
+      }
+    }
+  }
+}
+
 TEST(SConv, PicksThePathByShape) {
   std::vector<float> w(64 * 64 * 9, 0.5f);
   const SgemmActivation none = SgemmActivation::none();
   const std::string gemm = std::string("/") + sgemm_default_kernel().name;
   std::string dw = "/", im2col = "/";
   for (const DwConvKernel& k : dwconv_kernels()) {
-    if (isa_allows(selected_isa(), k.isa, cpu_features())) {
+    if (isa_allows(selected_isa(), k.isa, cpu_features()) && k.accepts(1, 8)) {  // the 8x8 case below
       dw += k.name;
       break;
     }
@@ -350,6 +423,17 @@ TEST(SConv, TableCoverage) {
   ASSERT_TRUE(finish(c));
   EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), allowed).kernel_name(),
             std::string("sconv_depthwise/dwconv_f32_generic"));
+  // In place on the AVX2 level for rows of 48 outputs or more, padded below.
+  if (isa_allows(allowed, Isa::kAvx2, cpu_features())) {
+    c = make_case(1, 4, 4, 20, 48, 3, 1, 1, 1, 4, true, SgemmActivation::none());
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), Isa::kAvx2).kernel_name(),
+              std::string("sconv_depthwise/dwconv_f32_avx2_inplace"));
+    c = make_case(1, 4, 4, 20, 47, 3, 1, 1, 1, 4, true, SgemmActivation::none());
+    ASSERT_TRUE(finish(c));
+    EXPECT_EQ(SConv(c.s, w.data(), nullptr, SgemmActivation::none(), Isa::kAvx2).kernel_name(),
+              std::string("sconv_depthwise/dwconv_f32_avx2"));
+  }
   // Stride 2 on rows of at most 8 outputs: AVX2 (the AVX-512 entry declines).
   if (isa_allows(allowed, Isa::kAvx512, cpu_features())) {
     c = make_case(1, 4, 4, 14, 14, 3, 2, 1, 1, 4, true, SgemmActivation::none());
@@ -398,6 +482,11 @@ TEST(SConv, RunAllocatesNothing) {
       }(),
       [] {
         Case c = make_case(1, 4, 6, 9, 9, 3, 1, 1, 1, 2, false, SgemmActivation::none());
+        finish(c);
+        return c;
+      }(),
+      [] {  // depthwise in place (AVX2)
+        Case c = make_case(2, 6, 6, 9, 50, 3, 1, 1, 1, 6, true, SgemmActivation::relu());
         finish(c);
         return c;
       }(),

@@ -24,6 +24,11 @@
 // weight zero point, and with uint8 x uint8 its AVX2 kernel widens to int16
 // before multiplying, so it never saturates (u8 x s8 pair sums can).
 // The bias keeps its name, reshaped to broadcast over the spatial axes.
+// A depthwise Conv (group = C_in = C_out > 1: W [C, 1, k...]) stays FP32
+// (design decision 54): it is memory-bound, and quantizing its input on
+// every call costs more than its int8 arithmetic saves (MobileNetV2 on the
+// AVX2 EPYC: the dynamic depthwise steps took 2.1x the FP32 kernel's time).
+// It is listed in fp32_reasons; the 1x1 convs around it are quantized.
 //
 // Inside If/Loop/Scan bodies the same rewrites apply, recursively; a weight a
 // body reads from an enclosing graph is first copied into that body
@@ -213,6 +218,14 @@ int64_t quantize_data_constants(Graph& g, const QuantizeOptions& options, const 
   return static_cast<int64_t>(candidates.size());
 }
 
+// A depthwise Conv: group = C_in = C_out > 1, so W is [group, 1, k...].
+bool is_depthwise(const Node& conv, const Tensor& w) {
+  const int64_t group = conv.attr_int("group", 1);
+  return group > 1 && w.dim(0) == group && w.dim(1) == 1;
+}
+constexpr const char* kDepthwiseReason =
+    "depthwise Conv: FP32 in dynamic mode (faster than quantizing its input per call)";
+
 // Rewrites the MatMul/Gemm/Conv/LSTM/GRU/RNN nodes of `g` whose weights are
 // initializers of `g` (see the header comment). `top`: g is the main graph
 // (only its layers go to the per-layer report). Returns how many it quantized.
@@ -237,6 +250,13 @@ int64_t quantize_graph(Graph& g, const QuantizeOptions& options, const std::set<
       const size_t added = rewrite_linear(g, i, options);
       if (added > 1) ++quantized;
       i += added;
+      continue;
+    }
+    if (is_conv && n.inputs.size() >= 2 && g.initializers.count(n.inputs[1]) &&
+        g.initializers.at(n.inputs[1]).dtype() == DType::kFloat32 && g.initializers.at(n.inputs[1]).rank() >= 3 &&
+        is_depthwise(n, g.initializers.at(n.inputs[1]))) {
+      if (summary) summary->fp32_reasons.emplace_back(n.name, kDepthwiseReason);
+      ++i;
       continue;
     }
     if (is_conv && n.inputs.size() >= 2 && g.initializers.count(n.inputs[1]) &&
