@@ -67,7 +67,6 @@ bool link_dynamic_conv_range(Step& producer, Step& consumer);
 // silu of make_silu_step applied in the conv's store, bit-identical to it);
 // residual and silu are never both set.
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads, bool residual = false,
-                                      bool silu = false);
+                                      const FloatClamp& clamp, int threads, bool residual = false, bool silu = false);
 
 }  // namespace kvant

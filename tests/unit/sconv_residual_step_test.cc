@@ -29,7 +29,7 @@ struct Spec {
   bool from_conv = false;   // other: a 3x3 conv of x written before (after when late)
   bool late = false;
   bool other_first = false;  // Add(other, conv) instead of Add(conv, other)
-  std::string act;           // "", "Relu", "Clip"
+  std::string act;           // "", "Relu", "Clip", "SiLU" (Sigmoid and Mul)
   bool typed = true;         // value_info for the conv's output and other
 };
 
@@ -72,8 +72,12 @@ Model build(const Spec& s, bool twin) {
     m.graph.initializers["hi"] = Tensor::scalar(0.75f);
     m.graph.nodes.push_back(make_node("clip", "Clip", {"u", "lo", "hi"}, {"y"}));
   }
+  if (s.act == "SiLU") {
+    m.graph.nodes.push_back(make_node("sigmoid", "Sigmoid", {"u"}, {"g"}));
+    m.graph.nodes.push_back(make_node("mul", "Mul", {"u", "g"}, {"y"}));
+  }
   if (s.typed) {
-    for (const char* v : {"t", "u"}) m.graph.value_info[v] = {v, type_of(DType::kFloat32, y)};
+    for (const char* v : {"t", "u", "g"}) m.graph.value_info[v] = {v, type_of(DType::kFloat32, y)};
     if (s.from_conv) m.graph.value_info["r"] = {"r", type_of(DType::kFloat32, s.other)};
   }
   m.graph.outputs.push_back({"y", TypeInfo{}});
@@ -132,6 +136,22 @@ TEST(SConvResidualStep, FusesAndMatchesConvThenAddBitForBit) {
   Spec late = chained;  // other's conv comes after: that conv takes the Add instead
   late.late = true;
   EXPECT_TRUE(fused_and_identical(late));
+}
+
+// Conv -> Add -> SiLU: the Add fuses, the SiLU (which the conv's store
+// applies before a residual) stays its own step, and the bits are those of
+// the unfused graph.
+TEST(SConvResidualStep, ResidualThenSiluKeepsTheSiluApart) {
+  for (const bool implicit : {false, true}) {
+    Spec s;
+    s.act = "SiLU";
+    if (implicit) {
+      s.w = {8, 6, 3, 3};
+      s.pad = 1;
+    }
+    SCOPED_TRACE(implicit ? "3x3" : "1x1");
+    EXPECT_TRUE(fused_and_identical(s));
+  }
 }
 
 TEST(SConvResidualStep, DoesNotFuseWhatItMustNot) {
