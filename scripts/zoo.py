@@ -550,7 +550,9 @@ def check_model(r, name, spec):
     shapes = {n: s[1] for n, s in spec["inputs"].items()}
     names = outputs_of(src)
 
-    def rel(got, want):
+    def rel(got, want):  # NaN when an output's shape differs (a detector keeping another number of boxes)
+        if any(got[n].shape != want[n].shape for n in want if n in got):
+            return float("nan")
         return max(float(np.max(np.abs(got[n] - want[n])) / max(float(np.max(np.abs(want[n]))), 1e-30))
                    for n in want if n in got)
 
@@ -639,9 +641,11 @@ def table(rows):
     for row in rows:
         p = row.get("params")
         params = "-" if p is None else (f"{p / 1e6:.2f} M" if p >= 1e5 else f"{p / 1e3:.1f} k")
-        fp = "-" if "fp32_rel" not in row else f"{row['fp32_rel']:.1e}"
+        def rel_text(v):
+            return "shape differs" if v != v else f"{v:.1e}"
+        fp = "-" if "fp32_rel" not in row else rel_text(row["fp32_rel"])
         if "torch_rel" in row:
-            fp += f" / {row['torch_rel']:.1e}"
+            fp += f" / {rel_text(row['torch_rel'])}"
         cells = []
         for mode in ("static", "dynamic"):
             res = row.get(mode)
