@@ -19,7 +19,8 @@
 //   --config KEY=VALUE     a session config entry (e.g.
 //                          session.qdq_matmulnbits_accuracy_level=0); repeatable
 //   --bench RUNS           one warm-up run, then RUNS timed runs; prints one JSON
-//                          line {"runs":..,"threads":..,"median_ms":..,"min_ms":..}
+//                          line {"runs":..,"threads":..,"median_ms":..,"min_ms":..,
+//                          "cpu_ms_per_run":.. (process CPU time, all threads)}
 //   --save-optimized FILE  writes the graph ONNX Runtime runs (after its graph
 //                          optimizations, e.g. QDQ -> QLinearConv fusion) to FILE;
 //                          with no inputs, only loads the model and saves it
@@ -306,15 +307,18 @@ async function main() {
   if (opt.bench > 0) {
     results = await run();  // warm-up
     const times = [];
+    const cpu0 = process.cpuUsage();  // all threads of the process, µs
     for (let i = 0; i < opt.bench; ++i) {
       const t0 = process.hrtime.bigint();
       results = await run();
       times.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
+    const cpu = process.cpuUsage(cpu0);
     const round = (x) => Math.round(x * 1000) / 1000;
     process.stdout.write(JSON.stringify({
       model: opt.model, runtime: `onnxruntime-node ${ort.env.versions.node || ''}`.trim(), runs: opt.bench,
       threads: opt.threads, median_ms: round(median(times)), min_ms: round(Math.min(...times)),
+      cpu_ms_per_run: round((cpu.user + cpu.system) / 1000 / opt.bench),
     }) + '\n');
   } else {
     results = await run();

@@ -5,6 +5,7 @@ inputs; nothing downloaded), run through kvant and ONNX Runtime:
 
     /usr/bin/python3 scripts/zoo.py [--kvant build/release/kvant] [--out build/zoo]
                                     [--models a,b,...] [--timeout 240] [--write] [--check] [--list]
+                                    [--speed [--rounds 3]]
 
 For each model: the export (PyTorch's torch.onnx.export, with torch.jit.script
 for If/Loop; in a forked process with a timeout), then
@@ -28,6 +29,18 @@ Every step has a timeout (--timeout seconds); a failure is recorded with its
 error text and the next model runs. --write replaces docs/zoo.md's table
 (between the "<!-- zoo table -->" markers); --check exits 1 when any step
 failed, an SQNR is below 15 dB, or FP32 differs by more than 1e-3 relative.
+
+--speed measures instead of checking: per model (its model.onnx, input/ and
+calib/ from an earlier run with the same --out are reused, else the checks
+run first to make them), the files are quantized again with this kvant
+(static 8-bit, static 7-bit `--reduce-range`, dynamic `--reduce-range`) and
+each (engine, file) pair's CPU time per run at batch 1, 1 thread is taken
+from N timed runs after warm-up in one process (`kvant bench`'s `cpu` line,
+ort_run.js --bench's cpu_ms_per_run: the process's CPU time over the timed
+runs, so neither the wait for a core on a shared machine nor loading and
+packing count), every pair once per round, --rounds rounds interleaved;
+ratios are taken within each round and their median reported. --write then
+replaces the "<!-- zoo speed -->" table instead.
 Needs torch, torchvision, onnx, numpy, node and node_modules/onnxruntime-node.
 """
 import argparse
@@ -505,6 +518,9 @@ class Runner:
             raise RuntimeError("kvant inspect --plan printed no fallback count")
         fb = int(m.group(1))
         names = re.findall(r"^\s*\d+\s+reference\s+(\S+)", out, re.M)
+        # An If/Loop/Scan step allocates its outputs, so the plan counts it
+        # with the fallbacks, though its bodies are compiled models.
+        names += [f"{op} (bodies compiled)" for op in re.findall(r"^\s*\d+\s+control flow (\S+)", out, re.M)]
         return fb, sorted(set(names))
 
     def float_left(self, model, name):
@@ -550,7 +566,9 @@ def check_model(r, name, spec):
     shapes = {n: s[1] for n, s in spec["inputs"].items()}
     names = outputs_of(src)
 
-    def rel(got, want):
+    def rel(got, want):  # NaN when an output's shape differs (a detector keeping another number of boxes)
+        if any(got[n].shape != want[n].shape for n in want if n in got):
+            return float("nan")
         return max(float(np.max(np.abs(got[n] - want[n])) / max(float(np.max(np.abs(want[n]))), 1e-30))
                    for n in want if n in got)
 
@@ -611,6 +629,106 @@ def check_model(r, name, spec):
     return row
 
 
+# ------------------------------------------------------------------- speed ---
+
+# (label, engine, file): engine "kvant" or "ort"; the files are in build/zoo/M.
+SPEED_PAIRS = (("kvant_fp32", "kvant", "model.onnx"), ("ort_fp32", "ort", "model.onnx"),
+               ("kvant_s8", "kvant", "static.onnx"), ("kvant_s7", "kvant", "static7.onnx"),
+               ("ort_s7", "ort", "static7.onnx"), ("kvant_dyn", "kvant", "dynamic.onnx"))
+
+
+def cpu_per_run(r, engine, model, inputs_dir, runs):
+    """(CPU ms per run, minimum wall ms) of `runs` timed runs after warm-up,
+    1 thread, in one process: the process's CPU time over the timed runs
+    (all threads; `kvant bench`'s `cpu` line, ort_run.js's cpu_ms_per_run)."""
+    if engine == "ort":
+        out = run(["node", ORT_RUN, model, "--inputs-dir", inputs_dir, "--threads", "1", "--bench", str(runs)],
+                  r.timeout)
+        c, w = re.search(r'"cpu_ms_per_run":([0-9.]+)', out), re.search(r'"min_ms":([0-9.]+)', out)
+    else:
+        out = run([r.kvant, "bench", model, "--threads", "1", "--runs", str(runs), "--warmup", "2"], r.timeout)
+        c = re.search(r"^cpu +([0-9.]+) ms per run", out, re.M)
+        w = re.search(r"^latency .* min ([0-9.]+) ms", out, re.M)
+    if not c or not w:
+        raise RuntimeError(f"{engine} bench printed no time for {os.path.basename(model)}")
+    return float(c.group(1)), float(w.group(1))
+
+
+def speed_model(r, name, spec, rounds):
+    """Per pair: CPU ms per run (median over the rounds), the minimum wall
+    ms, and the in-round ratios of issue 10's targets."""
+    d = os.path.join(r.work, name)
+    src, ind, calib = (os.path.join(d, f) for f in ("model.onnx", "input", "calib"))
+    res = dict(model=name, errors=[])
+    if not all(os.path.exists(p) for p in (src, ind, calib)):
+        row = check_model(r, name, spec)
+        if not os.path.exists(src):
+            res["errors"] = row["errors"]
+            return res
+    for f, args in (("static.onnx", ["--mode", "static", "--calib", calib, "--report-samples", "0"]),
+                    ("static7.onnx", ["--mode", "static", "--calib", calib, "--report-samples", "0",
+                                      "--reduce-range"]),
+                    ("dynamic.onnx", ["--mode", "dynamic", "--reduce-range"])):
+        try:
+            run([r.kvant, "quantize", src, "-o", os.path.join(d, f), "--force", "--no-speed-check", *args],
+                r.timeout)
+        except RuntimeError as e:
+            res["errors"].append(f"quantize {f}: {e}")
+    # N: about 0.4 s of kvant FP32 CPU time per process.
+    try:
+        ms = max(cpu_per_run(r, "kvant", src, ind, 5)[0], 0.02)
+    except RuntimeError:
+        ms = 20.0
+    n = max(5, min(2000, round(400.0 / ms)))
+    res["runs"] = n
+    cpu, wall, failed = {}, {}, {}
+    for _ in range(rounds):
+        for label, engine, f in SPEED_PAIRS:
+            model = os.path.join(d, f)
+            if label in failed or not os.path.exists(model):
+                continue
+            try:
+                c, w = cpu_per_run(r, engine, model, ind, n)
+            except RuntimeError as e:
+                failed[label] = str(e)[:160]
+                continue
+            cpu.setdefault(label, []).append(c)
+            wall[label] = min(wall.get(label, w), w)
+    res["cpu"] = {k: float(np.median(v)) for k, v in cpu.items()}
+    res["wall"], res["failed"] = wall, failed
+
+    def ratio(a, b):  # median over rounds of cpu[a] / cpu[b]
+        if a not in cpu or b not in cpu or len(cpu[a]) != len(cpu[b]):
+            return None
+        return float(np.median([x / max(y, 1e-6) for x, y in zip(cpu[a], cpu[b])]))
+    res["ratios"] = dict(int8_speedup=ratio("kvant_fp32", "kvant_s7"),
+                         int8_8bit_speedup=ratio("kvant_fp32", "kvant_s8"), vs_ort_int8=ratio("ort_s7", "kvant_s7"),
+                         fp32_vs_ort=ratio("kvant_fp32", "ort_fp32"), dyn_speedup=ratio("kvant_fp32", "kvant_dyn"))
+    return res
+
+
+def speed_table(rows):
+    def ms(res, k):
+        v = res.get("cpu", {}).get(k)
+        return "-" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.1f}")
+
+    def x(v):
+        return "-" if v is None else f"{v:.2f}"
+    out = ["| model | kvant FP32 | ORT FP32 | kvant static 8-bit | kvant static 7-bit | ORT static 7-bit | "
+           "kvant dynamic 7-bit | INT8 speedup: FP32 / static 7-bit (8-bit) | ORT INT8 / kvant INT8 (7-bit file) | "
+           "kvant FP32 / ORT FP32 | dynamic speedup: FP32 / dynamic | N | errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for res in rows:
+        q = res.get("ratios", {})
+        sp = x(q.get("int8_speedup")) + (f" ({x(q['int8_8bit_speedup'])})" if q.get("int8_8bit_speedup") else "")
+        err = [f"{k}: {v}" for k, v in res.get("failed", {}).items()] + res["errors"]
+        err = "; ".join(short_errors(err)).replace("|", "\\|").replace("\n", " ")
+        out.append(f"| {res['model']} | {' | '.join(ms(res, k) for k, _, _ in SPEED_PAIRS)} | {sp} | "
+                   f"{x(q.get('vs_ort_int8'))} | {x(q.get('fp32_vs_ort'))} | {x(q.get('dyn_speedup'))} | "
+                   f"{res.get('runs', '-')} | {err} |")
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------ report ---
 
 def fmt_db(v):
@@ -639,9 +757,11 @@ def table(rows):
     for row in rows:
         p = row.get("params")
         params = "-" if p is None else (f"{p / 1e6:.2f} M" if p >= 1e5 else f"{p / 1e3:.1f} k")
-        fp = "-" if "fp32_rel" not in row else f"{row['fp32_rel']:.1e}"
+        def rel_text(v):
+            return "shape differs" if v != v else f"{v:.1e}"
+        fp = "-" if "fp32_rel" not in row else rel_text(row["fp32_rel"])
         if "torch_rel" in row:
-            fp += f" / {row['torch_rel']:.1e}"
+            fp += f" / {rel_text(row['torch_rel'])}"
         cells = []
         for mode in ("static", "dynamic"):
             res = row.get(mode)
@@ -679,11 +799,7 @@ def problems(row):
     return bad
 
 
-def write_doc(rows, command):
-    path = os.path.join(ROOT, "docs", "zoo.md")
-    text = open(path).read()
-    begin, end = "<!-- zoo table -->", "<!-- end zoo table -->"
-    i, j = text.index(begin), text.index(end)
+def cpu_name():
     cpu, flags = "unknown CPU", set()
     try:
         for ln in open("/proc/cpuinfo"):
@@ -696,12 +812,19 @@ def write_doc(rows, command):
     isa = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("fma", "FMA"),
                                    ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX"))
            if flag in flags]
-    if isa:
-        cpu += " (" + " + ".join(isa) + ")"
+    return cpu + (" (" + " + ".join(isa) + ")" if isa else "")
+
+
+def write_doc(table_text, command, what="zoo table", note=""):
+    """Replaces docs/zoo.md's text between <!-- WHAT --> and <!-- end WHAT -->."""
+    path = os.path.join(ROOT, "docs", "zoo.md")
+    text = open(path).read()
+    begin, end = f"<!-- {what} -->", f"<!-- end {what} -->"
+    i, j = text.index(begin), text.index(end)
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    body = (f"{begin}\nGenerated {stamp} by `{command}` on {cpu}, torch {torch.__version__}, "
+    body = (f"{begin}\nGenerated {stamp} by `{command}` on {cpu_name()}, torch {torch.__version__}, "
             f"torchvision {torchvision.__version__}, onnx {onnx.__version__}, ONNX Runtime from "
-            f"node_modules/onnxruntime-node.\n\n{table(rows)}\n{end}")
+            f"node_modules/onnxruntime-node.{note}\n\n{table_text}\n{end}")
     with open(path, "w") as f:
         f.write(text[:i] + body + text[j + len(end):])
 
@@ -718,6 +841,8 @@ def main():
     ap.add_argument("--min-sqnr", type=float, default=15.0, help="dB (default 15)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--speed", action="store_true", help="measure CPU time per run instead of checking")
+    ap.add_argument("--rounds", type=int, default=3, help="with --speed: interleaved rounds (default 3)")
     a = ap.parse_args()
     MIN_SQNR = a.min_sqnr
     if a.list:
@@ -742,6 +867,21 @@ def main():
     torch.set_num_threads(1)
     r = Runner(os.path.abspath(a.kvant), os.path.abspath(a.out), a.timeout)
     os.makedirs(r.work, exist_ok=True)
+    command = "/usr/bin/python3 scripts/zoo.py " + " ".join(sys.argv[1:])
+    if a.speed:
+        rows = []
+        for n in names:
+            res = speed_model(r, n, MODELS[n], max(1, a.rounds))
+            rows.append(res)
+            print(speed_table([res]).splitlines()[-1])
+            sys.stdout.flush()
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rows, f, indent=1, default=str)
+        if a.write:
+            write_doc(speed_table(rows), command, "zoo speed",
+                      f" CPU ms per run (median over {a.rounds} rounds), batch 1, 1 thread.")
+        return 0
     rows, bad = [], 0
     for n in names:
         row = check_model(r, n, MODELS[n])
@@ -755,7 +895,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1, default=str)
     if a.write:
-        write_doc(rows, "/usr/bin/python3 scripts/zoo.py " + " ".join(sys.argv[1:]))
+        write_doc(table(rows), command)
     print(f"{len(rows) - bad} of {len(rows)} models without problems")
     return 1 if a.check and bad else 0
 

@@ -6,8 +6,11 @@
 // uniform in [-1, 1) from a fixed seed; integer and bool inputs are zero, a
 // valid index and mask for any Gather or embedding. W warm-up runs are
 // followed by R timed runs; the report gives the median, p90 (nearest rank)
-// and minimum latency in ms, and throughput as R / total timed seconds.
+// and minimum latency in ms, throughput as R / total timed seconds, and the
+// process CPU time per timed run (all threads; on a shared machine the wall
+// clock also measures the wait for a core, the CPU time does not).
 
+#include <time.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +30,13 @@ namespace kvant::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time of the process (all its threads) in ms.
+double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
+}
 
 struct BenchOptions {
   std::string model;
@@ -153,18 +163,21 @@ int bench_command(const BenchOptions& opt) {
   }
 
   std::vector<double> times_ms;
+  double cpu_ms = 0;
   {
     Progress progress(opt.warmup + opt.runs);
     for (int i = 0; i < opt.warmup; ++i) {
       executor->run(feeds);
       progress.update(i + 1, "warm-up");
     }
+    const double cpu_start = process_cpu_ms();
     for (int i = 0; i < opt.runs; ++i) {
       const auto start = Clock::now();
       executor->run(feeds);
       times_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       progress.update(opt.warmup + i + 1, "timing");
     }
+    cpu_ms = process_cpu_ms() - cpu_start;
   }
   std::vector<double> sorted = times_ms;
   std::sort(sorted.begin(), sorted.end());
@@ -191,6 +204,9 @@ int bench_command(const BenchOptions& opt) {
                 percentile(sorted, 0.9), sorted.front());
   std::cout << line;
   std::snprintf(line, sizeof(line), "throughput  %.2f runs/s\n", total_ms > 0 ? opt.runs * 1000.0 / total_ms : 0.0);
+  std::cout << line;
+  std::snprintf(line, sizeof(line), "cpu         %.3f ms per run (process CPU time over the timed runs)\n",
+                opt.runs > 0 ? cpu_ms / opt.runs : 0.0);
   std::cout << line;
   if (opt.profile) {
     CompiledModel* compiled = executor->compiled();

@@ -35,6 +35,7 @@
 #include "passes/pass.h"
 #include "runtime/compiled_model.h"
 #include "runtime/steps.h"
+#include "runtime/steps_compare.h"
 #include "runtime/steps_conv.h"
 #include "runtime/steps_fp32.h"
 #include "runtime/steps_qmatmul.h"
@@ -403,7 +404,8 @@ class Compiler {
     if (node.op_type == "ReduceMean") {
       if (auto f = match_layernorm(node)) return f;
     }
-    if (auto f = match_fp32_op(node)) return f;  // steps_fp32.h
+    if (auto f = match_fp32_op(node)) return f;             // steps_fp32.h
+    if (auto f = match_compare_minmax_exp(node)) return f;  // steps_compare.h
     if (node.op_type == "Transpose" && node.domain.empty() && node.inputs.size() == 1 && node.outputs.size() == 1 &&
         constant(node.inputs[0]) == nullptr) {  // a constant one is folded
       Fusion f;
@@ -652,6 +654,9 @@ class Compiler {
     if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
     // Cast to float (ONNX FLOAT = 1): a dynamic conv or GEMM's int32 -> float.
     if (p->op_type == "Cast") return p->attr_int("to", 0) == 1;
+    if (p->op_type == "Exp" || p->op_type == "Max" || p->op_type == "Min") {  // steps_compare.h
+      return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
+    }
     return false;
   }
 
@@ -880,6 +885,29 @@ class Compiler {
     f.inputs = std::move(inputs);
     f.outputs = {node.outputs[0]};
     return f;
+  }
+  // Greater/Less/Equal/GreaterOrEqual/LessOrEqual and Max/Min of two float32
+  // operands, Exp of one, at least one of them computed (steps_compare.h).
+  std::optional<Fusion> match_compare_minmax_exp(const Node& node) {
+    static const std::map<std::string, CompareOp> kCompare = {{"Equal", CompareOp::kEqual},
+                                                              {"Less", CompareOp::kLess},
+                                                              {"LessOrEqual", CompareOp::kLessOrEqual},
+                                                              {"Greater", CompareOp::kGreater},
+                                                              {"GreaterOrEqual", CompareOp::kGreaterOrEqual}};
+    const std::string& op = node.op_type;
+    const auto cmp = kCompare.find(op);
+    if (cmp == kCompare.end() && op != "Max" && op != "Min" && op != "Exp") return std::nullopt;
+    if (node.inputs.size() != (op == "Exp" ? 1u : 2u) || node.outputs.size() != 1) return std::nullopt;
+    bool all_constant = true;
+    for (const auto& in : node.inputs) {
+      if (in.empty() || !is_float_value_depth(in, 0)) return std::nullopt;
+      all_constant = all_constant && constant(in) != nullptr;
+    }
+    if (all_constant) return std::nullopt;  // folded
+    std::unique_ptr<Step> step = cmp != kCompare.end() ? make_compare_f32_step(cmp->second)
+                                 : op == "Exp"         ? make_exp_f32_step()
+                                                       : make_minmax_f32_step(op == "Max");
+    return single_step(node, std::move(step), node.inputs);
   }
   // BatchNormalization, AveragePool, LayerNormalization, HardSigmoid,
   // HardSwish, Dropout with a mask, ReduceSum/Mean/Max and Where of computed

@@ -119,7 +119,7 @@ if [[ -e o1 ]] && [[ -n "$(ls -A o1)" ]]; then fail "a failed run wrote files: $
 
 # ---- bench -------------------------------------------------------------------
 expect_ok "bench" "runs/s" "$KVANT" bench "$ADD" --runs 3 --warmup 1 --threads 4
-grep -q "median" out.txt && grep -q "p90" out.txt && grep -q "compiled (ISA .*, 4 threads)" out.txt && grep -q "reference fallbacks" out.txt && pass || fail "bench report: $(cat out.txt)"
+grep -q "median" out.txt && grep -q "p90" out.txt && grep -q "compiled (ISA .*, 4 threads)" out.txt && grep -q "reference fallbacks" out.txt && grep -q "^cpu .* ms per run (process CPU time" out.txt && pass || fail "bench report: $(cat out.txt)"
 expect_ok "bench --reference" "reference (plain kernels, 1 thread)" "$KVANT" bench "$ADD" --runs 2 --reference
 expect_ok "bench --profile" "by kernel" "$KVANT" bench "$ADD" --runs 2 --profile
 expect_error "bench --profile --reference" "--profile" "$KVANT" bench "$ADD" --runs 2 --profile --reference
