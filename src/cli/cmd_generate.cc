@@ -6,12 +6,15 @@
 // --temperature 0 (the default), else top-k / top-p sampling from --seed
 // (llm/sampling.h). The text goes to stdout; timings to stderr:
 //   prefill: N tokens, X tok/s; decode: M tokens, Y tok/s
+//   cpu time: prefill X ms; decode Y ms per token
 // where decode counts the passes after the prefill (the last new token needs
-// no pass of its own).
+// no pass of its own); CPU time is the process's (all threads). --eos-id N
+// stops after the first N generated.
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <memory>
 
@@ -38,6 +41,7 @@ struct GenerateOptions {
   llm::SamplingOptions sampling;
   int threads = 1;
   bool print_ids = false;
+  int64_t eos_id = -1;  // -1: never stop early
 };
 
 bool tokenizer_has_all(const llm::Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
@@ -49,6 +53,14 @@ bool tokenizer_has_all(const llm::Tokenizer& tokenizer, const std::vector<int64_
 
 double rate(int64_t tokens, double seconds) { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
 
+// CPU seconds of the process (all threads): on a shared machine wall time
+// counts the time others ran, CPU time far less.
+double cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 int generate_command(const GenerateOptions& opt) {
   if (opt.has_prompt == !opt.prompt_ids.empty()) fail("give the prompt as --prompt TEXT or as --prompt-ids FILE.npy");
   if (opt.max_new_tokens < 1 || opt.max_new_tokens > kMaxNewTokens) {
@@ -56,6 +68,7 @@ int generate_command(const GenerateOptions& opt) {
          std::to_string(opt.max_new_tokens));
   }
   llm::check_sampling_options(opt.sampling);
+  if (opt.eos_id < -1) fail("--eos-id must be a token id (0 or more), got " + std::to_string(opt.eos_id));
   check_threads(opt.threads);
   std::unique_ptr<llm::Tokenizer> tokenizer = make_tokenizer(opt.tokenizer);
   LoadedDecoder loaded = load_decoder(opt.model);
@@ -97,16 +110,21 @@ int generate_command(const GenerateOptions& opt) {
   generated.reserve(static_cast<size_t>(opt.max_new_tokens));
   using Clock = std::chrono::steady_clock;
   auto start = Clock::now();
+  double cpu_start = cpu_seconds();
   const float* logits = decoder.forward(prompt.data(), prompt_len);
   generated.push_back(sampler.sample(logits + (prompt_len - 1) * decoder.vocab(), decoder.vocab()));
   const double prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
+  const double prefill_cpu_s = cpu_seconds() - cpu_start;
   start = Clock::now();
-  for (int64_t i = 1; i < opt.max_new_tokens; ++i) {
+  cpu_start = cpu_seconds();
+  auto at_eos = [&] { return opt.eos_id >= 0 && generated.back() == opt.eos_id; };
+  for (int64_t i = 1; i < opt.max_new_tokens && !at_eos(); ++i) {
     logits = decoder.forward(&generated.back(), 1);
     generated.push_back(sampler.sample(logits, decoder.vocab()));
   }
   const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
-  const int64_t decode_passes = opt.max_new_tokens - 1;
+  const double decode_cpu_s = cpu_seconds() - cpu_start;
+  const auto decode_passes = static_cast<int64_t>(generated.size()) - 1;
 
   bool spellable = as_text && decoder.vocab() >= tokenizer->vocab_size();
   if (!tokenizer_has_all(*tokenizer, generated) && spellable) {
@@ -124,6 +142,9 @@ int generate_command(const GenerateOptions& opt) {
   std::snprintf(line, sizeof line, "prefill: %lld tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s",
                 static_cast<long long>(prompt_len), rate(prompt_len, prefill_s), static_cast<long long>(decode_passes),
                 rate(decode_passes, decode_s));
+  std::cerr << line << "\n";
+  std::snprintf(line, sizeof line, "cpu time: prefill %.1f ms; decode %.2f ms per token", 1e3 * prefill_cpu_s,
+                decode_passes > 0 ? 1e3 * decode_cpu_s / static_cast<double>(decode_passes) : 0.0);
   std::cerr << line << "\n";
   return 0;
 }
@@ -156,6 +177,7 @@ CommandFn add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", opt->sampling.seed, "Seed for sampling")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "Threads for the compiled kernels")->capture_default_str();
   cmd->add_flag("--print-ids", opt->print_ids, "Print the new token ids instead of text");
+  cmd->add_option("--eos-id", opt->eos_id, "Stop after generating this token id (printed; default: never stop early)");
   return [opt]() { return generate_command(*opt); };
 }
 

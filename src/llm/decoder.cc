@@ -230,6 +230,24 @@ size_t Decoder::cache_bytes() const {
   return bytes;
 }
 
+// One token after the longest cache this run allows: the planning run at
+// these shapes places every tensor at its largest decode size, so each later
+// token's shapes fit that placement and run without a plan (CompiledModel::
+// run_in_place, design decision 53). Done again when something else (a
+// prompt pass) has planned since; not again when the placement did not hold
+// a token (the model then plans per token as before).
+void Decoder::reserve_for_decode() {
+  if (reserved_plan_ == compiled_->plans() || reserve_failed_) return;
+  const int64_t past = max_total_ - 1;
+  std::map<std::string, Shape> shapes;
+  shapes[signature_.input_ids] = {1, 1};
+  if (mask_) shapes[signature_.attention_mask] = {1, max_total_};
+  if (positions_) shapes[signature_.position_ids] = {1, 1};
+  for (const CacheSlot& s : slots_) shapes[s.input] = {1, s.kv_heads, past, s.head_dim};
+  compiled_->prepare(shapes);
+  reserved_plan_ = compiled_->plans();
+}
+
 const float* Decoder::forward(const int64_t* ids, int64_t n) {
   if (n < 1) fail("a decoder pass needs at least one token");
   if (n > max_total_ - length_) {
@@ -258,7 +276,10 @@ const float* Decoder::forward(const int64_t* ids, int64_t n) {
   for (const CacheSlot& s : slots_) {
     feeds_[s.input] = Tensor::view(DType::kFloat32, {1, s.kv_heads, past, s.head_dim}, s.data, s.data.get());
   }
+  const bool decode = fed == 1 && !recomputes();
+  if (decode) reserve_for_decode();
   compiled_->run_in_place(feeds_);
+  if (decode && compiled_->plans() != reserved_plan_) reserve_failed_ = true;
 
   // Present -> cache: [1, kv_heads, past + n, head_dim], contiguous.
   for (CacheSlot& s : slots_) {

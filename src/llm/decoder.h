@@ -18,7 +18,10 @@
 // past, head_dim] contiguously. Each pass feeds views over those buffers
 // (no allocation for the cache; the compiled model copies feeds into its
 // arena) and copies the model's present outputs back into them (the
-// compiled runtime writes present into its own arena; design decision 50). The input_ids,
+// compiled runtime writes present into its own arena; design decision 50).
+// Before the first one-token pass the compiled model is planned for the
+// longest cache, so later tokens run on that placement without planning
+// (design decision 53). The input_ids,
 // attention_mask and position_ids feeds are views over buffers of
 // max_total entries too.
 //
@@ -77,6 +80,8 @@ class Decoder {
   // The vocabulary: declared, or learned from the first pass (-1 before).
   int64_t vocab() const { return vocab_; }
   size_t cache_bytes() const;
+  // Planning runs of the compiled model so far (CompiledModel::plans()).
+  int plans() const { return compiled_->plans(); }
 
   void reset() { length_ = 0; }
   // Appends `n` ids after the cached positions and runs one pass. Returns
@@ -101,6 +106,9 @@ class Decoder {
   std::vector<CacheSlot> slots_;
   std::shared_ptr<std::byte> ids_, mask_, positions_;  // int64 [max_total]
   std::map<std::string, Tensor> feeds_;
+  void reserve_for_decode();
+  int reserved_plan_ = -1;  // compiled_->plans() after the decode reservation
+  bool reserve_failed_ = false;
 };
 
 }  // namespace kvant::llm
