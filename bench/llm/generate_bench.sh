@@ -33,7 +33,7 @@ for ((r = 1; r <= rounds; ++r)); do
       >/dev/null 2>"$err" || { cat "$err" >&2; exit 1; }
     p=$(sed -n 's/^prefill: [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1/p' "$err")
     w=$(sed -n 's/.*decode: [0-9]* tokens, \([0-9.]*\) tok\/s$/\1/p' "$err" | awk '{printf "%.1f", 1000 / $1}')
-    c=$(sed -n 's/^cpu time: .*decode \([0-9.]*\) ms per token$/\1/p' "$err")
+    c=$(sed -n 's/^cpu time: .*decode \([0-9.]*\) ms per pass$/\1/p' "$err")
     echo "round $r  $pair  decode: wall $w ms/token, cpu $c ms/token; prefill $p tok/s"
     cpu[$pair]+="$c "
     wall[$pair]+="$w "

@@ -282,7 +282,7 @@ Model attention_decoder() {
   Model m;
   m.opset_imports[""] = 17;
   Graph& g = m.graph;
-  const Dim b{1, ""}, seq{-1, "seq"}, past{-1, "past"}, total{-1, "total"};
+  const Dim b{-1, "batch"}, seq{-1, "seq"}, past{-1, "past"}, total{-1, "total"};
   g.inputs = {info("input_ids", DType::kInt64, {b, seq}),
               info("past_key_values.0.key", DType::kFloat32, {b, {2, ""}, past, {8, ""}}),
               info("past_key_values.0.value", DType::kFloat32, {b, {2, ""}, past, {8, ""}})};
@@ -446,6 +446,41 @@ TEST(DecoderCache, TokensRunOnOnePlacementWithTheSameLogits) {
     EXPECT_LT(test::allocation_count() - calls, 200) << "token " << step;
   }
   EXPECT_EQ(decoder.cached(), kMax);
+}
+
+// Two sequences in one batch give each sequence's batch-1 logits (to float
+// rounding: a matmul of two rows may take another kernel path than one
+// row's), and the batch's tokens run on one placement too.
+TEST(DecoderCache, BatchRowsMatchBatchOneRuns) {
+  const Model m = attention_decoder();
+  const DecoderSignature sig = detect_decoder(m.graph, "m.onnx");
+  constexpr int64_t kMax = 20, kPrompt = 4;
+  Decoder batched(m, sig, kMax, 1, 2);
+  Decoder one(m, sig, kMax, 1), other(m, sig, kMax, 1);
+  std::vector<int64_t> prompts = {4, 8, 15, 16, 23, 42, 7, 1};  // [2, 4]
+  batched.forward(prompts.data(), kPrompt);
+  one.forward(prompts.data(), kPrompt);
+  other.forward(prompts.data() + kPrompt, kPrompt);
+  int plans = -1;
+  for (int64_t pass = 0; batched.cached() < kMax; ++pass) {
+    int64_t next[2];
+    for (int r = 0; r < 2; ++r) {
+      Decoder& single = r == 0 ? one : other;
+      const int64_t n = pass == 0 ? kPrompt : 1;
+      for (int64_t i = 0; i < n * 50; ++i) {
+        ASSERT_NEAR(batched.logits(r)[i], single.logits(0)[i], 1e-4f) << "pass " << pass << " row " << r << " at " << i;
+      }
+      const float* last = single.logits(0) + (n - 1) * 50;
+      next[r] = std::max_element(last, last + 50) - last;
+    }
+    if (batched.cached() == kMax) break;
+    batched.forward(next, 1);
+    one.forward(&next[0], 1);
+    other.forward(&next[1], 1);
+    if (pass == 0) plans = batched.plans();
+    EXPECT_EQ(batched.plans(), plans) << "pass " << pass;
+  }
+  EXPECT_THROW(batched.logits(2), Error);
 }
 
 }  // namespace
