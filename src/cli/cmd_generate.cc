@@ -6,12 +6,15 @@
 // --temperature 0 (the default), else top-k / top-p sampling from --seed
 // (llm/sampling.h). The text goes to stdout; timings to stderr:
 //   prefill: N tokens, X tok/s; decode: M tokens, Y tok/s
+//   cpu time: prefill X ms; decode Y ms per pass
 // where decode counts the passes after the prefill (the last new token needs
-// no pass of its own).
+// no pass of its own); CPU time is the process's (all threads). --eos-id N
+// stops after the first N generated.
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <memory>
 
@@ -38,6 +41,7 @@ struct GenerateOptions {
   llm::SamplingOptions sampling;
   int threads = 1;
   bool print_ids = false;
+  int64_t eos_id = -1;  // -1: never stop early
 };
 
 bool tokenizer_has_all(const llm::Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
@@ -49,6 +53,14 @@ bool tokenizer_has_all(const llm::Tokenizer& tokenizer, const std::vector<int64_
 
 double rate(int64_t tokens, double seconds) { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
 
+// CPU seconds of the process (all threads): on a shared machine wall time
+// counts the time others ran, CPU time far less.
+double cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 int generate_command(const GenerateOptions& opt) {
   if (opt.has_prompt == !opt.prompt_ids.empty()) fail("give the prompt as --prompt TEXT or as --prompt-ids FILE.npy");
   if (opt.max_new_tokens < 1 || opt.max_new_tokens > kMaxNewTokens) {
@@ -56,12 +68,14 @@ int generate_command(const GenerateOptions& opt) {
          std::to_string(opt.max_new_tokens));
   }
   llm::check_sampling_options(opt.sampling);
+  if (opt.eos_id < -1) fail("--eos-id must be a token id (0 or more), got " + std::to_string(opt.eos_id));
   check_threads(opt.threads);
   std::unique_ptr<llm::Tokenizer> tokenizer = make_tokenizer(opt.tokenizer);
   LoadedDecoder loaded = load_decoder(opt.model);
   const llm::DecoderSignature& sig = loaded.signature;
 
-  std::vector<int64_t> prompt;
+  std::vector<int64_t> prompt;  // [batch, prompt_len] row-major
+  int64_t batch = 1;
   if (opt.has_prompt) {
     if (opt.prompt.empty()) fail("--prompt is empty; give at least one character");
     if (sig.vocab > 0) {
@@ -72,9 +86,9 @@ int generate_command(const GenerateOptions& opt) {
     prompt = tokenizer->encode(opt.prompt);
     if (prompt.empty()) fail("--prompt encodes to no tokens");
   } else {
-    prompt = read_token_ids(opt.prompt_ids, "--prompt-ids", sig.vocab);
+    prompt = read_token_ids(opt.prompt_ids, "--prompt-ids", sig.vocab, &batch);
   }
-  const int64_t prompt_len = static_cast<int64_t>(prompt.size());
+  const int64_t prompt_len = static_cast<int64_t>(prompt.size()) / batch;
   const int64_t total = prompt_len + opt.max_new_tokens;
   if (sig.max_positions > 0 && total > sig.max_positions) {
     fail("the prompt (" + std::to_string(prompt_len) + " tokens) + --max-new-tokens " +
@@ -82,7 +96,7 @@ int generate_command(const GenerateOptions& opt) {
          " positions, more than the model takes: " + sig.max_positions_source + " (at most " +
          std::to_string(std::max<int64_t>(sig.max_positions - prompt_len, 0)) + " new tokens)");
   }
-  llm::Decoder decoder(loaded.model, sig, total, opt.threads);
+  llm::Decoder decoder(loaded.model, sig, total, opt.threads, batch);
   loaded.model = Model();  // the compiled model holds what it needs
   if (decoder.recomputes()) {
     std::cerr << "kvant: warning: " << opt.model
@@ -92,38 +106,70 @@ int generate_command(const GenerateOptions& opt) {
   // with at least 256 ids, or SentencePiece; else the ids.
   const bool as_text = !opt.print_ids && (sig.vocab < 0 || sig.vocab >= tokenizer->vocab_size());
 
+  // One sampler draws for the rows in order (batch 1: the same draws as
+  // before batches). A row that produced --eos-id is finished: it is fed
+  // the id again, its output no longer grows; the loop ends when all are.
   llm::Sampler sampler(opt.sampling);
-  std::vector<int64_t> generated;
-  generated.reserve(static_cast<size_t>(opt.max_new_tokens));
+  const auto rows = static_cast<size_t>(batch);
+  std::vector<std::vector<int64_t>> generated(rows);
+  std::vector<int64_t> next(rows);
+  std::vector<bool> finished(rows, false);
+  size_t unfinished = rows;
+  auto take = [&](size_t r, int64_t id) {
+    next[r] = id;
+    if (finished[r]) return;
+    generated[r].push_back(id);
+    if (opt.eos_id >= 0 && id == opt.eos_id) {
+      finished[r] = true;
+      --unfinished;
+    }
+  };
   using Clock = std::chrono::steady_clock;
   auto start = Clock::now();
-  const float* logits = decoder.forward(prompt.data(), prompt_len);
-  generated.push_back(sampler.sample(logits + (prompt_len - 1) * decoder.vocab(), decoder.vocab()));
+  double cpu_start = cpu_seconds();
+  decoder.forward(prompt.data(), prompt_len);
+  for (size_t r = 0; r < rows; ++r) {
+    take(r,
+         sampler.sample(decoder.logits(static_cast<int64_t>(r)) + (prompt_len - 1) * decoder.vocab(), decoder.vocab()));
+  }
   const double prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
+  const double prefill_cpu_s = cpu_seconds() - cpu_start;
   start = Clock::now();
-  for (int64_t i = 1; i < opt.max_new_tokens; ++i) {
-    logits = decoder.forward(&generated.back(), 1);
-    generated.push_back(sampler.sample(logits, decoder.vocab()));
+  cpu_start = cpu_seconds();
+  int64_t decode_passes = 0;
+  for (int64_t i = 1; i < opt.max_new_tokens && unfinished > 0; ++i) {
+    decoder.forward(next.data(), 1);
+    ++decode_passes;
+    for (size_t r = 0; r < rows; ++r) take(r, sampler.sample(decoder.logits(static_cast<int64_t>(r)), decoder.vocab()));
   }
   const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
-  const int64_t decode_passes = opt.max_new_tokens - 1;
+  const double decode_cpu_s = cpu_seconds() - cpu_start;
 
   bool spellable = as_text && decoder.vocab() >= tokenizer->vocab_size();
-  if (!tokenizer_has_all(*tokenizer, generated) && spellable) {
-    std::cerr << "kvant: warning: the model produced ids the " << tokenizer->name()
-              << " tokenizer has no text for; printing ids\n";
-    spellable = false;
+  for (const auto& row : generated) {
+    if (!tokenizer_has_all(*tokenizer, row) && spellable) {
+      std::cerr << "kvant: warning: the model produced ids the " << tokenizer->name()
+                << " tokenizer has no text for; printing ids\n";
+      spellable = false;
+    }
   }
-  if (spellable) {
-    std::cout << tokenizer->decode(generated) << std::endl;
-  } else {
-    for (size_t i = 0; i < generated.size(); ++i) std::cout << (i ? " " : "") << generated[i];
-    std::cout << std::endl;
+  for (const auto& row : generated) {  // a line per sequence
+    if (spellable) {
+      std::cout << tokenizer->decode(row) << std::endl;
+    } else {
+      for (size_t i = 0; i < row.size(); ++i) std::cout << (i ? " " : "") << row[i];
+      std::cout << std::endl;
+    }
   }
   char line[200];
+  // Tokens of all sequences together.
+  const int64_t prefill_tokens = prompt_len * batch, decode_tokens = decode_passes * batch;
   std::snprintf(line, sizeof line, "prefill: %lld tokens, %.1f tok/s; decode: %lld tokens, %.1f tok/s",
-                static_cast<long long>(prompt_len), rate(prompt_len, prefill_s), static_cast<long long>(decode_passes),
-                rate(decode_passes, decode_s));
+                static_cast<long long>(prefill_tokens), rate(prefill_tokens, prefill_s),
+                static_cast<long long>(decode_tokens), rate(decode_tokens, decode_s));
+  std::cerr << line << (batch > 1 ? " (batch " + std::to_string(batch) + ")" : std::string()) << "\n";
+  std::snprintf(line, sizeof line, "cpu time: prefill %.1f ms; decode %.2f ms per pass", 1e3 * prefill_cpu_s,
+                decode_passes > 0 ? 1e3 * decode_cpu_s / static_cast<double>(decode_passes) : 0.0);
   std::cerr << line << "\n";
   return 0;
 }
@@ -144,7 +190,8 @@ CommandFn add_generate_command(CLI::App& app) {
   cmd->add_option("--prompt", opt->prompt, "The prompt text")->each([opt](const std::string&) {
     opt->has_prompt = true;
   });
-  cmd->add_option("--prompt-ids", opt->prompt_ids, "The prompt as token ids (.npy, int64 or int32, [n] or [1, n])");
+  cmd->add_option("--prompt-ids", opt->prompt_ids,
+                  "The prompt as token ids (.npy, int64 or int32, [n], or [batch, n]: one sequence per row)");
   cmd->add_option("--max-new-tokens", opt->max_new_tokens, "How many tokens to generate")->required();
   cmd->add_option("--tokenizer", opt->tokenizer, "A SentencePiece .model file (default: UTF-8 bytes as ids)");
   cmd->add_option("--temperature", opt->sampling.temperature, "Sampling temperature; 0 is greedy")
@@ -156,6 +203,7 @@ CommandFn add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", opt->sampling.seed, "Seed for sampling")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "Threads for the compiled kernels")->capture_default_str();
   cmd->add_flag("--print-ids", opt->print_ids, "Print the new token ids instead of text");
+  cmd->add_option("--eos-id", opt->eos_id, "Stop after generating this token id (printed; default: never stop early)");
   return [opt]() { return generate_command(*opt); };
 }
 

@@ -36,15 +36,22 @@ void check_ids_in_vocab(const std::vector<int64_t>& ids, int64_t vocab, const st
   }
 }
 
-std::vector<int64_t> read_token_ids(const std::string& file, const std::string& option, int64_t vocab) {
+std::vector<int64_t> read_token_ids(const std::string& file, const std::string& option, int64_t vocab, int64_t* rows) {
   auto array = read_npy(file);
   if (!array.ok()) fail(option + " " + array.status().message());
   const Tensor& t = *array;
   if (t.dtype() != DType::kInt64 && t.dtype() != DType::kInt32) {
     fail(option + " " + file + ": token ids must be int64 or int32, got " + t.describe());
   }
-  if (!(t.rank() == 1 || (t.rank() == 2 && t.dim(0) == 1))) {
+  if (rows != nullptr && t.rank() == 2) {
+    *rows = t.dim(0);
+  } else if (rows != nullptr && t.rank() == 1) {
+    *rows = 1;
+  } else if (!(t.rank() == 1 || (t.rank() == 2 && t.dim(0) == 1))) {
     fail(option + " " + file + ": token ids must have shape [n] or [1, n], got " + t.describe());
+  }
+  if (rows != nullptr && t.rank() != 1 && t.rank() != 2) {
+    fail(option + " " + file + ": token ids must have shape [n] or [batch, n], got " + t.describe());
   }
   std::vector<int64_t> ids = t.to_int64_vector();
   if (ids.empty()) fail(option + " " + file + ": no token ids (the array is empty)");

@@ -26,7 +26,9 @@ std::unique_ptr<llm::Tokenizer> make_tokenizer(const std::string& path);
 
 // Token ids from an int64 or int32 .npy of shape [n] or [1, n]; `option`
 // names the flag in errors. Every id must lie in [0, vocab) when vocab > 0.
-std::vector<int64_t> read_token_ids(const std::string& file, const std::string& option, int64_t vocab);
+// With `rows` set, [B, n] is taken too (row-major ids, *rows = B).
+std::vector<int64_t> read_token_ids(const std::string& file, const std::string& option, int64_t vocab,
+                                    int64_t* rows = nullptr);
 
 // A text file's bytes (a regular file, within the memory budget).
 std::string read_text_file(const std::string& file, const std::string& option);

@@ -174,35 +174,46 @@ DecoderSignature detect_decoder(const Graph& graph, const std::string& file) {
   return sig;
 }
 
-Decoder::Decoder(const Model& model, DecoderSignature signature, int64_t max_total, int threads)
-    : signature_(std::move(signature)), max_total_(max_total), vocab_(signature_.vocab) {
+Decoder::Decoder(const Model& model, DecoderSignature signature, int64_t max_total, int threads, int64_t batch)
+    : signature_(std::move(signature)), max_total_(max_total), batch_(batch), vocab_(signature_.vocab) {
   if (max_total_ < 1) fail("the decoder needs room for at least one position");
+  constexpr int64_t kMaxBatch = 4096;
+  if (batch_ < 1 || batch_ > kMaxBatch) {
+    fail("the batch must lie in [1, " + std::to_string(kMaxBatch) + "], got " + std::to_string(batch_));
+  }
   const ValueInfo* ids = model.graph.find_input(signature_.input_ids);
   if (ids->type.has_shape && ids->type.dims.size() == 2 && ids->type.dims[1].known() && recomputes()) {
     fail("input_ids has a fixed length of " + std::to_string(ids->type.dims[1].value) +
          " and the model has no past inputs: kvant needs a sequence axis that can grow");
   }
-  if (ids->type.has_shape && ids->type.dims.size() == 2 && ids->type.dims[0].known() && ids->type.dims[0].value != 1) {
-    fail("input_ids has a fixed batch of " + std::to_string(ids->type.dims[0].value) + "; kvant runs batch 1");
+  if (ids->type.has_shape && ids->type.dims.size() == 2 && ids->type.dims[0].known() &&
+      ids->type.dims[0].value != batch_) {
+    fail("input_ids has a fixed batch of " + std::to_string(ids->type.dims[0].value) + "; this run has " +
+         std::to_string(batch_) + (batch_ == 1 ? " sequence" : " sequences"));
   }
+  const int64_t rows = max_total_ * batch_;  // at most 2^12 x (2^20 + a prompt)
   // Every buffer is checked against the memory budget before the compile.
   constexpr int64_t kMaxElements = int64_t{1} << 40;
   int64_t total = 0;
   for (const CachePair& p : signature_.cache) {
     if (p.kv_heads <= 0 || p.head_dim <= 0 || p.kv_heads > kMaxElements / p.head_dim ||
-        p.kv_heads * p.head_dim > kMaxElements / max_total_) {
+        p.kv_heads * p.head_dim > kMaxElements / rows) {
       fail("past input \"" + p.key_in + "\": a cache of " + std::to_string(max_total_) + " positions is too large");
     }
-    total += 2 * p.kv_heads * p.head_dim * max_total_ * 4;
+    total += 2 * p.kv_heads * p.head_dim * rows * 4;
   }
   check_memory(total, "a key/value cache of " + std::to_string(max_total_) + " positions");
-  ids_ = budgeted_block(max_total_ * 8, "the input_ids buffer");
-  if (!signature_.attention_mask.empty()) {
-    mask_ = budgeted_block(max_total_ * 8, "the attention_mask buffer");
-    auto* ones = reinterpret_cast<int64_t*>(mask_.get());
-    for (int64_t i = 0; i < max_total_; ++i) ones[i] = 1;
+  ids_ = budgeted_block(rows * 8, "the input_ids buffer");
+  if (recomputes()) {
+    check_memory(rows * 8, "the token history");
+    history_.resize(static_cast<size_t>(rows));
   }
-  if (!signature_.position_ids.empty()) positions_ = budgeted_block(max_total_ * 8, "the position_ids buffer");
+  if (!signature_.attention_mask.empty()) {
+    mask_ = budgeted_block(rows * 8, "the attention_mask buffer");
+    auto* ones = reinterpret_cast<int64_t*>(mask_.get());
+    for (int64_t i = 0; i < rows; ++i) ones[i] = 1;
+  }
+  if (!signature_.position_ids.empty()) positions_ = budgeted_block(rows * 8, "the position_ids buffer");
   std::map<std::string, size_t> output_index;
   for (size_t i = 0; i < model.graph.outputs.size(); ++i) output_index[model.graph.outputs[i].name] = i;
   logits_output_ = output_index.at(signature_.logits);
@@ -214,7 +225,7 @@ Decoder::Decoder(const Model& model, DecoderSignature signature, int64_t max_tot
       slot.output = output_index.at(slot.output_name);
       slot.kv_heads = p.kv_heads;
       slot.head_dim = p.head_dim;
-      slot.data = budgeted_block(p.kv_heads * p.head_dim * max_total_ * 4, "the key/value cache");
+      slot.data = budgeted_block(p.kv_heads * p.head_dim * rows * 4, "the key/value cache");
       slots_.push_back(std::move(slot));
     }
   }
@@ -226,8 +237,27 @@ Decoder::~Decoder() = default;
 
 size_t Decoder::cache_bytes() const {
   size_t bytes = 0;
-  for (const CacheSlot& s : slots_) bytes += static_cast<size_t>(s.kv_heads * s.head_dim * max_total_ * 4);
+  for (const CacheSlot& s : slots_) bytes += static_cast<size_t>(s.kv_heads * s.head_dim * max_total_ * batch_ * 4);
   return bytes;
+}
+
+// One token after the longest cache this run allows: the planning run at
+// these shapes places every tensor at its largest decode size, so each later
+// token's shapes fit that placement and run without a plan (CompiledModel::
+// run_in_place, design decision 55). Done again when something else (a
+// prompt pass) has planned since; not again when the placement did not hold
+// a token (the model then plans per token as before).
+void Decoder::reserve_for_decode() {
+  if (reserved_plan_ == compiled_->plans() || reserve_failed_) return;
+  const int64_t past = max_total_ - 1;
+  std::map<std::string, Shape> shapes;
+  const int64_t b = batch_;
+  shapes[signature_.input_ids] = {b, 1};
+  if (mask_) shapes[signature_.attention_mask] = {b, max_total_};
+  if (positions_) shapes[signature_.position_ids] = {b, 1};
+  for (const CacheSlot& s : slots_) shapes[s.input] = {b, s.kv_heads, past, s.head_dim};
+  compiled_->prepare(shapes);
+  reserved_plan_ = compiled_->plans();
 }
 
 const float* Decoder::forward(const int64_t* ids, int64_t n) {
@@ -238,32 +268,43 @@ const float* Decoder::forward(const int64_t* ids, int64_t n) {
   }
   const int64_t past = recomputes() ? 0 : length_;  // positions already in the cache
   const int64_t total = length_ + n;
+  const int64_t b = batch_;
   auto* id_buffer = reinterpret_cast<int64_t*>(ids_.get());
-  // With a cache the new ids alone are fed; without, the whole prefix.
+  // With a cache the new ids alone are fed; without, the whole prefix
+  // (kept per sequence in history_, packed [batch, total] for the pass).
   if (!recomputes()) {
-    std::memcpy(id_buffer, ids, static_cast<size_t>(n) * 8);
+    std::memcpy(id_buffer, ids, static_cast<size_t>(b * n) * 8);
   } else {
-    std::memcpy(id_buffer + length_, ids, static_cast<size_t>(n) * 8);
+    for (int64_t r = 0; r < b; ++r) {
+      int64_t* row = history_.data() + r * max_total_;
+      std::memcpy(row + length_, ids + r * n, static_cast<size_t>(n) * 8);
+      std::memcpy(id_buffer + r * total, row, static_cast<size_t>(total) * 8);
+    }
   }
   const int64_t fed = recomputes() ? total : n;
   const int64_t first_position = total - fed;
   feeds_.clear();
-  feeds_[signature_.input_ids] = Tensor::view(DType::kInt64, {1, fed}, ids_, ids_.get());
-  if (mask_) feeds_[signature_.attention_mask] = Tensor::view(DType::kInt64, {1, total}, mask_, mask_.get());
+  feeds_[signature_.input_ids] = Tensor::view(DType::kInt64, {b, fed}, ids_, ids_.get());
+  if (mask_) feeds_[signature_.attention_mask] = Tensor::view(DType::kInt64, {b, total}, mask_, mask_.get());
   if (positions_) {
     auto* pos = reinterpret_cast<int64_t*>(positions_.get());
-    for (int64_t i = 0; i < fed; ++i) pos[i] = first_position + i;
-    feeds_[signature_.position_ids] = Tensor::view(DType::kInt64, {1, fed}, positions_, positions_.get());
+    for (int64_t r = 0; r < b; ++r) {
+      for (int64_t i = 0; i < fed; ++i) pos[r * fed + i] = first_position + i;
+    }
+    feeds_[signature_.position_ids] = Tensor::view(DType::kInt64, {b, fed}, positions_, positions_.get());
   }
   for (const CacheSlot& s : slots_) {
-    feeds_[s.input] = Tensor::view(DType::kFloat32, {1, s.kv_heads, past, s.head_dim}, s.data, s.data.get());
+    feeds_[s.input] = Tensor::view(DType::kFloat32, {b, s.kv_heads, past, s.head_dim}, s.data, s.data.get());
   }
+  const bool decode = fed == 1 && !recomputes();
+  if (decode) reserve_for_decode();
   compiled_->run_in_place(feeds_);
+  if (decode && compiled_->plans() != reserved_plan_) reserve_failed_ = true;
 
   // Present -> cache: [1, kv_heads, past + n, head_dim], contiguous.
   for (CacheSlot& s : slots_) {
     const Tensor& present = compiled_->output(s.output);
-    const Shape want = {1, s.kv_heads, total, s.head_dim};
+    const Shape want = {b, s.kv_heads, total, s.head_dim};
     if (present.dtype() != DType::kFloat32 || present.shape() != want) {
       fail("output \"" + s.output_name + "\" is " + present.describe() + " after " + std::to_string(total) +
            " positions; expected float32" + shape_to_string(want));
@@ -271,14 +312,24 @@ const float* Decoder::forward(const int64_t* ids, int64_t n) {
     std::memcpy(s.data.get(), present.raw(), present.nbytes());
   }
   const Tensor& logits = compiled_->output(logits_output_);
-  if (logits.dtype() != DType::kFloat32 || logits.rank() != 3 || logits.dim(0) != 1 || logits.dim(1) != fed ||
+  if (logits.dtype() != DType::kFloat32 || logits.rank() != 3 || logits.dim(0) != b || logits.dim(1) != fed ||
       logits.dim(2) < 1) {
     fail("output \"" + signature_.logits + "\" is " + logits.describe() + " for " + std::to_string(fed) +
-         " input positions; expected float32[1," + std::to_string(fed) + ",vocab]");
+         " input positions; expected float32[" + std::to_string(b) + "," + std::to_string(fed) + ",vocab]");
   }
   vocab_ = logits.dim(2);
   length_ = total;
-  return logits.data<float>() + (fed - n) * vocab_;
+  last_logits_ = logits.data<float>();
+  last_fed_ = fed;
+  last_n_ = n;
+  return this->logits(0);
+}
+
+const float* Decoder::logits(int64_t b) const {
+  if (last_logits_ == nullptr || b < 0 || b >= batch_) {
+    fail("no logits for sequence " + std::to_string(b) + " (batch " + std::to_string(batch_) + ")");
+  }
+  return last_logits_ + (b * last_fed_ + last_fed_ - last_n_) * vocab_;
 }
 
 }  // namespace kvant::llm

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <unordered_map>
@@ -26,6 +27,7 @@ struct CompiledModel::Value {
   int root = -1;  // for a view: the value whose bytes it shares
   bool in_arena = false;
   size_t offset = 0;
+  size_t extent = 0;  // bytes placed at `offset` (a later run may use up to this many there)
 };
 
 CompileOptions default_compile_options(int threads) {
@@ -334,6 +336,7 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
     v.tensor = placed;
     v.in_arena = true;
     v.offset = memory.offsets[i];
+    v.extent = requests[i].bytes;
   }
   // 4. Steps whose outputs the input shapes fix never run again; views over
   // stable bytes (arena, constants) are bound once.
@@ -350,6 +353,8 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
       step_runs_[s] = false;
     }
   }
+  scratch_capacity_ = scratch;
+  ++plans_;
   stats_ = PlanStats{};
   stats_.arena_bytes = memory.arena_bytes;
   stats_.tensor_bytes = memory.total_bytes;
@@ -365,23 +370,115 @@ void CompiledModel::plan(const std::map<std::string, Tensor>& feeds) {
       case Step::Kind::kFallback: ++stats_.fallback_steps; break;
     }
   }
-  plan_lines_.clear();
-  for (size_t s = 0; s < n; ++s) {
-    const Step& step = *steps_[s];
-    std::ostringstream line;
-    line << s << "  " << (step_fixed_[s] ? "fixed by the input shapes: " : "") << step.kernel() << "  " << step.name;
-    if (step.fused.size() > 1) line << " (+" << step.fused.size() - 1 << " fused)";
-    for (int id : step.outputs) {
-      if (id < 0) continue;
-      const Value& v = values_[static_cast<size_t>(id)];
-      line << "  -> " << dtype_name(v.dtype) << shape_to_string(v.shape);
-      if (v.in_arena) line << " @" << v.offset;
-      if (v.root >= 0) line << " (view)";
-      if (step.kind() == Step::Kind::kFallback && !step_fixed_[s]) line << " (allocated)";
-    }
-    plan_lines_.push_back(line.str());
-  }
   planned_ = true;
+}
+
+std::string CompiledModel::plan_line(size_t s) const {
+  const Step& step = *steps_[s];
+  std::ostringstream line;
+  line << s << "  " << (step_fixed_[s] ? "fixed by the input shapes: " : "") << step.kernel() << "  " << step.name;
+  if (step.fused.size() > 1) line << " (+" << step.fused.size() - 1 << " fused)";
+  for (int id : step.outputs) {
+    if (id < 0) continue;
+    const Value& v = values_[static_cast<size_t>(id)];
+    line << "  -> " << dtype_name(v.dtype) << shape_to_string(v.shape);
+    if (v.in_arena) line << " @" << v.offset;
+    if (v.root >= 0) line << " (view)";
+    if (step.kind() == Step::Kind::kFallback && !step_fixed_[s]) line << " (allocated)";
+  }
+  return line.str();
+}
+
+// New input shapes on the placement of the last plan (design decision 55):
+// one pass over the steps that infers each output's shape from its inputs
+// (which this pass has just computed, so shape inputs hold their values),
+// binds it at its planned offset, and runs the step. Steps fixed by the
+// input shapes run again (their outputs are small and live outside the
+// arena; a kernel's are rewritten in place when the shape is unchanged).
+// Returns false, having run part of the model, when an input or output
+// needs more bytes than its place holds, a step more scratch, or a value
+// changes type: the caller then plans anew from the same feeds.
+bool CompiledModel::run_on_placement(const std::map<std::string, Tensor>& feeds) {
+  auto bytes_of = [](DType dtype, const Shape& shape) {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    return static_cast<size_t>((numel * dtype_bits(dtype) + 7) / 8);
+  };
+  for (int id : input_ids_) {
+    Value& v = values_[static_cast<size_t>(id)];
+    const Tensor& src = feeds.at(v.name);
+    if (!v.in_arena || src.dtype() != v.dtype || bytes_of(src.dtype(), src.shape()) > v.extent) return false;
+  }
+  // Whether a value may differ from the last pass in shape, or, for a value
+  // fixed by the input shapes, in content: a fixed step none of whose inputs
+  // changed keeps its outputs (the shape arithmetic on an input whose shape
+  // stayed, as input_ids [1, 1] from token to token).
+  std::vector<char>& changed = changed_buffer_;
+  changed.assign(values_.size(), 0);
+  for (int id : input_ids_) {
+    Value& v = values_[static_cast<size_t>(id)];
+    const Tensor& src = feeds.at(v.name);
+    changed[static_cast<size_t>(id)] = src.shape() != v.shape;
+    v.shape = src.shape();
+    v.tensor = Tensor::view(v.dtype, v.shape, arena_, arena_.get() + v.offset);
+    std::memcpy(v.tensor.raw(), src.raw(), src.nbytes());
+  }
+  std::vector<TensorSpec>& specs = spec_buffer_;
+  for (size_t s = 0; s < steps_.size(); ++s) {
+    Step& step = *steps_[s];
+    if (step_fixed_[s]) {
+      bool inputs_changed = false;
+      for (int id : step.inputs) inputs_changed = inputs_changed || (id >= 0 && changed[static_cast<size_t>(id)]);
+      if (!inputs_changed) continue;
+      for (int id : step.outputs) {
+        if (id >= 0) changed[static_cast<size_t>(id)] = 1;
+      }
+    }
+    auto set_shape = [&](Value& out, int id, const Shape& shape) {
+      if (!step_fixed_[s]) changed[static_cast<size_t>(id)] = out.shape != shape;
+      out.shape = shape;
+    };
+    try {
+      if (step.kind() == Step::Kind::kFallback) {
+        step.run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+        for (int id : step.outputs) {
+          if (id < 0) continue;
+          Value& out = values_[static_cast<size_t>(id)];
+          if (out.tensor.dtype() != out.dtype) return false;
+          set_shape(out, id, out.tensor.shape());
+        }
+        continue;
+      }
+      specs.clear();
+      step.infer(step_in_[s], specs);
+      if (specs.size() < step.outputs.size()) return false;
+      for (size_t i = 0; i < step.outputs.size(); ++i) {
+        if (step.outputs[i] < 0) continue;
+        Value& out = values_[static_cast<size_t>(step.outputs[i])];
+        if (specs[i].dtype != out.dtype) return false;
+        if (step.kind() == Step::Kind::kView) {
+          out.tensor = step_in_[s][0]->reshaped(specs[i].shape);
+        } else if (out.in_arena) {
+          if (bytes_of(out.dtype, specs[i].shape) > out.extent) return false;
+          out.tensor = Tensor::view(out.dtype, specs[i].shape, arena_, arena_.get() + out.offset);
+        } else if (step_fixed_[s]) {
+          if (out.tensor.shape() != specs[i].shape) out.tensor = Tensor(out.dtype, specs[i].shape);
+        } else {
+          return false;  // a kernel output the plan did not place
+        }
+        set_shape(out, step.outputs[i], specs[i].shape);
+      }
+      if (step.kind() == Step::Kind::kView) continue;
+      if (step.scratch_bytes(step_in_[s]) > scratch_capacity_) return false;
+      step.run(step_in_[s], step_out_[s], scratch_.get(), pool_.get());
+    } catch (...) {
+      rethrow_naming(step);
+    }
+  }
+  for (size_t i = 0; i < input_ids_.size(); ++i) {
+    planned_input_shapes_[i] = values_[static_cast<size_t>(input_ids_[i])].shape;
+  }
+  return true;
 }
 
 void CompiledModel::prepare(const std::map<std::string, Shape>& input_shapes) {
@@ -558,6 +655,16 @@ void CompiledModel::run_in_place(const std::map<std::string, Tensor>& feeds) {
   for (size_t i = 0; same && i < input_ids_.size(); ++i) {
     same = complete.at(values_[static_cast<size_t>(input_ids_[i])].name).shape() == planned_input_shapes_[i];
   }
+  // KVANT_REPLAN=1 plans for every new shape as before decision 55 (to
+  // measure what keeping the placement saves).
+  static const bool replan_always = [] {
+    const char* e = std::getenv("KVANT_REPLAN");
+    return e != nullptr && std::string(e) == "1";
+  }();
+  if (!same && planned_ && !observer_ && !profiling_ && !replan_always) {
+    // Only the shapes changed: keep the placement when everything fits it.
+    if (run_on_placement(complete)) return;
+  }
   if (!same) {
     plan(complete);
     // The planning run computed every output from these very feeds and plan()
@@ -579,7 +686,7 @@ std::string CompiledModel::describe_plan() const {
   os << "steps: " << steps_.size() << " (" << stats_.kernel_steps << " kernels, " << stats_.view_steps << " views, "
      << stats_.fallback_steps << " reference fallbacks, " << stats_.fixed_steps << " fixed by the input shapes), ISA "
      << isa_name(options_.isa) << ", threads " << options_.threads << "\n";
-  for (const auto& line : plan_lines_) os << "  " << line << "\n";
+  for (size_t s = 0; planned_ && s < steps_.size(); ++s) os << "  " << plan_line(s) << "\n";
   os << "arena: " << format_bytes(stats_.arena_bytes) << " (" << stats_.arena_bytes << " bytes) for tensors totalling "
      << format_bytes(stats_.tensor_bytes) << " (" << stats_.tensor_bytes << " bytes) without reuse; scratch "
      << format_bytes(stats_.scratch_bytes) << "\n";

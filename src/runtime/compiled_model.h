@@ -79,6 +79,9 @@ class CompiledModel {
   // The `top` steps by time, then the time per kernel kind.
   std::string describe_profile(size_t top = 15) const;
   PlanStats stats() const;
+  // How many planning runs (prepare(), or a run whose inputs did not fit the
+  // last placement) this model has made.
+  int plans() const { return plans_; }
   const std::vector<std::unique_ptr<Step>>& steps() const { return steps_; }
 
   // Called by run() after every step (those skipped because their outputs
@@ -109,6 +112,8 @@ class CompiledModel {
   struct Value;
   void compile();
   void plan(const std::map<std::string, Tensor>& feeds);
+  bool run_on_placement(const std::map<std::string, Tensor>& feeds);
+  std::string plan_line(size_t s) const;
   int value_index(const std::string& name);
 
   Model model_;
@@ -130,7 +135,10 @@ class CompiledModel {
   bool profiling_ = false;
   std::vector<double> step_seconds_;
   int profiled_runs_ = 0;
-  std::vector<std::string> plan_lines_;
+  size_t scratch_capacity_ = 0;
+  int plans_ = 0;
+  std::vector<TensorSpec> spec_buffer_;
+  std::vector<char> changed_buffer_;
   StepObserver observer_;
   void observe(size_t s);
   friend class Compiler;

@@ -41,6 +41,22 @@ grep -qE '^prefill: 7 tokens, [0-9.]+ tok/s; decode: '$((n - 1))' tokens, [0-9.]
   fail "no speed line: $(cat err.txt)"
 expect_ok "generate 2 threads" "" "$KVANT" generate fx/model.onnx --prompt-ids fx/prompt.npy --max-new-tokens "$n" --print-ids --threads 2
 [[ "$(cat out.txt)" == "$want" ]] && pass || fail "2 threads: got '$(cat out.txt)', want '$want'"
+# --eos-id: stops after the first time that id is generated (the third greedy token here).
+eos=$(echo "$want" | cut -d' ' -f3)
+want_eos=$(echo "$want" | awk -v e="$eos" '{for (i = 1; i <= NF; ++i) {printf "%s%s", (i > 1 ? " " : ""), $i; if ($i == e) break}}')
+expect_ok "generate --eos-id" "" "$KVANT" generate fx/model.onnx --prompt-ids fx/prompt.npy --max-new-tokens "$n" --print-ids --eos-id "$eos"
+[[ "$(cat out.txt)" == "$want_eos" ]] && pass || fail "--eos-id $eos: got '$(cat out.txt)', want '$want_eos'"
+expect_error "generate --eos-id -5" "--eos-id must be a token id" "$KVANT" generate fx/model.onnx --prompt-ids fx/prompt.npy --max-new-tokens 3 --eos-id -5
+# A batch: rows [prompt; prompt reversed] give each row's batch-1 tokens, a line per row.
+/usr/bin/python3 -c "import numpy as np; p = np.load('fx/prompt.npy').reshape(-1); np.save('rev.npy', p[::-1].copy()); np.save('two.npy', np.stack([p, p[::-1]]))"
+expect_ok "generate reversed prompt" "" "$KVANT" generate fx/model.onnx --prompt-ids rev.npy --max-new-tokens "$n" --print-ids
+want_rev=$(cat out.txt)
+expect_ok "generate batch 2" "" "$KVANT" generate fx/batched.onnx --prompt-ids two.npy --max-new-tokens "$n" --print-ids
+[[ "$(cat out.txt)" == "$(printf '%s\n%s' "$want" "$want_rev")" ]] && pass || fail "batch 2: got '$(cat out.txt)', want '$want' and '$want_rev'"
+grep -qE '^prefill: 14 tokens, [0-9.]+ tok/s; decode: '$((2 * (n - 1)))' tokens, [0-9.]+ tok/s \(batch 2\)$' err.txt && pass ||
+  fail "batch 2: speed line: $(cat err.txt)"
+expect_error "generate batch 2, batch fixed at 1" "input_ids has a fixed batch of 1; this run has 2 sequences" \
+  "$KVANT" generate fx/model.onnx --prompt-ids two.npy --max-new-tokens 3
 # No past inputs: the whole prefix each step, same tokens, one warning.
 expect_ok "generate no-past" "" "$KVANT" generate fx/nopast.onnx --prompt-ids fx/prompt.npy --max-new-tokens "$n" --print-ids
 [[ "$(cat out.txt)" == "$want" ]] && pass || fail "no-past model: got '$(cat out.txt)', want '$want'"

@@ -123,6 +123,10 @@ def main():
                           os.path.join(args.out, "masked.onnx"),
                           input_names=["input_ids", "attention_mask", "position_ids"] + names[1:],
                           output_names=outputs, dynamic_axes=mask_axes, opset_version=17)
+        # The same model with a batch axis (kvant generate --prompt-ids [B, T]).
+        batch_axes = {name: {0: "batch", **a} for name, a in axes.items()}
+        torch.onnx.export(model, (ids, *past), os.path.join(args.out, "batched.onnx"), input_names=names,
+                          output_names=outputs, dynamic_axes=batch_axes, opset_version=17)
         torch.onnx.export(nopast, (ids,), os.path.join(args.out, "nopast.onnx"), input_names=["input_ids"],
                           output_names=["logits"], dynamic_axes={"input_ids": {1: "seq"}, "logits": {1: "seq"}},
                           opset_version=17)

@@ -10,11 +10,14 @@
 #include <random>
 #include <set>
 
+#include "alloc_counter.h"
+#include "ir/limits.h"
 #include "kvant/status.h"
 #include "llm/decoder.h"
 #include "llm/perplexity.h"
 #include "llm/sampling.h"
 #include "llm/tokenizer.h"
+#include "runtime/compiled_model.h"
 
 namespace kvant::llm {
 namespace {
@@ -267,6 +270,217 @@ TEST(DecoderSignature, BadModelsAreClearErrors) {
   g = decoder_graph();
   g.outputs[0].type.dims.pop_back();
   expect_error(g, "[batch, seq, vocab]");
+}
+
+// A one-layer attention decoder in the export convention, with the usual
+// shape arithmetic (Shape -> Gather -> Concat -> Reshape, steps fixed by the
+// input shapes) and a growing key/value cache: input_ids [1, S], past
+// [1, 2, P, 8] -> logits [1, S, 50], present [1, 2, P + S, 8]. No causal
+// mask: every position attends to every cached one.
+Model attention_decoder() {
+  constexpr int64_t kVocab = 50, kHidden = 16;
+  Model m;
+  m.opset_imports[""] = 17;
+  Graph& g = m.graph;
+  const Dim b{-1, "batch"}, seq{-1, "seq"}, past{-1, "past"}, total{-1, "total"};
+  g.inputs = {info("input_ids", DType::kInt64, {b, seq}),
+              info("past_key_values.0.key", DType::kFloat32, {b, {2, ""}, past, {8, ""}}),
+              info("past_key_values.0.value", DType::kFloat32, {b, {2, ""}, past, {8, ""}})};
+  g.outputs = {info("logits", DType::kFloat32, {b, seq, {kVocab, ""}}),
+               info("present.0.key", DType::kFloat32, {b, {2, ""}, total, {8, ""}}),
+               info("present.0.value", DType::kFloat32, {b, {2, ""}, total, {8, ""}})};
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 0.5f);
+  auto weight = [&](const std::string& name, int64_t rows, int64_t cols) {
+    std::vector<float> w(static_cast<size_t>(rows * cols));
+    for (float& x : w) x = dist(rng);
+    g.initializers[name] = Tensor::from_vector(w, {rows, cols});
+  };
+  weight("emb", kVocab, kHidden);
+  weight("wq", kHidden, kHidden);
+  weight("wk", kHidden, kHidden);
+  weight("wv", kHidden, kHidden);
+  weight("wo", kHidden, kVocab);
+  g.initializers["i0"] = Tensor::from_vector<int64_t>({0}, {1});
+  g.initializers["i1"] = Tensor::from_vector<int64_t>({1}, {1});
+  g.initializers["heads"] = Tensor::from_vector<int64_t>({2, 8}, {2});
+  g.initializers["hidden"] = Tensor::from_vector<int64_t>({kHidden}, {1});
+  auto add = [&](const std::string& name, const std::string& op, std::vector<std::string> in,
+                 std::vector<std::string> out) -> Node& {
+    g.nodes.push_back(make_node(name, op, std::move(in), std::move(out)));
+    return g.nodes.back();
+  };
+  add("embed", "Gather", {"emb", "input_ids"}, {"x"});
+  add("shape", "Shape", {"input_ids"}, {"ids_shape"});
+  add("batch", "Gather", {"ids_shape", "i0"}, {"bdim"});
+  add("length", "Gather", {"ids_shape", "i1"}, {"sdim"});
+  set_attr(add("split_shape", "Concat", {"bdim", "sdim", "heads"}, {"shape4"}), "axis", int64_t{0});
+  set_attr(add("merge_shape", "Concat", {"bdim", "sdim", "hidden"}, {"shape3"}), "axis", int64_t{0});
+  for (const std::string p : {"q", "k", "v"}) {
+    add(p + "_proj", "MatMul", {"x", "w" + p}, {p + "_flat"});
+    add(p + "_split", "Reshape", {p + "_flat", "shape4"}, {p + "_heads"});
+    set_attr(add(p + "_t", "Transpose", {p + "_heads"}, {p + "_new"}), "perm", std::vector<int64_t>{0, 2, 1, 3});
+  }
+  set_attr(add("cat_k", "Concat", {"past_key_values.0.key", "k_new"}, {"present.0.key"}), "axis", int64_t{2});
+  set_attr(add("cat_v", "Concat", {"past_key_values.0.value", "v_new"}, {"present.0.value"}), "axis", int64_t{2});
+  set_attr(add("kt", "Transpose", {"present.0.key"}, {"k_t"}), "perm", std::vector<int64_t>{0, 1, 3, 2});
+  add("scores", "MatMul", {"q_new", "k_t"}, {"scores"});
+  set_attr(add("softmax", "Softmax", {"scores"}, {"probs"}), "axis", int64_t{-1});
+  add("mix", "MatMul", {"probs", "present.0.value"}, {"mixed"});
+  set_attr(add("mix_t", "Transpose", {"mixed"}, {"mixed_t"}), "perm", std::vector<int64_t>{0, 2, 1, 3});
+  add("merge", "Reshape", {"mixed_t", "shape3"}, {"merged"});
+  add("head", "MatMul", {"merged", "wo"}, {"logits"});
+  return m;
+}
+
+Tensor random_cache(int64_t past, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(2 * past * 8));
+  for (float& x : v) x = dist(rng);
+  return Tensor::from_vector(v, {1, 2, past, 8});
+}
+
+void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << what;
+}
+
+// Growing shapes on one compiled model give the bytes a fresh compiled model
+// gives for each shape, and after one plan at the largest shape no token
+// plans again (design decision 55).
+TEST(CompiledModelGrowingShapes, MatchAFreshModelPerShapeWithoutPlanning) {
+  const Model m = attention_decoder();
+  for (int threads : {1, 2}) {
+    CompiledModel grown(m, default_compile_options(threads));
+    constexpr int64_t kMax = 40;
+    // A prompt pass first (5 tokens), then the reservation at the longest
+    // cache, then tokens with a cache growing from 5.
+    std::vector<std::pair<int64_t, int64_t>> passes = {{5, 0}};
+    for (int64_t past = 5; past < kMax; ++past) passes.push_back({1, past});
+    int plans_after_reserve = -1;
+    for (size_t i = 0; i < passes.size(); ++i) {
+      const auto [seq, past] = passes[i];
+      if (i == 1) {
+        grown.prepare({{"input_ids", {1, 1}},
+                       {"past_key_values.0.key", {1, 2, kMax - 1, 8}},
+                       {"past_key_values.0.value", {1, 2, kMax - 1, 8}}});
+        plans_after_reserve = grown.plans();
+      }
+      std::vector<int64_t> ids(static_cast<size_t>(seq));
+      for (int64_t t = 0; t < seq; ++t) ids[static_cast<size_t>(t)] = (7 * (past + t) + 3) % 50;
+      const std::map<std::string, Tensor> feeds = {{"input_ids", Tensor::from_vector(ids, {1, seq})},
+                                                   {"past_key_values.0.key", random_cache(past, 11 + past)},
+                                                   {"past_key_values.0.value", random_cache(past, 97 + past)}};
+      grown.run_in_place(feeds);
+      CompiledModel fresh(m, default_compile_options(threads));
+      const std::map<std::string, Tensor> want = fresh.run(feeds);
+      const std::string what = "threads " + std::to_string(threads) + ", past " + std::to_string(past);
+      expect_same_bytes(grown.output(0), want.at("logits"), what + ": logits");
+      expect_same_bytes(grown.output(1), want.at("present.0.key"), what + ": present key");
+      expect_same_bytes(grown.output(2), want.at("present.0.value"), what + ": present value");
+      if (i >= 1) {
+        EXPECT_EQ(grown.plans(), plans_after_reserve) << what << ": planned again";
+      }
+    }
+    // A shape beyond the placement plans anew, and still matches.
+    const std::map<std::string, Tensor> big = {{"input_ids", Tensor::from_vector<int64_t>({1, 2}, {1, 2})},
+                                               {"past_key_values.0.key", random_cache(kMax + 3, 1)},
+                                               {"past_key_values.0.value", random_cache(kMax + 3, 2)}};
+    grown.run_in_place(big);
+    EXPECT_EQ(grown.plans(), plans_after_reserve + 1);
+    CompiledModel fresh(m, default_compile_options(threads));
+    expect_same_bytes(grown.output(0), fresh.run(big).at("logits"), "past beyond the placement");
+  }
+}
+
+// kvant generate's loop: the Decoder's logits for every token equal a fresh
+// compiled model's on the same cache, tokens after the first decode one
+// plan nothing, and they allocate no tensor buffer (only shape vectors and
+// the feed map's small nodes).
+TEST(DecoderCache, TokensRunOnOnePlacementWithTheSameLogits) {
+  const Model m = attention_decoder();
+  const DecoderSignature sig = detect_decoder(m.graph, "m.onnx");
+  constexpr int64_t kMax = 48;
+  Decoder decoder(m, sig, kMax, 1);
+  CompiledModel fresh(m, default_compile_options(1));
+  std::vector<int64_t> ids = {4, 8, 15, 16, 23, 42};
+  Tensor key = random_cache(0, 1), value = random_cache(0, 1);
+  const float* logits = decoder.forward(ids.data(), static_cast<int64_t>(ids.size()));
+  int64_t fed = static_cast<int64_t>(ids.size());
+  int plans = -1;
+  for (int64_t step = 0; decoder.cached() < kMax; ++step) {
+    const std::vector<int64_t> in(ids.end() - fed, ids.end());
+    const auto want = fresh.run({{"input_ids", Tensor::from_vector(in, {1, fed})},
+                                 {"past_key_values.0.key", key},
+                                 {"past_key_values.0.value", value}});
+    const Tensor& want_logits = want.at("logits");
+    ASSERT_EQ(std::memcmp(logits, want_logits.raw(), want_logits.nbytes()), 0) << "pass " << step;
+    key = want.at("present.0.key");
+    value = want.at("present.0.value");
+    const float* last = want_logits.data<float>() + (fed - 1) * 50;
+    ids.push_back(std::max_element(last, last + 50) - last);
+    fed = 1;
+    if (decoder.cached() == kMax) break;
+    if (step == 0) {  // the first token plans once, for the longest cache
+      logits = decoder.forward(&ids.back(), 1);
+      plans = decoder.plans();
+      continue;
+    }
+    const long calls = test::allocation_count();
+    // Tensor buffers are counted against the memory budget (ir/limits.h):
+    // with none to spare, a token that allocated one would throw.
+    const int64_t budget = memory_budget_bytes();
+    set_memory_budget_bytes(memory_in_use_bytes());
+    test::reset_largest_allocation();
+    try {
+      logits = decoder.forward(&ids.back(), 1);
+    } catch (const Error& e) {
+      set_memory_budget_bytes(budget);
+      FAIL() << "token " << step << ": " << e.what();
+    }
+    set_memory_budget_bytes(budget);
+    const size_t largest = test::largest_allocation();
+    EXPECT_EQ(decoder.plans(), plans) << "token " << step << " planned";
+    EXPECT_LT(largest, 1024u) << "token " << step << " allocated a buffer";
+    EXPECT_LT(test::allocation_count() - calls, 200) << "token " << step;
+  }
+  EXPECT_EQ(decoder.cached(), kMax);
+}
+
+// Two sequences in one batch give each sequence's batch-1 logits (to float
+// rounding: a matmul of two rows may take another kernel path than one
+// row's), and the batch's tokens run on one placement too.
+TEST(DecoderCache, BatchRowsMatchBatchOneRuns) {
+  const Model m = attention_decoder();
+  const DecoderSignature sig = detect_decoder(m.graph, "m.onnx");
+  constexpr int64_t kMax = 20, kPrompt = 4;
+  Decoder batched(m, sig, kMax, 1, 2);
+  Decoder one(m, sig, kMax, 1), other(m, sig, kMax, 1);
+  std::vector<int64_t> prompts = {4, 8, 15, 16, 23, 42, 7, 1};  // [2, 4]
+  batched.forward(prompts.data(), kPrompt);
+  one.forward(prompts.data(), kPrompt);
+  other.forward(prompts.data() + kPrompt, kPrompt);
+  int plans = -1;
+  for (int64_t pass = 0; batched.cached() < kMax; ++pass) {
+    int64_t next[2];
+    for (int r = 0; r < 2; ++r) {
+      Decoder& single = r == 0 ? one : other;
+      const int64_t n = pass == 0 ? kPrompt : 1;
+      for (int64_t i = 0; i < n * 50; ++i) {
+        ASSERT_NEAR(batched.logits(r)[i], single.logits(0)[i], 1e-4f) << "pass " << pass << " row " << r << " at " << i;
+      }
+      const float* last = single.logits(0) + (n - 1) * 50;
+      next[r] = std::max_element(last, last + 50) - last;
+    }
+    if (batched.cached() == kMax) break;
+    batched.forward(next, 1);
+    one.forward(&next[0], 1);
+    other.forward(&next[1], 1);
+    if (pass == 0) plans = batched.plans();
+    EXPECT_EQ(batched.plans(), plans) << "pass " << pass;
+  }
+  EXPECT_THROW(batched.logits(2), Error);
 }
 
 }  // namespace
