@@ -14,8 +14,8 @@
 // file", "input \"x\": expected float32[1,4], got float32[1,3] (dimension 1
 // differs)"). No exception leaves this API: the library catches its own
 // and std::bad_alloc at the edge. Exceptions thrown by your
-// CalibrationDataReader are caught too and become the Status of the
-// quantize call.
+// CalibrationDataReader, metric or progress callback are caught too and
+// become the Status of the call.
 //
 // Threads. An OnnxModel is immutable once loaded: any number of threads may
 // read it, quantize it and compile Sessions from it at once. A Session is
@@ -226,12 +226,60 @@ class KVANT_API OnnxModel {
 // true when the reader has started over; the default returns false, and
 // then kvant keeps each sample it read in memory and replays them, so a
 // reader that can go through its data only once works too.
+//
+// size() is how many samples get_next() gives from the start, when known
+// (-1: not known, the default). It makes the totals of progress reports
+// (ProgressCallback) known, and an evaluation reader's labels are checked
+// against it.
 class KVANT_API CalibrationDataReader {
  public:
   virtual ~CalibrationDataReader();
   virtual std::optional<Tensors> get_next() = 0;
   virtual bool rewind() { return false; }
+  virtual int64_t size() { return -1; }
 };
+
+// ---------------------------------------------------------------- progress
+
+// What a long call is doing when it reports progress.
+enum class ProgressStage {
+  kCalibration,     // static calibration (quantize_static, sensitivity with bits 8): done = samples run
+  kAwq,             // QuantizationOptions::awq's statistics: samples run
+  kSmoothQuant,     // QuantizationOptions::smooth_quant's statistics: samples run
+  kGptq,            // RoundingMethod::kGptq's statistics: samples run
+  kSensitivity,     // ranking the layers (sensitivity(), an accuracy target): partial runs, one layer on one sample
+  kAccuracyTarget,  // an accuracy target's search: steps measured (step 0: every layer quantized)
+};
+// "calibration", "awq", "smooth_quant", "gptq", "sensitivity", "accuracy_target"
+KVANT_API const char* progress_stage_name(ProgressStage stage);
+
+struct Progress {
+  ProgressStage stage = ProgressStage::kCalibration;
+  // Work done in this stage: never less than at the stage's call before;
+  // when `total` is known, the stage's last call has done == total.
+  int64_t done = 0;
+  // The stage's work, -1 when not known (samples of a reader whose size()
+  // is -1; always -1 for kAccuracyTarget, whose step count depends on what
+  // it measures).
+  int64_t total = -1;
+  // kSensitivity: the layer (node name) measured; kAccuracyTarget: what the
+  // step changed ("conv1 -> FP32"; empty at step 0).
+  std::string layer;
+  // kAccuracyTarget: the step just measured.
+  int64_t kept_fp32 = 0;  // layers it keeps FP32
+  int64_t int8 = 0;       // layers it moved up to INT8 (weight-only INT4, static W4A8)
+  double value = 0;       // its metric (or custom_metric's value)
+  bool meets = false;     // whether that meets the target
+};
+
+// Called after each unit of work (a calibration sample, a layer's partial
+// run on a sample, an accuracy-target step), from the thread that made the
+// call, never from two threads at once. Return true to go on, false to
+// cancel: the call then stops at once and returns ErrorCode::kCancelled
+// (no model, nothing written). An exception it throws ends the call the
+// same way, as ErrorCode::kInternal with its message. It must not call the
+// function that called it.
+using ProgressCallback = std::function<bool(const Progress& progress)>;
 
 enum class Calibrator { kMinMax, kMovingAverage, kPercentile, kEntropy, kMse };
 enum class WeightOnlyFormat {
@@ -299,6 +347,12 @@ struct QuantizationOptions {
   // SmoothQuant's alpha in [0, 1]; nullopt: searched per layer input from
   // 0, 0.1, ..., 1 (`--smooth-quant search`).
   std::optional<double> smooth_quant_alpha = 0.5;
+
+  // All modes: called with the progress of calibration, of AWQ, SmoothQuant
+  // and GPTQ statistics and, with an accuracy target, of its sensitivity
+  // ranking and of each step it measures; may cancel the call (see
+  // ProgressCallback). Empty: no reports.
+  ProgressCallback progress;
 };
 
 // What the quantizer did.
@@ -386,6 +440,9 @@ struct SensitivityAnalysisOptions {
   // measured and reported).
   MetricCallback custom_metric;
   bool higher_is_better = true;  // custom_metric's direction
+  // Called with the progress of calibration (bits 8) and of the partial
+  // runs; may cancel the call (see ProgressCallback). Empty: no reports.
+  ProgressCallback progress;
 };
 
 // One Conv/Gemm/MatMul layer the quantizer rewrote.

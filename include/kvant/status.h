@@ -19,6 +19,7 @@ enum class ErrorCode {
   kUnsupported,      // valid ONNX that kvant does not implement (yet)
   kNotFound,         // missing file, tensor or node
   kInternal,
+  kCancelled,  // a progress callback asked the call to stop (kvant.h: ProgressCallback)
 };
 
 class Status {

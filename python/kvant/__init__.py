@@ -18,7 +18,7 @@ See docs/python.md.
 
 import os as _os
 
-from ._errors import InvalidArgumentError, KvantError, NotFoundError, UnsupportedError
+from ._errors import CancelledError, InvalidArgumentError, KvantError, NotFoundError, UnsupportedError
 from . import _kvant
 
 __version__ = _kvant.version()
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidArgumentError",
     "UnsupportedError",
     "NotFoundError",
+    "CancelledError",
 ]
 
 # kvant's type names -> ONNX Runtime's NodeArg.type strings.
@@ -275,7 +276,7 @@ def _target_options(options):
     return given
 
 
-def _quantize_with_target(mode, model, calibration_data_reader, options, target):
+def _quantize_with_target(mode, model, calibration_data_reader, options, target, progress):
     samples, labels = _drain(target.pop("eval_data_reader"), "eval_data_reader")
     eval_reader = _ListReader(samples)
     metric = target.pop("metric", None)
@@ -298,7 +299,13 @@ def _quantize_with_target(mode, model, calibration_data_reader, options, target)
     if "output" in target:
         target["output"] = str(target["output"])
     return _kvant.quantize_with_target(mode, model, calibration_data_reader, eval_reader, _options(mode, options),
-                                       target, callback)
+                                       target, callback, _progress(progress))
+
+
+def _progress(progress):
+    if progress is not None and not callable(progress):
+        raise TypeError("progress must be a callable or None, not %s" % type(progress).__name__)
+    return progress
 
 
 def _load(model_input):
@@ -311,7 +318,7 @@ def _save(model, model_output):
         model.save(_os.fspath(model_output))
 
 
-def quantize_static(model_input, model_output, calibration_data_reader, **options):
+def quantize_static(model_input, model_output, calibration_data_reader, *, progress=None, **options):
     """Static INT8 quantization with calibration, as `kvant quantize --mode static`.
 
     calibration_data_reader: ONNX Runtime's CalibrationDataReader protocol,
@@ -340,48 +347,62 @@ def quantize_static(model_input, model_output, calibration_data_reader, **option
     "accuracy_target": met, threshold, fp32_value, value, chosen_step,
     steps, ranking, kept_fp32, int8. A target no mix meets writes the
     closest model, met False and a warning.
+
+    progress: a callable called with a dict after each unit of work, from
+    the calling thread: stage ("calibration", "awq", "smooth_quant", "gptq",
+    "sensitivity", "accuracy_target"), done, total (None when not known: a
+    reader without __len__); layer for "sensitivity" (the layer measured)
+    and "accuracy_target" (what the step changed); kept_fp32, int8, value
+    and meets for "accuracy_target" (the step just measured). done never
+    goes down within a stage and ends at total. Returning False cancels:
+    CancelledError is raised and model_output is not written. What it raises
+    is raised here.
     """
     target = _target_options(options)
     model = _load(model_input)
     if target is None:
-        quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options))
+        quantized, report = _kvant.quantize_static(model, calibration_data_reader, _options("static", options),
+                                                   _progress(progress))
     else:
-        quantized, report = _quantize_with_target("static", model, calibration_data_reader, options, target)
+        quantized, report = _quantize_with_target("static", model, calibration_data_reader, options, target,
+                                                  progress)
     _save(quantized, model_output)
     return report
 
 
-def quantize_dynamic(model_input, model_output, calibration_data_reader=None, **options):
+def quantize_dynamic(model_input, model_output, calibration_data_reader=None, *, progress=None, **options):
     """Dynamic quantization (INT8 weights of MatMul/Gemm/Conv/LSTM/GRU,
     activations quantized at run time), as `kvant quantize --mode dynamic`.
     options: per_tensor / per_channel, reduce_range, exclude /
     nodes_to_exclude, allow_nonfinite, equalize, smooth_quant (True, an
-    alpha in [0, 1] or "search"; needs calibration_data_reader). Returns the
-    report dict."""
+    alpha in [0, 1] or "search"; needs calibration_data_reader); progress as
+    for quantize_static. Returns the report dict."""
     model = _load(model_input)
-    quantized, report = _kvant.quantize_dynamic(model, calibration_data_reader, _options("dynamic", options))
+    quantized, report = _kvant.quantize_dynamic(model, calibration_data_reader, _options("dynamic", options),
+                                                _progress(progress))
     _save(quantized, model_output)
     return report
 
 
 def quantize_weight_only(model_input, model_output, bits=4, group_size=128, calibration_data_reader=None,
-                         **options):
+                         *, progress=None, **options):
     """INT4/INT8 MatMul/Gemm weights with one scale per group_size values
     along K, as `kvant quantize --mode weight-only`. options: affine_weights,
     format ("qdq" or "ort" / "matmulnbits" for com.microsoft.MatMulNBits),
     exclude / nodes_to_exclude, allow_nonfinite; with
     calibration_data_reader: awq, rounding ("nearest" or "gptq"),
     max_samples; accuracy_target=DROP with eval_data_reader etc. as for
-    quantize_static (INT4 layers move up to INT8 first). Returns the report
-    dict."""
+    quantize_static (INT4 layers move up to INT8 first); progress as for
+    quantize_static. Returns the report dict."""
     options = dict(options, bits=bits, group_size=group_size)
     target = _target_options(options)
     model = _load(model_input)
     if target is None:
         quantized, report = _kvant.quantize_weight_only(model, calibration_data_reader,
-                                                        _options("weight_only", options))
+                                                        _options("weight_only", options), _progress(progress))
     else:
-        quantized, report = _quantize_with_target("weight_only", model, calibration_data_reader, options, target)
+        quantized, report = _quantize_with_target("weight_only", model, calibration_data_reader, options, target,
+                                                  progress)
     _save(quantized, model_output)
     return report
 
@@ -394,6 +415,10 @@ class _ListReader:
 
     def __init__(self, samples):
         self._it = iter(samples)
+        self._len = len(samples)
+
+    def __len__(self):
+        return self._len
 
     def get_next(self):
         return next(self._it, None)
@@ -442,7 +467,7 @@ def _metric_callable(metric):
 def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metric=None, *, labels=None, bits=8,
                 calibrate_method=None, calibrator=None, max_samples=None, limit=None, group_size=None, exclude=None,
                 nodes_to_exclude=None, output=None, leave_one_out=False, reference=False, threads=1,
-                higher_is_better=True):
+                higher_is_better=True, progress=None):
     """Which layers cost accuracy when quantized, as `kvant sensitivity`.
 
     Quantizes model (a path or bytes; static INT8 calibrated on
@@ -463,7 +488,8 @@ def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metr
     Other options as the command's: calibrate_method / calibrator,
     max_samples (calibration), limit (evaluation samples), group_size (bits
     4), exclude / nodes_to_exclude, output (the output scored), leave_one_out,
-    reference, threads.
+    reference, threads. progress: as for quantize_static (stages
+    "calibration" with bits 8, then "sensitivity").
 
     Returns a dict: metric, output, samples, fp32, quantized,
     quantized_sqnr_db (custom_fp32, custom_quantized with a callable) and
@@ -506,7 +532,7 @@ def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metr
         callback = _metric_callable(metric)
     elif metric is not None:
         options["metric"] = str(metric).lower()
-    return _kvant.sensitivity(m, calib_reader, eval_reader, options, callback)
+    return _kvant.sensitivity(m, calib_reader, eval_reader, options, callback, _progress(progress))
 
 
 # ---------------------------------------------------------------- inspect

@@ -19,3 +19,7 @@ class UnsupportedError(KvantError):
 
 class NotFoundError(KvantError, LookupError):
     """A missing file, tensor, input, output or node."""
+
+
+class CancelledError(KvantError):
+    """A progress callable returned False: the call stopped, nothing was written."""

@@ -231,6 +231,19 @@ class PyCalibrationReader : public kvant::CalibrationDataReader {
     }
   }
 
+  // len(reader) where the reader has __len__ (a progress total), else -1.
+  int64_t size() override {
+    py::gil_scoped_acquire acquire;
+    if (!py::hasattr(reader_, "__len__")) return -1;
+    try {
+      return static_cast<int64_t>(py::len(reader_));
+    } catch (py::error_already_set& e) {
+      const std::string message = e.what();
+      error_ = std::move(e);
+      throw std::runtime_error("len(calibration_data_reader) raised: " + message);
+    }
+  }
+
   // Raises what the Python reader raised, if it raised.
   void rethrow() {
     if (error_) {
@@ -471,6 +484,40 @@ void rethrow(const PyErrorSlot& error) {
   }
 }
 
+// A Python progress callable as a kvant::ProgressCallback: called with the
+// GIL re-acquired and a dict (stage, done, total: None when not known; layer
+// for sensitivity and accuracy_target; kept_fp32, int8, value, meets for
+// accuracy_target). It returning False (not None) cancels the call; what it
+// raises is kept in `error` (raised again once the kvant call returns) and
+// ends the call.
+kvant::ProgressCallback progress_callback(const py::object& progress, const PyErrorSlot& error) {
+  if (progress.is_none()) return nullptr;
+  return [progress, error](const kvant::Progress& p) {
+    py::gil_scoped_acquire acquire;
+    try {
+      py::dict d;
+      d["stage"] = kvant::progress_stage_name(p.stage);
+      d["done"] = p.done;
+      d["total"] = p.total >= 0 ? py::object(py::int_(p.total)) : py::object(py::none());
+      if (p.stage == kvant::ProgressStage::kSensitivity || p.stage == kvant::ProgressStage::kAccuracyTarget) {
+        d["layer"] = p.layer;
+      }
+      if (p.stage == kvant::ProgressStage::kAccuracyTarget) {
+        d["kept_fp32"] = p.kept_fp32;
+        d["int8"] = p.int8;
+        d["value"] = p.value;
+        d["meets"] = p.meets;
+      }
+      const py::object answer = progress(d);
+      return !(py::isinstance<py::bool_>(answer) && !answer.cast<bool>());
+    } catch (py::error_already_set& e) {
+      const std::string message = e.what();
+      if (!*error) error->emplace(std::move(e));
+      throw std::runtime_error("the progress callable raised: " + message);
+    }
+  };
+}
+
 kvant::AccuracyTarget target_of(const py::dict& d) {
   kvant::AccuracyTarget t;
   for (auto item : d) {
@@ -522,7 +569,7 @@ py::dict target_dict(const kvant::AccuracyTargetReport& r) {
 
 // ---------------------------------------------------------------- session
 
-// KvantError, InvalidArgumentError, UnsupportedError, NotFoundError.
+// KvantError, InvalidArgumentError, UnsupportedError, NotFoundError, CancelledError.
 std::vector<py::object>* error_classes = nullptr;
 
 struct PySession {
@@ -580,7 +627,8 @@ PYBIND11_MODULE(_kvant, m) {
   // Python object may be released after the interpreter is gone).
   py::module_ errors = py::module_::import("kvant._errors");
   error_classes = new std::vector<py::object>{errors.attr("KvantError"), errors.attr("InvalidArgumentError"),
-                                              errors.attr("UnsupportedError"), errors.attr("NotFoundError")};
+                                              errors.attr("UnsupportedError"), errors.attr("NotFoundError"),
+                                              errors.attr("CancelledError")};
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -589,6 +637,7 @@ PYBIND11_MODULE(_kvant, m) {
       if (e.code == kvant::ErrorCode::kInvalidArgument) i = 1;
       if (e.code == kvant::ErrorCode::kUnsupported) i = 2;
       if (e.code == kvant::ErrorCode::kNotFound) i = 3;
+      if (e.code == kvant::ErrorCode::kCancelled) i = 4;
       PyErr_SetString((*error_classes)[i].ptr(), e.message.c_str());
     }
   });
@@ -630,7 +679,7 @@ PYBIND11_MODULE(_kvant, m) {
   m.def(
       "sensitivity",
       [](const kvant::OnnxModel& model, const py::object& calibration, const py::object& eval, const py::dict& options,
-         const py::object& metric) {
+         const py::object& metric, const py::object& progress) {
         kvant::SensitivityAnalysisOptions o = sensitivity_options_of(options);
         PyCalibrationReader eval_reader(eval);
         std::optional<PyCalibrationReader> calib_reader;
@@ -642,26 +691,30 @@ PYBIND11_MODULE(_kvant, m) {
         }
         auto error = std::make_shared<std::optional<py::error_already_set>>();
         if (!metric.is_none()) o.custom_metric = metric_callback(metric, error);
+        o.progress = progress_callback(progress, error);
         std::optional<kvant::Result<kvant::SensitivityReport>> result;
         {
           py::gil_scoped_release release;
           result.emplace(kvant::sensitivity(model, calib, eval_reader, o));
         }
         o.custom_metric = nullptr;  // drops its reference to the callable while the GIL is held
+        o.progress = nullptr;
         rethrow(error);
         eval_reader.rethrow();
         if (calib_reader) calib_reader->rethrow();
         return sensitivity_dict(take(std::move(*result)), !metric.is_none());
       },
-      py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("metric"));
+      py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("metric"),
+      py::arg("progress") = py::none());
   // quantize_with_target(mode, model, calibration reader or None, eval
   // reader, options, target options, metric callable or None): static or
   // weight-only with an accuracy target; calibration may be the eval reader.
   m.def(
       "quantize_with_target",
       [](const std::string& mode, const kvant::OnnxModel& model, const py::object& calibration, const py::object& eval,
-         const py::dict& options, const py::dict& target_options, const py::object& metric) {
-        const kvant::QuantizationOptions o = options_of(options);
+         const py::dict& options, const py::dict& target_options, const py::object& metric,
+         const py::object& progress) {
+        kvant::QuantizationOptions o = options_of(options);
         kvant::AccuracyTarget t = target_of(target_options);
         PyCalibrationReader eval_reader(eval);
         std::optional<PyCalibrationReader> calib_reader;
@@ -676,6 +729,7 @@ PYBIND11_MODULE(_kvant, m) {
         }
         auto error = std::make_shared<std::optional<py::error_already_set>>();
         if (!metric.is_none()) t.custom_metric = metric_callback(metric, error);
+        o.progress = progress_callback(progress, error);
         kvant::QuantizationReport report;
         kvant::AccuracyTargetReport target_report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
@@ -686,6 +740,7 @@ PYBIND11_MODULE(_kvant, m) {
                              : kvant::quantize_weight_only(model, calib, eval_reader, t, o, &report, &target_report));
         }
         t.custom_metric = nullptr;
+        o.progress = nullptr;
         rethrow(error);
         eval_reader.rethrow();
         if (calib_reader) calib_reader->rethrow();
@@ -695,29 +750,35 @@ PYBIND11_MODULE(_kvant, m) {
         return py::make_tuple(quantized, r);
       },
       py::arg("mode"), py::arg("model"), py::arg("calibration"), py::arg("eval"), py::arg("options"), py::arg("target"),
-      py::arg("metric"));
+      py::arg("metric"), py::arg("progress") = py::none());
   m.def(
       "quantize_static",
-      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
-        const kvant::QuantizationOptions o = options_of(options);
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options, const py::object& progress) {
+        kvant::QuantizationOptions o = options_of(options);
         PyCalibrationReader calibration(reader);
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        o.progress = progress_callback(progress, error);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
           py::gil_scoped_release release;
           result.emplace(kvant::quantize_static(model, calibration, o, &report));
         }
+        o.progress = nullptr;
+        rethrow(error);
         calibration.rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("reader"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"), py::arg("progress") = py::none());
   // reader None: the overload without calibration data.
   m.def(
       "quantize_dynamic",
-      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
-        const kvant::QuantizationOptions o = options_of(options);
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options, const py::object& progress) {
+        kvant::QuantizationOptions o = options_of(options);
         std::optional<PyCalibrationReader> calibration;
         if (!reader.is_none()) calibration.emplace(reader);
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        o.progress = progress_callback(progress, error);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
@@ -725,16 +786,20 @@ PYBIND11_MODULE(_kvant, m) {
           result.emplace(calibration ? kvant::quantize_dynamic(model, *calibration, o, &report)
                                      : kvant::quantize_dynamic(model, o, &report));
         }
+        o.progress = nullptr;
+        rethrow(error);
         if (calibration) calibration->rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("reader"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"), py::arg("progress") = py::none());
   m.def(
       "quantize_weight_only",
-      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options) {
-        const kvant::QuantizationOptions o = options_of(options);
+      [](const kvant::OnnxModel& model, const py::object& reader, const py::dict& options, const py::object& progress) {
+        kvant::QuantizationOptions o = options_of(options);
         std::optional<PyCalibrationReader> calibration;
         if (!reader.is_none()) calibration.emplace(reader);
+        auto error = std::make_shared<std::optional<py::error_already_set>>();
+        o.progress = progress_callback(progress, error);
         kvant::QuantizationReport report;
         std::optional<kvant::Result<kvant::OnnxModel>> result;
         {
@@ -742,8 +807,10 @@ PYBIND11_MODULE(_kvant, m) {
           result.emplace(calibration ? kvant::quantize_weight_only(model, *calibration, o, &report)
                                      : kvant::quantize_weight_only(model, o, &report));
         }
+        o.progress = nullptr;
+        rethrow(error);
         if (calibration) calibration->rethrow();
         return py::make_tuple(take(std::move(*result)), report_dict(report));
       },
-      py::arg("model"), py::arg("reader"), py::arg("options"));
+      py::arg("model"), py::arg("reader"), py::arg("options"), py::arg("progress") = py::none());
 }

@@ -62,6 +62,15 @@ std::function<double(const std::vector<std::vector<float>>&, const std::string&)
     const MetricCallback& callback, const std::vector<int64_t>& labels, const OnnxModel::Impl& model,
     const std::string& output);
 
+// The caller's progress callback as the library's hooks (api_progress.cc).
+// report_progress calls it and throws Error(kCancelled) when it returns
+// false. The hooks keep a reference to `callback` and are null when it is
+// empty.
+struct SensitivityProgress;
+void report_progress(const ProgressCallback& callback, const Progress& progress);
+std::function<void(int64_t, int64_t)> sample_progress(const ProgressCallback& callback, ProgressStage stage);
+std::function<void(const SensitivityProgress&)> sensitivity_progress(const ProgressCallback& callback);
+
 // Runs f(), turning any exception into the Status that f's result type
 // (Status or Result<T>) holds: kvant::Error keeps its code and message,
 // std::bad_alloc is "out of memory", anything else kInternal.

@@ -64,6 +64,14 @@ class ReaderSource : public SampleSource {
     return feed;
   }
 
+  // The reader's own count, else (once it ended and is replayed) the
+  // samples it gave; -1 before that.
+  int64_t size() const override {
+    const int64_t n = reader_.size();
+    if (n >= 0) return n;
+    return ended_ && !streaming_ ? static_cast<int64_t>(kept_.size()) : -1;
+  }
+
   void reset() override {
     if (reader_.rewind()) {
       streaming_ = true;
@@ -233,6 +241,20 @@ Model steer(const Model& fp32, Model quantized, QuantizeSummary& summary, Sample
   t.int8_ladder = (opts.mode == QuantMode::kWeightOnly && options.bits == 4) ||
                   (opts.mode == QuantMode::kStatic && options.weight_bits == 4);
   t.bisect = target.bisect;
+  t.progress = sensitivity_progress(options.progress);
+  if (options.progress) {
+    t.on_step = [&options](const FrontierStep& step, size_t index) {
+      Progress p;
+      p.stage = ProgressStage::kAccuracyTarget;
+      p.done = static_cast<int64_t>(index) + 1;
+      p.layer = step.moved;
+      p.kept_fp32 = static_cast<int64_t>(step.kept.size());
+      p.int8 = static_cast<int64_t>(step.int8.size());
+      p.value = step.value;
+      p.meets = step.meets;
+      report_progress(options.progress, p);
+    };
+  }
   const QuantizeWith quantize_with = [&](const std::vector<std::string>& keep, const std::vector<std::string>& int8,
                                          QuantizeSummary* sum) {
     return quantize_mix(fp32, calibration, opts, options.bits, keep, int8, sum);
@@ -282,13 +304,22 @@ Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibr
     if (options.equalize) equalize_lines = equalize_notes(equalize_cross_layer(fp32.graph));
     std::unique_ptr<ReaderSource> source;
     if (calibration) source = std::make_unique<ReaderSource>(*calibration, fp32.graph);
+    opts.progress = sample_progress(options.progress, ProgressStage::kAwq);
     if (options.awq) scaling_lines = awq_notes(apply_awq(fp32, *source, options.bits, opts));
     if (options.smooth_quant) {
+      opts.progress = sample_progress(options.progress, ProgressStage::kSmoothQuant);
       const std::set<std::string> compute_ops =
           mode == QuantMode::kStatic ? std::set<std::string>{"Conv", "Gemm", "MatMul"}
                                      : std::set<std::string>{"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"};
       scaling_lines = smooth_quant_notes(
           apply_smooth_quant(fp32, *source, options.smooth_quant_alpha, opts, compute_ops), options.smooth_quant_alpha);
+    }
+    // As the command: calibration reports progress; in weight-only mode
+    // only GPTQ runs the calibration data then.
+    opts.progress = nullptr;
+    if (mode == QuantMode::kStatic) opts.progress = sample_progress(options.progress, ProgressStage::kCalibration);
+    if (mode == QuantMode::kWeightOnly && opts.rounding == WeightRounding::kGptq) {
+      opts.progress = sample_progress(options.progress, ProgressStage::kGptq);
     }
     QuantizeSummary summary;
     Model quantized;

@@ -134,6 +134,7 @@ Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataRea
     so.reference = o.reference;
     so.threads = o.threads;
     so.max_samples = o.max_samples;
+    so.progress = sensitivity_progress(o.progress);
     if (o.custom_metric) {
       so.custom_metric = wrap_metric(o.custom_metric, o.labels, in, o.output);
       so.custom_higher_is_better = o.higher_is_better;
@@ -144,6 +145,7 @@ Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataRea
     qo.max_samples = o.calibration_samples;
     qo.calibration = observer_options(o.calibrator);
     qo.group_size = o.group_size;
+    qo.progress = sample_progress(o.progress, ProgressStage::kCalibration);
     QuantizeSummary summary;
     Model quantized;
     if (o.bits == 8) {

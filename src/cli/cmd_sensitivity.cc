@@ -119,7 +119,9 @@ int sensitivity_command(const SensitivityArgs& a) {
   if (a.bits == 8) {
     if (isatty(STDERR_FILENO)) {
       qo.progress = [](int64_t done, int64_t total) {
-        std::cerr << "\rcalibrating " << done << "/" << total << std::flush;
+        std::cerr << "\rcalibrating " << done;
+        if (total >= 0) std::cerr << "/" << total;
+        std::cerr << std::flush;
         if (done == total) std::cerr << "\n";
       };
     }

@@ -215,6 +215,7 @@ TargetSearch search_accuracy_target(const Model& fp32, Model first, const Quanti
         << (o.int8_ladder ? ", " + std::to_string(step.int8.size()) + " INT8" : std::string())
         << (step.moved.empty() ? "" : " (" + step.moved + ")") << ", " << format_target_value(o, step.value)
         << (step.meets ? ": met\n" : "\n");
+    if (o.on_step) o.on_step(step, index);
     const double best = s.steps.empty() ? 0 : s.steps[s.chosen].value;
     const double v = step.value;
     if (s.steps.empty() || step.meets || (higher ? v > best : v < best)) {

@@ -33,6 +33,8 @@
 
 namespace kvant {
 
+struct FrontierStep;
+
 struct TargetOptions {
   TaskMetric metric = TaskMetric::kAgreement;
   double drop = 0;
@@ -51,6 +53,9 @@ struct TargetOptions {
   // model, at the risk of missing a smaller k where it does not.
   bool bisect = false;
   std::function<void(const SensitivityProgress&)> progress;  // of the sensitivity ranking; may be empty
+  // Called once per step measured (index 0: every layer quantized), after
+  // its line is logged; may be empty. An exception it throws ends the search.
+  std::function<void(const FrontierStep& step, size_t index)> on_step;
 };
 
 struct FrontierStep {

@@ -11,8 +11,7 @@ int64_t run_calibration_samples(ReferenceExecutor& exec, SampleSource& calibrati
                                 const std::function<void(const std::string&, const Tensor&)>& on_input) {
   calibration.reset();
   int64_t done = 0;
-  const int64_t total =
-      calibration.size() < 0 ? options.max_samples : std::min(calibration.size(), options.max_samples);
+  const int64_t total = calibration.size() < 0 ? -1 : std::min(calibration.size(), options.max_samples);
   while (done < options.max_samples) {
     auto feed = calibration.next();
     if (!feed) break;
