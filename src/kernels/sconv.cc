@@ -4,6 +4,7 @@
 #include "kernels/sconv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -229,7 +230,60 @@ void pack_tile_body(const ConvShape& s, bool pointwise, const Im2colKernel& im2c
   im2col.pack(t);
 }
 
+// The kernel taps t in [lo, hi) of one axis (input size `in`, `out`
+// outputs) that read inside the input for some output; lo is capped so that
+// the padding pad - lo * dil stays >= 0. Dead taps between live ones (stride
+// > 1) stay in the range.
+void live_range(int in, int out, int k, int stride, int dil, int pad, int& lo, int& hi) {
+  lo = k;
+  hi = 0;
+  for (int t = 0; t < k; ++t) {
+    for (int o = 0; o < out; ++o) {
+      const int64_t i = static_cast<int64_t>(o) * stride - pad + static_cast<int64_t>(t) * dil;
+      if (i >= 0 && i < in) {
+        lo = std::min(lo, t);
+        hi = t + 1;
+        break;
+      }
+    }
+  }
+  if (hi == 0) lo = 0;  // no tap reads the input: keep one, it reads zeros
+  if (hi == 0) hi = 1;
+  lo = std::min(lo, pad / dil);
+}
+
 }  // namespace
+
+bool SConv::live_taps(const ConvShape& s, const float* weights, ConvShape& reduced, std::vector<float>& live_weights) {
+  int y0, y1, x0, x1;
+  live_range(s.h_in, s.h_out, s.kh, s.stride_h, s.dil_h, s.pad_top, y0, y1);
+  live_range(s.w_in, s.w_out, s.kw, s.stride_w, s.dil_w, s.pad_left, x0, x1);
+  if (y0 == 0 && y1 == s.kh && x0 == 0 && x1 == s.kw) return false;
+  const size_t filters = static_cast<size_t>(s.c_out) * static_cast<size_t>(s.c_in / s.group);
+  const int kh = y1 - y0, kw = x1 - x0;
+  live_weights.resize(filters * static_cast<size_t>(kh) * static_cast<size_t>(kw));
+  float* dst = live_weights.data();
+  for (size_t f = 0; f < filters; ++f) {
+    const float* w = weights + f * static_cast<size_t>(s.kh) * static_cast<size_t>(s.kw);
+    for (int ky = 0; ky < s.kh; ++ky) {
+      for (int kx = 0; kx < s.kw; ++kx) {
+        const float v = w[ky * s.kw + kx];
+        if (ky >= y0 && ky < y1 && kx >= x0 && kx < x1) {
+          *dst++ = v;
+        } else if (!std::isfinite(v)) {
+          live_weights.clear();  // 0 * inf is NaN: the full conv must run
+          return false;
+        }
+      }
+    }
+  }
+  reduced = s;
+  reduced.kh = kh;
+  reduced.kw = kw;
+  reduced.pad_top = s.pad_top - y0 * s.dil_h;
+  reduced.pad_left = s.pad_left - x0 * s.dil_w;
+  return true;
+}
 
 std::span<const DwConvKernel> dwconv_kernels() { return kDwConvKernels; }
 std::span<const Im2colKernel> im2col_kernels() { return kIm2colKernels; }
@@ -254,11 +308,18 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
 
 SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
              SConvEpilogue epilogue)
-    : shape_(shape), act_(act) {
+    : given_(shape), shape_(shape), act_(act) {
   validate(shape_);
   if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
+  if (bias != nullptr) bias_.assign(bias, bias + shape_.c_out);
+  std::vector<float> live_weights;
+  const bool live = live_taps(given_, weights, shape_, live_weights);
+  setup(live ? live_weights.data() : weights, allowed);
+  if (live) name_ += "+live-taps";
+}
+
+void SConv::setup(const float* weights, Isa allowed) {
   const ConvShape& s = shape_;
-  if (bias != nullptr) bias_.assign(bias, bias + s.c_out);
   const int taps = s.kh * s.kw;
   if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
     kind_ = Kind::kDepthwise;

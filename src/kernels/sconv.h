@@ -33,6 +33,14 @@
 //                      copy of one input plane, or (in_place entries: AVX2)
 //                      from the input plane itself, borders masked
 //                      (sconv_kernels.h's table).
+// Live taps (any path): kernel rows or columns that read only the padding
+// for every output (dilated convs on small planes, e.g. DeepLabV3's ASPP,
+// dilation 12..36 on an 8x8 map) are dropped at construction when their
+// weights are all finite (0 * inf is NaN): the conv runs over the hull of the
+// live taps, kh / kw and the padding cut (only the centre tap on a stride-1
+// map of the same size: sconv_1x1); the name gets "+live-taps". Each output
+// sums the same products as the full conv less the zero ones, in the same
+// order.
 // The GEMM paths run W (prepacked once, sgemm_pack_a) against the packed tile
 // with sgemm_packed_a_block: per K block of 256, so every output's summation
 // order depends only on K, never on the tiling or the thread count.
@@ -99,7 +107,15 @@ class SConv {
   bool supports_residual() const { return kind_ != Kind::kDepthwise; }
 
   const char* kernel_name() const { return name_.c_str(); }
-  const ConvShape& shape() const { return shape_; }
+  // The shape given to the constructor (run() may compute a smaller kernel:
+  // "+live-taps" above).
+  const ConvShape& shape() const { return given_; }
+
+  // Dead taps: when some kernel rows or columns read only the padding for
+  // every output, reduced gets the conv over the hull of the live ones (kh,
+  // kw and the padding cut) and live_weights their weights; false, nothing
+  // set, when every tap lives or a dropped weight is not finite.
+  static bool live_taps(const ConvShape& s, const float* weights, ConvShape& reduced, std::vector<float>& live_weights);
 
  private:
   enum class Kind { k1x1, kIm2col, kImplicit, kGroup, kDepthwise };
@@ -107,11 +123,13 @@ class SConv {
   void run_implicit(const float* x, float* y, float* scratch, int threads, ThreadPool* pool,
                     const float* residual) const;
   void run_depthwise(const float* x, float* y, float* scratch, int threads, ThreadPool* pool) const;
+  void setup(const float* weights, Isa allowed);  // path choice and prepacking for shape_
   void pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const;
   // The epilogue over n contiguous outputs (in place); nothing without one.
   void finish(float* y, int64_t n) const;
 
-  ConvShape shape_;
+  ConvShape given_;  // as constructed
+  ConvShape shape_;  // as run: given_, or its live taps
   SgemmActivation act_;
   const VMathKernel* silu_ = nullptr;  // the epilogue's vmath entry, null for none
   Kind kind_ = Kind::kIm2col;

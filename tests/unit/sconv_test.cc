@@ -21,9 +21,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "alloc_counter.h"
@@ -609,6 +611,139 @@ TEST(SConv, AgreesWithReferenceConvOp) {
     max_err = std::max(max_err, std::fabs(got[i] - ref[i]));
   }
   EXPECT_LE(max_err, 1e-4f * (max_ref + 1.0f));
+}
+
+// Live taps (sconv.h): a dilated conv whose kernel rows or columns read only
+// the padding runs over the live taps. Checked against the oracle, and
+// against the full conv on the input zero-padded explicitly (no padding, so
+// no dead tap: the unreduced path): for K <= 256 (one K block) both sum the
+// same non-zero products in the same order, so every output is equal as
+// floats (0 ulp; +0 == -0); above, only the oracle's tolerance holds.
+std::vector<float> padded_input(const Case& c, const Data& d, ConvShape& full) {
+  const ConvShape& s = c.s;
+  full = s;
+  full.h_in = s.h_in + s.pad_top + c.pad_bottom;
+  full.w_in = s.w_in + s.pad_left + c.pad_right;
+  full.pad_top = full.pad_left = 0;
+  std::vector<float> x(static_cast<size_t>(s.batch) * s.c_in * full.h_in * full.w_in, 0.0f);
+  for (int p = 0; p < s.batch * s.c_in; ++p)
+    for (int iy = 0; iy < s.h_in; ++iy)
+      for (int ix = 0; ix < s.w_in; ++ix) {
+        x[(static_cast<size_t>(p) * full.h_in + iy + s.pad_top) * full.w_in + ix + s.pad_left] =
+            d.x[(static_cast<size_t>(p) * s.h_in + iy) * s.w_in + ix];
+      }
+  return x;
+}
+
+void check_live_taps(const Case& c, std::mt19937& rng, ThreadPool* pool3, bool expect_live, bool expect_1x1) {
+  SCOPED_TRACE(describe(c));
+  const Data d = make_data(c.s, rng);
+  ConvShape full_shape;
+  Data padded = d;
+  padded.x = padded_input(c, d, full_shape);
+  std::vector<double> mag;
+  const std::vector<double> want = oracle(c, d, mag);
+  for (Isa isa : levels()) {
+    const SConv conv(c.s, d.w.data(), c.bias ? d.b.data() : nullptr, c.act, isa);
+    const SConv full(full_shape, d.w.data(), c.bias ? d.b.data() : nullptr, c.act, isa);
+    const std::string what = std::string(isa_name(isa)) + " " + conv.kernel_name() + " vs " + full.kernel_name();
+    const std::string name = conv.kernel_name();
+    EXPECT_EQ(name.find("+live-taps") != std::string::npos, expect_live) << what;
+    EXPECT_EQ(std::string(full.kernel_name()).find("+live-taps"), std::string::npos) << full.kernel_name();
+    if (expect_1x1) {
+      EXPECT_EQ(name.rfind("sconv_1x1/", 0), 0u) << what;
+    }
+    EXPECT_EQ(conv.shape().kh, c.s.kh);  // shape() is the given shape
+    EXPECT_EQ(conv.shape().pad_top, c.s.pad_top);
+    const std::vector<float> want_full = run_conv(full, padded, nullptr);
+    // One K block (sgemm.h): each output is one FMA chain over its taps.
+    // Over 256, the blocks' partial sums are added and the live taps' block
+    // boundaries differ from the full conv's: rounding differs (the oracle
+    // check above still holds). The depthwise kernels sum the taps in order.
+    const bool exact = c.s.c_in / c.s.group * c.s.kh * c.s.kw <= kSgemmKc || c.s.group == c.s.c_in;
+    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), pool3}) {
+      const std::vector<float> got = run_conv(conv, d, pool);
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_LE(std::fabs(got[i] - want[i]), 1e-5 * mag[i] + 1e-5) << what << " element " << i;
+        if (exact) {
+          ASSERT_EQ(got[i], want_full[i]) << what << " element " << i << (pool ? " 3 threads" : " 1 thread");
+        }
+      }
+    }
+  }
+}
+
+TEST(SConv, LiveTapsEqualTheFullConv) {
+  ThreadPool pool3(3);
+  std::mt19937 rng(31);
+  const SgemmActivation relu = SgemmActivation::relu(), none = SgemmActivation::none();
+  int live = 0, pointwise = 0;
+  for (int dil : {2, 6, 12, 36}) {
+    for (const auto& [h, w] : {std::pair{4, 4}, std::pair{8, 8}, std::pair{9, 7}, std::pair{33, 33}}) {
+      for (int stride : {1, 2}) {
+        for (int group : {1, 2}) {
+          for (bool asym : {false, true}) {
+            // K over one block (c_in / group * 9 > 256) on the 8x8 planes.
+            const int c_in = h == 8 && w == 8 ? 64 : 6;
+            Case c = make_case(1, c_in, 4, h, w, 3, stride, dil, dil, group, group == 1, group == 1 ? relu : none);
+            if (asym) {
+              c.s.pad_top = dil / 2;
+              c.pad_bottom = dil + 1;
+              c.s.pad_left = dil + 2;
+              c.pad_right = 0;
+            }
+            if (!finish(c)) continue;
+            ConvShape reduced;
+            std::vector<float> lw;
+            const Data probe = make_data(c.s, rng);
+            const bool expect = SConv::live_taps(c.s, probe.w.data(), reduced, lw);
+            // Only the centre tap on a stride-1 map of the same size: 1x1.
+            const bool one = expect && reduced.kh == 1 && reduced.kw == 1 && stride == 1 && group == 1 &&
+                             reduced.pad_top == 0 && reduced.pad_left == 0 && c.s.h_out == h && c.s.w_out == w;
+            check_live_taps(c, rng, &pool3, expect, one);
+            if (HasFatalFailure()) return;
+            live += expect ? 1 : 0;
+            pointwise += one ? 1 : 0;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(live, 40);  // most of these drop taps
+  EXPECT_GE(pointwise, 4);
+  // ASPP-like: dilation 12 on 8x8, only the centre tap lives -> 1x1 path.
+  Case aspp = make_case(2, 40, 24, 8, 8, 3, 1, 12, 12, 1, true, relu);
+  ASSERT_TRUE(finish(aspp));
+  check_live_taps(aspp, rng, &pool3, true, true);
+  // Depthwise, dilation 6 on 4x4.
+  Case dw = make_case(1, 8, 8, 4, 4, 3, 1, 6, 6, 8, true, none);
+  ASSERT_TRUE(finish(dw));
+  check_live_taps(dw, rng, &pool3, true, false);
+  // No tap dropped (dilation 2 on 33x33): the unchanged path.
+  Case all = make_case(1, 6, 4, 33, 33, 3, 1, 2, 2, 1, true, relu);
+  ASSERT_TRUE(finish(all));
+  check_live_taps(all, rng, &pool3, false, false);
+}
+
+// A non-finite weight in a dead tap: not dropped (0 * inf is NaN, as in the
+// full conv).
+TEST(SConv, LiveTapsKeepANonFiniteDeadWeight) {
+  Case c = make_case(1, 3, 2, 8, 8, 3, 1, 12, 12, 1, true, SgemmActivation::none());
+  ASSERT_TRUE(finish(c));
+  std::mt19937 rng(7);
+  Data d = make_data(c.s, rng);
+  ConvShape reduced;
+  std::vector<float> lw;
+  ASSERT_TRUE(SConv::live_taps(c.s, d.w.data(), reduced, lw));
+  d.w[0] = std::numeric_limits<float>::infinity();  // filter 0, channel 0, tap (0, 0): dead
+  EXPECT_FALSE(SConv::live_taps(c.s, d.w.data(), reduced, lw));
+  for (Isa isa : levels()) {
+    const SConv conv(c.s, d.w.data(), d.b.data(), c.act, isa);
+    EXPECT_EQ(std::string(conv.kernel_name()).find("+live-taps"), std::string::npos) << conv.kernel_name();
+    const std::vector<float> y = run_conv(conv, d, nullptr);
+    for (int i = 0; i < 64; ++i) EXPECT_TRUE(std::isnan(y[static_cast<size_t>(i)])) << i;     // output channel 0
+    for (int i = 64; i < 128; ++i) EXPECT_FALSE(std::isnan(y[static_cast<size_t>(i)])) << i;  // channel 1
+  }
 }
 
 }  // namespace
