@@ -26,6 +26,7 @@ void lookup_u8_ref(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n
 constexpr LookupU8Kernel kKernels[] = {
 #if defined(__x86_64__)
     {Isa::kAvx512, kCpuVbmi, "lookup_u8_avx512vbmi", lookup_u8_avx512vbmi},
+    {Isa::kAvx2, kCpuExtraNone, "lookup_u8_avx2", lookup_u8_avx2},
 #endif
     {Isa::kRef, kCpuExtraNone, "lookup_u8_ref", lookup_u8_ref},
 };

@@ -24,5 +24,9 @@ const LookupU8Kernel& pick_lookup_u8(Isa allowed);
 // x86_avx512vbmi/lookup_u8_avx512vbmi.cc: 64 bytes per step, two vpermi2b
 // (the table's halves) and a select on the index's top bit.
 void lookup_u8_avx512vbmi(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n);
+// x86_avx2/lookup_u8_avx2.cc: 32 bytes per step, 16 vpshufb over the table's
+// 16-byte chunks (XOR-chained, so each index keeps only its own chunk) and a
+// blend on the index's top bit.
+void lookup_u8_avx2(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n);
 
 }  // namespace kvant
