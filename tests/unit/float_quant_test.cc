@@ -304,6 +304,31 @@ TEST(LookupU8, EveryEntryMatchesTheReference) {
   }
 }
 
+// Many planes in one call (run_planes), each through its own table, on
+// plane sizes either side of the AVX2 entry's switch to scalar code (64).
+TEST(LookupU8, EveryEntryMatchesTheReferenceOnPlanes) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  std::mt19937 rng(14);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const int64_t planes = 37;
+  std::vector<uint8_t> tables(static_cast<size_t>(planes) * 256);
+  for (auto& v : tables) v = static_cast<uint8_t>(byte(rng));
+  const LookupU8Kernel& ref = lookup_u8_kernels().back();
+  for (const LookupU8Kernel* k : test::runnable_entries(lookup_u8_kernels(), allowed)) {
+    for (int64_t inner : {1, 3, 4, 16, 17, 49, 63, 64, 65, 100}) {
+      const auto size = static_cast<size_t>(inner * planes);
+      std::vector<uint8_t> x(size);
+      for (auto& v : x) v = static_cast<uint8_t>(byte(rng));
+      std::vector<uint8_t> got(size + 1, 0xA5), want = got;
+      k->run_planes(tables.data(), x.data(), got.data(), inner, planes);
+      for (int64_t p = 0; p < planes; ++p) {
+        ref.run(tables.data() + 256 * p, x.data() + inner * p, want.data() + inner * p, inner);
+      }
+      EXPECT_EQ(got, want) << k->name << " inner=" << inner;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvant
 
