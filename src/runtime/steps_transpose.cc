@@ -4,6 +4,7 @@
 // a permutation that keeps the last axis last copies contiguous rows
 // (BERT's [B, S, H, D] -> [B, H, S, D]); otherwise the innermost output
 // axis is a strided gather.
+#include <cstdint>
 #include <cstring>
 
 #include "runtime/steps.h"
@@ -11,6 +12,13 @@
 namespace kvant {
 
 namespace {
+
+// d[i] = s[i * stride]: element copies of a known size (a memcpy of a
+// run-time size per element costs a call per byte).
+template <typename T>
+void gather(const T* s, int64_t stride, int64_t n, T* d) {
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+}
 
 class TransposeStep : public Step {
  public:
@@ -86,9 +94,13 @@ class TransposeStep : public Step {
       if (inner_stride == 1) {
         std::memcpy(out_row, src + static_cast<size_t>(off) * elem, static_cast<size_t>(inner) * elem);
       } else if (elem == 4) {
-        const auto* s32 = reinterpret_cast<const uint32_t*>(src) + off;
-        auto* d32 = reinterpret_cast<uint32_t*>(out_row);
-        for (int64_t i = 0; i < inner; ++i) d32[i] = s32[i * inner_stride];
+        gather(reinterpret_cast<const uint32_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint32_t*>(out_row));
+      } else if (elem == 1) {  // 8-bit codes (the layout pass's NCHW <-> NHWC copies)
+        gather(reinterpret_cast<const uint8_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint8_t*>(out_row));
+      } else if (elem == 2) {
+        gather(reinterpret_cast<const uint16_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint16_t*>(out_row));
+      } else if (elem == 8) {
+        gather(reinterpret_cast<const uint64_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint64_t*>(out_row));
       } else {
         for (int64_t i = 0; i < inner; ++i) {
           std::memcpy(out_row + static_cast<size_t>(i) * elem, src + static_cast<size_t>(off + i * inner_stride) * elem,
