@@ -324,9 +324,9 @@ TEST(CompiledModel, DecomposedLayerNormBecomesOneStep) {
 }
 
 // Transpose runs as a kernel step; on every permutation of a rank-4 float
-// tensor with a size-1 axis (and of uint8 and int16 ones: each element size
-// has its own copy), the default (reversed) perm and a rank-3 int64 tensor,
-// it gives exactly the reference's bytes.
+// tensor with a size-1 axis (and of int16 and larger uint8 ones: each
+// element size has its own copy, 8-bit blocks their transpose kernel), the default (reversed) perm and a rank-3 int64
+// tensor, it gives exactly the reference's bytes.
 TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
   std::vector<std::vector<int64_t>> perms;
   std::vector<int64_t> p = {0, 1, 2, 3};
@@ -340,7 +340,11 @@ TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
       m.ir_version = 7;
       m.opset_imports[""] = 13;
       Graph& g = m.graph;
-      const Shape shape = dtype == DType::kInt64 ? Shape{4, 6, 5} : Shape{3, 1, 5, 7};
+      // uint8: axes of 16 or more, so the 16x16 byte-transpose blocks (with
+      // tails) run where the last two output axes are a matrix transpose.
+      const Shape shape = dtype == DType::kInt64   ? Shape{4, 6, 5}
+                          : dtype == DType::kUInt8 ? Shape{2, 17, 3, 33}
+                                                   : Shape{3, 1, 5, 7};
       if (dtype == DType::kInt64 && perm.size() == 4) continue;
       TypeInfo t;
       t.dtype = dtype;
