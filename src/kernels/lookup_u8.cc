@@ -23,11 +23,16 @@ void lookup_u8_ref(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n
   for (; i < n; ++i) y[i] = table[x[i]];
 }
 
+void lookup_u8_planes_ref(const uint8_t* tables, const uint8_t* x, uint8_t* y, int64_t inner, int64_t planes) {
+  for (int64_t p = 0; p < planes; ++p) lookup_u8_ref(tables + 256 * p, x + inner * p, y + inner * p, inner);
+}
+
 constexpr LookupU8Kernel kKernels[] = {
 #if defined(__x86_64__)
-    {Isa::kAvx512, kCpuVbmi, "lookup_u8_avx512vbmi", lookup_u8_avx512vbmi},
+    {Isa::kAvx512, kCpuVbmi, "lookup_u8_avx512vbmi", lookup_u8_avx512vbmi, lookup_u8_planes_avx512vbmi},
+    {Isa::kAvx2, kCpuExtraNone, "lookup_u8_avx2", lookup_u8_avx2, lookup_u8_planes_avx2},
 #endif
-    {Isa::kRef, kCpuExtraNone, "lookup_u8_ref", lookup_u8_ref},
+    {Isa::kRef, kCpuExtraNone, "lookup_u8_ref", lookup_u8_ref, lookup_u8_planes_ref},
 };
 
 }  // namespace

@@ -410,7 +410,7 @@ class Compiler {
         constant(node.inputs[0]) == nullptr) {  // a constant one is folded
       Fusion f;
       f.nodes = {&node};
-      f.step = make_transpose_step(node.attr_ints("perm"));
+      f.step = make_transpose_step(node.attr_ints("perm"), m_.options_.isa);
       f.inputs = {node.inputs[0]};
       f.outputs = {node.outputs[0]};
       return f;
@@ -473,7 +473,7 @@ class Compiler {
         f.outputs = {unique_value_name(g_, node.outputs[0] + "_codes")};
         Fusion part;
         part.nodes = {tr};
-        part.step = make_transpose_step(tr->attr_ints("perm"));
+        part.step = make_transpose_step(tr->attr_ints("perm"), m_.options_.isa);
         part.inputs = f.outputs;
         part.outputs = {q->outputs[0]};
         f.then.push_back(std::move(part));

@@ -147,8 +147,9 @@ std::unique_ptr<Step> make_layernorm_step(float eps, std::vector<float> gamma, s
 std::unique_ptr<Step> make_gelu_step(float divisor, float half);
 // y = x * sigmoid(x), steps_norm.cc.
 std::unique_ptr<Step> make_silu_step();
-// Transpose (perm empty: reversed axes), steps_transpose.cc.
-std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm);
+// Transpose (perm empty: reversed axes), steps_transpose.cc; 8-bit matrix
+// transposes through layout_u8.h's byte transpose picked for `isa`.
+std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm, Isa isa);
 
 }  // namespace kvant
 

@@ -113,8 +113,10 @@ class ChannelLookupStep : public Step {
     const auto* x = static_cast<const uint8_t*>(xt.raw());
     auto* y = static_cast<uint8_t*>(out[0]->raw());
     parallel_for(pool, planes, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        kernel_->run(tables_.data() + (p % channels_) * 256, x + p * inner, y + p * inner, inner);
+      while (p0 < p1) {  // one kernel call per run of channels within an image
+        const int64_t c = p0 % channels_, n = std::min(p1 - p0, channels_ - c);
+        kernel_->run_planes(tables_.data() + c * 256, x + p0 * inner, y + p0 * inner, inner, n);
+        p0 += n;
       }
     });
   }

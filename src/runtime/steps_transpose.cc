@@ -4,17 +4,26 @@
 // a permutation that keeps the last axis last copies contiguous rows
 // (BERT's [B, S, H, D] -> [B, H, S, D]); otherwise the innermost output
 // axis is a strided gather.
+#include <cstdint>
 #include <cstring>
 
+#include "kernels/layout_u8.h"
 #include "runtime/steps.h"
 
 namespace kvant {
 
 namespace {
 
+// d[i] = s[i * stride]: element copies of a known size (a memcpy of a
+// run-time size per element costs a call per byte).
+template <typename T>
+void gather(const T* s, int64_t stride, int64_t n, T* d) {
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+}
+
 class TransposeStep : public Step {
  public:
-  explicit TransposeStep(std::vector<int64_t> perm) : perm_(std::move(perm)) {}
+  TransposeStep(std::vector<int64_t> perm, Isa isa) : perm_(std::move(perm)), u8_(&pick_transpose_u8(isa)) {}
   std::string kernel() const override { return "transpose"; }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
@@ -77,6 +86,11 @@ class TransposeStep : public Step {
     }
     const int64_t inner = dims[n - 1];
     const int64_t inner_stride = strides[n - 1];
+    if (elem == 1 && n >= 2 && strides[n - 2] == 1 && inner >= 16 && dims[n - 2] >= 16 && inner <= INT32_MAX &&
+        dims[n - 2] <= INT32_MAX) {
+      transpose_blocks(src, dst, dims, strides, n);
+      return;
+    }
     const int64_t rows = y.numel() / inner;
     int64_t idx[8] = {};
     for (int64_t row = 0; row < rows; ++row) {
@@ -86,9 +100,13 @@ class TransposeStep : public Step {
       if (inner_stride == 1) {
         std::memcpy(out_row, src + static_cast<size_t>(off) * elem, static_cast<size_t>(inner) * elem);
       } else if (elem == 4) {
-        const auto* s32 = reinterpret_cast<const uint32_t*>(src) + off;
-        auto* d32 = reinterpret_cast<uint32_t*>(out_row);
-        for (int64_t i = 0; i < inner; ++i) d32[i] = s32[i * inner_stride];
+        gather(reinterpret_cast<const uint32_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint32_t*>(out_row));
+      } else if (elem == 1) {  // 8-bit codes (the layout pass's NCHW <-> NHWC copies)
+        gather(reinterpret_cast<const uint8_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint8_t*>(out_row));
+      } else if (elem == 2) {
+        gather(reinterpret_cast<const uint16_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint16_t*>(out_row));
+      } else if (elem == 8) {
+        gather(reinterpret_cast<const uint64_t*>(src) + off, inner_stride, inner, reinterpret_cast<uint64_t*>(out_row));
       } else {
         for (int64_t i = 0; i < inner; ++i) {
           std::memcpy(out_row + static_cast<size_t>(i) * elem, src + static_cast<size_t>(off + i * inner_stride) * elem,
@@ -103,13 +121,36 @@ class TransposeStep : public Step {
   }
 
  private:
+  // 8-bit codes whose last two output axes are a matrix transpose of the
+  // input's (the layout pass's NCHW <-> NHWC copies: output [.., A, B] read
+  // at a + b * stride): each [A, B] block through layout_u8.h's 16x16
+  // byte transpose.
+  void transpose_blocks(const std::byte* src, std::byte* dst, const int64_t* dims, const int64_t* strides,
+                        int n) const {
+    const int64_t a = dims[n - 2], b = dims[n - 1];
+    int64_t outer = 1;
+    for (int d = 0; d + 2 < n; ++d) outer *= dims[d];
+    int64_t idx[8] = {};
+    for (int64_t o = 0; o < outer; ++o) {
+      int64_t off = 0;
+      for (int d = 0; d + 2 < n; ++d) off += idx[d] * strides[d];
+      u8_->run(reinterpret_cast<const uint8_t*>(src) + off, strides[n - 1], static_cast<int>(b), static_cast<int>(a),
+               reinterpret_cast<uint8_t*>(dst) + o * a * b, b, 0);
+      for (int d = n - 3; d >= 0; --d) {
+        if (++idx[d] < dims[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+
   std::vector<int64_t> perm_;
+  const TransposeU8Kernel* u8_;  // the byte transpose of kernels/layout_u8.h, picked once
 };
 
 }  // namespace
 
-std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm) {
-  return std::make_unique<TransposeStep>(std::move(perm));
+std::unique_ptr<Step> make_transpose_step(std::vector<int64_t> perm, Isa isa) {
+  return std::make_unique<TransposeStep>(std::move(perm), isa);
 }
 
 }  // namespace kvant

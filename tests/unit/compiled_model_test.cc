@@ -324,7 +324,8 @@ TEST(CompiledModel, DecomposedLayerNormBecomesOneStep) {
 }
 
 // Transpose runs as a kernel step; on every permutation of a rank-4 float
-// tensor with a size-1 axis, the default (reversed) perm and a rank-3 int64
+// tensor with a size-1 axis (and of int16 and larger uint8 ones: each
+// element size has its own copy, 8-bit blocks their transpose kernel), the default (reversed) perm and a rank-3 int64
 // tensor, it gives exactly the reference's bytes.
 TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
   std::vector<std::vector<int64_t>> perms;
@@ -334,12 +335,16 @@ TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
   } while (std::next_permutation(p.begin(), p.end()));
   perms.push_back({});
   for (const auto& perm : perms) {
-    for (DType dtype : {DType::kFloat32, DType::kInt64}) {
+    for (DType dtype : {DType::kFloat32, DType::kInt64, DType::kUInt8, DType::kInt16}) {
       Model m;
       m.ir_version = 7;
       m.opset_imports[""] = 13;
       Graph& g = m.graph;
-      const Shape shape = dtype == DType::kFloat32 ? Shape{3, 1, 5, 7} : Shape{4, 6, 5};
+      // uint8: axes of 16 or more, so the 16x16 byte-transpose blocks (with
+      // tails) run where the last two output axes are a matrix transpose.
+      const Shape shape = dtype == DType::kInt64   ? Shape{4, 6, 5}
+                          : dtype == DType::kUInt8 ? Shape{2, 17, 3, 33}
+                                                   : Shape{3, 1, 5, 7};
       if (dtype == DType::kInt64 && perm.size() == 4) continue;
       TypeInfo t;
       t.dtype = dtype;
@@ -356,6 +361,10 @@ TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
       for (int64_t i = 0; i < x.numel(); ++i) {
         if (dtype == DType::kFloat32) {
           x.data<float>()[i] = static_cast<float>(i) * 0.5f;
+        } else if (dtype == DType::kUInt8) {
+          x.data<uint8_t>()[i] = static_cast<uint8_t>(i * 7 + 1);
+        } else if (dtype == DType::kInt16) {
+          x.data<int16_t>()[i] = static_cast<int16_t>(i * 1001 - 9000);
         } else {
           x.data<int64_t>()[i] = i * 1000003;
         }

@@ -6,6 +6,7 @@
 // operator, which defines it.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -274,17 +275,56 @@ TEST(LookupU8, EveryEntryMatchesTheReference) {
   test::check_coverage(lookup_u8_kernels(), allowed, "lookup_u8 table");
   std::mt19937 rng(12);
   std::uniform_int_distribution<int> byte(0, 255);
-  uint8_t table[256];
-  for (auto& v : table) v = static_cast<uint8_t>(byte(rng));
+  // Random tables, and ones whose neighbouring 16-byte chunks are equal or
+  // differ in one bit (the AVX2 entry XORs chunks together).
+  std::vector<std::array<uint8_t, 256>> tables(4);
+  for (auto& v : tables[0]) v = static_cast<uint8_t>(byte(rng));
+  for (auto& v : tables[1]) v = static_cast<uint8_t>(byte(rng));
+  for (size_t i = 0; i < 256; ++i) tables[2][i] = static_cast<uint8_t>(i);
+  for (size_t i = 0; i < 256; ++i) tables[3][i] = static_cast<uint8_t>((i & 15) ^ ((i >> 4) == 9 ? 0x80 : 0));
   const LookupU8Kernel& ref = lookup_u8_kernels().back();
   for (const LookupU8Kernel* k : test::runnable_entries(lookup_u8_kernels(), allowed)) {
-    for (int n : {0, 1, 7, 63, 64, 65, 256, 1000}) {
-      std::vector<uint8_t> x(static_cast<size_t>(n));
-      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i < 256 ? i : byte(rng));
-      std::vector<uint8_t> got(static_cast<size_t>(n) + 1, 0xA5), want = got;
-      k->run(table, x.data(), got.data(), n);
-      ref.run(table, x.data(), want.data(), n);
-      EXPECT_EQ(got, want) << k->name << " n=" << n;
+    for (const auto& table : tables) {
+      for (int n : {0, 1, 3, 7, 17, 31, 32, 33, 49, 63, 64, 65, 256, 1000}) {
+        std::vector<uint8_t> x(static_cast<size_t>(n));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i < 256 ? 255 - i : byte(rng));
+        std::vector<uint8_t> got(static_cast<size_t>(n) + 1, 0xA5), want = got;
+        k->run(table.data(), x.data(), got.data(), n);
+        ref.run(table.data(), x.data(), want.data(), n);
+        EXPECT_EQ(got, want) << k->name << " n=" << n;
+      }
+    }
+    // Every code in every position of a vector: 256 rotations of 0..255.
+    std::vector<uint8_t> x(256 * 257);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i % 257);
+    std::vector<uint8_t> got(x.size()), want(x.size());
+    k->run(tables[0].data(), x.data(), got.data(), static_cast<int64_t>(x.size()));
+    ref.run(tables[0].data(), x.data(), want.data(), static_cast<int64_t>(x.size()));
+    EXPECT_EQ(got, want) << k->name << " every code at every offset";
+  }
+}
+
+// Many planes in one call (run_planes), each through its own table, on
+// plane sizes either side of the AVX2 entry's switch to scalar code (64).
+TEST(LookupU8, EveryEntryMatchesTheReferenceOnPlanes) {
+  KVANT_ALLOWED_ISA_OR_SKIP(allowed);
+  std::mt19937 rng(14);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const int64_t planes = 37;
+  std::vector<uint8_t> tables(static_cast<size_t>(planes) * 256);
+  for (auto& v : tables) v = static_cast<uint8_t>(byte(rng));
+  const LookupU8Kernel& ref = lookup_u8_kernels().back();
+  for (const LookupU8Kernel* k : test::runnable_entries(lookup_u8_kernels(), allowed)) {
+    for (int64_t inner : {1, 3, 4, 16, 17, 49, 63, 64, 65, 100}) {
+      const auto size = static_cast<size_t>(inner * planes);
+      std::vector<uint8_t> x(size);
+      for (auto& v : x) v = static_cast<uint8_t>(byte(rng));
+      std::vector<uint8_t> got(size + 1, 0xA5), want = got;
+      k->run_planes(tables.data(), x.data(), got.data(), inner, planes);
+      for (int64_t p = 0; p < planes; ++p) {
+        ref.run(tables.data() + 256 * p, x.data() + inner * p, want.data() + inner * p, inner);
+      }
+      EXPECT_EQ(got, want) << k->name << " inner=" << inner;
     }
   }
 }

@@ -135,35 +135,39 @@ TEST(Fp32Steps, BatchNormalizationMatchesTheReferenceToItsRounding) {
 }
 
 TEST(Fp32Steps, QuantizedBatchNormalizationIsATablePerChannelAndExact) {
-  for (bool is_signed : {false, true}) {
-    for (bool relu : {false, true}) {
-      const Shape shape = {2, 6, 5, 3};
-      Model m = one_graph(13);
-      const DType q = is_signed ? DType::kInt8 : DType::kUInt8;
-      m.graph.inputs.push_back({"xq", type_of(q, shape)});
-      m.graph.initializers["sx"] = Tensor::scalar(0.05f);
-      m.graph.initializers["sy"] = Tensor::scalar(0.031f);
-      if (is_signed) {
-        m.graph.initializers["zx"] = Tensor::scalar(int8_t{-3});
-        m.graph.initializers["zy"] = Tensor::scalar(int8_t{5});
-      } else {
-        m.graph.initializers["zx"] = Tensor::scalar(uint8_t{120});
-        m.graph.initializers["zy"] = Tensor::scalar(uint8_t{128});
+  // Planes of 15, 1, 3, 17, 63 and 65 codes (the byte-lookup kernels' tails)
+  // over few and many channels.
+  const Shape shapes[] = {{2, 6, 5, 3}, {1, 40, 1, 1}, {2, 37, 3}, {1, 33, 17}, {1, 70, 63}, {2, 24, 5, 13}};
+  for (const Shape& shape : shapes) {
+    for (bool is_signed : {false, true}) {
+      for (bool relu : {false, true}) {
+        Model m = one_graph(13);
+        const DType q = is_signed ? DType::kInt8 : DType::kUInt8;
+        m.graph.inputs.push_back({"xq", type_of(q, shape)});
+        m.graph.initializers["sx"] = Tensor::scalar(0.05f);
+        m.graph.initializers["sy"] = Tensor::scalar(0.031f);
+        if (is_signed) {
+          m.graph.initializers["zx"] = Tensor::scalar(int8_t{-3});
+          m.graph.initializers["zy"] = Tensor::scalar(int8_t{5});
+        } else {
+          m.graph.initializers["zx"] = Tensor::scalar(uint8_t{120});
+          m.graph.initializers["zy"] = Tensor::scalar(uint8_t{128});
+        }
+        m.graph.nodes.push_back(make_node("dq", "DequantizeLinear", {"xq", "sx", "zx"}, {"x"}));
+        add_bn(m, "x", "t", bn_params(shape[1], 3), 1e-5f);
+        std::string tail = "t";
+        if (relu) {
+          m.graph.nodes.push_back(make_node("relu", "Relu", {"t"}, {"r"}));
+          tail = "r";
+        }
+        m.graph.nodes.push_back(make_node("q", "QuantizeLinear", {tail, "sy", "zy"}, {"y"}));
+        m.graph.outputs.push_back({"y", TypeInfo{}});
+        Tensor xq(q, shape);
+        std::mt19937 rng(9);
+        for (size_t i = 0; i < xq.nbytes(); ++i) static_cast<uint8_t*>(xq.raw())[i] = static_cast<uint8_t>(rng());
+        const std::string plan = compare(m, {{"xq", xq}}, "channel_lookup", expect_bytes_equal);
+        EXPECT_EQ(plan.find("dequantize"), std::string::npos) << plan;
       }
-      m.graph.nodes.push_back(make_node("dq", "DequantizeLinear", {"xq", "sx", "zx"}, {"x"}));
-      add_bn(m, "x", "t", bn_params(6, 3), 1e-5f);
-      std::string tail = "t";
-      if (relu) {
-        m.graph.nodes.push_back(make_node("relu", "Relu", {"t"}, {"r"}));
-        tail = "r";
-      }
-      m.graph.nodes.push_back(make_node("q", "QuantizeLinear", {tail, "sy", "zy"}, {"y"}));
-      m.graph.outputs.push_back({"y", TypeInfo{}});
-      Tensor xq(q, shape);
-      std::mt19937 rng(9);
-      for (size_t i = 0; i < xq.nbytes(); ++i) static_cast<uint8_t*>(xq.raw())[i] = static_cast<uint8_t>(rng());
-      const std::string plan = compare(m, {{"xq", xq}}, "channel_lookup", expect_bytes_equal);
-      EXPECT_EQ(plan.find("dequantize"), std::string::npos) << plan;
     }
   }
 }

@@ -20,4 +20,9 @@ void lookup_u8_avx512vbmi(const uint8_t* table, const uint8_t* x, uint8_t* y, in
   }
 }
 
+// Four table loads per plane: cheap enough for planes of any size.
+void lookup_u8_planes_avx512vbmi(const uint8_t* tables, const uint8_t* x, uint8_t* y, int64_t inner, int64_t planes) {
+  for (int64_t p = 0; p < planes; ++p) lookup_u8_avx512vbmi(tables + 256 * p, x + inner * p, y + inner * p, inner);
+}
+
 }  // namespace kvant
