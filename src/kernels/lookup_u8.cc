@@ -7,8 +7,6 @@
 
 namespace kvant {
 
-namespace {
-
 // 8 codes per 64-bit load and store (byte loads and stores cost more than
 // the table reads).
 void lookup_u8_ref(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n) {
@@ -22,6 +20,8 @@ void lookup_u8_ref(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n
   }
   for (; i < n; ++i) y[i] = table[x[i]];
 }
+
+namespace {
 
 void lookup_u8_planes_ref(const uint8_t* tables, const uint8_t* x, uint8_t* y, int64_t inner, int64_t planes) {
   for (int64_t p = 0; p < planes; ++p) lookup_u8_ref(tables + 256 * p, x + inner * p, y + inner * p, inner);

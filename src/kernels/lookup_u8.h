@@ -23,6 +23,10 @@ struct LookupU8Kernel {
 };
 
 std::span<const LookupU8Kernel> lookup_u8_kernels();
+
+// The reference entry's loop (portable code, lookup_u8.cc): also the vector
+// entries' path for planes too small for vectors.
+void lookup_u8_ref(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n);
 const LookupU8Kernel& pick_lookup_u8(Isa allowed);
 
 // x86_avx512vbmi/lookup_u8_avx512vbmi.cc: 64 bytes per step, two vpermi2b

@@ -47,19 +47,6 @@ __m256i lookup32(const HalfTables& low, const HalfTables& high, __m256i x) {
   return _mm256_blendv_epi8(from_low, from_high, x);  // the top bit of each code picks
 }
 
-// The reference's loop (lookup_u8.cc), for planes too small for vectors.
-void lookup_scalar(const uint8_t* table, const uint8_t* x, uint8_t* y, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t codes;
-    std::memcpy(&codes, x + i, 8);
-    uint64_t mapped = 0;
-    for (int b = 0; b < 8; ++b) mapped |= uint64_t{table[(codes >> (8 * b)) & 0xff]} << (8 * b);
-    std::memcpy(y + i, &mapped, 8);
-  }
-  for (; i < n; ++i) y[i] = table[x[i]];
-}
-
 // Below this many codes per plane the scalar loop is faster (measured on
 // AMD EPYC, AVX2: docs/kernels.md).
 constexpr int64_t kMinVectorPlane = 64;
@@ -69,7 +56,7 @@ constexpr int64_t kMinVectorPlane = 64;
 void lookup_u8_planes_avx2(const uint8_t* tables, const uint8_t* x, uint8_t* y, int64_t inner, int64_t planes) {
   for (int64_t p = 0; p < planes; ++p) {
     if (inner < kMinVectorPlane) {
-      lookup_scalar(tables + 256 * p, x + inner * p, y + inner * p, inner);
+      lookup_u8_ref(tables + 256 * p, x + inner * p, y + inner * p, inner);
     } else {
       lookup_u8_avx2(tables + 256 * p, x + inner * p, y + inner * p, inner);
     }
