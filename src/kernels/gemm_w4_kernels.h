@@ -13,9 +13,10 @@ namespace kvant {
 
 // The packed weight as the entries see it (W4Matrix's arrays).
 struct W4View {
-  const uint8_t* codes = nullptr;  // [n, k_padded / 2]
-  const float* scale = nullptr;    // [groups, k_blocks, 8]
-  const uint8_t* zero = nullptr;   // [groups, k_blocks, 8]
+  const uint8_t* codes = nullptr;   // [n, k_padded / 2] (W4A32)
+  const uint8_t* codes8 = nullptr;  // [groups, k_padded / 8, 32] (W4A8; gemm_w4.h)
+  const float* scale = nullptr;     // [groups, k_blocks, 8]
+  const uint8_t* zero = nullptr;    // [groups, k_blocks, 8]
   int n = 0, k_blocks = 0, k_padded = 0, block = 0;
 };
 
