@@ -66,6 +66,8 @@ void gemm_w4a8_generic(const W4A8Args& args);
 // x86_avx2/gemm_w4_avx2.cc
 void gemm_w4a32_avx2(const W4A32Args& args);
 void gemm_w4a8_avx2(const W4A8Args& args);
+// The VNNI entries' body with AVX2 dot products (tests only, not in the table).
+void gemm_w4a8_avx2_vnni_body(const W4A8Args& args);
 // x86_avx512/gemm_w4a32_avx512.cc
 void gemm_w4a32_avx512(const W4A32Args& args);
 // x86_avxvnni/gemm_w4a8_avxvnni.cc

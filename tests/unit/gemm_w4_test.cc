@@ -10,7 +10,9 @@
 //   sums, so float rounding errs by about k * 2^-24 of that sum.
 //   W4A8: every entry bit-identical to gemm_w4a8_generic (same integer dot
 //   products, same float steps in the same order), and the generic one
-//   within 1e-5 of a double evaluation of the same formula.
+//   within 1e-5 of a double evaluation of the same formula; on AVX2 CPUs
+//   also the VNNI entries' body with AVX2 dot products standing in for
+//   vpdpbusd (gemm_w4a8_avx2_vnni_body).
 #include "kernels/gemm_w4.h"
 
 #include <gtest/gtest.h>
@@ -263,7 +265,13 @@ TEST(GemmW4, W4A8EntriesAreBitExactWithTheReference) {
           ASSERT_NEAR(want[static_cast<size_t>(i * ldy + j)], v, 1e-5 * mag + 1e-30) << i << "," << j;
         }
       }
-      for (const GemmW4A8Kernel* kernel : test::runnable_entries(gemm_w4a8_kernels(), allowed)) {
+      std::vector<const GemmW4A8Kernel*> kernels = test::runnable_entries(gemm_w4a8_kernels(), allowed);
+#if defined(__x86_64__)
+      // The VNNI entries' body (gemm_w4a8_body.inc's dot32), run with AVX2 dot products.
+      static constexpr GemmW4A8Kernel kVnniBody{Isa::kAvx2, "gemm_w4a8_avx2_vnni_body", 32, gemm_w4a8_avx2_vnni_body};
+      if (entry_runs(kVnniBody, allowed, cpu_features())) kernels.push_back(&kVnniBody);
+#endif
+      for (const GemmW4A8Kernel* kernel : kernels) {
         if (p.block < kernel->min_block) continue;
         std::vector<float> got(want.size(), kGuard);
         gemm_w4a8(*kernel, d.w, xq.data(), xs.data(), xsum.data(), p.m, got.data(), ldy, bias, n0, p.n);

@@ -344,10 +344,24 @@ __m256i dot32(__m256i acc, const uint8_t* codes, const int8_t* xq) {
 
 #include "kernels/gemm_w4a8_body.inc"
 
+// The VNNI entries' arithmetic (gemm_w4a8_body.inc's own dot32 over
+// dot_u8s8) with vpmaddubsw + vpmaddwd standing in for vpdpbusd (equal for
+// codes 0..15 and x in -127..127), so that body runs its tests on AVX2-only
+// CPUs too (gemm_w4a8_avx2_vnni_body; not a table entry).
+#undef KVANT_W4A8_DOT32
+namespace vnni_body {
+__m256i dot_u8s8(__m256i acc, __m256i codes_u8, __m256i x_s8) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes_u8, x_s8), _mm256_set1_epi16(1)));
+}
+#include "kernels/gemm_w4a8_body.inc"
+}  // namespace vnni_body
+
 }  // namespace
 
 void gemm_w4a32_avx2(const W4A32Args& a) { run_a32(a); }
 
 void gemm_w4a8_avx2(const W4A8Args& a) { w4a8_run(a); }
+
+void gemm_w4a8_avx2_vnni_body(const W4A8Args& a) { vnni_body::w4a8_run(a); }
 
 }  // namespace kvant
