@@ -2,7 +2,8 @@
 // for every entry this CPU and KVANT_ISA allow (tests/unit/kernel_walk.h):
 // rows of W 1..37 (the 8- and 4-row tiles and their tails), K 16..300 (K not
 // a multiple of the block, the padded last chunk), blocks 16/32/64/128, rows
-// of x 1..6 (the 4-row prefill tiles and their tails), column ranges that do
+// of x 1..6 and 17 (the 4-row prefill tiles and their tails; 17: the 6 x 16
+// tiles of long prompts and a 5-row tail), column ranges that do
 // not start at 0, bias or none, guard elements around every output row.
 //   W4A32: each entry within 1e-5 of sum_k |x w| (+ |bias|) of a double
 //   product of x and the dequantized weights (float(code - zero) * scale, as
@@ -75,7 +76,7 @@ std::vector<Problem> problems() {
   for (int block : {16, 32, 64, 128}) {
     for (int n : {1, 3, 8, 13, 17, 37}) {
       for (int k : {16, 32, 100, 300}) {
-        for (int m : {1, 2, 4, 6}) out.push_back({n, k, block, m, (n + m) % 2 == 0, (k + n) % 3 != 0});
+        for (int m : {1, 2, 4, 6, 17}) out.push_back({n, k, block, m, (n + m) % 2 == 0, (k + n) % 3 != 0});
       }
     }
   }

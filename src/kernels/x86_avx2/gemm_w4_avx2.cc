@@ -290,7 +290,112 @@ void prefill(const W4A32Args& a) {
   }
 }
 
+// Long prompts (M >= 16): panels of 16 rows of W x 256 k dequantized
+// exactly (dequant_panel), transposed to [k][16] (8 x 8 register
+// transposes), and 6 x 16 outer-product tiles against them: per k one
+// broadcast x per row of x, two vectors of W rows, 12 FMAs (the FP32
+// sgemm's micro-kernel shape), partial sums kept in y across k panels.
+constexpr int kWideRows = 16, kWideK = 256, kWideMr = 6;
+
+// dst[j * ldd + i] = src[i * lds + j], i, j < 8.
+void transpose8(const float* src, int lds, float* dst, int ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * ldd, _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
+  }
+}
+
+// y[m0 .. m0+MR, n0 .. n0+rows] (+)= x[., k0 : k0+kc] . bt[0:kc][0:rows]
+template <int MR>
+void wide_tile(const W4A32Args& a, int m0, int n0, int rows, int k0, int kc, const float* bt, bool first) {
+  __m256 lo[MR], hi[MR];
+  const float* xs[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    lo[i] = _mm256_setzero_ps();
+    hi[i] = _mm256_setzero_ps();
+    xs[i] = a.x + static_cast<int64_t>(m0 + i) * a.ldx + k0;
+  }
+  for (int k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(bt + k * kWideRows), b1 = _mm256_loadu_ps(bt + k * kWideRows + 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_broadcast_ss(xs[i] + k);
+      lo[i] = _mm256_fmadd_ps(xv, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(xv, b1, hi[i]);
+    }
+  }
+  alignas(32) float out[MR][kWideRows];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_ps(out[i], lo[i]);
+    _mm256_store_ps(out[i] + 8, hi[i]);
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* y = a.y + static_cast<int64_t>(m0 + i) * a.ldy + n0;
+    for (int r = 0; r < rows; ++r) y[r] = first ? out[i][r] : y[r] + out[i][r];
+  }
+}
+
+void wide_rows(const W4A32Args& a, int n0, int rows, int k0, int kc, const float* bt, bool first) {
+  int m = 0;
+  for (; m + kWideMr <= a.m; m += kWideMr) wide_tile<kWideMr>(a, m, n0, rows, k0, kc, bt, first);
+  switch (a.m - m) {
+    case 5: wide_tile<5>(a, m, n0, rows, k0, kc, bt, first); break;
+    case 4: wide_tile<4>(a, m, n0, rows, k0, kc, bt, first); break;
+    case 3: wide_tile<3>(a, m, n0, rows, k0, kc, bt, first); break;
+    case 2: wide_tile<2>(a, m, n0, rows, k0, kc, bt, first); break;
+    case 1: wide_tile<1>(a, m, n0, rows, k0, kc, bt, first); break;
+    default: break;
+  }
+}
+
+void prefill_wide(const W4A32Args& a) {
+  alignas(64) float rowbuf[kWideRows * kPanelK];  // dequant_panel's layout: row r at r * kPanelK
+  alignas(64) float bt[kWideK * kWideRows];
+  for (int n0 = a.n0; n0 < a.n1; n0 += kWideRows) {
+    const int rows = a.n1 - n0 < kWideRows ? a.n1 - n0 : kWideRows;
+    for (int r = rows; r < kWideRows; ++r) {
+      for (int k = 0; k < kWideK; ++k) rowbuf[r * kPanelK + k] = 0.0f;  // rows past n1 stay zero
+    }
+    for (int k0 = 0; k0 < a.w.k_padded; k0 += kWideK) {
+      const int kc = a.w.k_padded - k0 < kWideK ? a.w.k_padded - k0 : kWideK;
+      for (int q = 0; q * kPanelRows < rows; ++q) {
+        const int qr = rows - q * kPanelRows < kPanelRows ? rows - q * kPanelRows : kPanelRows;
+        dequant_panel(a.w, n0 + q * kPanelRows, qr, k0, k0 + kc, rowbuf + q * kPanelRows * kPanelK);
+      }
+      for (int k = 0; k < kc; k += 8) {
+        transpose8(rowbuf + k, kPanelK, bt + k * kWideRows, kWideRows);
+        transpose8(rowbuf + 8 * kPanelK + k, kPanelK, bt + k * kWideRows + 8, kWideRows);
+      }
+      wide_rows(a, n0, rows, k0, kc, bt, k0 == 0);
+    }
+    if (a.bias != nullptr) {
+      for (int m = 0; m < a.m; ++m) {
+        float* y = a.y + static_cast<int64_t>(m) * a.ldy;
+        for (int r = 0; r < rows; ++r) y[n0 + r] += a.bias[n0 + r];
+      }
+    }
+  }
+}
+
 void run_a32(const W4A32Args& a) {
+  if (a.m >= 16) {
+    prefill_wide(a);
+    return;
+  }
   if (a.m >= 4) {
     prefill(a);
     return;
