@@ -20,7 +20,8 @@
 // takes tiles of 4 x 4 rows of x by rows of W (AVX-512: each unpacked
 // weight vector serves 4 rows of x from registers), or on AVX2 (M >= 4)
 // dequantizes panels of 4 rows x 512 k exactly into an L1 buffer, reused by
-// every row of x (the full weight is never expanded).
+// every row of x (M >= 16: panels of 16 rows x 256 k, transposed, for 6 x 16
+// outer-product tiles); the full weight is never expanded.
 //
 // W4A8 (int8 activations, integer dot products, as llama.cpp's Q4_0 x Q8_0):
 //   xs[m, b] = max_{k in b} |x[m, k]| / 127,
