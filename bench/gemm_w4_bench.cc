@@ -56,7 +56,8 @@ void BM_w4a32(benchmark::State& state, const GemmW4A32Kernel* kernel) {
 void BM_w4a8(benchmark::State& state, const GemmW4A8Kernel* kernel) {
   const int M = static_cast<int>(state.range(0)), N = static_cast<int>(state.range(1)),
             K = static_cast<int>(state.range(2));
-  const W4Matrix w = random_w4(N, K);
+  W4Matrix w = random_w4(N, K);
+  w4_interleave(w, false);  // the layout a compiled W4A8 step holds
   const std::vector<float> x = random_x(static_cast<size_t>(M) * K);
   std::vector<float> y(static_cast<size_t>(M) * N);
   std::vector<int8_t> xq(static_cast<size_t>(M) * static_cast<size_t>(w.k_padded));

@@ -8,6 +8,7 @@
 
 #include "kernels/gemm_w4_kernels.h"
 #include "kernels/kernel_table.h"
+#include "kvant/status.h"
 
 namespace kvant {
 
@@ -15,13 +16,27 @@ namespace {
 
 int code_at(const uint8_t* row, int k) { return (row[(k / 32) * 16 + k % 16] >> (k % 32 < 16 ? 0 : 4)) & 15; }
 
+// Row n's code k in the interleaved layout (codes8, gemm_w4.h).
+int code8_at(const W4View& w, int n, int k) {
+  const size_t chunk = static_cast<size_t>(n / 8) * static_cast<size_t>(w.k_padded / 8) + static_cast<size_t>(k / 8);
+  const uint8_t byte = w.codes8[chunk * 32 + static_cast<size_t>((n % 8) * 4 + k % 4)];
+  return (byte >> (k % 8 < 4 ? 0 : 4)) & 15;
+}
+
 size_t param_index(const W4View& w, int row, int b) {
   return (static_cast<size_t>(row / 8) * static_cast<size_t>(w.k_blocks) + static_cast<size_t>(b)) * 8 +
          static_cast<size_t>(row % 8);
 }
 
 W4View view_of(const W4Matrix& w) {
-  return W4View{w.codes.data(), w.scale.data(), w.zero.data(), w.n, w.k_blocks, w.k_padded, w.block};
+  return W4View{w.codes.empty() ? nullptr : w.codes.data(),
+                w.codes8.empty() ? nullptr : w.codes8.data(),
+                w.scale.data(),
+                w.zero.data(),
+                w.n,
+                w.k_blocks,
+                w.k_padded,
+                w.block};
 }
 
 }  // namespace
@@ -52,12 +67,11 @@ void gemm_w4a8_generic(const W4A8Args& a) {
   for (int m = 0; m < a.m; ++m) {
     const int8_t* xq = a.xq + static_cast<int64_t>(m) * w.k_padded;
     for (int n = a.n0; n < a.n1; ++n) {
-      const uint8_t* row = w.codes + static_cast<size_t>(n) * static_cast<size_t>(w.k_padded / 2);
       float acc = 0.0f;
       for (int b = 0; b < w.k_blocks; ++b) {
         const size_t p = param_index(w, n, b);
         int32_t dot = 0;
-        for (int k = b * w.block; k < (b + 1) * w.block; ++k) dot += int32_t{xq[k]} * (code_at(row, k) - w.zero[p]);
+        for (int k = b * w.block; k < (b + 1) * w.block; ++k) dot += int32_t{xq[k]} * (code8_at(w, n, k) - w.zero[p]);
         const float fs = a.xs[m * w.k_blocks + b] * w.scale[p];
         acc = std::fma(static_cast<float>(dot), fs, acc);
       }
@@ -106,6 +120,26 @@ const GemmW4A8Kernel& gemm_w4a8_pick(Isa allowed, int block) {
 const char* gemm_w4_name(const GemmW4A32Kernel& kernel) { return kernel.name; }
 const char* gemm_w4_name(const GemmW4A8Kernel& kernel) { return kernel.name; }
 
+void w4_interleave(W4Matrix& w, bool keep_rows) {
+  if (w.codes.empty()) {
+    if (!w.codes8.empty()) return;  // already interleaved
+    throw Error(ErrorCode::kInvalidArgument, "w4_interleave: the matrix has no codes");
+  }
+  const int groups = (w.n + 7) / 8, chunks = w.k_padded / 8;
+  w.codes8.assign(static_cast<size_t>(groups) * static_cast<size_t>(chunks) * 32, 0);
+  for (int n = 0; n < groups * 8; ++n) {
+    const uint8_t* row = n < w.n ? w.codes.data() + static_cast<size_t>(n) * w.row_bytes() : nullptr;
+    for (int k = 0; k < w.k_padded; ++k) {
+      const int b = std::min(k / w.block, w.k_blocks - 1);
+      const int c = row != nullptr ? code_at(row, k) : w.zero[w.param_index(n, b)];
+      const size_t chunk = static_cast<size_t>(n / 8) * static_cast<size_t>(chunks) + static_cast<size_t>(k / 8);
+      uint8_t& byte = w.codes8[chunk * 32 + static_cast<size_t>((n % 8) * 4 + k % 4)];
+      byte = static_cast<uint8_t>(byte | (c << (k % 8 < 4 ? 0 : 4)));
+    }
+  }
+  if (!keep_rows) std::vector<uint8_t>().swap(w.codes);
+}
+
 const float* w4_pad_x(const W4Matrix& w, const float* x, int64_t ldx, int m, float* out, int64_t& ld) {
   if (w.k == w.k_padded) {
     ld = ldx;
@@ -146,6 +180,9 @@ void w4_quantize_x(const W4Matrix& w, const float* x, int64_t ldx, int m, int8_t
 
 void gemm_w4a32(const GemmW4A32Kernel& kernel, const W4Matrix& w, const float* x, int64_t ldx, int m, float* y,
                 int64_t ldy, const float* bias, int n0, int n1) {
+  if (w.codes.empty())
+    throw Error(ErrorCode::kInvalidArgument,
+                "gemm_w4a32: the weight has no row-layout codes (w4_interleave dropped them)");
   W4A32Args a;
   a.w = view_of(w);
   a.x = x;
@@ -161,6 +198,8 @@ void gemm_w4a32(const GemmW4A32Kernel& kernel, const W4Matrix& w, const float* x
 
 void gemm_w4a8(const GemmW4A8Kernel& kernel, const W4Matrix& w, const int8_t* xq, const float* xs, const int32_t* xsum,
                int m, float* y, int64_t ldy, const float* bias, int n0, int n1) {
+  if (w.codes8.empty())
+    throw Error(ErrorCode::kInvalidArgument, "gemm_w4a8: the weight is not interleaved (call w4_interleave first)");
   W4A8Args a;
   a.w = view_of(w);
   a.xq = xq;

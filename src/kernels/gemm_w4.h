@@ -20,7 +20,8 @@
 // takes tiles of 4 x 4 rows of x by rows of W (AVX-512: each unpacked
 // weight vector serves 4 rows of x from registers), or on AVX2 (M >= 4)
 // dequantizes panels of 4 rows x 512 k exactly into an L1 buffer, reused by
-// every row of x (the full weight is never expanded).
+// every row of x (M >= 16: panels of 16 rows x 256 k, transposed, for 6 x 16
+// outer-product tiles); the full weight is never expanded.
 //
 // W4A8 (int8 activations, integer dot products, as llama.cpp's Q4_0 x Q8_0):
 //   xs[m, b] = max_{k in b} |x[m, k]| / 127,
@@ -43,6 +44,16 @@
 //   zero   likewise (0..15; 8 for symmetric int4), rows past N padded.
 // x rows handed to the entries are k_padded long with zeros past K
 // (w4_pad_x copies when K is not a multiple of the padded length).
+//
+// W4A8's layout (codes8, made by w4_interleave; the W4A8 entries read only
+// it, the W4A32 ones only codes): rows interleaved by 8-row group, so that
+// each dword lane of a 32-byte vector is one row and a single
+// vpmaddubsw/vpdpbusd against 4 broadcast activation bytes sums 4 products of
+// 8 rows at once (no horizontal reduction per block):
+//   codes8 [groups, k_padded / 8, 32] bytes; for group g and chunk c
+//          (k = 8c .. 8c+7), byte 4 r + j (r < 8, j < 4) holds code(8g + r,
+//          8c + j) in its low nibble and code(8g + r, 8c + 4 + j) in its high
+//          nibble. Rows past N hold their (padded) zero point.
 #pragma once
 
 #include <cstddef>
@@ -58,9 +69,10 @@ struct GemmW4A8Kernel;
 
 struct W4Matrix {
   int n = 0, k = 0, block = 0;
-  int k_blocks = 0;  // ceil(k / block)
-  int k_padded = 0;  // k_blocks * block rounded up to 32
-  std::vector<uint8_t> codes;
+  int k_blocks = 0;             // ceil(k / block)
+  int k_padded = 0;             // k_blocks * block rounded up to 32
+  std::vector<uint8_t> codes;   // row layout (W4A32); empty after w4_interleave(w, false)
+  std::vector<uint8_t> codes8;  // interleaved layout (W4A8); empty until w4_interleave
   std::vector<float> scale;
   std::vector<uint8_t> zero;
 
@@ -70,7 +82,7 @@ struct W4Matrix {
            static_cast<size_t>(row % 8);
   }
   // Bytes held (codes, scales, zero points).
-  size_t bytes() const { return codes.size() + scale.size() * sizeof(float) + zero.size(); }
+  size_t bytes() const { return codes.size() + codes8.size() + scale.size() * sizeof(float) + zero.size(); }
 };
 
 // Packs W from its codes: code(row, k) in 0..15 for row < n, k < k;
@@ -105,6 +117,10 @@ W4Matrix w4_pack(int n, int k, int block, Code&& code, Scale&& scale, Zero&& zer
   return w;
 }
 
+// Makes w.codes8 from w.codes (the W4A8 entries' layout, above); drops the
+// row layout unless keep_rows (then both W4A32 and W4A8 can run on w).
+void w4_interleave(W4Matrix& w, bool keep_rows);
+
 // The first entry `allowed`, the CPU and the build accept (W4A8: and that
 // handles `block`).
 const GemmW4A32Kernel& gemm_w4a32_pick(Isa allowed);
@@ -120,7 +136,8 @@ const float* w4_pad_x(const W4Matrix& w, const float* x, int64_t ldx, int m, flo
 void w4_quantize_x(const W4Matrix& w, const float* x, int64_t ldx, int m, int8_t* xq, float* xs, int32_t* xsum);
 
 // y [m, ldy] columns [n0, n1) (n0 a multiple of 8); bias N floats or null.
-// x from w4_pad_x (ld k_padded or the caller's).
+// x from w4_pad_x (ld k_padded or the caller's). gemm_w4a32 needs w.codes,
+// gemm_w4a8 w.codes8 (w4_interleave): an Error (kInvalidArgument) otherwise.
 void gemm_w4a32(const GemmW4A32Kernel& kernel, const W4Matrix& w, const float* x, int64_t ldx, int m, float* y,
                 int64_t ldy, const float* bias, int n0, int n1);
 void gemm_w4a8(const GemmW4A8Kernel& kernel, const W4Matrix& w, const int8_t* xq, const float* xs, const int32_t* xsum,

@@ -13,9 +13,10 @@ namespace kvant {
 
 // The packed weight as the entries see it (W4Matrix's arrays).
 struct W4View {
-  const uint8_t* codes = nullptr;  // [n, k_padded / 2]
-  const float* scale = nullptr;    // [groups, k_blocks, 8]
-  const uint8_t* zero = nullptr;   // [groups, k_blocks, 8]
+  const uint8_t* codes = nullptr;   // [n, k_padded / 2] (W4A32)
+  const uint8_t* codes8 = nullptr;  // [groups, k_padded / 8, 32] (W4A8; gemm_w4.h)
+  const float* scale = nullptr;     // [groups, k_blocks, 8]
+  const uint8_t* zero = nullptr;    // [groups, k_blocks, 8]
   int n = 0, k_blocks = 0, k_padded = 0, block = 0;
 };
 
@@ -65,6 +66,8 @@ void gemm_w4a8_generic(const W4A8Args& args);
 // x86_avx2/gemm_w4_avx2.cc
 void gemm_w4a32_avx2(const W4A32Args& args);
 void gemm_w4a8_avx2(const W4A8Args& args);
+// The VNNI entries' body with AVX2 dot products (tests only, not in the table).
+void gemm_w4a8_avx2_vnni_body(const W4A8Args& args);
 // x86_avx512/gemm_w4a32_avx512.cc
 void gemm_w4a32_avx512(const W4A32Args& args);
 // x86_avxvnni/gemm_w4a8_avxvnni.cc

@@ -5,7 +5,8 @@
 //     than the reference (within float rounding of the QDQ simulation);
 //   W4A8 (MatMulNBits accuracy_level 4, "int8 compute" in ONNX Runtime's
 //     terms): x quantized per row and block to int8 (scale max|x| / 127),
-//     integer dot products per block, float block scales (gemm_w4.h).
+//     integer dot products per block, float block scales (gemm_w4.h); the
+//     weight is re-laid out once here (w4_interleave, 8 rows interleaved).
 //   8-bit weights: gemv_w8 (int8 rows widened in registers, a scale per row
 //     or per block), one x row at a time (M > 1 re-reads the weights: the
 //     FP32 sgemm is faster for long prompts; INT8 here saves memory).
@@ -31,6 +32,7 @@ class WqGemmStep : public Step {
       w8_ = p_.w8->block > 0 ? &gemv_w8_blocked_pick(p_.isa) : &gemv_w8_pick(p_.isa);
     } else if (p_.int8_activations) {
       a8_ = &gemm_w4a8_pick(p_.isa, p_.w.block);
+      w4_interleave(p_.w, false);  // W4A8 reads only the interleaved layout
     } else {
       a32_ = &gemm_w4a32_pick(p_.isa);
     }

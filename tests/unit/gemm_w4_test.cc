@@ -2,7 +2,8 @@
 // for every entry this CPU and KVANT_ISA allow (tests/unit/kernel_walk.h):
 // rows of W 1..37 (the 8- and 4-row tiles and their tails), K 16..300 (K not
 // a multiple of the block, the padded last chunk), blocks 16/32/64/128, rows
-// of x 1..6 (the 4-row prefill tiles and their tails), column ranges that do
+// of x 1..6 and 17 (the 4-row prefill tiles and their tails; 17: the 6 x 16
+// tiles of long prompts and a 5-row tail), column ranges that do
 // not start at 0, bias or none, guard elements around every output row.
 //   W4A32: each entry within 1e-5 of sum_k |x w| (+ |bias|) of a double
 //   product of x and the dequantized weights (float(code - zero) * scale, as
@@ -10,11 +11,14 @@
 //   sums, so float rounding errs by about k * 2^-24 of that sum.
 //   W4A8: every entry bit-identical to gemm_w4a8_generic (same integer dot
 //   products, same float steps in the same order), and the generic one
-//   within 1e-5 of a double evaluation of the same formula.
+//   within 1e-5 of a double evaluation of the same formula; on AVX2 CPUs
+//   also the VNNI entries' body with AVX2 dot products standing in for
+//   vpdpbusd (gemm_w4a8_avx2_vnni_body).
 #include "kernels/gemm_w4.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -22,6 +26,7 @@
 
 #include "kernel_walk.h"
 #include "kernels/gemm_w4_kernels.h"
+#include "kvant/status.h"
 
 namespace kvant {
 namespace {
@@ -69,9 +74,9 @@ float dequant(const Data& d, const Problem& p, int r, int kk) {
 std::vector<Problem> problems() {
   std::vector<Problem> out;
   for (int block : {16, 32, 64, 128}) {
-    for (int n : {1, 3, 8, 13, 37}) {
+    for (int n : {1, 3, 8, 13, 17, 37}) {
       for (int k : {16, 32, 100, 300}) {
-        for (int m : {1, 2, 4, 6}) out.push_back({n, k, block, m, (n + m) % 2 == 0, (k + n) % 3 != 0});
+        for (int m : {1, 2, 4, 6, 17}) out.push_back({n, k, block, m, (n + m) % 2 == 0, (k + n) % 3 != 0});
       }
     }
   }
@@ -113,6 +118,42 @@ TEST(GemmW4, PackKeepsCodesScalesAndZeroPoints) {
       EXPECT_EQ(d.w.scale[d.w.param_index(r, b)], d.scale[static_cast<size_t>(r * 4 + b)]);
       EXPECT_EQ(d.w.zero[d.w.param_index(r, b)], d.zero[static_cast<size_t>(r * 4 + b)]);
     }
+  }
+}
+
+TEST(GemmW4, InterleaveKeepsEveryCodeAndPadsRowsWithTheZeroPoint) {
+  std::mt19937 rng(4);
+  for (const Problem& p : {Problem{13, 100, 32, 1, false, false}, Problem{3, 16, 16, 1, false, false},
+                           Problem{17, 300, 128, 1, false, true}}) {
+    Data d = make_data(p, rng, false);
+    const int kb = d.w.k_blocks;
+    const W4Matrix rows = d.w;
+    w4_interleave(d.w, false);
+    EXPECT_TRUE(d.w.codes.empty());
+    ASSERT_EQ(d.w.codes8.size(), static_cast<size_t>((p.n + 7) / 8) * static_cast<size_t>(d.w.k_padded) * 4);
+    for (int r = 0; r < (p.n + 7) / 8 * 8; ++r) {
+      for (int kk = 0; kk < d.w.k_padded; ++kk) {
+        const size_t chunk =
+            static_cast<size_t>(r / 8) * static_cast<size_t>(d.w.k_padded / 8) + static_cast<size_t>(kk / 8);
+        const int c = (d.w.codes8[chunk * 32 + static_cast<size_t>((r % 8) * 4 + kk % 4)] >> (kk % 8 < 4 ? 0 : 4)) & 15;
+        int want = 8;  // rows past N: the padded zero point
+        if (r < p.n) {
+          want = kk < p.k ? d.codes[static_cast<size_t>(r * p.k + kk)]
+                          : d.zero[static_cast<size_t>(r * kb + std::min(kk / p.block, kb - 1))];
+        }
+        ASSERT_EQ(c, want) << "n " << p.n << " row " << r << " k " << kk;
+      }
+    }
+    // The drivers refuse the layout they do not read.
+    std::vector<float> x(static_cast<size_t>(d.w.k_padded)), y(static_cast<size_t>(p.n));
+    EXPECT_THROW(
+        gemm_w4a32(gemm_w4a32_kernels().back(), d.w, x.data(), d.w.k_padded, 1, y.data(), p.n, nullptr, 0, p.n), Error);
+    std::vector<int8_t> xq(static_cast<size_t>(d.w.k_padded));
+    std::vector<float> xs(static_cast<size_t>(kb));
+    std::vector<int32_t> xsum(static_cast<size_t>(kb));
+    EXPECT_THROW(gemm_w4a8(gemm_w4a8_kernels().back(), rows, xq.data(), xs.data(), xsum.data(), 1, y.data(), p.n,
+                           nullptr, 0, p.n),
+                 Error);
   }
 }
 
@@ -196,7 +237,8 @@ TEST(GemmW4, W4A8EntriesAreBitExactWithTheReference) {
   for (const Problem& p : problems()) {
     for (bool extremes : {false, true}) {
       if (extremes && p.m != 2) continue;
-      const Data d = make_data(p, rng, extremes);
+      Data d = make_data(p, rng, extremes);
+      w4_interleave(d.w, false);
       const size_t kp = static_cast<size_t>(d.w.k_padded), kb = static_cast<size_t>(d.w.k_blocks);
       std::vector<int8_t> xq(static_cast<size_t>(p.m) * kp);
       std::vector<float> xs(static_cast<size_t>(p.m) * kb);
@@ -224,7 +266,13 @@ TEST(GemmW4, W4A8EntriesAreBitExactWithTheReference) {
           ASSERT_NEAR(want[static_cast<size_t>(i * ldy + j)], v, 1e-5 * mag + 1e-30) << i << "," << j;
         }
       }
-      for (const GemmW4A8Kernel* kernel : test::runnable_entries(gemm_w4a8_kernels(), allowed)) {
+      std::vector<const GemmW4A8Kernel*> kernels = test::runnable_entries(gemm_w4a8_kernels(), allowed);
+#if defined(__x86_64__)
+      // The VNNI entries' body (gemm_w4a8_body.inc's dot32), run with AVX2 dot products.
+      static constexpr GemmW4A8Kernel kVnniBody{Isa::kAvx2, "gemm_w4a8_avx2_vnni_body", 32, gemm_w4a8_avx2_vnni_body};
+      if (entry_runs(kVnniBody, allowed, cpu_features())) kernels.push_back(&kVnniBody);
+#endif
+      for (const GemmW4A8Kernel* kernel : kernels) {
         if (p.block < kernel->min_block) continue;
         std::vector<float> got(want.size(), kGuard);
         gemm_w4a8(*kernel, d.w, xq.data(), xs.data(), xsum.data(), p.m, got.data(), ldy, bias, n0, p.n);
