@@ -224,6 +224,18 @@ struct SliceLayout {
 SliceLayout slice_layout(const KernelContext& ctx);
 void slice_into(const KernelContext& ctx, const SliceLayout& layout, Tensor& y);
 
+// Expand (input 0 broadcast against the shape input 1).
+Shape expand_shape(const KernelContext& ctx);
+void expand_into(const KernelContext& ctx, Tensor& y);
+// Tile (repeats input 1): the output read through a view of 2 dims per axis.
+struct TileLayout {
+  Shape out_shape;
+  Shape view_shape;                   // (repeats[d], dim[d]) per axis
+  std::vector<int64_t> view_strides;  // (0, stride[d]) per axis
+};
+TileLayout tile_layout(const KernelContext& ctx);
+void tile_into(const KernelContext& ctx, const TileLayout& layout, Tensor& y);
+
 // Pad (pads/value attributes before opset 11, inputs after; axes at 18+).
 struct PadLayout {
   std::string mode;            // constant, reflect, edge, wrap

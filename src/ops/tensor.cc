@@ -141,6 +141,52 @@ void split_into(const KernelContext& ctx, const std::vector<int64_t>& sizes, std
   }
 }
 
+// Expand: numpy broadcast of x against the shape input (either side may be 1).
+Shape expand_shape(const KernelContext& ctx) {
+  const Tensor& x = ctx.input(0);
+  const Tensor& s = ctx.input(1);
+  if (s.rank() != 1) ctx.fail("shape input must be 1-D, got " + s.describe());
+  const Shape target = s.to_int64_vector();
+  for (int64_t d : target) {
+    if (d < 0) ctx.fail("shape " + ints_to_string(target) + " has a negative dim");
+  }
+  return broadcast_shapes(ctx, x.shape(), target);
+}
+
+void expand_into(const KernelContext& ctx, Tensor& y) {
+  const Tensor& x = ctx.input(0);
+  strided_copy(static_cast<std::byte*>(y.raw()), static_cast<const std::byte*>(x.raw()), y.shape(),
+               broadcast_strides(x.shape(), y.shape()), element_size(ctx, x.dtype()));
+}
+
+// Tile: output axis d has repeats[d] * dim[d] entries, read as the 2-D index
+// (r, j) with source stride (0, stride[d]); strided_copy does the rest.
+TileLayout tile_layout(const KernelContext& ctx) {
+  const Tensor& x = ctx.input(0);
+  const std::vector<int64_t> repeats = ctx.input(1).to_int64_vector();
+  if (repeats.size() != x.shape().size()) {
+    ctx.fail("repeats " + ints_to_string(repeats) + " must have one entry per dim of " + x.describe());
+  }
+  const std::vector<int64_t> in_strides = contiguous_strides(x.shape());
+  TileLayout t;
+  for (size_t d = 0; d < repeats.size(); ++d) {
+    int64_t size = 0;
+    if (repeats[d] < 0 || __builtin_mul_overflow(repeats[d], x.shape()[d], &size)) {
+      ctx.fail("repeats " + ints_to_string(repeats) + " has a negative or too large entry");
+    }
+    t.out_shape.push_back(size);
+    t.view_shape.insert(t.view_shape.end(), {repeats[d], x.shape()[d]});
+    t.view_strides.insert(t.view_strides.end(), {0, in_strides[d]});
+  }
+  return t;
+}
+
+void tile_into(const KernelContext& ctx, const TileLayout& layout, Tensor& y) {
+  const Tensor& x = ctx.input(0);
+  strided_copy(static_cast<std::byte*>(y.raw()), static_cast<const std::byte*>(x.raw()), layout.view_shape,
+               layout.view_strides, element_size(ctx, x.dtype()));
+}
+
 namespace {
 
 // Reshape: 0 copies the input dim (unless allowzero), -1 is inferred.
@@ -291,44 +337,14 @@ void unsqueeze(KernelContext& ctx) {
 }
 
 void expand(KernelContext& ctx) {
-  const Tensor& x = ctx.input(0);
-  const Tensor& s = ctx.input(1);
-  if (s.rank() != 1) ctx.fail("shape input must be 1-D, got " + s.describe());
-  const Shape target = s.to_int64_vector();
-  for (int64_t d : target) {
-    if (d < 0) ctx.fail("shape " + ints_to_string(target) + " has a negative dim");
-  }
-  const Shape out_shape = broadcast_shapes(ctx, x.shape(), target);
-  const size_t es = element_size(ctx, x.dtype());
-  Tensor y(x.dtype(), out_shape);
-  strided_copy(static_cast<std::byte*>(y.raw()), static_cast<const std::byte*>(x.raw()), out_shape,
-               broadcast_strides(x.shape(), out_shape), es);
+  Tensor y(ctx.input(0).dtype(), expand_shape(ctx));
+  expand_into(ctx, y);
   ctx.set_output(0, std::move(y));
 }
 
-// Tile: output axis d has repeats[d] * dim[d] entries, read as the 2-D index
-// (r, j) with source stride (0, stride[d]); strided_copy does the rest.
 void tile(KernelContext& ctx) {
-  const Tensor& x = ctx.input(0);
-  const std::vector<int64_t> repeats = ctx.input(1).to_int64_vector();
-  if (repeats.size() != x.shape().size()) {
-    ctx.fail("repeats " + ints_to_string(repeats) + " must have one entry per dim of " + x.describe());
-  }
-  const std::vector<int64_t> in_strides = contiguous_strides(x.shape());
-  Shape out_shape, view_shape;
-  std::vector<int64_t> view_strides;
-  for (size_t d = 0; d < repeats.size(); ++d) {
-    int64_t size = 0;
-    if (repeats[d] < 0 || __builtin_mul_overflow(repeats[d], x.shape()[d], &size)) {
-      ctx.fail("repeats " + ints_to_string(repeats) + " has a negative or too large entry");
-    }
-    out_shape.push_back(size);
-    view_shape.insert(view_shape.end(), {repeats[d], x.shape()[d]});
-    view_strides.insert(view_strides.end(), {0, in_strides[d]});
-  }
-  const size_t es = element_size(ctx, x.dtype());
-  Tensor y(x.dtype(), out_shape);
-  strided_copy(static_cast<std::byte*>(y.raw()), static_cast<const std::byte*>(x.raw()), view_shape, view_strides, es);
+  Tensor y(ctx.input(0).dtype(), tile_layout(ctx).out_shape);
+  tile_into(ctx, tile_layout(ctx), y);
   ctx.set_output(0, std::move(y));
 }
 

@@ -203,6 +203,15 @@ class Compiler {
     // true: the reference then names random dropout as unsupported).
     const bool may_train = node.op_type == "Dropout" && node.inputs.size() > 2 && !node.inputs[2].empty() &&
                            (constant(node.inputs[2]) == nullptr || constant(node.inputs[2])->get_as_int64(0) != 0);
+    // A view or copy plans its output shape once per set of input shapes, so
+    // its shape-giving inputs (Reshape's shape, Slice's starts, Split's
+    // sizes, Pad's pads, Expand's shape, ...) must be fixed by those shapes;
+    // a value a run can change (a model input, data read from one) leaves the
+    // node to the reference kernel, which reads it every run.
+    if (!shape_inputs_fixed(node)) {
+      f.step = make_fallback_step(node, opset);
+      return f;
+    }
     f.step = may_train ? nullptr : make_view_step(node, opset);
     if (f.step) {
       f.inputs = {node.inputs[0]};
@@ -416,6 +425,20 @@ class Compiler {
       return f;
     }
     return std::nullopt;
+  }
+
+  // Whether every input of `node` past its data input (0) that sets the
+  // output's shape is fixed by the input shapes (fixed_by_shapes); Pad's
+  // constant value (input 2) only fills, so it may change per run.
+  bool shape_inputs_fixed(const Node& node) const {
+    static const std::set<std::string> kShaped = {"Reshape", "Squeeze", "Unsqueeze", "Slice",
+                                                  "Split",   "Pad",     "Expand",    "Tile"};
+    if (!node.domain.empty() || kShaped.count(node.op_type) == 0) return true;
+    for (size_t i = 1; i < node.inputs.size(); ++i) {
+      if (node.op_type == "Pad" && i == 2) continue;
+      if (!fixed_by_shapes(node.inputs[i], 0)) return false;
+    }
+    return true;
   }
 
   // Whether `name` is absent, a constant, or computed from constants and

@@ -1,8 +1,9 @@
-// Concat, Split, Slice and Pad as kernel steps, in any dtype of 8 bits or more:
+// Concat, Split, Slice, Pad, Expand and Tile as kernel steps, in any dtype of 8 bits or more:
 // they copy rows into the arena instead of allocating per run. The checks,
 // output shapes and copies are the reference operators' own (ops/tensor.cc,
 // ops/gather.cc, ops/pad.cc: concat_shape/concat_into,
-// split_sizes/split_into, slice_layout/slice_into, pad_layout/pad_into), so results are identical bytes and bad inputs
+// split_sizes/split_into, slice_layout/slice_into, pad_layout/pad_into,
+// expand_shape/expand_into, tile_layout/tile_into), so results are identical bytes and bad inputs
 // give the reference's errors, naming the node.
 #include "ops/op_util.h"
 #include "runtime/steps.h"
@@ -87,6 +88,32 @@ class PadStep : public CopyStep {
   }
 };
 
+class ExpandStep : public CopyStep {
+ public:
+  using CopyStep::CopyStep;
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const KernelContext ctx = context(in);
+    out.assign(1, {in[0]->dtype(), expand_shape(ctx)});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const KernelContext ctx = context(in);
+    expand_into(ctx, *out[0]);
+  }
+};
+
+class TileStep : public CopyStep {
+ public:
+  using CopyStep::CopyStep;
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    const KernelContext ctx = context(in);
+    out.assign(1, {in[0]->dtype(), tile_layout(ctx).out_shape});
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool*) override {
+    const KernelContext ctx = context(in);
+    tile_into(ctx, tile_layout(ctx), *out[0]);
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset) {
@@ -95,6 +122,8 @@ std::unique_ptr<Step> make_copy_step(const Node& node, int64_t opset) {
   if (node.op_type == "Split") return std::make_unique<SplitStep>(node, opset);
   if (node.op_type == "Slice") return std::make_unique<SliceStep>(node, opset);
   if (node.op_type == "Pad") return std::make_unique<PadStep>(node, opset);
+  if (node.op_type == "Expand" && node.inputs.size() == 2) return std::make_unique<ExpandStep>(node, opset);
+  if (node.op_type == "Tile" && node.inputs.size() == 2) return std::make_unique<TileStep>(node, opset);
   return nullptr;
 }
 

@@ -195,6 +195,108 @@ TEST(DataSteps, ConcatSplitSliceAreCopySteps) {
   }
 }
 
+// Expand (both-way broadcast) and Tile are copy steps in any element size,
+// with identical bytes to the reference; the shape comes from Shape ->
+// Concat as in the grouped-query KV repeat of decoders (fixed by the input
+// shapes), so a run with a new input shape re-plans it.
+TEST(DataSteps, ExpandAndTileAreCopySteps) {
+  for (DType dtype : {DType::kFloat32, DType::kInt64, DType::kUInt8, DType::kBool}) {
+    Model m = base_model();
+    Graph& g = m.graph;
+    g.inputs.push_back({"x", type_of(dtype, {3, 1, 2})});
+    g.inputs.push_back({"like", type_of(DType::kFloat32, {-1, -1})});
+    g.nodes.push_back(make_node("shape_of", "Shape", {"like"}, {"dims"}));
+    g.initializers["lead"] = Tensor::from_vector(std::vector<int64_t>{2}, {1});
+    g.initializers["last"] = Tensor::from_vector(std::vector<int64_t>{1}, {1});
+    Node cat = make_node("cat", "Concat", {"lead", "dims", "last"}, {"shape"});
+    cat.attributes["axis"] = int_attr(0);
+    g.nodes.push_back(cat);
+    g.nodes.push_back(make_node("expand", "Expand", {"x", "shape"}, {"e"}));
+    g.initializers["repeats"] = Tensor::from_vector(std::vector<int64_t>{2, 1, 1, 3}, {4});
+    g.nodes.push_back(make_node("tile", "Tile", {"e", "repeats"}, {"y"}));
+    g.outputs.push_back({"y", TypeInfo{}});
+    Tensor x(dtype, {3, 1, 2});
+    auto* b = static_cast<uint8_t*>(x.raw());
+    for (size_t k = 0; k < x.nbytes(); ++k) b[k] = static_cast<uint8_t>(dtype == DType::kBool ? k % 2 : k * 5 + 1);
+    const std::vector<Shape> likes = {{3, 4}, {1, 5}, {3, 1}};
+    for (const Shape& like : likes) {
+      const std::string plan = expect_same(m, {{"x", x}, {"like", Tensor(DType::kFloat32, like)}}, "y");
+      EXPECT_NE(plan.find("copy_Expand"), std::string::npos) << plan;
+      EXPECT_NE(plan.find("copy_Tile"), std::string::npos) << plan;
+      EXPECT_NE(plan.find(" 0 reference fallbacks"), std::string::npos) << plan;
+    }
+    ReferenceExecutor reference(m);  // one compiled model, shapes in turn
+    CompiledModel compiled(m, default_compile_options(1));
+    for (const Shape& like : {likes[0], likes[1], likes[0], likes[2]}) {
+      const std::map<std::string, Tensor> feeds{{"x", x}, {"like", Tensor(DType::kFloat32, like)}};
+      const Tensor want = reference.run(feeds).at("y");
+      const Tensor got = compiled.run(feeds).at("y");
+      ASSERT_EQ(got.shape(), want.shape());
+      EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0);
+    }
+  }
+}
+
+// Shape-giving inputs (Slice's starts, Reshape's shape, Split's sizes, Pad's
+// pads, Expand's shape) that are model inputs, not fixed by the input
+// shapes: a run with new values but the same input shapes must not reuse
+// the planned output shapes.
+TEST(DataSteps, ShapeInputsGivenAtRunTimeAreReadEveryRun) {
+  Model m = base_model();
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", type_of(DType::kFloat32, {4, 6})});
+  g.inputs.push_back({"starts", type_of(DType::kInt64, {1})});
+  g.inputs.push_back({"shape", type_of(DType::kInt64, {2})});
+  g.inputs.push_back({"sizes", type_of(DType::kInt64, {2})});
+  g.inputs.push_back({"pads", type_of(DType::kInt64, {4})});
+  g.initializers["ends"] = Tensor::from_vector(std::vector<int64_t>{6}, {1});
+  g.initializers["axes"] = Tensor::from_vector(std::vector<int64_t>{1}, {1});
+  g.nodes.push_back(make_node("slice", "Slice", {"x", "starts", "ends", "axes"}, {"sl"}));
+  g.nodes.push_back(make_node("reshape", "Reshape", {"x", "shape"}, {"rs"}));
+  Node split = make_node("split", "Split", {"x", "sizes"}, {"sp0", "sp1"});
+  split.attributes["axis"] = int_attr(1);
+  g.nodes.push_back(split);
+  g.nodes.push_back(make_node("pad", "Pad", {"x", "pads"}, {"pd"}));
+  for (const char* out : {"sl", "rs", "sp0", "sp1", "pd"}) g.outputs.push_back({out, TypeInfo{}});
+  Tensor x(DType::kFloat32, {4, 6});
+  for (int64_t k = 0; k < x.numel(); ++k) x.data<float>()[k] = static_cast<float>(k);
+  ReferenceExecutor reference(m);
+  CompiledModel compiled(m, default_compile_options(1));
+  for (int round = 0; round < 3; ++round) {
+    const bool b = round == 1;
+    const std::map<std::string, Tensor> feeds{
+        {"x", x},
+        {"starts", indices({b ? 4 : 1}, {1})},
+        {"shape", indices(b ? std::vector<int64_t>{2, 12} : std::vector<int64_t>{8, 3}, {2})},
+        {"sizes", indices(b ? std::vector<int64_t>{1, 5} : std::vector<int64_t>{4, 2}, {2})},
+        {"pads", indices(b ? std::vector<int64_t>{0, 1, 2, 0} : std::vector<int64_t>{1, 0, 0, 0}, {4})}};
+    const auto want = reference.run(feeds);
+    const auto got = compiled.run(feeds);
+    for (const char* out : {"sl", "rs", "sp0", "sp1", "pd"}) {
+      ASSERT_EQ(got.at(out).shape(), want.at(out).shape()) << out << " round " << round;
+      EXPECT_EQ(std::memcmp(got.at(out).raw(), want.at(out).raw(), want.at(out).nbytes()), 0) << out;
+    }
+  }
+}
+
+TEST(DataSteps, ExpandToAnIncompatibleShapeIsTheReferencesError) {
+  Model m = base_model();
+  Graph& g = m.graph;
+  g.inputs.push_back({"x", type_of(DType::kFloat32, {3, 2})});
+  g.inputs.push_back({"shape", type_of(DType::kInt64, {2})});
+  g.nodes.push_back(make_node("rep", "Expand", {"x", "shape"}, {"y"}));
+  g.outputs.push_back({"y", TypeInfo{}});
+  CompiledModel compiled(m, default_compile_options(1));
+  Tensor x(DType::kFloat32, {3, 2});
+  compiled.run({{"x", x}, {"shape", indices({3, 2}, {2})}});
+  try {
+    compiled.run({{"x", x}, {"shape", indices({4, 2}, {2})}});
+    FAIL() << "Expand of [3,2] to [4,2] was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rep"), std::string::npos) << e.what();
+  }
+}
+
 // Pad in every mode, with growing and cropping pads, at opset 13 (inputs)
 // and 10 (attributes), float and int8: identical to the reference, which
 // the ONNX backend tests check against the spec.
