@@ -385,7 +385,8 @@ class Compiler {
       if (auto f = match_silu(node)) return f;
     }
     if (node.op_type == "Relu" || node.op_type == "Clip" || node.op_type == "Sigmoid" || node.op_type == "Tanh" ||
-        node.op_type == "Erf") {
+        node.op_type == "Erf" || node.op_type == "Neg" || node.op_type == "Abs" || node.op_type == "Sqrt" ||
+        node.op_type == "Reciprocal" || node.op_type == "Pow") {
       return match_unary(node);
     }
     if (node.op_type == "Softmax" && is_float_value_depth(node.inputs[0], 0)) {
@@ -664,15 +665,16 @@ class Compiler {
                                                 "HardSigmoid",
                                                 "Gelu",
                                                 "Sqrt",
+                                                "Reciprocal",
                                                 "ReduceMean",
                                                 "ConvTranspose",
                                                 "InstanceNormalization",
                                                 "GroupNormalization"};
     if (kMake.count(p->op_type)) return true;
-    static const std::set<std::string> kKeep = {"Transpose", "Reshape", "Flatten", "Concat",    "Squeeze",
-                                                "Unsqueeze", "Slice",   "Split",   "MaxPool",   "Relu",
-                                                "Clip",      "Add",     "Sub",     "Mul",       "Div",
-                                                "Resize",    "Pow",     "Dropout", "ReduceMax", "ReduceSum"};
+    static const std::set<std::string> kKeep = {"Transpose", "Reshape",   "Flatten", "Concat", "Squeeze", "Unsqueeze",
+                                                "Slice",     "Split",     "MaxPool", "Relu",   "Clip",    "Add",
+                                                "Sub",       "Mul",       "Div",     "Resize", "Pow",     "Dropout",
+                                                "ReduceMax", "ReduceSum", "Neg",     "Abs"};
     if (kKeep.count(p->op_type)) return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
     if (p->op_type == "Gather") return is_float_value_depth(p->inputs[0], depth + 1);
     // Cast to float (ONNX FLOAT = 1): a dynamic conv or GEMM's int32 -> float.
@@ -869,6 +871,16 @@ class Compiler {
         }
       }
       op = "Clamp";
+    }
+    if (op == "Pow") {  // a constant scalar exponent of a numeric type (clamp.hi carries it)
+      const Tensor* e = node.inputs.size() == 2 ? constant(node.inputs[1]) : nullptr;
+      if (e == nullptr || e->numel() != 1 ||
+          !(is_integer(e->dtype()) || e->dtype() == DType::kFloat32 || e->dtype() == DType::kFloat64)) {
+        return std::nullopt;
+      }
+      const double v = is_integer(e->dtype()) ? static_cast<double>(e->get_as_int64(0)) : e->get_as_double(0);
+      if (!(static_cast<double>(static_cast<float>(v)) == v)) return std::nullopt;  // carried as a float
+      clamp.hi = static_cast<float>(v);
     }
     Fusion f;
     f.nodes = {&node};

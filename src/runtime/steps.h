@@ -134,7 +134,9 @@ BroadcastWalk plan_broadcast(const Shape& y, const Shape& a, const Shape& b);
 enum class BinaryOp { kAdd, kSub, kMul, kDiv };
 // y = clamp(a op b) on float32 with broadcasting.
 std::unique_ptr<Step> make_binary_step(BinaryOp op, const FloatClamp& clamp);
-// "Clamp" (Relu/Clip: y = min(max(x, lo), hi)), "Sigmoid", "Tanh" or "Erf" on float32.
+// "Clamp" (Relu/Clip: y = min(max(x, lo), hi)), "Sigmoid", "Tanh", "Erf", and
+// "Neg", "Abs", "Sqrt", "Reciprocal", "Pow" (exponent clamp.hi) with the
+// reference's expressions, so bit-identical, on float32.
 std::unique_ptr<Step> make_unary_step(const std::string& op, const FloatClamp& clamp);
 // Softmax over the last axis (vectorised exp, vmath.h); other axes: reference.
 std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset);

@@ -108,7 +108,10 @@ class UnaryStep : public Step {
  public:
   UnaryStep(std::string op, const FloatClamp& clamp) : op_(std::move(op)), clamp_(clamp) {}
   std::string kernel() const override {
-    return op_ == "Clamp" ? "clamp_f32" : op_ + "_f32/" + vmath_name(vmath_default());
+    if (op_ == "Clamp" || op_ == "Neg" || op_ == "Abs" || op_ == "Sqrt" || op_ == "Reciprocal" || op_ == "Pow") {
+      return (op_ == "Clamp" ? std::string("clamp") : op_) + "_f32";
+    }
+    return op_ + "_f32/" + vmath_name(vmath_default());
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32) throw Error(ErrorCode::kInvalidArgument, name + ": float32 input expected");
@@ -124,6 +127,21 @@ class UnaryStep : public Step {
       sigmoid_f32(x, y, n);
     } else if (op_ == "Erf") {
       erf_f32(x, y, n);
+    } else if (op_ == "Neg") {
+      for (int64_t i = 0; i < n; ++i) y[i] = -x[i];
+    } else if (op_ == "Abs") {  // the reference's expression: Abs(-0) = -0
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? -x[i] : x[i];
+    } else if (op_ == "Sqrt") {
+      for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+    } else if (op_ == "Reciprocal") {
+      for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / x[i];
+    } else if (op_ == "Pow") {  // the reference's: pow in double, rounded once
+      const double e = clamp_.hi;
+      if (e == 2.0) {  // the exact product rounded once, as pow(double) gives
+        for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
+      } else {
+        for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(std::pow(static_cast<double>(x[i]), e));
+      }
     } else {
       tanh_f32(x, y, n);
     }

@@ -119,6 +119,55 @@ TEST(CompareSteps, ExpIsExactOverTheFloatRange) {
   compare(m, {{"x", x}}, "exp_f32", expect_bytes_equal);
 }
 
+// Neg, Abs, Sqrt, Reciprocal and Pow by a constant scalar (RMSNorm's
+// Pow(x, 2) and Sqrt, rotary embeddings' Neg) do the reference's expression
+// per element: bit-exact on NaN, infinities, signed zeros and negatives
+// (Sqrt of a negative is NaN in both).
+TEST(CompareSteps, FloatUnaryMathIsExact) {
+  struct Case {
+    const char* op;
+    const char* kernel;
+    Tensor exponent;  // Pow only
+  };
+  const Case cases[] = {
+      {"Neg", "Neg_f32", Tensor()},
+      {"Abs", "Abs_f32", Tensor()},
+      {"Sqrt", "Sqrt_f32", Tensor()},
+      {"Reciprocal", "Reciprocal_f32", Tensor()},
+      {"Pow", "Pow_f32", Tensor::from_vector(std::vector<float>{2.0f}, {})},
+      {"Pow", "Pow_f32", Tensor::from_vector(std::vector<float>{0.5f}, {1})},
+      {"Pow", "Pow_f32", Tensor::from_vector(std::vector<float>{-1.5f}, {})},
+      {"Pow", "Pow_f32", Tensor::from_vector(std::vector<int64_t>{3}, {})},
+  };
+  for (const Case& c : cases) {
+    Model m = one_graph(13);
+    const Shape shape = {5, 37};
+    m.graph.inputs.push_back({"x", type_of(DType::kFloat32, shape)});
+    std::vector<std::string> inputs = {"x"};
+    if (c.exponent.defined()) {
+      m.graph.initializers["e"] = c.exponent;
+      inputs.push_back("e");
+    }
+    m.graph.nodes.push_back(make_node("u", c.op, inputs, {"y"}));
+    m.graph.outputs.push_back({"y", TypeInfo{}});
+    SCOPED_TRACE(c.op);
+    compare(m, {{"x", awkward(shape, 3)}}, c.kernel, expect_bytes_equal);
+  }
+}
+
+// A Pow whose exponent is a computed tensor stays with the reference.
+TEST(CompareSteps, PowByAComputedExponentIsNotCompiled) {
+  Model m = one_graph(13);
+  m.graph.inputs.push_back({"x", type_of(DType::kFloat32, {4})});
+  m.graph.inputs.push_back({"e", type_of(DType::kFloat32, {4})});
+  m.graph.nodes.push_back(make_node("u", "Pow", {"x", "e"}, {"y"}));
+  m.graph.outputs.push_back({"y", TypeInfo{}});
+  CompiledModel compiled(m, default_compile_options(1));
+  const Tensor e = Tensor::from_vector(std::vector<float>{1.0f, 2.0f, 0.5f, -1.0f}, {4});
+  compiled.run({{"x", random_tensor({4}, 1)}, {"e", e}});
+  EXPECT_NE(compiled.describe_plan().find("reference Pow"), std::string::npos) << compiled.describe_plan();
+}
+
 // What ssdlite's box decoding does, with no value_info: Exp of a computed
 // value, Min / Max against constants, a Greater to bool; the compiler
 // learns each input is float from the producer's op type. A second planned
