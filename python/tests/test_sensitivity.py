@@ -123,6 +123,12 @@ def test_accuracy_target_writes_what_the_command_writes(model_path, calib_dir, k
     assert t["kept_fp32"] == t["ranking"][:t["chosen_step"]]
     assert sorted(report["kept_fp32"]) == sorted(t["kept_fp32"])
     assert (tmp_path / "py.onnx").read_bytes() == (tmp_path / "cli.onnx").read_bytes()
+    # The frontier: every step walked, the chosen one the report's.
+    assert len(t["frontier"]) == t["steps"]
+    chosen = t["frontier"][t["chosen_step"]]
+    assert chosen["value"] == t["value"] and chosen["kept_fp32"] == t["kept_fp32"] and chosen["meets"]
+    assert not t["frontier"][0]["meets"] and t["frontier"][0]["moved"] == ""
+    assert all(step["bytes"] > 0 and step["scores"]["output_sqnr_db"] == step["value"] for step in t["frontier"])
 
 
 def test_accuracy_target_with_a_python_metric(model_path, tmp_path):

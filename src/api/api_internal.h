@@ -24,6 +24,10 @@ struct OnnxModel::Impl {
   // `model` itself).
   std::shared_ptr<const Model> inferred;
   const Model& runnable() const { return inferred ? *inferred : model; }
+  // A quantized model before compact_new_names gave the values it added
+  // short names (null otherwise): what `kvant quantize`'s report (range
+  // histograms, speed check) reads, as it did before the command used the API.
+  std::shared_ptr<const Model> before_renaming;
   std::string display_name;  // the path given, or the name of a model in memory
   std::vector<TensorInfo> inputs, outputs;
 };
@@ -44,7 +48,8 @@ struct ApiAccess {
   // The model inside; an error for a default-constructed OnnxModel.
   static const OnnxModel::Impl& impl(const OnnxModel& model, const char* what);
   // A public model around `model`; `display_name` starts error messages.
-  static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr);
+  static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr,
+                              std::shared_ptr<const Model> before_renaming = nullptr);
 };
 
 // The caller's reader as the quantizer's SampleSource (api_quantize.cc): a
