@@ -484,6 +484,16 @@ struct SensitivityAnalysisOptions {
   ProgressCallback progress;
 };
 
+// A model's scores on the evaluation set against FP32 (`kvant sensitivity
+// --json`'s "scores"); NaN where not measured.
+struct MetricScores {
+  double value = 0;                  // the target's metric
+  double output_sqnr_db = 0;         // the scored output's SQNR against FP32 (+inf: equal)
+  double mse = 0;                    // its mean squared error against FP32
+  std::optional<double> agreement;   // classifier outputs only
+  std::optional<double> top1, top5;  // with labels only
+};
+
 // One Conv/Gemm/MatMul layer the quantizer rewrote.
 struct LayerScore {
   std::string node, op_type;
@@ -494,6 +504,9 @@ struct LayerScore {
   double output_sqnr_db = 0;  // the scored output's SQNR against FP32, only this layer quantized
   double all_but = 0;         // the metric with every layer but this one quantized; NaN without leave_one_out
   double custom = 0;          // custom_metric, only this layer quantized; NaN without one
+  MetricScores scores;        // every score with only this layer quantized (measured layers)
+  std::optional<MetricScores> all_but_scores;  // with leave_one_out (measured layers)
+  int64_t partial_nodes = 0;                   // nodes the partial runs of this layer computed
 };
 
 struct SensitivityReport {
@@ -504,6 +517,8 @@ struct SensitivityReport {
   double quantized = 0;  // of the fully quantized model
   double quantized_sqnr_db = 0;
   double custom_fp32 = 0, custom_quantized = 0;  // custom_metric; NaN without one
+  MetricScores fp32_scores, quantized_scores;    // every score of the FP32 and the fully quantized model
+  int64_t chunks = 0;                            // passes over the evaluation set (kept values held per chunk)
   // Most sensitive first (by custom_metric when given, else by the metric,
   // ties by output SQNR); the layers not measured last: `kvant sensitivity`'s
   // ranking.
@@ -551,16 +566,6 @@ struct AccuracyTarget {
   // per step: what `kvant quantize --accuracy-target` prints), without the
   // newline. Empty: nothing logged.
   std::function<void(const std::string& line)> log;
-};
-
-// A model's scores on the evaluation set against FP32 (`kvant sensitivity
-// --json`'s "scores"); NaN where not measured.
-struct MetricScores {
-  double value = 0;                  // the target's metric
-  double output_sqnr_db = 0;         // the scored output's SQNR against FP32 (+inf: equal)
-  double mse = 0;                    // its mean squared error against FP32
-  std::optional<double> agreement;   // classifier outputs only
-  std::optional<double> top1, top5;  // with labels only
 };
 
 // One step of the search: a mix of FP32, INT8 and quantized layers measured.

@@ -440,6 +440,19 @@ kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {
   return o;
 }
 
+// kvant::MetricScores: value, output_sqnr_db, mse, and agreement / top1 /
+// top5 where the samples allow them.
+py::dict scores_dict(const kvant::MetricScores& s) {
+  py::dict x;
+  x["value"] = s.value;
+  x["output_sqnr_db"] = s.output_sqnr_db;
+  x["mse"] = s.mse;
+  if (s.agreement) x["agreement"] = *s.agreement;
+  if (s.top1) x["top1"] = *s.top1;
+  if (s.top5) x["top5"] = *s.top5;
+  return x;
+}
+
 py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
   py::dict d;
   d["metric"] = kvant::metric_name(r.metric);
@@ -448,6 +461,9 @@ py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
   d["fp32"] = r.fp32;
   d["quantized"] = r.quantized;
   d["quantized_sqnr_db"] = r.quantized_sqnr_db;
+  d["fp32_scores"] = scores_dict(r.fp32_scores);
+  d["quantized_scores"] = scores_dict(r.quantized_scores);
+  d["chunks"] = r.chunks;
   if (custom) {
     d["custom_fp32"] = r.custom_fp32;
     d["custom_quantized"] = r.custom_quantized;
@@ -466,6 +482,9 @@ py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
       l["output_sqnr_db"] = s.output_sqnr_db;
       l["all_but"] = s.all_but;
       if (custom) l["custom"] = s.custom;
+      l["scores"] = scores_dict(s.scores);
+      if (s.all_but_scores) l["all_but_scores"] = scores_dict(*s.all_but_scores);
+      l["partial_nodes"] = s.partial_nodes;
     } else {
       l["note"] = s.note;
     }
@@ -589,17 +608,7 @@ py::dict target_dict(const kvant::AccuracyTargetReport& r) {
   d["ranking"] = r.ranking;
   d["kept_fp32"] = r.kept_fp32;
   d["int8"] = r.int8;
-  auto scores = [](const kvant::MetricScores& s) {
-    py::dict x;
-    x["value"] = s.value;
-    x["output_sqnr_db"] = s.output_sqnr_db;
-    x["mse"] = s.mse;
-    if (s.agreement) x["agreement"] = *s.agreement;
-    if (s.top1) x["top1"] = *s.top1;
-    if (s.top5) x["top5"] = *s.top5;
-    return x;
-  };
-  d["fp32_scores"] = scores(r.fp32_scores);
+  d["fp32_scores"] = scores_dict(r.fp32_scores);
   py::list frontier;
   for (const kvant::AccuracyTargetStep& st : r.frontier) {
     py::dict x;
@@ -608,7 +617,7 @@ py::dict target_dict(const kvant::AccuracyTargetReport& r) {
     x["moved"] = st.moved;
     x["bytes"] = st.bytes;
     x["value"] = st.value;
-    x["scores"] = scores(st.scores);
+    x["scores"] = scores_dict(st.scores);
     x["ms_per_sample"] = st.ms_per_sample;
     x["meets"] = st.meets;
     frontier.append(x);

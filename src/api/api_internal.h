@@ -60,6 +60,10 @@ std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const
 // the option in the error for a value outside the enum.
 TaskMetric task_metric_of(Metric metric, const char* what);
 
+// A model's scores as the API reports them (api_sensitivity.cc): the value
+// by `metric`, and the others the samples allow.
+MetricScores public_scores(const OutputScores& scores, TaskMetric metric);
+
 // The caller's metric callback as the library's custom metric for
 // `output` (empty: the model's first) of `model` (api_sensitivity.cc). Keeps
 // references to `callback` and `labels`.

@@ -244,19 +244,6 @@ class LineBuffer : public std::streambuf {
   std::string line_;
 };
 
-MetricScores public_scores(const OutputScores& s, TaskMetric metric) {
-  MetricScores out;
-  out.value = s.value(metric);
-  out.output_sqnr_db = s.sqnr_db();
-  out.mse = s.mse();
-  if (s.classifier_rows > 0) out.agreement = s.agreement();
-  if (s.labelled_rows > 0) {
-    out.top1 = s.top1();
-    out.top5 = s.top5();
-  }
-  return out;
-}
-
 // The accuracy target's search (quant/accuracy_target.h) on `eval`, from
 // `quantized` (every layer quantized): the model chosen, its summary in
 // `summary`.

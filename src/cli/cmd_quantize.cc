@@ -190,33 +190,12 @@ std::optional<double> smooth_quant_alpha(const std::string& text) {
   return alpha;
 }
 
-Metric public_metric(TaskMetric metric) {
-  switch (metric) {
-    case TaskMetric::kTop1: return Metric::kTop1;
-    case TaskMetric::kTop5: return Metric::kTop5;
-    case TaskMetric::kAgreement: return Metric::kAgreement;
-    case TaskMetric::kSqnr: return Metric::kSqnr;
-    case TaskMetric::kMse: return Metric::kMse;
-    case TaskMetric::kMiou: return Metric::kMiou;
-    case TaskMetric::kPerplexity: return Metric::kPerplexity;
-  }
-  fail(std::string("--metric ") + task_metric_name(metric) + " has no counterpart in the API");
-}
-
 // The command line as the API's options (include/kvant/kvant.h), after the
 // checks that name the command's own flags.
 kvant::QuantizationOptions make_options(const QuantizeArgs& a, QuantMode mode) {
   check_mode_options(a, mode);
   kvant::QuantizationOptions o;
-  const CalibrationMethod method = parse_calibration_method(a.calibrator);
-  switch (method) {
-    case CalibrationMethod::kMinMax: o.calibrator = Calibrator::kMinMax; break;
-    case CalibrationMethod::kMovingAverage: o.calibrator = Calibrator::kMovingAverage; break;
-    case CalibrationMethod::kPercentile: o.calibrator = Calibrator::kPercentile; break;
-    case CalibrationMethod::kEntropy: o.calibrator = Calibrator::kEntropy; break;
-    case CalibrationMethod::kMse: o.calibrator = Calibrator::kMse; break;
-    default: fail("--calibrator: \"" + a.calibrator + "\" has no counterpart in the API");
-  }
+  o.calibrator = public_calibrator(a.calibrator);
   o.percentile = a.percentile;
   if (a.samples < 1) fail("--samples must be at least 1, got " + std::to_string(a.samples));
   o.max_samples = a.samples;
@@ -278,63 +257,6 @@ kvant::QuantizationOptions make_options(const QuantizeArgs& a, QuantMode mode) {
   return o;
 }
 
-// A dataset (io/dataset.h: --calib / --eval) as the API's reader: the
-// samples are shared, not copied, and it rewinds.
-class DatasetReader : public CalibrationDataReader {
- public:
-  explicit DatasetReader(SampleSource& source) : source_(source) {}
-  std::optional<Tensors> get_next() override {
-    std::optional<std::map<std::string, Tensor>> sample = source_.next();
-    if (!sample) return std::nullopt;
-    Tensors out;
-    for (const auto& [name, tensor] : *sample) out.emplace(name, ApiAccess::wrap(tensor));
-    return out;
-  }
-  bool rewind() override {
-    source_.reset();
-    return true;
-  }
-  int64_t size() override { return source_.size(); }
-
- private:
-  SampleSource& source_;
-};
-
-// The progress the API reports, as the command showed it on stderr: a
-// "\rcalibrating 123/500" line on a terminal for the sample stages, and the
-// sensitivity ranking's lines (on a terminal, else every 10 s).
-ProgressCallback progress_printing() {
-  auto sensitivity = progress_printer("sensitivity");
-  const bool tty = isatty(STDERR_FILENO);
-  auto started = std::make_shared<std::optional<std::chrono::steady_clock::time_point>>();
-  return [sensitivity, tty, started](const Progress& p) {
-    if (p.stage == ProgressStage::kSensitivity) {
-      const auto now = std::chrono::steady_clock::now();
-      if (!*started) *started = now;
-      SensitivityProgress s;
-      s.done = p.done;
-      s.total = p.total;
-      s.layer = p.layer;
-      s.elapsed_s = std::chrono::duration<double>(now - **started).count();
-      s.remaining_s = p.done > 0 && p.total > 0
-                          ? s.elapsed_s * static_cast<double>(p.total - p.done) / static_cast<double>(p.done)
-                          : -1;
-      sensitivity(s);
-      return true;
-    }
-    if (!tty || p.stage == ProgressStage::kAccuracyTarget) return true;  // the search logs its steps itself
-    const char* what = p.stage == ProgressStage::kCalibration ? "calibrating"
-                       : p.stage == ProgressStage::kAwq       ? "AWQ statistics"
-                       : p.stage == ProgressStage::kGptq      ? "GPTQ statistics"
-                                                              : "SmoothQuant statistics";
-    std::cerr << "\r" << what << " " << p.done;
-    if (p.total > 0) std::cerr << "/" << p.total;
-    std::cerr << std::flush;
-    if (p.done == p.total) std::cerr << "\n";
-    return true;
-  };
-}
-
 // The API's report as the printed report's summary.
 QuantizeSummary summary_of(const QuantizationReport& r) {
   QuantizeSummary s;
@@ -360,17 +282,6 @@ LayerError layer_error_of(const LayerComparison& c) {
   e.fp32_std = c.fp32_std;
   e.output_step = c.output_step;
   return e;
-}
-
-Json scores_json(const MetricScores& s) {
-  Json j = Json::object();
-  j.set("value", s.value);
-  j.set("output_sqnr_db", s.output_sqnr_db);
-  j.set("mse", s.mse);
-  if (s.agreement) j.set("agreement", *s.agreement);
-  if (s.top1) j.set("top1", *s.top1);
-  if (s.top5) j.set("top5", *s.top5);
-  return j;
 }
 
 // The frontier walked, a row per step, the written one marked "*".
@@ -481,18 +392,7 @@ int quantize_command(const QuantizeArgs& a) {
       }
       target.custom = metric_command(a.metric_cmd);
       target.custom_higher_is_better = a.metric_better == "higher";
-      api_target.custom_metric = [custom = target.custom](const std::vector<TensorView>& outputs,
-                                                          const std::vector<int64_t>&, const std::string& variant) {
-        std::vector<std::vector<float>> values;
-        values.reserve(outputs.size());
-        for (const TensorView& y : outputs) {
-          int64_t n = 1;
-          for (int64_t d : y.shape) n *= d;
-          const auto* f = static_cast<const float*>(y.data);
-          values.emplace_back(f, f + n);
-        }
-        return custom(values, variant);
-      };
+      api_target.custom_metric = public_metric_callback(target.custom);
       api_target.higher_is_better = target.custom_higher_is_better;
     }
     target.drop = a.accuracy_target;
@@ -508,7 +408,7 @@ int quantize_command(const QuantizeArgs& a) {
     api_target.log = [](const std::string& line) { std::cout << line << "\n"; };
   }
 
-  options.progress = progress_printing();
+  options.progress = api_progress_printer();
   QuantizationReport api_report;
   AccuracyTargetReport target_report;
   Result<OnnxModel> result = [&]() -> Result<OnnxModel> {

@@ -142,5 +142,34 @@ TEST(ApiReport, FrontierHoldsEveryStepAndTheLogHasALinePerStep) {
   EXPECT_TRUE(contains(thrown.status().message(), "log sink full")) << thrown.status().message();
 }
 
+TEST(ApiReport, SensitivityCarriesEveryScoreTheCommandWrites) {
+  Samples calib, eval;
+  SensitivityAnalysisOptions o;
+  o.metric = Metric::kSqnr;
+  o.leave_one_out = true;
+  auto r = sensitivity(cnn(), &calib, eval, o);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_GE(r->chunks, 1);
+  EXPECT_EQ(r->fp32_scores.value, r->fp32);
+  EXPECT_EQ(r->quantized_scores.value, r->quantized);
+  EXPECT_EQ(r->quantized_scores.output_sqnr_db, r->quantized_sqnr_db);
+  EXPECT_TRUE(r->quantized_scores.agreement.has_value());  // a classifier's output
+  EXPECT_FALSE(r->quantized_scores.top1.has_value());      // no labels
+  ASSERT_FALSE(r->layers.empty());
+  for (const LayerScore& l : r->layers) {
+    ASSERT_TRUE(l.measured) << l.node << ": " << l.note;
+    EXPECT_EQ(l.scores.value, l.value) << l.node;
+    EXPECT_EQ(l.scores.output_sqnr_db, l.output_sqnr_db) << l.node;
+    EXPECT_GT(l.partial_nodes, 0) << l.node;
+    ASSERT_TRUE(l.all_but_scores.has_value()) << l.node;
+    EXPECT_EQ(l.all_but_scores->value, l.all_but) << l.node;
+  }
+  o.leave_one_out = false;
+  Samples calib2, eval2;
+  auto plain = sensitivity(cnn(), &calib2, eval2, o);
+  ASSERT_TRUE(plain.ok());
+  for (const LayerScore& l : plain->layers) EXPECT_FALSE(l.all_but_scores.has_value()) << l.node;
+}
+
 }  // namespace
 }  // namespace kvant
