@@ -499,10 +499,13 @@ def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metr
     "calibration" with bits 8, then "sensitivity").
 
     Returns a dict: metric, output, samples, fp32, quantized,
-    quantized_sqnr_db (custom_fp32, custom_quantized with a callable) and
-    layers, most sensitive first: node, op, tensor, measured, and rank,
-    value, output_sqnr_db, all_but (NaN without leave_one_out), custom (with
-    a callable) when measured, else note.
+    quantized_sqnr_db (custom_fp32, custom_quantized with a callable),
+    fp32_scores, quantized_scores (value, output_sqnr_db, mse, and agreement,
+    top1, top5 where the data allow), chunks, and layers, most sensitive
+    first: node, op, tensor, measured, and rank, value, output_sqnr_db,
+    all_but (NaN without leave_one_out), custom (with a callable), scores,
+    all_but_scores (with leave_one_out), partial_nodes when measured, else
+    note.
     """
     m = _kvant.load(_source(model), True, None)
     if calibration_data_reader is None and eval_data_reader is None:
