@@ -348,11 +348,37 @@ struct QuantizationOptions {
   // 0, 0.1, ..., 1 (`--smooth-quant search`).
   std::optional<double> smooth_quant_alpha = 0.5;
 
+  // Samples of the calibration reader on which each quantized layer's output
+  // is compared with the FP32 model's (QuantizationReport::layers; the
+  // command's --report-samples, 32 there). 0: not compared. Needs a
+  // calibration reader (static, or the overloads that take one).
+  int64_t report_samples = 0;
+
   // All modes: called with the progress of calibration, of AWQ, SmoothQuant
   // and GPTQ statistics and, with an accuracy target, of its sensitivity
   // ranking and of each step it measures; may cancel the call (see
   // ProgressCallback). Empty: no reports.
   ProgressCallback progress;
+};
+
+// One quantized layer's output against the FP32 model's, on calibration
+// samples (the per-layer table `kvant quantize` prints). Two errors: own,
+// the layer alone (its quantized nodes on the FP32 model's values of its
+// inputs: what this layer costs); accumulated, the whole quantized model up
+// to the layer (what reaches it).
+struct LayerComparison {
+  // The layer's node as the given model names it (quantization gives the
+  // values it adds short names in the returned model; these are not those).
+  std::string node;
+  std::string tensor;          // the output compared: the fused activation's, else the node's own
+  int64_t order = 0;           // its place in QuantizationReport::layer_outputs (graph order)
+  double sqnr_db = 0;          // accumulated SQNR against FP32 in dB (+inf: equal)
+  double cosine = 0;           // accumulated cosine similarity
+  double own_sqnr_db = 0;      // own; NaN when not measured (inside control flow, or not a small subgraph)
+  double own_cosine = 0;       // own; NaN when not measured
+  bool near_constant = false;  // the FP32 output barely varies: its SQNR says little
+  double fp32_std = 0;         // standard deviation of the FP32 output
+  double output_step = 0;      // the output's quantization step (0: not quantized per tensor)
 };
 
 // What the quantizer did.
@@ -364,6 +390,19 @@ struct QuantizationReport {
   std::vector<std::pair<std::string, std::string>> fp32_reasons;
   std::vector<std::string> notes;     // e.g. fallbacks taken
   std::vector<std::string> warnings;  // e.g. a scale raised to the minimum, naming the tensor
+  // The quantized layers, (node, output tensor compared), in graph order.
+  std::vector<std::pair<std::string, std::string>> layer_outputs;
+  // With QuantizationOptions::report_samples > 0 (and a model kvant can
+  // run): each layer of layer_outputs against FP32 on the first
+  // layer_samples calibration samples, worst first (lowest own SQNR, the
+  // accumulated one where own is not measured; near-constant outputs last).
+  std::vector<LayerComparison> layers;
+  int64_t layer_samples = 0;
+  // The FP32 model the quantized one was made from and `layers` compares
+  // against: the given model prepared (opset upgrade, BatchNorm and
+  // constant folding) and rewritten by equalize / awq / smooth_quant, which
+  // keep its function. Compile it to compare speed or outputs.
+  OnnxModel fp32;
 };
 
 // Each takes the FP32 model and returns the QDQ model exactly as `kvant
@@ -445,6 +484,16 @@ struct SensitivityAnalysisOptions {
   ProgressCallback progress;
 };
 
+// A model's scores on the evaluation set against FP32 (`kvant sensitivity
+// --json`'s "scores"); NaN where not measured.
+struct MetricScores {
+  double value = 0;                  // the target's metric
+  double output_sqnr_db = 0;         // the scored output's SQNR against FP32 (+inf: equal)
+  double mse = 0;                    // its mean squared error against FP32
+  std::optional<double> agreement;   // classifier outputs only
+  std::optional<double> top1, top5;  // with labels only
+};
+
 // One Conv/Gemm/MatMul layer the quantizer rewrote.
 struct LayerScore {
   std::string node, op_type;
@@ -455,6 +504,9 @@ struct LayerScore {
   double output_sqnr_db = 0;  // the scored output's SQNR against FP32, only this layer quantized
   double all_but = 0;         // the metric with every layer but this one quantized; NaN without leave_one_out
   double custom = 0;          // custom_metric, only this layer quantized; NaN without one
+  MetricScores scores;        // every score with only this layer quantized (measured layers)
+  std::optional<MetricScores> all_but_scores;  // with leave_one_out (measured layers)
+  int64_t partial_nodes = 0;                   // nodes the partial runs of this layer computed
 };
 
 struct SensitivityReport {
@@ -465,6 +517,8 @@ struct SensitivityReport {
   double quantized = 0;  // of the fully quantized model
   double quantized_sqnr_db = 0;
   double custom_fp32 = 0, custom_quantized = 0;  // custom_metric; NaN without one
+  MetricScores fp32_scores, quantized_scores;    // every score of the FP32 and the fully quantized model
+  int64_t chunks = 0;                            // passes over the evaluation set (kept values held per chunk)
   // Most sensitive first (by custom_metric when given, else by the metric,
   // ties by output SQNR); the layers not measured last: `kvant sensitivity`'s
   // ranking.
@@ -508,6 +562,22 @@ struct AccuracyTarget {
   // (`--search bisect`): about log2(layers) steps; takes keeping more layers
   // high never to lower the metric.
   bool bisect = false;
+  // Called with each line the search logs as it walks (the ranking, one line
+  // per step: what `kvant quantize --accuracy-target` prints), without the
+  // newline. Empty: nothing logged.
+  std::function<void(const std::string& line)> log;
+};
+
+// One step of the search: a mix of FP32, INT8 and quantized layers measured.
+struct AccuracyTargetStep {
+  std::vector<std::string> kept_fp32;  // layers kept FP32 at this step
+  std::vector<std::string> int8;       // layers moved up to INT8
+  std::string moved;                   // what this step changed ("conv1 -> FP32"; empty at step 0)
+  int64_t bytes = 0;                   // the serialized model
+  double value = 0;                    // the metric steered by (or custom_metric's value)
+  MetricScores scores;
+  double ms_per_sample = 0;  // run time, mean over the evaluation set
+  bool meets = false;
 };
 
 // What the search did.
@@ -515,12 +585,14 @@ struct AccuracyTargetReport {
   bool met = false;  // false: the model returned is the closest step walked
   double threshold = 0;
   double fp32_value = 0;
-  double value = 0;                    // the returned step's metric (or custom_metric's value)
-  int64_t chosen_step = 0;             // 0: every layer quantized
-  int64_t steps = 0;                   // steps walked
-  std::vector<std::string> ranking;    // most sensitive first (empty when step 0 met the target)
-  std::vector<std::string> kept_fp32;  // the layers the returned model keeps FP32 for the target
-  std::vector<std::string> int8;       // weight-only INT4: the layers moved up to INT8
+  double value = 0;                          // the returned step's metric (or custom_metric's value)
+  int64_t chosen_step = 0;                   // 0: every layer quantized
+  int64_t steps = 0;                         // steps walked
+  std::vector<std::string> ranking;          // most sensitive first (empty when step 0 met the target)
+  std::vector<std::string> kept_fp32;        // the layers the returned model keeps FP32 for the target
+  std::vector<std::string> int8;             // weight-only INT4: the layers moved up to INT8
+  MetricScores fp32_scores;                  // the FP32 model's
+  std::vector<AccuracyTargetStep> frontier;  // every step walked, in order (frontier[chosen_step] returned)
 };
 
 // Static quantization with an accuracy target on `eval` (another reader

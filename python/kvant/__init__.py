@@ -205,11 +205,11 @@ def _options(mode, kwargs):
         "static": {"calibrator", "calibrate_method", "percentile", "max_samples", "activation_type",
                    "symmetric_activations", "per_tensor", "per_channel", "reduce_range", "affine_weights",
                    "exclude", "nodes_to_exclude", "allow_nonfinite", "quant_format", "weight_type", "weight_bits",
-                   "equalize", "bias_correction", "rounding", "smooth_quant"},
+                   "equalize", "bias_correction", "rounding", "smooth_quant", "report_samples"},
         "dynamic": {"per_tensor", "per_channel", "reduce_range", "exclude", "nodes_to_exclude", "allow_nonfinite",
-                    "weight_type", "equalize", "smooth_quant"},
+                    "weight_type", "equalize", "smooth_quant", "report_samples"},
         "weight_only": {"bits", "group_size", "affine_weights", "format", "exclude", "nodes_to_exclude",
-                        "allow_nonfinite", "max_samples", "rounding", "awq"},
+                        "allow_nonfinite", "max_samples", "rounding", "awq", "report_samples"},
     }[mode]
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
@@ -240,7 +240,7 @@ def _options(mode, kwargs):
             options["format"] = {"matmulnbits": "ort"}.get(fmt, fmt)
         elif key in ("percentile",):
             options[key] = float(value)
-        elif key in ("max_samples", "bits", "group_size", "weight_bits"):
+        elif key in ("max_samples", "bits", "group_size", "weight_bits", "report_samples"):
             options[key] = int(value)
         elif key == "rounding":
             options[key] = str(value).lower()
@@ -336,7 +336,12 @@ def quantize_static(model_input, model_output, calibration_data_reader, *, progr
     Writes model_output (the bytes `kvant quantize` writes for the same data
     and options; None: nothing written) and returns the report as a dict:
     quantized_nodes, calibration_samples, kept_fp32, fp32_reasons (node ->
-    why), notes, warnings.
+    why), notes, warnings, layer_outputs ((node, tensor) of the quantized
+    layers in graph order) and, with report_samples=N (the command's
+    --report-samples), layers: each layer's output against FP32 on the first
+    N calibration samples, worst first (node, tensor, order, sqnr_db and
+    cosine accumulated, own_sqnr_db and own_cosine of the layer alone or
+    None, near_constant, fp32_std, output_step), over layer_samples samples.
 
     accuracy_target=DROP (`--accuracy-target`): keep the most sensitive
     layers FP32 until the metric on eval_data_reader (required; get_next()
@@ -345,7 +350,9 @@ def quantize_static(model_input, model_output, calibration_data_reader, *, progr
     reference, threads, higher_is_better as there; search="bisect" bisects
     over the number of layers kept high (`--search bisect`). The report then has
     "accuracy_target": met, threshold, fp32_value, value, chosen_step,
-    steps, ranking, kept_fp32, int8. A target no mix meets writes the
+    steps, ranking, kept_fp32, int8, fp32_scores and frontier (every step
+    walked: kept_fp32, int8, moved, bytes, value, scores, ms_per_sample,
+    meets). A target no mix meets writes the
     closest model, met False and a warning.
 
     progress: a callable called with a dict after each unit of work, from
@@ -492,10 +499,13 @@ def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metr
     "calibration" with bits 8, then "sensitivity").
 
     Returns a dict: metric, output, samples, fp32, quantized,
-    quantized_sqnr_db (custom_fp32, custom_quantized with a callable) and
-    layers, most sensitive first: node, op, tensor, measured, and rank,
-    value, output_sqnr_db, all_but (NaN without leave_one_out), custom (with
-    a callable) when measured, else note.
+    quantized_sqnr_db (custom_fp32, custom_quantized with a callable),
+    fp32_scores, quantized_scores (value, output_sqnr_db, mse, and agreement,
+    top1, top5 where the data allow), chunks, and layers, most sensitive
+    first: node, op, tensor, measured, and rank, value, output_sqnr_db,
+    all_but (NaN without leave_one_out), custom (with a callable), scores,
+    all_but_scores (with leave_one_out), partial_nodes when measured, else
+    note.
     """
     m = _kvant.load(_source(model), True, None)
     if calibration_data_reader is None and eval_data_reader is None:

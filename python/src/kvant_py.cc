@@ -19,6 +19,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -281,6 +282,8 @@ kvant::QuantizationOptions options_of(const py::dict& d) {
       o.percentile = v.cast<double>();
     } else if (key == "max_samples") {
       o.max_samples = v.cast<int64_t>();
+    } else if (key == "report_samples") {
+      o.report_samples = v.cast<int64_t>();
     } else if (key == "activation_type") {
       const std::string t = v.cast<std::string>();
       if (t != "uint8" && t != "int8") {
@@ -358,6 +361,28 @@ py::dict report_dict(const kvant::QuantizationReport& r) {
   d["fp32_reasons"] = reasons;
   d["notes"] = r.notes;
   d["warnings"] = r.warnings;
+  py::list outputs;
+  for (const auto& [node, tensor] : r.layer_outputs) outputs.append(py::make_tuple(node, tensor));
+  d["layer_outputs"] = outputs;
+  // None where not measured (NaN in C++).
+  auto maybe = [](double v) -> py::object { return std::isnan(v) ? py::object(py::none()) : py::float_(v); };
+  py::list layers;
+  for (const kvant::LayerComparison& c : r.layers) {
+    py::dict l;
+    l["node"] = c.node;
+    l["tensor"] = c.tensor;
+    l["order"] = c.order;
+    l["sqnr_db"] = c.sqnr_db;
+    l["cosine"] = c.cosine;
+    l["own_sqnr_db"] = maybe(c.own_sqnr_db);
+    l["own_cosine"] = maybe(c.own_cosine);
+    l["near_constant"] = c.near_constant;
+    l["fp32_std"] = c.fp32_std;
+    l["output_step"] = c.output_step;
+    layers.append(l);
+  }
+  d["layers"] = layers;
+  d["layer_samples"] = r.layer_samples;
   return d;
 }
 
@@ -415,6 +440,19 @@ kvant::SensitivityAnalysisOptions sensitivity_options_of(const py::dict& d) {
   return o;
 }
 
+// kvant::MetricScores: value, output_sqnr_db, mse, and agreement / top1 /
+// top5 where the samples allow them.
+py::dict scores_dict(const kvant::MetricScores& s) {
+  py::dict x;
+  x["value"] = s.value;
+  x["output_sqnr_db"] = s.output_sqnr_db;
+  x["mse"] = s.mse;
+  if (s.agreement) x["agreement"] = *s.agreement;
+  if (s.top1) x["top1"] = *s.top1;
+  if (s.top5) x["top5"] = *s.top5;
+  return x;
+}
+
 py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
   py::dict d;
   d["metric"] = kvant::metric_name(r.metric);
@@ -423,6 +461,9 @@ py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
   d["fp32"] = r.fp32;
   d["quantized"] = r.quantized;
   d["quantized_sqnr_db"] = r.quantized_sqnr_db;
+  d["fp32_scores"] = scores_dict(r.fp32_scores);
+  d["quantized_scores"] = scores_dict(r.quantized_scores);
+  d["chunks"] = r.chunks;
   if (custom) {
     d["custom_fp32"] = r.custom_fp32;
     d["custom_quantized"] = r.custom_quantized;
@@ -441,6 +482,9 @@ py::dict sensitivity_dict(const kvant::SensitivityReport& r, bool custom) {
       l["output_sqnr_db"] = s.output_sqnr_db;
       l["all_but"] = s.all_but;
       if (custom) l["custom"] = s.custom;
+      l["scores"] = scores_dict(s.scores);
+      if (s.all_but_scores) l["all_but_scores"] = scores_dict(*s.all_but_scores);
+      l["partial_nodes"] = s.partial_nodes;
     } else {
       l["note"] = s.note;
     }
@@ -564,6 +608,21 @@ py::dict target_dict(const kvant::AccuracyTargetReport& r) {
   d["ranking"] = r.ranking;
   d["kept_fp32"] = r.kept_fp32;
   d["int8"] = r.int8;
+  d["fp32_scores"] = scores_dict(r.fp32_scores);
+  py::list frontier;
+  for (const kvant::AccuracyTargetStep& st : r.frontier) {
+    py::dict x;
+    x["kept_fp32"] = st.kept_fp32;
+    x["int8"] = st.int8;
+    x["moved"] = st.moved;
+    x["bytes"] = st.bytes;
+    x["value"] = st.value;
+    x["scores"] = scores_dict(st.scores);
+    x["ms_per_sample"] = st.ms_per_sample;
+    x["meets"] = st.meets;
+    frontier.append(x);
+  }
+  d["frontier"] = frontier;
   return d;
 }
 

@@ -211,3 +211,97 @@ def test_untraceable_model_is_a_clear_error():
 
     with pytest.raises(ValueError, match="torch.fx cannot trace"):
         kqat.prepare_qat(Branchy(), (images(1, 6),))
+
+
+class TinyLstm(nn.Module):
+    """The LSTM classifier's shape (docs/accuracy.md): the 28 image rows as a sequence -> LSTM -> the
+    last hidden state -> Linear. Indexing, not tuple unpacking: torch.fx cannot unpack a traced tuple
+    on Python 3.11 with Debian's torch 1.13."""
+
+    def __init__(self, hidden=32):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=28, hidden_size=hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, 10)
+
+    def forward(self, image):
+        out = self.lstm(image.reshape(-1, 28, 28))
+        return self.fc(out[1][0][-1])
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_lstm_qat_exports_a_file_kvant_and_ort_run_like_the_fake_quant_model(reduce_range, tmp_path, kvant_cli):
+    """nn.LSTM under QAT: its W and R fake-quantized per gate row (int8, symmetric), trained through
+    the fake quantization, exported as int8 codes -> DequantizeLinear(axis 1) -> LSTM; kvant's output
+    equals the PyTorch fake-quant model's within one output step (ONNX Runtime's too, with 7-bit
+    weights: see the CNN test for full-range int8 on AVX2)."""
+    import onnx
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    model = TinyLstm().eval()
+    calib = images(64, 1)
+    qat = kqat.prepare_qat(model, (calib[:1],), calibration=[calib], reduce_range=reduce_range)
+    lstm = qat.get_submodule("lstm")
+    assert isinstance(lstm, kqat.QLSTM)
+    before = lstm.weight_hh_l0.detach().clone()
+    train_a_little(qat)
+    assert not torch.equal(before, lstm.weight_hh_l0), "no gradient reached the LSTM's weights"
+    # Training sees quantized weights: the forward equals an nn.LSTM given codes * scale.
+    with torch.no_grad():
+        plain = nn.LSTM(28, 32, batch_first=True)
+        plain.load_state_dict(lstm.state_dict())
+        for name in ("weight_ih_l0", "weight_hh_l0"):
+            q, s = lstm.weight_fq.codes(getattr(lstm, name))
+            getattr(plain, name).copy_((q * s.double()[:, None]).float())
+        rows = images(4, 7).reshape(-1, 28, 28)
+        assert torch.equal(plain(rows)[1][0], lstm(rows)[1][0])
+
+    path = tmp_path / "lstm_qat.onnx"
+    kqat.export(qat, str(path), (calib[:1],), output_names=["logits"])
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    (node,) = [n for n in proto.graph.node if n.op_type == "LSTM"]
+    for k in (1, 2):  # W, R: int8 codes -> DequantizeLinear along the gate rows
+        dq = producer[node.input[k]]
+        assert dq.op_type == "DequantizeLinear" and next(a.i for a in dq.attribute if a.name == "axis") == 1
+        codes = numpy_helper.to_array(inits[dq.input[0]])
+        assert codes.dtype == np.int8 and codes.shape == (1, 128, 28 if k == 1 else 32)
+        assert numpy_helper.to_array(inits[dq.input[1]]).shape == (128,)
+        assert codes.min() >= (-64 if reduce_range else -128) and codes.max() <= (63 if reduce_range else 127)
+    # Float matrices left: the LSTM's bias B [1, 8H] only (kvant keeps LSTM biases float too).
+    floats = [t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2]
+    assert floats == [node.input[3]], floats
+    # The LSTM's input is quantized (a Q/DQ pair feeds it, through the layout Transpose).
+    x_src = producer[node.input[0]]
+    while x_src.op_type in ("Transpose", "Reshape"):
+        x_src = producer[x_src.input[0]]
+    assert x_src.op_type == "DequantizeLinear"
+
+    x = images(256, 2)
+    with torch.no_grad():
+        ref = qat(x).numpy()
+    session = kvant.InferenceSession(str(path))
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    diff = assert_within_one_step(out, ref, output_step(qat))
+    assert (diff < 1e-3).mean() >= 0.99
+    ort = ort_run(path, x.numpy(), tmp_path) if reduce_range else None
+    if ort is not None:
+        assert_within_one_step(ort, ref, output_step(qat))
+
+
+def test_lstm_export_refuses_what_it_cannot_write():
+    class Bi(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(28, 8, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, image):
+            return self.fc(self.lstm(image.reshape(-1, 28, 28))[0][:, -1])
+
+    x = images(8, 3)
+    with pytest.raises(ValueError, match="bidirectional"):
+        kqat.prepare_qat(Bi().eval(), (x,), calibration=[x])
+    with pytest.raises(ValueError, match="LSTM"):
+        kqat.prepare_qat(TinyLstm().eval(), (x,), weight_bits=4, calibration=[x])

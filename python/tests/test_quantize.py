@@ -2,6 +2,8 @@
 CalibrationDataReader in ONNX Runtime's shape; reports as dicts; reader
 errors raised again."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,23 @@ def test_quantize_static_with_a_reader_writes_what_the_command_writes(model_path
     assert reader.calls == 4  # three samples, then None
     assert report["calibration_samples"] == 3 and report["quantized_nodes"] > 0
     assert set(report) == {"quantized_nodes", "calibration_samples", "kept_fp32", "fp32_reasons", "notes",
-                           "warnings"}
+                           "warnings", "layer_outputs", "layers", "layer_samples"}
+    assert report["layers"] == [] and report["layer_samples"] == 0  # not asked for
+    assert len(report["layer_outputs"]) > 0
+
+
+def test_per_layer_report_is_the_commands(model_path, calib_dir, kvant_cli, tmp_path):
+    """report_samples=N: the per-layer values `kvant quantize --report` writes
+    for --report-samples N, the same numbers in the same order."""
+    quantize_cli(kvant_cli, model_path, tmp_path / "cli.onnx", "--calib", str(calib_dir), "--report-samples", "2",
+                 "--report", str(tmp_path / "cli.json"))
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    report = kvant.quantize_static(model_path, tmp_path / "py.onnx", NpyReader(SAMPLES), report_samples=2)
+    assert read(tmp_path / "py.onnx") == read(tmp_path / "cli.onnx")
+    assert report["layer_samples"] == cli["layer_error_samples"] == 2
+    assert len(report["layers"]) == len(cli["layers"]) > 0
+    for mine, theirs in zip(report["layers"], cli["layers"]):
+        assert mine == theirs, (mine, theirs)
 
 
 def test_quantize_static_options_match_the_command(model_path, calib_dir, kvant_cli, tmp_path):

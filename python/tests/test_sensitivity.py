@@ -46,6 +46,15 @@ def test_ranking_equals_the_commands(model_path, calib_dir, kvant_cli, tmp_path)
         assert mine["value"] == pytest.approx(theirs["only"]["value"], rel=1e-12)
         assert mine["output_sqnr_db"] == pytest.approx(theirs["only"]["output_sqnr_db"], rel=1e-9)
         assert mine["all_but"] == pytest.approx(theirs["all_but"]["value"], rel=1e-12)
+        # Every score the command writes, in the report too.
+        assert mine["scores"] == pytest.approx(theirs["only"], rel=1e-12)
+        assert mine["all_but_scores"] == pytest.approx(theirs["all_but"], rel=1e-12)
+        assert mine["partial_nodes"] == theirs["partial_nodes"] > 0
+    assert r["quantized_scores"] == pytest.approx(cli["quantized"], rel=1e-12)
+    fp32 = dict(r["fp32_scores"])
+    assert math.isinf(fp32.pop("output_sqnr_db"))  # FP32 against itself: +inf dB (null in the command's JSON)
+    assert fp32 == pytest.approx({k: v for k, v in cli["fp32"].items() if k != "output_sqnr_db"}, rel=1e-12)
+    assert set(r["quantized_scores"]) == {"value", "output_sqnr_db", "mse", "agreement", "top1", "top5"}
 
 
 def test_sqnr_ranking_equals_the_commands(model_path, calib_dir, kvant_cli, tmp_path):
@@ -123,6 +132,12 @@ def test_accuracy_target_writes_what_the_command_writes(model_path, calib_dir, k
     assert t["kept_fp32"] == t["ranking"][:t["chosen_step"]]
     assert sorted(report["kept_fp32"]) == sorted(t["kept_fp32"])
     assert (tmp_path / "py.onnx").read_bytes() == (tmp_path / "cli.onnx").read_bytes()
+    # The frontier: every step walked, the chosen one the report's.
+    assert len(t["frontier"]) == t["steps"]
+    chosen = t["frontier"][t["chosen_step"]]
+    assert chosen["value"] == t["value"] and chosen["kept_fp32"] == t["kept_fp32"] and chosen["meets"]
+    assert not t["frontier"][0]["meets"] and t["frontier"][0]["moved"] == ""
+    assert all(step["bytes"] > 0 and step["scores"]["output_sqnr_db"] == step["value"] for step in t["frontier"])
 
 
 def test_accuracy_target_with_a_python_metric(model_path, tmp_path):

@@ -24,6 +24,10 @@ struct OnnxModel::Impl {
   // `model` itself).
   std::shared_ptr<const Model> inferred;
   const Model& runnable() const { return inferred ? *inferred : model; }
+  // A quantized model before compact_new_names gave the values it added
+  // short names (null otherwise): what `kvant quantize`'s report (range
+  // histograms, speed check) reads, as it did before the command used the API.
+  std::shared_ptr<const Model> before_renaming;
   std::string display_name;  // the path given, or the name of a model in memory
   std::vector<TensorInfo> inputs, outputs;
 };
@@ -44,7 +48,8 @@ struct ApiAccess {
   // The model inside; an error for a default-constructed OnnxModel.
   static const OnnxModel::Impl& impl(const OnnxModel& model, const char* what);
   // A public model around `model`; `display_name` starts error messages.
-  static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr);
+  static OnnxModel make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred = nullptr,
+                              std::shared_ptr<const Model> before_renaming = nullptr);
 };
 
 // The caller's reader as the quantizer's SampleSource (api_quantize.cc): a
@@ -54,6 +59,10 @@ std::unique_ptr<SampleSource> reader_source(CalibrationDataReader& reader, const
 // The library's metric for a public one (api_sensitivity.cc); `what` names
 // the option in the error for a value outside the enum.
 TaskMetric task_metric_of(Metric metric, const char* what);
+
+// A model's scores as the API reports them (api_sensitivity.cc): the value
+// by `metric`, and the others the samples allow.
+MetricScores public_scores(const OutputScores& scores, TaskMetric metric);
 
 // The caller's metric callback as the library's custom metric for
 // `output` (empty: the model's first) of `model` (api_sensitivity.cc). Keeps

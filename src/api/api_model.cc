@@ -36,9 +36,11 @@ TensorInfo ApiAccess::info(const ValueInfo& value) {
   return out;
 }
 
-OnnxModel ApiAccess::make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred) {
+OnnxModel ApiAccess::make_model(Model model, std::string display_name, std::shared_ptr<const Model> inferred,
+                                std::shared_ptr<const Model> before_renaming) {
   auto impl = std::make_shared<OnnxModel::Impl>();
   impl->model = std::move(model);
+  impl->before_renaming = std::move(before_renaming);
   impl->display_name = std::move(display_name);
   impl->inferred = std::move(inferred);
   // Inputs and outputs as a Session sees them (with inferred types).

@@ -3,8 +3,12 @@
 // the report printing, so the API's model and the command's file are the
 // same bytes for the same data and options.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <memory>
+#include <ostream>
 #include <set>
+#include <streambuf>
 
 #include "api/api_internal.h"
 #include "io/sample_source.h"
@@ -140,6 +144,10 @@ void check_mode_options(const QuantizationOptions& o, QuantMode mode, bool has_d
   if (o.awq) needs_data = "awq";
   if (o.smooth_quant) needs_data = "smooth_quant";
   if (o.rounding == RoundingMethod::kGptq) needs_data = "rounding = RoundingMethod::kGptq";
+  if (o.report_samples < 0) {
+    fail("QuantizationOptions::report_samples must be at least 0, got " + std::to_string(o.report_samples));
+  }
+  if (o.report_samples > 0) needs_data = "report_samples";
   if (needs_data && !has_data) {
     fail(std::string("QuantizationOptions::") + needs_data + " needs calibration data: call the " + mode_text +
          " overload that takes a CalibrationDataReader");
@@ -213,6 +221,29 @@ QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode, bool ha
   return out;
 }
 
+// An ostream whose every line goes to a callback (AccuracyTarget::log).
+class LineBuffer : public std::streambuf {
+ public:
+  explicit LineBuffer(const std::function<void(const std::string&)>& sink) : sink_(sink) {}
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    if (traits_type::to_char_type(c) == '\n') {
+      std::string line;
+      line.swap(line_);
+      sink_(line);
+    } else {
+      line_.push_back(traits_type::to_char_type(c));
+    }
+    return c;
+  }
+
+ private:
+  const std::function<void(const std::string&)>& sink_;
+  std::string line_;
+};
+
 // The accuracy target's search (quant/accuracy_target.h) on `eval`, from
 // `quantized` (every layer quantized): the model chosen, its summary in
 // `summary`.
@@ -259,8 +290,15 @@ Model steer(const Model& fp32, Model quantized, QuantizeSummary& summary, Sample
                                          QuantizeSummary* sum) {
     return quantize_mix(fp32, calibration, opts, options.bits, keep, int8, sum);
   };
+  std::unique_ptr<LineBuffer> log_buffer;
+  std::unique_ptr<std::ostream> log;
+  if (target.log) {
+    log_buffer = std::make_unique<LineBuffer>(target.log);
+    log = std::make_unique<std::ostream>(log_buffer.get());
+    log->exceptions(std::ios::badbit);  // the callback's exception ends the search
+  }
   TargetSearch search =
-      search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, eval, target.labels, t, nullptr);
+      search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, eval, target.labels, t, log.get());
   summary = search.summary;
   const FrontierStep& chosen = search.steps.at(search.chosen);
   if (!search.met) {
@@ -281,6 +319,19 @@ Model steer(const Model& fp32, Model quantized, QuantizeSummary& summary, Sample
     target_report->ranking = search.ranking;
     target_report->kept_fp32 = chosen.kept;
     target_report->int8 = chosen.int8;
+    target_report->fp32_scores = public_scores(search.fp32, t.metric);
+    for (const FrontierStep& step : search.steps) {
+      AccuracyTargetStep out;
+      out.kept_fp32 = step.kept;
+      out.int8 = step.int8;
+      out.moved = step.moved;
+      out.bytes = step.bytes;
+      out.value = step.value;
+      out.scores = public_scores(step.scores, t.metric);
+      out.ms_per_sample = step.ms_per_sample;
+      out.meets = step.meets;
+      target_report->frontier.push_back(std::move(out));
+    }
   }
   return std::move(search.model);
 }
@@ -359,6 +410,21 @@ Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibr
       }
     }
     quantized.graph.value_info.clear();
+    // The per-layer comparison (the command's --report-samples), on the
+    // model before its new values are renamed: the command's report names.
+    std::vector<LayerError> layers;
+    int64_t layer_samples = 0;
+    if (report && options.report_samples > 0 && source && !summary.layer_outputs.empty() &&
+        unsupported_operators(fp32).empty()) {
+      layer_samples = std::min<int64_t>(options.report_samples, std::max<int64_t>(source->size(), 0));
+      if (source->size() < 0) {  // a reader that does not know its length: count what the comparison can read
+        source->reset();
+        layer_samples = 0;
+        while (layer_samples < options.report_samples && source->next()) ++layer_samples;
+      }
+      layers = compare_layers(fp32, quantized, summary.layer_outputs, *source, options.report_samples);
+    }
+    auto before_renaming = std::make_shared<const Model>(quantized);
     compact_new_names(in.model, quantized);
     // A Session compiles the model as a reader of the written file sees it:
     // serialized and read back with shape inference, as `kvant run` reads
@@ -386,8 +452,29 @@ Result<OnnxModel> quantize(const OnnxModel& model, CalibrationDataReader* calibr
       report->fp32_reasons = summary.fp32_reasons;
       report->notes = summary.notes;
       report->warnings = summary.warnings;
+      report->layer_outputs = summary.layer_outputs;
+      report->layer_samples = layer_samples;
+      std::map<std::pair<std::string, std::string>, int64_t> order;
+      for (const auto& layer : summary.layer_outputs) order.emplace(layer, static_cast<int64_t>(order.size()));
+      for (const LayerError& e : layers) {
+        LayerComparison c;
+        c.node = e.node;
+        c.tensor = e.tensor;
+        auto o = order.find({e.node, e.tensor});
+        c.order = o == order.end() ? static_cast<int64_t>(order.size()) : o->second;
+        c.sqnr_db = e.sqnr_db;
+        c.cosine = e.cosine;
+        c.own_sqnr_db = e.own_sqnr_db;
+        c.own_cosine = e.own_cosine;
+        c.near_constant = e.near_constant;
+        c.fp32_std = e.fp32_std;
+        c.output_step = e.output_step;
+        report->layers.push_back(std::move(c));
+      }
+      report->fp32 = ApiAccess::make_model(std::move(fp32), in.display_name);
     }
-    return ApiAccess::make_model(std::move(quantized), in.display_name, std::move(inferred));
+    return ApiAccess::make_model(std::move(quantized), in.display_name, std::move(inferred),
+                                 std::move(before_renaming));
   });
 }
 

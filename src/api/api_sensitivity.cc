@@ -68,6 +68,19 @@ std::function<double(const std::vector<std::vector<float>>&, const std::string&)
   };
 }
 
+MetricScores public_scores(const OutputScores& s, TaskMetric metric) {
+  MetricScores out;
+  out.value = s.value(metric);
+  out.output_sqnr_db = s.sqnr_db();
+  out.mse = s.mse();
+  if (s.classifier_rows > 0) out.agreement = s.agreement();
+  if (s.labelled_rows > 0) {
+    out.top1 = s.top1();
+    out.top5 = s.top5();
+  }
+  return out;
+}
+
 TaskMetric task_metric_of(Metric metric, const char* what) {
   switch (metric) {
     case Metric::kTop1: return TaskMetric::kTop1;
@@ -168,6 +181,9 @@ Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataRea
     out.quantized_sqnr_db = r.quantized.sqnr_db();
     out.custom_fp32 = r.custom_fp32;
     out.custom_quantized = r.custom_quantized;
+    out.fp32_scores = public_scores(r.fp32, r.metric);
+    out.quantized_scores = public_scores(r.quantized, r.metric);
+    out.chunks = r.chunks;
     for (const LayerSensitivity& ls : r.layers) {
       LayerScore s;
       s.node = ls.layer.node;
@@ -179,6 +195,11 @@ Result<SensitivityReport> sensitivity(const OnnxModel& model, CalibrationDataRea
       s.output_sqnr_db = ls.measured ? ls.only.sqnr_db() : kNaN;
       s.all_but = ls.measured && ls.all_but.samples > 0 ? ls.all_but.value(r.metric) : kNaN;
       s.custom = ls.custom_only;
+      s.partial_nodes = ls.partial_nodes;
+      if (ls.measured) {
+        s.scores = public_scores(ls.only, r.metric);
+        if (ls.all_but.samples > 0) s.all_but_scores = public_scores(ls.all_but, r.metric);
+      }
       out.layers.push_back(std::move(s));
     }
     return out;

@@ -4,11 +4,14 @@
 //   kvant quantize model.onnx -o model.int8.onnx --mode dynamic
 //   kvant quantize model.onnx -o model.int4.onnx --mode weight-only --bits 4 --group-size 128
 //
-// Steps: load (with shape inference, so data can be shaped to the inputs) ->
-// prepare_for_quantization (BN folding, constant folding, ...) -> the mode's
-// algorithm (quant/quantize.h) -> save_onnx (atomic; never over the input)
-// -> report: sizes on disk, quantized / FP32 node counts, per-layer SQNR and
-// cosine against the prepared FP32 model on calibration samples.
+// A layer over the public API (include/kvant/kvant.h; docs/api.md): the
+// paths checked before any work, the data read from files as a
+// CalibrationDataReader, then OnnxModel::load and quantize_static /
+// quantize_dynamic / quantize_weight_only (with an AccuracyTarget for
+// --accuracy-target), whose QuantizationReport holds the per-layer SQNR and
+// cosine, the FP32 model compared against and the search's frontier. The
+// command's own: the printed and --report output, the speed check, and the
+// file written atomically (never over the input).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -24,7 +27,7 @@
 #include <set>
 #include <sstream>
 
-#include "cli/accuracy_target.h"
+#include "api/api_internal.h"
 #include "cli/cli_common.h"
 #include "cli/eval_data.h"
 #include "cli/html_report.h"
@@ -35,12 +38,9 @@
 #include "cli/speed_check.h"
 #include "io/dataset.h"
 #include "io/output_file.h"
+#include "kvant/kvant.h"
 #include "onnx/writer.h"
-#include "ops/op_registry.h"
-#include "quant/algorithms/awq.h"
-#include "quant/algorithms/equalize.h"
-#include "quant/algorithms/scaling_notes.h"
-#include "quant/algorithms/smooth_quant.h"
+#include "quant/accuracy_target.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
 
@@ -105,17 +105,6 @@ std::vector<ValueInfo> data_inputs(const Graph& g) {
     if (!g.initializers.count(in.name)) out.push_back(in);
   }
   return out;
-}
-
-// "\rcalibrating 123/500" on a terminal; nothing in logs.
-std::function<void(int64_t, int64_t)> progress_line(const std::string& what) {
-  if (!isatty(STDERR_FILENO)) return nullptr;
-  return [what](int64_t done, int64_t total) {
-    std::cerr << "\r" << what << " " << done;
-    if (total > 0) std::cerr << "/" << total;
-    std::cerr << std::flush;
-    if (done == total) std::cerr << "\n";
-  };
 }
 
 void check_paths(const QuantizeArgs& a) {
@@ -188,64 +177,6 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
   }
 }
 
-QuantizeOptions make_options(const QuantizeArgs& a) {
-  QuantizeOptions o;
-  o.mode = parse_mode(a.mode);
-  check_mode_options(a, o.mode);
-  o.calibration.method = parse_calibration_method(a.calibrator);
-  o.calibration.percentile = a.percentile;
-  if (a.samples < 1) fail("--samples must be at least 1, got " + std::to_string(a.samples));
-  o.max_samples = a.samples;
-  if (a.activation_type == "uint8") {
-    o.activation_type = DType::kUInt8;
-  } else if (a.activation_type == "int8") {
-    o.activation_type = DType::kInt8;
-  } else {
-    fail("--activation-type must be uint8 or int8, got \"" + a.activation_type + "\"");
-  }
-  o.activation_symmetry = a.symmetric_activations ? Symmetry::kSymmetric : Symmetry::kAffine;
-  o.weight_symmetry = a.affine_weights ? Symmetry::kAffine : Symmetry::kSymmetric;
-  o.per_channel = !a.per_tensor;
-  o.reduce_range = a.reduce_range;
-  if (a.weight_bits != 8 && a.weight_bits != 4)
-    fail("--weight-bits must be 8 or 4, got " + std::to_string(a.weight_bits));
-  if (a.weight_bits == 4) {  // W4A8: 4-bit per-channel weights, 8-bit activations (opset 21)
-    if (a.reduce_range) fail("--reduce-range applies to 8-bit weights, not --weight-bits 4");
-    o.weight_type = DType::kInt4;  // with --affine-weights, int4 with a zero point (as int8 is at 8 bits)
-  }
-  o.group_size = a.group_size;
-  o.exclude = a.exclude;
-  o.allow_nonfinite = a.allow_nonfinite;
-  o.bias_correction = a.bias_correction;
-  if (a.rounding == "nearest") {
-    o.rounding = WeightRounding::kNearest;
-  } else if (a.rounding == "adaround") {
-    if (o.mode != QuantMode::kStatic) fail("--rounding adaround applies to --mode static only (gptq: weight-only)");
-    o.rounding = WeightRounding::kAdaRound;
-  } else if (a.rounding == "gptq") {
-    if (o.mode != QuantMode::kWeightOnly) fail("--rounding gptq applies to --mode weight-only only (adaround: static)");
-    if (a.calib.empty()) fail("--rounding gptq needs calibration data: --calib DATA (inputs the model sees)");
-    if (a.format == "ort") fail("--rounding gptq writes --format qdq only (--format ort is round to nearest)");
-    o.rounding = WeightRounding::kGptq;
-  } else {
-    fail("--rounding must be nearest, adaround or gptq, got \"" + a.rounding + "\"");
-  }
-  if (a.awq && a.calib.empty()) fail("--awq needs calibration data: --calib DATA (inputs the model sees)");
-  if (a.given.count("--smooth-quant") && a.calib.empty()) {
-    fail("--smooth-quant needs calibration data: --calib DATA (inputs the model sees)");
-  }
-  if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
-  if (a.format == "ort" && o.mode != QuantMode::kWeightOnly) {
-    fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
-  }
-  if (o.mode == QuantMode::kStatic && a.calib.empty()) {
-    fail(
-        "--mode static needs calibration data: --calib DATA (a .npy/.npz file, a folder of .npy, .pb or images, "
-        "or an IDX file)");
-  }
-  return o;
-}
-
 // --smooth-quant [ALPHA|search]: the migration strength, 0.5 when not
 // given, none (searched per layer input) for "search".
 std::optional<double> smooth_quant_alpha(const std::string& text) {
@@ -259,52 +190,197 @@ std::optional<double> smooth_quant_alpha(const std::string& text) {
   return alpha;
 }
 
+// The command line as the API's options (include/kvant/kvant.h), after the
+// checks that name the command's own flags.
+kvant::QuantizationOptions make_options(const QuantizeArgs& a, QuantMode mode) {
+  check_mode_options(a, mode);
+  kvant::QuantizationOptions o;
+  o.calibrator = public_calibrator(a.calibrator);
+  o.percentile = a.percentile;
+  if (a.samples < 1) fail("--samples must be at least 1, got " + std::to_string(a.samples));
+  o.max_samples = a.samples;
+  if (a.activation_type == "uint8") {
+    o.activation_type = DataType::kUInt8;
+  } else if (a.activation_type == "int8") {
+    o.activation_type = DataType::kInt8;
+  } else {
+    fail("--activation-type must be uint8 or int8, got \"" + a.activation_type + "\"");
+  }
+  o.symmetric_activations = a.symmetric_activations;
+  o.affine_weights = a.affine_weights;
+  o.per_tensor = a.per_tensor;
+  o.reduce_range = a.reduce_range;
+  if (a.weight_bits != 8 && a.weight_bits != 4)
+    fail("--weight-bits must be 8 or 4, got " + std::to_string(a.weight_bits));
+  if (a.weight_bits == 4 && a.reduce_range) fail("--reduce-range applies to 8-bit weights, not --weight-bits 4");
+  o.weight_bits = a.weight_bits;
+  o.bits = a.bits;
+  o.group_size = a.group_size;
+  o.exclude = a.exclude;
+  o.allow_nonfinite = a.allow_nonfinite;
+  o.equalize = a.equalize;
+  o.bias_correction = a.bias_correction;
+  if (a.rounding == "nearest") {
+    o.rounding = RoundingMethod::kNearest;
+  } else if (a.rounding == "adaround") {
+    if (mode != QuantMode::kStatic) fail("--rounding adaround applies to --mode static only (gptq: weight-only)");
+    o.rounding = RoundingMethod::kAdaRound;
+  } else if (a.rounding == "gptq") {
+    if (mode != QuantMode::kWeightOnly) fail("--rounding gptq applies to --mode weight-only only (adaround: static)");
+    if (a.calib.empty()) fail("--rounding gptq needs calibration data: --calib DATA (inputs the model sees)");
+    if (a.format == "ort") fail("--rounding gptq writes --format qdq only (--format ort is round to nearest)");
+    o.rounding = RoundingMethod::kGptq;
+  } else {
+    fail("--rounding must be nearest, adaround or gptq, got \"" + a.rounding + "\"");
+  }
+  if (a.awq && a.calib.empty()) fail("--awq needs calibration data: --calib DATA (inputs the model sees)");
+  o.awq = a.awq;
+  if (a.given.count("--smooth-quant") && a.calib.empty()) {
+    fail("--smooth-quant needs calibration data: --calib DATA (inputs the model sees)");
+  }
+  if (a.format != "qdq" && a.format != "ort") fail("--format must be qdq or ort, got \"" + a.format + "\"");
+  if (a.format == "ort" && mode != QuantMode::kWeightOnly) {
+    fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
+  }
+  o.format = a.format == "ort" ? WeightOnlyFormat::kMatMulNBits : WeightOnlyFormat::kQdq;
+  if (mode == QuantMode::kStatic && a.calib.empty()) {
+    fail(
+        "--mode static needs calibration data: --calib DATA (a .npy/.npz file, a folder of .npy, .pb or images, "
+        "or an IDX file)");
+  }
+  if (a.given.count("--smooth-quant")) {
+    o.smooth_quant = true;
+    o.smooth_quant_alpha = smooth_quant_alpha(a.smooth_quant);
+  }
+  // The layers are compared on the calibration data, when there is some.
+  o.report_samples = a.calib.empty() ? 0 : std::max<int64_t>(a.report_samples, 0);
+  return o;
+}
+
+// The API's report as the printed report's summary.
+QuantizeSummary summary_of(const QuantizationReport& r) {
+  QuantizeSummary s;
+  s.quantized_nodes = r.quantized_nodes;
+  s.kept_fp32 = r.kept_fp32;
+  s.calibration_samples = r.calibration_samples;
+  s.notes = r.notes;
+  s.warnings = r.warnings;
+  s.fp32_reasons = r.fp32_reasons;
+  s.layer_outputs = r.layer_outputs;
+  return s;
+}
+
+LayerError layer_error_of(const LayerComparison& c) {
+  LayerError e;
+  e.node = c.node;
+  e.tensor = c.tensor;
+  e.sqnr_db = c.sqnr_db;
+  e.cosine = c.cosine;
+  e.own_sqnr_db = c.own_sqnr_db;
+  e.own_cosine = c.own_cosine;
+  e.near_constant = c.near_constant;
+  e.fp32_std = c.fp32_std;
+  e.output_step = c.output_step;
+  return e;
+}
+
+// The frontier walked, a row per step, the written one marked "*".
+void print_frontier(std::ostream& log, const AccuracyTargetReport& r, const TargetOptions& o) {
+  std::vector<std::vector<std::string>> rows = {
+      {"step", "kept FP32", "INT8", "moved", "size (serialized)", "metric", "output SQNR", "ms/sample"}};
+  for (size_t i = 0; i < r.frontier.size(); ++i) {
+    const AccuracyTargetStep& st = r.frontier[i];
+    char ms_text[32];
+    std::snprintf(ms_text, sizeof ms_text, "%.2f", st.ms_per_sample);
+    rows.push_back({std::to_string(i) + (static_cast<int64_t>(i) == r.chosen_step ? " *" : ""),
+                    std::to_string(st.kept_fp32.size()), std::to_string(st.int8.size()),
+                    st.moved.empty() ? std::string("-") : st.moved, std::to_string(st.bytes) + " B",
+                    format_target_value(o, st.value), format_metric(TaskMetric::kSqnr, st.scores.output_sqnr_db),
+                    ms_text});
+  }
+  log << "frontier (* written):\n";
+  print_table(log, rows);
+}
+
+Json target_json(const AccuracyTargetReport& r, const TargetOptions& o) {
+  Json j = Json::object();
+  j.set("metric", o.custom ? "metric-cmd" : task_metric_name(o.metric));
+  j.set("drop", o.drop);
+  j.set("threshold", r.threshold);
+  j.set("met", r.met);
+  j.set("fp32", scores_json(r.fp32_scores));
+  j.set("fp32_value", r.fp32_value);
+  j.set("chosen_step", r.chosen_step);
+  Json ranking = Json::array();
+  for (const auto& n : r.ranking) ranking.push(n);
+  j.set("ranking", ranking);
+  Json steps = Json::array();
+  for (size_t i = 0; i < r.frontier.size(); ++i) {
+    const AccuracyTargetStep& st = r.frontier[i];
+    Json x = Json::object();
+    x.set("step", static_cast<int64_t>(i));
+    Json kept = Json::array();
+    for (const auto& n : st.kept_fp32) kept.push(n);
+    x.set("kept_fp32", kept);
+    Json int8 = Json::array();
+    for (const auto& name : st.int8) int8.push(name);
+    x.set("int8", int8);
+    x.set("moved", st.moved);
+    x.set("bytes", st.bytes);
+    x.set("metric", st.value);
+    x.set("scores", scores_json(st.scores));
+    x.set("ms_per_sample", st.ms_per_sample);
+    x.set("meets", st.meets);
+    steps.push(x);
+  }
+  j.set("frontier", steps);
+  return j;
+}
+
+// A Status from the API as the error the command prints.
+void check(const Status& s) {
+  if (!s.ok()) throw Error(s.code(), s.message());
+}
+
+// On the public API (include/kvant/kvant.h): the command adds what is its
+// own — the paths checked before any work, the data read from files, the
+// printed and written report, and the speed check.
 int quantize_command(const QuantizeArgs& a) {
   const auto start = std::chrono::steady_clock::now();
   check_paths(a);
-  QuantizeOptions options = make_options(a);
-  const Model original = load_model(a.model, LoadOptions{});
-  if (is_quantized_model(original)) {
+  const QuantMode mode = parse_mode(a.mode);
+  kvant::QuantizationOptions options = make_options(a, mode);
+  Result<OnnxModel> loaded = OnnxModel::load(a.model);
+  if (!loaded.ok()) {
+    // The loader names LoadOptions::input_shapes; on the command line it is --shape.
+    std::string message = loaded.status().message();
+    for (size_t pos; (pos = message.find("input_shapes ")) != std::string::npos;) message.replace(pos, 12, "--shape");
+    throw Error(loaded.status().code(), message);
+  }
+  for (const std::string& warning : loaded->warnings()) std::cerr << "kvant: warning: " << warning << "\n";
+  if (loaded->is_quantized()) {
     fail(a.model +
          " is already quantized (it has QuantizeLinear/DequantizeLinear or integer operators); "
          "quantize its FP32 original instead");
   }
-  Model fp32 = prepare_for_quantization(original);
-  // Cross-layer equalization changes the FP32 weights, not the function: the
-  // per-layer report then compares against the equalized model.
-  std::vector<std::string> equalize_lines;
-  if (a.equalize) equalize_lines = equalize_notes(equalize_cross_layer(fp32.graph));
+  const Graph& graph = ApiAccess::impl(*loaded, "quantize").model.graph;
 
   std::unique_ptr<SampleSource> data;
+  std::optional<DatasetReader> calibration;
   if (!a.calib.empty()) {
     DatasetOptions dopt;
     if (!a.preprocess.empty()) dopt.preprocess = parse_preprocess(a.preprocess);
-    data = open_dataset(a.calib, data_inputs(fp32.graph), dopt);
+    data = open_dataset(a.calib, data_inputs(graph), dopt);
+    calibration.emplace(*data);
   }
-
-  // AWQ and SmoothQuant rescale the FP32 weights and fold the inverse into
-  // the ops before them (quant/algorithms/channel_scaling.h): like
-  // equalization, the per-layer report then compares against the rescaled
-  // model, which computes the same function.
-  std::vector<std::string> scaling_notes;
-  if (a.awq) {
-    options.progress = progress_line("AWQ statistics");
-    scaling_notes = awq_notes(apply_awq(fp32, *data, a.bits, options));
-  }
-  if (a.given.count("--smooth-quant")) {
-    const std::optional<double> alpha = smooth_quant_alpha(a.smooth_quant);
-    options.progress = progress_line("SmoothQuant statistics");
-    const std::set<std::string> compute_ops =
-        options.mode == QuantMode::kStatic ? std::set<std::string>{"Conv", "Gemm", "MatMul"}
-                                           : std::set<std::string>{"MatMul", "Gemm", "Conv", "LSTM", "GRU", "RNN"};
-    scaling_notes = smooth_quant_notes(apply_smooth_quant(fp32, *data, alpha, options, compute_ops), alpha);
-  }
-  options.progress = nullptr;
 
   std::optional<EvalData> eval;
-  TargetOptions target;
+  std::optional<DatasetReader> eval_reader;
+  TargetOptions target;  // for the printing (format_target_value)
+  AccuracyTarget api_target;
   if (a.given.count("--accuracy-target")) {  // opened now: bad data is an error before calibration
-    eval = open_eval_data(a.eval, data_inputs(fp32.graph), a.preprocess, -1, a.labels);
+    eval = open_eval_data(a.eval, data_inputs(graph), a.preprocess, -1, a.labels);
+    eval_reader.emplace(*eval->source);
     target.metric = a.metric.empty() ? (eval->labels.empty() ? TaskMetric::kAgreement : TaskMetric::kTop1)
                                      : parse_task_metric(a.metric);
     if (needs_labels(target.metric) && eval->labels.empty()) {
@@ -316,6 +392,8 @@ int quantize_command(const QuantizeArgs& a) {
       }
       target.custom = metric_command(a.metric_cmd);
       target.custom_higher_is_better = a.metric_better == "higher";
+      api_target.custom_metric = public_metric_callback(target.custom);
+      api_target.higher_is_better = target.custom_higher_is_better;
     }
     target.drop = a.accuracy_target;
     if (!(target.drop >= 0)) fail("--accuracy-target must be >= 0");
@@ -323,68 +401,60 @@ int quantize_command(const QuantizeArgs& a) {
       fail("--search must be linear or bisect, got \"" + a.search + "\"");
     }
     target.bisect = a.search == "bisect";
+    api_target.drop = target.drop;
+    api_target.metric = public_metric(target.metric);
+    api_target.labels = eval->labels;
+    api_target.bisect = target.bisect;
+    api_target.log = [](const std::string& line) { std::cout << line << "\n"; };
   }
 
-  QuantizeSummary summary;
-  Model quantized;
-  switch (options.mode) {
-    case QuantMode::kStatic:
-      options.progress = progress_line("calibrating");
-      quantized = quantize_static(fp32, *data, options, &summary);
-      break;
-    case QuantMode::kDynamic: quantized = quantize_dynamic(fp32, options, &summary); break;
-    case QuantMode::kWeightOnly:
-      if (options.rounding == WeightRounding::kGptq) options.progress = progress_line("GPTQ statistics");
-      quantized = a.format == "ort" ? quantize_matmul_nbits(fp32, a.bits, options, &summary)
-                                    : quantize_weight_only(fp32, a.bits, options, &summary, data.get());
-      break;
-  }
-  std::optional<TargetSearch> search;
-  if (eval) {
-    const QuantizeWith quantize_with = [&](const std::vector<std::string>& keep, const std::vector<std::string>& int8,
-                                           QuantizeSummary* sum) {
-      return quantize_mix(fp32, data.get(), options, a.bits, keep, int8, sum);
-    };
-    // INT4 -> INT8 -> FP32: weight-only INT4, and static W4A8 (--weight-bits 4).
-    target.int8_ladder = (options.mode == QuantMode::kWeightOnly && a.bits == 4) ||
-                         (options.mode == QuantMode::kStatic && a.weight_bits == 4);
-    target.progress = progress_printer("sensitivity");
-    search = search_accuracy_target(fp32, std::move(quantized), summary, quantize_with, *eval->source, eval->labels,
-                                    target, &std::cout);
-    // Step 0 met the target: no frontier walked.
-    if (!(search->met && search->steps.size() == 1)) print_frontier(std::cout, *search, target);
-    quantized = search->model;
-    summary = search->summary;
-  }
-  summary.notes.insert(summary.notes.begin(), scaling_notes.begin(), scaling_notes.end());
-  summary.notes.insert(summary.notes.begin(), equalize_lines.begin(), equalize_lines.end());
-  // Operators kvant has no kernel for stay as they are (design decision 24):
-  // static calibration lists them itself; the other modes never run the model.
-  const std::vector<std::string> unknown_ops = unsupported_operators(fp32);
-  if (options.mode != QuantMode::kStatic) {
-    for (const Node& n : fp32.graph.nodes) {
-      if (find_op(n.domain, n.op_type) != nullptr) continue;
-      const std::string op = n.domain.empty() ? n.op_type : n.domain + "." + n.op_type;
-      summary.fp32_reasons.emplace_back(
-          n.name.empty() ? op : n.name,
-          (n.domain.empty() ? "operator " : "custom-domain operator ") + op + " has no kvant kernel: left as it is");
+  options.progress = api_progress_printer();
+  QuantizationReport api_report;
+  AccuracyTargetReport target_report;
+  Result<OnnxModel> result = [&]() -> Result<OnnxModel> {
+    CalibrationDataReader* reader = calibration ? &*calibration : nullptr;
+    switch (mode) {
+      case QuantMode::kStatic:
+        if (eval)
+          return kvant::quantize_static(*loaded, *reader, *eval_reader, api_target, options, &api_report,
+                                        &target_report);
+        return kvant::quantize_static(*loaded, *reader, options, &api_report);
+      case QuantMode::kDynamic:
+        if (reader) return kvant::quantize_dynamic(*loaded, *reader, options, &api_report);
+        return kvant::quantize_dynamic(*loaded, options, &api_report);
+      case QuantMode::kWeightOnly:
+        if (eval) {
+          return kvant::quantize_weight_only(*loaded, reader, *eval_reader, api_target, options, &api_report,
+                                             &target_report);
+        }
+        if (reader) return kvant::quantize_weight_only(*loaded, *reader, options, &api_report);
+        return kvant::quantize_weight_only(*loaded, options, &api_report);
     }
+    return Status(ErrorCode::kInternal, "unknown mode");
+  }();
+  check(result.status());
+  // A target missed: the command says so as an error below, not a warning.
+  if (eval && !target_report.met && !api_report.warnings.empty() &&
+      api_report.warnings.back().rfind("accuracy target not met", 0) == 0) {
+    api_report.warnings.pop_back();
   }
-  // Shapes inferred from the FP32 model describe tensors the rewrite renamed
-  // or retyped; readers infer them again, so they are not written.
-  quantized.graph.value_info.clear();
-  Model written = quantized;
-  // Against the user's file, not the prepared model: names that preparation
-  // made up (BatchNorm-folded biases) are short ids too.
-  compact_new_names(original, written);
+  if (eval && !(target_report.met && target_report.frontier.size() == 1)) {  // step 0 met it: no frontier walked
+    print_frontier(std::cout, target_report, target);
+  }
+
+  const Model& fp32 = ApiAccess::impl(api_report.fp32, "quantize").model;
+  const OnnxModel::Impl& written = ApiAccess::impl(*result, "quantize");
+  const Model& quantized = written.before_renaming ? *written.before_renaming : written.model;
+  const QuantizeSummary summary = summary_of(api_report);
+  const std::vector<std::string> unknown_ops = unsupported_operators(fp32);
   // Checked (onnx/export_check.h) and written to a temporary file now, put in
   // place only once everything below succeeded: a failure leaves nothing.
-  auto pending = prepare_save(written, a.output);
-  if (!pending.ok()) throw Error(pending.status().code(), pending.status().message());
+  auto pending = prepare_save(written.model, a.output);
+  check(pending.status());
   for (const std::string& w : summary.warnings) std::cerr << "kvant: warning: " << printable(w) << "\n";
 
   QuantReport report;
-  report.mode = a.mode + (options.mode == QuantMode::kWeightOnly ? " int" + std::to_string(a.bits) : "");
+  report.mode = a.mode + (mode == QuantMode::kWeightOnly ? " int" + std::to_string(a.bits) : "");
   report.input = a.model;
   report.output = a.output;
   report.fp32_bytes = model_bytes_on_disk(a.model);
@@ -394,13 +464,8 @@ int quantize_command(const QuantizeArgs& a) {
     report.notes.push_back("per-layer error and speed not measured: kvant cannot run " + unknown_ops[0] +
                            (unknown_ops.size() > 1 ? " and " + std::to_string(unknown_ops.size() - 1) + " more" : ""));
   } else if (data && a.report_samples > 0 && !summary.layer_outputs.empty()) {
-    report.layer_samples = std::min<int64_t>(a.report_samples, std::max<int64_t>(data->size(), 0));
-    if (data->size() < 0) {  // a source that does not know its length: count what the comparison can read
-      data->reset();
-      report.layer_samples = 0;
-      while (report.layer_samples < a.report_samples && data->next()) ++report.layer_samples;
-    }
-    report.layers = compare_layers(fp32, quantized, summary.layer_outputs, *data, a.report_samples);
+    report.layer_samples = api_report.layer_samples;
+    for (const LayerComparison& c : api_report.layers) report.layers.push_back(layer_error_of(c));
   } else if (!data) {
     report.notes.push_back("per-layer error not measured: pass --calib DATA to compare each layer with FP32");
   }
@@ -420,7 +485,7 @@ int quantize_command(const QuantizeArgs& a) {
   if (!a.report.empty() && unknown_ops.empty()) {
     // Activations need samples (static mode's calibration data); weights never do.
     report.histograms =
-        range_histograms(fp32, quantized, options.mode == QuantMode::kStatic ? data.get() : nullptr, a.report_samples);
+        range_histograms(fp32, quantized, mode == QuantMode::kStatic ? data.get() : nullptr, a.report_samples);
   }
   add_findings(report, fp32);
   for (const std::string& w : report.warnings) std::cerr << "kvant: warning: " << printable(w) << "\n";
@@ -429,15 +494,15 @@ int quantize_command(const QuantizeArgs& a) {
   print_quant_report(std::cout, report);
   if (!a.report.empty()) {
     Json j = quant_report_json(report);
-    if (search) j.set("accuracy_target", target_json(*search, target));
+    if (eval) j.set("accuracy_target", target_json(target_report, target));
     write_report_file(a.report, j);
   }
-  if (search && !search->met) {  // the closest model is written; the exit status says it missed
+  if (eval && !target_report.met) {  // the closest model is written; the exit status says it missed
     std::cerr << "kvant: error: --accuracy-target " << a.accuracy_target << " not met: no mix of FP32 and "
               << "quantized layers reached " << (target.custom ? "--metric-cmd" : task_metric_name(target.metric))
-              << " " << format_target_value(target, search->threshold) << "; wrote the closest (step " << search->chosen
-              << ": " << format_target_value(target, search->steps[search->chosen].value) << ") to " << a.output
-              << "\n";
+              << " " << format_target_value(target, target_report.threshold) << "; wrote the closest (step "
+              << target_report.chosen_step << ": " << format_target_value(target, target_report.value) << ") to "
+              << a.output << "\n";
     return 2;
   }
   return 0;

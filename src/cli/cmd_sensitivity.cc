@@ -1,4 +1,6 @@
-// kvant sensitivity: which layers cost accuracy when quantized.
+// kvant sensitivity: which layers cost accuracy when quantized. On the
+// public API (kvant::sensitivity, include/kvant/kvant.h); the command reads
+// the data files, runs --metric-cmd and prints or writes the ranking.
 //
 //   kvant sensitivity model.onnx --calib DATA [--eval DATA [--labels L]] [--metric M] [--bits 8|4]
 //
@@ -15,6 +17,7 @@
 #include <cmath>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "cli/cli_common.h"
@@ -26,6 +29,7 @@
 #include "cli/sensitivity_cli.h"
 #include "io/dataset.h"
 #include "io/output_file.h"
+#include "kvant/kvant.h"
 #include "quant/quantize.h"
 
 namespace kvant::cli {
@@ -73,70 +77,60 @@ int sensitivity_command(const SensitivityArgs& a) {
   if (!a.json.empty()) check_output_target(a.json, a.force, "--json");
   if (!a.report.empty()) check_output_target(a.report, a.force, "--report");
   if (!a.json.empty() && !a.report.empty() && a.json == a.report) fail("--json and --report name the same file");
-  LoadOptions load;
-  load.infer_shapes = true;  // typed values let the partial models compile to fast kernels
-  const Model original = load_model(a.model, load);
-  if (is_quantized_model(original)) fail(a.model + " is already quantized; give its FP32 original");
-  const Model fp32 = prepare_for_quantization(original);
+  // With shape inference: typed values let the partial models compile to fast kernels.
+  Result<OnnxModel> model = OnnxModel::load(a.model);
+  if (!model.ok()) throw Error(model.status().code(), model.status().message());
+  for (const std::string& warning : model->warnings()) std::cerr << "kvant: warning: " << warning << "\n";
+  if (model->is_quantized()) fail(a.model + " is already quantized; give its FP32 original");
+  const Graph& graph = ApiAccess::impl(*model, "sensitivity").model.graph;
 
   // Every input checked before the long work: data shapes, labels, metric.
   std::unique_ptr<SampleSource> calib;
+  std::optional<DatasetReader> calib_reader;
   if (a.bits == 8) {
     DatasetOptions dopt;
     if (!a.preprocess.empty()) dopt.preprocess = parse_preprocess(a.preprocess);
-    calib = open_dataset(a.calib, sample_inputs(fp32.graph), dopt);
+    calib = open_dataset(a.calib, sample_inputs(graph), dopt);
+    calib_reader.emplace(*calib);
   }
   const std::string eval_path = a.eval.empty() ? a.calib : a.eval;
-  EvalData eval = open_eval_data(eval_path, sample_inputs(fp32.graph), a.preprocess, a.limit, a.labels);
-  SensitivityOptions so;
-  so.metric = a.metric.empty() ? (eval.labels.empty() ? TaskMetric::kAgreement : TaskMetric::kTop1)
-                               : parse_task_metric(a.metric);
-  if (needs_labels(so.metric) && eval.labels.empty()) {
-    fail(std::string("--metric ") + task_metric_name(so.metric) + " needs labels: --labels FILE");
+  EvalData eval = open_eval_data(eval_path, sample_inputs(graph), a.preprocess, a.limit, a.labels);
+  DatasetReader eval_reader(*eval.source);
+  const TaskMetric metric = a.metric.empty() ? (eval.labels.empty() ? TaskMetric::kAgreement : TaskMetric::kTop1)
+                                             : parse_task_metric(a.metric);
+  if (needs_labels(metric) && eval.labels.empty()) {
+    fail(std::string("--metric ") + task_metric_name(metric) + " needs labels: --labels FILE");
   }
+  SensitivityAnalysisOptions so;
+  so.metric = public_metric(metric);
+  so.labels = eval.labels;
   if (!a.metric_cmd.empty()) {
     if (a.metric_better != "higher" && a.metric_better != "lower") {
       fail("--metric-better must be higher or lower, got \"" + a.metric_better + "\"");
     }
-    so.custom_metric = metric_command(a.metric_cmd);
-    so.custom_higher_is_better = a.metric_better == "higher";
+    so.custom_metric = public_metric_callback(metric_command(a.metric_cmd));
+    so.higher_is_better = a.metric_better == "higher";
   }
   so.output = a.output;
   so.leave_one_out = a.leave_one_out;
   so.reference = a.reference;
   so.threads = a.threads;
   so.max_samples = a.limit;
-  so.progress = progress_printer("sensitivity");
+  so.bits = a.bits;
+  so.exclude = a.exclude;
+  so.calibration_samples = a.samples;
+  so.calibrator = public_calibrator(a.calibrator);
+  so.group_size = a.group_size;
+  so.progress = api_progress_printer();
 
-  QuantizeOptions qo;
-  qo.exclude = a.exclude;
-  qo.max_samples = a.samples;
-  qo.calibration.method = parse_calibration_method(a.calibrator);
-  qo.group_size = a.group_size;
-  QuantizeSummary summary;
-  Model quantized;
   const auto start = std::chrono::steady_clock::now();
-  if (a.bits == 8) {
-    if (isatty(STDERR_FILENO)) {
-      qo.progress = [](int64_t done, int64_t total) {
-        std::cerr << "\rcalibrating " << done;
-        if (total >= 0) std::cerr << "/" << total;
-        std::cerr << std::flush;
-        if (done == total) std::cerr << "\n";
-      };
-    }
-    quantized = quantize_static(fp32, *calib, qo, &summary);
-  } else {
-    qo.mode = QuantMode::kWeightOnly;
-    quantized = quantize_weight_only(fp32, 4, qo, &summary);
-  }
-  const std::vector<QuantizedLayer> layers = quantized_layers(fp32, quantized);
-  if (layers.empty()) fail("nothing to measure: the quantizer rewrote no Conv, Gemm or MatMul of " + a.model);
-  SensitivityResult r = analyze_sensitivity(fp32, quantized, layers, *eval.source, eval.labels, so);
+  Result<SensitivityReport> result = sensitivity(*model, calib_reader ? &*calib_reader : nullptr, eval_reader, so);
+  if (!result.ok()) throw Error(result.status().code(), result.status().message());
+  const SensitivityReport& r = *result;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  const TaskMetric m = r.metric;
-  std::cout << "sensitivity " << layers.size() << " layers of " << a.model << " ("
+  const TaskMetric m = metric;
+  std::cout << "sensitivity " << r.layers.size() << " layers of " << a.model << " ("
             << (a.bits == 8 ? "static INT8" : "weight-only INT4") << "), " << r.samples << " samples of " << eval_path
             << ", metric " << task_metric_name(m) << " on output \"" << r.output << "\"\n";
   const bool custom = !a.metric_cmd.empty();
@@ -144,9 +138,9 @@ int sensitivity_command(const SensitivityArgs& a) {
     std::cout << "metric-cmd  FP32 " << r.custom_fp32 << ", quantized " << r.custom_quantized << " (" << a.metric_better
               << " is better; ranked by it)\n";
   }
-  std::cout << "FP32        " << format_metric(m, r.fp32.value(m)) << "\n";
-  std::cout << "quantized   " << format_metric(m, r.quantized.value(m)) << " (every layer; output SQNR "
-            << format_metric(TaskMetric::kSqnr, r.quantized.sqnr_db()) << ")\n";
+  std::cout << "FP32        " << format_metric(m, r.fp32) << "\n";
+  std::cout << "quantized   " << format_metric(m, r.quantized) << " (every layer; output SQNR "
+            << format_metric(TaskMetric::kSqnr, r.quantized_sqnr_db) << ")\n";
   std::cout << "time        " << fixed(seconds, 1) << " s (" << r.chunks << " chunk" << (r.chunks == 1 ? "" : "s")
             << " of kept values)\n\n";
   std::vector<std::vector<std::string>> rows = {
@@ -154,20 +148,20 @@ int sensitivity_command(const SensitivityArgs& a) {
   if (a.leave_one_out) rows[0].push_back("all but this layer");
   if (custom) rows[0].push_back("metric-cmd");
   int rank = 0;
-  for (const LayerSensitivity& ls : r.layers) {
-    std::vector<std::string> row = {ls.measured ? std::to_string(++rank) : "-", ls.layer.node, ls.layer.op_type};
+  for (const LayerScore& ls : r.layers) {
+    std::vector<std::string> row = {ls.measured ? std::to_string(++rank) : "-", ls.node, ls.op_type};
     if (!ls.measured) {
       row.push_back("not measured: " + ls.note);
       rows.push_back(row);
       continue;
     }
-    row.push_back(format_metric(m, ls.only.value(m)));
-    row.push_back(format_delta(m, ls.only.value(m), r.fp32.value(m)));
-    row.push_back(format_metric(TaskMetric::kSqnr, ls.only.sqnr_db()));
-    if (a.leave_one_out) row.push_back(format_metric(m, ls.all_but.value(m)));
+    row.push_back(format_metric(m, ls.value));
+    row.push_back(format_delta(m, ls.value, r.fp32));
+    row.push_back(format_metric(TaskMetric::kSqnr, ls.output_sqnr_db));
+    if (a.leave_one_out) row.push_back(format_metric(m, ls.all_but));
     if (custom) {
       std::ostringstream v;
-      v << ls.custom_only;
+      v << ls.custom;
       row.push_back(v.str());
     }
     rows.push_back(row);
@@ -187,8 +181,8 @@ int sensitivity_command(const SensitivityArgs& a) {
       c.set("fp32", r.custom_fp32);
       c.set("quantized", r.custom_quantized);
       Json per = Json::object();
-      for (const LayerSensitivity& ls : r.layers) {
-        if (ls.measured) per.set(ls.layer.node, ls.custom_only);
+      for (const LayerScore& ls : r.layers) {
+        if (ls.measured) per.set(ls.node, ls.custom);
       }
       c.set("only", per);
       j.set("metric_cmd", c);

@@ -8,7 +8,10 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
+
+#include "quant/observers/observer.h"
 
 namespace kvant::cli {
 
@@ -54,39 +57,37 @@ void print_table(std::ostream& os, const std::vector<std::vector<std::string>>& 
   }
 }
 
-Json scores_json(const OutputScores& s, TaskMetric metric) {
+Json scores_json(const MetricScores& s) {
   Json j = Json::object();
-  j.set("value", s.value(metric));
-  j.set("output_sqnr_db", s.sqnr_db());
-  j.set("mse", s.mse());
-  if (s.classifier_rows > 0) j.set("agreement", s.agreement());
-  if (s.labelled_rows > 0) {
-    j.set("top1", s.top1());
-    j.set("top5", s.top5());
-  }
+  j.set("value", s.value);
+  j.set("output_sqnr_db", s.output_sqnr_db);
+  j.set("mse", s.mse);
+  if (s.agreement) j.set("agreement", *s.agreement);
+  if (s.top1) j.set("top1", *s.top1);
+  if (s.top5) j.set("top5", *s.top5);
   return j;
 }
 
-Json sensitivity_json(const SensitivityResult& r) {
+Json sensitivity_json(const SensitivityReport& r) {
   Json j = Json::object();
-  j.set("metric", task_metric_name(r.metric));
-  j.set("higher_is_better", higher_is_better(r.metric));
+  j.set("metric", metric_name(r.metric));
+  j.set("higher_is_better", higher_is_better(task_metric_of(r.metric, "metric")));
   j.set("output", r.output);
   j.set("samples", r.samples);
-  j.set("fp32", scores_json(r.fp32, r.metric));
-  j.set("quantized", scores_json(r.quantized, r.metric));
+  j.set("fp32", scores_json(r.fp32_scores));
+  j.set("quantized", scores_json(r.quantized_scores));
   Json layers = Json::array();
   int64_t rank = 0;
-  for (const LayerSensitivity& ls : r.layers) {
+  for (const LayerScore& ls : r.layers) {
     Json l = Json::object();
-    l.set("node", ls.layer.node);
-    l.set("op", ls.layer.op_type);
-    l.set("tensor", ls.layer.tensor);
+    l.set("node", ls.node);
+    l.set("op", ls.op_type);
+    l.set("tensor", ls.tensor);
     l.set("measured", ls.measured);
     if (ls.measured) {
       l.set("rank", ++rank);
-      l.set("only", scores_json(ls.only, r.metric));
-      if (ls.all_but.samples > 0) l.set("all_but", scores_json(ls.all_but, r.metric));
+      l.set("only", scores_json(ls.scores));
+      if (ls.all_but_scores) l.set("all_but", scores_json(*ls.all_but_scores));
       l.set("partial_nodes", ls.partial_nodes);
     } else {
       l.set("note", ls.note);
@@ -95,6 +96,38 @@ Json sensitivity_json(const SensitivityResult& r) {
   }
   j.set("layers", layers);
   return j;
+}
+
+ProgressCallback api_progress_printer() {
+  auto sensitivity = progress_printer("sensitivity");
+  const bool tty = isatty(STDERR_FILENO);
+  auto started = std::make_shared<std::optional<std::chrono::steady_clock::time_point>>();
+  return [sensitivity, tty, started](const Progress& p) {
+    if (p.stage == ProgressStage::kSensitivity) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!*started) *started = now;
+      SensitivityProgress s;
+      s.done = p.done;
+      s.total = p.total;
+      s.layer = p.layer;
+      s.elapsed_s = std::chrono::duration<double>(now - **started).count();
+      s.remaining_s = p.done > 0 && p.total > 0
+                          ? s.elapsed_s * static_cast<double>(p.total - p.done) / static_cast<double>(p.done)
+                          : -1;
+      sensitivity(s);
+      return true;
+    }
+    if (!tty || p.stage == ProgressStage::kAccuracyTarget) return true;  // the search logs its steps itself
+    const char* what = p.stage == ProgressStage::kCalibration ? "calibrating"
+                       : p.stage == ProgressStage::kAwq       ? "AWQ statistics"
+                       : p.stage == ProgressStage::kGptq      ? "GPTQ statistics"
+                                                              : "SmoothQuant statistics";
+    std::cerr << "\r" << what << " " << p.done;
+    if (p.total > 0) std::cerr << "/" << p.total;
+    std::cerr << std::flush;
+    if (p.done == p.total) std::cerr << "\n";
+    return true;
+  };
 }
 
 std::function<void(const SensitivityProgress&)> progress_printer(const std::string& what) {
@@ -117,5 +150,61 @@ std::function<void(const SensitivityProgress&)> progress_printer(const std::stri
     }
   };
 }
+
+Metric public_metric(TaskMetric metric) {
+  switch (metric) {
+    case TaskMetric::kTop1: return Metric::kTop1;
+    case TaskMetric::kTop5: return Metric::kTop5;
+    case TaskMetric::kAgreement: return Metric::kAgreement;
+    case TaskMetric::kSqnr: return Metric::kSqnr;
+    case TaskMetric::kMse: return Metric::kMse;
+    case TaskMetric::kMiou: return Metric::kMiou;
+    case TaskMetric::kPerplexity: return Metric::kPerplexity;
+  }
+  throw Error(ErrorCode::kInvalidArgument,
+              std::string("--metric ") + task_metric_name(metric) + " has no counterpart in the API");
+}
+
+Calibrator public_calibrator(const std::string& name) {
+  switch (parse_calibration_method(name)) {
+    case CalibrationMethod::kMinMax: return Calibrator::kMinMax;
+    case CalibrationMethod::kMovingAverage: return Calibrator::kMovingAverage;
+    case CalibrationMethod::kPercentile: return Calibrator::kPercentile;
+    case CalibrationMethod::kEntropy: return Calibrator::kEntropy;
+    case CalibrationMethod::kMse: return Calibrator::kMse;
+    default: break;
+  }
+  throw Error(ErrorCode::kInvalidArgument, "--calibrator: \"" + name + "\" has no counterpart in the API");
+}
+
+MetricCallback public_metric_callback(
+    const std::function<double(const std::vector<std::vector<float>>&, const std::string&)>& custom) {
+  return [custom](const std::vector<TensorView>& outputs, const std::vector<int64_t>&, const std::string& variant) {
+    std::vector<std::vector<float>> values;
+    values.reserve(outputs.size());
+    for (const TensorView& y : outputs) {
+      int64_t n = 1;
+      for (int64_t d : y.shape) n *= d;
+      const auto* f = static_cast<const float*>(y.data);
+      values.emplace_back(f, f + n);
+    }
+    return custom(values, variant);
+  };
+}
+
+std::optional<Tensors> DatasetReader::get_next() {
+  std::optional<std::map<std::string, Tensor>> sample = source_.next();
+  if (!sample) return std::nullopt;
+  Tensors out;
+  for (const auto& [name, tensor] : *sample) out.emplace(name, ApiAccess::wrap(tensor));
+  return out;
+}
+
+bool DatasetReader::rewind() {
+  source_.reset();
+  return true;
+}
+
+int64_t DatasetReader::size() { return source_.size(); }
 
 }  // namespace kvant::cli

@@ -19,7 +19,12 @@ The fake quantization is kvant's static scheme (docs/design-decisions.md 38):
     straight through (zero where a value was clipped).
 BatchNorm is folded into the Conv before it (eval-mode statistics, frozen), which is what a QAT
 fine-tune of a trained network does in practice. Supported layers: Conv2d, Linear, BatchNorm2d after
-a Conv2d, ReLU, MaxPool2d, Flatten, residual additions; the model must be traceable by torch.fx.
+a Conv2d, ReLU, MaxPool2d, Flatten, residual additions, and LSTM (QLSTM: unidirectional, int8 weights
+per gate row, exported as int8 codes -> DequantizeLinear -> LSTM; its input is quantized where the
+graph quantizes it, the value a Linear / Conv reads from its outputs is quantized there, and the
+hidden and cell states inside the recurrence stay float, as in an ONNX LSTM that kvant runs); the
+model must be traceable by torch.fx (index an LSTM's output tuple: torch 1.13's fx cannot unpack a
+traced tuple on Python 3.11).
 
 Activation ranges come from a kvant PTQ file of the same model (init_from: its activation
 QuantizeLinear parameters, matched to this model's quantization points in graph order; the counts
@@ -39,7 +44,7 @@ try:
 except ImportError as _error:  # pragma: no cover
     raise ImportError("kvant.torch needs PyTorch (Debian: apt install python3-torch): %s" % _error) from None
 
-__all__ = ["prepare_qat", "export", "ActivationFakeQuant", "WeightFakeQuant", "QConv2d", "QLinear"]
+__all__ = ["prepare_qat", "export", "ActivationFakeQuant", "WeightFakeQuant", "QConv2d", "QLinear", "QLSTM"]
 
 _ACT_QMIN, _ACT_QMAX = 0, 255
 _MIN_SCALE = float(_np.finfo(_np.float32).tiny)  # kvant's kMinScale
@@ -243,6 +248,63 @@ class QLinear(_nn.Linear):
         return _F.linear(x, w, b)
 
 
+# ONNX's LSTM gate order (i, o, f, c) as blocks of torch's (i, f, g, o).
+_ONNX_LSTM_GATES = (0, 3, 1, 2)
+
+
+class QLSTM(_nn.LSTM):
+    """An LSTM whose weights (W: weight_ih, R: weight_hh) are fake-quantized per output channel (one
+    symmetric scale per gate row), as kvant stores an LSTM's weights (int8 codes -> DequantizeLinear
+    along the rows -> LSTM). Biases, and the hidden and cell states inside the recurrence, stay
+    float: an ONNX LSTM has no quantization point inside it, and kvant runs the cell in FP32 on the
+    dequantized weights. Its input is quantized where the graph quantizes it (a graph input, a
+    Reshape of one). Batched input (3-D), no projections."""
+
+    def attach(self, bits, input_fq, reduce_range=False):
+        if self.proj_size or self.bidirectional:
+            raise ValueError("kvant.torch: LSTM with proj_size or bidirectional is not supported")
+        if bits != 8:
+            raise ValueError("kvant.torch: LSTM weights are int8 only (weight_bits=8), not %r" % (bits,))
+        self.weight_fq = WeightFakeQuant(bits, reduce_range)
+        self.input_fq = [input_fq]
+
+    def _weights(self):
+        if self.weight_fq.mode == "export":
+            return list(self.frozen)
+        return [self.weight_fq(w) if name.startswith("weight_") else w
+                for name, w in zip(self._flat_weights_names, self._flat_weights)]
+
+    def forward(self, input, hx=None):  # noqa: A002 (nn.LSTM's argument name)
+        if input.dim() != 3:
+            raise ValueError("kvant.torch.QLSTM: expected batched 3-D input, got %d-D" % input.dim())
+        directions = 2 if self.bidirectional else 1
+        if hx is None:
+            batch = input.size(0 if self.batch_first else 1)
+            zeros = _torch.zeros(self.num_layers * directions, batch, self.hidden_size, dtype=input.dtype,
+                                 device=input.device)
+            hx = (zeros, zeros)
+        result = _torch._VF.lstm(input, hx, self._weights(), self.bias, self.num_layers, float(self.dropout),
+                                 self.training, self.bidirectional, self.batch_first)
+        return result[0], result[1:]
+
+
+def _freeze_lstm_for_export(layer):
+    """The LSTM's weights as constants, each weight exactly codes * scale; layer.lstm_weights keeps
+    (quantized weight, scales) per weight for export() to find in the ONNX file."""
+    with _torch.no_grad():
+        frozen, pairs = [], []
+        for name, w in zip(layer._flat_weights_names, layer._flat_weights):
+            if name.startswith("weight_"):
+                q, s = layer.weight_fq.codes(w)
+                wq = (q * s.double()[:, None]).float()
+                frozen.append(wq.detach().clone())
+                pairs.append((wq.detach().clone(), s.detach().clone()))
+            else:
+                frozen.append(w.detach().clone())
+    layer.frozen = frozen
+    layer.lstm_weights = pairs
+
+
 def _is_relu(gm, node):
     if node.op == "call_module":
         return isinstance(gm.get_submodule(node.target), _nn.ReLU)
@@ -266,13 +328,24 @@ def _is_passthrough(gm, node):
     return node.op == "call_method" and node.target in ("flatten", "view", "reshape")
 
 
+def _reads_an_lstm(gm, node):
+    """Whether node is an output of an LSTM, through indexing (getitem) only."""
+    while isinstance(node, _torch.fx.Node) and node.op == "call_function" and node.target is _operator.getitem:
+        node = node.args[0]
+    return (isinstance(node, _torch.fx.Node) and node.op == "call_module" and
+            isinstance(gm.get_submodule(node.target), _nn.LSTM))
+
+
 def _replace_module(gm, target, module):
     parent, _, name = target.rpartition(".")
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
 def _quantized_copy(module, bits, input_fq, reduce_range):
-    if isinstance(module, _nn.Conv2d):
+    if isinstance(module, _nn.LSTM):
+        q = QLSTM(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
+                  module.dropout, module.bidirectional, module.proj_size)
+    elif isinstance(module, _nn.Conv2d):
         q = QConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
                     module.dilation, module.groups, module.bias is not None, module.padding_mode)
     else:
@@ -377,13 +450,17 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
             name, module = new_fq()
             fq_of[insert_after(node, name)] = module
             continue
-        if node.op == "call_module" and type(gm.get_submodule(node.target)) in (_nn.Conv2d, _nn.Linear):
+        if node.op == "call_module" and type(gm.get_submodule(node.target)) in (_nn.Conv2d, _nn.Linear, _nn.LSTM):
             layers.append(node)
     # The input quantizer of each Conv / Linear is found once all points exist; record them now.
     for node in list(graph.nodes):
         if node.op == "output" or node.op == "placeholder" or node.target in [f"kvant_act_{i}" for i in range(count[0])]:
             continue
         anchor = None
+        if node in layers and isinstance(gm.get_submodule(node.target), _nn.LSTM):
+            # Its outputs are a tuple: the value a Conv / Linear reads (h_n[-1], out[:, -1]) is
+            # quantized where that layer reads it (below), as kvant's static mode does.
+            continue
         if node in layers or _is_add(node):
             anchor = node
             users = list(node.users)
@@ -402,6 +479,12 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
     for node in layers:
         source = node.args[0]
         input_fq = fq_of.get(source)
+        if input_fq is None and _reads_an_lstm(gm, source):
+            name, module = new_fq()
+            with graph.inserting_before(node):
+                fq_node = graph.call_module(name, (source,))
+            node.args = (fq_node,) + tuple(node.args[1:])
+            fq_of[fq_node] = input_fq = module
         if input_fq is None:
             raise ValueError("the input of %r is not quantized (an operator kvant.torch does not handle before it)" %
                              node.target)
@@ -439,6 +522,11 @@ def _set_mode(model, mode):
         if isinstance(module, (QConv2d, QLinear)):
             if mode == "export":
                 _freeze_for_export(module)
+            else:
+                module.frozen = None
+        if isinstance(module, QLSTM):
+            if mode == "export":
+                _freeze_lstm_for_export(module)
             else:
                 module.frozen = None
 
@@ -481,9 +569,11 @@ def export(model, path, example_inputs, input_names=None, output_names=None, dyn
     finally:
         model.train(was_training)
     layers = [(m.frozen[0].numpy(), m.frozen[1].numpy()) for m in model.modules() if isinstance(m, (QConv2d, QLinear))]
+    lstm_weights = [(w.numpy(), s.numpy()) for m in model.modules() if isinstance(m, QLSTM)
+                    for w, s in m.lstm_weights]
     _set_mode(model, "quant")
     proto = onnx.load_from_string(buffer.getvalue())
-    _integer_weights(proto, bits, layers)
+    _integer_weights(proto, bits, layers, lstm_weights)
     onnx.save(proto, path)
     return path
 
@@ -505,7 +595,7 @@ def _int4_tensor(name, codes):
     return tensor
 
 
-def _integer_weights(proto, bits, layers):
+def _integer_weights(proto, bits, layers, lstm_weights=()):
     """Rewrites the export: weight Q(float constant) -> DQ becomes integer codes -> DQ; float biases
     of Conv / Gemm with quantized inputs become int32 codes -> DQ; W4A8 moves to opset 21."""
     import onnx
@@ -564,6 +654,51 @@ def _integer_weights(proto, bits, layers):
                                            axis=0, name=base + "_DequantizeLinear"))
         node.input[1] = dq_out
         consts[base + "_scale"] = scale
+
+    # LSTM W / R [directions, 4H, in]: each direction's matrix equals a quantized weight with its gate
+    # blocks in ONNX's order; it becomes codes + DequantizeLinear along the rows (axis 1), the form
+    # kvant quantize --mode weight-only writes for LSTM weights.
+    for node in list(graph.node):
+        if node.op_type != "LSTM":
+            continue
+        for k in (1, 2):
+            if k >= len(node.input) or node.input[k] not in consts:
+                continue
+            w = consts[node.input[k]]
+            if w.ndim != 3 or w.dtype != _np.float32:
+                continue
+            if w.shape[0] != 1:  # per-axis DequantizeLinear has one scale per row of all directions
+                raise ValueError("LSTM %r: bidirectional LSTMs are not supported" % node.name)
+            scales = []
+            for d in range(w.shape[0]):
+                found = None
+                for wq, scale in lstm_weights:
+                    if wq.shape != w.shape[1:] or wq.shape[0] % 4:
+                        continue
+                    h = wq.shape[0] // 4
+                    order = _np.concatenate([_np.arange(g * h, (g + 1) * h) for g in _ONNX_LSTM_GATES])
+                    if _np.array_equal(wq[order], w[d]):
+                        found = scale[order]
+                        break
+                if found is None:
+                    raise ValueError("LSTM %r: input %d is not one of the model's quantized LSTM weights" %
+                                     (node.name, k))
+                scales.append(found)
+            scale = scales[0].astype(_np.float32)  # [4H]
+            codes = _np.clip(_np.rint(w.astype(_np.float64) / scale.astype(_np.float64)[None, :, None]), qmin, qmax)
+            if not _np.array_equal((codes * scale[None, :, None]).astype(_np.float32), w):
+                raise AssertionError("LSTM weight %r is not codes * scale" % node.input[k])
+            if bits == 4:
+                raise ValueError("LSTM %r: weight_bits=4 is not supported for LSTM weights" % node.name)
+            base = node.input[k] + "_quantized"
+            add_init(base, codes.astype(_np.int8))
+            add_init(base + "_zero_point", _np.zeros(scale.shape, _np.int8))
+            add_init(base + "_scale", scale)
+            dq_out = base + "_dequantized"
+            graph.node.insert(list(graph.node).index(node),
+                              helper.make_node("DequantizeLinear", [base, base + "_scale", base + "_zero_point"],
+                                               [dq_out], axis=1, name=base + "_DequantizeLinear"))
+            node.input[k] = dq_out
 
     # Biases: int32 codes at input scale * weight scale.
     producer = {o: n for n in graph.node for o in n.output}
