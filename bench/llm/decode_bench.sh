@@ -49,18 +49,7 @@ qdq4=$dir/int4_g${group}_qdq.onnx
 [[ -f $ort4 ]] || "$kvant" quantize "$fp32" -o "$ort4" --mode weight-only --bits 4 --group-size "$group" --format ort >/dev/null
 [[ -f $qdq4 ]] || "$kvant" quantize "$fp32" -o "$qdq4" --mode weight-only --bits 4 --group-size "$group" >/dev/null
 a84=$dir/int4_g${group}_ort_a8.onnx
-if [[ ! -f $a84 ]]; then
-  /usr/bin/python3 - "$ort4" "$a84" <<'PY'
-import sys, onnx
-m = onnx.load(sys.argv[1])
-for n in m.graph.node:
-    if n.op_type == "MatMulNBits":
-        for a in n.attribute:
-            if a.name == "accuracy_level":
-                a.i = 4
-onnx.save(m, sys.argv[2])
-PY
-fi
+[[ -f $a84 ]] || "$kvant" quantize "$fp32" -o "$a84" --mode weight-only --bits 4 --group-size "$group" --format ort --accuracy-level 4 >/dev/null
 inputs=$dir/${kind}_inputs
 # kvant bench's shapes from the .npy inputs ORT reads (kvant fills them with its own random values).
 shapes=()

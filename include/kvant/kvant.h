@@ -312,6 +312,12 @@ struct QuantizationOptions {
   int bits = 4;          // 4 or 8
   int group_size = 128;  // values per scale along K: a power of two >= 16
   WeightOnlyFormat format = WeightOnlyFormat::kQdq;
+  // kMatMulNBits: the `accuracy_level` written on each MatMulNBits, 0-4 as in
+  // ONNX Runtime (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8). At 4 kvant and
+  // ONNX Runtime quantize activations to int8 per row and block (W4A8:
+  // about 1.8x faster decode than FP32 activations, docs/llm.md); kvant runs
+  // 0-3 with FP32 activations.
+  int accuracy_level = 0;
   // All modes. Node names, operator types, or "first"/"last" (the first/last
   // Conv, Gemm or MatMul): these stay FP32. An entry that selects nothing is
   // an error.

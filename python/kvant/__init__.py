@@ -208,7 +208,8 @@ def _options(mode, kwargs):
                    "equalize", "bias_correction", "rounding", "smooth_quant", "report_samples"},
         "dynamic": {"per_tensor", "per_channel", "reduce_range", "exclude", "nodes_to_exclude", "allow_nonfinite",
                     "weight_type", "equalize", "smooth_quant", "report_samples"},
-        "weight_only": {"bits", "group_size", "affine_weights", "format", "exclude", "nodes_to_exclude",
+        "weight_only": {"bits", "group_size", "affine_weights", "format", "accuracy_level", "exclude",
+                        "nodes_to_exclude",
                         "allow_nonfinite", "max_samples", "rounding", "awq", "report_samples"},
     }[mode]
     unknown = sorted(set(kwargs) - allowed)
@@ -240,7 +241,7 @@ def _options(mode, kwargs):
             options["format"] = {"matmulnbits": "ort"}.get(fmt, fmt)
         elif key in ("percentile",):
             options[key] = float(value)
-        elif key in ("max_samples", "bits", "group_size", "weight_bits", "report_samples"):
+        elif key in ("max_samples", "bits", "group_size", "weight_bits", "report_samples", "accuracy_level"):
             options[key] = int(value)
         elif key == "rounding":
             options[key] = str(value).lower()
@@ -396,6 +397,7 @@ def quantize_weight_only(model_input, model_output, bits=4, group_size=128, cali
     """INT4/INT8 MatMul/Gemm weights with one scale per group_size values
     along K, as `kvant quantize --mode weight-only`. options: affine_weights,
     format ("qdq" or "ort" / "matmulnbits" for com.microsoft.MatMulNBits),
+    accuracy_level (with format "ort": 4 = int8 activations, W4A8),
     exclude / nodes_to_exclude, allow_nonfinite; with
     calibration_data_reader: awq, rounding ("nearest" or "gptq"),
     max_samples; accuracy_target=DROP with eval_data_reader etc. as for

@@ -302,6 +302,8 @@ kvant::QuantizationOptions options_of(const py::dict& d) {
       o.bits = v.cast<int>();
     } else if (key == "group_size") {
       o.group_size = v.cast<int>();
+    } else if (key == "accuracy_level") {
+      o.accuracy_level = v.cast<int>();
     } else if (key == "format") {
       const std::string f = v.cast<std::string>();
       if (f != "qdq" && f != "ort") {

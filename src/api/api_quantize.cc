@@ -118,6 +118,7 @@ void check_mode_options(const QuantizationOptions& o, QuantMode mode, bool has_d
       {"bits", o.bits != d.bits, {M::kWeightOnly}, "weight-only"},
       {"group_size", o.group_size != d.group_size, {M::kWeightOnly}, "weight-only"},
       {"format", o.format != d.format, {M::kWeightOnly}, "weight-only"},
+      {"accuracy_level", o.accuracy_level != d.accuracy_level, {M::kWeightOnly}, "weight-only"},
       {"weight_bits", o.weight_bits != d.weight_bits, {M::kStatic}, "static"},
       {"equalize", o.equalize != d.equalize, {M::kStatic, M::kDynamic}, "static and dynamic"},
       {"bias_correction", o.bias_correction != d.bias_correction, {M::kStatic}, "static"},
@@ -183,6 +184,14 @@ QuantizeOptions to_options(const QuantizationOptions& o, QuantMode mode, bool ha
   out.per_channel = !o.per_tensor;
   out.reduce_range = o.reduce_range;
   out.group_size = o.group_size;
+  if (o.accuracy_level < 0 || o.accuracy_level > 4) {
+    fail("QuantizationOptions::accuracy_level must be 0-4 (4: int8 activations), got " +
+         std::to_string(o.accuracy_level));
+  }
+  if (o.accuracy_level != 0 && o.format != WeightOnlyFormat::kMatMulNBits) {
+    fail("QuantizationOptions::accuracy_level applies to WeightOnlyFormat::kMatMulNBits (--format ort) only");
+  }
+  out.accuracy_level = o.accuracy_level;
   out.exclude = o.exclude;
   out.allow_nonfinite = o.allow_nonfinite;
   if (o.format != WeightOnlyFormat::kQdq && o.format != WeightOnlyFormat::kMatMulNBits) {

@@ -69,6 +69,7 @@ struct QuantizeArgs {
   int group_size = 128;
   bool affine_weights = false;
   std::string format = "qdq";
+  int accuracy_level = 0;
   std::vector<std::string> exclude;
   std::string report;
   bool force = false;
@@ -144,6 +145,7 @@ void check_mode_options(const QuantizeArgs& a, QuantMode mode) {
       {"--weight-bits", {M::kStatic}, "static"},
       {"--group-size", {M::kWeightOnly}, "weight-only"},
       {"--format", {M::kWeightOnly}, "weight-only"},
+      {"--accuracy-level", {M::kWeightOnly}, "weight-only"},
       {"--equalize", {M::kStatic, M::kDynamic}, "static and dynamic"},
       {"--bias-correction", {M::kStatic}, "static"},
       {"--rounding", {M::kStatic, M::kWeightOnly}, "static and weight-only"},
@@ -243,6 +245,13 @@ kvant::QuantizationOptions make_options(const QuantizeArgs& a, QuantMode mode) {
     fail("--format ort (com.microsoft.MatMulNBits) applies to --mode weight-only only");
   }
   o.format = a.format == "ort" ? WeightOnlyFormat::kMatMulNBits : WeightOnlyFormat::kQdq;
+  if (a.given.count("--accuracy-level") && a.format != "ort") {
+    fail("--accuracy-level applies to --format ort (com.microsoft.MatMulNBits) only");
+  }
+  if (a.accuracy_level < 0 || a.accuracy_level > 4) {
+    fail("--accuracy-level must be 0-4 (4: int8 activations), got " + std::to_string(a.accuracy_level));
+  }
+  o.accuracy_level = a.accuracy_level;
   if (mode == QuantMode::kStatic && a.calib.empty()) {
     fail(
         "--mode static needs calibration data: --calib DATA (a .npy/.npz file, a folder of .npy, .pb or images, "
@@ -559,6 +568,10 @@ CommandFn add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--format", a->format,
                   "Weight-only export: qdq (opset-21 blocked DequantizeLinear) or ort (com.microsoft.MatMulNBits)")
+      ->capture_default_str();
+  cmd->add_option("--accuracy-level", a->accuracy_level,
+                  "With --format ort: MatMulNBits accuracy_level, 0-4 as in ONNX Runtime; 4 quantizes activations "
+                  "to int8 per row and block (W4A8, faster decode), 0-3 keep FP32 activations")
       ->capture_default_str();
   cmd->add_option("--exclude", a->exclude,
                   "Keep in FP32: a node name or an operator type (inside If/Loop bodies too), or first/last "

@@ -34,9 +34,10 @@ struct QuantizeOptions {
   Symmetry activation_symmetry = Symmetry::kAffine;
   DType weight_type = DType::kInt8;
   Symmetry weight_symmetry = Symmetry::kSymmetric;
-  bool per_channel = true;    // per output channel weights (Conv/Gemm/MatMul)
-  bool reduce_range = false;  // 7-bit weights (static and dynamic), for CPUs without VNNI
-  int group_size = 128;       // weight-only: block size along K
+  bool per_channel = true;     // per output channel weights (Conv/Gemm/MatMul)
+  bool reduce_range = false;   // 7-bit weights (static and dynamic), for CPUs without VNNI
+  int group_size = 128;        // weight-only: block size along K
+  int64_t accuracy_level = 0;  // MatMulNBits: the attribute written (4: int8 activations)
   // Weight-only INT4: per group, the clip ratio of its range that minimizes
   // the weight's squared error (quant/mse_clip.h); false: plain min/max.
   bool weight_clip_search = true;

@@ -36,6 +36,15 @@ expect_ok "dynamic" "dynamic" "$KVANT" quantize model.onnx -o d.onnx --mode dyna
 expect_ok "weight-only int4" "weight-only int4" "$KVANT" quantize model.onnx -o w.onnx --mode weight-only --group-size 32
 expect_ok "weight-only int8 affine" "int8" "$KVANT" quantize model.onnx -o w8.onnx --mode weight-only --bits 8 --affine-weights
 expect_ok "weight-only --format ort" "int4" "$KVANT" quantize model.onnx -o n.onnx --mode weight-only --format ort --group-size 32
+# --accuracy-level 4: MatMulNBits asking for int8 activations, which kvant compiles to its W4A8 kernels.
+expect_ok "weight-only --format ort --accuracy-level 4" "int4" "$KVANT" quantize model.onnx -o n_a8.onnx --mode weight-only --format ort --group-size 32 --accuracy-level 4
+/usr/bin/python3 -c "
+import onnx
+levels = [a.i for n in onnx.load('n_a8.onnx').graph.node if n.op_type == 'MatMulNBits' for a in n.attribute if a.name == 'accuracy_level']
+assert levels and set(levels) == {4}, levels" && pass || fail "n_a8.onnx does not ask for int8 activations"
+expect_ok "the accuracy_level 4 file runs W4A8" "gemm_w4a8" "$KVANT" inspect --plan n_a8.onnx
+expect_error "--accuracy-level without --format ort" "--format ort" "$KVANT" quantize model.onnx -o e.onnx --mode weight-only --accuracy-level 4
+expect_error "--accuracy-level 5" "0-4" "$KVANT" quantize model.onnx -o e.onnx --mode weight-only --format ort --accuracy-level 5
 # W4A8 (--weight-bits 4): int4 per-channel weights at opset 21, every code in [-8, 7], compiled = reference.
 expect_ok "static W4A8" "% of FP32" "$KVANT" quantize model.onnx -o w4a8.onnx --calib calib --weight-bits 4
 /usr/bin/python3 - <<'PY' && pass || fail "w4a8.onnx is not an int4-weight static model"

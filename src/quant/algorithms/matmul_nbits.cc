@@ -154,7 +154,7 @@ Model quantize_matmul_nbits(const Model& model, int bits, const QuantizeOptions&
     set_attr(n, "N", N);
     set_attr(n, "bits", static_cast<int64_t>(bits));
     set_attr(n, "block_size", static_cast<int64_t>(block));
-    set_attr(n, "accuracy_level", static_cast<int64_t>(0));
+    set_attr(n, "accuracy_level", options.accuracy_level);
     ++done;
   }
   if (done == 0) {
