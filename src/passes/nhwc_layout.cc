@@ -9,7 +9,12 @@
 // Layout groups: values joined by nodes that commute with T — elementwise
 // nodes (their 4-D activation operands and output must share a layout;
 // constants are permuted with them, scalars need nothing; Q/DQ only per
-// tensor) and Concat (its axis is remapped). Each group is NHWC when more of
+// tensor), Concat and Slice with constant axes (the axes are remapped), and
+// the channel shuffle Reshape [N,C,H,W] -> [N,g,C/g,H,W], Transpose
+// [0,2,1,3,4], Reshape -> [N,C,H,W], which on NHWC data is Reshape
+// [N,H,W,g,C/g], Transpose [0,1,2,4,3], Reshape [N,H,W,C] (the same channel
+// permutation of every pixel). A Shape of an NHWC value reads it as it is and
+// a Gather [0,3,1,2] gives the NCHW shape, so it forces no Transpose. Each group is NHWC when more of
 // its edges meet Nhwc nodes than NCHW-only ones (any other reader or
 // writer); groups holding graph inputs or outputs, or values captured by
 // subgraphs, stay NCHW. An Nhwc node whose input and output groups are both
@@ -98,6 +103,7 @@ class Layout {
     }
     for (const auto& v : g_.inputs) pinned_.insert(v.name);
     for (const auto& v : g_.outputs) pinned_.insert(v.name);
+    find_shuffles();
 
     for (int round = 0; round < 8; ++round) {
       decide();
@@ -283,6 +289,16 @@ class Layout {
       acts.push_back(n.outputs[0]);
       return acts;
     }
+    if (op == "Slice") {
+      // Data, starts, ends, axes (a constant: it is remapped), steps (a
+      // constant or absent); starts and ends may be computed.
+      if (n.inputs.size() < 4 || n.inputs[0].empty() || rank(n.inputs[0]) != 4 || is_constant(n.inputs[0]) ||
+          slice_axes(n).empty()) {
+        return {};
+      }
+      if (n.inputs.size() > 4 && !n.inputs[4].empty() && !is_constant(n.inputs[4])) return {};
+      return {n.inputs[0], n.outputs[0]};
+    }
     if (op == "Concat") {
       const int64_t axis = n.attr_int("axis", 0);
       if (axis < -4 || axis > 3) return {};
@@ -294,6 +310,100 @@ class Layout {
       return acts;
     }
     return {};
+  }
+
+  // The constant axes of a Slice, each in [0, 4); empty when not constant.
+  std::vector<int64_t> slice_axes(const Node& n) const {
+    if (n.inputs.size() < 4 || n.inputs[3].empty() || !is_constant(n.inputs[3])) return {};
+    const Tensor& a = g_.initializers.at(n.inputs[3]);
+    if ((a.dtype() != DType::kInt64 && a.dtype() != DType::kInt32) || a.rank() != 1 || a.numel() == 0) return {};
+    std::vector<int64_t> axes;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      int64_t v = a.get_as_int64(i);
+      if (v < -4 || v > 3) return {};
+      axes.push_back(v < 0 ? v + 4 : v);
+    }
+    return axes;
+  }
+
+  // A Shape of the whole shape (no start/end): reads any layout.
+  static bool whole_shape(const Node& n) {
+    return n.op_type == "Shape" && n.domain.empty() && n.inputs.size() == 1 && n.outputs.size() == 1 &&
+           !n.has_attr("start") && !n.has_attr("end");
+  }
+
+  // A constant int64 vector, or empty.
+  std::vector<int64_t> int64_constant(const std::string& v) const {
+    if (v.empty() || !is_constant(v)) return {};
+    const Tensor& t = g_.initializers.at(v);
+    if (t.dtype() != DType::kInt64 || t.rank() != 1) return {};
+    return std::vector<int64_t>(t.data<int64_t>(), t.data<int64_t>() + t.numel());
+  }
+
+  // Channel shuffles: Reshape A (x [N,C,H,W] -> constant [n,g,c,h,w], all
+  // positive) -> Transpose T [0,2,1,3,4] -> Reshape B (constant shape that
+  // gives [n,g*c,h,w]), each read only by the next; x and B's output not
+  // pinned, x not a constant.
+  struct Shuffle {
+    const Node* a;
+    const Node* t;
+    const Node* b;
+    std::vector<int64_t> dims;  // n, g, c, h, w
+  };
+  void find_shuffles() {
+    const auto reads = count_reads(g_);
+    std::unordered_map<std::string, const Node*> reader;
+    for (const Node& n : g_.nodes) {
+      for (const auto& in : n.inputs) reader[in] = &n;
+    }
+    auto sole = [&](const std::string& v) -> const Node* {
+      auto r = reads.find(v);
+      auto it = reader.find(v);
+      if (r == reads.end() || r->second != 1 || it == reader.end() || is_graph_output(g_, v)) return nullptr;
+      return it->second->domain.empty() && it->second->inputs.at(0) == v ? it->second : nullptr;
+    };
+    for (const Node& a : g_.nodes) {
+      if (a.op_type != "Reshape" || !a.domain.empty() || a.inputs.size() != 2 || a.outputs.size() != 1) continue;
+      if (rank(a.inputs[0]) != 4 || is_constant(a.inputs[0]) || pinned_.count(a.inputs[0])) continue;
+      const std::vector<int64_t> d = int64_constant(a.inputs[1]);
+      if (d.size() != 5 || std::any_of(d.begin(), d.end(), [](int64_t v) { return v <= 0; })) continue;
+      const Node* t = sole(a.outputs[0]);
+      if (t == nullptr || t->op_type != "Transpose" || t->outputs.size() != 1 ||
+          t->attr_ints("perm") != std::vector<int64_t>{0, 2, 1, 3, 4}) {
+        continue;
+      }
+      const Node* b = sole(t->outputs[0]);
+      if (b == nullptr || b->op_type != "Reshape" || b->inputs.size() != 2 || b->outputs.size() != 1) continue;
+      if (b->attr_int("allowzero", 0) != 0 || pinned_.count(b->outputs[0])) continue;
+      std::vector<int64_t> e = int64_constant(b->inputs[1]);
+      if (e.size() != 4) continue;
+      // What B makes of T's output [n, c, g, h, w].
+      const int64_t tdims[5] = {d[0], d[2], d[1], d[3], d[4]};
+      int64_t known = 1, unknown = -1;
+      bool ok = true;
+      for (size_t i = 0; i < 4; ++i) {
+        if (e[i] == 0) e[i] = tdims[i];
+        if (e[i] == -1) {
+          ok = ok && unknown < 0;
+          unknown = static_cast<int64_t>(i);
+        } else if (e[i] > 0) {
+          known *= e[i];
+        } else {
+          ok = false;
+        }
+      }
+      const int64_t total = d[0] * d[1] * d[2] * d[3] * d[4];
+      if (!ok || known <= 0 || total % known != 0) continue;
+      if (unknown >= 0) e[static_cast<size_t>(unknown)] = total / known;
+      if (e != std::vector<int64_t>{d[0], d[1] * d[2], d[3], d[4]}) continue;
+      shuffles_.push_back({&a, t, b, d});
+    }
+  }
+  const Shuffle* shuffle_of(const Node& n) const {
+    for (const auto& s : shuffles_) {
+      if (s.a == &n || s.t == &n || s.b == &n) return &s;
+    }
+    return nullptr;
   }
 
   std::string find(const std::string& v) {
@@ -318,11 +428,17 @@ class Layout {
       transparent_.insert(&n);
       for (size_t i = 1; i < acts.size(); ++i) unite(acts[0], acts[i]);
     }
+    for (const auto& s : shuffles_) {
+      transparent_.insert(s.a);
+      transparent_.insert(s.t);
+      transparent_.insert(s.b);
+      unite(s.a->inputs[0], s.b->outputs[0]);
+    }
     std::unordered_map<std::string, int> score;
     std::unordered_set<std::string> pinned_groups;
     for (const auto& v : pinned_) pinned_groups.insert(find(v));
     for (const Node& n : g_.nodes) {
-      if (transparent_.count(&n)) continue;
+      if (transparent_.count(&n) || whole_shape(n)) continue;
       const bool twin = candidates_.count(&n) != 0;
       // A Transpose to NHWC reads its input's NHWC form for free, one to NCHW
       // writes its output's NHWC form (they fold away): both count for NHWC.
@@ -419,6 +535,13 @@ class Layout {
     return permuted_[name] = fresh;
   }
 
+  // A new int64 vector initializer named after `base`.
+  std::string int64_initializer(const std::string& base, const std::vector<int64_t>& values) {
+    const std::string name = fresh_value(base + "/nhwc");
+    g_.initializers[name] = Tensor::from_vector(values, {static_cast<int64_t>(values.size())});
+    return name;
+  }
+
   void rewrite() {
     for (const Node& n : g_.nodes) {
       node_names_.insert(n.name);
@@ -446,9 +569,37 @@ class Layout {
     std::vector<Node> nodes = std::move(g_.nodes);
     g_.nodes.clear();
     // First: decide every node's reads and writes.
+    std::unordered_map<std::string, std::string> shape_gather;  // Shape's new output -> its NCHW shape
     for (Node& n : nodes) {
       const bool twin = candidates_.count(&n) != 0;
+      if (const Shuffle* sh = shuffle_of(n)) {
+        if (nhwc(sh->a->inputs[0])) {
+          const auto& d = sh->dims;
+          if (&n == sh->a) {
+            n.inputs[1] = int64_initializer(n.inputs[1], {d[0], d[3], d[4], d[1], d[2]});
+          } else if (&n == sh->t) {
+            set_attr(n, "perm", std::vector<int64_t>{0, 1, 2, 4, 3});
+          } else {
+            n.inputs[1] = int64_initializer(n.inputs[1], {d[0], d[3], d[4], d[1] * d[2]});
+          }
+          if (&n != sh->b) g_.value_info.erase(n.outputs[0]);
+        }
+        continue;
+      }
       const bool in_group = transparent_.count(&n) != 0 && nhwc(n.outputs[0]);
+      if (in_group && n.op_type == "Slice") {
+        if (!nhwc(n.inputs[0])) n.inputs[0] = want(n.inputs[0], true);
+        std::vector<int64_t> axes = slice_axes(n);
+        for (auto& a : axes) a = kAxisInNhwc[a];
+        n.inputs[3] = int64_initializer(n.inputs[3], axes);
+        continue;
+      }
+      if (!twin && !in_group && whole_shape(n) && rank(n.inputs[0]) == 4 && nhwc(n.inputs[0])) {
+        const std::string nchw_shape = n.outputs[0];
+        n.outputs[0] = fresh_value(nchw_shape + "/nhwc");
+        shape_gather[n.outputs[0]] = nchw_shape;
+        continue;
+      }
       if (twin) {
         if (!nhwc(n.inputs[0])) n.inputs[0] = want(n.inputs[0], true);
         if (!nhwc(n.outputs[0])) {
@@ -509,6 +660,12 @@ class Layout {
       out.push_back(std::move(n));
       for (const auto& o : outs) {
         if (!o.empty()) emit_transposes(o);
+        if (auto it = shape_gather.find(o); it != shape_gather.end()) {
+          const std::string idx = int64_initializer(it->second + "/to_nchw", {0, 3, 1, 2});
+          Node gather = make_node(unique_node_name(it->second + "/Gather"), "Gather", {o, idx}, {it->second});
+          set_attr(gather, "axis", int64_t{0});
+          out.push_back(std::move(gather));
+        }
       }
     }
     g_.nodes = std::move(out);
@@ -696,6 +853,7 @@ class Layout {
   std::unordered_set<std::string> node_names_, used_values_;
   std::unordered_map<std::string, int> inferred_;
   std::unordered_set<std::string> spatial_one_;
+  std::vector<Shuffle> shuffles_;
 };
 
 }  // namespace

@@ -40,6 +40,11 @@ bool fold_constants(Graph& graph, int64_t opset);
 // parameters become one Conv / Gemm (fold_batchnorm.cc).
 bool fold_batchnorm(Graph& graph);
 
+// Reshape/Transpose/Slice/Concat/... between DequantizeLinears and a
+// QuantizeLinear of the same per-tensor 8-bit scale and zero point move the
+// codes, and the Q goes (codes_through_moves.cc).
+bool codes_through_moves(Graph& graph);
+
 // 2-D Conv and pooling nodes that `convert` accepts become their com.kvant
 // Nhwc* twins, and chains of them keep NHWC activations, with Transposes
 // where they meet NCHW-only nodes (nhwc_layout.cc). `opset`: the model's

@@ -98,7 +98,7 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     for (size_t i = 0; i < missing.size(); ++i) msg += (i ? "; " : "") + missing[i];
     throw Error(ErrorCode::kUnsupported, msg);
   }
-  run_to_fixed_point(model_.graph, {eliminate_identity, fold_batchnorm, eliminate_dead_nodes});
+  run_to_fixed_point(model_.graph, {eliminate_identity, fold_batchnorm, codes_through_moves, eliminate_dead_nodes});
   if (options_.nhwc) {
     // Quantized convolutions and pools (input a DequantizeLinear, output
     // read only by a QuantizeLinear, through at most a Relu/Clip: the fused

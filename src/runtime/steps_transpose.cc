@@ -3,7 +3,11 @@
 // stay adjacent are merged first, so the common cases are a few long runs:
 // a permutation that keeps the last axis last copies contiguous rows
 // (BERT's [B, S, H, D] -> [B, H, S, D]); otherwise the innermost output
-// axis is a strided gather.
+// axis is a strided gather. 8-bit codes whose last two output axes are a
+// matrix transpose run blocks: 16x16 byte transposes where both are 16 or
+// more, an interleave of up to 8 input rows where the innermost output axis
+// is short (the channel shuffle's [.., 2, C/2] -> [.., C/2, 2] of every NHWC
+// pixel, an RGB input's NCHW -> NHWC).
 #include <cstdint>
 #include <cstring>
 
@@ -19,6 +23,25 @@ namespace {
 template <typename T>
 void gather(const T* s, int64_t stride, int64_t n, T* d) {
   for (int64_t i = 0; i < n; ++i) d[i] = s[i * stride];
+}
+
+// d[i * B + b] = s[i + b * stride], i < a, b < B: B rows interleaved.
+template <int B>
+void interleave(const uint8_t* s, int64_t stride, int64_t a, uint8_t* d) {
+  for (int64_t i = 0; i < a; ++i) {
+    for (int b = 0; b < B; ++b) d[i * B + b] = s[i + b * stride];
+  }
+}
+void interleave_rows(const uint8_t* s, int64_t stride, int64_t a, int64_t rows, uint8_t* d) {
+  switch (rows) {
+    case 2: return interleave<2>(s, stride, a, d);
+    case 3: return interleave<3>(s, stride, a, d);
+    case 4: return interleave<4>(s, stride, a, d);
+    default:
+      for (int64_t i = 0; i < a; ++i) {
+        for (int64_t b = 0; b < rows; ++b) d[i * rows + b] = s[i + b * stride];
+      }
+  }
 }
 
 class TransposeStep : public Step {
@@ -88,7 +111,11 @@ class TransposeStep : public Step {
     const int64_t inner_stride = strides[n - 1];
     if (elem == 1 && n >= 2 && strides[n - 2] == 1 && inner >= 16 && dims[n - 2] >= 16 && inner <= INT32_MAX &&
         dims[n - 2] <= INT32_MAX) {
-      transpose_blocks(src, dst, dims, strides, n);
+      transpose_blocks(src, dst, dims, strides, n, false);
+      return;
+    }
+    if (elem == 1 && n >= 2 && strides[n - 2] == 1 && inner >= 2 && inner <= 8) {
+      transpose_blocks(src, dst, dims, strides, n, true);
       return;
     }
     const int64_t rows = y.numel() / inner;
@@ -125,8 +152,9 @@ class TransposeStep : public Step {
   // input's (the layout pass's NCHW <-> NHWC copies: output [.., A, B] read
   // at a + b * stride): each [A, B] block through layout_u8.h's 16x16
   // byte transpose.
-  void transpose_blocks(const std::byte* src, std::byte* dst, const int64_t* dims, const int64_t* strides,
-                        int n) const {
+  // short: the output's last axis has at most 8 entries (interleave_rows).
+  void transpose_blocks(const std::byte* src, std::byte* dst, const int64_t* dims, const int64_t* strides, int n,
+                        bool short_rows) const {
     const int64_t a = dims[n - 2], b = dims[n - 1];
     int64_t outer = 1;
     for (int d = 0; d + 2 < n; ++d) outer *= dims[d];
@@ -134,8 +162,13 @@ class TransposeStep : public Step {
     for (int64_t o = 0; o < outer; ++o) {
       int64_t off = 0;
       for (int d = 0; d + 2 < n; ++d) off += idx[d] * strides[d];
-      u8_->run(reinterpret_cast<const uint8_t*>(src) + off, strides[n - 1], static_cast<int>(b), static_cast<int>(a),
-               reinterpret_cast<uint8_t*>(dst) + o * a * b, b, 0);
+      if (short_rows) {
+        interleave_rows(reinterpret_cast<const uint8_t*>(src) + off, strides[n - 1], a, b,
+                        reinterpret_cast<uint8_t*>(dst) + o * a * b);
+      } else {
+        u8_->run(reinterpret_cast<const uint8_t*>(src) + off, strides[n - 1], static_cast<int>(b), static_cast<int>(a),
+                 reinterpret_cast<uint8_t*>(dst) + o * a * b, b, 0);
+      }
       for (int d = n - 3; d >= 0; --d) {
         if (++idx[d] < dims[d]) break;
         idx[d] = 0;

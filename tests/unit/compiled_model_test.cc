@@ -380,6 +380,41 @@ TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
   }
 }
 
+// 8-bit transposes whose output's last axis is short (2..8, the channel
+// shuffle on NHWC pixels and an RGB input to NHWC run as row interleaves;
+// 9 takes the strided gather) give the reference's bytes.
+TEST(CompiledModel, ShortInnerByteTransposeMatchesTheReference) {
+  const std::vector<std::pair<Shape, std::vector<int64_t>>> cases = {{{1, 5, 7, 2, 24}, {0, 1, 2, 4, 3}},
+                                                                     {{1, 3, 9, 10}, {0, 2, 3, 1}},
+                                                                     {{2, 4, 6, 19}, {0, 3, 2, 1}},
+                                                                     {{3, 7, 33}, {0, 2, 1}},
+                                                                     {{8, 5, 3}, {2, 1, 0}},
+                                                                     {{1, 9, 40}, {0, 2, 1}}};
+  for (const auto& [shape, perm] : cases) {
+    Model m;
+    m.ir_version = 7;
+    m.opset_imports[""] = 13;
+    TypeInfo t;
+    t.dtype = DType::kUInt8;
+    t.has_shape = true;
+    for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
+    m.graph.inputs.push_back({"x", t});
+    Node node = make_node("tr", "Transpose", {"x"}, {"y"});
+    node.attributes["perm"] = ints_attr(perm);
+    m.graph.nodes.push_back(node);
+    TypeInfo out;
+    out.dtype = DType::kUInt8;
+    m.graph.outputs.push_back({"y", out});
+    Tensor x(DType::kUInt8, shape);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<uint8_t>()[i] = static_cast<uint8_t>(i * 13 + 5);
+    const Tensor want = ReferenceExecutor(m).run({{"x", x}}).at("y");
+    CompiledModel compiled(m, default_compile_options(1));
+    const Tensor got = compiled.run({{"x", x}}).at("y");
+    ASSERT_EQ(got.shape(), want.shape());
+    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << x.describe();
+  }
+}
+
 // GELU as exporters write it below opset 20 (Div by sqrt 2, Erf, Add 1,
 // Mul by x, Mul by 0.5) is one gelu step, matching the reference.
 TEST(CompiledModel, ErfGeluBecomesOneStep) {

@@ -7,6 +7,8 @@
 // It also checks how many Transposes remain: one at each edge of a chain.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 
@@ -277,6 +279,84 @@ TEST(NhwcLayout, TransposeBackMovesPastTheQuantize) {
   CompiledModel compiled(before, default_compile_options(1));
   compiled.run({{"x", random_input({1, 8, 6, 6}, 6)}});
   EXPECT_EQ(compiled.describe_plan().find("reference NhwcConv"), std::string::npos) << compiled.describe_plan();
+}
+
+// A ShuffleNet unit, static INT8: Conv -> Relu, a channel split by two
+// Slices whose bounds come from Shape (as torch.chunk exports), a Conv on one
+// half, Concat, the channel shuffle (Reshape -> Transpose -> Reshape), a last
+// Conv. After codes_through_moves the whole unit is one NHWC group: the
+// Slices and the Concat work on the channel axis of NHWC codes, the shuffle
+// is a Transpose of [N,H,W,2,C/2], the Shape reads NHWC and a Gather gives
+// the NCHW shape; Transposes only at the input and the output. The reference
+// executor gives the same bytes before and after; the compiled plan has no
+// reference steps, no float Slice or Concat, and matches the reference.
+TEST(NhwcLayout, ChannelSplitConcatAndShuffleStayNhwc) {
+  Model m = model_with_input({1, 8, 6, 6});
+  auto& init = m.graph.initializers;
+  init["w0"] = random_input({16, 8, 1, 1}, 1);
+  init["w1"] = random_input({8, 8, 3, 3}, 2);
+  init["w2"] = random_input({4, 16, 1, 1}, 3);
+  init["one"] = Tensor::from_vector(std::vector<int64_t>{1}, {1});
+  init["two"] = Tensor::from_vector(std::vector<int64_t>{2}, {1});
+  init["zero"] = Tensor::from_vector(std::vector<int64_t>{0}, {1});
+  init["shape5"] = Tensor::from_vector(std::vector<int64_t>{1, 2, 8, 6, 6}, {5});
+  init["shape4"] = Tensor::from_vector(std::vector<int64_t>{1, -1, 6, 6}, {4});
+  Node c1 = make_node("c1", "Conv", {"lo_hi", "w1"}, {"b"});
+  set_attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  Node gather = make_node("g", "Gather", {"shp", "one"}, {"ch"});
+  set_attr(gather, "axis", int64_t{0});
+  Node cat = make_node("cat", "Concat", {"lo", "br"}, {"cc"});
+  set_attr(cat, "axis", int64_t{1});
+  Node tr = make_node("t", "Transpose", {"r5"}, {"t5"});
+  set_attr(tr, "perm", std::vector<int64_t>{0, 2, 1, 3, 4});
+  m.graph.nodes = {make_node("c0", "Conv", {"x", "w0"}, {"a"}),
+                   make_node("r0", "Relu", {"a"}, {"r"}),
+                   make_node("shape", "Shape", {"r"}, {"shp"}),
+                   gather,
+                   make_node("div", "Div", {"ch", "two"}, {"half"}),
+                   make_node("mul", "Mul", {"half", "two"}, {"full"}),
+                   make_node("s0", "Slice", {"r", "zero", "half", "one"}, {"lo"}),
+                   make_node("s1", "Slice", {"r", "half", "full", "one"}, {"lo_hi"}),
+                   c1,
+                   make_node("r1", "Relu", {"b"}, {"br"}),
+                   cat,
+                   make_node("re5", "Reshape", {"cc", "shape5"}, {"r5"}),
+                   tr,
+                   make_node("re4", "Reshape", {"t5", "shape4"}, {"sh"}),
+                   make_node("c2", "Conv", {"sh", "w2"}, {"y"})};
+  m.graph.outputs.push_back({"y", type_of(DType::kFloat32, {1, 4, 6, 6})});
+  const Model f = prepare_for_quantization(with_shapes(m));
+  std::vector<std::map<std::string, Tensor>> samples;
+  for (uint32_t i = 0; i < 4; ++i) samples.push_back({{"x", random_input({1, 8, 6, 6}, 10 + i)}});
+  VectorSource calib(samples);
+  const Model q = with_shapes(quantize_static(f, calib, QuantizeOptions{}, nullptr));
+  Model moved = folded(q);
+  run_to_fixed_point(moved.graph, {codes_through_moves, eliminate_dead_nodes});
+  const Model n = to_nhwc(moved);
+  EXPECT_EQ(count_nhwc(n.graph), 3) << print_graph(n.graph);
+  int four_d = 0;
+  for (const Node& node : n.graph.nodes) {
+    if (node.op_type == "Transpose") four_d += node.attr_ints("perm").size() == 4 ? 1 : 0;
+  }
+  EXPECT_EQ(four_d, 2) << print_graph(n.graph);                                // the input and the output
+  EXPECT_EQ(count_ops(n.graph, "QuantizeLinear"), 4) << print_graph(n.graph);  // x and the three Convs
+  for (uint32_t seed = 20; seed < 23; ++seed) {
+    const Tensor x = random_input({1, 8, 6, 6}, seed);
+    expect_same_outputs(q, n, x, "shuffle unit INT8");
+    CompiledModel compiled(q, default_compile_options(1));
+    const Tensor got = compiled.run({{"x", x}}).at("y");
+    const Tensor want = ReferenceExecutor(q).run({{"x", x}}).at("y");
+    ASSERT_EQ(got.shape(), want.shape());
+    float worst = 0.0f, top = 0.0f;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      worst = std::max(worst, std::abs(got.data<float>()[i] - want.data<float>()[i]));
+      top = std::max(top, std::abs(want.data<float>()[i]));
+    }
+    EXPECT_LE(worst, 0.02f * top) << "compiled vs reference";
+    const std::string plan = compiled.describe_plan();
+    EXPECT_EQ(plan.find("reference NhwcConv"), std::string::npos) << plan;
+    EXPECT_NE(plan.find("uint8[1,6,6,8]"), std::string::npos) << plan;  // a Slice of NHWC codes
+  }
 }
 
 }  // namespace
