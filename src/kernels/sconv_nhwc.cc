@@ -47,6 +47,23 @@ constexpr DwNhwcKernel kDwNhwcKernels[] = {
     {Isa::kRef, "dwconv_nhwc_f32_generic", dwconv_nhwc_rows_generic},
 };
 
+// Short runs (a stem conv's 3 channels) as plain loops: a library call per
+// 12-36 bytes costs more than the copy.
+inline void copy_floats(float* dst, const float* src, int n) {
+  if (n >= 64) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int i = 0; i < n; ++i) dst[i] = src[i];
+}
+inline void zero_floats(float* dst, int n) {
+  if (n >= 64) {
+    std::memset(dst, 0, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int i = 0; i < n; ++i) dst[i] = 0.0f;
+}
+
 Isa default_allowed_isa() {
   static const Isa isa = selected_isa();
   return isa;
@@ -192,7 +209,6 @@ void SConvNhwc::run_1x1(const float* x, float* y, int threads, ThreadPool* pool,
 void SConvNhwc::im2col_tile(const float* xb, int g, int p0, int np, float* dst) const {
   const ConvShape& s = shape_;
   const int cg = s.c_in / s.group;
-  const size_t row_bytes = static_cast<size_t>(cg) * sizeof(float);
   const bool whole_rows = s.dil_w == 1 && s.group == 1;  // a kernel row's taps are one contiguous run
   for (int i = 0; i < np; ++i) {
     const int p = p0 + i;
@@ -203,20 +219,20 @@ void SConvNhwc::im2col_tile(const float* xb, int g, int p0, int np, float* dst) 
       float* dk = d + static_cast<size_t>(ky) * s.kw * cg;
       const int iy = oy * s.stride_h - s.pad_top + ky * s.dil_h;
       if (iy < 0 || iy >= s.h_in) {
-        std::memset(dk, 0, static_cast<size_t>(s.kw) * row_bytes);
+        zero_floats(dk, s.kw * cg);
         continue;
       }
       const float* row = xb + static_cast<size_t>(iy) * s.w_in * s.c_in + static_cast<size_t>(g) * cg;
       if (whole_rows && ix0 >= 0 && ix0 + s.kw <= s.w_in) {
-        std::memcpy(dk, row + static_cast<size_t>(ix0) * s.c_in, static_cast<size_t>(s.kw) * row_bytes);
+        copy_floats(dk, row + static_cast<size_t>(ix0) * s.c_in, s.kw * cg);
         continue;
       }
       for (int kx = 0; kx < s.kw; ++kx) {
         const int ix = ix0 + kx * s.dil_w;
         if (ix < 0 || ix >= s.w_in) {
-          std::memset(dk + static_cast<size_t>(kx) * cg, 0, row_bytes);
+          zero_floats(dk + static_cast<size_t>(kx) * cg, cg);
         } else {
-          std::memcpy(dk + static_cast<size_t>(kx) * cg, row + static_cast<size_t>(ix) * s.c_in, row_bytes);
+          copy_floats(dk + static_cast<size_t>(kx) * cg, row + static_cast<size_t>(ix) * s.c_in, cg);
         }
       }
     }
