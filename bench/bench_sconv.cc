@@ -6,6 +6,8 @@
 // problem, the kernel's ceiling for scale. threads = 1 runs without a pool,
 // threads = 2 with a ThreadPool of 2. BM_sconv_silu/<layer>/fused:0|1: an
 // EfficientNet-B0 layer followed by SiLU, as a second pass or in the store.
+// BM_sconv_layout/<layer>/nhwc:0|1: SConv (NCHW) against SConvNhwc
+// (kernels/sconv_nhwc.h) on the selected level, 1 thread, bias + relu.
 //
 //   build/release/bench/kvant_bench_sconv --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "kernels/sconv.h"
+#include "kernels/sconv_nhwc.h"
 #include "kernels/sgemm_kernels.h"
 #include "kernels/vmath.h"
 #include "runtime/thread_pool.h"
@@ -64,6 +67,43 @@ void BM_sconv(benchmark::State& state, ConvShape s, kvant::Isa isa) {
   state.counters["GFLOPS"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.SetLabel(op.kernel_name());
+}
+
+void BM_sconv_layout(benchmark::State& state, ConvShape s) {
+  const bool nhwc = state.range(0) != 0;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(s.batch) * s.c_in * s.h_in * s.w_in);
+  std::vector<float> w(static_cast<size_t>(s.c_out) * (s.c_in / s.group) * s.kh * s.kw);
+  std::vector<float> b(static_cast<size_t>(s.c_out));
+  std::vector<float> y(static_cast<size_t>(s.batch) * s.c_out * s.h_out * s.w_out);
+  for (float& v : x) v = dist(rng);
+  for (float& v : w) v = dist(rng) * 0.1f;
+  for (float& v : b) v = dist(rng);
+  const auto relu = kvant::SgemmActivation::relu();
+  std::unique_ptr<kvant::SConv> a;
+  std::unique_ptr<kvant::SConvNhwc> c;
+  if (nhwc) {
+    c = std::make_unique<kvant::SConvNhwc>(s, w.data(), b.data(), relu);
+  } else {
+    a = std::make_unique<kvant::SConv>(s, w.data(), b.data(), relu);
+  }
+  const size_t bytes = nhwc ? c->scratch_bytes(1) : a->scratch_bytes(1);
+  void* scratch = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+  for (auto _ : state) {
+    if (nhwc) {
+      c->run(x.data(), y.data(), scratch, nullptr);
+    } else {
+      a->run(x.data(), y.data(), scratch, nullptr);
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  std::free(scratch);
+  const double flops = 2.0 * s.batch * s.c_out * (s.c_in / s.group) * s.kh * s.kw * s.h_out * s.w_out;
+  state.counters["GFLOPS"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.SetLabel(nhwc ? c->kernel_name() : a->kernel_name());
 }
 
 // Conv -> SiLU on the selected level, 1 thread: the SiLU in the conv's
@@ -156,6 +196,33 @@ const bool registered = [] {
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }
+  }
+  // NCHW against NHWC, MobileNetV2's and EfficientNet-B0's 1x1 shapes too.
+  const std::pair<const char*, ConvShape> layout_layers[] = {
+      {"r50_stem_7x7s2_3_64_224", conv(3, 64, 224, 7, 2, 1)}, {"r50_3x3_64_64_56", conv(64, 64, 56, 3, 1, 1)},
+      {"r50_1x1_64_256_56", conv(64, 256, 56, 1, 1, 1)},      {"r50_1x1_256_64_56", conv(256, 64, 56, 1, 1, 1)},
+      {"r50_1x1s2_256_512_56", conv(256, 512, 56, 1, 2, 1)},  {"r50_3x3_128_128_28", conv(128, 128, 28, 3, 1, 1)},
+      {"r50_3x3_256_256_14", conv(256, 256, 14, 3, 1, 1)},    {"r50_3x3_512_512_7", conv(512, 512, 7, 3, 1, 1)},
+      {"r50_1x1_2048_512_7", conv(2048, 512, 7, 1, 1, 1)},    {"mbv2_stem_3x3s2_3_32_224", conv(3, 32, 224, 3, 2, 1)},
+      {"mbv2_1x1_32_16_112", conv(32, 16, 112, 1, 1, 1)},     {"mbv2_1x1_16_96_112", conv(16, 96, 112, 1, 1, 1)},
+      {"mbv2_1x1_96_24_56", conv(96, 24, 56, 1, 1, 1)},       {"mbv2_1x1_24_144_56", conv(24, 144, 56, 1, 1, 1)},
+      {"mbv2_1x1_144_24_56", conv(144, 24, 56, 1, 1, 1)},     {"mbv2_1x1_32_192_28", conv(32, 192, 28, 1, 1, 1)},
+      {"mbv2_1x1_192_32_28", conv(192, 32, 28, 1, 1, 1)},     {"mbv2_1x1_64_384_14", conv(64, 384, 14, 1, 1, 1)},
+      {"mbv2_1x1_384_64_14", conv(384, 64, 14, 1, 1, 1)},     {"mbv2_1x1_96_576_14", conv(96, 576, 14, 1, 1, 1)},
+      {"mbv2_1x1_576_96_14", conv(576, 96, 14, 1, 1, 1)},     {"mbv2_1x1_160_960_7", conv(160, 960, 7, 1, 1, 1)},
+      {"mbv2_1x1_960_160_7", conv(960, 160, 7, 1, 1, 1)},     {"mbv2_1x1_320_1280_7", conv(320, 1280, 7, 1, 1, 1)},
+      {"mbv2_dw3x3_32_112", conv(32, 32, 112, 3, 1, 32)},     {"mbv2_dw3x3s2_96_112", conv(96, 96, 112, 3, 2, 96)},
+      {"mbv2_dw3x3_144_56", conv(144, 144, 56, 3, 1, 144)},   {"mbv2_dw3x3_192_28", conv(192, 192, 28, 3, 1, 192)},
+      {"mbv2_dw3x3_576_14", conv(576, 576, 14, 3, 1, 576)},   {"mbv2_dw3x3_960_7", conv(960, 960, 7, 3, 1, 960)},
+      {"effb0_dw5x5_240_28", conv(240, 240, 28, 5, 1, 240)},  {"effb0_dw5x5s2_672_14", conv(672, 672, 14, 5, 2, 672)},
+  };
+  for (const auto& [name, shape] : layout_layers) {
+    const std::string full = std::string("BM_sconv_layout/") + name;
+    benchmark::RegisterBenchmark(full.c_str(), BM_sconv_layout, shape)
+        ->ArgName("nhwc")
+        ->Arg(0)
+        ->Arg(1)
+        ->Unit(benchmark::kMillisecond);
   }
   return true;
 }();

@@ -150,12 +150,14 @@ struct BSource {
 };
 
 // C = act(alpha * op(A) B + beta * C + bias) for K == 0: op(A) B is zero.
-void store_empty_product(int M, int N, float beta, float* C, int ldc, const float* bias, SgemmActivation act) {
+void store_empty_product(int M, int N, float beta, float* C, int ldc, const float* bias, SgemmActivation act,
+                         const float* residual = nullptr) {
   for (int i = 0; i < M; ++i) {
     float* row = C + static_cast<size_t>(i) * static_cast<size_t>(ldc);
     for (int j = 0; j < N; ++j) {
       float v = beta == 0.0f ? 0.0f : beta * row[j];
       if (bias != nullptr) v += bias[j];
+      if (residual != nullptr) v += residual[static_cast<size_t>(i) * static_cast<size_t>(ldc) + j];
       if (act.kind == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
       if (act.kind == SgemmActivation::Kind::kClip) v = std::min(std::max(v, act.lo), act.hi);
       row[j] = v;
@@ -179,17 +181,20 @@ void run_rows(const SgemmKernel& kernel, SgemmTile t, int rows, int64_t a_row, c
     t.mr = std::min(kernel.mr, rows - i);
     t.a = a + i / kernel.mr * a_row;
     t.c = c + i * t.ldc;
+    SgemmEpilogue e = ep;
+    if (e.residual != nullptr) e.residual += i * e.residual_ld;
     const int64_t first = std::min(lines, g * per_group);
     t.prefetch = next == nullptr ? nullptr : next + first * 16;
     t.prefetch_lines = static_cast<int>(std::min(per_group, lines - first));
-    kernel.tile(t, ep);
+    kernel.tile(t, e);
   }
 }
 
 void run_blocked(const SgemmKernel& kernel, bool trans_a, int M, int N, int K, float alpha, const float* A, int lda,
-                 const BSource& src, float beta, float* C, int ldc, const float* bias, SgemmActivation act) {
+                 const BSource& src, float beta, float* C, int ldc, const float* bias, SgemmActivation act,
+                 const float* residual = nullptr) {
   if (M <= 0 || N <= 0) return;
-  if (K <= 0) return store_empty_product(M, N, beta, C, ldc, bias, act);
+  if (K <= 0) return store_empty_product(M, N, beta, C, ldc, bias, act, residual);
   thread_local AlignedVector a_buf;
   if (trans_a) {
     const size_t a_size = static_cast<size_t>(std::min(M, kMc) + kSgemmMr) * static_cast<size_t>(std::min(K, kSgemmKc));
@@ -232,6 +237,10 @@ void run_blocked(const SgemmKernel& kernel, bool trans_a, int M, int N, int K, f
           float* c = C + static_cast<int64_t>(m0) * ldc + j0;
           SgemmEpilogue e = ep;
           e.bias = last && bias != nullptr ? bias + j0 : nullptr;
+          if (last && residual != nullptr) {
+            e.residual = residual + static_cast<int64_t>(m0) * ldc + j0;
+            e.residual_ld = ldc;
+          }
           if (src.packed != nullptr) {
             t.b = src.packed + static_cast<int64_t>(k0) * src.padded_n + static_cast<int64_t>(src.col0 + j0) * kl;
             t.b_stride = kSgemmNr;
@@ -263,6 +272,7 @@ void run_blocked(const SgemmKernel& kernel, bool trans_a, int M, int N, int K, f
             t.nr = nr - full;
             t.c = c + full;
             if (e.bias != nullptr) e.bias += full;
+            if (e.residual != nullptr) e.residual += full;
             run_rows(kernel, t, ml, a_row, e);
           }
         }
@@ -352,6 +362,11 @@ PackedSgemmB sgemm_pack_b(const SgemmKernel& kernel, const float* B, int K, int 
 
 void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
                   const float* bias, SgemmActivation act) {
+  sgemm_packed(M, N, K, A, lda, B, C, ldc, bias, act, nullptr, nullptr);
+}
+
+void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
+                  const float* bias, SgemmActivation act, ThreadPool* pool, const float* residual) {
   if (B.kernel == nullptr || B.K != K || B.N != N) {
     throw Error(ErrorCode::kInvalidArgument, "sgemm_packed: B was packed as " + std::to_string(B.K) + "x" +
                                                  std::to_string(B.N) + ", called with K=" + std::to_string(K) +
@@ -361,13 +376,8 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
   src.packed = B.data.data();
   src.packed_end = B.data.data() + B.data.size();
   src.padded_n = B.padded_n;
-  run_blocked(*B.kernel, false, M, N, K, 1.0f, A, lda, src, 0.0f, C, ldc, bias, act);
-}
-
-void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
-                  const float* bias, SgemmActivation act, ThreadPool* pool) {
-  if (pool == nullptr || pool->size() == 1 || M <= 0 || N <= 0 || B.kernel == nullptr || B.K != K || B.N != N) {
-    return sgemm_packed(M, N, K, A, lda, B, C, ldc, bias, act);  // throws the message on a mismatch
+  if (pool == nullptr || pool->size() == 1 || M <= 0 || N <= 0) {
+    return run_blocked(*B.kernel, false, M, N, K, 1.0f, A, lda, src, 0.0f, C, ldc, bias, act, residual);
   }
   const SgemmKernel& kernel = *B.kernel;
   // Row groups of the entry's tile height, or 16-column panels.
@@ -383,7 +393,8 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
       src.packed_end = B.data.data() + B.data.size();
       src.padded_n = B.padded_n;
       run_blocked(kernel, false, m1 - m0, N, K, 1.0f, A + static_cast<size_t>(m0) * lda, lda, src, 0.0f,
-                  C + static_cast<size_t>(m0) * ldc, ldc, bias, act);
+                  C + static_cast<size_t>(m0) * ldc, ldc, bias, act,
+                  residual == nullptr ? nullptr : residual + static_cast<size_t>(m0) * ldc);
     });
   } else {
     pool->parallel_for(n_panels, [&](int64_t begin, int64_t end) {
@@ -395,7 +406,7 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
       src.padded_n = B.padded_n;
       src.col0 = n0;
       run_blocked(kernel, false, M, n1 - n0, K, 1.0f, A, lda, src, 0.0f, C + n0, ldc,
-                  bias == nullptr ? nullptr : bias + n0, act);
+                  bias == nullptr ? nullptr : bias + n0, act, residual == nullptr ? nullptr : residual + n0);
     });
   }
 }

@@ -123,9 +123,12 @@ void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgem
 // single-thread driver above. Every
 // C element is computed the same way whatever part holds it, so the result is
 // bit-identical for any pool size (and to the overload without a pool).
-// pool may be null.
+// pool may be null. With residual (nullable, laid out as C with the same
+// ldc): C = act(A B + bias + residual), the residual added after the bias and
+// before act (a residual Add fused into an NHWC conv, sconv_nhwc.h;
+// bit-identical to adding it after the call).
 void sgemm_packed(int M, int N, int K, const float* A, int lda, const PackedSgemmB& B, float* C, int ldc,
-                  const float* bias, SgemmActivation act, ThreadPool* pool);
+                  const float* bias, SgemmActivation act, ThreadPool* pool, const float* residual = nullptr);
 
 // A (M x K row-major, e.g. a conv weight [c_out, c_in kh kw]) packed once as
 // the micro-kernels' left operand: for each K block [k0, k0 + kl) (kl = 256

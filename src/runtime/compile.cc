@@ -326,9 +326,21 @@ class Compiler {
   // ---- matching ----
   std::optional<Fusion> match(const Node& node) {
     if (node.domain == "com.kvant") {  // the layout pass's NHWC twins
-      if (node.op_type == "NhwcConv") return match_qconv(node, true);
+      if (node.op_type == "NhwcConv") {
+        if (auto f = match_qconv(node, true)) return f;
+        return match_sconv(node, true);  // an FP32 conv the layout pass made NHWC (compiled_model.cc)
+      }
       if (node.op_type == "NhwcMaxPool") return match_qmaxpool(node, true);
-      if (node.op_type == "NhwcGlobalAveragePool") return match_qgap(node, true);
+      if (node.op_type == "NhwcGlobalAveragePool") {
+        if (auto f = match_qgap(node, true)) return f;
+        if (node.inputs.empty() || !is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
+        Fusion f;
+        f.nodes = {&node};
+        f.step = make_global_avgpool_nhwc_f32_step();
+        f.inputs = {node.inputs[0]};
+        f.outputs = {node.outputs[0]};
+        return f;
+      }
       return std::nullopt;
     }
     if (node.domain == "com.microsoft" && node.op_type == "MatMulNBits") return match_wq(node);
@@ -648,6 +660,9 @@ class Compiler {
     }
     const Node* p = producer(name);
     if (p != nullptr && p->domain == "com.microsoft" && p->op_type == "MatMulNBits") return true;  // float A, float Y
+    if (p != nullptr && p->domain == "com.kvant" && p->op_type.rfind("Nhwc", 0) == 0) {  // the layout pass's twins
+      return !p->inputs.empty() && is_float_value_depth(p->inputs[0], depth + 1);
+    }
     if (p == nullptr || !p->domain.empty()) return false;
     static const std::set<std::string> kMake = {"Conv",
                                                 "Gemm",
@@ -2136,7 +2151,7 @@ class Compiler {
     return f;
   }
 
-  std::optional<Fusion> match_sconv(const Node& node) {
+  std::optional<Fusion> match_sconv(const Node& node, bool nhwc = false) {
     QConvFacts c;
     if (!conv_facts(node, c) || constant(node.inputs[0])) return std::nullopt;
     // A constant weight, or the DQ of constants (weight-only INT4/INT8: dequantized once here).
@@ -2171,7 +2186,7 @@ class Compiler {
     }
     // A residual Add and a SiLU are not fused together (the SiLU epilogue
     // would run before the Add in the store).
-    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu);
+    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu, nhwc);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];

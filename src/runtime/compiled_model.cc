@@ -16,6 +16,35 @@
 
 namespace kvant {
 
+namespace {
+
+// KVANT_FP32_NHWC: unset or anything but "0": FP32 convs may run NHWC.
+bool fp32_nhwc_enabled() {
+  const char* e = std::getenv("KVANT_FP32_NHWC");
+  return e == nullptr || std::strcmp(e, "0") != 0;
+}
+
+// An FP32 2-D Conv the NHWC SConv kernels run: constant float32 4-D weight
+// (and bias), float input.
+// Or a GlobalAveragePool of a float input (its twin has an FP32 step).
+bool fp32_conv_for_nhwc(const Graph& g, const Node& n) {
+  if (!n.domain.empty() || n.inputs.empty()) return false;
+  auto x = g.value_info.find(n.inputs[0]);
+  const ValueInfo* in = g.find_input(n.inputs[0]);
+  const DType xt = x != g.value_info.end() ? x->second.type.dtype : in != nullptr ? in->type.dtype : DType::kUndefined;
+  if (n.op_type == "GlobalAveragePool") return xt == DType::kFloat32;
+  if (n.op_type != "Conv" || n.inputs.size() < 2) return false;
+  auto w = g.initializers.find(n.inputs[1]);
+  if (w == g.initializers.end() || w->second.dtype() != DType::kFloat32 || w->second.rank() != 4) return false;
+  if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
+    auto b = g.initializers.find(n.inputs[2]);
+    if (b == g.initializers.end() || b->second.dtype() != DType::kFloat32) return false;
+  }
+  return xt == DType::kFloat32;
+}
+
+}  // namespace
+
 struct CompiledModel::Value {
   std::string name;
   Tensor tensor;
@@ -103,8 +132,7 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     // Quantized convolutions and pools (input a DequantizeLinear, output
     // read only by a QuantizeLinear, through at most a Relu/Clip: the fused
     // integer steps) keep NHWC activations between them
-    // (passes/nhwc_layout.cc). One with a float output stays NCHW for the
-    // FP32 kernels, which have no NHWC form.
+    // (passes/nhwc_layout.cc).
     std::unordered_map<std::string, const Node*> producer;
     std::unordered_map<std::string, std::vector<const Node*>> readers;
     for (const Node& n : model_.graph.nodes) {
@@ -125,7 +153,15 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
       if (next != nullptr && (next->op_type == "Relu" || next->op_type == "Clip")) next = sole_reader(next->outputs[0]);
       return next != nullptr && next->op_type == "QuantizeLinear";
     };
-    if (nhwc_layout(model_.graph, model_.opset(), quantized_input)) model_.opset_imports["com.kvant"] = 1;
+    // FP32 convolutions with a constant float weight (the SConv steps) join
+    // them (kernels/sconv_nhwc.h), the same group-majority rule deciding
+    // where the layout changes; KVANT_FP32_NHWC=0 keeps them NCHW (A/B).
+    const bool fp32_nhwc = fp32_nhwc_enabled();
+    const auto convert = [&](const Node& n) {
+      if (quantized_input(n)) return true;
+      return fp32_nhwc && fp32_conv_for_nhwc(model_.graph, n);
+    };
+    if (nhwc_layout(model_.graph, model_.opset(), convert)) model_.opset_imports["com.kvant"] = 1;
   }
   compile();
   // The steps hold what they need (packed weights, or the constants their

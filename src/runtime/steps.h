@@ -142,6 +142,9 @@ std::unique_ptr<Step> make_unary_step(const std::string& op, const FloatClamp& c
 std::unique_ptr<Step> make_softmax_step(const Node& node, int64_t opset);
 // GlobalAveragePool on float32 (double sums, as the reference).
 std::unique_ptr<Step> make_global_avgpool_f32_step();
+// Its NHWC twin (NhwcGlobalAveragePool): x [N, H, W, C] -> [N, 1, 1, C], the
+// same double sums in pixel order.
+std::unique_ptr<Step> make_global_avgpool_nhwc_f32_step();
 // y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
 // (gamma/beta empty: none), steps_norm.cc.
 std::unique_ptr<Step> make_layernorm_step(float eps, std::vector<float> gamma, std::vector<float> beta);

@@ -4,6 +4,7 @@
 
 #include "kernels/qconv.h"
 #include "kernels/sconv.h"
+#include "kernels/sconv_nhwc.h"
 
 namespace kvant {
 
@@ -101,45 +102,54 @@ class QConvStep : public Step {
 class SConvStep : public Step {
  public:
   SConvStep(const QConvFacts& facts, const Tensor& weight, const Tensor* bias, const FloatClamp& clamp, int threads,
-            bool residual, SConvEpilogue epilogue)
+            bool residual, SConvEpilogue epilogue, bool nhwc)
       : facts_(facts),
         weight_(weight),
         act_(clamp.activation()),
         epilogue_(epilogue),
         threads_(threads),
-        residual_(residual) {
+        residual_(residual),
+        nhwc_(nhwc) {
     if (residual_ && epilogue_ != SConvEpilogue::kNone)
       throw Error(ErrorCode::kInternal, "a fused residual Add cannot be followed by a fused epilogue");
     if (bias != nullptr) bias_.assign(bias->data<float>(), bias->data<float>() + bias->numel());
   }
   std::string kernel() const override {
-    std::string k = kernel_ ? kernel_->kernel_name() : "sconv";
+    std::string k = kernel_ ? kernel_->kernel_name() : nhwc_kernel_ ? nhwc_kernel_->kernel_name() : "sconv";
     if (epilogue_ == SConvEpilogue::kSilu) k += "+silu";
     return k;
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32)
       throw Error(ErrorCode::kInvalidArgument, name + ": expected float32 input, got " + in[0]->describe());
-    const ConvShape s = conv_shape(name, facts_, in[0]->shape(), weight_.shape());
-    if (!kernel_ || !same_shape(kernel_->shape(), s)) {
-      kernel_.emplace(s, weight_.data<float>(), bias_.empty() ? nullptr : bias_.data(), act_, epilogue_);
+    const ConvShape s = conv_shape(name, facts_, nhwc_ ? nchw_of(in[0]->shape()) : in[0]->shape(), weight_.shape());
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    if (nhwc_ && (!nhwc_kernel_ || !same_shape(nhwc_kernel_->shape(), s))) {
+      nhwc_kernel_.emplace(s, weight_.data<float>(), bias, act_, epilogue_);
+    } else if (!nhwc_ && (!kernel_ || !same_shape(kernel_->shape(), s))) {
+      kernel_.emplace(s, weight_.data<float>(), bias, act_, epilogue_);
     }
-    const Shape y = {s.batch, s.c_out, s.h_out, s.w_out};
+    const Shape y = nhwc_ ? Shape{s.batch, s.h_out, s.w_out, s.c_out} : Shape{s.batch, s.c_out, s.h_out, s.w_out};
     if (residual_) {
       if (in[1]->dtype() != DType::kFloat32 || in[1]->shape() != y) {
         throw Error(ErrorCode::kInvalidArgument, name + ": the fused Add's other input is " + in[1]->describe() +
                                                      ", the convolution gives float32" + shape_to_string(y));
       }
-      if (!kernel_->supports_residual())
+      if (nhwc_ ? !nhwc_kernel_->supports_residual() : !kernel_->supports_residual())
         throw Error(ErrorCode::kInvalidArgument, name + ": a depthwise convolution cannot take a fused Add");
     }
     out.assign(1, {DType::kFloat32, y});
   }
   size_t scratch_bytes(std::span<const Tensor* const>) const override {
+    if (nhwc_) return nhwc_kernel_ ? nhwc_kernel_->scratch_bytes(threads_) : 0;
     return kernel_ ? kernel_->scratch_bytes(threads_) : 0;
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch,
            ThreadPool* pool) override {
+    if (nhwc_) {
+      return nhwc_kernel_->run(in[0]->data<float>(), out[0]->data<float>(), scratch, pool,
+                               residual_ ? in[1]->data<float>() : nullptr);
+    }
     kernel_->run(in[0]->data<float>(), out[0]->data<float>(), scratch, pool,
                  residual_ ? in[1]->data<float>() : nullptr);
   }
@@ -152,7 +162,9 @@ class SConvStep : public Step {
   SConvEpilogue epilogue_;
   int threads_;
   bool residual_;
+  bool nhwc_;  // x and y [N, H, W, C]: an NhwcConv of the layout pass (SConvNhwc)
   mutable std::optional<SConv> kernel_;
+  mutable std::optional<SConvNhwc> nhwc_kernel_;
 };
 
 }  // namespace
@@ -202,9 +214,9 @@ std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar
 }
 
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads, bool residual, bool silu) {
+                                      const FloatClamp& clamp, int threads, bool residual, bool silu, bool nhwc) {
   return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads, residual,
-                                     silu ? SConvEpilogue::kSilu : SConvEpilogue::kNone);
+                                     silu ? SConvEpilogue::kSilu : SConvEpilogue::kNone, nhwc);
 }
 
 }  // namespace kvant

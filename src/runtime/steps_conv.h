@@ -65,8 +65,10 @@ bool link_dynamic_conv_range(Step& producer, Step& consumer);
 // Add done in the conv's store (SConv::run's residual). Not for depthwise
 // convs. With silu, Conv [-> Relu|Clip] -> SiLU (x * Sigmoid(x), the vmath
 // silu of make_silu_step applied in the conv's store, bit-identical to it);
-// residual and silu are never both set.
+// residual and silu are never both set. nhwc: x, y (and other) are
+// [N, H, W, C] (an NhwcConv of the layout pass; kernels/sconv_nhwc.h).
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads, bool residual = false, bool silu = false);
+                                      const FloatClamp& clamp, int threads, bool residual = false, bool silu = false,
+                                      bool nhwc = false);
 
 }  // namespace kvant

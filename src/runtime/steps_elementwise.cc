@@ -237,9 +237,44 @@ class GlobalAvgPoolStep : public Step {
   }
 };
 
+// The NhwcGlobalAveragePool twin on float32 (an FP32 NHWC chain, layout
+// pass): x [N, H, W, C] -> y [N, 1, 1, C], one double sum per channel in
+// pixel order (the reference's order), C doubles of scratch.
+class GlobalAvgPoolNhwcStep : public Step {
+ public:
+  std::string kernel() const override { return "global_avgpool_nhwc_f32"; }
+  void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
+    if (in[0]->dtype() != DType::kFloat32 || in[0]->rank() != 4) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  name + ": float32 [N, H, W, C] input expected, got " + in[0]->describe());
+    }
+    const Shape& s = in[0]->shape();
+    out.assign(1, {DType::kFloat32, Shape{s[0], 1, 1, s[3]}});
+  }
+  size_t scratch_bytes(std::span<const Tensor* const> in) const override {
+    return static_cast<size_t>(std::max<int64_t>(in[0]->dim(3), 1)) * sizeof(double);
+  }
+  void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte* scratch, ThreadPool*) override {
+    const int64_t n = in[0]->dim(0), pixels = in[0]->dim(1) * in[0]->dim(2), c = in[0]->dim(3);
+    const float* x = in[0]->data<float>();
+    float* y = out[0]->data<float>();
+    double* acc = reinterpret_cast<double*>(scratch);
+    for (int64_t b = 0; b < n; ++b) {
+      std::fill(acc, acc + c, 0.0);
+      const float* xb = x + b * pixels * c;
+      for (int64_t p = 0; p < pixels; ++p) {
+        const float* px = xb + p * c;
+        for (int64_t ch = 0; ch < c; ++ch) acc[ch] += px[ch];
+      }
+      for (int64_t ch = 0; ch < c; ++ch) y[b * c + ch] = static_cast<float>(acc[ch] / static_cast<double>(pixels));
+    }
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Step> make_global_avgpool_f32_step() { return std::make_unique<GlobalAvgPoolStep>(); }
+std::unique_ptr<Step> make_global_avgpool_nhwc_f32_step() { return std::make_unique<GlobalAvgPoolNhwcStep>(); }
 
 BroadcastWalk plan_broadcast(const Shape& y, const Shape& a, const Shape& b) {
   const int rank = static_cast<int>(y.size());

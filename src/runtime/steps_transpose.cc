@@ -7,7 +7,9 @@
 // matrix transpose run blocks: 16x16 byte transposes where both are 16 or
 // more, an interleave of up to 8 input rows where the innermost output axis
 // is short (the channel shuffle's [.., 2, C/2] -> [.., C/2, 2] of every NHWC
-// pixel, an RGB input's NCHW -> NHWC).
+// pixel, an RGB input's NCHW -> NHWC); 32-bit elements whose last two
+// axes swap run 16x16 blocks too (the FP32 NCHW <-> NHWC edges).
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -118,6 +120,10 @@ class TransposeStep : public Step {
       transpose_blocks(src, dst, dims, strides, n, true);
       return;
     }
+    if (elem == 4 && n >= 2 && strides[n - 2] == 1 && inner_stride != 1) {
+      transpose_blocks_f32(reinterpret_cast<const uint32_t*>(src), reinterpret_cast<uint32_t*>(dst), dims, strides, n);
+      return;
+    }
     const int64_t rows = y.numel() / inner;
     int64_t idx[8] = {};
     for (int64_t row = 0; row < rows; ++row) {
@@ -168,6 +174,38 @@ class TransposeStep : public Step {
       } else {
         u8_->run(reinterpret_cast<const uint8_t*>(src) + off, strides[n - 1], static_cast<int>(b), static_cast<int>(a),
                  reinterpret_cast<uint8_t*>(dst) + o * a * b, b, 0);
+      }
+      for (int d = n - 3; d >= 0; --d) {
+        if (++idx[d] < dims[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+
+  // 32-bit elements whose last two output axes are a matrix transpose of
+  // the input's (FP32 NCHW <-> NHWC at the layout pass's edges, e.g. a
+  // 3-channel image: one gather of 3 per output row cost a row loop each):
+  // 16 x 16 blocks, each output row written contiguously.
+  static void transpose_blocks_f32(const uint32_t* src, uint32_t* dst, const int64_t* dims, const int64_t* strides,
+                                   int n) {
+    const int64_t a = dims[n - 2], b = dims[n - 1], stride = strides[n - 1];
+    int64_t outer = 1;
+    for (int d = 0; d + 2 < n; ++d) outer *= dims[d];
+    int64_t idx[8] = {};
+    constexpr int64_t kBlock = 16;
+    for (int64_t o = 0; o < outer; ++o) {
+      int64_t off = 0;
+      for (int d = 0; d + 2 < n; ++d) off += idx[d] * strides[d];
+      const uint32_t* s = src + off;
+      uint32_t* t = dst + o * a * b;
+      for (int64_t i0 = 0; i0 < a; i0 += kBlock) {
+        const int64_t i1 = std::min(a, i0 + kBlock);
+        for (int64_t j0 = 0; j0 < b; j0 += kBlock) {
+          const int64_t j1 = std::min(b, j0 + kBlock);
+          for (int64_t i = i0; i < i1; ++i) {
+            for (int64_t j = j0; j < j1; ++j) t[i * b + j] = s[j * stride + i];
+          }
+        }
       }
       for (int d = n - 3; d >= 0; --d) {
         if (++idx[d] < dims[d]) break;

@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 
+#include "alloc_counter.h"
 #include "io/npy.h"
 #include "io/sample_source.h"
 #include "onnx/reader.h"
@@ -356,6 +358,58 @@ TEST(NhwcLayout, ChannelSplitConcatAndShuffleStayNhwc) {
     const std::string plan = compiled.describe_plan();
     EXPECT_EQ(plan.find("reference NhwcConv"), std::string::npos) << plan;
     EXPECT_NE(plan.find("uint8[1,6,6,8]"), std::string::npos) << plan;  // a Slice of NHWC codes
+  }
+}
+
+// FP32 convs compiled NHWC (compiled_model.cc's predicate, SConvNhwc steps):
+// the FP32 Fashion-MNIST CNNs' compiled outputs stay within float rounding of
+// the reference executor's (the NHWC im2col sums taps in another order,
+// sconv_nhwc.h: per layer about K 2^-24 of sum |w x|; 1e-4 of the largest
+// output over a few layers), with Transposes only at the chain's edges, for
+// 1 and 3 threads, and a planned run allocates nothing; KVANT_FP32_NHWC=0
+// keeps them NCHW.
+TEST(NhwcLayout, Fp32ConvsCompileNhwcWithinRounding) {
+  for (const char* path : {"models/fmnist/resnet_small.onnx", "models/fmnist/mobilenet_small.onnx"}) {
+    const Model m = load(path);
+    const std::string in = m.graph.inputs.at(0).name;
+    const Shape shape = {2, 1, 28, 28};
+    const Tensor x = random_input(shape, 9);
+    const auto want = ReferenceExecutor(m).run({{in, x}});
+    for (int threads : {1, 3}) {
+      CompiledModel compiled(m, default_compile_options(threads));
+      const auto got = compiled.run({{in, x}});
+      const std::string plan = compiled.describe_plan();
+      EXPECT_NE(plan.find("sconv_nhwc_"), std::string::npos) << path << "\n" << plan;
+      EXPECT_EQ(compiled.stats().fallback_steps, 0) << plan;
+      size_t transposes = 0;
+      for (size_t at = plan.find(" transpose "); at != std::string::npos; at = plan.find(" transpose ", at + 1)) {
+        ++transposes;
+      }
+      EXPECT_LE(transposes, 2u) << path << "\n" << plan;
+      for (const auto& [name, t] : want) {
+        ASSERT_TRUE(got.count(name)) << path << ": output " << name;
+        const Tensor& g = got.at(name);
+        ASSERT_EQ(g.shape(), t.shape()) << path;
+        float peak = 0.0f;
+        for (int64_t i = 0; i < t.numel(); ++i) peak = std::max(peak, std::fabs(t.data<float>()[i]));
+        for (int64_t i = 0; i < t.numel(); ++i) {
+          ASSERT_LE(std::fabs(g.data<float>()[i] - t.data<float>()[i]), 1e-4f * peak + 1e-6f)
+              << path << " threads " << threads << " element " << i << "\n"
+              << plan;
+        }
+      }
+      compiled.prepare({{in, shape}});
+      compiled.run({{in, x}});
+      const long before = test::allocation_count();
+      std::copy(x.data<float>(), x.data<float>() + x.numel(), compiled.input(0).data<float>());
+      compiled.run();
+      EXPECT_EQ(test::allocation_count(), before) << path << " threads " << threads;
+    }
+    ::setenv("KVANT_FP32_NHWC", "0", 1);
+    const CompiledModel nchw(m, default_compile_options(1));
+    ::unsetenv("KVANT_FP32_NHWC");
+    const std::string plan = nchw.describe_plan();
+    EXPECT_EQ(plan.find("sconv_nhwc_"), std::string::npos) << path << "\n" << plan;
   }
 }
 
