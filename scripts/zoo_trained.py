@@ -27,8 +27,8 @@ Per model:
     same engine's FP32 run (the share of test images whose argmax is equal).
 
 --write replaces docs/zoo.md's "<!-- trained table -->" section (with
---from-json a.json,b.json: from the rows of earlier --json runs, e.g. the
-models split over two processes, without running anything);
+--from-saved DIR,DIR: from what earlier runs left in their --out folders,
+e.g. the models split over two processes, without running anything);
 --min-agreement P exits 1 when a static or dynamic agreement in kvant is
 below P (a fraction). Needs torch, torchvision, onnx, numpy, node and
 node_modules/onnxruntime-node.
@@ -36,6 +36,7 @@ node_modules/onnxruntime-node.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -218,6 +219,15 @@ def evaluate(name, a, test_dir, chunks, labels, test):
                                   ("ort_static", "ort", "static", None),
                                   ("ort_static_basic", "ort", "static", "basic")):
         out[key] = logits(engine, files[f], chunks, os.path.join(d, key), level)
+    return scores(d, row, out, labels)
+
+
+RUNS = ("kv_fp32", "kv_static", "kv_dynamic", "ort_fp32", "ort_static", "ort_static_basic")
+
+
+def scores(d, row, out, labels):
+    """Top-1, agreement, margins and logits SQNR of one model's runs (out:
+    run -> [N, 10] logits)."""
     top = {k: v.argmax(1) for k, v in out.items()}
     for k, t in top.items():
         row[f"acc_{k}"] = float(np.mean(t == labels))
@@ -226,7 +236,7 @@ def evaluate(name, a, test_dir, chunks, labels, test):
     row["agree_ort_static"] = float(np.mean(top["ort_static"] == top["ort_fp32"]))
     row["agree_ort_static_basic"] = float(np.mean(top["ort_static_basic"] == top["ort_fp32"]))
     row["fp32_kv_vs_ort_agree"] = float(np.mean(top["kv_fp32"] == top["ort_fp32"]))
-    margin_stats(d, row, len(chunks))
+    margin_stats(d, row, (len(labels) + 999) // 1000)
     ref = out["kv_fp32"].astype(np.float64)
     for k in ("kv_static", "kv_dynamic"):
         noise = np.sum((ref - out[k]) ** 2)
@@ -238,13 +248,14 @@ def probe(name, a, chunks, labels):
     """--probe: the trained, exported model of an earlier run quantized with
     other `kvant quantize` arguments; its kvant top-1 and agreement."""
     d = os.path.join(a.out, name)
-    q = os.path.join(d, "probe.onnx")
+    tag = "probe-" + re.sub(r"[^A-Za-z0-9.]+", "_", a.probe).strip("_")  # concurrent probes do not collide
+    q = os.path.join(d, tag + ".onnx")
     args = a.probe.split()
     if "--calib" in args:  # the run's calibration folder
         args[args.index("--calib") + 1] = os.path.join(d, "calib")
     run([KVANT, "quantize", os.path.join(d, "model.onnx"), "-o", q, "--force", "--no-speed-check", *args])
     ref = logits("kvant", os.path.join(d, "model.onnx"), chunks, os.path.join(d, "kv_fp32")).argmax(1)
-    got = logits("kvant", q, chunks, os.path.join(d, "probe.kv")).argmax(1)
+    got = logits("kvant", q, chunks, os.path.join(d, tag + ".kv")).argmax(1)
     print(f"| {name} | `{a.probe}` | {pct(np.mean(ref == labels))} | {pct(np.mean(got == labels))} | "
           f"{pct(np.mean(got == ref))} |")
     sys.stdout.flush()
@@ -325,35 +336,45 @@ def main():
     ap.add_argument("--test-images", type=int, default=10000, help="test images (default all 10000)")
     ap.add_argument("--write", action="store_true", help="write the table into docs/zoo.md")
     ap.add_argument("--json", help="also write the rows as JSON here")
-    ap.add_argument("--from-json", help="comma-separated --json files of earlier runs: only write/print their table "
-                    "(models split over processes), rows in MODELS order")
-    ap.add_argument("--dirs", help="with --from-json: the runs' --out folders, comma-separated (default --out)")
+    ap.add_argument("--from-saved", help="comma-separated --out folders of earlier runs: the table from the weights "
+                    "and outputs they saved (models whose runs are complete), nothing run")
     ap.add_argument("--probe", help="kvant quantize arguments (\"--calib\" is replaced by the run's calibration "
                     "folder): quantize the cached models of an earlier run with them and print kvant's top-1 and "
                     "agreement with FP32")
     ap.add_argument("--min-agreement", type=float, help="exit 1 when a kvant agreement is below this fraction")
     a = ap.parse_args()
-    if a.from_json:
-        rows = [r for f in a.from_json.split(",") for r in json.load(open(f))]
-        rows.sort(key=lambda r: list(MODELS).index(r["model"]))
-        for r in rows:  # runs made before margin_stats: from their saved logits (--dirs)
-            if "error" in r or "flips_static" in r:
-                continue
-            d = [os.path.join(x, r["model"]) for x in (a.dirs or a.out).split(",")
-                 if os.path.isfile(os.path.join(x, r["model"], "weights.pt"))]
-            margin_stats(d[0], r, (a.test_images + 999) // 1000)
-        text = table(rows, a.test_images)
-        print(text)
-        if a.write:
-            write_doc(text, "/usr/bin/python3 scripts/zoo_trained.py " + " ".join(sys.argv[1:]))
-        return 0
-    KVANT = os.path.abspath(a.kvant)
-    a.out = os.path.abspath(a.out)
     names = [n for n in a.models.split(",") if n] or list(MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         print(f"zoo_trained.py: unknown model(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if a.from_saved:
+        # The rows of earlier runs from what they left in their --out folders
+        # (weights.pt's training record and every run's logits), nothing run.
+        labels = images("t10k", 0, a.test_images, a.size)[1].numpy()
+        n_chunks = (a.test_images + 999) // 1000
+        rows = []
+        for n in names:
+            d = [os.path.join(x, n) for x in a.from_saved.split(",") if os.path.isfile(os.path.join(x, n, "weights.pt"))
+                 and os.path.isfile(os.path.join(x, n, "ort_static_basic", f"c{n_chunks - 1}", "y.npy"))]
+            if not d:
+                continue
+            info = torch.load(os.path.join(d[0], "weights.pt"))["info"]
+            row = dict(model=n, opset=MODELS[n][1], **info)
+            out = {k: np.concatenate([np.load(os.path.join(d[0], k, f"c{i}", "y.npy")) for i in range(n_chunks)])
+                   for k in RUNS}
+            scores(d[0], row, out, labels)
+            rows.append(row)
+        text = table(rows, a.test_images)
+        print(text)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        if a.write:
+            write_doc(text, "/usr/bin/python3 scripts/zoo_trained.py " + " ".join(sys.argv[1:]))
+        return 0
+    KVANT = os.path.abspath(a.kvant)
+    a.out = os.path.abspath(a.out)
     if not os.path.isfile(KVANT):
         print(f"zoo_trained.py: no kvant binary at {KVANT} (--kvant)", file=sys.stderr)
         return 2
