@@ -246,7 +246,8 @@ def scores(d, row, out, labels):
 
 def probe(name, a, chunks, labels):
     """--probe: the trained, exported model of an earlier run quantized with
-    other `kvant quantize` arguments; its kvant top-1 and agreement."""
+    other `kvant quantize` arguments; its top-1 and agreement in kvant and
+    in ONNX Runtime (default optimizations)."""
     d = os.path.join(a.out, name)
     tag = "probe-" + re.sub(r"[^A-Za-z0-9.]+", "_", a.probe).strip("_")  # concurrent probes do not collide
     q = os.path.join(d, tag + ".onnx")
@@ -256,8 +257,10 @@ def probe(name, a, chunks, labels):
     run([KVANT, "quantize", os.path.join(d, "model.onnx"), "-o", q, "--force", "--no-speed-check", *args])
     ref = logits("kvant", os.path.join(d, "model.onnx"), chunks, os.path.join(d, "kv_fp32")).argmax(1)
     got = logits("kvant", q, chunks, os.path.join(d, tag + ".kv")).argmax(1)
+    ort_ref = logits("ort", os.path.join(d, "model.onnx"), chunks, os.path.join(d, "ort_fp32")).argmax(1)
+    ort = logits("ort", q, chunks, os.path.join(d, tag + ".ort")).argmax(1)
     print(f"| {name} | `{a.probe}` | {pct(np.mean(ref == labels))} | {pct(np.mean(got == labels))} | "
-          f"{pct(np.mean(got == ref))} |")
+          f"{pct(np.mean(got == ref))} | {pct(np.mean(ort == labels))} | {pct(np.mean(ort == ort_ref))} |")
     sys.stdout.flush()
 
 
@@ -396,7 +399,8 @@ def main():
         chunks.append(os.path.join(test_dir, f"x{k}.npy"))
         np.save(chunks[-1], rgb(test[0][i:i + 1000]).numpy())
     if a.probe:
-        print("| model | kvant quantize | FP32 top-1 | INT8 top-1 | agreement |\n|---|---|---|---|---|")
+        print("| model | kvant quantize | FP32 top-1 | kvant INT8 top-1 | kvant agreement | ORT INT8 top-1 (default "
+              "optimizations) | ORT agreement |\n|---|---|---|---|---|---|---|")
         for n in names:
             probe(n, a, chunks, labels)
         return 0
