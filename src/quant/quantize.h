@@ -101,8 +101,8 @@ Model calibration_scope(const Model& model, std::vector<std::pair<std::string, s
 // (which the calibration run then reports in context). `sample` may be null.
 Model runnable_for_calibration(const Model& model, const std::map<std::string, Tensor>* sample,
                                std::vector<std::pair<std::string, std::string>>* blocked);
-// Static quantization of the Conv/Gemm/MatMul layers inside the If/Loop/Scan
-// bodies of `out` (whose main graph quantize_static has rewritten),
+// Static quantization of the Conv/Gemm/MatMul and LSTM/GRU/RNN layers inside
+// the If/Loop/Scan bodies of `out` (whose main graph quantize_static has rewritten),
 // calibrated by running `fp32` on `calibration` again
 // (static_control_flow.cc, design decision 25). Bodies of the nodes named
 // in `excluded` stay FP32. Returns how many layers it quantized; appends

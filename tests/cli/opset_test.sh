@@ -144,13 +144,14 @@ else
   expect_ok "dynamic inside If branches" "4 quantized" "$KVANT" quantize if_lstm.onnx -o out/cf.onnx --mode dynamic
   expect_ok "dynamic 7-bit inside If branches" "4 quantized" \
     "$KVANT" quantize if_lstm.onnx -o out/cf7.onnx --mode dynamic --reduce-range
-  # Static: calibrated on one sample per branch, all three Conv/MatMul (the
-  # LSTM stays FP32 in static mode); with only the "on" sample the else
-  # branch's layers stay FP32 and the report says why.
+  # Static: calibrated on one sample per branch, all three Conv/MatMul and
+  # the LSTM (int8 W/R, Q/DQ on its input and output: decision 62); with
+  # only the "on" sample the else branch's layers stay FP32 and the report
+  # says why.
   mkdir -p cfcalib/x cfcalib/flag cfcalib1/x cfcalib1/flag
   cp x.npy cfcalib/x/s0.npy && cp x.npy cfcalib/x/s1.npy && cp on.npy cfcalib/flag/s0.npy && cp off.npy cfcalib/flag/s1.npy
   cp x.npy cfcalib1/x/s0.npy && cp on.npy cfcalib1/flag/s0.npy
-  expect_ok "static inside If branches" "3 quantized" "$KVANT" quantize if_lstm.onnx -o out/cfs.onnx --calib cfcalib
+  expect_ok "static inside If branches" "4 quantized" "$KVANT" quantize if_lstm.onnx -o out/cfs.onnx --calib cfcalib
   expect_ok "static, one branch never taken" "never computed during calibration" \
     "$KVANT" quantize if_lstm.onnx -o out/cfs1.onnx --calib cfcalib1
   for flag in on off; do
@@ -175,7 +176,9 @@ for q in ("cf", "cf7", "cfs"):
     m = onnx.load(f"out/{q}.onnx")
     branches = {a.name: [n.op_type for n in a.g.node] for n in m.graph.node if n.op_type == "If" for a in n.attribute}
     marker = "QuantizeLinear" if q == "cfs" else "DynamicQuantizeLinear"
-    lstm_quantized = q == "cfs" or "DequantizeLinear" in branches["then_branch"]  # static mode keeps LSTMs FP32
+    lstm_quantized = "DequantizeLinear" in branches["then_branch"]  # its W and R (static and dynamic)
+    if q == "cfs":  # static: the LSTM's input and output are quantized as well
+        lstm_quantized = lstm_quantized and branches["then_branch"].count("QuantizeLinear") >= 2
     if marker not in branches["else_branch"] or not lstm_quantized:
         bad.append(f"{q}: branches not quantized: {branches}")
     for flag in ("on", "off"):

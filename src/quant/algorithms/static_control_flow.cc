@@ -4,18 +4,20 @@
 // 1. Plan: every body is copied, the enclosing-graph initializers it reads
 //    are copied into it and its constants folded (quant/subgraphs.h); each
 //    Conv/Gemm/MatMul in it with a constant float32 weight is a layer, with
-//    its activation input and output to calibrate.
+//    its activation input and output to calibrate; so is each LSTM/GRU/RNN
+//    whose W and R are constant float32 (its sequence input X and output Y).
 // 2. Calibrate: the FP32 model (the part kvant can run) runs the calibration
 //    samples once more; the observer sees the nodes of whichever branch
 //    each sample takes, and every Loop iteration. A Loop body input (a
 //    carried state) is observed through its two sources: the Loop's input
 //    and the body output that feeds the next iteration.
 // 3. Rewrite: weights per channel as in the main graph, bias int32, Q/DQ on
-//    the input and output. A value the body reads from an enclosing graph
-//    that the main graph already dequantizes keeps that one set of
-//    parameters (no second Q/DQ); any other captured value gets a Q/DQ at the
-//    top of the body. A layer whose values were never computed during
-//    calibration (a branch no sample took) stays FP32, with that reason.
+//    the input and output. An LSTM/GRU/RNN's W and R become int8 per gate
+//    row as in dynamic mode (its bias stays FP32), with Q/DQ on X and Y
+//    (design decision 62; in the main graph static mode leaves them FP32). A value the body reads from an enclosing
+//    graph that the main graph already dequantizes keeps that one set of parameters (no second Q/DQ); any other
+//    captured value gets a Q/DQ at the top of the body. A layer whose values were never computed during calibration (a
+//    branch no sample took) stays FP32, with that reason.
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,7 +40,8 @@ struct BodyLayer {
   Graph* body = nullptr;
   std::string node;
   std::string input, output;
-  bool captured = false;  // the input is a value of an enclosing graph
+  bool captured = false;   // the input is a value of an enclosing graph
+  bool recurrent = false;  // LSTM/GRU/RNN: W and R int8 per gate row, the bias FP32
 };
 
 struct BodyPlan {
@@ -57,6 +60,7 @@ int weight_axis(const Node& n, const Tensor& w) {
 void plan_bodies(Graph& g, std::vector<const Graph*> outer, int64_t opset, const std::set<std::string>& excluded,
                  std::unordered_set<std::string>& used, BodyPlan& plan) {
   static const std::set<std::string> kCompute = {"Conv", "Gemm", "MatMul"};
+  static const std::set<std::string> kRecurrent = {"LSTM", "GRU", "RNN"};
   outer.push_back(&g);
   for (const Node& n : g.nodes) {
     if (n.op_type == "DequantizeLinear" && !n.outputs.empty()) plan.dequantized_outer.insert(n.outputs[0]);
@@ -80,9 +84,32 @@ void plan_bodies(Graph& g, std::vector<const Graph*> outer, int64_t opset, const
         }
       }
       for (const Node& n : b.nodes) {
-        if (!n.domain.empty() || !kCompute.count(n.op_type) || n.inputs.size() < 2) continue;
+        const bool recurrent = n.domain.empty() && kRecurrent.count(n.op_type) != 0;
+        if (!n.domain.empty() || (!kCompute.count(n.op_type) && !recurrent) || n.inputs.size() < 2) continue;
         if (excluded.count(n.name)) {
           plan.reasons.emplace_back(n.name, "inside a " + node.op_type + " body: excluded (--exclude)");
+          continue;
+        }
+        if (recurrent) {
+          // W and R, both constant float32 [directions, gates x hidden, ...].
+          bool constant = n.inputs.size() >= 3;
+          for (size_t k = 1; constant && k <= 2; ++k) {
+            auto t = b.initializers.find(n.inputs[k]);
+            constant = t != b.initializers.end() && t->second.dtype() == DType::kFloat32 && t->second.rank() == 3;
+          }
+          if (!constant) {
+            plan.reasons.emplace_back(n.name, "inside a " + node.op_type +
+                                                  " body: its W and R are not constant "
+                                                  "float32 tensors");
+            continue;
+          }
+          if (n.inputs[0].empty() || b.initializers.count(n.inputs[0])) continue;
+          const bool captured = !local.count(n.inputs[0]);
+          const std::string y = n.outputs.empty() ? std::string() : n.outputs[0];
+          plan.layers.push_back({&b, n.name, n.inputs[0], y, captured, true});
+          for (const std::string& t : {n.inputs[0], y}) {
+            if (!t.empty() && !plan.key_of.count(t)) plan.key_of[t] = t;
+          }
           continue;
         }
         auto w = b.initializers.find(n.inputs[1]);
@@ -194,7 +221,8 @@ int64_t quantize_static_bodies(const Model& fp32, Model& out, SampleSource& cali
   for (const BodyLayer& layer : plan.layers) {
     Graph& b = *layer.body;
     const auto in_params = params_of(layer.input);
-    const auto out_params = params_of(layer.output);
+    // An LSTM/GRU/RNN whose Y output nothing reads has no output to quantize.
+    const auto out_params = layer.output.empty() ? std::optional<QuantParams>(QuantParams{}) : params_of(layer.output);
     if (!in_params || !out_params) {
       if (reasons) {
         reasons->emplace_back(layer.node,
@@ -207,19 +235,35 @@ int64_t quantize_static_bodies(const Model& fp32, Model& out, SampleSource& cali
     while (index < b.nodes.size() && b.nodes[index].name != layer.node) ++index;
     if (index == b.nodes.size()) continue;
     const Node n = b.nodes[index];
-    const std::string wname = n.inputs[1];
-    const Tensor w = b.initializers.at(wname);
-    check_finite_weight(w, wname, options.allow_nonfinite);
-    const int axis = options.per_channel ? weight_axis(n, w) : -1;
-    const QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry, options.reduce_range);
-    insert_weight_dq(b, wname, wp);
-    if (n.op_type != "MatMul" && n.inputs.size() > 2 && b.initializers.count(n.inputs[2])) {
-      const Tensor& bias = b.initializers.at(n.inputs[2]);
-      const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
-      if (bias.rank() == 1 && bias.numel() == channels && bias.dtype() == DType::kFloat32 &&
-          n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
-        check_finite_weight(bias, n.inputs[2], options.allow_nonfinite);
-        insert_bias_dq(b, n.inputs[2], in_params->scale[0], wp.scale);
+    if (layer.recurrent) {
+      // As dynamic mode does (the recurrent kernels read int8 W and R): int8
+      // symmetric, one scale per gate row (axis 1) unless --per-tensor; the
+      // bias stays FP32 (the gates add it in float). The sequence input X
+      // and the output Y get Q/DQ with the calibrated parameters.
+      for (size_t k : {size_t{1}, size_t{2}}) {
+        const std::string& name = n.inputs[k];
+        if (!b.initializers.count(name) || b.initializers.at(name).dtype() != DType::kFloat32) continue;  // shared
+        const Tensor w = b.initializers.at(name);
+        check_finite_weight(w, name, options.allow_nonfinite);
+        insert_weight_dq(
+            b, name,
+            weight_params(w, options.per_channel ? 1 : -1, DType::kInt8, Symmetry::kSymmetric, options.reduce_range));
+      }
+    } else {
+      const std::string wname = n.inputs[1];
+      const Tensor w = b.initializers.at(wname);
+      check_finite_weight(w, wname, options.allow_nonfinite);
+      const int axis = options.per_channel ? weight_axis(n, w) : -1;
+      const QuantParams wp = weight_params(w, axis, options.weight_type, options.weight_symmetry, options.reduce_range);
+      insert_weight_dq(b, wname, wp);
+      if (n.op_type != "MatMul" && n.inputs.size() > 2 && b.initializers.count(n.inputs[2])) {
+        const Tensor& bias = b.initializers.at(n.inputs[2]);
+        const int64_t channels = n.op_type == "Conv" ? w.dim(0) : (n.attr_int("transB", 0) ? w.dim(0) : w.dim(1));
+        if (bias.rank() == 1 && bias.numel() == channels && bias.dtype() == DType::kFloat32 &&
+            n.attr_float("alpha", 1.0f) == 1.0f && n.attr_float("beta", 1.0f) == 1.0f) {
+          check_finite_weight(bias, n.inputs[2], options.allow_nonfinite);
+          insert_bias_dq(b, n.inputs[2], in_params->scale[0], wp.scale);
+        }
       }
     }
     if (!layer.captured) {
@@ -227,7 +271,7 @@ int64_t quantize_static_bodies(const Model& fp32, Model& out, SampleSource& cali
     } else if (!plan.dequantized_outer.count(layer.input)) {
       insert_captured_qdq(b, layer.input, *in_params);
     }  // else: the main graph's DequantizeLinear output, one set of parameters
-    insert_activation_qdq(b, layer.output, *out_params);
+    if (!layer.output.empty()) insert_activation_qdq(b, layer.output, *out_params);
     ++quantized;
   }
   return quantized;
