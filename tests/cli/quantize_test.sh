@@ -224,9 +224,12 @@ expect_ok "--format ort names the skipped Convs" "4 skipped (not quantized by th
 # convs run as an implicit GEMM (decision 51) this model's FP32 plan is the
 # faster one here (0.09-0.14 ms vs 0.16-0.25 ms dynamic on the AVX2 EPYC; FP32
 # took 0.46 ms with im2col), so a slowdown warning is allowed, if it names
-# the steps without a fast kernel.
+# the steps without a fast kernel or, with none (every step compiled, as now),
+# both measured times: which of the two is faster on one sample of this tiny
+# model is the machine's noise, so the test takes either outcome.
 "$KVANT" quantize model.onnx -o d2.onnx --mode dynamic >out.txt 2>err.txt
-grep -q "^speed " out.txt && { ! grep -q "slower than FP32" err.txt || grep -q "run on reference kernels (" err.txt; } &&
+grep -q "^speed " out.txt && { ! grep -q "slower than FP32" err.txt || grep -q "run on reference kernels (" err.txt ||
+  grep -Eq "slower than FP32 here \([0-9.]+ ms vs [0-9.]+ ms on one sample, compiled\)" err.txt; } &&
   pass || fail "dynamic CNN: no speed line, or a slowdown warning without its cause: $(cat out.txt err.txt)"
 # A slower result is a warning naming what falls back (before: silent): a
 # Conv whose K = 4096 * 3 * 3 is above the exact int32 bound of the compiled
