@@ -17,6 +17,9 @@
 
 namespace kvant {
 
+// The library's metric as the API's (an error for one the API lacks).
+Metric public_metric(TaskMetric metric);
+
 struct OnnxModel::Impl {
   Model model;  // what save() writes
   // What a Session compiles when it differs from `model`: a quantized model

@@ -10,10 +10,6 @@
 
 namespace kvant {
 
-namespace {
-
-[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
-
 Metric public_metric(TaskMetric metric) {
   switch (metric) {
     case TaskMetric::kTop1: return Metric::kTop1;
@@ -24,8 +20,13 @@ Metric public_metric(TaskMetric metric) {
     case TaskMetric::kMiou: return Metric::kMiou;
     case TaskMetric::kPerplexity: return Metric::kPerplexity;
   }
-  return Metric::kAgreement;
+  throw Error(ErrorCode::kInvalidArgument,
+              std::string("metric ") + task_metric_name(metric) + " has no counterpart in the API");
 }
+
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kInvalidArgument, message); }
 
 ObserverOptions observer_options(Calibrator calibrator) {
   ObserverOptions o;

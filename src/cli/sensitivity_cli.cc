@@ -151,20 +151,6 @@ std::function<void(const SensitivityProgress&)> progress_printer(const std::stri
   };
 }
 
-Metric public_metric(TaskMetric metric) {
-  switch (metric) {
-    case TaskMetric::kTop1: return Metric::kTop1;
-    case TaskMetric::kTop5: return Metric::kTop5;
-    case TaskMetric::kAgreement: return Metric::kAgreement;
-    case TaskMetric::kSqnr: return Metric::kSqnr;
-    case TaskMetric::kMse: return Metric::kMse;
-    case TaskMetric::kMiou: return Metric::kMiou;
-    case TaskMetric::kPerplexity: return Metric::kPerplexity;
-  }
-  throw Error(ErrorCode::kInvalidArgument,
-              std::string("--metric ") + task_metric_name(metric) + " has no counterpart in the API");
-}
-
 Calibrator public_calibrator(const std::string& name) {
   switch (parse_calibration_method(name)) {
     case CalibrationMethod::kMinMax: return Calibrator::kMinMax;

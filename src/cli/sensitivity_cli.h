@@ -32,8 +32,6 @@ ProgressCallback api_progress_printer();
 // place at most 5 times a second, else a line every 10 s.
 std::function<void(const SensitivityProgress&)> progress_printer(const std::string& what);
 
-// The library's metric as the API's (an error for one the API lacks).
-Metric public_metric(TaskMetric metric);
 // --calibrator NAME as the API's Calibrator.
 Calibrator public_calibrator(const std::string& name);
 // --metric-cmd's runner (cli/metric_cmd.h) as the API's metric callback.
