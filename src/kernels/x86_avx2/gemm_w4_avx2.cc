@@ -13,7 +13,7 @@
 // vpmaddubsw pair sums added in int16, one vpmaddwd per 32 values (dot32).
 #include <immintrin.h>
 
-#include <vector>
+#include <cstddef>
 
 #include "kernels/gemm_w4_kernels.h"
 
@@ -166,16 +166,24 @@ void decode_group(const W4A32Args& a, int n0, int n1, const float* xsum) {
   }
 }
 
+// A heap buffer owned without a standard-library template: this file is
+// compiled with AVX2 flags, and an instantiation such as std::vector<float>'s
+// would be a weak symbol the linker may pick for every file
+// (isa_objects_have_no_weak_symbols).
+struct FloatBuffer {
+  explicit FloatBuffer(size_t n) : p(n > 0 ? new float[n] : nullptr) {}
+  ~FloatBuffer() { delete[] p; }
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+  float* p;
+};
+
 void decode(const W4A32Args& a) {
   const W4View& w = a.w;
   constexpr int kStackBlocks = 2048;
   float stack[kStackBlocks];
-  std::vector<float> heap;
-  float* xsum = stack;
-  if (w.k_blocks > kStackBlocks) {
-    heap.resize(static_cast<size_t>(w.k_blocks));
-    xsum = heap.data();
-  }
+  const FloatBuffer heap(w.k_blocks > kStackBlocks ? static_cast<size_t>(w.k_blocks) : 0);
+  float* xsum = heap.p != nullptr ? heap.p : stack;
   for (int b = 0; b < w.k_blocks; ++b) {
     __m256 s = _mm256_setzero_ps();
     for (int k = b * w.block; k < (b + 1) * w.block; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(a.x + k));
