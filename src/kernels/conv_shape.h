@@ -15,4 +15,9 @@ struct ConvShape {  // one conv layer, 2-D, NCHW
   int group = 1;
 };
 
+// Throws kInvalidArgument "<who>: ..." for a geometry no kernel takes: a
+// size, kernel, stride or dilation below 1, negative padding, or a group
+// that does not divide both channel counts (defined in sconv.cc).
+void validate_conv_shape(const ConvShape& s, const char* who);
+
 }  // namespace kvant

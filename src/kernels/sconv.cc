@@ -61,19 +61,6 @@ WorkSplit split_work(int n, int64_t outer, int m, int tile_n, int threads) {
   throw Error(ErrorCode::kInvalidArgument, msg);
 }
 
-void validate(const ConvShape& s) {
-  if (s.batch < 1 || s.c_in < 1 || s.h_in < 1 || s.w_in < 1 || s.c_out < 1 || s.h_out < 1 || s.w_out < 1) {
-    invalid("every size must be >= 1");
-  }
-  if (s.kh < 1 || s.kw < 1 || s.stride_h < 1 || s.stride_w < 1 || s.dil_h < 1 || s.dil_w < 1) {
-    invalid("kernel, stride and dilation must be >= 1");
-  }
-  if (s.pad_top < 0 || s.pad_left < 0) invalid("padding must be >= 0");
-  if (s.group < 1 || s.c_in % s.group != 0 || s.c_out % s.group != 0) {
-    invalid("group must divide c_in and c_out");
-  }
-}
-
 float activate(float v, SgemmActivation act) {
   if (act.kind == SgemmActivation::Kind::kRelu) v = std::max(v, 0.0f);
   if (act.kind == SgemmActivation::Kind::kClip) v = std::min(std::max(v, act.lo), act.hi);
@@ -309,7 +296,7 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
 SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
              SConvEpilogue epilogue)
     : given_(shape), shape_(shape), act_(act) {
-  validate(shape_);
+  validate_conv_shape(shape_, "SConv");
   if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
   if (bias != nullptr) bias_.assign(bias, bias + shape_.c_out);
   std::vector<float> live_weights;
@@ -648,6 +635,18 @@ void SConv::run_depthwise(const float* x, float* y, float* scratch, int threads,
     }
   };
   parallel_for(threads > 1 ? pool : nullptr, threads, work);
+}
+
+void validate_conv_shape(const ConvShape& s, const char* who) {
+  auto fail = [who](const char* what) { throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": " + what); };
+  if (s.batch < 1 || s.c_in < 1 || s.h_in < 1 || s.w_in < 1 || s.c_out < 1 || s.h_out < 1 || s.w_out < 1) {
+    fail("every size must be >= 1");
+  }
+  if (s.kh < 1 || s.kw < 1 || s.stride_h < 1 || s.stride_w < 1 || s.dil_h < 1 || s.dil_w < 1) {
+    fail("kernel, stride and dilation must be >= 1");
+  }
+  if (s.pad_top < 0 || s.pad_left < 0) fail("padding must be >= 0");
+  if (s.group < 1 || s.c_in % s.group != 0 || s.c_out % s.group != 0) fail("group must divide c_in and c_out");
 }
 
 }  // namespace kvant

@@ -28,17 +28,6 @@ int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 [[noreturn]] void invalid(const std::string& what) { throw Error(ErrorCode::kInvalidArgument, "SConvNhwc: " + what); }
 
-void validate(const ConvShape& s) {
-  if (s.batch < 1 || s.c_in < 1 || s.h_in < 1 || s.w_in < 1 || s.c_out < 1 || s.h_out < 1 || s.w_out < 1) {
-    invalid("every size must be >= 1");
-  }
-  if (s.kh < 1 || s.kw < 1 || s.stride_h < 1 || s.stride_w < 1 || s.dil_h < 1 || s.dil_w < 1) {
-    invalid("kernel, stride and dilation must be >= 1");
-  }
-  if (s.pad_top < 0 || s.pad_left < 0) invalid("padding must be >= 0");
-  if (s.group < 1 || s.c_in % s.group != 0 || s.c_out % s.group != 0) invalid("group must divide c_in and c_out");
-}
-
 // Best first (kernel_table.h).
 constexpr DwNhwcKernel kDwNhwcKernels[] = {
 #if defined(__x86_64__)
@@ -106,7 +95,7 @@ SConvNhwc::SConvNhwc(const ConvShape& shape, const float* weights, const float* 
 SConvNhwc::SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
                      SConvEpilogue epilogue)
     : shape_(shape), act_(act) {
-  validate(shape_);
+  validate_conv_shape(shape_, "SConvNhwc");
   const ConvShape& s = shape_;
   if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
   const int taps = s.kh * s.kw;
