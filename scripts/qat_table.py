@@ -97,7 +97,7 @@ def top1_kvant(path, x, y):
 
 
 def top1_ort(path, x_file, y, workdir):
-    out = os.path.join(workdir, "ort_out")
+    out = os.path.join(workdir, "ort_out_" + os.path.basename(path))  # one folder per model file
     subprocess.run(["node", os.path.join(ROOT, "scripts", "ort_run.js"), path, "--input", x_file, "--output-dir", out],
                    check=True)
     logits = np.load(os.path.join(out, os.listdir(out)[0]))

@@ -39,6 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from doc_section import cpu_name, write_section  # noqa: E402
 from train_demo_cnn import load_split  # noqa: E402  (the same normalisation: (pixel / 255 - 0.2860) / 0.3530)
+from qat_table import top1_kvant, top1_ort, top1_torch  # noqa: E402  (top-1 in PyTorch, kvant and ONNX Runtime)
 
 import kvant  # noqa: E402
 import kvant.torch as kqat  # noqa: E402
@@ -84,30 +85,6 @@ def load_lstm(path):
         model.fc.weight.copy_(torch.from_numpy((fc_w if trans_b else fc_w.T).copy()))
         model.fc.bias.copy_(torch.from_numpy(consts[gemm.input[2]].copy()))
     return model.eval()
-
-
-def top1_torch(model, x, y):
-    model.eval()
-    with torch.no_grad():
-        return sum((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum().item() for i in range(0, len(x), 1000)) / len(x)
-
-
-def top1_kvant(path, x, y):
-    session = kvant.InferenceSession(path)
-    name = session.get_inputs()[0].name
-    correct = 0
-    for i in range(0, len(x), 1000):
-        (logits,) = session.run(None, {name: x[i:i + 1000].numpy()})
-        correct += int((logits.argmax(1) == y[i:i + 1000].numpy()).sum())
-    return correct / len(x)
-
-
-def top1_ort(path, x_file, y, workdir):
-    out = os.path.join(workdir, "ort_out_" + os.path.basename(path))
-    subprocess.run(["node", os.path.join(ROOT, "scripts", "ort_run.js"), path, "--input", x_file, "--output-dir", out],
-                   check=True, capture_output=True)
-    logits = np.load(os.path.join(out, os.listdir(out)[0]))
-    return float((logits.argmax(1) == y.numpy()).mean())
 
 
 def fine_tune(model, train_x, train_y, args):
