@@ -9,52 +9,18 @@
 #include <optional>
 #include <random>
 
+#include "graph_builders.h"
 #include "quant/quantize.h"
 #include "runtime/executor.h"
 
 namespace kvant {
 namespace {
 
-ValueInfo typed(const std::string& name, DType dtype, const Shape& shape) {
-  ValueInfo v;
-  v.name = name;
-  v.type.dtype = dtype;
-  v.type.has_shape = true;
-  for (int64_t d : shape) v.type.dims.push_back(Dim{d, ""});
-  return v;
-}
-
-ValueInfo untyped(const std::string& name) {
-  ValueInfo v;
-  v.name = name;
-  return v;
-}
-
-Tensor random_tensor(const Shape& shape, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t(DType::kFloat32, shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-double cosine(const Tensor& a, const Tensor& b) {
-  double dot = 0, na = 0, nb = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double x = a.get_as_double(i), y = b.get_as_double(i);
-    dot += x * y;
-    na += x * x;
-    nb += y * y;
-  }
-  return dot / std::sqrt(na * nb);
-}
-
-Attribute graph_attr(std::shared_ptr<Graph> g) {
-  Attribute a;
-  a.kind = Attribute::Kind::kGraph;
-  a.g = std::move(g);
-  return a;
-}
+using test_graphs::cosine;
+using test_graphs::graph_attr;
+using test_graphs::random_tensor;
+using test_graphs::typed;
+using test_graphs::untyped;
 
 int count_op(const Graph& g, const std::string& op) {
   int n = 0;

@@ -1,5 +1,5 @@
 // Static quantization of an LSTM inside If branches and a Loop body (design
-// decisions 25 and 58): W and R become int8 per gate row, the sequence input
+// decisions 25 and 62): W and R become int8 per gate row, the sequence input
 // X and the output Y get Q/DQ whose parameters come from the values the
 // branch actually taken computed during calibration; a branch no sample took
 // stays FP32 with a reason. The quantized model runs the same on the
@@ -11,6 +11,7 @@
 #include <optional>
 #include <random>
 
+#include "graph_builders.h"
 #include "quant/quantize.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
@@ -20,46 +21,11 @@ namespace {
 
 constexpr int64_t kSeq = 5, kBatch = 2, kIn = 8, kHidden = 16;
 
-ValueInfo typed(const std::string& name, DType dtype, const Shape& shape) {
-  ValueInfo v;
-  v.name = name;
-  v.type.dtype = dtype;
-  v.type.has_shape = true;
-  for (int64_t d : shape) v.type.dims.push_back(Dim{d, ""});
-  return v;
-}
-
-ValueInfo untyped(const std::string& name) {
-  ValueInfo v;
-  v.name = name;
-  return v;
-}
-
-Tensor random_tensor(const Shape& shape, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t(DType::kFloat32, shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
-  return t;
-}
-
-double cosine(const Tensor& a, const Tensor& b) {
-  double dot = 0, na = 0, nb = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double x = a.get_as_double(i), y = b.get_as_double(i);
-    dot += x * y;
-    na += x * x;
-    nb += y * y;
-  }
-  return dot / std::sqrt(na * nb);
-}
-
-Attribute graph_attr(std::shared_ptr<Graph> g) {
-  Attribute a;
-  a.kind = Attribute::Kind::kGraph;
-  a.g = std::move(g);
-  return a;
-}
+using test_graphs::cosine;
+using test_graphs::graph_attr;
+using test_graphs::random_tensor;
+using test_graphs::typed;
+using test_graphs::untyped;
 
 Node lstm(const std::string& name, const std::string& x, const std::string& w, const std::string& r,
           const std::string& b, const std::string& y, int64_t hidden) {
