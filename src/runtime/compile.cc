@@ -2111,7 +2111,8 @@ class Compiler {
         tail = add->outputs[0];
       }
     }
-    if (const Node* act = activation_after(tail, p.clamp)) {
+    // Relu -> Clip (ReLU6 as TensorFlow exports it): one clamp, the bounds' intersection.
+    while (const Node* act = activation_after(tail, p.clamp)) {
       f.nodes.push_back(act);
       tail = act->outputs[0];
     }

@@ -46,7 +46,7 @@ Node conv_node(const std::string& name, const std::string& x, const std::string&
 }
 
 // x [2, 3, 13, 11] -> stem 3x3 s2 (3 -> 16) -> Relu [-> depthwise 3x3 -> Relu]
-// -> 1x1 (16 -> 24) = a -> 3x3 groups 2 (24 -> 24) -> Relu = b -> Add(a, b)
+// -> 1x1 (16 -> 24) = a -> 3x3 groups 2 (24 -> 24) -> Relu -> Clip = b -> Add(a, b)
 // -> 1x1 stride 2 (24 -> 32) -> Relu -> y. FP32, random weights, then
 // quantized by quantize_dynamic: four dynamic convs (the depthwise one stays
 // FP32).
@@ -78,7 +78,10 @@ Model fp32_cnn(bool depthwise) {
   }
   n.push_back(conv_node("pw", t, "a", 1, 1, 0, 1));
   n.push_back(conv_node("c3", "a", "c", 3, 1, 1, 2));
-  n.push_back(make_node("c3_relu", "Relu", {"c"}, {"b"}));
+  n.push_back(make_node("c3_relu", "Relu", {"c"}, {"c_relu"}));
+  init["six"] = Tensor::scalar<float>(0.6f);  // ReLU6 as TensorFlow exports it (scaled to bite)
+  init["zero"] = Tensor::scalar<float>(0.0f);
+  n.push_back(make_node("c3_clip", "Clip", {"c_relu", "zero", "six"}, {"b"}));
   n.push_back(make_node("res", "Add", {"a", "b"}, {"r"}));
   n.push_back(conv_node("c4", "r", "e", 1, 2, 0, 1));
   n.push_back(make_node("c4_relu", "Relu", {"e"}, {"y"}));
@@ -170,6 +173,7 @@ TEST(DynamicNhwc, CompiledChainsRunNhwc) {
       EXPECT_EQ(count(plan, "dynamic_nhwc_"), 3u) << what << "\n" << plan;
       EXPECT_EQ(compiled.stats().fallback_steps, 0) << what << "\n" << plan;
       EXPECT_LE(count(plan, " transpose "), 2u) << what << "\n" << plan;
+      EXPECT_EQ(count(plan, "clamp_f32"), 0u) << what << ": Relu -> Clip fused\n" << plan;
       if (depthwise) {
         EXPECT_NE(plan.find("sconv_nhwc_depthwise"), std::string::npos) << what << "\n" << plan;
       }
