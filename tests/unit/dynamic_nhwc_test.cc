@@ -14,12 +14,14 @@
 //     (KVANT_DYNAMIC_NHWC=0 KVANT_FP32_NHWC=0) with an FP32 depthwise conv
 //     inside (its NHWC kernel gives SConv's bits); a planned run allocates
 //     nothing;
+//   - one DynamicQuantizeLinear shared by two dynamic convs: both NHWC steps;
 //   - a dynamic conv alone between the graph's input and output stays NCHW.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 
@@ -205,6 +207,54 @@ TEST(DynamicNhwc, CompiledChainsRunNhwc) {
       std::memcpy(compiled.input(0).data<float>(), x.data<float>(), x.nbytes());
       compiled.run();
       EXPECT_EQ(test::allocation_count(), before) << what;
+    }
+  }
+}
+
+// One DynamicQuantizeLinear read by two dynamic convs inside an NHWC chain
+// (ONNX Runtime's quantizer shares it so): both NHWC steps, anchored at each
+// NhwcConvInteger, each quantizing x itself; bit-identical to the reference.
+TEST(DynamicNhwc, SharedDynamicQuantizeLinear) {
+  Model m = fp32_cnn(false);
+  // c4 reads r; give it a twin conv c5 on r too, then make c5 read c4's DynamicQuantizeLinear.
+  Node c5;
+  std::vector<Node> nodes;
+  for (const Node& n : m.graph.nodes) {
+    nodes.push_back(n);
+    if (n.name.rfind("c4/", 0) != 0 && n.name != "c4_relu") continue;
+    Node copy = n;
+    copy.name = "c5" + n.name.substr(2);
+    for (auto& v : copy.inputs) {
+      if (v.rfind("c4/x_", 0) == 0) continue;  // the shared codes, scale and zero point
+      if (v.rfind("c4", 0) == 0) v = "c5" + v.substr(2);
+      if (v == "e") v = "e5";
+    }
+    for (auto& v : copy.outputs) v = v == "y" ? "y5" : (v == "e" ? "e5" : "c5" + v.substr(2));
+    if (n.op_type != "DynamicQuantizeLinear") nodes.push_back(copy);
+  }
+  for (auto& [name, t] : std::map<std::string, Tensor>(m.graph.initializers.begin(), m.graph.initializers.end())) {
+    if (name.rfind("c4", 0) == 0) m.graph.initializers["c5" + name.substr(2)] = t;
+  }
+  m.graph.nodes = nodes;
+  m.graph.nodes.push_back(make_node("sum", "Add", {"y", "y5"}, {"z"}));
+  m.graph.nodes.push_back(make_node("pool", "GlobalAveragePool", {"z"}, {"p"}));
+  m.graph.outputs[0].name = "p";
+  const Model shaped = with_shapes(m);
+  ASSERT_EQ(count_ops(shaped.graph, "DynamicQuantizeLinear"), 4) << print_graph(shaped.graph);
+  const Tensor x = input(7);
+  const Tensor want = ReferenceExecutor(shaped).run({{"x", x}}).at("p");
+  for (int threads : {1, 3}) {
+    CompiledModel compiled(shaped, default_compile_options(threads));
+    const Tensor got = compiled.run({{"x", x}}).at("p");
+    const std::string plan = compiled.describe_plan();
+    EXPECT_EQ(count(plan, "dynamic_nhwc_"), 5u) << plan;
+    EXPECT_EQ(compiled.stats().fallback_steps, 0) << plan;
+    ASSERT_EQ(got.shape(), want.shape());
+    // The pool sums in another order in NHWC: within float rounding of the reference.
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-5f * (1.0f + std::fabs(want.data<float>()[i])))
+          << i << "\n"
+          << plan;
     }
   }
 }
