@@ -856,7 +856,9 @@ class Layout {
       if (hoist && !is_plain_transpose(b)) continue;
       if (hoist && reads_between(a, i, *j)) continue;  // a's other outputs must stay defined first
       // a: x -> v;  b: v -> y   ==>   b': x -> mid;  a': mid -> y
-      const std::string mid = fresh(b.outputs[0] + (sink ? "/before_transpose" : "/codes_transposed"));
+      const std::string mid = fresh(b.outputs[0] + (sink                            ? "/before_transpose"
+                                                    : hoist && a.outputs.size() > 1 ? "/x_transposed"
+                                                                                    : "/codes_transposed"));
       Node new_b = b;
       Node new_a = a;
       new_b.inputs[0] = a.inputs[0];

@@ -10,8 +10,8 @@
 //   x , W const [, bias const] -> Conv -> Add(other, same inferred shape, computed
 //     earlier) [-> Relu|Clip], not depthwise                                           => sconv + residual
 //   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
-//   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
-//     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
+//   DynamicQuantizeLinear -> ConvInteger | NhwcConvInteger (W const) -> Cast -> Mul(x_scale * w_scale)
+//     [-> Add(bias const)] [-> Relu|Clip]...                                           => dynamic conv
 //     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one;
 //     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused;
 //     a 1-D ConvInteger runs as the 2-D step on [N, C, 1, L] between two views)

@@ -38,8 +38,9 @@ namespace kvant {
 namespace {
 
 Node conv_node(const std::string& name, const std::string& x, const std::string& y, int kernel, int stride, int pad,
-               int group) {
-  Node c = make_node(name, "Conv", {x, name + "_w", name + "_b"}, {y});
+               int group, bool bias = true) {
+  Node c = make_node(name, "Conv", {x, name + "_w"}, {y});
+  if (bias) c.inputs.push_back(name + "_b");
   set_attr(c, "kernel_shape", std::vector<int64_t>{kernel, kernel});
   set_attr(c, "strides", std::vector<int64_t>{stride, stride});
   set_attr(c, "pads", std::vector<int64_t>{pad, pad, pad, pad});
@@ -47,8 +48,8 @@ Node conv_node(const std::string& name, const std::string& x, const std::string&
   return c;
 }
 
-// x [2, 3, 13, 11] -> stem 3x3 s2 (3 -> 16) -> Relu [-> depthwise 3x3 -> Relu]
-// -> 1x1 (16 -> 24) = a -> 3x3 groups 2 (24 -> 24) -> Relu -> Clip = b -> Add(a, b)
+// x [2, 3, 13, 11] -> stem 3x3 s2 (3 -> 16, no bias) -> Relu [-> depthwise 3x3 -> Relu]
+// -> 1x1 (16 -> 24, no bias) = a -> 3x3 groups 2 (24 -> 24) -> Relu -> Clip = b -> Add(a, b)
 // -> 1x1 stride 2 (24 -> 32) -> Relu -> y. FP32, random weights, then
 // quantized by quantize_dynamic: four dynamic convs (the depthwise one stays
 // FP32).
@@ -70,7 +71,7 @@ Model fp32_cnn(bool depthwise) {
   weights("c3", 24, 12, 3);
   weights("c4", 32, 24, 1);
   auto& n = m.graph.nodes;
-  n.push_back(conv_node("stem", "x", "s", 3, 2, 1, 1));
+  n.push_back(conv_node("stem", "x", "s", 3, 2, 1, 1, false));
   n.push_back(make_node("stem_relu", "Relu", {"s"}, {"sr"}));
   std::string t = "sr";
   if (depthwise) {
@@ -78,7 +79,7 @@ Model fp32_cnn(bool depthwise) {
     n.push_back(make_node("dw_relu", "Relu", {"d"}, {"dr"}));
     t = "dr";
   }
-  n.push_back(conv_node("pw", t, "a", 1, 1, 0, 1));
+  n.push_back(conv_node("pw", t, "a", 1, 1, 0, 1, false));
   n.push_back(conv_node("c3", "a", "c", 3, 1, 1, 2));
   n.push_back(make_node("c3_relu", "Relu", {"c"}, {"c_relu"}));
   init["six"] = Tensor::scalar<float>(0.6f);  // ReLU6 as TensorFlow exports it (scaled to bite)
