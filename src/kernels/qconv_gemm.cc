@@ -208,12 +208,15 @@ void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* s
   for (int b = 0; b < s.batch; ++b) {
     const uint8_t* xb = x + static_cast<int64_t>(b) * s.c_in * hw_in;
     float* yb = y + static_cast<int64_t>(b) * s.c_out * hw;
-    parallel_for(pool, (s.c_in + 15) / 16, [&](int64_t begin, int64_t end) {
-      const int c0 = static_cast<int>(begin * 16);
-      const int c1 = static_cast<int>(std::min<int64_t>(end * 16, s.c_in));
-      transpose_->run(xb + c0 * hw_in, hw_in, c1 - c0, static_cast<int>(hw_in), scratch + c0, s.c_in, 0);
-    });
-    const uint8_t* x_nhwc = scratch;
+    const uint8_t* x_nhwc = xb;
+    if (!p_.nhwc) {
+      parallel_for(pool, (s.c_in + 15) / 16, [&](int64_t begin, int64_t end) {
+        const int c0 = static_cast<int>(begin * 16);
+        const int c1 = static_cast<int>(std::min<int64_t>(end * 16, s.c_in));
+        transpose_->run(xb + c0 * hw_in, hw_in, c1 - c0, static_cast<int>(hw_in), scratch + c0, s.c_in, 0);
+      });
+      x_nhwc = scratch;
+    }
     parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
       for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
         uint8_t* mine = scratch + shared_bytes_ + static_cast<size_t>(slot) * slot_bytes_;
@@ -229,10 +232,28 @@ void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* s
           const uint8_t* a = a_rows(x_nhwc, g, p0, rows, x_zp, cols, lda);
           const int mg0 = g * cout_g_;
           gemm_u8s8_s32(a, lda, rows, x_zp, packed_[static_cast<size_t>(g)], acc, cout_g_);
-          float* out = yb + static_cast<int64_t>(mg0) * hw + p0;
-          fq.dequant_t(DequantRowsArgs{acc, cout_g_, rows, cout_g_, nullptr, mult + mg0,
-                                       bias != nullptr ? bias + mg0 : nullptr, lo, hi, out, hw},
-                       ranges != nullptr ? ranges + 4 * slot : nullptr);
+          const float* fbias = bias != nullptr ? bias + mg0 : nullptr;
+          if (!p_.nhwc) {
+            float* out = yb + static_cast<int64_t>(mg0) * hw + p0;
+            fq.dequant_t(DequantRowsArgs{acc, cout_g_, rows, cout_g_, nullptr, mult + mg0, fbias, lo, hi, out, hw},
+                         ranges != nullptr ? ranges + 4 * slot : nullptr);
+            continue;
+          }
+          // NHWC: the block's rows are output rows (the group's columns of them).
+          float* out = yb + static_cast<int64_t>(p0) * s.c_out + mg0;
+          fq.dequant(DequantRowsArgs{acc, cout_g_, rows, cout_g_, nullptr, mult + mg0, fbias, lo, hi, out, s.c_out});
+          if (ranges == nullptr) continue;
+          float* r = ranges + 4 * slot;
+          const bool whole = s.group == 1;  // the block is rows * c_out contiguous floats
+          for (int i = 0; i < (whole ? 1 : rows); ++i) {
+            float l = 0.0f, h = 0.0f;
+            if (!fq.range(out + static_cast<int64_t>(i) * s.c_out, whole ? int64_t{rows} * s.c_out : cout_g_, &l, &h)) {
+              r[2] = 1.0f;
+              continue;
+            }
+            r[0] = std::min(r[0], l);
+            r[1] = std::max(r[1], h);
+          }
         }
       }
     });

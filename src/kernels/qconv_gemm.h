@@ -45,11 +45,13 @@ class QConvGemm {
   void run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool, const int32_t* bias,
            const float* mult, int32_t lo, int32_t hi) const;
 
-  // The dynamic convolution's form (steps_dynconv.cc): x is a uint8 NCHW
-  // image batch quantized with this call's zero point x_zp (the constructor's
-  // p.x_zp and p.nhwc are not used: build with x_zp 0, NCHW), and each
-  // block's accumulators are dequantized into the float NCHW planes by
-  // fq.dequant_t (dynamic_quant.h):
+  // The dynamic convolution's form (steps_dynconv.cc): x is a uint8 image
+  // batch quantized with this call's zero point x_zp (the constructor's
+  // p.x_zp is not used: build with x_zp 0), NCHW, and each block's
+  // accumulators are dequantized into the float NCHW planes by fq.dequant_t
+  // (dynamic_quant.h); with p.nhwc, x and y are NHWC: x's rows are read in
+  // place and each block is dequantized into y's rows by fq.dequant, its
+  // range then measured by fq.range while the rows are in cache:
   //   y[m, p] = clamp(float(acc[p, m]) * mult[m] + bias[m], lo, hi)
   // bias may be null. Same scratch as run(). ranges (null: not wanted): 4
   // floats per slot, {lo, hi, nan} initialised by the caller, which each

@@ -4,6 +4,7 @@
 // the integer and float GEMM kernels want:
 //
 //   NhwcConv(X [N,H,W,C], W [M,C/g,kh,kw], B?)  = T(Conv(T^-1(X), W, B))
+//   NhwcConvInteger(X, W, x_zp?, w_zp?)        = T(ConvInteger(T^-1(X), W, x_zp, w_zp))
 //   NhwcMaxPool, NhwcAveragePool, NhwcGlobalAveragePool, NhwcGlobalMaxPool
 //                                               = T(op(T^-1(X)))
 // with T = Transpose(perm [0,2,3,1]) and the original node's attributes
@@ -57,6 +58,7 @@ void run_as_nchw(KernelContext& ctx, std::string_view op_type) {
 }
 
 void nhwc_conv(KernelContext& ctx) { run_as_nchw(ctx, "Conv"); }
+void nhwc_conv_integer(KernelContext& ctx) { run_as_nchw(ctx, "ConvInteger"); }
 void nhwc_max_pool(KernelContext& ctx) { run_as_nchw(ctx, "MaxPool"); }
 void nhwc_average_pool(KernelContext& ctx) { run_as_nchw(ctx, "AveragePool"); }
 void nhwc_global_average_pool(KernelContext& ctx) { run_as_nchw(ctx, "GlobalAveragePool"); }
@@ -67,6 +69,7 @@ void nhwc_global_max_pool(KernelContext& ctx) { run_as_nchw(ctx, "GlobalMaxPool"
 std::span<const OpDef> nhwc_ops() {
   static const OpDef ops[] = {
       {"NhwcConv", "com.kvant", nhwc_conv},
+      {"NhwcConvInteger", "com.kvant", nhwc_conv_integer},
       {"NhwcMaxPool", "com.kvant", nhwc_max_pool},
       {"NhwcAveragePool", "com.kvant", nhwc_average_pool},
       {"NhwcGlobalAveragePool", "com.kvant", nhwc_global_average_pool},

@@ -14,7 +14,12 @@
 // [0,2,1,3,4], Reshape -> [N,C,H,W], which on NHWC data is Reshape
 // [N,H,W,g,C/g], Transpose [0,1,2,4,3], Reshape [N,H,W,C] (the same channel
 // permutation of every pixel). A Shape of an NHWC value reads it as it is and
-// a Gather [0,3,1,2] gives the NCHW shape, so it forces no Transpose. Each group is NHWC when more of
+// a Gather [0,3,1,2] gives the NCHW shape, so it forces no Transpose.
+// Dynamic convs: ConvInteger's twin is NhwcConvInteger; its
+// DynamicQuantizeLinear joins x and the codes (one of a graph input counts
+// for NCHW), the per-channel Mul(x_scale, w_scale) joins its readers'
+// groups (find_params), and the twin stays only with its output NHWC (its
+// Cast -> Mul -> Add epilogue is fused into its step). Each group is NHWC when more of
 // its edges meet Nhwc nodes than NCHW-only ones (any other reader or
 // writer); groups holding graph inputs or outputs, or values captured by
 // subgraphs, stay NCHW. An Nhwc node whose input and output groups are both
@@ -26,7 +31,8 @@
 // identity disappears), which also folds the Transposes that TensorFlow-style
 // NHWC exports put around every Conv. Last, Transposes move onto the
 // quantized codes: after a Relu/Clip/QuantizeLinear that reads them, before
-// a per-tensor DequantizeLinear that feeds them (exact swaps), so a twin
+// a per-tensor DequantizeLinear that feeds them (exact swaps; and before a
+// DynamicQuantizeLinear, onto its float input, so it meets its conv), so a twin
 // meets its DQ input and Q output and the transposes move bytes.
 //
 // Legal because every rewrite keeps what the graph computes: T is applied to
@@ -73,6 +79,7 @@ const std::set<std::string, std::less<>>& broadcast_ops() {
 
 const char* nhwc_twin(const std::string& op) {
   if (op == "Conv") return "NhwcConv";
+  if (op == "ConvInteger") return "NhwcConvInteger";
   if (op == "MaxPool") return "NhwcMaxPool";
   if (op == "AveragePool") return "NhwcAveragePool";
   if (op == "GlobalAveragePool") return "NhwcGlobalAveragePool";
@@ -104,13 +111,18 @@ class Layout {
     for (const auto& v : g_.inputs) pinned_.insert(v.name);
     for (const auto& v : g_.outputs) pinned_.insert(v.name);
     find_shuffles();
+    find_params();
 
     for (int round = 0; round < 8; ++round) {
       decide();
       bool reverted = false;
       for (auto it = candidates_.begin(); it != candidates_.end();) {
         const Node* n = *it;
-        if (!nhwc(n->inputs[0]) && !nhwc(n->outputs[0])) {
+        // A dynamic conv's twin needs its output NHWC too: the epilogue after
+        // it (Cast, Mul, Add) is fused into its step, so a Transpose there
+        // would split them (before the DynamicQuantizeLinear it does not).
+        const bool dynamic_nchw_out = n->op_type == "ConvInteger" && !nhwc(n->outputs[0]);
+        if ((!nhwc(n->inputs[0]) && !nhwc(n->outputs[0])) || dynamic_nchw_out) {
           it = candidates_.erase(it);
           reverted = true;
         } else {
@@ -158,6 +170,7 @@ class Layout {
     static const std::set<std::string, std::less<>> same_as_input = {"QuantizeLinear",
                                                                      "DequantizeLinear",
                                                                      "Conv",
+                                                                     "ConvInteger",
                                                                      "MaxPool",
                                                                      "AveragePool",
                                                                      "GlobalAveragePool",
@@ -185,6 +198,11 @@ class Layout {
       if (!n.domain.empty() || n.outputs.empty() || n.outputs[0].empty() || rank(n.outputs[0]) >= 0) continue;
       int r = -1;
       const int r0 = n.inputs.empty() || n.inputs[0].empty() ? -1 : rank(n.inputs[0]);
+      if (dynamic_quantize(n)) {  // the codes as x; scale and zero point scalars
+        if (r0 >= 0) inferred_[n.outputs[0]] = r0;
+        for (size_t i = 1; i < n.outputs.size(); ++i) inferred_[n.outputs[i]] = 0;
+        continue;
+      }
       if (unary_ops().count(n.op_type) || same_as_input.count(n.op_type)) {
         r = n.op_type == "Expand" ? -1 : r0;
       } else if (broadcast_ops().count(n.op_type)) {
@@ -234,7 +252,8 @@ class Layout {
   bool eligible(const Node& n) const {
     if (!n.domain.empty() || nhwc_twin(n.op_type) == nullptr || n.inputs.empty() || n.outputs.empty()) return false;
     if (rank(n.inputs[0]) != 4 || is_constant(n.inputs[0])) return false;
-    if (n.op_type == "Conv" && (n.inputs.size() < 2 || rank(n.inputs[1]) != 4)) return false;
+    if ((n.op_type == "Conv" || n.op_type == "ConvInteger") && (n.inputs.size() < 2 || rank(n.inputs[1]) != 4))
+      return false;
     if (n.op_type == "MaxPool" && n.outputs.size() > 1 && !n.outputs[1].empty()) return false;  // Indices
     if ((n.op_type == "MaxPool" || n.op_type == "AveragePool") && n.attr_ints("kernel_shape").size() != 2) {
       return false;
@@ -248,8 +267,9 @@ class Layout {
   // a transparent node may read one (a Transpose is put in front of it when
   // its group is NHWC) but not write one.
   std::vector<std::string> joined(const Node& n) const {
-    if (!n.domain.empty() || n.outputs.size() != 1 || n.outputs[0].empty() || rank(n.outputs[0]) != 4 ||
-        pinned_.count(n.outputs[0])) {
+    if (n.outputs.size() == 1 && params_.count(n.outputs[0])) return {n.outputs[0]};
+    if (!n.domain.empty() || (n.outputs.size() != 1 && !dynamic_quantize(n)) || n.outputs[0].empty() ||
+        rank(n.outputs[0]) != 4 || pinned_.count(n.outputs[0])) {
       return {};
     }
     std::vector<std::string> acts = joined_operands(n);
@@ -266,6 +286,7 @@ class Layout {
       if (n.inputs.empty() || rank(n.inputs[0]) != 4) return {};
       return {n.inputs[0], n.outputs[0]};
     }
+    if (dynamic_quantize(n)) return {n.inputs[0], n.outputs[0]};
     if (op == "QuantizeLinear" || op == "DequantizeLinear") {
       if (n.inputs.size() < 2 || rank(n.inputs[0]) != 4 || n.has_attr("block_size")) return {};
       for (size_t i = 1; i < n.inputs.size(); ++i) {
@@ -280,7 +301,7 @@ class Layout {
         if (is_constant(in)) {
           const Tensor& c = g_.initializers.at(in);
           if (r < 0 || r > 4 || (dtype_bits(c.dtype()) < 8 && c.numel() > 1)) return {};
-        } else if (r == 4) {
+        } else if (r == 4 || params_.count(in)) {
           acts.push_back(in);
         } else if (r != 0) {
           return {};  // a lower-rank activation would broadcast along other axes
@@ -438,7 +459,13 @@ class Layout {
     std::unordered_set<std::string> pinned_groups;
     for (const auto& v : pinned_) pinned_groups.insert(find(v));
     for (const Node& n : g_.nodes) {
-      if (transparent_.count(&n) || whole_shape(n)) continue;
+      if (transparent_.count(&n)) {
+        // A DynamicQuantizeLinear of a graph input: the input is NCHW, as if
+        // its conv read it (a lone dynamic conv stays NCHW).
+        if (dynamic_quantize(n) && pinned_.count(n.inputs[0])) score[find(n.outputs[0])] -= 1;
+        continue;
+      }
+      if (whole_shape(n)) continue;
       const bool twin = candidates_.count(&n) != 0;
       // A Transpose to NHWC reads its input's NHWC form for free, one to NCHW
       // writes its output's NHWC form (they fold away): both count for NHWC.
@@ -676,6 +703,9 @@ class Layout {
         vi.type.dims = {d[0], d[2], d[3], d[1]};
       }
     }
+    for (const auto& v : params_) {
+      if (nhwc(v)) g_.value_info.erase(v);  // now rank 4, [1, 1, 1, C]
+    }
     for (auto& [nchw_name, nhwc_name] : to_nhwc) {
       auto it = g_.value_info.find(nchw_name);
       if (it == g_.value_info.end() || !it->second.type.has_shape || it->second.type.dims.size() != 4) continue;
@@ -816,7 +846,7 @@ class Layout {
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       const Node& a = g_.nodes[i];
       const bool sink = is_plain_transpose(a);
-      const bool hoist = per_tensor_qdq(a, "DequantizeLinear") && !is_constant(a.inputs[0]);
+      const bool hoist = (per_tensor_qdq(a, "DequantizeLinear") || dynamic_quantize(a)) && !is_constant(a.inputs[0]);
       if (!sink && !hoist) continue;
       const std::optional<size_t> j = sole_reader(a.outputs[0], i);
       if (!j) continue;
@@ -824,8 +854,11 @@ class Layout {
       if (b.inputs.empty() || b.inputs[0] != a.outputs[0]) continue;
       if (sink && !(per_tensor_qdq(b, "QuantizeLinear") || scalar_elementwise(b))) continue;
       if (hoist && !is_plain_transpose(b)) continue;
+      if (hoist && reads_between(a, i, *j)) continue;  // a's other outputs must stay defined first
       // a: x -> v;  b: v -> y   ==>   b': x -> mid;  a': mid -> y
-      const std::string mid = fresh(b.outputs[0] + (sink ? "/before_transpose" : "/codes_transposed"));
+      const std::string mid = fresh(b.outputs[0] + (sink                            ? "/before_transpose"
+                                                    : hoist && a.outputs.size() > 1 ? "/x_transposed"
+                                                                                    : "/codes_transposed"));
       Node new_b = b;
       Node new_a = a;
       new_b.inputs[0] = a.inputs[0];
@@ -838,6 +871,71 @@ class Layout {
       return true;
     }
     return false;
+  }
+
+  // DynamicQuantizeLinear(x) -> codes, scale, zero point: elementwise on x
+  // with a scale from x's range, which T does not change, so the codes join
+  // x's group (layout-neutral, scalar scale and zero point).
+  static bool dynamic_quantize(const Node& n) {
+    return n.op_type == "DynamicQuantizeLinear" && n.domain.empty() && n.inputs.size() == 1 && !n.inputs[0].empty() &&
+           !n.outputs.empty() && !n.outputs[0].empty();
+  }
+  // Whether a node between indices i and j reads one of node a's outputs
+  // other than the first.
+  bool reads_between(const Node& a, size_t i, size_t j) const {
+    for (size_t k = i + 1; k < j; ++k) {
+      for (const auto& in : g_.nodes[k].inputs) {
+        if (!in.empty() && std::find(a.outputs.begin() + 1, a.outputs.end(), in) != a.outputs.end()) return true;
+      }
+    }
+    return false;
+  }
+  // Per-channel parameters computed at run time: the output (rank 1-3) of
+  // an elementwise broadcast node whose operands are constants and scalars,
+  // e.g. a dynamic conv's Mul(x_scale, w_scale [M, 1, 1]). It joins the
+  // groups of its readers when every reader is an elementwise node joining
+  // its rank-4 operands; in an NHWC group its constants are permuted like
+  // any other (rank-aligned to 4), so it becomes [1, 1, 1, M] and still
+  // broadcasts along the channels. (Values of rank 1-3 otherwise never join:
+  // they broadcast along other axes than an activation's.)
+  void find_params() {
+    std::unordered_map<std::string, std::vector<const Node*>> readers;
+    for (const Node& n : g_.nodes) {
+      for (const auto& in : n.inputs) {
+        if (!in.empty()) readers[in].push_back(&n);
+      }
+    }
+    for (const Node& n : g_.nodes) {
+      if (!n.domain.empty() || !broadcast_ops().count(n.op_type) || n.outputs.size() != 1 || n.outputs[0].empty() ||
+          pinned_.count(n.outputs[0]) || rank(n.outputs[0]) < 1 || rank(n.outputs[0]) > 3 ||
+          !readers.count(n.outputs[0])) {
+        continue;
+      }
+      bool ok = true;
+      for (const auto& in : n.inputs) {
+        if (in.empty()) continue;
+        if (is_constant(in)) {
+          const Tensor& c = g_.initializers.at(in);
+          ok = ok && c.rank() <= 4 && (dtype_bits(c.dtype()) >= 8 || c.numel() == 1);
+        } else {
+          ok = ok && rank(in) == 0;
+        }
+      }
+      if (ok) params_.insert(n.outputs[0]);
+    }
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (auto it = params_.begin(); it != params_.end();) {
+        bool all = true;
+        for (const Node* r : readers.at(*it)) all = all && r->outputs.size() == 1 && joined(*r).size() > 1;
+        if (all) {
+          ++it;
+        } else {
+          it = params_.erase(it);
+          changed = true;
+        }
+      }
+    }
   }
 
   Graph& g_;
@@ -853,6 +951,7 @@ class Layout {
   std::unordered_set<std::string> node_names_, used_values_;
   std::unordered_map<std::string, int> inferred_;
   std::unordered_set<std::string> spatial_one_;
+  std::unordered_set<std::string> params_;  // find_params
   std::vector<Shuffle> shuffles_;
 };
 

@@ -10,8 +10,8 @@
 //   x , W const [, bias const] -> Conv -> Add(other, same inferred shape, computed
 //     earlier) [-> Relu|Clip], not depthwise                                           => sconv + residual
 //   x , DQ(W 4/8-bit const, per channel or blocked) [, bias] -> Conv [-> Relu|Clip]    => sconv (W dequantized once)
-//   DynamicQuantizeLinear -> ConvInteger(W const) -> Cast -> Mul(x_scale * w_scale)
-//     [-> Add(bias const)] [-> Relu|Clip]                                              => dynamic conv
+//   DynamicQuantizeLinear -> ConvInteger | NhwcConvInteger (W const) -> Cast -> Mul(x_scale * w_scale)
+//     [-> Add(bias const)] [-> Relu|Clip]...                                           => dynamic conv
 //     (steps_dynconv.cc; when another dynamic conv writes x, it also writes x's range for this one;
 //     a DynamicQuantizeLinear read by several ConvIntegers: anchored at each, dropped once all are fused;
 //     a 1-D ConvInteger runs as the 2-D step on [N, C, 1, L] between two views)
@@ -329,6 +329,10 @@ class Compiler {
       if (node.op_type == "NhwcConv") {
         if (auto f = match_qconv(node, true)) return f;
         return match_sconv(node, true);  // an FP32 conv the layout pass made NHWC (compiled_model.cc)
+      }
+      if (node.op_type == "NhwcConvInteger" && !node.inputs.empty()) {  // its DynamicQuantizeLinear has other readers
+        const Node* d = producer(node.inputs[0]);
+        return d != nullptr ? match_dynamic_conv(*d, &node) : std::nullopt;
       }
       if (node.op_type == "NhwcMaxPool") return match_qmaxpool(node, true);
       if (node.op_type == "NhwcGlobalAveragePool") {
@@ -1999,6 +2003,15 @@ class Compiler {
     return true;
   }
 
+  // channel_vector for NHWC values: one value, or m along the last of 4 axes.
+  bool nhwc_channel_vector(const std::string& name, int64_t m, std::vector<float>& out) const {
+    const Tensor* t = constant(name);
+    if (t == nullptr || t->dtype() != DType::kFloat32 || t->rank() > 4) return false;
+    if (t->numel() != 1 && (t->rank() != 4 || t->dim(3) != m || t->numel() != m)) return false;
+    out.assign(t->data<float>(), t->data<float>() + t->numel());
+    return true;
+  }
+
   // A 1-D Conv/ConvInteger's attributes as the 2-D facts of the same
   // convolution on [N, C, 1, L]; false when kvant does not compile them.
   static bool conv1d_facts(const Node& node, QConvFacts& c) {
@@ -2026,8 +2039,11 @@ class Compiler {
   std::optional<Fusion> match_dynamic_conv(const Node& d, const Node* shared = nullptr) {
     if (d.outputs.size() < 3 || d.op_type != "DynamicQuantizeLinear" || !d.domain.empty()) return std::nullopt;
     const Node* conv = shared != nullptr ? shared : sole_reader(d.outputs[0]);
-    if (conv == nullptr || conv->op_type != "ConvInteger" || !conv->domain.empty() || conv->inputs.size() < 3 ||
-        conv->inputs[0] != d.outputs[0] || conv->inputs[2] != d.outputs[2] ||
+    // The layout pass's NHWC twin: x and y [N, H, W, C], the scale and bias
+    // constants permuted to [1, 1, 1, M].
+    const bool nhwc = conv != nullptr && conv->op_type == "NhwcConvInteger" && conv->domain == "com.kvant";
+    if (conv == nullptr || ((conv->op_type != "ConvInteger" || !conv->domain.empty()) && !nhwc) ||
+        conv->inputs.size() < 3 || conv->inputs[0] != d.outputs[0] || conv->inputs[2] != d.outputs[2] ||
         (shared == nullptr && sole_reader(d.outputs[2]) != conv)) {
       return std::nullopt;
     }
@@ -2037,6 +2053,7 @@ class Compiler {
     // [N, C, 1, L] with W as [M, C/group, 1, K] between two views, as the
     // FP32 Conv1D does (match_conv1d): the same products and sums.
     const bool conv1d = w->rank() == 3;
+    if (nhwc && conv1d) return std::nullopt;
     const int spatial = conv1d ? 1 : 2;
     QConvFacts facts;
     if (conv1d ? !conv1d_facts(*conv, facts) : !conv_facts(*conv, facts)) return std::nullopt;
@@ -2062,8 +2079,10 @@ class Compiler {
     }
     DynamicConvParams p;
     const std::string ws_name = scale_mul->inputs[0] == d.outputs[1] ? scale_mul->inputs[1] : scale_mul->inputs[0];
-    if (!channel_vector(ws_name, m, p.w_scale, spatial)) return std::nullopt;
+    if (nhwc ? !nhwc_channel_vector(ws_name, m, p.w_scale) : !channel_vector(ws_name, m, p.w_scale, spatial))
+      return std::nullopt;
     p.facts = facts;
+    p.nhwc = nhwc;
     p.w_shape = w->shape();
     if (conv1d) p.w_shape = {w->dim(0), w->dim(1), 1, w->dim(2)};
     const bool u8 = w->dtype() == DType::kUInt8;
@@ -2084,14 +2103,16 @@ class Compiler {
     if (const Node* add = sole_reader(tail); add != nullptr && add->op_type == "Add" && add->domain.empty() &&
                                              add->inputs.size() == 2 && add->inputs[0] != add->inputs[1]) {
       std::vector<float> b;
-      if (channel_vector(add->inputs[0] == tail ? add->inputs[1] : add->inputs[0], m, b, spatial)) {
+      const std::string& b_name = add->inputs[0] == tail ? add->inputs[1] : add->inputs[0];
+      if (nhwc ? nhwc_channel_vector(b_name, m, b) : channel_vector(b_name, m, b, spatial)) {
         p.bias.assign(static_cast<size_t>(m), b[0]);
         if (b.size() != 1) p.bias = std::move(b);
         f.nodes.push_back(add);
         tail = add->outputs[0];
       }
     }
-    if (const Node* act = activation_after(tail, p.clamp)) {
+    // Relu -> Clip (ReLU6 as TensorFlow exports it): one clamp, the bounds' intersection.
+    while (const Node* act = activation_after(tail, p.clamp)) {
       f.nodes.push_back(act);
       tail = act->outputs[0];
     }

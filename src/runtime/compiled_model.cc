@@ -43,6 +43,29 @@ bool fp32_conv_for_nhwc(const Graph& g, const Node& n) {
   return xt == DType::kFloat32;
 }
 
+// KVANT_DYNAMIC_NHWC: unset or anything but "0": dynamic convs may run NHWC.
+bool dynamic_nhwc_enabled() {
+  const char* e = std::getenv("KVANT_DYNAMIC_NHWC");
+  return e == nullptr || std::strcmp(e, "0") != 0;
+}
+
+// A dynamic conv the NHWC dynamic conv step runs (steps_dynconv.cc): a 2-D
+// ConvInteger reading a DynamicQuantizeLinear, its weight a constant 8-bit
+// [M, C/group, kh, kw] with K = C/group * kh * kw inside the GEMM's exact
+// bound (steps_dynconv.cc's kMaxGemmK; a wider one runs on the reference,
+// which is no place for NHWC).
+bool dynamic_conv_for_nhwc(const Graph& g, const Node& n, const Node* x_producer) {
+  if (!n.domain.empty() || n.op_type != "ConvInteger" || n.inputs.size() < 3 || x_producer == nullptr ||
+      x_producer->op_type != "DynamicQuantizeLinear" || !x_producer->domain.empty()) {
+    return false;
+  }
+  auto w = g.initializers.find(n.inputs[1]);
+  if (w == g.initializers.end() || g.find_input(n.inputs[1]) != nullptr || w->second.rank() != 4) return false;
+  if (w->second.dtype() != DType::kInt8 && w->second.dtype() != DType::kUInt8) return false;
+  const Shape& s = w->second.shape();
+  return s[1] * s[2] * s[3] <= 33025;
+}
+
 }  // namespace
 
 struct CompiledModel::Value {
@@ -157,8 +180,13 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     // them (kernels/sconv_nhwc.h), the same group-majority rule deciding
     // where the layout changes; KVANT_FP32_NHWC=0 keeps them NCHW (A/B).
     const bool fp32_nhwc = fp32_nhwc_enabled();
+    const bool dynamic_nhwc = dynamic_nhwc_enabled();  // KVANT_DYNAMIC_NHWC=0 keeps dynamic convs NCHW (A/B)
     const auto convert = [&](const Node& n) {
       if (quantized_input(n)) return true;
+      if (n.op_type == "ConvInteger") {
+        auto it = producer.find(n.inputs[0]);
+        return dynamic_nhwc && dynamic_conv_for_nhwc(model_.graph, n, it == producer.end() ? nullptr : it->second);
+      }
       return fp32_nhwc && fp32_conv_for_nhwc(model_.graph, n);
     };
     if (nhwc_layout(model_.graph, model_.opset(), convert)) model_.opset_imports["com.kvant"] = 1;

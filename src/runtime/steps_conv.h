@@ -50,6 +50,11 @@ struct DynamicConvParams {
   FloatClamp clamp;
   Isa isa = Isa::kRef;
   int threads = 1;
+  // x and y are [N, H, W, C] (an NhwcConvInteger of the layout pass): the
+  // GEMM reads x's codes in place and writes y's rows, the float path runs
+  // SConvNhwc; no int16 depthwise path (depthwise convs take the float path,
+  // or the GEMM past its bound).
+  bool nhwc = false;
 };
 // nullptr when no exact kernel fits (K above the int32 bound; the reference runs it).
 std::unique_ptr<Step> make_dynamic_conv_step(DynamicConvParams params);

@@ -26,6 +26,13 @@
 // (A depthwise conv has K = kh * kw: a GEMM per channel would be all overhead.)
 // Either way the output is bit-identical to the reference graph's
 // ConvInteger -> Cast -> Mul -> Add [-> Relu|Clip].
+//
+// NHWC (params.nhwc, an NhwcConvInteger of the layout pass): x and y are
+// [N, H, W, C]; the codes keep x's layout, the GEMM reads them as its rows
+// (no transpose) and dequantizes each block into y's rows (dequant, then the
+// block's range for the next step); the float path runs SConvNhwc and the
+// same epilogue per pixel; depthwise convs take the float path when it is
+// exact, else the GEMM (dw16 reads NCHW planes).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -34,6 +41,7 @@
 #include "kernels/dynamic_quant.h"
 #include "kernels/qconv_gemm.h"
 #include "kernels/sconv.h"
+#include "kernels/sconv_nhwc.h"
 #include "runtime/steps_conv.h"
 
 #if defined(__x86_64__)
@@ -75,7 +83,7 @@ class DynamicConvStep : public Step {
 #if defined(__x86_64__)
     // dw16 where its plane fill is fast (stride 1 along W; a strided fill
     // gathers per element), else the float path when it is exact.
-    if (depthwise && p_.isa != Isa::kRef && (p_.facts.strides[1] == 1 || !exact_in_float)) {
+    if (depthwise && !p_.nhwc && p_.isa != Isa::kRef && (p_.facts.strides[1] == 1 || !exact_in_float)) {
       // Per channel the int16 tap pairs (lo = the first tap), zero past the last tap.
       path_ = Path::kDw16;
       npairs_ = static_cast<int>((k + 1) / 2);
@@ -106,19 +114,26 @@ class DynamicConvStep : public Step {
   }
   std::string kernel() const override {
     switch (path_) {
-      case Path::kFloat: return std::string("dynamic_exact_f32/") + (sconv_ ? sconv_->kernel_name() : "sconv");
+      case Path::kFloat:
+        if (p_.nhwc)
+          return std::string("dynamic_nhwc_exact_f32/") + (sconv_nhwc_ ? sconv_nhwc_->kernel_name() : "sconv");
+        return std::string("dynamic_exact_f32/") + (sconv_ ? sconv_->kernel_name() : "sconv");
       case Path::kDw16: return "dynamic_qconv_depthwise_avx2";
       case Path::kGemm: break;
     }
-    return std::string("dynamic_") + (gemm_ ? gemm_->name() : "qconv");
+    return std::string(p_.nhwc ? "dynamic_nhwc_" : "dynamic_") + (gemm_ ? gemm_->name() : "qconv");
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     if (in[0]->dtype() != DType::kFloat32)
       throw Error(ErrorCode::kInvalidArgument, name + ": expected float32 input, got " + in[0]->describe());
-    const ConvShape s = conv_shape(name, p_.facts, in[0]->shape(), p_.w_shape);
+    Shape x_shape = in[0]->shape();
+    if (p_.nhwc && x_shape.size() == 4) x_shape = {x_shape[0], x_shape[3], x_shape[1], x_shape[2]};
+    const ConvShape s = conv_shape(name, p_.facts, x_shape, p_.w_shape);
     if (!shape_ || !same(*shape_, s)) {
       shape_ = s;
-      if (path_ == Path::kFloat) {
+      if (path_ == Path::kFloat && p_.nhwc) {
+        sconv_nhwc_.emplace(s, wf_.data(), nullptr, SgemmActivation::none(), p_.isa);
+      } else if (path_ == Path::kFloat) {
         sconv_.emplace(s, wf_.data(), nullptr, SgemmActivation::none(), p_.isa);
       } else if (path_ == Path::kDw16) {
         plan_depthwise(s);
@@ -127,12 +142,17 @@ class DynamicConvStep : public Step {
         q.shape = s;
         q.max_threads = p_.threads;
         q.w_scale = {1.0f};
+        q.nhwc = p_.nhwc;
         gemm_ = std::make_unique<QConvGemm>(q, p_.weight.data(), zp_, p_.isa);
       }
     }
     if (use_range_ && (in.size() < 2 || in[1] == nullptr || in[1]->dtype() != DType::kFloat32 || in[1]->numel() != 3))
       throw Error(ErrorCode::kInvalidArgument, name + ": expects the input's range as a second input");
-    out.assign(1, {DType::kFloat32, {s.batch, s.c_out, s.h_out, s.w_out}});
+    if (p_.nhwc) {
+      out.assign(1, {DType::kFloat32, {s.batch, s.h_out, s.w_out, s.c_out}});
+    } else {
+      out.assign(1, {DType::kFloat32, {s.batch, s.c_out, s.h_out, s.w_out}});
+    }
     if (emit_range_) out.push_back({DType::kFloat32, {3}});
   }
   // Scratch: the multipliers, the codes (uint8, or floats on the float
@@ -141,7 +161,9 @@ class DynamicConvStep : public Step {
     const auto n = static_cast<size_t>(in[0]->numel());
     const size_t head = round64(zp_.size() * 4) + round64(n * (path_ == Path::kFloat ? 4 : 1)) + ranges_bytes();
     switch (path_) {
-      case Path::kFloat: return head + (sconv_ ? sconv_->scratch_bytes(p_.threads) : 0);
+      case Path::kFloat:
+        if (p_.nhwc) return head + (sconv_nhwc_ ? sconv_nhwc_->scratch_bytes(p_.threads) : 0);
+        return head + (sconv_ ? sconv_->scratch_bytes(p_.threads) : 0);
       case Path::kDw16: return head + dw_slot_bytes_ * static_cast<size_t>(std::max(1, p_.threads));
       case Path::kGemm: break;
     }
@@ -199,6 +221,9 @@ class DynamicConvStep : public Step {
     } else if (path_ == Path::kGemm) {
       gemm_->run_dequant(xq, static_cast<uint8_t>(zp), y, reinterpret_cast<uint8_t*>(rest), slots, pool, *fq_, mult,
                          bias, p_.clamp.lo, p_.clamp.hi, slot_ranges);
+    } else if (p_.nhwc) {
+      sconv_nhwc_->run(xf, y, rest, pool);
+      finish_nhwc(mult, bias, y, slots, pool, slot_ranges);
     } else {
       sconv_->run(xf, y, rest, pool);
       const ConvShape& s = *shape_;
@@ -245,6 +270,34 @@ class DynamicConvStep : public Step {
 
  private:
   size_t ranges_bytes() const { return round64(16 * static_cast<size_t>(std::max(1, p_.threads))); }
+  // The float path's epilogue on NHWC rows: y[p, j] = clamp(y[p, j] * mult[j]
+  // [+ bias[j]]) (two roundings, as the reference's Mul then Add), pixels
+  // split over the slots, each block's range widened while it is in cache.
+  void finish_nhwc(const float* mult, const float* bias, float* y, int slots, ThreadPool* pool, float* ranges) const {
+    const ConvShape& s = *shape_;
+    const int64_t m = s.c_out;
+    const int64_t pixels = static_cast<int64_t>(s.batch) * s.h_out * s.w_out;
+    const float clo = p_.clamp.lo, chi = p_.clamp.hi;
+    constexpr int64_t kBlock = 64;  // pixels per range pass
+    parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
+      for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+        int64_t begin = 0, end = 0;
+        chunk_range(pixels, slots, static_cast<int>(slot), begin, end);
+        for (int64_t p0 = begin; p0 < end; p0 += kBlock) {
+          const int64_t p1 = std::min(end, p0 + kBlock);
+          for (int64_t p = p0; p < p1; ++p) {
+            float* row = y + p * m;
+            if (bias != nullptr) {
+              for (int64_t j = 0; j < m; ++j) row[j] = std::min(std::max(row[j] * mult[j] + bias[j], clo), chi);
+            } else {
+              for (int64_t j = 0; j < m; ++j) row[j] = std::min(std::max(row[j] * mult[j], clo), chi);
+            }
+          }
+          if (ranges != nullptr) widen(ranges + 4 * slot, y + p0 * m, (p1 - p0) * m);
+        }
+      }
+    });
+  }
   // Widens a slot's {lo, hi, nan} by n values at v.
   void widen(float* r, const float* v, int64_t n) const {
     float l = 0.0f, h = 0.0f;
@@ -321,6 +374,7 @@ class DynamicConvStep : public Step {
   mutable std::optional<ConvShape> shape_;
   mutable std::unique_ptr<QConvGemm> gemm_;
   mutable std::optional<SConv> sconv_;
+  mutable std::optional<SConvNhwc> sconv_nhwc_;
 };
 
 }  // namespace
