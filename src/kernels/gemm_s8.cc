@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "kernels/gemm_s8_kernels.h"
@@ -229,6 +230,27 @@ void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const Pac
   b.kernel->run(args);
   pick_requant_rows(b.kernel->isa)
       .run(RequantRowsArgs{acc, b.n, M, b.n, rq.bias, rq.mult, rq.y_zp, rq.lo, rq.hi, rq.y_signed, rq.y, rq.ldy});
+}
+
+bool gemm_u8s8_has_segments(const PackedB& b, int seg_k) {
+#if defined(__x86_64__)
+  return b.kernel != nullptr && b.kernel->run_requant == qgemm_u8s7_avx2_requant && b.zero_point.empty() && seg_k > 0 &&
+         seg_k % 4 == 0 && b.k % seg_k == 0;
+#else
+  (void)b;
+  (void)seg_k;
+  return false;
+#endif
+}
+
+void gemm_u8s8_segments_requant(const QGemmRowSegments& a, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq) {
+  if (!gemm_u8s8_has_segments(b, a.seg_k) || a.segments * a.seg_k != b.k || a.m < 0) {
+    fail(ErrorCode::kInvalidArgument, std::string(b.kernel_name()) + ": no segment form for these rows");
+  }
+  if (a.m == 0 || b.n == 0) return;
+#if defined(__x86_64__)
+  qgemm_u8s7_avx2_segments_requant(qgemm_args(nullptr, 0, a.m, a_zp, b, nullptr, 0), a, rq);
+#endif
 }
 
 void gemm_u8s8_dequant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const DequantRowsArgs& dq,

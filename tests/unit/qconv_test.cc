@@ -453,7 +453,13 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
                          {64, 256, 30, 30, 1, 1, 0, 1, 1, 1},
                          {512, 40, 7, 7, 3, 1, 1, 1, 1, 1},
                          {24, 144, 56, 56, 1, 1, 0, 1, 1, 1},
-                         {64, 32, 17, 23, 3, 2, 1, 1, 4, 1}};
+                         {64, 32, 17, 23, 3, 2, 1, 1, 4, 1},
+                         // U-Net-like few-channel 3x3 convs (NHWC: rows in
+                         // place, runs of 9 and 48 bytes), odd widths, stride 2.
+                         {3, 16, 64, 64, 3, 1, 1, 1, 1, 1},
+                         {16, 16, 31, 29, 3, 1, 1, 1, 1, 2},
+                         {32, 16, 13, 40, 3, 2, 1, 1, 1, 1},
+                         {5, 7, 9, 11, 5, 2, 2, 1, 1, 1}};
   for (const Options& o : big) {
     const Case c = make_case7(o, rng);
     SCOPED_TRACE(describe(c));
@@ -461,7 +467,8 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
     if (HasFatalFailure()) return;
   }
   if (cpu_supports(cpu_features(), Isa::kAvx2)) {
-    for (const char* want : {"qconv_1x1_gemm_u8s7_avx2", "qconv_im2col_u8s7_avx2", "qconv_grouped_u8s7_avx2"}) {
+    for (const char* want : {"qconv_1x1_gemm_u8s7_avx2", "qconv_im2col_u8s7_avx2", "qconv_grouped_u8s7_avx2",
+                             "qconv_rows_nhwc+qgemm_u8s7_avx2_4x16"}) {
       EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
     }
     for (const std::string& n : names) {
