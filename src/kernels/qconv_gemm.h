@@ -16,14 +16,17 @@
 // reference path: integer accumulation is exact, the requantization the same
 // float operations.
 //
-// Rows in place (7-bit weights on AVX2, NHWC, one group, no dilation along
-// W; name qconv_rows_nhwc+<entry>): instead of im2col, the input is copied
-// once per image into a padded NHWC image (x_zp's byte around it), where
-// every kernel row of a pixel's taps is one run of kw * c_in bytes; the GEMM
-// reads those runs in place through one row pointer per pixel
-// (gemm_u8s8_segments_requant), B's rows ordered the same way with zero rows
-// padding each run to a multiple of 4 bytes (the bytes read past a run meet
-// zero weights). KVANT_QCONV_ROWS=0 turns it off (A/B).
+// Rows in place (7-bit weights on AVX2, NHWC, one group, no weight zero
+// point; name qconv_rows_nhwc+<entry>): instead of im2col, the input is
+// copied once per image into a padded NHWC image (x_zp's byte around it)
+// and the GEMM reads each pixel's taps there in place through one row
+// pointer per pixel (gemm_u8s8_segments_requant): a segment per kernel row
+// (kw * c_in contiguous bytes) without dilation along W, else one per tap
+// (c_in bytes), B's rows in the same order with zero rows padding each run
+// to a multiple of 4 bytes (the bytes read past a run meet zero weights).
+// Taps that read only padding for every output pixel are dropped with their
+// rows of B (they add (x_zp - x_zp) * w = 0), and the padded image covers
+// only what the live taps read. KVANT_QCONV_ROWS=0 turns the path off (A/B).
 //
 // Work: per image, the transpose (split by channel blocks), then items
 // (group, block of pixels) over the pool, each slot with its own scratch.
@@ -85,7 +88,8 @@ class QConvGemm {
   bool rows_ = false;                 // rows in place (above); packed_[0] then has K = kh * seg_k_
   int seg_k_ = 0;                     // kw * c_in rounded up to 4
   int padded_h_ = 0, padded_w_ = 0;   // the padded image, pixels
-  std::vector<int64_t> seg_offsets_;  // kh byte offsets of the kernel rows from a pixel's first tap
+  int iy_min_ = 0, ix_min_ = 0;       // the input pixel at padded (0, 0) (negative: padding)
+  std::vector<int64_t> seg_offsets_;  // per segment, bytes from a pixel's first live tap
   bool direct_ = false;               // 1x1, stride 1, no padding: A = the NHWC rows
   int block_rows_ = 0;                // output pixels per item
   uint8_t x_fill_ = 0;                // the raw byte of x_zp (after the int8 flip)
