@@ -54,7 +54,7 @@ for ((r = 0; r < rounds; r++)); do
     engine=${rest%%:*} model=${rest#*:}
     read -r a _ <<<"$(measure "$engine" "$model" 1)"
     read -r b w <<<"$(measure "$engine" "$model" "$runs")"
-    c=$(awk -v a="$a" -v b="$b" -v n="$runs" 'BEGIN {printf "%.1f", (b - a) / (n - 1)}')
+    c=$(awk -v a="$a" -v b="$b" -v n="$runs" 'BEGIN {printf "%.3f", (b - a) / (n - 1)}')
     [[ -n $first ]] || first=$c
     cpu[$label]+="$c " wall[$label]+="$w "
     ratio[$label]+="$(awk -v c="$c" -v f="$first" 'BEGIN {printf "%.3f", c / f}') "
