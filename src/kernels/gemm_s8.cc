@@ -254,6 +254,9 @@ void gemm_u8s8_segments_requant(const QGemmRowSegments& a, uint8_t a_zp, const P
   if (a.m == 0 || b.n == 0) return;
 #if defined(__x86_64__)
   qgemm_u8s7_avx2_segments_requant(qgemm_args(nullptr, 0, a.m, a_zp, b, nullptr, 0), a, rq);
+#else
+  (void)a_zp;  // unreachable: no entry has the segment form here
+  (void)rq;
 #endif
 }
 
