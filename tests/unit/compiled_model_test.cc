@@ -478,6 +478,67 @@ TEST(CompiledModel, ErfGeluBecomesOneStep) {
   EXPECT_NE(compiled.describe_plan().find("gelu_erf_f32"), std::string::npos) << compiled.describe_plan();
 }
 
+// The same GELU quantized statically: the quantizer puts Q/DQ pairs between
+// its ops, and the compiled plan runs each chain of scalar-constant
+// Div/Add/Mul and unary ops between a DQ and a Q as one lookup table (with
+// the x * f(x) gate folded in), which is the QDQ simulation's bytes exactly.
+TEST(CompiledModel, QuantizedErfGeluIsLookupTablesExactly) {
+  Model m = model_with_input(DType::kFloat32, Shape{3, 257});
+  Graph& g = m.graph;
+  const TypeInfo t = g.inputs[0].type;
+  auto scalar = [&](const std::string& name, float v) {
+    Tensor c(DType::kFloat32, {});
+    c.data<float>()[0] = v;
+    g.initializers[name] = c;
+  };
+  auto zero_point = [&](const std::string& name, uint8_t v) {
+    Tensor z(DType::kUInt8, {});
+    z.data<uint8_t>()[0] = v;
+    g.initializers[name] = z;
+  };
+  scalar("c", 1.4142135f);
+  scalar("one", 1.0f);
+  scalar("half", 0.5f);
+  // (scale, zero point) per quantized value: x in [-5, 5], 1 + erf in [0, 2],
+  // x * (1 + erf) in [-0.1, 10], the output in [-0.05, 5].
+  const std::tuple<const char*, float, uint8_t> q[] = {
+      {"qx", 10.0f / 255, 128}, {"qa", 2.0f / 255, 0}, {"qm", 10.1f / 255, 3}, {"qy", 5.05f / 255, 3}};
+  for (const auto& [name, sc, zp] : q) {
+    scalar(std::string(name) + "_s", sc);
+    zero_point(std::string(name) + "_z", zp);
+  }
+  auto qdq = [&](const std::string& in, const std::string& p, const std::string& out) {
+    g.nodes.push_back(make_node(in + "_q", "QuantizeLinear", {in, p + "_s", p + "_z"}, {in + "_codes"}));
+    g.nodes.push_back(make_node(in + "_dq", "DequantizeLinear", {in + "_codes", p + "_s", p + "_z"}, {out}));
+  };
+  qdq("x", "qx", "xd");
+  g.nodes.push_back(make_node("div", "Div", {"xd", "c"}, {"t"}));
+  g.nodes.push_back(make_node("erf", "Erf", {"t"}, {"e"}));
+  g.nodes.push_back(make_node("add", "Add", {"one", "e"}, {"a"}));  // the constant first: input 1 is the chain
+  qdq("a", "qa", "ad");
+  g.nodes.push_back(make_node("mul", "Mul", {"xd", "ad"}, {"m"}));  // xd's second reader: the gate
+  qdq("m", "qm", "md");
+  g.nodes.push_back(make_node("half", "Mul", {"md", "half"}, {"h"}));
+  qdq("h", "qy", "y");
+  g.outputs.push_back({"y", t});
+  Tensor x(DType::kFloat32, {3, 257});
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.data<float>()[i] = -5.5f + 11.0f * static_cast<float>((i * 37) % 771) / 771.0f;
+  CompiledModel compiled(m, default_compile_options(1));
+  compiled.prepare({{"x", {3, 257}}});
+  const std::string plan = compiled.describe_plan();
+  EXPECT_EQ(plan.find("Erf_f32"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("div_f32"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("mul_f32"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("lookup_table (x * Div, Erf, Add)"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("lookup_table (Mul)"), std::string::npos) << plan;
+  ReferenceExecutor reference(m);
+  const Tensor want = reference.run({{"x", x}}).at("y");
+  const Tensor got = compiled.run({{"x", x}}).at("y");
+  ASSERT_EQ(got.shape(), want.shape());
+  EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << plan;
+}
+
 // MaxPool (float32 here; the uint8 step shares the loop) against the
 // reference, exactly: strides, pads, dilation, ceil_mode and sizes where the
 // window's interior/edge split matters.
