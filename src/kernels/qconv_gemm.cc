@@ -60,7 +60,7 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
   const bool rows_allowed = rows_env == nullptr || std::string(rows_env) != "0";
   if (rows_allowed && p_.nhwc && s.group == 1 && !direct_ &&
       std::all_of(w_zp.begin(), w_zp.end(), [](int32_t z) { return z == 0; })) {
-    // Input coordinate of tap k at output 0, and whether any output reads inside.
+    // Whether tap k reads an input position (not padding) for some output position.
     auto live = [](int out, int stride, int pad, int dil, int in, int k) {
       for (int o = 0; o < out; ++o) {
         const int64_t i = static_cast<int64_t>(o) * stride - pad + static_cast<int64_t>(k) * dil;
