@@ -98,6 +98,23 @@ struct QGemmRequant {
 void gemm_u8s8_requant(const uint8_t* A, int lda, int M, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq,
                        int32_t* acc);
 
+// A given as rows of segments, read in place (the implicit-GEMM convolution
+// of qconv_gemm.h, which would otherwise copy every row out by im2col):
+//   A[m, s * seg_k + k] = rows[m][offsets[s] + k]   (s < segments, k < seg_k)
+// so b.k == segments * seg_k. gemm_u8s8_has_segments says whether b's entry
+// has this form (qgemm_u8s7_avx2 with seg_k a multiple of 4 and no b_zp);
+// gemm_u8s8_segments_requant then computes what gemm_u8s8_requant computes
+// on that A, bit for bit, and throws kvant::Error when b has no such form.
+struct QGemmRowSegments {
+  const uint8_t* const* rows;  // m row pointers
+  int m;
+  const int64_t* offsets;  // `segments` byte offsets from each row pointer
+  int segments;
+  int seg_k;
+};
+bool gemm_u8s8_has_segments(const PackedB& b, int seg_k);
+void gemm_u8s8_segments_requant(const QGemmRowSegments& a, uint8_t a_zp, const PackedB& b, const QGemmRequant& rq);
+
 // The GEMM followed by dynamic_quant.h's dequantizing epilogue (the float
 // end of a dynamic MatMul):
 //   y[m * out_stride + n] = clamp(float(C[m, n] + ibias[n]) * mult[n] + fbias[n], lo, hi)

@@ -82,6 +82,9 @@ void qgemm_u8s7_avx2(const QGemmArgs& args);
 // (dynamic_quant.h's dequant_rows_avx2, bit for bit) fused into each tile.
 void qgemm_u8s7_avx2_requant(const QGemmArgs& args, const QGemmRequant& rq);
 void qgemm_u8s7_avx2_dequant(const QGemmArgs& args, const DequantRowsArgs& dq);
+// The segment form of gemm_u8s8_segments_requant (args.a, lda and c unused;
+// no b_zp; a.seg_k a multiple of 4, a.segments * a.seg_k == args.k).
+void qgemm_u8s7_avx2_segments_requant(const QGemmArgs& args, const QGemmRowSegments& a, const QGemmRequant& rq);
 // x86_avxvnni/gemm_s8_avxvnni.cc: quads layout, VEX vpdpbusd on ymm.
 void qgemm_u8s8_avxvnni(const QGemmArgs& args);
 // x86_avx512vnni/gemm_s8_avx512vnni.cc: quads layout, vpdpbusd on zmm;

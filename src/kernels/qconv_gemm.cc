@@ -2,8 +2,10 @@
 #include "kernels/qconv_gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
+#include "kvant/status.h"
 #include "runtime/thread_pool.h"
 
 namespace kvant {
@@ -50,10 +52,83 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
             s.h_out == s.h_in && s.w_out == s.w_in;
   x_fill_ = static_cast<uint8_t>(p_.x_zp + (p_.x_signed ? 128 : 0));
 
+  // Rows in place. Live taps: those that read some input pixel for some
+  // output pixel; the others read only padding (x_zp: they add 0) and are
+  // dropped, with their rows of B (DeepLabV3's ASPP: 3x3 convs of
+  // dilation 12-36 on an 8x8 map keep only the centre tap).
+  const char* rows_env = std::getenv("KVANT_QCONV_ROWS");
+  const bool rows_allowed = rows_env == nullptr || std::string(rows_env) != "0";
+  if (rows_allowed && p_.nhwc && s.group == 1 && !direct_ &&
+      std::all_of(w_zp.begin(), w_zp.end(), [](int32_t z) { return z == 0; })) {
+    // Whether tap k reads an input position (not padding) for some output position.
+    auto live = [](int out, int stride, int pad, int dil, int in, int k) {
+      for (int o = 0; o < out; ++o) {
+        const int64_t i = static_cast<int64_t>(o) * stride - pad + static_cast<int64_t>(k) * dil;
+        if (i >= 0 && i < in) return true;
+      }
+      return false;
+    };
+    std::vector<int> live_y, live_x;
+    for (int ky = 0; ky < s.kh; ++ky) {
+      if (live(s.h_out, s.stride_h, s.pad_top, s.dil_h, s.h_in, ky)) live_y.push_back(ky);
+    }
+    for (int kx = 0; kx < s.kw; ++kx) {
+      if (live(s.w_out, s.stride_w, s.pad_left, s.dil_w, s.w_in, kx)) live_x.push_back(kx);
+    }
+    if (!live_y.empty() && !live_x.empty()) {
+      // One segment per live kernel row (its kw taps one run of kw * c_in
+      // bytes) when every tap of a row is live and there is no dilation
+      // along W; else one per live tap (c_in bytes). Runs padded to 4 bytes
+      // with zero rows of B.
+      const bool row_runs = s.dil_w == 1 && static_cast<int>(live_x.size()) == s.kw;
+      const int run = row_runs ? s.kw * s.c_in : s.c_in;
+      const int seg_k = (run + 3) / 4 * 4;
+      iy_min_ = live_y.front() * s.dil_h - s.pad_top;
+      ix_min_ = live_x.front() * s.dil_w - s.pad_left;
+      padded_h_ = (s.h_out - 1) * s.stride_h + (live_y.back() - live_y.front()) * s.dil_h + 1;
+      padded_w_ = (s.w_out - 1) * s.stride_w + (live_x.back() - live_x.front()) * s.dil_w + 1;
+      const int64_t pixel = s.c_in, row = static_cast<int64_t>(padded_w_) * pixel;
+      std::vector<std::pair<int, int>> taps;  // (ky, kx) in B's row order
+      for (int ky : live_y) {
+        if (row_runs) {
+          seg_offsets_.push_back((ky - live_y.front()) * s.dil_h * row);
+          for (int kx = 0; kx < s.kw; ++kx) taps.emplace_back(ky, kx);
+          continue;
+        }
+        for (int kx : live_x) {
+          seg_offsets_.push_back((ky - live_y.front()) * s.dil_h * row + (kx - live_x.front()) * s.dil_w * pixel);
+          taps.emplace_back(ky, kx);
+        }
+      }
+      const int segments = static_cast<int>(seg_offsets_.size());
+      const int per_segment = row_runs ? s.kw : 1;
+      std::vector<int8_t> b(static_cast<size_t>(segments) * seg_k * s.c_out, 0);
+      for (size_t t = 0; t < taps.size(); ++t) {
+        const auto [ky, kx] = taps[t];
+        const size_t k0 = (t / static_cast<size_t>(per_segment)) * static_cast<size_t>(seg_k) +
+                          (t % static_cast<size_t>(per_segment)) * static_cast<size_t>(s.c_in);
+        for (int m = 0; m < s.c_out; ++m) {
+          for (int c = 0; c < s.c_in; ++c) {
+            b[(k0 + static_cast<size_t>(c)) * s.c_out + m] =
+                weights[((static_cast<int64_t>(m) * s.c_in + c) * s.kh + ky) * s.kw + kx];
+          }
+        }
+      }
+      PackedB packed = pack_b_s8(b.data(), segments * seg_k, s.c_out, allowed);
+      if (gemm_u8s8_has_segments(packed, seg_k)) {
+        rows_ = true;
+        seg_k_ = seg_k;
+        packed_.push_back(std::move(packed));
+      } else {
+        seg_offsets_.clear();
+      }
+    }
+  }
+
   // B [K, cout_g] per group, k = tap * cin_g + c; w_zp as int8 per column.
-  std::vector<int8_t> b(static_cast<size_t>(k_) * cout_g_);
+  std::vector<int8_t> b(rows_ ? 0 : static_cast<size_t>(k_) * cout_g_);
   std::vector<int8_t> zp(static_cast<size_t>(cout_g_));
-  for (int g = 0; g < s.group; ++g) {
+  for (int g = 0; g < (rows_ ? 0 : s.group); ++g) {
     bool any_zp = false;
     for (int m = 0; m < cout_g_; ++m) {
       const int mg = g * cout_g_ + m;
@@ -85,6 +160,13 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
                 round64(static_cast<size_t>(block_rows_) * cout_g_ * 4) +
                 (p_.nhwc ? 0 : round64(static_cast<size_t>(block_rows_) * cout_g_));
   name_ = std::string(direct_ ? "qconv_1x1_nhwc+" : "qconv_im2col_nhwc+") + packed_.front().kernel_name();
+  if (rows_) {
+    // The padded image (plus the up to 3 bytes a last run reads past its
+    // end) shared; per slot, one row pointer per output pixel of a block.
+    shared_bytes_ = round64(static_cast<size_t>(padded_h_) * padded_w_ * s.c_in + 4);
+    slot_bytes_ = round64(static_cast<size_t>(block_rows_) * sizeof(const uint8_t*));
+    name_ = std::string("qconv_rows_nhwc+") + packed_.front().kernel_name();
+  }
 }
 
 size_t QConvGemm::scratch_bytes(int slots) const { return shared_bytes_ + slot_bytes_ * static_cast<size_t>(slots); }
@@ -130,8 +212,74 @@ void QConvGemm::im2col_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint
   }
 }
 
+void QConvGemm::run_rows(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool,
+                         const int32_t* bias, const float* mult, int32_t lo, int32_t hi) const {
+  const ConvShape& s = p_.shape;
+  const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
+  const int64_t pixel = s.c_in;
+  const int64_t padded_row = static_cast<int64_t>(padded_w_) * pixel;
+  const uint8_t flip = p_.x_signed ? 0x80 : 0;
+  const int blocks = static_cast<int>((hw + block_rows_ - 1) / block_rows_);
+  // Padded pixel (py, px) is input pixel (py + iy_min_, px + ix_min_);
+  // the input columns that exist are padded columns [px0, px1).
+  const int px0 = std::clamp(-ix_min_, 0, padded_w_);
+  const int px1 = std::clamp(s.w_in - ix_min_, px0, padded_w_);
+  uint8_t* padded = scratch;
+  for (int b = 0; b < s.batch; ++b) {
+    const uint8_t* xb = x + static_cast<int64_t>(b) * s.c_in * s.h_in * s.w_in;
+    uint8_t* yb = y + static_cast<int64_t>(b) * s.c_out * hw;
+    parallel_for(pool, padded_h_, [&](int64_t begin, int64_t end) {
+      for (int64_t py = begin; py < end; ++py) {
+        uint8_t* dst = padded + py * padded_row;
+        const int64_t iy = py + iy_min_;
+        if (iy < 0 || iy >= s.h_in) {
+          std::memset(dst, x_fill_, static_cast<size_t>(padded_row));
+          continue;
+        }
+        const uint8_t* src = xb + (iy * s.w_in + (px0 + ix_min_)) * pixel;
+        const size_t bytes = static_cast<size_t>((px1 - px0) * pixel);
+        std::memset(dst, x_fill_, static_cast<size_t>(px0 * pixel));
+        if (flip != 0) {
+          for (size_t i = 0; i < bytes; ++i) dst[px0 * pixel + static_cast<int64_t>(i)] = src[i] ^ flip;
+        } else {
+          std::memcpy(dst + px0 * pixel, src, bytes);
+        }
+        std::memset(dst + px1 * pixel, x_fill_, static_cast<size_t>((padded_w_ - px1) * pixel));
+      }
+    });
+    // The up to 3 bytes a last run reads past the image (met by zero rows of B).
+    std::memset(padded + static_cast<int64_t>(padded_h_) * padded_row, x_fill_, 4);
+    parallel_for(pool, slots, [&](int64_t slot_begin, int64_t slot_end) {
+      for (int64_t slot = slot_begin; slot < slot_end; ++slot) {
+        auto* rows =
+            reinterpret_cast<const uint8_t**>(scratch + shared_bytes_ + static_cast<size_t>(slot) * slot_bytes_);
+        int64_t begin = 0, end = 0;
+        chunk_range(blocks, slots, static_cast<int>(slot), begin, end);
+        for (int64_t item = begin; item < end; ++item) {
+          const int p0 = static_cast<int>(item) * block_rows_;
+          const int count = static_cast<int>(std::min<int64_t>(block_rows_, hw - p0));
+          for (int r = 0; r < count; ++r) {
+            const int p = p0 + r;
+            const int oy = p / s.w_out, ox = p % s.w_out;
+            rows[r] = padded + static_cast<int64_t>(oy) * s.stride_h * padded_row +
+                      static_cast<int64_t>(ox) * s.stride_w * pixel;
+          }
+          gemm_u8s8_segments_requant(
+              QGemmRowSegments{rows, count, seg_offsets_.data(), static_cast<int>(seg_offsets_.size()), seg_k_},
+              x_fill_, packed_.front(),
+              QGemmRequant{bias, mult, p_.y_zp, lo, hi, p_.y_signed, yb + static_cast<int64_t>(p0) * s.c_out, s.c_out});
+        }
+      }
+    });
+  }
+}
+
 void QConvGemm::run(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool, const int32_t* bias,
                     const float* mult, int32_t lo, int32_t hi) const {
+  if (rows_) {
+    run_rows(x, y, scratch, slots, pool, bias, mult, lo, hi);
+    return;
+  }
   const ConvShape& s = p_.shape;
   const int64_t hw_in = static_cast<int64_t>(s.h_in) * s.w_in;
   const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;
@@ -200,6 +348,8 @@ const uint8_t* QConvGemm::a_rows(const uint8_t* x_nhwc, int g, int p0, int rows,
 void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* scratch, int slots, ThreadPool* pool,
                             const FloatQuantKernel& fq, const float* mult, const float* bias, float lo, float hi,
                             float* ranges) const {
+  if (rows_)
+    throw Error(ErrorCode::kInvalidArgument, "QConvGemm::run_dequant: built NHWC; the dynamic form needs NCHW");
   const ConvShape& s = p_.shape;
   const int64_t hw_in = static_cast<int64_t>(s.h_in) * s.w_in;
   const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;

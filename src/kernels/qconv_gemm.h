@@ -16,6 +16,18 @@
 // reference path: integer accumulation is exact, the requantization the same
 // float operations.
 //
+// Rows in place (7-bit weights on AVX2, NHWC, one group, no weight zero
+// point; name qconv_rows_nhwc+<entry>): instead of im2col, the input is
+// copied once per image into a padded NHWC image (x_zp's byte around it)
+// and the GEMM reads each pixel's taps there in place through one row
+// pointer per pixel (gemm_u8s8_segments_requant): a segment per kernel row
+// (kw * c_in contiguous bytes) without dilation along W, else one per tap
+// (c_in bytes), B's rows in the same order with zero rows padding each run
+// to a multiple of 4 bytes (the bytes read past a run meet zero weights).
+// Taps that read only padding for every output pixel are dropped with their
+// rows of B (they add (x_zp - x_zp) * w = 0), and the padded image covers
+// only what the live taps read. KVANT_QCONV_ROWS=0 turns the path off (A/B).
+//
 // Work: per image, the transpose (split by channel blocks), then items
 // (group, block of pixels) over the pool, each slot with its own scratch.
 #pragma once
@@ -70,12 +82,20 @@ class QConvGemm {
   // padding read as `fill`; `lda` is set to its row stride.
   const uint8_t* a_rows(const uint8_t* x_nhwc, int g, int p0, int rows, uint8_t fill, uint8_t* cols, int& lda) const;
 
+  void run_rows(const uint8_t* x, uint8_t* y, uint8_t* scratch, int slots, ThreadPool* pool, const int32_t* bias,
+                const float* mult, int32_t lo, int32_t hi) const;
+
   QConvParams p_;
   int cin_g_ = 0, cout_g_ = 0, k_ = 0;
-  bool direct_ = false;          // 1x1, stride 1, no padding: A = the NHWC rows
-  int block_rows_ = 0;           // output pixels per item
-  uint8_t x_fill_ = 0;           // the raw byte of x_zp (after the int8 flip)
-  std::vector<PackedB> packed_;  // per group
+  bool rows_ = false;                 // rows in place (above); packed_[0] then has K = kh * seg_k_
+  int seg_k_ = 0;                     // kw * c_in rounded up to 4
+  int padded_h_ = 0, padded_w_ = 0;   // the padded image, pixels
+  int iy_min_ = 0, ix_min_ = 0;       // the input pixel at padded (0, 0) (negative: padding)
+  std::vector<int64_t> seg_offsets_;  // per segment, bytes from a pixel's first live tap
+  bool direct_ = false;               // 1x1, stride 1, no padding: A = the NHWC rows
+  int block_rows_ = 0;                // output pixels per item
+  uint8_t x_fill_ = 0;                // the raw byte of x_zp (after the int8 flip)
+  std::vector<PackedB> packed_;       // per group
   const TransposeU8Kernel* transpose_ = nullptr;
   size_t shared_bytes_ = 0, slot_bytes_ = 0;
   std::string name_;

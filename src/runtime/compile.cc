@@ -389,6 +389,18 @@ class Compiler {
       if (auto f = match_gelu(node)) return f;
     }
     if (node.op_type == "Add" || node.op_type == "Sub" || node.op_type == "Mul" || node.op_type == "Div") {
+      // With a scalar constant, on a DQ that other nodes read too (GELU's
+      // x / sqrt(2), whose x the gate's Mul reads): a lookup chain, as for
+      // the unary ops below.
+      for (size_t side = 0; side < node.inputs.size() && side < 2; ++side) {
+        QuantScalar x;
+        const Node* dq = scalar_binary_side(node, node.inputs[side]) == static_cast<int>(side)
+                             ? activation_dq(node.inputs[side], x)
+                             : nullptr;
+        if (dq != nullptr && sole_reader(dq->outputs[0]) == nullptr) {
+          if (auto f = match_lookup(*dq, &node)) return f;
+        }
+      }
       return match_binary(node);
     }
     if (lookup_unary(node.op_type) && !node.inputs.empty()) {
@@ -1504,6 +1516,20 @@ class Compiler {
     return f;
   }
 
+  // Add/Sub/Mul/Div of the chain's value and a rank-0 float32 constant
+  // (GELU's x / sqrt(2), 1 + erf, 0.5 * y): still a function of the one
+  // input code, and the output keeps the input's shape.
+  // Returns which input (0 or 1) is `tail`, or -1.
+  int scalar_binary_side(const Node& node, const std::string& tail) const {
+    if (node.op_type != "Add" && node.op_type != "Sub" && node.op_type != "Mul" && node.op_type != "Div") return -1;
+    if (node.inputs.size() != 2 || node.outputs.size() != 1) return -1;
+    const int side = node.inputs[0] == tail ? 0 : (node.inputs[1] == tail ? 1 : -1);
+    if (side < 0 || node.inputs[0] == node.inputs[1]) return -1;
+    const Tensor* c = constant(node.inputs[static_cast<size_t>(1 - side)]);
+    if (c == nullptr || c->dtype() != DType::kFloat32 || c->numel() != 1 || c->rank() != 0) return -1;
+    return side;
+  }
+
   static bool lookup_unary(const std::string& op) {
     static const std::set<std::string> kUnary = {"Relu",      "Clip", "Sigmoid", "Tanh",     "HardSigmoid", "HardSwish",
                                                  "LeakyRelu", "Elu",  "Selu",    "Softplus", "Gelu",        "Erf",
@@ -1522,6 +1548,7 @@ class Compiler {
     QuantScalar x, y;
     if (constant(dq.inputs[0]) || !quant_scalar(dq, x)) return std::nullopt;
     std::vector<const Node*> chain, unary, views;
+    std::vector<int> chain_side;  // per unary op, which input is the chain's value
     std::string tail = dq.outputs[0];
     const Node* q = nullptr;
     for (;;) {
@@ -1533,11 +1560,14 @@ class Compiler {
         break;
       }
       const bool is_view = kViews.count(next->op_type) != 0;
-      if (!is_view && !lookup_unary(next->op_type)) return std::nullopt;
-      if (next->inputs.empty() || next->inputs[0] != tail) return std::nullopt;
-      for (size_t i = 1; i < next->inputs.size(); ++i) {
+      const int scalar_side = scalar_binary_side(*next, tail);
+      if (!is_view && !lookup_unary(next->op_type) && scalar_side < 0) return std::nullopt;
+      if (scalar_side < 0 && (next->inputs.empty() || next->inputs[0] != tail)) return std::nullopt;
+      for (size_t i = scalar_side == 1 ? 0 : 1; i < next->inputs.size(); ++i) {
+        if (static_cast<int>(i) == scalar_side) continue;
         if (!next->inputs[i].empty() && constant(next->inputs[i]) == nullptr) return std::nullopt;
       }
+      if (!is_view) chain_side.push_back(std::max(scalar_side, 0));
       (is_view ? views : unary).push_back(next);
       chain.push_back(next);
       tail = next->outputs[0];
@@ -1553,10 +1583,16 @@ class Compiler {
       codes.data<float>()[v] = static_cast<float>(code - x.zero_point) * x.scale;
     }
     Tensor value = codes;
-    for (const Node* op : unary) {
-      KernelContext ctx{*op, m_.model_.opset(op->domain), {&value}, {}, nullptr};
-      for (size_t i = 1; i < op->inputs.size(); ++i)
-        ctx.inputs.push_back(op->inputs[i].empty() ? nullptr : constant(op->inputs[i]));
+    for (size_t u = 0; u < unary.size(); ++u) {
+      const Node* op = unary[u];
+      KernelContext ctx{*op, m_.model_.opset(op->domain), {}, {}, nullptr};
+      for (size_t i = 0; i < op->inputs.size(); ++i) {
+        if (static_cast<int>(i) == chain_side[u]) {
+          ctx.inputs.push_back(&value);
+        } else {
+          ctx.inputs.push_back(op->inputs[i].empty() ? nullptr : constant(op->inputs[i]));
+        }
+      }
       ctx.outputs.resize(op->outputs.size());
       try {
         find_op("", op->op_type)->run(ctx);

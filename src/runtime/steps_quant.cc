@@ -130,14 +130,19 @@ class QGemmStep : public Step {
       const int64_t r0 = tb * 8, r1 = std::min(m, te * 8);
       const int rows = static_cast<int>(r1 - r0);
       int32_t* c = acc + r0 * n;
-      gemm_u8s8_s32(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_, c, n);
-      if (!p_.y) {
-        fq_->dequant(DequantRowsArgs{c, n, rows, n, bias, multiplier_.data(), nullptr, p_.clamp.lo, p_.clamp.hi,
-                                     static_cast<float*>(y) + r0 * n, n});
+      if (p_.y) {
+        // Requantized in the GEMM's registers where the entry can (the 7-bit
+        // AVX2 and AMX ones: no int32 block written and read back), else
+        // through requant_rows; the same bytes either way (gemm_s8.h).
+        gemm_u8s8_requant(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_,
+                          QGemmRequant{bias, multiplier_.data(), p_.y->zero_point, qmin_, qmax_, p_.y->is_signed,
+                                       static_cast<uint8_t*>(y) + r0 * n, n},
+                          c);
         return;
       }
-      requant_->run(RequantRowsArgs{c, n, rows, n, bias, multiplier_.data(), p_.y->zero_point, qmin_, qmax_,
-                                    p_.y->is_signed, static_cast<uint8_t*>(y) + r0 * n, n});
+      gemm_u8s8_s32(a + r0 * k, k, rows, static_cast<uint8_t>(a_zp), packed_, c, n);
+      fq_->dequant(DequantRowsArgs{c, n, rows, n, bias, multiplier_.data(), nullptr, p_.clamp.lo, p_.clamp.hi,
+                                   static_cast<float*>(y) + r0 * n, n});
     });
   }
 
@@ -145,7 +150,6 @@ class QGemmStep : public Step {
   QGemmParams p_;
   PackedB packed_;
   const FloatQuantKernel* fq_ = &pick_float_quant(p_.isa);
-  const RequantRowsKernel* requant_ = &pick_requant_rows(p_.isa);
   std::vector<int32_t> zero_bias_;
   std::vector<float> multiplier_;
   int32_t qmin_ = 0, qmax_ = 255;

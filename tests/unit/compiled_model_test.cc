@@ -380,6 +380,40 @@ TEST(CompiledModel, TransposeStepMatchesTheReferenceExactly) {
   }
 }
 
+// FP32 matrix-transpose blocks with either side's stride the longer one
+// (the inner loop runs along that side): NCHW <-> NHWC of a 16-channel
+// 64 x 64 plane (U-Net's ConvTranspose outputs), both ways, and odd sizes.
+TEST(CompiledModel, FloatTransposeBlocksEitherWayMatchTheReference) {
+  const std::pair<Shape, std::vector<int64_t>> cases[] = {
+      {{1, 16, 64, 64}, {0, 2, 3, 1}}, {{1, 64, 64, 16}, {0, 3, 1, 2}}, {{2, 40, 3}, {0, 2, 1}},
+      {{2, 3, 40}, {0, 2, 1}},         {{5, 33, 17}, {0, 2, 1}},        {{5, 17, 33}, {2, 0, 1}}};
+  for (const auto& [shape, perm] : cases) {
+    Model m;
+    m.ir_version = 7;
+    m.opset_imports[""] = 13;
+    Graph& g = m.graph;
+    TypeInfo t;
+    t.dtype = DType::kFloat32;
+    t.has_shape = true;
+    for (int64_t d : shape) t.dims.push_back(Dim{d, ""});
+    g.inputs.push_back({"x", t});
+    Node node = make_node("tr", "Transpose", {"x"}, {"y"});
+    node.attributes["perm"] = ints_attr(perm);
+    g.nodes.push_back(node);
+    TypeInfo out;
+    out.dtype = DType::kFloat32;
+    g.outputs.push_back({"y", out});
+    Tensor x(DType::kFloat32, shape);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(i) * 0.25f - 7.0f;
+    ReferenceExecutor reference(m);
+    const Tensor want = reference.run({{"x", x}}).at("y");
+    CompiledModel compiled(m, default_compile_options(1));
+    const Tensor got = compiled.run({{"x", x}}).at("y");
+    ASSERT_EQ(got.shape(), want.shape());
+    ASSERT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << "rank " << shape.size();
+  }
+}
+
 // 8-bit transposes whose output's last axis is short (2..8, the channel
 // shuffle on NHWC pixels and an RGB input to NHWC run as row interleaves;
 // 9 takes the strided gather) give the reference's bytes.
@@ -442,6 +476,67 @@ TEST(CompiledModel, ErfGeluBecomesOneStep) {
   compiled.prepare({{"x", {3, 4099}}});
   EXPECT_EQ(compiled.stats().kernel_steps + compiled.stats().fallback_steps, 1) << compiled.describe_plan();
   EXPECT_NE(compiled.describe_plan().find("gelu_erf_f32"), std::string::npos) << compiled.describe_plan();
+}
+
+// The same GELU quantized statically: the quantizer puts Q/DQ pairs between
+// its ops, and the compiled plan runs each chain of scalar-constant
+// Div/Add/Mul and unary ops between a DQ and a Q as one lookup table (with
+// the x * f(x) gate folded in), which is the QDQ simulation's bytes exactly.
+TEST(CompiledModel, QuantizedErfGeluIsLookupTablesExactly) {
+  Model m = model_with_input(DType::kFloat32, Shape{3, 257});
+  Graph& g = m.graph;
+  const TypeInfo t = g.inputs[0].type;
+  auto scalar = [&](const std::string& name, float v) {
+    Tensor c(DType::kFloat32, {});
+    c.data<float>()[0] = v;
+    g.initializers[name] = c;
+  };
+  auto zero_point = [&](const std::string& name, uint8_t v) {
+    Tensor z(DType::kUInt8, {});
+    z.data<uint8_t>()[0] = v;
+    g.initializers[name] = z;
+  };
+  scalar("c", 1.4142135f);
+  scalar("one", 1.0f);
+  scalar("half", 0.5f);
+  // (scale, zero point) per quantized value: x in [-5, 5], 1 + erf in [0, 2],
+  // x * (1 + erf) in [-0.1, 10], the output in [-0.05, 5].
+  const std::tuple<const char*, float, uint8_t> q[] = {
+      {"qx", 10.0f / 255, 128}, {"qa", 2.0f / 255, 0}, {"qm", 10.1f / 255, 3}, {"qy", 5.05f / 255, 3}};
+  for (const auto& [name, sc, zp] : q) {
+    scalar(std::string(name) + "_s", sc);
+    zero_point(std::string(name) + "_z", zp);
+  }
+  auto qdq = [&](const std::string& in, const std::string& p, const std::string& out) {
+    g.nodes.push_back(make_node(in + "_q", "QuantizeLinear", {in, p + "_s", p + "_z"}, {in + "_codes"}));
+    g.nodes.push_back(make_node(in + "_dq", "DequantizeLinear", {in + "_codes", p + "_s", p + "_z"}, {out}));
+  };
+  qdq("x", "qx", "xd");
+  g.nodes.push_back(make_node("div", "Div", {"xd", "c"}, {"t"}));
+  g.nodes.push_back(make_node("erf", "Erf", {"t"}, {"e"}));
+  g.nodes.push_back(make_node("add", "Add", {"one", "e"}, {"a"}));  // the constant first: input 1 is the chain
+  qdq("a", "qa", "ad");
+  g.nodes.push_back(make_node("mul", "Mul", {"xd", "ad"}, {"m"}));  // xd's second reader: the gate
+  qdq("m", "qm", "md");
+  g.nodes.push_back(make_node("half", "Mul", {"md", "half"}, {"h"}));
+  qdq("h", "qy", "y");
+  g.outputs.push_back({"y", t});
+  Tensor x(DType::kFloat32, {3, 257});
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.data<float>()[i] = -5.5f + 11.0f * static_cast<float>((i * 37) % 771) / 771.0f;
+  CompiledModel compiled(m, default_compile_options(1));
+  compiled.prepare({{"x", {3, 257}}});
+  const std::string plan = compiled.describe_plan();
+  EXPECT_EQ(plan.find("Erf_f32"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("div_f32"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("mul_f32"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("lookup_table (x * Div, Erf, Add)"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("lookup_table (Mul)"), std::string::npos) << plan;
+  ReferenceExecutor reference(m);
+  const Tensor want = reference.run({{"x", x}}).at("y");
+  const Tensor got = compiled.run({{"x", x}}).at("y");
+  ASSERT_EQ(got.shape(), want.shape());
+  EXPECT_EQ(std::memcmp(got.raw(), want.raw(), want.nbytes()), 0) << plan;
 }
 
 // MaxPool (float32 here; the uint8 step shares the loop) against the

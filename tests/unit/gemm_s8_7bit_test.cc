@@ -17,6 +17,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/gemm_s8.h"
 #include "kernels/gemm_s8_kernels.h"
+#include "kvant/status.h"
 
 namespace kvant {
 namespace {
@@ -176,6 +177,92 @@ TEST(GemmS8SevenBit, WideKernelLongKIsExact) {
   const PackedB packed = pack(c);
   ASSERT_TRUE(packed.fits_7bit);
   expect_exact(c, packed);
+}
+
+// The segment form (gemm_u8s8_segments_requant, the implicit-GEMM conv rows):
+// rows given by pointers, each the concatenation of `segments` runs of seg_k
+// bytes at fixed offsets, must give the bytes gemm_u8s8_requant gives on that
+// A gathered into plain rows: odd M (tiles of 1-3 rows), N across panel
+// edges, 1-4 segments, extremes, an output stride wider than N (the sentinel
+// past N must stay).
+TEST(GemmS8SevenBit, SegmentRowsMatchTheRequantizedGemm) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255), pick(0, 1 << 20);
+  int runs = 0;
+  for (int m : {1, 2, 3, 4, 5, 7, 13, 64, 67}) {
+    for (int n : {1, 15, 16, 17, 40}) {
+      for (int segments : {1, 3, 4}) {
+        for (int seg_k : {4, 12, 48, 100}) {
+          const int K = segments * seg_k;
+          const bool extreme = (m + n + segments) % 5 == 0;
+          Case c = make_case(rng, m, n, K, static_cast<uint8_t>(byte(rng)), false, -64, 64, 0);
+          if (extreme) {
+            for (auto& v : c.b) v = static_cast<int8_t>(byte(rng) % 2 == 0 ? -64 : 64);
+          }
+          // The source bytes, row pointers into them at random places.
+          std::vector<uint8_t> source(static_cast<size_t>(4096 + K) * 4);
+          for (auto& v : source) v = static_cast<uint8_t>(extreme ? 255 : byte(rng));
+          std::vector<int64_t> offsets(static_cast<size_t>(segments));
+          for (int s = 0; s < segments; ++s) offsets[static_cast<size_t>(s)] = pick(rng) % 4096;
+          std::vector<const uint8_t*> rows(static_cast<size_t>(m));
+          std::vector<uint8_t> dense(static_cast<size_t>(m) * K);
+          for (int r = 0; r < m; ++r) {
+            rows[static_cast<size_t>(r)] = source.data() + pick(rng) % 8192;
+            for (int s = 0; s < segments; ++s) {
+              for (int k = 0; k < seg_k; ++k) {
+                dense[static_cast<size_t>(r) * K + static_cast<size_t>(s) * seg_k + k] =
+                    rows[static_cast<size_t>(r)][offsets[static_cast<size_t>(s)] + k];
+              }
+            }
+          }
+          const PackedB packed = pack(c);
+          ASSERT_TRUE(gemm_u8s8_has_segments(packed, seg_k)) << packed.kernel_name();
+          std::vector<int32_t> bias(static_cast<size_t>(n));
+          std::vector<float> mult(static_cast<size_t>(n));
+          for (int i = 0; i < n; ++i) {
+            bias[static_cast<size_t>(i)] = byte(rng) * 40 - 5000;
+            mult[static_cast<size_t>(i)] = 1e-4f * static_cast<float>(1 + byte(rng));
+          }
+          const int ldy = n + 3;
+          const int32_t y_zp = byte(rng), lo = byte(rng) % 2 == 0 ? 0 : y_zp;
+          std::vector<uint8_t> want(static_cast<size_t>(m) * ldy, 0xA5), got(want.size(), 0xA5);
+          std::vector<int32_t> acc(static_cast<size_t>(m) * n);
+          gemm_u8s8_requant(dense.data(), K, m, c.a_zp, packed,
+                            QGemmRequant{bias.data(), mult.data(), y_zp, lo, 255, false, want.data(), ldy}, acc.data());
+          gemm_u8s8_segments_requant(QGemmRowSegments{rows.data(), m, offsets.data(), segments, seg_k}, c.a_zp, packed,
+                                     QGemmRequant{bias.data(), mult.data(), y_zp, lo, 255, false, got.data(), ldy});
+          ASSERT_EQ(got, want) << "m " << m << " n " << n << " segments " << segments << " seg_k " << seg_k;
+          ++runs;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(runs, 9 * 5 * 3 * 4);
+}
+
+// What has no segment form says so, and asking for it anyway is an error.
+TEST(GemmS8SevenBit, SegmentFormOnlyWhereItExists) {
+  if (!have_avx2()) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(12);
+  const Case plain = make_case(rng, 4, 16, 24, 3, false, -64, 64, 0);
+  const PackedB packed = pack(plain);
+  EXPECT_TRUE(gemm_u8s8_has_segments(packed, 12));
+  EXPECT_FALSE(gemm_u8s8_has_segments(packed, 6));   // not a multiple of 4
+  EXPECT_FALSE(gemm_u8s8_has_segments(packed, 16));  // does not divide K
+  const Case with_zp = make_case(rng, 4, 16, 24, 3, true, -64, 64, 0);
+  EXPECT_FALSE(gemm_u8s8_has_segments(pack(with_zp), 12));
+  const Case wide = make_case(rng, 4, 16, 24, 3, false, -128, 127, 0);
+  const PackedB wide_packed = pack(wide);
+  EXPECT_FALSE(gemm_u8s8_has_segments(wide_packed, 12)) << wide_packed.kernel_name();
+  const uint8_t* rows[1] = {plain.a.data()};
+  const int64_t offsets[2] = {0, 12};
+  int32_t bias[16] = {};
+  float mult[16] = {};
+  uint8_t y[16];
+  EXPECT_THROW(gemm_u8s8_segments_requant(QGemmRowSegments{rows, 1, offsets, 2, 12}, 0, wide_packed,
+                                          QGemmRequant{bias, mult, 0, 0, 255, false, y, 16}),
+               Error);
 }
 
 // Steady-state calls allocate nothing, on every entry (DESIGN.md §3).

@@ -322,6 +322,31 @@ TEST(Pad, ReflectEdgeWrapOpset11) {
   }
 }
 
+// Constant mode with whole rows in the border (filled by doubling copies):
+// a [2, 3] float input padded by 1 row above, 2 below and 1 column each
+// side with 7.5, checked against the loops written out here; rows of 5,
+// 9 and 1 element (doubling stops short of, at and past the row).
+TEST(Pad, ConstantBorderRowsHoldTheValue) {
+  Node node = make_node("Pad", 3);
+  for (int64_t extra : {0, 2, -2}) {
+    const int64_t w = 3 + 2 + 2 * extra;  // output row width
+    const Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+    const int64_t side = 1 + extra;
+    const Tensor pads = Tensor::from_vector<int64_t>({1, side, 2, side}, {4});
+    const Tensor value = Tensor::scalar<float>(7.5f);
+    std::vector<float> want;
+    for (int64_t r = -1; r < 4; ++r) {
+      for (int64_t c = -side; c < 3 + side; ++c) {
+        const bool inside = r >= 0 && r < 2 && c >= 0 && c < 3;
+        want.push_back(inside ? static_cast<float>(r * 3 + c + 1) : 7.5f);
+      }
+    }
+    const Tensor y = run_node(node, {x, pads, value}, 13)[0];
+    EXPECT_EQ(y.shape(), (Shape{5, w}));
+    EXPECT_EQ(values(y), want) << "row width " << w;
+  }
+}
+
 TEST(Resize, LinearAlignCornersAndNearestFloor) {
   // [1, 3] -> 3 samples with align_corners: [1, 2, 3]; asymmetric nearest floor x2: [1, 1, 3, 3].
   Node node = make_node("Resize", 4);

@@ -453,7 +453,20 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
                          {64, 256, 30, 30, 1, 1, 0, 1, 1, 1},
                          {512, 40, 7, 7, 3, 1, 1, 1, 1, 1},
                          {24, 144, 56, 56, 1, 1, 0, 1, 1, 1},
-                         {64, 32, 17, 23, 3, 2, 1, 1, 4, 1}};
+                         {64, 32, 17, 23, 3, 2, 1, 1, 4, 1},
+                         // U-Net-like few-channel 3x3 convs (NHWC: rows in
+                         // place, runs of 9 and 48 bytes), odd widths, stride 2.
+                         {3, 16, 64, 64, 3, 1, 1, 1, 1, 1},
+                         {16, 16, 31, 29, 3, 1, 1, 1, 1, 2},
+                         {32, 16, 13, 40, 3, 2, 1, 1, 1, 1},
+                         {5, 7, 9, 11, 5, 2, 2, 1, 1, 1},
+                         // Dilated: one segment per tap (runs of c_in bytes,
+                         // 5 -> 8 with zero rows); DeepLabV3's ASPP, where
+                         // only the centre tap reads the 8x8 map (the other
+                         // taps are dropped); some taps dead at 9x9.
+                         {5, 7, 10, 13, 3, 2, 2, 2, 1, 1},
+                         {32, 16, 8, 8, 3, 1, 12, 12, 1, 1},
+                         {16, 8, 9, 9, 3, 1, 6, 6, 1, 2}};
   for (const Options& o : big) {
     const Case c = make_case7(o, rng);
     SCOPED_TRACE(describe(c));
@@ -461,7 +474,8 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
     if (HasFatalFailure()) return;
   }
   if (cpu_supports(cpu_features(), Isa::kAvx2)) {
-    for (const char* want : {"qconv_1x1_gemm_u8s7_avx2", "qconv_im2col_u8s7_avx2", "qconv_grouped_u8s7_avx2"}) {
+    for (const char* want : {"qconv_1x1_gemm_u8s7_avx2", "qconv_im2col_u8s7_avx2", "qconv_grouped_u8s7_avx2",
+                             "qconv_rows_nhwc+qgemm_u8s7_avx2_4x16"}) {
       EXPECT_NE(std::find(names.begin(), names.end(), std::string(want)), names.end()) << want << " never ran";
     }
     for (const std::string& n : names) {
@@ -471,6 +485,34 @@ TEST(QConv, SevenBitWeightsMatchOracle) {
                   n.find("_nhwc+") != std::string::npos || n.rfind("qdw_nhwc_", 0) == 0)
           << n << " ran on 7-bit weights";
     }
+  }
+}
+
+// Dilated and few-channel 7-bit convs without a weight zero point take the
+// NHWC rows-in-place path (qconv_gemm.h), taps that read only padding
+// dropped (the ASPP-like case keeps the centre tap alone), and still give
+// the oracle's bytes.
+TEST(QConv, SevenBitNhwcRowsInPlaceIncludingDeadTaps) {
+  if (!cpu_supports(cpu_features(), Isa::kAvx2)) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(5);
+  const Options opts[] = {{32, 16, 8, 8, 3, 1, 12, 12, 1, 1},
+                          {5, 7, 10, 13, 3, 2, 2, 2, 1, 1},
+                          {3, 16, 17, 19, 3, 1, 1, 1, 1, 1},
+                          {8, 8, 6, 6, 5, 1, 4, 3, 1, 1}};
+  for (const Options& o : opts) {
+    Case c = make_case7(o, rng);
+    QConvParams& p = c.params;
+    const size_t per_row = c.w.size() / static_cast<size_t>(p.shape.c_out);
+    for (size_t i = 0; i < c.w.size() && !p.w_zp.empty(); ++i) {
+      const size_t m = i / per_row;
+      c.w[i] = static_cast<int8_t>(c.w[i] - p.w_zp[p.w_zp.size() == 1 ? 0 : m]);
+    }
+    p.w_zp.clear();
+    SCOPED_TRACE(describe(c));
+    std::vector<std::string> names;
+    check(c, oracle(c), &names);
+    if (HasFatalFailure()) return;
+    EXPECT_NE(std::find(names.begin(), names.end(), std::string("qconv_rows_nhwc+qgemm_u8s7_avx2_4x16")), names.end());
   }
 }
 

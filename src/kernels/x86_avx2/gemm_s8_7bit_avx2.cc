@@ -94,6 +94,52 @@ KVANT_TARGET_AVX2 void accumulate4(const uint8_t* a, int lda, int quads, const i
                : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
                  "xmm12", "cc", "memory");
 }
+
+// The segment form (gemm_u8s8_segments_requant): acc[r][h] (+)= the `quads`
+// k quads at rows a[r] (4 pointers, each advanced) times one packed panel.
+// init: zero the accumulators first, else add to what acc holds.
+#define KV7_QUAD_ROWS(aoff, boff)                                                                          \
+  "vmovdqu " #boff "(%[b]),%%ymm8\n\tvmovdqu " #boff "+32(%[b]),%%ymm9\n\t" KV7_ROW(#aoff "(%[a0])", 0, 1) \
+      KV7_ROW(#aoff "(%[a1])", 2, 3) KV7_ROW(#aoff "(%[a2])", 4, 5) KV7_ROW(#aoff "(%[a3])", 6, 7)
+#define KV7_LOAD(i) "vmovdqu " #i "*32(%[acc]),%%ymm" #i "\n\t"
+KVANT_TARGET_AVX2 void accumulate4_rows(const uint8_t* const* rows, int64_t offset, int quads, const int8_t* b,
+                                        bool init, __m256i (&acc)[4][2]) {
+  const uint8_t* a0 = rows[0] + offset;
+  const uint8_t* a1 = rows[1] + offset;
+  const uint8_t* a2 = rows[2] + offset;
+  const uint8_t* a3 = rows[3] + offset;
+  int64_t pairs = quads / 2;
+  const int64_t odd = quads % 2;
+  const int64_t zero = init ? 1 : 0;
+  asm volatile("test %[zero],%[zero]\n\t"
+               "jz 4f\n\t" KV7_ZERO(0) KV7_ZERO(1) KV7_ZERO(2) KV7_ZERO(3) KV7_ZERO(4) KV7_ZERO(5) KV7_ZERO(6)
+                   KV7_ZERO(7) "jmp 5f\n\t"
+                               "4:\n\t" KV7_LOAD(0) KV7_LOAD(1) KV7_LOAD(2) KV7_LOAD(3) KV7_LOAD(4) KV7_LOAD(5)
+                                   KV7_LOAD(6) KV7_LOAD(7) "5:\n\t"
+                                                           "vpcmpeqw %%ymm12,%%ymm12,%%ymm12\n\t"
+                                                           "vpsrlw $15,%%ymm12,%%ymm12\n\t"
+                                                           "test %[n],%[n]\n\t"
+                                                           "jz 2f\n\t"
+                                                           "1:\n\t" KV7_QUAD_ROWS(0, 0) KV7_QUAD_ROWS(4, 64)
+                                                               "add $8,%[a0]\n\t"
+                                                               "add $8,%[a1]\n\t"
+                                                               "add $8,%[a2]\n\t"
+                                                               "add $8,%[a3]\n\t"
+                                                               "add $128,%[b]\n\t"
+                                                               "dec %[n]\n\t"
+                                                               "jnz 1b\n\t"
+                                                               "2:\n\t"
+                                                               "test %[odd],%[odd]\n\t"
+                                                               "jz 3f\n\t" KV7_QUAD_ROWS(0, 0) "3:\n\t" KV7_STORE(0)
+                                                                   KV7_STORE(1) KV7_STORE(2) KV7_STORE(3) KV7_STORE(4)
+                                                                       KV7_STORE(5) KV7_STORE(6) KV7_STORE(7)
+               : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [b] "+r"(b), [n] "+r"(pairs)
+               : [odd] "r"(odd), [zero] "r"(zero), [acc] "r"(&acc[0][0])
+               : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                 "xmm12", "cc", "memory");
+}
+#undef KV7_QUAD_ROWS
+#undef KV7_LOAD
 #undef KV7_ROW
 #undef KV7_QUAD
 #undef KV7_ZERO
@@ -189,36 +235,14 @@ KVANT_TARGET_AVX2 inline void dequant_row(const PanelDequant& dq, __m256i v0, __
   for (int i = 0; i < cols; ++i) out[i] = i < dq.vec_cols ? f[i] : dequant_scalar(dq, c[i], i);
 }
 
-// One tile: kRows rows of A (row stride lda, K bytes each) times one packed
-// panel (ceil(K/4) quads); C = acc + corr - bzp * rowsum (bzp nullptr: no
-// rowsum term), `cols` (1..16) columns stored: as int32 to c (row stride
-// ldc), or, with rq (dq) non-null, requantized (dequantized) to its output
-// rows (c unused).
+// The end of a tile: C = acc + corr - bzp * rowsum stored as int32 to c, or
+// requantized (rq) or dequantized (dq) into the output rows from row0.
 template <int kRows>
-KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, const int32_t* corr, const int32_t* bzp,
-                            const int32_t* rowsum, int32_t* c, int ldc, int cols, const PanelRequant* rq,
-                            const PanelDequant* dq, int row0) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[kRows][2];
-  const int full = K / 4;
-  const int tail = K % 4;
-  if constexpr (kRows == 4) {
-    accumulate4(a, lda, full, b, acc);
-  } else {
-#pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    for (int q = 0; q < full; ++q) {
-      int32_t quad[kRows];
-#pragma GCC unroll 4
-      for (int r = 0; r < kRows; ++r) std::memcpy(&quad[r], a + static_cast<int64_t>(r) * lda + 4 * q, 4);
-      step<kRows>(acc, ones, b + static_cast<int64_t>(q) * kQuadBytes, quad);
-    }
-  }
-  if (tail != 0) {
-    int32_t quad[kRows];
-    for (int r = 0; r < kRows; ++r) quad[r] = load_tail(a + static_cast<int64_t>(r) * lda + 4 * full, tail);
-    step<kRows>(acc, ones, b + static_cast<int64_t>(full) * kQuadBytes, quad);
-  }
+KVANT_TARGET_AVX2 inline __attribute__((always_inline)) void finish(__m256i (&acc)[kRows][2], const int32_t* corr,
+                                                                    const int32_t* bzp, const int32_t* rowsum,
+                                                                    int32_t* c, int ldc, int cols,
+                                                                    const PanelRequant* rq, const PanelDequant* dq,
+                                                                    int row0) {
   const __m256i corr0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr));
   const __m256i corr1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr + 8));
 #pragma GCC unroll 4
@@ -249,6 +273,67 @@ KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, c
       std::memcpy(out, tmp, sizeof(int32_t) * static_cast<size_t>(cols));
     }
   }
+}
+
+// One tile: kRows rows of A (row stride lda, K bytes each) times one packed
+// panel (ceil(K/4) quads); C = acc + corr - bzp * rowsum (bzp nullptr: no
+// rowsum term), `cols` (1..16) columns stored: as int32 to c (row stride
+// ldc), or, with rq (dq) non-null, requantized (dequantized) to its output
+// rows (c unused).
+template <int kRows>
+KVANT_TARGET_AVX2 void tile(const uint8_t* a, int lda, int K, const int8_t* b, const int32_t* corr, const int32_t* bzp,
+                            const int32_t* rowsum, int32_t* c, int ldc, int cols, const PanelRequant* rq,
+                            const PanelDequant* dq, int row0) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[kRows][2];
+  const int full = K / 4;
+  const int tail = K % 4;
+  if constexpr (kRows == 4) {
+    accumulate4(a, lda, full, b, acc);
+  } else {
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int q = 0; q < full; ++q) {
+      int32_t quad[kRows];
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) std::memcpy(&quad[r], a + static_cast<int64_t>(r) * lda + 4 * q, 4);
+      step<kRows>(acc, ones, b + static_cast<int64_t>(q) * kQuadBytes, quad);
+    }
+  }
+  if (tail != 0) {
+    int32_t quad[kRows];
+    for (int r = 0; r < kRows; ++r) quad[r] = load_tail(a + static_cast<int64_t>(r) * lda + 4 * full, tail);
+    step<kRows>(acc, ones, b + static_cast<int64_t>(full) * kQuadBytes, quad);
+  }
+  finish<kRows>(acc, corr, bzp, rowsum, c, ldc, cols, rq, dq, row0);
+}
+
+// One tile of the segment form: kRows rows given by pointers, A[r, s * seg_k
+// + k] = rows[r][offsets[s] + k], seg_k a multiple of 4; B's segment s starts
+// at quad s * seg_k / 4 of the panel.
+template <int kRows>
+KVANT_TARGET_AVX2 void tile_rows(const uint8_t* const* rows, const int64_t* offsets, int segments, int seg_quads,
+                                 const int8_t* b, const int32_t* corr, int cols, const PanelRequant* rq, int row0) {
+  __m256i acc[kRows][2];
+  if constexpr (kRows == 4) {
+    for (int s = 0; s < segments; ++s) {
+      accumulate4_rows(rows, offsets[s], seg_quads, b + static_cast<int64_t>(s) * seg_quads * kQuadBytes, s == 0, acc);
+    }
+  } else {
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int s = 0; s < segments; ++s) {
+      const int8_t* bs = b + static_cast<int64_t>(s) * seg_quads * kQuadBytes;
+      for (int q = 0; q < seg_quads; ++q) {
+        int32_t quad[kRows];
+#pragma GCC unroll 4
+        for (int r = 0; r < kRows; ++r) std::memcpy(&quad[r], rows[r] + offsets[s] + 4 * q, 4);
+        step<kRows>(acc, ones, bs + static_cast<int64_t>(q) * kQuadBytes, quad);
+      }
+    }
+  }
+  finish<kRows>(acc, corr, nullptr, nullptr, nullptr, 0, cols, rq, nullptr, row0);
 }
 
 }  // namespace
@@ -344,6 +429,41 @@ KVANT_TARGET_AVX2 void qgemm_u8s7_avx2(const QGemmArgs& g) { run(g, nullptr, nul
 KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_requant(const QGemmArgs& g, const QGemmRequant& rq) { run(g, &rq, nullptr); }
 
 KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_dequant(const QGemmArgs& g, const DequantRowsArgs& dq) { run(g, nullptr, &dq); }
+
+KVANT_TARGET_AVX2 void qgemm_u8s7_avx2_segments_requant(const QGemmArgs& g, const QGemmRowSegments& a,
+                                                        const QGemmRequant& requant) {
+  const int seg_quads = a.seg_k / 4;
+  const int quads = seg_quads * a.segments;
+  const int panels = round_up_int(g.n, kQGemmPanelCols) / kQGemmPanelCols;
+  for (int j = 0; j < panels; ++j) {
+    const int8_t* panel = g.packed + static_cast<int64_t>(j) * quads * kQuadBytes;
+    const int n0 = j * kQGemmPanelCols;
+    const int cols = std::min(kQGemmPanelCols, g.n - n0);
+    alignas(32) int32_t corr[kQGemmPanelCols];
+    alignas(32) int32_t bzp[kQGemmPanelCols];
+    qgemm_panel_corrections(g, n0, cols, corr, bzp);
+    PanelRequant prq;
+    for (int i = 0; i < kQGemmPanelCols; ++i) {
+      prq.bias[i] = i < cols ? requant.bias[n0 + i] : 0;
+      prq.mult[i] = i < cols ? requant.mult[n0 + i] : 0.0f;
+    }
+    prq.lo = static_cast<float>(requant.lo - requant.y_zp);
+    prq.hi = static_cast<float>(requant.hi - requant.y_zp);
+    prq.y_zp = requant.y_zp;
+    prq.y_signed = requant.y_signed;
+    prq.y = requant.y + n0;
+    prq.ldy = requant.ldy;
+    for (int r0 = 0; r0 < a.m; r0 += kTileRows) {
+      const uint8_t* const* rows = a.rows + r0;
+      switch (std::min(kTileRows, a.m - r0)) {
+        case 4: tile_rows<4>(rows, a.offsets, a.segments, seg_quads, panel, corr, cols, &prq, r0); break;
+        case 3: tile_rows<3>(rows, a.offsets, a.segments, seg_quads, panel, corr, cols, &prq, r0); break;
+        case 2: tile_rows<2>(rows, a.offsets, a.segments, seg_quads, panel, corr, cols, &prq, r0); break;
+        default: tile_rows<1>(rows, a.offsets, a.segments, seg_quads, panel, corr, cols, &prq, r0); break;
+      }
+    }
+  }
+}
 
 }  // namespace kvant
 
