@@ -24,8 +24,9 @@
 // run it (run, prepare, input_buffer) must not overlap on one Session —
 // serialize them, or compile one Session per thread (weights are prepacked
 // per Session). Only inputs(), outputs(), input_index() and output_index()
-// may be called from any thread at any time; output_buffer() and describe()
-// read the plan that a run may remake. Different Sessions never share
+// may be called from any thread at any time; output_buffer(), describe(),
+// plan(), profile() and describe_profile() read the plan and times that a
+// run may remake, and set_profiling() changes them: not during a run. Different Sessions never share
 // mutable state, apart from the process-wide memory budget, which is atomic.
 //
 // ABI: a C++ API (std::string, std::vector, std::map in signatures): build
