@@ -24,8 +24,9 @@
 // run it (run, prepare, input_buffer) must not overlap on one Session —
 // serialize them, or compile one Session per thread (weights are prepacked
 // per Session). Only inputs(), outputs(), input_index() and output_index()
-// may be called from any thread at any time; output_buffer() and describe()
-// read the plan that a run may remake. Different Sessions never share
+// may be called from any thread at any time; output_buffer(), describe(),
+// plan(), profile() and describe_profile() read the plan and times that a
+// run may remake, and set_profiling() changes them: not during a run. Different Sessions never share
 // mutable state, apart from the process-wide memory budget, which is atomic.
 //
 // ABI: a C++ API (std::string, std::vector, std::map in signatures): build
@@ -213,6 +214,63 @@ class KVANT_API OnnxModel {
   friend struct ApiAccess;
   std::shared_ptr<const Impl> impl_;
 };
+
+// ---------------------------------------------------------------- statistics
+
+// "float32[N,3,224,224]": dtype, then each dim (its name when symbolic, "?"
+// when unknown); "float32[?]" without a declared shape.
+KVANT_API std::string type_to_string(const TensorInfo& info);
+
+// A type of operator and the nodes that use it.
+struct OperatorCount {
+  std::string op;  // "Conv"; other domains than ONNX's as "com.microsoft:MatMulNBits"
+  int64_t nodes = 0;
+};
+
+// The initializers of one element type.
+struct InitializerGroup {
+  DataType dtype = DataType::kUndefined;
+  int64_t tensors = 0, elements = 0, bytes = 0;
+  bool parameters = false;  // floating point: counted as parameters
+};
+
+// The multiply-accumulates of one compute layer (Conv, ConvTranspose, Gemm,
+// MatMul, Einsum, LSTM/GRU/RNN and their quantized forms): Conv =
+// N*OutC*OutH*OutW*(InC/group)*kH*kW, Gemm/MatMul = M*N*K (times batch).
+struct LayerCost {
+  std::string node, op_type;
+  std::optional<int64_t> macs;   // nullopt: a shape it needs is not known
+  std::string reason;            // why not known (names the value)
+  bool has_output_type = false;  // false: its output has no type in the model
+  TensorInfo output;             // its first output (name empty when it has none)
+};
+
+// What a model is and what it costs (`kvant inspect`). Shapes are the
+// model's as loaded: ModelLoadOptions::input_shapes fixes symbolic input
+// dims so that every layer's MACs can be known.
+struct ModelStats {
+  std::string producer_name, producer_version;
+  int64_t ir_version = 0;
+  std::map<std::string, int64_t> opsets;  // domain ("" for ONNX's own) -> version
+  // Every graph input as the model declares it (initializer-backed ones
+  // too), and the outputs.
+  std::vector<TensorInfo> inputs, outputs;
+  int64_t nodes = 0;                     // subgraphs' nodes included
+  std::vector<OperatorCount> operators;  // most nodes first (ties by name)
+  std::vector<std::string> unsupported;  // operators kvant cannot run yet, one line each
+  // Parameters are the elements of floating-point initializers.
+  int64_t parameters = 0, parameter_bytes = 0;
+  int64_t initializer_bytes = 0;               // every initializer
+  std::vector<InitializerGroup> initializers;  // by dtype, most elements first
+  // Quantization found in the graph: "QDQ" (QuantizeLinear/DequantizeLinear),
+  // "QOperator" (QLinearConv, ConvInteger, MatMulInteger, ...),
+  // "MatMulNBits" (com.microsoft). Empty: a float model.
+  std::vector<std::string> quantization;
+  int64_t macs = 0;               // sum over the layers whose MACs are known
+  int64_t macs_unknown = 0;       // layers whose MACs are not known
+  std::vector<LayerCost> layers;  // the main graph's compute layers, in graph order
+};
+KVANT_API Result<ModelStats> model_stats(const OnnxModel& model);
 
 // ---------------------------------------------------------------- quantize
 
@@ -634,6 +692,60 @@ struct SessionOptions {
   bool reference = false;
 };
 
+// ---------------------------------------------------------------- plan and profile
+
+enum class StepKind {
+  kKernel,    // a fused or fast kernel writing into the arena
+  kView,      // a reshape that shares its input's bytes (Reshape, Flatten, ...)
+  kFallback,  // a reference operator: allocates its outputs on every run
+};
+// "kernel", "view", "fallback"
+KVANT_API const char* step_kind_name(StepKind kind);
+
+// A value a step writes, as planned.
+struct PlanValue {
+  std::string name;
+  DataType dtype = DataType::kUndefined;
+  std::vector<int64_t> shape;
+  int64_t arena_offset = -1;  // byte offset in the arena; -1 when the value lives outside it
+  bool view = false;          // shares the bytes of another value
+};
+
+// One step of the compiled plan.
+struct PlanStep {
+  std::string kernel;  // "qconv_u8s8_avx2 (...)", "reference Softmax": what `inspect --plan` prints
+  StepKind kind = StepKind::kKernel;
+  std::string node;                // the (first) ONNX node it runs
+  std::vector<std::string> fused;  // every node it implements (node first)
+  bool fixed = false;              // fixed by the input shapes: computed while planning only
+  std::vector<PlanValue> outputs;  // empty before the first plan
+};
+
+// A Session's compiled plan (Session::plan()).
+struct SessionPlan {
+  std::string isa;  // the kernel level compiled for ("avx2", "ref", ...)
+  int threads = 1;
+  bool planned = false;  // false before the first run or prepare(): no shapes, offsets or sizes
+  std::vector<PlanStep> steps;
+  int64_t kernel_steps = 0, view_steps = 0, fallback_steps = 0;
+  int64_t fixed_steps = 0;    // steps fixed by the input shapes
+  int64_t arena_bytes = 0;    // every intermediate, placed with reuse
+  int64_t tensor_bytes = 0;   // the same tensors without reuse (their sum)
+  int64_t scratch_bytes = 0;  // the largest scratch a step needs
+  int64_t weight_bytes = 0;   // prepacked weights and constants the steps hold
+};
+
+// Where the time of profiled runs went (Session::profile()).
+struct StepTime {
+  std::string kernel, node;  // as PlanStep
+  double ms = 0;             // summed over the profiled runs
+};
+struct SessionProfile {
+  int64_t runs = 0;             // runs made since profiling was turned on
+  std::vector<StepTime> steps;  // one per plan step, in plan order
+  double total_ms = 0;          // the sum of steps[i].ms
+};
+
 // A model compiled for this CPU: kernels chosen, weights prepacked; the
 // memory plan is made on the first run and again when the input shapes
 // change. Move-only (a moved-from Session may only be destroyed or assigned
@@ -678,6 +790,20 @@ class KVANT_API Session {
   // The compiled plan, one line per step (kernel, node, shape, arena
   // offset) — what `kvant inspect --plan` prints.
   std::string describe() const;
+  // The same as values (SessionPlan). Steps and kernels are known once
+  // compiled; shapes, offsets and the arena once planned (a run or
+  // prepare()). An error for a Session on the reference executor.
+  Result<SessionPlan> plan() const;
+
+  // Profiling: with it on, every run() adds each step's wall time (a clock
+  // read around each step) to the totals that profile() returns; turning it
+  // on or off clears them. Off by default. An error on the reference
+  // executor. Like run(), not to be called while a run is going on.
+  Status set_profiling(bool on);
+  Result<SessionProfile> profile() const;
+  // The profile as `kvant bench --profile` prints it: the time per run,
+  // the share per kernel kind, then the `top` slowest steps.
+  std::string describe_profile(size_t top = 15) const;
 
  private:
   friend struct ApiAccess;

@@ -153,6 +153,29 @@ class InferenceSession:
         """The compiled plan, one line per step (what `kvant inspect --plan` prints)."""
         return self._session.describe()
 
+    def plan(self):
+        """The compiled plan as a dict (kvant::SessionPlan): isa, threads,
+        planned (False before the first run), steps (each with kernel, kind
+        "kernel"/"view"/"fallback", node, fused, fixed and, once planned, its
+        outputs: name, dtype, shape, arena_offset (None outside the arena),
+        view), the step counts and arena_bytes, tensor_bytes, scratch_bytes,
+        weight_bytes. KvantError on a reference-executor session."""
+        return self._session.plan()
+
+    def set_profiling(self, on=True):
+        """Start (or stop) adding each step's time of every run to the
+        profile; either way the totals start again from zero."""
+        self._session.set_profiling(bool(on))
+
+    def profile(self):
+        """The profile since set_profiling(True): runs, total_ms and steps
+        (kernel, node, ms summed over the runs), in plan order."""
+        return self._session.profile()
+
+    def describe_profile(self, top=15):
+        """The profile as `kvant bench --profile` prints it."""
+        return self._session.describe_profile(int(top))
+
 
 # ---------------------------------------------------------------- quantize
 
@@ -551,10 +574,17 @@ def sensitivity(model, calibration_data_reader=None, eval_data_reader=None, metr
 
 
 def inspect(path_or_bytes, plan=False, threads=1):
-    """What a model declares, as a dict: opset, quantized (has Q/DQ or
-    integer operators), inputs and outputs (name, type, shape as NodeArg
-    gives them), warnings from loading; with plan=True also the compiled
-    plan's lines (it compiles the model)."""
+    """What a model declares and costs, as a dict (what `kvant inspect`
+    prints): opset, quantized (has Q/DQ or integer operators), inputs and
+    outputs (name, type, shape as NodeArg gives them), warnings from
+    loading; and kvant::ModelStats: producer_name, producer_version,
+    ir_version, opsets, graph_inputs/graph_outputs (every declared input,
+    initializer-backed ones too: name, dtype, shape), nodes, operators (op
+    -> nodes, most used first), unsupported_operators, quantization
+    (formats found: "QDQ", "QOperator", "MatMulNBits"), parameters,
+    parameter_bytes, initializer_bytes, initializers (per dtype), macs,
+    macs_unknown and layers (node, op_type, macs or None, reason, output).
+    With plan=True also the compiled plan's lines (it compiles the model)."""
     model = _kvant.load(_source(path_or_bytes), True, None)
 
     def args(infos):
@@ -567,6 +597,7 @@ def inspect(path_or_bytes, plan=False, threads=1):
         "outputs": args(model.outputs),
         "warnings": list(model.warnings),
     }
+    info.update(_kvant.model_stats(model))
     if plan:
         info["plan"] = _kvant.Session(model, int(threads), "", True, False).describe().splitlines()
     return info

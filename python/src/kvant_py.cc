@@ -164,6 +164,124 @@ py::list info_list(const std::vector<kvant::TensorInfo>& infos) {
   return list;
 }
 
+// ---------------------------------------------------------------- statistics, plan, profile
+
+py::dict info_dict(const kvant::TensorInfo& info) {
+  py::tuple t = info_tuple(info);
+  py::dict d;
+  d["name"] = t[0];
+  d["dtype"] = t[1];
+  d["shape"] = t[2];
+  return d;
+}
+
+py::list info_dicts(const std::vector<kvant::TensorInfo>& infos) {
+  py::list list;
+  for (const auto& info : infos) list.append(info_dict(info));
+  return list;
+}
+
+// kvant.inspect's statistics (kvant::ModelStats) as a dict.
+py::dict stats_dict(const kvant::ModelStats& s) {
+  py::dict d;
+  d["producer_name"] = s.producer_name;
+  d["producer_version"] = s.producer_version;
+  d["ir_version"] = s.ir_version;
+  py::dict opsets;
+  for (const auto& [domain, version] : s.opsets) opsets[py::str(domain.empty() ? "ai.onnx" : domain)] = version;
+  d["opsets"] = opsets;
+  d["graph_inputs"] = info_dicts(s.inputs);
+  d["graph_outputs"] = info_dicts(s.outputs);
+  d["nodes"] = s.nodes;
+  py::dict ops;  // most used first (dicts keep their order)
+  for (const auto& op : s.operators) ops[py::str(op.op)] = op.nodes;
+  d["operators"] = ops;
+  d["unsupported_operators"] = s.unsupported;
+  d["quantization"] = s.quantization;
+  d["parameters"] = s.parameters;
+  d["parameter_bytes"] = s.parameter_bytes;
+  d["initializer_bytes"] = s.initializer_bytes;
+  py::list groups;
+  for (const auto& g : s.initializers) {
+    py::dict group;
+    group["dtype"] = kvant::data_type_name(g.dtype);
+    group["tensors"] = g.tensors;
+    group["elements"] = g.elements;
+    group["bytes"] = g.bytes;
+    group["parameters"] = g.parameters;
+    groups.append(group);
+  }
+  d["initializers"] = groups;
+  d["macs"] = s.macs;
+  d["macs_unknown"] = s.macs_unknown;
+  py::list layers;
+  for (const auto& l : s.layers) {
+    py::dict layer;
+    layer["node"] = l.node;
+    layer["op_type"] = l.op_type;
+    layer["macs"] = l.macs ? py::object(py::int_(*l.macs)) : py::object(py::none());
+    layer["reason"] = l.reason;
+    layer["output"] = l.has_output_type ? py::object(info_dict(l.output)) : py::object(py::none());
+    layers.append(layer);
+  }
+  d["layers"] = layers;
+  return d;
+}
+
+py::dict plan_dict(const kvant::SessionPlan& p) {
+  py::dict d;
+  d["isa"] = p.isa;
+  d["threads"] = p.threads;
+  d["planned"] = p.planned;
+  py::list steps;
+  for (const auto& step : p.steps) {
+    py::dict st;
+    st["kernel"] = step.kernel;
+    st["kind"] = kvant::step_kind_name(step.kind);
+    st["node"] = step.node;
+    st["fused"] = step.fused;
+    st["fixed"] = step.fixed;
+    py::list outs;
+    for (const auto& v : step.outputs) {
+      py::dict o;
+      o["name"] = v.name;
+      o["dtype"] = kvant::data_type_name(v.dtype);
+      o["shape"] = v.shape;
+      o["arena_offset"] = v.arena_offset >= 0 ? py::object(py::int_(v.arena_offset)) : py::object(py::none());
+      o["view"] = v.view;
+      outs.append(o);
+    }
+    st["outputs"] = outs;
+    steps.append(st);
+  }
+  d["steps"] = steps;
+  d["kernel_steps"] = p.kernel_steps;
+  d["view_steps"] = p.view_steps;
+  d["fallback_steps"] = p.fallback_steps;
+  d["fixed_steps"] = p.fixed_steps;
+  d["arena_bytes"] = p.arena_bytes;
+  d["tensor_bytes"] = p.tensor_bytes;
+  d["scratch_bytes"] = p.scratch_bytes;
+  d["weight_bytes"] = p.weight_bytes;
+  return d;
+}
+
+py::dict profile_dict(const kvant::SessionProfile& p) {
+  py::dict d;
+  d["runs"] = p.runs;
+  d["total_ms"] = p.total_ms;
+  py::list steps;
+  for (const auto& step : p.steps) {
+    py::dict st;
+    st["kernel"] = step.kernel;
+    st["node"] = step.node;
+    st["ms"] = step.ms;
+    steps.append(st);
+  }
+  d["steps"] = steps;
+  return d;
+}
+
 // ---------------------------------------------------------------- model
 
 kvant::ModelLoadOptions load_options(bool infer_shapes, const py::object& input_shapes) {
@@ -728,10 +846,37 @@ PYBIND11_MODULE(_kvant, m) {
       .def_property_readonly("inputs", [](const PySession& s) { return info_list(s.session.inputs()); })
       .def_property_readonly("outputs", [](const PySession& s) { return info_list(s.session.outputs()); })
       .def("run", &run_session, py::arg("output_names"), py::arg("feeds"))
-      .def("describe", [](PySession& s) {
-        std::lock_guard<std::mutex> lock(s.mutex);
-        return s.session.describe();
-      });
+      .def("describe",
+           [](PySession& s) {
+             std::lock_guard<std::mutex> lock(s.mutex);
+             return s.session.describe();
+           })
+      .def("plan",
+           [](PySession& s) {
+             std::lock_guard<std::mutex> lock(s.mutex);
+             return plan_dict(take(s.session.plan()));
+           })
+      .def(
+          "set_profiling",
+          [](PySession& s, bool on) {
+            std::lock_guard<std::mutex> lock(s.mutex);
+            check(s.session.set_profiling(on));
+          },
+          py::arg("on"))
+      .def("profile",
+           [](PySession& s) {
+             std::lock_guard<std::mutex> lock(s.mutex);
+             return profile_dict(take(s.session.profile()));
+           })
+      .def(
+          "describe_profile",
+          [](PySession& s, size_t top) {
+            std::lock_guard<std::mutex> lock(s.mutex);
+            return s.session.describe_profile(top);
+          },
+          py::arg("top") = 15);
+
+  m.def("model_stats", [](const kvant::OnnxModel& model) { return stats_dict(take(kvant::model_stats(model))); });
 
   // sensitivity(model, calibration reader or None, eval reader, options,
   // metric callable or None): calibration may be the eval reader itself.

@@ -305,3 +305,34 @@ def test_lstm_export_refuses_what_it_cannot_write():
         kqat.prepare_qat(Bi().eval(), (x,), calibration=[x])
     with pytest.raises(ValueError, match="LSTM"):
         kqat.prepare_qat(TinyLstm().eval(), (x,), weight_bits=4, calibration=[x])
+
+
+def test_lstm_qat_starts_from_kvant_static_ptq(tmp_path, kvant_cli):
+    """init_from with a static PTQ file of an LSTM classifier: kvant's static mode leaves the LSTM FP32,
+    so its file has points for the Linear's input and output only. Those two take the file's
+    parameters exactly; the LSTM's input (no point in the file) is observed on `calibration`, and is
+    then what a QAT model calibrated from scratch gets; without calibration it is an error naming why."""
+    torch.manual_seed(0)
+    model = TinyLstm().eval()
+    calib = images(64, 5)
+    fp32 = tmp_path / "lstm.onnx"
+    torch.onnx.export(model, (calib[:1],), str(fp32), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=13)
+    np.save(tmp_path / "calib.npy", calib.numpy())
+    ptq = tmp_path / "lstm.ptq.onnx"
+    subprocess.run([kvant_cli, "quantize", str(fp32), "-o", str(ptq), "--calib", str(tmp_path / "calib.npy"),
+                    "--no-speed-check", "--report-samples", "0"], check=True, capture_output=True)
+    file_params = kqat._read_ptq_qparams(str(ptq))
+    assert len(file_params) == 2  # the Gemm's input and output: static mode leaves the LSTM FP32
+
+    qat = kqat.prepare_qat(model, (calib[:1],), init_from=str(ptq), calibration=[calib])
+    fqs = kqat.activation_fake_quants(qat)
+    assert len(fqs) == 3
+    params = [(float(m.scale), int(m.zero_point)) for m in fqs]
+    assert params[1:] == file_params
+    scratch = kqat.prepare_qat(model, (calib[:1],), calibration=[calib])
+    assert params[0] == (float(kqat.activation_fake_quants(scratch)[0].scale),
+                         int(kqat.activation_fake_quants(scratch)[0].zero_point))
+
+    with pytest.raises(ValueError, match="leaves the LSTM FP32"):
+        kqat.prepare_qat(model, (calib[:1],), init_from=str(ptq))

@@ -221,4 +221,99 @@ std::string Session::describe() const {
   return impl_->compiled->describe_plan();
 }
 
+const char* step_kind_name(StepKind kind) {
+  switch (kind) {
+    case StepKind::kKernel: return "kernel";
+    case StepKind::kView: return "view";
+    case StepKind::kFallback: return "fallback";
+  }
+  return "unknown";
+}
+
+namespace {
+
+Status no_plan_on_reference(const char* call) {
+  return unsupported(std::string(call) +
+                     ": this session runs on the reference executor (SessionOptions::reference), which has no "
+                     "compiled plan");
+}
+
+StepKind public_kind(Step::Kind kind) {
+  switch (kind) {
+    case Step::Kind::kView: return StepKind::kView;
+    case Step::Kind::kFallback: return StepKind::kFallback;
+    case Step::Kind::kKernel: break;
+  }
+  return StepKind::kKernel;
+}
+
+}  // namespace
+
+Result<SessionPlan> Session::plan() const {
+  return guarded([&]() -> Result<SessionPlan> {
+    if (!impl_->compiled) return no_plan_on_reference("plan");
+    const CompiledModel& c = *impl_->compiled;
+    SessionPlan plan;
+    plan.isa = isa_name(c.options().isa);
+    plan.threads = c.options().threads;
+    plan.planned = c.planned();
+    for (size_t s = 0; s < c.steps().size(); ++s) {
+      const Step& step = *c.steps()[s];
+      PlanStep out;
+      out.kernel = step.kernel();
+      out.kind = public_kind(step.kind());
+      out.node = step.name;
+      out.fused = step.fused.empty() ? std::vector<std::string>{step.name} : step.fused;
+      out.fixed = c.step_fixed(s);
+      for (int id : step.outputs) {
+        if (id < 0 || !plan.planned) continue;
+        const auto info = c.value_info(id);
+        const auto place = c.placement(id);
+        out.outputs.push_back(PlanValue{info.name, ApiAccess::to_data_type(info.dtype), info.shape,
+                                        place.in_arena ? static_cast<int64_t>(place.offset) : -1, place.view});
+      }
+      plan.steps.push_back(std::move(out));
+    }
+    const PlanStats stats = c.stats();
+    plan.kernel_steps = stats.kernel_steps;
+    plan.view_steps = stats.view_steps;
+    plan.fallback_steps = stats.fallback_steps;
+    plan.fixed_steps = stats.fixed_steps;
+    plan.arena_bytes = static_cast<int64_t>(stats.arena_bytes);
+    plan.tensor_bytes = static_cast<int64_t>(stats.tensor_bytes);
+    plan.scratch_bytes = static_cast<int64_t>(stats.scratch_bytes);
+    plan.weight_bytes = static_cast<int64_t>(stats.weight_bytes);
+    return plan;
+  });
+}
+
+Status Session::set_profiling(bool on) {
+  return guarded([&]() -> Status {
+    if (!impl_->compiled) return no_plan_on_reference("set_profiling");
+    impl_->compiled->set_profiling(on);
+    return Status();
+  });
+}
+
+Result<SessionProfile> Session::profile() const {
+  return guarded([&]() -> Result<SessionProfile> {
+    if (!impl_->compiled) return no_plan_on_reference("profile");
+    const CompiledModel& c = *impl_->compiled;
+    SessionProfile profile;
+    profile.runs = c.profiled_runs();
+    const std::vector<double>& seconds = c.step_seconds();
+    for (size_t s = 0; s < c.steps().size(); ++s) {
+      const double ms = s < seconds.size() ? 1e3 * seconds[s] : 0.0;
+      profile.steps.push_back(StepTime{c.steps()[s]->kernel(), c.steps()[s]->name, ms});
+      profile.total_ms += ms;
+    }
+    return profile;
+  });
+}
+
+std::string Session::describe_profile(size_t top) const {
+  if (!impl_->compiled) return "no profile: the reference executor has no compiled plan\n";
+  return impl_->compiled->describe_profile(top);
+}
+
 }  // namespace kvant

@@ -68,6 +68,21 @@ void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides) {
   }
 }
 
+OnnxModel load_api_model(const std::string& path, const ModelLoadOptions& options) {
+  auto model = OnnxModel::load(path, options);
+  if (!model.ok()) {
+    std::string message = model.status().message();
+    for (size_t pos; (pos = message.find("input_shapes ")) != std::string::npos;) message.replace(pos, 12, "--shape");
+    throw Error(model.status().code(), message);
+  }
+  for (const std::string& warning : model->warnings()) std::cerr << "kvant: warning: " << warning << "\n";
+  return std::move(model).value();
+}
+
+void throw_if_error(const Status& status) {
+  if (!status.ok()) throw Error(status.code(), status.message());
+}
+
 Model load_model(const std::string& path, const LoadOptions& options) {
   auto model = load_onnx(path, options);
   if (!model.ok()) {

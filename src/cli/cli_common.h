@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "kvant/kvant.h"
 #include "onnx/reader.h"
 #include "runtime/compiled_model.h"
 #include "runtime/executor.h"
@@ -40,6 +41,13 @@ void apply_shape_overrides(Graph& graph, const ShapeOverrides& overrides);
 // load_onnx, throwing Error with the loader's message on failure; the
 // loader's warnings (e.g. shape inference skipped) go to stderr.
 Model load_model(const std::string& path, const LoadOptions& options);
+
+// OnnxModel::load (the public API), throwing Error with the loader's
+// message (ModelLoadOptions::input_shapes named --shape) on failure; the
+// loader's warnings go to stderr.
+OnnxModel load_api_model(const std::string& path, const ModelLoadOptions& options);
+// The Status as the Error that main.cc prints; nothing for an ok one.
+void throw_if_error(const Status& status);
 
 // Runs a model for run/bench/eval: compiled (fused kernels, arena; the
 // default) or on the reference executor (--reference). An unsupported

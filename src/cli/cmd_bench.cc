@@ -9,6 +9,10 @@
 // and minimum latency in ms, throughput as R / total timed seconds, and the
 // process CPU time per timed run (all threads; on a shared machine the wall
 // clock also measures the wait for a core, the CPU time does not).
+//
+// The model is loaded, compiled, run and profiled through the public API
+// (include/kvant/kvant.h: OnnxModel, Session::plan, Session::set_profiling);
+// the inputs, the timing and the printing are the command's own.
 
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +27,7 @@
 #include <random>
 
 #include "cli/cli_common.h"
-#include "runtime/executor.h"
+#include "kvant/kvant.h"
 
 namespace kvant::cli {
 
@@ -55,32 +59,32 @@ struct BenchOptions {
 
 // A symbolic leading (batch) dim takes `batch`, as inspect does; any other
 // unknown dim needs --shape. `batch_note` collects the dims so fixed.
-Tensor random_input(const ValueInfo& in, std::mt19937& rng, int64_t batch, std::string& batch_note) {
-  const TypeInfo& type = in.type;
-  if (!type.has_shape) fail("input \"" + in.name + "\" has no declared shape; give --shape " + in.name + "=DIMS");
+Tensor random_input(const TensorInfo& in, std::mt19937& rng, int64_t batch, std::string& batch_note) {
+  if (!in.has_shape) fail("input \"" + in.name + "\" has no declared shape; give --shape " + in.name + "=DIMS");
   Shape shape;
-  for (size_t i = 0; i < type.dims.size(); ++i) {
-    const Dim& d = type.dims[i];
-    bool rest_known = true;
-    for (size_t j = 1; j < type.dims.size(); ++j) rest_known = rest_known && type.dims[j].known();
-    if (!d.known() && i == 0 && rest_known) {
-      batch_note += (batch_note.empty() ? "'" : ", '") + (d.param.empty() ? std::string("?") : d.param) + "'";
+  bool rest_known = true;
+  for (size_t j = 1; j < in.shape.size(); ++j) rest_known = rest_known && in.shape[j] >= 0;
+  for (size_t i = 0; i < in.shape.size(); ++i) {
+    const std::string& param = in.dim_names[i];
+    if (in.shape[i] < 0 && i == 0 && rest_known) {
+      batch_note += (batch_note.empty() ? "'" : ", '") + (param.empty() ? std::string("?") : param) + "'";
       shape.push_back(batch);
       continue;
     }
-    if (!d.known()) {
-      fail("input \"" + in.name + "\" (" + type.to_string() + "): dimension " + std::to_string(i) +
-           (d.param.empty() ? " is unknown" : " is the symbolic dim \"" + d.param + "\"") + "; give --shape " +
-           in.name + "=DIMS, e.g. --shape " + in.name + "=1x...");
+    if (in.shape[i] < 0) {
+      fail("input \"" + in.name + "\" (" + type_to_string(in) + "): dimension " + std::to_string(i) +
+           (param.empty() ? " is unknown" : " is the symbolic dim \"" + param + "\"") + "; give --shape " + in.name +
+           "=DIMS, e.g. --shape " + in.name + "=1x...");
     }
-    shape.push_back(d.value);
+    shape.push_back(in.shape[i]);
   }
-  if (type.dtype == DType::kUndefined || type.dtype == DType::kString) {
-    fail("input \"" + in.name + "\" is of type " + dtype_name(type.dtype) + ", which kvant bench cannot generate");
+  const auto dtype = static_cast<DType>(static_cast<int32_t>(in.dtype));
+  if (dtype == DType::kUndefined || dtype == DType::kString) {
+    fail("input \"" + in.name + "\" is of type " + dtype_name(dtype) + ", which kvant bench cannot generate");
   }
-  Tensor t(type.dtype, shape);
+  Tensor t(dtype, shape);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  switch (type.dtype) {
+  switch (dtype) {
     case DType::kFloat32:
       for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = uniform(rng);
       break;
@@ -146,34 +150,40 @@ int bench_command(const BenchOptions& opt) {
   if (opt.warmup < 0) fail("--warmup must not be negative");
   check_threads(opt.threads);
   if (opt.profile && opt.reference) fail("--profile needs the compiled model (drop --reference)");
-  LoadOptions load;
-  load.infer_shapes = true;  // inferred dtypes let compile fuse float ops (a failure is a warning)
+  ModelLoadOptions load;  // inferred dtypes let compile fuse float ops (a failure is a warning)
   load.input_shapes = parse_shape_args(opt.shapes);
-  Model model = load_model(opt.model, load);
-  apply_shape_overrides(model.graph, load.input_shapes);
+  OnnxModel model = load_api_model(opt.model, load);
+  SessionOptions session_options;
+  session_options.threads = opt.threads;
+  session_options.reference = opt.reference;
+  auto session = Session::create(model, session_options);
+  throw_if_error(session.status());
+  const std::vector<TensorInfo> inputs = model.inputs();
+  model = OnnxModel();  // the session holds what it needs: the weights are freed with it
 
-  const ModelRunnerPtr executor = make_runner(model, opt.model, opt.reference, opt.threads);
-  model.graph.initializers.clear();  // the runner holds what it needs: the weights are freed with it
   std::mt19937 rng(opt.seed);
-  std::map<std::string, Tensor> feeds;
+  std::map<std::string, Tensor> tensors;
+  Feeds feeds;
   std::string inputs_text, batch_note;
-  for (const auto& in : model.graph.inputs) {
-    feeds[in.name] = random_input(in, rng, opt.batch, batch_note);
-    inputs_text += (inputs_text.empty() ? "" : ", ") + in.name + " " + feeds[in.name].describe();
+  for (const auto& in : inputs) {
+    const Tensor& t = tensors[in.name] = random_input(in, rng, opt.batch, batch_note);
+    feeds[in.name] = TensorView{t.raw(), in.dtype, t.shape()};
+    inputs_text += (inputs_text.empty() ? "" : ", ") + in.name + " " + t.describe();
   }
+  auto run = [&]() { throw_if_error(session->run(feeds).status()); };
 
   std::vector<double> times_ms;
   double cpu_ms = 0;
   {
     Progress progress(opt.warmup + opt.runs);
     for (int i = 0; i < opt.warmup; ++i) {
-      executor->run(feeds);
+      run();
       progress.update(i + 1, "warm-up");
     }
     const double cpu_start = process_cpu_ms();
     for (int i = 0; i < opt.runs; ++i) {
       const auto start = Clock::now();
-      executor->run(feeds);
+      run();
       times_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       progress.update(opt.warmup + i + 1, "timing");
     }
@@ -191,13 +201,17 @@ int bench_command(const BenchOptions& opt) {
     std::cout << "            (symbolic leading dim " << batch_note << " taken as " << opt.batch
               << "; --batch N or --shape to change)\n";
   }
-  std::cout << "executor    " << executor->describe() << "\n";
-  if (CompiledModel* compiled = executor->compiled()) {
-    const PlanStats stats = compiled->stats();
-    std::cout << "plan        " << stats.kernel_steps << " kernels, " << stats.view_steps << " views, "
-              << stats.fallback_steps << " reference fallbacks, " << stats.fixed_steps
-              << " fixed by the input shapes; arena " << format_bytes(static_cast<int64_t>(stats.arena_bytes))
-              << " (tensors " << format_bytes(static_cast<int64_t>(stats.tensor_bytes)) << " without reuse)\n";
+  if (opt.reference) {
+    std::cout << "executor    reference (plain kernels, 1 thread)\n";
+  } else {
+    auto plan = session->plan();
+    throw_if_error(plan.status());
+    std::cout << "executor    compiled (ISA " << plan->isa << ", " << plan->threads
+              << (plan->threads == 1 ? " thread)" : " threads)") << "\n";
+    std::cout << "plan        " << plan->kernel_steps << " kernels, " << plan->view_steps << " views, "
+              << plan->fallback_steps << " reference fallbacks, " << plan->fixed_steps
+              << " fixed by the input shapes; arena " << format_bytes(plan->arena_bytes) << " (tensors "
+              << format_bytes(plan->tensor_bytes) << " without reuse)\n";
   }
   std::cout << "runs        " << opt.runs << " timed after " << opt.warmup << " warm-up\n";
   std::snprintf(line, sizeof(line), "latency     median %.3f ms, p90 %.3f ms, min %.3f ms\n", median(sorted),
@@ -209,11 +223,10 @@ int bench_command(const BenchOptions& opt) {
                 opt.runs > 0 ? cpu_ms / opt.runs : 0.0);
   std::cout << line;
   if (opt.profile) {
-    CompiledModel* compiled = executor->compiled();
-    compiled->set_profiling(true);
-    for (int i = 0; i < opt.runs; ++i) executor->run(feeds);
-    std::cout << compiled->describe_profile(static_cast<size_t>(opt.top));
-    compiled->set_profiling(false);
+    throw_if_error(session->set_profiling(true));
+    for (int i = 0; i < opt.runs; ++i) run();
+    std::cout << session->describe_profile(static_cast<size_t>(opt.top));
+    throw_if_error(session->set_profiling(false));
   }
   return 0;
 }

@@ -9,6 +9,10 @@
 // beside it); every further model (quantized versions of the first) is also
 // compared with the first: the share of samples whose top-1 agrees and, for
 // any output, the SQNR of its outputs against the first's. NaN or Inf in the data is an error naming the sample.
+//
+// The models are loaded, compiled and run through the public API
+// (include/kvant/kvant.h: OnnxModel, Session); the data readers
+// (io/dataset.h), the scores and the printing are the command's own.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -18,12 +22,14 @@
 #include <iostream>
 #include <sstream>
 
+#include "api/api_internal.h"
 #include "cli/cli_common.h"
 #include "cli/eval_data.h"
 #include "cli/html_report.h"
 #include "cli/json.h"
 #include "cli/quant_report.h"
 #include "io/dataset.h"
+#include "kvant/kvant.h"
 #include "quant/task_metric.h"
 
 namespace kvant::cli {
@@ -72,31 +78,37 @@ int eval_command(const EvalArgs& a) {
   check_threads(a.threads);
   if (a.models.empty()) fail("give the model to evaluate, and optionally its quantized versions");
   const auto start = std::chrono::steady_clock::now();
-  std::vector<Model> models;
-  std::vector<ModelRunnerPtr> executors;
-  LoadOptions load;
-  // The data fixes every shape; inferred dtypes let compile fuse float ops
-  // (an inference failure is only a warning).
-  load.infer_shapes = true;
-  for (const auto& path : a.models) models.push_back(load_model(path, load));
-  for (size_t i = 0; i < models.size(); ++i) {
-    executors.push_back(make_runner(models[i], a.models[i], a.reference, a.threads));
-    models[i].graph.initializers.clear();  // the runner holds what it needs
+  // The data fixes every shape; inferred dtypes (shape inference, on by
+  // default) let compile fuse float ops (an inference failure is only a
+  // warning).
+  std::vector<Session> sessions;
+  std::vector<std::vector<TensorInfo>> outputs;
+  std::vector<ValueInfo> data_inputs;  // what the data reader fills: the first model's inputs
+  SessionOptions session_options;
+  session_options.threads = a.threads;
+  session_options.reference = a.reference;
+  for (const auto& path : a.models) {
+    const OnnxModel model = load_api_model(path, ModelLoadOptions{});
+    if (sessions.empty()) data_inputs = sample_inputs(ApiAccess::impl(model, "eval").model.graph);
+    auto session = Session::create(model, session_options);
+    throw_if_error(session.status());
+    outputs.push_back(model.outputs());
+    sessions.push_back(
+        std::move(session).value());  // the model (its weights) is freed here; the session holds what it needs
   }
-  const Graph& g0 = models[0].graph;
-  std::string output = a.output.empty() ? g0.outputs.at(0).name : a.output;
-  for (size_t i = 0; i < models.size(); ++i) {
+  std::string output = a.output.empty() ? outputs[0].at(0).name : a.output;
+  for (size_t i = 0; i < sessions.size(); ++i) {
     bool found = false;
-    for (const auto& o : models[i].graph.outputs) found = found || o.name == output;
+    for (const auto& o : outputs[i]) found = found || o.name == output;
     if (!found) fail(a.models[i] + " has no output named \"" + output + "\"");
   }
-  EvalData eval_data = open_eval_data(a.data, sample_inputs(g0), a.preprocess, a.limit, a.labels);
+  EvalData eval_data = open_eval_data(a.data, data_inputs, a.preprocess, a.limit, a.labels);
   std::unique_ptr<SampleSource>& data = eval_data.source;
   const std::string& labels_path = eval_data.labels_path;
   const std::vector<int64_t>& labels = eval_data.labels;
 
   const bool tty = isatty(STDERR_FILENO);
-  std::vector<Scores> scores(models.size());
+  std::vector<Scores> scores(sessions.size());
   int64_t n = 0, classifier_rows = 0;
   bool classifier = true;
   ClassMap map;  // the output's class map layout, when every sample's is one
@@ -107,14 +119,16 @@ int eval_command(const EvalArgs& a) {
     if (a.limit >= 0 && n >= a.limit) break;
     check_finite(*feed, n);
     const TokenIds tokens = token_ids_of(*feed);  // a language model's ids: its perplexity
-    for (size_t m = 0; m < models.size(); ++m) {
-      std::map<std::string, Tensor> out;
-      try {
-        out = executors[m]->run(*feed);
-      } catch (const Error& e) {
-        throw Error(e.code(), a.models[m] + ", sample " + std::to_string(n) + ": " + e.what());
+    Feeds feeds;
+    for (const auto& [name, t] : *feed) {
+      feeds[name] = TensorView{t.raw(), static_cast<DataType>(static_cast<int32_t>(t.dtype())), t.shape()};
+    }
+    for (size_t m = 0; m < sessions.size(); ++m) {
+      auto out = sessions[m].run(feeds);
+      if (!out.ok()) {
+        throw Error(out.status().code(), a.models[m] + ", sample " + std::to_string(n) + ": " + out.status().message());
       }
-      const Tensor& y = out.at(output);
+      const Tensor y = ApiAccess::share(out->at(output));
       if (!is_float(y.dtype())) fail("output \"" + output + "\" is " + y.describe() + ", not float scores");
       scores[m].last = y.to_float_vector();
       // One row of scores per sample: a classifier.
@@ -142,7 +156,7 @@ int eval_command(const EvalArgs& a) {
       }
     }
     const auto& x = scores[0].last;
-    for (size_t m = 0; m < models.size(); ++m) {
+    for (size_t m = 0; m < sessions.size(); ++m) {
       const auto& y = scores[m].last;
       if (x.size() != y.size()) {
         fail(a.models[m] + "'s output differs in size from " + a.models[0] + "'s on sample " + std::to_string(n));
@@ -186,7 +200,7 @@ int eval_command(const EvalArgs& a) {
   Json jm = Json::array();
   const int64_t first_bytes = model_bytes_on_disk(a.models[0]);
   double acc0 = 0;
-  for (size_t m = 0; m < models.size(); ++m) {
+  for (size_t m = 0; m < sessions.size(); ++m) {
     Json o = Json::object();
     std::vector<std::string> row(9);
     row[0] = a.models[m];
@@ -231,7 +245,7 @@ int eval_command(const EvalArgs& a) {
   for (const auto& r : rows) {
     std::string line;
     for (size_t c = 0; c < r.size(); ++c) {
-      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && c <= 7 && models.size() < 2) ||
+      if (width[c] == 0 || (c >= 3 && c <= 4 && !top1) || (c >= 5 && c <= 7 && sessions.size() < 2) ||
           (c == 5 && !classifier) || (c == 7 && !is_map) || (c == 8 && !perplexity)) {
         continue;
       }

@@ -6,6 +6,9 @@
 // compute layer (runtime/model_stats.h for the counting rules). Shapes come
 // from ONNX shape inference at load time; --shape fixes symbolic input dims so
 // that every layer's MACs can be known.
+//
+// The model is loaded, measured (model_stats) and compiled (--plan) through
+// the public API (include/kvant/kvant.h); the printing is the command's own.
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -16,8 +19,7 @@
 
 #include "cli/cli_common.h"
 #include "cli/json.h"
-#include "runtime/executor.h"
-#include "runtime/model_stats.h"
+#include "kvant/kvant.h"
 
 namespace kvant::cli {
 
@@ -31,110 +33,88 @@ struct InspectOptions {
   bool plan = false;
   int threads = 1;
   int64_t batch = 1;
-  std::vector<std::string> batch_dims;       // symbolic leading dims set to `batch`
-  std::map<std::string, TypeInfo> declared;  // inputs' declared types, before that
+  std::vector<std::string> batch_dims;         // symbolic leading dims set to `batch`
+  std::map<std::string, TensorInfo> declared;  // inputs' declared types, before that
 };
+
+using ShapeMap = std::map<std::string, std::vector<int64_t>>;
+
+// The library's name of a dtype ("float32"; "string" too, which the API's
+// DataType has no name for).
+const char* type_name(DataType dtype) { return dtype_name(static_cast<DType>(static_cast<int32_t>(dtype))); }
 
 // Inputs whose only unknown dim is the leading (batch) one get `batch` there,
 // as model summaries usually count per sample; --shape wins. Returns the
 // names of the dims so fixed, for the note printed under MACs.
-std::vector<std::string> default_batch_dims(InspectOptions& opt, ShapeOverrides& overrides) {
-  LoadOptions bare;
+std::vector<std::string> default_batch_dims(InspectOptions& opt, ShapeMap& overrides) {
+  ModelLoadOptions bare;
   bare.infer_shapes = false;
-  const Model model = load_model(opt.model, bare);
+  const OnnxModel model = load_api_model(opt.model, bare);
   std::vector<std::string> fixed;
-  for (const auto& in : model.graph.inputs) {
-    if (model.graph.initializers.count(in.name) || overrides.count(in.name)) continue;
-    if (!in.type.has_shape || in.type.dims.empty() || in.type.dims[0].known()) continue;
+  for (const TensorInfo& in : model.inputs()) {  // initializer-backed inputs are not listed
+    if (overrides.count(in.name)) continue;
+    if (!in.has_shape || in.shape.empty() || in.shape[0] >= 0) continue;
     std::vector<int64_t> dims{opt.batch};
-    for (size_t i = 1; i < in.type.dims.size(); ++i) {
-      if (!in.type.dims[i].known()) {
+    for (size_t i = 1; i < in.shape.size(); ++i) {
+      if (in.shape[i] < 0) {
         dims.clear();
         break;
       }
-      dims.push_back(in.type.dims[i].value);
+      dims.push_back(in.shape[i]);
     }
     if (dims.empty()) continue;
     overrides[in.name] = dims;
-    opt.declared[in.name] = in.type;
-    std::string dim_name = in.type.dims[0].param.empty() ? "?" : in.type.dims[0].param;
+    opt.declared[in.name] = in;
+    std::string dim_name = in.dim_names[0].empty() ? "?" : in.dim_names[0];
     if (std::find(fixed.begin(), fixed.end(), dim_name) == fixed.end()) fixed.push_back(dim_name);
   }
   return fixed;
 }
 
-// The compiled plan for the declared (or --shape) input shapes.
-void print_plan(const InspectOptions& opt, const Model& model, std::ostream& out) {
-  std::map<std::string, Shape> shapes;
-  for (const auto& in : model.graph.inputs) {
-    if (model.graph.initializers.count(in.name)) continue;
-    Shape shape;
-    const bool batch_defaulted = opt.declared.count(in.name) > 0;
-    for (const Dim& d : in.type.dims) {
-      if (!d.known() && batch_defaulted && shape.empty()) {
-        shape.push_back(opt.batch);
-        continue;
-      }
-      if (!d.known()) {
+// The compiled plan for the declared (or --shape, or --batch) input shapes.
+void print_plan(const InspectOptions& opt, const OnnxModel& model, std::ostream& out) {
+  ShapeMap shapes;
+  for (const TensorInfo& in : model.inputs()) {
+    for (int64_t d : in.shape) {
+      if (d < 0) {
         throw Error(ErrorCode::kInvalidArgument, "--plan needs every input dim: give --shape " + in.name +
-                                                     "=... (it is " + in.type.to_string() + ")");
+                                                     "=... (it is " + type_to_string(in) + ")");
       }
-      shape.push_back(d.value);
     }
-    shapes[in.name] = shape;
+    shapes[in.name] = in.shape;
   }
   check_threads(opt.threads);
-  CompiledModel compiled(model, default_compile_options(opt.threads));
-  compiled.prepare(shapes);
-  out << "compiled plan\n" << compiled.describe_plan();
+  SessionOptions options;
+  options.threads = opt.threads;
+  auto session = Session::create(model, options);
+  throw_if_error(session.status());
+  throw_if_error(session->prepare(shapes));
+  out << "compiled plan\n" << session->describe();
 }
 
 constexpr size_t kTopLayers = 10;
 
-void count_ops(const Graph& graph, std::map<std::string, int64_t>& histogram, int64_t& nodes) {
-  for (const Node& node : graph.nodes) {
-    histogram[node.domain.empty() ? node.op_type : node.domain + ":" + node.op_type] += 1;
-    nodes += 1;
-    for (const auto& [key, attr] : node.attributes) {
-      if (attr.g) count_ops(*attr.g, histogram, nodes);
-      for (const auto& g : attr.graphs) count_ops(*g, histogram, nodes);
-    }
-  }
+std::string output_shape_text(const LayerCost& layer) {
+  if (layer.has_output_type) return type_to_string(layer.output);
+  return layer.output.name.empty() ? "" : "?";
 }
 
-std::vector<std::pair<std::string, int64_t>> sorted_histogram(const std::map<std::string, int64_t>& histogram) {
-  std::vector<std::pair<std::string, int64_t>> ops(histogram.begin(), histogram.end());
-  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-  return ops;
-}
-
-std::string output_shape_text(const Graph& graph, const Node& node) {
-  if (node.outputs.empty() || node.outputs[0].empty()) return "";
-  if (auto it = graph.value_info.find(node.outputs[0]); it != graph.value_info.end()) {
-    return it->second.type.to_string();
-  }
-  for (const auto& out : graph.outputs) {
-    if (out.name == node.outputs[0]) return out.type.to_string();
-  }
-  return "?";
-}
-
-std::string opset_text(const Model& model) {
+std::string opset_text(const ModelStats& stats) {
   std::string s;
-  for (const auto& [domain, version] : model.opset_imports) {
+  for (const auto& [domain, version] : stats.opsets) {
     s += (s.empty() ? "" : ", ") + (domain.empty() ? std::string("ai.onnx") : domain) + " " + std::to_string(version);
   }
   return s;
 }
 
-Json shape_json(const TypeInfo& type) {
-  if (!type.has_shape) return Json();
+Json shape_json(const TensorInfo& info) {
+  if (!info.has_shape) return Json();
   Json dims = Json::array();
-  for (const Dim& d : type.dims) {
-    if (d.known()) {
-      dims.push(d.value);
-    } else if (!d.param.empty()) {
-      dims.push(d.param);
+  for (size_t i = 0; i < info.shape.size(); ++i) {
+    if (info.shape[i] >= 0) {
+      dims.push(info.shape[i]);
+    } else if (!info.dim_names[i].empty()) {
+      dims.push(info.dim_names[i]);
     } else {
       dims.push(Json());
     }
@@ -142,59 +122,54 @@ Json shape_json(const TypeInfo& type) {
   return dims;
 }
 
-Json values_json(const std::vector<ValueInfo>& values) {
+Json values_json(const std::vector<TensorInfo>& values) {
   Json arr = Json::array();
   for (const auto& v : values) {
-    arr.push(
-        Json::object().set("name", v.name).set("dtype", dtype_name(v.type.dtype)).set("shape", shape_json(v.type)));
+    arr.push(Json::object().set("name", v.name).set("dtype", type_name(v.dtype)).set("shape", shape_json(v)));
   }
   return arr;
 }
 
 // Layers sorted by MACs, largest first; unknown ones last, in graph order.
-std::vector<const LayerMacs*> by_macs(const MacStats& macs) {
-  std::vector<const LayerMacs*> layers;
-  for (const auto& l : macs.layers) layers.push_back(&l);
+std::vector<const LayerCost*> by_macs(const ModelStats& stats) {
+  std::vector<const LayerCost*> layers;
+  for (const auto& l : stats.layers) layers.push_back(&l);
   std::stable_sort(layers.begin(), layers.end(),
-                   [](const LayerMacs* a, const LayerMacs* b) { return a->macs.value_or(-1) > b->macs.value_or(-1); });
+                   [](const LayerCost* a, const LayerCost* b) { return a->macs.value_or(-1) > b->macs.value_or(-1); });
   return layers;
 }
 
-bool has_symbolic_input(const Graph& graph) {
-  for (const auto& in : graph.inputs) {
-    if (!in.type.has_shape) return true;
-    for (const Dim& d : in.type.dims) {
-      if (!d.known()) return true;
+bool has_symbolic_input(const ModelStats& stats) {
+  for (const auto& in : stats.inputs) {
+    if (!in.has_shape) return true;
+    for (int64_t d : in.shape) {
+      if (d < 0) return true;
     }
   }
   return false;
 }
 
-void print_json(const InspectOptions& opt, const Model& model, int64_t file_bytes) {
-  const Graph& graph = model.graph;
-  std::map<std::string, int64_t> histogram;
-  int64_t nodes = 0;
-  count_ops(graph, histogram, nodes);
+void print_json(const InspectOptions& opt, const ModelStats& stats, int64_t file_bytes) {
   Json ops = Json::object();
-  for (const auto& [op, count] : sorted_histogram(histogram)) ops.set(op, count);
+  for (const auto& op : stats.operators) ops.set(op.op, op.nodes);
   Json opsets = Json::object();
-  for (const auto& [domain, version] : model.opset_imports) opsets.set(domain.empty() ? "ai.onnx" : domain, version);
+  for (const auto& [domain, version] : stats.opsets) opsets.set(domain.empty() ? "ai.onnx" : domain, version);
   Json unsupported = Json::array();
-  for (const auto& line : unsupported_operators(model)) unsupported.push(line);
+  for (const auto& line : stats.unsupported) unsupported.push(line);
+  Json quantization = Json::array();
+  for (const auto& format : stats.quantization) quantization.push(format);
 
-  const ParamStats params = count_parameters(graph);
   Json groups = Json::array();
-  for (const auto& g : params.by_dtype) {
+  for (const auto& g : stats.initializers) {
     groups.push(Json::object()
-                    .set("dtype", dtype_name(g.dtype))
+                    .set("dtype", type_name(g.dtype))
                     .set("tensors", g.tensors)
                     .set("elements", g.elements)
                     .set("bytes", g.bytes));
   }
-  const MacStats macs = count_macs(graph);
   Json layers = Json::array();
-  for (const auto& l : macs.layers) {
-    Json layer = Json::object().set("name", l.node->name).set("op", l.node->op_type);
+  for (const auto& l : stats.layers) {
+    Json layer = Json::object().set("name", l.node).set("op", l.op_type);
     layer.set("macs", l.macs ? Json(*l.macs) : Json());
     if (!l.macs) layer.set("reason", l.reason);
     layers.push(std::move(layer));
@@ -204,121 +179,121 @@ void print_json(const InspectOptions& opt, const Model& model, int64_t file_byte
   Json root = Json::object();
   root.set("file", opt.model)
       .set("file_bytes", file_bytes)
-      .set("producer_name", model.producer_name)
-      .set("producer_version", model.producer_version)
-      .set("ir_version", model.ir_version)
+      .set("producer_name", stats.producer_name)
+      .set("producer_version", stats.producer_version)
+      .set("ir_version", stats.ir_version)
       .set("opsets", std::move(opsets))
-      .set("inputs", values_json(graph.inputs))
-      .set("outputs", values_json(graph.outputs))
-      .set("nodes", nodes)
+      .set("inputs", values_json(stats.inputs))
+      .set("outputs", values_json(stats.outputs))
+      .set("nodes", stats.nodes)
       .set("operators", std::move(ops))
       .set("unsupported_operators", std::move(unsupported))
+      .set("quantization", std::move(quantization))
       .set("parameters", Json::object()
-                             .set("total", params.parameters)
-                             .set("bytes", params.parameter_bytes)
-                             .set("initializer_bytes", params.total_bytes)
+                             .set("total", stats.parameters)
+                             .set("bytes", stats.parameter_bytes)
+                             .set("initializer_bytes", stats.initializer_bytes)
                              .set("by_dtype", std::move(groups)))
       .set("macs", Json::object()
-                       .set("total", macs.total)
-                       .set("layers_counted", static_cast<int64_t>(macs.layers.size()))
-                       .set("layers_unknown", macs.unknown)
+                       .set("total", stats.macs)
+                       .set("layers_counted", static_cast<int64_t>(stats.layers.size()))
+                       .set("layers_unknown", stats.macs_unknown)
                        .set("batch", opt.batch)
                        .set("batch_dims_assumed", std::move(assumed))
                        .set("layers", std::move(layers)));
   std::cout << root.dump() << "\n";
 }
 
-void print_text(const InspectOptions& opt, const Model& model, int64_t file_bytes) {
-  const Graph& graph = model.graph;
+void print_text(const InspectOptions& opt, const ModelStats& stats, int64_t file_bytes) {
   auto& out = std::cout;
   out << "model       " << opt.model << " (" << format_bytes(file_bytes) << ")\n";
   out << "producer    "
-      << (model.producer_name.empty()
+      << (stats.producer_name.empty()
               ? "(not recorded)"
-              : model.producer_name + (model.producer_version.empty() ? "" : " " + model.producer_version))
+              : stats.producer_name + (stats.producer_version.empty() ? "" : " " + stats.producer_version))
       << "\n";
-  out << "format      IR version " << model.ir_version << ", opsets: " << opset_text(model) << "\n";
+  out << "format      IR version " << stats.ir_version << ", opsets: " << opset_text(stats) << "\n";
+  if (!stats.quantization.empty()) {
+    std::string formats;
+    for (const auto& f : stats.quantization) formats += (formats.empty() ? "" : ", ") + f;
+    out << "quantized   " << formats << "\n";
+  }
 
-  auto print_values = [&](const char* title, const std::vector<ValueInfo>& values) {
+  auto print_values = [&](const char* title, const std::vector<TensorInfo>& values) {
     size_t width = 4;
     for (const auto& v : values) width = std::max(width, v.name.size());
     out << title << "\n";
     for (const auto& v : values) {
-      out << "  " << v.name << std::string(width - v.name.size() + 2, ' ') << v.type.to_string() << "\n";
+      out << "  " << v.name << std::string(width - v.name.size() + 2, ' ') << type_to_string(v) << "\n";
     }
   };
-  print_values("inputs", graph.inputs);
-  print_values("outputs", graph.outputs);
+  print_values("inputs", stats.inputs);
+  print_values("outputs", stats.outputs);
 
-  std::map<std::string, int64_t> histogram;
-  int64_t nodes = 0;
-  count_ops(graph, histogram, nodes);
-  out << "operators   " << nodes << (nodes == 1 ? " node, " : " nodes, ") << histogram.size()
-      << (histogram.size() == 1 ? " operator type\n" : " operator types\n");
-  for (const auto& [op, count] : sorted_histogram(histogram)) {
-    out << "  " << op << std::string(op.size() < 28 ? 28 - op.size() : 1, ' ') << count << "\n";
+  out << "operators   " << stats.nodes << (stats.nodes == 1 ? " node, " : " nodes, ") << stats.operators.size()
+      << (stats.operators.size() == 1 ? " operator type\n" : " operator types\n");
+  for (const auto& op : stats.operators) {
+    out << "  " << op.op << std::string(op.op.size() < 28 ? 28 - op.op.size() : 1, ' ') << op.nodes << "\n";
   }
-  const auto unsupported = unsupported_operators(model);
-  if (!unsupported.empty()) {
+  if (!stats.unsupported.empty()) {
     out << "not yet supported by kvant\n";
-    for (const auto& line : unsupported) out << "  " << line << "\n";
+    for (const auto& line : stats.unsupported) out << "  " << line << "\n";
   }
 
-  const ParamStats params = count_parameters(graph);
-  out << "parameters  " << format_count(params.parameters) << " (" << with_commas(params.parameters) << ", "
-      << format_bytes(params.parameter_bytes) << ")\n";
-  for (const auto& g : params.by_dtype) {
-    const std::string name = dtype_name(g.dtype);
+  out << "parameters  " << format_count(stats.parameters) << " (" << with_commas(stats.parameters) << ", "
+      << format_bytes(stats.parameter_bytes) << ")\n";
+  for (const auto& g : stats.initializers) {
+    const std::string name = type_name(g.dtype);
     out << "  " << name << std::string(10 - std::min<size_t>(name.size(), 9), ' ') << with_commas(g.elements)
         << " elements in " << g.tensors << (g.tensors == 1 ? " tensor, " : " tensors, ") << format_bytes(g.bytes)
-        << (is_float(g.dtype) ? "" : " (not counted as parameters)") << "\n";
+        << (g.parameters ? "" : " (not counted as parameters)") << "\n";
   }
 
-  const MacStats macs = count_macs(graph);
   out << "MACs        ";
-  if (macs.unknown && macs.total == 0) {
+  if (stats.macs_unknown && stats.macs == 0) {
     out << "unknown";
   } else {
-    out << (macs.unknown ? "at least " : "") << format_count(macs.total) << " (" << with_commas(macs.total) << ")";
+    out << (stats.macs_unknown ? "at least " : "") << format_count(stats.macs) << " (" << with_commas(stats.macs)
+        << ")";
   }
-  out << " in " << macs.layers.size() << (macs.layers.size() == 1 ? " compute layer" : " compute layers");
-  if (macs.unknown) out << ", " << macs.unknown << " unknown";
+  out << " in " << stats.layers.size() << (stats.layers.size() == 1 ? " compute layer" : " compute layers");
+  if (stats.macs_unknown) out << ", " << stats.macs_unknown << " unknown";
   out << "\n";
   if (!opt.batch_dims.empty()) {
     std::string names;
     for (const auto& n : opt.batch_dims) names += (names.empty() ? "'" : ", '") + n + "'";
     out << "  (symbolic leading dim " << names << " taken as " << opt.batch << "; --batch N or --shape to change)\n";
   }
-  if (macs.unknown && has_symbolic_input(graph)) {
+  if (stats.macs_unknown && has_symbolic_input(stats)) {
     out << "  (inputs have symbolic dims: give --shape NAME=1x3x224x224 to count every layer)\n";
   }
-  if (macs.layers.empty()) return;
+  if (stats.layers.empty()) return;
 
-  std::vector<const LayerMacs*> shown;
+  std::vector<const LayerCost*> shown;
   if (opt.layers) {
-    for (const auto& l : macs.layers) shown.push_back(&l);
+    for (const auto& l : stats.layers) shown.push_back(&l);
     out << "layers (graph order)\n";
   } else {
-    shown = by_macs(macs);
+    shown = by_macs(stats);
     if (shown.size() > kTopLayers) shown.resize(kTopLayers);
     out << "top " << shown.size() << " layers by MACs (--layers lists all)\n";
   }
   size_t name_width = 4, op_width = 2;
-  for (const LayerMacs* l : shown) {
-    name_width = std::max(name_width, std::min<size_t>(l->node->name.size(), 48));
-    op_width = std::max(op_width, l->node->op_type.size());
+  for (const LayerCost* l : shown) {
+    name_width = std::max(name_width, std::min<size_t>(l->node.size(), 48));
+    op_width = std::max(op_width, l->op_type.size());
   }
   auto pad = [](const std::string& s, size_t width) {
     return s.size() >= width ? s + " " : s + std::string(width - s.size() + 1, ' ');
   };
   out << "  " << pad("node", name_width) << pad("op", op_width) << pad("MACs", 10) << pad("share", 7) << "output\n";
-  for (const LayerMacs* l : shown) {
-    out << "  " << pad(l->node->name, name_width) << pad(l->node->op_type, op_width);
+  for (const LayerCost* l : shown) {
+    out << "  " << pad(l->node, name_width) << pad(l->op_type, op_width);
     if (l->macs) {
       char share[32];
       std::snprintf(share, sizeof(share), "%.1f%%",
-                    macs.total > 0 ? 100.0 * static_cast<double>(*l->macs) / static_cast<double>(macs.total) : 0.0);
-      out << pad(format_count(*l->macs), 10) << pad(share, 7) << output_shape_text(graph, *l->node) << "\n";
+                    stats.macs > 0 ? 100.0 * static_cast<double>(*l->macs) / static_cast<double>(stats.macs) : 0.0);
+      out << pad(format_count(*l->macs), 10) << pad(share, 7) << output_shape_text(*l) << "\n";
     } else {
       out << "unknown (" << l->reason << ")\n";
     }
@@ -352,22 +327,23 @@ CommandFn add_inspect_command(CLI::App& app) {
   return [opt]() {
     if (opt->batch < 1)
       throw Error(ErrorCode::kInvalidArgument, "--batch must be at least 1, got " + std::to_string(opt->batch));
-    LoadOptions load;
-    load.infer_shapes = true;
+    ModelLoadOptions load;  // with shape inference: every layer's shapes, for its MACs
     load.input_shapes = parse_shape_args(opt->shapes);
     opt->batch_dims = default_batch_dims(*opt, load.input_shapes);
-    Model model = load_model(opt->model, load);
-    apply_shape_overrides(model.graph, load.input_shapes);
-    for (auto& in : model.graph.inputs) {  // show what the file declares
-      if (auto it = opt->declared.find(in.name); it != opt->declared.end()) in.type = it->second;
+    const OnnxModel model = load_api_model(opt->model, load);
+    auto measured = model_stats(model);
+    throw_if_error(measured.status());
+    ModelStats& stats = *measured;
+    for (auto& in : stats.inputs) {  // show what the file declares
+      if (auto it = opt->declared.find(in.name); it != opt->declared.end()) in = it->second;
     }
     std::error_code ec;
     const auto size = std::filesystem::file_size(opt->model, ec);
     const int64_t file_bytes = ec ? 0 : static_cast<int64_t>(size);
     if (opt->json) {
-      print_json(*opt, model, file_bytes);
+      print_json(*opt, stats, file_bytes);
     } else {
-      print_text(*opt, model, file_bytes);
+      print_text(*opt, stats, file_bytes);
       if (opt->plan) print_plan(*opt, model, std::cout);
     }
     return 0;

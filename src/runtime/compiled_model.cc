@@ -759,4 +759,9 @@ std::string CompiledModel::describe_plan() const {
 
 PlanStats CompiledModel::stats() const { return stats_; }
 
+CompiledModel::Placement CompiledModel::placement(int id) const {
+  const Value& v = values_.at(static_cast<size_t>(id));
+  return Placement{v.in_arena, v.in_arena ? v.offset : 0, v.root >= 0};
+}
+
 }  // namespace kvant

@@ -79,6 +79,18 @@ class CompiledModel {
   // The `top` steps by time, then the time per kernel kind.
   std::string describe_profile(size_t top = 15) const;
   PlanStats stats() const;
+  // For the public API's plan and profile (api/api_session.cc).
+  const CompileOptions& options() const { return options_; }
+  bool planned() const { return planned_; }
+  bool step_fixed(size_t s) const { return s < step_fixed_.size() && step_fixed_[s]; }
+  struct Placement {
+    bool in_arena = false;
+    size_t offset = 0;  // in the arena, when in_arena
+    bool view = false;  // shares another value's bytes
+  };
+  Placement placement(int id) const;
+  const std::vector<double>& step_seconds() const { return step_seconds_; }
+  int profiled_runs() const { return profiled_runs_; }
   // How many planning runs (prepare(), or a run whose inputs did not fit the
   // last placement) this model has made.
   int plans() const { return plans_; }

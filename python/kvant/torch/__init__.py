@@ -401,7 +401,9 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
     CPUs without VNNI (ONNX Runtime's AVX2 u8s8 kernels saturate full-range int8 products).
     init_from: a kvant PTQ file of the same model (kvant quantize), whose activation scales and zero
     points are taken in graph order; otherwise the ranges are min / max over `calibration` (an
-    iterable of input tuples, or of single tensors) run through the BN-folded float model.
+    iterable of input tuples, or of single tensors) run through the BN-folded float model. A value
+    only LSTMs read has no point in a static PTQ file (kvant's static mode leaves LSTMs FP32): its
+    range is observed on `calibration` (required then), the other points come from the file.
     Returns a torch.fx.GraphModule in training mode; train it as usual, then export() it.
     """
     from torch.fx.experimental.optimization import fuse
@@ -453,6 +455,7 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
         if node.op == "call_module" and type(gm.get_submodule(node.target)) in (_nn.Conv2d, _nn.Linear, _nn.LSTM):
             layers.append(node)
     # The input quantizer of each Conv / Linear is found once all points exist; record them now.
+    anchored = []  # quantizers of a layer's (or Add's) output
     for node in list(graph.nodes):
         if node.op == "output" or node.op == "placeholder" or node.target in [f"kvant_act_{i}" for i in range(count[0])]:
             continue
@@ -468,6 +471,7 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
                 anchor = users[0]
             name, module = new_fq()
             fq_of[insert_after(anchor, name)] = module
+            anchored.append(module)
         elif _is_passthrough(gm, node) and isinstance(node.args[0], _torch.fx.Node):
             source = fq_of.get(node.args[0])
             if source is not None:
@@ -476,6 +480,7 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
     graph.lint()
 
     # Swap in the quantized layers, each told which quantizer feeds it (for its int32 bias).
+    lstm_inputs, layer_inputs = [], []
     for node in layers:
         source = node.args[0]
         input_fq = fq_of.get(source)
@@ -488,26 +493,40 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
         if input_fq is None:
             raise ValueError("the input of %r is not quantized (an operator kvant.torch does not handle before it)" %
                              node.target)
+        (lstm_inputs if isinstance(gm.get_submodule(node.target), _nn.LSTM) else layer_inputs).append(input_fq)
         _replace_module(gm, node.target, _quantized_copy(gm.get_submodule(node.target), weight_bits, input_fq,
                                                            reduce_range))
     gm.recompile()
 
     fqs = activation_fake_quants(gm)
+    observed = fqs
     if init_from is not None:
         params = _read_ptq_qparams(init_from)
-        if len(params) != len(fqs):
+        # kvant's static PTQ leaves LSTMs FP32, so its file has no point for a value that only an
+        # LSTM reads (the graph input of an LSTM classifier): those few are observed on
+        # `calibration` instead, and every other point takes the file's parameters.
+        fp32_in_ptq = [m for m in fqs if any(m is x for x in lstm_inputs) and
+                       not any(m is x for x in layer_inputs + anchored)]
+        targets = fqs
+        if len(params) != len(fqs) and fp32_in_ptq and len(params) == len(fqs) - len(fp32_in_ptq):
+            if calibration is None:
+                raise ValueError("%s leaves the LSTM FP32 (no parameters for its input): give calibration= to "
+                                 "observe that range" % init_from)
+            targets = [m for m in fqs if all(m is not x for x in fp32_in_ptq)]
+        if len(params) != len(targets):
             raise ValueError("%s has %d activation quantization points, this model %d: not the same network?" %
                              (init_from, len(params), len(fqs)))
-        for module, (scale, zero) in zip(fqs, params):
+        for module, (scale, zero) in zip(targets, params):
             module.set_qparams(scale, zero)
-    else:
-        for module in fqs:
+        observed = [m for m in fqs if all(m is not x for x in targets)]
+    if observed:
+        for module in observed:
             module.mode = "observe"
         gm.eval()
         with _torch.no_grad():
             for batch in (calibration if calibration is not None else [example_inputs]):
                 gm(*((batch,) if isinstance(batch, _torch.Tensor) else tuple(batch)))
-        for module in fqs:
+        for module in observed:
             module.freeze_observed()
     gm.train()
     return gm
