@@ -28,6 +28,10 @@
 // plan(), profile() and describe_profile() read the plan and times that a
 // run may remake, and set_profiling() changes them: not during a run. Different Sessions never share
 // mutable state, apart from the process-wide memory budget, which is atomic.
+// A Decoder and a Sampler are like a Session: one thread at a time on each
+// (their const getters too, during a forward() or sample()); one per thread
+// otherwise. decoder_info(), perplexity_windows() and next_token_nll() may
+// run from any thread.
 //
 // ABI: a C++ API (std::string, std::vector, std::map in signatures): build
 // your program with the same compiler family and standard library as
