@@ -28,6 +28,10 @@
 // plan(), profile() and describe_profile() read the plan and times that a
 // run may remake, and set_profiling() changes them: not during a run. Different Sessions never share
 // mutable state, apart from the process-wide memory budget, which is atomic.
+// A Decoder and a Sampler are like a Session: one thread at a time on each
+// (their const getters too, during a forward() or sample()); one per thread
+// otherwise. decoder_info(), perplexity_windows() and next_token_nll() may
+// run from any thread.
 //
 // ABI: a C++ API (std::string, std::vector, std::map in signatures): build
 // your program with the same compiler family and standard library as
@@ -811,5 +815,120 @@ class KVANT_API Session {
   Session();
   std::unique_ptr<Impl> impl_;
 };
+
+// ---------------------------------------------------------------- language models
+
+// A decoder-only language model as exported by Hugging Face Optimum (and
+// bench/llm/make_decoder.py): input_ids int64 [B, seq], optional
+// attention_mask [B, past + seq] and position_ids [B, seq],
+// past_key_values.N.key/value float [B, kv_heads, past, head_dim] (also
+// past.N.key/value, past_key.N/past_value.N) -> logits float [B, seq, vocab],
+// present.N.key/value. What `kvant generate` and `kvant perplexity` run.
+struct DecoderInfo {
+  std::string input_ids, attention_mask, position_ids;  // empty: the model has no such input
+  std::string logits;
+  int64_t layers = 0;  // past/present pairs; 0: no cache (each pass reruns the whole sequence)
+  int64_t vocab = -1;  // the logits' declared last dim; -1 when symbolic
+  // The longest sequence (past + new) the model takes, when it says so (a
+  // fixed attention_mask dim, a position-embedding table); -1: no limit.
+  int64_t max_positions = -1;
+  std::string max_positions_source;  // what set it, for messages
+};
+
+// Reads the convention above from the model's inputs and outputs; the error
+// names what is missing or malformed (no input_ids, a past input without its
+// present output, a head_dim that is not a number, ...).
+KVANT_API Result<DecoderInfo> decoder_info(const OnnxModel& model);
+
+struct DecoderOptions {
+  int64_t max_total = 0;  // positions per sequence the cache holds (prompt + new tokens); >= 1
+  int64_t batch = 1;      // sequences run together, all the same length
+  int threads = 1;
+};
+
+// A decoder compiled for this CPU with its key/value cache, allocated once
+// for max_total positions of each sequence: forward() appends tokens and runs
+// one pass, feeding the cache as past and copying present back into it. The
+// same code as `kvant generate` (src/llm/decoder.h). Move-only; like a
+// Session, not reentrant: one thread at a time per Decoder.
+class KVANT_API Decoder {
+ public:
+  ~Decoder();
+  Decoder(Decoder&&) noexcept;
+  Decoder& operator=(Decoder&&) noexcept;
+
+  // Compiles `model` (the Decoder keeps no reference to it). An error when
+  // the model does not follow the convention, the cache would not fit the
+  // memory budget, or the model fixes another batch.
+  static Result<Decoder> create(const OnnxModel& model, const DecoderOptions& options);
+
+  const DecoderInfo& info() const;
+  // No past inputs: every pass reruns the whole sequence (slow).
+  bool recomputes() const;
+  int64_t length() const;  // positions of each sequence since create() or reset()
+  int64_t max_total() const;
+  int64_t batch() const;
+  // The vocabulary: declared, or learned from the first pass (-1 before).
+  int64_t vocab() const;
+  size_t cache_bytes() const;
+
+  // Forgets the sequences (the cache is kept, not cleared).
+  void reset();
+  // Appends `n` ids to each sequence (`ids` is [batch, n] row-major; each in
+  // [0, vocab) when the vocabulary is known) and runs one pass. Returns the
+  // first sequence's logits of those n positions, [n, vocab] row-major,
+  // valid until the next forward() or reset(). An error when a sequence
+  // would pass max_total.
+  Result<const float*> forward(const int64_t* ids, int64_t n);
+  // Sequence b's logits of the last forward's n positions, [n, vocab].
+  Result<const float*> logits(int64_t b) const;
+
+ private:
+  struct Impl;
+  Decoder();
+  std::unique_ptr<Impl> impl_;
+};
+
+// Choosing the next token from a row of logits: temperature 0 is argmax
+// (ties to the lowest id); else softmax(logits / temperature) restricted to
+// the top_k largest (0: all), then to the smallest prefix reaching top_p,
+// one id drawn from the sampler's own generator (the same ids for a seed on
+// every platform).
+struct SamplingOptions {
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+};
+
+class KVANT_API Sampler {
+ public:
+  ~Sampler();
+  Sampler(Sampler&&) noexcept;
+  Sampler& operator=(Sampler&&) noexcept;
+  // An error naming the option out of range (temperature < 0, top_k < 0,
+  // top_p outside (0, 1]).
+  static Result<Sampler> create(const SamplingOptions& options);
+  // The next id from `vocab` logits; a NaN logit is an error. Not reentrant.
+  Result<int64_t> sample(const float* logits, int64_t vocab);
+
+ private:
+  struct Impl;
+  Sampler();
+  std::unique_ptr<Impl> impl_;
+};
+
+// Hugging Face's strided perplexity: windows of `context` tokens every
+// `stride` tokens over n tokens; each feeds [begin, end) from an empty cache
+// and scores the targets [first_target, end) no earlier window scored.
+struct PerplexityWindow {
+  int64_t begin = 0, end = 0;
+  int64_t first_target = 0;
+};
+// An error when context < 2, stride < 1, stride > context or n < 2.
+KVANT_API Result<std::vector<PerplexityWindow>> perplexity_windows(int64_t n, int64_t context, int64_t stride);
+// -log softmax(logits)[target] over one row of `vocab` logits; target in
+// [0, vocab) (unchecked, as it runs per token).
+KVANT_API double next_token_nll(const float* logits, int64_t vocab, int64_t target);
 
 }  // namespace kvant

@@ -24,6 +24,8 @@ from . import _kvant
 __version__ = _kvant.version()
 
 __all__ = [
+    "Decoder",
+    "decoder_info",
     "InferenceSession",
     "SessionOptions",
     "NodeArg",
@@ -601,3 +603,16 @@ def inspect(path_or_bytes, plan=False, threads=1):
     if plan:
         info["plan"] = _kvant.Session(model, int(threads), "", True, False).describe().splitlines()
     return info
+
+
+def Decoder(model, max_total, batch=1, threads=1):
+    """A decoder-only model with its key/value cache (kvant::Decoder):
+    forward(ids [batch, n] or [n]) appends ids and returns float32 logits
+    [batch, n, vocab]; reset(), length, vocab, info. `model` is a path or bytes."""
+    return _kvant.Decoder(_kvant.load(_source(model), True, None), max_total, batch, threads)
+
+
+def decoder_info(model):
+    """The decoder export convention read from `model` (a path or bytes), as a dict."""
+    return _kvant.decoder_info(_kvant.load(_source(model), True, None))
+

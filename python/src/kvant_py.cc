@@ -20,6 +20,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -798,6 +799,60 @@ py::list run_session(PySession& s, const py::object& output_names, const py::dic
 
 }  // namespace
 
+// kvant.Decoder: the public Decoder behind a lock (one forward at a time,
+// as the API asks), logits copied out as float32 [batch, n, vocab].
+struct PyDecoder {
+  kvant::Decoder decoder;
+  std::mutex mutex;
+};
+
+std::unique_ptr<PyDecoder> create_decoder(const kvant::OnnxModel& model, int64_t max_total, int64_t batch,
+                                          int threads) {
+  kvant::DecoderOptions options;
+  options.max_total = max_total;
+  options.batch = batch;
+  options.threads = threads;
+  py::gil_scoped_release release;
+  return std::unique_ptr<PyDecoder>(new PyDecoder{take(kvant::Decoder::create(model, options)), {}});
+}
+
+py::array decoder_forward(PyDecoder& d, const py::array& ids_in) {
+  auto ids = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(ids_in);
+  if (!ids) throw StatusError{kvant::ErrorCode::kInvalidArgument, "Decoder.forward: ids must be integers"};
+  const int64_t batch = d.decoder.batch();
+  if (!((ids.ndim() == 1 && batch == 1) || (ids.ndim() == 2 && ids.shape(0) == batch))) {
+    throw StatusError{kvant::ErrorCode::kInvalidArgument,
+                      "Decoder.forward: ids must have shape [batch, n] with batch " + std::to_string(batch) +
+                          (batch == 1 ? " (or [n])" : "")};
+  }
+  const int64_t n = ids.ndim() == 1 ? ids.shape(0) : ids.shape(1);
+  std::lock_guard<std::mutex> lock(d.mutex);
+  {
+    py::gil_scoped_release release;
+    take(d.decoder.forward(ids.data(), n));
+  }
+  const int64_t vocab = d.decoder.vocab();
+  py::array_t<float> out({batch, n, vocab});
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* logits = take(d.decoder.logits(b));
+    std::memcpy(out.mutable_data(b), logits, static_cast<size_t>(n * vocab) * sizeof(float));
+  }
+  return out;
+}
+
+py::dict decoder_info_dict(const kvant::DecoderInfo& info) {
+  py::dict d;
+  d["input_ids"] = info.input_ids;
+  d["attention_mask"] = info.attention_mask;
+  d["position_ids"] = info.position_ids;
+  d["logits"] = info.logits;
+  d["layers"] = info.layers;
+  d["vocab"] = info.vocab;
+  d["max_positions"] = info.max_positions;
+  d["max_positions_source"] = info.max_positions_source;
+  return d;
+}
+
 PYBIND11_MODULE(_kvant, m) {
   m.doc() = "kvant's C++ API (include/kvant/kvant.h) for the kvant package";
 
@@ -875,6 +930,24 @@ PYBIND11_MODULE(_kvant, m) {
             return s.session.describe_profile(top);
           },
           py::arg("top") = 15);
+
+  py::class_<PyDecoder>(m, "Decoder")
+      .def(py::init(&create_decoder), py::arg("model"), py::arg("max_total"), py::arg("batch") = 1,
+           py::arg("threads") = 1)
+      .def("forward", &decoder_forward, py::arg("ids"))
+      .def("reset",
+           [](PyDecoder& d) {
+             std::lock_guard<std::mutex> lock(d.mutex);
+             d.decoder.reset();
+           })
+      .def_property_readonly("length", [](const PyDecoder& d) { return d.decoder.length(); })
+      .def_property_readonly("max_total", [](const PyDecoder& d) { return d.decoder.max_total(); })
+      .def_property_readonly("batch", [](const PyDecoder& d) { return d.decoder.batch(); })
+      .def_property_readonly("vocab", [](const PyDecoder& d) { return d.decoder.vocab(); })
+      .def_property_readonly("recomputes", [](const PyDecoder& d) { return d.decoder.recomputes(); })
+      .def_property_readonly("info", [](const PyDecoder& d) { return decoder_info_dict(d.decoder.info()); });
+  m.def("decoder_info",
+        [](const kvant::OnnxModel& model) { return decoder_info_dict(take(kvant::decoder_info(model))); });
 
   m.def("model_stats", [](const kvant::OnnxModel& model) { return stats_dict(take(kvant::model_stats(model))); });
 

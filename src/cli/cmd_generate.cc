@@ -1,10 +1,10 @@
 // kvant generate: text from a decoder-only ONNX model with a key/value cache.
 //
 // The prompt runs in one pass (prefill); then one token per pass, the
-// model's present key/values fed back as past (llm/decoder.h holds the cache,
+// model's present key/values fed back as past (kvant::Decoder holds the cache,
 // allocated once for prompt + --max-new-tokens positions). Greedy at
 // --temperature 0 (the default), else top-k / top-p sampling from --seed
-// (llm/sampling.h). The text goes to stdout; timings to stderr:
+// (kvant.h: Decoder and Sampler, the public API). The text goes to stdout; timings to stderr:
 //   prefill: N tokens, X tok/s; decode: M tokens, Y tok/s
 //   cpu time: prefill X ms; decode Y ms per pass
 // where decode counts the passes after the prefill (the last new token needs
@@ -20,7 +20,6 @@
 
 #include "cli/cli_common.h"
 #include "cli/llm_common.h"
-#include "llm/sampling.h"
 
 namespace kvant::cli {
 
@@ -38,7 +37,7 @@ struct GenerateOptions {
   std::string prompt_ids;
   std::string tokenizer;
   int64_t max_new_tokens = -1;
-  llm::SamplingOptions sampling;
+  SamplingOptions sampling;
   int threads = 1;
   bool print_ids = false;
   int64_t eos_id = -1;  // -1: never stop early
@@ -67,12 +66,12 @@ int generate_command(const GenerateOptions& opt) {
     fail("--max-new-tokens must lie in [1, " + std::to_string(kMaxNewTokens) + "], got " +
          std::to_string(opt.max_new_tokens));
   }
-  llm::check_sampling_options(opt.sampling);
+  Sampler sampler = value_or_throw(Sampler::create(opt.sampling));
   if (opt.eos_id < -1) fail("--eos-id must be a token id (0 or more), got " + std::to_string(opt.eos_id));
   check_threads(opt.threads);
   std::unique_ptr<llm::Tokenizer> tokenizer = make_tokenizer(opt.tokenizer);
   LoadedDecoder loaded = load_decoder(opt.model);
-  const llm::DecoderSignature& sig = loaded.signature;
+  const DecoderInfo& sig = loaded.info;
 
   std::vector<int64_t> prompt;  // [batch, prompt_len] row-major
   int64_t batch = 1;
@@ -96,8 +95,12 @@ int generate_command(const GenerateOptions& opt) {
          " positions, more than the model takes: " + sig.max_positions_source + " (at most " +
          std::to_string(std::max<int64_t>(sig.max_positions - prompt_len, 0)) + " new tokens)");
   }
-  llm::Decoder decoder(loaded.model, sig, total, opt.threads, batch);
-  loaded.model = Model();  // the compiled model holds what it needs
+  DecoderOptions decoder_options;
+  decoder_options.max_total = total;
+  decoder_options.batch = batch;
+  decoder_options.threads = opt.threads;
+  Decoder decoder = value_or_throw(Decoder::create(loaded.model, decoder_options));
+  loaded.model = OnnxModel();  // the compiled model holds what it needs
   if (decoder.recomputes()) {
     std::cerr << "kvant: warning: " << opt.model
               << " has no past key/value inputs: every new token reruns the whole sequence (slow)\n";
@@ -109,7 +112,6 @@ int generate_command(const GenerateOptions& opt) {
   // One sampler draws for the rows in order (batch 1: the same draws as
   // before batches). A row that produced --eos-id is finished: it is fed
   // the id again, its output no longer grows; the loop ends when all are.
-  llm::Sampler sampler(opt.sampling);
   const auto rows = static_cast<size_t>(batch);
   std::vector<std::vector<int64_t>> generated(rows);
   std::vector<int64_t> next(rows);
@@ -127,20 +129,21 @@ int generate_command(const GenerateOptions& opt) {
   using Clock = std::chrono::steady_clock;
   auto start = Clock::now();
   double cpu_start = cpu_seconds();
-  decoder.forward(prompt.data(), prompt_len);
-  for (size_t r = 0; r < rows; ++r) {
-    take(r,
-         sampler.sample(decoder.logits(static_cast<int64_t>(r)) + (prompt_len - 1) * decoder.vocab(), decoder.vocab()));
-  }
+  value_or_throw(decoder.forward(prompt.data(), prompt_len));
+  auto sample = [&](size_t r, int64_t position) {
+    const float* logits = value_or_throw(decoder.logits(static_cast<int64_t>(r)));
+    return value_or_throw(sampler.sample(logits + position * decoder.vocab(), decoder.vocab()));
+  };
+  for (size_t r = 0; r < rows; ++r) take(r, sample(r, prompt_len - 1));
   const double prefill_s = std::chrono::duration<double>(Clock::now() - start).count();
   const double prefill_cpu_s = cpu_seconds() - cpu_start;
   start = Clock::now();
   cpu_start = cpu_seconds();
   int64_t decode_passes = 0;
   for (int64_t i = 1; i < opt.max_new_tokens && unfinished > 0; ++i) {
-    decoder.forward(next.data(), 1);
+    value_or_throw(decoder.forward(next.data(), 1));
     ++decode_passes;
-    for (size_t r = 0; r < rows; ++r) take(r, sampler.sample(decoder.logits(static_cast<int64_t>(r)), decoder.vocab()));
+    for (size_t r = 0; r < rows; ++r) take(r, sample(r, 0));
   }
   const double decode_s = std::chrono::duration<double>(Clock::now() - start).count();
   const double decode_cpu_s = cpu_seconds() - cpu_start;

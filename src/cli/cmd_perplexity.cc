@@ -1,5 +1,5 @@
 // kvant perplexity: how well a decoder-only model predicts a text, by
-// Hugging Face's strided sliding window (llm/perplexity.h): windows of
+// Hugging Face's strided sliding window (kvant.h: perplexity_windows): windows of
 // --context tokens every --stride tokens, each scoring only the tokens no
 // earlier window scored. Each window is one pass from an empty cache.
 //
@@ -19,7 +19,6 @@
 #include "cli/cli_common.h"
 #include "cli/json.h"
 #include "cli/llm_common.h"
-#include "llm/perplexity.h"
 
 namespace kvant::cli {
 
@@ -44,7 +43,7 @@ int perplexity_command(const PerplexityOptions& opt) {
   check_threads(opt.threads);
   std::unique_ptr<llm::Tokenizer> tokenizer = opt.text.empty() ? nullptr : make_tokenizer(opt.tokenizer);
   LoadedDecoder loaded = load_decoder(opt.model);
-  const llm::DecoderSignature& sig = loaded.signature;
+  const DecoderInfo& sig = loaded.info;
 
   std::vector<int64_t> ids;
   size_t text_bytes = 0;
@@ -62,14 +61,17 @@ int perplexity_command(const PerplexityOptions& opt) {
     ids = read_token_ids(opt.tokens, "--tokens", sig.vocab);
   }
   const int64_t n = static_cast<int64_t>(ids.size());
-  const std::vector<llm::Window> windows = llm::strided_windows(n, opt.context, opt.stride);
+  const std::vector<PerplexityWindow> windows = value_or_throw(perplexity_windows(n, opt.context, opt.stride));
   const int64_t longest = std::min(opt.context, n);
   if (sig.max_positions > 0 && longest > sig.max_positions) {
     fail("--context " + std::to_string(opt.context) + " is longer than the model takes: " + sig.max_positions_source +
          "; pass --context " + std::to_string(sig.max_positions) + " or less");
   }
-  llm::Decoder decoder(loaded.model, sig, longest, opt.threads);
-  loaded.model = Model();
+  DecoderOptions decoder_options;
+  decoder_options.max_total = longest;
+  decoder_options.threads = opt.threads;
+  Decoder decoder = value_or_throw(Decoder::create(loaded.model, decoder_options));
+  loaded.model = OnnxModel();
 
   double nll = 0.0;
   int64_t scored = 0;
@@ -78,13 +80,13 @@ int perplexity_command(const PerplexityOptions& opt) {
   const bool tty = isatty(STDERR_FILENO);
   auto last_progress = std::chrono::steady_clock::now();
   size_t done = 0;
-  for (const llm::Window& w : windows) {
+  for (const PerplexityWindow& w : windows) {
     decoder.reset();
-    const float* logits = decoder.forward(ids.data() + w.begin, w.end - w.begin);
+    const float* logits = value_or_throw(decoder.forward(ids.data() + w.begin, w.end - w.begin));
     const int64_t vocab = decoder.vocab();
     if (w.begin == 0) check_ids_in_vocab(ids, vocab, opt.tokens.empty() ? "the text" : "--tokens " + opt.tokens);
     for (int64_t t = w.first_target; t < w.end; ++t) {
-      nll += llm::token_nll(logits + (t - 1 - w.begin) * vocab, vocab, ids[static_cast<size_t>(t)]);
+      nll += next_token_nll(logits + (t - 1 - w.begin) * vocab, vocab, ids[static_cast<size_t>(t)]);
       ++scored;
     }
     ++done;

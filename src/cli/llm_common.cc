@@ -17,8 +17,8 @@ namespace {
 LoadedDecoder load_decoder(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) fail(path + ": no such file");
-  LoadedDecoder loaded{load_model(path, LoadOptions{}), {}};
-  loaded.signature = llm::detect_decoder(loaded.model.graph, path);
+  LoadedDecoder loaded{load_api_model(path, ModelLoadOptions{}), {}};
+  loaded.info = value_or_throw(decoder_info(loaded.model));
   return loaded;
 }
 

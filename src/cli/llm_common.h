@@ -8,18 +8,26 @@
 #include <string>
 #include <vector>
 
-#include "ir/graph.h"
-#include "llm/decoder.h"
+#include "cli/cli_common.h"
+#include "kvant/kvant.h"
 #include "llm/tokenizer.h"
 
 namespace kvant::cli {
 
 struct LoadedDecoder {
-  Model model;
-  llm::DecoderSignature signature;
+  OnnxModel model;
+  DecoderInfo info;
 };
-// Loads MODEL and reads its decoder signature; errors name the file.
+// Loads MODEL (OnnxModel::load) and reads its decoder signature
+// (decoder_info); errors name the file.
 LoadedDecoder load_decoder(const std::string& path);
+
+// The value of an API result, or its Status thrown as the Error main.cc prints.
+template <typename T>
+T value_or_throw(Result<T> result) {
+  throw_if_error(result.status());
+  return std::move(result).value();
+}
 
 // The SentencePiece model at `path`, or the byte-level tokenizer when empty.
 std::unique_ptr<llm::Tokenizer> make_tokenizer(const std::string& path);

@@ -16,14 +16,14 @@ if [[ -n $outside ]]; then
   status=1
 fi
 # Public names are those declared in kvant.h.
-public='kvant::(version|data_type_name|byte_size|check_input|load_npy|save_npy|quantize_static|quantize_dynamic|quantize_weight_only|sensitivity|metric_name|progress_stage_name|model_stats|type_to_string|step_kind_name)(\[abi:cxx11\])?\(|kvant::(OwnedTensor|OnnxModel|Session|CalibrationDataReader)(::|$)'
+public='kvant::(version|data_type_name|byte_size|check_input|load_npy|save_npy|quantize_static|quantize_dynamic|quantize_weight_only|sensitivity|metric_name|progress_stage_name|model_stats|type_to_string|step_kind_name|decoder_info|perplexity_windows|next_token_nll)(\[abi:cxx11\])?\(|kvant::(OwnedTensor|OnnxModel|Session|CalibrationDataReader|Decoder|Sampler)(::|$)'
 internal=$(grep -Ev "$public" <<<"$(sed -E 's/^(typeinfo name|typeinfo|vtable) for //' <<<"$symbols")" || true)
 if [[ -n $internal ]]; then
   echo "FAIL: internal kvant symbols are exported:"
   echo "$internal" | head -20
   status=1
 fi
-for needed in 'kvant::OnnxModel::load(' 'kvant::Session::create(' 'kvant::Session::run(' 'kvant::quantize_static(' 'kvant::sensitivity(' \
+for needed in 'kvant::OnnxModel::load(' 'kvant::Session::create(' 'kvant::Session::run(' 'kvant::Decoder::forward(' 'kvant::quantize_static(' 'kvant::sensitivity(' \
   'typeinfo for kvant::CalibrationDataReader'; do
   if ! grep -qF "$needed" <<<"$symbols"; then
     echo "FAIL: $needed is not exported"

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "alloc_counter.h"
+#include "api/api_internal.h"
 #include "ir/limits.h"
 #include "kvant/status.h"
 #include "llm/decoder.h"
@@ -481,6 +482,89 @@ TEST(DecoderCache, BatchRowsMatchBatchOneRuns) {
     EXPECT_EQ(batched.plans(), plans) << "pass " << pass;
   }
   EXPECT_THROW(batched.logits(2), Error);
+}
+
+// The public Decoder (kvant.h) wraps this one: the same logits, bit for bit,
+// pass after pass, and the public Sampler draws the same ids.
+TEST(ApiDecoder, ForwardGivesTheInternalDecodersLogitsBitForBit) {
+  const Model m = attention_decoder();
+  const OnnxModel model = ApiAccess::make_model(attention_decoder(), "m.onnx");
+  auto info = ::kvant::decoder_info(model);
+  ASSERT_TRUE(info.ok()) << info.status().message();
+  EXPECT_EQ(info->input_ids, "input_ids");
+  EXPECT_EQ(info->logits, "logits");
+  EXPECT_EQ(info->layers, 1);
+  EXPECT_EQ(info->vocab, 50);
+  constexpr int64_t kMax = 24;
+  ::kvant::DecoderOptions options;
+  options.max_total = kMax;
+  auto api = ::kvant::Decoder::create(model, options);
+  ASSERT_TRUE(api.ok()) << api.status().message();
+  EXPECT_FALSE(api->recomputes());
+  EXPECT_EQ(api->vocab(), 50);
+  Decoder internal(m, detect_decoder(m.graph, "m.onnx"), kMax, 1);
+  EXPECT_EQ(api->cache_bytes(), internal.cache_bytes());
+  ::kvant::SamplingOptions sampling;
+  sampling.temperature = 0.8f;
+  sampling.top_k = 20;
+  sampling.seed = 3;
+  auto api_sampler = ::kvant::Sampler::create(sampling);
+  ASSERT_TRUE(api_sampler.ok());
+  Sampler sampler({0.8f, 20, 1.0f, 3});
+  std::vector<int64_t> ids = {4, 8, 15, 16, 23, 42};
+  int64_t n = static_cast<int64_t>(ids.size());
+  const float* want = internal.forward(ids.data(), n);
+  auto got = api->forward(ids.data(), n);
+  while (true) {
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    ASSERT_EQ(std::memcmp(*got, want, static_cast<size_t>(n * 50) * sizeof(float)), 0) << "at " << api->length();
+    ASSERT_EQ(*api->logits(0), *got);
+    const int64_t id = sampler.sample(want + (n - 1) * 50, 50);
+    const auto api_id = api_sampler->sample(*got + (n - 1) * 50, 50);
+    ASSERT_TRUE(api_id.ok());
+    ASSERT_EQ(*api_id, id);
+    if (api->length() == kMax) break;
+    ids.push_back(id);
+    n = 1;
+    want = internal.forward(&ids.back(), 1);
+    got = api->forward(&ids.back(), 1);
+  }
+  EXPECT_EQ(api->length(), kMax);
+  EXPECT_EQ(internal.cached(), kMax);
+  // Past max_total, a bad id or sequence, and bad options are errors.
+  auto past = api->forward(ids.data(), 1);
+  ASSERT_FALSE(past.ok());
+  EXPECT_NE(past.status().message().find("24"), std::string::npos) << past.status().message();
+  api->reset();
+  EXPECT_EQ(api->length(), 0);
+  EXPECT_FALSE(api->logits(0).ok());
+  const int64_t bad = 50;
+  auto outside = api->forward(&bad, 1);
+  ASSERT_FALSE(outside.ok());
+  EXPECT_NE(outside.status().message().find("vocabulary [0, 50)"), std::string::npos) << outside.status().message();
+  ASSERT_TRUE(api->forward(ids.data(), 3).ok());
+  EXPECT_FALSE(api->logits(1).ok());
+  EXPECT_FALSE(api->forward(ids.data(), 0).ok());
+  options.max_total = 0;
+  EXPECT_FALSE(::kvant::Decoder::create(model, options).ok());
+  sampling.top_p = 0.0f;
+  EXPECT_FALSE(::kvant::Sampler::create(sampling).ok());
+  EXPECT_FALSE(::kvant::Decoder::create(OnnxModel(), {}).ok());
+}
+
+TEST(ApiDecoder, PerplexityHelpersAreTheInternalOnes) {
+  const auto windows = ::kvant::perplexity_windows(1000, 128, 48);
+  ASSERT_TRUE(windows.ok());
+  const auto want = strided_windows(1000, 128, 48);
+  ASSERT_EQ(windows->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ((*windows)[i].begin, want[i].begin);
+    EXPECT_EQ((*windows)[i].end, want[i].end);
+    EXPECT_EQ((*windows)[i].first_target, want[i].first_target);
+  }
+  EXPECT_FALSE(::kvant::perplexity_windows(1000, 1, 1).ok());
+  const std::vector<float> row = {1.0f, 2.0f, 0.5f};
+  EXPECT_EQ(::kvant::next_token_nll(row.data(), 3, 1), token_nll(row.data(), 3, 1));
 }
 
 }  // namespace
