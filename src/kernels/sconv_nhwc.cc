@@ -94,10 +94,17 @@ SConvNhwc::SConvNhwc(const ConvShape& shape, const float* weights, const float* 
 
 SConvNhwc::SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
                      SConvEpilogue epilogue)
-    : shape_(shape), act_(act) {
+    : given_(shape), shape_(shape), act_(act) {
   validate_conv_shape(shape_, "SConvNhwc");
-  const ConvShape& s = shape_;
   if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
+  std::vector<float> live_weights;
+  const bool live = SConv::live_taps(given_, weights, shape_, live_weights);
+  setup(live ? live_weights.data() : weights, bias, allowed);
+  if (live) name_ += "+live-taps";
+}
+
+void SConvNhwc::setup(const float* weights, const float* bias, Isa allowed) {
+  const ConvShape& s = shape_;
   const int taps = s.kh * s.kw;
   if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
     kind_ = Kind::kDepthwise;

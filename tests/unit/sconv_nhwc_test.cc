@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -263,6 +264,11 @@ TEST(SConvNhwc, MatchesNchwOnNamedShapes) {
     add(make(1, ch, ch, 3, 17, 3, 3, 1, 3, 2, 0, 2, 2, 1, ch), {}, false, false);
   }
   add(make(1, 24, 24, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 24), relu, true, false);
+  // Dead taps (decision 57): an ASPP-like dilated conv on a small map runs as
+  // 1x1; a dilated depthwise conv keeps its centre tap only; one axis cut.
+  add(make(1, 17, 8, 8, 8, 3, 3, 1, 1, 12, 12, 12, 12, 12, 1), relu, true, true);
+  add(make(1, 17, 17, 3, 3, 3, 3, 1, 1, 4, 4, 4, 4, 4, 17), {}, true, false);
+  add(make(1, 8, 9, 2, 9, 3, 3, 1, 1, 3, 3, 1, 3, 1, 1), clip, true, false);
   add(make(1, 32, 32, 17, 17, 3, 3, 2, 2, 1, 0, 0, 1, 1, 32), {}, true, false, SConvEpilogue::kSilu);
   for (const Case& c : cases) {
     ASSERT_TRUE(valid(c)) << describe(c);
@@ -324,6 +330,17 @@ TEST(SConvNhwc, PicksThePathByShape) {
   EXPECT_EQ(name(make(1, 16, 32, 7, 7, 1, 1, 2, 2, 1, 0, 0, 0, 0, 1)).rfind("sconv_nhwc_im2col/", 0), 0u);
   EXPECT_EQ(name(make(1, 16, 32, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1)).rfind("sconv_nhwc_im2col/", 0), 0u);
   EXPECT_EQ(name(make(1, 16, 16, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 16)).rfind("sconv_nhwc_depthwise/", 0), 0u);
+  // Only the centre tap reads the 8x8 map: the 1x1 path over the live taps,
+  // unless a dropped weight is not finite (0 * inf must stay NaN).
+  const Case aspp = make(1, 16, 32, 8, 8, 3, 3, 1, 1, 12, 12, 12, 12, 12, 1);
+  const std::string live = name(aspp);
+  EXPECT_EQ(live.rfind("sconv_nhwc_1x1/", 0), 0u) << live;
+  EXPECT_NE(live.find("+live-taps"), std::string::npos) << live;
+  std::vector<float> inf_w(w);
+  inf_w[0] = std::numeric_limits<float>::infinity();
+  const SConvNhwc full(aspp.s, inf_w.data(), nullptr, SgemmActivation::none());
+  EXPECT_EQ(std::string(full.kernel_name()).rfind("sconv_nhwc_im2col/", 0), 0u) << full.kernel_name();
+  EXPECT_EQ(full.shape().kh, 3);
 }
 
 TEST(SConvNhwc, RejectsBadShapesAndADepthwiseResidual) {
