@@ -20,6 +20,7 @@
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
 //   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
+//     NhwcMaxPool / NhwcAveragePool on float32 (the layout pass's twins),
 //     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where, GroupNormalization      => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
@@ -330,7 +331,7 @@ class Compiler {
         if (auto f = match_qconv(node, true)) return f;
         return match_sconv(node, true);  // an FP32 conv the layout pass made NHWC (compiled_model.cc)
       }
-      if (node.op_type == "NhwcMaxPool") return match_qmaxpool(node, true);
+      if (node.op_type == "NhwcMaxPool" || node.op_type == "NhwcAveragePool") return match_pool_nhwc(node);
       if (node.op_type == "NhwcGlobalAveragePool") {
         if (auto f = match_qgap(node, true)) return f;
         if (node.inputs.empty() || !is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
@@ -919,6 +920,21 @@ class Compiler {
     f.inputs = {node.inputs[0]};
     f.outputs = {node.outputs[0]};
     return f;
+  }
+
+  // The layout pass's NHWC pools: MaxPool on codes (DQ -> pool -> Q),
+  // else on float32 (steps_pool_nhwc.cc; Indices never reach a twin).
+  std::optional<Fusion> match_pool_nhwc(const Node& node) {
+    const bool average = node.op_type == "NhwcAveragePool";
+    if (!average) {
+      if (auto f = match_qmaxpool(node, true)) return f;
+    }
+    if (node.inputs.empty() || node.outputs.empty() || node.attr_ints("kernel_shape").size() != 2 ||
+        !is_float_value_depth(node.inputs[0], 0) || !output_unused(node, 1)) {
+      return std::nullopt;
+    }
+    return single_step(node, make_pool_nhwc_f32_step(node, m_.model_.opset(), average, m_.options_.isa),
+                       {node.inputs[0]});
   }
 
   // ---- FP32 operators with compiled steps (steps_fp32.h) ----

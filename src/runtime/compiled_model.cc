@@ -26,13 +26,18 @@ bool fp32_nhwc_enabled() {
 
 // An FP32 2-D Conv the NHWC SConv kernels run: constant float32 4-D weight
 // (and bias), float input.
-// Or a GlobalAveragePool of a float input (its twin has an FP32 step).
+// Or a GlobalAveragePool, 2-D MaxPool (no Indices) or AveragePool of a
+// float input (their twins have FP32 steps: steps_pool_nhwc.cc).
 bool fp32_conv_for_nhwc(const Graph& g, const Node& n) {
   if (!n.domain.empty() || n.inputs.empty()) return false;
   auto x = g.value_info.find(n.inputs[0]);
   const ValueInfo* in = g.find_input(n.inputs[0]);
   const DType xt = x != g.value_info.end() ? x->second.type.dtype : in != nullptr ? in->type.dtype : DType::kUndefined;
   if (n.op_type == "GlobalAveragePool") return xt == DType::kFloat32;
+  if (n.op_type == "MaxPool" || n.op_type == "AveragePool") {
+    const bool indices = n.outputs.size() > 1 && !n.outputs[1].empty();
+    return !indices && n.attr_ints("kernel_shape").size() == 2 && xt == DType::kFloat32;
+  }
   if (n.op_type != "Conv" || n.inputs.size() < 2) return false;
   auto w = g.initializers.find(n.inputs[1]);
   if (w == g.initializers.end() || w->second.dtype() != DType::kFloat32 || w->second.rank() != 4) return false;

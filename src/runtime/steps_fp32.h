@@ -49,6 +49,11 @@ std::unique_ptr<Step> make_groupnorm_step(float eps, int64_t groups, bool per_ch
 // reference: `node` gives the window.
 std::unique_ptr<Step> make_avgpool_f32_step(const Node& node, int64_t opset);
 
+// The layout pass's NhwcMaxPool / NhwcAveragePool (average) on float32
+// [N, H, W, C] (steps_pool_nhwc.cc, kernels/pool_nhwc.h), bit-exact with
+// the reference; `node` gives the window, `isa` the kernel table's level.
+std::unique_ptr<Step> make_pool_nhwc_f32_step(const Node& node, int64_t opset, bool average, Isa isa);
+
 // HardSigmoid y = max(0, min(1, alpha x + beta)); with `times_x`,
 // x * HardSigmoid(x) (the Mul of an opset-13 hard swish); HardSwish itself
 // is x * max(0, min(1, x / 6 + 0.5)) (steps_act2.cc). Bit-exact.
