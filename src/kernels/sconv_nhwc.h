@@ -58,7 +58,7 @@ class SConvNhwc {
   SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act,
             SConvEpilogue epilogue = SConvEpilogue::kNone);
   SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
-            SConvEpilogue epilogue = SConvEpilogue::kNone);
+            SConvEpilogue epilogue = SConvEpilogue::kNone, HardSwishParams hard_swish = {});
 
   // Scratch for run() with a pool of up to `threads` threads (64-byte
   // aligned); 0 for the 1x1 and depthwise paths.
@@ -88,6 +88,9 @@ class SConvNhwc {
   ConvShape shape_;  // as run: given_, or its live taps
   SgemmActivation act_;
   const VMathKernel* silu_ = nullptr;
+  bool hard_swish_ = false;  // SConvEpilogue::kHardSwish, with hs_
+  HardSwishParams hs_;
+  bool has_epilogue() const { return silu_ != nullptr || hard_swish_; }
   Kind kind_ = Kind::kIm2col;
   std::string name_;
   const DwNhwcKernel* dw_ = nullptr;

@@ -316,6 +316,26 @@ class Compiler {
     }
     return nullptr;
   }
+  // Hard swish of a float `value` read by nothing else, as exporters before
+  // opset 14 write it: HardSigmoid(value) read only by Mul(value,
+  // HardSigmoid(value)) (either order), the two reads of value. The Mul;
+  // hs gets the HardSigmoid's alpha and beta.
+  const Node* hard_swish_after(const std::string& value, HardSwishParams& hs) const {
+    if (is_graph_output(g_, value)) return nullptr;
+    auto it = reads_.find(value);
+    if (it == reads_.end() || it->second != 2) return nullptr;
+    for (const Node& n : g_.nodes) {
+      if (n.op_type != "HardSigmoid" || !n.domain.empty() || n.inputs.size() != 1 || n.inputs[0] != value) continue;
+      const Node* mul = sole_reader_of(n.outputs[0], "Mul");
+      if (mul == nullptr || mul->inputs.size() != 2) return nullptr;
+      const bool pair = (mul->inputs[0] == value && mul->inputs[1] == n.outputs[0]) ||
+                        (mul->inputs[1] == value && mul->inputs[0] == n.outputs[0]);
+      hs.alpha = n.attr_float("alpha", 0.2f);
+      hs.beta = n.attr_float("beta", 0.5f);
+      return pair ? mul : nullptr;
+    }
+    return nullptr;
+  }
   // Q reading `value` alone, with one scale: its parameters.
   const Node* quantize_after(const std::string& value, QuantScalar& q) const {
     const Node* next = sole_reader(value);
@@ -2200,9 +2220,21 @@ class Compiler {
       tail = mul->outputs[0];
       silu = true;
     }
-    // A residual Add and a SiLU are not fused together (the SiLU epilogue
-    // would run before the Add in the store).
-    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu, nhwc);
+    std::optional<HardSwishParams> hard_swish;
+    HardSwishParams hs;
+    if (!silu && other.empty()) {
+      if (const Node* mul = hard_swish_after(tail, hs)) {
+        // Conv [-> Relu|Clip] -> HardSigmoid -> Mul: the x_hard_sigmoid_f32
+        // step's function in the conv's store (sconv.h).
+        f.nodes.push_back(producer(mul->inputs[0] == tail ? mul->inputs[1] : mul->inputs[0]));
+        f.nodes.push_back(mul);
+        tail = mul->outputs[0];
+        hard_swish = hs;
+      }
+    }
+    // A residual Add and a SiLU or hard swish are not fused together (the
+    // epilogue would run before the Add in the store).
+    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu, nhwc, hard_swish);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];
