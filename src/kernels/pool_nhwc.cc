@@ -45,7 +45,7 @@ void pool_rows_generic(const PoolNhwcRows& r) {
       float* out = r.out + (static_cast<ptrdiff_t>(oy) * r.w_out + ox) * c;
       const bool any = ky0 < ky1 && kx0 < kx1;
       float divisor = 0.0f;
-      if constexpr (kAverage) divisor = static_cast<float>(r.row_count[oy] * r.col_count[ox]);
+      if constexpr (kAverage) divisor = static_cast<float>(static_cast<int64_t>(r.row_count[oy]) * r.col_count[ox]);
       for (ptrdiff_t ch = 0; ch < c; ++ch) {
         float acc = kAverage ? 0.0f : -std::numeric_limits<float>::infinity();
         bool first = true;

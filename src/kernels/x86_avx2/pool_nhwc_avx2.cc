@@ -100,7 +100,7 @@ void pool_rows(const PoolNhwcRows& r) {
       w.base = (static_cast<ptrdiff_t>(iy) * r.w_in + ix) * c;
       __m256 divisor = _mm256_setzero_ps();
       if constexpr (kAverage) {
-        const int32_t d = r.row_count[oy] * r.col_count[ox];
+        const int64_t d = static_cast<int64_t>(r.row_count[oy]) * r.col_count[ox];
         if (d == 0) {  // no tap counts (an empty window, as above)
           for (ptrdiff_t ch = 0; ch < c; ++ch) out[ch] = 0.0f;
           continue;
