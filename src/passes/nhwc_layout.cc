@@ -77,6 +77,7 @@ const char* nhwc_twin(const std::string& op) {
   if (op == "AveragePool") return "NhwcAveragePool";
   if (op == "GlobalAveragePool") return "NhwcGlobalAveragePool";
   if (op == "GlobalMaxPool") return "NhwcGlobalMaxPool";
+  if (op == "BatchNormalization") return "NhwcBatchNormalization";
   return nullptr;
 }
 
@@ -236,6 +237,15 @@ class Layout {
     if (rank(n.inputs[0]) != 4 || is_constant(n.inputs[0])) return false;
     if (n.op_type == "Conv" && (n.inputs.size() < 2 || rank(n.inputs[1]) != 4)) return false;
     if (n.op_type == "MaxPool" && n.outputs.size() > 1 && !n.outputs[1].empty()) return false;  // Indices
+    if (n.op_type == "BatchNormalization") {  // inference form: Y only, 1-D parameters
+      for (size_t i = 1; i < n.outputs.size(); ++i) {
+        if (!n.outputs[i].empty()) return false;
+      }
+      if (n.inputs.size() != 5) return false;
+      for (size_t i = 1; i < 5; ++i) {
+        if (!is_constant(n.inputs[i]) || rank(n.inputs[i]) != 1) return false;
+      }
+    }
     if ((n.op_type == "MaxPool" || n.op_type == "AveragePool") && n.attr_ints("kernel_shape").size() != 2) {
       return false;
     }

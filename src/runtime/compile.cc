@@ -20,7 +20,7 @@
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
 //   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
-//     NhwcMaxPool / NhwcAveragePool on float32 (the layout pass's twins),
+//     NhwcMaxPool / NhwcAveragePool, NhwcBatchNormalization [-> Relu|Clip] on float32 (the layout pass's twins),
 //     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where, GroupNormalization      => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
@@ -352,6 +352,7 @@ class Compiler {
         return match_sconv(node, true);  // an FP32 conv the layout pass made NHWC (compiled_model.cc)
       }
       if (node.op_type == "NhwcMaxPool" || node.op_type == "NhwcAveragePool") return match_pool_nhwc(node);
+      if (node.op_type == "NhwcBatchNormalization") return match_batchnorm(node, true);
       if (node.op_type == "NhwcGlobalAveragePool") {
         if (auto f = match_qgap(node, true)) return f;
         if (node.inputs.empty() || !is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
@@ -1305,7 +1306,9 @@ class Compiler {
   // BatchNormalization (inference, constant parameters, one per channel):
   //   DQ(x) -> BN -> [Relu|Clip] -> Q, one scale each  => a table per channel on the codes
   //   float x -> BN [-> Relu|Clip]                     => batchnorm_f32 (x * a[c] + b[c])
-  std::optional<Fusion> match_batchnorm(const Node& bn) {
+  // `nhwc`: the layout pass's NhwcBatchNormalization twin on float32
+  // [N, H, W, C], the same a, b and float expression (batchnorm_nhwc_f32).
+  std::optional<Fusion> match_batchnorm(const Node& bn, bool nhwc = false) {
     const int64_t opset = m_.model_.opset();
     if (bn.inputs.size() != 5 || !output_unused(bn, 1) || !output_unused(bn, 2) || !output_unused(bn, 3) ||
         !output_unused(bn, 4) || (opset >= 14 && bn.attr_int("training_mode", 0) != 0) ||
@@ -1325,7 +1328,7 @@ class Compiler {
     const Node* act = activation_after(bn.outputs[0], clamp);
     // The quantized form: a table per channel, from the reference ops.
     QuantScalar xq, yq;
-    const Node* dq = activation_dq(bn.inputs[0], xq);
+    const Node* dq = nhwc ? nullptr : activation_dq(bn.inputs[0], xq);
     const Node* q = dq != nullptr && sole_reader(dq->outputs[0]) == &bn
                         ? quantize_after(act != nullptr ? act->outputs[0] : bn.outputs[0], yq)
                         : nullptr;
@@ -1378,7 +1381,7 @@ class Compiler {
       b[static_cast<size_t>(c)] = static_cast<float>(static_cast<double>(p[1]->data<float>()[c]) -
                                                      static_cast<double>(p[2]->data<float>()[c]) * scale);
     }
-    Fusion f = single_step(bn, make_batchnorm_step(std::move(a), std::move(b), clamp), {bn.inputs[0]});
+    Fusion f = single_step(bn, make_batchnorm_step(std::move(a), std::move(b), clamp, nhwc), {bn.inputs[0]});
     if (act != nullptr) {
       f.nodes.push_back(act);
       f.outputs = {act->outputs[0]};

@@ -14,7 +14,10 @@ namespace kvant {
 // BatchNormalization in inference form on float32 [N, C, ...] (steps_norm2.cc):
 // y = clamp(x * a[c] + b[c]) with a = scale / sqrt(var + eps) and
 // b = B - mean * a computed in double once and rounded to float.
-std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp);
+// `channels_last`: the layout pass's NhwcBatchNormalization twin, x [N, H, W, C]
+// (channel = last dim), the same expression, so bit-identical to the NCHW step.
+std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp,
+                                          bool channels_last = false);
 
 // DQ -> BatchNormalization -> [Relu|Clip] -> Q on codes [N, C, ...]: one
 // 256-entry table per channel, tabulated by running the reference ops, so
