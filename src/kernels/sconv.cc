@@ -406,9 +406,13 @@ void hard_swish_f32(const float* x, float* y, int64_t n, float alpha, float beta
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, alpha * x[i] + beta));
 }
 
+void hard_swish_op_f32(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, x[i] / 6.0f + 0.5f));
+}
+
 void SConv::finish(float* y, int64_t n) const {
   if (silu_ != nullptr) silu_->silu(y, y, n);
-  if (hard_swish_) hard_swish_f32(y, y, n, hs_.alpha, hs_.beta);
+  if (hard_swish_) hard_swish_f32(y, y, n, hs_);
 }
 
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {

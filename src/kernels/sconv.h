@@ -76,15 +76,31 @@ struct VMathKernel;  // kernels/vmath_kernels.h
 enum class SConvEpilogue { kNone, kSilu, kHardSwish };
 // kHardSwish's HardSigmoid parameters (ONNX's defaults are 0.2, 0.5;
 // PyTorch's hardswish exports 1/6, 0.5).
+// divide6: the opset-14 HardSwish operator instead, x * max(0, min(1, x / 6
+// + 0.5)) (a divide by 6, as the reference does: not alpha = 1/6, whose
+// multiply rounds differently); alpha and beta unused.
 struct HardSwishParams {
   float alpha = 1.0f / 6.0f;
   float beta = 0.5f;
+  bool divide6 = false;
 };
 
 // y[i] = x[i] * max(0, min(1, alpha * x[i] + beta)) for i < n (x == y
 // allowed): one multiply, one add, two compares and one multiply per value,
 // in that order (no FMA), for the conv epilogue and the unfused step alike.
 void hard_swish_f32(const float* x, float* y, int64_t n, float alpha, float beta);
+// y[i] = x[i] * max(0, min(1, x[i] / 6 + 0.5)): the HardSwish operator
+// (opset 14), the reference's operations in its order, for the conv epilogue
+// (HardSwishParams::divide6) and the hard_swish_f32 step alike.
+void hard_swish_op_f32(const float* x, float* y, int64_t n);
+// The epilogue's function for `p`: one of the two above.
+inline void hard_swish_f32(const float* x, float* y, int64_t n, const HardSwishParams& p) {
+  if (p.divide6) {
+    hard_swish_op_f32(x, y, n);
+  } else {
+    hard_swish_f32(x, y, n, p.alpha, p.beta);
+  }
+}
 
 // run() uses at most this many scratch slices (threads).
 constexpr int kSConvMaxThreads = 8;

@@ -168,7 +168,7 @@ void SConvNhwc::run(const float* x, float* y, void* scratch, ThreadPool* pool, c
 
 void SConvNhwc::finish(float* y, int64_t n) const {
   if (silu_ != nullptr) silu_->silu(y, y, n);
-  if (hard_swish_) hard_swish_f32(y, y, n, hs_.alpha, hs_.beta);
+  if (hard_swish_) hard_swish_f32(y, y, n, hs_);
 }
 
 void SConvNhwc::run_1x1(const float* x, float* y, int threads, ThreadPool* pool, const float* residual) const {

@@ -2233,6 +2233,12 @@ class Compiler {
         f.nodes.push_back(mul);
         tail = mul->outputs[0];
         hard_swish = hs;
+      } else if (const Node* op = sole_reader_of(tail, "HardSwish"); op != nullptr && op->inputs.size() == 1) {
+        // Conv [-> Relu|Clip] -> HardSwish (opset 14): the hard_swish_f32
+        // step's function in the conv's store.
+        f.nodes.push_back(op);
+        tail = op->outputs[0];
+        hard_swish = HardSwishParams{.alpha = 1.0f / 6.0f, .beta = 0.5f, .divide6 = true};
       }
     }
     // A residual Add and a SiLU or hard swish are not fused together (the

@@ -49,7 +49,7 @@ class HardStep : public Step {
           hard_swish_f32(x + begin, y + begin, end - begin, alpha, beta);  // as a conv's epilogue
           break;
         case Kind::kSwish:
-          for (int64_t i = begin; i < end; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, x[i] / 6.0f + 0.5f));
+          hard_swish_op_f32(x + begin, y + begin, end - begin);  // as a conv's epilogue
           break;
       }
     });

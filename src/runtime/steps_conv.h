@@ -70,7 +70,8 @@ bool link_dynamic_conv_range(Step& producer, Step& consumer);
 // residual and silu are never both set. With hard_swish (set: the
 // HardSigmoid's alpha and beta), Conv [-> Relu|Clip] -> HardSigmoid -> Mul(x)
 // by hard_swish_f32 in the store (kernels/sconv.h), bit-identical to the
-// x_hard_sigmoid_f32 step; not with residual or silu either. nhwc: x, y (and
+// x_hard_sigmoid_f32 step (divide6: the HardSwish operator, bit-identical
+// to the hard_swish_f32 step); not with residual or silu either. nhwc: x, y (and
 // other) are [N, H, W, C] (an NhwcConv of the layout pass;
 // kernels/sconv_nhwc.h).
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
