@@ -9,7 +9,9 @@
 // Layout groups: values joined by nodes that commute with T — elementwise
 // nodes (their 4-D activation operands and output must share a layout;
 // constants are permuted with them, scalars need nothing; Q/DQ only per
-// tensor), Concat and Slice with constant axes (the axes are remapped), and
+// tensor), Concat and Slice with constant axes (the axes are remapped), an
+// inference BatchNormalization that `convert` accepts (in an NHWC group it
+// becomes NhwcBatchNormalization, its 1-D parameters unchanged), and
 // the channel shuffle Reshape [N,C,H,W] -> [N,g,C/g,H,W], Transpose
 // [0,2,1,3,4], Reshape -> [N,C,H,W], which on NHWC data is Reshape
 // [N,H,W,g,C/g], Transpose [0,1,2,4,3], Reshape [N,H,W,C] (the same channel
@@ -77,7 +79,6 @@ const char* nhwc_twin(const std::string& op) {
   if (op == "AveragePool") return "NhwcAveragePool";
   if (op == "GlobalAveragePool") return "NhwcGlobalAveragePool";
   if (op == "GlobalMaxPool") return "NhwcGlobalMaxPool";
-  if (op == "BatchNormalization") return "NhwcBatchNormalization";
   return nullptr;
 }
 
@@ -237,15 +238,6 @@ class Layout {
     if (rank(n.inputs[0]) != 4 || is_constant(n.inputs[0])) return false;
     if (n.op_type == "Conv" && (n.inputs.size() < 2 || rank(n.inputs[1]) != 4)) return false;
     if (n.op_type == "MaxPool" && n.outputs.size() > 1 && !n.outputs[1].empty()) return false;  // Indices
-    if (n.op_type == "BatchNormalization") {  // inference form: Y only, 1-D parameters
-      for (size_t i = 1; i < n.outputs.size(); ++i) {
-        if (!n.outputs[i].empty()) return false;
-      }
-      if (n.inputs.size() != 5) return false;
-      for (size_t i = 1; i < 5; ++i) {
-        if (!is_constant(n.inputs[i]) || rank(n.inputs[i]) != 1) return false;
-      }
-    }
     if ((n.op_type == "MaxPool" || n.op_type == "AveragePool") && n.attr_ints("kernel_shape").size() != 2) {
       return false;
     }
@@ -307,6 +299,19 @@ class Layout {
         return {};
       }
       if (n.inputs.size() > 4 && !n.inputs[4].empty() && !is_constant(n.inputs[4])) return {};
+      return {n.inputs[0], n.outputs[0]};
+    }
+    if (op == "BatchNormalization") {
+      // Per channel, so it takes its group's layout (NhwcBatchNormalization
+      // in an NHWC group) rather than voting for one: a BN between NCHW-only
+      // nodes stays NCHW. Only in inference form with constant 1-D
+      // parameters, and where `convert` says its NHWC form has a step (the
+      // float one: a DQ -> BN -> Q keeps its NCHW per-channel tables).
+      if (n.inputs.size() != 5 || rank(n.inputs[0]) != 4 || is_constant(n.inputs[0])) return {};
+      for (size_t i = 1; i < 5; ++i) {
+        if (!is_constant(n.inputs[i]) || rank(n.inputs[i]) != 1) return {};
+      }
+      if (!convert_(n)) return {};
       return {n.inputs[0], n.outputs[0]};
     }
     if (op == "Concat") {
@@ -621,6 +626,11 @@ class Layout {
           wanted[nhwc_name].push_back({false, nchw_name});
         }
         n.op_type = nhwc_twin(n.op_type);
+        n.domain = "com.kvant";
+        set_attr(n, "onnx_opset", opset_);
+      } else if (in_group && n.op_type == "BatchNormalization") {
+        if (!nhwc(n.inputs[0])) n.inputs[0] = want(n.inputs[0], true);  // a pinned input
+        n.op_type = "NhwcBatchNormalization";                           // scale, B, mean, var stay 1-D
         n.domain = "com.kvant";
         set_attr(n, "onnx_opset", opset_);
       } else if (in_group) {

@@ -29,7 +29,8 @@ bool fp32_nhwc_enabled() {
 // Or a GlobalAveragePool, 2-D MaxPool (no Indices) or AveragePool of a
 // float input (their twins have FP32 steps: steps_pool_nhwc.cc).
 // Or an inference-form BatchNormalization of a float input with constant
-// float32 parameters (its twin runs batchnorm_nhwc_f32: steps_norm2.cc).
+// float32 parameters (it joins its group's layout; NhwcBatchNormalization
+// runs batchnorm_nhwc_f32: steps_norm2.cc).
 bool fp32_conv_for_nhwc(const Graph& g, const Node& n, int64_t opset) {
   if (!n.domain.empty() || n.inputs.empty()) return false;
   auto x = g.value_info.find(n.inputs[0]);

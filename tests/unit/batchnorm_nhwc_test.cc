@@ -6,7 +6,9 @@
 // zeros in the input, 1 and 3 threads. Then a DenseNet-like Concat -> BN ->
 // Relu -> Conv chain compiled: the BN runs NHWC (batchnorm_nhwc_f32+clamp),
 // the group keeps one Transpose at each end, no fallback, within float
-// rounding of the reference executor.
+// rounding of the reference executor. And BNs between NCHW-only nodes stay
+// NCHW: a BN takes its group's layout and does not vote for NHWC (as a twin
+// it did, and put transposes around DenseNet's dynamic-quantized convs).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -170,6 +172,57 @@ TEST(BatchNormNhwc, LayoutTwinCompilesToTheNhwcStep) {
       first = y;
     } else {
       EXPECT_EQ(std::memcmp(first.data(), y.data(), y.size() * sizeof(float)), 0) << "1 vs 3 threads";
+    }
+  }
+}
+
+// x -> Conv -> LRN -> l; l -> BN -> Relu -> LRN and l -> BN -> Relu -> LRN:
+// every 4-D value meets NCHW-only LRNs, so nothing goes NHWC, no Transpose.
+TEST(BatchNormNhwc, BetweenNchwOnlyNodesStaysNchw) {
+  Model m;
+  m.ir_version = 7;
+  m.opset_imports[""] = 13;
+  m.graph.inputs.push_back({"x", type_of(DType::kFloat32, {1, 3, 6, 5})});
+  std::mt19937 rng(8);
+  auto& init = m.graph.initializers;
+  init["w0"] = uniform({8, 3, 3, 3}, rng, -0.5f, 0.5f);
+  init["scale"] = uniform({8}, rng, 0.5f, 1.5f);
+  init["bias"] = uniform({8}, rng, -0.5f, 0.5f);
+  init["mean"] = uniform({8}, rng, -0.3f, 0.3f);
+  init["var"] = uniform({8}, rng, 0.2f, 2.0f);
+  Node c0 = make_node("c0", "Conv", {"x", "w0"}, {"a"});
+  set_attr(c0, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  const auto lrn = [](const std::string& name, const std::string& in, const std::string& out) {
+    Node n = make_node(name, "LRN", {in}, {out});
+    set_attr(n, "size", int64_t{3});
+    return n;
+  };
+  m.graph.nodes = {c0, lrn("l0", "a", "l")};
+  for (const std::string k : {"1", "2"}) {
+    m.graph.nodes.push_back(
+        make_node("bn" + k, "BatchNormalization", {"l", "scale", "bias", "mean", "var"}, {"n" + k}));
+    m.graph.nodes.push_back(make_node("relu" + k, "Relu", {"n" + k}, {"r" + k}));
+    m.graph.nodes.push_back(lrn("lrn" + k, "r" + k, "y" + k));
+    m.graph.outputs.push_back({"y" + k, type_of(DType::kFloat32, {1, 8, 6, 5})});
+  }
+  auto bytes = serialize_onnx(m);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto shaped = load_onnx_bytes(bytes->data(), bytes->size());
+  ASSERT_TRUE(shaped.ok()) << shaped.status().message();
+  const Tensor x = uniform({1, 3, 6, 5}, rng, -1.0f, 1.0f);
+  CompiledModel compiled(*shaped, default_compile_options(1));
+  const auto got = compiled.run({{"x", x}});
+  const auto want = ReferenceExecutor(*shaped).run({{"x", x}});
+  const std::string plan = compiled.describe_plan();
+  EXPECT_EQ(plan.find(" transpose "), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("batchnorm_nhwc_f32"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("batchnorm_f32+clamp"), std::string::npos) << plan;
+  for (const char* y : {"y1", "y2"}) {
+    const Tensor& g = got.at(y);
+    const Tensor& w = want.at(y);
+    ASSERT_EQ(g.shape(), w.shape());
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      ASSERT_NEAR(g.data<float>()[i], w.data<float>()[i], 1e-5f) << y << " element " << i;
     }
   }
 }
