@@ -8,6 +8,9 @@
 // EfficientNet-B0 layer followed by SiLU, as a second pass or in the store.
 // BM_sconv_layout/<layer>/nhwc:0|1: SConv (NCHW) against SConvNhwc
 // (kernels/sconv_nhwc.h) on the selected level, 1 thread, bias + relu.
+// BM_pool_nhwc/<layer>/<entry>: the FP32 NHWC MaxPool / AveragePool table
+// (kernels/pool_nhwc.h), every entry this CPU runs, 1 thread; reports the
+// input's GB/s read once.
 //
 //   build/release/bench/kvant_bench_sconv --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -19,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/kernel_table.h"
+#include "kernels/pool_nhwc.h"
 #include "kernels/sconv.h"
 #include "kernels/sconv_nhwc.h"
 #include "kernels/sgemm_kernels.h"
@@ -242,6 +247,53 @@ BENCHMARK_CAPTURE(BM_sconv_silu, effb0_dw5x5_240_28, conv(240, 240, 28, 5, 1, 24
     ->Arg(1)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_sgemm_packed_peak)->Unit(benchmark::kMillisecond);
+
+kvant::PoolNhwcShape pool(int c, int h, int k, int stride, int pad, bool ceil) {
+  kvant::PoolNhwcShape s;
+  s.c = c;
+  s.h_in = s.w_in = h;
+  s.kh = s.kw = k;
+  s.stride_h = s.stride_w = stride;
+  s.pad_top = s.pad_left = s.pad_bottom = s.pad_right = pad;
+  const int span = h + 2 * pad - k;
+  s.h_out = s.w_out = (ceil ? (span + stride - 1) / stride : span / stride) + 1;
+  return s;
+}
+
+void BM_pool_nhwc(benchmark::State& state, kvant::PoolNhwcShape s, bool average, const kvant::PoolNhwcKernel* e) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(s.batch) * s.h_in * s.w_in * s.c);
+  std::vector<float> y(static_cast<size_t>(s.batch) * s.h_out * s.w_out * s.c);
+  for (float& v : x) v = dist(rng);
+  const kvant::PoolNhwc op(s, average, false, e->isa);
+  for (auto _ : state) {
+    op.run(x.data(), y.data(), nullptr);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(op.kernel_name());
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(x.size() * sizeof(float)) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+const bool kPoolRegistered = [] {
+  const std::pair<const char*, std::pair<kvant::PoolNhwcShape, bool>> layers[] = {
+      {"r50_maxpool3x3s2_64_112", {pool(64, 112, 3, 2, 1, false), false}},
+      {"googlenet_maxpool3x3s2ceil_192_56", {pool(192, 56, 3, 2, 0, true), false}},
+      {"googlenet_maxpool3x3s1_480_14", {pool(480, 14, 3, 1, 1, false), false}},
+      {"squeezenet_maxpool3x3s2ceil_128_55", {pool(128, 55, 3, 2, 0, true), false}},
+      {"avgpool3x3s1_256_28", {pool(256, 28, 3, 1, 1, false), true}},
+  };
+  for (const auto& [name, spec] : layers) {
+    for (const kvant::PoolNhwcKernel& e : kvant::pool_nhwc_kernels()) {
+      if (!kvant::entry_runs(e, kvant::selected_isa(), kvant::cpu_features())) continue;
+      const std::string full = std::string("BM_pool_nhwc/") + name + "/" + e.name;
+      benchmark::RegisterBenchmark(full.c_str(), BM_pool_nhwc, spec.first, spec.second, &e)
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  return true;
+}();
 
 }  // namespace
 

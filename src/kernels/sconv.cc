@@ -294,8 +294,8 @@ SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, Sg
     : SConv(shape, weights, bias, act, default_allowed_isa(), epilogue) {}
 
 SConv::SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
-             SConvEpilogue epilogue)
-    : given_(shape), shape_(shape), act_(act) {
+             SConvEpilogue epilogue, HardSwishParams hard_swish)
+    : given_(shape), shape_(shape), act_(act), hard_swish_(epilogue == SConvEpilogue::kHardSwish), hs_(hard_swish) {
   validate_conv_shape(shape_, "SConv");
   if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
   if (bias != nullptr) bias_.assign(bias, bias + shape_.c_out);
@@ -402,8 +402,17 @@ void SConv::run(const float* x, float* y, void* scratch, ThreadPool* pool, const
   run_gemm(x, y, buf, threads, pool, residual);
 }
 
+void hard_swish_f32(const float* x, float* y, int64_t n, float alpha, float beta) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, alpha * x[i] + beta));
+}
+
+void hard_swish_op_f32(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, x[i] / 6.0f + 0.5f));
+}
+
 void SConv::finish(float* y, int64_t n) const {
   if (silu_ != nullptr) silu_->silu(y, y, n);
+  if (hard_swish_) hard_swish_f32(y, y, n, hs_);
 }
 
 void SConv::pack_tile(const float* x, int n0, int nc, int k0, int kl, float* dst) const {
@@ -450,7 +459,7 @@ void SConv::run_gemm(const float* x, float* y, float* scratch, int threads, Thre
           sgemm_packed_a_block(packed_[g], m0, m1, k0, tile, nc, yg, n, bias == nullptr ? nullptr : bias + g * m, act_,
                                nullptr, rg);
         }
-        if (silu_ != nullptr) {
+        if (has_epilogue()) {
           for (int o = m0; o < m1; ++o) finish(yg + static_cast<size_t>(o) * n, nc);
         }
       }
@@ -543,7 +552,7 @@ void SConv::run_implicit(const float* x, float* y, float* scratch, int threads, 
         for (int k0 = 0; k0 < k_; k0 += kSgemmKc) {
           sgemm_packed_a_block(packed_[0], m0, m1, k0, xb, nc, c, tile_w, bias, tile_act, b_rows_.data() + k0);
         }
-        if (silu_ != nullptr) {
+        if (has_epilogue()) {
           for (int o = m0; o < m1; ++o) finish(c + static_cast<size_t>(o) * tile_w, nc);
         }
         // Valid grid columns (ox < w_out) to y, one output-row piece at a time.

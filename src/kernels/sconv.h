@@ -53,6 +53,10 @@
 // applied to each finished output tile (GEMM paths) or plane (depthwise)
 // while it is still in cache. vmath's tails take the vector formula, so this
 // is bit-identical to one silu_f32 pass over the whole output afterwards.
+// Epilogue hard swish (SConvEpilogue::kHardSwish): y = y * max(0, min(1,
+// alpha y + beta)), the x * HardSigmoid(x) of exporters before opset 14
+// (HardSigmoid -> Mul), by hard_swish_f32 below, the function the
+// x_hard_sigmoid_f32 step runs (runtime/steps_act2.cc): the same bits.
 #pragma once
 
 #include <cstddef>
@@ -69,7 +73,34 @@ class ThreadPool;    // runtime/thread_pool.h
 struct VMathKernel;  // kernels/vmath_kernels.h
 
 // What follows bias and activation in the store (see above).
-enum class SConvEpilogue { kNone, kSilu };
+enum class SConvEpilogue { kNone, kSilu, kHardSwish };
+// kHardSwish's HardSigmoid parameters (ONNX's defaults are 0.2, 0.5;
+// PyTorch's hardswish exports 1/6, 0.5).
+// divide6: the opset-14 HardSwish operator instead, x * max(0, min(1, x / 6
+// + 0.5)) (a divide by 6, as the reference does: not alpha = 1/6, whose
+// multiply rounds differently); alpha and beta unused.
+struct HardSwishParams {
+  float alpha = 1.0f / 6.0f;
+  float beta = 0.5f;
+  bool divide6 = false;
+};
+
+// y[i] = x[i] * max(0, min(1, alpha * x[i] + beta)) for i < n (x == y
+// allowed): one multiply, one add, two compares and one multiply per value,
+// in that order (no FMA), for the conv epilogue and the unfused step alike.
+void hard_swish_f32(const float* x, float* y, int64_t n, float alpha, float beta);
+// y[i] = x[i] * max(0, min(1, x[i] / 6 + 0.5)): the HardSwish operator
+// (opset 14), the reference's operations in its order, for the conv epilogue
+// (HardSwishParams::divide6) and the hard_swish_f32 step alike.
+void hard_swish_op_f32(const float* x, float* y, int64_t n);
+// The epilogue's function for `p`: one of the two above.
+inline void hard_swish_f32(const float* x, float* y, int64_t n, const HardSwishParams& p) {
+  if (p.divide6) {
+    hard_swish_op_f32(x, y, n);
+  } else {
+    hard_swish_f32(x, y, n, p.alpha, p.beta);
+  }
+}
 
 // run() uses at most this many scratch slices (threads).
 constexpr int kSConvMaxThreads = 8;
@@ -87,7 +118,7 @@ class SConv {
   // selected_isa() level or the allowed one.
   SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, SConvEpilogue epilogue);
   SConv(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
-        SConvEpilogue epilogue);
+        SConvEpilogue epilogue, HardSwishParams hard_swish = {});
 
   // Scratch for run() with a pool of up to `threads` threads (64-byte
   // aligned): threads slices, each sized for the largest tile. The default
@@ -132,6 +163,9 @@ class SConv {
   ConvShape shape_;  // as run: given_, or its live taps
   SgemmActivation act_;
   const VMathKernel* silu_ = nullptr;  // the epilogue's vmath entry, null for none
+  bool hard_swish_ = false;            // kHardSwish, with hs_
+  HardSwishParams hs_;
+  bool has_epilogue() const { return silu_ != nullptr || hard_swish_; }
   Kind kind_ = Kind::kIm2col;
   const DwConvKernel* dw_ = nullptr;      // depthwise: the table entry
   const Im2colKernel* im2col_ = nullptr;  // im2col paths: the packer entry

@@ -93,11 +93,18 @@ SConvNhwc::SConvNhwc(const ConvShape& shape, const float* weights, const float* 
     : SConvNhwc(shape, weights, bias, act, default_allowed_isa(), epilogue) {}
 
 SConvNhwc::SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
-                     SConvEpilogue epilogue)
-    : shape_(shape), act_(act) {
+                     SConvEpilogue epilogue, HardSwishParams hard_swish)
+    : given_(shape), shape_(shape), act_(act), hard_swish_(epilogue == SConvEpilogue::kHardSwish), hs_(hard_swish) {
   validate_conv_shape(shape_, "SConvNhwc");
-  const ConvShape& s = shape_;
   if (epilogue == SConvEpilogue::kSilu) silu_ = &vmath_pick(allowed);
+  std::vector<float> live_weights;
+  const bool live = SConv::live_taps(given_, weights, shape_, live_weights);
+  setup(live ? live_weights.data() : weights, bias, allowed);
+  if (live) name_ += "+live-taps";
+}
+
+void SConvNhwc::setup(const float* weights, const float* bias, Isa allowed) {
+  const ConvShape& s = shape_;
   const int taps = s.kh * s.kw;
   if (s.group == s.c_in && s.group == s.c_out && s.group > 1) {
     kind_ = Kind::kDepthwise;
@@ -161,6 +168,7 @@ void SConvNhwc::run(const float* x, float* y, void* scratch, ThreadPool* pool, c
 
 void SConvNhwc::finish(float* y, int64_t n) const {
   if (silu_ != nullptr) silu_->silu(y, y, n);
+  if (hard_swish_) hard_swish_f32(y, y, n, hs_);
 }
 
 void SConvNhwc::run_1x1(const float* x, float* y, int threads, ThreadPool* pool, const float* residual) const {
@@ -175,7 +183,7 @@ void SConvNhwc::run_1x1(const float* x, float* y, int threads, ThreadPool* pool,
   const int chunks = (m + kChunk - 1) / kChunk;
   if (threads > 1 && chunks < 2 * threads) {
     sgemm_packed(m, n, k_, x, s.c_in, packed_[0], y, n, bias, act_, pool, residual);
-    if (silu_ != nullptr) {
+    if (has_epilogue()) {
       pool->parallel_for(
           m, [&](int64_t begin, int64_t end) { finish(y + static_cast<size_t>(begin) * n, (end - begin) * n); });
     }
@@ -263,7 +271,7 @@ void SConvNhwc::run_im2col(const float* x, float* y, float* scratch, int threads
         sgemm_packed(np, mg, k_, tile, k_, packed_[static_cast<size_t>(g)], y + off, s.c_out,
                      bias_.empty() ? nullptr : bias_.data() + static_cast<size_t>(g) * mg, act_, nullptr,
                      residual == nullptr ? nullptr : residual + off);
-        if (silu_ != nullptr) {
+        if (has_epilogue()) {
           for (int i = 0; i < np; ++i) finish(y + off + static_cast<size_t>(i) * s.c_out, mg);
         }
       }

@@ -30,6 +30,10 @@
 // (ky, kx, c) instead of SConv's (c, ky, kx): both are float sums of the same
 // K products, so they differ by at most about 2 (K + 1) 2^-24 (sum |w x| +
 // |bias| + |residual|) (tests/unit/sconv_nhwc_test.cc checks that bound).
+// Kernel rows / columns that read only padding for every output are dropped
+// at construction as in SConv (SConv::live_taps, decision 57): the conv runs
+// over the hull of the live taps, often the 1x1 path (a dilated ASPP conv on
+// a small map), and the name gets "+live-taps"; shape() stays the given one.
 // Work is split across the pool by output rows / pixel tiles only, so results
 // are bit-identical for any pool size. run() allocates nothing.
 #pragma once
@@ -54,7 +58,7 @@ class SConvNhwc {
   SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act,
             SConvEpilogue epilogue = SConvEpilogue::kNone);
   SConvNhwc(const ConvShape& shape, const float* weights, const float* bias, SgemmActivation act, Isa allowed,
-            SConvEpilogue epilogue = SConvEpilogue::kNone);
+            SConvEpilogue epilogue = SConvEpilogue::kNone, HardSwishParams hard_swish = {});
 
   // Scratch for run() with a pool of up to `threads` threads (64-byte
   // aligned); 0 for the 1x1 and depthwise paths.
@@ -68,7 +72,8 @@ class SConvNhwc {
   bool supports_residual() const { return kind_ != Kind::kDepthwise; }
 
   const char* kernel_name() const { return name_.c_str(); }
-  const ConvShape& shape() const { return shape_; }
+  // The shape given to the constructor (run() may compute a smaller kernel).
+  const ConvShape& shape() const { return given_; }
 
  private:
   enum class Kind { k1x1, kIm2col, kDepthwise };
@@ -77,10 +82,15 @@ class SConvNhwc {
   void run_depthwise(const float* x, float* y, int threads, ThreadPool* pool) const;
   void im2col_tile(const float* xb, int g, int p0, int np, float* dst) const;
   void finish(float* y, int64_t n) const;
+  void setup(const float* weights, const float* bias, Isa allowed);  // path choice and packing for shape_
 
-  ConvShape shape_;
+  ConvShape given_;  // as constructed
+  ConvShape shape_;  // as run: given_, or its live taps
   SgemmActivation act_;
   const VMathKernel* silu_ = nullptr;
+  bool hard_swish_ = false;  // SConvEpilogue::kHardSwish, with hs_
+  HardSwishParams hs_;
+  bool has_epilogue() const { return silu_ != nullptr || hard_swish_; }
   Kind kind_ = Kind::kIm2col;
   std::string name_;
   const DwNhwcKernel* dw_ = nullptr;

@@ -5,7 +5,8 @@
 //
 //   NhwcConv(X [N,H,W,C], W [M,C/g,kh,kw], B?)  = T(Conv(T^-1(X), W, B))
 //   NhwcConvInteger(X, W, x_zp?, w_zp?)        = T(ConvInteger(T^-1(X), W, x_zp, w_zp))
-//   NhwcMaxPool, NhwcAveragePool, NhwcGlobalAveragePool, NhwcGlobalMaxPool
+//   NhwcMaxPool, NhwcAveragePool, NhwcGlobalAveragePool, NhwcGlobalMaxPool,
+//   NhwcBatchNormalization (scale, B, mean, var stay 1-D)
 //                                               = T(op(T^-1(X)))
 // with T = Transpose(perm [0,2,3,1]) and the original node's attributes
 // (weights stay in ONNX's OIHW layout), plus `onnx_opset`: the ai.onnx
@@ -63,6 +64,7 @@ void nhwc_max_pool(KernelContext& ctx) { run_as_nchw(ctx, "MaxPool"); }
 void nhwc_average_pool(KernelContext& ctx) { run_as_nchw(ctx, "AveragePool"); }
 void nhwc_global_average_pool(KernelContext& ctx) { run_as_nchw(ctx, "GlobalAveragePool"); }
 void nhwc_global_max_pool(KernelContext& ctx) { run_as_nchw(ctx, "GlobalMaxPool"); }
+void nhwc_batch_norm(KernelContext& ctx) { run_as_nchw(ctx, "BatchNormalization"); }
 
 }  // namespace
 
@@ -74,6 +76,7 @@ std::span<const OpDef> nhwc_ops() {
       {"NhwcAveragePool", "com.kvant", nhwc_average_pool},
       {"NhwcGlobalAveragePool", "com.kvant", nhwc_global_average_pool},
       {"NhwcGlobalMaxPool", "com.kvant", nhwc_global_max_pool},
+      {"NhwcBatchNormalization", "com.kvant", nhwc_batch_norm},
   };
   return ops;
 }

@@ -9,7 +9,9 @@
 // Layout groups: values joined by nodes that commute with T — elementwise
 // nodes (their 4-D activation operands and output must share a layout;
 // constants are permuted with them, scalars need nothing; Q/DQ only per
-// tensor), Concat and Slice with constant axes (the axes are remapped), and
+// tensor), Concat and Slice with constant axes (the axes are remapped), an
+// inference BatchNormalization that `convert` accepts (in an NHWC group it
+// becomes NhwcBatchNormalization, its 1-D parameters unchanged), and
 // the channel shuffle Reshape [N,C,H,W] -> [N,g,C/g,H,W], Transpose
 // [0,2,1,3,4], Reshape -> [N,C,H,W], which on NHWC data is Reshape
 // [N,H,W,g,C/g], Transpose [0,1,2,4,3], Reshape [N,H,W,C] (the same channel
@@ -318,6 +320,19 @@ class Layout {
         return {};
       }
       if (n.inputs.size() > 4 && !n.inputs[4].empty() && !is_constant(n.inputs[4])) return {};
+      return {n.inputs[0], n.outputs[0]};
+    }
+    if (op == "BatchNormalization") {
+      // Per channel, so it takes its group's layout (NhwcBatchNormalization
+      // in an NHWC group) rather than voting for one: a BN between NCHW-only
+      // nodes stays NCHW. Only in inference form with constant 1-D
+      // parameters, and where `convert` says its NHWC form has a step (the
+      // float one: a DQ -> BN -> Q keeps its NCHW per-channel tables).
+      if (n.inputs.size() != 5 || rank(n.inputs[0]) != 4 || is_constant(n.inputs[0])) return {};
+      for (size_t i = 1; i < 5; ++i) {
+        if (!is_constant(n.inputs[i]) || rank(n.inputs[i]) != 1) return {};
+      }
+      if (!convert_(n)) return {};
       return {n.inputs[0], n.outputs[0]};
     }
     if (op == "Concat") {
@@ -638,6 +653,11 @@ class Layout {
           wanted[nhwc_name].push_back({false, nchw_name});
         }
         n.op_type = nhwc_twin(n.op_type);
+        n.domain = "com.kvant";
+        set_attr(n, "onnx_opset", opset_);
+      } else if (in_group && n.op_type == "BatchNormalization") {
+        if (!nhwc(n.inputs[0])) n.inputs[0] = want(n.inputs[0], true);  // a pinned input
+        n.op_type = "NhwcBatchNormalization";                           // scale, B, mean, var stay 1-D
         n.domain = "com.kvant";
         set_attr(n, "onnx_opset", opset_);
       } else if (in_group) {

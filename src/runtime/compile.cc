@@ -20,6 +20,7 @@
 //   Resize (nearest|linear|cubic); DQ -> Resize(nearest) [-> Transpose] -> Q, same q   => resize (on codes)
 //   DQ(x) -> BatchNormalization [-> Relu|Clip] -> Q, one scale each                    => a table per channel
 //   BatchNormalization [-> Relu|Clip], AveragePool (2-D), LayerNormalization, HardSigmoid [-> Mul(x)],
+//     NhwcMaxPool / NhwcAveragePool, NhwcBatchNormalization [-> Relu|Clip] on float32 (the layout pass's twins),
 //     HardSwish, Dropout (inference), ReduceSum|Mean|Max, Where, GroupNormalization      => steps_fp32.h
 //   anything else                                                                      => reference fallback
 // A node after the anchor is fused only when the anchor's result has no other
@@ -315,6 +316,26 @@ class Compiler {
     }
     return nullptr;
   }
+  // Hard swish of a float `value` read by nothing else, as exporters before
+  // opset 14 write it: HardSigmoid(value) read only by Mul(value,
+  // HardSigmoid(value)) (either order), the two reads of value. The Mul;
+  // hs gets the HardSigmoid's alpha and beta.
+  const Node* hard_swish_after(const std::string& value, HardSwishParams& hs) const {
+    if (is_graph_output(g_, value)) return nullptr;
+    auto it = reads_.find(value);
+    if (it == reads_.end() || it->second != 2) return nullptr;
+    for (const Node& n : g_.nodes) {
+      if (n.op_type != "HardSigmoid" || !n.domain.empty() || n.inputs.size() != 1 || n.inputs[0] != value) continue;
+      const Node* mul = sole_reader_of(n.outputs[0], "Mul");
+      if (mul == nullptr || mul->inputs.size() != 2) return nullptr;
+      const bool pair = (mul->inputs[0] == value && mul->inputs[1] == n.outputs[0]) ||
+                        (mul->inputs[1] == value && mul->inputs[0] == n.outputs[0]);
+      hs.alpha = n.attr_float("alpha", 0.2f);
+      hs.beta = n.attr_float("beta", 0.5f);
+      return pair ? mul : nullptr;
+    }
+    return nullptr;
+  }
   // Q reading `value` alone, with one scale: its parameters.
   const Node* quantize_after(const std::string& value, QuantScalar& q) const {
     const Node* next = sole_reader(value);
@@ -334,7 +355,8 @@ class Compiler {
         const Node* d = producer(node.inputs[0]);
         return d != nullptr ? match_dynamic_conv(*d, &node) : std::nullopt;
       }
-      if (node.op_type == "NhwcMaxPool") return match_qmaxpool(node, true);
+      if (node.op_type == "NhwcMaxPool" || node.op_type == "NhwcAveragePool") return match_pool_nhwc(node);
+      if (node.op_type == "NhwcBatchNormalization") return match_batchnorm(node, true);
       if (node.op_type == "NhwcGlobalAveragePool") {
         if (auto f = match_qgap(node, true)) return f;
         if (node.inputs.empty() || !is_float_value_depth(node.inputs[0], 0)) return std::nullopt;
@@ -937,6 +959,21 @@ class Compiler {
     return f;
   }
 
+  // The layout pass's NHWC pools: MaxPool on codes (DQ -> pool -> Q),
+  // else on float32 (steps_pool_nhwc.cc; Indices never reach a twin).
+  std::optional<Fusion> match_pool_nhwc(const Node& node) {
+    const bool average = node.op_type == "NhwcAveragePool";
+    if (!average) {
+      if (auto f = match_qmaxpool(node, true)) return f;
+    }
+    if (node.inputs.empty() || node.outputs.empty() || node.attr_ints("kernel_shape").size() != 2 ||
+        !is_float_value_depth(node.inputs[0], 0) || !output_unused(node, 1)) {
+      return std::nullopt;
+    }
+    return single_step(node, make_pool_nhwc_f32_step(node, m_.model_.opset(), average, m_.options_.isa),
+                       {node.inputs[0]});
+  }
+
   // ---- FP32 operators with compiled steps (steps_fp32.h) ----
   // Whether output `i` of `node` is absent or read by nobody.
   bool output_unused(const Node& node, size_t i) const {
@@ -1285,7 +1322,9 @@ class Compiler {
   // BatchNormalization (inference, constant parameters, one per channel):
   //   DQ(x) -> BN -> [Relu|Clip] -> Q, one scale each  => a table per channel on the codes
   //   float x -> BN [-> Relu|Clip]                     => batchnorm_f32 (x * a[c] + b[c])
-  std::optional<Fusion> match_batchnorm(const Node& bn) {
+  // `nhwc`: the layout pass's NhwcBatchNormalization twin on float32
+  // [N, H, W, C], the same a, b and float expression (batchnorm_nhwc_f32).
+  std::optional<Fusion> match_batchnorm(const Node& bn, bool nhwc = false) {
     const int64_t opset = m_.model_.opset();
     if (bn.inputs.size() != 5 || !output_unused(bn, 1) || !output_unused(bn, 2) || !output_unused(bn, 3) ||
         !output_unused(bn, 4) || (opset >= 14 && bn.attr_int("training_mode", 0) != 0) ||
@@ -1305,7 +1344,7 @@ class Compiler {
     const Node* act = activation_after(bn.outputs[0], clamp);
     // The quantized form: a table per channel, from the reference ops.
     QuantScalar xq, yq;
-    const Node* dq = activation_dq(bn.inputs[0], xq);
+    const Node* dq = nhwc ? nullptr : activation_dq(bn.inputs[0], xq);
     const Node* q = dq != nullptr && sole_reader(dq->outputs[0]) == &bn
                         ? quantize_after(act != nullptr ? act->outputs[0] : bn.outputs[0], yq)
                         : nullptr;
@@ -1358,7 +1397,7 @@ class Compiler {
       b[static_cast<size_t>(c)] = static_cast<float>(static_cast<double>(p[1]->data<float>()[c]) -
                                                      static_cast<double>(p[2]->data<float>()[c]) * scale);
     }
-    Fusion f = single_step(bn, make_batchnorm_step(std::move(a), std::move(b), clamp), {bn.inputs[0]});
+    Fusion f = single_step(bn, make_batchnorm_step(std::move(a), std::move(b), clamp, nhwc), {bn.inputs[0]});
     if (act != nullptr) {
       f.nodes.push_back(act);
       f.outputs = {act->outputs[0]};
@@ -2241,9 +2280,27 @@ class Compiler {
       tail = mul->outputs[0];
       silu = true;
     }
-    // A residual Add and a SiLU are not fused together (the SiLU epilogue
-    // would run before the Add in the store).
-    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu, nhwc);
+    std::optional<HardSwishParams> hard_swish;
+    HardSwishParams hs;
+    if (!silu && other.empty()) {
+      if (const Node* mul = hard_swish_after(tail, hs)) {
+        // Conv [-> Relu|Clip] -> HardSigmoid -> Mul: the x_hard_sigmoid_f32
+        // step's function in the conv's store (sconv.h).
+        f.nodes.push_back(producer(mul->inputs[0] == tail ? mul->inputs[1] : mul->inputs[0]));
+        f.nodes.push_back(mul);
+        tail = mul->outputs[0];
+        hard_swish = hs;
+      } else if (const Node* op = sole_reader_of(tail, "HardSwish"); op != nullptr && op->inputs.size() == 1) {
+        // Conv [-> Relu|Clip] -> HardSwish (opset 14): the hard_swish_f32
+        // step's function in the conv's store.
+        f.nodes.push_back(op);
+        tail = op->outputs[0];
+        hard_swish = HardSwishParams{.alpha = 1.0f / 6.0f, .beta = 0.5f, .divide6 = true};
+      }
+    }
+    // A residual Add and a SiLU or hard swish are not fused together (the
+    // epilogue would run before the Add in the store).
+    auto step = make_sconv_step(c, *w, b, clamp, m_.options_.threads, !other.empty(), silu, nhwc, hard_swish);
     if (!step) return std::nullopt;
     for (const Node* n : f.nodes) consumed_.insert(n);
     if (constant(node.inputs[1]) == nullptr) ++absorbed_reads_[node.inputs[1]];

@@ -26,13 +26,32 @@ bool fp32_nhwc_enabled() {
 
 // An FP32 2-D Conv the NHWC SConv kernels run: constant float32 4-D weight
 // (and bias), float input.
-// Or a GlobalAveragePool of a float input (its twin has an FP32 step).
-bool fp32_conv_for_nhwc(const Graph& g, const Node& n) {
+// Or a GlobalAveragePool, 2-D MaxPool (no Indices) or AveragePool of a
+// float input (their twins have FP32 steps: steps_pool_nhwc.cc).
+// Or an inference-form BatchNormalization of a float input with constant
+// float32 parameters (it joins its group's layout; NhwcBatchNormalization
+// runs batchnorm_nhwc_f32: steps_norm2.cc).
+bool fp32_conv_for_nhwc(const Graph& g, const Node& n, int64_t opset) {
   if (!n.domain.empty() || n.inputs.empty()) return false;
   auto x = g.value_info.find(n.inputs[0]);
   const ValueInfo* in = g.find_input(n.inputs[0]);
   const DType xt = x != g.value_info.end() ? x->second.type.dtype : in != nullptr ? in->type.dtype : DType::kUndefined;
   if (n.op_type == "GlobalAveragePool") return xt == DType::kFloat32;
+  if (n.op_type == "MaxPool" || n.op_type == "AveragePool") {
+    const bool indices = n.outputs.size() > 1 && !n.outputs[1].empty();
+    return !indices && n.attr_ints("kernel_shape").size() == 2 && xt == DType::kFloat32;
+  }
+  if (n.op_type == "BatchNormalization") {
+    if (n.inputs.size() != 5 || (opset >= 14 && n.attr_int("training_mode", 0) != 0) ||
+        (opset < 9 && n.attr_int("spatial", 1) == 0)) {
+      return false;
+    }
+    for (size_t i = 1; i < 5; ++i) {
+      auto p = g.initializers.find(n.inputs[i]);
+      if (p == g.initializers.end() || p->second.dtype() != DType::kFloat32 || p->second.rank() != 1) return false;
+    }
+    return xt == DType::kFloat32;
+  }
   if (n.op_type != "Conv" || n.inputs.size() < 2) return false;
   auto w = g.initializers.find(n.inputs[1]);
   if (w == g.initializers.end() || w->second.dtype() != DType::kFloat32 || w->second.rank() != 4) return false;
@@ -182,12 +201,19 @@ CompiledModel::CompiledModel(const Model& model, const CompileOptions& options) 
     const bool fp32_nhwc = fp32_nhwc_enabled();
     const bool dynamic_nhwc = dynamic_nhwc_enabled();  // KVANT_DYNAMIC_NHWC=0 keeps dynamic convs NCHW (A/B)
     const auto convert = [&](const Node& n) {
+      // A standalone BatchNormalization joins only on float32 (its
+      // DQ -> BN -> Q form keeps the NCHW per-channel tables).
+      if (n.op_type == "BatchNormalization") {
+        auto it = producer.find(n.inputs[0]);
+        const bool dq = it != producer.end() && it->second->op_type == "DequantizeLinear";
+        return !dq && fp32_nhwc && fp32_conv_for_nhwc(model_.graph, n, model_.opset());
+      }
       if (quantized_input(n)) return true;
       if (n.op_type == "ConvInteger") {
         auto it = producer.find(n.inputs[0]);
         return dynamic_nhwc && dynamic_conv_for_nhwc(model_.graph, n, it == producer.end() ? nullptr : it->second);
       }
-      return fp32_nhwc && fp32_conv_for_nhwc(model_.graph, n);
+      return fp32_nhwc && fp32_conv_for_nhwc(model_.graph, n, model_.opset());
     };
     if (nhwc_layout(model_.graph, model_.opset(), convert)) model_.opset_imports["com.kvant"] = 1;
   }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/sconv.h"
 #include "runtime/steps_fp32.h"
 
 namespace kvant {
@@ -45,10 +46,10 @@ class HardStep : public Step {
           for (int64_t i = begin; i < end; ++i) y[i] = std::max(0.0f, std::min(1.0f, alpha * x[i] + beta));
           break;
         case Kind::kSigmoidTimesX:
-          for (int64_t i = begin; i < end; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, alpha * x[i] + beta));
+          hard_swish_f32(x + begin, y + begin, end - begin, alpha, beta);  // as a conv's epilogue
           break;
         case Kind::kSwish:
-          for (int64_t i = begin; i < end; ++i) y[i] = x[i] * std::max(0.0f, std::min(1.0f, x[i] / 6.0f + 0.5f));
+          hard_swish_op_f32(x + begin, y + begin, end - begin);  // as a conv's epilogue
           break;
       }
     });

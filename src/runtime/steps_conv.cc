@@ -53,6 +53,13 @@ ConvShape conv_shape(const std::string& name, const QConvFacts& f, const Shape& 
 
 namespace {
 
+// KVANT_ISA (or the CPU's best), read once: the level SConv's own default
+// constructors use.
+Isa conv_isa() {
+  static const Isa isa = selected_isa();
+  return isa;
+}
+
 bool same_shape(const ConvShape& a, const ConvShape& b) {
   return a.batch == b.batch && a.c_in == b.c_in && a.h_in == b.h_in && a.w_in == b.w_in && a.h_out == b.h_out &&
          a.w_out == b.w_out && a.pad_top == b.pad_top && a.pad_left == b.pad_left;
@@ -102,14 +109,15 @@ class QConvStep : public Step {
 class SConvStep : public Step {
  public:
   SConvStep(const QConvFacts& facts, const Tensor& weight, const Tensor* bias, const FloatClamp& clamp, int threads,
-            bool residual, SConvEpilogue epilogue, bool nhwc)
+            bool residual, SConvEpilogue epilogue, bool nhwc, HardSwishParams hard_swish = {})
       : facts_(facts),
         weight_(weight),
         act_(clamp.activation()),
         epilogue_(epilogue),
         threads_(threads),
         residual_(residual),
-        nhwc_(nhwc) {
+        nhwc_(nhwc),
+        hard_swish_(hard_swish) {
     if (residual_ && epilogue_ != SConvEpilogue::kNone)
       throw Error(ErrorCode::kInternal, "a fused residual Add cannot be followed by a fused epilogue");
     if (bias != nullptr) bias_.assign(bias->data<float>(), bias->data<float>() + bias->numel());
@@ -117,6 +125,7 @@ class SConvStep : public Step {
   std::string kernel() const override {
     std::string k = kernel_ ? kernel_->kernel_name() : nhwc_kernel_ ? nhwc_kernel_->kernel_name() : "sconv";
     if (epilogue_ == SConvEpilogue::kSilu) k += "+silu";
+    if (epilogue_ == SConvEpilogue::kHardSwish) k += "+hardswish";
     return k;
   }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
@@ -125,9 +134,9 @@ class SConvStep : public Step {
     const ConvShape s = conv_shape(name, facts_, nhwc_ ? nchw_of(in[0]->shape()) : in[0]->shape(), weight_.shape());
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     if (nhwc_ && (!nhwc_kernel_ || !same_shape(nhwc_kernel_->shape(), s))) {
-      nhwc_kernel_.emplace(s, weight_.data<float>(), bias, act_, epilogue_);
+      nhwc_kernel_.emplace(s, weight_.data<float>(), bias, act_, isa_, epilogue_, hard_swish_);
     } else if (!nhwc_ && (!kernel_ || !same_shape(kernel_->shape(), s))) {
-      kernel_.emplace(s, weight_.data<float>(), bias, act_, epilogue_);
+      kernel_.emplace(s, weight_.data<float>(), bias, act_, isa_, epilogue_, hard_swish_);
     }
     const Shape y = nhwc_ ? Shape{s.batch, s.h_out, s.w_out, s.c_out} : Shape{s.batch, s.c_out, s.h_out, s.w_out};
     if (residual_) {
@@ -162,7 +171,9 @@ class SConvStep : public Step {
   SConvEpilogue epilogue_;
   int threads_;
   bool residual_;
-  bool nhwc_;  // x and y [N, H, W, C]: an NhwcConv of the layout pass (SConvNhwc)
+  bool nhwc_;                   // x and y [N, H, W, C]: an NhwcConv of the layout pass (SConvNhwc)
+  HardSwishParams hard_swish_;  // SConvEpilogue::kHardSwish
+  Isa isa_ = conv_isa();        // as the kernels' own default
   mutable std::optional<SConv> kernel_;
   mutable std::optional<SConvNhwc> nhwc_kernel_;
 };
@@ -214,9 +225,13 @@ std::unique_ptr<Step> make_qconv_step(const QConvFacts& facts, const QuantScalar
 }
 
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
-                                      const FloatClamp& clamp, int threads, bool residual, bool silu, bool nhwc) {
-  return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads, residual,
-                                     silu ? SConvEpilogue::kSilu : SConvEpilogue::kNone, nhwc);
+                                      const FloatClamp& clamp, int threads, bool residual, bool silu, bool nhwc,
+                                      std::optional<HardSwishParams> hard_swish) {
+  const SConvEpilogue epilogue = silu         ? SConvEpilogue::kSilu
+                                 : hard_swish ? SConvEpilogue::kHardSwish
+                                              : SConvEpilogue::kNone;
+  return std::make_unique<SConvStep>(facts, weight, bias, clamp, threads, residual, epilogue, nhwc,
+                                     hard_swish.value_or(HardSwishParams{}));
 }
 
 }  // namespace kvant

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "kernels/conv_shape.h"
+#include "kernels/sconv.h"
 #include "runtime/steps.h"
 
 namespace kvant {
@@ -70,10 +72,15 @@ bool link_dynamic_conv_range(Step& producer, Step& consumer);
 // Add done in the conv's store (SConv::run's residual). Not for depthwise
 // convs. With silu, Conv [-> Relu|Clip] -> SiLU (x * Sigmoid(x), the vmath
 // silu of make_silu_step applied in the conv's store, bit-identical to it);
-// residual and silu are never both set. nhwc: x, y (and other) are
-// [N, H, W, C] (an NhwcConv of the layout pass; kernels/sconv_nhwc.h).
+// residual and silu are never both set. With hard_swish (set: the
+// HardSigmoid's alpha and beta), Conv [-> Relu|Clip] -> HardSigmoid -> Mul(x)
+// by hard_swish_f32 in the store (kernels/sconv.h), bit-identical to the
+// x_hard_sigmoid_f32 step (divide6: the HardSwish operator, bit-identical
+// to the hard_swish_f32 step); not with residual or silu either. nhwc: x, y (and
+// other) are [N, H, W, C] (an NhwcConv of the layout pass;
+// kernels/sconv_nhwc.h).
 std::unique_ptr<Step> make_sconv_step(const QConvFacts& facts, const Tensor& weight, const Tensor* bias,
                                       const FloatClamp& clamp, int threads, bool residual = false, bool silu = false,
-                                      bool nhwc = false);
+                                      bool nhwc = false, std::optional<HardSwishParams> hard_swish = std::nullopt);
 
 }  // namespace kvant

@@ -14,7 +14,10 @@ namespace kvant {
 // BatchNormalization in inference form on float32 [N, C, ...] (steps_norm2.cc):
 // y = clamp(x * a[c] + b[c]) with a = scale / sqrt(var + eps) and
 // b = B - mean * a computed in double once and rounded to float.
-std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp);
+// `channels_last`: the layout pass's NhwcBatchNormalization twin, x [N, H, W, C]
+// (channel = last dim), the same expression, so bit-identical to the NCHW step.
+std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp,
+                                          bool channels_last = false);
 
 // DQ -> BatchNormalization -> [Relu|Clip] -> Q on codes [N, C, ...]: one
 // 256-entry table per channel, tabulated by running the reference ops, so
@@ -48,6 +51,11 @@ std::unique_ptr<Step> make_groupnorm_step(float eps, int64_t groups, bool per_ch
 // AveragePool, 2-D, float32 NCHW (steps_pool2.cc), bit-exact with the
 // reference: `node` gives the window.
 std::unique_ptr<Step> make_avgpool_f32_step(const Node& node, int64_t opset);
+
+// The layout pass's NhwcMaxPool / NhwcAveragePool (average) on float32
+// [N, H, W, C] (steps_pool_nhwc.cc, kernels/pool_nhwc.h), bit-exact with
+// the reference; `node` gives the window, `isa` the kernel table's level.
+std::unique_ptr<Step> make_pool_nhwc_f32_step(const Node& node, int64_t opset, bool average, Isa isa);
 
 // HardSigmoid y = max(0, min(1, alpha x + beta)); with `times_x`,
 // x * HardSigmoid(x) (the Mul of an opset-13 hard swish); HardSwish itself

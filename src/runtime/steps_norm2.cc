@@ -44,18 +44,30 @@ int64_t inner_size(const Shape& s, size_t from) {
 
 class BatchNormStep : public Step {
  public:
-  BatchNormStep(std::vector<float> a, std::vector<float> b, FloatClamp clamp)
-      : a_(std::move(a)), b_(std::move(b)), clamp_(clamp) {}
-  std::string kernel() const override { return clamp_.active() ? "batchnorm_f32+clamp" : "batchnorm_f32"; }
+  BatchNormStep(std::vector<float> a, std::vector<float> b, FloatClamp clamp, bool channels_last)
+      : a_(std::move(a)), b_(std::move(b)), clamp_(clamp), channels_last_(channels_last) {}
+  std::string kernel() const override {
+    return std::string(channels_last_ ? "batchnorm_nhwc_f32" : "batchnorm_f32") + (clamp_.active() ? "+clamp" : "");
+  }
   void infer(std::span<const Tensor* const> in, std::vector<TensorSpec>& out) const override {
     const Tensor& x = *in[0];
-    if (x.dtype() != DType::kFloat32 || x.rank() < 2 || x.dim(1) != static_cast<int64_t>(a_.size())) {
-      throw Error(ErrorCode::kInvalidArgument, name + ": needs float32 [N, " + std::to_string(a_.size()) +
+    const auto channels = static_cast<int64_t>(a_.size());
+    if (channels_last_) {
+      if (x.dtype() != DType::kFloat32 || x.rank() != 4 || x.dim(3) != channels) {
+        throw Error(ErrorCode::kInvalidArgument, name + ": needs float32 NHWC [N, H, W, " + std::to_string(channels) +
+                                                     "] (one scale per channel), got " + x.describe());
+      }
+    } else if (x.dtype() != DType::kFloat32 || x.rank() < 2 || x.dim(1) != channels) {
+      throw Error(ErrorCode::kInvalidArgument, name + ": needs float32 [N, " + std::to_string(channels) +
                                                    ", ...] (one scale per channel), got " + x.describe());
     }
     out.assign(1, {DType::kFloat32, x.shape()});
   }
   void run(std::span<const Tensor* const> in, std::span<Tensor* const> out, std::byte*, ThreadPool* pool) override {
+    if (channels_last_) {
+      run_nhwc(*in[0], *out[0], pool);
+      return;
+    }
     const Tensor& xt = *in[0];
     const int64_t channels = xt.dim(1);
     const int64_t inner = inner_size(xt.shape(), 2);
@@ -82,8 +94,37 @@ class BatchNormStep : public Step {
   }
 
  private:
+  // [N, H, W, C]: one pixel's C values per row, a[c] and b[c] along it; the
+  // same float expression as the NCHW loop (no FMA: this file is built
+  // without -mfma), so the two layouts give the same bits.
+  void run_nhwc(const Tensor& xt, Tensor& yt, ThreadPool* pool) const {
+    const auto channels = static_cast<int64_t>(a_.size());
+    const int64_t rows = xt.dim(0) * xt.dim(1) * xt.dim(2);
+    const float* x = xt.data<float>();
+    float* y = yt.data<float>();
+    const float* a = a_.data();
+    const float* b = b_.data();
+    const float lo = clamp_.lo, hi = clamp_.hi;
+    const bool clamp = clamp_.active();
+    parallel_for(pool, rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xp = x + r * channels;
+        float* yp = y + r * channels;
+        if (clamp) {
+          for (int64_t c = 0; c < channels; ++c) {
+            const float v = xp[c] * a[c] + b[c];
+            yp[c] = std::min(std::max(v, lo), hi);
+          }
+        } else {
+          for (int64_t c = 0; c < channels; ++c) yp[c] = xp[c] * a[c] + b[c];
+        }
+      }
+    });
+  }
+
   std::vector<float> a_, b_;
   FloatClamp clamp_;
+  bool channels_last_;
 };
 
 class ChannelLookupStep : public Step {
@@ -267,8 +308,9 @@ class InstanceNormStep : public Step {
 
 }  // namespace
 
-std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp) {
-  return std::make_unique<BatchNormStep>(std::move(a), std::move(b), clamp);
+std::unique_ptr<Step> make_batchnorm_step(std::vector<float> a, std::vector<float> b, FloatClamp clamp,
+                                          bool channels_last) {
+  return std::make_unique<BatchNormStep>(std::move(a), std::move(b), clamp, channels_last);
 }
 
 std::unique_ptr<Step> make_channel_lookup_step(std::vector<uint8_t> tables, int64_t channels, bool x_signed,

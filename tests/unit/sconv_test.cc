@@ -328,8 +328,10 @@ TEST(SConv, DepthwiseOddShapesMatchOracle) {
   EXPECT_GE(done, 40);
 }
 
-// The SiLU epilogue (sconv.h) on every path, level and thread count: bit for
-// bit one silu pass of the level's vmath entry over the plain conv's output.
+// The SiLU and hard swish epilogues (sconv.h) on every path, level and
+// thread count: bit for bit one silu pass of the level's vmath entry, or one
+// hard_swish_f32 pass (alpha 0.2 here: the parameters reach the store), over
+// the plain conv's output.
 TEST(SConv, SiluEpilogueIsTheSiluPassBitForBit) {
   ThreadPool pool3(3);
   std::mt19937 rng(29);
@@ -353,15 +355,23 @@ TEST(SConv, SiluEpilogueIsTheSiluPassBitForBit) {
     for (Isa isa : levels()) {
       const float* b = c.bias ? d.b.data() : nullptr;
       const SConv plain(c.s, d.w.data(), b, c.act, isa);
-      const SConv fused(c.s, d.w.data(), b, c.act, isa, SConvEpilogue::kSilu);
-      EXPECT_STREQ(fused.kernel_name(), plain.kernel_name());
-      std::vector<float> want = run_conv(plain, d, nullptr);
-      vmath_pick(isa).silu(want.data(), want.data(), static_cast<int64_t>(want.size()));
-      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool3}) {
-        const std::vector<float> got = run_conv(fused, d, pool);
-        ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
-            << describe(c) << " level " << isa_name(isa) << " " << plain.kernel_name() << " threads "
-            << (pool == nullptr ? 1 : pool->size());
+      const std::vector<float> out = run_conv(plain, d, nullptr);
+      for (SConvEpilogue ep : {SConvEpilogue::kSilu, SConvEpilogue::kHardSwish}) {
+        const HardSwishParams hs{0.2f, 0.5f};
+        const SConv fused(c.s, d.w.data(), b, c.act, isa, ep, hs);
+        EXPECT_STREQ(fused.kernel_name(), plain.kernel_name());
+        std::vector<float> want = out;
+        if (ep == SConvEpilogue::kSilu) {
+          vmath_pick(isa).silu(want.data(), want.data(), static_cast<int64_t>(want.size()));
+        } else {
+          hard_swish_f32(want.data(), want.data(), static_cast<int64_t>(want.size()), hs.alpha, hs.beta);
+        }
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool3}) {
+          const std::vector<float> got = run_conv(fused, d, pool);
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+              << describe(c) << " level " << isa_name(isa) << " " << plain.kernel_name() << " threads "
+              << (pool == nullptr ? 1 : pool->size()) << (ep == SConvEpilogue::kSilu ? " silu" : " hard swish");
+        }
       }
     }
   }
