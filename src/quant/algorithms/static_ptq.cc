@@ -24,6 +24,11 @@
 //                   has inputs of either sign keeps its own parameters: the
 //                   Concat requantizes it, and its Relu keeps zero point 0
 //                   (design decision 41).
+//      float logits A Gemm/MatMul whose output is a graph output keeps that
+//                   output float (no Q/DQ): its integer kernel writes float
+//                   directly (kvant's qgemm, ONNX Runtime's QGemm and
+//                   MatMulIntegerToFloat), and 8-bit logits turn near-ties
+//                   into exact ties that flip the top-1 (design decision 63).
 // 2. Calibrate: run the FP32 model on the samples and feed every planned
 //    tensor to its group's observer (streaming: memory does not grow with the
 //    number of samples).
@@ -190,6 +195,18 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
     fused_outputs.insert(n.inputs[0]);
     fused_activations.insert(i);
   }
+  // A Gemm/MatMul writing a graph output (logits), directly or through its
+  // fused activation, leaves it float: see "float logits" above.
+  auto float_output = [&](const Node& compute) {
+    if (compute.op_type != "Gemm" && compute.op_type != "MatMul") return false;
+    const std::string& out = compute.outputs[0];
+    if (graph_outputs.count(out)) return true;
+    if (!fused_outputs.count(out)) return false;
+    for (const Node& r : g.nodes) {
+      if (!r.inputs.empty() && r.inputs[0] == out) return graph_outputs.count(r.outputs[0]) != 0;
+    }
+    return false;
+  };
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (excluded.count(i)) {
@@ -216,13 +233,13 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
       plan.add(n.inputs[0]);
       if (!weight_const) plan.add(n.inputs[1]);
       if (!fused_outputs.count(n.outputs[0])) {
-        plan.add(n.outputs[0]);
+        if (!float_output(n)) plan.add(n.outputs[0]);
         plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
       }
       plan.compute_nodes.push_back(i);
       plan.counted.push_back(n.name);
     } else if (fused_activations.count(i)) {
-      plan.add(n.outputs[0]);
+      if (!float_output(g.nodes[producer.at(n.inputs[0])])) plan.add(n.outputs[0]);
       plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
       plan.counted.push_back(n.name);
     } else if (kOwnParamOps.count(op)) {
