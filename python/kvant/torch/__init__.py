@@ -495,11 +495,21 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
     fqs = activation_fake_quants(gm)
     if init_from is not None:
         params = _read_ptq_qparams(init_from)
-        if len(params) != len(fqs):
+        # kvant's static files leave the logits of a final Gemm float (design decision 63): this model's
+        # last quantization point, on those logits, is then calibrated here instead.
+        calibrate_last = len(params) == len(fqs) - 1
+        if len(params) != len(fqs) and not calibrate_last:
             raise ValueError("%s has %d activation quantization points, this model %d: not the same network?" %
                              (init_from, len(params), len(fqs)))
         for module, (scale, zero) in zip(fqs, params):
             module.set_qparams(scale, zero)
+        if calibrate_last:
+            fqs[-1].mode = "observe"
+            gm.eval()
+            with _torch.no_grad():
+                for batch in (calibration if calibration is not None else [example_inputs]):
+                    gm(*((batch,) if isinstance(batch, _torch.Tensor) else tuple(batch)))
+            fqs[-1].freeze_observed()
     else:
         for module in fqs:
             module.mode = "observe"

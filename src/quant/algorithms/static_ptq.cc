@@ -31,10 +31,10 @@
 //                   on the sequence input X and the output Y (not on Y_h,
 //                   Y_c, nor on a Y that is a graph output) (decision 64).
 //      float logits A Gemm/MatMul whose output is a graph output keeps that
-//                   output float (no Q/DQ): its integer kernel writes float
-//                   directly (kvant's qgemm, ONNX Runtime's QGemm and
-//                   MatMulIntegerToFloat), and 8-bit logits turn near-ties
-//                   into exact ties that flip the top-1 (design decision 63).
+//                   output float (no Q/DQ): kvant's qgemm writes float
+//                   directly and ONNX Runtime still fuses such a Gemm into
+//                   QGemm, while 8-bit logits turn near-ties into exact ties
+//                   that flip the top-1 (design decision 63).
 // 2. Calibrate: run the FP32 model on the samples and feed every planned
 //    tensor to its group's observer (streaming: memory does not grow with the
 //    number of samples).
