@@ -119,6 +119,41 @@ Step find_step(const Graph& graph, const std::string& output) {
       step.how = node->describe();
       return step;
     }
+    if (path.empty() && node->domain.empty() && (node->op_type == "Gemm" || node->op_type == "MatMul") &&
+        node->inputs.size() >= 2) {
+      // The float logits of a quantized Gemm/MatMul (static mode writes no
+      // Q/DQ there, design decision 68). Both runs agreeing within one step
+      // on every input of the layer (the invariant upstream) bounds output n
+      // by x_scale x sum_k |W[k, n]|: that is the step, its largest column.
+      const Node* x = producer(graph, node->inputs[0]);
+      const Node* w = producer(graph, node->inputs[1]);
+      auto constant = [&](const Node* dq, size_t k) -> const Tensor* {
+        if (dq == nullptr || dq->op_type != "DequantizeLinear" || !dq->domain.empty() || dq->inputs.size() <= k)
+          return nullptr;
+        auto it = graph.initializers.find(dq->inputs[k]);
+        return it == graph.initializers.end() ? nullptr : &it->second;
+      };
+      const Tensor *xs = constant(x, 1), *wq = constant(w, 0), *ws = constant(w, 1), *wz = constant(w, 2);
+      const bool k_first = node->op_type == "MatMul" || node->attr_int("transB", 0) == 0;  // W [K, N] or [N, K]
+      const int64_t axis = w ? (w->attr_int("axis", 1) == 0 ? 0 : 1) : 1;
+      if (xs && wq && ws && xs->numel() == 1 && wq->rank() == 2 &&
+          (ws->numel() == 1 || ws->numel() == wq->dim(static_cast<int>(axis)))) {
+        const int64_t rows = wq->dim(0), cols = wq->dim(1);
+        std::vector<double> column(static_cast<size_t>(k_first ? cols : rows), 0.0);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < cols; ++c) {
+            const int64_t ch = ws->numel() == 1 ? 0 : (axis == 0 ? r : c);
+            const double zp = wz == nullptr ? 0.0 : wz->get_as_double(wz->numel() == 1 ? 0 : ch);
+            const double v = std::abs((wq->get_as_double(r * cols + c) - zp) * ws->get_as_double(ch));
+            column[static_cast<size_t>(k_first ? c : r)] += v;
+          }
+        }
+        step.kind = Step::Kind::kScale;
+        step.scale = {static_cast<float>(xs->get_as_double(0) * *std::max_element(column.begin(), column.end()))};
+        step.how = "one step of each input of " + node->describe() + " (float logits: x_scale x max_n sum_k |W|)";
+        return step;
+      }
+    }
     if (!node->domain.empty() || !same_value_ops().count(node->op_type) || node->inputs.empty()) {
       step.how = "float output of " + node->describe();
       break;

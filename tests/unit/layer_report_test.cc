@@ -13,7 +13,9 @@
 namespace kvant {
 namespace {
 
-// x[1,8] -> Gemm "a" (W1 [8,8], b1) -> h -> Gemm "b" (W2 [8,8], b2) -> y
+// x[1,8] -> Gemm "a" (W1 [8,8], b1) -> h -> Gemm "b" (W2 [8,8], b2) -> z -> Identity -> y
+// (the Identity keeps "b"'s output quantized: a Gemm writing a graph output
+// leaves it float, design decision 68)
 Model two_gemms(const Tensor& w1, const Tensor& w2, const Tensor& b2) {
   std::mt19937 rng(3);
   Model m;
@@ -25,7 +27,8 @@ Model two_gemms(const Tensor& w1, const Tensor& w2, const Tensor& b2) {
   g.initializers["b1"] = uniform({8}, rng, -0.1f, 0.1f);
   g.initializers["W2"] = w2;
   g.initializers["b2"] = b2;
-  g.nodes = {make_node("a", "Gemm", {"x", "W1", "b1"}, {"h"}), make_node("b", "Gemm", {"h", "W2", "b2"}, {"y"})};
+  g.nodes = {make_node("a", "Gemm", {"x", "W1", "b1"}, {"h"}), make_node("b", "Gemm", {"h", "W2", "b2"}, {"z"}),
+             make_node("id", "Identity", {"z"}, {"y"})};
   return m;
 }
 

@@ -392,6 +392,15 @@ def _read_ptq_qparams(path):
     return result
 
 
+def _ptq_output_quantized(path):
+    """Whether a kvant PTQ file's graph outputs come out of a DequantizeLinear (quantized logits)."""
+    import onnx
+
+    proto = onnx.load(path)
+    producers = {out: node.op_type for node in proto.graph.node for out in node.output}
+    return any(producers.get(o.name) == "DequantizeLinear" for o in proto.graph.output)
+
+
 def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibration=None, reduce_range=False):
     """A copy of model with BatchNorm folded and kvant's fake quantization inserted.
 
@@ -401,9 +410,11 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
     CPUs without VNNI (ONNX Runtime's AVX2 u8s8 kernels saturate full-range int8 products).
     init_from: a kvant PTQ file of the same model (kvant quantize), whose activation scales and zero
     points are taken in graph order; otherwise the ranges are min / max over `calibration` (an
-    iterable of input tuples, or of single tensors) run through the BN-folded float model. A value
-    only LSTMs read has no point in a static PTQ file (kvant's static mode leaves LSTMs FP32): its
-    range is observed on `calibration` (required then), the other points come from the file.
+    iterable of input tuples, or of single tensors) run through the BN-folded float model. The
+    logits of a final Gemm have no point in a static PTQ file (kvant leaves them float), nor, in
+    files from before static LSTMs, a value only LSTMs read: those ranges are observed on
+    `calibration` (the example inputs when not given; required for the LSTM case), the other
+    points come from the file.
     Returns a torch.fx.GraphModule in training mode; train it as usual, then export() it.
     """
     from torch.fx.experimental.optimization import fuse
@@ -502,23 +513,25 @@ def prepare_qat(model, example_inputs, weight_bits=8, init_from=None, calibratio
     observed = fqs
     if init_from is not None:
         params = _read_ptq_qparams(init_from)
-        # kvant's static PTQ leaves LSTMs FP32, so its file has no point for a value that only an
-        # LSTM reads (the graph input of an LSTM classifier): those few are observed on
-        # `calibration` instead, and every other point takes the file's parameters.
+        # A kvant static file can lack two kinds of point this model has: the logits of a final
+        # Gemm, which static mode leaves float (design decision 68), and, in files written before
+        # static mode quantized main-graph LSTMs (decision 69), a value only an LSTM reads. Those
+        # are observed on `calibration` instead; every other point takes the file's parameters.
+        missing = fqs[-1:] if len(params) < len(fqs) and not _ptq_output_quantized(init_from) else []
         fp32_in_ptq = [m for m in fqs if any(m is x for x in lstm_inputs) and
-                       not any(m is x for x in layer_inputs + anchored)]
-        targets = fqs
-        if len(params) != len(fqs) and fp32_in_ptq and len(params) == len(fqs) - len(fp32_in_ptq):
+                       not any(m is x for x in layer_inputs + anchored + missing)]
+        if fp32_in_ptq and len(params) == len(fqs) - len(missing) - len(fp32_in_ptq):
             if calibration is None:
                 raise ValueError("%s leaves the LSTM FP32 (no parameters for its input): give calibration= to "
                                  "observe that range" % init_from)
-            targets = [m for m in fqs if all(m is not x for x in fp32_in_ptq)]
+            missing += fp32_in_ptq
+        targets = [m for m in fqs if all(m is not x for x in missing)]
         if len(params) != len(targets):
             raise ValueError("%s has %d activation quantization points, this model %d: not the same network?" %
                              (init_from, len(params), len(fqs)))
         for module, (scale, zero) in zip(targets, params):
             module.set_qparams(scale, zero)
-        observed = [m for m in fqs if all(m is not x for x in targets)]
+        observed = missing
     if observed:
         for module in observed:
             module.mode = "observe"

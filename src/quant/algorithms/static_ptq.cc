@@ -24,6 +24,17 @@
 //                   has inputs of either sign keeps its own parameters: the
 //                   Concat requantizes it, and its Relu keeps zero point 0
 //                   (design decision 41).
+//      recurrent    LSTM, GRU, RNN with constant float32 W and R: W and R
+//                   int8 symmetric, one scale per gate row (as in dynamic
+//                   mode and inside If/Loop/Scan bodies, decision 62: the
+//                   recurrent kernels read int8 weights), the bias FP32, Q/DQ
+//                   on the sequence input X and the output Y (not on Y_h,
+//                   Y_c, nor on a Y that is a graph output) (decision 69).
+//      float logits A Gemm/MatMul whose output is a graph output keeps that
+//                   output float (no Q/DQ): kvant's qgemm writes float
+//                   directly and ONNX Runtime still fuses such a Gemm into
+//                   QGemm, while 8-bit logits turn near-ties into exact ties
+//                   that flip the top-1 (design decision 68).
 // 2. Calibrate: run the FP32 model on the samples and feed every planned
 //    tensor to its group's observer (streaming: memory does not grow with the
 //    number of samples).
@@ -56,6 +67,7 @@ namespace kvant {
 namespace {
 
 const std::set<std::string> kComputeOps = {"Conv", "Gemm", "MatMul"};
+const std::set<std::string> kRecurrentOps = {"LSTM", "GRU", "RNN"};
 const std::set<std::string> kFusableActivations = {"Relu", "Clip"};
 const std::set<std::string> kOwnParamOps = {"Add", "Mul", "AveragePool", "GlobalAveragePool"};
 const std::set<std::string> kSameParamOps = {"MaxPool",   "Reshape", "Flatten", "Transpose", "Squeeze",
@@ -91,7 +103,8 @@ struct Plan {
   std::vector<std::string> tensors;  // activations to quantize, in graph order
   std::unordered_set<std::string> tensor_set;
   Groups groups;
-  std::vector<size_t> compute_nodes;  // indices of quantized Conv/Gemm/MatMul
+  std::vector<size_t> compute_nodes;    // indices of quantized Conv/Gemm/MatMul
+  std::vector<size_t> recurrent_nodes;  // indices of quantized LSTM/GRU/RNN
   std::vector<std::pair<std::string, std::string>> layer_outputs;
   std::vector<std::string> excluded;
   std::vector<std::pair<std::string, std::string>> fp32_reasons;  // compute nodes left FP32, with why
@@ -190,14 +203,47 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
     fused_outputs.insert(n.inputs[0]);
     fused_activations.insert(i);
   }
+  // A Gemm/MatMul writing a graph output (logits), directly or through its
+  // fused activation, leaves it float: see "float logits" above.
+  auto float_output = [&](const Node& compute) {
+    if (compute.op_type != "Gemm" && compute.op_type != "MatMul") return false;
+    const std::string& out = compute.outputs[0];
+    if (graph_outputs.count(out)) return true;
+    if (!fused_outputs.count(out)) return false;
+    for (const Node& r : g.nodes) {
+      if (!r.inputs.empty() && r.inputs[0] == out) return graph_outputs.count(r.outputs[0]) != 0;
+    }
+    return false;
+  };
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (excluded.count(i)) {
-      if (kComputeOps.count(n.op_type)) plan.excluded.push_back(n.name);
+      if (kComputeOps.count(n.op_type) || kRecurrentOps.count(n.op_type)) plan.excluded.push_back(n.name);
       continue;
     }
     const std::string& op = n.op_type;
-    if (kComputeOps.count(op)) {
+    if (kRecurrentOps.count(op) && n.domain.empty()) {
+      bool constant = n.inputs.size() >= 3;
+      for (size_t k = 1; constant && k <= 2; ++k) {
+        auto t = g.initializers.find(n.inputs[k]);
+        constant = t != g.initializers.end() && t->second.dtype() == DType::kFloat32 && t->second.rank() == 3;
+      }
+      if (!constant) {
+        plan.fp32_reasons.emplace_back(n.name, "its W and R are not constant float32 tensors");
+        continue;
+      }
+      if (n.inputs[0].empty() || !is_float_activation(g, n.inputs[0])) {
+        plan.fp32_reasons.emplace_back(n.name, "its input is not a float32 activation");
+        continue;
+      }
+      plan.add(n.inputs[0]);
+      if (!n.outputs.empty() && !n.outputs[0].empty()) {
+        if (!graph_outputs.count(n.outputs[0])) plan.add(n.outputs[0]);
+        plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
+      }
+      plan.recurrent_nodes.push_back(i);
+      plan.counted.push_back(n.name);
+    } else if (kComputeOps.count(op)) {
       if (n.inputs.size() < 2 || !is_float_activation(g, n.inputs[0])) {
         plan.fp32_reasons.emplace_back(n.name, "its input is not a float32 activation");
         continue;
@@ -216,13 +262,13 @@ Plan make_plan(const Graph& g, const std::set<size_t>& excluded) {
       plan.add(n.inputs[0]);
       if (!weight_const) plan.add(n.inputs[1]);
       if (!fused_outputs.count(n.outputs[0])) {
-        plan.add(n.outputs[0]);
+        if (!float_output(n)) plan.add(n.outputs[0]);
         plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
       }
       plan.compute_nodes.push_back(i);
       plan.counted.push_back(n.name);
     } else if (fused_activations.count(i)) {
-      plan.add(n.outputs[0]);
+      if (!float_output(g.nodes[producer.at(n.inputs[0])])) plan.add(n.outputs[0]);
       plan.layer_outputs.emplace_back(n.name, n.outputs[0]);
       plan.counted.push_back(n.name);
     } else if (kOwnParamOps.count(op)) {
@@ -304,7 +350,7 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   const std::set<std::string> excluded_names = resolve_excluded_nodes(g, options.exclude, kComputeOps);
   const std::set<size_t> excluded = resolve_exclusions(g, excluded_names);
   Plan plan = make_plan(g, excluded);
-  if (plan.compute_nodes.empty()) {  // only layers inside control flow, or none at all
+  if (plan.compute_nodes.empty() && plan.recurrent_nodes.empty()) {  // only layers inside control flow, or none
     Model out = model;
     std::vector<std::pair<std::string, std::string>> reasons = plan.fp32_reasons;
     const int64_t inside = quantize_static_bodies(model, out, calibration, options, excluded_names, &reasons);
@@ -377,6 +423,11 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
   };
   // Non-finite weights are refused before calibration would trip on the
   // NaN they compute (check_finite_weight names the initializer).
+  for (size_t idx : plan.recurrent_nodes) {  // W and R
+    const Node& n = g.nodes[idx];
+    for (size_t k = 1; k < 3; ++k)
+      check_finite_weight(g.initializers.at(n.inputs[k]), n.inputs[k], options.allow_nonfinite);
+  }
   for (size_t idx : plan.compute_nodes) {
     const Node& n = g.nodes[idx];
     for (size_t k = 1; k < n.inputs.size() && k < 3; ++k) {
@@ -498,6 +549,22 @@ Model quantize_static(const Model& model, SampleSource& calibration, const Quant
                                       "\" kept in FP32: input scale x weight scale is below the smallest normal float");
         }
       }
+    }
+  }
+  // LSTM/GRU/RNN: W and R int8 symmetric per gate row (axis 1), as dynamic
+  // mode and the bodies write them; the bias stays FP32 (the gates add it in
+  // float: no int32 accumulator to match). Only when X was calibrated.
+  for (size_t idx : plan.recurrent_nodes) {
+    const Node& n = g.nodes[idx];
+    if (!params.count(plan.groups.find(n.inputs[0]))) continue;
+    for (size_t k : {size_t{1}, size_t{2}}) {
+      const std::string& name = n.inputs[k];
+      auto w = q.initializers.find(name);
+      if (w == q.initializers.end() || w->second.dtype() != DType::kFloat32) continue;  // shared: done
+      const Tensor weights = w->second;
+      insert_weight_dq(
+          q, name,
+          weight_params(weights, per_axis_ok ? 1 : -1, DType::kInt8, Symmetry::kSymmetric, options.reduce_range));
     }
   }
   for (const auto& t : plan.tensors) {
