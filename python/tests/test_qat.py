@@ -311,11 +311,14 @@ def test_lstm_export_refuses_what_it_cannot_write():
         kqat.prepare_qat(TinyLstm().eval(), (x,), weight_bits=4, calibration=[x])
 
 
-def test_lstm_qat_starts_from_kvant_static_ptq(tmp_path, kvant_cli):
-    """init_from with a static PTQ file of an LSTM classifier: kvant's static mode leaves the LSTM FP32,
-    so its file has points for the Linear's input and output only. Those two take the file's
-    parameters exactly; the LSTM's input (no point in the file) is observed on `calibration`, and is
-    then what a QAT model calibrated from scratch gets; without calibration it is an error naming why."""
+@pytest.mark.parametrize("lstm_in_file", [True, False])
+def test_lstm_qat_starts_from_kvant_static_ptq(tmp_path, kvant_cli, lstm_in_file):
+    """init_from with a static PTQ file of an LSTM classifier. kvant's static mode quantizes the LSTM's
+    input and leaves the logits of the final Gemm float (design decisions 68, 69): every point but the
+    logits takes the file's parameters exactly, the logits' range is observed on `calibration`. A file
+    whose LSTM stayed FP32 (`--exclude LSTM`, or a kvant from before decision 69) has no point for the
+    LSTM's input either: that range is observed too, and is then what a QAT model calibrated from scratch
+    gets; without calibration that is an error naming why."""
     torch.manual_seed(0)
     model = TinyLstm().eval()
     calib = images(64, 5)
@@ -325,18 +328,25 @@ def test_lstm_qat_starts_from_kvant_static_ptq(tmp_path, kvant_cli):
     np.save(tmp_path / "calib.npy", calib.numpy())
     ptq = tmp_path / "lstm.ptq.onnx"
     subprocess.run([kvant_cli, "quantize", str(fp32), "-o", str(ptq), "--calib", str(tmp_path / "calib.npy"),
-                    "--no-speed-check", "--report-samples", "0"], check=True, capture_output=True)
+                    "--no-speed-check", "--report-samples", "0"] + ([] if lstm_in_file else ["--exclude", "LSTM"]),
+                   check=True, capture_output=True)
     file_params = kqat._read_ptq_qparams(str(ptq))
-    assert len(file_params) == 2  # the Gemm's input and output: static mode leaves the LSTM FP32
+    assert not kqat._ptq_output_quantized(str(ptq))  # float logits
 
     qat = kqat.prepare_qat(model, (calib[:1],), init_from=str(ptq), calibration=[calib])
     fqs = kqat.activation_fake_quants(qat)
-    assert len(fqs) == 3
+    assert len(fqs) == 3  # the LSTM's input, the Gemm's input, the logits
     params = [(float(m.scale), int(m.zero_point)) for m in fqs]
-    assert params[1:] == file_params
-    scratch = kqat.prepare_qat(model, (calib[:1],), calibration=[calib])
-    assert params[0] == (float(kqat.activation_fake_quants(scratch)[0].scale),
-                         int(kqat.activation_fake_quants(scratch)[0].zero_point))
-
-    with pytest.raises(ValueError, match="leaves the LSTM FP32"):
-        kqat.prepare_qat(model, (calib[:1],), init_from=str(ptq))
+    scratch = [(float(m.scale), int(m.zero_point))
+               for m in kqat.activation_fake_quants(kqat.prepare_qat(model, (calib[:1],), calibration=[calib]))]
+    if lstm_in_file:
+        assert len(file_params) == 2
+        assert params[:2] == file_params
+    else:
+        assert len(file_params) == 1  # the Gemm's input only
+        assert params[1:2] == file_params
+        assert params[0] == scratch[0]
+        with pytest.raises(ValueError, match="leaves the LSTM FP32"):
+            kqat.prepare_qat(model, (calib[:1],), init_from=str(ptq))
+    # The logits' point is observed here, through the file's points: near the scratch model's range.
+    assert params[2][0] == pytest.approx(scratch[2][0], rel=0.1)

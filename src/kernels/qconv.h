@@ -78,6 +78,9 @@ struct QConvParams {
   // x and y in NHWC ([batch, h, w, c]) instead of NCHW: the GEMM path (any
   // ISA, through the GEMM table) or, for depthwise, the NHWC depthwise table.
   bool nhwc = false;
+  // Built for QConvGemm::run_dequant (dynamic convs: float output): the
+  // in-place rows form (requantized output only) is not used.
+  bool dequant = false;
   // Most threads run() will use (scratch is sized for this many); <= 0 means
   // std::thread::hardware_concurrency(). A larger pool just leaves threads idle.
   int max_threads = 0;

@@ -58,7 +58,7 @@ QConvGemm::QConvGemm(const QConvParams& p, const int8_t* weights, const std::vec
   // dilation 12-36 on an 8x8 map keep only the centre tap).
   const char* rows_env = std::getenv("KVANT_QCONV_ROWS");
   const bool rows_allowed = rows_env == nullptr || std::string(rows_env) != "0";
-  if (rows_allowed && p_.nhwc && s.group == 1 && !direct_ &&
+  if (rows_allowed && p_.nhwc && !p_.dequant && s.group == 1 && !direct_ &&
       std::all_of(w_zp.begin(), w_zp.end(), [](int32_t z) { return z == 0; })) {
     // Whether tap k reads an input position (not padding) for some output position.
     auto live = [](int out, int stride, int pad, int dil, int in, int k) {
@@ -349,7 +349,8 @@ void QConvGemm::run_dequant(const uint8_t* x, uint8_t x_zp, float* y, uint8_t* s
                             const FloatQuantKernel& fq, const float* mult, const float* bias, float lo, float hi,
                             float* ranges) const {
   if (rows_)
-    throw Error(ErrorCode::kInvalidArgument, "QConvGemm::run_dequant: built NHWC; the dynamic form needs NCHW");
+    throw Error(ErrorCode::kInvalidArgument,
+                "QConvGemm::run_dequant: built for the in-place rows form (QConvParams::dequant not set)");
   const ConvShape& s = p_.shape;
   const int64_t hw_in = static_cast<int64_t>(s.h_in) * s.w_in;
   const int64_t hw = static_cast<int64_t>(s.h_out) * s.w_out;

@@ -143,6 +143,7 @@ class DynamicConvStep : public Step {
         q.max_threads = p_.threads;
         q.w_scale = {1.0f};
         q.nhwc = p_.nhwc;
+        q.dequant = true;
         gemm_ = std::make_unique<QConvGemm>(q, p_.weight.data(), zp_, p_.isa);
       }
     }

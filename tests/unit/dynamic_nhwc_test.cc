@@ -52,8 +52,10 @@ Node conv_node(const std::string& name, const std::string& x, const std::string&
 // -> 1x1 (16 -> 24, no bias) = a -> 3x3 groups 2 (24 -> 24) -> Relu -> Clip = b -> Add(a, b)
 // -> 1x1 stride 2 (24 -> 32) -> Relu -> y. FP32, random weights, then
 // quantized by quantize_dynamic: four dynamic convs (the depthwise one stays
-// FP32).
-Model fp32_cnn(bool depthwise) {
+// FP32). seven_bit: --reduce-range weights and c3 in one group, the form
+// the static 7-bit NHWC convs read in place (decision 64), which a dynamic
+// conv must not take (its output is float).
+Model fp32_cnn(bool depthwise, bool seven_bit = false) {
   Model m;
   m.ir_version = 7;
   m.opset_imports[""] = 13;
@@ -68,7 +70,8 @@ Model fp32_cnn(bool depthwise) {
   weights("stem", 16, 3, 3);
   weights("dw", 16, 1, 3);
   weights("pw", 24, 16, 1);
-  weights("c3", 24, 12, 3);
+  const int c3_groups = seven_bit ? 1 : 2;
+  weights("c3", 24, 24 / c3_groups, 3);
   weights("c4", 32, 24, 1);
   auto& n = m.graph.nodes;
   n.push_back(conv_node("stem", "x", "s", 3, 2, 1, 1, false));
@@ -80,7 +83,7 @@ Model fp32_cnn(bool depthwise) {
     t = "dr";
   }
   n.push_back(conv_node("pw", t, "a", 1, 1, 0, 1, false));
-  n.push_back(conv_node("c3", "a", "c", 3, 1, 1, 2));
+  n.push_back(conv_node("c3", "a", "c", 3, 1, 1, c3_groups));
   n.push_back(make_node("c3_relu", "Relu", {"c"}, {"c_relu"}));
   init["six"] = Tensor::scalar<float>(0.6f);  // ReLU6 as TensorFlow exports it (scaled to bite)
   init["zero"] = Tensor::scalar<float>(0.0f);
@@ -93,6 +96,7 @@ Model fp32_cnn(bool depthwise) {
   m.graph.outputs.push_back({"y", out});
   QuantizeOptions options;
   options.mode = QuantMode::kDynamic;
+  options.reduce_range = seven_bit;
   return quantize_dynamic(prepare_for_quantization(m), options, nullptr);
 }
 
@@ -154,8 +158,10 @@ TEST(DynamicNhwc, LayoutPassKeepsTheReferenceOutputs) {
 }
 
 TEST(DynamicNhwc, CompiledChainsRunNhwc) {
-  for (bool depthwise : {false, true}) {
-    const Model m = with_shapes(fp32_cnn(depthwise));  // as read from a file
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool depthwise = variant == 1;
+    const bool seven_bit = variant == 2;
+    const Model m = with_shapes(fp32_cnn(depthwise, seven_bit));  // as read from a file
     const Tensor x = input(5);
     const Tensor want = ReferenceExecutor(m).run({{"x", x}}).at("y");
     ::setenv("KVANT_DYNAMIC_NHWC", "0", 1);
@@ -167,8 +173,8 @@ TEST(DynamicNhwc, CompiledChainsRunNhwc) {
     EXPECT_EQ(count(nchw.describe_plan(), "dynamic_nhwc_"), 0u) << nchw.describe_plan();
     EXPECT_TRUE(same_bytes(nchw_y, want) || depthwise) << "NCHW plan vs reference";
     for (int threads : {1, 3}) {
-      const std::string what =
-          std::string(depthwise ? "with" : "without") + " depthwise, threads " + std::to_string(threads);
+      const std::string what = std::string(depthwise ? "with" : "without") + " depthwise" +
+                               (seven_bit ? ", 7-bit" : "") + ", threads " + std::to_string(threads);
       CompiledModel compiled(m, default_compile_options(threads));
       compiled.run({{"x", input(9)}});  // planned on other data first (another scale and zero point)
       const Tensor got = compiled.run({{"x", x}}).at("y");
