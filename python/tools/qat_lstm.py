@@ -5,15 +5,15 @@
      last hidden state, Linear 128->10); its top-1 in PyTorch must equal kvant's on the ONNX file.
   2. PTQ with kvant: `kvant quantize --mode dynamic` (LSTM W/R and Gemm weights int8, activations
      at run time) and `--mode static` (--calib-images training images; static mode quantizes the
-     Gemm only and leaves the LSTM FP32).
+     LSTM's W/R per gate row and its input/output, and the Gemm's input; the logits stay float).
   3. QAT: kvant.torch.prepare_qat(weight_bits=8, calibration=the same training images): the LSTM's
      W/R fake-quantized per gate row (int8), the graph input and the Linear's input/output uint8;
      measured before training ("QAT start", a PTQ in kvant.torch's scheme) and after --epochs epochs
      of --train-images images (AdamW, cosine lr from --lr, gradient norm clipped at 1), exported
      with kvant.torch.export.
-  4. QAT from kvant's own PTQ: prepare_qat(init_from=the static PTQ file of step 2): the Gemm's
-     input and output ranges are the file's; the LSTM's input, which static mode leaves FP32 (no
-     point in the file), is observed on the calibration images. Trained the same way.
+  4. QAT from kvant's own PTQ: prepare_qat(init_from=the static PTQ file of step 2): the LSTM's
+     input and the Gemm's input ranges are the file's; the logits, which static mode leaves float
+     (no point in the file), are observed on the calibration images. Trained the same way.
   5. Control: the FP32 model fine-tuned the same epochs on the same images in the same order with
      the same optimizer (no fake quantization), exported to ONNX, and quantized by kvant the same
      two ways as step 2: whether QAT's gain is more than the extra training.
@@ -175,7 +175,7 @@ def main():
     seconds = fine_tune(qat, train_x, train_y, args, "QAT")
     tuned = three_ways(qat, os.path.join(tmp, "qat.onnx"))
 
-    # QAT from kvant's own static PTQ parameters (the LSTM's input range observed: static leaves it FP32).
+    # QAT from kvant's own static PTQ parameters (the logits' range observed: static leaves them float).
     qat_ptq = kqat.prepare_qat(fp32, (calib[:1],), weight_bits=8, init_from=rows["static"][2], calibration=[calib],
                                reduce_range=args.reduce_range)
     ptq_start = three_ways(qat_ptq, os.path.join(tmp, "qat_ptq_start.onnx"))
@@ -209,13 +209,14 @@ def main():
                                                                   fp32_kvant),
         "| PTQ `kvant quantize --mode dynamic` | LSTM W/R and Gemm weights int8, activations at run time | %.1f KB | "
         "| %.4f | |" % (rows["dynamic"][1] / 1024, rows["dynamic"][0]),
-        "| PTQ `kvant quantize --mode static` | the Gemm (static mode leaves the LSTM FP32) | %.1f KB | | %.4f | |" %
+        "| PTQ `kvant quantize --mode static` | LSTM W/R int8 per gate row, its input/output and the Gemm's input "
+        "uint8 (logits float) | %.1f KB | | %.4f | |" %
         (rows["static"][1] / 1024, rows["static"][0]),
         "| kvant.torch QAT start (no training: PTQ in its scheme) | LSTM W/R int8 per gate row, input and Gemm "
         "uint8/int8 | %.1f KB | %.4f | %.4f | %.4f |" % (start[3] / 1024, start[0], start[1], start[2]),
         "| kvant.torch QAT, %d epoch(s) x %d images (%.0f s) | the same | %.1f KB | %.4f | %.4f | %.4f |" %
         (args.epochs, args.train_images, seconds, tuned[3] / 1024, tuned[0], tuned[1], tuned[2]),
-        "| kvant.torch QAT start from kvant's static PTQ file (`init_from`; LSTM input range observed) | the same | "
+        "| kvant.torch QAT start from kvant's static PTQ file (`init_from`; the logits' range observed) | the same | "
         "%.1f KB | %.4f | %.4f | %.4f |" % (ptq_start[3] / 1024, ptq_start[0], ptq_start[1], ptq_start[2]),
         "| kvant.torch QAT from kvant's PTQ, %d epoch(s) x %d images | the same | %.1f KB | %.4f | %.4f | %.4f |" %
         (args.epochs, args.train_images, ptq_tuned[3] / 1024, ptq_tuned[0], ptq_tuned[1], ptq_tuned[2]),
