@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "nhwc_chain_check.h"
 #include "onnx/reader.h"
 #include "onnx/writer.h"
 #include "runtime/compiled_model.h"
@@ -141,39 +142,8 @@ TEST(BatchNormNhwc, LayoutTwinCompilesToTheNhwcStep) {
   m.graph.nodes = {c0, make_node("c1", "Conv", {"x", "w1"}, {"b"}), cat,
                    bn, make_node("relu", "Relu", {"n"}, {"r"}),     c2};
   m.graph.outputs.push_back({"y", type_of(DType::kFloat32, {1, 6, 9, 11})});
-  auto bytes = serialize_onnx(m);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
-  auto shaped = load_onnx_bytes(bytes->data(), bytes->size());
-  ASSERT_TRUE(shaped.ok()) << shaped.status().message();
   const Tensor x = uniform({1, 5, 9, 11}, rng, -1.0f, 1.0f);
-  const Tensor want = ReferenceExecutor(*shaped).run({{"x", x}}).at("y");
-  float peak = 0.0f;
-  for (int64_t i = 0; i < want.numel(); ++i) peak = std::max(peak, std::fabs(want.data<float>()[i]));
-  std::vector<float> first;
-  for (int threads : {1, 3}) {
-    CompiledModel compiled(*shaped, default_compile_options(threads));
-    const Tensor got = compiled.run({{"x", x}}).at("y");
-    const std::string plan = compiled.describe_plan();
-    EXPECT_NE(plan.find("batchnorm_nhwc_f32+clamp"), std::string::npos) << plan;
-    EXPECT_EQ(plan.find("batchnorm_f32"), std::string::npos) << plan;
-    EXPECT_EQ(compiled.stats().fallback_steps, 0) << plan;
-    size_t transposes = 0;
-    for (size_t at = plan.find(" transpose "); at != std::string::npos; at = plan.find(" transpose ", at + 1)) {
-      ++transposes;
-    }
-    EXPECT_LE(transposes, 2u) << plan;
-    ASSERT_EQ(got.shape(), want.shape());
-    for (int64_t i = 0; i < want.numel(); ++i) {
-      ASSERT_LE(std::fabs(got.data<float>()[i] - want.data<float>()[i]), 1e-5f * peak + 1e-7f)
-          << "threads " << threads << " element " << i;
-    }
-    std::vector<float> y(got.data<float>(), got.data<float>() + got.numel());
-    if (first.empty()) {
-      first = y;
-    } else {
-      EXPECT_EQ(std::memcmp(first.data(), y.data(), y.size() * sizeof(float)), 0) << "1 vs 3 threads";
-    }
-  }
+  test::expect_fp32_nhwc_chain(m, "x", x, {"batchnorm_nhwc_f32+clamp"}, {"batchnorm_f32"});
 }
 
 // x -> Conv -> LRN -> l; l -> BN -> Relu -> LRN and l -> BN -> Relu -> LRN:

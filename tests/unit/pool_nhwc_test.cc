@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernel_walk.h"
+#include "nhwc_chain_check.h"
 #include "onnx/reader.h"
 #include "onnx/writer.h"
 #include "ops/op_registry.h"
@@ -225,39 +226,8 @@ TEST(PoolNhwc, LayoutTwinsCompileToNhwcPoolSteps) {
   m.graph.nodes = {c0, make_node("r0", "Relu", {"a"}, {"r"}),      mp, make_node("c1", "Conv", {"p", "w1"}, {"b"}),
                    ap, make_node("c2", "Conv", {"q", "w2"}, {"y"})};
   m.graph.outputs.push_back({"y", type_of(DType::kFloat32, {1, 8, 5, 6})});
-  auto bytes = serialize_onnx(m);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
-  auto shaped = load_onnx_bytes(bytes->data(), bytes->size());
-  ASSERT_TRUE(shaped.ok()) << shaped.status().message();
   const Tensor x = uniform({1, 5, 11, 13}, rng, -1.0f, 1.0f);
-  const Tensor want = ReferenceExecutor(*shaped).run({{"x", x}}).at("y");
-  float peak = 0.0f;
-  for (int64_t i = 0; i < want.numel(); ++i) peak = std::max(peak, std::fabs(want.data<float>()[i]));
-  std::vector<float> first;
-  for (int threads : {1, 3}) {
-    CompiledModel compiled(*shaped, default_compile_options(threads));
-    const Tensor got = compiled.run({{"x", x}}).at("y");
-    const std::string plan = compiled.describe_plan();
-    EXPECT_NE(plan.find("maxpool_nhwc_f32/pool_nhwc_f32_"), std::string::npos) << plan;
-    EXPECT_NE(plan.find("avgpool_nhwc_f32/pool_nhwc_f32_"), std::string::npos) << plan;
-    EXPECT_EQ(compiled.stats().fallback_steps, 0) << plan;
-    size_t transposes = 0;
-    for (size_t at = plan.find(" transpose "); at != std::string::npos; at = plan.find(" transpose ", at + 1)) {
-      ++transposes;
-    }
-    EXPECT_LE(transposes, 2u) << plan;
-    ASSERT_EQ(got.shape(), want.shape());
-    for (int64_t i = 0; i < want.numel(); ++i) {
-      ASSERT_LE(std::fabs(got.data<float>()[i] - want.data<float>()[i]), 1e-5f * peak + 1e-7f)
-          << "threads " << threads << " element " << i;
-    }
-    std::vector<float> y(got.data<float>(), got.data<float>() + got.numel());
-    if (first.empty()) {
-      first = y;
-    } else {
-      EXPECT_EQ(std::memcmp(first.data(), y.data(), y.size() * sizeof(float)), 0) << "1 vs 3 threads";
-    }
-  }
+  test::expect_fp32_nhwc_chain(m, "x", x, {"maxpool_nhwc_f32/pool_nhwc_f32_", "avgpool_nhwc_f32/pool_nhwc_f32_"});
 }
 
 }  // namespace
